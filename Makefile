@@ -1,0 +1,66 @@
+# `make up` and `make test` set up whatever is missing on a Debian/Ubuntu host
+# (as root), then run. Every step is idempotent and quick when nothing is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KREL := $(shell uname -r)
+BCC_DIR := /usr/lib/python3/dist-packages/bcc
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint bench-exec setup system venv clean
+
+up: setup
+	$(VENV)/bin/snoopbus up
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench-exec: setup
+	$(PY) -m tests.bench.exec_storm
+
+setup: system venv
+
+# BCC from Debian, and kernel headers it can compile with. Offsets come from BTF,
+# so headers of another kernel version are fine (see DESIGN.md).
+system:
+	@if [ ! -f $(BCC_DIR)/__init__.py ] || [ ! -e /usr/share/doc/libbpf1 ]; then \
+	  echo "setup: installing BCC (python3-bpfcc) from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-bpfcc bpfcc-tools libbpf1; \
+	fi
+	@if [ ! -e /sys/kernel/kheaders.tar.xz ] && [ ! -d /lib/modules/$(KREL)/build/include ]; then \
+	  if ! ls -d /usr/src/linux-headers-*-common >/dev/null 2>&1; then \
+	    echo "setup: installing kernel headers for BCC"; \
+	    apt-get update -q; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-headers-$(KREL) \
+	      || DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-headers-cloud-amd64 \
+	      || DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-headers-amd64; \
+	  fi; \
+	  if [ ! -d /lib/modules/$(KREL)/build/include ]; then \
+	    arch=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1); \
+	    common=$$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1); \
+	    [ -n "$$arch" ] && [ -n "$$common" ] || { echo "setup: no kernel headers found under /usr/src" >&2; exit 1; }; \
+	    echo "setup: linking $$arch as /lib/modules/$(KREL)/build"; \
+	    mkdir -p /lib/modules/$(KREL); \
+	    ln -sfn $$arch /lib/modules/$(KREL)/build; \
+	    ln -sfn $$common /lib/modules/$(KREL)/source; \
+	  fi; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@# BCC's Python module is pure Python over libbcc.so: expose it to the venv.
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  [ -e $$site/bcc ] || ln -s $(BCC_DIR) $$site/bcc
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info
