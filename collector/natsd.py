@@ -64,7 +64,7 @@ class NatsServer:
             "--ports_file_dir", str(ports_dir),
             "-l", str(self.log_path),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         ports_file = ports_dir / f"{Path(args[0]).name}_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout

@@ -1,0 +1,164 @@
+"""The collector process: probes -> reader thread -> publisher -> JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+
+from snoopbus.collector import probes
+from snoopbus.collector.events import EventBuilder
+from snoopbus.collector.loss import UNDECODABLE, LossCounters
+from snoopbus.collector.proc_cache import ProcCache
+from snoopbus.collector.publisher import Publisher, PublisherConfig
+from snoopbus.collector.reader import RingReader
+from snoopbus.collector.records import KIND_EXEC, KIND_EXIT
+from snoopbus.proto import connect, encode_map, ensure_stream, meta_subject
+
+log = logging.getLogger("snoopbus.collector")
+
+KIND_NAMES = {KIND_EXEC: "exec", KIND_EXIT: "exit"}
+
+
+class CollectorError(RuntimeError):
+    """A condition the user must fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    nats_url: str
+    host: str = field(default_factory=socket.gethostname)
+    limits: probes.ProbeLimits = field(default_factory=probes.ProbeLimits)
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
+    heartbeat_interval: float = 30.0
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise CollectorError(
+            "the collector loads eBPF probes and must run as root "
+            "(try: sudo snoopbus collect ...; `snoopbus doctor` checks this host)"
+        )
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.cfg = config
+        self.instance = secrets.token_hex(4)
+        self.loss = LossCounters()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        check_privileges()
+        started = time.monotonic()
+        nc = await connect(self.cfg.nats_url, name=f"snoopbus-collector-{self.cfg.host}")
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js)
+            loaded = await asyncio.to_thread(probes.load, self.cfg.limits)
+            try:
+                await self._serve(js, loaded, started)
+            finally:
+                loaded.close()
+        finally:
+            await nc.drain()
+
+    async def _serve(
+        self, js: JetStreamContext, loaded: probes.LoadedProbes, started: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        cache = ProcCache()
+        cache.scan()
+        builder = EventBuilder(self.cfg.host, self.instance, cache)
+        publisher = Publisher(js, self.loss, self.cfg.publisher)
+        reader = RingReader(
+            loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(publisher.submit, batch)
+        )
+        flusher = asyncio.create_task(publisher.run())
+        reader.start()
+        startup_s = time.monotonic() - started
+        await self._publish_meta(js, "status", {"state": "ready", "startup_s": startup_s})
+        log.info(
+            "collector ready on %s in %.2fs (instance %s, %d processes known)",
+            self.cfg.host, startup_s, self.instance, len(cache),
+        )
+        reported_total = 0
+        last_heartbeat = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.cfg.loss_report_interval)
+                except TimeoutError:
+                    pass
+                if not reader.alive:
+                    raise CollectorError("the ring buffer reader stopped; see the log above")
+                reported_total = await self._report_loss(js, loaded, reader, reported_total)
+                if time.monotonic() - last_heartbeat >= self.cfg.heartbeat_interval:
+                    last_heartbeat = time.monotonic()
+                    await self._publish_meta(js, "heartbeat", self._stats(reader, publisher))
+        finally:
+            reader.stop()
+            await publisher.close()
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self._report_loss(js, loaded, reader, reported_total, final=True)
+            log.info(
+                "collector stopped: %d records read, %d events published, %s",
+                reader.records, publisher.published_events, self.loss.summary(),
+            )
+
+    def _stats(self, reader: RingReader, publisher: Publisher) -> dict[str, object]:
+        return {
+            "records": reader.records,
+            "published": publisher.published_events,
+            "buffered": publisher.buffered,
+            "lost": self.loss.total,
+        }
+
+    async def _report_loss(
+        self,
+        js: JetStreamContext,
+        loaded: probes.LoadedProbes,
+        reader: RingReader,
+        reported: int,
+        final: bool = False,
+    ) -> int:
+        by_kind = loaded.lost_by_kind()
+        self.loss.set_kernel({KIND_NAMES.get(k, str(k)): v for k, v in by_kind.items()})
+        self.loss.dropped[UNDECODABLE] = sum(reader.undecodable.values())
+        if self.loss.total != reported or (final and self.loss.total):
+            log.warning("loss: %s", self.loss.summary())
+            await self._publish_meta(js, "loss", self.loss.report(self.cfg.host, self.instance))
+        return self.loss.total
+
+    async def _publish_meta(self, js: JetStreamContext, what: str, body: dict[str, object]) -> None:
+        payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
+                   "ts": time.time_ns(), **body}
+        try:
+            await js.publish(meta_subject(self.cfg.host, what), encode_map(payload), timeout=5)
+        except Exception as exc:  # a meta report must never stop collection
+            log.warning("could not publish %s report: %s", what, exc)
+
+
+def run_collector(config: CollectorConfig) -> int:
+    collector = Collector(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, collector.request_stop)
+        await collector.run()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,151 @@
+/* Shared by every snoopbus probe program and mirrored by collector/records.py.
+ *
+ * Kernel structs are never dereferenced through headers: BCC compiles against
+ * whatever headers are installed, which may be from another kernel. Every
+ * field is read at an OFF_* offset that the loader takes from the running
+ * kernel's BTF and passes with -D.
+ *
+ * The main program (snoopbus.bpf.c) defines the maps and the helpers that
+ * use them. Required -D constants: MAX_CPUS, DATA_SIZE (power of two), SLACK,
+ * NAME_SZ, PATH_MAX_LEN, PATH_DEPTH_MAX, RINGBUF_PAGES, and the OFF_* below.
+ */
+#ifndef SNOOPBUS_COMMON_H
+#define SNOOPBUS_COMMON_H
+
+/* Record kinds: the first field the user-space decoder dispatches on. */
+#define KIND_EXEC 1
+#define KIND_EXIT 2
+#define KIND_MAX 32
+
+/* Record flags. */
+#define F_EXE_TRUNC   (1 << 0)  /* exe path deeper or longer than the limits */
+#define F_CWD_TRUNC   (1 << 1)
+#define F_ARGV_TRUNC  (1 << 2)  /* argv longer than ARGV_MAX */
+#define F_PATH_TRUNC  (1 << 3)
+#define F_PATH2_TRUNC (1 << 4)
+
+struct rec_hdr {
+    u64 ts;          /* CLOCK_BOOTTIME ns */
+    u64 cgroup;      /* cgroup v2 id */
+    u32 pid;         /* tgid */
+    u32 tid;
+    u32 ppid;
+    u32 uid;
+    u32 gid;
+    u16 kind;
+    u16 flags;
+    char comm[16];
+};
+
+/* Per-CPU scratch where a variable-length record is assembled before it is
+ * copied into the ring buffer with its real size. SLACK lets the verifier
+ * see that a write of up to SLACK bytes at (pos & (DATA_SIZE-1)) stays inside.
+ * A plain array indexed by CPU: per-CPU map values are capped at 32 KiB. */
+struct scratch {
+    /* Write position in data. Kept in map memory and accessed through
+     * volatile pointers so the verifier knows nothing of its value: paths
+     * through the path walks then look alike and are pruned, instead of each
+     * early exit re-verifying all that follows (which exceeds its budget). */
+    u32 pos;
+    u32 _pad;
+    u8 data[DATA_SIZE + SLACK];
+};
+
+static __always_inline u32 get_pos(struct scratch *s)
+{
+    return *(volatile u32 *)&s->pos;
+}
+
+static __always_inline void set_pos(struct scratch *s, u32 pos)
+{
+    *(volatile u32 *)&s->pos = pos;
+}
+
+/* Defined in the main .bpf.c: BCC rewrites map method calls only there. */
+static __always_inline struct scratch *get_scratch(void);
+static __always_inline void emit(u8 *buf, u32 size, u16 kind);
+
+/* Hides a value from clang's range analysis so a bounds mask survives. */
+#define barrier_var(v) asm volatile("" : "+r"(v))
+
+static __always_inline void *read_ptr(const void *base, long off)
+{
+    void *p = 0;
+    bpf_probe_read_kernel(&p, sizeof(p), (const char *)base + off);
+    return p;
+}
+
+static __always_inline u64 read_u64(const void *base, long off)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+    return v;
+}
+
+static __always_inline u32 read_u32(const void *base, long off)
+{
+    u32 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+    return v;
+}
+
+static __always_inline void fill_hdr(struct rec_hdr *h, void *task, u16 kind)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 uid_gid = bpf_get_current_uid_gid();
+    void *parent = read_ptr(task, OFF_TASK_REAL_PARENT);
+
+    h->ts = bpf_ktime_get_boot_ns();
+    h->cgroup = bpf_get_current_cgroup_id();
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->ppid = read_u32(parent, OFF_TASK_TGID);
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->kind = kind;
+    h->flags = 0;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Appends the path of `path` (a struct path *) to s->data at s->pos, as
+ * NUL-terminated names from the leaf up; user space reverses them. Walks
+ * d_parent, crossing mounts through struct mount, and stops at `root` (the
+ * task's root, so the path is the one the task sees) or at the top of the
+ * mount tree. Sets trunc_flag when depth or space ran out. */
+static __always_inline void walk_path(struct scratch *s, const void *path, const void *root,
+                                      u16 *flags, u16 trunc_flag)
+{
+    void *dentry = read_ptr(path, OFF_PATH_DENTRY);
+    void *vfsmnt = read_ptr(path, OFF_PATH_MNT);
+    void *root_dentry = read_ptr(root, OFF_PATH_DENTRY);
+    void *root_mnt = read_ptr(root, OFF_PATH_MNT);
+    void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
+    u32 start = get_pos(s);
+
+    for (int i = 0; i < PATH_DEPTH_MAX; i++) {
+        if (dentry == root_dentry && vfsmnt == root_mnt)
+            return;
+        void *parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);
+        if (dentry == read_ptr(vfsmnt, OFF_VFSMOUNT_MNT_ROOT) || dentry == parent) {
+            void *mnt_parent = read_ptr(mnt, OFF_MOUNT_MNT_PARENT);
+            if (mnt_parent == mnt || !mnt_parent)
+                return;  /* top of this mount tree */
+            dentry = read_ptr(mnt, OFF_MOUNT_MNT_MOUNTPOINT);
+            mnt = mnt_parent;
+            vfsmnt = (char *)mnt + OFF_MOUNT_MNT;
+            continue;
+        }
+        u32 pos = get_pos(s);
+        if (pos - start > PATH_MAX_LEN || pos > DATA_SIZE - NAME_SZ)
+            break;
+        const char *name = read_ptr(dentry, OFF_DENTRY_D_NAME + OFF_QSTR_NAME);
+        int n = bpf_probe_read_kernel_str(s->data + (pos & (DATA_SIZE - 1)), NAME_SZ, name);
+        if (n <= 0)
+            break;
+        set_pos(s, pos + n);
+        dentry = parent;
+    }
+    *flags |= trunc_flag;
+}
+
+#endif

@@ -1,0 +1,50 @@
+"""Loss is data: counted by reason, reported on the bus and in the log."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# Why an event can be lost, as reported under "dropped" in loss reports.
+KERNEL_RINGBUF_FULL = "kernel_ringbuf_full"  # the probe found no room in the ring buffer
+UNDECODABLE = "undecodable_record"  # a record user space could not decode
+PUBLISH_BACKLOG = "publish_backlog"  # NATS too slow or away and the buffer bound was hit
+PUBLISH_FAILED = "publish_failed"  # a publish that still failed when the collector stopped
+
+
+@dataclass
+class LossCounters:
+    dropped: Counter[str] = field(default_factory=Counter)
+    # kernel: event type -> per-CPU counts, as read from the probes' `lost` map
+    kernel: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+
+    def set_kernel(self, by_type: dict[str, list[int]]) -> None:
+        self.kernel = by_type
+        self.dropped[KERNEL_RINGBUF_FULL] = sum(sum(v) for v in by_type.values())
+
+    @property
+    def total(self) -> int:
+        return sum(self.dropped.values())
+
+    def report(self, host: str, instance: str) -> dict[str, Any]:
+        """The payload of snoopbus.meta.<host>.loss."""
+        return {
+            "v": 1,
+            "host": host,
+            "instance": instance,
+            "ts": time.time_ns(),
+            "total": self.total,
+            "dropped": {k: v for k, v in self.dropped.items() if v},
+            "kernel_per_cpu": {k: list(v) for k, v in self.kernel.items()},
+        }
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no events lost"
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items()) if v)
+        return f"{self.total} events lost ({parts})"

@@ -1,0 +1,66 @@
+"""One readable line per event, for `snoopbus tail` (pure, unit-tested)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from collections.abc import Mapping
+from typing import Any
+
+# Control characters and surrogate-escaped bytes would corrupt a terminal line.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    code = ord(ch) - 0xDC00 if ch >= "\udc80" else ord(ch)
+    return f"\\x{code:02x}"
+
+
+def printable(text: str) -> str:
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join(shlex.quote(printable(a)) for a in argv)
+
+
+def clock(ts_ns: int) -> str:
+    secs, ns = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%H:%M:%S", time.localtime(secs)) + f".{ns // 1_000_000:03d}"
+
+
+def format_event(ev: Mapping[str, Any]) -> str:
+    proc = ev.get("proc") or {}
+    file = ev.get("file") or {}
+    type_ = ev.get("type", "?")
+    who = f"pid={proc.get('pid', '?')} comm={printable(str(proc.get('comm', '?')))}"
+    head = f"{clock(int(ev.get('ts', 0)))} {ev.get('host', '?')} {type_:<11} {who}"
+    if type_ == "exec":
+        argv = proc.get("argv") or []
+        cmd = command_line(argv) if argv else printable(proc.get("exe", "?"))
+        trunc = " [argv truncated]" if proc.get("argv_truncated") else ""
+        exe, cwd = printable(proc.get("exe", "?")), printable(proc.get("cwd", "?"))
+        return (
+            f"{head} ppid={proc.get('ppid', '?')} uid={proc.get('uid', '?')} "
+            f"{exe}: {cmd}{trunc} (cwd {cwd})"
+        )
+    if type_ == "exit":
+        sig = f" signal={ev['signal']}" if "signal" in ev else ""
+        return f"{head} code={ev.get('exit_code', '?')}{sig} {printable(proc.get('exe', ''))}"
+    path = printable(str(file.get("path", "?")))
+    if "old_path" in file:
+        path = f"{printable(str(file['old_path']))} → {path}"
+    if "target" in file:
+        path = f"{path} -> {printable(str(file['target']))}"
+    extra = f" cookie={ev['cookie']}" if "cookie" in ev else ""
+    if "ret" in ev and ev["ret"] < 0:
+        extra += f" ret={ev['ret']}"
+    return f"{head} {path}{extra}"
+
+
+def to_json(ev: Mapping[str, Any]) -> str:
+    # Non-UTF-8 bytes stay as surrogate escapes (\udcXX): lossless, valid JSON.
+    return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=repr)
