@@ -1,0 +1,183 @@
+"""`snoopbus doctor`: what this kernel allows, which hooks the collector will
+use, and whether it can run here at all (exit 0) or not (exit 1).
+
+Everything is measured by trying (capabilities.detect), plus one real BCC
+compile, and the struct offsets the probe programs need are resolved from BTF,
+so a doctor that says "ok" means the collector's own prerequisites hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
+from snoopbus.collector.capabilities import (
+    Check,
+    HookPlan,
+    check_bcc_compiles,
+    choose_hooks,
+    detect,
+)
+
+__all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+    plan: HookPlan
+    offsets: dict[str, int]
+    offset_errors: dict[str, str] = field(default_factory=dict)
+    btf_path: str = ""
+
+    @property
+    def problems(self) -> list[str]:
+        return blockers(self.checks, self.plan, self.offset_errors)
+
+    def to_json(self) -> dict[str, Any]:
+        roles = {
+            "exec": self.plan.exec_source,
+            "file": self.plan.file_source,
+            "fsnotify": self.plan.fsnotify,
+            "transport": self.plan.transport,
+        }
+        return {
+            "ok": not self.problems,
+            "problems": self.problems,
+            "kernel": platform.release(),
+            "machine": platform.machine(),
+            "checks": [asdict(c) for c in self.checks],
+            "hooks": {role: asdict(choice) for role, choice in roles.items()},
+            "offsets": {
+                "btf": self.btf_path,
+                "fields": self.offsets,
+                "errors": self.offset_errors,
+            },
+        }
+
+
+def blockers(
+    checks: Sequence[Check], plan: HookPlan, offset_errors: Mapping[str, str]
+) -> list[str]:
+    """Why the collector cannot run here; empty when it can. Pure."""
+    by_name = {c.name: c for c in checks}
+    problems = []
+    for name, what in (
+        ("privileges", "not running as root"),
+        ("btf", "no kernel BTF"),
+        ("bcc_compile", "BCC cannot compile"),
+    ):
+        check = by_name.get(name)
+        if check is None or not check.ok:
+            problems.append(what)
+    if plan.exec_source.hook is None or plan.file_source.hook is None:
+        problems.append("no tracepoint kind can be attached")
+    if plan.transport.hook is None:
+        problems.append("neither ring buffer nor perf buffer works")
+    if offset_errors:
+        problems.append(f"{len(offset_errors)} struct offsets do not resolve from BTF")
+    return problems
+
+
+def program_fields() -> dict[str, str]:
+    """-D name -> BTF member path for every field the probe programs read: the
+    *_OFFSETS tables of the probes module, or btf.KERNEL_FIELDS without it."""
+    fields: dict[str, str] = {}
+    try:
+        from snoopbus.collector import probes
+    except ImportError:
+        return dict(KERNEL_FIELDS)
+    for attr, value in vars(probes).items():
+        if attr.endswith("_OFFSETS") and isinstance(value, Mapping):
+            fields.update({str(k): str(v) for k, v in value.items()})
+    return fields or dict(KERNEL_FIELDS)
+
+
+def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[str, str], str]:
+    try:
+        with Btf.load() as btf:
+            offsets, errors = {}, {}
+            for name, path in fields.items():
+                try:
+                    offsets[name] = btf.offset(path)
+                except BtfError as exc:
+                    errors[name] = str(exc)
+            return offsets, errors, str(btf.path)
+    except BtfError as exc:  # the btf check already says why
+        return {}, dict.fromkeys(fields, str(exc)), ""
+
+
+def build_report(fields: Mapping[str, str] | None = None) -> Report:
+    checks = detect()
+    checks.append(check_bcc_compiles())
+    offsets, errors, btf_path = _resolve_offsets(program_fields() if fields is None else fields)
+    return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
+
+
+def render(report: Report) -> str:
+    width = max(len(c.name) for c in report.checks)
+    lines = [f"snoopbus doctor: Linux {platform.release()} {platform.machine()}", ""]
+    problems = report.problems
+    if "not running as root" in problems:
+        lines += ["Not running as root: run as root (sudo snoopbus doctor).", ""]
+    for check in report.checks:
+        status = "ok  " if check.ok else "FAIL"
+        lines.append(f"  {status}  {check.name:<{width}}  {check.detail}")
+        if not check.ok and check.hint:
+            lines.append(f"        {'':<{width}}  next: {check.hint}")
+    lines += ["", "Hook set:"]
+    lines += [f"  {line}" for line in report.plan.lines()]
+    lines += ["", f"Struct offsets from BTF ({report.btf_path or 'unavailable'}):"]
+    lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
+    lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]
+    lines.append("")
+    if problems:
+        lines.append(f"The collector cannot run here: {'; '.join(problems)}.")
+    else:
+        lines.append("The collector can run here.")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = build_report()
+    if getattr(args, "json", False):
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(render(report))
+    return 1 if report.problems else 0
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: checks, chosen hooks, resolved struct offsets",
+    )
+    parser.set_defaults(func=run)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `doctor` to the CLI's subcommands."""
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check what this kernel allows and which hooks the collector will use",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_arguments(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="snoopbus doctor", description=__doc__)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
