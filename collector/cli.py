@@ -10,10 +10,17 @@ from pathlib import Path
 
 from snoopbus.collector import doctor, probes
 from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collector
+from snoopbus.collector.bcc_import import BccUnavailable
+from snoopbus.collector.btf import BtfError
 from snoopbus.collector.stack import DEFAULT_STATE_DIR, EMBEDDED_PORT, StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.proto import BusUnavailable, nats_url_from_env
+
+# Conditions the user can fix: one line saying what to do, no traceback.
+USER_ERRORS = (
+    CollectorError, BusUnavailable, BtfError, BccUnavailable, probes.ProbeError, ValueError
+)
 
 
 def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +57,7 @@ def _collect(args: argparse.Namespace) -> int:
             print(probes.dump_program(limits, probes.proc_offsets()))
             return 0
         return run_collector(CollectorConfig(nats_url=args.nats, host=args.host, limits=limits))
-    except (CollectorError, BusUnavailable, ValueError) as exc:
+    except USER_ERRORS as exc:
         print(f"snoopbus collect: {exc}", file=sys.stderr)
         return 2
 

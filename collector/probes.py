@@ -117,6 +117,10 @@ def proc_offsets() -> dict[str, int]:
     return btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS})
 
 
+class ProbeError(RuntimeError):
+    """The probes could not be compiled or attached on this kernel."""
+
+
 @dataclass
 class LoadedProbes:
     bpf: Any  # bcc.BPF
@@ -138,5 +142,12 @@ class LoadedProbes:
 def load(limits: ProbeLimits) -> LoadedProbes:
     """Compiles proc.bpf.c against this kernel's offsets and attaches it."""
     bcc = import_bcc()
-    b = bcc.BPF(text=program_text(), cflags=cflags(defines(limits, proc_offsets())))
+    flags = cflags(defines(limits, proc_offsets()))
+    try:
+        b = bcc.BPF(text=program_text(), cflags=flags)
+    except Exception as exc:  # BCC raises bare Exception for compile and load errors
+        raise ProbeError(
+            f"BCC could not compile or load the probes ({exc}); "
+            "`snoopbus doctor` shows what this kernel allows"
+        ) from exc
     return LoadedProbes(b)

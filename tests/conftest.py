@@ -5,15 +5,23 @@ Fixtures chain server -> client -> jetstream, as nats.py's own tests do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
+from snoopbus.proto import Event, decode_batch, events_filter, meta_subject
 
 
 @pytest.fixture
@@ -39,3 +47,95 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
 def js(nc: Client) -> JetStreamContext:
     return nc.jetstream()
 
+
+
+@dataclass
+class RunningCollector:
+    host: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def start_collector(
+    nats_url: str, nc: Client, tmp_path: Path, *extra: str
+) -> RunningCollector:
+    """Starts `snoopbus collect` and returns once it reports ready on the bus."""
+    host = f"t{secrets.token_hex(4)}"
+    ready = await nc.subscribe(meta_subject(host, "status"))
+    log_path = tmp_path / f"collector-{host}.log"
+    with log_path.open("wb") as log:
+        # Popen returns at once (fork+exec); nothing here blocks the loop for long.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "snoopbus.collector.cli", "collect",
+             "--nats", nats_url, "--host", host, *extra],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    running = RunningCollector(host, proc, log_path)
+    try:
+        await ready.next_msg(timeout=60)
+    except Exception:
+        stop_process(proc)
+        raise AssertionError(f"collector did not become ready:\n{running.log()}") from None
+    finally:
+        await ready.unsubscribe()
+    return running
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@pytest.fixture
+async def collector(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> AsyncIterator[RunningCollector]:
+    running = await start_collector(nats_server.url, nc, tmp_path)
+    try:
+        yield running
+    finally:
+        code = stop_process(running.process)
+        assert code == 0, f"collector exited with {code}:\n{running.log()}"
+
+
+class EventWatch:
+    """Collects every event published for one host, from the moment it is made."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.events.extend(decode_batch(msg.data))
+        self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], count: int = 1, within: float = 15
+    ) -> list[Event]:
+        """The events matching `predicate`, once there are at least `count`."""
+        async with asyncio.timeout(within):
+            while True:
+                found = [e for e in self.events if predicate(e)]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+async def watch(nc: Client, collector: RunningCollector) -> AsyncIterator[EventWatch]:
+    w = EventWatch()
+    sub = await nc.subscribe(events_filter(host=collector.host), cb=w.on_msg)
+    try:
+        yield w
+    finally:
+        await sub.unsubscribe()
