@@ -1,0 +1,133 @@
+"""`snoopbus consume NAME [options]` and `snoopbus consume --list`.
+
+Options after NAME are parsed once NAME is known, so each consumer adds its
+own (`snoopbus consume rename --help`). `python -m snoopbus.consumers` is the
+same command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import replace
+
+from snoopbus.proto import NATS_URL_ENV, BusUnavailable, nats_url_from_env
+
+from . import plugin
+from .consumer import Consumer
+from .runtime import Runtime, serve
+from .settings import Partition, Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "consume",
+        help="run a consumer (built-in or plugin)",
+        description="Run a consumer until SIGINT/SIGTERM. Options after NAME "
+        "belong to that consumer: see `consume NAME --help`.",
+    )
+    add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", help="list installed consumers")
+    parser.add_argument(
+        "--nats", default=nats_url_from_env(), metavar="URL",
+        help=f"NATS server(s), comma-separated (default: ${NATS_URL_ENV} or %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("name", nargs="?", metavar="NAME", help="consumer to run")
+    parser.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    if not args.name:
+        print("snoopbus consume: give a consumer NAME, or --list", file=sys.stderr)
+        return 2
+    try:
+        target = plugin.load(args.name)
+    except (plugin.UnknownConsumer, plugin.BadPlugin, ImportError) as exc:
+        print(f"snoopbus consume: {exc}", file=sys.stderr)
+        return 2
+    opts = _consumer_parser(args.name, target, args.nats).parse_args(args.options)
+    consumer = target.from_args(opts, _settings(opts, target.settings))
+    logging.basicConfig(
+        level=logging.DEBUG if opts.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        runtime = asyncio.run(serve(consumer, opts.nats, settings=consumer.settings))
+    except BusUnavailable as exc:
+        print(f"snoopbus consume: {exc}", file=sys.stderr)
+        return 1
+    _summary(runtime)
+    return 0
+
+
+def _list() -> int:
+    for name, entry in plugin.plugins().items():
+        try:
+            description = entry.load().description
+        except Exception as exc:  # one broken plugin must not hide the others
+            description = f"(cannot load: {exc})"
+        print(f"{name:<16} {description}  [{entry.source}]")
+    return 0
+
+
+def _consumer_parser(
+    name: str, target: Consumer | type[Consumer], nats: str
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"snoopbus consume {name}", description=target.description or None
+    )
+    common = parser.add_argument_group("runtime")
+    common.add_argument("--nats", default=nats, metavar="URL", help="NATS server(s)")
+    common.add_argument(
+        "--partition", type=Partition.parse, default=None, metavar="I/N",
+        help="run partition I of N (hosts are split by hash; one durable per partition)",
+    )  # fmt: skip
+    common.add_argument("--batch", type=int, metavar="N", help="messages per fetch")
+    common.add_argument("--concurrency", type=int, metavar="N", help="batches handled at once")
+    common.add_argument(
+        "--max-attempts", type=int, metavar="N", help="deliveries before dead-lettering"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    target.add_arguments(parser)
+    return parser
+
+
+def _settings(opts: argparse.Namespace, base: Settings) -> Settings:
+    changes = {
+        key: value
+        for key, value in (
+            ("partition", opts.partition),
+            ("batch", opts.batch),
+            ("concurrency", opts.concurrency),
+            ("max_attempts", opts.max_attempts),
+        )
+        if value is not None
+    }
+    return replace(base, **changes)
+
+
+def _summary(runtime: Runtime) -> None:
+    c = runtime.counters
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(c.dead_letter_reasons.items()))
+    logging.getLogger(__name__).info(
+        "%s stopped: processed=%d failed=%d dead_lettered=%d%s released=%d",
+        runtime.durable, c.processed, c.failed, c.dead_lettered,
+        f" ({reasons})" if reasons else "", c.released,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m snoopbus.consumers", description="Run a snoopbus consumer."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,103 @@
+"""What a consumer author writes: a name, subject filters and a batch handler.
+
+Two ways, same result. A function:
+
+    @consumer("exec-printer", filters=[events_filter(family="proc", type="exec")])
+    async def exec_printer(batch: Batch) -> None:
+        for event in batch.events:
+            print(event["proc"]["comm"])
+
+or a `Consumer` subclass when it needs options, state, or setup/teardown.
+Either is registered under the entry point group `snoopbus.consumers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from .delivery import Batch
+from .settings import Settings
+
+Handler = Callable[[Batch], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Handed to `Consumer.setup`: the runtime's one connection and identity."""
+
+    nc: Client
+    js: JetStreamContext
+    durable: str
+    settings: Settings
+
+
+class Consumer:
+    """Base class. `name` names the durable and the dead-letter subject."""
+
+    name: str = ""
+    description: str = ""
+    filters: Sequence[str] = ()
+    settings: Settings = Settings()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this consumer's own command-line options."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
+        """Build an instance from parsed options; `settings` carries the common ones."""
+        instance = cls()
+        instance.settings = settings
+        return instance
+
+    async def setup(self, ctx: Context) -> None:
+        """Called once connected, before the first fetch."""
+
+    async def handle(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def teardown(self) -> None:
+        """Called after the last batch, before held messages are released."""
+
+
+class FunctionConsumer(Consumer):
+    """A consumer made by the `consumer` decorator around one handler."""
+
+    def __init__(
+        self, name: str, filters: Sequence[str], handler: Handler, settings: Settings,
+        description: str,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.filters = tuple(filters)
+        self.settings = settings
+        self.description = description
+        self._handler = handler
+
+    def from_args(self, args: argparse.Namespace, settings: Settings) -> Consumer:  # type: ignore[override]
+        return FunctionConsumer(self.name, self.filters, self._handler, settings, self.description)
+
+    async def handle(self, batch: Batch) -> None:
+        await self._handler(batch)
+
+
+def consumer(
+    name: str,
+    *,
+    filters: Sequence[str],
+    settings: Settings | None = None,
+    description: str = "",
+) -> Callable[[Handler], FunctionConsumer]:
+    """Turn an `async def handler(batch)` into a registrable consumer."""
+    if not filters:
+        raise ValueError(f"consumer {name!r}: needs at least one subject filter")
+
+    def wrap(handler: Handler) -> FunctionConsumer:
+        text = description or next(iter((handler.__doc__ or "").strip().splitlines()), "")
+        return FunctionConsumer(name, filters, handler, settings or Settings(), text)
+
+    return wrap

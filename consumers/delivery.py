@@ -1,0 +1,111 @@
+"""What a handler receives: a batch of deliveries, one per NATS message.
+
+Each message carries an array of events, so a delivery has `events`; the
+batch also offers them flattened. Settling rules, in one place:
+
+- handler returns: every delivery it did not settle or `hold()` is acked;
+- handler raises: a batch of several is retried one delivery at a time, so
+  one bad message cannot fail its neighbours; a delivery that still fails
+  (held ones included) is nak'd with back-off, or dead-lettered once out of
+  attempts;
+- `hold()`: the handler settles it later with `ack()`/`nak()`; until then
+  the runtime keeps it alive (in-progress acks) and naks it at shutdown so
+  another instance or a restart gets it again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from snoopbus.proto import Event
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    HELD = "held"
+    ACKED = "acked"
+    NAKED = "naked"
+    DEAD = "dead"  # dead-lettered, then taken out of the stream's redelivery
+
+
+class Settler(Protocol):
+    """The runtime side of a delivery: where acks, naks and holds go."""
+
+    async def ack(self, delivery: Delivery) -> None: ...
+    async def nak(self, delivery: Delivery, reason: str, delay: float | None) -> None: ...
+    def hold(self, delivery: Delivery) -> None: ...
+
+
+class Delivery:
+    """One JetStream message and the events decoded from it."""
+
+    __slots__ = ("_settler", "events", "msg", "state")
+
+    def __init__(self, msg: Msg, events: list[Event], settler: Settler) -> None:
+        self.msg = msg
+        self.events = events
+        self.state = State.OPEN
+        self._settler = settler
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def attempt(self) -> int:
+        """1 on first delivery, higher on redeliveries."""
+        return self.msg.metadata.num_delivered
+
+    @property
+    def stream_seq(self) -> int:
+        return self.msg.metadata.sequence.stream
+
+    @property
+    def settled(self) -> bool:
+        return self.state in (State.ACKED, State.NAKED, State.DEAD)
+
+    def hold(self) -> None:
+        """Keep this message unacked past the handler's return."""
+        if self.state is State.OPEN:
+            self._settler.hold(self)
+
+    async def ack(self) -> None:
+        if not self.settled:
+            await self._settler.ack(self)
+
+    async def nak(self, reason: str = "nak by handler", delay: float | None = None) -> None:
+        """Ask for redelivery (after the back-off delay unless `delay` is given);
+        past the attempt limit this dead-letters instead."""
+        if not self.settled:
+            await self._settler.nak(self, reason, delay)
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.subject} events={len(self.events)} {self.state.value}>"
+
+
+class Batch(Sequence[Delivery]):
+    """The deliveries of one fetch that decoded cleanly (and that this
+    instance's partition owns)."""
+
+    __slots__ = ("deliveries",)
+
+    def __init__(self, deliveries: list[Delivery]) -> None:
+        self.deliveries = deliveries
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for delivery in self.deliveries for event in delivery.events]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.deliveries[index]
+
+    def __len__(self) -> int:
+        return len(self.deliveries)
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return iter(self.deliveries)

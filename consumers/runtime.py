@@ -1,0 +1,294 @@
+"""The consumer runtime: one connection, one durable pull consumer, bounded work.
+
+Loop: fetch a batch -> decode each message (undecodable ones go to the
+dead-letter subject at once) -> hand the rest to the consumer's handler in
+an asyncio-pool slot -> ack on success, nak with back-off on failure, and
+dead-letter once a message has had `max_attempts` deliveries.
+
+The server-side `max_deliver` is one more than `max_attempts`: if a process
+dies during a message's last attempt the server still delivers it once more,
+and the runtime then dead-letters it unopened instead of it vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from asyncio_pool import AioPool
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from snoopbus.proto import (
+    STREAM_NAME,
+    DecodeError,
+    SchemaError,
+    connect,
+    decode_batch,
+    ensure_stream,
+    parse_subject,
+)
+
+from . import dlq
+from .consumer import Consumer, Context
+from .delivery import Batch, Delivery, State
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """Per-consumer tallies, read by tests now and metrics exporters later."""
+
+    fetched: int = 0  # messages received from the server
+    processed: int = 0  # acked after the handler succeeded
+    failed: int = 0  # handler failures, counted per message and attempt
+    retried: int = 0  # nak'd for a later redelivery
+    dead_lettered: int = 0
+    skipped: int = 0  # belonged to another partition: acked unread
+    released: int = 0  # held at shutdown and nak'd for whoever comes next
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)  # by kind
+
+
+class Runtime:
+    """Runs one consumer until `stop()` (or a signal, through `serve`)."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        *,
+        servers: str | list[str] | None = None,
+        nc: Client | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if not consumer.name:
+            raise ValueError(f"{type(consumer).__name__}: a consumer needs a name")
+        if not consumer.filters:
+            raise ValueError(f"consumer {consumer.name!r}: needs at least one subject filter")
+        if servers is None and nc is None:
+            raise ValueError("runtime: give servers to connect to, or a connected client")
+        self.consumer = consumer
+        self.settings = settings or consumer.settings
+        self.name = consumer.name
+        self.durable = self.settings.partition.durable(consumer.name)
+        self.counters = Counters()
+        self.ready = asyncio.Event()  # set once the durable is bound and setup ran
+        self._servers = servers
+        self._nc = nc
+        self._js: JetStreamContext | None = None
+        self._stop = asyncio.Event()
+        self._held: dict[Delivery, float] = {}  # delivery -> last keep-alive
+
+    def stop(self) -> None:
+        """Stop fetching; in-flight batches finish, held messages are released."""
+        self._stop.set()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def run(self) -> None:
+        own = self._nc is None
+        nc = self._nc or await connect(self._servers or [], name=f"snoopbus-{self.durable}")
+        try:
+            js = self._js = nc.jetstream()
+            await ensure_stream(js)
+            await js.add_consumer(STREAM_NAME, self._consumer_config())
+            sub = await js.pull_subscribe_bind(durable=self.durable, stream=STREAM_NAME)
+            await self.consumer.setup(Context(nc, js, self.durable, self.settings))
+            self.ready.set()
+            log.info("%s: consuming %s", self.durable, ", ".join(self.consumer.filters))
+            pool = AioPool(size=self.settings.concurrency)
+            keep_alive = asyncio.create_task(self._keep_alive())
+            try:
+                await self._fetch_loop(sub, pool)
+            finally:
+                await pool.join()  # finish in-flight batches
+                keep_alive.cancel()
+                await self.consumer.teardown()
+                await self._release_held()
+                await sub.unsubscribe()
+        finally:
+            if own and not nc.is_closed:
+                await nc.drain()
+
+    def _consumer_config(self) -> ConsumerConfig:
+        s = self.settings
+        filters = list(self.consumer.filters)
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.consumer.description or None,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+            ack_wait=s.ack_wait,
+            max_deliver=s.max_attempts + 1,
+            max_ack_pending=s.ack_pending_limit,
+        )
+
+    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, pool: AioPool) -> None:
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(s.batch, timeout=s.fetch_timeout)
+            except TimeoutError:
+                continue
+            if self._stop.is_set():
+                # Arrived after the stop: hand straight back, no delay.
+                for msg in msgs:
+                    await msg.nak()
+                self.counters.released += len(msgs)
+                break
+            deliveries = await self._admit(msgs)
+            if deliveries:
+                await pool.spawn(self._handle(Batch(deliveries)))
+
+    async def _admit(self, msgs: list[Msg]) -> list[Delivery]:
+        """Decode what this instance should handle; dead-letter what cannot be."""
+        s = self.settings
+        out: list[Delivery] = []
+        for msg in msgs:
+            self.counters.fetched += 1
+            if s.partition.count > 1 and not s.partition.owns(parse_subject(msg.subject).host):
+                await msg.ack()
+                self.counters.skipped += 1
+                continue
+            attempts = msg.metadata.num_delivered
+            if attempts > s.max_attempts:
+                await self._dead_letter(
+                    msg, "attempts",
+                    f"attempts: delivered {attempts} times, limit {s.max_attempts} "
+                    "(an earlier attempt never finished)",
+                )  # fmt: skip
+                continue
+            try:
+                events = decode_batch(msg.data)
+            except DecodeError as exc:  # a SchemaError too: test it first
+                await self._dead_letter(msg, "decode", str(exc))
+                continue
+            except SchemaError as exc:
+                await self._dead_letter(msg, "schema", str(exc))
+                continue
+            out.append(Delivery(msg, events, self))
+        return out
+
+    async def _handle(self, batch: Batch) -> None:
+        failure = await self._attempt(batch)
+        if failure is None:
+            return
+        unsettled = [d for d in batch if not d.settled]
+        if len(unsettled) == 1:
+            await self.nak(unsettled[0], failure, None)
+            return
+        # One bad message must not drag its neighbours to the dead-letter
+        # subject: retry them one at a time (handlers are at-least-once anyway).
+        for delivery in unsettled:
+            self._held.pop(delivery, None)
+            delivery.state = State.OPEN
+            failure = await self._attempt(Batch([delivery]))
+            if failure is not None and not delivery.settled:
+                await self.nak(delivery, failure, None)
+
+    async def _attempt(self, batch: Batch) -> str | None:
+        """Run the handler; ack what it left open. The failure reason, if it raised."""
+        try:
+            await self.consumer.handle(batch)
+        except Exception as exc:
+            reason = f"handler: {type(exc).__name__}: {exc}"
+            log.warning("%s: %s", self.durable, reason, exc_info=True)
+            return reason
+        for delivery in batch:
+            if delivery.state is State.OPEN:
+                await self.ack(delivery)
+        return None
+
+    # -- Settler: what Delivery.ack/nak/hold call ---------------------------
+
+    async def ack(self, delivery: Delivery) -> None:
+        delivery.state = State.ACKED
+        self._held.pop(delivery, None)
+        await delivery.msg.ack()
+        self.counters.processed += 1
+
+    async def nak(self, delivery: Delivery, reason: str, delay: float | None) -> None:
+        self._held.pop(delivery, None)
+        self.counters.failed += 1
+        attempt, limit = delivery.attempt, self.settings.max_attempts
+        if attempt >= limit:
+            delivery.state = State.DEAD
+            why = f"{reason} (attempt {attempt} of {limit})"
+            await self._dead_letter(delivery.msg, "attempts", why)
+            return
+        delivery.state = State.NAKED
+        await delivery.msg.nak(delay=self.settings.delay_after(attempt) if delay is None else delay)
+        self.counters.retried += 1
+
+    def hold(self, delivery: Delivery) -> None:
+        delivery.state = State.HELD
+        self._held[delivery] = time.monotonic()
+
+    # -----------------------------------------------------------------------
+
+    async def _dead_letter(self, msg: Msg, kind: str, reason: str) -> None:
+        assert self._js is not None
+        meta = msg.metadata
+        letter = dlq.DeadLetter(
+            consumer=self.name, kind=kind, reason=reason, subject=msg.subject,
+            payload=msg.data, stream_seq=meta.sequence.stream, attempts=meta.num_delivered,
+        )  # fmt: skip
+        try:
+            await dlq.publish(self._js, letter)
+        except Exception as exc:
+            # Keep the message rather than lose it: it comes back after a delay.
+            log.error("%s: could not dead-letter seq %d: %s", self.durable, letter.stream_seq, exc)
+            await msg.nak(delay=self.settings.backoff[-1])
+            return
+        await msg.term()  # given up on: no redelivery
+        self.counters.dead_lettered += 1
+        self.counters.dead_letter_reasons[kind] += 1
+        log.warning("%s: dead-lettered seq %d: %s", self.durable, letter.stream_seq, reason)
+
+    async def _keep_alive(self) -> None:
+        """Held messages would be redelivered after ack_wait: tell the server
+        they are still being worked on."""
+        period = self.settings.ack_wait / 3
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for delivery, since in list(self._held.items()):
+                if now - since >= period and delivery.state is State.HELD:
+                    await delivery.msg.in_progress()
+                    self._held[delivery] = now
+
+    async def _release_held(self) -> None:
+        for delivery in list(self._held):
+            if delivery.state is State.HELD:
+                delivery.state = State.NAKED
+                await delivery.msg.nak()
+                self.counters.released += 1
+        self._held.clear()
+
+
+async def serve(
+    consumer: Consumer, servers: str | list[str], *, settings: Settings | None = None
+) -> Runtime:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    runtime = Runtime(consumer, servers=servers, settings=settings)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, runtime.stop)
+    try:
+        await runtime.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return runtime
