@@ -86,6 +86,13 @@ class EventBuilder:
             proc["exe_truncated"] = True
         if flags & F_CWD_TRUNC:
             proc["cwd_truncated"] = True
+        parent = self.cache.get(rec.hdr.ppid)
+        if parent is not None:
+            # Rules on parent/child chains (shell spawned by a web server) need these.
+            if parent.exe is not None:
+                proc["parent_exe"] = parent.exe
+            if parent.argv is not None:
+                proc["parent_argv"] = parent.argv
         ev["proc"] = proc
         return self.subject("exec"), ev  # type: ignore[return-value]
 

@@ -57,6 +57,9 @@ class Proc(TypedDict, total=False):
     # Extensions (optional):
     argv_truncated: bool  # argv was cut at the collector's size limit
     exe_truncated: bool  # exe could not be fully resolved
+    cwd_truncated: bool  # cwd could not be fully resolved
+    parent_exe: str  # exe of the parent (exec events), from the collector's process cache
+    parent_argv: list[str]  # argv of the parent (exec events), likewise
 
 
 class FileInfo(TypedDict, total=False):
@@ -150,6 +153,9 @@ _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "container": str,
     "argv_truncated": bool,
     "exe_truncated": bool,
+    "cwd_truncated": bool,
+    "parent_exe": str,
+    "parent_argv": _TEXT_LIST,
 }
 _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "path": str,
