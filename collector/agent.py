@@ -72,7 +72,10 @@ class Collector:
             finally:
                 loaded.close()
         finally:
-            await nc.drain()
+            try:
+                await nc.drain()
+            except Exception as exc:  # NATS gone at shutdown: what was unacked is counted
+                log.warning("could not drain the NATS connection: %s", exc)
 
     async def _serve(
         self, js: JetStreamContext, loaded: probes.LoadedProbes, started: float

@@ -67,8 +67,7 @@ async def start_collector(
     ready = await nc.subscribe(meta_subject(host, "status"))
     log_path = tmp_path / f"collector-{host}.log"
     with log_path.open("wb") as log:
-        # Popen returns at once (fork+exec); nothing here blocks the loop for long.
-        proc = subprocess.Popen(  # noqa: ASYNC220
+        proc = subprocess.Popen(
             [sys.executable, "-m", "snoopbus.collector.cli", "collect",
              "--nats", nats_url, "--host", host, *extra],
             stdout=log, stderr=subprocess.STDOUT,
