@@ -96,6 +96,9 @@ def _consumer_parser(
     common.add_argument(
         "--max-attempts", type=int, metavar="N", help="deliveries before dead-lettering"
     )
+    common.add_argument(
+        "--ack-wait", type=float, metavar="SECONDS", help="server redelivers unacked after this"
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     target.add_arguments(parser)
     return parser
@@ -109,6 +112,7 @@ def _settings(opts: argparse.Namespace, base: Settings) -> Settings:
             ("batch", opts.batch),
             ("concurrency", opts.concurrency),
             ("max_attempts", opts.max_attempts),
+            ("ack_wait", opts.ack_wait),
         )
         if value is not None
     }

@@ -1,0 +1,343 @@
+"""The rename pairer against a real nats-server: in process, and as a process we kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers import Partition, Runtime, Settings
+from snoopbus.consumers.rename import FROM_ID, OUTPUT_TYPES, TO_ID, RenamePairer
+from snoopbus.proto import (
+    SCHEMA_VERSION,
+    STREAM_NAME,
+    decode_batch,
+    encode_batch,
+    ensure_stream,
+    event_subject,
+    events_filter,
+)
+
+FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
+WINDOW = 0.4
+
+
+def half(kind: str, cookie: int, host: str = "h1") -> dict:
+    return {
+        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": cookie, "host": host,
+        "type": kind, "cookie": cookie, "file": {"path": f"/{kind}/{cookie}"},
+        "proc": {"pid": 7, "comm": "mv"},
+    }  # fmt: skip
+
+
+def pair(cookie: int, host: str = "h1") -> tuple[dict, dict]:
+    return half("moved_from", cookie, host), half("moved_to", cookie, host)
+
+
+async def publish(js: JetStreamContext, *events: dict) -> None:
+    """One message holding `events` (all of one host and type), as a collector batches."""
+    first = events[0]
+    await js.publish(event_subject(first["host"], first["type"]), encode_batch(list(events)))
+
+
+async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
+    """Everything the pairer stored so far: (event, headers)."""
+    info = await js.add_consumer(
+        STREAM_NAME,
+        ConsumerConfig(
+            filter_subjects=[events_filter(type=t) for t in OUTPUT_TYPES],
+            ack_policy=AckPolicy.NONE, inactive_threshold=5.0, mem_storage=True,
+        ),
+    )  # fmt: skip
+    got: list[tuple[dict, dict[str, str]]] = []
+    if info.num_pending:
+        sub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM_NAME)
+        while len(got) < info.num_pending:
+            for msg in await sub.fetch(1000, timeout=5):
+                (event,) = decode_batch(msg.data)
+                got.append((event, msg.headers or {}))
+        await sub.unsubscribe()
+    await js.delete_consumer(STREAM_NAME, info.name)
+    return got
+
+
+async def wait_outputs(js: JetStreamContext, n: int, limit: float = 20) -> list[dict]:
+    async with asyncio.timeout(limit):
+        while len(got := await outputs(js)) < n:
+            await asyncio.sleep(0.05)
+    return [event for event, _ in got]
+
+
+async def settled(js: JetStreamContext, durable: str = "rename", limit: float = 20) -> None:
+    """Until the pairer's durable has nothing pending and nothing unacked."""
+    async with asyncio.timeout(limit):
+        while True:
+            info = await js.consumer_info(STREAM_NAME, durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def pairer(
+    url: str, window: float = WINDOW, settings: Settings = FAST, **kw: int
+) -> AsyncIterator[tuple[RenamePairer, Runtime]]:
+    p = RenamePairer(window=window, settings=settings, **kw)
+    runtime = Runtime(p, servers=url)
+    task = asyncio.create_task(runtime.run())
+    async with asyncio.timeout(10):
+        await runtime.ready.wait()
+    try:
+        yield p, runtime
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def stream(js: JetStreamContext) -> JetStreamContext:
+    await ensure_stream(js)
+    return js
+
+
+def by_type(events: list[dict]) -> Counter[str]:
+    return Counter(e["type"] for e in events)
+
+
+async def test_pairs_in_order_and_reversed(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    src, dst = pair(1)
+    src2, dst2 = pair(2)
+    async with pairer(nats_server.url) as (p, rt):
+        await publish(stream, src)
+        await publish(stream, dst)
+        await publish(stream, dst2)  # the other way round
+        await publish(stream, src2)
+        got = await wait_outputs(stream, 2)
+        await settled(stream)
+    assert by_type(got) == {"renamed": 2}
+    first = next(e for e in got if e["cookie"] == 1)
+    assert first["file"] == {"path": "/moved_to/1", "old_path": "/moved_from/1"}
+    assert first["proc"] == {"pid": 7, "comm": "mv"}
+    assert first["id"] == "h1-moved_from-1+h1-moved_to-1"
+    assert p.stats.paired == 2 and rt.counters.processed == 4
+
+
+async def test_output_names_the_halves_it_resolves(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    async with pairer(nats_server.url):
+        for event in pair(3):
+            await publish(stream, event)
+        await wait_outputs(stream, 1)
+    ((_, headers),) = await outputs(stream)
+    assert headers[FROM_ID] == "h1-moved_from-3" and headers[TO_ID] == "h1-moved_to-3"
+    assert headers["Nats-Msg-Id"].endswith("h1-moved_from-3+h1-moved_to-3")
+
+
+async def test_interleaved_across_hosts_in_batches(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    hosts = ["a.example", "b.example", "c"]
+    async with pairer(nats_server.url) as (p, _):
+        # The same cookies on every host; halves batched per host and type.
+        for host in hosts:
+            await publish(stream, *(half("moved_to", c, host) for c in range(20)))
+        for host in reversed(hosts):
+            await publish(stream, *(half("moved_from", c, host) for c in range(20)))
+        got = await wait_outputs(stream, 60)
+        await settled(stream)
+    assert by_type(got) == {"renamed": 60}
+    assert all(e["file"]["path"] == f"/moved_to/{e['cookie']}" for e in got)
+    assert sorted((e["host"], e["cookie"]) for e in got) == sorted(
+        (h, c) for h in hosts for c in range(20)
+    )
+    assert p.stats.paired == 60
+
+
+async def test_duplicate_deliveries_produce_one_output(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    src, dst = pair(4)
+    async with pairer(nats_server.url) as (p, _):
+        await publish(stream, src)
+        await publish(stream, src)  # a second stream message, same half
+        await publish(stream, dst)
+        await wait_outputs(stream, 1)
+        await publish(stream, dst)  # late duplicate, after the pair
+        await settled(stream)
+        await asyncio.sleep(WINDOW * 2)  # past the window: no false moved_in may follow
+    got = [e for e, _ in await outputs(stream)]
+    assert by_type(got) == {"renamed": 1}
+    assert p.stats.duplicates == 2
+
+
+async def test_a_lone_half_becomes_moved_out_or_moved_in(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    async with pairer(nats_server.url) as (p, rt):
+        await publish(stream, half("moved_from", 5))
+        await publish(stream, half("moved_to", 6))
+        info = await stream.consumer_info(STREAM_NAME, "rename")
+        got = await wait_outputs(stream, 2)
+        await settled(stream)
+    assert by_type(got) == {"moved_out": 1, "moved_in": 1}
+    out = next(e for e in got if e["type"] == "moved_out")
+    assert out["file"]["path"] == "/moved_from/5" and out["id"] == "h1-moved_from-5+moved_out"
+    assert p.stats.moved_out == p.stats.moved_in == 1
+    assert info.num_ack_pending >= 1 or rt.counters.processed == 2  # held until it gave up
+
+
+async def test_a_flood_of_lone_halves_stays_bounded(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    async with pairer(nats_server.url, window=30, max_pending=50) as (p, _):
+        for start in range(0, 500, 50):
+            await publish(stream, *(half("moved_from", c) for c in range(start, start + 50)))
+        got = await wait_outputs(stream, 450)
+        assert len(p.table) == 50
+    assert by_type(got) == {"moved_out": 450}
+    assert p.stats.evicted == 450
+    assert sorted(e["cookie"] for e in got) == list(range(450))  # the oldest gave up first
+
+
+async def test_partitions_split_hosts_never_pairs(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    hosts = [f"host{i}" for i in range(8)]
+    s0 = replace(FAST, partition=Partition(0, 2))
+    s1 = replace(FAST, partition=Partition(1, 2))
+    async with (
+        pairer(nats_server.url, settings=s0) as (p0, _),
+        pairer(nats_server.url, settings=s1) as (p1, _),
+    ):
+        for host in hosts:
+            await publish(stream, *(half("moved_from", c, host) for c in range(10)))
+            await publish(stream, *(half("moved_to", c, host) for c in range(10)))
+        got = await wait_outputs(stream, 80)
+        await settled(stream, "rename-p0of2")
+        await settled(stream, "rename-p1of2")
+    assert by_type(got) == {"renamed": 80}
+    assert p0.stats.paired and p1.stats.paired
+    assert p0.stats.paired + p1.stats.paired == 80
+
+
+# -- the pairer as a process: SIGKILL and SIGTERM ----------------------------
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = open(tmp_path / f"pairer-{len(started)}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snoopbus.consumers", "rename", "--nats", nats_server.url,
+             "--batch", "64", *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def wait_ready(js: JetStreamContext, durable: str = "rename", limit: float = 20) -> None:
+    """Until a process has bound its durable (the consumer exists and is pulled)."""
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                info = await js.consumer_info(STREAM_NAME, durable)
+                if info.num_waiting:
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_stream_loses_no_half_and_duplicates_no_rename(
+    nats_server: NatsServer, stream: JetStreamContext, spawn: Callable[..., subprocess.Popen]
+) -> None:
+    n, block = 3000, 150
+    rng = random.Random(4)
+    messages: list[list[dict]] = []
+    for first_cookie in range(0, n, block):
+        batch: list[list[dict]] = []
+        for h in range(3):
+            host = f"h{h}"
+            froms = [c for c in range(first_cookie, first_cookie + block) if c % 3 == h]
+            tos = froms[:]
+            rng.shuffle(froms)
+            rng.shuffle(tos)
+            # Different message boundaries for the two kinds: a message's
+            # partners are spread over several others, so one can be acked
+            # while a message holding its partners is not.
+            batch += [
+                [half("moved_from", c, host) for c in froms[i : i + 7]] for i in range(0, 50, 7)
+            ]
+            batch += [
+                [half("moved_to", c, host) for c in tos[i : i + 11]] for i in range(0, 50, 11)
+            ]
+        rng.shuffle(batch)  # partners stay near each other: well inside the window
+        messages += batch
+    args = ("--window", "1", "--ack-wait", "2")
+    first = spawn(*args)
+    await wait_ready(stream)
+    killed_at = None
+    for i, events in enumerate(messages):
+        await publish(stream, *events)
+        if killed_at is None and i > len(messages) // 3 and len(await outputs(stream)) > 200:
+            os.kill(first.pid, signal.SIGKILL)  # no chance to ack, release or flush
+            first.wait()
+            killed_at = i
+    assert killed_at is not None, "the pairer was never seen working"
+    spawn(*args)
+    got = await wait_outputs(stream, n, limit=60)
+    await settled(stream, limit=30)
+    got = [e for e, _ in await outputs(stream)]
+    assert by_type(got) == {"renamed": n}  # no false moved_in/moved_out either
+    assert sorted(e["cookie"] for e in got) == list(range(n))
+
+
+async def test_sigterm_releases_held_halves_for_the_next_run(
+    nats_server: NatsServer,
+    stream: JetStreamContext,
+    spawn: Callable[..., subprocess.Popen],
+    tmp_path: Path,
+) -> None:
+    proc = spawn("--window", "30")
+    await wait_ready(stream)
+    await publish(stream, half("moved_from", 9))
+    async with asyncio.timeout(10):
+        while (await stream.consumer_info(STREAM_NAME, "rename")).num_ack_pending != 1:
+            await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+    # Nak'd, not acked: the server redelivers it to whoever pulls next.
+    log = Path(tmp_path / "pairer-0.log").read_text()
+    assert "released=1" in log
+    async with pairer(nats_server.url, window=30):
+        await publish(stream, half("moved_to", 9))
+        # Well inside the 10 s ack_wait: it was handed back, not timed out.
+        got = await wait_outputs(stream, 1, limit=5)
+        await settled(stream)
+    assert by_type(got) == {"renamed": 1}
