@@ -1,0 +1,1 @@
+"""`snoopbus consume alert`: Sigma rules on live events (see README.md)."""

@@ -1,0 +1,80 @@
+"""Matching events against compiled rules: one record per event and category.
+
+Rules are indexed by the event types that feed their log source, so an
+event meets only the rules that can apply to it. Each event is turned into a
+record of just the Sigma fields those rules read, once, then every rule's
+compiled predicate runs on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .fields import FieldMap, Getter, default_field_map
+from .logsources import EVENT_TYPES
+from .matcher import CompiledRule
+from .values import Lowered, Values
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: CompiledRule
+    event: Mapping[str, Any]
+    values: Values  # the Sigma fields of the record, for the alert
+    selections: list[str]
+
+
+class _Category:
+    """The rules of one log source category and the getters their fields need."""
+
+    def __init__(self, name: str, rules: list[CompiledRule], field_map: FieldMap) -> None:
+        self.name = name
+        self.rules = rules
+        wanted: set[str] | None = set()
+        for rule in rules:
+            if rule.keywords:
+                wanted = None  # full-text rules search every mapped field
+                break
+            assert wanted is not None
+            wanted |= rule.fields
+        self.getters: list[tuple[str, Getter]] = field_map.getters(name, wanted)
+
+    def record(self, event: Mapping[str, Any]) -> tuple[Values, Lowered]:
+        values: Values = {}
+        low: Lowered = {}
+        for name, get in self.getters:
+            value = get(event)
+            if value is not None:
+                values[name] = value
+                low[name] = value.lower() if isinstance(value, str) else str(value).lower()
+        return values, low
+
+
+class Engine:
+    def __init__(self, rules: Sequence[CompiledRule], field_map: FieldMap | None = None) -> None:
+        fmap = field_map or default_field_map()
+        self.rules = list(rules)
+        by_category: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            by_category.setdefault(rule.category, []).append(rule)
+        self.categories = {name: _Category(name, rs, fmap) for name, rs in by_category.items()}
+        self._by_type: dict[str, list[_Category]] = {}
+        for name, category in self.categories.items():
+            for type_ in EVENT_TYPES[name]:
+                self._by_type.setdefault(type_, []).append(category)
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._by_type)
+
+    def match(self, event: Mapping[str, Any]) -> list[Hit]:
+        hits: list[Hit] = []
+        for category in self._by_type.get(event.get("type", ""), ()):
+            values, low = category.record(event)
+            for rule in category.rules:
+                if rule.match(values, low):
+                    selected = rule.matched_selections(values, low)
+                    hits.append(Hit(rule, event, values, selected))
+        return hits
