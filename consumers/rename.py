@@ -71,6 +71,7 @@ class RenamePairer(Consumer):
         self._js: JetStreamContext | None = None
         self._closing = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self._storing: set[asyncio.Task[None]] = set()  # publishes awaiting the server's ack
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -113,6 +114,8 @@ class RenamePairer(Consumer):
         self._closing.set()
         if self._ticker is not None:
             await self._ticker
+        while self._storing:  # settle what was published before the stop
+            await asyncio.gather(*self._storing)
 
     async def handle(self, batch: Batch) -> None:
         now = time.monotonic()
@@ -136,7 +139,11 @@ class RenamePairer(Consumer):
                 await self._emit(self.table.expire(time.monotonic()))
 
     async def _emit(self, outcomes: list[Outcome]) -> None:
-        """Store each outcome, then settle the halves it resolves."""
+        """Publish each outcome; its halves are settled once the stream has it.
+
+        The wait for the server's acks runs in a task, so the next batch is
+        fetched and paired meanwhile; outstanding publishes are bounded by the
+        JetStream context's publish_async_max_pending."""
         if not outcomes:
             return
         assert self._js is not None
@@ -156,8 +163,12 @@ class RenamePairer(Consumer):
                 await self._give_back(outcome, f"publish: {exc}")
                 continue
             sent.append((outcome, future))
-        if not sent:
-            return
+        if sent:
+            task = asyncio.create_task(self._settle_when_stored(sent))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+
+    async def _settle_when_stored(self, sent: list[tuple[Outcome, asyncio.Future]]) -> None:
         await asyncio.wait([f for _, f in sent], timeout=self.publish_timeout)
         for outcome, future in sent:
             if not future.done():

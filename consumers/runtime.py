@@ -29,6 +29,7 @@ from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
     SchemaError,
+    SubjectError,
     connect,
     decode_batch,
     ensure_stream,
@@ -157,7 +158,7 @@ class Runtime:
         out: list[Delivery] = []
         for msg in msgs:
             self.counters.fetched += 1
-            if s.partition.count > 1 and not s.partition.owns(parse_subject(msg.subject).host):
+            if s.partition.count > 1 and not self._owns(msg.subject):
                 await msg.ack()
                 self.counters.skipped += 1
                 continue
@@ -179,6 +180,14 @@ class Runtime:
                 continue
             out.append(Delivery(msg, events, self))
         return out
+
+    def _owns(self, subject: str) -> bool:
+        try:
+            host = parse_subject(subject).host
+        except SubjectError:
+            host = None
+        # Subjects without a host go to partition 0, so exactly one instance sees them.
+        return self.settings.partition.owns(host) if host else self.settings.partition.index == 0
 
     async def _handle(self, batch: Batch) -> None:
         failure = await self._attempt(batch)
