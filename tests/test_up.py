@@ -1,0 +1,106 @@
+"""`snoopbus up` as a user runs it: everything starts, events flow, Ctrl-C ends it all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+import pytest
+
+from snoopbus.proto import decode_batch, events_filter
+
+pytestmark = pytest.mark.kernel
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, within: float = 60) -> str:
+    seen = ""
+    async with asyncio.timeout(within):
+        while text not in seen:
+            line = await stream.readline()
+            assert line, f"stream closed before {text!r}; got:\n{seen}"
+            seen += line.decode()
+    return seen
+
+
+async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_path: Path) -> None:
+    port, host = free_port(), f"up{secrets.token_hex(3)}"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert up.stdout is not None and up.stderr is not None
+    try:
+        await read_until(up.stdout, "started collector, rename")
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        got: list[dict] = []
+        arrived = asyncio.Event()
+
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            got.extend(decode_batch(msg.data))
+            arrived.set()
+
+        await nc.subscribe(events_filter(host=host, type="exec"), cb=on_msg)
+        marker = secrets.token_hex(4)
+        async with asyncio.timeout(60):  # until the collector is up and sees our exec
+            while not any(e["proc"].get("argv") == ["/bin/true", marker] for e in got):
+                subprocess.run(["/bin/true", marker], check=True)
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), 1)
+                except TimeoutError:
+                    pass
+        await nc.close()
+
+        kids = children(up.pid)
+        [rename] = [k for k in kids if "consume rename" in cmdline(k)]
+        os.kill(rename, signal.SIGKILL)
+        await read_until(up.stderr, "rename exited with -9; restarting")
+        async with asyncio.timeout(30):
+            while not any("consume rename" in cmdline(k) for k in children(up.pid)):
+                await asyncio.sleep(0.1)
+        kids = children(up.pid)
+    finally:
+        if up.returncode is None:
+            up.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(up.wait(), 60)
+    assert code == 0
+    assert "snoopbus: stopped" in (await up.stdout.read()).decode()
+    for pid in kids:  # collector, consumers and nats-server: all gone
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "snoopbus.collector.cli", "up", "--state-dir",
+             str(tmp_path), "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert out.returncode == 2
+    assert f"port {port} is in use" in out.stderr and "Traceback" not in out.stderr
