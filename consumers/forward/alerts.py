@@ -1,0 +1,74 @@
+"""Alerts as the forwarder sees them, whatever shape the alerter settles on.
+
+Alerts are one msgpack map per message on `snoopbus.alerts.<host>.<level>`.
+The rule may be nested (`{"rule": {"id", "title", "level", "tags"}, "event"}`)
+or flat (`{"rule_id" | "id", "title", "level", "tags", "event"}`); both are
+read, and the level falls back to the subject's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from snoopbus.proto import ALERT_LEVELS
+
+LEVEL_RANK = {level: rank for rank, level in enumerate(ALERT_LEVELS)}
+
+
+class AlertError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule_id: str
+    title: str
+    level: str
+    tags: tuple[str, ...]
+    event: Mapping[str, Any]  # the event that matched; may be empty
+    description: str = ""
+
+    @property
+    def host(self) -> str:
+        return str(self.event.get("host", ""))
+
+    @property
+    def ts(self) -> int | None:
+        ts = self.event.get("ts")
+        return ts if isinstance(ts, int) else None
+
+    @property
+    def id(self) -> str:
+        """Stable per rule and event, so a re-sent alert dedups like an event."""
+        return f"alert-{self.rule_id}-{self.event.get('id', '')}"
+
+    @property
+    def rank(self) -> int:
+        return LEVEL_RANK.get(self.level, 0)
+
+
+def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Alert:
+    rule = obj.get("rule")
+    src: Mapping[Any, Any] = rule if isinstance(rule, Mapping) else obj
+    rule_id = src.get("id", obj.get("rule_id"))
+    if rule_id is None or rule_id == "":
+        raise AlertError("alert: no rule id (rule.id or rule_id)")
+    level = src.get("level", obj.get("level", subject_level))
+    if level not in LEVEL_RANK:
+        raise AlertError(f"alert: level {level!r} is not one of {', '.join(ALERT_LEVELS)}")
+    tags = src.get("tags", obj.get("tags")) or ()
+    if not isinstance(tags, list | tuple):
+        raise AlertError("alert: tags must be a list")
+    event = obj.get("event") or {}
+    if not isinstance(event, Mapping):
+        raise AlertError("alert: event must be a map")
+    return Alert(
+        rule_id=str(rule_id),
+        title=str(src.get("title", obj.get("title", rule_id))),
+        level=str(level),
+        tags=tuple(str(t) for t in tags),
+        event=event,
+        description=str(src.get("description", obj.get("description", "")) or ""),
+    )

@@ -1,0 +1,55 @@
+"""Exponential back-off with jitter, shared by everything sending to one sink.
+
+One `Gate` per sink: after a failure every worker of that sink waits for the
+gate, so N concurrent batches do not hammer a sink that is down N times over.
+Delays grow base, 2*base, 4*base ... up to `cap`, each drawn from
+[d/2, d] ("equal jitter": spread out, yet never a tight loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float = 0.2
+    cap: float = 30.0
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        if failures <= 0:
+            return 0.0
+        ceiling = min(self.cap, self.base * 2 ** (failures - 1))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class Gate:
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.failures = 0  # consecutive
+        self._not_before = 0.0
+
+    async def wait(self) -> None:
+        # Another failure may push the time out while we sleep: look again.
+        while (left := self._not_before - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(left)
+
+    def failed(self, retry_after: float | None = None) -> float:
+        """Record a failure; the delay before the next try."""
+        self.failures += 1
+        delay = self.backoff.delay(self.failures)
+        if retry_after is not None:  # the sink's own hint wins, within the cap
+            delay = max(delay, min(retry_after, self.backoff.cap))
+        self._not_before = max(self._not_before, time.monotonic() + delay)
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self._not_before = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.failures > 0

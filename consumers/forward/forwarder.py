@@ -1,0 +1,119 @@
+"""`snoopbus consume forward --to SINK [--to SINK ...]`.
+
+Each sink runs as its own consumer (durable `forward-<name>`, dead letters
+on `snoopbus.dlq.forward-<name>`) in its own runtime on the one shared NATS
+connection, so a sink that is down or slow holds back only its own backlog.
+A sink whose runtime fails is restarted after a delay; the others go on.
+
+Workaround: the runtime runs one durable per consumer, and `forward` needs
+one per sink. The `forward` consumer itself therefore only listens on
+`snoopbus.meta.*.forward` (nothing is published there today) and starts the
+per-sink runtimes in `setup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import replace
+
+from snoopbus.proto import meta_filter
+
+from ..consumer import Consumer, Context
+from ..delivery import Batch
+from ..settings import Settings
+from .backoff import Backoff
+from .runtime import ForwardRuntime
+from .sinks import make_sink
+from .spec import SinkSpec, SpecError, parse_spec
+from .worker import SINK_SETTINGS, SinkWorker
+
+log = logging.getLogger(__name__)
+
+
+def _spec_arg(text: str) -> SinkSpec:
+    try:
+        return parse_spec(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class Forwarder(Consumer):
+    name = "forward"
+    description = (
+        "forward events and alerts to SIEMs: syslog, CEF, ECS _bulk, OCSF, webhook, JSON lines"
+    )
+    filters = (meta_filter(what="forward"),)
+    settings = Settings(batch=16, concurrency=1)
+
+    def __init__(
+        self, specs: list[SinkSpec], settings: Settings | None = None,
+        sink_settings: Settings = SINK_SETTINGS,
+    ) -> None:  # fmt: skip
+        if not specs:
+            raise ValueError("forward: give at least one --to SINK")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"forward: sink names must differ, got {names} (use ?name=)")
+        self.settings = settings or type(self).settings
+        sink_settings = replace(
+            sink_settings, partition=self.settings.partition, deliver_new=self.settings.deliver_new
+        )
+        self.workers = [SinkWorker(make_sink(spec), sink_settings) for spec in specs]
+        self.runtimes: dict[str, ForwardRuntime] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
+        self._started = asyncio.Event()  # every sink has a runtime
+        self.restart_backoff = Backoff(base=1.0, cap=30.0)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--to", dest="sinks", action="append", type=_spec_arg, required=True,
+            metavar="SINK", help="where to send, e.g. syslog+tcp://127.0.0.1:514, "
+            "elastic+https://es:9200/snoopbus-%%Y.%%m.%%d, jsonl:- (repeatable; "
+            "see consumers/forward/docs/README.md)",
+        )  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
+        return cls(list(args.sinks), settings=settings)
+
+    async def setup(self, ctx: Context) -> None:
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(self._supervise(ctx, worker)))
+
+    async def _supervise(self, ctx: Context, worker: SinkWorker) -> None:
+        failures = 0
+        while not self._closing.is_set():
+            runtime = ForwardRuntime(worker, nc=ctx.nc, settings=worker.settings)
+            worker.runtime = runtime
+            self.runtimes[worker.name] = runtime
+            if len(self.runtimes) == len(self.workers):
+                self._started.set()
+            try:
+                await runtime.run()
+                return
+            except Exception as exc:  # one sink's failure stays its own
+                failures += 1
+                delay = self.restart_backoff.delay(failures)
+                log.error("%s: stopped (%s); restarting in %.1fs", worker.name, exc, delay)
+                try:
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    async def ready(self) -> None:
+        """Wait until every sink's durable is bound (tests, embedding)."""
+        await self._started.wait()
+        await asyncio.gather(*(r.ready.wait() for r in self.runtimes.values()))
+
+    async def handle(self, batch: Batch) -> None:
+        """Nothing is published on the control subject yet: acked unread."""
+
+    async def teardown(self) -> None:
+        self._closing.set()
+        for runtime in self.runtimes.values():
+            runtime.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

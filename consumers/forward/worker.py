@@ -1,0 +1,147 @@
+"""One sink's consumer: filter, batch, send with retries, then settle each message.
+
+Settling, per NATS message (a message may carry many events):
+
+- every item taken by the sink            -> ack
+- some item refused for good              -> dead-letter, reason = the sink's answer
+- some item not taken after `retries`     -> nak with a delay (JetStream keeps it)
+
+While a batch is in the sink's hands its messages are held, so the runtime
+keeps them alive past ack_wait. Memory is bounded by the runtime: at most
+`concurrency` batches of at most `batch` messages are in flight; a sink that
+stays down sends everything back to JetStream with growing delays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from ..consumer import Consumer, Context
+from ..delivery import Batch
+from ..settings import Settings
+from .alerts import AlertError, parse_alert
+from .backoff import Gate
+from .runtime import ForwardRuntime, is_alert
+from .sink import Item, Permanent, Sink, Transient
+
+log = logging.getLogger(__name__)
+
+# Transient failures never dead-letter: the limit only stops a message that
+# somehow fails forever from circulating for ever.
+SINK_SETTINGS = Settings(batch=256, concurrency=4, max_attempts=100_000, ack_wait=30.0)
+
+
+@dataclass
+class SinkStats:
+    sent: int = 0  # items the sink took
+    rejected: int = 0  # items the sink refused for good
+    requests: int = 0  # calls to Sink.send
+    failures: int = 0  # transient failures (each one backed off)
+    acked: int = 0
+    naked: int = 0
+    dead_lettered: int = 0
+
+
+class SinkWorker(Consumer):
+    def __init__(self, sink: Sink, settings: Settings | None = None) -> None:
+        spec = sink.spec
+        self.sink = sink
+        self.name = spec.consumer_name
+        self.description = f"forward to {spec.scheme} ({spec.name})"
+        self.filters = tuple(spec.subject_filters())
+        base = settings or SINK_SETTINGS
+        self.settings = replace(base, concurrency=spec.concurrency)
+        self.gate = Gate(spec.backoff)
+        self.stats = SinkStats()
+        self.runtime: ForwardRuntime | None = None
+
+    async def setup(self, ctx: Context) -> None:
+        await self.sink.open()
+
+    async def teardown(self) -> None:
+        await self.sink.close()
+
+    async def handle(self, batch: Batch) -> None:
+        spec = self.sink.spec
+        items: list[Item] = []
+        refused: dict[int, str] = {}  # slot -> answer: dead-letter
+        for slot, delivery in enumerate(batch):
+            delivery.hold()
+            if is_alert(delivery.subject):
+                level = delivery.subject.rsplit(".", 1)[-1]
+                try:
+                    alert = parse_alert(delivery.events[0], level)  # type: ignore[arg-type]
+                except AlertError as exc:
+                    refused[slot] = str(exc)
+                    continue
+                items.append(Item("alert", alert, slot, delivery.subject))
+                continue
+            for event in delivery.events:
+                if event.get("type") in spec.types:
+                    items.append(Item("event", event, slot, delivery.subject))
+        retry: dict[int, str] = {}
+        for start in range(0, len(items), self.sink.batch_size):
+            chunk = items[start : start + self.sink.batch_size]
+            if retry and self.gate.down:
+                # The sink failed this round already: don't queue more tries behind it.
+                for item in chunk:
+                    retry.setdefault(item.slot, "sink down")
+                continue
+            await self._send(chunk, refused, retry)
+        await self._settle(batch, refused, retry)
+
+    async def _send(
+        self, chunk: list[Item], refused: dict[int, str], retry: dict[int, str]
+    ) -> None:
+        spec = self.sink.spec
+        pending = chunk
+        for attempt in range(1, spec.retries + 1):
+            await self.gate.wait()
+            self.stats.requests += 1
+            try:
+                sent = await self.sink.send(pending)
+            except Transient as exc:
+                self.stats.failures += 1
+                delay = self.gate.failed(exc.retry_after)
+                log.warning(
+                    "%s: %s (try %d of %d; next in %.2fs)",
+                    self.name, exc.answer, attempt, spec.retries, delay,
+                )  # fmt: skip
+                last = exc.answer
+                continue
+            except Permanent as exc:
+                self.gate.succeeded()  # it answered: it is up
+                for item in pending:
+                    refused.setdefault(item.slot, f"{spec.scheme}: {exc.answer}")
+                self.stats.rejected += len(pending)
+                return
+            self.gate.succeeded()
+            for index, answer in sent.rejected.items():
+                refused.setdefault(pending[index].slot, f"{spec.scheme}: {answer}")
+            self.stats.rejected += len(sent.rejected)
+            self.stats.sent += len(pending) - len(sent.rejected) - len(sent.retry)
+            if not sent.retry:
+                return
+            last = "; ".join(sorted(set(sent.retry.values())))[:500]
+            pending = [pending[i] for i in sorted(sent.retry)]
+            self.stats.failures += 1
+            self.gate.failed()
+        for item in pending:
+            retry.setdefault(item.slot, last)
+
+    async def _settle(self, batch: Batch, refused: dict[int, str], retry: dict[int, str]) -> None:
+        assert self.runtime is not None, "a SinkWorker runs inside a ForwardRuntime"
+        for slot, delivery in enumerate(batch):
+            if slot in refused:
+                self.stats.dead_lettered += 1
+                await self.runtime.dead_letter(delivery, "rejected", refused[slot])
+            elif slot in retry:
+                self.stats.naked += 1
+                # Later redeliveries wait longer, up to the cap; the gate also
+                # keeps this sink's other batches from trying sooner.
+                delay = self.sink.spec.backoff.delay(max(self.gate.failures, delivery.attempt))
+                await delivery.nak(f"{self.sink.spec.scheme}: {retry[slot]}", delay=delay)
+            else:
+                self.stats.acked += 1
+                await delivery.ack()

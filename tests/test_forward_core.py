@@ -1,0 +1,197 @@
+"""The forwarder's core: sink URLs, back-off, settling, and the JSON-lines and
+webhook sinks end to end on a real nats-server, including faults."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snoopbus.consumers.forward import Backoff, SpecError, parse_spec
+from snoopbus.consumers.forward.text import display
+from snoopbus.proto import alerts_filter, events_filter
+from tests.test_forward_receivers import (
+    dead_letters,
+    forwarding,
+    http_receiver,
+    make_alert,
+    make_event,
+    publish_alert,
+    publish_events,
+    wait_until,
+)
+
+# -- sink URLs ----------------------------------------------------------------
+
+
+def test_spec_defaults_and_filters() -> None:
+    spec = parse_spec("syslog+tcp://127.0.0.1:5514?min_severity=high&exclude=open,close_write")
+    where = (spec.format, spec.transport, spec.host, spec.port)
+    assert where == ("syslog", "tcp", "127.0.0.1", 5514)
+    assert spec.consumer_name == "forward-syslog-tcp-127_0_0_1-5514"
+    filters = spec.subject_filters()
+    assert events_filter(type="exec") in filters and events_filter(type="open") not in filters
+    assert alerts_filter(level="high") in filters and alerts_filter(level="critical") in filters
+    assert alerts_filter(level="medium") not in filters
+
+
+def test_spec_all_and_stdout() -> None:
+    spec = parse_spec("jsonl:-?alerts=0")
+    assert spec.transport == "stdout" and spec.subject_filters() == [events_filter()]
+    assert parse_spec("elastic+https://es/idx").port == 9200
+
+
+def test_spec_credentials_from_environment() -> None:
+    env = {"K": "key-1", "P": "pw"}
+    spec = parse_spec("elastic+https://bob@es:9200/i?api_key_env=K&password_env=P", env=env)
+    assert (spec.api_key, spec.username, spec.password) == ("key-1", "bob", "pw")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("syslog+http://h", "syslog goes over tcp, udp, tls"),
+        ("nope+tcp://h", "unknown format"),
+        ("jsonl:-?color=1", "unknown options color"),
+        ("jsonl:-?include=exec,bogus", "unknown event types bogus"),
+        ("jsonl:-?min_severity=huge", "min_severity"),
+        ("jsonl:-?events=0&alerts=0", "forwards nothing"),
+        ("jsonl+file://", "give a file path"),
+        ("elastic+https://es/i?password_env=UNSET", "$UNSET is not set"),
+    ],
+)
+def test_spec_errors_are_clear(url: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("$", r"\$")):
+        parse_spec(url, env={})
+
+
+# -- back-off and text --------------------------------------------------------
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    rng = random.Random(1)
+    b = Backoff(base=0.1, cap=1.0)
+    for failures, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (12, 1.0)]:
+        delays = [b.delay(failures, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert b.delay(0) == 0
+
+
+def test_display_shows_non_utf8_bytes() -> None:
+    name = b"caf\xe9-\xff.txt".decode("utf-8", "surrogateescape")
+    assert display(name) == "caf\\xe9-\\xff.txt"
+    assert display("plain ünïcode") == "plain ünïcode"
+    assert display("\ud800") == "\\ud800"  # not from a kernel, still printable
+
+
+# -- JSON lines, end to end ---------------------------------------------------
+
+
+async def test_jsonl_file_gets_events_and_alerts(nc, js, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    events = [make_event(i) for i in range(10)] + [make_event(i, "open") for i in range(10, 15)]
+    async with forwarding(nc, f"jsonl+file://{out}?exclude=open&min_severity=medium") as fwd:
+        await publish_events(js, events, per_msg=3)
+        await publish_alert(js, make_alert(1, "high"))
+        await publish_alert(js, make_alert(2, "low"))  # below min_severity
+        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 11)
+        await asyncio.sleep(0.3)  # nothing more should come
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    execs = sorted(d["id"] for d in docs if d.get("type") == "exec")
+    assert execs == [f"inst-{i}" for i in range(10)]
+    (alert,) = [d for d in docs if d.get("type") == "alert"]
+    assert alert["rule"]["level"] == "high" and alert["event"]["id"] == "inst-1"
+    assert fwd.workers[0].stats.sent == 11
+
+
+async def test_cli_runs_forward_until_sigterm(nats_server, js, tmp_path: Path) -> None:
+    out = tmp_path / "cli.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snoopbus.consumers", "--nats", nats_server.url, "forward",
+         "--to", f"jsonl+file://{out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await publish_events(js, [make_event(i) for i in range(5)], per_msg=5)
+        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 5, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+
+
+def test_cli_bad_sink_is_one_clear_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snoopbus.consumers", "forward", "--to", "syslog+http://x"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "syslog goes over tcp, udp, tls, not 'http'" in proc.stderr
+
+
+# -- webhook, end to end and under faults ------------------------------------
+
+
+async def test_webhook_batches_arrive(nc, js) -> None:
+    async with http_receiver() as rx:
+        async with forwarding(nc, f"webhook+http://127.0.0.1:{rx.port}/hook?batch=50") as fwd:
+            await publish_events(js, [make_event(i) for i in range(120)], per_msg=40)
+            await wait_until(lambda: len(rx.webhook_items) >= 120)
+        assert sorted(d["id"] for d in rx.webhook_items) == sorted(f"inst-{i}" for i in range(120))
+        assert all(len(batch) <= 50 for batch in rx.batches)
+        assert rx.requests[0].path == "/hook"
+        assert fwd.workers[0].stats.acked == 3
+
+
+async def test_webhook_down_then_back_delivers_every_event(nc, js) -> None:
+    async with http_receiver() as rx:
+        port = rx.port
+    # Down: nothing listens on the port while events are published.
+    url = f"webhook+http://127.0.0.1:{port}/?backoff=0.05&backoff_cap=0.5&retries=2"
+    async with forwarding(nc, url) as fwd:
+        await publish_events(js, [make_event(i) for i in range(30)], per_msg=3)
+        await wait_until(lambda: fwd.workers[0].stats.naked >= 5, what="naks while down")
+        async with http_receiver(port=port) as rx:
+            await wait_until(lambda: {d["id"] for d in rx.webhook_items} >= {
+                f"inst-{i}" for i in range(30)}, 30)  # fmt: skip
+            stats = fwd.workers[0].stats
+    assert stats.dead_lettered == 0 and stats.failures >= 2
+    runtime_counters = fwd.runtimes[fwd.workers[0].name].counters
+    assert runtime_counters.dead_lettered == 0
+
+
+async def test_webhook_429_and_500_back_off(nc, js) -> None:
+    async with http_receiver(script=[500, 429, 500, 503, 500]) as rx:
+        url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.1&backoff_cap=5&retries=10"
+        async with forwarding(nc, url):
+            await publish_events(js, [make_event(0)])
+            await wait_until(lambda: len(rx.webhook_items) == 1)
+        times = [r.at for r in rx.requests]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 5
+    # Each gap is at least half its ceiling (0.1, 0.2, 0.4, 0.8, 1.6 s): no tight loop.
+    for gap, ceiling in zip(gaps, [0.1, 0.2, 0.4, 0.8, 1.6], strict=True):
+        assert gap >= ceiling / 2 * 0.95, gaps
+    assert gaps[-1] > gaps[0]
+
+
+async def test_webhook_permanent_reject_goes_to_dead_letters(nc, js) -> None:
+    async with http_receiver(script=[400]) as rx:
+        url = f"webhook+http://127.0.0.1:{rx.port}/?name=hook"
+        async with forwarding(nc, url) as fwd:
+            await publish_events(js, [make_event(0), make_event(1)], per_msg=2)
+            (letter,) = await dead_letters(nc, js, "forward-hook", 1)
+            await publish_events(js, [make_event(2)])
+            await wait_until(lambda: len(rx.webhook_items) == 1)
+    reason = letter.headers["Snoopbus-Dlq-Reason"]
+    assert reason.startswith("webhook+http: HTTP 400:") and "scripted 400" in reason
+    assert letter.headers["Snoopbus-Dlq-Kind"] == "rejected"
+    assert fwd.workers[0].stats.dead_lettered == 1 and len(rx.requests) == 2

@@ -1,0 +1,226 @@
+"""Receivers and helpers the forward tests share: an asyncio HTTP server that
+speaks enough `_bulk` and webhook, a running forwarder, and event factories.
+
+(Named test_* so it sits in the forward tests' file pattern; its own tests
+check the receiver.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from snoopbus.consumers import Runtime
+from snoopbus.consumers.forward import Forwarder, parse_spec
+from snoopbus.proto import (
+    alert_subject,
+    dlq_subject,
+    encode_batch,
+    encode_map,
+    ensure_stream,
+    event_subject,
+)
+
+T0 = 1_763_776_800_123_456_789  # 2025-11-22T02:00:00.123456789Z
+
+
+def make_event(seq: int, type: str = "exec", host: str = "h1", **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "v": 1, "id": f"inst-{seq}", "ts": T0 + seq, "host": host, "type": type,
+        "proc": {"pid": 100 + seq, "tid": 100 + seq, "ppid": 1, "uid": 1000, "gid": 1000,
+                 "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", f"echo {seq}"],
+                 "cwd": "/home/u"},
+    }  # fmt: skip
+    if type not in ("exec", "exit"):
+        event["file"] = {"path": f"/tmp/f{seq}.txt", "inode": 1000 + seq, "mode": 0o100644}
+    if type == "exit":
+        event["exit_code"] = 0
+    event.update(extra)
+    return event
+
+
+def make_alert(seq: int, level: str = "high", host: str = "h1") -> dict[str, Any]:
+    return {
+        "rule": {"id": f"rule-{seq % 3}", "title": f"Suspicious thing {seq}", "level": level,
+                 "tags": ["attack.execution", "attack.t1059"]},
+        "event": make_event(seq, host=host),
+    }  # fmt: skip
+
+
+async def publish_events(js: JetStreamContext, events: list[dict[str, Any]], per_msg: int = 1):
+    await ensure_stream(js)
+    for start in range(0, len(events), per_msg):
+        chunk = events[start : start + per_msg]
+        await js.publish(event_subject(chunk[0]["host"], chunk[0]["type"]), encode_batch(chunk))
+
+
+async def publish_alert(js: JetStreamContext, alert: dict[str, Any]) -> None:
+    await ensure_stream(js)
+    await js.publish(alert_subject(alert["event"]["host"], alert["rule"]["level"]),
+                     encode_map(alert))  # fmt: skip
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def forwarding(nc: Client, *urls: str) -> AsyncIterator[Forwarder]:
+    """A forwarder running in this process on the test's connection."""
+    fwd = Forwarder([parse_spec(u, env={}) for u in urls])
+    runtime = Runtime(fwd, nc=nc)
+    task = asyncio.create_task(runtime.run())
+    try:
+        await asyncio.wait_for(fwd.ready(), 20)
+        yield fwd
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def dead_letters(nc: Client, js: JetStreamContext, consumer: str, count: int) -> list[Any]:
+    sub = await js.subscribe(dlq_subject(consumer), ordered_consumer=True)
+    try:
+        return [await sub.next_msg(timeout=20) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+# -- the HTTP receiver ------------------------------------------------------
+
+
+@dataclass
+class Request:
+    at: float
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpReceiver:
+    """Answers POSTs; `script` gives the statuses of the next requests (then 200).
+
+    `_bulk` requests are applied to `docs` ((index, _id) -> doc), with `create`
+    semantics: an existing _id answers 409 for that item. `doc_errors(doc)` may
+    return an (status, error type) for one document.
+    """
+
+    script: list[int] = field(default_factory=list)
+    doc_errors: Callable[[dict[str, Any]], tuple[int, str] | None] = lambda doc: None
+    requests: list[Request] = field(default_factory=list)
+    docs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    batches: list[Any] = field(default_factory=list)  # webhook bodies, parsed
+    port: int = 0
+    _server: asyncio.base_events.Server | None = None
+    _clients: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._clients):  # 3.11 has no Server.close_clients
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def webhook_items(self) -> list[Any]:
+        return [item for batch in self.batches for item in batch]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                headers = {}
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    k, _, v = h.decode().partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append(Request(time.monotonic(), method, path, headers, body))
+                status, answer = self._answer(path, body)
+                payload = json.dumps(answer).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    def _answer(self, path: str, body: bytes) -> tuple[int, Any]:
+        if self.script:
+            status = self.script.pop(0)
+            if status != 200:
+                return status, {"error": {"type": "scripted", "reason": f"scripted {status}"}}
+        if path.split("?")[0].endswith("/_bulk"):
+            return 200, self._bulk(path, body)
+        self.batches.append(json.loads(body))
+        return 200, {"ok": True}
+
+    def _bulk(self, path: str, body: bytes) -> dict[str, Any]:
+        lines = body.decode().splitlines()
+        default_index = path.split("?")[0].removesuffix("/_bulk").strip("/") or None
+        items, errors = [], False
+        for action_line, doc_line in zip(lines[::2], lines[1::2], strict=True):
+            (op, meta), = json.loads(action_line).items()
+            doc = json.loads(doc_line)
+            index, doc_id = meta.get("_index", default_index), meta["_id"]
+            result: dict[str, Any] = {"_index": index, "_id": doc_id}
+            bad = self.doc_errors(doc)
+            if bad is not None:
+                result["status"] = bad[0]
+                result["error"] = {"type": bad[1], "reason": f"{bad[1]} for {doc_id}"}
+                errors = True
+            elif (index, doc_id) in self.docs and op == "create":
+                result["status"] = 409
+                result["error"] = {"type": "version_conflict_engine_exception",
+                                   "reason": f"[{doc_id}]: version conflict"}  # fmt: skip
+                errors = True
+            else:
+                self.docs[(index, doc_id)] = doc
+                result["status"] = 201
+            items.append({op: result})
+        return {"took": 1, "errors": errors, "items": items}
+
+
+@contextlib.asynccontextmanager
+async def http_receiver(**kwargs: Any) -> AsyncIterator[HttpReceiver]:
+    receiver = HttpReceiver(**kwargs)
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
+
+
+async def test_receiver_bulk_dedups_by_id() -> None:
+    async with http_receiver() as rx:
+        action = json.dumps({"create": {"_index": "i", "_id": "a"}})
+        body = "\n".join([action, "{}", action, "{}"]) + "\n"
+        answer = rx._bulk("/_bulk", body.encode())
+        assert [i["create"]["status"] for i in answer["items"]] == [201, 409]
+        assert list(rx.docs) == [("i", "a")]
