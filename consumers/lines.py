@@ -64,3 +64,26 @@ def format_event(ev: Mapping[str, Any]) -> str:
 def to_json(ev: Mapping[str, Any]) -> str:
     # Non-UTF-8 bytes stay as surrogate escapes (\udcXX): lossless, valid JSON.
     return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=repr)
+
+
+def format_alert(alert: Mapping[str, Any]) -> str:
+    """One line per alert: time, host, level, rule, ATT&CK ids, what matched, the process."""
+    rule = alert.get("rule") or {}
+    event = alert.get("event") or {}
+    proc = event.get("proc") or {}
+    file = event.get("file") or {}
+    attack = [t.removeprefix("attack.").upper() for t in rule.get("tags", [])
+              if t.startswith("attack.t")]  # fmt: skip
+    what = command_line(proc["argv"]) if proc.get("argv") else printable(str(proc.get("exe", "?")))
+    if file.get("path"):
+        what = f"{printable(str(proc.get('exe', '?')))} {event.get('type', '?')} "
+        what += printable(str(file["path"]))
+    count = alert.get("count", 1)
+    return (
+        f"{clock(int(alert.get('ts', 0)))} {alert.get('host', '?')} "
+        f"{str(alert.get('level', '?')).upper():<8} {rule.get('title', '?')}"
+        f"{' [' + ','.join(attack) + ']' if attack else ''}"
+        f" ({', '.join(alert.get('selections', []))})"
+        f" pid={proc.get('pid', '?')}: {what}"
+        f"{f' (x{count} folded)' if alert.get('folded') else ''}"
+    )

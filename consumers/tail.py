@@ -7,13 +7,15 @@ import asyncio
 import signal
 import sys
 
-from snoopbus.consumers.lines import format_event, to_json
+from snoopbus.consumers.lines import format_alert, format_event, to_json
 from snoopbus.proto import (
     BusUnavailable,
     DecodeError,
     SchemaError,
+    alerts_filter,
     connect,
     decode_batch,
+    decode_map,
     events_filter,
     nats_url_from_env,
 )
@@ -31,10 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--subject", default=events_filter(), help="subject filter (default: %(default)s)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--alerts", action="store_true",
+                   help=f"print alerts instead of events (subject {alerts_filter()})")
     p.set_defaults(func=run)
 
 
-async def tail(url: str, subject: str, as_json: bool) -> None:
+async def tail(url: str, subject: str, as_json: bool, alerts: bool = False) -> None:
     nc = await connect(url, name="snoopbus-tail")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,6 +48,11 @@ async def tail(url: str, subject: str, as_json: bool) -> None:
 
     async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
         try:
+            if alerts:  # one map per message, not a batch
+                alert = decode_map(msg.data)
+                out.write((to_json(alert) if as_json else format_alert(alert)) + "\n")
+                out.flush()
+                return
             events = decode_batch(msg.data)
         except (DecodeError, SchemaError) as exc:
             print(f"{msg.subject}: undecodable message: {exc}", file=sys.stderr)
@@ -59,7 +68,10 @@ async def tail(url: str, subject: str, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(tail(args.nats, args.subject, args.json))
+        subject = args.subject
+        if args.alerts and subject == events_filter():
+            subject = alerts_filter()
+        asyncio.run(tail(args.nats, subject, args.json, args.alerts))
     except BusUnavailable as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,72 @@
+"""The alert map published on `snoopbus.alerts.<host>.<level>` (msgpack, `encode_map`).
+
+v          1
+id         "<rule id>:<event id>" ("...:folded" for a throttle summary)
+ts         int ns, the (last) matching event's time
+host       str, the event's host
+level      informational | low | medium | high | critical
+rule       {id, title, level, tags, description, status, author, references,
+            falsepositives, source}; tags as written (attack.t1059.004, ...)
+category   Sigma log source category the event was matched as
+selections [str], the named detections that held (e.g. selection_parent)
+fields     {Sigma field: value} of the fields the rule reads
+event      the matching event, whole
+count      int, events this alert stands for (1, or N for a folded summary)
+first_ts, last_ts   int ns, the span of the events counted
+folded     true on a throttle summary
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snoopbus.proto import ALERT_LEVELS
+
+from .engine import Hit
+
+ALERT_VERSION = 1
+
+
+def level_rank(level: str) -> int:
+    return ALERT_LEVELS.index(level) if level in ALERT_LEVELS else 0
+
+
+def rule_info(hit: Hit) -> dict[str, Any]:
+    rule = hit.rule
+    sigma = rule.rule
+    info: dict[str, Any] = {"id": rule.id, "title": rule.title, "level": rule.level,
+                            "tags": rule.tags, "source": rule.source}  # fmt: skip
+    optional = {
+        "description": sigma.description,
+        "status": str(sigma.status) if sigma.status else None,
+        "author": sigma.author,
+        "references": list(sigma.references) or None,
+        "falsepositives": list(sigma.falsepositives) or None,
+    }
+    info.update({k: v for k, v in optional.items() if v})
+    return info
+
+
+def build_alert(hit: Hit, count: int = 1, first_ts: int | None = None) -> dict[str, Any]:
+    event = hit.event
+    ts = int(event.get("ts", 0))
+    level = hit.rule.level if hit.rule.level in ALERT_LEVELS else "medium"
+    alert: dict[str, Any] = {
+        "v": ALERT_VERSION,
+        "id": f"{hit.rule.id}:{event.get('id', '?')}",
+        "ts": ts,
+        "host": str(event.get("host", "")),
+        "level": level,
+        "rule": rule_info(hit),
+        "category": hit.rule.category,
+        "selections": list(hit.selections),
+        "fields": {k: v for k, v in hit.values.items() if k in hit.rule.fields},
+        "event": dict(event),
+        "count": count,
+        "first_ts": ts if first_ts is None else first_ts,
+        "last_ts": ts,
+    }
+    if count > 1 or first_ts is not None:
+        alert["folded"] = True
+        alert["id"] += ":folded"
+    return alert

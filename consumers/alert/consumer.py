@@ -1,0 +1,186 @@
+"""`snoopbus consume alert`: match every event against Sigma rules, publish alerts.
+
+Per batch: match the events, fold repeats (throttle.py), publish the alerts
+on NATS and wait for their acks, then return so the runtime acks the events:
+an event is acked only once its alerts are stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snoopbus.proto import ALERT_LEVELS, events_filter
+
+from ..consumer import Consumer, Context
+from ..delivery import Batch
+from ..settings import Settings
+from .alerts import build_alert
+from .engine import Engine
+from .fields import FieldMap, FieldMapError, default_field_map, load_field_map
+from .loader import LoadReport, default_rules_dir, load_rules
+from .logsources import all_event_types
+from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
+from .throttle import DEFAULT_KEY_FIELDS, Throttle
+
+log = logging.getLogger(__name__)
+
+
+class NoRules(ValueError):
+    pass
+
+
+@dataclass
+class AlertStats:
+    events: int = 0
+    hits: int = 0
+    published: int = 0  # alerts sent (summaries included)
+
+
+class AlertConsumer(Consumer):
+    name = "alert"
+    description = "Sigma rules on live events: alerts on snoopbus.alerts.<host>.<level>"
+    # Every event type some log source maps (logsources.py); fixed, so the
+    # durable's filter does not change with the rules loaded.
+    filters = tuple(events_filter(type=t) for t in all_event_types())
+    settings = Settings(concurrency=1)  # matching is CPU work: one batch at a time
+
+    def __init__(
+        self,
+        rules: Sequence[Path] | None = None,
+        *,
+        field_map: FieldMap | None = None,
+        throttle: float = 60.0,
+        throttle_keys: Sequence[str] = DEFAULT_KEY_FIELDS,
+        outputs: Sequence[Output] = (),
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or type(self).settings
+        self.field_map = field_map or default_field_map()
+        self.rule_paths = list(rules) if rules else [default_rules_dir()]
+        self.report: LoadReport = load_rules(self.rule_paths, self.field_map)
+        if not self.report.rules:
+            raise NoRules(
+                f"alert: no rule loaded from {', '.join(map(str, self.rule_paths))} "
+                f"({len(self.report.skipped)} skipped)"
+            )
+        self.engine = Engine(self.report.rules, self.field_map)
+        self.throttle = Throttle(throttle, throttle_keys)
+        self.extra_outputs = list(outputs)
+        self.outputs: list[Output] = []
+        self.stats = AlertStats()
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("alert")
+        g.add_argument(
+            "--rules",
+            type=Path,
+            nargs="+",
+            action="extend",
+            metavar="PATH",
+            help="Sigma rule files or directories (default: the packaged set)",
+        )
+        g.add_argument(
+            "--field-map",
+            type=Path,
+            metavar="FILE",
+            help="TOML/YAML overrides of the Sigma field mapping (see README)",
+        )
+        g.add_argument(
+            "--throttle",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="fold repeats of an alert within this window (0: off; default 60)",
+        )
+        g.add_argument(
+            "--throttle-keys",
+            default=",".join(DEFAULT_KEY_FIELDS),
+            metavar="F,F",
+            help="Sigma fields that make two alerts of a rule the same (default %(default)s)",
+        )
+        g.add_argument("--stdout", action="store_true", help="also print alerts, one line each")
+        g.add_argument("--stdout-json", action="store_true", help="also print alerts as JSON")
+        g.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON here")
+        g.add_argument("--webhook-retries", type=int, default=3, metavar="N")
+        g.add_argument("--min-level", choices=ALERT_LEVELS, default="informational",
+                       help="lowest level for stdout and webhook (NATS gets all)")  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
+        try:
+            return cls._from_args(args, settings)
+        except (NoRules, FieldMapError, OSError) as exc:
+            # The consume CLI catches no consumer errors: exit with one line, no traceback.
+            raise SystemExit(f"snoopbus consume alert: {exc}") from None
+
+    @classmethod
+    def _from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
+        fmap = load_field_map(args.field_map) if args.field_map else None
+        outputs: list[Output] = []
+        if args.stdout or args.stdout_json:
+            outputs.append(StdoutOutput(args.min_level, as_json=args.stdout_json))
+        if args.webhook:
+            config = WebhookConfig(args.webhook, retries=args.webhook_retries,
+                                   min_level=args.min_level)  # fmt: skip
+            outputs.append(WebhookOutput(config))
+        keys = [k.strip() for k in args.throttle_keys.split(",") if k.strip()]
+        return cls(args.rules, field_map=fmap, throttle=args.throttle, throttle_keys=keys,
+                   outputs=outputs, settings=settings)  # fmt: skip
+
+    async def setup(self, ctx: Context) -> None:
+        self.outputs = [NatsOutput(ctx.js), *self.extra_outputs]
+        r = self.report
+        log.info("alert: %d rules loaded, %d skipped, from %s; matching %s",
+                 len(r.rules), len(r.skipped), ", ".join(map(str, self.rule_paths)),
+                 ", ".join(self.engine.event_types))  # fmt: skip
+        if self.throttle.window > 0:
+            self._ticker = asyncio.create_task(self._summaries())
+
+    async def handle(self, batch: Batch) -> None:
+        now = time.monotonic()
+        alerts: list[dict[str, Any]] = []
+        for event in batch.events:
+            self.stats.events += 1
+            for hit in self.engine.match(event):
+                self.stats.hits += 1
+                if self.throttle.admit(hit, now):
+                    alerts.append(build_alert(hit))
+        await self._send(alerts + self.throttle.expire(now))
+
+    async def teardown(self) -> None:
+        self._closing.set()
+        if self._ticker is not None:
+            await self._ticker
+        try:
+            await self._send(self.throttle.expire(time.monotonic(), everything=True))
+        except Exception as exc:  # shutting down: say what is lost, do not hide the rest
+            log.error("alert: folded summaries not sent at shutdown: %s", exc)
+        for output in self.outputs:
+            await output.close()
+
+    async def _send(self, alerts: list[dict[str, Any]]) -> None:
+        if alerts:
+            await fan_out(self.outputs, alerts)
+            self.stats.published += len(alerts)
+
+    async def _summaries(self) -> None:
+        """Send folded summaries when windows close, even while no events come."""
+        period = min(1.0, self.throttle.window / 4)
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), period)
+            except TimeoutError:
+                try:
+                    await self._send(self.throttle.expire(time.monotonic()))
+                except Exception as exc:
+                    log.error("alert: could not send folded summaries: %s", exc)
