@@ -14,17 +14,32 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 
 from snoopbus.collector import probes
+from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
+from snoopbus.collector.filters import FilterConfig
 from snoopbus.collector.loss import UNDECODABLE, LossCounters
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.collector.reader import RingReader
-from snoopbus.collector.records import KIND_EXEC, KIND_EXIT
+from snoopbus.collector.records import (
+    FILE_KIND_NAMES,
+    KIND_EXEC,
+    KIND_EXIT,
+    KIND_RENAME,
+    LOST_INFLIGHT_FULL,
+)
 from snoopbus.proto import connect, encode_map, ensure_stream, meta_subject
 
 log = logging.getLogger("snoopbus.collector")
 
-KIND_NAMES = {KIND_EXEC: "exec", KIND_EXIT: "exit"}
+# Loss is reported by event type; a lost rename record is both its halves.
+KIND_NAMES = {
+    KIND_EXEC: "exec",
+    KIND_EXIT: "exit",
+    **FILE_KIND_NAMES,
+    KIND_RENAME: "moved_from+moved_to",
+    LOST_INFLIGHT_FULL: "any_file_event(inflight_map_full)",
+}
 
 
 class CollectorError(RuntimeError):
@@ -37,6 +52,7 @@ class CollectorConfig:
     host: str = field(default_factory=socket.gethostname)
     limits: probes.ProbeLimits = field(default_factory=probes.ProbeLimits)
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
     loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
     heartbeat_interval: float = 30.0
 
@@ -66,7 +82,7 @@ class Collector:
         try:
             js = nc.jetstream()
             await ensure_stream(js)
-            loaded = await asyncio.to_thread(probes.load, self.cfg.limits)
+            loaded = await asyncio.to_thread(probes.load, self.cfg.limits, self.cfg.filters)
             try:
                 await self._serve(js, loaded, started)
             finally:
@@ -81,9 +97,11 @@ class Collector:
         self, js: JetStreamContext, loaded: probes.LoadedProbes, started: float
     ) -> None:
         loop = asyncio.get_running_loop()
-        cache = ProcCache()
+        cache = ProcCache(cgroups=CgroupIndex())
         cache.scan()
-        builder = EventBuilder(self.cfg.host, self.instance, cache)
+        builder = EventBuilder(
+            self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match()
+        )
         publisher = Publisher(js, self.loss, self.cfg.publisher)
         reader = RingReader(
             loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(publisher.submit, batch)
@@ -109,24 +127,35 @@ class Collector:
                 reported_total = await self._report_loss(js, loaded, reader, reported_total)
                 if time.monotonic() - last_heartbeat >= self.cfg.heartbeat_interval:
                     last_heartbeat = time.monotonic()
-                    await self._publish_meta(js, "heartbeat", self._stats(reader, publisher))
+                    await self._publish_meta(
+                        js, "heartbeat", self._stats(reader, publisher, loaded, builder)
+                    )
         finally:
             reader.stop()
             await publisher.close()
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await self._report_loss(js, loaded, reader, reported_total, final=True)
+            stats = self._stats(reader, publisher, loaded, builder)
+            await self._publish_meta(js, "status", {"state": "stopped", **stats})
             log.info(
                 "collector stopped: %d records read, %d events published, %s",
                 reader.records, publisher.published_events, self.loss.summary(),
             )
 
-    def _stats(self, reader: RingReader, publisher: Publisher) -> dict[str, object]:
+    def _stats(
+        self, reader: RingReader, publisher: Publisher, loaded: probes.LoadedProbes,
+        builder: EventBuilder,
+    ) -> dict[str, object]:
         return {
             "records": reader.records,
             "published": publisher.published_events,
             "buffered": publisher.buffered,
             "lost": self.loss.total,
+            "lost_by_type": {k: sum(v) for k, v in self.loss.kernel.items()},
+            # what never reached the ring buffer, and what user space dropped after it
+            "kernel_filtered": loaded.kernel_stats(),
+            "user_filtered": builder.filtered_in_user,
         }
 
     async def _report_loss(

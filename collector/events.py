@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
@@ -11,12 +13,28 @@ from snoopbus.collector.records import (
     F_ARGV_TRUNC,
     F_CWD_TRUNC,
     F_EXE_TRUNC,
+    FILE_KIND_NAMES,
+    KIND_LINK,
+    KIND_RENAME,
+    KIND_SYMLINK,
     ExecRecord,
     ExitRecord,
+    FileRecord,
     Header,
     Record,
 )
-from snoopbus.proto import SCHEMA_VERSION, Event, event_subject
+from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
+
+
+def encode_dev(kdev: int) -> int:
+    """Kernel dev_t (major << 20 | minor) -> st_dev as stat(2) reports it."""
+    major, minor = kdev >> 20, kdev & 0xFFFFF
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+
+
+def kernel_dev(st_dev: int) -> int:
+    """st_dev -> the kernel's dev_t, as the probes read it from the super block."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def boot_to_epoch_offset() -> int:
@@ -27,10 +45,19 @@ def boot_to_epoch_offset() -> int:
 class EventBuilder:
     """Turns records into (subject, event), keeping the process cache current."""
 
-    def __init__(self, host: str, instance: str, cache: ProcCache) -> None:
+    def __init__(
+        self,
+        host: str,
+        instance: str,
+        cache: ProcCache,
+        path_filter: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.host = host
         self.instance = instance
         self.cache = cache
+        # User-space backstop for paths the kernel could not filter exactly.
+        self.path_filter = path_filter
+        self.filtered_in_user = 0
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -61,6 +88,8 @@ class EventBuilder:
             "cgroup": hdr.cgroup,
         }
         if info is not None:
+            if info.container is not None:
+                proc["container"] = info.container
             if info.exe is not None:
                 proc["exe"] = info.exe
             if info.argv is not None:
@@ -70,12 +99,88 @@ class EventBuilder:
         return proc
 
     def build(self, rec: Record) -> tuple[str, Event]:
+        """The one event of an exec or exit record."""
         if isinstance(rec, ExecRecord):
             return self._exec(rec)
-        return self._exit(rec)
+        if isinstance(rec, ExitRecord):
+            return self._exit(rec)
+        raise TypeError("file records may make several events: use build_all")
+
+    def build_all(self, rec: Record) -> list[tuple[str, Event]]:
+        """Every event of a record: a rename makes two, an exchange four."""
+        if isinstance(rec, FileRecord):
+            return self._file(rec)
+        return [self.build(rec)]
+
+    def _file_event(
+        self, rec: FileRecord, type_: str, path: bytes | None, truncated: bool,
+        info: ProcInfo | None,
+    ) -> tuple[str, Event]:
+        ev = self._base(rec.hdr, type_)
+        ev["proc"] = self._proc(rec.hdr, info)
+        f: dict[str, Any] = {"mnt_ns": rec.mnt_ns}
+        if path is not None:
+            f["path"] = text_from_kernel(path)
+        if truncated:
+            f["path_truncated"] = True
+        if rec.ino:
+            f["inode"] = rec.ino
+            f["dev"] = encode_dev(rec.dev)
+        if type_ in ("open", "create"):
+            f["flags"] = rec.oflags
+        if rec.mode and type_ in ("create", "mkdir", "attrib"):
+            f["mode"] = rec.mode & 0o7777
+        ev["file"] = f
+        if rec.ret is not None:
+            ev["ret"] = rec.ret
+        return self.subject(type_), ev  # type: ignore[return-value]
+
+    def _wanted(self, *paths_: bytes | None) -> bool:
+        if self.path_filter is None:
+            return True
+        if any(p is not None and self.path_filter(p) for p in paths_):
+            return True
+        self.filtered_in_user += 1
+        return False
+
+    def _file(self, rec: FileRecord) -> list[tuple[str, Event]]:
+        info = self.cache.lookup(rec.hdr.pid, rec.hdr.ppid, rec.hdr.cgroup)
+        kind = rec.hdr.kind
+        if kind == KIND_RENAME:
+            if not self._wanted(rec.path, rec.path2):
+                return []
+            pairs = [(rec.path, rec.path_truncated, rec.path2, rec.path2_truncated)]
+            if rec.exchange:
+                pairs.append((rec.path2, rec.path2_truncated, rec.path, rec.path_truncated))
+            out = []
+            for i, (src, src_t, dst, dst_t) in enumerate(pairs):
+                cookie = (rec.cookie << 1) | i
+                for type_, p, t in (("moved_from", src, src_t), ("moved_to", dst, dst_t)):
+                    subject, ev = self._file_event(rec, type_, p, t, info)
+                    ev["cookie"] = cookie
+                    out.append((subject, ev))
+            return out
+        if kind == KIND_LINK:
+            if not self._wanted(rec.path2):
+                return []
+            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info)
+            if rec.path is not None:
+                ev["file"]["target"] = text_from_kernel(rec.path)
+            return [(subject, ev)]
+        if not self._wanted(rec.path):
+            return []
+        subject, ev = self._file_event(
+            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
+        )
+        if kind == KIND_SYMLINK and rec.target is not None:
+            ev["file"]["target"] = text_from_kernel(rec.target)
+        return [(subject, ev)]
 
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:
-        info = ProcInfo(exe=rec.exe, argv=rec.argv, cwd=rec.cwd)
+        info = ProcInfo(
+            exe=rec.exe, argv=rec.argv, cwd=rec.cwd,
+            container=self.cache.container_of(rec.hdr.cgroup),
+        )
         self.cache.put(rec.hdr.pid, info)
         ev = self._base(rec.hdr, "exec")
         proc = self._proc(rec.hdr, info)

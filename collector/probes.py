@@ -7,14 +7,17 @@ are never edited as text.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector import btf
+from snoopbus.collector import btf, syscalls
 from snoopbus.collector.bcc_import import import_bcc
+from snoopbus.collector.filters import FilterConfig, fill_maps
+from snoopbus.collector.filters import defines as filter_defines
 
 # Offsets every program uses: name of the -D constant -> BTF member path.
 COMMON_OFFSETS = {
@@ -43,6 +46,32 @@ PROC_OFFSETS = {
     "OFF_FILE_F_PATH": "file.f_path",
     "OFF_FS_PWD": "fs_struct.pwd",
     "OFF_FS_ROOT": "fs_struct.root",
+}
+
+FILE_OFFSETS = {
+    "OFF_TASK_FILES": "task_struct.files",
+    "OFF_FILES_FDT": "files_struct.fdt",
+    "OFF_FDTABLE_FD": "fdtable.fd",
+    "OFF_FDTABLE_MAX_FDS": "fdtable.max_fds",
+    "OFF_FILE_F_INODE": "file.f_inode",
+    "OFF_FILE_F_MODE": "file.f_mode",
+    "OFF_FILE_F_FLAGS": "file.f_flags",
+    "OFF_INODE_I_INO": "inode.i_ino",
+    "OFF_INODE_I_SB": "inode.i_sb",
+    "OFF_INODE_I_MODE": "inode.i_mode",
+    "OFF_SB_S_DEV": "super_block.s_dev",
+    "OFF_DENTRY_D_INODE": "dentry.d_inode",
+    "OFF_TASK_NSPROXY": "task_struct.nsproxy",
+    "OFF_NSPROXY_MNT_NS": "nsproxy.mnt_ns",
+    "OFF_MNT_NS_INUM": "mnt_namespace.ns.inum",
+    # x86-64 syscall arguments in struct pt_regs, and the syscall number
+    "OFF_REGS_ARG0": "pt_regs.di",
+    "OFF_REGS_ARG1": "pt_regs.si",
+    "OFF_REGS_ARG2": "pt_regs.dx",
+    "OFF_REGS_ARG3": "pt_regs.r10",
+    "OFF_REGS_ARG4": "pt_regs.r8",
+    "OFF_REGS_ARG5": "pt_regs.r9",
+    "OFF_REGS_ORIG_AX": "pt_regs.orig_ax",
 }
 
 NAME_SZ = 256  # NAME_MAX + NUL
@@ -85,12 +114,18 @@ def possible_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def defines(limits: ProbeLimits, offsets: dict[str, int]) -> dict[str, int]:
+def defines(
+    limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig | None = None,
+    self_tgid: int | None = None,
+) -> dict[str, int]:
     return {
         **offsets,
+        **filter_defines(filters or FilterConfig()),
+        "SELF_TGID": os.getpid() if self_tgid is None else self_tgid,
         "MAX_CPUS": possible_cpus(),
         "DATA_SIZE": limits.data_size,
-        "SLACK": max(limits.argv_max, NAME_SZ),
+        # A user string (up to PATH_MAX_LEN) may start anywhere below DATA_SIZE.
+        "SLACK": max(limits.argv_max, PATH_MAX_LEN),
         "NAME_SZ": NAME_SZ,
         "PATH_MAX_LEN": PATH_MAX_LEN,
         "PATH_DEPTH_MAX": limits.path_depth_max,
@@ -107,14 +142,18 @@ def program_text(name: str = "snoopbus.bpf.c") -> str:
     return (bpf_dir() / name).read_text()
 
 
-def dump_program(limits: ProbeLimits, offsets: dict[str, int]) -> str:
+def dump_program(
+    limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig | None = None
+) -> str:
     """The program exactly as BCC gets it: constants, then source (for --ebpf)."""
-    head = "".join(f"#define {k} {v}\n" for k, v in sorted(defines(limits, offsets).items()))
-    return f"/* cflags: {' '.join(cflags(defines(limits, offsets)))} */\n{head}\n" + program_text()
+    defs = defines(limits, offsets, filters)
+    head = "".join(f"#define {k} {v}\n" for k, v in sorted(defs.items()))
+    return f"/* cflags: {' '.join(cflags(defs))} */\n{head}\n" + program_text()
 
 
 def proc_offsets() -> dict[str, int]:
-    return btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS})
+    """Every offset the module needs (process and file probes share it)."""
+    return btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
 
 
 class ProbeError(RuntimeError):
@@ -135,19 +174,44 @@ class LoadedProbes:
                 out[key.value] = counts
         return out
 
+    def kernel_stats(self) -> dict[str, int]:
+        """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
+        table = self.bpf["kstats"]
+        names = ("filtered_task", "filtered_path", "failed_skipped")
+        return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
+
     def close(self) -> None:
         self.bpf.cleanup()
 
 
-def load(limits: ProbeLimits) -> LoadedProbes:
-    """Compiles proc.bpf.c against this kernel's offsets and attaches it."""
+# Tail programs, by their slot in the `tails` prog array.
+TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter"}
+
+
+def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProbes:
+    """Compiles snoopbus.bpf.c against this kernel's offsets and attaches it.
+
+    BCC attaches the raw tracepoints while compiling; sys_enter does nothing
+    until sys_spec names a syscall, so that map is filled last, after the
+    tail programs and the filters are in place."""
+    filters = filters or FilterConfig()
+    syscalls.check_arch()
     bcc = import_bcc()
-    flags = cflags(defines(limits, proc_offsets()))
+    flags = cflags(defines(limits, proc_offsets(), filters))
     try:
         b = bcc.BPF(text=program_text(), cflags=flags)
+        tails = b["tails"]
+        for slot, name in TAIL_PROGRAMS.items():
+            fn = b.load_func(name, bcc.BPF.RAW_TRACEPOINT)
+            tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         raise ProbeError(
             f"BCC could not compile or load the probes ({exc}); "
             "`snoopbus doctor` shows what this kernel allows"
         ) from exc
+    fill_maps(b, filters)
+    # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
+    spec_map = b.get_table("sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
+    for spec in syscalls.SPECS.values():
+        spec_map[ctypes.c_int(spec.nr)] = spec.to_c()
     return LoadedProbes(b)

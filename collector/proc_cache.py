@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from snoopbus.collector.cgroups import CgroupIndex, container_id
 from snoopbus.proto import text_from_kernel
 
 
@@ -18,13 +19,43 @@ class ProcInfo:
     exe: str | None
     argv: list[str] | None
     cwd: str | None
+    container: str | None = None
 
 
 class ProcCache:
-    def __init__(self, max_entries: int = 1 << 20) -> None:
+    def __init__(self, max_entries: int = 1 << 20, cgroups: CgroupIndex | None = None) -> None:
         self._procs: dict[int, ProcInfo] = {}
         # pid_max is at most 4M; the bound only guards against a leak of exits.
         self.max_entries = max_entries
+        self.cgroups = cgroups
+        self._containers: dict[int, str | None] = {}
+
+    def container_of(self, cgroup_id: int) -> str | None:
+        if self.cgroups is None or not cgroup_id:
+            return None
+        if cgroup_id not in self._containers:
+            path = self.cgroups.path(cgroup_id)
+            if path is None:
+                return None  # not cached: a later scan may find it
+            self._containers[cgroup_id] = container_id(path)
+        return self._containers[cgroup_id]
+
+    def lookup(self, pid: int, ppid: int, cgroup_id: int) -> ProcInfo | None:
+        """What is known of pid; a child that forked without exec inherits its
+        parent's entry (same image, same argv), remembered under its own pid."""
+        info = self._procs.get(pid)
+        if info is None:
+            parent = self._procs.get(ppid)
+            if parent is not None:
+                info = ProcInfo(parent.exe, parent.argv, parent.cwd, parent.container)
+            else:
+                info = read_proc(Path("/proc") / str(pid))  # started after our scan
+                if info is None:
+                    return None
+            if info.container is None:
+                info.container = self.container_of(cgroup_id)
+            self.put(pid, info)
+        return info
 
     def __len__(self) -> int:
         return len(self._procs)

@@ -57,7 +57,7 @@ class RingReader:
         batch: Batch = []
         for buf in raw:
             try:
-                batch.append(self._builder.build(decode(buf)))
+                batch.extend(self._builder.build_all(decode(buf)))
             except RecordError as exc:
                 self.undecodable[str(exc)] += 1
         if batch:

@@ -1,6 +1,6 @@
 """Decoding of kernel ring-buffer records: pure, table-driven, no root needed.
 
-Mirrors bpf/common.h and bpf/proc.h. Layers: kernel struct -> these decoded
+Mirrors bpf/common.h, bpf/proc.h and bpf/files.h. Layers: kernel struct -> these decoded
 records -> public events (events.py). A record of an unknown kind, or one
 too short for its kind, raises RecordError so the reader can count it.
 """
@@ -11,21 +11,54 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from snoopbus.collector import paths
 from snoopbus.proto import text_from_kernel
 
 KIND_EXEC = 1
 KIND_EXIT = 2
+# File kinds (bpf/files.h), one per event type; a rename record makes two events.
+KIND_OPEN = 3
+KIND_CREATE = 4
+KIND_MODIFY = 5
+KIND_CLOSE_WRITE = 6
+KIND_DELETE = 7
+KIND_RENAME = 8
+KIND_ATTRIB = 9
+KIND_MKDIR = 10
+KIND_RMDIR = 11
+KIND_LINK = 12
+KIND_SYMLINK = 13
+LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
+
+FILE_KIND_NAMES = {
+    KIND_OPEN: "open",
+    KIND_CREATE: "create",
+    KIND_MODIFY: "modify",
+    KIND_CLOSE_WRITE: "close_write",
+    KIND_DELETE: "delete",
+    KIND_RENAME: "rename",
+    KIND_ATTRIB: "attrib",
+    KIND_MKDIR: "mkdir",
+    KIND_RMDIR: "rmdir",
+    KIND_LINK: "link",
+    KIND_SYMLINK: "symlink",
+}
 
 F_EXE_TRUNC = 1 << 0
 F_CWD_TRUNC = 1 << 1
 F_ARGV_TRUNC = 1 << 2
 F_PATH_TRUNC = 1 << 3
 F_PATH2_TRUNC = 1 << 4
+F_FD_GONE = 1 << 5
+F_NO_RET = 1 << 6
+F_EXCHANGE = 1 << 7
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
 EXEC_TAIL = struct.Struct("<HHI")  # exe_len, cwd_len, argv_len
 EXIT_TAIL = struct.Struct("<II")  # exit_code (wait status), pad
+# struct file_rec after the header: ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, seg[4]
+FILE_TAIL = struct.Struct("<qQQIIIIIi4H")
 
 
 class RecordError(ValueError):
@@ -69,7 +102,34 @@ class ExitRecord:
         return 128 + self.signal if self.signal else (self.status >> 8) & 0xFF
 
 
-Record = ExecRecord | ExitRecord
+@dataclass(slots=True)
+class FileRecord:
+    """A file operation. `path` is absolute and folded; `path2` is the second
+    name (rename: the new name; link: the new link), `target` a symlink's
+    target as given. Paths are bytes here; events.py decodes them."""
+
+    hdr: Header
+    ret: int | None  # None: reported before the call returned (close)
+    cookie: int
+    ino: int
+    dev: int  # kernel dev_t (major << 20 | minor)
+    mnt_ns: int
+    nr: int
+    oflags: int
+    mode: int
+    fd: int
+    path: bytes | None  # None: not resolvable (fd gone)
+    path_truncated: bool
+    path2: bytes | None = None
+    path2_truncated: bool = False
+    target: bytes | None = None
+
+    @property
+    def exchange(self) -> bool:
+        return bool(self.hdr.flags & F_EXCHANGE)
+
+
+Record = ExecRecord | ExitRecord | FileRecord
 
 
 def join_path(names: bytes) -> str:
@@ -127,9 +187,58 @@ def _decode_exit(hdr: Header, buf: bytes) -> ExitRecord:
     return ExitRecord(hdr, status)
 
 
+def _resolve(walked: bytes, name: bytes | None, gone: bool) -> bytes | None:
+    """(walked base or file, user string) -> absolute folded path; None if unknown."""
+    if name is None:  # the path came from a file: already absolute and real
+        return None if gone and not walked else paths.names_to_path(walked)
+    if name.startswith(b"/"):
+        return paths.fold(name)
+    if gone:
+        return None  # relative to a dirfd that did not resolve: never guess
+    return paths.join(paths.names_to_path(walked), name)
+
+
+def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
+    end = HDR.size + FILE_TAIL.size
+    if len(buf) < end:
+        raise RecordError("file record shorter than its fixed part")
+    ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, *seg = FILE_TAIL.unpack_from(buf, HDR.size)
+    if end + sum(seg) > len(buf):
+        raise RecordError("file record lengths run past its end")
+    parts = []
+    for n in seg:
+        parts.append(buf[end : end + n])
+        end += n
+    flags = hdr.flags
+    gone = bool(flags & F_FD_GONE)
+    # seg[1] empty and seg[0] set: a path walked from the file itself.
+    name1 = paths.user_string(parts[1]) if seg[1] else None
+    if name1 is None and not seg[0] and not gone and hdr.kind != KIND_CLOSE_WRITE:
+        path1: bytes | None = None if hdr.flags & F_PATH_TRUNC else b"/"
+    else:
+        path1 = _resolve(parts[0], name1, gone)
+    path2 = target = None
+    if hdr.kind == KIND_SYMLINK:
+        target = paths.user_string(parts[3])
+    elif seg[2] or seg[3]:
+        name2 = paths.user_string(parts[3]) if seg[3] else b""
+        path2 = _resolve(parts[2], name2, False)
+    return FileRecord(
+        hdr,
+        None if flags & F_NO_RET else ret,
+        cookie, ino, dev, mnt_ns, nr, oflags, mode, fd,
+        path1,
+        bool(flags & F_PATH_TRUNC) or path1 is None,
+        path2,
+        bool(flags & F_PATH2_TRUNC),
+        target,
+    )
+
+
 DECODERS: dict[int, Callable[[Header, bytes], Record]] = {
     KIND_EXEC: _decode_exec,
     KIND_EXIT: _decode_exit,
+    **dict.fromkeys(FILE_KIND_NAMES, _decode_file),
 }
 
 

@@ -47,7 +47,7 @@ struct scratch {
      * through the path walks then look alike and are pruned, instead of each
      * early exit re-verifying all that follows (which exceeds its budget). */
     u32 pos;
-    u32 _pad;
+    u32 verdict;  /* path filter verdict of the last walk (VERDICT_*), same technique */
     u8 data[DATA_SIZE + SLACK];
 };
 
@@ -61,9 +61,25 @@ static __always_inline void set_pos(struct scratch *s, u32 pos)
     *(volatile u32 *)&s->pos = pos;
 }
 
+static __always_inline u32 get_verdict(struct scratch *s)
+{
+    return *(volatile u32 *)&s->verdict;
+}
+
+static __always_inline void set_verdict(struct scratch *s, u32 v)
+{
+    *(volatile u32 *)&s->verdict = v;
+}
+
+/* Path filter verdicts: the nearest filtered ancestor directory decides. */
+#define VERDICT_NONE    0
+#define VERDICT_INCLUDE 1
+#define VERDICT_EXCLUDE 2
+
 /* Defined in the main .bpf.c: BCC rewrites map method calls only there. */
 static __always_inline struct scratch *get_scratch(void);
 static __always_inline void emit(u8 *buf, u32 size, u16 kind);
+static __always_inline u32 dir_verdict(void *dentry);
 
 /* Hides a value from clang's range analysis so a bounds mask survives. */
 #define barrier_var(v) asm volatile("" : "+r"(v))
@@ -111,9 +127,11 @@ static __always_inline void fill_hdr(struct rec_hdr *h, void *task, u16 kind)
  * NUL-terminated names from the leaf up; user space reverses them. Walks
  * d_parent, crossing mounts through struct mount, and stops at `root` (the
  * task's root, so the path is the one the task sees) or at the top of the
- * mount tree. Sets trunc_flag when depth or space ran out. */
+ * mount tree. Sets trunc_flag when depth or space ran out. With `check`,
+ * also looks each dentry up in the path filter until one has a verdict,
+ * which it leaves in s->verdict (the nearest filtered ancestor wins). */
 static __always_inline void walk_path(struct scratch *s, const void *path, const void *root,
-                                      u16 *flags, u16 trunc_flag)
+                                      u16 *flags, u16 trunc_flag, int check)
 {
     void *dentry = read_ptr(path, OFF_PATH_DENTRY);
     void *vfsmnt = read_ptr(path, OFF_PATH_MNT);
@@ -122,7 +140,11 @@ static __always_inline void walk_path(struct scratch *s, const void *path, const
     void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
     u32 start = get_pos(s);
 
+    if (check)
+        set_verdict(s, VERDICT_NONE);
     for (int i = 0; i < PATH_DEPTH_MAX; i++) {
+        if (check && get_verdict(s) == VERDICT_NONE)
+            set_verdict(s, dir_verdict(dentry));
         if (dentry == root_dentry && vfsmnt == root_mnt)
             return;
         void *parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);

@@ -2,14 +2,67 @@
  *
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
- * Extra -D constants: ARGV_MAX. */
+ * Extra -D constants: ARGV_MAX, and those files.h lists. */
 #include "common.h"
 #include "proc.h"
+#include "files.h"
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(scratch_map, struct scratch, MAX_CPUS);
 /* Records the ring buffer had no room for, per CPU and per kind. */
 BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
+
+/* File probes. sys_spec: syscall nr -> what it does (zero: not wanted),
+ * filled from collector/syscalls.py after the tail programs are in place. */
+BPF_ARRAY(sys_spec, struct sc_spec, 512);
+BPF_HASH(inflight, u32, struct sc_args, 65536);
+/* (tgid << 32 | fd) of fds written since open: a modify event is for the
+ * first write only. LRU: entries of processes that died are evicted. */
+BPF_TABLE("lru_hash", u64, u8, written, 65536);
+BPF_PROG_ARRAY(tails, 4);
+BPF_PERCPU_ARRAY(kstats, u64, KS_MAX);
+/* Last rename cookie time per CPU: keeps cookies strictly increasing. */
+BPF_PERCPU_ARRAY(cookie_ts, u64, 1);
+/* Filters, filled from user space before the probes see any syscall. */
+struct dir_key {
+    u64 ino;
+    u32 dev;
+    u32 _pad;
+};
+BPF_HASH(f_dir, struct dir_key, u8, 1024);        /* VERDICT_INCLUDE / _EXCLUDE */
+BPF_HASH(f_comm, struct comm_key, u8, 256);
+BPF_HASH(f_uid, u32, u8, 256);
+BPF_HASH(f_cgroup, u64, u8, 256);
+
+static __always_inline void kstat(u32 slot)
+{
+    u64 *n = kstats.lookup(&slot);
+    if (n)
+        (*n)++;
+}
+
+static __always_inline void count_lost(u32 kind)
+{
+    u64 *n = lost.lookup(&kind);
+    if (n)
+        (*n)++;
+}
+
+static __always_inline u32 dir_verdict(void *dentry)
+{
+#if PATH_FILTERS
+    void *inode = read_ptr(dentry, OFF_DENTRY_D_INODE);
+    if (!inode)
+        return VERDICT_NONE;
+    struct dir_key k = {};
+    k.ino = read_u64(inode, OFF_INODE_I_INO);
+    k.dev = read_u32(read_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+    u8 *v = f_dir.lookup(&k);
+    return v ? *v : VERDICT_NONE;
+#else
+    return VERDICT_NONE;
+#endif
+}
 
 static __always_inline struct scratch *get_scratch(void)
 {
@@ -22,12 +75,8 @@ static __always_inline void emit(u8 *buf, u32 size, u16 kind)
 {
     /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
     size &= DATA_SIZE - 1;
-    if (events.ringbuf_output(buf, size, 0) < 0) {
-        u32 k = kind;
-        u64 *n = lost.lookup(&k);
-        if (n)
-            (*n)++;
-    }
+    if (events.ringbuf_output(buf, size, 0) < 0)
+        count_lost(kind);
 }
 
 /* Exec and exit, from scheduler raw tracepoints: no tracefs, no kprobes. */
@@ -48,9 +97,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
     void *root = (char *)fs + OFF_FS_ROOT;
 
     set_pos(s, sizeof(*r));
-    walk_path(s, (char *)exe_file + OFF_FILE_F_PATH, root, &r->h.flags, F_EXE_TRUNC);
+    walk_path(s, (char *)exe_file + OFF_FILE_F_PATH, root, &r->h.flags, F_EXE_TRUNC, 0);
     r->exe_len = get_pos(s) - sizeof(*r);
-    walk_path(s, (char *)fs + OFF_FS_PWD, root, &r->h.flags, F_CWD_TRUNC);
+    walk_path(s, (char *)fs + OFF_FS_PWD, root, &r->h.flags, F_CWD_TRUNC, 0);
     u32 pos = get_pos(s);
     r->cwd_len = pos - sizeof(*r) - r->exe_len;
 
@@ -98,5 +147,344 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
     r->exit_code = read_u32(task, OFF_TASK_EXIT_CODE);
     r->_pad = 0;
     emit(s->data, sizeof(*r), KIND_EXIT);
+    return 0;
+}
+
+
+/* ---- File events: raw_syscalls sys_enter / sys_exit ---- */
+
+/* The process filters: cheap, checked before anything is saved. */
+static __always_inline int task_excluded(u64 pid_tgid)
+{
+    if ((pid_tgid >> 32) == SELF_TGID)
+        return 1;
+#if UID_FILTER
+    u32 uid = (u32)bpf_get_current_uid_gid();
+    if (f_uid.lookup(&uid))
+        return 1;
+#endif
+#if COMM_FILTER
+    struct comm_key ck = {};
+    bpf_get_current_comm(&ck.comm, sizeof(ck.comm));
+    if (f_comm.lookup(&ck))
+        return 1;
+#endif
+#if CGROUP_FILTER
+    u64 cg = bpf_get_current_cgroup_id();
+    if (f_cgroup.lookup(&cg))
+        return 1;
+#endif
+    return 0;
+}
+
+static __always_inline int path_dropped(u32 verdict)
+{
+    if (verdict == VERDICT_EXCLUDE)
+        return 1;
+    return HAVE_INCLUDES && verdict != VERDICT_INCLUDE;
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    u32 nr = ctx->args[1];
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    if (!sp || !sp->shape)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (task_excluded(pid_tgid)) {
+        if ((pid_tgid >> 32) != SELF_TGID)
+            kstat(KS_FILTERED_TASK);
+        return 0;
+    }
+    void *regs = (void *)ctx->args[0];
+    if (sp->shape == SHAPE_FD && sp->kind == KIND_MODIFY) {
+        /* Only the first write through an fd is an event: skip the rest here. */
+        long off = sp->fd == 2 ? OFF_REGS_ARG2 : OFF_REGS_ARG0;  /* splice family: arg 2 */
+        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)read_u64(regs, off);
+        if (written.lookup(&key))
+            return 0;
+    }
+    if (sp->shape == SHAPE_CLOSE) {
+        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)read_u64(regs, OFF_REGS_ARG0);
+        written.delete(&key);
+        tails.call(ctx, 1);  /* close_at_enter */
+        return 0;
+    }
+    struct sc_args a = {};
+    a.args[0] = read_u64(regs, OFF_REGS_ARG0);
+    a.args[1] = read_u64(regs, OFF_REGS_ARG1);
+    a.args[2] = read_u64(regs, OFF_REGS_ARG2);
+    a.args[3] = read_u64(regs, OFF_REGS_ARG3);
+    a.args[4] = read_u64(regs, OFF_REGS_ARG4);
+    a.args[5] = read_u64(regs, OFF_REGS_ARG5);
+    a.sp = *sp;
+    a.nr = nr;
+    u32 tid = (u32)pid_tgid;
+    if (inflight.update(&tid, &a) != 0)
+        count_lost(LOST_INFLIGHT_FULL);
+    return 0;
+}
+
+/* Appends (base names, user string) for a name relative to dfd (or the cwd):
+ * the base is walked only for relative names; user space joins and folds. */
+static __always_inline void add_name(struct scratch *s, struct file_rec *r, void *task,
+                                     void *root, s64 dfd, const char *name, u16 trunc_flag,
+                                     int base_seg)
+{
+    u32 start = get_pos(s);
+    char first = 0;
+    bpf_probe_read_user(&first, 1, name);
+    if (first != '/') {
+        void *base = 0;
+        if (dfd == AT_FDCWD_VAL) {
+            void *fs = read_ptr(task, OFF_TASK_FS);
+            base = (char *)fs + OFF_FS_PWD;
+        } else {
+            void *file = fd_file(task, (u32)dfd);
+            if (file)
+                base = (char *)file + OFF_FILE_F_PATH;
+            else
+                r->h.flags |= trunc_flag | F_FD_GONE;
+        }
+        if (base)
+            walk_path(s, base, root, &r->h.flags, trunc_flag, PATH_FILTERS);
+    }
+    u32 mid = get_pos(s);
+    r->seg[base_seg & 3] = mid - start;
+    if (mid > DATA_SIZE - PATH_MAX_LEN) {
+        r->h.flags |= trunc_flag;
+        r->seg[(base_seg + 1) & 3] = 0;
+        return;
+    }
+    barrier_var(mid);
+    int n = bpf_probe_read_user_str(s->data + (mid & (DATA_SIZE - 1)), PATH_MAX_LEN, name);
+    if (n < 0)
+        n = 0;
+    r->seg[(base_seg + 1) & 3] = n;
+    set_pos(s, mid + (n & (PATH_MAX_LEN * 2 - 1)));
+}
+
+static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind, s64 ret,
+                                        struct sc_args *a)
+{
+    fill_hdr(&r->h, task, kind);
+    r->ret = ret;
+    r->cookie = 0;
+    r->ino = 0;
+    r->dev = 0;
+    r->mnt_ns = mnt_ns_inum(task);
+    r->nr = a->nr;
+    r->oflags = a->sp.flags >= 0 ? (u32)sc_arg(a, a->sp.flags) : a->sp.const_flags;
+    r->mode = a->sp.mode >= 0 ? (u32)sc_arg(a, a->sp.mode) : 0;
+    r->fd = a->sp.fd >= 0 ? (s32)sc_arg(a, a->sp.fd) : -1;
+    r->seg[0] = r->seg[1] = r->seg[2] = r->seg[3] = 0;
+}
+
+/* Stage one at exit: the first file (fd or first name), then stage two for a
+ * second name, else emit. Split so each program is verified on its own. */
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    void *regs = (void *)ctx->args[0];
+    u32 nr = read_u64(regs, OFF_REGS_ORIG_AX);
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    if (!sp || !sp->shape)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct sc_args *a = inflight.lookup(&tid);
+    if (!a)
+        return 0;
+    if (a->nr != nr) {  /* left over from a call whose exit we never saw */
+        inflight.delete(&tid);
+        return 0;
+    }
+    s64 ret = (s64)ctx->args[1];
+    if (ret < 0 && !INCLUDE_FAILED) {
+        kstat(KS_FAILED);
+        inflight.delete(&tid);
+        return 0;
+    }
+    struct scratch *s = get_scratch();
+    if (!s) {
+        inflight.delete(&tid);
+        return 0;
+    }
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *task = (void *)bpf_get_current_task();
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    u16 kind = a->sp.kind;
+    fill_common(r, task, kind, ret, a);
+    set_pos(s, sizeof(*r));
+    set_verdict(s, VERDICT_NONE);
+
+    void *file = 0;
+    if (a->sp.shape == SHAPE_FDRET && ret >= 0) {
+        file = fd_file(task, (u32)ret);
+        r->fd = (s32)ret;
+        if (a->sp.how) {
+            u64 f = 0;
+            bpf_probe_read_user(&f, sizeof(f), (void *)sc_arg(a, 2));
+            r->oflags = (u32)f;
+        }
+        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)ret;
+        written.delete(&key);  /* a new file behind this fd number */
+        if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
+            kind = KIND_CREATE;
+        else if (!OPEN_EVENTS)
+            goto done;
+        else
+            kind = KIND_OPEN;
+    } else if (a->sp.shape == SHAPE_FDRET) {
+        /* Failed open: reported as the create or open it tried to be. */
+        kind = (r->oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
+        if (kind == KIND_OPEN && !OPEN_EVENTS)
+            goto done;
+    } else if (a->sp.shape == SHAPE_FD) {
+        file = fd_file(task, (u32)r->fd);
+        if (kind == KIND_MODIFY) {
+            u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)r->fd;
+            u8 one = 1;
+            written.update(&key, &one);
+            if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+                goto done;  /* pipes, sockets, ttys: not file changes */
+        }
+    } else if (kind == KIND_DELETE && (r->oflags & AT_REMOVEDIR_F) && a->sp.flags >= 0) {
+        kind = KIND_RMDIR;
+    }
+    r->h.kind = kind;
+
+    if (file) {
+        fill_inode(r, file);
+        walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
+                  PATH_FILTERS);
+        r->seg[0] = get_pos(s) - sizeof(*r);
+        if (path_dropped(get_verdict(s))) {
+            kstat(KS_FILTERED_PATH);
+            goto done;
+        }
+    } else if (a->sp.shape == SHAPE_FD || (a->sp.shape == SHAPE_FDRET && ret >= 0)) {
+        r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
+    } else if (a->sp.name >= 0) {
+        const char *name = (const char *)sc_arg(a, a->sp.name);
+        s64 dfd = a->sp.dfd >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd) : AT_FDCWD_VAL;
+        if (!name) {
+            /* utimensat(fd, NULL, ...): the fd itself */
+            file = fd_file(task, (u32)dfd);
+            if (file) {
+                fill_inode(r, file);
+                walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
+                          PATH_FILTERS);
+                r->seg[0] = get_pos(s) - sizeof(*r);
+            } else {
+                r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
+            }
+        } else {
+            add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
+        }
+    }
+    if (a->sp.name2 >= 0 || a->sp.target >= 0) {
+        tails.call(ctx, 0);  /* exit_second_name */
+        goto done;           /* only if the tail call failed */
+    }
+    emit(s->data, get_pos(s), kind);
+done:
+    inflight.delete(&tid);
+    return 0;
+}
+
+/* Stage two at exit: the second name of rename/link, or a symlink target. */
+int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct sc_args *a = inflight.lookup(&tid);
+    if (!a)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        goto done;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *task = (void *)bpf_get_current_task();
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    if (a->sp.name2 >= 0) {
+        const char *name = (const char *)sc_arg(a, a->sp.name2);
+        s64 dfd = a->sp.dfd2 >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd2) : AT_FDCWD_VAL;
+        add_name(s, r, task, root, dfd, name, F_PATH2_TRUNC, 2);
+        if (r->h.kind == KIND_RENAME) {
+            if (r->oflags & RENAME_EXCHANGE_F && a->sp.flags >= 0)
+                r->h.flags |= F_EXCHANGE;
+            /* Unique per host and boot, across collector restarts: boot time
+             * (strictly increasing per CPU) * CPUs + CPU; user space shifts
+             * it left once so an exchange's two moves get two cookies. */
+            u32 zero = 0;
+            u64 *last = cookie_ts.lookup(&zero);
+            u64 t = bpf_ktime_get_boot_ns();
+            if (last) {
+                if (t <= *last)
+                    t = *last + 1;
+                *last = t;
+            }
+            r->cookie = t * MAX_CPUS + bpf_get_smp_processor_id();
+        }
+    } else {
+        u32 pos = get_pos(s);
+        if (pos <= DATA_SIZE - PATH_MAX_LEN) {
+            barrier_var(pos);
+            const char *target = (const char *)sc_arg(a, a->sp.target);
+            int n = bpf_probe_read_user_str(s->data + (pos & (DATA_SIZE - 1)), PATH_MAX_LEN,
+                                            target);
+            if (n < 0)
+                n = 0;
+            r->seg[3] = n;
+            set_pos(s, pos + (n & (PATH_MAX_LEN * 2 - 1)));
+        } else {
+            r->h.flags |= F_PATH2_TRUNC;
+        }
+    }
+    emit(s->data, get_pos(s), r->h.kind);
+done:
+    inflight.delete(&tid);
+    return 0;
+}
+
+/* close(fd) at enter, while the fd still names its file: close_write when it
+ * was open for writing on a regular file. Its result is not known (F_NO_RET);
+ * close releases a valid fd even when it reports an error. */
+int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *regs = (void *)ctx->args[0];
+    u32 fd = read_u64(regs, OFF_REGS_ARG0);
+    void *task = (void *)bpf_get_current_task();
+    void *file = fd_file(task, fd);
+    if (!file)
+        return 0;
+    if (!(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F))
+        return 0;
+    if ((inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    fill_hdr(&r->h, task, KIND_CLOSE_WRITE);
+    r->h.flags |= F_NO_RET;
+    r->ret = 0;
+    r->cookie = 0;
+    r->mnt_ns = mnt_ns_inum(task);
+    r->nr = 3;
+    r->oflags = read_u32(file, OFF_FILE_F_FLAGS);
+    r->mode = 0;
+    r->fd = fd;
+    r->seg[1] = r->seg[2] = r->seg[3] = 0;
+    fill_inode(r, file);
+    set_pos(s, sizeof(*r));
+    walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
+    r->seg[0] = get_pos(s) - sizeof(*r);
+    if (path_dropped(get_verdict(s))) {
+        kstat(KS_FILTERED_PATH);
+        return 0;
+    }
+    emit(s->data, get_pos(s), KIND_CLOSE_WRITE);
     return 0;
 }

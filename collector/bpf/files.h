@@ -1,0 +1,148 @@
+/* File records and syscall specs: the layout collector/records.py decodes and
+ * collector/syscalls.py fills.
+ *
+ * Hook: raw tracepoints raw_syscalls:sys_enter/sys_exit. The classic
+ * syscalls:* tracepoints need tracefs (not mounted on a fresh host) and one
+ * attachment per syscall; the raw pair needs neither, and its cost for an
+ * unwanted syscall is one array lookup on the syscall number.
+ * At enter the arguments are saved per thread; at exit, once the result is
+ * known, the record is built: paths of fd-returning and fd-based calls from
+ * the file itself, name-based calls as (walked base dir, user string) that
+ * user space joins and folds.
+ *
+ * Extra -D constants: SELF_TGID, INCLUDE_FAILED, OPEN_EVENTS, PATH_FILTERS,
+ * HAVE_INCLUDES, COMM_FILTER, UID_FILTER, CGROUP_FILTER, and the OFF_* below.
+ */
+#ifndef SNOOPBUS_FILES_H
+#define SNOOPBUS_FILES_H
+
+/* Record kinds, one per event type (loss is counted per kind). */
+#define KIND_OPEN        3
+#define KIND_CREATE      4
+#define KIND_MODIFY      5
+#define KIND_CLOSE_WRITE 6
+#define KIND_DELETE      7
+#define KIND_RENAME      8   /* one record -> moved_from + moved_to */
+#define KIND_ATTRIB      9
+#define KIND_MKDIR       10
+#define KIND_RMDIR       11
+#define KIND_LINK        12
+#define KIND_SYMLINK     13
+/* Not records: slots of the lost map for other losses. */
+#define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
+
+/* How a syscall names its file. */
+#define SHAPE_FDRET 1   /* returns an fd: open family */
+#define SHAPE_FD    2   /* acts on an fd argument */
+#define SHAPE_NAME  3   /* names files relative to a dirfd or the cwd */
+#define SHAPE_CLOSE 4   /* close: handled at enter, while the fd still exists */
+
+/* Record flags beyond common.h's. */
+#define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
+#define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
+#define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
+
+/* Counters of what the kernel side filtered out (kstats map slots). */
+#define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
+#define KS_FILTERED_PATH 1  /* excluded (or not included) path prefix */
+#define KS_FAILED        2  /* failed call, not reported without INCLUDE_FAILED */
+#define KS_MAX           4
+
+#define ARG_NONE (-1)
+
+struct comm_key {
+    char comm[16];
+};
+
+/* One syscall's entry in the sys_spec map: which argument is what. */
+struct sc_spec {
+    u8 shape;
+    u8 kind;
+    s8 fd;          /* fd argument (SHAPE_FD, SHAPE_CLOSE) */
+    s8 dfd;         /* dirfd of the first name; ARG_NONE: the cwd */
+    s8 name;        /* first path string */
+    s8 dfd2;        /* second name (rename, link) */
+    s8 name2;
+    s8 target;      /* symlink target string */
+    s8 flags;       /* flags argument */
+    s8 mode;        /* mode argument */
+    u8 how;         /* openat2: flags arg points to struct open_how */
+    u8 _pad;
+    u32 const_flags; /* creat: the flags it implies */
+};
+
+/* Saved at enter, keyed by thread id. */
+struct sc_args {
+    u64 args[8];
+    struct sc_spec sp;
+    u32 nr;
+    u32 _pad;
+};
+
+/* Followed by four segments: path names walked from the first base (or the
+ * file itself) leaf first, the first user string, then the same for the
+ * second name (rename, link) or the symlink target in seg[3]. */
+struct file_rec {
+    struct rec_hdr h;
+    s64 ret;
+    u64 cookie;
+    u64 ino;
+    u32 dev;         /* kernel dev_t (MKDEV) of the file's super block */
+    u32 mnt_ns;
+    u32 nr;
+    u32 oflags;      /* open flags, AT_* flags or RENAME_* flags */
+    u32 mode;
+    s32 fd;
+    u16 seg[4];
+};
+
+#define AT_FDCWD_VAL   (-100)
+#define AT_REMOVEDIR_F 0x200
+#define RENAME_EXCHANGE_F 2
+#define O_CREAT_F      0100
+#define FMODE_WRITE_F  0x2
+#define FMODE_CREATED_F 0x100000
+#define S_IFMT_F  0170000
+#define S_IFREG_F 0100000
+
+static __always_inline u64 sc_arg(struct sc_args *a, s8 idx)
+{
+    return a->args[idx & 7];
+}
+
+static __always_inline void *fd_file(void *task, u32 fd)
+{
+    void *files = read_ptr(task, OFF_TASK_FILES);
+    void *fdt = read_ptr(files, OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
+    if (fd >= max)
+        return 0;
+    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
+    return read_ptr(arr, (long)fd * 8);
+}
+
+static __always_inline u32 mnt_ns_inum(void *task)
+{
+    void *nsproxy = read_ptr(task, OFF_TASK_NSPROXY);
+    void *mnt_ns = read_ptr(nsproxy, OFF_NSPROXY_MNT_NS);
+    return read_u32(mnt_ns, OFF_MNT_NS_INUM);
+}
+
+static __always_inline u16 inode_mode(void *inode)
+{
+    u16 m = 0;
+    bpf_probe_read_kernel(&m, sizeof(m), (char *)inode + OFF_INODE_I_MODE);
+    return m;
+}
+
+static __always_inline void fill_inode(struct file_rec *r, void *file)
+{
+    void *inode = read_ptr(file, OFF_FILE_F_INODE);
+    void *sb = read_ptr(inode, OFF_INODE_I_SB);
+    r->ino = read_u64(inode, OFF_INODE_I_INO);
+    r->dev = read_u32(sb, OFF_SB_S_DEV);
+}
+
+#endif

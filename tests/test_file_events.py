@@ -1,0 +1,348 @@
+"""File events end to end: real kernel probes, real nats-server.
+
+Each operation runs in a child process with a known pid and cwd; every event
+of that pid is checked for type, absolute path, process fields and, for
+renames, a cookie shared by the two halves and by no other rename.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EventWatch, RunningCollector
+
+pytestmark = pytest.mark.kernel
+
+FILE_TYPES = {
+    "open", "create", "modify", "close_write", "delete", "moved_from", "moved_to",
+    "attrib", "mkdir", "rmdir", "link", "symlink",
+}
+
+PRELUDE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def renameat2(olddfd, old, newdfd, new, flags):
+    if libc.renameat2(olddfd, os.fsencode(old), newdfd, os.fsencode(new), flags) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+def touch(p, data=b"x", **kw):
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o640, **kw)
+    os.write(fd, data)
+    os.write(fd, data)  # a second write: still one modify
+    os.close(fd)
+"""
+
+
+def run_child(cwd: Path, body: str) -> int:
+    """Runs `body` in a fresh Python child in `cwd`; returns its pid once it exited."""
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-B", "-c", PRELUDE + textwrap.dedent(body)], cwd=cwd
+    )
+    assert proc.wait(30) == 0, "child failed"
+    return proc.pid
+
+
+def file_events(watch: EventWatch, pid: int) -> list[dict[str, Any]]:
+    """The pid's file events in the order the kernel recorded them (each type
+    has its own subject, so arrival order is not that order; ids are)."""
+    found = [e for e in watch.events
+             if e.get("proc", {}).get("pid") == pid and e["type"] in FILE_TYPES]
+    return sorted(found, key=lambda e: int(e["id"].rsplit("-", 1)[1]))
+
+
+async def events_of(watch: EventWatch, pid: int, last_type: str, last_path: str,
+                    ) -> list[dict[str, Any]]:
+    """Waits for the child's final event, then returns all its file events."""
+    await watch.wait_for(lambda e: e.get("proc", {}).get("pid") == pid
+                         and e["type"] == last_type and e["file"].get("path") == last_path)
+    return file_events(watch, pid)
+
+
+def summary(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["type"], e["file"].get("path")) for e in events]
+
+
+def check_proc(events: list[dict[str, Any]], pid: int) -> None:
+    for e in events:
+        p = e["proc"]
+        assert p["pid"] == pid and p["tid"] == pid, e
+        assert p["ppid"] == os.getpid()
+        assert p["uid"] == os.getuid() and p["gid"] == os.getgid()
+        assert p["comm"] == Path(sys.executable).name[:15] or p["comm"].startswith("python")
+        assert p["exe"] == os.path.realpath(sys.executable)
+        assert p["argv"][:3] == [sys.executable, "-I", "-B"]
+        assert isinstance(p["cgroup"], int)
+        assert e["ts"] > 0 and e["file"]["mnt_ns"] == os.stat("/proc/self/ns/mnt").st_ino
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "work dir"
+    d.mkdir()
+    return d
+
+
+async def test_each_operation_relative_to_cwd(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    pid = run_child(work, """
+        touch("a")
+        os.rename("a", "b")
+        os.chmod("b", 0o600)
+        os.chown("b", os.getuid(), os.getgid())
+        os.utime("b")
+        os.truncate("b", 0)
+        os.mkdir("d", 0o750)
+        os.symlink("../b", "d/s")
+        os.link("b", "./d/../c")
+        touch("e")
+        renameat2(AT_FDCWD, "b", AT_FDCWD, "e", RENAME_EXCHANGE)
+        os.unlink("d/s")
+        os.rmdir("d")
+        os.unlink("c")
+        os.unlink("e")
+        os.unlink(os.path.abspath("b"))
+    """)
+    w = str(work)
+    events = await events_of(watch, pid, "delete", f"{w}/b")
+    assert summary(events) == [
+        ("create", f"{w}/a"), ("modify", f"{w}/a"), ("close_write", f"{w}/a"),
+        ("moved_from", f"{w}/a"), ("moved_to", f"{w}/b"),
+        ("attrib", f"{w}/b"), ("attrib", f"{w}/b"), ("attrib", f"{w}/b"), ("attrib", f"{w}/b"),
+        ("mkdir", f"{w}/d"), ("symlink", f"{w}/d/s"), ("link", f"{w}/c"),
+        ("create", f"{w}/e"), ("modify", f"{w}/e"), ("close_write", f"{w}/e"),
+        ("moved_from", f"{w}/b"), ("moved_to", f"{w}/e"),
+        ("moved_from", f"{w}/e"), ("moved_to", f"{w}/b"),
+        ("delete", f"{w}/d/s"), ("rmdir", f"{w}/d"), ("delete", f"{w}/c"),
+        ("delete", f"{w}/e"), ("delete", f"{w}/b"),
+    ]
+    check_proc(events, pid)
+    by_type = {e["type"]: e for e in events}
+    assert by_type["symlink"]["file"]["target"] == "../b"
+    assert by_type["link"]["file"]["target"] == f"{w}/b"
+    assert by_type["mkdir"]["file"]["mode"] == 0o750
+    assert events[5]["file"]["mode"] == 0o600
+    create = events[0]["file"]
+    assert create["flags"] & os.O_CREAT and create["inode"] > 0 and create["dev"] > 0
+    assert all(e["ret"] == 0 for e in events if e["type"] not in ("create", "modify",
+                                                                   "close_write"))
+    assert "ret" not in events[2]  # close_write is reported at close's entry
+    # Rename halves share a cookie that no other rename has; an exchange is two moves.
+    moves = [e for e in events if e["type"] in ("moved_from", "moved_to")]
+    cookies = [e["cookie"] for e in moves]
+    assert cookies[0::2] == cookies[1::2]
+    assert len(set(cookies)) == 3
+
+
+async def test_dirfds_symlinked_dirs_and_failures_absent(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    (work / "real").mkdir()
+    (work / "other").mkdir()
+    (work / "via").symlink_to("real")
+    pid = run_child(work / "via", """
+        # cwd entered through a symlink: the kernel walks the real directory
+        touch("f1")
+        d = os.open("../other", os.O_RDONLY | os.O_DIRECTORY)
+        touch("f2", dir_fd=d)
+        os.mkdir("sub", dir_fd=d)
+        os.rename("f2", "sub/f3", src_dir_fd=d, dst_dir_fd=d)
+        os.rename("f1", "f4", dst_dir_fd=d)
+        os.unlink("sub/f3", dir_fd=d)
+        os.rmdir("sub", dir_fd=d)
+        try:
+            os.unlink("missing")
+        except FileNotFoundError:
+            pass
+        os.unlink("f4", dir_fd=d)
+    """)
+    real, other = f"{work}/real", f"{work}/other"
+    events = await events_of(watch, pid, "delete", f"{other}/f4")
+    assert summary(events) == [
+        ("create", f"{real}/f1"), ("modify", f"{real}/f1"), ("close_write", f"{real}/f1"),
+        ("create", f"{other}/f2"), ("modify", f"{other}/f2"), ("close_write", f"{other}/f2"),
+        ("mkdir", f"{other}/sub"),
+        ("moved_from", f"{other}/f2"), ("moved_to", f"{other}/sub/f3"),
+        ("moved_from", f"{real}/f1"), ("moved_to", f"{other}/f4"),
+        ("delete", f"{other}/sub/f3"), ("rmdir", f"{other}/sub"), ("delete", f"{other}/f4"),
+    ]
+    check_proc(events, pid)
+
+
+async def test_name_through_symlinked_directory(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    (work / "real").mkdir()
+    (work / "via").symlink_to("real")
+    pid = run_child(work, """
+        touch("via/f")
+        os.unlink("via/f")
+    """)
+    events = await events_of(watch, pid, "delete", f"{work}/via/f")
+    # From the opened file: the real path. From a name: the name as the process
+    # gave it, folded but not resolved (documented in collector/paths.py).
+    assert summary(events) == [
+        ("create", f"{work}/real/f"), ("modify", f"{work}/real/f"),
+        ("close_write", f"{work}/real/f"), ("delete", f"{work}/via/f"),
+    ]
+
+
+@pytest.fixture
+def bind_mount(work: Path) -> Iterator[tuple[Path, Path]]:
+    src, dst = work / "src", work / "dst"
+    src.mkdir()
+    dst.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+    try:
+        yield src, dst
+    finally:
+        subprocess.run(["umount", str(dst)], check=True)
+
+
+async def test_bind_mount_paths_are_the_ones_used(
+    collector: RunningCollector, watch: EventWatch, bind_mount: tuple[Path, Path]
+) -> None:
+    src, dst = bind_mount
+    pid = run_child(dst, """
+        touch("f")
+        os.rename("f", "g")
+        os.unlink(os.path.join(os.getcwd(), "g"))
+        touch("../src/h")  # the same directory under its other name
+        os.unlink("h")
+    """)
+    events = await events_of(watch, pid, "delete", f"{dst}/h")
+    assert summary(events) == [
+        ("create", f"{dst}/f"), ("modify", f"{dst}/f"), ("close_write", f"{dst}/f"),
+        ("moved_from", f"{dst}/f"), ("moved_to", f"{dst}/g"), ("delete", f"{dst}/g"),
+        ("create", f"{src}/h"), ("modify", f"{src}/h"), ("close_write", f"{src}/h"),
+        ("delete", f"{dst}/h"),
+    ]
+
+
+async def test_second_mount_namespace(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    (work / "m").mkdir()
+    script = PRELUDE + textwrap.dedent("""
+        import subprocess
+        subprocess.run(["mount", "-t", "tmpfs", "none", "m"], check=True)
+        os.chdir("m")
+        touch("inner")
+        os.mkdir("dir")
+        os.rename("inner", "dir/inner2")
+        print(os.stat("/proc/self/ns/mnt").st_ino, flush=True)
+        os.unlink("dir/inner2")
+    """)
+    # unshare -m: a private mount namespace; its tmpfs vanishes with it.
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-I", "-B", "-c", script],
+        cwd=work, capture_output=True, check=True,
+    )
+    ns = int(proc.stdout.split()[-1])
+    assert ns != os.stat("/proc/self/ns/mnt").st_ino
+    m = f"{work}/m"
+    events = await watch.wait_for(
+        lambda e: e["type"] == "delete" and e["file"].get("path") == f"{m}/dir/inner2"
+    )
+    pid = events[0]["proc"]["pid"]
+    got = file_events(watch, pid)
+    wanted = [
+        ("create", f"{m}/inner"), ("modify", f"{m}/inner"), ("close_write", f"{m}/inner"),
+        ("mkdir", f"{m}/dir"), ("moved_from", f"{m}/inner"), ("moved_to", f"{m}/dir/inner2"),
+        ("delete", f"{m}/dir/inner2"),
+    ]
+    assert [x for x in summary(got) if x[1] and x[1].startswith(m)] == wanted
+    assert {e["file"]["mnt_ns"] for e in got if e["file"].get("path", "").startswith(m)} == {ns}
+    assert not os.path.exists(f"{m}/dir")  # the host never saw that tmpfs
+
+
+async def test_awkward_names_round_trip(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    long_name = "n" * 255  # NAME_MAX
+    # A path near PATH_MAX: components of 200 bytes, reached through dirfds.
+    deep_parts = [f"{i:02d}" + "d" * 198 for i in range(19)]
+    pid = run_child(work, f"""
+        names = [b"with space", b"new\\nline", b"bad\\xff\\xfe", {long_name!r}.encode()]
+        for n in names:
+            touch(n)
+            os.unlink(n)
+        d = os.open(".", os.O_RDONLY)
+        for part in {deep_parts!r}:
+            os.mkdir(part, dir_fd=d)
+            d = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=d)
+        touch("leaf", dir_fd=d)
+        os.unlink("leaf", dir_fd=d)
+    """)
+    deep = "/".join([str(work), *deep_parts])
+    assert len(deep) + len("/leaf") > 3800
+    events = await events_of(watch, pid, "delete", f"{deep}/leaf")
+    paths = {e["file"].get("path") for e in events}
+    for raw in (b"with space", b"new\nline", b"bad\xff\xfe", long_name.encode()):
+        name = os.fsdecode(raw)
+        assert f"{work}/{name}" in paths
+        exact = [e for e in events if e["file"].get("path") == f"{work}/{name}"]
+        assert [e["type"] for e in exact] == ["create", "modify", "close_write", "delete"]
+    assert f"{deep}/leaf" in paths
+    assert not any(e["file"].get("path_truncated") for e in events)
+
+
+async def test_failed_operations_when_asked(
+    nats_server: Any, nc: Any, tmp_path: Path, work: Path
+) -> None:
+    from tests.conftest import start_collector, stop_process
+
+    running = await start_collector(nats_server.url, nc, tmp_path, "--include-failed")
+    try:
+        from snoopbus.proto import events_filter
+
+        w = EventWatch()
+        sub = await nc.subscribe(events_filter(host=running.host), cb=w.on_msg)
+        pid = run_child(work, """
+            for op in (lambda: os.unlink("missing"), lambda: os.rmdir("nodir"),
+                       lambda: os.open("nope/x", os.O_CREAT | os.O_WRONLY)):
+                try:
+                    op()
+                except OSError:
+                    pass
+            touch("ok")
+            os.unlink("ok")
+        """)
+        events = await events_of(w, pid, "delete", f"{work}/ok")
+        await sub.unsubscribe()
+    finally:
+        assert stop_process(running.process) == 0, running.log()
+    failed = [(e["type"], e["file"].get("path"), e["ret"]) for e in events if e.get("ret", 0) < 0]
+    assert failed == [
+        ("delete", f"{work}/missing", -2),
+        ("rmdir", f"{work}/nodir", -2),
+        ("create", f"{work}/nope/x", -2),
+    ]
+
+
+async def test_too_deep_is_flagged_not_guessed(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    pid = run_child(work, """
+        d = os.open(".", os.O_RDONLY)
+        for _ in range(140):  # deeper than the walk's 128 components
+            os.mkdir("x", dir_fd=d)
+            d = os.open("x", os.O_RDONLY | os.O_DIRECTORY, dir_fd=d)
+        touch("deepleaf", dir_fd=d)
+        os.unlink("deepleaf", dir_fd=d)
+    """)
+    events = await watch.wait_for(
+        lambda e: e.get("proc", {}).get("pid") == pid and e["type"] == "delete"
+    )
+    f = events[0]["file"]
+    assert f["path_truncated"] is True
+    assert f["path"].endswith("/x/x/deepleaf") and not f["path"].startswith(str(work))
