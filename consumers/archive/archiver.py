@@ -1,0 +1,333 @@
+"""`snoopbus consume archive --dir PATH`: every event and alert into Parquet.
+
+Messages are held (not acked) until the file holding their events is on
+disk: rows gather in an open window, which is committed when it reaches
+`roll_events` rows or `roll_bytes` of payload, or is `roll_seconds` old;
+then its deliveries are acked. If the commit fails (a full disk, a read-only
+mount) nothing is acked: the window keeps its rows, the reason is logged, the
+commit is retried with back-off, and the server stops handing out messages
+once `max_ack_pending` are held. Nothing is lost, and writing resumes by
+itself when space returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from snoopbus.consumers.consumer import Consumer, Context
+from snoopbus.consumers.delivery import Batch, Delivery
+from snoopbus.consumers.settings import Settings
+from snoopbus.proto import events_filter, host_token, parse_subject
+
+from . import layout
+from .alert_feed import AlertFeed
+from .columns import NS_PER_DAY, RowError, append_alert, append_event
+from .layout import PartKey
+from .retention import Retention
+from .writer import Key, Writer
+
+log = logging.getLogger(__name__)
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_MAX_RETRY = 10.0
+
+
+class Archiver(Consumer):
+    name = "archive"
+    description = "write every event and alert to Parquet files (date/host partitions)"
+    filters = (events_filter(),)
+    # One batch at a time: commits are the bottleneck and order is simpler.
+    # Held messages count against max_ack_pending: room for a full window.
+    settings = Settings(concurrency=1, max_ack_pending=50_000)
+
+    def __init__(
+        self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
+        roll_bytes: int = 64 << 20, retention: Retention | None = None,
+        retention_every: float = 300.0, horizon: float = 120.0, alerts: bool = True,
+        settings: Settings | None = None,
+    ) -> None:  # fmt: skip
+        if roll_seconds <= 0 or roll_events < 1 or roll_bytes < 1:
+            raise ValueError("archive: roll limits must be positive")
+        self.settings = settings or type(self).settings
+        self.writer = Writer(Path(root), horizon=horizon)
+        self.roll_seconds = roll_seconds
+        self.roll_events = roll_events
+        self.roll_bytes = roll_bytes
+        self.retention = retention or Retention()
+        self.retention_every = retention_every
+        self.archive_alerts = alerts
+        self.alert_feed: AlertFeed | None = None
+        self.commits = 0
+        self.failures = 0  # commits that failed, in a row
+        self.last_error: str | None = None
+        self._retry_at = 0.0
+        self._failing_since: float | None = None
+        self._lock = asyncio.Lock()
+        self._closing = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self._tokens: dict[str, str] = {}
+        self._days: dict[int, str] = {}
+
+    # -- options ----------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        a = parser.add_argument_group("archive")
+        a.add_argument("--dir", type=Path, required=True, metavar="PATH",
+                       help="archive folder (created if missing)")
+        a.add_argument("--roll-seconds", type=float, default=30.0, metavar="S",
+                       help="commit a file at least this often (default: 30)")
+        a.add_argument("--roll-events", type=int, default=200_000, metavar="N",
+                       help="commit once this many events are waiting (default: 200000)")
+        a.add_argument("--roll-mb", type=float, default=64.0, metavar="MB",
+                       help="commit once this much payload is waiting (default: 64)")
+        a.add_argument("--retain-days", type=int, metavar="N",
+                       help="delete date partitions older than N days (UTC)")
+        a.add_argument("--retain-gb", type=float, metavar="GB",
+                       help="delete the oldest files past this total size")
+        a.add_argument("--retention-every", type=float, default=300.0, metavar="S",
+                       help="how often retention runs (default: 300)")
+        a.add_argument("--dedup-horizon", type=float, default=120.0, metavar="S",
+                       help="how long committed ids are remembered against "
+                       "redelivery (default: 120)")
+        a.add_argument("--no-alerts", action="store_true", help="archive events only")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
+        retain_bytes = None if args.retain_gb is None else int(args.retain_gb * (1 << 30))
+        return cls(
+            args.dir, roll_seconds=args.roll_seconds, roll_events=args.roll_events,
+            roll_bytes=int(args.roll_mb * (1 << 20)),
+            retention=Retention(args.retain_days, retain_bytes),
+            retention_every=args.retention_every, horizon=args.dedup_horizon,
+            alerts=not args.no_alerts, settings=settings,
+        )  # fmt: skip
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def setup(self, ctx: Context) -> None:
+        removed, recalled = await asyncio.to_thread(self.writer.recover)
+        log.info(
+            "archive: writing to %s; removed %d temporary files, recalled %d recent ids",
+            self.writer.root, removed, recalled,
+        )  # fmt: skip
+        await self._retain()
+        if self.archive_alerts:
+            settings = replace(ctx.settings, max_ack_pending=ctx.settings.ack_pending_limit)
+            self.alert_feed = AlertFeed(
+                ctx.js, self.name, f"{ctx.durable}-alerts", settings, self.add_alert
+            )
+            await self.alert_feed.start()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def teardown(self) -> None:
+        self._closing.set()
+        if self._ticker is not None:
+            await self._ticker
+        if self.alert_feed is not None:
+            await self.alert_feed.stop()
+        # Last commit: what makes it is acked; what does not is released
+        # (by the runtime for events, here for alerts) and redelivered later.
+        await self.flush(force=True)
+        if self.alert_feed is not None:
+            await self.alert_feed.release()
+
+    # -- gathering ------------------------------------------------------------
+
+    async def handle(self, batch: Batch) -> None:
+        failed: list[str] = []
+        for delivery in batch:
+            try:
+                self._add_events(delivery)
+            except RowError as exc:
+                failed.append(f"seq {delivery.stream_seq}: {exc}")
+        await self._roll_if_full()
+        if failed:
+            # The runtime retries the batch's messages one by one (ids already
+            # gathered are skipped), naks this one and dead-letters it once out
+            # of attempts, with this reason.
+            raise RowError("; ".join(failed))
+
+    def _add_events(self, delivery: Delivery) -> None:
+        window = self.writer.window
+        marks = {part: buf.rows for part, buf in window.parts.items()}
+        new_keys: list[Key] = []
+        waiting = False  # some event is in a window not yet on disk
+        try:
+            for i, event in enumerate(delivery.events):
+                token = self._token(event["host"])
+                key: Key = ("events", token, event["id"])
+                if key in window.keys or key in new_keys or self._inflight(key):
+                    waiting = True
+                    continue
+                if key in self.writer.recent:
+                    self.writer.duplicates += 1
+                    continue
+                part = PartKey("events", self._day(event["ts"]), token)
+                append_event(window.buffer(part), event, f"event[{i}]")
+                new_keys.append(key)
+        except RowError:
+            _truncate(window, marks)
+            raise
+        self._attach(delivery, new_keys, waiting, len(delivery.msg.data))
+
+    async def add_alert(self, delivery: Delivery, alert: Mapping[str, Any]) -> None:
+        msg = delivery.msg
+        token = parse_subject(msg.subject).host or "_"
+        seq = msg.metadata.sequence.stream
+        alert_id = alert.get("id")
+        alert_id = alert_id if isinstance(alert_id, str) and alert_id else f"seq-{seq}"
+        key: Key = ("alerts", token, alert_id)
+        window = self.writer.window
+        if key in window.keys or self._inflight(key):
+            self._attach(delivery, [], True, 0)
+            return
+        if key in self.writer.recent:
+            self.writer.duplicates += 1
+            return  # left open: acked by the feed
+        ts = alert.get("ts")
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            ts = _ns(msg.metadata.timestamp) if msg.metadata.timestamp else time.time_ns()
+        host = alert.get("host")
+        part = PartKey("alerts", self._day(ts), token)
+        append_alert(
+            window.buffer(part), alert, ts=ts, host=host if isinstance(host, str) else token,
+            level=parse_subject(msg.subject).type, seq=seq, alert_id=alert_id,
+        )  # fmt: skip
+        self._attach(delivery, [key], False, len(msg.data))
+        await self._roll_if_full()
+
+    def _attach(self, delivery: Delivery, keys: list[Key], waiting: bool, size: int) -> None:
+        if not keys and not waiting:
+            return  # all of it is on disk already: acked on return
+        window = self.writer.window
+        if not window:
+            window.opened = time.monotonic()
+        delivery.hold()
+        window.deliveries.append(delivery)
+        window.keys.update(keys)
+        window.rows += len(keys)
+        window.wire_bytes += size
+
+    def _inflight(self, key: Key) -> bool:
+        inflight = self.writer.inflight
+        return inflight is not None and key in inflight.keys
+
+    def _token(self, host: str) -> str:
+        token = self._tokens.get(host)
+        if token is None:
+            token = self._tokens[host] = host_token(host)
+        return token
+
+    def _day(self, ts: int) -> str:
+        day = ts // NS_PER_DAY
+        text = self._days.get(day)
+        if text is None:
+            text = self._days[day] = layout.day_of(ts)
+        return text
+
+    # -- committing -----------------------------------------------------------
+
+    async def _roll_if_full(self) -> None:
+        w = self.writer.window
+        if w.rows >= self.roll_events or w.wire_bytes >= self.roll_bytes:
+            await self.flush()
+
+    async def flush(self, *, force: bool = False) -> bool:
+        """Commit the open window and ack its deliveries. False if it failed
+        (or a failed one is waiting for its retry time)."""
+        async with self._lock:
+            if not self.writer.window:
+                return True
+            if not force and time.monotonic() < self._retry_at:
+                return False
+            window = self.writer.take()
+            try:
+                await asyncio.to_thread(self.writer.commit, window)
+            except Exception as exc:
+                self.writer.give_back(window)
+                self._failed(exc)
+                return False
+            self.writer.committed(window)
+            self.commits += 1
+            if self._failing_since is not None:
+                log.warning(
+                    "archive: writing again after %.1fs; acking %d held messages",
+                    time.monotonic() - self._failing_since, len(window.deliveries),
+                )  # fmt: skip
+            self.failures, self._failing_since, self.last_error = 0, None, None
+            for delivery in window.deliveries:
+                await delivery.ack()
+            return True
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        delay = min(_MAX_RETRY, 0.5 * 2 ** (self.failures - 1))
+        self._retry_at = now + delay
+        w = self.writer.window
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            why = f"no space left on the device holding {self.writer.root}"
+        else:
+            why = f"cannot write to {self.writer.root}: {type(exc).__name__}: {exc}"
+        if self._failing_since is None:
+            self._failing_since = now
+        if why != self.last_error or self.failures % 20 == 1:
+            log.error(
+                "archive: %s; not acking: %d messages (%d events) held, retrying in %.1fs "
+                "(attempt %d)", why, len(w.deliveries), w.rows, delay, self.failures,
+            )  # fmt: skip
+        self.last_error = why
+
+    async def _tick(self) -> None:
+        period = min(0.5, self.roll_seconds / 4)
+        next_retention = time.monotonic() + self.retention_every
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), period)
+                return
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            w = self.writer.window
+            if w and (now - w.opened >= self.roll_seconds or self.failures):
+                await self.flush()
+            if now >= next_retention:
+                next_retention = now + self.retention_every
+                await self._retain()
+
+    async def _retain(self) -> None:
+        if not self.retention.active:
+            return
+        async with self._lock:  # never while a commit is making folders
+            try:
+                await asyncio.to_thread(self.retention.apply, self.writer.root)
+            except OSError as exc:
+                log.error("archive: retention failed: %s", exc)
+
+
+def _truncate(window: Any, marks: dict[PartKey, int]) -> None:
+    """Undo one delivery's rows (it had a row the archive cannot store)."""
+    for part, buf in list(window.parts.items()):
+        keep = marks.get(part, 0)
+        if buf.rows > keep:
+            for values in buf.cols.values():
+                del values[keep:]
+            buf.rows = keep
+
+
+def _ns(when: datetime) -> int:
+    return int(when.timestamp() * 1e9)
+
+
+# The entry point: `snoopbus consume archive`.
+consumer = Archiver

@@ -1,0 +1,166 @@
+"""Where archive files live, and how one becomes visible only when complete.
+
+    <dir>/events/date=YYYY-MM-DD/host=<host_token>/<commit_ns>-<writer>-<n>.parquet
+    <dir>/alerts/date=YYYY-MM-DD/host=<host_token>/...
+
+`date` is the event's UTC day. The file name starts with the commit time in
+ns (zero-padded), so names sort by commit and a restart can find the newest.
+A file is written as `.<name>.<pid>.tmp` next to its final place, fsynced,
+renamed, and its directory fsynced: readers never see a partial file
+(DuckDB's `*.parquet` glob and pyarrow, which skips dot-files, both ignore
+temporaries), and once the rename is on disk the file survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+KINDS: Final = ("events", "alerts")
+SUFFIX: Final = ".parquet"
+_TMP: Final = re.compile(r"^\..+\.(\d+)\.tmp$")
+_NAME: Final = re.compile(r"^(\d{20})-[0-9a-f]+-\d+\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class PartKey:
+    kind: str
+    date: str  # YYYY-MM-DD
+    host: str  # host token
+
+    def folder(self, root: Path) -> Path:
+        return root / self.kind / f"date={self.date}" / f"host={self.host}"
+
+
+def day_of(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // 10**9, UTC).strftime("%Y-%m-%d")
+
+
+def file_name(writer: str, n: int) -> str:
+    return f"{time.time_ns():020d}-{writer}-{n}{SUFFIX}"
+
+
+def commit_ns(path: Path) -> int | None:
+    m = _NAME.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    path: Path
+    kind: str
+    date: str
+    host: str
+    size: int
+
+
+def files(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[ArchiveFile]:
+    """Every committed file (temporaries excluded)."""
+    for kind in kinds:
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for day in sorted(base.iterdir()):
+            if not day.name.startswith("date="):
+                continue
+            for host in sorted(day.iterdir()):
+                if not host.name.startswith("host=") or not host.is_dir():
+                    continue
+                for entry in os.scandir(host):
+                    if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+                        yield ArchiveFile(
+                            Path(entry.path), kind, day.name[5:], host.name[5:],
+                            entry.stat().st_size,
+                        )  # fmt: skip
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(folder: Path) -> None:
+    """mkdir -p, fsyncing each parent that gained an entry (so the path survives a crash)."""
+    missing: list[Path] = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+def temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def write_durable_temp(final: Path, data: bytes | memoryview) -> Path:
+    """Write `data` to the temporary beside `final` and fsync it; the temp's path."""
+    tmp = temp_path(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temporaries(root: Path) -> list[Path]:
+    """Remove temporaries left by writers that are gone (a crash mid-file)."""
+    removed: list[Path] = []
+    for kind in KINDS:
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for dirpath, _, names in os.walk(base):
+            for name in names:
+                m = _TMP.match(name)
+                if m and not _alive(int(m.group(1))):
+                    path = Path(dirpath) / name
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
+
+
+def remove_empty_dirs(root: Path) -> None:
+    for kind in KINDS:
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for dirpath, _, _ in os.walk(base, topdown=False):
+            if Path(dirpath) != base and not os.listdir(dirpath):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass  # a writer just put something there

@@ -1,0 +1,231 @@
+"""The open window of rows, its commit to disk, and duplicate suppression.
+
+A window gathers rows per partition (kind, date, host) together with the
+deliveries they came from. `commit()` writes one Parquet file per partition
+(temp, fsync, rename, fsync dir) and only then are the deliveries acked, by
+the caller. A failed commit keeps everything for the next try; partitions
+that did reach disk before the failure are taken out of the window (and
+remembered as committed) so a retry cannot write them twice.
+
+Duplicates come from redelivery: a crash between a commit and its acks, or
+an ack lost on the way. Ids are remembered (per kind and host) while open,
+and after commit for `horizon` seconds (bounded by `max_ids`); on start the
+ids of files committed within the horizon are read back from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .columns import ALERT_SCHEMA, EVENT_SCHEMA, ColumnBuffer
+from .layout import PartKey
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, host token, id)
+SCHEMAS = {"events": EVENT_SCHEMA, "alerts": ALERT_SCHEMA}
+
+
+@dataclass
+class Window:
+    parts: dict[PartKey, ColumnBuffer] = field(default_factory=dict)
+    deliveries: list[Any] = field(default_factory=list)  # settled once committed
+    keys: set[Key] = field(default_factory=set)
+    rows: int = 0
+    wire_bytes: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+    def buffer(self, part: PartKey) -> ColumnBuffer:
+        buf = self.parts.get(part)
+        if buf is None:
+            buf = self.parts[part] = ColumnBuffer(SCHEMAS[part.kind])
+        return buf
+
+    def absorb(self, later: Window) -> None:
+        """Append `later` after this one (a failed commit's window takes new rows)."""
+        for part, buf in later.parts.items():
+            mine = self.parts.get(part)
+            if mine is None:
+                self.parts[part] = buf
+                continue
+            for name, values in buf.cols.items():
+                mine.cols[name].extend(values)
+            mine.rows += buf.rows
+        self.deliveries.extend(later.deliveries)
+        self.keys |= later.keys
+        self.rows += later.rows
+        self.wire_bytes += later.wire_bytes
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.deliveries)
+
+
+class RecentIds:
+    """Ids committed lately, forgotten after `horizon` seconds or past `max_ids`."""
+
+    def __init__(self, horizon: float, max_ids: int) -> None:
+        self.horizon = horizon
+        self.max_ids = max_ids
+        self._ids: set[Key] = set()
+        self._order: deque[tuple[float, list[Key]]] = deque()
+        self._count = 0
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, keys: Iterable[Key], at: float | None = None) -> None:
+        batch = list(keys)
+        self._ids.update(batch)
+        self._order.append((time.monotonic() if at is None else at, batch))
+        self._count += len(batch)
+        self.expire()
+
+    def expire(self) -> None:
+        cutoff = time.monotonic() - self.horizon
+        while self._order and (self._order[0][0] < cutoff or self._count > self.max_ids):
+            _, batch = self._order.popleft()
+            self._ids.difference_update(batch)
+            self._count -= len(batch)
+
+
+class Writer:
+    """Owns the archive folder for one archiver process."""
+
+    def __init__(
+        self, root: Path, *, horizon: float = 120.0, max_ids: int = 2_000_000,
+        compression: str = "zstd", row_group: int = 128 * 1024,
+    ) -> None:  # fmt: skip
+        self.root = root
+        self.name = secrets.token_hex(4)  # this writer's mark in file names
+        self.compression = compression
+        self.row_group = row_group
+        self.recent = RecentIds(horizon, max_ids)
+        self.window = Window()
+        self.inflight: Window | None = None  # being committed
+        self._seq = 0
+        self.files_written = 0
+        self.rows_written = 0
+        self.duplicates = 0
+
+    # -- start ---------------------------------------------------------------
+
+    def recover(self) -> tuple[int, int]:
+        """Remove dead writers' temporaries; recall ids of recently committed
+        files. (temporaries removed, ids recalled)"""
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed = layout.clean_temporaries(self.root)
+        cutoff = time.time_ns() - int(self.recent.horizon * 1e9)
+        recent = sorted(
+            (layout.commit_ns(f.path) or 0, f) for f in layout.files(self.root)
+        )
+        recent = [(ns, f) for ns, f in recent if ns >= cutoff]
+        recalled = 0
+        now = time.monotonic()
+        for ns, f in recent[-4096:]:
+            try:
+                ids = pq.read_table(f.path, columns=["id"]).column("id").to_pylist()
+            except Exception as exc:  # unreadable: say so, keep going
+                log.error("archive: cannot read %s to recall its ids: %s", f.path, exc)
+                continue
+            age = (time.time_ns() - ns) / 1e9
+            self.recent.add(((f.kind, f.host, i) for i in ids), at=now - age)
+            recalled += len(ids)
+        return len(removed), recalled
+
+    # -- gathering -----------------------------------------------------------
+
+    def seen(self, key: Key) -> bool:
+        return key in self.window.keys or key in self.recent or (
+            self.inflight is not None and key in self.inflight.keys
+        )
+
+    # -- commit --------------------------------------------------------------
+
+    def take(self) -> Window:
+        """Detach the open window for a commit; new rows go to a fresh one."""
+        window, self.window = self.window, Window()
+        self.inflight = window
+        return window
+
+    def give_back(self, window: Window) -> None:
+        """A commit failed: its rows go first again, new rows after them."""
+        window.absorb(self.window)
+        window.opened = min(window.opened, self.window.opened)
+        self.window = window
+        self.inflight = None
+
+    def committed(self, window: Window) -> None:
+        self.recent.add(window.keys)
+        self.inflight = None
+
+    def commit(self, window: Window) -> None:
+        """Write every partition of `window` durably. Blocking: run in a thread.
+
+        On failure, partitions already renamed into place are dropped from the
+        window (their ids move to `recent`) and the error propagates.
+        """
+        staged: list[tuple[PartKey, Path, Path]] = []
+        done: list[PartKey] = []
+        try:
+            for part, buf in sorted(window.parts.items()):
+                if not buf.rows:
+                    continue
+                folder = part.folder(self.root)
+                layout.make_dirs(folder)
+                self._seq += 1
+                final = folder / layout.file_name(self.name, self._seq)
+                tmp = layout.write_durable_temp(final, self._encode(buf.table()))
+                staged.append((part, tmp, final))
+            folders = set()
+            for part, tmp, final in staged:
+                tmp.rename(final)
+                done.append(part)
+                folders.add(final.parent)
+            for folder in folders:
+                layout.fsync_dir(folder)
+        except BaseException:
+            for part, tmp, final in staged:
+                tmp.unlink(missing_ok=True)
+                if part in done:
+                    try:
+                        layout.fsync_dir(final.parent)
+                    except OSError:
+                        pass  # best effort: the retry is what matters now
+            self._drop_committed(window, done)
+            raise
+        self.files_written += len(done)
+        self.rows_written += sum(window.parts[p].rows for p in done)
+
+    def _drop_committed(self, window: Window, done: list[PartKey]) -> None:
+        # Renamed but maybe not fsynced: on disk for every reader from now on,
+        # and at worst lost with a power cut, never duplicated.
+        for part in done:
+            buf = window.parts.pop(part)
+            keys = [(part.kind, part.host, i) for i in buf.ids()]
+            self.recent.add(keys)
+            window.keys.difference_update(keys)
+            window.rows -= buf.rows
+            self.files_written += 1
+            self.rows_written += buf.rows
+
+    def _encode(self, table: pa.Table) -> memoryview:
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table, sink, compression=self.compression, row_group_size=self.row_group,
+            use_dictionary=True, write_statistics=True,
+        )  # fmt: skip
+        return memoryview(sink.getvalue())

@@ -1,0 +1,186 @@
+"""The archiver against a real nats-server: durable commits, dedup, alerts, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers import Runtime, dlq
+from snoopbus.consumers.archive.archiver import Archiver
+from snoopbus.consumers.archive.columns import (
+    EVENT_SCHEMA,
+    ColumnBuffer,
+    RowError,
+    append_event,
+    restore_text,
+    restore_texts,
+)
+from snoopbus.proto import (
+    alert_subject,
+    dlq_subject,
+    encode_map,
+    ensure_stream,
+    event_subject,
+    text_from_kernel,
+)
+
+from .test_archive_support import (
+    BASE_TS,
+    FAST,
+    archived_ids,
+    archived_rows,
+    archiver,
+    make_event,
+    publish_events,
+    settled,
+)
+
+
+@pytest.fixture
+async def stream(js: JetStreamContext) -> JetStreamContext:
+    await ensure_stream(js)
+    return js
+
+
+async def test_archives_every_event_once_in_hive_partitions(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    events = [make_event(n, host=f"h{n % 2}.example") for n in range(500)]
+    root = tmp_path / "archive"
+    async with archiver(nats_server.url, root) as (a, _):
+        await publish_events(stream, events)
+        await settled(stream)
+    ids = archived_ids(root)
+    assert sorted(ids) == sorted(e["id"] for e in events)
+    hosts = sorted(p.name for p in (root / "events").glob("date=*/host=*"))
+    assert hosts == ["host=h0_example", "host=h1_example"]
+    assert not list(root.rglob(".*.tmp"))
+    assert a.writer.files_written >= 2
+
+
+async def dead_letters(nc_sub, n: int, limit: float = 15) -> list:  # type: ignore[no-untyped-def]
+    got = []
+    async with asyncio.timeout(limit):
+        while len(got) < n:
+            got.append(await nc_sub.next_msg(timeout=limit))
+    return got
+
+
+class CrashesBeforeAcking(Archiver):
+    """Commits like the real one, then 'dies' before acking anything."""
+
+    async def flush(self, *, force: bool = False) -> bool:
+        async with self._lock:
+            if self.writer.window.rows:
+                window = self.writer.take()
+                await asyncio.to_thread(self.writer.commit, window)
+                self.writer.committed(window)
+        return True
+
+
+async def test_redelivery_after_a_commit_is_not_written_twice(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    events = [make_event(n) for n in range(300)]
+    root = tmp_path / "archive"
+    first = CrashesBeforeAcking(root, roll_seconds=0.2, settings=FAST)
+    runtime = Runtime(first, servers=nats_server.url)
+    task = asyncio.create_task(runtime.run())
+    await runtime.ready.wait()
+    await publish_events(stream, events)
+    async with asyncio.timeout(10):
+        while len(archived_ids(root)) < len(events):
+            await asyncio.sleep(0.05)
+    runtime.stop()  # held messages are released unacked: all come back
+    await asyncio.wait_for(task, 10)
+    assert runtime.counters.released > 0
+    async with archiver(nats_server.url, root) as (second, _):
+        await settled(stream)
+    assert second.writer.duplicates == len(events)
+    assert sorted(archived_ids(root)) == sorted(e["id"] for e in events)
+
+
+async def test_malformed_and_unstorable_messages_are_dead_lettered(
+    nats_server: NatsServer, stream: JetStreamContext, nc: Client, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    sub = await nc.subscribe(dlq_subject("archive"))
+    good = [make_event(n) for n in range(20)]
+    too_big = make_event(99)
+    too_big["ret"] = 2**64 - 1  # a valid msgpack int, but no int64 column holds it
+    async with archiver(nats_server.url, root) as (_, runtime):
+        await stream.publish(event_subject("h1", "open"), b"\xc1 not msgpack")
+        await publish_events(stream, good)
+        await publish_events(stream, [too_big])  # the message is the unit that is given up
+        letters = await dead_letters(sub, 2)
+        await settled(stream)
+    reasons = sorted(m.headers[dlq.REASON] for m in letters)
+    assert "payload is not msgpack" in reasons[1]
+    assert "event[0].ret: 18446744073709551615" in reasons[0] and "does not fit" in reasons[0]
+    assert sorted(m.headers[dlq.KIND] for m in letters) == ["attempts", "decode"]
+    assert sorted(archived_ids(root)) == sorted(e["id"] for e in good)
+    assert runtime.counters.dead_lettered == 2
+
+
+async def test_alerts_are_archived_and_a_bad_alert_dead_lettered(
+    nats_server: NatsServer, stream: JetStreamContext, nc: Client, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    sub = await nc.subscribe(dlq_subject("archive"))
+    async with archiver(nats_server.url, root) as (a, _):
+        for i in range(5):
+            alert = {"id": f"al-{i}", "ts": BASE_TS + i, "host": "web.1", "title": f"rule {i}",
+                     "rule_id": "r-1", "event_id": f"h1-i1-{i}", "score": 0.5}  # fmt: skip
+            await stream.publish(alert_subject("web.1", "high"), encode_map(alert))
+        await stream.publish(alert_subject("web.1", "low"), b"\x93\x01\x02\x03")  # an array
+        (letter,) = await dead_letters(sub, 1)
+        await settled(stream, "archive-alerts")
+    assert letter.headers[dlq.KIND] == "decode"
+    rows = sorted(archived_rows(root, "alerts"), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == [f"al-{i}" for i in range(5)]
+    assert {r["level"] for r in rows} == {"high"} and rows[0]["host"] == "web_1"
+    assert json.loads(rows[0]["data"])["score"] == 0.5
+    assert a.alert_feed is not None and a.alert_feed.dead_lettered == 1
+
+
+async def test_non_utf8_text_is_kept_exactly(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    odd = make_event(1)
+    odd["file"]["path"] = text_from_kernel(b"/tmp/caf\xe9-\xff.txt")
+    odd["proc"]["argv"] = ["cat", text_from_kernel(b"\xfe")]
+    plain = make_event(10)
+    async with archiver(nats_server.url, root):
+        await publish_events(stream, [odd, plain])
+        await settled(stream)
+    rows = {r["id"]: r for r in archived_rows(root)}
+    row = rows[odd["id"]]
+    assert row["file_path_raw"] == b"/tmp/caf\xe9-\xff.txt"
+    assert row["file_path"] == "/tmp/caf\ufffd-\ufffd.txt"  # readable, but lossy: use _raw
+    assert restore_text(row["file_path"], row["file_path_raw"]) == odd["file"]["path"]
+    assert restore_texts(row["proc_argv"], row["proc_argv_raw"]) == odd["proc"]["argv"]
+    assert rows[plain["id"]]["proc_argv_raw"] is None
+
+
+def test_unknown_keys_are_kept_as_json() -> None:
+    buf = ColumnBuffer(EVENT_SCHEMA)
+    ev = make_event(3)
+    ev["future"] = {"a": 1}
+    ev["proc"]["new_thing"] = 7
+    append_event(buf, ev)
+    assert json.loads(buf.cols["extra"][0]) == {"future": {"a": 1}, "proc.new_thing": 7}
+    bad = make_event(4)
+    bad["proc"]["pid"] = "seven"
+    with pytest.raises(RowError, match=r"event.proc.pid"):
+        append_event(buf, bad)
+    assert buf.rows == 1 and all(len(v) == 1 for v in buf.cols.values())
+    pq.write_table(buf.table(), io.BytesIO())
