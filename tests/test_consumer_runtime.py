@@ -45,7 +45,7 @@ async def publish(js: JetStreamContext, *events: dict) -> None:
 async def wait_for(cond: Callable[[], bool], limit: float = 10.0) -> None:
     """Until `cond()` holds; the runtime's counters have no event to wait on."""
     async with asyncio.timeout(limit):
-        while not cond():  # noqa: ASYNC110 - polling plain attributes, bounded
+        while not cond():
             await asyncio.sleep(0.01)
 
 
