@@ -1,9 +1,10 @@
 """Alerts as the forwarder sees them, whatever shape the alerter settles on.
 
 Alerts are one msgpack map per message on `snoopbus.alerts.<host>.<level>`.
-The rule may be nested (`{"rule": {"id", "title", "level", "tags"}, "event"}`)
-or flat (`{"rule_id" | "id", "title", "level", "tags", "event"}`); both are
-read, and the level falls back to the subject's.
+The alerter's map (consumers/alert/alerts.py) is `{v, id, ts, host, level,
+rule: {id, title, level, tags, description, ...}, event, count, ...}`. A flat
+rule (`rule_id`, `title`, `tags` at the top) is read too; the level falls
+back to the subject's, id/ts/host to ones derived from the event.
 """
 
 from __future__ import annotations
@@ -29,20 +30,26 @@ class Alert:
     tags: tuple[str, ...]
     event: Mapping[str, Any]  # the event that matched; may be empty
     description: str = ""
+    alert_id: str = ""
+    alert_ts: int | None = None
+    alert_host: str = ""
+    count: int = 1
 
     @property
     def host(self) -> str:
-        return str(self.event.get("host", ""))
+        return self.alert_host or str(self.event.get("host", ""))
 
     @property
     def ts(self) -> int | None:
+        if self.alert_ts is not None:
+            return self.alert_ts
         ts = self.event.get("ts")
         return ts if isinstance(ts, int) else None
 
     @property
     def id(self) -> str:
         """Stable per rule and event, so a re-sent alert dedups like an event."""
-        return f"alert-{self.rule_id}-{self.event.get('id', '')}"
+        return self.alert_id or f"{self.rule_id}:{self.event.get('id', '')}"
 
     @property
     def rank(self) -> int:
@@ -52,7 +59,7 @@ class Alert:
 def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Alert:
     rule = obj.get("rule")
     src: Mapping[Any, Any] = rule if isinstance(rule, Mapping) else obj
-    rule_id = src.get("id", obj.get("rule_id"))
+    rule_id = src.get("id") if src is rule else obj.get("rule_id")
     if rule_id is None or rule_id == "":
         raise AlertError("alert: no rule id (rule.id or rule_id)")
     level = src.get("level", obj.get("level", subject_level))
@@ -71,4 +78,8 @@ def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Ale
         tags=tuple(str(t) for t in tags),
         event=event,
         description=str(src.get("description", obj.get("description", "")) or ""),
+        alert_id=str(obj["id"]) if src is rule and obj.get("id") else "",
+        alert_ts=obj["ts"] if isinstance(obj.get("ts"), int) else None,
+        alert_host=str(obj.get("host") or ""),
+        count=obj["count"] if isinstance(obj.get("count"), int) else 1,
     )

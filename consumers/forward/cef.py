@@ -1,0 +1,119 @@
+"""`cef+tcp|udp|tls://host:port`: ArcSight CEF as the MSG of an RFC 5424 message.
+
+    CEF:0|snoopbus|snoopbus|<version>|<signature id>|<name>|<severity>|<extension>
+
+Escaping, as the CEF specification (Implementing ArcSight CEF, rev. 25) has it:
+
+- header fields: `\\` -> `\\\\` and `|` -> `\\|`; the spec allows no line
+  breaks in the header, so CR and LF become a space;
+- extension values: `\\` -> `\\\\`, `=` -> `\\=`, CR -> `\\r`, LF -> `\\n`;
+  a `|` needs no escape there.
+
+The syslog envelope has MSGID `CEF`, no structured data, and no BOM before
+the MSG (CEF receivers do not expect one). Delivery as for syslog.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from .alerts import Alert
+from .sink import Item
+from .syslog import EVENT_SEVERITY, SEVERITY, message
+from .text import command_line, display
+
+try:
+    VERSION = version("snoopbus")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0"
+CEF_SEVERITY = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
+EVENT_CEF_SEVERITY = 1
+
+_HEADER_SPECIAL = re.compile(r"[\\|]")
+_EXT_SPECIAL = re.compile(r"[\\=\r\n]")
+_EXT_ESCAPES = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n"}
+
+
+def header(value: object) -> str:
+    text = display(value).replace("\r", " ").replace("\n", " ")
+    return _HEADER_SPECIAL.sub(lambda m: "\\" + m.group(), text)
+
+
+def ext_value(value: object, limit: int = 8192) -> str:
+    text = display(value)
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return _EXT_SPECIAL.sub(lambda m: _EXT_ESCAPES[m.group()], text)
+
+
+def extension(pairs: list[tuple[str, Any]], limit: int) -> str:
+    return " ".join(f"{key}={ext_value(v, limit)}" for key, v in pairs if v is not None)
+
+
+def _event_pairs(event: dict[str, Any]) -> list[tuple[str, Any]]:
+    proc = event.get("proc") or {}
+    file = event.get("file") or {}
+    ts = event.get("ts")
+    argv = proc.get("argv")
+    pairs: list[tuple[str, Any]] = [
+        ("rt", ts // 1_000_000 if isinstance(ts, int) else None),
+        ("dvchost", event.get("host")),
+        ("externalId", event.get("id")),
+        ("act", event.get("type")),
+        ("spid", proc.get("pid")),
+        ("sproc", proc.get("comm")),
+        ("suid", proc.get("uid")),
+        ("filePath", file.get("path")),
+        ("oldFilePath", file.get("old_path")),
+        ("fileId", file.get("inode")),
+        ("cs1Label", "commandLine" if argv is not None else None),
+        ("cs1", command_line(argv) if argv is not None else None),
+        ("cs2Label", "exe" if proc.get("exe") is not None else None),
+        ("cs2", proc.get("exe")),
+        ("cs3Label", "cwd" if proc.get("cwd") is not None else None),
+        ("cs3", proc.get("cwd")),
+        ("cn1Label", "ppid" if proc.get("ppid") is not None else None),
+        ("cn1", proc.get("ppid")),
+        ("cn2Label", "exitCode" if event.get("exit_code") is not None else None),
+        ("cn2", event.get("exit_code")),
+    ]
+    return pairs
+
+
+def render_cef(item: Item, limit: int = 8192) -> str:
+    if item.kind == "alert":
+        alert: Alert = item.data
+        event = dict(alert.event)
+        pairs = _event_pairs(event)
+        pairs[2] = ("externalId", alert.id)
+        pairs += [
+            ("cs4Label", "tags"), ("cs4", ",".join(alert.tags) or None),
+            ("cs5Label", "eventId"), ("cs5", event.get("id")), ("cnt", alert.count),
+        ]  # fmt: skip
+        if alert.ts is not None:
+            pairs[0] = ("rt", alert.ts // 1_000_000)
+        sig, name, sev = alert.rule_id, alert.title, CEF_SEVERITY[alert.level]
+    else:
+        event = item.data
+        pairs = _event_pairs(event)
+        sig, name, sev = f"snoopbus:{event.get('type')}", f"{event.get('type')}", EVENT_CEF_SEVERITY
+    head = "|".join(["CEF:0", "snoopbus", "snoopbus", header(VERSION), header(sig), header(name),
+                     str(sev)])  # fmt: skip
+    return f"{head}|{extension(pairs, limit)}"
+
+
+def render_cef_syslog(item: Item, limit: int = 8192) -> str:
+    if item.kind == "alert":
+        alert: Alert = item.data
+        severity, ts, host = SEVERITY[alert.level], alert.ts, alert.host
+        pid = (alert.event.get("proc") or {}).get("pid")
+    else:
+        event = item.data
+        severity, ts, host = EVENT_SEVERITY, event.get("ts"), event.get("host", "")
+        pid = (event.get("proc") or {}).get("pid")
+    return message(
+        severity=severity, ts=ts, host=host, procid=pid, msgid="CEF", sd="-",
+        msg=render_cef(item, limit), bom=False,
+    )  # fmt: skip
