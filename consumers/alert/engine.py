@@ -71,6 +71,8 @@ class Engine:
 
     def match(self, event: Mapping[str, Any]) -> list[Hit]:
         hits: list[Hit] = []
+        if event.get("ret", 0) < 0:
+            return hits  # a failed syscall changed nothing (the collector sends these on request)
         for category in self._by_type.get(event.get("type", ""), ()):
             values, low = category.record(event)
             for rule in category.rules:
