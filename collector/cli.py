@@ -18,6 +18,7 @@ from snoopbus.collector.filters import FilterConfig, load_config, parse_uid
 from snoopbus.collector.stack import DEFAULT_STATE_DIR, EMBEDDED_PORT, StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
+from snoopbus.consumers.archive import query_cli as archive_query
 from snoopbus.proto import BusUnavailable, nats_url_from_env
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(sub)
     tail.register(sub)
     consumers_cli.register(sub)
+    archive_query.register(sub)
     doctor.register(sub)
     return parser
 

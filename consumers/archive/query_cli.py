@@ -1,0 +1,100 @@
+"""`snoopbus query --dir PATH [filters]`: find events (or alerts) in the archive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pyarrow loads only when a query runs
+    from .query import Engine, Filters
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "query",
+        help="search the archive written by `consume archive`",
+        description="Search the Parquet archive. Filters combine with AND. Times are ISO 8601 "
+        "(UTC unless an offset is given) or ages such as 90s, 15m, 2h, 7d. Uses DuckDB when "
+        "installed (pip install 'snoopbus[query]'), else pyarrow.",
+    )
+    p.add_argument("--dir", type=Path, required=True, metavar="PATH", help="archive folder")
+    p.add_argument("--since", metavar="TIME", help="from this time (inclusive)")
+    p.add_argument("--until", metavar="TIME", help="up to this time (exclusive)")
+    p.add_argument("--host", action="append", default=[], metavar="HOST",
+                   help="host name (repeatable)")
+    p.add_argument("--type", action="append", default=[], metavar="TYPE",
+                   help="event type, e.g. exec, open, renamed (repeatable, or comma-separated)")
+    p.add_argument("--path", metavar="GLOB", help="file path glob, e.g. '/etc/*shadow*'")
+    p.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+                   help="process id (repeatable)")
+    p.add_argument("--comm", metavar="GLOB", help="process name (comm), glob allowed")
+    p.add_argument("--where", metavar="SQL",
+                   help="extra SQL condition over the columns (DuckDB only), "
+                   "e.g. \"proc_uid = 0 AND ret < 0\"")
+    p.add_argument("--alerts", action="store_true", help="search alerts instead of events")
+    p.add_argument("--tree", type=int, metavar="PID",
+                   help="show the process tree around PID: parents, children, their files")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N rows (the earliest)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.add_argument("--csv", action="store_true", help="CSV with every column")
+    out.add_argument("--plain", action="store_true", help="plain table, even if rich is installed")
+    p.add_argument("--engine", choices=("auto", "duckdb", "pyarrow"), default=None,
+                   help="query engine (default: $SNOOPBUS_QUERY_ENGINE or auto)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .query import Filters, QueryError, parse_time, pick_engine, run_query
+
+    try:
+        if not args.dir.is_dir():
+            raise QueryError(f"no archive at {args.dir}")
+        types = tuple(t for item in args.type for t in item.split(",") if t)
+        f = Filters(
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+            hosts=tuple(args.host), types=types, path=args.path, pids=tuple(args.pid),
+            comm=args.comm, where=args.where,
+        )  # fmt: skip
+        engine = pick_engine(args.engine)
+        if args.tree is not None:
+            return _tree(args, f, engine)
+        kind = "alerts" if args.alerts else "events"
+        if args.alerts and (f.types or f.path or f.pids or f.comm):
+            raise QueryError("--alerts takes --since/--until/--host/--where only")
+        rows = run_query(args.dir, f, kind=kind, limit=args.limit, engine=engine)
+    except QueryError as exc:
+        print(f"snoopbus query: {exc}", file=sys.stderr)
+        return 2
+    from . import render
+
+    if args.json:
+        render.write_json(rows, sys.stdout)
+    elif args.csv:
+        render.write_csv(rows, sys.stdout)
+    else:
+        render.write_table(rows, sys.stdout, plain=args.plain)
+        print(f"{len(rows)} {kind} ({engine.name})", file=sys.stderr)
+    return 0
+
+
+def _tree(args: argparse.Namespace, f: Filters, engine: Engine) -> int:
+    from dataclasses import replace
+
+    from . import tree
+    from .query import QueryError, rows
+
+    def select(q: Filters) -> list[dict[str, Any]]:
+        return rows(engine.select(args.dir, "events", q, None))
+
+    base = replace(f, pids=(), types=(), path=None, comm=None)
+    try:
+        procs, top = tree.build(select, args.tree, base)
+    except QueryError as exc:
+        print(f"snoopbus query: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(tree.render(procs, top, args.tree)))
+    return 0
