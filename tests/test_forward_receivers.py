@@ -120,6 +120,7 @@ class HttpReceiver:
     """
 
     script: list[int] = field(default_factory=list)
+    lost_answers: int = 0  # _bulk: apply the next N requests, then answer 502 anyway
     doc_errors: Callable[[dict[str, Any]], tuple[int, str] | None] = lambda doc: None
     requests: list[Request] = field(default_factory=list)
     docs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -177,7 +178,11 @@ class HttpReceiver:
             if status != 200:
                 return status, {"error": {"type": "scripted", "reason": f"scripted {status}"}}
         if path.split("?")[0].endswith("/_bulk"):
-            return 200, self._bulk(path, body)
+            answer = self._bulk(path, body)
+            if self.lost_answers:
+                self.lost_answers -= 1
+                return 502, {"error": "answer lost on the way"}
+            return 200, answer
         self.batches.append(json.loads(body))
         return 200, {"ok": True}
 

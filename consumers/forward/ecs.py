@@ -1,0 +1,215 @@
+"""Elastic Common Schema documents, and `elastic+http(s)://host:9200/INDEX` (`_bulk`).
+
+Mapping (ECS 8.11): exec/exit -> `process.*` with `event.category: process`
+and `event.type: start|end`; file events -> `file.*` with `event.category:
+file` and `event.type: creation|deletion|change|access`; `event.action` is
+the snoopbus type; `host.*`, `user.id`, `group.id`, `container.id`. Alerts
+become `event.kind: alert` with `rule.*`, `tags` and `event.severity`, plus
+the matched event's fields. A rename's old path has no ECS field: it is in
+`message`. Every field emitted is an ECS field of the ECS type (checked by
+tests/test_forward_ecs.py against the ECS reference).
+
+`_bulk` uses `create` with `_id` = the event id (alerts: the alert id), so
+a batch sent twice stores each document once: a 409 on `create` counts as
+accepted. Per-document 429/5xx are retried alone; other per-document errors
+(mapping errors ...) dead-letter the message with Elasticsearch's answer.
+INDEX may hold strftime codes, filled from the event's time in UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from .alerts import Alert
+from .httpc import HttpClient, basic_auth
+from .jsonl import dumps
+from .sink import Item, Permanent, Sent, Sink, Transient, render_each
+from .spec import SinkSpec
+from .syslog import event_summary
+from .text import command_line, display
+
+ECS_VERSION = "8.11.0"
+EVENT_TYPE = {
+    "exec": "start", "exit": "end",
+    "create": "creation", "mkdir": "creation", "link": "creation", "symlink": "creation",
+    "moved_to": "creation", "moved_in": "creation",
+    "delete": "deletion", "rmdir": "deletion", "moved_from": "deletion", "moved_out": "deletion",
+    "modify": "change", "close_write": "change", "attrib": "change", "renamed": "change",
+    "open": "access",
+}  # fmt: skip
+FILE_TYPE = {"mkdir": "dir", "rmdir": "dir", "symlink": "symlink"}
+# Elastic's own scale for rule severities (Elastic Security detection rules).
+SEVERITY = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
+
+
+def iso_time(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
+
+
+def _process(proc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for src, dst in (("pid", "pid"), ("comm", "name"), ("exe", "executable"),
+                     ("cwd", "working_directory")):  # fmt: skip
+        if proc.get(src) is not None:
+            out[dst] = display(proc[src]) if isinstance(proc[src], str) else proc[src]
+    if proc.get("tid") is not None:
+        out["thread"] = {"id": proc["tid"]}
+    if proc.get("argv") is not None:
+        out["args"] = [display(a) for a in proc["argv"]]
+        out["args_count"] = len(proc["argv"])
+        out["command_line"] = command_line(proc["argv"])
+    parent: dict[str, Any] = {}
+    if proc.get("ppid") is not None:
+        parent["pid"] = proc["ppid"]
+    if proc.get("parent_exe") is not None:
+        parent["executable"] = display(proc["parent_exe"])
+    if proc.get("parent_argv") is not None:
+        parent["args"] = [display(a) for a in proc["parent_argv"]]
+        parent["args_count"] = len(proc["parent_argv"])
+        parent["command_line"] = command_line(proc["parent_argv"])
+    if parent:
+        out["parent"] = parent
+    return out
+
+
+def _file(event: dict[str, Any]) -> dict[str, Any]:
+    file = event.get("file") or {}
+    out: dict[str, Any] = {}
+    if file.get("path") is not None:
+        path = display(file["path"])
+        directory, _, name = path.rpartition("/")
+        out.update(path=path, name=name, directory=directory or "/")
+        if "." in name.strip("."):
+            out["extension"] = name.rsplit(".", 1)[1]
+    if file.get("target") is not None:
+        out["target_path"] = display(file["target"])
+    if file.get("inode") is not None:
+        out["inode"] = str(file["inode"])
+    if file.get("mode") is not None:
+        out["mode"] = f"{file['mode'] & 0o7777:04o}"
+    if file.get("dev") is not None:
+        out["device"] = str(file["dev"])
+    out["type"] = FILE_TYPE.get(event.get("type", ""), "file")
+    return out
+
+
+def event_doc(event: dict[str, Any]) -> dict[str, Any]:
+    type_ = str(event.get("type", ""))
+    proc = event.get("proc") or {}
+    is_proc = type_ in ("exec", "exit")
+    host = display(event.get("host", ""))
+    ev: dict[str, Any] = {
+        "kind": "event", "category": ["process" if is_proc else "file"],
+        "type": [EVENT_TYPE.get(type_, "info")], "action": type_, "id": str(event.get("id", "")),
+        "module": "snoopbus", "dataset": "snoopbus.events",
+    }  # fmt: skip
+    if isinstance(event.get("ret"), int):
+        ev["outcome"] = "failure" if event["ret"] < 0 else "success"
+    doc: dict[str, Any] = {
+        "@timestamp": iso_time(int(event.get("ts", 0))),
+        "ecs": {"version": ECS_VERSION},
+        "event": ev,
+        "host": {"name": host, "hostname": host},
+        "message": display(event_summary(event)),
+    }
+    process = _process(proc)
+    if type_ == "exit" and event.get("exit_code") is not None:
+        process["exit_code"] = event["exit_code"]
+    if process:
+        doc["process"] = process
+    if proc.get("uid") is not None:
+        doc["user"] = {"id": str(proc["uid"])}
+    if proc.get("gid") is not None:
+        doc["group"] = {"id": str(proc["gid"])}
+    if proc.get("container"):
+        doc["container"] = {"id": display(proc["container"])}
+    if not is_proc:
+        doc["file"] = _file(event)
+    return doc
+
+
+def alert_doc(alert: Alert) -> dict[str, Any]:
+    event = dict(alert.event)
+    doc = event_doc(event) if event else {"ecs": {"version": ECS_VERSION}, "event": {}}
+    if alert.ts is not None:
+        doc["@timestamp"] = iso_time(alert.ts)
+    doc["host"] = {"name": display(alert.host), "hostname": display(alert.host)}
+    doc["event"].update(kind="alert", id=alert.id, severity=SEVERITY[alert.level],
+                        dataset="snoopbus.alerts", module="snoopbus")  # fmt: skip
+    doc["rule"] = {"id": display(alert.rule_id), "name": display(alert.title), "ruleset": "sigma"}
+    if alert.description:
+        doc["rule"]["description"] = display(alert.description)
+    if alert.tags:
+        doc["tags"] = [display(t) for t in alert.tags]
+    doc["message"] = display(f"{alert.level} alert: {alert.title}")
+    return doc
+
+
+def to_ecs(item: Item) -> dict[str, Any]:
+    return alert_doc(item.data) if item.kind == "alert" else event_doc(item.data)
+
+
+class BulkSink(Sink):
+    scheme = "elastic+http"
+    delivery = "exactly once (create with _id = event id)"
+
+    def __init__(self, spec: SinkSpec) -> None:
+        super().__init__(spec)
+        headers = {}
+        if spec.api_key:
+            headers["Authorization"] = f"ApiKey {spec.api_key}"
+        elif spec.username is not None:
+            headers["Authorization"] = basic_auth(spec.username, spec.password or "")
+        self.index = spec.path.strip("/") or "snoopbus-%Y.%m.%d"
+        assert spec.port is not None
+        self.http = HttpClient(
+            spec.host, spec.port, ssl_context=spec.ssl_context(), size=spec.concurrency,
+            timeout=spec.timeout, headers=headers,
+        )  # fmt: skip
+
+    def index_for(self, doc: dict[str, Any]) -> str:
+        if "%" not in self.index:
+            return self.index
+        when = datetime.strptime(doc["@timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
+        return when.strftime(self.index)
+
+    def _line(self, item: Item) -> bytes:
+        doc = to_ecs(item)
+        action = {"create": {"_index": self.index_for(doc), "_id": display(item.id)}}
+        return dumps(action) + b"\n" + dumps(doc) + b"\n"
+
+    async def send(self, items: list[Item]) -> Sent:
+        rendered, refused = render_each(items, self._line)
+        if not rendered:
+            return Sent(rejected=refused)
+        body = b"".join(line for _, line in rendered)
+        response = await self.http.post("/_bulk", body, "application/x-ndjson")
+        response.raise_for_status()
+        try:
+            answer = json.loads(response.body)
+            results = answer["items"]
+        except (ValueError, KeyError, TypeError):
+            raise Transient(f"_bulk answer is not JSON with items: {response.text(200)}") from None
+        if len(results) != len(rendered):
+            raise Permanent(f"_bulk answered {len(results)} items for {len(rendered)} sent")
+        sent = Sent(rejected=refused)
+        if not answer.get("errors"):
+            return sent
+        for (index, _), result in zip(rendered, results, strict=True):
+            (outcome,) = result.values()
+            status = int(outcome.get("status", 500))
+            if status < 300 or status == 409:  # 409 on create: stored already
+                continue
+            error = outcome.get("error") or {}
+            why = f"HTTP {status} {error.get('type', '')}: {error.get('reason', '')}".strip()
+            if status == 429 or status >= 500:
+                sent.retry[index] = why
+            else:
+                sent.rejected[index] = why
+        return sent
+
+    async def close(self) -> None:
+        await self.http.close()
