@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +16,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Runtime, dlq
+from snoopbus.consumers.archive import layout
 from snoopbus.consumers.archive.archiver import Archiver
 from snoopbus.consumers.archive.columns import (
     EVENT_SCHEMA,
@@ -23,6 +26,7 @@ from snoopbus.consumers.archive.columns import (
     restore_text,
     restore_texts,
 )
+from snoopbus.consumers.archive.query import Filters, pick_engine, run_query
 from snoopbus.proto import (
     alert_subject,
     dlq_subject,
@@ -184,3 +188,23 @@ def test_unknown_keys_are_kept_as_json() -> None:
         append_event(buf, bad)
     assert buf.rows == 1 and all(len(v) == 1 for v in buf.cols.values())
     pq.write_table(buf.table(), io.BytesIO())
+
+
+async def test_a_dead_writers_temporary_is_ignored_by_readers_and_removed_at_start(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    async with archiver(nats_server.url, root):
+        await publish_events(stream, [make_event(n) for n in range(30)])
+        await settled(stream)
+    (committed,) = [f.path for f in layout.files(root)]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that is certainly gone
+    half = committed.parent / f".{committed.stem}-x.parquet.{dead.pid}.tmp"
+    half.write_bytes(committed.read_bytes()[:100])  # what a crash mid-write leaves
+    for engine in ("duckdb", "pyarrow"):
+        got = run_query(root, Filters(), engine=pick_engine(engine))
+        assert len(got) == 30, engine
+    assert len(archived_ids(root)) == 30
+    async with archiver(nats_server.url, root):
+        assert not half.exists()

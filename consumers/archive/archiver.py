@@ -140,6 +140,12 @@ class Archiver(Consumer):
         await self.flush(force=True)
         if self.alert_feed is not None:
             await self.alert_feed.release()
+        w = self.writer
+        log.info(
+            "archive: stopped; %d files, %d rows written, %d redelivered duplicates skipped%s",
+            w.files_written, w.rows_written, w.duplicates,
+            f", {w.window.rows} rows left unacked for redelivery" if w.window.rows else "",
+        )  # fmt: skip
 
     # -- gathering ------------------------------------------------------------
 

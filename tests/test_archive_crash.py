@@ -1,0 +1,111 @@
+"""The archiver as a process, SIGKILLed at random points while events stream in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from nats.js import JetStreamContext
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers.archive import layout
+from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
+
+from .test_archive_support import archived_ids, make_event, settled
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+
+    def start(root: Path) -> subprocess.Popen:
+        log = open(tmp_path / f"archiver-{len(started)}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snoopbus.consumers", "archive", "--nats", nats_server.url,
+             "--dir", str(root), "--batch", "32", "--ack-wait", "2", "--roll-seconds", "0.15",
+             "--roll-events", "400"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def wait_bound(js: JetStreamContext, limit: float = 20) -> None:
+    """Until a process pulls from the durable."""
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                if (await js.consumer_info(STREAM_NAME, "archive")).num_waiting:
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
+    nats_server: NatsServer, js: JetStreamContext, spawn: Callable[..., subprocess.Popen],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await ensure_stream(js)
+    rng = random.Random(7)
+    root = tmp_path / "archive"
+    events = [make_event(n, host=f"h{n % 3}") for n in range(9000)]
+    messages: list[list[dict]] = []
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for ev in events:
+        by_key.setdefault((ev["host"], ev["type"]), []).append(ev)
+    for evs in by_key.values():
+        i = 0
+        while i < len(evs):
+            size = rng.randint(1, 25)
+            messages.append(evs[i : i + size])
+            i += size
+    rng.shuffle(messages)
+
+    async def feed() -> None:
+        for batch in messages:
+            await js.publish(event_subject(batch[0]["host"], batch[0]["type"]),
+                             encode_batch(batch))  # fmt: skip
+            await asyncio.sleep(0.006)  # ~5 s of ingestion to kill into
+
+    proc = spawn(root)
+    await wait_bound(js)
+    feeding = asyncio.create_task(feed())
+    kills = 0
+    for _ in range(5):
+        await asyncio.sleep(rng.uniform(0.2, 0.8))
+        assert not feeding.done(), "ingestion ended before the kills: slow the feed"
+        os.kill(proc.pid, signal.SIGKILL)  # no flush, no ack, no release
+        proc.wait()
+        kills += 1
+        proc = spawn(root)
+        await wait_bound(js)
+    await feeding
+    await settled(js, limit=60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    counts = Counter(archived_ids(root))
+    assert len(counts) == len(events), "events lost"
+    assert max(counts.values()) == 1, f"duplicates: {[k for k, v in counts.items() if v > 1][:5]}"
+    for f in layout.files(root):
+        pq.read_table(f.path)  # every file readable
+    assert not list(root.rglob("*.tmp")), "temporaries left behind"
+    assert kills == 5
+    logs = "".join(p.read_text() for p in tmp_path.glob("archiver-*.log"))
+    assert "recalled" in logs
