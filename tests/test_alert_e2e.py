@@ -59,7 +59,8 @@ class Alerts:
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
-            raise AssertionError(f"missing {titles - set(self.seen())}; got {self.seen()}") from None
+            missing = titles - set(self.seen())
+            raise AssertionError(f"missing {missing}; got {self.seen()}") from None
 
 
 @pytest.fixture
@@ -167,4 +168,3 @@ os.chmod('rootshell', 0o4755)
             path.unlink(missing_ok=True)
         if made_sudoers_d:
             sudoers.parent.rmdir()
-

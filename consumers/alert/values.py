@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,109 +55,141 @@ def never(values: Values, low: Lowered) -> bool:
     return False
 
 
+# Rough cost of a predicate, so that AND/OR try the cheap tests first (all
+# predicates are pure, so the order changes speed, never the result).
+_COST: weakref.WeakKeyDictionary[Pred, int] = weakref.WeakKeyDictionary()
+
+
+def costed(pred: Pred, cost: int) -> Pred:
+    _COST[pred] = cost
+    return pred
+
+
+def cost(pred: Pred) -> int:
+    return _COST.get(pred, 5)
+
+
 def any_of(preds: Sequence[Pred]) -> Pred:
-    preds = tuple(preds)
-    if not preds:
+    ordered = tuple(sorted(preds, key=cost))
+    if not ordered:
         return never
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda v, lo: a(v, lo) or b(v, lo)
-    return lambda v, lo: any(p(v, lo) for p in preds)
+    if len(ordered) == 1:
+        return ordered[0]
+    total = sum(map(cost, ordered))
+    if len(ordered) == 2:
+        a, b = ordered
+        return costed(lambda v, lo: a(v, lo) or b(v, lo), total)
+
+    def either(v: Values, lo: Lowered) -> bool:
+        for p in ordered:  # a plain loop: cheaper than any() over a generator
+            if p(v, lo):
+                return True
+        return False
+
+    return costed(either, total)
 
 
 def all_of(preds: Sequence[Pred]) -> Pred:
-    preds = tuple(preds)
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda v, lo: a(v, lo) and b(v, lo)
-    return lambda v, lo: all(p(v, lo) for p in preds)
+    ordered = tuple(sorted(preds, key=cost))
+    if len(ordered) == 1:
+        return ordered[0]
+    total = sum(map(cost, ordered))
+    if len(ordered) == 2:
+        a, b = ordered
+        return costed(lambda v, lo: a(v, lo) and b(v, lo), total)
+
+    def both(v: Values, lo: Lowered) -> bool:
+        for p in ordered:
+            if not p(v, lo):
+                return False
+        return True
+
+    return costed(both, total)
 
 
 def not_(pred: Pred) -> Pred:
-    return lambda v, lo: not pred(v, lo)
+    return costed(lambda v, lo: not pred(v, lo), cost(pred))
 
 
 # -- strings ---------------------------------------------------------------
 
 
-def _text_test(s: SigmaString, cased: bool) -> TextTest:
-    """The cheapest test for one wildcard pattern: equality, prefix, suffix,
-    substring, or (for anything else) a compiled regular expression."""
-    parts: list[str | SpecialChars] = []
-    for part in s.s:
+def _pattern(parts: Sequence[str | SpecialChars | Placeholder], cased: bool) -> str:
+    """A wildcard pattern as a regular expression matching the whole value."""
+    out = []
+    for part in parts:
         if isinstance(part, Placeholder):
             raise Unsupported(f"placeholder %{part.name}% (needs a processing pipeline)")
         if isinstance(part, str):
-            parts.append(part if cased else part.lower())
+            out.append(re.escape(part if cased else part.lower()))
         else:
-            parts.append(part)
-    star = SpecialChars.WILDCARD_MULTI
-    plain = [p for p in parts if isinstance(p, str)]
-    specials = [p for p in parts if not isinstance(p, str)]
-    if not specials:
-        text = "".join(plain)
-        return text.__eq__
-    if all(p is star for p in specials) and len(plain) <= 1:
-        text = plain[0] if plain else ""
-        shape = tuple(p is star for p in parts)
-        if shape in ((True,), (True, True)):
-            return lambda v: True
-        if shape == (False, True):
-            return lambda v: v.startswith(text)
-        if shape == (True, False):
-            return lambda v: v.endswith(text)
-        if shape == (True, False, True):
-            return lambda v: text in v
-    body = "".join(
-        re.escape(p) if isinstance(p, str) else (".*" if p is star else ".") for p in parts
-    )
-    rx = re.compile(body, re.DOTALL)
-    return lambda v: rx.fullmatch(v) is not None
+            out.append(".*" if part is SpecialChars.WILDCARD_MULTI else ".")
+    return "".join(out)
 
 
 def _string_group(field: str | None, strings: list[SigmaString], cased: bool) -> Pred:
-    """OR over several patterns on one field, with exact/prefix/suffix values
-    merged into one set or tuple test."""
+    """OR over several patterns on one field, as at most four C-level tests: a
+    set of exact values, a tuple of prefixes, a tuple of suffixes, and one
+    regular expression for every substring and other wildcard pattern."""
     exact: set[str] = set()
     prefixes: list[str] = []
     suffixes: list[str] = []
-    others: list[TextTest] = []
+    searches: list[str] = []
     star = SpecialChars.WILDCARD_MULTI
     for s in strings:
         parts = s.s
+        if any(isinstance(p, Placeholder) for p in parts):
+            _pattern(parts, cased)  # raises, naming the placeholder
         norm = [p if not isinstance(p, str) or cased else p.lower() for p in parts]
-        if len(norm) == 1 and isinstance(norm[0], str):
+        if not norm:
+            exact.add("")
+        elif all(p is star for p in norm):
+            return costed(_on_text(field, lambda v: True, cased), 1)  # '*': any value
+        elif len(norm) == 1 and isinstance(norm[0], str):
             exact.add(norm[0])
         elif len(norm) == 2 and isinstance(norm[0], str) and norm[1] is star:
             prefixes.append(norm[0])
         elif len(norm) == 2 and norm[0] is star and isinstance(norm[1], str):
             suffixes.append(norm[1])
+        elif len(norm) == 3 and norm[0] is star and norm[2] is star and isinstance(norm[1], str):
+            searches.append(re.escape(norm[1]))
         else:
-            others.append(_text_test(s, cased))
+            searches.append(rf"\A(?:{_pattern(parts, cased)})\Z")
     tests: list[TextTest] = []
+    weight = 0
     if exact:
-        frozen = frozenset(exact)
-        tests.append(frozen.__contains__)
+        tests.append(frozenset(exact).__contains__)
+        weight += 1
     if prefixes:
         pre = tuple(prefixes)
         tests.append(lambda v: v.startswith(pre))
+        weight += 1
     if suffixes:
         suf = tuple(suffixes)
         tests.append(lambda v: v.endswith(suf))
-    tests.extend(others)
-    test = _any_text(tests)
-    return _on_text(field, test, cased)
+        weight += 1
+    if searches:
+        rx = re.compile("|".join(searches), re.DOTALL)
+        tests.append(lambda v: rx.search(v) is not None)
+        weight += 4
+    return costed(_on_text(field, _any_text(tests), cased), weight + (20 if field is None else 0))
 
 
 def _any_text(tests: list[TextTest]) -> TextTest:
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda v: a(v) or b(v)
     frozen = tuple(tests)
-    return lambda v: any(t(v) for t in frozen)
+
+    def either(v: str) -> bool:
+        for t in frozen:
+            if t(v):
+                return True
+        return False
+
+    return either
 
 
 def _on_text(field: str | None, test: TextTest, cased: bool) -> Pred:
@@ -201,7 +234,7 @@ def _regex(field: str | None, value: SigmaRegularExpression) -> Pred:
         flags |= _REGEX_FLAGS[flag]
     # to_plain(regex=True): the pattern as written (str() would escape ? and *).
     rx = re.compile(value.regexp.to_plain(regex=True), flags)
-    return _on_text(field, lambda v: rx.search(v) is not None, cased=True)
+    return costed(_on_text(field, lambda v: rx.search(v) is not None, cased=True), 8)
 
 
 def _number(value: Any) -> float | None:

@@ -1,0 +1,209 @@
+"""Benchmark: events per second through the alerter with the whole shared corpus loaded.
+
+    .venv/bin/python -m tests.bench.alerter                 # 50,000 events
+    .venv/bin/python -m tests.bench.alerter --events 5000 --top 10
+
+Loads the packaged default set plus the shared SigmaHQ Linux corpus
+(../shared/sigma/rules beside the clone), builds a synthetic mix shaped like
+a busy host (about 35% exec, 65% file events: create/modify/close_write/
+delete/moved_to/attrib, over everyday programs and paths, with 1% attacks),
+then measures:
+
+1. in process: Engine.match over the mix (records built and every rule run);
+2. per rule: each rule's compiled predicate alone over the records of its
+   category, ns per event, the slowest `--top`;
+3. through NATS: a private nats-server, the mix stored first (100 events per
+   message, as a collector batches), then AlertConsumer in this process
+   through the consumer runtime, timed until every event is handled and its
+   alerts are stored.
+
+One run on a shared 2-core machine: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers import Runtime, Settings
+from snoopbus.consumers.alert.consumer import AlertConsumer
+from snoopbus.consumers.alert.engine import Engine
+from snoopbus.consumers.alert.loader import default_rules_dir, load_rules
+from snoopbus.proto import (
+    SCHEMA_VERSION,
+    connect,
+    encode_batch,
+    ensure_stream,
+    event_subject,
+)
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "sigma" / "rules"
+HOSTS = ("web-1", "web-2", "db-1")
+PER_MESSAGE = 100
+
+EVERYDAY = [
+    (["/usr/bin/ls", "-la", "/var/www"], "/usr/bin/bash"),
+    (["/usr/bin/grep", "-r", "TODO", "src"], "/usr/bin/bash"),
+    (["/usr/bin/git", "status", "--porcelain"], "/usr/bin/zsh"),
+    (["/usr/bin/python3", "manage.py", "runserver"], "/usr/bin/bash"),
+    (["/usr/bin/cat", "/etc/hostname"], "/usr/bin/sh"),
+    (["/usr/bin/sh", "-c", "date +%s > /run/last"], "/usr/sbin/cron"),
+    (["/usr/bin/bash", "-c", "ps aux | grep nginx | wc -l"], "/usr/bin/bash"),
+    (["/usr/bin/curl", "-s", "http://localhost:8080/health"], "/usr/bin/bash"),
+    (["/usr/bin/tar", "czf", "/backup/www.tgz", "/var/www"], "/usr/bin/bash"),
+    (["/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/pg"], "/usr/lib/systemd/systemd"),
+    (["/usr/bin/ssh", "deploy@10.0.0.5", "uptime"], "/usr/bin/bash"),
+    (["/usr/bin/find", "/var/log", "-name", "*.gz", "-mtime", "+7"], "/usr/bin/bash"),
+]  # fmt: skip
+ATTACKS = [
+    (["bash", "-c", "echo aWQK | base64 -d | sh"], "/usr/bin/bash"),
+    (["/bin/sh", "-c", "id; uname -a"], "/usr/sbin/nginx"),
+    (["/tmp/.x/kworker", "-o", "pool.minexmr.com:443"], "/usr/bin/bash"),
+    (["chmod", "u+s", "/tmp/rootshell"], "/usr/bin/bash"),
+]
+FILE_PATHS = [
+    "/var/www/html/index.php", "/home/dev/src/app.py", "/var/lib/postgresql/15/main/base/1/2619",
+    "/tmp/pip-build-abc/setup.py", "/var/log/nginx/access.log", "/home/dev/.cache/x/y.json",
+    "/var/cache/apt/pkgcache.bin", "/run/user/1000/bus",
+]  # fmt: skip
+ATTACK_PATHS = ["/etc/cron.d/backdoor", "/root/.ssh/authorized_keys", "/etc/sudoers.d/99"]
+FILE_TYPES = ("create", "modify", "close_write", "close_write", "delete", "moved_to", "attrib")
+
+
+def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        attack = rng.random() < 0.01
+        host = rng.choice(HOSTS)
+        base = {"v": SCHEMA_VERSION, "id": f"bench-{i}", "ts": 1_700_000_000_000_000_000 + i,
+                "host": host}  # fmt: skip
+        if rng.random() < 0.35:
+            argv, parent = rng.choice(ATTACKS if attack else EVERYDAY)
+            exe = argv[0] if argv[0].startswith("/") else f"/usr/bin/{argv[0]}"
+            proc = {"pid": 1000 + i, "tid": 1000 + i, "ppid": 999, "uid": rng.choice((0, 1000)),
+                    "gid": 0, "comm": exe.rsplit("/", 1)[-1][:15], "exe": exe, "argv": argv,
+                    "cwd": "/home/dev", "parent_exe": parent, "parent_argv": [parent]}  # fmt: skip
+            out.append({**base, "type": "exec", "proc": proc})
+        else:
+            path = rng.choice(ATTACK_PATHS if attack else FILE_PATHS)
+            type_ = rng.choice(FILE_TYPES)
+            file: dict[str, Any] = {"path": path}
+            if type_ == "attrib":
+                file["mode"] = 0o4755 if attack else 0o644
+            proc = {"pid": 2000, "tid": 2000, "ppid": 1, "uid": 0, "gid": 0,
+                    "comm": "python3", "exe": "/usr/bin/python3", "argv": ["python3", "app.py"],
+                    "cwd": "/srv"}  # fmt: skip
+            out.append({**base, "type": type_, "proc": proc, "file": file})
+    return out
+
+
+def in_process(engine: Engine, events: list[dict[str, Any]]) -> tuple[float, int]:
+    start = time.perf_counter()
+    hits = sum(len(engine.match(e)) for e in events)
+    return len(events) / (time.perf_counter() - start), hits
+
+
+def per_rule(engine: Engine, events: list[dict[str, Any]]) -> list[tuple[float, str, str]]:
+    """(ns per event, category, title) for every rule, on its category's records."""
+    from snoopbus.consumers.alert.logsources import EVENT_TYPES
+
+    out = []
+    for name, category in engine.categories.items():
+        records = [category.record(e) for e in events if e["type"] in EVENT_TYPES[name]]
+        if not records:
+            continue
+        for rule in category.rules:
+            match = rule.match
+            start = time.perf_counter_ns()
+            for values, low in records:
+                match(values, low)
+            out.append(((time.perf_counter_ns() - start) / len(records), name, rule.title))
+    return sorted(out, reverse=True)
+
+
+async def through_nats(rule_paths: list[Path], events: list[dict[str, Any]]) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(prefix="snoopbus-bench-") as tmp:
+        server = NatsServer(state_dir=Path(tmp) / "nats")
+        server.start()
+        try:
+            nc = await connect(server.url, name="bench")
+            js = nc.jetstream()
+            await ensure_stream(js)
+            groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for event in events:
+                groups.setdefault((event["host"], event["type"]), []).append(event)
+            pending = []
+            for (host, type_), evs in groups.items():
+                for i in range(0, len(evs), PER_MESSAGE):
+                    batch = encode_batch(evs[i : i + PER_MESSAGE])
+                    pending.append(await js.publish_async(event_subject(host, type_), batch))
+            await asyncio.gather(*pending)
+            consumer = AlertConsumer(rule_paths, throttle=60.0)
+            runtime = Runtime(consumer, nc=nc, settings=Settings(batch=256, concurrency=1))
+            start = time.perf_counter()
+            task = asyncio.create_task(runtime.run())
+            while consumer.stats.events < len(events):
+                if task.done():
+                    await task
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - start
+            runtime.stop()
+            await task
+            published = consumer.stats.published
+            await nc.drain()
+            return len(events) / elapsed, published
+        finally:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.alerter")
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--top", type=int, default=10, help="slowest rules to list")
+    parser.add_argument("--no-nats", action="store_true", help="skip the run through NATS")
+    args = parser.parse_args(argv)
+    if not CORPUS.is_dir():
+        parser.error(f"SigmaHQ corpus missing at {CORPUS} (shared/sigma beside the clone)")
+    paths = [default_rules_dir(), CORPUS]
+    start = time.perf_counter()
+    report = load_rules(paths)
+    load_s = time.perf_counter() - start
+    engine = Engine(report.rules)
+    events = make_events(args.events)
+    mix = Counter(e["type"] for e in events)
+    by_cat = Counter(r.category for r in report.rules)
+    print(f"rules: {len(report.rules)} loaded ({', '.join(f'{k} {v}' for k, v in by_cat.items())}),"
+          f" {len(report.skipped)} skipped, in {load_s:.2f}s")  # fmt: skip
+    print(f"events: {len(events)}  ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))})")
+    rate, hits = in_process(engine, events)
+    rows = [("in process (Engine.match)", f"{rate:,.0f}", f"{hits} hits")]
+    execs = [e for e in events if e["type"] == "exec"]
+    exec_rate, _ = in_process(engine, execs)
+    rows.append(("in process, exec events only", f"{exec_rate:,.0f}",
+                 f"{by_cat['process_creation']} process_creation rules each"))  # fmt: skip
+    if not args.no_nats:
+        nats_rate, published = asyncio.run(through_nats(paths, events))
+        rows.append(("through NATS (runtime + publish)", f"{nats_rate:,.0f}",
+                     f"{published} alerts after throttling"))  # fmt: skip
+    print()
+    print(f"{'path':<34} {'events/s':>10}  note")
+    for name, value, note in rows:
+        print(f"{name:<34} {value:>10}  {note}")
+    print()
+    print(f"slowest {args.top} rules (compiled predicate alone, on its category's records):")
+    print(f"{'ns/event':>9}  {'category':<17} title")
+    for ns, category, title in per_rule(engine, events)[: args.top]:
+        print(f"{ns:>9.0f}  {category:<17} {title}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
