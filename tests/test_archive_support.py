@@ -61,7 +61,7 @@ async def publish_events(js: JetStreamContext, events: list[dict[str, Any]], per
 
 def archived_ids(root: Path, kind: str = "events") -> list[str]:
     base = root / kind
-    if not base.exists():
+    if not any(base.rglob("*.parquet")):
         return []
     return ds.dataset(base, format="parquet").to_table(columns=["id"]).column("id").to_pylist()
 
