@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 
+from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.consumers.lines import format_alert, format_event, to_json
 from snoopbus.proto import (
     BusUnavailable,
@@ -15,7 +16,6 @@ from snoopbus.proto import (
     alerts_filter,
     connect,
     decode_batch,
-    decode_map,
     events_filter,
     nats_url_from_env,
 )
@@ -49,7 +49,7 @@ async def tail(url: str, subject: str, as_json: bool, alerts: bool = False) -> N
     async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
         try:
             if alerts:  # one map per message, not a batch
-                alert = decode_map(msg.data)
+                alert = decode_alert(msg.data)
                 out.write((to_json(alert) if as_json else format_alert(alert)) + "\n")
                 out.flush()
                 return
