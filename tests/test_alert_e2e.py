@@ -24,7 +24,6 @@ from nats.js.errors import NotFoundError
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
-from snoopbus.consumers.alert.loader import default_rules_dir
 from snoopbus.proto import STREAM_NAME, alerts_filter, decode_map
 from tests.conftest import RunningCollector, stop_process
 
@@ -73,7 +72,7 @@ async def alerter(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # returns at once
             [sys.executable, "-m", "snoopbus.consumers", "alert", "--nats", nats_server.url,
-             "--rules", str(default_rules_dir()), str(CORPUS), "--throttle", "0"],
+             "--rules", "default", str(CORPUS), "--throttle", "0"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

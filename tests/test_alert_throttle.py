@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -97,3 +98,18 @@ def test_format_alert_names_the_file_of_a_file_event() -> None:
     }  # fmt: skip
     line = format_alert(alert)
     assert line.endswith("pid=9: /usr/bin/vi close_write /etc/sudoers (x3 folded)")
+
+
+def test_a_rule_that_raises_is_counted_and_the_others_still_match(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def boom(values: Any, low: Any) -> bool:
+        raise TypeError("bug")
+
+    broken = dataclasses.replace(RULE, match=boom, rule=RULE.rule)
+    engine = Engine([broken, RULE])
+    event = hit().event
+    assert [h.rule for h in engine.match(event)] == [RULE]
+    engine.match(event)
+    assert engine.errors[RULE.id] == 2  # same id: both rules are built from one Sigma rule
+    assert len([r for r in caplog.records if "raised on event" in r.getMessage()]) == 1

@@ -53,7 +53,7 @@ class AlertConsumer(Consumer):
 
     def __init__(
         self,
-        rules: Sequence[Path] | None = None,
+        rules: Sequence[Path | str] | None = None,
         *,
         field_map: FieldMap | None = None,
         throttle: float = 60.0,
@@ -63,7 +63,11 @@ class AlertConsumer(Consumer):
     ) -> None:
         self.settings = settings or type(self).settings
         self.field_map = field_map or default_field_map()
-        self.rule_paths = list(rules) if rules else [default_rules_dir()]
+        # `default` names the packaged set, so it can be combined: --rules default ~/sigma
+        self.rule_paths = [
+            default_rules_dir() if str(p) == "default" and not Path(p).exists() else Path(p)
+            for p in (rules or ["default"])
+        ]
         self.report: LoadReport = load_rules(self.rule_paths, self.field_map)
         if not self.report.rules:
             raise NoRules(

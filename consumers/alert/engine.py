@@ -8,6 +8,8 @@ compiled predicate runs on it.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,8 @@ from .fields import FieldMap, Getter, default_field_map
 from .logsources import EVENT_TYPES
 from .matcher import CompiledRule
 from .values import Lowered, Values
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Engine:
         for rule in self.rules:
             by_category.setdefault(rule.category, []).append(rule)
         self.categories = {name: _Category(name, rs, fmap) for name, rs in by_category.items()}
+        self.errors: Counter[str] = Counter()  # rule id -> events it raised on
         self._by_type: dict[str, list[_Category]] = {}
         for name, category in self.categories.items():
             for type_ in EVENT_TYPES[name]:
@@ -76,7 +81,18 @@ class Engine:
         for category in self._by_type.get(event.get("type", ""), ()):
             values, low = category.record(event)
             for rule in category.rules:
-                if rule.match(values, low):
+                try:
+                    if not rule.match(values, low):
+                        continue
                     selected = rule.matched_selections(values, low)
-                    hits.append(Hit(rule, event, values, selected))
+                except Exception as exc:  # one rule's bug must not fail the batch for all
+                    self._failed(rule, event, exc)
+                    continue
+                hits.append(Hit(rule, event, values, selected))
         return hits
+
+    def _failed(self, rule: CompiledRule, event: Mapping[str, Any], exc: Exception) -> None:
+        self.errors[rule.id] += 1
+        if self.errors[rule.id] == 1:  # once per rule: a hot loop must not flood the log
+            log.error("rule %r raised on event %s: %s: %s (further errors only counted)",
+                      rule.title, event.get("id"), type(exc).__name__, exc)  # fmt: skip
