@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nats.aio.client import Client
@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.consumers import Runtime
 from snoopbus.consumers.forward import Forwarder, parse_spec
+from snoopbus.consumers.forward.worker import SINK_SETTINGS
 from snoopbus.proto import (
     alert_subject,
     dlq_subject,
@@ -30,6 +31,8 @@ from snoopbus.proto import (
 )
 
 T0 = 1_763_776_800_123_456_789  # 2025-11-22T02:00:00.123456789Z
+QUICK_PARENT = replace(Forwarder.settings, fetch_timeout=0.2)
+QUICK_SINKS = replace(SINK_SETTINGS, fetch_timeout=0.2)
 
 
 def make_event(seq: int, type: str = "exec", host: str = "h1", **extra: Any) -> dict[str, Any]:
@@ -79,7 +82,9 @@ async def wait_until(predicate: Callable[[], bool], within: float = 20.0, what: 
 @contextlib.asynccontextmanager
 async def forwarding(nc: Client, *urls: str) -> AsyncIterator[Forwarder]:
     """A forwarder running in this process on the test's connection."""
-    fwd = Forwarder([parse_spec(u, env={}) for u in urls])
+    specs = [parse_spec(u, env={}) for u in urls]
+    # Short fetch timeouts: a stop waits for the fetch in progress.
+    fwd = Forwarder(specs, settings=QUICK_PARENT, sink_settings=QUICK_SINKS)
     runtime = Runtime(fwd, nc=nc)
     task = asyncio.create_task(runtime.run())
     try:

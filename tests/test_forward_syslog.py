@@ -286,9 +286,16 @@ def make_certs(where: Path) -> None:
             "-extfile", "san.ext")  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("forward-certs") / "tls"
+    make_certs(where)
+    return where
+
+
 @pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
-    make_certs(tmp_path / "tls")
+def rsyslog(tmp_path: Path, certs: Path) -> Iterator[Rsyslog]:
+    shutil.copytree(certs, tmp_path / "tls")
     server = Rsyslog(tmp_path, free_port(), free_port(socket.SOCK_DGRAM), free_port())
     server.start()
     try:
