@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.consumers import Runtime, Settings
+from snoopbus.consumers import Runtime, Settings, plugin
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.outputs import Output, StdoutOutput, WebhookConfig, WebhookOutput
 from snoopbus.consumers.lines import format_alert
@@ -274,6 +274,11 @@ async def test_tail_alerts_prints_them_readably(
     line = next(x for x in out.read_text().splitlines() if "Evil Thing" in x)
     assert line == format_alert(alert)
     assert "CRITICAL Evil Thing [T1059] (selection) pid=4242: /bin/sh -c id" in line
+
+
+def test_registered_through_the_entry_point_group() -> None:
+    assert plugin.load("alert") is AlertConsumer
+    assert "alert" in plugin.plugins()
 
 
 def test_no_rules_is_a_clear_error(tmp_path: Path) -> None:

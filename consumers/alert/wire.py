@@ -25,4 +25,5 @@ def _text(value: Any) -> Any:
 
 def decode_alert(data: bytes) -> dict[str, Any]:
     """Raises snoopbus.proto.DecodeError for anything that is not a msgpack map."""
-    return _text(decode_map(data))
+    alert: dict[str, Any] = _text(decode_map(data))
+    return alert
