@@ -136,3 +136,24 @@ def test_field_map_override_from_toml_and_yaml(tmp_path: Path) -> None:
 def test_bad_field_maps_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(FieldMapError, match=message):
         load_field_map(write(tmp_path, "map.toml", text))
+
+
+def test_pysigma_warnings_are_recorded_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests run with warnings as errors; the loader must catch what pySigma warns."""
+    import warnings
+
+    from sigma.collection import SigmaCollection
+
+    real = SigmaCollection.from_yaml.__func__  # type: ignore[attr-defined]
+
+    def warning_from_yaml(cls: type[SigmaCollection], *args: object, **kwargs: object) -> object:
+        warnings.warn("deprecated construct", DeprecationWarning, stacklevel=2)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SigmaCollection, "from_yaml", classmethod(warning_from_yaml))
+    report = load_rules([write(tmp_path, "w.yml", GOOD)])
+    assert len(report.rules) == 1
+    assert len(report.warnings) == 1 and "deprecated construct" in report.warnings[0]
+    assert "w.yml" in report.warnings[0]
