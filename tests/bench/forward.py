@@ -1,0 +1,217 @@
+"""Benchmark: events per second the forwarder delivers, per sink, into local receivers.
+
+    .venv/bin/python -m tests.bench.forward                 # 50,000 events per sink
+    .venv/bin/python -m tests.bench.forward --events 10000 --sinks syslog,elastic
+
+Starts its own nats-server and stores the events first (100 per message, as
+a collector batches), then for each sink runs a forwarder (in this process)
+with only that sink, from a fresh durable, and times it from start until
+every message is acked, i.e. accepted by the receiver. Receivers: files for
+the file sinks; an HTTP server (webhook and `_bulk`, the one the tests use)
+in a separate process; one rsyslogd (imptcp, imudp, imtcp+gtls) writing to
+a file. "received" counts what arrived (UDP may drop; the others must not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers import Runtime
+from snoopbus.consumers.forward import Forwarder, parse_spec
+from snoopbus.consumers.forward.worker import SINK_SETTINGS
+from snoopbus.proto import encode_batch, ensure_stream, event_subject
+
+PER_MESSAGE = 100
+
+
+def event(seq: int) -> dict:
+    kind = ("exec", "open", "close_write", "exit")[seq % 4]
+    e = {
+        "v": 1, "id": f"bench-{seq}", "ts": 1_763_776_800_000_000_000 + seq * 1000,
+        "host": "bench-host", "type": kind,
+        "proc": {"pid": 1000 + seq % 5000, "tid": 1000 + seq % 5000, "ppid": 1, "uid": 1000,
+                 "gid": 1000, "comm": "python3", "exe": "/usr/bin/python3.11",
+                 "argv": ["python3", "-m", "app.worker", f"--job={seq}"], "cwd": "/srv/app"},
+    }  # fmt: skip
+    if kind in ("open", "close_write"):
+        e["file"] = {"path": f"/srv/app/data/{seq % 977}/part-{seq}.json", "inode": seq,
+                     "mode": 0o100644, "flags": 0o101}  # fmt: skip
+    if kind == "exit":
+        e["exit_code"] = 0
+    return e
+
+
+def serve_http() -> None:
+    """Child process: the tests' HTTP receiver; prints its port, runs until stdin closes."""
+    from tests.test_forward_receivers import HttpReceiver
+
+    async def main() -> None:
+        rx = HttpReceiver()
+        await rx.start()
+        print(rx.port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await rx.stop()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def http_receiver_process():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.forward", "--serve-http"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+async def settle(path: Path, since: int, want: int, within: float = 30.0) -> int:
+    """Lines added to `path` since `since`, once it stops growing (or has them all)."""
+    deadline, last, still = time.monotonic() + within, -1, 0.0
+    while time.monotonic() < deadline:
+        n = count_lines(path) - since
+        if n >= want:
+            return n
+        if n == last:
+            still += 0.1
+            if still >= 1.0:
+                return n
+        else:
+            last, still = n, 0.0
+        await asyncio.sleep(0.1)
+    return count_lines(path) - since
+
+
+async def run_sink(nc, url: str, messages: int) -> float:
+    spec = parse_spec(url, env={})
+    settings = replace(SINK_SETTINGS, fetch_timeout=0.2)
+    fwd = Forwarder([spec], settings=replace(Forwarder.settings, fetch_timeout=0.2),
+                    sink_settings=settings)  # fmt: skip
+    runtime = Runtime(fwd, nc=nc)
+    task = asyncio.create_task(runtime.run())
+    await fwd.ready()
+    start = time.monotonic()
+    worker = fwd.workers[0]
+    while worker.stats.acked + worker.stats.dead_lettered < messages:
+        await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+    elapsed = time.monotonic() - start
+    runtime.stop()
+    await task
+    if worker.stats.dead_lettered:
+        raise SystemExit(f"{url}: {worker.stats.dead_lettered} messages dead-lettered")
+    return elapsed
+
+
+async def bench(total: int, only: set[str] | None, work: Path) -> None:
+    from tests.test_forward_syslog import Rsyslog, free_port, make_certs
+
+    server = NatsServer(state_dir=work / "nats")
+    server.start()
+    rsyslog: Rsyslog | None = None
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        events = [event(i) for i in range(total)]
+        by_type: dict[str, list[dict]] = {}
+        for e in events:
+            by_type.setdefault(e["type"], []).append(e)
+        futures = []
+        for type_, group in by_type.items():
+            for start in range(0, len(group), PER_MESSAGE):
+                payload = encode_batch(group[start : start + PER_MESSAGE])
+                futures.append(await js.publish_async(event_subject("bench-host", type_), payload))
+        await asyncio.gather(*futures)
+        messages = len(futures)
+
+        make_certs(work / "tls")
+        rsyslog = Rsyslog(work, free_port(), free_port(socket.SOCK_DGRAM), free_port())
+        rsyslog.start()
+        ca = work / "tls" / "ca.pem"
+        rows: list[tuple[str, float, int | str]] = []
+        with http_receiver_process() as http_port:
+            sinks = [
+                ("jsonl+file", f"jsonl+file://{work}/out.jsonl", work / "out.jsonl"),
+                ("ecs+file", f"ecs+file://{work}/ecs.jsonl", work / "ecs.jsonl"),
+                ("ocsf+file", f"ocsf+file://{work}/ocsf.jsonl", work / "ocsf.jsonl"),
+                ("webhook+http", f"webhook+http://127.0.0.1:{http_port}/hook", None),
+                ("ocsf+http", f"ocsf+http://127.0.0.1:{http_port}/ocsf", None),
+                ("elastic+http", f"elastic+http://127.0.0.1:{http_port}/bench", None),
+                ("syslog+tcp", f"syslog+tcp://127.0.0.1:{rsyslog.tcp}", rsyslog.out),
+                ("syslog+tls", f"syslog+tls://127.0.0.1:{rsyslog.tls}?ca={ca}", rsyslog.out),
+                ("syslog+udp", f"syslog+udp://127.0.0.1:{rsyslog.udp}", rsyslog.out),
+                ("cef+tcp", f"cef+tcp://127.0.0.1:{rsyslog.tcp}", rsyslog.out),
+            ]
+            for name, url, out in sinks:
+                if only and not any(name.startswith(o) for o in only):
+                    continue
+                before = count_lines(out) if out else 0
+                seconds = await run_sink(nc, url, messages)
+                received: int | str = "(acked)"
+                if out is not None:
+                    received = await settle(out, before, total)
+                rows.append((name, seconds, received))
+                print(f"  {name:<14} {total / seconds:>10,.0f} events/s", file=sys.stderr)
+        await nc.close()
+    finally:
+        if rsyslog is not None:
+            rsyslog.stop()
+        server.stop()
+
+    print(f"\nforward: {total:,} events ({messages} messages of {PER_MESSAGE}) per sink\n")
+    print(f"{'sink':<14} {'seconds':>8} {'events/s':>10} {'received':>10}")
+    for name, seconds, received in rows:
+        shown = f"{received:,}" if isinstance(received, int) else received
+        print(f"{name:<14} {seconds:>8.2f} {total / seconds:>10,.0f} {shown:>10}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--sinks", default="", help="comma-separated prefixes, e.g. syslog,elastic")
+    parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_http:
+        serve_http()
+        return
+    only = {s.strip() for s in args.sinks.split(",") if s.strip()} or None
+    work = Path(tempfile.mkdtemp(prefix="snoopbus-bench-forward-"))
+    try:
+        asyncio.run(bench(args.events, only, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
