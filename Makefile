@@ -13,9 +13,12 @@ STAMP := $(VENV)/.installed
 up: setup
 	$(VENV)/bin/snoopbus up
 
+# Both must pass; the tests run first so one run reports both.
 test: setup
-	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider
+	@status=0; \
+	$(PY) -m pytest -q -p no:cacheprovider || status=$$?; \
+	$(VENV)/bin/ruff check . || status=$$((status ? status : 1)); \
+	exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check .
