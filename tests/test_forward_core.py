@@ -16,7 +16,7 @@ import pytest
 
 from snoopbus.consumers.forward import Backoff, SpecError, parse_spec
 from snoopbus.consumers.forward.text import display
-from snoopbus.proto import alerts_filter, events_filter
+from snoopbus.proto import alerts_filter, encode_batch, event_subject, events_filter
 from tests.test_forward_receivers import (
     dead_letters,
     forwarding,
@@ -195,3 +195,49 @@ async def test_webhook_permanent_reject_goes_to_dead_letters(nc, js) -> None:
     assert reason.startswith("webhook+http: HTTP 400:") and "scripted 400" in reason
     assert letter.headers["Snoopbus-Dlq-Kind"] == "rejected"
     assert fwd.workers[0].stats.dead_lettered == 1 and len(rx.requests) == 2
+
+
+async def test_a_sink_that_is_down_holds_back_only_itself(nc, js, tmp_path: Path) -> None:
+    async with http_receiver() as rx:
+        port = rx.port  # closed again: this sink stays down
+    out = tmp_path / "ok.jsonl"
+    down = f"webhook+http://127.0.0.1:{port}/?name=down&backoff=0.05&backoff_cap=0.2&retries=1"
+    async with forwarding(nc, down, f"jsonl+file://{out}?name=up") as fwd:
+        await publish_events(js, [make_event(i) for i in range(50)], per_msg=5)
+        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 50)
+        await wait_until(lambda: fwd.workers[0].stats.naked >= 10)
+        info = await js.consumer_info("SNOOPBUS", "forward-down")
+    assert fwd.workers[1].stats.acked == 10 and fwd.workers[0].stats.acked == 0
+    assert info.num_ack_pending + info.num_pending + info.num_redelivered >= 1
+
+
+async def test_a_sink_that_stays_down_keeps_memory_bounded(nc, js) -> None:
+    """In flight: at most concurrency x fetch batch messages; the rest stays in JetStream."""
+    async with http_receiver() as rx:
+        port = rx.port
+    url = (f"webhook+http://127.0.0.1:{port}/?name=down&backoff=0.01&backoff_cap=0.05"
+           "&retries=1&concurrency=1")  # fmt: skip
+    async with forwarding(nc, url) as fwd:
+        runtime = fwd.runtimes["forward-down"]
+        bound = runtime.settings.concurrency * runtime.settings.batch
+        acks = [await js.publish_async(event_subject("h1", "exec"), encode_batch([make_event(i)]))
+                for i in range(3 * bound)]  # fmt: skip
+        await asyncio.gather(*acks)
+        peak = 0
+        for _ in range(40):
+            peak = max(peak, runtime.held)
+            await asyncio.sleep(0.025)
+        await wait_until(lambda: fwd.workers[0].stats.naked >= bound)
+        info = await js.consumer_info("SNOOPBUS", "forward-down")
+    assert peak <= bound
+    assert info.num_ack_pending <= runtime.settings.ack_pending_limit
+    assert fwd.workers[0].stats.acked == 0 and runtime.counters.dead_lettered == 0
+
+
+async def test_ecs_lines_to_a_file(nc, js, tmp_path: Path) -> None:
+    out = tmp_path / "ecs.jsonl"
+    async with forwarding(nc, f"ecs+file://{out}"):
+        await publish_events(js, [make_event(1, "delete")])
+        await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
+    doc = json.loads(out.read_text())
+    assert doc["event"]["type"] == ["deletion"] and doc["file"]["path"] == "/tmp/f1.txt"
