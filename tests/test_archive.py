@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,10 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Runtime, dlq
-from snoopbus.consumers.archive import layout
+from snoopbus.consumers.archive import columns, layout
 from snoopbus.consumers.archive.archiver import Archiver
 from snoopbus.consumers.archive.columns import (
-    EVENT_SCHEMA,
-    ColumnBuffer,
+    EventBuffer,
     RowError,
     append_event,
     restore_text,
@@ -175,19 +175,33 @@ async def test_non_utf8_text_is_kept_exactly(
     assert rows[plain["id"]]["proc_argv_raw"] is None
 
 
-def test_unknown_keys_are_kept_as_json() -> None:
-    buf = ColumnBuffer(EVENT_SCHEMA)
+def test_unknown_keys_are_kept_as_json_and_unstorable_values_refused() -> None:
+    buf = EventBuffer()
     ev = make_event(3)
     ev["future"] = {"a": 1}
-    ev["proc"]["new_thing"] = 7
+    ev["proc"]["new_thing"] = 2**70  # unknown keys may hold anything JSON can
     append_event(buf, ev)
-    assert json.loads(buf.cols["extra"][0]) == {"future": {"a": 1}, "proc.new_thing": 7}
-    bad = make_event(4)
-    bad["proc"]["pid"] = "seven"
-    with pytest.raises(RowError, match=r"event.proc.pid"):
-        append_event(buf, bad)
-    assert buf.rows == 1 and all(len(v) == 1 for v in buf.cols.values())
-    pq.write_table(buf.table(), io.BytesIO())
+    for mutate, field in (
+        (lambda e: e["proc"].__setitem__("pid", "seven"), "event.proc.pid: expected int"),
+        (lambda e: e["file"].__setitem__("inode", -1), "event.file.inode: -1 does not fit"),
+        (lambda e: e.__setitem__("cookie", 2**63), "event.cookie: 9223372036854775808"),
+        (lambda e: e["proc"].__setitem__("argv", ["a", 1]), "event.proc.argv: expected texts"),
+    ):
+        bad = make_event(4)
+        mutate(bad)
+        with pytest.raises(RowError, match=re.escape(field)):
+            append_event(buf, bad)
+    big = make_event(5)
+    big["file"]["inode"] = 2**64 - 1  # unsigned columns take the whole range
+    append_event(buf, big)
+    table = buf.table()
+    assert table.num_rows == 2
+    assert json.loads(table.column("extra")[0].as_py()) == {
+        "future": {"a": 1}, "proc.new_thing": 2**70
+    }
+    assert table.column("extra")[1].as_py() is None
+    assert table.column("file_inode")[1].as_py() == 2**64 - 1
+    pq.write_table(table, io.BytesIO())
 
 
 async def test_a_dead_writers_temporary_is_ignored_by_readers_and_removed_at_start(
@@ -208,3 +222,17 @@ async def test_a_dead_writers_temporary_is_ignored_by_readers_and_removed_at_sta
     assert len(archived_ids(root)) == 30
     async with archiver(nats_server.url, root):
         assert not half.exists()
+
+
+def test_fast_and_per_column_table_building_agree() -> None:
+    events = [make_event(n) for n in range(50)]
+    events[3]["proc"].pop("comm")
+    events[4].pop("proc")
+    events[5]["future"] = [1, 2]
+    fast = columns.event_table(events)
+    assert fast.equals(columns._event_table_by_column(events))
+    odd = [*events, make_event(60)]
+    odd[-1]["file"]["path"] = text_from_kernel(b"/x\xff")  # forces the per-column path
+    table = columns.event_table(odd)
+    assert table.slice(0, 50).equals(fast)
+    assert table.column("file_path_raw")[50].as_py() == b"/x\xff"

@@ -43,7 +43,7 @@ def write_archive(root: Path, events: list[dict[str, Any]]) -> None:
     for ev in events:
         part = PartKey("events", day_of(ev["ts"]), host_token(ev["host"]))
         append_event(w.window.buffer(part), ev)
-        w.window.rows += 1
+        w.window.rows += 1  # what Archiver._attach counts
     w.commit(w.take())
 
 

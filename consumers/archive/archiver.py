@@ -179,7 +179,7 @@ class Archiver(Consumer):
                     self.writer.duplicates += 1
                     continue
                 part = PartKey("events", self._day(event["ts"]), token)
-                append_event(window.buffer(part), event, f"event[{i}]")
+                append_event(window.buffer(part), event, f"event[{i}]")  # type: ignore[arg-type]
                 new_keys.append(key)
         except RowError:
             _truncate(window, marks)
@@ -326,9 +326,7 @@ def _truncate(window: Any, marks: dict[PartKey, int]) -> None:
     for part, buf in list(window.parts.items()):
         keep = marks.get(part, 0)
         if buf.rows > keep:
-            for values in buf.cols.values():
-                del values[keep:]
-            buf.rows = keep
+            buf.truncate(keep)
 
 
 def _ns(when: datetime) -> int:

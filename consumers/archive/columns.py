@@ -32,7 +32,6 @@ _ARROW: Final = {
     BOOL: pa.bool_(),
 }  # fmt: skip
 _RAW_ARROW: Final = {TEXT: pa.binary(), TEXTS: pa.list_(pa.binary())}
-_INT_RANGE: Final = {INT: (-(2**63), 2**63 - 1), UINT: (0, 2**64 - 1)}
 TS_TYPE: Final = pa.timestamp("ns", tz="UTC")
 RAW_SUFFIX: Final = "_raw"
 NS_PER_DAY: Final = 86_400 * 10**9
@@ -161,7 +160,7 @@ def to_json(obj: object) -> str:
 
 
 class ColumnBuffer:
-    """Rows of one table being gathered column by column (cheap appends)."""
+    """Alert rows gathered column by column."""
 
     __slots__ = ("cols", "rows", "schema")
 
@@ -176,70 +175,197 @@ class ColumnBuffer:
     def ids(self) -> list[str]:
         return self.cols["id"]
 
+    def extend(self, other: ColumnBuffer) -> None:
+        for name, values in other.cols.items():
+            self.cols[name].extend(values)
+        self.rows += other.rows
 
-def _cell(f: Field, value: Any, where: str) -> tuple[Any, Any]:
-    kind = f.kind
+    def truncate(self, rows: int) -> None:
+        for values in self.cols.values():
+            del values[rows:]
+        self.rows = rows
+
+
+class EventBuffer:
+    """Events kept as they came; columns are built at commit, one list
+    comprehension per column (far cheaper than per-event field loops), off the
+    event loop. Only what `check_event` accepted goes in."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[Mapping[str, Any]] = []
+
+    @property
+    def rows(self) -> int:
+        return len(self.events)
+
+    def ids(self) -> list[str]:
+        return [e["id"] for e in self.events]
+
+    def extend(self, other: EventBuffer) -> None:
+        self.events.extend(other.events)
+
+    def truncate(self, rows: int) -> None:
+        del self.events[rows:]
+
+    def table(self) -> pa.Table:
+        return event_table(self.events)
+
+
+_EMPTY: Final[Mapping[str, Any]] = {}
+_UINT_KEYS: Final = {
+    (f.within, f.key) for f in EVENT_FIELDS if f.kind == UINT
+}
+_TYPED_KEYS: Final = {(f.within, f.key): f for f in EVENT_FIELDS}
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+
+
+def check_event(event: Mapping[str, Any], where: str = "event") -> None:
+    """Raise RowError if `event` cannot become a row.
+
+    The runtime hands over events proto has validated (types are right), so
+    what remains is what Parquet cannot hold: ints past 64 bits, negative
+    values in unsigned columns, and a type the archive's column disagrees with.
+    """
+    ts, host = event.get("ts"), event.get("host")
+    if type(ts) is not int or not isinstance(host, str):
+        raise RowError(f"{where}: needs int ts and str host")
+    if not _INT64_MIN <= ts <= _INT64_MAX:
+        raise RowError(f"{where}.ts: {ts} does not fit a 64-bit timestamp")
+    for within, src in ((None, event), ("proc", event.get("proc")), ("file", event.get("file"))):
+        if src is None:
+            continue
+        if not isinstance(src, Mapping):
+            raise RowError(f"{where}.{within}: expected a map")
+        for key, value in src.items():
+            if type(value) is int:
+                if _INT64_MIN <= value <= _INT64_MAX and (
+                    value >= 0 or (within, key) not in _UINT_KEYS
+                ):
+                    continue
+                if 0 <= value <= _UINT64_MAX and (within, key) in _UINT_KEYS:
+                    continue
+                if (within, key) not in _TYPED_KEYS:
+                    continue  # an unknown key: kept as JSON in `extra`, any size
+                label = key if within is None else f"{within}.{key}"
+                kind = "unsigned 64-bit" if (within, key) in _UINT_KEYS else "64-bit int"
+                raise RowError(f"{where}.{label}: {value} does not fit a {kind} column")
+            f = _TYPED_KEYS.get((within, key))
+            if f is not None and value is not None and not _type_ok(f.kind, value):
+                label = key if within is None else f"{within}.{key}"
+                raise RowError(f"{where}.{label}: expected {f.kind}, got {type(value).__name__}")
+
+
+def _type_ok(kind: str, value: Any) -> bool:
     if kind == TEXT:
-        if not isinstance(value, str):
-            raise RowError(f"{where}: expected text, got {type(value).__name__}")
-        return text_cell(value)
+        return isinstance(value, str)
     if kind == TEXTS:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise RowError(f"{where}: expected a list of text")
-        return texts_cell(value)
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == BOOL:
-        if not isinstance(value, bool):
-            raise RowError(f"{where}: expected a bool, got {type(value).__name__}")
-        return value, None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RowError(f"{where}: expected an int, got {type(value).__name__}")
-    low, high = _INT_RANGE[kind]
-    if not low <= value <= high:
-        raise RowError(f"{where}: {value} does not fit a {64}-bit {kind} column")
-    return value, None
+        return isinstance(value, bool)
+    return type(value) is int
+
+
+def append_event(buf: EventBuffer, event: Mapping[str, Any], where: str = "event") -> None:
+    """Check, then keep: a RowError leaves `buf` as it was."""
+    check_event(event, where)
+    buf.events.append(event)
+
+
+def _text_column(values: list[Any]) -> tuple[pa.Array, pa.Array]:
+    """(string column, raw binary column); the raw one all null unless needed."""
+    try:
+        return pa.array(values, pa.string()), pa.nulls(len(values), pa.binary())
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pass  # some value is not UTF-8: cell by cell
+    cells = [(None, None) if v is None else text_cell(v) for v in values]
+    return (pa.array([c for c, _ in cells], pa.string()),
+            pa.array([r for _, r in cells], pa.binary()))  # fmt: skip
+
+
+def _texts_column(values: list[Any]) -> tuple[pa.Array, pa.Array]:
+    try:
+        return pa.array(values, pa.list_(pa.string())), pa.nulls(len(values), pa.list_(pa.binary()))
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    cells = [(None, None) if v is None else texts_cell(v) for v in values]
+    return (pa.array([c for c, _ in cells], pa.list_(pa.string())),
+            pa.array([r for _, r in cells], pa.list_(pa.binary())))  # fmt: skip
+
+
+_KNOWN_TOP: Final = frozenset(_KNOWN[None])
+_KNOWN_PROC: Final = frozenset(_KNOWN["proc"])
+_KNOWN_FILE: Final = frozenset(_KNOWN["file"])
 
 
 def _extra(event: Mapping[str, Any]) -> str | None:
-    extra: dict[str, Any] = {k: v for k, v in event.items() if k not in _KNOWN[None]}
-    for within in ("proc", "file"):
-        sub = event.get(within)
-        if isinstance(sub, Mapping):
-            extra.update({f"{within}.{k}": v for k, v in sub.items() if k not in _KNOWN[within]})
-    return to_json(extra) if extra else None
+    """Keys this archive has no column for, as JSON (None in the common case)."""
+    proc, file = event.get("proc") or _EMPTY, event.get("file") or _EMPTY
+    if event.keys() <= _KNOWN_TOP and proc.keys() <= _KNOWN_PROC and file.keys() <= _KNOWN_FILE:
+        return None
+    extra: dict[str, Any] = {k: v for k, v in event.items() if k not in _KNOWN_TOP}
+    extra.update({f"proc.{k}": v for k, v in proc.items() if k not in _KNOWN_PROC})
+    extra.update({f"file.{k}": v for k, v in file.items() if k not in _KNOWN_FILE})
+    return to_json(extra)
 
 
-def append_event(buf: ColumnBuffer, event: Mapping[str, Any], where: str = "event") -> None:
-    """One event as one row. All-or-nothing: a RowError leaves `buf` as it was."""
-    ts = event.get("ts")
-    host = event.get("host")
-    if not isinstance(ts, int) or not isinstance(host, str):
-        raise RowError(f"{where}: needs int ts and str host")
-    if not -(2**63) <= ts < 2**63:
-        raise RowError(f"{where}.ts: {ts} does not fit a 64-bit timestamp")
-    proc, file = event.get("proc"), event.get("file")
-    sources = {None: event, "proc": proc if isinstance(proc, Mapping) else {},
-               "file": file if isinstance(file, Mapping) else {}}
-    # Every cell first, so a bad one cannot leave a half-appended row.
-    cells: list[tuple[Field, Any, Any]] = []
+def _struct(within: str | None) -> list[pa.Field]:
+    return [pa.field(f.key, _ARROW[f.kind]) for f in EVENT_FIELDS if f.within == within]
+
+
+# The wire map as an Arrow struct: pyarrow converts a list of such dicts in C++.
+_WIRE: Final = pa.struct([
+    pa.field("ts", pa.int64()), pa.field("host", pa.string()), *_struct(None),
+    pa.field("proc", pa.struct(_struct("proc"))), pa.field("file", pa.struct(_struct("file"))),
+])  # fmt: skip
+
+
+def event_table(events: list[Mapping[str, Any]]) -> pa.Table:
+    """The Parquet table of `events` (already accepted by `check_event`)."""
+    try:
+        wire = pa.array(events, type=_WIRE)
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return _event_table_by_column(events)  # text that is not UTF-8 somewhere
+    parts = dict(zip(_WIRE.names, wire.flatten(), strict=True))
+    sources = {
+        None: parts,
+        "proc": dict(zip(_WIRE.field("proc").type.names, parts["proc"].flatten(), strict=True)),
+        "file": dict(zip(_WIRE.field("file").type.names, parts["file"].flatten(), strict=True)),
+    }
+    n = len(events)
+    arrays: dict[str, pa.Array] = {
+        "ts": parts["ts"].cast(TS_TYPE), "host_name": parts["host"],
+        "host_name_raw": pa.nulls(n, pa.binary()),
+    }  # fmt: skip
     for f in EVENT_FIELDS:
-        value = sources[f.within].get(f.key)
-        if value is None:
-            cells.append((f, None, None))
-        else:
-            label = f"{where}.{f.key}" if f.within is None else f"{where}.{f.within}.{f.key}"
-            cells.append((f, *_cell(f, value, label)))
-    extra = _extra(event)
-    cols = buf.cols
-    cols["ts"].append(ts)
-    name, raw = text_cell(host)
-    cols["host_name"].append(name)
-    cols["host_name_raw"].append(raw)
-    for f, cell, raw in cells:
-        cols[f.column].append(cell)
+        arrays[f.column] = sources[f.within][f.key]
         if f.has_raw:
-            cols[f.column + RAW_SUFFIX].append(raw)
-    cols["extra"].append(extra)
-    buf.rows += 1
+            arrays[f.column + RAW_SUFFIX] = pa.nulls(n, _RAW_ARROW[f.kind])
+    arrays["extra"] = pa.array([_extra(e) for e in events], pa.string())
+    return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
+
+
+def _event_table_by_column(events: list[Mapping[str, Any]]) -> pa.Table:
+    procs = [e.get("proc") or _EMPTY for e in events]
+    files = [e.get("file") or _EMPTY for e in events]
+    sources = {None: events, "proc": procs, "file": files}
+    arrays: dict[str, pa.Array] = {"ts": pa.array([e["ts"] for e in events], TS_TYPE)}
+    arrays["host_name"], arrays["host_name_raw"] = _text_column([e["host"] for e in events])
+    for f in EVENT_FIELDS:
+        key = f.key
+        values = [s.get(key) for s in sources[f.within]]
+        if f.kind == TEXT:
+            arr, raw = _text_column(values)
+        elif f.kind == TEXTS:
+            arr, raw = _texts_column(values)
+        else:
+            arr, raw = pa.array(values, _ARROW[f.kind]), None
+        arrays[f.column] = arr
+        if f.has_raw:
+            arrays[f.column + RAW_SUFFIX] = raw
+    arrays["extra"] = pa.array([_extra(e) for e in events], pa.string())
+    return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
 
 
 def append_alert(

@@ -28,28 +28,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
-from .columns import ALERT_SCHEMA, EVENT_SCHEMA, ColumnBuffer
+from .columns import ALERT_SCHEMA, ColumnBuffer, EventBuffer
 from .layout import PartKey
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, host token, id)
-SCHEMAS = {"events": EVENT_SCHEMA, "alerts": ALERT_SCHEMA}
+Buffer = EventBuffer | ColumnBuffer
 
 
 @dataclass
 class Window:
-    parts: dict[PartKey, ColumnBuffer] = field(default_factory=dict)
+    parts: dict[PartKey, Buffer] = field(default_factory=dict)
     deliveries: list[Any] = field(default_factory=list)  # settled once committed
     keys: set[Key] = field(default_factory=set)
     rows: int = 0
     wire_bytes: int = 0
     opened: float = field(default_factory=time.monotonic)
 
-    def buffer(self, part: PartKey) -> ColumnBuffer:
+    def buffer(self, part: PartKey) -> Buffer:
         buf = self.parts.get(part)
         if buf is None:
-            buf = self.parts[part] = ColumnBuffer(SCHEMAS[part.kind])
+            buf = EventBuffer() if part.kind == "events" else ColumnBuffer(ALERT_SCHEMA)
+            self.parts[part] = buf
         return buf
 
     def absorb(self, later: Window) -> None:
@@ -58,10 +59,8 @@ class Window:
             mine = self.parts.get(part)
             if mine is None:
                 self.parts[part] = buf
-                continue
-            for name, values in buf.cols.items():
-                mine.cols[name].extend(values)
-            mine.rows += buf.rows
+            else:
+                mine.extend(buf)  # type: ignore[arg-type]  # same part, same kind
         self.deliveries.extend(later.deliveries)
         self.keys |= later.keys
         self.rows += later.rows
