@@ -231,7 +231,7 @@ def test_fast_and_per_column_table_building_agree() -> None:
     events[5]["future"] = [1, 2]
     fast = columns.event_table(events)
     assert fast.equals(columns._event_table_by_column(events))
-    odd = [*events, make_event(60)]
+    odd = [*events, make_event(61)]
     odd[-1]["file"]["path"] = text_from_kernel(b"/x\xff")  # forces the per-column path
     table = columns.event_table(odd)
     assert table.slice(0, 50).equals(fast)
