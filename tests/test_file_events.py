@@ -85,6 +85,14 @@ def check_proc(events: list[dict[str, Any]], pid: int) -> None:
 
 
 @pytest.fixture
+async def watch(watch: EventWatch, nc: Any) -> EventWatch:
+    """conftest's watch, once the server surely has its subscription: the
+    children below block the loop, so an unsent SUB would miss their events."""
+    await nc.flush()
+    return watch
+
+
+@pytest.fixture
 def work(tmp_path: Path) -> Path:
     d = tmp_path / "work dir"
     d.mkdir()
@@ -307,6 +315,7 @@ async def test_failed_operations_when_asked(
 
         w = EventWatch()
         sub = await nc.subscribe(events_filter(host=running.host), cb=w.on_msg)
+        await nc.flush()  # the server has the subscription before the child runs
         pid = run_child(work, """
             for op in (lambda: os.unlink("missing"), lambda: os.rmdir("nodir"),
                        lambda: os.open("nope/x", os.O_CREAT | os.O_WRONLY)):

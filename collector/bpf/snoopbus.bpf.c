@@ -225,15 +225,36 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     return 0;
 }
 
+/* Whether the user string at data[at] is one plain component (no '/', not
+ * starting with '.'): then the walked base's path verdict is the name's. */
+static __always_inline int single_component(struct scratch *s, u32 at, int n)
+{
+    if (n <= 1 || s->data[at & (DATA_SIZE - 1)] == '.')
+        return 0;
+    for (int i = 0; i < NAME_SZ; i++) {
+        if (i >= n)
+            return 1;
+        char c = s->data[(at + i) & (DATA_SIZE - 1)];
+        if (c == '/')
+            return 0;
+        if (c == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Appends (base names, user string) for a name relative to dfd (or the cwd):
- * the base is walked only for relative names; user space joins and folds. */
-static __always_inline void add_name(struct scratch *s, struct file_rec *r, void *task,
+ * the base is walked only for relative names; user space joins and folds.
+ * Returns whether the kernel's path verdict (s->verdict) decides this name. */
+static __always_inline int add_name(struct scratch *s, struct file_rec *r, void *task,
                                      void *root, s64 dfd, const char *name, u16 trunc_flag,
                                      int base_seg)
 {
     u32 start = get_pos(s);
     char first = 0;
+    int walked = 0;
     bpf_probe_read_user(&first, 1, name);
+    set_verdict(s, VERDICT_NONE);
     if (first != '/') {
         void *base = 0;
         if (dfd == AT_FDCWD_VAL) {
@@ -246,15 +267,17 @@ static __always_inline void add_name(struct scratch *s, struct file_rec *r, void
             else
                 r->h.flags |= trunc_flag | F_FD_GONE;
         }
-        if (base)
+        if (base) {
             walk_path(s, base, root, &r->h.flags, trunc_flag, PATH_FILTERS);
+            walked = 1;
+        }
     }
     u32 mid = get_pos(s);
     r->seg[base_seg & 3] = mid - start;
     if (mid > DATA_SIZE - PATH_MAX_LEN) {
         r->h.flags |= trunc_flag;
         r->seg[(base_seg + 1) & 3] = 0;
-        return;
+        return 0;
     }
     barrier_var(mid);
     int n = bpf_probe_read_user_str(s->data + (mid & (DATA_SIZE - 1)), PATH_MAX_LEN, name);
@@ -262,6 +285,7 @@ static __always_inline void add_name(struct scratch *s, struct file_rec *r, void
         n = 0;
     r->seg[(base_seg + 1) & 3] = n;
     set_pos(s, mid + (n & (PATH_MAX_LEN * 2 - 1)));
+    return PATH_FILTERS && walked && single_component(s, mid, n);
 }
 
 static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind, s64 ret,
@@ -378,8 +402,13 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             } else {
                 r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
             }
-        } else {
-            add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
+        } else if (add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0)
+                   && a->sp.name2 < 0 && get_verdict(s) == VERDICT_EXCLUDE) {
+            /* Only an exclude decides here: the name itself may be an included
+             * directory. Renames and links are left to user space: either
+             * name may matter. */
+            kstat(KS_FILTERED_PATH);
+            goto done;
         }
     }
     if (a->sp.name2 >= 0 || a->sp.target >= 0) {
@@ -409,7 +438,7 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
     if (a->sp.name2 >= 0) {
         const char *name = (const char *)sc_arg(a, a->sp.name2);
         s64 dfd = a->sp.dfd2 >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd2) : AT_FDCWD_VAL;
-        add_name(s, r, task, root, dfd, name, F_PATH2_TRUNC, 2);
+        add_name(s, r, task, root, dfd, name, F_PATH2_TRUNC, 2);  /* verdict: user space */
         if (r->h.kind == KIND_RENAME) {
             if (r->oflags & RENAME_EXCHANGE_F && a->sp.flags >= 0)
                 r->h.flags |= F_EXCHANGE;
