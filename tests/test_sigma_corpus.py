@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snoopbus.consumers.alert.loader import load_rules, rule_files
+import pytest
+
+from snoopbus.consumers.alert.loader import default_rules_dir, load_rules, rule_files
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "sigma" / "rules"
 # Measured: 128 of 130 compile (the 2 OMIGOD rules need LogonId, which snoopbus
@@ -31,3 +33,25 @@ def test_the_shared_corpus_loads() -> None:
     assert len(report.rules) >= MIN_LOADED
     by_category = {r.category for r in report.rules}
     assert {"process_creation", "file_event"} <= by_category
+
+
+def test_fused_matchers_agree_with_the_closures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fuse() generates one function per rule from the closures' shapes: on the
+    whole corpus and a realistic event mix, both must give the same hits."""
+    from snoopbus.consumers.alert import matcher
+    from snoopbus.consumers.alert.engine import Engine
+    from tests.bench.alerter import make_events
+
+    assert CORPUS.is_dir(), f"SigmaHQ corpus missing at {CORPUS}"
+    paths = [default_rules_dir(), CORPUS]
+    fused = Engine(load_rules(paths).rules)
+    monkeypatch.setattr(matcher, "fuse", lambda pred: pred)
+    plain = Engine(load_rules(paths).rules)
+    assert any(r.match.__name__ == "_fused" for r in fused.rules)
+    assert not any(r.match.__name__ == "_fused" for r in plain.rules)
+    hits = 0
+    for event in make_events(3000, seed=11):
+        a = [(h.rule.id, h.selections) for h in fused.match(event)]
+        assert a == [(h.rule.id, h.selections) for h in plain.match(event)], event
+        hits += len(a)
+    assert hits > 0

@@ -29,7 +29,17 @@ from sigma.modifiers import (
 )
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
-from .values import Lowered, Pred, Unsupported, Values, all_of, any_of, compile_values, not_
+from .values import (
+    Lowered,
+    Pred,
+    Unsupported,
+    Values,
+    all_of,
+    any_of,
+    compile_values,
+    fuse,
+    not_,
+)
 
 # Modifiers pySigma parses but this matcher does not evaluate, by what they need.
 _UNSUPPORTED_MODIFIERS = {
@@ -148,6 +158,7 @@ def compile_rule(
     except SigmaError as exc:
         raise Unsupported(f"condition: {exc}") from None
     return CompiledRule(
-        rule=rule, category=category, match=any_of(conditions), selections=dict(c.selections),
+        rule=rule, category=category, match=fuse(any_of(conditions)),
+        selections={name: fuse(pred) for name, pred in c.selections.items()},
         fields=frozenset(c.fields), keywords=c.keywords, source=source,
     )  # fmt: skip

@@ -69,6 +69,16 @@ def cost(pred: Pred) -> int:
     return _COST.get(pred, 5)
 
 
+# What a predicate is, for fuse(): ("and"|"or", children), ("not", child), or a
+# test on one lower-cased field: ("in"|"pre"|"suf"|"search", field, constant).
+_SHAPE: weakref.WeakKeyDictionary[Pred, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def shaped(pred: Pred, *shape: Any) -> Pred:
+    _SHAPE[pred] = shape
+    return pred
+
+
 def any_of(preds: Sequence[Pred]) -> Pred:
     ordered = tuple(sorted(preds, key=cost))
     if not ordered:
@@ -78,7 +88,7 @@ def any_of(preds: Sequence[Pred]) -> Pred:
     total = sum(map(cost, ordered))
     if len(ordered) == 2:
         a, b = ordered
-        return costed(lambda v, lo: a(v, lo) or b(v, lo), total)
+        return shaped(costed(lambda v, lo: a(v, lo) or b(v, lo), total), "or", ordered)
 
     def either(v: Values, lo: Lowered) -> bool:
         for p in ordered:  # a plain loop: cheaper than any() over a generator
@@ -86,7 +96,7 @@ def any_of(preds: Sequence[Pred]) -> Pred:
                 return True
         return False
 
-    return costed(either, total)
+    return shaped(costed(either, total), "or", ordered)
 
 
 def all_of(preds: Sequence[Pred]) -> Pred:
@@ -96,7 +106,7 @@ def all_of(preds: Sequence[Pred]) -> Pred:
     total = sum(map(cost, ordered))
     if len(ordered) == 2:
         a, b = ordered
-        return costed(lambda v, lo: a(v, lo) and b(v, lo), total)
+        return shaped(costed(lambda v, lo: a(v, lo) and b(v, lo), total), "and", ordered)
 
     def both(v: Values, lo: Lowered) -> bool:
         for p in ordered:
@@ -104,11 +114,11 @@ def all_of(preds: Sequence[Pred]) -> Pred:
                 return False
         return True
 
-    return costed(both, total)
+    return shaped(costed(both, total), "and", ordered)
 
 
 def not_(pred: Pred) -> Pred:
-    return costed(lambda v, lo: not pred(v, lo), cost(pred))
+    return shaped(costed(lambda v, lo: not pred(v, lo), cost(pred)), "not", pred)
 
 
 # -- strings ---------------------------------------------------------------
@@ -134,6 +144,7 @@ def _string_group(field: str | None, strings: list[SigmaString], cased: bool) ->
     exact: set[str] = set()
     prefixes: list[str] = []
     suffixes: list[str] = []
+    subs: list[str] = []  # plain substrings: `in` beats a regex alternation of them
     searches: list[str] = []
     star = SpecialChars.WILDCARD_MULTI
     for s in strings:
@@ -152,7 +163,7 @@ def _string_group(field: str | None, strings: list[SigmaString], cased: bool) ->
         elif len(norm) == 2 and norm[0] is star and isinstance(norm[1], str):
             suffixes.append(norm[1])
         elif len(norm) == 3 and norm[0] is star and norm[2] is star and isinstance(norm[1], str):
-            searches.append(re.escape(norm[1]))
+            subs.append(norm[1])
         else:
             searches.append(rf"\A(?:{_pattern(parts, cased)})\Z")
     tests: list[TextTest] = []
@@ -168,11 +179,57 @@ def _string_group(field: str | None, strings: list[SigmaString], cased: bool) ->
         suf = tuple(suffixes)
         tests.append(lambda v: v.endswith(suf))
         weight += 1
+    if subs:
+        needles = tuple(subs)
+        tests.append(lambda v: _contains_any(v, needles))
+        weight += 2 + len(needles) // 4
     if searches:
         rx = re.compile("|".join(searches), re.DOTALL)
         tests.append(lambda v: rx.search(v) is not None)
         weight += 4
-    return costed(_on_text(field, _any_text(tests), cased), weight + (20 if field is None else 0))
+    weight += 20 if field is None else 0
+    if field is not None and not cased:
+        # One closure per kind of test, OR-linked: fuse() inlines them all.
+        kinds = [
+            _direct(field, "in", frozenset(exact)) if exact else None,
+            _direct(field, "pre", tuple(prefixes)) if prefixes else None,
+            _direct(field, "suf", tuple(suffixes)) if suffixes else None,
+            _direct(field, "sub", tuple(subs)) if subs else None,
+            _direct(field, "search", re.compile("|".join(searches), re.DOTALL).search)
+            if searches else None,
+        ]  # fmt: skip
+        return costed(any_of([k for k in kinds if k is not None]), weight)
+    return costed(_on_text(field, _any_text(tests), cased), weight)
+
+
+def _contains_any(v: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:
+        if needle in v:
+            return True
+    return False
+
+
+def _direct(field: str, kind: str, const: Any) -> Pred:
+    """One kind of test on one lower-cased field, as a closure fuse() can inline."""
+    if kind == "in":
+        return shaped(lambda v, lo: lo.get(field) in const, kind, field, const)
+    if kind == "pre":
+        return shaped(
+            lambda v, lo: (x := lo.get(field)) is not None and x.startswith(const),
+            kind, field, const,
+        )  # fmt: skip
+    if kind == "suf":
+        return shaped(
+            lambda v, lo: (x := lo.get(field)) is not None and x.endswith(const), kind, field, const
+        )
+    if kind == "sub":
+        return shaped(
+            lambda v, lo: (x := lo.get(field)) is not None and _contains_any(x, const),
+            kind, field, const,
+        )  # fmt: skip
+    return shaped(
+        lambda v, lo: (x := lo.get(field)) is not None and const(x) is not None, kind, field, const
+    )
 
 
 def _any_text(tests: list[TextTest]) -> TextTest:
@@ -338,3 +395,57 @@ def compile_value(field: str | None, value: SigmaType) -> Pred:
     if isinstance(value, SigmaCIDRExpression):
         return _cidr(field, value)
     raise Unsupported(f"value type {type(value).__name__}")
+
+
+class _Source:
+    """Generated code for fuse(): constants and field lookups become names."""
+
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {}
+        self.fields: dict[str, str] = {}
+
+    def const(self, obj: Any) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = obj
+        return name
+
+    def field(self, name: str) -> str:
+        if name not in self.fields:
+            self.fields[name] = f"_f{len(self.fields)}"
+        return self.fields[name]
+
+    def expr(self, pred: Pred) -> str:
+        shape = _SHAPE.get(pred)
+        if shape is None:
+            return f"{self.const(pred)}(v, lo)"  # anything else: call its closure
+        kind = shape[0]
+        if kind in ("and", "or"):
+            return "(" + f" {kind} ".join(self.expr(p) for p in shape[1]) + ")"
+        if kind == "not":
+            return f"(not {self.expr(shape[1])})"
+        x = self.field(shape[1])
+        if kind == "sub":  # inlined: `'a' in x or 'b' in x` with the needles as literals
+            return f"({x} is not None and (" + " or ".join(f"{n!r} in {x}" for n in shape[2]) + "))"
+        c = self.const(shape[2])
+        test = {"in": f"{x} in {c}", "pre": f"{x}.startswith({c})",
+                "suf": f"{x}.endswith({c})", "search": f"{c}({x}) is not None"}[kind]  # fmt: skip
+        return f"({x} is not None and {test})"
+
+
+def fuse(pred: Pred) -> Pred:
+    """One generated function for a whole predicate tree: each field looked up
+    once, the tests inlined, AND/OR as Python's own short-circuit operators.
+    Same results as `pred` (which stays the fallback for what has no shape)."""
+    if pred not in _SHAPE:
+        return pred
+    src = _Source()
+    body = src.expr(pred)
+    lookups = "".join(f"    {name} = lo.get({field!r})\n" for field, name in src.fields.items())
+    code = f"def _fused(v, lo):\n{lookups}    return {body}\n"
+    namespace = dict(src.consts)
+    try:
+        exec(compile(code, "<sigma rule>", "exec"), namespace)
+    except (SyntaxError, RecursionError, MemoryError):  # absurdly deep: keep the closures
+        return pred
+    fused: Pred = namespace["_fused"]
+    return costed(fused, cost(pred))
