@@ -4,6 +4,7 @@ from YAML strings with pySigma, events as the collector sends them)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
@@ -339,3 +340,13 @@ def test_an_unknown_field_is_refused_when_the_map_is_given() -> None:
     )
     with pytest.raises(Unsupported, match="field 'LogonId'"):
         compile_rule(SigmaRule.from_yaml(text), "process_creation", {"Image": "proc.exe"})
+
+
+def test_generated_code_takes_any_text_literally() -> None:
+    """fuse() puts substrings into generated code: quotes, backslashes, newlines
+    and non-ASCII must stay data."""
+    needle = "x'\\\"); import os #\n\u00e9"
+    r = rule(sel("CommandLine|contains: " + json.dumps(needle)))
+    assert r.match.__name__ == "_fused"
+    assert matches(r, exec_event(["echo", f"a{needle.upper()}b\udcff"]))
+    assert not matches(r, exec_event(["echo", "x'"]))

@@ -438,6 +438,8 @@ def fuse(pred: Pred) -> Pred:
     Same results as `pred` (which stays the fallback for what has no shape)."""
     if pred not in _SHAPE:
         return pred
+    # Rule text reaches the generated code only through repr() (field names,
+    # substrings) or as bound constants: a rule cannot inject code.
     src = _Source()
     body = src.expr(pred)
     lookups = "".join(f"    {name} = lo.get({field!r})\n" for field, name in src.fields.items())
