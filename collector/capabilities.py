@@ -532,6 +532,23 @@ def check_bcc_compiles() -> Check:
     return Check("bcc_compile", True, "BCC compiled a trivial program")
 
 
+def check_fsnotify_program() -> Check:
+    """Compile bpf/fsnotify.bpf.c and load each variant without attaching: whether
+    the deep-hook program itself is sound here, whatever the hooks allow."""
+    from snoopbus.collector.bcc_import import BccUnavailable
+
+    try:
+        from snoopbus.collector import fsnotify
+
+        results = [fsnotify.trial_load(v) for v in fsnotify.VARIANTS]
+    except (BccUnavailable, BtfError) as exc:
+        return Check("fsnotify_program", False, str(exc))
+    detail = "; ".join(f"{r.variant}: {r.detail}" for r in results)
+    ok = any(r.loaded for r in results)
+    return Check("fsnotify_program", ok, detail,
+                 "" if ok else "the fsnotify program did not load in any variant")
+
+
 # --- choosing hooks ------------------------------------------------------------------
 
 
@@ -629,6 +646,10 @@ def choose_hooks(checks: Iterable[Check]) -> HookPlan:
             f"no fentry ({why_not('fentry')}) and no kprobe ({why_not('kprobe')}): "
             "renames are paired from syscall tracepoints instead of fsnotify cookies",
         )
+
+    program = by_name.get("fsnotify_program")
+    if program is not None:  # doctor loaded the program itself (not attached)
+        fsnotify = Choice(fsnotify.hook, f"{fsnotify.reason}; program: {program.detail}")
 
     if ok("ringbuf"):
         transport = Choice("ringbuf", "BPF ring buffer works: ordered, shared by all CPUs")

@@ -21,6 +21,7 @@ from snoopbus.collector.capabilities import (
     Check,
     HookPlan,
     check_bcc_compiles,
+    check_fsnotify_program,
     choose_hooks,
     detect,
 )
@@ -116,6 +117,7 @@ def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[st
 def build_report(fields: Mapping[str, str] | None = None) -> Report:
     checks = detect()
     checks.append(check_bcc_compiles())
+    checks.append(check_fsnotify_program())
     offsets, errors, btf_path = _resolve_offsets(program_fields() if fields is None else fields)
     return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
 

@@ -199,10 +199,10 @@ def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProb
     bcc = import_bcc()
     flags = cflags(defines(limits, proc_offsets(), filters))
     try:
-        b = bcc.BPF(text=program_text(), cflags=flags)
+        b = bcc.BPF(text=program_text().encode(), cflags=flags)
         tails = b["tails"]
         for slot, name in TAIL_PROGRAMS.items():
-            fn = b.load_func(name, bcc.BPF.RAW_TRACEPOINT)
+            fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         raise ProbeError(
