@@ -141,17 +141,28 @@ async def test_alerts_are_archived_and_a_bad_alert_dead_lettered(
     sub = await nc.subscribe(dlq_subject("archive"))
     async with archiver(nats_server.url, root) as (a, _):
         for i in range(5):
-            alert = {"id": f"al-{i}", "ts": BASE_TS + i, "host": "web.1", "title": f"rule {i}",
-                     "rule_id": "r-1", "event_id": f"h1-i1-{i}", "score": 0.5}  # fmt: skip
+            # The alerter's shape: rule and triggering event nested.
+            event = make_event(i + 1, host="web.1")
+            alert = {"v": 1, "id": f"al-{i}", "ts": BASE_TS + i, "host": "web.1", "level": "high",
+                     "rule": {"id": "r-1", "title": f"rule {i}"}, "category": "file_event",
+                     "event": event, "count": 1, "score": 0.5}  # fmt: skip
             await stream.publish(alert_subject("web.1", "high"), encode_map(alert))
+        await stream.publish(alert_subject("web.1", "low"), encode_map({"title": "bare"}))
         await stream.publish(alert_subject("web.1", "low"), b"\x93\x01\x02\x03")  # an array
         (letter,) = await dead_letters(sub, 1)
         await settled(stream, "archive-alerts")
     assert letter.headers[dlq.KIND] == "decode"
     rows = sorted(archived_rows(root, "alerts"), key=lambda r: r["id"])
-    assert [r["id"] for r in rows] == [f"al-{i}" for i in range(5)]
-    assert {r["level"] for r in rows} == {"high"} and rows[0]["host"] == "web_1"
-    assert json.loads(rows[0]["data"])["score"] == 0.5
+    assert [r["id"] for r in rows[:5]] == [f"al-{i}" for i in range(5)]
+    assert rows[5]["id"].startswith("seq-") and rows[5]["title"] == "bare"  # no id: stream seq
+    first = rows[0]
+    assert (first["level"], first["host"], first["host_name"]) == ("high", "web_1", "web.1")
+    assert (first["title"], first["rule_id"], first["category"]) == ("rule 0", "r-1", "file_event")
+    assert first["event_id"] == "web.1-i1-1" and first["proc_pid"] == 1001
+    assert first["file_path"].startswith("/var/data/")
+    assert json.loads(first["data"])["score"] == 0.5
+    got = run_query(root, Filters(hosts=("web.1",)), kind="alerts", engine=pick_engine("pyarrow"))
+    assert len(got) == 6
     assert a.alert_feed is not None and a.alert_feed.dead_lettered == 1
 
 

@@ -100,12 +100,25 @@ EVENT_SCHEMA: Final = _schema(
     EVENT_FIELDS, [pa.field("ts", TS_TYPE), *_HOST], [pa.field("extra", pa.string())]
 )
 
-# Alerts have no fixed map in the contract yet: the common keys as columns,
-# the whole map as JSON in `data`.
+# Alerts have no fixed map in the wire contract: the keys the alerter sends
+# that people search by become columns (`rule.title` -> title, the triggering
+# `event`'s id, pid, comm, path), and the whole map is kept as JSON in `data`.
 _ALERT_FIELDS: Final = (
     Field("id", "id", TEXT), Field("level", "level", TEXT), Field("title", "title", TEXT),
-    Field("rule_id", "rule_id", TEXT), Field("event_id", "event_id", TEXT),
+    Field("rule_id", "rule_id", TEXT), Field("category", "category", TEXT),
+    Field("event_id", "event_id", TEXT), Field("proc_pid", "proc_pid", INT),
+    Field("proc_comm", "proc_comm", TEXT), Field("file_path", "file_path", TEXT),
 )  # fmt: skip
+# Where each alert column is looked for, first match wins.
+_ALERT_SOURCES: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "title": (("title",), ("rule", "title")),
+    "rule_id": (("rule_id",), ("rule", "id")),
+    "category": (("category",), ("rule", "category")),
+    "event_id": (("event_id",), ("event", "id")),
+    "proc_pid": (("event", "proc", "pid"),),
+    "proc_comm": (("event", "proc", "comm"),),
+    "file_path": (("event", "file", "path"),),
+}
 ALERT_SCHEMA: Final = _schema(
     _ALERT_FIELDS,
     [pa.field("ts", TS_TYPE), *_HOST],
@@ -368,17 +381,32 @@ def _event_table_by_column(events: list[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
 
 
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 def append_alert(
     buf: ColumnBuffer, alert: Mapping[str, Any], *, ts: int, host: str, level: str, seq: int,
     alert_id: str,
 ) -> None:  # fmt: skip
     data = to_json(alert)  # raises TypeError/ValueError before anything is appended
-    fields = {f.key: alert.get(f.key) for f in _ALERT_FIELDS}
-    fields.update(id=alert_id, level=level)
-    cells = {}
+    values: dict[str, Any] = {"id": alert_id, "level": level}
+    for column, paths in _ALERT_SOURCES.items():
+        values[column] = next(
+            (v for v in (_dig(alert, p) for p in paths) if v is not None), None
+        )
+    cells: dict[str, tuple[Any, Any]] = {}
     for f in _ALERT_FIELDS:
-        value = fields[f.key]
-        cells[f.key] = (None, None) if not isinstance(value, str) else text_cell(value)
+        value = values[f.key]
+        if f.kind == TEXT:
+            cells[f.key] = text_cell(value) if isinstance(value, str) else (None, None)
+        else:  # an int column: keep it only if it fits
+            ok = type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+            cells[f.key] = (value if ok else None, None)
     cols = buf.cols
     cols["ts"].append(ts)
     name, raw = text_cell(host)
