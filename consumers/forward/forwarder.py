@@ -78,7 +78,13 @@ class Forwarder(Consumer):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
-        return cls(list(args.sinks), settings=settings)
+        # The runtime options given on the command line apply to every sink's
+        # runtime too (concurrency is per sink, in its URL).
+        given = {
+            key: getattr(args, key, None) for key in ("batch", "ack_wait", "max_attempts")
+        }
+        sink_settings = replace(SINK_SETTINGS, **{k: v for k, v in given.items() if v is not None})
+        return cls(list(args.sinks), settings=settings, sink_settings=sink_settings)
 
     async def setup(self, ctx: Context) -> None:
         for worker in self.workers:
@@ -117,3 +123,10 @@ class Forwarder(Consumer):
         for runtime in self.runtimes.values():
             runtime.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in self.workers:
+            st = worker.stats
+            log.info(
+                "%s (%s, %s): sent=%d rejected=%d failures=%d acked=%d naked=%d dead_lettered=%d",
+                worker.name, worker.sink.spec.scheme, worker.sink.delivery, st.sent, st.rejected,
+                st.failures, st.acked, st.naked, st.dead_lettered,
+            )  # fmt: skip
