@@ -1,0 +1,275 @@
+"""File-operation load: what the collector costs the workload, and whether it keeps up.
+
+    .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--cpu 1]
+
+Compiles tests/bench/file_load.c with the system cc into a temp dir: one
+loop on one CPU doing openat(O_CREAT)+write+close+renameat+unlinkat (5 file
+operations per iteration, 6 events: create, modify, close_write,
+moved_from, moved_to, delete) for --seconds. Runs it three times:
+
+1. nobody watching (baseline),
+2. with the real collector publishing to a private nats-server (JetStream),
+3. with a bpftrace one-liner printing the same operations (system-wide, like
+   the collector; it needs tracefs, which this bench mounts for that run only
+   when it is not mounted, and unmounts after; the column is skipped with a
+   note when bpftrace is missing: `apt-get install -y bpftrace`).
+
+Prints a table: ops/s and slowdown, events delivered to NATS vs expected,
+events lost by reason, collector CPU (user+sys seconds over the run, as % of
+one CPU) and peak RSS. Needs root. One run on a shared 2-CPU machine: read
+the ratios, not the absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.proto import connect, decode_batch, decode_map, events_filter, meta_subject
+
+HERE = Path(__file__).resolve().parent
+OPS_PER_ITER = 5
+EVENTS_PER_ITER = 6
+TRACEFS = Path("/sys/kernel/tracing")
+
+# The same operations, printed with process and path, as a bpftrace one-liner.
+BPFTRACE = (
+    't:syscalls:sys_enter_openat { printf("open %d %s %s\\n", pid, comm, str(args->filename)); }'
+    " t:syscalls:sys_enter_write /@w[pid, args->fd] == 0/ { @w[pid, args->fd] = 1;"
+    ' printf("modify %d %s %d\\n", pid, comm, args->fd); }'
+    " t:syscalls:sys_enter_close { delete(@w[pid, args->fd]);"
+    ' printf("close %d %s %d\\n", pid, comm, args->fd); }'
+    ' t:syscalls:sys_enter_renameat { printf("rename %d %s %s %s\\n", pid, comm,'
+    " str(args->oldname), str(args->newname)); }"
+    ' t:syscalls:sys_enter_unlinkat { printf("delete %d %s %s\\n", pid, comm,'
+    " str(args->pathname)); }"
+)
+
+
+@dataclass
+class Run:
+    name: str
+    iterations: int = 0
+    seconds: float = 0.0
+    delivered: int | None = None
+    by_type: Counter[str] = field(default_factory=Counter)
+    lost: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None
+    rss_kib: int | None = None
+    note: str = ""
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.iterations * OPS_PER_ITER / self.seconds if self.seconds else 0.0
+
+
+def build(tmp: Path) -> Path:
+    exe = tmp / "file_load"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("file_ops: no C compiler (cc) found")
+    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "file_load.c")], check=True)
+    return exe
+
+
+def load(exe: Path, work: Path, seconds: float, cpu: int) -> tuple[int, float, int]:
+    """Runs the generator; returns (iterations, seconds, its pid)."""
+    proc = subprocess.Popen([str(exe), str(work), str(seconds), str(cpu)],
+                            stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=seconds + 60)
+    if proc.returncode != 0:
+        sys.exit(f"file_ops: the load generator failed ({proc.returncode})")
+    n, secs = out.split()
+    return int(n), float(secs), proc.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
+    run = Run("collector")
+    server = NatsServer(state_dir=tmp / "nats")
+    server.start()
+    host = f"bench{secrets.token_hex(3)}"
+    nc = await connect(server.url, name="file-ops-bench")
+    status = await nc.subscribe(meta_subject(host, "status"))
+    losses: list[dict[str, Any]] = []
+    pid_box: list[int] = [0]
+    seen: Counter[str] = Counter()
+    pending: list[Any] = []
+
+    async def on_events(msg: Msg) -> None:
+        pending.append(msg.data)  # decoded after the run: keep this callback cheap
+
+    async def on_loss(msg: Msg) -> None:
+        losses.append(decode_map(msg.data))
+
+    await nc.subscribe(events_filter(host=host), cb=on_events, pending_msgs_limit=-1,
+                       pending_bytes_limit=-1)
+    await nc.subscribe(meta_subject(host, "loss"), cb=on_loss)
+    await nc.flush()
+    log = (tmp / "collector.log").open("wb")
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
+         "--host", host], stdout=log, stderr=subprocess.STDOUT)
+    final: dict[str, Any] = {}
+    try:
+        await status.next_msg(timeout=120)  # ready
+        cpu0 = cpu_seconds(collector.pid)
+        n, secs, pid_box[0] = await asyncio.to_thread(load, exe, work, seconds, cpu)
+        run.iterations, run.seconds = n, secs
+        # Let the collector publish what it has read, then stop it.
+        expected = n * EVENTS_PER_ITER
+        last, still = -1, 0.0
+        while still < 3.0:
+            count = sum(_count(pending, pid_box[0], seen))
+            if count >= expected:
+                break
+            if count == last:
+                still += 0.5
+            last = count
+            await asyncio.sleep(0.5)
+        run.cpu_s = cpu_seconds(collector.pid) - cpu0
+        run.rss_kib = peak_rss_kib(collector.pid)
+        collector.send_signal(2)
+        while final.get("state") != "stopped":
+            final = decode_map((await status.next_msg(timeout=60)).data)
+        collector.wait(30)
+        _count(pending, pid_box[0], seen)
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+            collector.wait()
+        log.close()
+        await nc.close()
+        server.stop()
+    run.by_type = seen
+    run.delivered = sum(seen.values())
+    run.lost = {"total": final.get("lost", 0), "by_type": final.get("lost_by_type", {}),
+                "reasons": losses[-1].get("dropped", {}) if losses else {}}
+    return run
+
+
+def _count(pending: list[Any], pid: int, seen: Counter[str]) -> list[int]:
+    batch, pending[:] = list(pending), []
+    for data in batch:
+        for ev in decode_batch(data, validate=False):
+            if ev.get("proc", {}).get("pid") == pid and ev["type"] not in ("exec", "exit"):
+                seen[ev["type"]] += 1
+    return list(seen.values())
+
+
+def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
+    run = Run("bpftrace")
+    bpftrace = shutil.which("bpftrace")
+    if bpftrace is None:
+        run.note = "skipped: bpftrace not installed (apt-get install -y bpftrace)"
+        return run
+    mounted_here = False
+    if not os.path.ismount(TRACEFS):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True)
+        mounted_here = True
+    out_path = tmp / "bpftrace.out"
+    try:
+        with out_path.open("wb") as out:
+            proc = subprocess.Popen([bpftrace, "-e", BPFTRACE], stdout=out,
+                                    stderr=subprocess.STDOUT)
+            try:
+                # bpftrace prints "Attaching N probes..." once it is live.
+                deadline = time.monotonic() + 60
+                while b"Attaching" not in out_path.read_bytes():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        run.note = "bpftrace failed: " + out_path.read_text(errors="replace")[-300:]
+                        return run
+                    time.sleep(0.2)
+                time.sleep(0.5)
+                cpu0 = cpu_seconds(proc.pid)
+                run.iterations, run.seconds, pid = load(exe, work, seconds, cpu)
+                time.sleep(1.0)
+                run.cpu_s = cpu_seconds(proc.pid) - cpu0
+                run.rss_kib = peak_rss_kib(proc.pid)
+            finally:
+                proc.send_signal(2)
+                proc.wait(60)
+        lines = Counter(
+            ln.split()[0] for ln in out_path.read_bytes().decode(errors="replace").splitlines()
+            if len(ln.split()) > 2 and ln.split()[1] == str(pid)
+        )
+        run.by_type = Counter({k.decode() if isinstance(k, bytes) else k: v
+                               for k, v in lines.items()})
+        run.delivered = sum(lines.values())
+        run.note = "printed lines, to a file (bpftrace counts no loss it can report here)"
+    finally:
+        if mounted_here:
+            subprocess.run(["umount", str(TRACEFS)], check=False)
+    return run
+
+
+def table(runs: list[Run], base: Run) -> str:
+    rows = [("run", "ops/s", "slowdown", "events seen / expected", "lost", "CPU s (%1cpu)",
+             "peak RSS")]
+    for r in runs:
+        if not r.seconds:
+            rows.append((r.name, "-", "-", r.note, "-", "-", "-"))
+            continue
+        slow = f"{(1 - r.ops_per_s / base.ops_per_s) * 100:.1f}%" if r is not base else "-"
+        per_iter = OPS_PER_ITER if r.name == "bpftrace" else EVENTS_PER_ITER
+        seen = "-" if r.delivered is None else f"{r.delivered} / {r.iterations * per_iter}"
+        lost = "-" if not r.lost else str(r.lost["total"])
+        cpu = "-" if r.cpu_s is None else f"{r.cpu_s:.2f} ({r.cpu_s / r.seconds * 100:.0f}%)"
+        rss = "-" if r.rss_kib is None else f"{r.rss_kib / 1024:.0f} MiB"
+        rows.append((r.name, f"{r.ops_per_s:,.0f}", slow, seen, lost, cpu, rss))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                     for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--cpu", type=int, default=1, help="CPU the load runs on")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("file_ops: needs root (it loads the collector's probes)")
+    with tempfile.TemporaryDirectory(prefix="snoopbus-file-ops-") as tmp_s:
+        tmp = Path(tmp_s)
+        work = tmp / "work"
+        work.mkdir()
+        exe = build(tmp)
+        base = Run("no collector")
+        base.iterations, base.seconds, _ = load(exe, work, args.seconds, args.cpu)
+        coll = asyncio.run(with_collector(exe, work, tmp, args.seconds, args.cpu))
+        trace = with_bpftrace(exe, work, tmp, args.seconds, args.cpu)
+    print(f"file_ops: {args.seconds:g} s per run on CPU {args.cpu}, "
+          f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration\n")
+    print(table([base, coll, trace], base))
+    print(f"\ncollector events by type: {dict(coll.by_type)}")
+    print(f"collector loss: {coll.lost}")
+    print(f"bpftrace lines by op: {dict(trace.by_type)}  {trace.note}")
+
+
+if __name__ == "__main__":
+    main()
