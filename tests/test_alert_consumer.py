@@ -24,7 +24,13 @@ from nats.js import JetStreamContext
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Runtime, Settings, plugin
 from snoopbus.consumers.alert.consumer import AlertConsumer
-from snoopbus.consumers.alert.outputs import Output, StdoutOutput, WebhookConfig, WebhookOutput
+from snoopbus.consumers.alert.outputs import (
+    NatsOutput,
+    Output,
+    StdoutOutput,
+    WebhookConfig,
+    WebhookOutput,
+)
 from snoopbus.consumers.lines import format_alert
 from snoopbus.proto import (
     SCHEMA_VERSION,
@@ -180,6 +186,28 @@ async def test_repeats_are_folded_into_one_summary_with_a_count(
     assert summary["count"] == 4 and summary["event"] == same[-1]
     assert summary["id"].endswith(":folded") and summary["first_ts"] <= summary["last_ts"]
     assert consumer.throttle.folded == 4
+
+
+async def test_an_alert_whose_publish_failed_is_sent_on_redelivery_not_folded(
+    nats_server: NatsServer, js: JetStreamContext, alerts: AlertWatch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    real_send = NatsOutput.send
+    failures = [RuntimeError("nats down for a moment")]
+
+    async def flaky_send(self: NatsOutput, batch: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real_send(self, batch)
+
+    monkeypatch.setattr(NatsOutput, "send", flaky_send)
+    attack = exec_event(["/tmp/dropper"])
+    await publish(js, attack)
+    async with running(AlertConsumer(throttle=60.0), nats_server.url) as runtime:
+        ((_, alert),) = await alerts.wait(1)
+        await alerts.quiet()
+    assert not failures and runtime.counters.retried == 1
+    assert alert["event"] == attack and not alert.get("folded")
 
 
 class _Hook(BaseHTTPRequestHandler):

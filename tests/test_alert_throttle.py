@@ -113,3 +113,15 @@ def test_a_rule_that_raises_is_counted_and_the_others_still_match(
     engine.match(event)
     assert engine.errors[RULE.id] == 2  # same id: both rules are built from one Sigma rule
     assert len([r for r in caplog.records if "raised on event" in r.getMessage()]) == 1
+
+
+def test_forget_and_requeue_after_a_failed_send() -> None:
+    t = Throttle(10.0)
+    opened: list[tuple[Any, ...]] = []
+    assert t.admit(hit(n=1), 0.0, opened)
+    t.forget(opened)  # publishing that alert failed: the event comes back
+    assert t.admit(hit(n=1), 0.1)  # and is sent, not folded
+    assert not t.admit(hit(n=2), 0.2)
+    (summary,) = t.expire(20.0)
+    t.requeue([summary])  # could not be sent either
+    assert t.expire(20.5) == [summary]

@@ -153,13 +153,21 @@ class AlertConsumer(Consumer):
     async def handle(self, batch: Batch) -> None:
         now = time.monotonic()
         alerts: list[dict[str, Any]] = []
+        opened: list[tuple[Any, ...]] = []
         for event in batch.events:
             self.stats.events += 1
             for hit in self.engine.match(event):
                 self.stats.hits += 1
-                if self.throttle.admit(hit, now):
+                if self.throttle.admit(hit, now, opened):
                     alerts.append(build_alert(hit))
-        await self._send(alerts + self.throttle.expire(now))
+        summaries = self.throttle.expire(now)
+        try:
+            await self._send(alerts + summaries)
+        except BaseException:
+            # The runtime redelivers these events: their alerts must not count as sent.
+            self.throttle.forget(opened)
+            self.throttle.requeue(summaries)
+            raise
 
     async def teardown(self) -> None:
         self._closing.set()
@@ -184,7 +192,9 @@ class AlertConsumer(Consumer):
             try:
                 await asyncio.wait_for(self._closing.wait(), period)
             except TimeoutError:
+                summaries = self.throttle.expire(time.monotonic())
                 try:
-                    await self._send(self.throttle.expire(time.monotonic()))
+                    await self._send(summaries)
                 except Exception as exc:
-                    log.error("alert: could not send folded summaries: %s", exc)
+                    self.throttle.requeue(summaries)
+                    log.error("alert: could not send folded summaries (will retry): %s", exc)

@@ -4,7 +4,10 @@ The first alert of a key is sent at once. Repeats inside the window are
 counted, not sent; when the window closes, one summary alert (`folded`,
 `count` = the repeats, `first_ts`..`last_ts`, the last event) is sent, and
 the next repeat opens a new window. Counts live in memory: a crash loses
-the repeats not yet summarised (their first alert was sent).
+the repeats not yet summarised (their first alert was sent), and a batch
+redelivered after a failed publish may count its repeats twice. A first
+alert is never folded away by a failure: its window is forgotten
+(`forget`), so the redelivered event opens it again.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ class Throttle:
         host = hit.event.get("host")
         return (hit.rule.id, host, *(hit.values.get(f) for f in self.key_fields))
 
-    def admit(self, hit: Hit, now: float) -> bool:
-        """True: send this alert now. False: counted as a repeat."""
+    def admit(self, hit: Hit, now: float, opened: list[tuple[Any, ...]] | None = None) -> bool:
+        """True: send this alert now (its window's key is added to `opened`).
+        False: counted as a repeat."""
         if self.window <= 0:
             return True
         key = self.key(hit)
@@ -55,6 +59,8 @@ class Throttle:
             elif len(self._open) >= self.max_keys:
                 self._close(self._open.pop(next(iter(self._open))))  # oldest first
             self._open[key] = _Window(opened=now)
+            if opened is not None:
+                opened.append(key)
             return True
         if not open_.repeats:
             open_.first_ts = int(hit.event.get("ts", 0))
@@ -71,6 +77,16 @@ class Throttle:
                 self._close(open_)
         out, self._summaries = self._summaries, []
         return out
+
+    def forget(self, keys: list[tuple[Any, ...]]) -> None:
+        """Undo windows whose first alert could not be sent: when the events come
+        back, their alert is sent then instead of being folded away."""
+        for key in keys:
+            self._open.pop(key, None)
+
+    def requeue(self, summaries: list[dict[str, Any]]) -> None:
+        """Summaries that could not be sent: try again at the next expire()."""
+        self._summaries[:0] = summaries
 
     def _close(self, window: _Window) -> None:
         if window.repeats and window.last is not None:
