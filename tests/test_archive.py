@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +28,9 @@ from snoopbus.consumers.archive.columns import (
     restore_texts,
 )
 from snoopbus.consumers.archive.query import Filters, pick_engine, run_query
+from snoopbus.consumers.archive.writer import RecentIds
 from snoopbus.proto import (
+    STREAM_NAME,
     alert_subject,
     dlq_subject,
     encode_map,
@@ -247,3 +250,35 @@ def test_fast_and_per_column_table_building_agree() -> None:
     table = columns.event_table(odd)
     assert table.slice(0, 50).equals(fast)
     assert table.column("file_path_raw")[50].as_py() == b"/x\xff"
+
+
+async def test_rolls_by_size_and_commits_the_open_window_at_a_graceful_stop(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    events = [make_event(n) for n in range(1000)]
+    async with archiver(nats_server.url, root, roll_seconds=3600, roll_events=100) as (a, _):
+        await publish_events(stream, events[:950], per_msg=10)
+        async with asyncio.timeout(10):
+            while a.writer.rows_written < 900:  # size rolls only: the clock never fires
+                await asyncio.sleep(0.05)
+        await publish_events(stream, events[950:], per_msg=10)
+        async with asyncio.timeout(10):
+            while a.writer.window.rows + a.writer.rows_written < len(events):
+                await asyncio.sleep(0.05)
+        assert a.writer.window.rows > 0  # held, waiting for the size or the clock
+    # Stopped: the last window was committed and acked, not released.
+    assert a.writer.files_written >= 2  # a roll is checked once per fetched batch
+    info = await stream.consumer_info(STREAM_NAME, "archive")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    assert sorted(archived_ids(root)) == sorted(e["id"] for e in events)
+
+
+def test_recent_ids_are_forgotten_by_age_and_by_count() -> None:
+    recent = RecentIds(horizon=10.0, max_ids=5)
+    now = time.monotonic()
+    recent.add([("events", "h", "a"), ("events", "h", "b")], at=now - 11)
+    recent.add([("events", "h", "c")], at=now)
+    assert ("events", "h", "a") not in recent and ("events", "h", "c") in recent
+    recent.add([("events", "h", str(i)) for i in range(5)], at=now)
+    assert ("events", "h", "c") not in recent and len(recent) == 5
