@@ -355,3 +355,62 @@ async def test_too_deep_is_flagged_not_guessed(
     f = events[0]["file"]
     assert f["path_truncated"] is True
     assert f["path"].endswith("/x/x/deepleaf") and not f["path"].startswith(str(work))
+
+
+async def test_fd_based_operations(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    (work / "src").write_bytes(b"0123456789")
+    pid = run_child(work, """
+        fd = os.open("f", os.O_CREAT | os.O_RDWR, 0o600)
+        os.fchmod(fd, 0o640)
+        os.fchown(fd, os.getuid(), os.getgid())
+        os.ftruncate(fd, 3)
+        os.utime(fd)  # futimens: utimensat(fd, NULL, ...)
+        os.pwrite(fd, b"x", 0)
+        os.writev(fd, [b"y"])  # not the first write: no event
+        os.close(fd)
+        r = os.open("src", os.O_RDONLY)
+        os.close(r)  # read-only: no close_write, no open event by default
+        out = os.open("copy", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.sendfile(out, os.open("src", os.O_RDONLY), 0, 10)
+        os.close(out)
+        os.unlink("copy")
+    """)
+    w = str(work)
+    events = await events_of(watch, pid, "delete", f"{w}/copy")
+    assert summary(events) == [
+        ("create", f"{w}/f"), ("attrib", f"{w}/f"), ("attrib", f"{w}/f"), ("attrib", f"{w}/f"),
+        ("attrib", f"{w}/f"), ("modify", f"{w}/f"), ("close_write", f"{w}/f"),
+        ("create", f"{w}/copy"), ("modify", f"{w}/copy"), ("close_write", f"{w}/copy"),
+        ("delete", f"{w}/copy"),
+    ]
+    assert events[1]["file"]["mode"] == 0o640
+    ino = os.stat(work / "f").st_ino
+    assert {e["file"]["inode"] for e in events[:7]} == {ino}
+    assert {e["file"]["dev"] for e in events[:7]} == {os.stat(work / "f").st_dev}
+
+
+async def test_open_events_when_asked(
+    nats_server: Any, nc: Any, tmp_path: Path, work: Path
+) -> None:
+    from snoopbus.proto import events_filter
+    from tests.conftest import start_collector, stop_process
+
+    (work / "r").write_text("x")
+    running = await start_collector(nats_server.url, nc, tmp_path, "--open-events")
+    try:
+        w = EventWatch()
+        sub = await nc.subscribe(events_filter(host=running.host), cb=w.on_msg)
+        await nc.flush()
+        pid = run_child(work, """
+            os.close(os.open("r", os.O_RDONLY))
+            os.close(os.open(".", os.O_RDONLY | os.O_DIRECTORY))
+            os.unlink("r")
+        """)
+        events = await events_of(w, pid, "delete", f"{work}/r")
+        await sub.unsubscribe()
+    finally:
+        assert stop_process(running.process) == 0, running.log()
+    opens = [(e["file"]["path"], e["file"]["flags"] & 0o3) for e in events if e["type"] == "open"]
+    assert (f"{work}/r", os.O_RDONLY) in opens and (str(work), os.O_RDONLY) in opens

@@ -79,3 +79,58 @@ async def test_excluded_paths_comms_and_uids_are_dropped_in_kernel(
     assert kernel["filtered_task"] >= 2 * 4 * N, final
     assert final["user_filtered"] < N  # nothing of this had to be dropped after the fact
     assert os.listdir(keep) == ["marker"]
+
+
+@pytest.fixture
+def cgroup() -> Any:
+    """A fresh cgroup v2 directory (removed once its processes are gone)."""
+    from snoopbus.collector.cgroups import cgroup2_mount
+
+    root = cgroup2_mount()
+    if root is None:
+        pytest.skip("no cgroup2 mount")
+    path = root / f"snoopbus-test-{os.getpid()}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        path.rmdir()
+
+
+async def test_excluded_cgroup_and_cgroup_attribution(
+    nats_server: NatsServer, nc: Client, tmp_path: Path, cgroup: Path
+) -> None:
+    running = await start_collector(nats_server.url, nc, tmp_path,
+                                    "--exclude-cgroup", cgroup.name)
+    status = await nc.subscribe(meta_subject(running.host, "status"))
+    watch = EventWatch()
+    sub = await nc.subscribe(events_filter(host=running.host), cb=watch.on_msg)
+    await nc.flush()
+    try:
+        join = f"open({str(cgroup / 'cgroup.procs')!r}, 'w').write(str(__import__('os').getpid()))"
+        inside = child(tmp_path, join + "\nopen('inside', 'w').close()\n")
+        outside = child(tmp_path, "open('outside', 'w').close()\n")
+        found = await watch.wait_for(lambda e: e["proc"]["pid"] == outside
+                                     and e["type"] == "create")
+    finally:
+        assert stop_process(running.process) == 0, running.log()
+    final: dict[str, Any] = {}
+    while final.get("state") != "stopped":
+        final = decode_map((await status.next_msg(timeout=10)).data)
+    await sub.unsubscribe()
+    # The write that moves the child into the cgroup is checked at its entry,
+    # still outside: it is reported, and nothing after it.
+    leaked = [(e["type"], e["file"]) for e in watch.events if e["proc"]["pid"] == inside
+              and e["type"] not in ("exec", "exit")
+              and not e["file"]["path"].endswith("/cgroup.procs")]
+    assert not leaked
+    assert final["kernel_filtered"]["filtered_task"] >= 2  # create + close_write at least
+    # Attribution: the cgroup v2 id is the inode of the process's cgroup directory.
+    own = Path(f"/proc/{os.getpid()}/cgroup").read_text().splitlines()
+    unified = next(ln.split(":", 2)[2] for ln in own if ln.startswith("0::"))
+    from snoopbus.collector.cgroups import cgroup2_mount
+
+    mount = cgroup2_mount()
+    assert mount is not None
+    want = os.stat(mount / unified.lstrip("/")).st_ino
+    assert found[0]["proc"]["cgroup"] == want
