@@ -33,6 +33,7 @@ EVENT_CEF_SEVERITY = 1
 
 _HEADER_SPECIAL = re.compile(r"[\\|]")
 _EXT_SPECIAL = re.compile(r"[\\=\r\n]")
+_EXT_NEEDS_WORK = re.compile(r"[\\=\r\n\ud800-\udfff]")  # a special, or a surrogate
 _EXT_ESCAPES = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n"}
 
 
@@ -42,7 +43,12 @@ def header(value: object) -> str:
 
 
 def ext_value(value: object, limit: int = 8192) -> str:
-    text = display(value)
+    if isinstance(value, int):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and not _EXT_NEEDS_WORK.search(text):
+        return text  # fast path: most values need nothing
+    text = display(text)
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return _EXT_SPECIAL.sub(lambda m: _EXT_ESCAPES[m.group()], text)

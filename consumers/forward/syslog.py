@@ -18,6 +18,7 @@ receiver crashed can be lost). UDP is at most once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 from collections.abc import Iterable
@@ -38,13 +39,19 @@ BOM = "\ufeff"
 UDP_MAX = 65_507
 
 _SD_SPECIAL = re.compile(r'["\\\]]')
+_NEEDS_WORK = re.compile(r'["\\\]\ud800-\udfff]')  # an SD special, or a surrogate
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def param_value(value: object, limit: int = 8192) -> str:
     """A PARAM-VALUE body (without the quotes), escaped per RFC 5424."""
-    text = display(value)
+    if isinstance(value, int):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and not _NEEDS_WORK.search(text):
+        return text  # fast path: most values need nothing
+    text = display(text)
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return _SD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
@@ -63,14 +70,17 @@ def sd_element(sd_id: str, params: Iterable[tuple[str, object]], limit: int = 81
     return f"[{sd_id}@{PEN}{body}]"
 
 
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def timestamp(ns: int | None) -> str:
     """RFC 3339 in UTC with microseconds, the finest TIME-SECFRAC allows."""
     if ns is None:
         return "-"
     seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{rest // 1000:06d}Z"
-    )
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
 
 
 def message(
