@@ -11,7 +11,6 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
-from test_proto_schema import make_event
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import (
@@ -25,6 +24,8 @@ from snoopbus.proto import (
     event_subject,
     nats_url_from_env,
 )
+
+from .test_proto_schema import make_event
 
 
 def closed_port() -> int:

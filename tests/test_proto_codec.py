@@ -9,7 +9,6 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_proto_schema import make_event
 
 from snoopbus.proto import (
     MAX_BATCH_EVENTS,
@@ -23,6 +22,8 @@ from snoopbus.proto import (
     encode_map,
     text_from_kernel,
 )
+
+from .test_proto_schema import make_event
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
