@@ -25,7 +25,7 @@ from snoopbus.collector.natsd import NatsServer, NatsServerError
 DEFAULT_STATE_DIR = Path(os.environ.get("SNOOPBUS_STATE_DIR", "/var/lib/snoopbus"))
 EMBEDDED_PORT = 4222
 # Built-in consumers `up` runs with their defaults.
-DEFAULT_CONSUMERS = ("rename",)
+DEFAULT_CONSUMERS = ("rename", "alert")
 
 
 class StackError(RuntimeError):

@@ -53,7 +53,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     )
     assert up.stdout is not None and up.stderr is not None
     try:
-        await read_until(up.stdout, "started collector, rename")
+        await read_until(up.stdout, "started collector, rename, alert")
         nc = await nats.connect(f"nats://127.0.0.1:{port}")
         got: list[dict] = []
         arrived = asyncio.Event()
