@@ -8,15 +8,25 @@ import itertools
 import json
 import random
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from snoopbus.consumers.forward import Backoff, SpecError, parse_spec
+from snoopbus.consumers.forward import Backoff, Gate, SpecError, parse_alert, parse_spec
+from snoopbus.consumers.forward.alerts import AlertError
 from snoopbus.consumers.forward.text import display
-from snoopbus.proto import alerts_filter, encode_batch, event_subject, events_filter
+from snoopbus.proto import (
+    alert_subject,
+    alerts_filter,
+    encode_batch,
+    encode_map,
+    ensure_stream,
+    event_subject,
+    events_filter,
+)
 from tests.test_forward_receivers import (
     dead_letters,
     forwarding,
@@ -241,3 +251,88 @@ async def test_ecs_lines_to_a_file(nc, js, tmp_path: Path) -> None:
         await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
     doc = json.loads(out.read_text())
     assert doc["event"]["type"] == ["deletion"] and doc["file"]["path"] == "/tmp/f1.txt"
+
+
+# -- details ------------------------------------------------------------------
+
+
+async def test_gate_honours_retry_after_within_the_cap() -> None:
+    gate = Gate(Backoff(base=0.01, cap=0.5))
+    assert gate.failed(retry_after=0.3) >= 0.3
+    assert gate.failed(retry_after=100) <= 0.5
+    gate.succeeded()
+    assert not gate.down
+
+
+async def test_webhook_retry_after_is_waited_for(nc, js) -> None:
+    async with http_receiver(script=[429], retry_after="0.6") as rx:
+        url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.01"
+        async with forwarding(nc, url):
+            await publish_events(js, [make_event(0)])
+            await wait_until(lambda: len(rx.webhook_items) == 1)
+    assert rx.requests[1].at - rx.requests[0].at >= 0.6
+
+
+def test_alert_in_the_alerters_shape() -> None:
+    alert = parse_alert({
+        "v": 1, "id": "r-9:inst-3:folded", "ts": 5, "host": "web-1", "level": "high",
+        "rule": {"id": "r-9", "title": "Reverse shell", "level": "high", "tags": ["attack.t1059"],
+                 "description": "d", "source": "x.yml"},
+        "category": "process_creation", "selections": ["sel"], "fields": {"Image": "/bin/nc"},
+        "event": make_event(3, host="web-1"), "count": 4, "folded": True,
+    })  # fmt: skip
+    assert (alert.id, alert.ts, alert.host, alert.count) == ("r-9:inst-3:folded", 5, "web-1", 4)
+    assert (alert.rule_id, alert.title, alert.level, alert.description) == (
+        "r-9", "Reverse shell", "high", "d")  # fmt: skip
+
+
+def test_alert_without_a_rule_id_is_refused() -> None:
+    with pytest.raises(AlertError, match="no rule id"):
+        parse_alert({"rule": {"title": "t"}, "level": "low"})
+    with pytest.raises(AlertError, match="level"):
+        parse_alert({"rule": {"id": "x", "level": "severe"}})
+
+
+async def test_malformed_alert_goes_to_dead_letters(nc, js, tmp_path: Path) -> None:
+    out = tmp_path / "a.jsonl"
+    async with forwarding(nc, f"jsonl+file://{out}?name=lines"):
+        await ensure_stream(js)
+        await js.publish(alert_subject("h1", "high"), encode_map({"title": "no rule"}))
+        await js.publish(alert_subject("h1", "high"), b"\xc1 not msgpack")
+        letters = await dead_letters(nc, js, "forward-lines", 2)
+    kinds = sorted(m.headers["Snoopbus-Dlq-Kind"] for m in letters)
+    assert kinds == ["decode", "rejected"]
+
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    from tests.test_forward_syslog import make_certs
+
+    where = tmp_path_factory.mktemp("forward-https") / "tls"
+    make_certs(where)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(where / "server.pem", where / "server.key")
+    return ctx, where / "ca.pem"
+
+
+async def test_https_with_a_private_ca_and_basic_auth(nc, js, server_tls) -> None:
+    ctx, ca = server_tls
+    async with http_receiver(ssl=ctx) as rx:
+        url = f"webhook+https://bob:s3cret@127.0.0.1:{rx.port}/in?ca={ca}"
+        async with forwarding(nc, url):
+            await publish_events(js, [make_event(0)])
+            await wait_until(lambda: len(rx.webhook_items) == 1)
+        bulk = f"elastic+https://127.0.0.1:{rx.port}/idx?ca={ca}"
+        async with forwarding(nc, bulk):
+            await wait_until(lambda: len(rx.docs) == 1)
+    assert rx.requests[0].headers["authorization"] == "Basic Ym9iOnMzY3JldA=="
+
+
+async def test_https_with_an_unknown_ca_is_retried_not_accepted(nc, js, server_tls) -> None:
+    ctx, _ = server_tls
+    async with http_receiver(ssl=ctx) as rx:
+        url = f"webhook+https://127.0.0.1:{rx.port}/in?backoff=0.01&retries=2"
+        async with forwarding(nc, url) as fwd:
+            await publish_events(js, [make_event(0)])
+            await wait_until(lambda: fwd.workers[0].stats.naked >= 1)
+    assert not rx.webhook_items and fwd.workers[0].stats.acked == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -131,11 +132,15 @@ class HttpReceiver:
     docs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     batches: list[Any] = field(default_factory=list)  # webhook bodies, parsed
     port: int = 0
+    ssl: Any = None  # an ssl.SSLContext to serve HTTPS
+    retry_after: str | None = None  # sent with scripted 429/503 answers
     _server: asyncio.base_events.Server | None = None
     _clients: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -166,12 +171,15 @@ class HttpReceiver:
                 self.requests.append(Request(time.monotonic(), method, path, headers, body))
                 status, answer = self._answer(path, body)
                 payload = json.dumps(answer).encode()
+                extra = ""
+                if self.retry_after is not None and status in (429, 503):
+                    extra = f"Retry-After: {self.retry_after}\r\n"
                 writer.write(
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
                 )
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             self._clients.discard(writer)

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.cef import ext_value, header, render_cef
 from snoopbus.consumers.forward.syslog import header_field, param_value, render_5424
 from snoopbus.consumers.forward.text import display
 from tests.test_forward_receivers import (
+    dead_letters,
     forwarding,
     make_alert,
     make_event,
@@ -364,3 +367,47 @@ async def test_rsyslog_down_then_back_gets_every_event(nc, js, rsyslog: Rsyslog)
     ids = [m.sd["snoopbus@32473"]["id"] for m in rsyslog.messages()]
     assert set(ids) == want  # at least once; duplicates allowed and counted below
     assert fwd.workers[0].stats.dead_lettered == 0
+
+
+# -- property: any string survives the escaping -------------------------------
+
+# Text as the kernel hands it over: any bytes, decoded with surrogateescape.
+kernel_text = st.one_of(
+    st.text(),
+    st.binary(max_size=64).map(lambda b: b.decode("utf-8", "surrogateescape")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=kernel_text, other=kernel_text)
+def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
+    event = make_event(1, "renamed")
+    event["proc"].update(exe=value, argv=[other, value], cwd=other)
+    event["file"].update(path=value, old_path=other)
+    parsed = parse_5424(render_5424(Item("event", event, 0, "s"), 8192))
+    assert parsed.sd["proc@32473"]["exe"] == display(value)
+    assert parsed.sd["proc@32473"]["argv"] == display(f"{other} {value}")
+    assert parsed.sd["file@32473"]["old_path"] == display(other)
+    assert "\n" not in parsed.msg and "\r" not in parsed.msg
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=kernel_text, title=kernel_text)
+def test_any_value_round_trips_through_cef(value: str, title: str) -> None:
+    raw = make_alert(1)
+    raw["rule"]["title"] = title
+    raw["event"]["proc"].update(argv=[value], cwd=value)
+    fields, ext = parse_cef(render_cef(Item("alert", parse_alert(raw), 0, "s")))
+    assert fields[5] == display(title).replace("\r", " ").replace("\n", " ")
+    assert ext["cs1"] == display(value) and ext["cs3"] == display(value)
+
+
+@needs_rsyslog
+async def test_udp_message_too_large_is_dead_lettered(nc, js, rsyslog: Rsyslog) -> None:
+    url = f"syslog+udp://127.0.0.1:{rsyslog.udp}?name=udp&max_value=200000"
+    big = make_event(1)
+    big["proc"]["argv"] = ["x" * 70_000]
+    async with forwarding(nc, url):
+        await publish_events(js, [big])
+        (letter,) = await dead_letters(nc, js, "forward-udp", 1)
+    assert "do not fit one UDP datagram" in letter.headers["Snoopbus-Dlq-Reason"]
