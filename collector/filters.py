@@ -3,18 +3,22 @@
 In the kernel (BPF maps filled before the probes see a syscall):
 - the collector's own process, and excluded comm, uid and cgroup id: checked
   at syscall entry, before anything is saved. Exact.
-- include/exclude path prefixes: each prefix is resolved once, at start-up,
-  to its directory's (inode, device); the dentry walk looks every ancestor
-  up and the nearest filtered one decides (so `--include-path /data
-  --exclude-path /data/tmp` works). Exact for every path walked from a file
-  or directory: opens, creates, writes, close_write, fd-based attribs, and
-  the base directory of name-based calls. By identity, not by name: a bind
-  mount of an excluded directory is excluded too, and a prefix that does not
-  exist at start-up cannot be checked in the kernel.
+- include/exclude path prefixes, the nearest (longest) prefix winning, so
+  `--include-path /data --exclude-path /data/tmp` works:
+  * paths walked from a file (open, create, modify, close_write, fd-based
+    attrib): each prefix is resolved once, at start-up, to its directory's
+    (inode, device), and the dentry walk looks every ancestor up. Exact, by
+    identity rather than by name: a bind mount of an excluded directory is
+    excluded too; a prefix missing at start-up is not known to the kernel.
+  * names passed as absolute strings (`unlink("/tmp/x")`): the kernel hashes
+    the name up to each '/' (FNV-1a) and looks the hashes up. Exact for names
+    that need no folding (no "//", "/.", "/..") within PREFIX_SCAN bytes.
+  * one plain component relative to a walked base (`unlinkat(dfd, "x")`):
+    the base's verdict, for excludes.
+- renames and links: left to user space (either name may matter).
 In user space, on the final path string (lexically, after join and fold):
-the same prefixes again, for what the kernel could not decide: names passed
-as absolute strings or with directories in them (`unlink("/tmp/x")`,
-`rename("a/b", ...)`), and prefixes missing at start-up. Counted separately.
+the same prefixes again, for everything the kernel could not decide.
+Counted separately (`user_filtered` in heartbeats and the final status).
 """
 
 from __future__ import annotations
@@ -89,6 +93,29 @@ class DirKey(ctypes.Structure):
     _fields_ = [("ino", ctypes.c_uint64), ("dev", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
+PREFIX_SCAN = 256  # bytes of an absolute name the kernel hashes (-D PREFIX_SCAN)
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def prefix_hashes(cfg: FilterConfig) -> dict[int, int]:
+    """FNV-1a of each folded prefix -> verdict, for names passed as absolute
+    strings. Prefixes the kernel cannot scan that far stay with user space."""
+    out: dict[int, int] = {}
+    for verdict, prefixes in ((VERDICT_INCLUDE, cfg.include_paths),
+                              (VERDICT_EXCLUDE, cfg.exclude_paths)):
+        for p in prefixes:
+            folded = paths.fold(os.fsencode(p))
+            if folded != b"/" and len(folded) < PREFIX_SCAN:
+                out[fnv1a64(folded)] = verdict
+    return out
+
+
 def dir_keys(cfg: FilterConfig) -> dict[tuple[int, int], int]:
     """(ino, kernel dev) -> verdict for each prefix that exists now."""
     keys: dict[tuple[int, int], int] = {}
@@ -109,6 +136,9 @@ def fill_maps(bpf: Any, cfg: FilterConfig) -> None:
     table = bpf["f_dir"]
     for (ino, dev), verdict in dir_keys(cfg).items():
         table[DirKey(ino, dev, 0)] = ctypes.c_uint8(verdict)
+    hashes = bpf["f_prefix"]
+    for h, verdict in prefix_hashes(cfg).items():
+        hashes[ctypes.c_uint64(h)] = ctypes.c_uint8(verdict)
     comms = bpf["f_comm"]
     for c in cfg.exclude_comms:
         key = comms.Key()
@@ -127,6 +157,7 @@ def defines(cfg: FilterConfig) -> dict[str, int]:
         "INCLUDE_FAILED": int(cfg.include_failed),
         "OPEN_EVENTS": int(cfg.open_events),
         "PATH_FILTERS": int(bool(cfg.include_paths or cfg.exclude_paths)),
+        "PREFIX_SCAN": PREFIX_SCAN,
         "HAVE_INCLUDES": int(bool(cfg.include_paths)),
         "COMM_FILTER": int(bool(cfg.exclude_comms)),
         "UID_FILTER": int(bool(cfg.exclude_uids)),

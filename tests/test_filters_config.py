@@ -84,3 +84,14 @@ def test_matcher_nearest_prefix_wins() -> None:
 )
 def test_container_ids(path: str, cid: str | None) -> None:
     assert container_id(path) == cid
+
+
+def test_prefix_hashes_match_the_kernel_scan() -> None:
+    from snoopbus.collector.filters import PREFIX_SCAN, fnv1a64, prefix_hashes
+
+    assert fnv1a64(b"") == 0xCBF29CE484222325
+    assert fnv1a64(b"a") == 0xAF63DC4C8601EC8C  # the published FNV-1a 64 test vector
+    cfg = FilterConfig(include_paths=("/data/",), exclude_paths=("/data//tmp", "/",
+                                                                 "/" + "x" * PREFIX_SCAN))
+    # folded like the kernel sees a clean name; "/" and too-long ones stay in user space
+    assert prefix_hashes(cfg) == {fnv1a64(b"/data"): 1, fnv1a64(b"/data/tmp"): 2}

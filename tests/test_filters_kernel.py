@@ -56,6 +56,13 @@ async def test_excluded_paths_comms_and_uids_are_dropped_in_kernel(
                 os.unlink(f"f{{i}}")
         """
         path_pid = child(excl, loop)
+        abs_pid = child(keep, f"""
+import os
+for i in range({N}):
+    os.mkdir("{excl}/d")  # absolute names: matched as strings in the kernel
+    os.chmod("{excl}/d", 0o700)
+    os.rmdir("{excl}/d/")
+""")
         comm_pid = child(keep, "import ctypes\nctypes.CDLL(None).prctl(15, b'sbfiltered')\n"
                          + textwrap.dedent(loop))
         uid_pid = child(keep, "import os\nos.setgid(4242)\nos.setuid(4242)\n"
@@ -69,13 +76,13 @@ async def test_excluded_paths_comms_and_uids_are_dropped_in_kernel(
     while final.get("state") != "stopped":
         final = decode_map((await status.next_msg(timeout=10)).data)
     await sub.unsubscribe()
-    filtered = {path_pid, comm_pid, uid_pid}
+    filtered = {path_pid, abs_pid, comm_pid, uid_pid}
     assert not [e for e in watch.events
                 if e["proc"]["pid"] in filtered and e["type"] not in ("exec", "exit")]
     kernel = final["kernel_filtered"]
     # Per iteration: create, close_write (path) or all four syscalls (task); the
     # first write's modify and the unlink are the path filter's too.
-    assert kernel["filtered_path"] >= 4 * N, final
+    assert kernel["filtered_path"] >= 4 * N + 3 * N, final
     assert kernel["filtered_task"] >= 2 * 4 * N, final
     assert final["user_filtered"] < N  # nothing of this had to be dropped after the fact
     assert os.listdir(keep) == ["marker"]
@@ -134,3 +141,39 @@ async def test_excluded_cgroup_and_cgroup_attribution(
     assert mount is not None
     want = os.stat(mount / unified.lstrip("/")).st_ino
     assert found[0]["proc"]["cgroup"] == want
+
+
+async def test_include_path_keeps_only_that_tree(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
+    keep, other = tmp_path / "keep", tmp_path / "other"
+    keep.mkdir()
+    other.mkdir()
+    running = await start_collector(nats_server.url, nc, tmp_path, "--include-path", str(keep))
+    status = await nc.subscribe(meta_subject(running.host, "status"))
+    watch = EventWatch()
+    sub = await nc.subscribe(events_filter(host=running.host), cb=watch.on_msg)
+    await nc.flush()
+    try:
+        pid = child(tmp_path, f"""
+import os
+for d in ({str(other)!r}, {str(keep)!r}):
+    for i in range({N}):
+        open(f"{{d}}/f", "w").close()  # fd path: the walk's verdict
+        os.rename(f"{{d}}/f", f"{{d}}/g")  # two names: user space decides
+        os.unlink(f"{{d}}/g")  # absolute name: hashed prefixes
+""")
+        await watch.wait_for(lambda e: e["proc"]["pid"] == pid and e["type"] == "delete",
+                             count=N, within=30)
+    finally:
+        assert stop_process(running.process) == 0, running.log()
+    final: dict[str, Any] = {}
+    while final.get("state") != "stopped":
+        final = decode_map((await status.next_msg(timeout=10)).data)
+    await sub.unsubscribe()
+    mine = [e for e in watch.events if e["proc"]["pid"] == pid and "file" in e]
+    assert {e["file"]["path"].rsplit("/", 1)[0] for e in mine} == {str(keep)}
+    assert len(mine) == 5 * N  # create, close_write, moved_from, moved_to, delete
+    # create + close_write + delete of `other` in the kernel; its renames after.
+    assert final["kernel_filtered"]["filtered_path"] >= 3 * N, final
+    assert final["user_filtered"] >= N, final

@@ -30,6 +30,8 @@ struct dir_key {
     u32 _pad;
 };
 BPF_HASH(f_dir, struct dir_key, u8, 1024);        /* VERDICT_INCLUDE / _EXCLUDE */
+/* FNV-1a 64 of each folded prefix string: for names passed as absolute strings. */
+BPF_HASH(f_prefix, u64, u8, 1024);
 BPF_HASH(f_comm, struct comm_key, u8, 256);
 BPF_HASH(f_uid, u32, u8, 256);
 BPF_HASH(f_cgroup, u64, u8, 256);
@@ -243,9 +245,53 @@ static __always_inline int single_component(struct scratch *s, u32 at, int n)
     return 0;
 }
 
+#define VERDICT_UNDECIDED 3
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME  0x100000001b3ULL
+
+/* The verdict for an absolute name string at data[at], n bytes with its NUL:
+ * the hash of the name up to each '/' (and of the whole name) is looked up in
+ * f_prefix, and the longest match wins. Names that would fold ("//", "/.",
+ * "/..") or are longer than PREFIX_SCAN are left to user space (UNDECIDED);
+ * user space keeps every prefix shorter than PREFIX_SCAN. */
+static __always_inline u32 name_verdict(struct scratch *s, u32 at, int n)
+{
+#if PATH_FILTERS
+    u64 h = FNV_OFFSET;
+    u32 verdict = VERDICT_NONE;
+    char prev = 0;
+    for (int i = 0; i < PREFIX_SCAN; i++) {
+        if (i >= n)
+            return VERDICT_UNDECIDED;
+        char c = s->data[(at + i) & (DATA_SIZE - 1)];
+        if (c == '/' || c == 0) {
+            if (c == '/' && prev == '/')
+                return VERDICT_UNDECIDED;
+            if (i > 0 && prev != '/') {
+                u8 *v = f_prefix.lookup(&h);
+                if (v)
+                    verdict = *v;
+            }
+            if (c == 0)
+                return verdict;
+        } else if (c == '.' && prev == '/') {
+            return VERDICT_UNDECIDED;
+        }
+        h ^= (u8)c;
+        h *= FNV_PRIME;
+        prev = c;
+    }
+#endif
+    return VERDICT_UNDECIDED;
+}
+
+/* How far the kernel's path verdict (s->verdict) decides a name. */
+#define NAME_IN_BASE  1  /* one component in a walked base: the base's verdict */
+#define NAME_ABSOLUTE 2  /* an absolute name matched as a string: exact */
+
 /* Appends (base names, user string) for a name relative to dfd (or the cwd):
  * the base is walked only for relative names; user space joins and folds.
- * Returns whether the kernel's path verdict (s->verdict) decides this name. */
+ * Returns NAME_* when the kernel's verdict decides this name, else 0. */
 static __always_inline int add_name(struct scratch *s, struct file_rec *r, void *task,
                                      void *root, s64 dfd, const char *name, u16 trunc_flag,
                                      int base_seg)
@@ -285,7 +331,16 @@ static __always_inline int add_name(struct scratch *s, struct file_rec *r, void 
         n = 0;
     r->seg[(base_seg + 1) & 3] = n;
     set_pos(s, mid + (n & (PATH_MAX_LEN * 2 - 1)));
-    return PATH_FILTERS && walked && single_component(s, mid, n);
+    if (!PATH_FILTERS)
+        return 0;
+    if (first == '/') {
+        u32 v = name_verdict(s, mid, n);
+        if (v == VERDICT_UNDECIDED)
+            return 0;
+        set_verdict(s, v);
+        return NAME_ABSOLUTE;
+    }
+    return walked && single_component(s, mid, n) ? NAME_IN_BASE : 0;
 }
 
 static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind, s64 ret,
@@ -402,13 +457,18 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             } else {
                 r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
             }
-        } else if (add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0)
-                   && a->sp.name2 < 0 && get_verdict(s) == VERDICT_EXCLUDE) {
-            /* Only an exclude decides here: the name itself may be an included
-             * directory. Renames and links are left to user space: either
-             * name may matter. */
-            kstat(KS_FILTERED_PATH);
-            goto done;
+        } else {
+            int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
+            /* In a base, only an exclude decides: the name itself may be an
+             * included directory. Renames and links are left to user space:
+             * either name may matter. */
+            u32 v = get_verdict(s);
+            if (a->sp.name2 < 0
+                && ((decided == NAME_IN_BASE && v == VERDICT_EXCLUDE)
+                    || (decided == NAME_ABSOLUTE && path_dropped(v)))) {
+                kstat(KS_FILTERED_PATH);
+                goto done;
+            }
         }
     }
     if (a->sp.name2 >= 0 || a->sp.target >= 0) {
