@@ -46,8 +46,10 @@ class Archiver(Consumer):
     description = "write every event and alert to Parquet files (date/host partitions)"
     filters = (events_filter(),)
     # One batch at a time: commits are the bottleneck and order is simpler.
-    # Held messages count against max_ack_pending: room for a full window.
-    settings = Settings(concurrency=1, max_ack_pending=50_000)
+    # Held messages count against max_ack_pending, and keep their decoded
+    # events in memory: this bounds memory while a full disk blocks commits
+    # (a window also commits once it holds half of it, see _roll_if_full).
+    settings = Settings(concurrency=1, max_ack_pending=10_000)
 
     def __init__(
         self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
@@ -245,7 +247,11 @@ class Archiver(Consumer):
 
     async def _roll_if_full(self) -> None:
         w = self.writer.window
-        if w.rows >= self.roll_events or w.wire_bytes >= self.roll_bytes:
+        # Held messages past half the server's limit would soon stop deliveries
+        # and leave the window waiting for the clock: commit instead.
+        held_limit = max(1, self.settings.ack_pending_limit // 2)
+        if (w.rows >= self.roll_events or w.wire_bytes >= self.roll_bytes
+                or len(w.deliveries) >= held_limit):
             await self.flush()
 
     async def flush(self, *, force: bool = False) -> bool:
