@@ -1,7 +1,7 @@
 """OCSF output validated against the OCSF schema's rules for Process Activity
 (1007) and File System Activity (1001), to a file and over HTTP.
 
-SCHEMA is a subset of the OCSF schema (ocsf/ocsf-schema: events/base_event,
+The rules below are a subset of the OCSF schema (ocsf/ocsf-schema: events/base_event,
 events/system/system.json, process_activity.json, file_activity.json, the
 objects used and the dictionary types): required attributes, the attributes
 each class and object allows, their types and the activity_id enums.
@@ -54,7 +54,7 @@ OBJECTS: dict[str, dict[str, Any]] = {
     "device": {"required": {"type_id"}, "attrs": {"hostname": STR, "type_id": INT}},
     "actor": {"required": set(), "at_least_one": {"process", "user"},
               "attrs": {"process": "process", "user": "user"}},
-    "process": {"required": set(),
+    "process": {"required": set(), "at_least_one": {"pid", "uid"},
                 "attrs": {"pid": INT, "tid": INT, "name": STR, "cmd_line": STR, "file": "file",
                           "user": "user", "parent_process": "process"}},
     "file": {"required": {"name", "type_id"},
@@ -83,6 +83,8 @@ def _object(obj: Any, name: str, where: str) -> None:
     assert not missing, f"{where}: missing required {missing}"
     if "at_least_one" in spec:
         assert set(obj) & spec["at_least_one"], f"{where}: needs one of {spec['at_least_one']}"
+        for key in spec["at_least_one"] & set(obj):
+            assert obj[key] not in ({}, None, ""), f"{where}.{key} is empty"
     for key, value in obj.items():
         assert key in spec["attrs"], f"{where}.{key} is not an attribute of {name}"
         _check(value, spec["attrs"][key], f"{where}.{key}")
@@ -162,3 +164,13 @@ async def test_ocsf_http_sink(nc, js) -> None:
         if doc["class_uid"] != 2004:
             validate_ocsf(doc)
     assert sorted(d["class_uid"] for d in rx.webhook_items) == [1001] * 5 + [2004]
+
+
+def test_unknown_parent_gives_no_parent_process() -> None:
+    event = make_event(1, "exec")
+    del event["proc"]["ppid"]
+    event["proc"]["parent_exe"] = "/bin/sh"
+    doc = to_ocsf(Item("event", event, 0, "s"))
+    validate_ocsf(doc)
+    assert "parent_process" not in doc["process"]
+    assert doc["actor"] == {"user": {"uid": "1000"}}

@@ -55,14 +55,12 @@ def _process(proc: dict[str, Any]) -> dict[str, Any]:
         out["file"] = _file(proc["exe"])
     if proc.get("uid") is not None:
         out["user"] = {"uid": str(proc["uid"])}
-    parent: dict[str, Any] = {}
-    if proc.get("ppid") is not None:
-        parent["pid"] = proc["ppid"]
-    if proc.get("parent_exe") is not None:
-        parent["file"] = _file(proc["parent_exe"])
-    if proc.get("parent_argv") is not None:
-        parent["cmd_line"] = command_line(proc["parent_argv"])
-    if parent:
+    if proc.get("ppid") is not None:  # a process object needs a pid (or a uid)
+        parent: dict[str, Any] = {"pid": proc["ppid"]}
+        if proc.get("parent_exe") is not None:
+            parent["file"] = _file(proc["parent_exe"])
+        if proc.get("parent_argv") is not None:
+            parent["cmd_line"] = command_line(proc["parent_argv"])
         out["parent_process"] = parent
     return out
 

@@ -146,7 +146,7 @@ def _number(value: str, what: str, kind: type[int] | type[float]) -> float:
         number = kind(value)
     except ValueError:
         raise SpecError(f"{what}: expected a number, got {value!r}") from None
-    if number <= 0 and what not in ("retries",):
+    if number <= 0:
         raise SpecError(f"{what}: must be > 0")
     return number
 
