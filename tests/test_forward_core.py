@@ -11,6 +11,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,17 @@ async def test_https_with_an_unknown_ca_is_retried_not_accepted(nc, js, server_t
             await publish_events(js, [make_event(0)])
             await wait_until(lambda: fwd.workers[0].stats.naked >= 1)
     assert not rx.webhook_items and fwd.workers[0].stats.acked == 0
+
+
+async def test_stop_does_not_wait_out_the_back_off(nc, js) -> None:
+    async with http_receiver() as rx:
+        port = rx.port
+    url = f"webhook+http://127.0.0.1:{port}/?name=slow&backoff=20&backoff_cap=20&retries=5"
+    async with forwarding(nc, url) as fwd:
+        await publish_events(js, [make_event(0)])
+        await wait_until(lambda: fwd.workers[0].stats.failures == 1)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 3  # not the 10-20 s back-off
+    assert fwd.workers[0].stats.naked == 1 and fwd.workers[0].stats.acked == 0
+    info = await js.consumer_info("SNOOPBUS", "forward-slow")
+    assert info.ack_floor.stream_seq == 0  # not acked: the next run gets it

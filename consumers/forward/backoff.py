@@ -32,10 +32,19 @@ class Gate:
         self.failures = 0  # consecutive
         self._not_before = 0.0
 
-    async def wait(self) -> None:
+    async def wait(self, abort: asyncio.Event | None = None) -> bool:
+        """Sleep until the next try is due; False if `abort` was set first."""
         # Another failure may push the time out while we sleep: look again.
-        while (left := self._not_before - time.monotonic()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
+        while (left := self._not_before - time.monotonic()) > 0:
+            if abort is None:
+                await asyncio.sleep(left)
+                continue
+            try:
+                await asyncio.wait_for(abort.wait(), left)
+            except TimeoutError:
+                continue
+            return False
+        return not (abort is not None and abort.is_set())
 
     def failed(self, retry_after: float | None = None) -> float:
         """Record a failure; the delay before the next try."""

@@ -5,11 +5,14 @@ Works around what `snoopbus.consumers.runtime.Runtime` does not offer (yet):
 - alerts are one msgpack map per message, not an event array; the base
   runtime would dead-letter them as undecodable. Here a message on an alert
   subject becomes a delivery whose one "event" is the alert map.
+- a worker waiting out a back-off must give up at once on stop (`closing`);
 - a sink's permanent "no" must reach the dead-letter subject at once, with
   the sink's answer, not after `max_attempts` redeliveries: `dead_letter()`.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from nats.aio.msg import Msg
 
@@ -45,6 +48,13 @@ class ForwardRuntime(Runtime):
                 continue
             out.append(Delivery(msg, [alert], self))  # type: ignore[list-item]
         return out
+
+    def stop(self) -> None:
+        super().stop()
+        # A worker backing off from a dead sink would hold up the shutdown.
+        closing = getattr(self.consumer, "closing", None)
+        if isinstance(closing, asyncio.Event):
+            closing.set()
 
     async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         """Give up on one delivery now, filing it with `reason`."""

@@ -14,6 +14,7 @@ stays down sends everything back to JetStream with growing delays.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 
@@ -55,6 +56,7 @@ class SinkWorker(Consumer):
         self.gate = Gate(spec.backoff)
         self.stats = SinkStats()
         self.runtime: ForwardRuntime | None = None
+        self.closing = asyncio.Event()  # set by the runtime's stop()
 
     async def setup(self, ctx: Context) -> None:
         await self.sink.open()
@@ -83,7 +85,7 @@ class SinkWorker(Consumer):
         retry: dict[int, str] = {}
         for start in range(0, len(items), self.sink.batch_size):
             chunk = items[start : start + self.sink.batch_size]
-            if retry and self.gate.down:
+            if self.closing.is_set() or (retry and self.gate.down):
                 # The sink failed this round already: don't queue more tries behind it.
                 for item in chunk:
                     retry.setdefault(item.slot, "sink down")
@@ -96,8 +98,10 @@ class SinkWorker(Consumer):
     ) -> None:
         spec = self.sink.spec
         pending = chunk
+        last = "stopping"
         for attempt in range(1, spec.retries + 1):
-            await self.gate.wait()
+            if not await self.gate.wait(self.closing):
+                break  # stopping: hand the messages back now
             self.stats.requests += 1
             try:
                 sent = await self.sink.send(pending)
@@ -141,6 +145,8 @@ class SinkWorker(Consumer):
                 # Later redeliveries wait longer, up to the cap; the gate also
                 # keeps this sink's other batches from trying sooner.
                 delay = self.sink.spec.backoff.delay(max(self.gate.failures, delivery.attempt))
+                if self.closing.is_set():
+                    delay = 0  # whoever runs next may have a working sink
                 await delivery.nak(f"{self.sink.spec.scheme}: {retry[slot]}", delay=delay)
             else:
                 self.stats.acked += 1
