@@ -10,8 +10,33 @@
  * the file itself, name-based calls as (walked base dir, user string) that
  * user space joins and folds.
  *
+ * What each event means, and its limits:
+ *  create       open family with FMODE_CREATED set: the call made the file.
+ *               A failed open is reported (--include-failed) as the create
+ *               (O_CREAT) or open it tried to be. mknod/mkfifo are not hooked.
+ *  open         every successful open that did not create (opt-in).
+ *  modify       the first write-family call (write, pwrite, writev, pwritev,
+ *               sendfile, splice, copy_file_range) on a regular file per
+ *               (tgid, fd) since that fd number was last opened or closed.
+ *               Fds duped or inherited over fork count on their own; writes
+ *               through mmap or io_uring make no syscall and are not seen
+ *               (the fsnotify hooks would see them where the kernel allows).
+ *  close_write  close() of an fd open for writing on a regular file, taken
+ *               at close's entry (its ret is unknown, F_NO_RET). Files closed
+ *               by exit, exec (O_CLOEXEC) or close_range make no event.
+ *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes/truncate
+ *               families, name- and fd-based), moved_from + moved_to (rename,
+ *               renameat, renameat2; RENAME_EXCHANGE is two moves).
+ * Paths: from the file itself when there is one (exact, the real dentries,
+ * as seen from the task's root); otherwise the walked base plus the name
+ * string, joined and folded lexically in user space — a symlink *inside the
+ * string* is not resolved, so the path is the one the process named.
+ * In another mount namespace the path is the one the process sees, and the
+ * record carries that namespace (mnt_ns) so consumers can tell.
+ *
  * Extra -D constants: SELF_TGID, INCLUDE_FAILED, OPEN_EVENTS, PATH_FILTERS,
- * HAVE_INCLUDES, COMM_FILTER, UID_FILTER, CGROUP_FILTER, and the OFF_* below.
+ * PREFIX_SCAN, HAVE_INCLUDES, COMM_FILTER, UID_FILTER, CGROUP_FILTER, and
+ * the OFF_* below.
  */
 #ifndef SNOOPBUS_FILES_H
 #define SNOOPBUS_FILES_H
