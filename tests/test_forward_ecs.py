@@ -11,15 +11,13 @@ so the rows are copied here. A field not listed is not ECS: the test fails.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from snoopbus.consumers import Runtime
-from snoopbus.consumers.forward import Forwarder, Item, parse_alert, parse_spec
+from snoopbus.consumers.forward import Item, parse_alert, parse_spec
 from snoopbus.consumers.forward.ecs import to_ecs
 from snoopbus.proto import EVENT_TYPES
 from tests.test_forward_receivers import (
@@ -167,19 +165,18 @@ async def test_bulk_indexes_valid_ecs_with_api_key(nc, js, monkeypatch) -> None:
         assert all(r.headers["content-type"] == "application/x-ndjson" for r in rx.requests)
 
 
-async def test_bulk_api_key_header(nc, js, monkeypatch) -> None:
-    monkeypatch.setenv("SNOOPBUS_ELASTIC_API_KEY", "k1")
+async def test_bulk_api_key_header(nc, js) -> None:
     async with http_receiver() as rx:
-        spec = parse_spec(f"elastic+http://127.0.0.1:{rx.port}/i")  # reads the environment
-        fwd = Forwarder([spec])
-        runtime = Runtime(fwd, nc=nc)
-        task = asyncio.create_task(runtime.run())
-        await fwd.ready()
-        await publish_events(js, [make_event(1)])
-        await wait_until(lambda: len(rx.docs) == 1)
-        runtime.stop()
-        await task
+        env = {"SNOOPBUS_ELASTIC_API_KEY": "k1"}
+        async with forwarding(nc, f"elastic+http://127.0.0.1:{rx.port}/i", env=env):
+            await publish_events(js, [make_event(1)])
+            await wait_until(lambda: len(rx.docs) == 1)
     assert rx.requests[0].headers["authorization"] == "ApiKey k1"
+
+
+def test_api_key_is_read_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SNOOPBUS_ELASTIC_API_KEY", "k2")
+    assert parse_spec("elastic+http://es/i").api_key == "k2"
 
 
 async def test_bulk_exactly_once_when_answers_are_lost_and_receiver_restarts(nc, js) -> None:

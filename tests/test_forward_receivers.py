@@ -81,9 +81,11 @@ async def wait_until(predicate: Callable[[], bool], within: float = 20.0, what: 
 
 
 @contextlib.asynccontextmanager
-async def forwarding(nc: Client, *urls: str) -> AsyncIterator[Forwarder]:
+async def forwarding(
+    nc: Client, *urls: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Forwarder]:
     """A forwarder running in this process on the test's connection."""
-    specs = [parse_spec(u, env={}) for u in urls]
+    specs = [parse_spec(u, env=env or {}) for u in urls]
     # Short fetch timeouts: a stop waits for the fetch in progress.
     fwd = Forwarder(specs, settings=QUICK_PARENT, sink_settings=QUICK_SINKS)
     runtime = Runtime(fwd, nc=nc)
