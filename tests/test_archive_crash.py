@@ -78,25 +78,28 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
             i += size
     rng.shuffle(messages)
 
-    async def feed() -> None:
-        for batch in messages:
+    async def feed(batches: list[list[dict]]) -> None:
+        for batch in batches:
             await js.publish(event_subject(batch[0]["host"], batch[0]["type"]),
                              encode_batch(batch))  # fmt: skip
-            await asyncio.sleep(0.006)  # ~5 s of ingestion to kill into
+            await asyncio.sleep(0.004)
 
+    # Six chunks; each of the first five is cut short by a SIGKILL while it is
+    # being published and archived, whatever the machine's speed.
+    chunks = [messages[i::6] for i in range(6)]
     proc = spawn(root)
     await wait_bound(js)
-    feeding = asyncio.create_task(feed())
     kills = 0
-    for _ in range(5):
-        await asyncio.sleep(rng.uniform(0.2, 0.8))
-        assert not feeding.done(), "ingestion ended before the kills: slow the feed"
+    for chunk in chunks[:5]:
+        feeding = asyncio.create_task(feed(chunk))
+        await asyncio.sleep(rng.uniform(0.1, 0.5))
         os.kill(proc.pid, signal.SIGKILL)  # no flush, no ack, no release
         proc.wait()
         kills += 1
         proc = spawn(root)
+        await feeding
         await wait_bound(js)
-    await feeding
+    await feed(chunks[5])
     await settled(js, limit=60)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
