@@ -170,7 +170,9 @@ class Collector:
         self.loss.set_kernel({KIND_NAMES.get(k, str(k)): v for k, v in by_kind.items()})
         self.loss.dropped[UNDECODABLE] = sum(reader.undecodable.values())
         if self.loss.total != reported or (final and self.loss.total):
-            log.warning("loss: %s", self.loss.summary())
+            by_type = ", ".join(f"{k}={sum(v)}" for k, v in sorted(self.loss.kernel.items()))
+            log.warning("loss: %s%s", self.loss.summary(),
+                        f"; in the kernel, by type: {by_type}" if by_type else "")
             await self._publish_meta(js, "loss", self.loss.report(self.cfg.host, self.instance))
         return self.loss.total
 

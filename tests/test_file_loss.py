@@ -53,4 +53,4 @@ async def test_ring_buffer_overflow_is_reported_by_type(
     while final.get("state") != "stopped":
         final = decode_map((await status.next_msg(timeout=15)).data)
     assert final["lost"] >= report["total"] and final["lost_by_type"]
-    assert "events lost" in running.log()
+    assert "events lost" in running.log() and "in the kernel, by type: " in running.log()
