@@ -91,6 +91,10 @@ def parse_time(text: str, now: datetime | None = None) -> int:
     return int(when.timestamp()) * 10**9 + when.microsecond * 1000
 
 
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
 def glob_regex(pattern: str) -> str:
     """A shell glob as an anchored RE2 pattern (`*` crosses `/`, as DuckDB's GLOB does)."""
     out, i = ["^"], 0
@@ -147,11 +151,13 @@ class DuckDBEngine:
             if values:
                 conds.append(f"{column} IN ({', '.join('?' * len(values))})")
                 params.extend(values)
+        # A pattern without wildcards is an equality: row-group statistics can prune it.
         if f.path is not None:
-            conds.append("(file_path GLOB ? OR file_old_path GLOB ?)")
+            op = "GLOB" if is_glob(f.path) else "="
+            conds.append(f"(file_path {op} ? OR file_old_path {op} ?)")
             params += [f.path, f.path]
         if f.comm is not None:
-            conds.append("proc_comm GLOB ?")
+            conds.append(f"proc_comm {'GLOB' if is_glob(f.comm) else '='} ?")
             params.append(f.comm)
         if f.where:
             conds.append(f"({f.where})")
@@ -198,16 +204,19 @@ class ArrowEngine:
             if values:
                 expr &= ds.field(column).isin(values)
         if f.path is not None:
-            rx = glob_regex(f.path)
-            expr &= pc.match_substring_regex(ds.field("file_path"), rx) | (
-                pc.match_substring_regex(ds.field("file_old_path"), rx)
-            )
+            expr &= _matches("file_path", f.path) | _matches("file_old_path", f.path)
         if f.comm is not None:
-            expr &= pc.match_substring_regex(ds.field("proc_comm"), glob_regex(f.comm))
+            expr &= _matches("proc_comm", f.comm)
         table = dataset.to_table(filter=expr)
         if table.num_rows:
             table = table.sort_by("ts")
         return table.slice(0, limit) if limit is not None else table
+
+
+def _matches(column: str, pattern: str) -> ds.Expression:
+    if not is_glob(pattern):
+        return ds.field(column) == pattern
+    return pc.match_substring_regex(ds.field(column), glob_regex(pattern))
 
 
 def pick_engine(name: str | None = None) -> Engine:

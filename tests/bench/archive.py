@@ -192,22 +192,26 @@ def main() -> None:
                    help="events through NATS for the end-to-end figure (default 100k; 0 skips)")
     p.add_argument("--roll-events", type=int, default=200_000, help="events per commit window")
     p.add_argument("--dir", type=Path, help="work here (kept); default: a temporary folder")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --dir: keep the archive already there, time the queries only")
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="snoopbus-bench-archive-"))
     root = work / "archive"
     try:
         events = Events(args.events)
-        per_gen = gen_time(events, min(args.events, 50_000))
-        seconds, files = write_path(root, events, args.roll_events)
-        archived = seconds - per_gen * args.events
+        rows: list[tuple[str, str]] = [("events", f"{args.events:,}")]
+        if not (args.reuse and args.dir and root.is_dir()):
+            per_gen = gen_time(events, min(args.events, 50_000))
+            seconds, files = write_path(root, events, args.roll_events)
+            archived = seconds - per_gen * args.events
+            rows += [
+                ("write path: events/s (row building + commit)", f"{args.events / archived:,.0f}"),
+                ("  (incl. making the synthetic events)", f"{args.events / seconds:,.0f}"),
+            ]
         size = sum(f.size for f in layout.files(root))
-        rows: list[tuple[str, str]] = [
-            ("events", f"{args.events:,}"),
-            ("write path: events/s (row building + commit)", f"{args.events / archived:,.0f}"),
-            ("  (incl. making the synthetic events)", f"{args.events / seconds:,.0f}"),
-            ("files / bytes per event on disk", f"{files} / {size / args.events:.1f}"),
-        ]
-        if args.nats_events:
+        files = len(list(layout.files(root)))
+        rows.append(("files / bytes per event on disk", f"{files} / {size / args.events:.1f}"))
+        if args.nats_events and not args.reuse:
             rate = asyncio.run(through_nats(args.nats_events, work, args.roll_events))
             rows.append((f"through NATS: events/s ({args.nats_events:,} events)", f"{rate:,.0f}"))
         probe = events.make(args.events // 2 + 1)
