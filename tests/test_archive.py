@@ -33,6 +33,7 @@ from snoopbus.proto import (
     STREAM_NAME,
     alert_subject,
     dlq_subject,
+    encode_batch,
     encode_map,
     ensure_stream,
     event_subject,
@@ -283,3 +284,14 @@ def test_recent_ids_are_forgotten_by_age_and_by_count() -> None:
     assert ("events", "h", "a") not in recent and ("events", "h", "c") in recent
     recent.add([("events", "h", str(i)) for i in range(5)], at=now)
     assert ("events", "h", "c") not in recent and len(recent) == 5
+
+
+async def test_an_id_repeated_inside_one_message_is_stored_once(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    ev = make_event(1)
+    async with archiver(nats_server.url, root):
+        await stream.publish(event_subject("h1", ev["type"]), encode_batch([ev, ev, ev]))
+        await settled(stream)
+    assert archived_ids(root) == [ev["id"]]

@@ -33,7 +33,7 @@ from .alert_feed import AlertFeed
 from .columns import NS_PER_DAY, RowError, append_alert, append_event
 from .layout import PartKey
 from .retention import Retention
-from .writer import Key, Writer
+from .writer import Key, Window, Writer
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +169,13 @@ class Archiver(Consumer):
         window = self.writer.window
         marks = {part: buf.rows for part, buf in window.parts.items()}
         new_keys: list[Key] = []
+        new_set: set[Key] = set()  # a message may repeat an id; lists are slow to search
         waiting = False  # some event is in a window not yet on disk
         try:
             for i, event in enumerate(delivery.events):
                 token = self._token(event["host"])
                 key: Key = ("events", token, event["id"])
-                if key in window.keys or key in new_keys or self._inflight(key):
+                if key in window.keys or key in new_set or self._inflight(key):
                     waiting = True
                     continue
                 if key in self.writer.recent:
@@ -183,6 +184,7 @@ class Archiver(Consumer):
                 part = PartKey("events", self._day(event["ts"]), token)
                 append_event(window.buffer(part), event, f"event[{i}]")  # type: ignore[arg-type]
                 new_keys.append(key)
+                new_set.add(key)
         except RowError:
             _truncate(window, marks)
             raise
@@ -327,7 +329,7 @@ class Archiver(Consumer):
                 log.error("archive: retention failed: %s", exc)
 
 
-def _truncate(window: Any, marks: dict[PartKey, int]) -> None:
+def _truncate(window: Window, marks: dict[PartKey, int]) -> None:
     """Undo one delivery's rows (it had a row the archive cannot store)."""
     for part, buf in list(window.parts.items()):
         keep = marks.get(part, 0)
