@@ -211,7 +211,7 @@ class Rsyslog:
     dir: Path
     tcp: int
     udp: int
-    tls: int
+    tls: int | None = None  # rsyslog writes nothing until a TLS listener is up (up to ~1 s)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -221,17 +221,20 @@ class Rsyslog:
     def start(self) -> None:
         tls = self.dir / "tls"
         conf = self.dir / "rsyslog.conf"
-        conf.write_text(f"""
-global(workDirectory="{self.dir}" maxMessageSize="64k"
-       DefaultNetstreamDriverCAFile="{tls}/ca.pem"
+        tls_conf = "" if self.tls is None else f"""
+global(DefaultNetstreamDriverCAFile="{tls}/ca.pem"
        DefaultNetstreamDriverCertFile="{tls}/server.pem"
        DefaultNetstreamDriverKeyFile="{tls}/server.key")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+input(type="imtcp" port="{self.tls}" address="127.0.0.1")
+"""  # fmt: skip
+        conf.write_text(f"""
+global(workDirectory="{self.dir}" maxMessageSize="64k" net.enableDNS="off")
 module(load="imptcp")
 module(load="imudp")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
 input(type="imptcp" port="{self.tcp}" address="127.0.0.1")
 input(type="imudp" port="{self.udp}" address="127.0.0.1")
-input(type="imtcp" port="{self.tls}" address="127.0.0.1")
+{tls_conf}
 action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format")
 """)  # fmt: skip
         log = (self.dir / "rsyslogd.log").open("ab")
@@ -241,17 +244,18 @@ action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format"
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 15
-        while not self._listening():
+        while not self._ready():
             assert self.proc.poll() is None, (self.dir / "rsyslogd.log").read_text()
             assert time.monotonic() < deadline, "rsyslogd did not start listening"
-            time.sleep(0.05)
+            time.sleep(0.02)
 
-    def _listening(self) -> bool:
-        for port in (self.tcp, self.tls):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                continue
-            return False
-        return True
+    def _ready(self) -> bool:
+        """TCP accepts and a UDP probe was written: every listener is up."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.tcp), 1):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(PROBE.encode(), ("127.0.0.1", self.udp))
+            return self.out.exists() and "probe" in self.out.read_text("utf-8")
+        return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -269,8 +273,12 @@ action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format"
         text = self.out.read_text("utf-8")
         # rsyslog writes control characters as #ooo (octal): undo it.
         lines = text.splitlines()
-        return [parse_5424(re.sub(r"#([0-7]{3})", lambda m: chr(int(m[1], 8)), ln))
-                for ln in lines]  # fmt: skip
+        parsed = [parse_5424(re.sub(r"#([0-7]{3})", lambda m: chr(int(m[1], 8)), ln))
+                  for ln in lines]  # fmt: skip
+        return [m for m in parsed if m.app != "probe"]
+
+
+PROBE = "<14>1 - - probe - - - ready?"
 
 
 def make_certs(where: Path) -> None:
@@ -297,9 +305,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def rsyslog(tmp_path: Path, certs: Path) -> Iterator[Rsyslog]:
+def rsyslog(request: pytest.FixtureRequest, tmp_path: Path, certs: Path) -> Iterator[Rsyslog]:
+    """An rsyslogd on TCP and UDP; with TLS too for tests parametrized with transport=tls."""
     shutil.copytree(certs, tmp_path / "tls")
-    server = Rsyslog(tmp_path, free_port(), free_port(socket.SOCK_DGRAM), free_port())
+    callspec = getattr(request.node, "callspec", None)
+    with_tls = callspec is not None and callspec.params.get("transport") == "tls"
+    server = Rsyslog(tmp_path, free_port(), free_port(socket.SOCK_DGRAM),
+                     free_port() if with_tls else None)  # fmt: skip
     server.start()
     try:
         yield server
