@@ -108,7 +108,9 @@ class SinkWorker(Consumer):
             except Transient as exc:
                 self.stats.failures += 1
                 delay = self.gate.failed(exc.retry_after)
-                log.warning(
+                n = self.gate.failures  # a long outage logs at failures 1, 2, 4, 8 ...
+                log.log(
+                    logging.WARNING if n & (n - 1) == 0 else logging.DEBUG,
                     "%s: %s (try %d of %d; next in %.2fs)",
                     self.name, exc.answer, attempt, spec.retries, delay,
                 )  # fmt: skip
