@@ -153,7 +153,13 @@ def dump_program(
 
 def proc_offsets() -> dict[str, int]:
     """Every offset the module needs (process and file probes share it)."""
-    return btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
+    offsets = btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
+    args = [offsets[f"OFF_REGS_ARG{i}"] for i in range(6)]
+    lo = min(args)
+    if max(args) - lo > 56 or any((a - lo) % 8 for a in args):
+        raise ProbeError(f"syscall argument registers not within 64 bytes of pt_regs: {args}")
+    offsets["OFF_REGS_ARGS_LO"] = lo
+    return offsets
 
 
 class ProbeError(RuntimeError):

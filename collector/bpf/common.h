@@ -123,6 +123,43 @@ static __always_inline void fill_hdr(struct rec_hdr *h, void *task, u16 kind)
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
+/* Reads a struct path's two pointers (one read when they are adjacent). */
+static __always_inline void read_path(const void *path, void **dentry, void **mnt)
+{
+#if OFF_PATH_MNT < 16 && OFF_PATH_DENTRY < 16
+    void *p[2] = {};
+    bpf_probe_read_kernel(p, sizeof(p), path);
+    *mnt = p[OFF_PATH_MNT / 8];
+    *dentry = p[OFF_PATH_DENTRY / 8];
+#else
+    *mnt = read_ptr(path, OFF_PATH_MNT);
+    *dentry = read_ptr(path, OFF_PATH_DENTRY);
+#endif
+}
+
+/* A dentry's parent and name pointer: one read when they lie within 32 bytes
+ * (d_parent, then d_name), as on every kernel since 3.x. Probe reads are the
+ * walk's cost, so each one saved is per path component. */
+#define DNAME_PTR_OFF (OFF_DENTRY_D_NAME + OFF_QSTR_NAME)
+#if DNAME_PTR_OFF > OFF_DENTRY_D_PARENT && DNAME_PTR_OFF - OFF_DENTRY_D_PARENT <= 24 \
+    && (DNAME_PTR_OFF - OFF_DENTRY_D_PARENT) % 8 == 0
+#define DENTRY_ONE_READ 1
+#endif
+
+static __always_inline void read_dentry(const void *dentry, void **parent, const char **name)
+{
+#ifdef DENTRY_ONE_READ
+    void *p[4] = {};
+    bpf_probe_read_kernel(p, DNAME_PTR_OFF - OFF_DENTRY_D_PARENT + 8,
+                          (const char *)dentry + OFF_DENTRY_D_PARENT);
+    *parent = p[0];
+    *name = p[(DNAME_PTR_OFF - OFF_DENTRY_D_PARENT) / 8];
+#else
+    *parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);
+    *name = read_ptr(dentry, DNAME_PTR_OFF);
+#endif
+}
+
 /* Appends the path of `path` (a struct path *) to s->data at s->pos, as
  * NUL-terminated names from the leaf up; user space reverses them. Walks
  * d_parent, crossing mounts through struct mount, and stops at `root` (the
@@ -133,11 +170,11 @@ static __always_inline void fill_hdr(struct rec_hdr *h, void *task, u16 kind)
 static __always_inline void walk_path(struct scratch *s, const void *path, const void *root,
                                       u16 *flags, u16 trunc_flag, int check)
 {
-    void *dentry = read_ptr(path, OFF_PATH_DENTRY);
-    void *vfsmnt = read_ptr(path, OFF_PATH_MNT);
-    void *root_dentry = read_ptr(root, OFF_PATH_DENTRY);
-    void *root_mnt = read_ptr(root, OFF_PATH_MNT);
+    void *dentry, *vfsmnt, *root_dentry, *root_mnt;
+    read_path(path, &dentry, &vfsmnt);
+    read_path(root, &root_dentry, &root_mnt);
     void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
+    void *mnt_root = read_ptr(vfsmnt, OFF_VFSMOUNT_MNT_ROOT);  /* re-read at crossings only */
     u32 start = get_pos(s);
 
     if (check)
@@ -147,20 +184,22 @@ static __always_inline void walk_path(struct scratch *s, const void *path, const
             set_verdict(s, dir_verdict(dentry));
         if (dentry == root_dentry && vfsmnt == root_mnt)
             return;
-        void *parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);
-        if (dentry == read_ptr(vfsmnt, OFF_VFSMOUNT_MNT_ROOT) || dentry == parent) {
+        void *parent;
+        const char *name;
+        read_dentry(dentry, &parent, &name);
+        if (dentry == mnt_root || dentry == parent) {
             void *mnt_parent = read_ptr(mnt, OFF_MOUNT_MNT_PARENT);
             if (mnt_parent == mnt || !mnt_parent)
                 return;  /* top of this mount tree */
             dentry = read_ptr(mnt, OFF_MOUNT_MNT_MOUNTPOINT);
             mnt = mnt_parent;
             vfsmnt = (char *)mnt + OFF_MOUNT_MNT;
+            mnt_root = read_ptr(vfsmnt, OFF_VFSMOUNT_MNT_ROOT);
             continue;
         }
         u32 pos = get_pos(s);
         if (pos - start > PATH_MAX_LEN || pos > DATA_SIZE - NAME_SZ)
             break;
-        const char *name = read_ptr(dentry, OFF_DENTRY_D_NAME + OFF_QSTR_NAME);
         int n = bpf_probe_read_kernel_str(s->data + (pos & (DATA_SIZE - 1)), NAME_SZ, name);
         if (n <= 0)
             break;

@@ -213,12 +213,16 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     }
     struct sc_args a = {};
-    a.args[0] = read_u64(regs, OFF_REGS_ARG0);
-    a.args[1] = read_u64(regs, OFF_REGS_ARG1);
-    a.args[2] = read_u64(regs, OFF_REGS_ARG2);
-    a.args[3] = read_u64(regs, OFF_REGS_ARG3);
-    a.args[4] = read_u64(regs, OFF_REGS_ARG4);
-    a.args[5] = read_u64(regs, OFF_REGS_ARG5);
+    /* The six argument registers lie within 64 bytes of pt_regs (checked by
+     * probes.py): one read instead of six. */
+    u64 r[8] = {};
+    bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
+    a.args[0] = r[(OFF_REGS_ARG0 - OFF_REGS_ARGS_LO) / 8];
+    a.args[1] = r[(OFF_REGS_ARG1 - OFF_REGS_ARGS_LO) / 8];
+    a.args[2] = r[(OFF_REGS_ARG2 - OFF_REGS_ARGS_LO) / 8];
+    a.args[3] = r[(OFF_REGS_ARG3 - OFF_REGS_ARGS_LO) / 8];
+    a.args[4] = r[(OFF_REGS_ARG4 - OFF_REGS_ARGS_LO) / 8];
+    a.args[5] = r[(OFF_REGS_ARG5 - OFF_REGS_ARGS_LO) / 8];
     a.sp = *sp;
     a.nr = nr;
     u32 tid = (u32)pid_tgid;

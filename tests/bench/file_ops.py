@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -70,6 +71,8 @@ class Run:
     lost: dict[str, Any] = field(default_factory=dict)
     cpu_s: float | None = None
     rss_kib: int | None = None
+    bpf_ns: int | None = None  # in-kernel run time of the probes over the run
+    bpf_runs: int | None = None
     note: str = ""
 
     @property
@@ -95,6 +98,26 @@ def load(exe: Path, work: Path, seconds: float, cpu: int) -> tuple[int, float, i
         sys.exit(f"file_ops: the load generator failed ({proc.returncode})")
     n, secs = out.split()
     return int(n), float(secs), proc.pid
+
+
+STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def bpf_prog_stats(pid: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs `pid` holds open
+    (fdinfo shows them while kernel.bpf_stats_enabled is 1)."""
+    ns = cnt = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        if "prog_type:" not in info:
+            continue
+        fields = dict(ln.split(":", 1) for ln in info.splitlines() if ":" in ln)
+        ns += int(fields.get("run_time_ns", "0"))
+        cnt += int(fields.get("run_cnt", "0"))
+    return ns, cnt
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,8 +162,16 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     try:
         await status.next_msg(timeout=120)  # ready
         cpu0 = cpu_seconds(collector.pid)
-        n, secs, pid_box[0] = await asyncio.to_thread(load, exe, work, seconds, cpu)
+        stats_before = STATS.read_text().strip()
+        STATS.write_text("1")  # per-program run time, for this run only
+        try:
+            ns0, cnt0 = bpf_prog_stats(collector.pid)
+            n, secs, pid_box[0] = await asyncio.to_thread(load, exe, work, seconds, cpu)
+            ns1, cnt1 = bpf_prog_stats(collector.pid)
+        finally:
+            STATS.write_text(stats_before)
         run.iterations, run.seconds = n, secs
+        run.bpf_ns, run.bpf_runs = ns1 - ns0, cnt1 - cnt0
         # Let the collector publish what it has read, then stop it.
         expected = n * EVENTS_PER_ITER
         last, still = -1, 0.0
@@ -214,14 +245,14 @@ def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) ->
             finally:
                 proc.send_signal(2)
                 proc.wait(60)
-        lines = Counter(
-            ln.split()[0] for ln in out_path.read_bytes().decode(errors="replace").splitlines()
-            if len(ln.split()) > 2 and ln.split()[1] == str(pid)
-        )
-        run.by_type = Counter({k.decode() if isinstance(k, bytes) else k: v
-                               for k, v in lines.items()})
+        text = out_path.read_bytes().decode(errors="replace")
+        lines = Counter(ln.split()[0] for ln in text.splitlines()
+                        if len(ln.split()) > 2 and ln.split()[1] == str(pid))
+        run.by_type = lines
         run.delivered = sum(lines.values())
-        run.note = "printed lines, to a file (bpftrace counts no loss it can report here)"
+        lost = sum(int(m) for m in re.findall(r"Lost (\d+) events", text))
+        run.lost = {"total": lost, "reasons": {"perf_buffer_full": lost} if lost else {}}
+        run.note = "printed lines to a file; bpftrace's own 'Lost N events' lines are its loss"
     finally:
         if mounted_here:
             subprocess.run(["umount", str(TRACEFS)], check=False)
@@ -263,11 +294,23 @@ def main() -> None:
         base.iterations, base.seconds, _ = load(exe, work, args.seconds, args.cpu)
         coll = asyncio.run(with_collector(exe, work, tmp, args.seconds, args.cpu))
         trace = with_bpftrace(exe, work, tmp, args.seconds, args.cpu)
+        after = Run("no collector (again)")
+        after.iterations, after.seconds, _ = load(exe, work, args.seconds, args.cpu)
+    # The machine is shared: the baseline is the mean of one run before and one after.
+    base = Run("no collector (mean)", base.iterations + after.iterations,
+               base.seconds + after.seconds)
     print(f"file_ops: {args.seconds:g} s per run on CPU {args.cpu}, "
           f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration\n")
     print(table([base, coll, trace], base))
+    print(f"\nbaseline runs: {base.ops_per_s:,.0f} ops/s mean; the second alone "
+          f"{after.ops_per_s:,.0f} ops/s (drift shows how noisy the machine was)")
     print(f"\ncollector events by type: {dict(coll.by_type)}")
     print(f"collector loss: {coll.lost}")
+    if coll.bpf_ns is not None and coll.bpf_runs:
+        print(f"collector probes in the kernel: {coll.bpf_runs} runs, "
+              f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
+              f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
+              f"(all programs, every syscall on the host)")
     print(f"bpftrace lines by op: {dict(trace.by_type)}  {trace.note}")
 
 
