@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -133,6 +134,23 @@ async def run_sink(nc, url: str, messages: int) -> float:
     return elapsed
 
 
+SINKS = ("jsonl+file", "ecs+file", "ocsf+file", "webhook+http", "ocsf+http", "elastic+http",
+         "syslog+tcp", "syslog+tls", "syslog+udp", "cef+tcp")  # fmt: skip
+
+
+def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, Path | None]:
+    """The --to URL for one benchmarked sink, and the file its output lands in."""
+    fmt, transport = name.split("+")
+    if transport == "file":
+        return f"{name}://{work}/{fmt}.jsonl", work / f"{fmt}.jsonl"
+    if transport == "http":
+        path = {"webhook": "/hook", "ocsf": "/ocsf", "elastic": "/bench"}[fmt]
+        return f"{name}://127.0.0.1:{http_port}{path}", None
+    port = {"tcp": rsyslog.tcp, "udp": rsyslog.udp, "tls": rsyslog.tls}[transport]
+    ca = f"?ca={work / 'tls' / 'ca.pem'}" if transport == "tls" else ""
+    return f"{name}://127.0.0.1:{port}{ca}", rsyslog.out
+
+
 async def bench(total: int, only: set[str] | None, work: Path) -> None:
     from tests.test_forward_syslog import Rsyslog, free_port, make_certs
 
@@ -155,27 +173,19 @@ async def bench(total: int, only: set[str] | None, work: Path) -> None:
         await asyncio.gather(*futures)
         messages = len(futures)
 
-        make_certs(work / "tls")
-        rsyslog = Rsyslog(work, free_port(), free_port(socket.SOCK_DGRAM), free_port())
-        rsyslog.start()
-        ca = work / "tls" / "ca.pem"
+        names = [n for n in SINKS if not only or any(n.startswith(o) for o in only)]
+        syslogs = [n for n in names if n.startswith(("syslog", "cef"))]
+        if syslogs:  # only what the chosen sinks need: rsyslogd is slow to start TLS
+            make_certs(work / "tls")
+            rsyslog = Rsyslog(work, free_port(), free_port(socket.SOCK_DGRAM),
+                              free_port() if "syslog+tls" in syslogs else None)  # fmt: skip
+            rsyslog.start()
+        needs_http = any(n.endswith("+http") for n in names)
         rows: list[tuple[str, float, int | str]] = []
-        with http_receiver_process() as http_port:
-            sinks = [
-                ("jsonl+file", f"jsonl+file://{work}/out.jsonl", work / "out.jsonl"),
-                ("ecs+file", f"ecs+file://{work}/ecs.jsonl", work / "ecs.jsonl"),
-                ("ocsf+file", f"ocsf+file://{work}/ocsf.jsonl", work / "ocsf.jsonl"),
-                ("webhook+http", f"webhook+http://127.0.0.1:{http_port}/hook", None),
-                ("ocsf+http", f"ocsf+http://127.0.0.1:{http_port}/ocsf", None),
-                ("elastic+http", f"elastic+http://127.0.0.1:{http_port}/bench", None),
-                ("syslog+tcp", f"syslog+tcp://127.0.0.1:{rsyslog.tcp}", rsyslog.out),
-                ("syslog+tls", f"syslog+tls://127.0.0.1:{rsyslog.tls}?ca={ca}", rsyslog.out),
-                ("syslog+udp", f"syslog+udp://127.0.0.1:{rsyslog.udp}", rsyslog.out),
-                ("cef+tcp", f"cef+tcp://127.0.0.1:{rsyslog.tcp}", rsyslog.out),
-            ]
-            for name, url, out in sinks:
-                if only and not any(name.startswith(o) for o in only):
-                    continue
+        with contextlib.ExitStack() as stack:
+            http_port = stack.enter_context(http_receiver_process()) if needs_http else 0
+            for name in names:
+                url, out = sink_url(name, work, http_port, rsyslog)
                 before = count_lines(out) if out else 0
                 seconds = await run_sink(nc, url, messages)
                 received: int | str = "(acked)"
