@@ -29,7 +29,7 @@ class RingReader:
         bpf: Any,
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
-        poll_ms: int = 100,
+        poll_ms: int = 50,
     ) -> None:
         self._bpf = bpf
         self._builder = builder
@@ -67,6 +67,9 @@ class RingReader:
         try:
             while not self._stop.is_set():
                 self._bpf.ring_buffer_poll(self._poll_ms)
+                # The probes wake the reader only every few records (see emit()
+                # in snoopbus.bpf.c): after a timeout, take what is there.
+                self._bpf.ring_buffer_consume()
                 self._drain()
             self._bpf.ring_buffer_consume()  # what arrived before stop
             self._drain()

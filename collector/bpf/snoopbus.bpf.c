@@ -72,12 +72,27 @@ static __always_inline struct scratch *get_scratch(void)
     return scratch_map.lookup(&cpu);
 }
 
+#define BPF_RB_NO_WAKEUP_F    1
+#define BPF_RB_FORCE_WAKEUP_F 2
+/* Records per CPU between reader wake-ups. A wake-up is an irq_work (a
+ * self-IPI: a VM exit under a hypervisor), measured as the largest part of a
+ * record's cost when the reader keeps up and so is woken for nearly every
+ * record. The reader also drains on its poll timeout, so a quiet CPU's
+ * records wait at most that long. */
+#define WAKEUP_EVERY 64
+BPF_PERCPU_ARRAY(emitted, u64, 1);
+
 /* Copies the assembled record into the ring buffer; counts it lost if full. */
 static __always_inline void emit(u8 *buf, u32 size, u16 kind)
 {
+    u32 zero = 0;
+    u64 flags = BPF_RB_NO_WAKEUP_F;
+    u64 *n = emitted.lookup(&zero);
+    if (n && (++(*n) & (WAKEUP_EVERY - 1)) == 0)
+        flags = BPF_RB_FORCE_WAKEUP_F;
     /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
     size &= DATA_SIZE - 1;
-    if (events.ringbuf_output(buf, size, 0) < 0)
+    if (events.ringbuf_output(buf, size, flags) < 0)
         count_lost(kind);
 }
 
