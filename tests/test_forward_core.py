@@ -181,15 +181,15 @@ async def test_webhook_down_then_back_delivers_every_event(nc, js) -> None:
 
 async def test_webhook_429_and_500_back_off(nc, js) -> None:
     async with http_receiver(script=[500, 429, 500, 503, 500]) as rx:
-        url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.05&backoff_cap=5&retries=10"
+        url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.03&backoff_cap=5&retries=10"
         async with forwarding(nc, url):
             await publish_events(js, [make_event(0)])
             await wait_until(lambda: len(rx.webhook_items) == 1)
         times = [r.at for r in rx.requests]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 5
-    # Each gap is at least half its ceiling (0.05, 0.1, 0.2, 0.4, 0.8 s): no tight loop.
-    for gap, ceiling in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.8], strict=True):
+    # Each gap is at least half its ceiling (0.03, 0.06, 0.12, 0.24, 0.48 s): no tight loop.
+    for gap, ceiling in zip(gaps, [0.03, 0.06, 0.12, 0.24, 0.48], strict=True):
         assert gap >= ceiling / 2 * 0.95, gaps
     assert gaps[-1] > gaps[0]
 

@@ -390,7 +390,7 @@ kernel_text = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=kernel_text, other=kernel_text)
 def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
     event = make_event(1, "renamed")
@@ -403,7 +403,7 @@ def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
     assert "\n" not in parsed.msg and "\r" not in parsed.msg
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=kernel_text, title=kernel_text)
 def test_any_value_round_trips_through_cef(value: str, title: str) -> None:
     raw = make_alert(1)
