@@ -50,7 +50,8 @@ ECS_FIELDS: dict[str, str] = {
     "file.extension": "keyword", "file.inode": "keyword", "file.mode": "keyword",
     "file.target_path": "keyword", "file.type": "keyword", "file.device": "keyword",
     "rule.id": "keyword", "rule.name": "keyword", "rule.description": "keyword",
-    "rule.ruleset": "keyword",
+    "rule.ruleset": "keyword", "rule.category": "keyword", "rule.reference": "keyword",
+    "rule.author": "keyword",
 }  # fmt: skip
 # Allowed values (ECS "categorization fields"), and which event.type goes with which category.
 ALLOWED = {
@@ -131,12 +132,14 @@ def test_file_fields() -> None:
 
 def test_alert_maps_to_rule_and_kind_alert() -> None:
     raw = make_alert(5, "critical")
-    raw["rule"]["description"] = "desc"
+    raw["rule"].update(description="desc", references=["https://x/1"], author="me")
+    raw["category"] = "process_creation"
     doc = to_ecs(Item("alert", parse_alert(raw), 0, "s"))
     check_ecs(doc)
     assert doc["event"]["kind"] == "alert" and doc["event"]["severity"] == 99
     assert doc["rule"] == {"id": "rule-2", "name": "Suspicious thing 5", "ruleset": "sigma",
-                           "description": "desc"}  # fmt: skip
+                           "description": "desc", "category": "process_creation",
+                           "reference": ["https://x/1"], "author": ["me"]}  # fmt: skip
     assert doc["tags"] == ["attack.execution", "attack.t1059"]
     assert doc["process"]["executable"] == "/usr/bin/bash"
 

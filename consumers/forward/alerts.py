@@ -34,6 +34,9 @@ class Alert:
     alert_ts: int | None = None
     alert_host: str = ""
     count: int = 1
+    category: str = ""  # the Sigma log source category the event was matched as
+    references: tuple[str, ...] = ()
+    author: str = ""
 
     @property
     def host(self) -> str:
@@ -82,4 +85,7 @@ def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Ale
         alert_ts=obj["ts"] if isinstance(obj.get("ts"), int) else None,
         alert_host=str(obj.get("host") or ""),
         count=obj["count"] if isinstance(obj.get("count"), int) else 1,
+        category=str(obj.get("category") or ""),
+        references=tuple(str(r) for r in src.get("references") or () if r),
+        author=str(src.get("author") or ""),
     )

@@ -142,6 +142,12 @@ def alert_doc(alert: Alert) -> dict[str, Any]:
     doc["rule"] = {"id": display(alert.rule_id), "name": display(alert.title), "ruleset": "sigma"}
     if alert.description:
         doc["rule"]["description"] = display(alert.description)
+    if alert.category:
+        doc["rule"]["category"] = display(alert.category)
+    if alert.references:
+        doc["rule"]["reference"] = [display(r) for r in alert.references]
+    if alert.author:
+        doc["rule"]["author"] = [display(alert.author)]
     if alert.tags:
         doc["tags"] = [display(t) for t in alert.tags]
     doc["message"] = display(f"{alert.level} alert: {alert.title}")
