@@ -18,6 +18,7 @@ INDEX may hold strftime codes, filled from the event's time in UTC.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +45,14 @@ FILE_TYPE = {"mkdir": "dir", "rmdir": "dir", "symlink": "symlink"}
 SEVERITY = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def iso_time(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
+    return f"{_second(seconds)}.{rest:09d}Z"
 
 
 def _process(proc: dict[str, Any]) -> dict[str, Any]:
@@ -179,8 +185,11 @@ class BulkSink(Sink):
     def index_for(self, doc: dict[str, Any]) -> str:
         if "%" not in self.index:
             return self.index
-        when = datetime.strptime(doc["@timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
-        return when.strftime(self.index)
+        return self._index_at(doc["@timestamp"][:19])
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 -- one sink per process lifetime
+    def _index_at(self, second: str) -> str:
+        return datetime.strptime(second, "%Y-%m-%dT%H:%M:%S").strftime(self.index)
 
     def _line(self, item: Item) -> bytes:
         doc = to_ecs(item)
