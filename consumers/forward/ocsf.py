@@ -121,6 +121,7 @@ def alert_doc(alert: Alert) -> dict[str, Any]:
     doc = _base(DETECTION_FINDING, 1, {**event, "id": alert.id, "host": alert.host,
                                         "ts": alert.ts or event.get("ts", 0)})  # fmt: skip
     doc["severity_id"] = SEVERITY_ID[alert.level]
+    doc["status_id"] = 1  # for a finding this is its triage state: New
     doc["finding_info"] = {
         "uid": display(alert.id), "title": display(alert.title),
         "analytic": {"uid": display(alert.rule_id), "name": display(alert.title), "type_id": 1},
