@@ -351,3 +351,10 @@ async def test_stop_does_not_wait_out_the_back_off(nc, js) -> None:
     assert fwd.workers[0].stats.naked == 1 and fwd.workers[0].stats.acked == 0
     info = await js.consumer_info("SNOOPBUS", "forward-slow")
     assert info.ack_floor.stream_seq == 0  # not acked: the next run gets it
+
+
+def test_secrets_stay_out_of_the_spec_repr() -> None:
+    spec = parse_spec("webhook+https://bob:hunter2@h/x", env={})
+    assert spec.password == "hunter2" and "hunter2" not in repr(spec)
+    spec = parse_spec("elastic+https://es/i", env={"SNOOPBUS_ELASTIC_API_KEY": "k-secret"})
+    assert spec.api_key == "k-secret" and "k-secret" not in repr(spec)

@@ -82,11 +82,16 @@ class SinkSpec:
     key: str | None = None
     insecure: bool = False
     username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs
+    api_key: str | None = field(default=None, repr=False)
     max_value: int = 8192  # longest single value (syslog/CEF); longer ones are cut
     fsync: bool = False
     options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The URL may carry user:password@: keep a copy without it for display.
+        if self.password and f":{self.password}@" in self.url:
+            object.__setattr__(self, "url", self.url.replace(f":{self.password}@", ":***@"))
 
     @property
     def scheme(self) -> str:
