@@ -358,3 +358,12 @@ def test_secrets_stay_out_of_the_spec_repr() -> None:
     assert spec.password == "hunter2" and "hunter2" not in repr(spec)
     spec = parse_spec("elastic+https://es/i", env={"SNOOPBUS_ELASTIC_API_KEY": "k-secret"})
     assert spec.api_key == "k-secret" and "k-secret" not in repr(spec)
+
+
+async def test_start_new_skips_the_backlog(nc, js, tmp_path: Path) -> None:
+    out = tmp_path / "new.jsonl"
+    await publish_events(js, [make_event(0)])  # before the sink exists
+    async with forwarding(nc, f"jsonl+file://{out}?start=new"):
+        await publish_events(js, [make_event(1)])
+        await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
+    assert json.loads(out.read_text())["id"] == "inst-1"

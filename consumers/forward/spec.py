@@ -23,6 +23,7 @@ Options (query string), for every sink:
     ca=PATH cert=PATH key=PATH insecure=1        TLS (tls, https)
     api_key_env=VAR   elastic: API key from $VAR (default SNOOPBUS_ELASTIC_API_KEY)
     user:password@    elastic/webhook: basic auth; password_env=VAR reads it from $VAR
+    start=all|new     where a new sink's durable starts: the stream's head (default) or now
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ FORMATS = {
 _KNOWN = {
     "name", "min_severity", "alerts", "events", "include", "exclude", "batch", "concurrency",
     "retries", "backoff", "backoff_cap", "ca", "cert", "key", "insecure", "api_key_env",
-    "password_env", "max_value", "fsync", "timeout",
+    "password_env", "max_value", "fsync", "timeout", "start",
 }  # fmt: skip
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -86,6 +87,7 @@ class SinkSpec:
     api_key: str | None = field(default=None, repr=False)
     max_value: int = 8192  # longest single value (syslog/CEF); longer ones are cut
     fsync: bool = False
+    start_new: bool = False  # a new durable starts at new messages, not the stream's head
     options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,6 +216,9 @@ def parse_spec(url: str, env: dict[str, str] | None = None) -> SinkSpec:
     min_severity = opts.get("min_severity", "informational")
     if min_severity not in LEVEL_RANK:
         raise SpecError(f"min_severity: one of {', '.join(ALERT_LEVELS)}, got {min_severity!r}")
+    start = opts.get("start", "all")
+    if start not in ("all", "new"):
+        raise SpecError(f"start: 'all' or 'new', got {start!r}")
     backoff = Backoff(
         base=_number(opts.get("backoff", "0.2"), "backoff", float),
         cap=_number(opts.get("backoff_cap", "30"), "backoff_cap", float),
@@ -235,6 +240,7 @@ def parse_spec(url: str, env: dict[str, str] | None = None) -> SinkSpec:
         username=username, password=password, api_key=api_key,
         max_value=int(_number(opts.get("max_value", "8192"), "max_value", int)),
         fsync=_flag(opts.get("fsync", "0"), "fsync"),
+        start_new=start == "new",
         options=opts,
     )  # fmt: skip
     if _UNSAFE.search(spec.name):

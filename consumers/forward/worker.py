@@ -52,7 +52,9 @@ class SinkWorker(Consumer):
         self.description = f"forward to {spec.scheme} ({spec.name})"
         self.filters = tuple(spec.subject_filters())
         base = settings or SINK_SETTINGS
-        self.settings = replace(base, concurrency=spec.concurrency)
+        self.settings = replace(
+            base, concurrency=spec.concurrency, deliver_new=spec.start_new or base.deliver_new
+        )
         self.gate = Gate(spec.backoff)
         self.stats = SinkStats()
         self.runtime: ForwardRuntime | None = None
