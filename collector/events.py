@@ -58,6 +58,9 @@ class EventBuilder:
         # User-space backstop for paths the kernel could not filter exactly.
         self.path_filter = path_filter
         self.filtered_in_user = 0
+        # proc maps of file events, shared by a thread's consecutive events:
+        # key -> (the ProcInfo it was built from, the map)
+        self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -112,12 +115,25 @@ class EventBuilder:
             return self._file(rec)
         return [self.build(rec)]
 
+    def _shared_proc(self, hdr: Header, info: ProcInfo | None) -> dict[str, Any]:
+        """The proc map for a file event, reused while nothing in it changed
+        (events are encoded, never mutated, after they are built)."""
+        key = (hdr.tid, hdr.pid, hdr.ppid, hdr.uid, hdr.gid, hdr.cgroup)
+        cached = self._procs.get(key)
+        if cached is not None and cached[0] is info and cached[1]["comm"] == hdr.comm:
+            return cached[1]
+        if len(self._procs) >= 8192:
+            self._procs.clear()
+        proc = self._proc(hdr, info)
+        self._procs[key] = (info, proc)
+        return proc
+
     def _file_event(
         self, rec: FileRecord, type_: str, path: bytes | None, truncated: bool,
         info: ProcInfo | None,
     ) -> tuple[str, Event]:
         ev = self._base(rec.hdr, type_)
-        ev["proc"] = self._proc(rec.hdr, info)
+        ev["proc"] = self._shared_proc(rec.hdr, info)
         f: dict[str, Any] = {"mnt_ns": rec.mnt_ns}
         if path is not None:
             f["path"] = text_from_kernel(path)

@@ -156,13 +156,23 @@ def split_argv(raw: bytes, truncated: bool) -> list[str]:
     return [text_from_kernel(p) for p in parts]
 
 
+_COMMS: dict[bytes, str] = {}  # the raw comm field -> text: few distinct values
+
+
+def _comm(raw: bytes) -> str:
+    text = _COMMS.get(raw)
+    if text is None:
+        if len(_COMMS) >= 4096:
+            _COMMS.clear()
+        text = _COMMS[raw] = text_from_kernel(raw.split(b"\0", 1)[0])
+    return text
+
+
 def decode_header(buf: bytes) -> Header:
     if len(buf) < HDR.size:
         raise RecordError(f"record of {len(buf)} bytes is shorter than its header ({HDR.size})")
     ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = HDR.unpack_from(buf)
-    return Header(
-        ts, cg, pid, tid, ppid, uid, gid, kind, flags, text_from_kernel(comm.split(b"\0", 1)[0])
-    )
+    return Header(ts, cg, pid, tid, ppid, uid, gid, kind, flags, _comm(comm))
 
 
 def _decode_exec(hdr: Header, buf: bytes) -> ExecRecord:
