@@ -72,6 +72,7 @@ FILE_OFFSETS = {
     "OFF_REGS_ARG4": "pt_regs.r8",
     "OFF_REGS_ARG5": "pt_regs.r9",
     "OFF_REGS_ORIG_AX": "pt_regs.orig_ax",
+    "OFF_TASK_TI_STATUS": "task_struct.thread_info.status",  # TS_COMPAT: ia32 syscall
 }
 
 NAME_SZ = 256  # NAME_MAX + NUL

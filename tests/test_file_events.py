@@ -414,3 +414,40 @@ async def test_open_events_when_asked(
         assert stop_process(running.process) == 0, running.log()
     opens = [(e["file"]["path"], e["file"]["flags"] & 0o3) for e in events if e["type"] == "open"]
     assert (f"{work}/r", os.O_RDONLY) in opens and (str(work), os.O_RDONLY) in opens
+
+
+IA32_READ_C = r"""
+#include <fcntl.h>
+#include <unistd.h>
+int main(void)
+{
+    int fd = open("w", O_CREAT | O_WRONLY, 0644);
+    long ret;
+    char buf[4];
+    /* ia32 syscall 3 is read; x86-64's 3 is close. int 0x80 from a 64-bit
+     * process is an ia32 syscall (TS_COMPAT): it must not look like close. */
+    /* rdi holds fd too, where an x86-64 close would look for it */
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(3), "b"(fd), "c"(buf), "d"(4), "D"(fd)
+                     : "memory");
+    write(fd, "x", 1);
+    close(fd);
+    unlink("w");
+    return 0;
+}
+"""
+
+
+async def test_ia32_syscalls_are_not_read_as_x86_64_ones(
+    collector: RunningCollector, watch: EventWatch, work: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "ia32.c"
+    src.write_text(IA32_READ_C)
+    exe = tmp_path / "ia32"
+    subprocess.run(["cc", "-O1", "-o", str(exe), str(src)], check=True)
+    proc = subprocess.Popen([str(exe)], cwd=work)
+    assert proc.wait(30) == 0
+    events = await events_of(watch, proc.pid, "delete", f"{work}/w")
+    assert summary(events) == [
+        ("create", f"{work}/w"), ("modify", f"{work}/w"), ("close_write", f"{work}/w"),
+        ("delete", f"{work}/w"),
+    ]

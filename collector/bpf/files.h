@@ -121,6 +121,7 @@ struct file_rec {
     u16 seg[4];
 };
 
+#define TS_COMPAT_F    0x0002  /* arch/x86/include/asm/thread_info.h */
 #define AT_FDCWD_VAL   (-100)
 #define AT_REMOVEDIR_F 0x200
 #define RENAME_EXCHANGE_F 2

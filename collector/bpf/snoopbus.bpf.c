@@ -207,6 +207,11 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !sp->shape)
         return 0;
+    /* A 32-bit (ia32) syscall has other numbers: ia32's 3 is read, not close.
+     * TS_COMPAT in thread_info.status marks one; those are not decoded. */
+    void *task = (void *)bpf_get_current_task();
+    if (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F)
+        return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (task_excluded(pid_tgid)) {
         if ((pid_tgid >> 32) != SELF_TGID)
