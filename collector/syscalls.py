@@ -92,6 +92,9 @@ SPECS: dict[str, Spec] = {
     "splice": _fd(275, R.KIND_MODIFY, fd=2),
     "copy_file_range": _fd(326, R.KIND_MODIFY, fd=2),
     "close": Spec(3, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=0),
+    # dup2/dup3 close their target fd (arg 1) when it is open
+    "dup2": Spec(33, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
+    "dup3": Spec(292, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
     # delete / rmdir
     "unlink": _name(87, R.KIND_DELETE, name=0),
     "unlinkat": _name(263, R.KIND_DELETE, dfd=0, name=1, flags=2),  # AT_REMOVEDIR: rmdir

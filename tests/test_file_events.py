@@ -376,14 +376,26 @@ async def test_fd_based_operations(
         os.sendfile(out, os.open("src", os.O_RDONLY), 0, 10)
         os.close(out)
         os.unlink("copy")
+        a = os.open("a", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(a, b"1")
+        b = os.open("b", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.dup2(b, a)  # closes a's file: close_write; the fd now names b
+        os.write(a, b"2")  # the first write to b through that fd number
+        os.close(a)
+        os.close(b)
+        os.unlink("a")
+        os.unlink("b")
     """)
     w = str(work)
-    events = await events_of(watch, pid, "delete", f"{w}/copy")
+    events = await events_of(watch, pid, "delete", f"{w}/b")
     assert summary(events) == [
         ("create", f"{w}/f"), ("attrib", f"{w}/f"), ("attrib", f"{w}/f"), ("attrib", f"{w}/f"),
         ("attrib", f"{w}/f"), ("modify", f"{w}/f"), ("close_write", f"{w}/f"),
         ("create", f"{w}/copy"), ("modify", f"{w}/copy"), ("close_write", f"{w}/copy"),
         ("delete", f"{w}/copy"),
+        ("create", f"{w}/a"), ("modify", f"{w}/a"), ("create", f"{w}/b"),
+        ("close_write", f"{w}/a"), ("modify", f"{w}/b"), ("close_write", f"{w}/b"),
+        ("close_write", f"{w}/b"), ("delete", f"{w}/a"), ("delete", f"{w}/b"),
     ]
     assert events[1]["file"]["mode"] == 0o640
     ino = os.stat(work / "f").st_ino

@@ -22,8 +22,11 @@
  *               through mmap or io_uring make no syscall and are not seen
  *               (the fsnotify hooks would see them where the kernel allows).
  *  close_write  close() of an fd open for writing on a regular file, taken
- *               at close's entry (its ret is unknown, F_NO_RET). Files closed
- *               by exit, exec (O_CLOEXEC) or close_range make no event.
+ *               at close's entry (its ret is unknown, F_NO_RET); also the
+ *               implicit close of dup2/dup3's target. One per closed fd, not
+ *               per last reference as inotify has it: a duped fd closes twice.
+ *               Files closed by exit, exec (O_CLOEXEC) or close_range make no
+ *               event.
  *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes/truncate
  *               families, name- and fd-based), moved_from + moved_to (rename,
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).

@@ -227,7 +227,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
             return 0;
     }
     if (sp->shape == SHAPE_CLOSE) {
-        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)read_u64(regs, OFF_REGS_ARG0);
+        /* close(fd), or dup2/dup3(old, fd), which closes fd first when it
+         * is open and differs from old. */
+        u32 fd = read_u64(regs, sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
+        if (sp->fd == 1 && fd == (u32)read_u64(regs, OFF_REGS_ARG0))
+            return 0;
+        u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
         written.delete(&key);
         tails.call(ctx, 1);  /* close_at_enter */
         return 0;
@@ -560,13 +565,16 @@ done:
     return 0;
 }
 
-/* close(fd) at enter, while the fd still names its file: close_write when it
- * was open for writing on a regular file. Its result is not known (F_NO_RET);
+/* close(fd) (or the close dup2/dup3 make of their target) at enter, while the
+ * fd still names its file: close_write when it was open for writing on a
+ * regular file. Its result is not known (F_NO_RET);
  * close releases a valid fd even when it reports an error. */
 int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     void *regs = (void *)ctx->args[0];
-    u32 fd = read_u64(regs, OFF_REGS_ARG0);
+    u32 nr = ctx->args[1];
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    u32 fd = read_u64(regs, sp && sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
     void *task = (void *)bpf_get_current_task();
     void *file = fd_file(task, fd);
     if (!file)
@@ -585,7 +593,7 @@ int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
     r->ret = 0;
     r->cookie = 0;
     r->mnt_ns = mnt_ns_inum(task);
-    r->nr = 3;
+    r->nr = nr;
     r->oflags = read_u32(file, OFF_FILE_F_FLAGS);
     r->mode = 0;
     r->fd = fd;
