@@ -452,7 +452,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         if (kind == KIND_MODIFY) {
             u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)r->fd;
             u8 one = 1;
-            written.update(&key, &one);
+            if (ret >= 0)  /* a failed write (--include-failed) changed nothing */
+                written.update(&key, &one);
             if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
                 goto done;  /* pipes, sockets, ttys: not file changes */
         }
