@@ -99,7 +99,7 @@ async def test_redelivery_after_a_commit_is_not_written_twice(
 ) -> None:
     events = [make_event(n) for n in range(300)]
     root = tmp_path / "archive"
-    first = CrashesBeforeAcking(root, roll_seconds=0.2, settings=FAST)
+    first = CrashesBeforeAcking(root, roll_seconds=0.2, settings=FAST, gc_tuning=False)
     runtime = Runtime(first, servers=nats_server.url)
     task = asyncio.create_task(runtime.run())
     await runtime.ready.wait()

@@ -80,6 +80,7 @@ async def settled(js: JetStreamContext, durable: str = "archive", limit: float =
 async def archiver(url: str, root: Path, settings: Settings = FAST, **kw: Any,
                    ) -> AsyncIterator[tuple[Archiver, Runtime]]:  # fmt: skip
     kw.setdefault("roll_seconds", 0.3)
+    kw.setdefault("gc_tuning", False)  # leave this pytest process's GC as it was
     a = Archiver(root, settings=settings, **kw)
     runtime = Runtime(a, servers=url, settings=settings)
     task = asyncio.create_task(runtime.run())

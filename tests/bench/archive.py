@@ -35,7 +35,7 @@ from typing import Any
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Runtime, Settings
 from snoopbus.consumers.archive import layout
-from snoopbus.consumers.archive.archiver import Archiver
+from snoopbus.consumers.archive.archiver import Archiver, tune_gc
 from snoopbus.consumers.archive.columns import NS_PER_DAY, append_event
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
@@ -93,6 +93,7 @@ class Events:
 
 def write_path(root: Path, events: Events, roll: int) -> tuple[float, int]:
     """Seconds to archive every event, and files written (the archiver's own row path)."""
+    tune_gc()  # as the archiver does in setup
     w = Writer(root)
     keys: set[tuple[str, str, str]] = set()
     tokens = {h: host_token(h) for h in HOSTS}
