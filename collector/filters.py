@@ -133,21 +133,21 @@ def dir_keys(cfg: FilterConfig) -> dict[tuple[int, int], int]:
 def fill_maps(bpf: Any, cfg: FilterConfig) -> None:
     """Loads the filters into the probes' maps (before sys_spec is filled)."""
     one = ctypes.c_uint8(1)
-    table = bpf["f_dir"]
+    table = bpf[b"f_dir"]
     for (ino, dev), verdict in dir_keys(cfg).items():
         table[DirKey(ino, dev, 0)] = ctypes.c_uint8(verdict)
-    hashes = bpf["f_prefix"]
+    hashes = bpf[b"f_prefix"]
     for h, verdict in prefix_hashes(cfg).items():
         hashes[ctypes.c_uint64(h)] = ctypes.c_uint8(verdict)
-    comms = bpf["f_comm"]
+    comms = bpf[b"f_comm"]
     for c in cfg.exclude_comms:
         key = comms.Key()
         key.comm = c.encode()
         comms[key] = one
-    uids = bpf["f_uid"]
+    uids = bpf[b"f_uid"]
     for u in cfg.exclude_uids:
         uids[ctypes.c_uint32(u)] = one
-    cgroups = bpf["f_cgroup"]
+    cgroups = bpf[b"f_cgroup"]
     for g in cfg.exclude_cgroups:
         cgroups[ctypes.c_uint64(g)] = one
 

@@ -173,7 +173,7 @@ class LoadedProbes:
 
     def lost_by_kind(self) -> dict[int, list[int]]:
         """Records the ring buffer had no room for: kind -> count per CPU."""
-        table = self.bpf["lost"]
+        table = self.bpf[b"lost"]
         out: dict[int, list[int]] = {}
         for key, per_cpu in table.items():
             counts = [int(v) for v in per_cpu]
@@ -183,7 +183,7 @@ class LoadedProbes:
 
     def kernel_stats(self) -> dict[str, int]:
         """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
-        table = self.bpf["kstats"]
+        table = self.bpf[b"kstats"]
         names = ("filtered_task", "filtered_path", "failed_skipped")
         return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
@@ -192,7 +192,7 @@ class LoadedProbes:
 
 
 # Tail programs, by their slot in the `tails` prog array.
-TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter"}
+TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter", 2: "exit_first_name"}
 
 
 def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProbes:
@@ -207,7 +207,7 @@ def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProb
     flags = cflags(defines(limits, proc_offsets(), filters))
     try:
         b = bcc.BPF(text=program_text().encode(), cflags=flags)
-        tails = b["tails"]
+        tails = b[b"tails"]
         for slot, name in TAIL_PROGRAMS.items():
             fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
@@ -218,7 +218,7 @@ def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProb
         ) from exc
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
-    spec_map = b.get_table("sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
+    spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
     for spec in syscalls.SPECS.values():
         spec_map[ctypes.c_int(spec.nr)] = spec.to_c()
     return LoadedProbes(b)

@@ -40,7 +40,7 @@ class RingReader:
         self._thread = threading.Thread(target=self._run, name="ringbuf-reader", daemon=True)
         self.records = 0
         self.undecodable: Counter[str] = Counter()
-        bpf["events"].open_ring_buffer(self._on_record)
+        bpf[b"events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))

@@ -474,38 +474,70 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     } else if (a->sp.shape == SHAPE_FD || (a->sp.shape == SHAPE_FDRET && ret >= 0)) {
         r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
     } else if (a->sp.name >= 0) {
-        const char *name = (const char *)sc_arg(a, a->sp.name);
-        s64 dfd = a->sp.dfd >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd) : AT_FDCWD_VAL;
-        if (!name) {
-            /* utimensat(fd, NULL, ...): the fd itself */
-            file = fd_file(task, (u32)dfd);
-            if (file) {
-                fill_inode(r, file);
-                walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
-                          PATH_FILTERS);
-                r->seg[0] = get_pos(s) - sizeof(*r);
-            } else {
-                r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
-            }
-        } else {
-            int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
-            /* In a base, only an exclude decides: the name itself may be an
-             * included directory. Renames and links are left to user space:
-             * either name may matter. */
-            u32 v = get_verdict(s);
-            if (a->sp.name2 < 0
-                && ((decided == NAME_IN_BASE && v == VERDICT_EXCLUDE)
-                    || (decided == NAME_ABSOLUTE && path_dropped(v)))) {
+        tails.call(ctx, 2);  /* exit_first_name */
+        goto done;           /* only if the tail call failed */
+    }
+    if (a->sp.name2 >= 0 || a->sp.target >= 0) {
+        tails.call(ctx, 0);  /* exit_second_name */
+        goto done;
+    }
+    emit(s->data, get_pos(s), kind);
+done:
+    inflight.delete(&tid);
+    return 0;
+}
+
+/* Stage one for a name-based call: the first name, relative to its dirfd or
+ * the cwd. Its own program: with the path filters, a walk plus the name scan
+ * in sys_exit itself exceeded the verifier's budget. sys_exit has filled the
+ * record's fixed part in this CPU's scratch. */
+int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sc_args *a = inflight.lookup(&tid);
+    if (!a)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        goto done;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *task = (void *)bpf_get_current_task();
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    const char *name = (const char *)sc_arg(a, a->sp.name);
+    s64 dfd = a->sp.dfd >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd) : AT_FDCWD_VAL;
+    if (!name) {
+        /* utimensat(fd, NULL, ...): the fd itself */
+        void *file = fd_file(task, (u32)dfd);
+        if (file) {
+            fill_inode(r, file);
+            walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
+                      PATH_FILTERS);
+            r->seg[0] = get_pos(s) - sizeof(*r);
+            if (path_dropped(get_verdict(s))) {
                 kstat(KS_FILTERED_PATH);
                 goto done;
             }
+        } else {
+            r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
+        }
+    } else {
+        int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
+        /* In a base, only an exclude decides: the name itself may be an
+         * included directory. Renames and links are left to user space:
+         * either name may matter. */
+        u32 v = get_verdict(s);
+        if (a->sp.name2 < 0
+            && ((decided == NAME_IN_BASE && v == VERDICT_EXCLUDE)
+                || (decided == NAME_ABSOLUTE && path_dropped(v)))) {
+            kstat(KS_FILTERED_PATH);
+            goto done;
         }
     }
     if (a->sp.name2 >= 0 || a->sp.target >= 0) {
         tails.call(ctx, 0);  /* exit_second_name */
-        goto done;           /* only if the tail call failed */
+        goto done;
     }
-    emit(s->data, get_pos(s), kind);
+    emit(s->data, get_pos(s), r->h.kind);
 done:
     inflight.delete(&tid);
     return 0;
