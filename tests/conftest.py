@@ -134,6 +134,7 @@ class EventWatch:
 async def watch(nc: Client, collector: RunningCollector) -> AsyncIterator[EventWatch]:
     w = EventWatch()
     sub = await nc.subscribe(events_filter(host=collector.host), cb=w.on_msg)
+    await nc.flush()  # the server has the subscription before the test acts
     try:
         yield w
     finally:
