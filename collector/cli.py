@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 from snoopbus.collector import doctor, probes
@@ -14,12 +14,13 @@ from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collec
 from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
 from snoopbus.collector.cgroups import CgroupIndex
-from snoopbus.collector.filters import FilterConfig, load_config, parse_uid
-from snoopbus.collector.stack import DEFAULT_STATE_DIR, EMBEDDED_PORT, StackConfig, run_stack
+from snoopbus.collector.filters import FilterConfig, parse_uid
+from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import BusUnavailable, nats_url_from_env
+from snoopbus.proto import DEFAULT_NATS_URL, BusUnavailable, settings_file
+from snoopbus.proto.settings_file import Config
 
 # Conditions the user can fix: one line saying what to do, no traceback.
 USER_ERRORS = (
@@ -34,21 +35,19 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Load the eBPF probes and publish every exec and exit (and file change) "
         "of this host as events on NATS JetStream. Needs root.",
     )
-    p.add_argument("--nats", default=nats_url_from_env(), help="NATS URL(s), comma-separated "
-                   "(default: $SNOOPBUS_NATS_URL or %(default)s)")
-    p.add_argument("--host", default=socket.gethostname(), help="host name in subjects and events")
+    p.add_argument("--nats", default=None, metavar="URL", help="NATS URL(s), comma-separated "
+                   f"([nats] url, $SNOOPBUS_NATS_URL; default {DEFAULT_NATS_URL})")
+    p.add_argument("--host", default=None, help="host name in subjects and events "
+                   "(default: this machine's)")
     p.add_argument(
-        "--argv-max",
-        type=int,
-        default=probes.ProbeLimits.argv_max,
-        help="bytes of argv kept per exec, a power of two (default %(default)s)",
-    )
+        "--argv-max", type=int, default=None,
+        help=f"bytes of argv kept per exec, a power of two (default {probes.ProbeLimits.argv_max})",
+    )  # fmt: skip
     p.add_argument(
-        "--ringbuf-pages",
-        type=int,
-        default=probes.ProbeLimits.ringbuf_pages,
-        help="ring buffer size in 4 KiB pages, a power of two (default %(default)s)",
-    )
+        "--ringbuf-pages", type=int, default=None,
+        help="ring buffer size in 4 KiB pages, a power of two "
+        f"(default {probes.ProbeLimits.ringbuf_pages})",
+    )  # fmt: skip
     f = p.add_argument_group(
         "filters", "applied in the kernel where it can decide (see collector/filters.py); "
         "repeat a flag for several values"
@@ -67,45 +66,54 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    help="also report failed operations, with ret = -errno")
     f.add_argument("--open-events", action="store_true", default=None,
                    help="report every open (off by default: read-only opens are noisy)")
-    p.add_argument("--config", type=Path, default=None, metavar="PATH",
-                   help="TOML file with a [collector] section; flags override it")
+    settings_file.add_config_flag(p)
+    settings_file.add_metrics_flag(p)
     p.add_argument("--ebpf", action="store_true",
                    help="print the BPF program as it would be compiled, and exit")
-    p.add_argument("--heartbeat-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between heartbeat reports (default %(default)s)")
+    p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
+                   help="seconds between heartbeat reports (default 30)")
     p.set_defaults(func=_collect)
 
 
-def _setting(args: argparse.Namespace, config: dict[str, Any], key: str, default: Any) -> Any:
-    """flag, else config file, else default (lists from flags replace the file's)."""
-    value = getattr(args, key, None)
-    if value is not None and value != default:
-        return value
-    return config.get(key, default if value is None else value)
+# flag dest -> config key; flags left unset (None) fall through to env, file, default.
+COLLECT_FLAGS = {
+    "nats": "nats.url", "host": "collector.host", "argv_max": "collector.argv_max",
+    "ringbuf_pages": "collector.ringbuf_pages", "include_path": "collector.include_path",
+    "exclude_path": "collector.exclude_path", "exclude_comm": "collector.exclude_comm",
+    "exclude_uid": "collector.exclude_uid", "exclude_cgroup": "collector.exclude_cgroup",
+    "include_failed": "collector.include_failed", "open_events": "collector.open_events",
+    "heartbeat_interval": "collector.heartbeat_interval", "metrics_port": "metrics.port",
+}
+
+
+def load_config(args: argparse.Namespace, mapping: dict[str, str]) -> Config:
+    """The effective config for a command: its flags over env over file over defaults."""
+    flags = {key: getattr(args, dest, None) for dest, key in mapping.items()}
+    return settings_file.load(getattr(args, "config", None), flags=flags)
 
 
 def collect_settings(args: argparse.Namespace) -> tuple[dict[str, Any], FilterConfig]:
-    """Flags over the config file over defaults -> (plain settings, filters)."""
-    config = load_config(args.config) if args.config else {}
-    s = {k: _setting(args, config, k, d) for k, d in (
-        ("nats", nats_url_from_env()), ("host", socket.gethostname()),
-        ("argv_max", probes.ProbeLimits.argv_max),
-        ("ringbuf_pages", probes.ProbeLimits.ringbuf_pages),
-    )}
-    lists = {k: [str(v) for v in _setting(args, config, k, None) or []] for k in (
-        "include_path", "exclude_path", "exclude_comm", "exclude_uid", "exclude_cgroup")}
-    cgroups = CgroupIndex() if lists["exclude_cgroup"] else None
+    """Flags over env over the config file over defaults -> (plain settings, filters)."""
+    cfg = load_config(args, COLLECT_FLAGS)
+    c = cfg.collector
+    s: dict[str, Any] = {
+        "nats": cfg.nats.url, "host": c.host or socket.gethostname(),
+        "argv_max": c.argv_max, "ringbuf_pages": c.ringbuf_pages,
+        "heartbeat_interval": c.heartbeat_interval, "config": cfg,
+    }  # fmt: skip
+    groups = [str(g) for g in c.exclude_cgroup]
+    cgroups = CgroupIndex() if groups else None
     filters = FilterConfig(
-        include_paths=tuple(lists["include_path"]),
-        exclude_paths=tuple(lists["exclude_path"]),
-        exclude_comms=tuple(lists["exclude_comm"]),
-        exclude_uids=tuple(parse_uid(u) for u in lists["exclude_uid"]),
+        include_paths=c.include_path,
+        exclude_paths=c.exclude_path,
+        exclude_comms=c.exclude_comm,
+        exclude_uids=tuple(parse_uid(str(u)) for u in c.exclude_uid),
         exclude_cgroups=tuple(
             int(g) if g.isdigit() else cgroups.id_of(g)  # type: ignore[union-attr]
-            for g in lists["exclude_cgroup"]
+            for g in groups
         ),
-        include_failed=bool(_setting(args, config, "include_failed", False)),
-        open_events=bool(_setting(args, config, "open_events", False)),
+        include_failed=c.include_failed,
+        open_events=c.open_events,
     )
     return s, filters
 
@@ -119,11 +127,17 @@ def _collect(args: argparse.Namespace) -> int:
             return 0
         return run_collector(CollectorConfig(
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,
-            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_interval=s["heartbeat_interval"],
         ))
     except USER_ERRORS as exc:
         print(f"snoopbus collect: {exc}", file=sys.stderr)
         return 2
+
+
+UP_FLAGS = {
+    "state_dir": "up.state_dir", "port": "up.port", "host": "collector.host",
+    "live": "up.live", "metrics_port": "metrics.port",
+}
 
 
 def _add_up(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -133,12 +147,54 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Start a private nats-server with JetStream, the collector and the "
         "built-in consumers; Ctrl-C stops them all.",
     )
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                   help="where the embedded NATS keeps its data (default %(default)s)")
-    p.add_argument("--port", type=int, default=EMBEDDED_PORT,
-                   help="loopback port for the embedded NATS (default %(default)s)")
+    p.add_argument("--state-dir", default=None,
+                   help="where the embedded NATS and the archive keep their data "
+                   "([up] state_dir; default /var/lib/snoopbus)")
+    p.add_argument("--port", type=int, default=None,
+                   help="loopback port for the embedded NATS ([up] port; default 4222)")
     p.add_argument("--host", default=None, help="host name in subjects and events")
-    p.set_defaults(func=lambda a: run_stack(StackConfig(a.state_dir, a.port, a.host)))
+    p.add_argument("--live", choices=("auto", "on", "off"), default=None,
+                   help="the live view: auto (when stdout is a terminal), on, off")
+    settings_file.add_config_flag(p)
+    settings_file.add_metrics_flag(p)
+    p.set_defaults(func=_up)
+
+
+def _up(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args, UP_FLAGS)
+    except settings_file.ConfigError as exc:
+        print(f"snoopbus up: {exc}", file=sys.stderr)
+        return 2
+    return run_stack(StackConfig.from_config(cfg))
+
+
+def _add_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "config",
+        help="show the effective configuration and where each value came from",
+        description="Defaults, then the TOML file, then SNOOPBUS_<SECTION>_<KEY> "
+        "environment variables, then flags.",
+    )
+    sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = sub.add_parser("show", help="print the effective config, each value with its source")
+    show.add_argument("--json", action="store_true", help="as JSON: {section: {key: "
+                      "{value, source}}}")
+    settings_file.add_config_flag(show)
+    show.set_defaults(func=_config_show)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    try:
+        cfg = settings_file.load(args.config)
+    except settings_file.ConfigError as exc:
+        print(f"snoopbus config: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(settings_file.as_dict(cfg), indent=2))
+    else:
+        print(settings_file.format_toml(cfg))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
     _add_collect(sub)
+    _add_config(sub)
     tail.register(sub)
     consumers_cli.register(sub)
     archive_query.register(sub)

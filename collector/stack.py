@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snoopbus.collector.natsd import NatsServer, NatsServerError
+from snoopbus.proto.settings_file import Config, UpSection
 
-DEFAULT_STATE_DIR = Path(os.environ.get("SNOOPBUS_STATE_DIR", "/var/lib/snoopbus"))
-EMBEDDED_PORT = 4222
-# Built-in consumers `up` runs with their defaults.
-DEFAULT_CONSUMERS = ("rename", "alert")
+DEFAULT_STATE_DIR = Path(UpSection.state_dir)
+EMBEDDED_PORT = UpSection.port
+# Built-in consumers `up` runs with their defaults ([up] consumers).
+DEFAULT_CONSUMERS = UpSection.consumers
 
 
 class StackError(RuntimeError):
@@ -38,6 +39,34 @@ class StackConfig:
     port: int = EMBEDDED_PORT
     host: str | None = None
     consumers: tuple[str, ...] = DEFAULT_CONSUMERS
+    config_path: Path | None = None  # handed to every child, so they read the same file
+    metrics_port: int = 0  # children get metrics_port+1, +2, ... (0: no metrics)
+    metrics_address: str = "127.0.0.1"
+    live: str = "auto"
+    archive_dir_set: bool = False  # [consumer.archive] dir given: do not override it
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> StackConfig:
+        return cls(
+            state_dir=Path(cfg.up.state_dir), port=cfg.up.port,
+            host=cfg.collector.host or None, consumers=cfg.up.consumers,
+            config_path=cfg.path, metrics_port=cfg.metrics.port,
+            metrics_address=cfg.metrics.address, live=cfg.up.live,
+            archive_dir_set="dir" in cfg.consumer.get("archive", {}),
+        )  # fmt: skip
+
+    def consumer_args(self, name: str, url: str) -> list[str]:
+        extra = []
+        if name == "archive" and not self.archive_dir_set:
+            extra = ["--dir", str(self.state_dir / "archive")]
+        return ["consume", *self._config_args(), name, "--nats", url, *extra]
+
+    def collector_args(self, url: str) -> list[str]:
+        host = ["--host", self.host] if self.host else []
+        return ["collect", *self._config_args(), "--nats", url, *host]
+
+    def _config_args(self) -> list[str]:
+        return ["--config", str(self.config_path)] if self.config_path else []
 
 
 def nats_answering(port: int) -> bool | None:
@@ -135,9 +164,8 @@ def _run_stack(cfg: StackConfig) -> int:
         url = server.start()
         print(f"snoopbus: nats-server with JetStream at {url} (data in {cfg.state_dir})",
               flush=True)
-    collect = ["collect", "--nats", url] + (["--host", cfg.host] if cfg.host else [])
-    children = [Child("collector", collect)]
-    children += [Child(name, ["consume", name, "--nats", url]) for name in cfg.consumers]
+    children = [Child("collector", cfg.collector_args(url))]
+    children += [Child(name, cfg.consumer_args(name, url)) for name in cfg.consumers]
     try:
         for child in children:
             child.start()

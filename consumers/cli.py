@@ -13,7 +13,8 @@ import logging
 import sys
 from dataclasses import replace
 
-from snoopbus.proto import NATS_URL_ENV, BusUnavailable, nats_url_from_env
+from snoopbus.proto import NATS_URL_ENV, BusUnavailable, settings_file
+from snoopbus.proto.settings_file import Config, ConfigError
 
 from . import plugin
 from .consumer import Consumer
@@ -34,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list installed consumers")
     parser.add_argument(
-        "--nats", default=nats_url_from_env(), metavar="URL",
-        help=f"NATS server(s), comma-separated (default: ${NATS_URL_ENV} or %(default)s)",
+        "--nats", default=None, metavar="URL",
+        help=f"NATS server(s), comma-separated (default: [nats] url, ${NATS_URL_ENV})",
     )  # fmt: skip
+    settings_file.add_config_flag(parser)
     parser.add_argument("name", nargs="?", metavar="NAME", help="consumer to run")
     parser.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -53,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
     except (plugin.UnknownConsumer, plugin.BadPlugin, ImportError) as exc:
         print(f"snoopbus consume: {exc}", file=sys.stderr)
         return 2
-    opts = _consumer_parser(args.name, target, args.nats).parse_args(args.options)
+    try:
+        cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        parser = _consumer_parser(args.name, target, cfg.nats.url)
+        apply_config(parser, args.name, cfg)
+    except ConfigError as exc:
+        print(f"snoopbus consume: {exc}", file=sys.stderr)
+        return 2
+    opts = parser.parse_args(args.options)
     consumer = target.from_args(opts, _settings(opts, target.settings))
     logging.basicConfig(
         level=logging.DEBUG if opts.verbose else logging.INFO,
@@ -77,6 +86,60 @@ def _list() -> int:
             description = f"(cannot load: {exc})"
         print(f"{name:<16} {description}  [{entry.source}]")
     return 0
+
+
+def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> None:
+    """[consumer.NAME] options become this consumer's flag defaults; flags still win.
+
+    Keys are flag names with '_' for '-' (`roll_seconds` for --roll-seconds).
+    """
+    options = cfg.consumer_options(name)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "nats")}
+    where = f"config {cfg.path}"
+    for key, value in options.items():
+        action = actions.get(key)
+        if action is None:
+            known = ", ".join(sorted(actions))
+            raise ConfigError(f"{where}: unknown key {key!r} in [consumer.{name}] (known: {known})")
+        expected = _expected_type(action)
+        if expected is not None and not _fits(value, expected, action):
+            what = expected.__name__ + (" list" if _is_list(action) else "")
+            raise ConfigError(
+                f"{where}: [consumer.{name}] {key} must be {what}, got {type(value).__name__}"
+            )
+        if action.required:
+            action.required = False  # the file provides it
+        if isinstance(value, list) and action.type is not None:
+            value = [action.type(v) if isinstance(v, str) else v for v in value]
+        parser.set_defaults(**{key: value})
+
+
+def _is_list(action: argparse.Action) -> bool:
+    return action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+
+
+def _expected_type(action: argparse.Action) -> type | None:
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        return bool
+    if action.type in (int, float):
+        return action.type  # type: ignore[return-value]
+    if action.type is None or callable(action.type):
+        return str  # Path, Partition.parse and friends take text
+    return None
+
+
+def _fits(value: object, expected: type, action: argparse.Action) -> bool:
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) != _is_list(action):
+        return False
+    for v in items:
+        if isinstance(v, bool) != (expected is bool):
+            return False
+        if expected is float and not isinstance(v, int | float):
+            return False
+        if expected in (int, str) and not isinstance(v, expected):
+            return False
+    return True
 
 
 def _consumer_parser(

@@ -17,8 +17,9 @@ from snoopbus.proto import (
     connect,
     decode_batch,
     events_filter,
-    nats_url_from_env,
+    settings_file,
 )
+from snoopbus.proto.settings_file import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="print live events as they happen",
         description="Print live events from the bus, one readable line each (or JSON lines).",
     )
-    p.add_argument("--nats", default=nats_url_from_env(), help="NATS URL(s), comma-separated "
-                   "(default: $SNOOPBUS_NATS_URL or %(default)s)")
+    p.add_argument("--nats", default=None, help="NATS URL(s), comma-separated "
+                   "(default: [nats] url, $SNOOPBUS_NATS_URL)")
+    settings_file.add_config_flag(p)
     p.add_argument(
         "--subject", default=events_filter(), help="subject filter (default: %(default)s)"
     )
@@ -71,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         subject = args.subject
         if args.alerts and subject == events_filter():
             subject = alerts_filter()
-        asyncio.run(tail(args.nats, subject, args.json, args.alerts))
+        url = settings_file.load(args.config, flags={"nats.url": args.nats}).nats.url
+        asyncio.run(tail(url, subject, args.json, args.alerts))
+    except ConfigError as exc:
+        print(f"snoopbus tail: {exc}", file=sys.stderr)
+        return 2
     except BusUnavailable as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2
