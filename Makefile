@@ -28,12 +28,13 @@ bench-exec: setup
 
 setup: system venv
 
-# BCC from Debian, and kernel headers it can compile with. Offsets come from BTF,
+# BCC from Debian (bpftool too: the tests check BTF offsets against it), and
+# kernel headers BCC can compile with. Offsets come from BTF,
 # so headers of another kernel version are fine (see DESIGN.md).
 system:
-	@if [ ! -f $(BCC_DIR)/__init__.py ] || [ ! -e /usr/share/doc/libbpf1 ]; then \
-	  echo "setup: installing BCC (python3-bpfcc) from Debian"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-bpfcc bpfcc-tools libbpf1; \
+	@if [ ! -f $(BCC_DIR)/__init__.py ] || [ ! -e /usr/share/doc/libbpf1 ] || ! command -v bpftool >/dev/null; then \
+	  echo "setup: installing BCC (python3-bpfcc) and bpftool from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-bpfcc bpfcc-tools libbpf1 bpftool; \
 	fi
 	@if [ ! -e /sys/kernel/kheaders.tar.xz ] && [ ! -d /lib/modules/$(KREL)/build/include ]; then \
 	  if ! ls -d /usr/src/linux-headers-*-common >/dev/null 2>&1; then \
@@ -59,7 +60,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,query]'
 	@# BCC's Python module is pure Python over libbcc.so: expose it to the venv.
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  [ -e $$site/bcc ] || ln -s $(BCC_DIR) $$site/bcc

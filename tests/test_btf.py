@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,7 +313,6 @@ def _bpftool_members(struct: str) -> dict[str, int]:
 
 @pytest.mark.kernel
 @vmlinux
-@pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")
 def test_matches_bpftool(kbtf: Btf) -> None:
     for struct, member in [("path", "dentry"), ("task_struct", "tgid"), ("fs_struct", "pwd")]:
         assert kbtf.offset(f"{struct}.{member}") == _bpftool_members(struct)[member]
