@@ -10,8 +10,11 @@ from typing import Any
 # Why an event can be lost, as reported under "dropped" in loss reports.
 KERNEL_RINGBUF_FULL = "kernel_ringbuf_full"  # the probe found no room in the ring buffer
 UNDECODABLE = "undecodable_record"  # a record user space could not decode
-PUBLISH_BACKLOG = "publish_backlog"  # NATS too slow or away and the buffer bound was hit
+# NATS too slow or away, and the memory bound and then the spill bound were hit
+PUBLISH_BACKLOG = "publish_backlog"
 PUBLISH_FAILED = "publish_failed"  # a publish that still failed when the collector stopped
+SPILL_TORN = "spill_torn"  # events in a spill frame a crash had cut short, found at start
+SPILL_IO_ERROR = "spill_io_error"  # events the spill could not write (disk error)
 
 
 @dataclass

@@ -1,26 +1,46 @@
 """Publishes events to JetStream in per-subject batches, without blocking the reader.
 
 The reader thread hands batches to submit() on the event loop; submit only
-appends to per-subject buffers (bounded: beyond the bound new events are
-dropped and counted). A flush task turns buffers into messages of up to
-`max_batch` events, each with a Nats-Msg-Id derived from its first event id,
-and publishes them with many acks in flight. A failed publish is retried
-with the same id, so JetStream's dedup window drops a copy that did land.
+appends to per-subject buffers. Every `flush_interval` the buffers become
+messages of up to `max_batch` events, each with a Nats-Msg-Id derived from its
+first event id, and a sender publishes them with up to `max_inflight` acks
+outstanding. A failed publish is retried with the same id, so JetStream's dedup
+window drops a copy that did land.
+
+When NATS is away or slow, events wait in memory up to `max_buffered`; past
+that, new messages go to the spill on disk (collector/spill.py) up to
+`spill_max_bytes`, and from then on every new message goes there too until it
+has drained, so the stream gets events in the order they were read. Messages
+are built once and never re-split: a replayed message keeps its id. What
+finds both bounds full is dropped and counted (`publish_backlog`). At stop,
+what NATS did not acknowledge within the grace period is spilled for the next
+start (or counted as `publish_failed` without a spill).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from snoopbus.collector.loss import PUBLISH_BACKLOG, PUBLISH_FAILED, LossCounters
+from snoopbus.collector.loss import (
+    PUBLISH_BACKLOG,
+    PUBLISH_FAILED,
+    SPILL_IO_ERROR,
+    SPILL_TORN,
+    LossCounters,
+)
+from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, encode_batch
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SPILL_DIR = Path("/var/lib/snoopbus/spill")
 
 
 @dataclass(frozen=True)
@@ -28,8 +48,19 @@ class PublisherConfig:
     max_batch: int = 256  # events per NATS message
     flush_interval: float = 0.02  # s: latency bound for a partial batch
     max_inflight: int = 64  # messages awaiting a JetStream ack
-    max_buffered: int = 200_000  # events held in memory before new ones are dropped
+    max_buffered: int = 200_000  # events held in memory before the spill (or loss)
     ack_timeout: float = 5.0
+    spill_dir: Path | None = None  # None: no spill, memory only
+    spill_max_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    subject: str
+    msg_id: str
+    count: int
+    payload: bytes
+    spilled: Spilled | None = None  # read back from the spill: ack it there
 
 
 class Publisher:
@@ -37,84 +68,203 @@ class Publisher:
         self._js = js
         self._loss = loss
         self._cfg = config
-        self._buffers: dict[str, list[Event]] = defaultdict(list)
-        self._buffered = 0  # events in buffers and in flight
+        self._buffers: dict[str, list[Event]] = defaultdict(list)  # bound for memory
+        self._overflow: dict[str, list[Event]] = defaultdict(list)  # bound for the spill
+        self._overflow_n = 0
+        self._queue: deque[Message] = deque()
+        self._buffered = 0  # events in memory: buffers, queue and in flight
         self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_inflight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._healthy = asyncio.Event()  # cleared while failed publishes are retried
+        self._healthy.set()
+        self._retry_lock = asyncio.Lock()
+        self._failing = 0
+        self._progress = asyncio.Event()  # set whenever a message is acknowledged
+        self._inflight: dict[asyncio.Task[None], Message] = {}
+        self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self.published_events = 0
         self.published_messages = 0
+        self.spill: Spill | None = None
+        if config.spill_dir is not None:
+            self.spill = Spill(config.spill_dir, config.spill_max_bytes)
+            self._loss.add(SPILL_TORN, self.spill.torn_events)
 
     @property
     def buffered(self) -> int:
         return self._buffered
 
+    @property
+    def spilled(self) -> int:
+        """Events waiting on disk (or about to be written there)."""
+        return (self.spill.events if self.spill is not None else 0) + self._overflow_n
+
     def submit(self, batch: list[tuple[str, Event]]) -> None:
-        room = self._cfg.max_buffered - self._buffered
-        if len(batch) > room:
-            self._loss.add(PUBLISH_BACKLOG, len(batch) - max(room, 0))
-            batch = batch[: max(room, 0)]
-        for subject, event in batch:
+        spilling = self.spill is not None and (self._overflow_n or self.spill.has_next())
+        room = 0 if spilling else max(self._cfg.max_buffered - self._buffered, 0)
+        for subject, event in batch[:room]:
             self._buffers[subject].append(event)
-        self._buffered += len(batch)
+        kept = min(room, len(batch))
+        self._buffered += kept
+        rest = len(batch) - kept
+        if rest and self.spill is None:
+            self._loss.add(PUBLISH_BACKLOG, rest)
+        elif rest:
+            for subject, event in batch[kept:]:
+                self._overflow[subject].append(event)
+            self._overflow_n += rest
         if any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
             self._wake.set()
 
     async def run(self) -> None:
         """Flushes until close(); call as a task."""
+        self._start_sender()
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._cfg.flush_interval)
             except TimeoutError:
                 pass
             self._wake.clear()
-            await self._flush()
+            self._flush()
 
-    async def _flush(self) -> None:
-        buffers, self._buffers = self._buffers, defaultdict(list)
+    def _start_sender(self) -> None:
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+
+    def _chunks(self, buffers: dict[str, list[Event]]) -> list[Message]:
+        out = []
         for subject, events in buffers.items():
             for i in range(0, len(events), self._cfg.max_batch):
                 chunk = events[i : i + self._cfg.max_batch]
-                await self._slots.acquire()  # backpressure: bounded acks in flight
-                task = asyncio.create_task(self._publish(subject, chunk))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                msg_id = f"{chunk[0]['id']}+{len(chunk)}"
+                out.append(Message(subject, msg_id, len(chunk), encode_batch(chunk)))
+        return out
 
-    async def _publish(self, subject: str, events: list[Event]) -> None:
-        payload = encode_batch(events)
-        msg_id = f"{events[0]['id']}+{len(events)}"
-        delay = 0.05
+    def _flush(self) -> None:
+        """Buffers -> messages in the memory queue; overflow -> messages in the spill."""
+        buffers, self._buffers = self._buffers, defaultdict(list)
+        self._queue.extend(self._chunks(buffers))
+        if self._overflow_n:
+            overflow, self._overflow = self._overflow, defaultdict(list)
+            self._overflow_n = 0
+            self._to_spill(self._chunks(overflow))
+        if self._queue or (self.spill is not None and self.spill.has_next()):
+            self._ready.set()
+
+    def _to_spill(self, messages: list[Message]) -> None:
+        assert self.spill is not None
+        for m in messages:
+            try:
+                if not self.spill.append(m.subject, m.msg_id, m.count, m.payload):
+                    self._loss.add(PUBLISH_BACKLOG, m.count)
+            except OSError as exc:
+                log.warning("could not write to the spill %s: %s", self.spill.dir, exc)
+                self._loss.add(SPILL_IO_ERROR, m.count)
+
+    def _next(self) -> Message | None:
+        """The memory queue first: while the spill holds anything, nothing newer
+        than it enters the queue, so this is the order events were read in."""
+        if self._queue:
+            return self._queue.popleft()
+        if self.spill is not None:
+            s = self.spill.next()
+            if s is not None:
+                return Message(s.subject, s.msg_id, s.count, s.payload, spilled=s)
+        return None
+
+    async def _send(self) -> None:
+        while True:
+            await self._slots.acquire()  # backpressure: bounded acks in flight
+            await self._healthy.wait()
+            msg = self._next()
+            while msg is None:
+                self._ready.clear()
+                await self._ready.wait()
+                msg = self._next()
+            task = asyncio.create_task(self._publish(msg))
+            self._inflight[task] = msg
+
+    async def _publish(self, msg: Message) -> None:
         try:
-            while True:
-                try:
-                    await self._js.publish(
-                        subject,
-                        payload,
-                        timeout=self._cfg.ack_timeout,
-                        headers={"Nats-Msg-Id": msg_id},
-                    )
-                    self.published_events += len(events)
-                    self.published_messages += 1
-                    return
-                except asyncio.CancelledError:
-                    self._loss.add(PUBLISH_FAILED, len(events))
-                    raise
-                except Exception as exc:  # timeouts, no responders, disconnected
-                    log.warning("publish to %s failed (%s); retrying in %.2fs", subject, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+            try:
+                await self._js.publish(msg.subject, msg.payload, timeout=self._cfg.ack_timeout,
+                                       headers={"Nats-Msg-Id": msg.msg_id})
+            except Exception as exc:  # timeouts, no responders, disconnected
+                log.warning("publish to %s failed (%s); retrying in order", msg.subject, exc)
+                await self._retry(msg)
         finally:
-            self._buffered -= len(events)
             self._slots.release()
+        # Acknowledged: only now does the message count as delivered.
+        self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        self.published_events += msg.count
+        self.published_messages += 1
+        self._progress.set()
+        if msg.spilled is not None:
+            assert self.spill is not None
+            self.spill.ack(msg.spilled)
+        else:
+            self._buffered -= msg.count
+
+    async def _retry(self, msg: Message) -> None:
+        """Retries one at a time, in the order they failed (which is the order they
+        were sent: all wait the same ack timeout), and holds back new sends
+        meanwhile, so an outage does not reorder the stream."""
+        self._healthy.clear()
+        self._failing += 1
+        try:
+            async with self._retry_lock:  # asyncio locks are FIFO
+                delay = 0.05
+                while True:
+                    try:
+                        await self._js.publish(
+                            msg.subject, msg.payload, timeout=self._cfg.ack_timeout,
+                            headers={"Nats-Msg-Id": msg.msg_id},
+                        )
+                        return
+                    except Exception as exc:
+                        log.debug("retry of %s failed (%s)", msg.msg_id, exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 1.0)
+        finally:
+            self._failing -= 1
+            if not self._failing:
+                self._healthy.set()
+
+    def _drained(self) -> bool:
+        spill_left = self.spill is not None and not self.spill.empty
+        return not (self._queue or self._inflight or spill_left)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Publishes what is buffered, waiting up to `grace` seconds for acks."""
+        """Publishes what is buffered, waiting up to `grace` seconds for acks;
+        what is left goes to the spill, or is counted as lost without one."""
         self._closing = True
         self._wake.set()
-        await self._flush()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        self._flush()
+        self._start_sender()  # close() may come before run() had its first turn
+        assert self._sender is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while not self._drained() and (left := deadline - loop.time()) > 0:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), left)
+        self._sender.cancel()
+        await asyncio.gather(self._sender, return_exceptions=True)
+        pending = dict(self._inflight)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        # Unacked: in flight first (older), then the queue. Spilled ones stay on disk.
+        left = [m for m in pending.values() if m.spilled is None] + list(self._queue)
+        self._queue.clear()
+        self._inflight.clear()
+        self._buffered = 0
+        if self.spill is not None:
+            if left:
+                log.warning("stopping with %d events unacknowledged: kept in the spill %s",
+                            sum(m.count for m in left), self.spill.dir)
+            self._to_spill(left)
+            self.spill.close()
+        else:
+            self._loss.add(PUBLISH_FAILED, sum(m.count for m in left))
