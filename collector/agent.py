@@ -10,15 +10,25 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
 
 from snoopbus.collector import probes
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
 from snoopbus.collector.loss import UNDECODABLE, LossCounters
+from snoopbus.collector.metrics import (
+    CollectorStats,
+    MetricsServer,
+    PublishCounter,
+    RingFill,
+    publish_latency,
+)
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.collector.reader import RingReader
@@ -56,6 +66,8 @@ class CollectorConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
     heartbeat_interval: float = 30.0
+    metrics_port: int = 0  # /metrics and /healthz; 0 = off
+    metrics_address: str = "127.0.0.1"
 
 
 def check_privileges() -> None:
@@ -72,6 +84,12 @@ class Collector:
         self.instance = secrets.token_hex(4)
         self.loss = LossCounters()
         self._stop = asyncio.Event()
+        # Read by the metrics endpoint (collector/metrics.py); set once running.
+        self.publisher: Publisher | None = None
+        self.reader: RingReader | None = None
+        self.ring_fill: RingFill | None = None
+        self.publishing: PublishCounter | None = None
+        self.latency: Callable[[float], None] | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -108,10 +126,19 @@ class Collector:
         builder = EventBuilder(
             self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match()
         )
-        publisher = Publisher(js, self.loss, self.cfg.publisher)
+        counted: Any = js
+        submit: Callable[[list[Any]], None]
+        if self.cfg.metrics_port:  # counted per type, and the publish latency
+            counted = self.publishing = PublishCounter(js, self.latency)
+            self.ring_fill = ring_fill(loaded, self.cfg.limits)
+        publisher = Publisher(counted, self.loss, self.cfg.publisher)
+        submit = publisher.submit
+        if self.cfg.metrics_port:
+            submit = self.publishing.counting(publisher.submit)
         reader = RingReader(
-            loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(publisher.submit, batch)
+            loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(submit, batch)
         )
+        self.publisher, self.reader = publisher, reader
         flusher = asyncio.create_task(publisher.run())
         reader.start()
         startup_s = time.monotonic() - started
@@ -138,6 +165,9 @@ class Collector:
                     )
         finally:
             reader.stop()
+            if self.ring_fill is not None:
+                self.ring_fill.close()
+                self.ring_fill = None
             await publisher.close()
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -191,8 +221,39 @@ class Collector:
             log.warning("could not publish %s report: %s", what, exc)
 
 
+def ring_fill(loaded: probes.LoadedProbes, limits: probes.ProbeLimits) -> RingFill | None:
+    try:
+        return RingFill(loaded.bpf[b"events"].map_fd, limits.ringbuf_pages * 4096)
+    except (OSError, AttributeError, KeyError) as exc:  # a gauge fewer, never a failure
+        log.warning("ring-buffer fill gauge unavailable: %s", exc)
+        return None
+
+
+def serve_metrics(collector: Collector) -> MetricsServer | None:
+    """/metrics and /healthz on the configured port; MetricsError if it is taken."""
+    cfg = collector.cfg
+    if not cfg.metrics_port:
+        return None
+    registry = CollectorRegistry()
+    registry.register(CollectorStats(collector))
+    collector.latency = publish_latency(registry).observe
+
+    def health() -> tuple[bool, str]:
+        if collector.publisher is None:
+            return False, "starting: loading probes"
+        if collector.reader is not None and not collector.reader.alive:
+            return False, "ring buffer reader stopped"
+        return True, "ok"
+
+    server = MetricsServer(registry, health)
+    server.start(cfg.metrics_port, cfg.metrics_address)
+    log.info("metrics on http://%s:%d/metrics", cfg.metrics_address, server.port)
+    return server
+
+
 def run_collector(config: CollectorConfig) -> int:
     collector = Collector(config)
+    metrics = serve_metrics(collector)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -200,5 +261,9 @@ def run_collector(config: CollectorConfig) -> int:
             loop.add_signal_handler(sig, collector.request_stop)
         await collector.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0

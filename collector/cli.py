@@ -15,6 +15,7 @@ from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.filters import FilterConfig, parse_uid
+from snoopbus.collector.metrics import MetricsError
 from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
@@ -24,7 +25,8 @@ from snoopbus.proto.settings_file import Config
 
 # Conditions the user can fix: one line saying what to do, no traceback.
 USER_ERRORS = (
-    CollectorError, BusUnavailable, BtfError, BccUnavailable, probes.ProbeError, ValueError
+    CollectorError, BusUnavailable, BtfError, BccUnavailable, probes.ProbeError, MetricsError,
+    ValueError,
 )
 
 
@@ -128,6 +130,7 @@ def _collect(args: argparse.Namespace) -> int:
         return run_collector(CollectorConfig(
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,
             heartbeat_interval=s["heartbeat_interval"],
+            metrics_port=s["config"].metrics.port, metrics_address=s["config"].metrics.address,
         ))
     except USER_ERRORS as exc:
         print(f"snoopbus collect: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import logging
 import sys
 from dataclasses import replace
 
+from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.proto import NATS_URL_ENV, BusUnavailable, settings_file
 from snoopbus.proto.settings_file import Config, ConfigError
 
@@ -69,11 +70,26 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    port = cfg.metrics.port if opts.metrics_port is None else opts.metrics_port
+    servers: list[MetricsServer] = []
+
+    def start_metrics(runtime: Runtime) -> None:
+        if port:
+            servers.append(serve_consumer(runtime, port, cfg.metrics.address))
+
     try:
-        runtime = asyncio.run(serve(consumer, opts.nats, settings=consumer.settings))
+        runtime = asyncio.run(
+            serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics)
+        )
     except BusUnavailable as exc:
         print(f"snoopbus consume: {exc}", file=sys.stderr)
         return 1
+    except MetricsError as exc:
+        print(f"snoopbus consume: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for server in servers:
+            server.stop()
     _summary(runtime)
     return 0
 
@@ -162,6 +178,7 @@ def _consumer_parser(
     common.add_argument(
         "--ack-wait", type=float, metavar="SECONDS", help="server redelivers unacked after this"
     )
+    settings_file.add_metrics_flag(common)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     target.add_arguments(parser)
     return parser

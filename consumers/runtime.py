@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from asyncio_pool import AioPool
@@ -43,6 +44,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+LAG_INTERVAL = 5.0  # s between consumer_info calls for the lag figures
+
 
 @dataclass
 class Counters:
@@ -56,6 +59,9 @@ class Counters:
     skipped: int = 0  # belonged to another partition: acked unread
     released: int = 0  # held at shutdown and nak'd for whoever comes next
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)  # by kind
+    # From the server's consumer_info, refreshed every LAG_INTERVAL s (None until then).
+    pending: int | None = None  # in the stream, not yet delivered to this durable: the lag
+    ack_pending: int | None = None
 
 
 class Runtime:
@@ -108,11 +114,13 @@ class Runtime:
             log.info("%s: consuming %s", self.durable, ", ".join(self.consumer.filters))
             pool = AioPool(size=self.settings.concurrency)
             keep_alive = asyncio.create_task(self._keep_alive())
+            lag = asyncio.create_task(self._track_lag(js))
             try:
                 await self._fetch_loop(sub, pool)
             finally:
                 await pool.join()  # finish in-flight batches
                 keep_alive.cancel()
+                lag.cancel()
                 await self.consumer.teardown()
                 await self._release_held()
                 await sub.unsubscribe()
@@ -277,6 +285,17 @@ class Runtime:
                     await delivery.msg.in_progress()
                     self._held[delivery] = now
 
+    async def _track_lag(self, js: JetStreamContext) -> None:
+        """Lag for metrics and `up`: what the server still has for this durable."""
+        while True:
+            try:
+                info = await js.consumer_info(STREAM_NAME, self.durable)
+                self.counters.pending = info.num_pending
+                self.counters.ack_pending = info.num_ack_pending
+            except Exception as exc:  # a missed reading only: the next one comes
+                log.debug("%s: consumer_info: %s", self.durable, exc)
+            await asyncio.sleep(LAG_INTERVAL)
+
     async def _release_held(self) -> None:
         for delivery in list(self._held):
             if delivery.state is State.HELD:
@@ -287,10 +306,17 @@ class Runtime:
 
 
 async def serve(
-    consumer: Consumer, servers: str | list[str], *, settings: Settings | None = None
+    consumer: Consumer,
+    servers: str | list[str],
+    *,
+    settings: Settings | None = None,
+    on_start: Callable[[Runtime], None] | None = None,
 ) -> Runtime:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully. `on_start` sees
+    the runtime before it connects (the metrics endpoint hooks in there)."""
     runtime = Runtime(consumer, servers=servers, settings=settings)
+    if on_start is not None:
+        on_start(runtime)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:

@@ -368,7 +368,7 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
+def add_metrics_flag(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=None, metavar="PORT",
         help="serve Prometheus /metrics and /healthz on this port ([metrics] port; 0 = off)",

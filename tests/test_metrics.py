@@ -1,0 +1,160 @@
+"""Prometheus /metrics and /healthz: the server, a consumer's figures, the collector's."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from snoopbus.collector import metrics
+from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
+from snoopbus.proto import encode_batch, event_subject, events_filter
+from tests.conftest import start_collector, stop_process
+
+SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_serves_metrics_and_health_and_refuses_a_taken_port() -> None:
+    registry = CollectorRegistry()
+    Counter("demo_things", "things", registry=registry).inc(3)
+    healthy = [False]
+    server = MetricsServer(registry, lambda: (healthy[0], "ok" if healthy[0] else "starting"))
+    port = server.start(0)
+    try:
+        status, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and samples(body)[("demo_things_total", ())] == 3
+        assert get(f"http://127.0.0.1:{port}/healthz") == (503, "starting\n")
+        healthy[0] = True
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
+        with pytest.raises(MetricsError, match=f"metrics port {port} on 127.0.0.1 is in use"):
+            MetricsServer(registry, lambda: (True, "ok")).start(port)
+    finally:
+        server.stop()
+
+
+async def test_a_consumer_reports_processed_failed_dead_letters_and_lag(
+    nats_server: NatsServer, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "LAG_INTERVAL", 0.1)
+
+    @consumer("metered", filters=[events_filter(type="exec")])
+    async def handle(batch: Batch) -> None:
+        for d in batch:
+            if d.events[0]["proc"]["comm"] == "bad":
+                raise ValueError("bad event")
+
+    settings = Settings(batch=8, fetch_timeout=0.2, backoff=(0.01,), max_attempts=2)
+    rt = Runtime(handle, servers=nats_server.url, settings=settings)
+    server = serve_consumer(rt, 0, "127.0.0.1")
+    url = f"http://127.0.0.1:{server.port}"
+    assert get(f"{url}/healthz")[0] == 503  # not bound yet
+    task = asyncio.create_task(rt.run())
+    try:
+        await asyncio.wait_for(rt.ready.wait(), 10)
+        assert get(f"{url}/healthz") == (200, "ok\n")
+        for i, comm in enumerate(["ok", "ok", "bad"]):
+            event = {"v": 1, "id": f"m-{i}", "ts": 1, "host": "h1", "type": "exec",
+                     "proc": {"pid": 1, "comm": comm}}  # fmt: skip
+            await js.publish(event_subject("h1", "exec"), encode_batch([event]))
+        async with asyncio.timeout(10):
+            while rt.counters.dead_lettered < 1 or rt.counters.pending != 0:
+                await asyncio.sleep(0.05)
+        got = samples(get(f"{url}/metrics")[1])
+        who = (("consumer", "metered"),)
+        assert got[("snoopbus_consumer_processed_total", who)] == 2
+        assert got[("snoopbus_consumer_failed_total", who)] == 2
+        assert got[("snoopbus_consumer_dead_lettered_total", (*who, ("kind", "attempts")))] == 1
+        assert got[("snoopbus_consumer_lag", who)] == 0
+    finally:
+        rt.stop()
+        await task
+        server.stop()
+
+
+def test_alerts_are_counted_by_rule() -> None:
+    class Alerting:
+        extra_outputs: list = []  # noqa: RUF012 -- the alert consumer's plug point
+
+    tally = metrics.count_alerts(Alerting())
+    assert tally is not None
+    alert = {"rule": {"title": "Exec from /tmp"}, "level": "high"}
+    asyncio.run(Alerting.extra_outputs[0].send([alert, alert]))
+    assert tally == {"Exec from /tmp|high": 2}
+    assert metrics.count_alerts(object()) is None
+
+
+@pytest.mark.parametrize("command", [["collect"], ["consume", "rename"]])
+def test_a_taken_metrics_port_is_one_line_and_a_non_zero_exit(
+    nats_server: NatsServer, command: list[str]
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [*SNOOPBUS, *command, "--nats", nats_server.url, "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = [ln for ln in out.stderr.splitlines() if "metrics port" in ln]
+    assert f"metrics port {port} on 127.0.0.1 is in use" in line and "--metrics-port" in line
+
+
+@pytest.mark.kernel
+async def test_the_collector_serves_its_counters(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    running = await start_collector(nats_server.url, nc, tmp_path, "--metrics-port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert get(f"{url}/healthz") == (200, "ok\n")
+        async with asyncio.timeout(20):
+            while True:
+                subprocess.run(["/bin/true"], check=True)
+                got = samples(get(f"{url}/metrics")[1])
+                if got.get(("snoopbus_collector_events_published_total", (("type", "exec"),))):
+                    break
+                await asyncio.sleep(0.2)
+        assert got[("snoopbus_collector_events_captured_total", (("type", "exec"),))] >= 1
+        assert got[("snoopbus_collector_records_read_total", ())] >= 1
+        assert got[("snoopbus_collector_ready", ())] == 1
+        assert 0 <= got[("snoopbus_collector_ringbuf_fill_ratio", ())] < 1
+        assert got[("snoopbus_collector_publish_latency_seconds_count", ())] >= 1
+    finally:
+        assert stop_process(running.process) == 0, running.log()
