@@ -8,6 +8,10 @@ batch also offers them flattened. Settling rules, in one place:
   one bad message cannot fail its neighbours; a delivery that still fails
   (held ones included) is nak'd with back-off, or dead-lettered once out of
   attempts;
+- `dead_letter(reason)`: the handler gives up on it now, for a reason no
+  retry will change (a sink's permanent refusal);
+- on an alert subject a delivery's `events` is the one alert map
+  (`is_alert`), so a consumer can take events and alerts from one durable;
 - `hold()`: the handler settles it later with `ack()`/`nak()`; until then
   the runtime keeps it alive (in-progress acks) and naks it at shutdown so
   another instance or a restart gets it again.
@@ -19,7 +23,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from snoopbus.proto import Event
+from snoopbus.proto import Event, SubjectError, parse_subject
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -39,6 +43,14 @@ class Settler(Protocol):
     async def ack(self, delivery: Delivery) -> None: ...
     async def nak(self, delivery: Delivery, reason: str, delay: float | None) -> None: ...
     def hold(self, delivery: Delivery) -> None: ...
+    async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None: ...
+
+
+def is_alert_subject(subject: str) -> bool:
+    try:
+        return parse_subject(subject).kind == "alerts"
+    except SubjectError:
+        return False
 
 
 class Delivery:
@@ -55,6 +67,11 @@ class Delivery:
     @property
     def subject(self) -> str:
         return self.msg.subject
+
+    @property
+    def is_alert(self) -> bool:
+        """On an alert subject `events` holds the one alert map instead."""
+        return is_alert_subject(self.msg.subject)
 
     @property
     def attempt(self) -> int:
@@ -83,6 +100,11 @@ class Delivery:
         past the attempt limit this dead-letters instead."""
         if not self.settled:
             await self._settler.nak(self, reason, delay)
+
+    async def dead_letter(self, reason: str, kind: str = "rejected") -> None:
+        """Give up on this message now: it goes to the dead-letter subject with
+        `reason`, without the redeliveries a nak would cost."""
+        await self._settler.dead_letter(self, kind, reason)
 
     def __repr__(self) -> str:
         return f"<Delivery {self.subject} events={len(self.events)} {self.state.value}>"

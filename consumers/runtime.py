@@ -29,17 +29,19 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
+    Event,
     SchemaError,
     SubjectError,
     connect,
     decode_batch,
+    decode_map,
     ensure_stream,
     parse_subject,
 )
 
 from . import dlq
 from .consumer import Consumer, Context
-from .delivery import Batch, Delivery, State
+from .delivery import Batch, Delivery, State, is_alert_subject
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,7 +181,7 @@ class Runtime:
                 )  # fmt: skip
                 continue
             try:
-                events = decode_batch(msg.data)
+                events = self._decode(msg)
             except DecodeError as exc:  # a SchemaError too: test it first
                 await self._dead_letter(msg, "decode", str(exc))
                 continue
@@ -188,6 +190,13 @@ class Runtime:
                 continue
             out.append(Delivery(msg, events, self))
         return out
+
+    @staticmethod
+    def _decode(msg: Msg) -> list[Event]:
+        """An event batch; on an alert subject, the one alert map as a list."""
+        if is_alert_subject(msg.subject):
+            return [decode_map(msg.data)]  # type: ignore[list-item]
+        return decode_batch(msg.data)
 
     def _owns(self, subject: str) -> bool:
         try:
@@ -251,6 +260,14 @@ class Runtime:
     def hold(self, delivery: Delivery) -> None:
         delivery.state = State.HELD
         self._held[delivery] = time.monotonic()
+
+    async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
+        if delivery.settled:
+            return
+        self._held.pop(delivery, None)
+        delivery.state = State.DEAD
+        self.counters.failed += 1
+        await self._dead_letter(delivery.msg, kind, reason)
 
     # -----------------------------------------------------------------------
 

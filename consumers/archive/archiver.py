@@ -19,7 +19,6 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,9 @@ from typing import Any
 from snoopbus.consumers.consumer import Consumer, Context
 from snoopbus.consumers.delivery import Batch, Delivery
 from snoopbus.consumers.settings import Settings
-from snoopbus.proto import events_filter, host_token, parse_subject
+from snoopbus.proto import alerts_filter, events_filter, host_token, parse_subject
 
 from . import layout
-from .alert_feed import AlertFeed
 from .columns import NS_PER_DAY, RowError, append_alert, append_event
 from .layout import PartKey
 from .retention import Retention
@@ -78,8 +76,9 @@ class Archiver(Consumer):
         self.retention = retention or Retention()
         self.retention_every = retention_every
         self.archive_alerts = alerts
+        # Alerts come through the same durable: the runtime decodes them as maps.
+        self.filters = (events_filter(), alerts_filter()) if alerts else (events_filter(),)
         self.gc_tuning = gc_tuning  # process-wide: off when embedded (tests, a host process)
-        self.alert_feed: AlertFeed | None = None
         self.commits = 0
         self.failures = 0  # commits that failed, in a row
         self.last_error: str | None = None
@@ -137,25 +136,15 @@ class Archiver(Consumer):
             self.writer.root, removed, recalled,
         )  # fmt: skip
         await self._retain()
-        if self.archive_alerts:
-            settings = replace(ctx.settings, max_ack_pending=ctx.settings.ack_pending_limit)
-            self.alert_feed = AlertFeed(
-                ctx.js, self.name, f"{ctx.durable}-alerts", settings, self.add_alert
-            )
-            await self.alert_feed.start()
         self._ticker = asyncio.create_task(self._tick())
 
     async def teardown(self) -> None:
         self._closing.set()
         if self._ticker is not None:
             await self._ticker
-        if self.alert_feed is not None:
-            await self.alert_feed.stop()
-        # Last commit: what makes it is acked; what does not is released
-        # (by the runtime for events, here for alerts) and redelivered later.
+        # Last commit: what makes it is acked; what does not is released by
+        # the runtime and redelivered later.
         await self.flush(force=True)
-        if self.alert_feed is not None:
-            await self.alert_feed.release()
         w = self.writer
         log.info(
             "archive: stopped; %d files, %d rows written, %d redelivered duplicates skipped%s",
@@ -169,6 +158,9 @@ class Archiver(Consumer):
         failed: list[str] = []
         for delivery in batch:
             try:
+                if delivery.is_alert:
+                    self._add_alert(delivery, delivery.events[0])  # type: ignore[arg-type]
+                    continue
                 self._add_events(delivery)
             except RowError as exc:
                 failed.append(f"seq {delivery.stream_seq}: {exc}")
@@ -204,7 +196,7 @@ class Archiver(Consumer):
             raise
         self._attach(delivery, new_keys, waiting, len(delivery.msg.data))
 
-    async def add_alert(self, delivery: Delivery, alert: Mapping[str, Any]) -> None:
+    def _add_alert(self, delivery: Delivery, alert: Mapping[str, Any]) -> None:
         msg = delivery.msg
         token = parse_subject(msg.subject).host or "_"
         seq = msg.metadata.sequence.stream
@@ -217,7 +209,7 @@ class Archiver(Consumer):
             return
         if key in self.writer.recent:
             self.writer.duplicates += 1
-            return  # left open: acked by the feed
+            return  # left open: acked on return
         ts = alert.get("ts")
         if not isinstance(ts, int) or isinstance(ts, bool):
             ts = _ns(msg.metadata.timestamp) if msg.metadata.timestamp else time.time_ns()
@@ -228,7 +220,6 @@ class Archiver(Consumer):
             level=parse_subject(msg.subject).type, seq=seq, alert_id=alert_id,
         )  # fmt: skip
         self._attach(delivery, [key], False, len(msg.data))
-        await self._roll_if_full()
 
     def _attach(self, delivery: Delivery, keys: list[Key], waiting: bool, size: int) -> None:
         if not keys and not waiting:

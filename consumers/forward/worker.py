@@ -23,7 +23,7 @@ from ..delivery import Batch
 from ..settings import Settings
 from .alerts import AlertError, parse_alert
 from .backoff import Gate
-from .runtime import ForwardRuntime, is_alert
+from .runtime import ForwardRuntime
 from .sink import Item, Permanent, Sink, Transient
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SinkWorker(Consumer):
         refused: dict[int, str] = {}  # slot -> answer: dead-letter
         for slot, delivery in enumerate(batch):
             delivery.hold()
-            if is_alert(delivery.subject):
+            if delivery.is_alert:
                 level = delivery.subject.rsplit(".", 1)[-1]
                 try:
                     alert = parse_alert(delivery.events[0], level)  # type: ignore[arg-type]
@@ -143,7 +143,7 @@ class SinkWorker(Consumer):
         for slot, delivery in enumerate(batch):
             if slot in refused:
                 self.stats.dead_lettered += 1
-                await self.runtime.dead_letter(delivery, "rejected", refused[slot])
+                await delivery.dead_letter(refused[slot])
             elif slot in retry:
                 self.stats.naked += 1
                 # Later redeliveries wait longer, up to the cap; the gate also
