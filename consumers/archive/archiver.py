@@ -155,7 +155,6 @@ class Archiver(Consumer):
     # -- gathering ------------------------------------------------------------
 
     async def handle(self, batch: Batch) -> None:
-        failed: list[str] = []
         for delivery in batch:
             try:
                 if delivery.is_alert:
@@ -163,13 +162,10 @@ class Archiver(Consumer):
                     continue
                 self._add_events(delivery)
             except RowError as exc:
-                failed.append(f"seq {delivery.stream_seq}: {exc}")
+                # No retry makes an unstorable value storable: file it now.
+                # Its other events were taken back out of the window.
+                await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
         await self._roll_if_full()
-        if failed:
-            # The runtime retries the batch's messages one by one (ids already
-            # gathered are skipped), naks this one and dead-letters it once out
-            # of attempts, with this reason.
-            raise RowError("; ".join(failed))
 
     def _add_events(self, delivery: Delivery) -> None:
         window = self.writer.window
