@@ -44,6 +44,9 @@ class NatsServer:
     host: str = "127.0.0.1"
     port: int = -1
     extra_args: list[str] = field(default_factory=list)
+    # Own session: a terminal's Ctrl-C then reaches only whoever started it
+    # (`snoopbus up`), which stops the server last, after its clients.
+    new_session: bool = False
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -65,7 +68,9 @@ class NatsServer:
             "-l", str(self.log_path),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=self.new_session
+        )
         ports_file = ports_dir / f"{Path(args[0]).name}_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -4,29 +4,56 @@ A private nats-server with JetStream in the state folder (or the one already
 answering on the port), then the collector and the built-in consumers as
 supervised child processes: one that dies is restarted with back-off and
 reported. Ctrl-C or SIGTERM stops them all, children first, and nothing is
-left running.
+left running. Children and the server run in their own sessions, so a
+terminal's Ctrl-C reaches only `up`, which stops them in order.
+
+On a terminal, `up` shows a live view (collector/live.py) fed from the bus
+itself: a core subscription to events, alerts and meta, and JetStream
+consumer_info for each consumer's lag. Children then log to
+<state_dir>/logs/NAME.log. Elsewhere (a pipe, systemd) it prints plain lines
+and the children log to its stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+
+from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.natsd import NatsServer, NatsServerError
+from snoopbus.proto import (
+    STREAM_NAME,
+    BusUnavailable,
+    DecodeError,
+    SchemaError,
+    alerts_filter,
+    connect,
+    decode_map,
+    events_filter,
+    meta_filter,
+)
 from snoopbus.proto.settings_file import Config, UpSection
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
 # Built-in consumers `up` runs with their defaults ([up] consumers).
 DEFAULT_CONSUMERS = UpSection.consumers
+LAG_EVERY = 2.0  # s between consumer_info calls for the lag column
 
 
 class StackError(RuntimeError):
@@ -44,6 +71,9 @@ class StackConfig:
     metrics_address: str = "127.0.0.1"
     live: str = "auto"
     archive_dir_set: bool = False  # [consumer.archive] dir given: do not override it
+    # The collector leaves out the state folder (NATS store, archive, logs): what
+    # the stack writes itself would otherwise come back as events, forever.
+    collector_excludes: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Config) -> StackConfig:
@@ -53,6 +83,7 @@ class StackConfig:
             config_path=cfg.path, metrics_port=cfg.metrics.port,
             metrics_address=cfg.metrics.address, live=cfg.up.live,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
+            collector_excludes=cfg.collector.exclude_path,
         )  # fmt: skip
 
     def consumer_args(self, name: str, url: str) -> list[str]:
@@ -63,10 +94,25 @@ class StackConfig:
 
     def collector_args(self, url: str) -> list[str]:
         host = ["--host", self.host] if self.host else []
-        return ["collect", *self._config_args(), "--nats", url, *host]
+        # A flag replaces the file's list: repeat the file's entries.
+        excludes = [*self.collector_excludes, str(self.state_dir.resolve())]
+        exclude = [a for p in excludes for a in ("--exclude-path", p)]
+        return ["collect", *self._config_args(), "--nats", url, *host, *exclude]
 
     def _config_args(self) -> list[str]:
         return ["--config", str(self.config_path)] if self.config_path else []
+
+    def children(self, url: str) -> list[Child]:
+        """The collector, then each consumer; with metrics on, each its own port."""
+        specs = [("collector", self.collector_args(url))]
+        specs += [(name, self.consumer_args(name, url)) for name in self.consumers]
+        out = []
+        for i, (name, args) in enumerate(specs, start=1):
+            if self.metrics_port:
+                # `consume` takes runtime flags after NAME; `collect` anywhere.
+                args = [*args, "--metrics-port", str(self.metrics_port + i)]
+            out.append(Child(name, args))
+        return out
 
 
 def nats_answering(port: int) -> bool | None:
@@ -88,6 +134,9 @@ def nats_answering(port: int) -> bool | None:
         return False
 
 
+Report = Callable[[str], None]
+
+
 @dataclass
 class Child:
     """One supervised process: restarted with back-off when it dies."""
@@ -98,28 +147,50 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    log_path: Path | None = None  # None: inherit up's stdout and stderr
 
     def start(self) -> None:
         command = [sys.executable, "-m", "snoopbus.collector.cli", *self.args]
-        self.process = subprocess.Popen(command)
+        out: IO[bytes] | None = None
+        if self.log_path is not None:
+            out = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            if out is not None:
+                out.close()
         self.started_at = time.monotonic()
 
-    def check(self, now: float) -> None:
+    def check(self, now: float, report: Report) -> bool:
+        """Start or restart as due; True when it has just died."""
         if self.process is None:
             if now >= self.next_start:
                 self.start()
-            return
+            return False
         code = self.process.poll()
         if code is None:
             if now - self.started_at > 60:
                 self.restarts = 0  # stable again: back-off starts over
-            return
+            return False
         delay = min(2.0**self.restarts, 30.0)
         self.restarts += 1
-        print(f"snoopbus: {self.name} exited with {code}; restarting in {delay:.0f}s",
-              file=sys.stderr, flush=True)
+        why = self.last_log_line()
+        report(f"{self.name} exited with {code}; restarting in {delay:.0f}s"
+               + (f" (last log line: {why})" if why else ""))  # fmt: skip
         self.process = None
         self.next_start = now + delay
+        return True
+
+    def last_log_line(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(max(0, self.log_path.stat().st_size - 2048))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip()[:200] if lines else ""
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -134,53 +205,167 @@ class Child:
             self.process.kill()
             self.process.wait()
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
 
 def run_stack(cfg: StackConfig) -> int:
     try:
-        return _run_stack(cfg)
+        return asyncio.run(_run_stack(cfg))
     except (StackError, NatsServerError) as exc:
         print(f"snoopbus up: {exc}", file=sys.stderr)
         return 2
 
 
-def _run_stack(cfg: StackConfig) -> int:
+def use_live_view(mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and sys.stdout.isatty())
+
+
+async def _run_stack(cfg: StackConfig) -> int:
     if os.geteuid() != 0:
-        raise StackError("the collector loads eBPF probes: run `snoopbus up` as root")
-    stop = threading.Event()
+        raise StackError(
+            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
+        )
+    live = use_live_view(cfg.live)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        loop.add_signal_handler(sig, stop.set)
     server: NatsServer | None = None
     state = nats_answering(cfg.port)
     if state is False:
         raise StackError(
             f"port {cfg.port} is in use by something that is not a NATS server with "
-            "JetStream: free it, or pick another with --port"
+            "JetStream: free it, or pick another with --port or [up] port"
         )
+    say = _say(live)
     if state is True:
         url = f"nats://127.0.0.1:{cfg.port}"
-        print(f"snoopbus: using the nats-server already running at {url}", flush=True)
+        say(f"using the nats-server already running at {url}")
     else:
-        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port)
-        url = server.start()
-        print(f"snoopbus: nats-server with JetStream at {url} (data in {cfg.state_dir})",
-              flush=True)
-    children = [Child("collector", cfg.collector_args(url))]
-    children += [Child(name, cfg.consumer_args(name, url)) for name in cfg.consumers]
+        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True)
+        url = server.start()  # in this thread: its /proc children list shows the server
+        say(f"nats-server with JetStream at {url} (data in {cfg.state_dir})")
+    children = cfg.children(url)
+    if live:
+        (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        for child in children:
+            child.log_path = cfg.state_dir / "logs" / f"{child.name}.log"
+    view = LiveState(host=cfg.host or socket.gethostname(), url=url, state_dir=str(cfg.state_dir))
+    view.children = [ChildView(c.name) for c in children]
+    monitor: asyncio.Task[None] | None = None
     try:
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
-        print(f"snoopbus: started {names}; watch with `snoopbus tail`; Ctrl-C stops", flush=True)
-        while not stop.wait(0.5):
-            now = time.monotonic()
-            for child in children:
-                child.check(now)
+        say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
+        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live))
+        await _supervise(children, view, stop, live)
         return 0
     finally:
+        if monitor is not None:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
         for child in children:
             child.stop()
-        for child in children:
-            child.wait()
+        await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))
         if server is not None:
-            server.stop()
+            await asyncio.to_thread(server.stop)
         print("snoopbus: stopped", flush=True)
+
+
+def _say(live: bool) -> Report:
+    def say(text: str) -> None:
+        if not live:
+            print(f"snoopbus: {text}", flush=True)
+
+    return say
+
+
+async def _supervise(
+    children: list[Child], view: LiveState, stop: asyncio.Event, live: bool
+) -> None:
+    def report(text: str) -> None:
+        if live:
+            view.notes.append(f"{time.strftime('%H:%M:%S')} {text}")
+        else:
+            print(f"snoopbus: {text}", file=sys.stderr, flush=True)
+
+    display: Any = None
+    if live:
+        from rich.console import Console
+        from rich.live import Live
+
+        # The alternate screen: a dashboard that leaves the terminal as it was.
+        display = Live(view.render(), console=Console(), auto_refresh=False, screen=True,
+                       redirect_stderr=False)  # fmt: skip
+        display.start()
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            for child, shown in zip(children, view.children, strict=True):
+                if child.check(now, report) and child.name == "collector":
+                    view.collector_restarted()
+                shown.pid = child.pid
+                shown.restarts = child.restarts
+                wait = child.next_start - now
+                shown.state = "running" if child.pid else f"restart in {wait:.0f}s"
+            if display is not None:
+                display.update(view.render(), refresh=True)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        if display is not None:
+            display.stop()
+
+
+async def watch_bus(url: str, view: LiveState, consumers: tuple[str, ...], live: bool) -> None:
+    """Feeds the view from the bus; in plain mode prints readiness and alerts."""
+    from snoopbus.consumers.alert.wire import decode_alert
+    from snoopbus.consumers.lines import format_alert
+
+    try:
+        nc: Client = await connect(url, name="snoopbus-up")
+    except BusUnavailable as exc:
+        view.notes.append(f"live view: {exc}")
+        return
+
+    async def on_event(msg: Msg) -> None:
+        view.on_events(msg.subject, msg.data)
+
+    async def on_alert(msg: Msg) -> None:
+        try:
+            alert = decode_alert(msg.data)
+        except (DecodeError, SchemaError, ValueError):
+            return
+        view.on_alert(alert)
+        if not live:
+            print(format_alert(alert), flush=True)
+
+    async def on_meta(msg: Msg) -> None:
+        try:
+            body = decode_map(msg.data)
+        except (DecodeError, SchemaError):
+            return
+        what = msg.subject.rsplit(".", 1)[-1]
+        was_ready = view.collector_ready_s is not None
+        view.on_meta(what, body)
+        if not live and not was_ready and view.collector_ready_s is not None:
+            print(f"snoopbus: collector ready on {body.get('host', '?')} "
+                  f"in {view.collector_ready_s:.2f}s", flush=True)  # fmt: skip
+
+    try:
+        await nc.subscribe(events_filter(), cb=on_event)
+        await nc.subscribe(alerts_filter(), cb=on_alert)
+        await nc.subscribe(meta_filter(), cb=on_meta)
+        js = nc.jetstream()
+        while True:
+            for name in consumers:
+                with suppress(NotFoundError, TimeoutError, Exception):
+                    info = await js.consumer_info(STREAM_NAME, name, timeout=1)
+                    view.lag[name] = (info.num_pending or 0, info.num_ack_pending or 0)
+            await asyncio.sleep(LAG_EVERY)
+    finally:
+        with suppress(Exception):
+            await nc.drain()

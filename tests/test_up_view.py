@@ -1,0 +1,67 @@
+"""The live view's model and rendering, without a terminal or a bus."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from snoopbus.collector.live import ChildView, LiveState, batch_size
+from snoopbus.collector.stack import StackConfig
+from snoopbus.proto import encode_batch
+
+
+def event(i: int, type_: str = "create", comm: str = "cp", pid: int = 7) -> dict:
+    return {"v": 1, "id": f"x-{i}", "ts": 1_700_000_000_000_000_000, "host": "h", "type": type_,
+            "proc": {"pid": pid, "comm": comm}, "file": {"path": f"/data/f{i}"}}  # fmt: skip
+
+
+def text(state: LiveState, now: float) -> str:
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(state.render(now))
+    console.file.close()
+    return console.export_text()
+
+
+def test_batch_size_reads_the_array_header() -> None:
+    for n in (1, 15, 16, 300, 10_000):
+        assert batch_size(encode_batch([event(i) for i in range(n)])) == n
+    assert batch_size(b"\xdd" + (70_000).to_bytes(4, "big")) == 70_000
+    assert batch_size(b"") == 0
+
+
+def test_rates_alerts_loss_and_top_processes() -> None:
+    state = LiveState(host="h", url="nats://127.0.0.1:4222", state_dir="/s", started=0.0)
+    state.collector_since = 0.0
+    state.children = [ChildView("collector", 11, "running"), ChildView("rename", 12, "running")]
+    assert "compiling and loading the eBPF probes" in text(state, 1.0)
+    for second in range(10, 15):  # 5 whole seconds of 40 events each
+        state.on_events("snoopbus.events.h.file.create",
+                        encode_batch([event(i) for i in range(40)]), now=second + 0.5)  # fmt: skip
+    state.on_events("snoopbus.events.h.proc.exec", encode_batch([event(0, "exec")]), now=14.5)
+    assert state.rates(now=15.0) == {"create": 40.0, "exec": 0.2}
+    state.on_meta("status", {"state": "ready", "startup_s": 1.25})
+    state.on_meta("loss", {"total": 3, "dropped": {"kernel_ringbuf_full": 3}})
+    state.on_alert({"level": "high", "rule": {"title": "Exec from /tmp"}, "ts": 0,
+                    "event": {"proc": {"pid": 9, "exe": "/tmp/x"}}})  # fmt: skip
+    state.lag["rename"] = (42, 0)
+    state.notes.append("02:00:00 rename exited with -9; restarting in 1s")
+    shown = text(state, 15.0)
+    assert "collector ready (probes loaded in 1.25s)" in shown
+    assert "create" in shown and "40.0" in shown
+    assert "loss: 3 events (kernel_ringbuf_full=3)" in shown
+    assert "Exec from /tmp" in shown and "HIGH" in shown
+    assert "cp" in shown and "/data/f" in shown  # top processes by file activity
+    assert "42" in shown and "rename exited with -9" in shown
+
+
+def test_up_gives_children_the_config_metrics_ports_and_excludes_its_state(tmp_path) -> None:
+    cfg = StackConfig(state_dir=tmp_path, metrics_port=9400, host="web1",
+                      config_path=tmp_path / "c.toml", collector_excludes=("/proc",))  # fmt: skip
+    kids = cfg.children("nats://127.0.0.1:4222")
+    assert [k.name for k in kids] == ["collector", "rename", "alert", "archive"]
+    collect = kids[0].args
+    assert collect[:3] == ["collect", "--config", str(tmp_path / "c.toml")]
+    assert collect[-2:] == ["--metrics-port", "9401"]
+    assert "--exclude-path" in collect and str(tmp_path.resolve()) in collect and "/proc" in collect
+    archive = kids[3].args
+    assert archive[3] == "archive" and str(tmp_path / "archive") in archive
+    assert archive[-2:] == ["--metrics-port", "9404"]
