@@ -87,3 +87,41 @@ def format_alert(alert: Mapping[str, Any]) -> str:
         f" pid={proc.get('pid', '?')}: {what}"
         f"{f' (x{count} folded)' if alert.get('folded') else ''}"
     )
+
+
+# -- colour, for a terminal ----------------------------------------------------------
+
+_RESET = "\x1b[0m"
+TYPE_COLOURS = {
+    "exec": "\x1b[1;32m", "exit": "\x1b[2m",
+    "create": "\x1b[32m", "mkdir": "\x1b[32m", "link": "\x1b[32m", "symlink": "\x1b[32m",
+    "modify": "\x1b[33m", "close_write": "\x1b[33m", "attrib": "\x1b[35m", "open": "\x1b[34m",
+    "delete": "\x1b[31m", "rmdir": "\x1b[31m",
+    "renamed": "\x1b[1;36m", "moved_from": "\x1b[36m", "moved_to": "\x1b[36m",
+    "moved_in": "\x1b[36m", "moved_out": "\x1b[36m",
+}  # fmt: skip
+LEVEL_COLOURS = {
+    "critical": "\x1b[1;97;41m", "high": "\x1b[1;31m", "medium": "\x1b[1;33m",
+    "low": "\x1b[36m", "informational": "\x1b[2m",
+}  # fmt: skip
+
+
+def colour_event(line: str, ev: Mapping[str, Any]) -> str:
+    """`format_event`'s line with its type coloured (and a rename's arrow bold).
+
+    Safe on any line: `printable` already escaped every ESC in the data, so
+    the only escape sequences are the ones added here.
+    """
+    type_ = str(ev.get("type", "?"))
+    colour = TYPE_COLOURS.get(type_)
+    if colour is None:
+        return line
+    padded = f" {type_:<11} "
+    line = line.replace(padded, f" {colour}{type_:<11}{_RESET} ", 1)
+    return line.replace(" → ", f" \x1b[1m→{_RESET} ", 1)
+
+
+def colour_alert(line: str, alert: Mapping[str, Any]) -> str:
+    """An alert line in its level's colour, from end to end: it must stand out."""
+    colour = LEVEL_COLOURS.get(str(alert.get("level", "")), "\x1b[1m")
+    return f"{colour}{line}{_RESET}"
