@@ -55,6 +55,13 @@ system:
 	  fi; \
 	fi
 
+	@# Test tools from Debian: Docker's compose client validates compose.yaml (no engine
+	@# needed), tmux drives `snoopbus up` in a real terminal.
+	@if ! command -v docker-compose >/dev/null || ! command -v tmux >/dev/null; then \
+	  echo "setup: installing docker-compose and tmux (Debian) for the deployment and terminal tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux; \
+	fi
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml

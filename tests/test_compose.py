@@ -1,0 +1,155 @@
+"""The deployment files: compose.yaml against the Compose specification and Docker's
+own client, the systemd units, and the example config, all checked against the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from snoopbus.collector.cli import build_parser
+from snoopbus.consumers import cli as consumers_cli
+from snoopbus.consumers import plugin
+from snoopbus.proto.settings_file import Config, load
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "compose.yaml"
+DEPLOY = resources.files("snoopbus.collector") / "deploy"
+BUILT_IN = ("rename", "alert", "archive", "forward")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # resolves the << merges
+    return data
+
+
+def interpolate(text: str) -> str:
+    """Compose's `${VAR:-default}`, with no variable set."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def check_command(argv: list[str], cfg: Config | None = None) -> None:
+    """A service's command parses with the real CLI, consumer options included."""
+    argv = [interpolate(a) for a in argv]
+    assert argv[0] == "snoopbus", argv
+    args = build_parser().parse_args(argv[1:])
+    if args.command == "consume":
+        cfg = cfg or load(None, env={})
+        opts = consumers_cli._consumer_parser(args.name, plugin.load(args.name), cfg.nats.url)
+        consumers_cli.apply_config(opts, args.name, cfg)
+        opts.parse_args(args.options)
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    # The JSON schema of the Compose specification, as vendored by check-jsonschema.
+    schema_file = resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(compose)
+
+
+def test_docker_compose_config_parses_it(tmp_path: Path) -> None:
+    client = shutil.which("docker-compose")
+    if client is None:
+        pytest.skip("docker-compose is not installed (make setup installs Debian's)")
+    out = subprocess.run(
+        [client, "-f", str(COMPOSE), "--profile", "forward", "config"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={"HOST_NAME": "web1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved["services"]["collector"]["command"][-1] == "web1"  # interpolated
+    assert set(resolved["services"]) >= {"nats-1", "nats-2", "nats-3", "collector", "forward"}
+
+
+def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nats = [n for n in services if n.startswith("nats-")]
+    assert len(nats) == 3
+    for name in nats:  # each node routes to the other two, with JetStream and health
+        cmd = " ".join(services[name]["command"])
+        assert "-js" in cmd and f"--server_name {name}" in cmd
+        assert all(f"nats://{o}:6222" in cmd for o in nats if o != name)
+        assert "healthz" in " ".join(services[name]["healthcheck"]["test"])
+    ours = {n: s for n, s in services.items() if s.get("image") == "snoopbus:latest"}
+    for service in ours.values():
+        env = service["environment"]
+        assert env["SNOOPBUS_NATS_URL"].count("nats://") == 3
+        port = env["SNOOPBUS_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
+        assert all(services[n] for n in service["depends_on"])
+        assert {c["condition"] for c in service["depends_on"].values()} == {"service_healthy"}
+        check_command(service["command"])
+    collector = services["collector"]
+    assert collector["privileged"] is True and collector["pid"] == "host"
+    mounts = {v.split(":")[1] for v in collector["volumes"]}
+    assert {"/sys/kernel/btf", "/sys/fs/cgroup", "/lib/modules", "/usr/src"} <= mounts
+    consumers = {s["command"][2] for s in ours.values() if s["command"][1] == "consume"}
+    assert consumers == set(BUILT_IN)  # each consumer its own service
+    archives = [s["command"] for s in ours.values() if s["command"][2] == "archive"]
+    partitions = {a[a.index("--partition") + 1] for a in archives}
+    dirs = {a[a.index("--dir") + 1] for a in archives}
+    assert partitions == {"0/2", "1/2"} and len(dirs) == 2  # scaled out, each its own folder
+    named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])
+             if not v.startswith("/")}  # fmt: skip
+    assert named <= set(compose["volumes"])
+
+
+def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any]) -> None:
+    build = compose["services"]["collector"]["build"]
+    dockerfile = ROOT / build["context"] / build["dockerfile"]
+    assert dockerfile.is_file() and "python3-bpfcc" in dockerfile.read_text()
+
+
+def unit(name: str) -> str:
+    return (DEPLOY / name).read_text()
+
+
+def exec_start(text: str) -> list[str]:
+    [line] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def test_systemd_units_run_real_commands(tmp_path: Path) -> None:
+    collector = exec_start(unit("snoopbus-collector.service"))
+    check_command(["snoopbus", *collector[1:]])
+    example = tmp_path / "snoopbus.toml"
+    example.write_text(unit("snoopbus.toml"))  # the archive's --dir comes from the file
+    for name in BUILT_IN[:3]:
+        argv = exec_start(unit("snoopbus-consumer@.service"))
+        check_command(["snoopbus", *[a.replace("%i", name) for a in argv[1:]]],
+                      load(example, env={}))  # fmt: skip
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    snoopbus = Path(sys.executable).parent / "snoopbus"
+    for name in ("snoopbus-collector.service", "snoopbus-consumer@.service"):
+        text = unit(name).replace("/usr/local/bin/snoopbus", str(snoopbus))
+        (tmp_path / name).write_text(text)
+    for name in ("snoopbus-collector.service", "snoopbus-consumer@rename.service"):
+        out = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        problems = [ln for ln in out.stderr.splitlines() if "snoopbus" in ln]
+        assert out.returncode == 0 and not problems, out.stderr
+
+
+def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None:
+    path = tmp_path / "snoopbus.toml"
+    path.write_text(unit("snoopbus.toml"))
+    cfg = load(path, env={})
+    assert cfg.metrics.port == 9464 and cfg.nats.url.count("nats://") == 3
+    for name in cfg.consumer:
+        parser = consumers_cli._consumer_parser(name, plugin.load(name), cfg.nats.url)
+        consumers_cli.apply_config(parser, name, cfg)
+        parser.parse_args([])
