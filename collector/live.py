@@ -225,5 +225,6 @@ class LiveState:
                          f"{printable(str(proc.get('exe', '')))}\n")  # fmt: skip
         if not self.alerts:
             lines.append("no alerts yet", style="dim")
+        lines.rstrip()
         return Panel(lines, title=f"latest alerts ({self.alerts_total} in all)",
                      title_align="left")  # fmt: skip
