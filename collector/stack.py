@@ -79,7 +79,7 @@ class StackConfig:
     def from_config(cls, cfg: Config) -> StackConfig:
         return cls(
             state_dir=Path(cfg.up.state_dir), port=cfg.up.port,
-            host=cfg.collector.host or None, consumers=cfg.up.consumers,
+            host=cfg.collector.host or None, consumers=with_forwarding(cfg),
             config_path=cfg.path, metrics_port=cfg.metrics.port,
             metrics_address=cfg.metrics.address, live=cfg.up.live,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
@@ -113,6 +113,13 @@ class StackConfig:
                 args = [*args, "--metrics-port", str(self.metrics_port + i)]
             out.append(Child(name, args))
         return out
+
+
+def with_forwarding(cfg: Config) -> tuple[str, ...]:
+    """[up] consumers, plus the forwarder once it is configured ([consumer.forward])."""
+    if "forward" in cfg.consumer and "forward" not in cfg.up.consumers:
+        return (*cfg.up.consumers, "forward")
+    return cfg.up.consumers
 
 
 def nats_answering(port: int) -> bool | None:

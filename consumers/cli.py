@@ -110,7 +110,11 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
     Keys are flag names with '_' for '-' (`roll_seconds` for --roll-seconds).
     """
     options = cfg.consumer_options(name)
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "nats")}
+    actions = {
+        opt.removeprefix("--").replace("-", "_"): a
+        for a in parser._actions if a.dest not in ("help", "nats")
+        for opt in a.option_strings if opt.startswith("--")
+    }  # fmt: skip
     where = f"config {cfg.path}"
     for key, value in options.items():
         action = actions.get(key)
@@ -127,7 +131,7 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
             action.required = False  # the file provides it
         if isinstance(value, list) and action.type is not None:
             value = [action.type(v) if isinstance(v, str) else v for v in value]
-        parser.set_defaults(**{key: value})
+        parser.set_defaults(**{action.dest: value})
 
 
 def _is_list(action: argparse.Action) -> bool:

@@ -6,7 +6,10 @@ from rich.console import Console
 
 from snoopbus.collector.live import ChildView, LiveState, batch_size
 from snoopbus.collector.stack import StackConfig
+from snoopbus.consumers import cli as consumers_cli
+from snoopbus.consumers import plugin
 from snoopbus.proto import encode_batch
+from snoopbus.proto.settings_file import load
 
 
 def event(i: int, type_: str = "create", comm: str = "cp", pid: int = 7) -> dict:
@@ -65,3 +68,15 @@ def test_up_gives_children_the_config_metrics_ports_and_excludes_its_state(tmp_p
     archive = kids[3].args
     assert archive[3] == "archive" and str(tmp_path / "archive") in archive
     assert archive[-2:] == ["--metrics-port", "9404"]
+
+
+def test_forwarding_runs_only_when_configured(tmp_path) -> None:
+    assert "forward" not in StackConfig.from_config(load(None, env={})).consumers
+    path = tmp_path / "c.toml"
+    path.write_text('[consumer.forward]\nto = ["syslog+tcp://siem.example:514"]\n')
+    cfg = load(path, env={})
+    stack = StackConfig.from_config(cfg)
+    assert stack.consumers == ("rename", "alert", "archive", "forward")
+    parser = consumers_cli._consumer_parser("forward", plugin.load("forward"), cfg.nats.url)
+    consumers_cli.apply_config(parser, "forward", cfg)
+    assert len(parser.parse_args([]).sinks) == 1  # --to comes from the file
