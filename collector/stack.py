@@ -225,6 +225,23 @@ def run_stack(cfg: StackConfig) -> int:
         return 2
 
 
+def check_metrics_ports(cfg: StackConfig) -> None:
+    """The children's metrics ports must be free: else each would die at start, forever."""
+    if not cfg.metrics_port:
+        return
+    names = ["collector", *cfg.consumers]
+    for i, name in enumerate(names, start=1):
+        port = cfg.metrics_port + i
+        with socket.socket() as s:
+            try:
+                s.bind((cfg.metrics_address, port))
+            except OSError:
+                raise StackError(
+                    f"metrics port {port} (for {name}: --metrics-port {cfg.metrics_port} + {i}) "
+                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none"
+                ) from None
+
+
 def use_live_view(mode: str) -> bool:
     return mode == "on" or (mode == "auto" and sys.stdout.isatty())
 
@@ -234,6 +251,7 @@ async def _run_stack(cfg: StackConfig) -> int:
         raise StackError(
             "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
         )
+    check_metrics_ports(cfg)
     live = use_live_view(cfg.live)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -163,3 +163,20 @@ def test_consume_with_a_nats_url_that_does_not_answer(tmp_path: Path) -> None:
     assert out.returncode != 0 and "Traceback" not in out.stderr
     [line] = [ln for ln in out.stderr.splitlines() if "cannot connect" in ln]
     assert url in line and "snoopbus up" in line
+
+
+def test_up_refuses_a_taken_metrics_port_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        out = subprocess.run(
+            [*SNOOPBUS, "up", "--state-dir", str(tmp_path / "state"), "--port", str(free_port()),
+             "--metrics-port", str(taken - 2)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 2 and not (tmp_path / "state").exists()
+    assert out.stderr.strip().splitlines() == [
+        f"snoopbus up: metrics port {taken} (for rename: --metrics-port {taken - 2} + 2) is in "
+        "use: pick another --metrics-port or [metrics] port, or 0 for none"
+    ]
