@@ -322,3 +322,47 @@ def serve_consumer(runtime: Runtime, port: int, address: str) -> MetricsServer:
     server = MetricsServer(registry, health)
     server.start(port, address)
     return server
+
+
+class StackStats(Collector):
+    """`snoopbus up` itself: its children, and the events it sees on the bus."""
+
+    def __init__(self, children: list[Any], seen: dict[str, int]) -> None:
+        self.children = children  # collector.stack.Child (duck-typed)
+        self.seen = seen
+
+    def collect(self) -> Iterator[Any]:
+        running = GaugeMetricFamily(
+            "snoopbus_up_child_running", "1 while the supervised child runs", labels=["child"]
+        )
+        restarts = CounterMetricFamily(
+            "snoopbus_up_child_restarts", "Times the child died and was restarted",
+            labels=["child"],
+        )  # fmt: skip
+        for child in self.children:
+            running.add_metric([child.name], 1.0 if child.pid else 0.0)
+            restarts.add_metric([child.name], child.deaths)
+        yield running
+        yield restarts
+        seen = CounterMetricFamily(
+            "snoopbus_up_events_seen", "Events seen on the bus by up's live view, by type",
+            labels=["type"],
+        )  # fmt: skip
+        for type_, n in sorted(self.seen.items()):
+            seen.add_metric([type_], n)
+        yield seen
+
+
+def serve_stack(
+    children: list[Any], seen: dict[str, int], port: int, address: str
+) -> MetricsServer:
+    registry = CollectorRegistry()
+    registry.register(StackStats(children, seen))
+
+    def health() -> tuple[bool, str]:
+        down = [c.name for c in children if not c.pid]
+        return (False, "restarting: " + ", ".join(down)) if down else (True, "ok")
+
+    server = MetricsServer(registry, health)
+    server.start(port, address)
+    return server

@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from snoopbus.collector.live import ChildView, LiveState
+from snoopbus.collector.metrics import MetricsError, serve_stack
 from snoopbus.collector.natsd import NatsServer, NatsServerError
 from snoopbus.proto import (
     STREAM_NAME,
@@ -151,7 +152,8 @@ class Child:
     name: str
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # for the back-off; reset once stable
+    deaths: int = 0  # in all, for metrics
     next_start: float = 0.0
     started_at: float = field(default=0.0)
     log_path: Path | None = None  # None: inherit up's stdout and stderr
@@ -184,6 +186,7 @@ class Child:
             return False
         delay = min(2.0**self.restarts, 30.0)
         self.restarts += 1
+        self.deaths += 1
         why = self.last_log_line()
         report(f"{self.name} exited with {code}; restarting in {delay:.0f}s"
                + (f" (last log line: {why})" if why else ""))  # fmt: skip
@@ -220,17 +223,17 @@ class Child:
 def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
-    except (StackError, NatsServerError) as exc:
+    except (StackError, NatsServerError, MetricsError) as exc:
         print(f"snoopbus up: {exc}", file=sys.stderr)
         return 2
 
 
 def check_metrics_ports(cfg: StackConfig) -> None:
-    """The children's metrics ports must be free: else each would die at start, forever."""
+    """The metrics ports must be free: else each child would die at start, forever."""
     if not cfg.metrics_port:
         return
-    names = ["collector", *cfg.consumers]
-    for i, name in enumerate(names, start=1):
+    names = ["up", "collector", *cfg.consumers]
+    for i, name in enumerate(names):
         port = cfg.metrics_port + i
         with socket.socket() as s:
             try:
@@ -280,7 +283,10 @@ async def _run_stack(cfg: StackConfig) -> int:
     view = LiveState(host=cfg.host or socket.gethostname(), url=url, state_dir=str(cfg.state_dir))
     view.children = [ChildView(c.name) for c in children]
     monitor: asyncio.Task[None] | None = None
+    metrics = None
     try:
+        if cfg.metrics_port:  # up's own: its children and what it sees on the bus
+            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address)
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
@@ -297,6 +303,8 @@ async def _run_stack(cfg: StackConfig) -> int:
         await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))
         if server is not None:
             await asyncio.to_thread(server.stop)
+        if metrics is not None:
+            metrics.stop()
         print("snoopbus: stopped", flush=True)
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -44,11 +45,35 @@ async def read_until(stream: asyncio.StreamReader, text: str, within: float = 60
     return seen
 
 
+def free_ports(n: int) -> int:
+    """The first of n consecutive free ports (up's metrics base and its children's)."""
+    for _ in range(50):
+        base = free_port()
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for i, s in enumerate(socks):
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
 async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_path: Path) -> None:
     port, host = free_port(), f"up{secrets.token_hex(3)}"
+    metrics = free_ports(5)  # up, collector, rename, alert, archive
     up = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "snoopbus.collector.cli", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
+        "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert up.stdout is not None and up.stderr is not None
@@ -73,6 +98,13 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
                 except TimeoutError:
                     pass
         await nc.close()
+        # Every process serves its metrics: up, the collector, each consumer.
+        assert scrape(metrics + 1, "/healthz") == "ok\n"
+        assert 'snoopbus_collector_events_published_total{type="exec"}' in scrape(metrics + 1)
+        async with asyncio.timeout(20):
+            while 'snoopbus_consumer_lag{consumer="rename"}' not in scrape(metrics + 2):
+                await asyncio.sleep(0.2)
+        assert 'snoopbus_up_child_running{child="rename"} 1.0' in scrape(metrics)
 
         kids = children(up.pid)
         [rename] = [k for k in kids if "consume rename" in cmdline(k)]
@@ -82,6 +114,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
             while not any("consume rename" in cmdline(k) for k in children(up.pid)):
                 await asyncio.sleep(0.1)
         kids = children(up.pid)
+        assert 'snoopbus_up_child_restarts_total{child="rename"} 1.0' in scrape(metrics)
     finally:
         if up.returncode is None:
             up.send_signal(signal.SIGINT)
