@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import shutil
+import subprocess
 import sys
+from functools import partial
 
+import pytest
 from nats.aio.client import Client
 
 from snoopbus.collector.cli import build_parser
@@ -89,3 +94,25 @@ async def test_tail_filters_live_events_and_prints_alerts(
         proc.terminate()
         await proc.wait()
     assert {d.get("id") or d["rule"]["title"] for d in lines} == {"t-2", "sshd config"}
+
+
+async def test_tail_on_a_terminal_is_coloured(nats_server: NatsServer, nc: Client) -> None:
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed")
+    sock = f"snoopbus-tail-{secrets.token_hex(4)}"
+    cmd = " ".join([*SNOOPBUS, "tail", "--nats", nats_server.url])
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=10)
+    run([tmux, "-L", sock, "new-session", "-d", "-x", "150", "-y", "20", "-s", "t", cmd])
+    try:
+        batch = [ev(1, "renamed", "/srv/b", old_path="/srv/a")]
+        screen = ""
+        async with asyncio.timeout(20):  # tail subscribes shortly after start
+            while "/srv/a" not in screen:
+                await nc.publish(event_subject("web1", "renamed"), encode_batch(batch))
+                await asyncio.sleep(0.3)
+                screen = run([tmux, "-L", sock, "capture-pane", "-e", "-p", "-t", "t"]).stdout
+        line = next(ln for ln in screen.splitlines() if "/srv/a" in ln)
+        assert "\x1b[" in line and "renamed" in line and "→" in line  # coloured, old → new
+    finally:
+        run([tmux, "-L", sock, "kill-server"])
