@@ -228,6 +228,19 @@ def run_stack(cfg: StackConfig) -> int:
         return 2
 
 
+def check_consumers(cfg: StackConfig) -> None:
+    """Every consumer to run is installed: else it would die at start, forever."""
+    from snoopbus.consumers.plugin import plugins
+
+    installed = plugins()
+    for name in cfg.consumers:
+        if name not in installed:
+            raise StackError(
+                f"[up] consumers: no consumer named {name!r} is installed "
+                f"(installed: {', '.join(installed)}; see `snoopbus consume --list`)"
+            )
+
+
 def check_metrics_ports(cfg: StackConfig) -> None:
     """The metrics ports must be free: else each child would die at start, forever."""
     if not cfg.metrics_port:
@@ -254,6 +267,7 @@ async def _run_stack(cfg: StackConfig) -> int:
         raise StackError(
             "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
         )
+    check_consumers(cfg)
     check_metrics_ports(cfg)
     live = use_live_view(cfg.live)
     stop = asyncio.Event()

@@ -87,6 +87,9 @@ class MetricsSection:
     address: str = "127.0.0.1"
 
 
+# Keys that lived elsewhere in earlier files -> where they are now.
+MOVED: Final = {("collector", "nats"): "[nats] url"}
+
 SECTIONS: Final[dict[str, type]] = {
     "nats": NatsSection,
     "collector": CollectorSection,
@@ -260,8 +263,10 @@ def load(
         for key, value in table.items():
             if key not in kinds:
                 known = ", ".join(kinds)
+                moved = MOVED.get((section, key))
                 raise ConfigError(
-                    f"{where}: unknown key {key!r} in [{section}] (known: {known})"
+                    f"{where}: unknown key {key!r} in [{section}] "
+                    + (f"(it is {moved} now)" if moved else f"(known: {known})")
                 )
             try:
                 values[section][key] = _typed(value, kinds[key])

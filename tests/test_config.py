@@ -77,6 +77,8 @@ def test_the_file_comes_from_snoopbus_config(tmp_path: Path) -> None:
         ("[up]\nport = 1.5\n", "[up] port must be int, got float"),
         ("[consumer]\nrename = 1\n", "[consumer.rename] must be a table"),
         ("[nats\n", "not valid TOML"),
+        ("[collector]\nnats = 'nats://a:4222'\n", "unknown key 'nats' in [collector] (it is "
+         "[nats] url now)"),
     ],
 )
 def test_errors_name_the_key_the_type_and_the_file(

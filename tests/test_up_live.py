@@ -180,3 +180,16 @@ def test_up_refuses_a_taken_metrics_port_before_starting_anything(tmp_path: Path
         f"snoopbus up: metrics port {taken} (for rename: --metrics-port {taken - 2} + 2) is in "
         "use: pick another --metrics-port or [metrics] port, or 0 for none"
     ]
+
+
+def test_up_refuses_an_unknown_consumer(tmp_path: Path) -> None:
+    config = tmp_path / "snoopbus.toml"
+    config.write_text('[up]\nconsumers = ["rename", "renamer"]\n')
+    out = subprocess.run(
+        [*SNOOPBUS, "up", "--config", str(config), "--state-dir", str(tmp_path / "state"),
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and not (tmp_path / "state").exists()
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("snoopbus up: [up] consumers: no consumer named 'renamer' is installed")
