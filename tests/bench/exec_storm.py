@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -74,6 +75,19 @@ def run_storm(storm: Path, marker: str, count: int, workers: int) -> float:
     start = time.perf_counter()
     subprocess.run([str(storm), marker, str(count), str(workers)], check=True)
     return time.perf_counter() - start
+
+
+class Measured(NamedTuple):
+    startup_s: float
+    storm_s: float
+    seen: int
+    busy_s: float
+    cpu: float
+    peak: float
+    steady: float
+    before: list[tuple[int, int]]
+    after: list[tuple[int, int]]
+    losses: list[dict]
 
 
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -135,6 +149,58 @@ async def count_in_stream(
     return seen, int(last_ns)
 
 
+async def measure(
+    server: NatsServer, workdir: Path, storm: Path, execs: int, workers: int
+) -> Measured:
+    """Starts the collector, runs the storm, reads the figures; stops the collector."""
+    host = f"bench{secrets.token_hex(3)}"
+    marker = f"storm-{secrets.token_hex(4)}"
+    nc = await connect(server.url, name="bench")
+    js = nc.jetstream()
+    losses: list[dict] = []
+
+    async def on_loss(msg: Msg) -> None:
+        losses.append(decode_map(msg.data))
+
+    ready = await nc.subscribe(meta_subject(host, "status"))
+    await nc.subscribe(meta_subject(host, "loss"), cb=on_loss)
+    spawned = time.perf_counter()
+    with (workdir / "collector.log").open("wb") as log:
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "snoopbus.collector.cli", "collect",
+             "--nats", server.url, "--host", host],
+            stderr=log,
+        )
+    try:
+        try:
+            await ready.next_msg(timeout=120)
+        except NatsTimeout:
+            sys.exit(f"the collector did not get ready:\n{(workdir / 'collector.log').read_text()}")
+        startup_s = time.perf_counter() - spawned
+        cpu0 = cpu_seconds(collector.pid)
+        storm_start_ns = time.time_ns()
+        stats_was = BPF_STATS.read_text()
+        BPF_STATS.write_text("1")  # per-program run time, for the in-kernel cost
+        try:
+            before = bpf_prog_stats(collector.pid)
+            storm_s = await asyncio.to_thread(run_storm, storm, marker, execs, workers)
+            after = bpf_prog_stats(collector.pid)
+        finally:
+            BPF_STATS.write_text(stats_was)
+        # Count from the stream once the storm is over, so that counting
+        # does not compete with the collector for the cores.
+        seen, last_ns = await count_in_stream(js, host, marker, execs)
+        busy_s = (last_ns - storm_start_ns) / 1e9
+        cpu = cpu_seconds(collector.pid) - cpu0
+        peak, steady = rss_mib(collector.pid)
+    finally:
+        collector.terminate()
+        collector.wait(30)
+    await asyncio.sleep(0.3)  # the final loss report, if any
+    await nc.drain()
+    return Measured(startup_s, storm_s, seen, busy_s, cpu, peak, steady, before, after, losses)
+
+
 async def bench(execs: int, workers: int) -> None:
     if os.geteuid() != 0:
         sys.exit("exec_storm loads eBPF probes: run it as root")
@@ -144,51 +210,14 @@ async def bench(execs: int, workers: int) -> None:
         baseline_s = run_storm(storm, "warmup", execs, workers)
         server = NatsServer(state_dir=workdir / "nats")
         server.start()
-        host = f"bench{secrets.token_hex(3)}"
-        marker = f"storm-{secrets.token_hex(4)}"
-        nc = await connect(server.url, name="bench")
-        js = nc.jetstream()
-        losses: list[dict] = []
-
-        async def on_loss(msg: Msg) -> None:
-            losses.append(decode_map(msg.data))
-
-        ready = await nc.subscribe(meta_subject(host, "status"))
-        await nc.subscribe(meta_subject(host, "loss"), cb=on_loss)
-        spawned = time.perf_counter()
-        collector = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.collector.cli", "collect",
-             "--nats", server.url, "--host", host],
-            stderr=open(workdir / "collector.log", "wb"),
-        )
         try:
-            await ready.next_msg(timeout=120)
-            startup_s = time.perf_counter() - spawned
-            cpu0 = cpu_seconds(collector.pid)
-            storm_start_ns = time.time_ns()
-            stats_was = BPF_STATS.read_text()
-            BPF_STATS.write_text("1")  # per-program run time, for the in-kernel cost
-            try:
-                before = bpf_prog_stats(collector.pid)
-                storm_s = await asyncio.to_thread(run_storm, storm, marker, execs, workers)
-                after = bpf_prog_stats(collector.pid)
-            finally:
-                BPF_STATS.write_text(stats_was)
-            # Count from the stream once the storm is over, so that counting
-            # does not compete with the collector for the cores.
-            seen, last_ns = await count_in_stream(js, host, marker, execs)
-            busy_s = (last_ns - storm_start_ns) / 1e9
-            cpu = cpu_seconds(collector.pid) - cpu0
-            peak, steady = rss_mib(collector.pid)
+            measured = await measure(server, workdir, storm, execs, workers)
         finally:
-            collector.terminate()
-            collector.wait(30)
-        await asyncio.sleep(0.3)  # the final loss report, if any
-        await nc.drain()
-        server.stop()
+            server.stop()  # also when the collector never got ready
         # Baseline again, after: the machine is shared, and drift shows here.
         baseline_s = (baseline_s + run_storm(storm, "warmup", execs, workers)) / 2
 
+    (startup_s, storm_s, seen, busy_s, cpu, peak, steady, before, after, losses) = measured
     lost = losses[-1]["dropped"] if losses else {}
     per_run = [
         f"{(t1 - t0) / max(n1 - n0, 1) / 1000:.1f} µs x {n1 - n0}"
