@@ -7,10 +7,15 @@ or consumer outliving a server restart is the normal case.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Final
+from urllib.parse import urlparse
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -30,6 +35,81 @@ _STREAM_NAME_IN_USE: Final = 10058
 
 class BusUnavailable(RuntimeError):
     """The first connection to NATS could not be made."""
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How a process proves who it is to NATS, and how it checks the server.
+
+    At most one of: user+password, token, nkey (path of an NKey seed file),
+    creds (path of a .creds file: user JWT + seed, for operator mode). TLS is
+    used when tls_ca (trust only this CA), tls_cert+tls_key (a client
+    certificate) is set, or a server URL is tls://.
+    """
+
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    nkey: str = ""
+    creds: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __repr__(self) -> str:  # secrets never reach a log line
+        shown = {f.name: "***" if f.name in ("password", "token") else getattr(self, f.name)
+                 for f in fields(self) if getattr(self, f.name)}
+        return f"NatsAuth({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NatsAuth:
+        """SNOOPBUS_NATS_USER, _PASSWORD, _TOKEN, _NKEY, _CREDS, _TLS_CA, _TLS_CERT, _TLS_KEY."""
+        env = os.environ if env is None else env
+        return cls(**{f.name: env.get(f"SNOOPBUS_NATS_{f.name.upper()}", "").strip()
+                      for f in fields(cls)})
+
+    @classmethod
+    def from_section(cls, section: object) -> NatsAuth:
+        """From a config object with these attribute names (the [nats] section)."""
+        return cls(**{f.name: str(getattr(section, f.name, "") or "") for f in fields(cls)})
+
+    def check(self) -> None:
+        methods = [m for m, on in (("user/password", self.user or self.password),
+                                   ("token", self.token), ("nkey", self.nkey),
+                                   ("creds", self.creds)) if on]
+        if len(methods) > 1:
+            raise BusUnavailable(f"NATS auth: choose one of {', '.join(methods)}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise BusUnavailable("NATS TLS: a client certificate needs both tls_cert and tls_key")
+        for what in ("nkey", "creds", "tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, what)
+            if path and not os.path.isfile(path):
+                raise BusUnavailable(f"NATS {what}: no such file {path!r}")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca or None)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        return ctx
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options for nats.connect."""
+        self.check()
+        opts: dict[str, Any] = {}
+        if self.user or self.password:
+            opts.update(user=self.user, password=self.password)
+        if self.token:
+            opts["token"] = self.token
+        if self.nkey:
+            opts["nkeys_seed"] = self.nkey  # nats-py signs the server's nonce (needs `nkeys`)
+        if self.creds:
+            opts["user_credentials"] = self.creds
+        tls = self.ssl_context()
+        if tls is not None:
+            opts["tls"] = tls
+        return opts
 
 
 def nats_url_from_env() -> str:
@@ -66,6 +146,7 @@ async def connect(
     name: str,
     connect_timeout: float = 2.0,
     initial_attempts: int = 2,
+    auth: NatsAuth | None = None,
     **options: Any,
 ) -> Client:
     """Connect to NATS as client `name`; servers may be "nats://a,nats://b".
@@ -73,9 +154,12 @@ async def connect(
     Each server is tried `initial_attempts` times (at least 2) before giving
     up with BusUnavailable; no tasks are left behind then. After the first
     success the client reconnects forever and logs disconnects and reconnects.
+    `auth` (default: NatsAuth.from_env()) gives credentials and TLS; an
+    authentication or certificate failure is a BusUnavailable saying so.
     Other keyword options go to nats.connect; callbacks given there still run.
     """
     urls = _server_list(servers)
+    options = {**(auth or NatsAuth.from_env()).options(), **options}
     shown = ", ".join(urls)
     nc = Client()
     connected = False
@@ -87,7 +171,9 @@ async def connect(
         if connected:
             log.warning("nats %s: %s", name, e or type(e).__name__)
         else:
-            last_error[:] = [e]
+            # A refusal says more than the reset of the retry that follows it.
+            if not (last_error and _is_refusal(last_error[0])):
+                last_error[:] = [e]
             log.debug("nats %s: connect attempt failed: %r", name, e)
 
     async def on_disconnected() -> None:
@@ -110,21 +196,28 @@ async def connect(
     }
     for key, ours in callbacks.items():
         callbacks[key] = _chain(ours, options.pop(key, None))
+    # asyncio's start_tls can hang on a failed certificate check (nats-py then
+    # never returns): bound the whole first connect, and diagnose TLS apart.
+    budget = len(urls) * max(2, initial_attempts) * (connect_timeout + 0.5) + 1
     try:
-        await nc.connect(
-            urls,
-            name=name,
-            connect_timeout=connect_timeout,  # type: ignore[arg-type]
-            allow_reconnect=True,
-            # nats-py treats 0 as "forever"; N allows N+1 tries per server.
-            max_reconnect_attempts=max(1, initial_attempts - 1),
-            reconnect_time_wait=min(reconnect_wait, 0.5),  # type: ignore[arg-type]
-            **callbacks,
-            **options,
-        )
+        async with asyncio.timeout(budget):
+            await nc.connect(
+                urls,
+                name=name,
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]
+                allow_reconnect=True,
+                # nats-py treats 0 as "forever"; N allows N+1 tries per server.
+                max_reconnect_attempts=max(1, initial_attempts - 1),
+                reconnect_time_wait=min(reconnect_wait, 0.5),  # type: ignore[arg-type]
+                **callbacks,
+                **options,
+            )
     except Exception as e:
         await _discard(nc)
         cause = last_error[0] if last_error else e
+        tls = options.get("tls")
+        if isinstance(e, TimeoutError) and isinstance(tls, ssl.SSLContext):
+            cause = await asyncio.to_thread(_tls_check, urls[0], tls, connect_timeout) or cause
         raise BusUnavailable(
             f"cannot connect to NATS at {shown}: {_describe(cause)}. Is nats-server "
             "running? Start the embedded one with `snoopbus up`, or pass --nats / "
@@ -139,8 +232,30 @@ async def connect(
     return nc
 
 
+def _tls_check(url: str, ctx: ssl.SSLContext, timeout: float) -> BaseException | None:
+    """The TLS error a plain blocking handshake with the server gets, if any."""
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 4222), timeout) as sock:
+            sock.makefile("rb").readline()  # the server's INFO comes first, in the clear
+            with ctx.wrap_socket(sock, server_hostname=parsed.hostname):
+                return None
+    except (OSError, ssl.SSLError) as exc:
+        return exc
+
+
+def _is_refusal(e: BaseException) -> bool:
+    return isinstance(e, ssl.SSLError) or "violation" in str(e).lower()
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip()
+    if "authorization violation" in text.lower():
+        return "authorization violation: the server refused these credentials"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"TLS: the server's certificate is not trusted ({e.verify_message})"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS: {e.reason or text}"
     if isinstance(e, ConnectionRefusedError) or "Connect call failed" in text:
         return "connection refused"
     if isinstance(e, TimeoutError):
