@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -39,7 +39,15 @@ from snoopbus.collector.records import (
     KIND_RENAME,
     LOST_INFLIGHT_FULL,
 )
-from snoopbus.proto import connect, encode_map, ensure_stream, meta_subject
+from snoopbus.collector.redact import RedactConfig, Redactor
+from snoopbus.proto import (
+    NatsAuth,
+    connect,
+    encode_map,
+    ensure_stream,
+    host_token,
+    meta_subject,
+)
 
 log = logging.getLogger("snoopbus.collector")
 
@@ -66,6 +74,8 @@ class CollectorConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
     heartbeat_interval: float = 30.0
+    nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
+    redact: RedactConfig = field(default_factory=RedactConfig)
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
 
@@ -97,7 +107,8 @@ class Collector:
     async def run(self) -> None:
         check_privileges()
         started = time.monotonic()
-        nc = await connect(self.cfg.nats_url, name=f"snoopbus-collector-{self.cfg.host}")
+        nc = await connect(self.cfg.nats_url, name=f"snoopbus-collector-{self.cfg.host}",
+                           auth=self.cfg.nats_auth)
         try:
             js = nc.jetstream()
             await ensure_stream(js)
@@ -124,14 +135,18 @@ class Collector:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         builder = EventBuilder(
-            self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match()
+            self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match(),
+            redact=Redactor(self.cfg.redact) if self.cfg.redact.enabled else None,
         )
         counted: Any = js
         submit: Callable[[list[Any]], None]
         if self.cfg.metrics_port:  # counted per type, and the publish latency
             counted = self.publishing = PublishCounter(js, self.latency)
             self.ring_fill = ring_fill(loaded, self.cfg.limits)
-        publisher = Publisher(counted, self.loss, self.cfg.publisher)
+        pub_cfg = self.cfg.publisher
+        if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
+            pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
+        publisher = Publisher(counted, self.loss, pub_cfg)
         submit = publisher.submit
         if self.cfg.metrics_port:
             submit = self.publishing.counting(publisher.submit)
@@ -187,6 +202,8 @@ class Collector:
             "records": reader.records,
             "published": publisher.published_events,
             "buffered": publisher.buffered,
+            "spilled": publisher.spilled,
+            "spilled_total": publisher.spilled_total,
             "lost": self.loss.total,
             "lost_by_type": {k: sum(v) for k, v in self.loss.kernel.items()},
             # what never reached the ring buffer, and what user space dropped after it

@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from snoopbus.collector import doctor, probes
@@ -16,11 +17,13 @@ from snoopbus.collector.btf import BtfError
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.filters import FilterConfig, parse_uid
 from snoopbus.collector.metrics import MetricsError
+from snoopbus.collector.publisher import PublisherConfig
+from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import DEFAULT_NATS_URL, BusUnavailable, settings_file
+from snoopbus.proto import DEFAULT_NATS_URL, BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import Config
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -72,6 +75,17 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     settings_file.add_metrics_flag(p)
     p.add_argument("--ebpf", action="store_true",
                    help="print the BPF program as it would be compiled, and exit")
+    p.add_argument("--buffer-events", type=int, default=None, metavar="N",
+                   help="events held in memory while NATS is slow or away (200000)")
+    p.add_argument("--spill-dir", default=None, metavar="DIR",
+                   help="where events wait while NATS is away, once memory is full "
+                   "(default /var/lib/snoopbus/spill; '' = memory only)")
+    p.add_argument("--spill-max-mb", type=int, default=None, metavar="MB",
+                   help="bound of the spill; past it events are dropped and counted (1024)")
+    p.add_argument("--no-redact", dest="redact", action="store_false", default=None,
+                   help="send argv as it is (by default secrets in it become ***)")
+    p.add_argument("--redact-pattern", action="append", default=None, metavar="REGEX",
+                   help="also mask this (its group `secret`, or the whole match); repeatable")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
     p.set_defaults(func=_collect)
@@ -85,6 +99,9 @@ COLLECT_FLAGS = {
     "exclude_uid": "collector.exclude_uid", "exclude_cgroup": "collector.exclude_cgroup",
     "include_failed": "collector.include_failed", "open_events": "collector.open_events",
     "heartbeat_interval": "collector.heartbeat_interval", "metrics_port": "metrics.port",
+    "buffer_events": "collector.buffer_events", "spill_dir": "collector.spill_dir",
+    "spill_max_mb": "collector.spill_max_mb",
+    "redact": "collector.redact", "redact_pattern": "collector.redact_pattern",
 }
 
 
@@ -120,6 +137,19 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict[str, Any], FilterCo
     return s, filters
 
 
+def security_settings(cfg: Config) -> dict[str, Any]:
+    """CollectorConfig fields for NATS auth, the spill and argv redaction."""
+    c = cfg.collector
+    return {
+        "nats_auth": NatsAuth.from_section(cfg.nats),
+        "publisher": PublisherConfig(
+            max_buffered=c.buffer_events, spill_dir=Path(c.spill_dir) if c.spill_dir else None,
+            spill_max_bytes=c.spill_max_mb << 20,
+        ),
+        "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
+    }
+
+
 def _collect(args: argparse.Namespace) -> int:
     try:
         s, filters = collect_settings(args)
@@ -131,6 +161,7 @@ def _collect(args: argparse.Namespace) -> int:
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,
             heartbeat_interval=s["heartbeat_interval"],
             metrics_port=s["config"].metrics.port, metrics_address=s["config"].metrics.address,
+            **security_settings(s["config"]),
         ))
     except USER_ERRORS as exc:
         print(f"snoopbus collect: {exc}", file=sys.stderr)

@@ -51,6 +51,7 @@ class EventBuilder:
         instance: str,
         cache: ProcCache,
         path_filter: Callable[[bytes], bool] | None = None,
+        redact: Callable[[list[str]], list[str] | None] | None = None,
     ) -> None:
         self.host = host
         self.instance = instance
@@ -58,6 +59,9 @@ class EventBuilder:
         # User-space backstop for paths the kernel could not filter exactly.
         self.path_filter = path_filter
         self.filtered_in_user = 0
+        # Secrets in argv never leave the host (collector/redact.py); the cache keeps
+        # the real argv, every event gets the masked one.
+        self.redact = redact
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
@@ -96,10 +100,18 @@ class EventBuilder:
             if info.exe is not None:
                 proc["exe"] = info.exe
             if info.argv is not None:
-                proc["argv"] = info.argv
+                self._put_argv(proc, "argv", info.argv)
             if info.cwd is not None:
                 proc["cwd"] = info.cwd
         return proc
+
+    def _put_argv(self, proc: dict[str, Any], key: str, argv: list[str]) -> None:
+        masked = self.redact(argv) if self.redact is not None else None
+        if masked is None:
+            proc[key] = argv
+        else:
+            proc[key] = masked
+            proc["argv_redacted"] = True
 
     def build(self, rec: Record) -> tuple[str, Event]:
         """The one event of an exec or exit record."""
@@ -213,7 +225,7 @@ class EventBuilder:
             if parent.exe is not None:
                 proc["parent_exe"] = parent.exe
             if parent.argv is not None:
-                proc["parent_argv"] = parent.argv
+                self._put_argv(proc, "parent_argv", parent.argv)
         ev["proc"] = proc
         return self.subject("exec"), ev  # type: ignore[return-value]
 

@@ -86,6 +86,7 @@ class Publisher:
         self._closing = False
         self.published_events = 0
         self.published_messages = 0
+        self.spilled_total = 0  # events ever written to the spill
         self.spill: Spill | None = None
         if config.spill_dir is not None:
             self.spill = Spill(config.spill_dir, config.spill_max_bytes)
@@ -156,7 +157,9 @@ class Publisher:
         assert self.spill is not None
         for m in messages:
             try:
-                if not self.spill.append(m.subject, m.msg_id, m.count, m.payload):
+                if self.spill.append(m.subject, m.msg_id, m.count, m.payload):
+                    self.spilled_total += m.count
+                else:
                     self._loss.add(PUBLISH_BACKLOG, m.count)
             except OSError as exc:
                 log.warning("could not write to the spill %s: %s", self.spill.dir, exc)

@@ -21,6 +21,8 @@ its live segments.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 HEADER: Final = struct.Struct("<III")
 MAX_FRAME: Final = 64 << 20  # larger than any message the contract allows (8 MiB)
 POSITION_FILE: Final = "position"
+LOCK_FILE: Final = "lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class Spill:
         self._read_fd: tuple[int, int] = (-1, -1)  # (segment, fd)
         self._outstanding: deque[tuple[int, int]] = deque()  # handed out, not acked, in order
         self._acked: set[tuple[int, int]] = set()
+        self._lock_fd = -1
         self._open()
 
     # -- state ------------------------------------------------------------------
@@ -208,6 +212,13 @@ class Spill:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise SpillError(f"cannot create the spill directory {self.dir}: {e}") from None
+        # One writer per spill: a second collector for the same host would interleave.
+        self._lock_fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpillError(f"the spill {self.dir} is in use by another collector") from None
         segs = sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
         pos = self._load_position()
         for seg in segs:
@@ -264,9 +275,21 @@ class Spill:
         return off
 
     def close(self) -> None:
-        if self._outstanding or self.has_next():
+        """Keeps what is left for the next start; an empty spill leaves no trace."""
+        left = self._outstanding or self.has_next()
+        if left:
             self._save_position()
         for fd in (self._write_fd, self._read_fd[1]):
             if fd >= 0:
                 os.close(fd)
         self._write_fd, self._read_fd = -1, (-1, -1)
+        if not left:
+            for seg in list(self._sizes):
+                self._remove(seg)
+            for name in (POSITION_FILE, LOCK_FILE):
+                (self.dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.dir.rmdir()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

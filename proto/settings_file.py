@@ -50,6 +50,15 @@ class NatsSection:
     """[nats]: how every process reaches the bus."""
 
     url: str = DEFAULT_NATS_URL  # one or more URLs, comma-separated
+    # Credentials and TLS (proto/SECURITY.md); at most one of user+password, token, nkey, creds.
+    user: str = ""
+    password: str = ""  # prefer SNOOPBUS_NATS_PASSWORD or a file readable only by root
+    token: str = ""
+    nkey: str = ""  # path of an NKey seed file
+    creds: str = ""  # path of a .creds file (user JWT and seed)
+    tls_ca: str = ""  # path: trust only this CA for the server's certificate
+    tls_cert: str = ""  # path: client certificate (needs tls_key)
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class CollectorSection:
     include_failed: bool = False
     open_events: bool = False
     heartbeat_interval: float = 30.0
+    buffer_events: int = 200_000  # events held in memory while NATS is slow or away
+    spill_dir: str = "/var/lib/snoopbus/spill"  # NATS away: events wait here; "" = memory only
+    spill_max_mb: int = 1024
+    redact: bool = True  # mask secrets in argv (collector/redact.py)
+    redact_pattern: tuple[str, ...] = ()  # extra regexes; group `secret` or all is masked
 
 
 @dataclass(frozen=True)
@@ -325,13 +339,22 @@ def with_flags(config: Config, flags: Mapping[str, Any]) -> Config:
 # -- showing ------------------------------------------------------------------
 
 
+# Shown as "***" by `config show`: the command's output ends up in bug reports.
+SECRET_KEYS: Final = frozenset({"nats.password", "nats.token"})
+
+
+def _shown(config: Config, section: str, name: str) -> Any:
+    value = _plain(getattr(getattr(config, section), name))
+    return "***" if value and f"{section}.{name}" in SECRET_KEYS else value
+
+
 def as_dict(config: Config) -> dict[str, Any]:
     """Every value with its source, for `snoopbus config show --json`."""
     out: dict[str, Any] = {"file": str(config.path) if config.path else None}
     for section in SECTIONS:
         obj = getattr(config, section)
         out[section] = {
-            f.name: {"value": _plain(getattr(obj, f.name)),
+            f.name: {"value": _shown(config, section, f.name),
                      "source": config.source(f"{section}.{f.name}")}
             for f in fields(obj)
         }  # fmt: skip
@@ -353,7 +376,7 @@ def format_toml(config: Config) -> str:
         obj = getattr(config, section)
         lines += ["", f"[{section}]"]
         for f in fields(obj):
-            value = json.dumps(_plain(getattr(obj, f.name)), ensure_ascii=False)
+            value = json.dumps(_shown(config, section, f.name), ensure_ascii=False)
             lines.append(f"{f.name} = {value}  # {config.source(f'{section}.{f.name}')}")
     for name, opts in config.consumer.items():
         lines += ["", f"[consumer.{name}]"]

@@ -6,6 +6,7 @@ Fixtures chain server -> client -> jetstream, as nats.py's own tests do.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import subprocess
@@ -139,3 +140,18 @@ async def watch(nc: Client, collector: RunningCollector) -> AsyncIterator[EventW
         yield w
     finally:
         await sub.unsubscribe()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _collector_spill_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Collectors started by tests spill under a temporary directory, not
+    /var/lib/snoopbus/spill (SNOOPBUS_COLLECTOR_SPILL_DIR reaches every
+    `snoopbus collect` the tests start, through the config's environment layer)."""
+    name = "SNOOPBUS_COLLECTOR_SPILL_DIR"
+    before = os.environ.get(name)
+    os.environ.setdefault(name, str(tmp_path_factory.mktemp("spill")))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
