@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
-from snoopbus.proto import NATS_URL_ENV, BusUnavailable, settings_file
+from snoopbus.proto import NATS_URL_ENV, BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import Config, ConfigError
 
 from . import plugin
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         runtime = asyncio.run(
-            serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics)
+            serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics,
+                  auth=NatsAuth.from_section(cfg.nats))
         )
     except BusUnavailable as exc:
         print(f"snoopbus consume: {exc}", file=sys.stderr)

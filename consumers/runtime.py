@@ -30,6 +30,7 @@ from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
     Event,
+    NatsAuth,
     SchemaError,
     SubjectError,
     connect,
@@ -76,6 +77,7 @@ class Runtime:
         servers: str | list[str] | None = None,
         nc: Client | None = None,
         settings: Settings | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         if not consumer.name:
             raise ValueError(f"{type(consumer).__name__}: a consumer needs a name")
@@ -90,6 +92,7 @@ class Runtime:
         self.counters = Counters()
         self.ready = asyncio.Event()  # set once the durable is bound and setup ran
         self._servers = servers
+        self._auth = auth  # None: SNOOPBUS_NATS_* (proto/bus.py)
         self._nc = nc
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
@@ -105,7 +108,9 @@ class Runtime:
 
     async def run(self) -> None:
         own = self._nc is None
-        nc = self._nc or await connect(self._servers or [], name=f"snoopbus-{self.durable}")
+        nc = self._nc or await connect(
+            self._servers or [], name=f"snoopbus-{self.durable}", auth=self._auth
+        )
         try:
             js = self._js = nc.jetstream()
             await ensure_stream(js)
@@ -328,10 +333,11 @@ async def serve(
     *,
     settings: Settings | None = None,
     on_start: Callable[[Runtime], None] | None = None,
+    auth: NatsAuth | None = None,
 ) -> Runtime:
     """Run until SIGINT or SIGTERM, then shut down gracefully. `on_start` sees
     the runtime before it connects (the metrics endpoint hooks in there)."""
-    runtime = Runtime(consumer, servers=servers, settings=settings)
+    runtime = Runtime(consumer, servers=servers, settings=settings, auth=auth)
     if on_start is not None:
         on_start(runtime)
     loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from snoopbus.proto import (
     EVENT_TYPES,
     BusUnavailable,
     DecodeError,
+    NatsAuth,
     SchemaError,
     SubjectError,
     alerts_filter,
@@ -122,9 +123,10 @@ def use_colour(mode: str, as_json: bool) -> bool:
 
 
 async def tail(
-    url: str, subjects: list[str], as_json: bool, match: Match = Match(), colour: bool = False
+    url: str, subjects: list[str], as_json: bool, match: Match = Match(), colour: bool = False,
+    auth: NatsAuth | None = None,
 ) -> None:
-    nc = await connect(url, name="snoopbus-tail")
+    nc = await connect(url, name="snoopbus-tail", auth=auth)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,10 +164,12 @@ async def tail(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url = settings_file.load(args.config, flags={"nats.url": args.nats}).nats.url
+        cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        url = cfg.nats.url
         wanted = subjects(args)
         match = Match(tuple(args.path), frozenset(args.pid), frozenset(args.comm))
-        asyncio.run(tail(url, wanted, args.json, match, use_colour(args.color, args.json)))
+        asyncio.run(tail(url, wanted, args.json, match, use_colour(args.color, args.json),
+                         auth=NatsAuth.from_section(cfg.nats)))
     except (ConfigError, SubjectError) as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2
