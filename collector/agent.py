@@ -11,13 +11,14 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from snoopbus.collector import probes
+from snoopbus.collector import privileges, probes
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -76,6 +77,7 @@ class CollectorConfig:
     heartbeat_interval: float = 30.0
     nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
     redact: RedactConfig = field(default_factory=RedactConfig)
+    drop_privileges: bool = True  # after loading: keep CAP_SYS_PTRACE only (privileges.py)
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
 
@@ -112,7 +114,12 @@ class Collector:
         try:
             js = nc.jetstream()
             await ensure_stream(js)
-            loaded = await asyncio.to_thread(probes.load, self.cfg.limits, self.cfg.filters)
+            # Its own thread, ended right after: a pooled thread would keep every
+            # capability past drop_to() (capabilities are per thread).
+            with ThreadPoolExecutor(1, thread_name_prefix="snoopbus-load") as pool:
+                loaded = await asyncio.get_running_loop().run_in_executor(
+                    pool, probes.load, self.cfg.limits, self.cfg.filters
+                )
             try:
                 await self._serve(js, loaded, started)
             finally:
@@ -129,6 +136,8 @@ class Collector:
         loop = asyncio.get_running_loop()
         cache = ProcCache(cgroups=CgroupIndex())
         cache.scan()
+        if self.cfg.drop_privileges:  # before the reader thread starts: it inherits this
+            privileges.drop_to(privileges.KEEP_AFTER_LOAD)
         # Every record makes a few short-lived dicts; with the default gen-0
         # threshold (700) the collector spent ~20% of its time in the cycle
         # collector (measured on file_ops records). What exists now is kept.

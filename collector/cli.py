@@ -86,6 +86,9 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    help="send argv as it is (by default secrets in it become ***)")
     p.add_argument("--redact-pattern", action="append", default=None, metavar="REGEX",
                    help="also mask this (its group `secret`, or the whole match); repeatable")
+    p.add_argument("--keep-privileges", dest="drop_privileges", action="store_false",
+                   default=None, help="keep every capability after loading the probes "
+                   "(by default only CAP_SYS_PTRACE stays)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
     p.set_defaults(func=_collect)
@@ -102,6 +105,7 @@ COLLECT_FLAGS = {
     "buffer_events": "collector.buffer_events", "spill_dir": "collector.spill_dir",
     "spill_max_mb": "collector.spill_max_mb",
     "redact": "collector.redact", "redact_pattern": "collector.redact_pattern",
+    "drop_privileges": "collector.drop_privileges",
 }
 
 
@@ -147,6 +151,7 @@ def security_settings(cfg: Config) -> dict[str, Any]:
             spill_max_bytes=c.spill_max_mb << 20,
         ),
         "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
+        "drop_privileges": c.drop_privileges,
     }
 
 

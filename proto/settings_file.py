@@ -80,6 +80,7 @@ class CollectorSection:
     spill_dir: str = "/var/lib/snoopbus/spill"  # NATS away: events wait here; "" = memory only
     spill_max_mb: int = 1024
     redact: bool = True  # mask secrets in argv (collector/redact.py)
+    drop_privileges: bool = True  # after loading probes keep only CAP_SYS_PTRACE
     redact_pattern: tuple[str, ...] = ()  # extra regexes; group `secret` or all is masked
 
 
