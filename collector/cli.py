@@ -19,6 +19,7 @@ from snoopbus.collector.filters import FilterConfig, parse_uid
 from snoopbus.collector.metrics import MetricsError
 from snoopbus.collector.publisher import PublisherConfig
 from snoopbus.collector.redact import RedactConfig
+from snoopbus.collector.spill import SpillError
 from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
@@ -29,7 +30,7 @@ from snoopbus.proto.settings_file import Config
 # Conditions the user can fix: one line saying what to do, no traceback.
 USER_ERRORS = (
     CollectorError, BusUnavailable, BtfError, BccUnavailable, probes.ProbeError, MetricsError,
-    ValueError,
+    ValueError, SpillError,
 )
 
 
