@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snoopbus.collector.redact import MASK, RedactConfig, Redactor
+from tests.conftest import EventWatch, RunningCollector
 
 R = Redactor()
 
@@ -54,3 +57,14 @@ def test_any_argv_keeps_its_length_and_is_stable(argv: list[str]) -> None:
     if out is not None:
         assert len(out) == len(argv) and out != argv
         assert R(out) in (None, out)  # masking twice changes nothing more
+
+
+@pytest.mark.kernel
+async def test_the_collector_masks_before_publishing(collector: RunningCollector,
+                                                     watch: EventWatch) -> None:
+    subprocess.run(["/bin/true", "--password=hunter2", "https://u:hunter2@h/"], check=True)
+    (ev,) = await watch.wait_for(lambda e: e["type"] == "exec"
+                                 and e["proc"].get("argv", [""])[0] == "/bin/true")
+    assert ev["proc"]["argv"] == ["/bin/true", f"--password={MASK}", f"https://u:{MASK}@h/"]
+    assert ev["proc"]["argv_redacted"] is True
+    assert "hunter2" not in repr(ev)
