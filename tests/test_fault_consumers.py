@@ -67,10 +67,23 @@ async def bound(js: JetStreamContext, limit: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def batch_in_hand(js: JetStreamContext, limit: float = 2) -> int:
+    """Waits (up to `limit`) until a durable holds delivered, unacked messages: 1 if seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline:
+        infos = await js.consumers_info(STREAM_NAME)
+        if any(i.config.durable_name and i.num_ack_pending for i in infos):
+            return 1
+        await asyncio.sleep(0.002)
+    return 0
+
+
 async def kill_mid_stream(
     url: str, js: JetStreamContext, args: list[str], log_dir: Path, events: int, kills: int
-) -> None:
-    """Feeds `events` in messages of 10 while SIGKILLing the consumer `kills` times."""
+) -> int:
+    """Feeds `events` in messages of 10 while SIGKILLing the consumer `kills` times;
+    returns how many kills landed while it held delivered, unacked messages."""
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         with (log_dir / f"consumer-{i}.log").open("wb") as log:
@@ -80,6 +93,7 @@ async def kill_mid_stream(
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     proc = spawn(0)
+    in_hand = 0
     try:
         await bound(js)
         messages = [[tmp_exec(n) for n in range(i, min(i + 10, events))]
@@ -88,7 +102,7 @@ async def kill_mid_stream(
         for i, batch in enumerate(messages):
             await js.publish(event_subject(HOST, "exec"), encode_batch(batch))
             if i and i % every == 0 and i // every <= kills:
-                await asyncio.sleep(0.05)  # let it take a batch in hand, then kill it
+                in_hand += await batch_in_hand(js)  # then kill it: mid-batch
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 proc = spawn(i)
@@ -96,6 +110,8 @@ async def kill_mid_stream(
         await settled(js)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+        assert in_hand, "no kill landed while a batch was in hand"
+        return in_hand
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -107,7 +123,7 @@ async def test_alerter_sigkilled_mid_batch_alerts_exactly_once(
 ) -> None:
     await ensure_stream(js)
     events, kills = 1500, 3
-    await kill_mid_stream(nats_server.url, js, ["alert"], tmp_path, events, kills)
+    mid = await kill_mid_stream(nats_server.url, js, ["alert"], tmp_path, events, kills)
     nc = await nats.connect(nats_server.url)
     sub = await nc.jetstream().subscribe(alerts_filter(HOST), ordered_consumer=True)
     ids: list[str] = []
@@ -119,8 +135,8 @@ async def test_alerter_sigkilled_mid_batch_alerts_exactly_once(
     await sub.unsubscribe()
     await nc.close()
     counts = Counter(i.rsplit(":", 1)[1] for i in ids)
-    fig = {"events": events, "kills": kills, "alerts": len(ids), "events_alerted": len(counts),
-           "duplicated": sum(v - 1 for v in counts.values())}
+    fig = {"events": events, "kills": kills, "kills_mid_batch": mid, "alerts": len(ids),
+           "events_alerted": len(counts), "duplicated": sum(v - 1 for v in counts.values())}
     print(f"\nFAULT alerter SIGKILLed x{kills} mid-batch: {fig}")
     assert fig["events_alerted"] == events and fig["duplicated"] == 0
 
@@ -131,10 +147,10 @@ async def test_forwarder_sigkilled_mid_batch_forwards_at_least_once(
     await ensure_stream(js)
     out = tmp_path / "out.jsonl"
     events, kills = 1500, 3
-    await kill_mid_stream(nats_server.url, js, ["forward", "--to", f"jsonl+file://{out}"],
-                          tmp_path, events, kills)
+    mid = await kill_mid_stream(nats_server.url, js, ["forward", "--to", f"jsonl+file://{out}"],
+                                tmp_path, events, kills)
     counts = Counter(json.loads(line)["id"] for line in out.read_text().splitlines())
-    fig = {"events": events, "kills": kills, "forwarded": len(counts),
+    fig = {"events": events, "kills": kills, "kills_mid_batch": mid, "forwarded": len(counts),
            "repeated_lines": sum(v - 1 for v in counts.values())}
     print(f"\nFAULT forwarder (jsonl file) SIGKILLed x{kills} mid-batch: {fig}")
     assert fig["forwarded"] == events  # at least once: nothing lost, repeats allowed

@@ -37,12 +37,13 @@ async def consumers(tmp: Path, events: int, kills: int) -> dict[str, object]:
         js = nc.jetstream()
         await ensure_stream(js)
         out = tmp / "out.jsonl"
-        await kill_mid_stream(server.url, js, ["forward", "--to", f"jsonl+file://{out}"],
-                              tmp, events, kills)
+        mid = await kill_mid_stream(server.url, js, ["forward", "--to", f"jsonl+file://{out}"],
+                                    tmp, events, kills)
         counts = Counter(json.loads(line)["id"] for line in out.read_text().splitlines())
         await nc.close()
         return {"consumer": "forward(jsonl)", "events": events, "kills": kills,
-                "forwarded": len(counts), "repeated_lines": sum(v - 1 for v in counts.values())}
+                "kills_mid_batch": mid, "forwarded": len(counts),
+                "repeated_lines": sum(v - 1 for v in counts.values())}
     finally:
         server.stop()
 
