@@ -234,3 +234,15 @@ async def test_a_consumer_process_takes_credentials_from_the_environment(
         )
         assert bad.returncode != 0 and "authorization violation" in bad.stdout + bad.stderr
         await admin.close()
+
+
+def test_config_file_and_environment_reach_nats_auth(tmp_path: Path) -> None:
+    from snoopbus.proto import settings_file
+
+    conf = tmp_path / "snoopbus.toml"
+    conf.write_text('[nats]\nuser = "collector"\npassword = "from-file"\ntls_ca = "/ca.pem"\n')
+    cfg = settings_file.load(conf, env={"SNOOPBUS_NATS_PASSWORD": "from-env"})
+    assert NatsAuth.from_section(cfg.nats) == NatsAuth(
+        user="collector", password="from-env", tls_ca="/ca.pem")
+    shown = settings_file.format_toml(cfg) + str(settings_file.as_dict(cfg))
+    assert "from-env" not in shown and 'password = "***"' in shown
