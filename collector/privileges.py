@@ -10,7 +10,7 @@ What it still does after loading, and what that needs on Linux >= 6.5
   already holds do not. So CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN go.
 - read /proc/<pid>/exe and /proc/<pid>/cwd of other users' processes, to
   name the program of events from processes it had not seen exec:
-  ptrace read access, so CAP_SYS_PTRACE stays.
+  ptrace read access, so CAP_SYS_PTRACE stays (measured: EACCES without it).
 - write its spill under a root-owned directory: ownership, no capability.
 
 Kept: CAP_SYS_PTRACE only. Also set: no_new_privs, and every other

@@ -4,6 +4,8 @@ thread, and still reads the ring buffer and its maps (collector/privileges.py)."
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,35 @@ async def test_collector_keeps_only_ptrace_and_still_works(
                          and e["proc"].get("argv") == ["/bin/true", "after-drop"])
     print(f"\ncollector threads after load: {sorted(caps)} all CapEff=CapBnd="
           f"{1 << CAP_SYS_PTRACE:#x} (CAP_SYS_PTRACE)")
+
+
+PROBE = """
+import os, sys
+from snoopbus.collector import privileges
+privileges.drop_to({int(c) for c in sys.argv[2:]})
+try:
+    print(os.readlink(f"/proc/{sys.argv[1]}/exe"))
+except OSError as e:
+    print("denied", e.errno)
+"""
+
+
+def test_ptrace_is_what_reading_another_users_exe_needs() -> None:
+    """Measured, not assumed: with no capability root cannot read /proc/<pid>/exe
+    of a process of another user; with CAP_SYS_PTRACE alone it can."""
+    other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "sleep", "30"])
+    try:
+        def probe(*caps: int) -> str:
+            return subprocess.run([sys.executable, "-c", PROBE, str(other.pid),
+                                   *map(str, caps)], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+
+        deadline = time.monotonic() + 5
+        while "sleep" not in probe(CAP_SYS_PTRACE) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until setpriv has exec'd sleep
+        assert probe().startswith("denied")
+        assert probe(CAP_SYS_PTRACE).endswith("/sleep")
+    finally:
+        other.kill()
+        other.wait()
