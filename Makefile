@@ -56,10 +56,11 @@ system:
 	fi
 
 	@# Test tools from Debian: Docker's compose client validates compose.yaml (no engine
-	@# needed), tmux drives `snoopbus up` in a real terminal.
-	@if ! command -v docker-compose >/dev/null || ! command -v tmux >/dev/null; then \
-	  echo "setup: installing docker-compose and tmux (Debian) for the deployment and terminal tests"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux; \
+	@# needed), tmux drives `snoopbus up` in a real terminal, the syslog sink tests
+	@# start their own rsyslogd.
+	@if ! command -v docker-compose >/dev/null || ! command -v tmux >/dev/null || [ ! -x /usr/sbin/rsyslogd ]; then \
+	  echo "setup: installing docker-compose, tmux and rsyslog (Debian) for the deployment, terminal and syslog tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog; \
 	fi
 
 venv: $(STAMP)
