@@ -14,7 +14,11 @@ from snoopbus.collector.records import (
     F_CWD_TRUNC,
     F_EXE_TRUNC,
     FILE_KIND_NAMES,
+    KIND_CLOSE_WRITE,
+    KIND_CREATE,
     KIND_LINK,
+    KIND_MODIFY,
+    KIND_OPEN,
     KIND_RENAME,
     KIND_SYMLINK,
     ExecRecord,
@@ -65,6 +69,11 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
+        # Files written through an fd and not yet closed: tgid -> fd -> the file map
+        # of its modify event. A process that exits with them open closes them
+        # in the kernel without a close() the probes could see.
+        self._written: dict[int, dict[int, dict[str, Any]]] = {}
+        self._written_count = 0
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -122,10 +131,55 @@ class EventBuilder:
         raise TypeError("file records may make several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four."""
+        """Every event of a record: a rename makes two, an exchange four, an exit
+        also the close_write of each written file the process left open."""
         if isinstance(rec, FileRecord):
-            return self._file(rec)
+            out = self._file(rec)
+            self._track_written(rec, out)
+            return out
+        if isinstance(rec, ExitRecord):
+            exit_event = self._exit(rec)
+            return [exit_event, *self._closed_by_exit(rec, exit_event[1])]
         return [self.build(rec)]
+
+    # Beyond this many written-and-open fds host-wide, the oldest process's are forgotten.
+    MAX_WRITTEN = 1 << 18
+
+    def _track_written(self, rec: FileRecord, out: list[tuple[str, Event]]) -> None:
+        kind, pid = rec.hdr.kind, rec.hdr.pid
+        if kind == KIND_MODIFY and out and (rec.ret is None or rec.ret >= 0):
+            fds = self._written.setdefault(pid, {})
+            if rec.fd not in fds:
+                self._written_count += 1
+                if self._written_count > self.MAX_WRITTEN:
+                    self._written_count -= len(self._written.pop(next(iter(self._written))))
+                    fds = self._written.setdefault(pid, {})
+            fds[rec.fd] = out[0][1]["file"]
+            return
+        if kind == KIND_CLOSE_WRITE:
+            fd = rec.fd
+        elif kind in (KIND_CREATE, KIND_OPEN) and rec.ret is not None and rec.ret >= 0:
+            fd = rec.ret  # a new file behind this fd number
+        else:
+            return
+        fds = self._written.get(pid)
+        if fds is not None and fds.pop(fd, None) is not None:
+            self._written_count -= 1
+            if not fds:
+                del self._written[pid]
+
+    def _closed_by_exit(self, rec: ExitRecord, exit_event: Event) -> list[tuple[str, Event]]:
+        fds = self._written.pop(rec.hdr.pid, None)
+        if not fds:
+            return []
+        self._written_count -= len(fds)
+        out = []
+        for file in fds.values():
+            ev = self._base(rec.hdr, "close_write")
+            ev["proc"] = exit_event["proc"]
+            ev["file"] = {**file, "closed_by": "exit"}
+            out.append((self.subject("close_write"), ev))
+        return out
 
     def _shared_proc(self, hdr: Header, info: ProcInfo | None) -> dict[str, Any]:
         """The proc map for a file event, reused while nothing in it changed

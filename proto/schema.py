@@ -75,6 +75,7 @@ class FileInfo(TypedDict, total=False):
     # Extensions (optional):
     path_truncated: bool  # path could not be fully resolved: too deep, or the fd was gone
     mnt_ns: int  # mount namespace inode number the path is relative to
+    closed_by: str  # close_write only: "exit" when the exiting process closed the fd
 
 
 class Event(TypedDict, total=False):
@@ -167,6 +168,7 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "dev": int,
     "path_truncated": bool,
     "mnt_ns": int,
+    "closed_by": str,
 }
 _REQUIRED: Final = ("v", "id", "ts", "host", "type")
 
