@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.proto import Event, decode_batch, events_filter, meta_subject
+from snoopbus.proto import STREAM_NAME, Event, decode_batch, events_filter, meta_subject
 
 
 @pytest.fixture
@@ -155,3 +155,13 @@ def _collector_spill_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         if before is None:
             os.environ.pop(name, None)
+
+
+async def durable_settled(js: JetStreamContext, durable: str, within: float = 20) -> None:
+    """Until the durable has nothing pending and nothing unacked."""
+    async with asyncio.timeout(within):
+        while True:
+            info = await js.consumer_info(STREAM_NAME, durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+            await asyncio.sleep(0.05)

@@ -15,7 +15,8 @@ from nats.js import JetStreamContext
 
 from snoopbus.consumers import Runtime, Settings
 from snoopbus.consumers.archive.archiver import Archiver
-from snoopbus.proto import SCHEMA_VERSION, STREAM_NAME, encode_batch, event_subject
+from snoopbus.proto import SCHEMA_VERSION, encode_batch, event_subject
+from tests.conftest import durable_settled
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1, max_attempts=2, backoff=(0.1,))
 BASE_TS = 1_763_700_000 * 10**9  # 2025-11-21T04:40:00Z
@@ -67,13 +68,7 @@ def archived_ids(root: Path, kind: str = "events") -> list[str]:
 
 
 async def settled(js: JetStreamContext, durable: str = "archive", limit: float = 20) -> None:
-    """Until the durable has nothing pending and nothing unacked."""
-    async with asyncio.timeout(limit):
-        while True:
-            info = await js.consumer_info(STREAM_NAME, durable)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            await asyncio.sleep(0.05)
+    await durable_settled(js, durable, limit)
 
 
 @asynccontextmanager

@@ -15,23 +15,9 @@ from snoopbus.collector import doctor
 from snoopbus.collector.capabilities import Check, choose_hooks
 from snoopbus.collector.doctor import Report, blockers, program_fields, register, render
 
-NAMES = (
-    "privileges",
-    "btf",
-    "bpf_syscall",
-    "ringbuf",
-    "perf_buffer",
-    "tracefs",
-    "tracepoint",
-    "raw_tracepoint",
-    "tp_btf",
-    "kprobe",
-    "fentry",
-    "lsm",
-    "kernel_headers",
-    "bcc",
-    "bcc_compile",
-)
+from .test_capabilities import ALL
+
+NAMES = (*ALL, "bcc_compile")  # every detect() check, and the compile doctor adds
 
 
 def checks(*failing: str) -> list[Check]:

@@ -30,6 +30,7 @@ from snoopbus.proto import (
     event_subject,
     events_filter,
 )
+from tests.conftest import durable_settled
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
 WINDOW = 0.4
@@ -82,13 +83,7 @@ async def wait_outputs(js: JetStreamContext, n: int, limit: float = 20) -> list[
 
 
 async def settled(js: JetStreamContext, durable: str = "rename", limit: float = 20) -> None:
-    """Until the pairer's durable has nothing pending and nothing unacked."""
-    async with asyncio.timeout(limit):
-        while True:
-            info = await js.consumer_info(STREAM_NAME, durable)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            await asyncio.sleep(0.05)
+    await durable_settled(js, durable, limit)
 
 
 @asynccontextmanager
