@@ -24,7 +24,7 @@ from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import DEFAULT_NATS_URL, BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import Config
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -41,8 +41,7 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Load the eBPF probes and publish every exec and exit (and file change) "
         "of this host as events on NATS JetStream. Needs root.",
     )
-    p.add_argument("--nats", default=None, metavar="URL", help="NATS URL(s), comma-separated "
-                   f"([nats] url, $SNOOPBUS_NATS_URL; default {DEFAULT_NATS_URL})")
+    settings_file.add_nats_flag(p)
     p.add_argument("--host", default=None, help="host name in subjects and events "
                    "(default: this machine's)")
     p.add_argument(

@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
-from snoopbus.proto import NATS_URL_ENV, BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import Config, ConfigError
 
 from . import plugin
@@ -35,10 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list installed consumers")
-    parser.add_argument(
-        "--nats", default=None, metavar="URL",
-        help=f"NATS server(s), comma-separated (default: [nats] url, ${NATS_URL_ENV})",
-    )  # fmt: skip
+    settings_file.add_nats_flag(parser)
     settings_file.add_config_flag(parser)
     parser.add_argument("name", nargs="?", metavar="NAME", help="consumer to run")
     parser.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -170,7 +167,7 @@ def _consumer_parser(
         prog=f"snoopbus consume {name}", description=target.description or None
     )
     common = parser.add_argument_group("runtime")
-    common.add_argument("--nats", default=nats, metavar="URL", help="NATS server(s)")
+    settings_file.add_nats_flag(common, default=nats)
     common.add_argument(
         "--partition", type=Partition.parse, default=None, metavar="I/N",
         help="run partition I of N (hosts are split by hash; one durable per partition)",

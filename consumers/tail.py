@@ -54,8 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "Alerts are printed too, highlighted. Repeat a filter, or give a comma-separated list, "
         "for several values.",
     )
-    p.add_argument("--nats", default=None, help="NATS URL(s), comma-separated "
-                   "(default: [nats] url, $SNOOPBUS_NATS_URL)")
+    settings_file.add_nats_flag(p)
     settings_file.add_config_flag(p)
     p.add_argument("--subject", default=None,
                    help="raw subject filter, instead of the filters below "

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 
-from snoopbus.proto.bus import DEFAULT_NATS_URL
+from snoopbus.proto.bus import DEFAULT_NATS_URL, NATS_URL_ENV
 
 DEFAULT_PATH: Final = Path("/etc/snoopbus/snoopbus.toml")
 CONFIG_ENV: Final = "SNOOPBUS_CONFIG"
@@ -394,6 +394,14 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, metavar="PATH",
         help=f"TOML config file (default: ${CONFIG_ENV}, else {DEFAULT_PATH} if present); "
         "environment SNOOPBUS_<SECTION>_<KEY> and flags override it",
+    )  # fmt: skip
+
+
+def add_nats_flag(parser: argparse._ActionsContainer, default: str | None = None) -> None:
+    parser.add_argument(
+        "--nats", default=default, metavar="URL",
+        help="NATS server URL(s), comma-separated "
+        f"([nats] url, ${NATS_URL_ENV}; default {DEFAULT_NATS_URL})",
     )  # fmt: skip
 
 
