@@ -165,3 +165,32 @@ async def durable_settled(js: JetStreamContext, durable: str, within: float = 20
             if info.num_pending == 0 and info.num_ack_pending == 0:
                 return
             await asyncio.sleep(0.05)
+
+
+def start_consumer(url: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m snoopbus.consumers NAME ...` against `url`, its output in `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "snoopbus.consumers", *args, "--nats", url],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture
+def spawn_consumer(
+    tmp_path: Path, nats_server: NatsServer
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts consumer processes (NAME first) against the test's server; any still
+    running at the end are SIGKILLed, as a crash would leave them."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"{args[0]}-{len(started)}.log"
+        started.append(start_consumer(nats_server.url, log, *args))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

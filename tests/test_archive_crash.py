@@ -7,9 +7,8 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,26 +23,11 @@ from .test_archive_support import archived_ids, make_event, settled
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., subprocess.Popen]]:
-    started: list[subprocess.Popen] = []
-
-    def start(root: Path) -> subprocess.Popen:
-        log = open(tmp_path / f"archiver-{len(started)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.consumers", "archive", "--nats", nats_server.url,
-             "--dir", str(root), "--batch", "32", "--ack-wait", "2", "--roll-seconds", "0.15",
-             "--roll-events", "400"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        log.close()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+def spawn(spawn_consumer: Callable[..., subprocess.Popen]) -> Callable[[Path], subprocess.Popen]:
+    return lambda root: spawn_consumer(
+        "archive", "--dir", str(root), "--batch", "32", "--ack-wait", "2",
+        "--roll-seconds", "0.15", "--roll-events", "400",
+    )
 
 
 async def wait_bound(js: JetStreamContext, limit: float = 20) -> None:
@@ -61,7 +45,7 @@ async def wait_bound(js: JetStreamContext, limit: float = 20) -> None:
 async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
     nats_server: NatsServer, js: JetStreamContext, spawn: Callable[..., subprocess.Popen],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     await ensure_stream(js)
     rng = random.Random(7)
     root = tmp_path / "archive"
@@ -81,7 +65,7 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
     async def feed(batches: list[list[dict]]) -> None:
         for batch in batches:
             await js.publish(event_subject(batch[0]["host"], batch[0]["type"]),
-                             encode_batch(batch))  # fmt: skip
+                             encode_batch(batch))
             await asyncio.sleep(0.004)
 
     # Six chunks; each of the first five is cut short by a SIGKILL while it is
@@ -110,5 +94,5 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
         pq.read_table(f.path)  # every file readable
     assert not list(root.rglob("*.tmp")), "temporaries left behind"
     assert kills == 5
-    logs = "".join(p.read_text() for p in tmp_path.glob("archiver-*.log"))
+    logs = "".join(p.read_text() for p in tmp_path.glob("archive-*.log"))
     assert "recalled" in logs

@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from snoopbus.proto import (
     ensure_stream,
     event_subject,
 )
+from tests.conftest import start_consumer
 
 HOST = "fk"
 
@@ -86,11 +86,8 @@ async def kill_mid_stream(
     returns how many kills landed while it held delivered, unacked messages."""
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
-        with (log_dir / f"consumer-{i}.log").open("wb") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "snoopbus.consumers", *args, "--nats", url,
-                 "--batch", "16", "--ack-wait", "2"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return start_consumer(url, log_dir / f"consumer-{i}.log", *args,
+                              "--batch", "16", "--ack-wait", "2")
 
     proc = spawn(0)
     in_hand = 0

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from snoopbus.proto import (
     event_subject,
     validate_event,
 )
+from tests.conftest import start_consumer
 from tests.test_archive_support import archived_ids
 from tests.test_fault_consumers import bound, settled
 
@@ -72,10 +71,7 @@ def consumers(nats_server: NatsServer, tmp_path: Path) -> Iterator[dict[str, Pat
     }
     procs = []
     for name, a in args.items():
-        with (tmp_path / f"{name}.log").open("wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "snoopbus.consumers", *a, "--nats", nats_server.url],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        procs.append(start_consumer(nats_server.url, tmp_path / f"{name}.log", *a))
     try:
         yield paths
     finally:

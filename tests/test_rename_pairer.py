@@ -7,9 +7,8 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -235,25 +234,8 @@ async def test_partitions_split_hosts_never_pairs(
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., subprocess.Popen]]:
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"pairer-{len(started)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.consumers", "rename", "--nats", nats_server.url,
-             "--batch", "64", *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        log.close()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+def spawn(spawn_consumer: Callable[..., subprocess.Popen]) -> Callable[..., subprocess.Popen]:
+    return lambda *args: spawn_consumer("rename", "--batch", "64", *args)
 
 
 async def wait_ready(js: JetStreamContext, durable: str = "rename", limit: float = 20) -> None:
@@ -328,7 +310,7 @@ async def test_sigterm_releases_held_halves_for_the_next_run(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 10) == 0
     # Nak'd, not acked: the server redelivers it to whoever pulls next.
-    log = Path(tmp_path / "pairer-0.log").read_text()
+    log = Path(tmp_path / "rename-0.log").read_text()
     assert "released=1" in log
     async with pairer(nats_server.url, window=30):
         await publish(stream, half("moved_to", 9))
