@@ -22,7 +22,7 @@ from typing import Any
 from .alerts import Alert
 from .sink import Item
 from .syslog import EVENT_SEVERITY, SEVERITY, message
-from .text import command_line, display
+from .text import bounded_escaped, command_line, display
 
 try:
     VERSION = version("snoopbus")
@@ -42,16 +42,12 @@ def header(value: object) -> str:
     return _HEADER_SPECIAL.sub(lambda m: "\\" + m.group(), text)
 
 
-def ext_value(value: object, limit: int = 8192) -> str:
-    if isinstance(value, int):
-        return str(value)
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit and not _EXT_NEEDS_WORK.search(text):
-        return text  # fast path: most values need nothing
-    text = display(text)
-    if len(text) > limit:
-        text = text[: max(limit - 3, 0)] + "..."
+def _ext_escape(text: str) -> str:
     return _EXT_SPECIAL.sub(lambda m: _EXT_ESCAPES[m.group()], text)
+
+
+def ext_value(value: object, limit: int = 8192) -> str:
+    return bounded_escaped(value, limit, _EXT_NEEDS_WORK, _ext_escape)
 
 
 def extension(pairs: list[tuple[str, Any]], limit: int) -> str:

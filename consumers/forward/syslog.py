@@ -28,7 +28,7 @@ from typing import Any
 from .alerts import Alert
 from .sink import Item, Sent, Sink, Transient, render_each
 from .spec import SinkSpec
-from .text import command_line, display
+from .text import bounded_escaped, command_line, display
 
 PEN = 32473  # RFC 5612 documentation enterprise number: SD-IDs are `name@32473`
 FACILITY = 13  # log audit
@@ -44,17 +44,13 @@ _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _sd_escape(text: str) -> str:
+    return _SD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
+
+
 def param_value(value: object, limit: int = 8192) -> str:
     """A PARAM-VALUE body (without the quotes), escaped per RFC 5424."""
-    if isinstance(value, int):
-        return str(value)
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit and not _NEEDS_WORK.search(text):
-        return text  # fast path: most values need nothing
-    text = display(text)
-    if len(text) > limit:
-        text = text[: max(limit - 3, 0)] + "..."
-    return _SD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
+    return bounded_escaped(value, limit, _NEEDS_WORK, _sd_escape)
 
 
 def header_field(value: object, limit: int) -> str:

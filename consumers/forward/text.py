@@ -11,6 +11,7 @@ hex digits (documented in docs/README.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -25,6 +26,23 @@ def display(value: object) -> str:
     except UnicodeEncodeError:  # a surrogate outside the escape range: not from a kernel
         return text.encode("utf-8", "backslashreplace").decode("ascii")
     return raw.decode("utf-8", "backslashreplace")
+
+
+def bounded_escaped(
+    value: object, limit: int, needs_work: re.Pattern[str], escape: Callable[[str], str]
+) -> str:
+    """A field value for a text format: ints as they are; text shown (display),
+    cut to `limit` with "...", then escaped. Most values need none of it, which
+    `needs_work` (the format's specials, or a surrogate) tells at once."""
+    if isinstance(value, int):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and not needs_work.search(text):
+        return text
+    text = display(text)
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return escape(text)
 
 
 def jsonable(value: Any) -> Any:
