@@ -20,7 +20,7 @@ import mmap
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,7 @@ def publish_latency(registry: CollectorRegistry) -> Histogram:
         "snoopbus_collector_publish_latency_seconds",
         "JetStream publish to ack, per message (a batch of events)",
         buckets=LATENCY_BUCKETS, registry=registry,
-    )  # fmt: skip
+    )
 
 
 def subject_type(subject: str) -> str:
@@ -183,49 +183,47 @@ class CollectorStats(Collector):
         ready = GaugeMetricFamily("snoopbus_collector_ready", "1 once the probes are loaded")
         ready.add_metric([], 1.0 if a.publisher is not None else 0.0)
         yield ready
-        lost = CounterMetricFamily(
-            "snoopbus_collector_events_lost", "Events lost, by reason", labels=["reason"]
+        yield _counter(
+            "snoopbus_collector_events_lost", "Events lost, by reason", "reason", a.loss.dropped
         )
-        for reason, n in sorted(a.loss.dropped.items()):
-            lost.add_metric([reason], n)
-        yield lost
-        kernel = CounterMetricFamily(
+        yield _counter(
             "snoopbus_collector_kernel_lost",
-            "Records the kernel ring buffer had no room for, by event type", labels=["type"],
-        )  # fmt: skip
-        for type_, per_cpu in sorted(a.loss.kernel.items()):
-            kernel.add_metric([type_], sum(per_cpu))
-        yield kernel
+            "Records the kernel ring buffer had no room for, by event type", "type",
+            {type_: sum(per_cpu) for type_, per_cpu in a.loss.kernel.items()},
+        )
         pub, reader, counts = a.publisher, a.reader, a.publishing
         if pub is None or reader is None or counts is None:
             return
         yield CounterMetricFamily(
             "snoopbus_collector_records_read", "Ring-buffer records read", value=reader.records
         )
-        captured = CounterMetricFamily(
+        yield _counter(
             "snoopbus_collector_events_captured",
-            "Events built from records and handed to the publisher, by type", labels=["type"],
-        )  # fmt: skip
-        for type_, n in _by_type(counts.captured).items():
-            captured.add_metric([type_], n)
-        yield captured
-        published = CounterMetricFamily(
-            "snoopbus_collector_events_published",
-            "Events acknowledged by JetStream, by type", labels=["type"],
-        )  # fmt: skip
-        for type_, n in _by_type(counts.published).items():
-            published.add_metric([type_], n)
-        yield published
+            "Events built from records and handed to the publisher, by type", "type",
+            _by_type(counts.captured),
+        )
+        yield _counter(
+            "snoopbus_collector_events_published", "Events acknowledged by JetStream, by type",
+            "type", _by_type(counts.published),
+        )
         yield GaugeMetricFamily(
             "snoopbus_collector_publish_buffered", "Events waiting for JetStream",
             value=pub.buffered,
-        )  # fmt: skip
+        )
         if a.ring_fill is not None:
             yield GaugeMetricFamily(
                 "snoopbus_collector_ringbuf_fill_ratio",
                 "Share of the BPF ring buffer written and not yet read (0..1)",
                 value=a.ring_fill.ratio(),
-            )  # fmt: skip
+            )
+
+
+def _counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter family with one label: a sample per key, in key order."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    return family
 
 
 def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
@@ -259,7 +257,7 @@ class ConsumerStats(Collector):
         dead = CounterMetricFamily(
             "snoopbus_consumer_dead_lettered", "Messages sent to the dead-letter subject",
             labels=["consumer", "kind"],
-        )  # fmt: skip
+        )
         for kind, n in sorted(c.dead_letter_reasons.items()):
             dead.add_metric([*label, kind], n)
         yield dead
@@ -268,7 +266,7 @@ class ConsumerStats(Collector):
                 "snoopbus_consumer_lag",
                 "Messages in the stream not yet delivered to this durable (num_pending)",
                 labels=["consumer"],
-            )  # fmt: skip
+            )
             lag.add_metric(label, c.pending)
             yield lag
             ack = GaugeMetricFamily(
@@ -338,19 +336,16 @@ class StackStats(Collector):
         restarts = CounterMetricFamily(
             "snoopbus_up_child_restarts", "Times the child died and was restarted",
             labels=["child"],
-        )  # fmt: skip
+        )
         for child in self.children:
             running.add_metric([child.name], 1.0 if child.pid else 0.0)
             restarts.add_metric([child.name], child.deaths)
         yield running
         yield restarts
-        seen = CounterMetricFamily(
+        yield _counter(
             "snoopbus_up_events_seen", "Events seen on the bus by up's live view, by type",
-            labels=["type"],
-        )  # fmt: skip
-        for type_, n in sorted(self.seen.items()):
-            seen.add_metric([type_], n)
-        yield seen
+            "type", self.seen,
+        )
 
 
 def serve_stack(
