@@ -60,8 +60,7 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
 
 def test_docker_compose_config_parses_it(tmp_path: Path) -> None:
     client = shutil.which("docker-compose")
-    if client is None:
-        pytest.skip("docker-compose is not installed (make setup installs Debian's)")
+    assert client, "docker-compose is not installed (make test installs Debian's)"
     out = subprocess.run(
         [client, "-f", str(COMPOSE), "--profile", "forward", "config"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from functools import partial
 
-import pytest
 from nats.aio.client import Client
 
 from snoopbus.collector.cli import build_parser
@@ -98,8 +97,7 @@ async def test_tail_filters_live_events_and_prints_alerts(
 
 async def test_tail_on_a_terminal_is_coloured(nats_server: NatsServer, nc: Client) -> None:
     tmux = shutil.which("tmux")
-    if tmux is None:
-        pytest.skip("tmux is not installed")
+    assert tmux, "tmux is not installed (make test installs it)"
     sock = f"snoopbus-tail-{secrets.token_hex(4)}"
     cmd = " ".join([*SNOOPBUS, "tail", "--nats", nats_server.url])
     run = partial(subprocess.run, capture_output=True, text=True, timeout=10)

@@ -82,8 +82,7 @@ class Tmux:
 
 @pytest.fixture
 def tmux() -> object:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    assert shutil.which("tmux"), "tmux is not installed (make test installs it)"
     t = Tmux()
     try:
         yield t
