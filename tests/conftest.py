@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -194,3 +195,25 @@ def spawn_consumer(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+async def stored_messages(url: str, subject: str, within: float = 5) -> list[Msg]:
+    """Every message the stream holds under `subject`, in order. Each message's
+    num_pending says how many follow it; the consumer's own num_pending would
+    not do, as it leaves out what the server already pushed to the client."""
+    nc = await nats.connect(url)
+    sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+    out: list[Msg] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=within)
+            except nats.errors.TimeoutError:
+                break  # nothing (more) stored
+            out.append(msg)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    return out

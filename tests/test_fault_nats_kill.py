@@ -21,7 +21,7 @@ import pytest
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_batch, decode_map, event_subject, meta_subject
-from tests.conftest import start_collector, stop_process
+from tests.conftest import start_collector, stop_process, stored_messages
 
 pytestmark = pytest.mark.kernel
 
@@ -40,20 +40,7 @@ for i in range(n):
 
 async def stream_events(url: str, subject: str) -> list[dict[str, Any]]:
     """Every event stored under `subject`, read back message by message."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    out: list[dict[str, Any]] = []
-    try:
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
-            msg = await sub.next_msg(timeout=5)
-            out.extend(decode_batch(msg.data))
-            pending = msg.metadata.num_pending
-    finally:
-        await sub.unsubscribe()
-        await nc.close()
-    return out
+    return [ev for msg in await stored_messages(url, subject) for ev in decode_batch(msg.data)]
 
 
 async def run_nats_kill(tmp_path: Path, files: int, rate: float, kills: int,
