@@ -3,8 +3,8 @@
 A private nats-server with JetStream in the state folder (or the one already
 answering on the port), then the collector and the built-in consumers as
 supervised child processes: one that dies is restarted with back-off and
-reported. Ctrl-C or SIGTERM stops them all, children first, and nothing is
-left running. Children and the server run in their own sessions, so a
+reported. Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops them all,
+children first, and nothing is left running. Children and the server run in their own sessions, so a
 terminal's Ctrl-C reaches only `up`, which stops them in order.
 
 On a terminal, `up` shows a live view (collector/live.py) fed from the bus
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -272,7 +273,9 @@ async def _run_stack(cfg: StackConfig) -> int:
     live = use_live_view(cfg.live)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the children run in sessions of their own, so a closed terminal
+    # would otherwise kill `up` alone and leave them running.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     server: NatsServer | None = None
     state = nats_answering(cfg.port)
@@ -340,9 +343,14 @@ async def _supervise(
             print(f"snoopbus: {text}", file=sys.stderr, flush=True)
 
     display: Any = None
+    root_handlers = logging.getLogger().handlers[:]
     if live:
         from rich.console import Console
         from rich.live import Live
+
+        # Log lines written to stderr would smear the dashboard: warnings go to
+        # its notes instead, and the view itself shows what INFO lines would say.
+        logging.getLogger().handlers = [_NotesHandler(view.notes)]
 
         # The alternate screen: a dashboard that leaves the terminal as it was.
         display = Live(view.render(), console=Console(), auto_refresh=False, screen=True,
@@ -365,6 +373,18 @@ async def _supervise(
     finally:
         if display is not None:
             display.stop()
+        logging.getLogger().handlers = root_handlers
+
+
+class _NotesHandler(logging.Handler):
+    """Log records (warnings and worse) shown in the live view's notes."""
+
+    def __init__(self, notes: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
 
 
 async def watch_bus(url: str, view: LiveState, consumers: tuple[str, ...], live: bool) -> None:

@@ -137,3 +137,27 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
         )
     assert out.returncode == 2
     assert f"port {port} is in use" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_a_closed_terminal_sighup_stops_every_child(tmp_path: Path) -> None:
+    # The children run in sessions of their own: had `up` died of SIGHUP, they
+    # would have kept running with nobody to stop them.
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        "--state-dir", str(tmp_path / "state"), "--port", str(free_port()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert up.stdout is not None
+    kids: list[int] = []
+    try:
+        await read_until(up.stdout, "started collector")
+        kids = children(up.pid)
+        assert len(kids) >= 4  # nats-server, collector, consumers
+    finally:
+        up.send_signal(signal.SIGHUP)
+        # Read on, as a terminal would, until `up` closes its output.
+        rest = (await asyncio.wait_for(up.stdout.read(), 90)).decode()
+        code = await asyncio.wait_for(up.wait(), 30)
+    assert code == 0, rest
+    assert "snoopbus: stopped" in rest
+    assert [pid for pid in kids if Path(f"/proc/{pid}").exists()] == []
