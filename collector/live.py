@@ -202,11 +202,15 @@ class LiveState:
         return Text(f"loss: {self.lost_total:,} events ({parts})", style="bold red")
 
     def _top_table(self) -> Table:
-        t = Table(title="top processes by file activity (sampled)", title_justify="left")
-        t.add_column("comm")
-        t.add_column("pid", justify="right")
-        t.add_column("file events", justify="right")
-        t.add_column("last path", overflow="ellipsis", no_wrap=True, max_width=70)
+        t = Table(
+            title="top processes by file activity (sampled)", title_justify="left", expand=True
+        )
+        # The short columns keep their width (a comm is at most 15 bytes); the
+        # path takes what is left and is cut with an ellipsis.
+        t.add_column("comm", no_wrap=True, min_width=15)
+        t.add_column("pid", justify="right", no_wrap=True, min_width=7)
+        t.add_column("file events", justify="right", no_wrap=True, min_width=11)
+        t.add_column("last path", overflow="ellipsis", no_wrap=True, ratio=1)
         for (comm, pid), n in self.top.most_common(5):
             t.add_row(comm, str(pid), f"{n:,}", self.last_path.get((comm, pid), ""))
         if not self.top:

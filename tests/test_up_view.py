@@ -14,7 +14,7 @@ from snoopbus.proto.settings_file import load
 
 def event(i: int, type_: str = "create", comm: str = "cp", pid: int = 7) -> dict:
     return {"v": 1, "id": f"x-{i}", "ts": 1_700_000_000_000_000_000, "host": "h", "type": type_,
-            "proc": {"pid": pid, "comm": comm}, "file": {"path": f"/data/f{i}"}}  # fmt: skip
+            "proc": {"pid": pid, "comm": comm}, "file": {"path": f"/data/f{i}"}}
 
 
 def text(state: LiveState, now: float) -> str:
@@ -38,13 +38,13 @@ def test_rates_alerts_loss_and_top_processes() -> None:
     assert "compiling and loading the eBPF probes" in text(state, 1.0)
     for second in range(10, 15):  # 5 whole seconds of 40 events each
         state.on_events("snoopbus.events.h.file.create",
-                        encode_batch([event(i) for i in range(40)]), now=second + 0.5)  # fmt: skip
+                        encode_batch([event(i) for i in range(40)]), now=second + 0.5)
     state.on_events("snoopbus.events.h.proc.exec", encode_batch([event(0, "exec")]), now=14.5)
     assert state.rates(now=15.0) == {"create": 40.0, "exec": 0.2}
     state.on_meta("status", {"state": "ready", "startup_s": 1.25})
     state.on_meta("loss", {"total": 3, "dropped": {"kernel_ringbuf_full": 3}})
     state.on_alert({"level": "high", "rule": {"title": "Exec from /tmp"}, "ts": 0,
-                    "event": {"proc": {"pid": 9, "exe": "/tmp/x"}}})  # fmt: skip
+                    "event": {"proc": {"pid": 9, "exe": "/tmp/x"}}})
     state.lag["rename"] = (42, 0)
     state.notes.append("02:00:00 rename exited with -9; restarting in 1s")
     shown = text(state, 15.0)
@@ -58,7 +58,7 @@ def test_rates_alerts_loss_and_top_processes() -> None:
 
 def test_up_gives_children_the_config_metrics_ports_and_excludes_its_state(tmp_path) -> None:
     cfg = StackConfig(state_dir=tmp_path, metrics_port=9400, host="web1",
-                      config_path=tmp_path / "c.toml", collector_excludes=("/proc",))  # fmt: skip
+                      config_path=tmp_path / "c.toml", collector_excludes=("/proc",))
     kids = cfg.children("nats://127.0.0.1:4222")
     assert [k.name for k in kids] == ["collector", "rename", "alert", "archive"]
     collect = kids[0].args
@@ -80,3 +80,17 @@ def test_forwarding_runs_only_when_configured(tmp_path) -> None:
     parser = consumers_cli._consumer_parser("forward", plugin.load("forward"), cfg.nats.url)
     consumers_cli.apply_config(parser, "forward", cfg)
     assert len(parser.parse_args([]).sinks) == 1  # --to comes from the file
+
+
+def test_a_long_path_does_not_squeeze_the_comm_out_of_a_narrow_screen() -> None:
+    # Seen in CI: with long paths the comm column shrank to nothing in an 80-column pane.
+    state = LiveState(host="h", url="nats://127.0.0.1:4222", state_dir="/s", started=0.0)
+    long_path = "/tmp/pytest-of-root/pytest-309/test_up_live_view_in_a_termina0/work/" + "x" * 60
+    ev = {**event(0, comm="sbmk4eabb6"), "file": {"path": long_path}}
+    state.on_events("snoopbus.events.h.file.create", encode_batch([ev]), now=1.0)
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))
+    console.print(state.render(2.0))
+    console.file.close()
+    shown = console.export_text()
+    assert "sbmk4eabb6" in shown
+    assert "/tmp/pytest-of-root" in shown  # the path is cut, not dropped
