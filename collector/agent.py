@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
@@ -42,8 +43,10 @@ from snoopbus.collector.records import (
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
 from snoopbus.proto import (
+    BusUnavailable,
     NatsAuth,
     connect,
+    connect_eventually,
     encode_map,
     ensure_stream,
     host_token,
@@ -80,6 +83,7 @@ class CollectorConfig:
     drop_privileges: bool = True  # after loading: keep CAP_SYS_PTRACE only (privileges.py)
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
+    require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
 
 
 def check_privileges() -> None:
@@ -96,6 +100,8 @@ class Collector:
         self.instance = secrets.token_hex(4)
         self.loss = LossCounters()
         self._stop = asyncio.Event()
+        self._nc: Client | None = None
+        self._meta_seq = 0
         # Read by the metrics endpoint (collector/metrics.py); set once running.
         self.publisher: Publisher | None = None
         self.reader: RingReader | None = None
@@ -109,11 +115,20 @@ class Collector:
     async def run(self) -> None:
         check_privileges()
         started = time.monotonic()
-        nc = await connect(self.cfg.nats_url, name=f"snoopbus-collector-{self.cfg.host}",
-                           auth=self.cfg.nats_auth)
+        name = f"snoopbus-collector-{self.cfg.host}"
         try:
-            js = nc.jetstream()
+            self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth)
+            js: JetStreamContext | None = self._nc.jetstream()
             await ensure_stream(js)
+        except BusUnavailable as exc:
+            if self.cfg.require_nats or not exc.unreachable:
+                raise
+            # Boot order or an outage: the kernel's events are not worth less for it.
+            log.warning("%s\nCollecting anyway: events wait in memory%s and are sent when "
+                        "NATS answers (--require-nats exits instead).", exc,
+                        " and then in the spill" if self.cfg.publisher.spill_dir else "")
+            js = None
+        try:
             # Its own thread, ended right after: a pooled thread would keep every
             # capability past drop_to() (capabilities are per thread).
             with ThreadPoolExecutor(1, thread_name_prefix="snoopbus-load") as pool:
@@ -125,13 +140,30 @@ class Collector:
             finally:
                 loaded.close()
         finally:
+            if self._nc is not None:
+                try:
+                    await self._nc.drain()
+                except Exception as exc:  # NATS gone at shutdown: what was unacked is counted
+                    log.warning("could not drain the NATS connection: %s", exc)
+
+    async def _attach_when_reachable(self, publisher: Publisher) -> None:
+        """Connects, makes sure of the stream, then lets the publisher send."""
+        name = f"snoopbus-collector-{self.cfg.host}"
+        self._nc = await connect_eventually(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth)
+        js = self._nc.jetstream()
+        while True:
             try:
-                await nc.drain()
-            except Exception as exc:  # NATS gone at shutdown: what was unacked is counted
-                log.warning("could not drain the NATS connection: %s", exc)
+                await ensure_stream(js)
+                break
+            except Exception as exc:  # e.g. JetStream still electing a leader
+                log.warning("NATS reachable but the stream is not ready (%s); retrying", exc)
+                await asyncio.sleep(2)
+        log.warning("NATS reachable at last: sending %d buffered and %d spilled events",
+                    publisher.buffered, publisher.spilled)
+        publisher.attach(js)
 
     async def _serve(
-        self, js: JetStreamContext, loaded: probes.LoadedProbes, started: float
+        self, js: JetStreamContext | None, loaded: probes.LoadedProbes, started: float
     ) -> None:
         loop = asyncio.get_running_loop()
         cache = ProcCache(cgroups=CgroupIndex())
@@ -147,26 +179,31 @@ class Collector:
             self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match(),
             redact=Redactor(self.cfg.redact) if self.cfg.redact.enabled else None,
         )
-        counted: Any = js
         submit: Callable[[list[Any]], None]
         if self.cfg.metrics_port:  # counted per type, and the publish latency
-            counted = self.publishing = PublishCounter(js, self.latency)
+            self.publishing = PublishCounter(None, self.latency)
             self.ring_fill = ring_fill(loaded, self.cfg.limits)
         pub_cfg = self.cfg.publisher
         if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
             pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
-        publisher = Publisher(counted, self.loss, pub_cfg)
+        publisher = Publisher(None, self.loss, pub_cfg)
+        self.publisher = publisher
+        attach: asyncio.Task[None] | None = None
+        if js is not None:
+            self._attach(publisher, js)
+        else:
+            attach = asyncio.create_task(self._attach_when_reachable(publisher))
         submit = publisher.submit
         if self.cfg.metrics_port:
             submit = self.publishing.counting(publisher.submit)
         reader = RingReader(
             loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(submit, batch)
         )
-        self.publisher, self.reader = publisher, reader
+        self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start()
         startup_s = time.monotonic() - started
-        await self._publish_meta(js, "status", {"state": "ready", "startup_s": startup_s})
+        self._publish_meta("status", {"state": "ready", "startup_s": startup_s})
         log.info(
             "collector ready on %s in %.2fs (instance %s, %d processes known)",
             self.cfg.host, startup_s, self.instance, len(cache),
@@ -181,27 +218,38 @@ class Collector:
                     pass
                 if not reader.alive:
                     raise CollectorError("the ring buffer reader stopped; see the log above")
-                reported_total = await self._report_loss(js, loaded, reader, reported_total)
+                if attach is not None and attach.done():
+                    attach.result()  # a refusal (credentials, certificate) ends the collector
+                    attach = None
+                reported_total = self._report_loss(loaded, reader, reported_total)
                 if time.monotonic() - last_heartbeat >= self.cfg.heartbeat_interval:
                     last_heartbeat = time.monotonic()
-                    await self._publish_meta(
-                        js, "heartbeat", self._stats(reader, publisher, loaded, builder)
+                    self._publish_meta(
+                        "heartbeat", self._stats(reader, publisher, loaded, builder)
                     )
         finally:
             reader.stop()
             if self.ring_fill is not None:
                 self.ring_fill.close()
                 self.ring_fill = None
-            await publisher.close()
+            if attach is not None:
+                attach.cancel()
+                await asyncio.gather(attach, return_exceptions=True)
+            await publisher.drain()
+            # The last reports go behind everything read: sent, or spilled with the rest.
+            self._report_loss(loaded, reader, reported_total, final=True)
+            stats = self._stats(reader, publisher, loaded, builder)
+            self._publish_meta("status", {"state": "stopped", **stats})
+            await publisher.close(grace=5.0)
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
-            await self._report_loss(js, loaded, reader, reported_total, final=True)
-            stats = self._stats(reader, publisher, loaded, builder)
-            await self._publish_meta(js, "status", {"state": "stopped", **stats})
             log.info(
                 "collector stopped: %d records read, %d events published, %s",
                 reader.records, publisher.published_events, self.loss.summary(),
             )
+
+    def _attach(self, publisher: Publisher, js: JetStreamContext) -> None:
+        publisher.attach(self.publishing.bind(js) if self.publishing is not None else js)
 
     def _stats(
         self, reader: RingReader, publisher: Publisher, loaded: probes.LoadedProbes,
@@ -220,9 +268,8 @@ class Collector:
             "user_filtered": builder.filtered_in_user,
         }
 
-    async def _report_loss(
+    def _report_loss(
         self,
-        js: JetStreamContext,
         loaded: probes.LoadedProbes,
         reader: RingReader,
         reported: int,
@@ -235,16 +282,18 @@ class Collector:
             by_type = ", ".join(f"{k}={sum(v)}" for k, v in sorted(self.loss.kernel.items()))
             log.warning("loss: %s%s", self.loss.summary(),
                         f"; in the kernel, by type: {by_type}" if by_type else "")
-            await self._publish_meta(js, "loss", self.loss.report(self.cfg.host, self.instance))
+            self._publish_meta("loss", self.loss.report(self.cfg.host, self.instance))
         return self.loss.total
 
-    async def _publish_meta(self, js: JetStreamContext, what: str, body: dict[str, object]) -> None:
+    def _publish_meta(self, what: str, body: dict[str, object]) -> None:
+        """Queued behind the events read so far; spilled with them during an outage."""
+        assert self.publisher is not None
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
                    "ts": time.time_ns(), **body}
-        try:
-            await js.publish(meta_subject(self.cfg.host, what), encode_map(payload), timeout=5)
-        except Exception as exc:  # a meta report must never stop collection
-            log.warning("could not publish %s report: %s", what, exc)
+        self._meta_seq += 1
+        # "+0": a message of no events (PublishCounter counts events by this suffix)
+        msg_id = f"{self.instance}.{what}.{self._meta_seq}+0"
+        self.publisher.submit_meta(meta_subject(self.cfg.host, what), msg_id, encode_map(payload))
 
 
 def ring_fill(loaded: probes.LoadedProbes, limits: probes.ProbeLimits) -> RingFill | None:

@@ -80,6 +80,9 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--spill-dir", default=None, metavar="DIR",
                    help="where events wait while NATS is away, once memory is full "
                    "(default /var/lib/snoopbus/spill; '' = memory only)")
+    p.add_argument("--require-nats", action="store_true", default=None,
+                   help="exit (status 2) if NATS is unreachable at start, instead of collecting "
+                   "into memory and the spill until it answers")
     p.add_argument("--spill-max-mb", type=int, default=None, metavar="MB",
                    help="bound of the spill; past it events are dropped and counted (1024)")
     p.add_argument("--no-redact", dest="redact", action="store_false", default=None,
@@ -103,7 +106,7 @@ COLLECT_FLAGS = {
     "include_failed": "collector.include_failed", "open_events": "collector.open_events",
     "heartbeat_interval": "collector.heartbeat_interval", "metrics_port": "metrics.port",
     "buffer_events": "collector.buffer_events", "spill_dir": "collector.spill_dir",
-    "spill_max_mb": "collector.spill_max_mb",
+    "spill_max_mb": "collector.spill_max_mb", "require_nats": "collector.require_nats",
     "redact": "collector.redact", "redact_pattern": "collector.redact_pattern",
     "drop_privileges": "collector.drop_privileges",
 }
@@ -152,6 +155,7 @@ def security_settings(cfg: Config) -> dict[str, Any]:
         ),
         "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
         "drop_privileges": c.drop_privileges,
+        "require_nats": c.require_nats,
     }
 
 

@@ -144,6 +144,11 @@ class PublishCounter:
         self.captured: dict[str, int] = {}
         self.published: dict[str, int] = {}
 
+    def bind(self, js: Any) -> PublishCounter:
+        """Stand in for `js` (the collector may reach NATS only after it started)."""
+        self._js = js
+        return self
+
     def counting(
         self, submit: Callable[[list[tuple[str, Any]]], None]
     ) -> Callable[[list[tuple[str, Any]]], None]:

@@ -15,6 +15,11 @@ are built once and never re-split: a replayed message keeps its id. What
 finds both bounds full is dropped and counted (`publish_backlog`). At stop,
 what NATS did not acknowledge within the grace period is spilled for the next
 start (or counted as `publish_failed` without a spill).
+
+A publisher may start before NATS is reachable (js=None): it buffers and
+spills as in an outage and sends once attach() gives it a stream. Meta
+reports (status, loss, heartbeat) take the same road, so a report made
+during an outage arrives after it, in order.
 """
 
 from __future__ import annotations
@@ -64,8 +69,13 @@ class Message:
 
 
 class Publisher:
-    def __init__(self, js: JetStreamContext, loss: LossCounters, config: PublisherConfig) -> None:
-        self._js = js
+    def __init__(
+        self, js: JetStreamContext | None, loss: LossCounters, config: PublisherConfig
+    ) -> None:
+        self._js: JetStreamContext = js  # type: ignore[assignment]  # None until attach()
+        self._online = asyncio.Event()
+        if js is not None:
+            self._online.set()
         self._loss = loss
         self._cfg = config
         self._buffers: dict[str, list[Event]] = defaultdict(list)  # bound for memory
@@ -101,8 +111,34 @@ class Publisher:
         """Events waiting on disk (or about to be written there)."""
         return (self.spill.events if self.spill is not None else 0) + self._overflow_n
 
+    @property
+    def online(self) -> bool:
+        return self._online.is_set()
+
+    def attach(self, js: JetStreamContext) -> None:
+        """NATS became reachable and the stream exists: start sending."""
+        self._js = js
+        self._online.set()
+
+    def _spilling(self) -> bool:
+        return self.spill is not None and bool(self._overflow_n or self.spill.has_next())
+
+    def submit_meta(self, subject: str, msg_id: str, payload: bytes) -> None:
+        """One report (no events in it), behind what is already queued or spilled."""
+        msg = Message(subject, msg_id, 0, payload)
+        if self._spilling():
+            self._flush()  # the overflow before it, so the spill keeps the order
+            self._to_spill([msg])
+        elif self.spill is None and self._buffered >= self._cfg.max_buffered:
+            # memory full, no spill: events are being counted lost; counters are cumulative
+            log.debug("no room for the %s report", subject)
+            return
+        else:
+            self._queue.append(msg)
+        self._ready.set()
+
     def submit(self, batch: list[tuple[str, Event]]) -> None:
-        spilling = self.spill is not None and (self._overflow_n or self.spill.has_next())
+        spilling = self._spilling()
         room = 0 if spilling else max(self._cfg.max_buffered - self._buffered, 0)
         for subject, event in batch[:room]:
             self._buffers[subject].append(event)
@@ -179,6 +215,7 @@ class Publisher:
     async def _send(self) -> None:
         while True:
             await self._slots.acquire()  # backpressure: bounded acks in flight
+            await self._online.wait()
             await self._healthy.wait()
             msg = self._next()
             while msg is None:
@@ -238,20 +275,25 @@ class Publisher:
         spill_left = self.spill is not None and not self.spill.empty
         return not (self._queue or self._inflight or spill_left)
 
-    async def close(self, grace: float = 10.0) -> None:
-        """Publishes what is buffered, waiting up to `grace` seconds for acks;
-        what is left goes to the spill, or is counted as lost without one."""
-        self._closing = True
-        self._wake.set()
+    async def drain(self, grace: float = 10.0) -> None:
+        """Publishes what is buffered, waiting up to `grace` seconds for acks
+        (none while NATS has never been reached: it all goes to the spill)."""
         self._flush()
-        self._start_sender()  # close() may come before run() had its first turn
-        assert self._sender is not None
+        self._start_sender()  # this may come before run() had its first turn
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        deadline = loop.time() + (grace if self.online else 0)
         while not self._drained() and (left := deadline - loop.time()) > 0:
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), left)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """drain(grace), then what is left goes to the spill, or is counted as
+        lost without one."""
+        self._closing = True
+        self._wake.set()
+        await self.drain(grace)
+        assert self._sender is not None
         self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
         pending = dict(self._inflight)

@@ -9,6 +9,7 @@ from snoopbus.proto.bus import (
     BusUnavailable,
     NatsAuth,
     connect,
+    connect_eventually,
     ensure_stream,
     nats_url_from_env,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "alert_subject",
     "alerts_filter",
     "connect",
+    "connect_eventually",
     "decode_batch",
     "decode_map",
     "dlq_filter",

@@ -34,7 +34,16 @@ _STREAM_NAME_IN_USE: Final = 10058
 
 
 class BusUnavailable(RuntimeError):
-    """The first connection to NATS could not be made."""
+    """The first connection to NATS could not be made.
+
+    `unreachable` is true when no server answered (refused, timed out, no such
+    host): waiting may help. False for what only a fix can: bad credentials,
+    an untrusted certificate, a missing URL or file.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -221,7 +230,8 @@ async def connect(
         raise BusUnavailable(
             f"cannot connect to NATS at {shown}: {_describe(cause)}. Is nats-server "
             "running? Start the embedded one with `snoopbus up`, or pass --nats / "
-            f"{NATS_URL_ENV} with the right URL."
+            f"{NATS_URL_ENV} with the right URL.",
+            unreachable=not _is_refusal(cause),
         ) from None
     connected = True
     # From now on: never give up, and back off at the normal pace.
@@ -230,6 +240,29 @@ async def connect(
     url = nc.connected_url
     log.info("nats %s: connected to %s", name, url.netloc if url else shown)
     return nc
+
+
+async def connect_eventually(
+    servers: str | Sequence[str],
+    *,
+    name: str,
+    retry_wait: float = 2.0,
+    **options: Any,
+) -> Client:
+    """connect(), retried every `retry_wait` s for as long as no server answers.
+
+    For a process that has useful work to do before NATS is up (the collector
+    spills). A refusal (credentials, certificate) is raised at once: waiting
+    would not fix it.
+    """
+    while True:
+        try:
+            return await connect(servers, name=name, **options)
+        except BusUnavailable as exc:
+            if not exc.unreachable:
+                raise
+            log.debug("nats %s: still unreachable: %s", name, exc)
+        await asyncio.sleep(retry_wait)
 
 
 def _tls_check(url: str, ctx: ssl.SSLContext, timeout: float) -> BaseException | None:

@@ -202,18 +202,20 @@ async def stored_messages(url: str, subject: str, within: float = 5) -> list[Msg
     num_pending says how many follow it; the consumer's own num_pending would
     not do, as it leaves out what the server already pushed to the client."""
     nc = await nats.connect(url)
-    sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
     out: list[Msg] = []
     try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=within)
-            except nats.errors.TimeoutError:
-                break  # nothing (more) stored
-            out.append(msg)
-            if msg.metadata.num_pending == 0:
-                break
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=within)
+                except nats.errors.TimeoutError:
+                    break  # nothing (more) stored
+                out.append(msg)
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
     finally:
-        await sub.unsubscribe()
         await nc.close()
     return out

@@ -42,7 +42,8 @@ def test_every_command_explains_itself(command: str) -> None:
 @pytest.mark.parametrize("command", ["collect", "tail"])
 def test_unreachable_nats_is_one_clear_line(command: str) -> None:
     url = closed_port_url()
-    out = run(command, "--nats", url)
+    # collect waits for NATS unless told not to (tests/test_fault_nats_late.py)
+    out = run(command, "--nats", url, *(["--require-nats"] if command == "collect" else []))
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr
