@@ -14,6 +14,7 @@ from snoopbus.collector.records import (
     F_CWD_TRUNC,
     F_EXE_TRUNC,
     FILE_KIND_NAMES,
+    KIND_CLOSE_RANGE,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_LINK,
@@ -27,6 +28,7 @@ from snoopbus.collector.records import (
     Header,
     Record,
 )
+from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 
@@ -69,11 +71,8 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
-        # Files written through an fd and not yet closed: tgid -> fd -> the file map
-        # of its modify event. A process that exits with them open closes them
-        # in the kernel without a close() the probes could see.
-        self._written: dict[int, dict[int, dict[str, Any]]] = {}
-        self._written_count = 0
+        # Written and still open: closed by exit, exec or close_range unseen.
+        self.written = WrittenFiles()
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -131,53 +130,48 @@ class EventBuilder:
         raise TypeError("file records may make several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four, an exit
-        also the close_write of each written file the process left open."""
+        """Every event of a record: a rename makes two, an exchange four; an
+        exit, an exec or a close_range also the close_write of each written
+        file it closed (collector/written.py)."""
+        pid = rec.hdr.pid
         if isinstance(rec, FileRecord):
+            if rec.hdr.kind == KIND_CLOSE_RANGE:
+                if rec.ret is not None and rec.ret < 0:
+                    return []
+                closed = self.written.closed_by_range(pid, rec.fd, rec.mode, rec.oflags)
+                info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
+                return self._closed(rec.hdr, closed, "close_range",
+                                    self._shared_proc(rec.hdr, info))
             out = self._file(rec)
             self._track_written(rec, out)
             return out
         if isinstance(rec, ExitRecord):
             exit_event = self._exit(rec)
-            return [exit_event, *self._closed_by_exit(rec, exit_event[1])]
-        return [self.build(rec)]
-
-    # Beyond this many written-and-open fds host-wide, the oldest process's are forgotten.
-    MAX_WRITTEN = 1 << 18
+            closed = self.written.closed_by_exit(pid)
+            return [exit_event, *self._closed(rec.hdr, closed, "exit", exit_event[1]["proc"])]
+        event = self._exec(rec)
+        return [*self._closed(rec.hdr, self.written.closed_by_exec(pid), "exec"), event]
 
     def _track_written(self, rec: FileRecord, out: list[tuple[str, Event]]) -> None:
         kind, pid = rec.hdr.kind, rec.hdr.pid
         if kind == KIND_MODIFY and out and (rec.ret is None or rec.ret >= 0):
-            fds = self._written.setdefault(pid, {})
-            if rec.fd not in fds:
-                self._written_count += 1
-                if self._written_count > self.MAX_WRITTEN:
-                    self._written_count -= len(self._written.pop(next(iter(self._written))))
-                    fds = self._written.setdefault(pid, {})
-            fds[rec.fd] = out[0][1]["file"]
-            return
-        if kind == KIND_CLOSE_WRITE:
-            fd = rec.fd
+            _, ev = out[0]
+            self.written.wrote(pid, rec.fd, Written(ev["file"], ev["proc"], rec.cloexec))
+        elif kind == KIND_CLOSE_WRITE:
+            self.written.forget(pid, rec.fd)
         elif kind in (KIND_CREATE, KIND_OPEN) and rec.ret is not None and rec.ret >= 0:
-            fd = rec.ret  # a new file behind this fd number
-        else:
-            return
-        fds = self._written.get(pid)
-        if fds is not None and fds.pop(fd, None) is not None:
-            self._written_count -= 1
-            if not fds:
-                del self._written[pid]
+            self.written.forget(pid, rec.ret)  # a new file behind this fd number
 
-    def _closed_by_exit(self, rec: ExitRecord, exit_event: Event) -> list[tuple[str, Event]]:
-        fds = self._written.pop(rec.hdr.pid, None)
-        if not fds:
-            return []
-        self._written_count -= len(fds)
+    def _closed(
+        self, hdr: Header, closed: list[Written], by: str, proc: dict[str, Any] | None = None
+    ) -> list[tuple[str, Event]]:
+        """close_write events for files closed without a close() (`by` what);
+        the process is the one that wrote them unless `proc` says otherwise."""
         out = []
-        for file in fds.values():
-            ev = self._base(rec.hdr, "close_write")
-            ev["proc"] = exit_event["proc"]
-            ev["file"] = {**file, "closed_by": "exit"}
+        for w in closed:
+            ev = self._base(hdr, "close_write")
+            ev["proc"] = proc if proc is not None else w.proc
+            ev["file"] = {**w.file, "closed_by": by}
             out.append((self.subject("close_write"), ev))
         return out
 

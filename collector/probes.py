@@ -53,6 +53,7 @@ FILE_OFFSETS = {
     "OFF_FILES_FDT": "files_struct.fdt",
     "OFF_FDTABLE_FD": "fdtable.fd",
     "OFF_FDTABLE_MAX_FDS": "fdtable.max_fds",
+    "OFF_FDTABLE_CLOSE_ON_EXEC": "fdtable.close_on_exec",
     "OFF_FILE_F_INODE": "file.f_inode",
     "OFF_FILE_F_MODE": "file.f_mode",
     "OFF_FILE_F_FLAGS": "file.f_flags",

@@ -28,6 +28,7 @@ KIND_MKDIR = 10
 KIND_RMDIR = 11
 KIND_LINK = 12
 KIND_SYMLINK = 13
+KIND_CLOSE_RANGE = 14  # no event of its own: close_write for the written fds in range
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -42,6 +43,7 @@ FILE_KIND_NAMES = {
     KIND_RMDIR: "rmdir",
     KIND_LINK: "link",
     KIND_SYMLINK: "symlink",
+    KIND_CLOSE_RANGE: "close_range",
 }
 
 F_EXE_TRUNC = 1 << 0
@@ -52,6 +54,7 @@ F_PATH2_TRUNC = 1 << 4
 F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
+F_CLOEXEC = 1 << 8  # modify: the fd has FD_CLOEXEC, exec closes it
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
@@ -127,6 +130,10 @@ class FileRecord:
     @property
     def exchange(self) -> bool:
         return bool(self.hdr.flags & F_EXCHANGE)
+
+    @property
+    def cloexec(self) -> bool:
+        return bool(self.hdr.flags & F_CLOEXEC)
 
 
 Record = ExecRecord | ExitRecord | FileRecord

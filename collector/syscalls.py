@@ -17,6 +17,7 @@ SHAPE_FDRET = 1
 SHAPE_FD = 2
 SHAPE_NAME = 3
 SHAPE_CLOSE = 4
+SHAPE_RANGE = 5
 
 NONE = -1
 O_CREAT_WRONLY_TRUNC = 0o100 | 0o1 | 0o1000  # what creat(2) implies
@@ -95,6 +96,8 @@ SPECS: dict[str, Spec] = {
     # dup2/dup3 close their target fd (arg 1) when it is open
     "dup2": Spec(33, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
     "dup3": Spec(292, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
+    # close_range(first, last, flags): which of them were written, user space knows
+    "close_range": Spec(436, SHAPE_RANGE, R.KIND_CLOSE_RANGE, fd=0, mode=1, flags=2),
     # delete / rmdir
     "unlink": _name(87, R.KIND_DELETE, name=0),
     "unlinkat": _name(263, R.KIND_DELETE, dfd=0, name=1, flags=2),  # AT_REMOVEDIR: rmdir

@@ -75,7 +75,7 @@ class FileInfo(TypedDict, total=False):
     # Extensions (optional):
     path_truncated: bool  # path could not be fully resolved: too deep, or the fd was gone
     mnt_ns: int  # mount namespace inode number the path is relative to
-    closed_by: str  # close_write only: "exit" when the exiting process closed the fd
+    closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
 
 
 class Event(TypedDict, total=False):

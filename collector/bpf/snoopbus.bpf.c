@@ -456,6 +456,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
                 written.update(&key, &one);
             if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
                 goto done;  /* pipes, sockets, ttys: not file changes */
+            if (file && fd_cloexec(task, (u32)r->fd))
+                r->h.flags |= F_CLOEXEC;  /* user space closes it at the exec record */
         }
     } else if (kind == KIND_DELETE && (r->oflags & AT_REMOVEDIR_F) && a->sp.flags >= 0) {
         kind = KIND_RMDIR;
