@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,22 @@ async def test_exit_codes_and_signals(watch: EventWatch) -> None:
     [killed] = await watch.wait_for(of_pid(sleeper.pid, "exit"))
     assert killed["signal"] == signal.SIGKILL
     assert killed["exit_code"] == 128 + signal.SIGKILL
+
+
+async def test_a_program_run_from_memory_names_its_memfd(watch: EventWatch) -> None:
+    """Fileless execution (memfd_create + fexecve): exe is the memfd's name, as
+    /proc/<pid>/exe shows it, not the internal mount's "/"."""
+    run = subprocess.Popen([sys.executable, "-I", "-c", (
+        "import os, shutil\n"
+        "m = os.memfd_create('snoopbus-payload', 0)\n"
+        "with open('/bin/true', 'rb') as f:\n"
+        "    os.write(m, f.read())\n"
+        "os.execve(m, ['payload'], {})\n"
+    )])
+    assert run.wait(30) == 0
+    execs = await watch.wait_for(of_pid(run.pid, "exec"), count=2)
+    assert execs[-1]["proc"]["exe"] == "/memfd:snoopbus-payload"
+    assert execs[-1]["proc"]["argv"] == ["payload"] and "exe_truncated" not in execs[-1]["proc"]
 
 
 async def test_long_argv_arrives_whole_up_to_the_limit(watch: EventWatch) -> None:

@@ -101,3 +101,26 @@ async def test_close_range_closes_written_fds_in_its_range(
     assert sorted((e["file"]["path"], e["file"]["closed_by"]) for e in closes) == [
         (str(names[0]), "exec"), (str(names[1]), "close_range"), (str(names[2]), "close_range"),
     ]
+
+
+async def test_an_fd_number_exec_closed_reports_its_next_first_write(
+    collector: RunningCollector, watch: EventWatch, tmp_path: Path
+) -> None:
+    """The kernel's first-write table is keyed by process image: the fd exec
+    closed unseen must not hide a write through a new fd with its number
+    (memfd_create is not watched, so nothing else clears it)."""
+    before = tmp_path / "before"
+    second_image = (
+        "import os, sys\n"
+        "m = os.memfd_create('snoopbus-reuse')\n"
+        "assert m == int(sys.argv[1]), (m, sys.argv[1])\n"
+        "os.write(m, b'x')\n"
+    )
+    pid = run_child(tmp_path, f"""
+        a = os.open({str(before)!r}, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(a, b"data")
+        os.execv(sys.executable, [sys.executable, "-I", "-c", {second_image!r}, str(a)])
+    """)
+    [modify] = await watch.wait_for(lambda e: e["type"] == "modify" and e["proc"]["pid"] == pid
+                                    and e["file"].get("path") == "/memfd:snoopbus-reuse")
+    assert modify["proc"]["argv"][-1].isdigit()  # from the second image

@@ -187,7 +187,10 @@ static __always_inline void walk_path(struct scratch *s, const void *path, const
         void *parent;
         const char *name;
         read_dentry(dentry, &parent, &name);
-        if (dentry == mnt_root || dentry == parent) {
+        /* Its own parent yet not a mount's root: a pseudo file (memfd, shmem
+         * mapping) on an internal mount. Its name is all its path. */
+        int pseudo = dentry == parent && dentry != mnt_root;
+        if (!pseudo && (dentry == mnt_root || dentry == parent)) {
             void *mnt_parent = read_ptr(mnt, OFF_MOUNT_MNT_PARENT);
             if (mnt_parent == mnt || !mnt_parent)
                 return;  /* top of this mount tree */
@@ -204,6 +207,8 @@ static __always_inline void walk_path(struct scratch *s, const void *path, const
         if (n <= 0)
             break;
         set_pos(s, pos + n);
+        if (pseudo)
+            return;
         dentry = parent;
     }
     *flags |= trunc_flag;

@@ -16,9 +16,24 @@ BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
  * filled from collector/syscalls.py after the tail programs are in place. */
 BPF_ARRAY(sys_spec, struct sc_spec, 512);
 BPF_HASH(inflight, u32, struct sc_args, 65536);
-/* (tgid << 32 | fd) of fds written since open: a modify event is for the
- * first write only. LRU: entries of processes that died are evicted. */
-BPF_TABLE("lru_hash", u64, u8, written, 65536);
+/* fds written since they were opened: a modify event is for the first write
+ * only. Keyed by the process image (its mm) too: exec, or a pid reused after
+ * an exit, brings a new mm, so an fd either closed unseen cannot hide the
+ * first write through its number later. LRU: entries of ended images go. */
+struct written_key {
+    u64 mm;
+    u32 tgid;
+    u32 fd;
+};
+BPF_TABLE("lru_hash", struct written_key, u8, written, 65536);
+
+static __always_inline struct written_key written_key(void *task, u64 pid_tgid, u32 fd)
+{
+    struct written_key k = {
+        .mm = (u64)read_ptr(task, OFF_TASK_MM), .tgid = pid_tgid >> 32, .fd = fd,
+    };
+    return k;
+}
 BPF_PROG_ARRAY(tails, 4);
 BPF_PERCPU_ARRAY(kstats, u64, KS_MAX);
 /* Last rename cookie time per CPU: keeps cookies strictly increasing. */
@@ -222,7 +237,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     if (sp->shape == SHAPE_FD && sp->kind == KIND_MODIFY) {
         /* Only the first write through an fd is an event: skip the rest here. */
         long off = sp->fd == 2 ? OFF_REGS_ARG2 : OFF_REGS_ARG0;  /* splice family: arg 2 */
-        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)read_u64(regs, off);
+        struct written_key key = written_key(task, pid_tgid, (u32)read_u64(regs, off));
         if (written.lookup(&key))
             return 0;
     }
@@ -232,7 +247,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         u32 fd = read_u64(regs, sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
         if (sp->fd == 1 && fd == (u32)read_u64(regs, OFF_REGS_ARG0))
             return 0;
-        u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
+        struct written_key key = written_key(task, pid_tgid, fd);
         written.delete(&key);
         tails.call(ctx, 1);  /* close_at_enter */
         return 0;
@@ -434,7 +449,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             bpf_probe_read_user(&f, sizeof(f), (void *)sc_arg(a, 2));
             r->oflags = (u32)f;
         }
-        u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)ret;
+        struct written_key key = written_key(task, pid_tgid, (u32)ret);
         written.delete(&key);  /* a new file behind this fd number */
         if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
             kind = KIND_CREATE;
@@ -450,7 +465,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     } else if (a->sp.shape == SHAPE_FD) {
         file = fd_file(task, (u32)r->fd);
         if (kind == KIND_MODIFY) {
-            u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)r->fd;
+            struct written_key key = written_key(task, pid_tgid, (u32)r->fd);
             u8 one = 1;
             if (ret >= 0)  /* a failed write (--include-failed) changed nothing */
                 written.update(&key, &one);
