@@ -112,7 +112,7 @@ async def test_a_program_run_from_memory_names_its_memfd(watch: EventWatch) -> N
     """Fileless execution (memfd_create + fexecve): exe is the memfd's name, as
     /proc/<pid>/exe shows it, not the internal mount's "/"."""
     run = subprocess.Popen([sys.executable, "-I", "-c", (
-        "import os, shutil\n"
+        "import os\n"
         "m = os.memfd_create('snoopbus-payload', 0)\n"
         "with open('/bin/true', 'rb') as f:\n"
         "    os.write(m, f.read())\n"
