@@ -31,6 +31,7 @@ from snoopbus.collector.metrics import (
     RingFill,
     publish_latency,
 )
+from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.collector.reader import RingReader
@@ -178,6 +179,7 @@ class Collector:
         builder = EventBuilder(
             self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match(),
             redact=Redactor(self.cfg.redact) if self.cfg.redact.enabled else None,
+            host_paths=HostPaths(),
         )
         submit: Callable[[list[Any]], None]
         if self.cfg.metrics_port:  # counted per type, and the publish latency

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.records import (
     F_ARGV_TRUNC,
@@ -19,6 +20,7 @@ from snoopbus.collector.records import (
     KIND_CREATE,
     KIND_LINK,
     KIND_MODIFY,
+    KIND_MOUNT,
     KIND_OPEN,
     KIND_RENAME,
     KIND_SYMLINK,
@@ -58,6 +60,7 @@ class EventBuilder:
         cache: ProcCache,
         path_filter: Callable[[bytes], bool] | None = None,
         redact: Callable[[list[str]], list[str] | None] | None = None,
+        host_paths: HostPaths | None = None,
     ) -> None:
         self.host = host
         self.instance = instance
@@ -68,6 +71,8 @@ class EventBuilder:
         # Secrets in argv never leave the host (collector/redact.py); the cache keeps
         # the real argv, every event gets the masked one.
         self.redact = redact
+        # Paths seen in another mount namespace, placed on the host (collector/mounts.py).
+        self.host_paths = host_paths
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
@@ -135,6 +140,10 @@ class EventBuilder:
         file it closed (collector/written.py)."""
         pid = rec.hdr.pid
         if isinstance(rec, FileRecord):
+            if rec.hdr.kind == KIND_MOUNT:
+                if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
+                    self.host_paths.forget(rec.mnt_ns)
+                return []
             if rec.hdr.kind == KIND_CLOSE_RANGE:
                 if rec.ret is not None and rec.ret < 0:
                     return []
@@ -197,6 +206,12 @@ class EventBuilder:
         f: dict[str, Any] = {"mnt_ns": rec.mnt_ns}
         if path is not None:
             f["path"] = text_from_kernel(path)
+            hp = self.host_paths
+            if hp is not None and rec.mnt_ns != hp.own_ns:
+                placed = hp.lookup(rec.mnt_ns, rec.hdr.pid, f["path"],
+                                   rec.ino, encode_dev(rec.dev) if rec.ino else 0)
+                if placed is not None:
+                    f["host_path"] = placed
         if truncated:
             f["path_truncated"] = True
         if rec.ino:

@@ -29,6 +29,7 @@ KIND_RMDIR = 11
 KIND_LINK = 12
 KIND_SYMLINK = 13
 KIND_CLOSE_RANGE = 14  # no event of its own: close_write for the written fds in range
+KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -44,6 +45,7 @@ FILE_KIND_NAMES = {
     KIND_LINK: "link",
     KIND_SYMLINK: "symlink",
     KIND_CLOSE_RANGE: "close_range",
+    KIND_MOUNT: "mount",
 }
 
 F_EXE_TRUNC = 1 << 0

@@ -17,7 +17,7 @@ SHAPE_FDRET = 1
 SHAPE_FD = 2
 SHAPE_NAME = 3
 SHAPE_CLOSE = 4
-SHAPE_RANGE = 5
+SHAPE_ARGS = 5  # no file: a record of the arguments, for user space's bookkeeping
 
 NONE = -1
 O_CREAT_WRONLY_TRUNC = 0o100 | 0o1 | 0o1000  # what creat(2) implies
@@ -97,7 +97,13 @@ SPECS: dict[str, Spec] = {
     "dup2": Spec(33, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
     "dup3": Spec(292, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
     # close_range(first, last, flags): which of them were written, user space knows
-    "close_range": Spec(436, SHAPE_RANGE, R.KIND_CLOSE_RANGE, fd=0, mode=1, flags=2),
+    "close_range": Spec(436, SHAPE_ARGS, R.KIND_CLOSE_RANGE, fd=0, mode=1, flags=2),
+    # mount table changes: the namespace's mounts are read again (collector/mounts.py)
+    "mount": Spec(165, SHAPE_ARGS, R.KIND_MOUNT),
+    "umount2": Spec(166, SHAPE_ARGS, R.KIND_MOUNT),
+    "pivot_root": Spec(155, SHAPE_ARGS, R.KIND_MOUNT),
+    "move_mount": Spec(429, SHAPE_ARGS, R.KIND_MOUNT),
+    "mount_setattr": Spec(442, SHAPE_ARGS, R.KIND_MOUNT),
     # delete / rmdir
     "unlink": _name(87, R.KIND_DELETE, name=0),
     "unlinkat": _name(263, R.KIND_DELETE, dfd=0, name=1, flags=2),  # AT_REMOVEDIR: rmdir

@@ -75,6 +75,7 @@ class FileInfo(TypedDict, total=False):
     # Extensions (optional):
     path_truncated: bool  # path could not be fully resolved: too deep, or the fd was gone
     mnt_ns: int  # mount namespace inode number the path is relative to
+    host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
 
 
@@ -168,6 +169,7 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "dev": int,
     "path_truncated": bool,
     "mnt_ns": int,
+    "host_path": str,
     "closed_by": str,
 }
 _REQUIRED: Final = ("v", "id", "ts", "host", "type")

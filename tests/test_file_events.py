@@ -271,6 +271,41 @@ async def test_second_mount_namespace(
     assert [x for x in summary(got) if x[1] and x[1].startswith(m)] == wanted
     assert {e["file"]["mnt_ns"] for e in got if e["file"].get("path", "").startswith(m)} == {ns}
     assert not os.path.exists(f"{m}/dir")  # the host never saw that tmpfs
+    assert not [e for e in got if "host_path" in e["file"]]  # so it has no host path
+
+
+async def test_a_path_in_another_namespace_is_placed_on_the_host(
+    collector: RunningCollector, watch: EventWatch, work: Path
+) -> None:
+    src, dst = work / "volume", work / "seen"
+    src.mkdir()
+    dst.mkdir()
+    script = PRELUDE + textwrap.dedent(f"""
+        import subprocess
+        touch({str(dst / "before")!r})  # the collector reads this namespace's mounts...
+        subprocess.run(["mount", "--bind", {str(src)!r}, {str(dst)!r}], check=True)
+        touch({str(dst / "f")!r})  # ...and again after the mount
+        print(os.getpid(), flush=True)
+        sys.stdin.read()  # alive while the collector reads its mounts
+    """)
+    child = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-I", "-B", "-c", script],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+        [before, created] = await watch.wait_for(lambda e: e["type"] == "create"
+                                                 and e["proc"]["pid"] == pid, count=2)
+    finally:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.close()
+        child.stdout.close()
+        child.wait(10)
+    assert created["file"]["path"] == str(dst / "f")  # as the process sees it
+    assert created["file"]["host_path"] == str(src / "f")  # and where the host has it
+    assert created["file"]["mnt_ns"] != os.stat("/proc/self/ns/mnt").st_ino
+    assert before["file"]["path"] == str(dst / "before") and "host_path" not in before["file"]
 
 
 async def test_awkward_names_round_trip(

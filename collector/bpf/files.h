@@ -57,6 +57,7 @@
 #define KIND_LINK        12
 #define KIND_SYMLINK     13
 #define KIND_CLOSE_RANGE 14  /* close_range(first, last, flags): fd, mode, oflags */
+#define KIND_MOUNT       15  /* the caller's mount table changed */
 /* Not records: slots of the lost map for other losses. */
 #define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
 
@@ -65,7 +66,7 @@
 #define SHAPE_FD    2   /* acts on an fd argument */
 #define SHAPE_NAME  3   /* names files relative to a dirfd or the cwd */
 #define SHAPE_CLOSE 4   /* close: handled at enter, while the fd still exists */
-#define SHAPE_RANGE 5   /* arguments only: user space knows which fds were written */
+#define SHAPE_ARGS  5   /* no file: the arguments, for user space (close_range, mount) */
 
 /* Record flags beyond common.h's. */
 #define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
