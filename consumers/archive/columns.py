@@ -169,7 +169,22 @@ def _json_default(obj: object) -> object:
 
 def to_json(obj: object) -> str:
     # ensure_ascii escapes lone surrogates as \udcXX, so non-UTF-8 text survives.
-    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+    try:
+        return json.dumps(obj, default=_json_default, separators=(",", ":"))
+    except TypeError:
+        # A map keyed by msgpack bin: json.dumps has no hook for keys.
+        return json.dumps(_text_keys(obj), default=_json_default, separators=(",", ":"))
+
+
+def _text_keys(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {
+            k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: _text_keys(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_text_keys(v) for v in obj]
+    return obj
 
 
 class ColumnBuffer:
@@ -239,7 +254,8 @@ def check_event(event: Mapping[str, Any], where: str = "event") -> None:
 
     The runtime hands over events proto has validated (types are right), so
     what remains is what Parquet cannot hold: ints past 64 bits, negative
-    values in unsigned columns, and a type the archive's column disagrees with.
+    values in unsigned columns, a type the archive's column disagrees with, and
+    an unknown key's value that JSON cannot hold (nested past the recursion limit).
     """
     ts, host = event.get("ts"), event.get("host")
     if type(ts) is not int or not isinstance(host, str):
@@ -268,6 +284,14 @@ def check_event(event: Mapping[str, Any], where: str = "event") -> None:
             if f is not None and value is not None and not _type_ok(f.kind, value):
                 label = key if within is None else f"{within}.{key}"
                 raise RowError(f"{where}.{label}: expected {f.kind}, got {type(value).__name__}")
+            if f is None and (within is not None or key not in _KNOWN_TOP):
+                # An unknown key goes to `extra` as JSON at commit: fail here, not there.
+                try:
+                    to_json({key: value})
+                except (TypeError, ValueError, RecursionError) as exc:
+                    label = key if within is None else f"{within}.{key}"
+                    raise RowError(f"{where}.{label}: cannot be stored as JSON: "
+                                   f"{type(exc).__name__}: {exc}") from None  # fmt: skip
 
 
 def _type_ok(kind: str, value: Any) -> bool:
@@ -393,7 +417,10 @@ def append_alert(
     buf: ColumnBuffer, alert: Mapping[str, Any], *, ts: int, host: str, level: str, seq: int,
     alert_id: str,
 ) -> None:  # fmt: skip
-    data = to_json(alert)  # raises TypeError/ValueError before anything is appended
+    try:
+        data = to_json(alert)  # before anything is appended
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise RowError(f"alert cannot be stored as JSON: {type(exc).__name__}: {exc}") from None
     values: dict[str, Any] = {"id": alert_id, "level": level}
     for column, paths in _ALERT_SOURCES.items():
         values[column] = next(

@@ -66,11 +66,16 @@ def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Ale
     if rule_id is None or rule_id == "":
         raise AlertError("alert: no rule id (rule.id or rule_id)")
     level = src.get("level", obj.get("level", subject_level))
-    if level not in LEVEL_RANK:
+    if not isinstance(level, str) or level not in LEVEL_RANK:
         raise AlertError(f"alert: level {level!r} is not one of {', '.join(ALERT_LEVELS)}")
     tags = src.get("tags", obj.get("tags")) or ()
     if not isinstance(tags, list | tuple):
         raise AlertError("alert: tags must be a list")
+    references = src.get("references") or ()
+    if isinstance(references, str):
+        references = [references]
+    elif not isinstance(references, list | tuple):
+        raise AlertError("alert: references must be a list")
     event = obj.get("event") or {}
     if not isinstance(event, Mapping):
         raise AlertError("alert: event must be a map")
@@ -86,6 +91,6 @@ def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Ale
         alert_host=str(obj.get("host") or ""),
         count=obj["count"] if isinstance(obj.get("count"), int) else 1,
         category=str(obj.get("category") or ""),
-        references=tuple(str(r) for r in src.get("references") or () if r),
+        references=tuple(str(r) for r in references if r),
         author=str(src.get("author") or ""),
     )

@@ -94,6 +94,6 @@ def render_each(items: list[Item], render: Any) -> tuple[list[tuple[int, Any]], 
     for index, item in enumerate(items):
         try:
             out.append((index, render(item)))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             refused[index] = f"cannot render {item.kind} {item.id!r}: {type(exc).__name__}: {exc}"
     return out, refused

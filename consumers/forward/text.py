@@ -10,6 +10,7 @@ hex digits (documented in docs/README.md).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray):  # validate=False batches keep text as bytes
         return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or Infinity (JSON.stringify writes null too)
     return value
 
 
