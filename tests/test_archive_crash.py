@@ -88,6 +88,11 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     counts = Counter(archived_ids(root))
+    fig = {"events": len(events), "messages": len(messages), "kills": kills,
+           "archived": len(counts), "rows": sum(counts.values()),
+           "lost": len({e["id"] for e in events} - set(counts)),
+           "duplicated": sum(v - 1 for v in counts.values())}  # fmt: skip
+    print(f"\nFAULT archiver SIGKILLed x{kills} at random points: {fig}")
     assert len(counts) == len(events), "events lost"
     assert max(counts.values()) == 1, f"duplicates: {[k for k, v in counts.items() if v > 1][:5]}"
     for f in layout.files(root):
