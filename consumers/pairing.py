@@ -12,6 +12,7 @@ Halves already resolved (paired or given up) are remembered, boundedly, by
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -161,7 +162,7 @@ def renamed(src: Event, dst: Event) -> Event:
     file["old_path"] = src.get("file", {}).get("path", "")
     event: dict[str, Any] = {
         "v": SCHEMA_VERSION,
-        "id": f"{src['id']}+{dst['id']}",
+        "id": derived_id(src["id"], dst["id"]),
         "ts": min(src["ts"], dst["ts"]),
         "host": src["host"],
         "type": "renamed",
@@ -178,4 +179,17 @@ def renamed(src: Event, dst: Event) -> Event:
 
 def unpaired(half: Event) -> Event:
     """A half with no partner, as moved_out (from) or moved_in (to)."""
-    return {**half, "type": UNPAIRED[half["type"]], "id": f"{half['id']}+{UNPAIRED[half['type']]}"}  # type: ignore[typeddict-item]
+    kind = UNPAIRED[half["type"]]
+    return {**half, "type": kind, "id": derived_id(half["id"], kind)}  # type: ignore[typeddict-item]
+
+
+MAX_ID = 1024  # proto/schema.py: ids are 1 to 1024 printable ASCII characters
+
+
+def derived_id(*parts: str) -> str:
+    """"a+b": readable, and the same for the same parts (JetStream dedup); a
+    digest of them when that would be longer than an id may be."""
+    joined = "+".join(parts)
+    if len(joined) <= MAX_ID:
+        return joined
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()

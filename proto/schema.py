@@ -8,6 +8,7 @@ dict lookup and one identity check.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, Literal, NoReturn, TypedDict
 
 SCHEMA_VERSION: Final = 1
@@ -173,6 +174,7 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "closed_by": str,
 }
 _REQUIRED: Final = ("v", "id", "ts", "host", "type")
+_ID: Final = re.compile(r"[!-~]{1,1024}")
 
 # Python classes as msgpack calls them, for error messages.
 _WIRE_NAMES: Final = {
@@ -295,8 +297,9 @@ def validate_event(obj: object, *, index: int | None = None) -> Event:
             _fail(index, "", key, "required key is missing")
     if obj["type"] not in _FAMILY:
         _fail(index, "", "type", f"unknown event type {obj['type']!r}")
-    if not obj["id"]:
-        _fail(index, "", "id", "must not be empty")
+    if not _ID.fullmatch(obj["id"]):
+        _fail(index, "", "id", "must be 1 to 1024 printable ASCII characters without spaces "
+              "(it travels in NATS headers as the dedup key)")
     if not obj["host"]:
         _fail(index, "", "host", "must not be empty")
     return obj  # type: ignore[return-value]

@@ -25,7 +25,8 @@ _DLQ: Final = "dlq"
 # Anything that would split, wildcard or break a subject token: the token
 # separator, wildcards, whitespace, control characters, and lone surrogates
 # (a non-UTF-8 host name decoded with surrogateescape cannot go on the wire).
-_UNSAFE: Final = re.compile(r"[.*>\s\x00-\x1f\x7f\ud800-\udfff]")
+# "/" too: a host token also names the host's folder in the archive.
+_UNSAFE: Final = re.compile(r"[.*>/\s\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class SubjectError(ValueError):
@@ -47,7 +48,8 @@ class SubjectParts(NamedTuple):
 
 
 def host_token(name: str) -> str:
-    """A host name as one subject token: ".", "*", ">", whitespace and controls become "_"."""
+    """A host name as one subject token (and archive folder name): ".", "*", ">", "/",
+    whitespace and controls become "_"."""
     if not isinstance(name, str) or not name:
         raise SubjectError(f"host name must be a non-empty str, got {name!r}")
     return _UNSAFE.sub("_", name)

@@ -37,9 +37,10 @@ import asyncio
 import copy
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -389,27 +390,26 @@ odd_alerts = st.dictionaries(
     max_size=6,
 ).map(encode_map)  # fmt: skip
 levels = st.sampled_from(ALERT_LEVELS)
-# Ids are text like any other, bytes that are not UTF-8 included; the pairer and
-# the alerter put them in NATS headers, which cannot carry those (see NOT_UTF8_IDS
-# at the end), so their fuzzing draws UTF-8 ids only.
-UTF8_IDS = st.just("i-") | hostile_text
-ALL_IDS = UTF8_IDS | kernel_text
+# Ids travel in NATS headers (Nats-Msg-Id, the pairer's half ids): the contract
+# keeps them to printable ASCII without spaces, and anything else is refused.
+VALID_IDS = st.just("i-") | st.from_regex(r"[!-~]{0,12}", fullmatch=True)
+BAD_IDS = (hostile_text | kernel_text).filter(lambda t: not re.fullmatch(r"[!-~]+", t))
 
 
 @st.composite
 def scenario(
     draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]], *, types: tuple[str, ...],
-    alerts: bool = False, ids: st.SearchStrategy[str] = ALL_IDS,
+    alerts: bool = False, ids: st.SearchStrategy[str] = VALID_IDS,
 ) -> list[Payload]:  # fmt: skip
     """One fetch: 1 to 6 messages, valid and hostile mixed, ids unique per example
     (a prefix drawn from `ids`, then the message's and the event's number)."""
-    kinds = ["valid", "valid", "valid", "hostile", "hostile", "again", "deep"]
+    kinds = ["valid", "valid", "valid", "hostile", "hostile", "again", "deep", "bad id"]
     if alerts:
         kinds += ["alert", "odd alert", "bad alert"]
     out: list[Payload] = []
     for i in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(kinds))
-        if kind in ("valid", "deep"):
+        if kind in ("valid", "deep", "bad id"):
             evs = draw(st.lists(variants(valid), min_size=1, max_size=2))
             first = evs[0]
             evs = [e for e in evs if e["type"] == first["type"]]  # one subject per message
@@ -417,6 +417,12 @@ def scenario(
             for j, ev in enumerate(evs):
                 ev["host"] = first["host"]
                 ev["id"] = f"{prefix}{i}.{j}"
+            if kind == "bad id":  # whole message refused: it cannot be passed on
+                evs[-1]["id"] = draw(BAD_IDS)
+                data = encode_batch(evs)
+                out.append(Payload(event_subject(first["host"], first["type"]), data, REFUSE,
+                                   "events"))  # fmt: skip
+                continue
             if kind == "deep":  # valid on the wire; a consumer may refuse it, with a reason
                 data = with_deep_key(evs, draw(st.integers(500, 1010)))
             elif draw(st.booleans()):
@@ -531,7 +537,7 @@ def run() -> Iterator[Any]:
 
 
 @HANDLERS
-@given(scenario(rename_halves(), types=HALF_TYPES, ids=UTF8_IDS), st.integers(1, 6))
+@given(scenario(rename_halves(), types=HALF_TYPES, ), st.integers(1, 6))
 def test_rename_pairer_resolves_each_valid_half_once(
     run: Any, payloads: list[Payload], max_pending: int
 ) -> None:
@@ -578,7 +584,7 @@ def new_alerter() -> AlertConsumer:
 
 
 @HANDLERS
-@given(scenario(events(), types=("exec", "create", "modify", "delete"), ids=UTF8_IDS))
+@given(scenario(events(), types=("exec", "create", "modify", "delete")))
 def test_alerter_takes_every_valid_event_and_alerts_decode(
     run: Any, payloads: list[Payload]
 ) -> None:
@@ -707,6 +713,10 @@ def valid(*events: dict[str, Any]) -> Payload:
                    "events")  # fmt: skip
 
 
+def refused(event: dict[str, Any]) -> Payload:
+    return replace(valid(event), must=REFUSE)
+
+
 def reasons(f: Fetch) -> dict[int, str]:
     """Dead-letter reasons by the message's place in the fetch (1 is the first)."""
     return {seq: letter.headers[dlq.REASON] for seq, letter in f.bus.letters().items()}
@@ -771,39 +781,23 @@ async def test_forwarder_writes_null_for_nan_and_infinity(tmp_path: Path) -> Non
     assert strict_json(line)["x-f"] == [None, None, None, 1.5]
 
 
-# Found, not fixed here: event ids are text, so bytes that are not UTF-8 are valid in
-# them (lone surrogates once decoded); the pairer and the alerter put ids in NATS
-# headers, which nats-py sends as UTF-8. The fix needs an escaping for ids in headers
-# that the pairer's recall at start can undo (a wire-contract decision).
-NOT_UTF8_IDS = pytest.mark.xfail(
-    strict=True, raises=(AssertionError, UnicodeEncodeError),
-    reason="not fixed: an id that is not UTF-8 cannot go into a NATS header",
-)  # fmt: skip
-
-
-@NOT_UTF8_IDS
-async def test_pairer_pairs_halves_whose_ids_are_not_utf8() -> None:
-    """Today the output's publish fails, both halves are nak'd, and after
-    max_attempts deliveries they are dead-lettered: the rename is never told."""
+async def test_ids_a_nats_header_cannot_carry_are_refused_with_the_reason() -> None:
+    """An id that is not printable ASCII (bytes that are not UTF-8, spaces, CR/LF)
+    cannot be a Nats-Msg-Id: nats-py fails to encode or rewrites it, and the pairer
+    and the alerter then failed every attempt. Admission refuses it, naming the field."""
     halves = [{"v": SCHEMA_VERSION, "id": f"{kind}\udcff", "ts": 1, "host": "h1", "type": kind,
                "cookie": 7, "file": {"path": f"/{kind}"}} for kind in HALF_TYPES]  # fmt: skip
-    f = await run_pairer([valid(h) for h in halves])
-    assert [decode_batch(o.data)[0]["type"] for o in f.bus.outputs()] == ["renamed"]
+    f = await run_pairer([refused(h) for h in halves])
+    assert f.bus.outputs() == []
+    why = reasons(f)
+    assert set(why) == {1, 2} and all("id" in r and "printable ASCII" in r for r in why.values())
+    f = await run_alerter([refused(exec_event("r\udcff")), refused(exec_event("r 1\r\n")),
+                           valid(exec_event("r-2"))])  # fmt: skip
+    assert set(reasons(f)) == {1, 2} and len(f.bus.outputs()) == 1
 
 
-@NOT_UTF8_IDS
-async def test_alerter_alerts_on_events_whose_ids_are_not_utf8() -> None:
-    """Today handle() raises UnicodeEncodeError (from the alert's Nats-Msg-Id):
-    retried, then dead-lettered, and no alert is ever sent."""
-    f = await run_alerter([valid(exec_event("r\udcff"))])
-    assert len(f.bus.outputs()) == 1
-
-
-@pytest.mark.xfail(strict=True, reason="not fixed: host_token keeps '/', which splits host=")
 async def test_archive_lists_the_files_of_a_host_whose_name_holds_a_slash(tmp_path: Path) -> None:
-    """Found, not fixed here: host_token keeps "/" (a subject token may hold it), so
-    host "a/b" is written under host=a/b/, a level deeper than layout.files (retention,
-    recall at start) and DuckDB's date=*/host=*/*.parquet look. Fixing it changes the
-    folder layout that `snoopbus query` reads."""
+    """host_token kept "/", so host "a/b" was written under host=a/b/, a level deeper
+    than layout.files (retention, recall at start) and DuckDB's date=*/host=*/ look."""
     await run_archiver(tmp_path, [valid(exec_event(host="a/b"))])
     assert [f.host for f in layout.files(tmp_path)] == [host_token("a/b")]

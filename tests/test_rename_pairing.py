@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snoopbus.consumers.pairing import PairTable, renamed
+from snoopbus.consumers.pairing import PairTable, renamed, unpaired
 from snoopbus.proto import SCHEMA_VERSION, validate_event
 
 
@@ -136,3 +136,14 @@ def test_every_half_is_resolved_exactly_once(pairs, lone, dups, seed) -> None:
     assert len({e["id"] for e in published}) == len(published)
     settled = sorted(t for o in outcomes for h in o.halves for t in h.tokens)
     assert settled == list(range(len(halves)))  # every delivery settled exactly once
+
+
+def test_derived_ids_stay_valid_ids_however_long_the_halves_ids() -> None:
+    src, dst = half("moved_from", 1), half("moved_to", 1)
+    assert renamed(src, dst)["id"] == f"{src['id']}+{dst['id']}"
+    src["id"], dst["id"] = "f" * 1024, "t" * 1024  # each at the limit
+    first = renamed(src, dst)
+    validate_event(first)
+    assert first["id"] == renamed(src, dst)["id"]  # still the same for the same halves
+    assert first["id"] != renamed(src, {**dst, "id": "u" * 1024})["id"]
+    validate_event(unpaired(src))
