@@ -308,13 +308,14 @@ async def _run_stack(cfg: StackConfig) -> int:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
-        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live))
+        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop))
         await _supervise(children, view, stop, live)
         return 0
     finally:
         if monitor is not None:
+            stop.set()  # an error may have brought us here
             monitor.cancel()
-            await asyncio.gather(monitor, return_exceptions=True)
+            await asyncio.wait({monitor}, timeout=10)  # never hang the children's stop on it
         for child in children:
             child.stop()
         await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))
@@ -387,8 +388,10 @@ class _NotesHandler(logging.Handler):
         self.notes.append(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
 
 
-async def watch_bus(url: str, view: LiveState, consumers: tuple[str, ...], live: bool) -> None:
-    """Feeds the view from the bus; in plain mode prints readiness and alerts."""
+async def watch_bus(
+    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event
+) -> None:
+    """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
     from snoopbus.consumers.lines import format_alert
 
@@ -427,12 +430,16 @@ async def watch_bus(url: str, view: LiveState, consumers: tuple[str, ...], live:
         await nc.subscribe(alerts_filter(), cb=on_alert)
         await nc.subscribe(meta_filter(), cb=on_meta)
         js = nc.jetstream()
-        while True:
+        # Ends on `stop`, not only on cancel: Python 3.11's wait_for (inside nats-py's
+        # requests) can swallow a cancel that lands as the reply does, and `up` then
+        # waited on this task forever with its children running.
+        while not stop.is_set():
             for name in consumers:
                 with suppress(NotFoundError, TimeoutError, Exception):
                     info = await js.consumer_info(STREAM_NAME, name, timeout=1)
                     view.lag[name] = (info.num_pending or 0, info.num_ack_pending or 0)
-            await asyncio.sleep(LAG_EVERY)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_EVERY)
     finally:
         with suppress(Exception):
             await nc.drain()

@@ -166,10 +166,25 @@ def test_consume_with_a_nats_url_that_does_not_answer(tmp_path: Path) -> None:
     assert url in line and "snoopbus up" in line
 
 
-def test_up_refuses_a_taken_metrics_port_before_starting_anything(tmp_path: Path) -> None:
-    with socket.socket() as s:
+def listening_with_two_free_below() -> socket.socket:
+    """A listening socket on port P where P-2 and P-1 are free: `up` reports the
+    first taken port of its range, and an ephemeral port beside P would be it."""
+    while True:
+        s = socket.socket()
         s.bind(("127.0.0.1", 0))
         s.listen()
+        port = s.getsockname()[1]
+        try:
+            for p in (port - 2, port - 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", p))
+            return s
+        except OSError:
+            s.close()
+
+
+def test_up_refuses_a_taken_metrics_port_before_starting_anything(tmp_path: Path) -> None:
+    with listening_with_two_free_below() as s:
         taken = s.getsockname()[1]
         out = subprocess.run(
             [*SNOOPBUS, "up", "--state-dir", str(tmp_path / "state"), "--port", str(free_port()),
