@@ -58,9 +58,11 @@ system:
 	@# Test tools from Debian: Docker's compose client validates compose.yaml (no engine
 	@# needed), tmux drives `snoopbus up` in a real terminal, the syslog sink tests
 	@# start their own rsyslogd.
-	@if ! command -v docker-compose >/dev/null || ! command -v tmux >/dev/null || [ ! -x /usr/sbin/rsyslogd ]; then \
-	  echo "setup: installing docker-compose, tmux and rsyslog (Debian) for the deployment, terminal and syslog tests"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog; \
+	@# rsyslog-gnutls is rsyslog's TLS driver (lmnsd_gtls), for the syslog+tls tests.
+	@if ! command -v docker-compose >/dev/null || ! command -v tmux >/dev/null || [ ! -x /usr/sbin/rsyslogd ] \
+	    || ! dpkg -s rsyslog-gnutls >/dev/null 2>&1; then \
+	  echo "setup: installing docker-compose, tmux and rsyslog with TLS (Debian) for the deployment, terminal and syslog tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
 
 venv: $(STAMP)

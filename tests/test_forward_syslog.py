@@ -218,7 +218,7 @@ class Rsyslog:
     dir: Path
     tcp: int
     udp: int
-    tls: int | None = None  # rsyslog writes nothing until a TLS listener is up (up to ~1 s)
+    tls: int | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -251,14 +251,21 @@ action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format"
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 15
-        while not self._ready():
-            assert self.proc.poll() is None, (self.dir / "rsyslogd.log").read_text()
-            assert time.monotonic() < deadline, "rsyslogd did not start listening"
-            time.sleep(0.02)
+        try:
+            while not self._ready():
+                why = (self.dir / "rsyslogd.log").read_text()
+                assert self.proc.poll() is None, why
+                assert time.monotonic() < deadline, f"rsyslogd did not start listening: {why}"
+                time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
 
     def _ready(self) -> bool:
-        """TCP accepts and a UDP probe was written: every listener is up."""
+        """TCP (and TLS) accept and a UDP probe was written: every listener is up."""
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.tcp), 1):
+            if self.tls is not None:  # CI saw output written before the TLS listener was up
+                socket.create_connection(("127.0.0.1", self.tls), 1).close()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.sendto(PROBE.encode(), ("127.0.0.1", self.udp))
             return self.out.exists() and "probe" in self.out.read_text("utf-8")
