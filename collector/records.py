@@ -217,31 +217,52 @@ def _resolve(walked: bytes, name: bytes | None, gone: bool) -> bytes | None:
     return paths.join(paths.names_to_path(walked), name)
 
 
+# (walked, user string, fd gone) -> _resolve's answer. A host's file activity
+# keeps naming the same few paths (one file written, renamed, deleted; a log
+# appended to), and resolving costs more than the rest of a record's decoding.
+_RESOLVED: dict[tuple[bytes, bytes, bool], bytes | None] = {}
+_RESOLVED_MAX = 8192
+
+
+def _resolve_raw(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None:
+    """_resolve for a record's segments; raw_name empty: no user string."""
+    key = (walked, raw_name, gone)
+    path = _RESOLVED.get(key, b"")
+    if path == b"":  # never a resolved path (they start with '/'): not seen yet
+        name = paths.user_string(raw_name) if raw_name else None
+        path = _resolve(walked, name, gone)
+        if len(_RESOLVED) >= _RESOLVED_MAX:
+            _RESOLVED.clear()
+        _RESOLVED[key] = path
+    return path
+
+
 def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
     end = HDR.size + FILE_TAIL.size
     if len(buf) < end:
         raise RecordError("file record shorter than its fixed part")
-    ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, *seg = FILE_TAIL.unpack_from(buf, HDR.size)
-    if end + sum(seg) > len(buf):
+    ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, s0, s1, s2, s3 = FILE_TAIL.unpack_from(
+        buf, HDR.size
+    )
+    e0 = end + s0
+    e1 = e0 + s1
+    e2 = e1 + s2
+    e3 = e2 + s3
+    if e3 > len(buf):
         raise RecordError("file record lengths run past its end")
-    parts = []
-    for n in seg:
-        parts.append(buf[end : end + n])
-        end += n
     flags = hdr.flags
     gone = bool(flags & F_FD_GONE)
     # seg[1] empty and seg[0] set: a path walked from the file itself.
-    name1 = paths.user_string(parts[1]) if seg[1] else None
-    if name1 is None and not seg[0] and not gone and hdr.kind != KIND_CLOSE_WRITE:
-        path1: bytes | None = None if hdr.flags & F_PATH_TRUNC else b"/"
+    if not s1 and not s0 and not gone and hdr.kind != KIND_CLOSE_WRITE:
+        path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
     else:
-        path1 = _resolve(parts[0], name1, gone)
+        path1 = _resolve_raw(buf[end:e0], buf[e0:e1], gone)
     path2 = target = None
     if hdr.kind == KIND_SYMLINK:
-        target = paths.user_string(parts[3])
-    elif seg[2] or seg[3]:
-        name2 = paths.user_string(parts[3]) if seg[3] else b""
-        path2 = _resolve(parts[2], name2, False)
+        target = paths.user_string(buf[e2:e3])
+    elif s2 or s3:
+        # A second name always has its string (empty when the probe read none).
+        path2 = _resolve_raw(buf[e1:e2], buf[e2:e3] or b"\0", False)
     return FileRecord(
         hdr,
         None if flags & F_NO_RET else ret,

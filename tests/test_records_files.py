@@ -73,6 +73,25 @@ def test_fd_gone_is_unknown_not_guessed() -> None:
     assert rel.path is None and rel.path_truncated  # type: ignore[union-attr]
 
 
+def test_resolved_paths_are_remembered_by_segments_not_mixed_up() -> None:
+    """The memo of resolved paths: the same segments give the same path from
+    it; segments that differ only in where base and name split, or in the fd
+    being gone, do not share an entry; a full memo starts again, still right."""
+    def path(segs: list[bytes], flags: int = 0) -> bytes | None:
+        return R.decode(file_rec(R.KIND_DELETE, segs, flags=flags)).path  # type: ignore[union-attr]
+
+    R._RESOLVED.clear()
+    assert path([b"b\0a\0", b"c\0", b"", b""]) == b"/a/b/c"
+    assert path([b"b\0a\0", b"c\0", b"", b""]) == b"/a/b/c"  # from the memo
+    assert len(R._RESOLVED) == 1
+    assert path([b"a\0", b"b/c\0", b"", b""]) == b"/a/b/c"
+    assert path([b"b\0a\0", b"c\0", b"", b""], R.F_FD_GONE | R.F_PATH_TRUNC) is None
+    for i in range(R._RESOLVED_MAX + 10):
+        assert path([b"d\0", f"f{i}\0".encode(), b"", b""]) == f"/d/f{i}".encode()
+    assert len(R._RESOLVED) <= R._RESOLVED_MAX
+    assert path([b"b\0a\0", b"c\0", b"", b""]) == b"/a/b/c"
+
+
 def test_close_has_no_ret() -> None:
     rec = R.decode(file_rec(R.KIND_CLOSE_WRITE, [b"f\0", b"", b"", b""], flags=R.F_NO_RET))
     assert rec.ret is None  # type: ignore[union-attr]
