@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import mmap
 import os
 import secrets
 import signal
@@ -28,7 +29,6 @@ from snoopbus.collector.metrics import (
     CollectorStats,
     MetricsServer,
     PublishCounter,
-    RingFill,
     publish_latency,
 )
 from snoopbus.collector.mounts import HostPaths
@@ -43,6 +43,7 @@ from snoopbus.collector.records import (
     LOST_INFLIGHT_FULL,
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
+from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -87,6 +88,14 @@ class CollectorConfig:
     require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
 
 
+def tune_gc() -> None:
+    """Every record makes a few short-lived dicts; with the default gen-0
+    threshold (700) the collector spent ~20% of its time in the cycle
+    collector (measured on file_ops records). What exists now is kept."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def check_privileges() -> None:
     if os.geteuid() != 0:
         raise CollectorError(
@@ -106,7 +115,6 @@ class Collector:
         # Read by the metrics endpoint (collector/metrics.py); set once running.
         self.publisher: Publisher | None = None
         self.reader: RingReader | None = None
-        self.ring_fill: RingFill | None = None
         self.publishing: PublishCounter | None = None
         self.latency: Callable[[float], None] | None = None
 
@@ -171,11 +179,7 @@ class Collector:
         cache.scan()
         if self.cfg.drop_privileges:  # before the reader thread starts: it inherits this
             privileges.drop_to(privileges.KEEP_AFTER_LOAD)
-        # Every record makes a few short-lived dicts; with the default gen-0
-        # threshold (700) the collector spent ~20% of its time in the cycle
-        # collector (measured on file_ops records). What exists now is kept.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_gc()
         builder = EventBuilder(
             self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match(),
             redact=Redactor(self.cfg.redact) if self.cfg.redact.enabled else None,
@@ -184,7 +188,6 @@ class Collector:
         submit: Callable[[list[Any]], None]
         if self.cfg.metrics_port:  # counted per type, and the publish latency
             self.publishing = PublishCounter(None, self.latency)
-            self.ring_fill = ring_fill(loaded, self.cfg.limits)
         pub_cfg = self.cfg.publisher
         if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
             pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
@@ -198,9 +201,9 @@ class Collector:
         submit = publisher.submit
         if self.cfg.metrics_port:
             submit = self.publishing.counting(publisher.submit)
-        reader = RingReader(
-            loaded.bpf, builder, lambda batch: loop.call_soon_threadsafe(submit, batch)
-        )
+        ring = RingBuffer(loaded.bpf[b"events"].map_fd,
+                          self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
+        reader = RingReader(ring, builder, lambda batch: loop.call_soon_threadsafe(submit, batch))
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start()
@@ -231,9 +234,7 @@ class Collector:
                     )
         finally:
             reader.stop()
-            if self.ring_fill is not None:
-                self.ring_fill.close()
-                self.ring_fill = None
+            ring.close()
             if attach is not None:
                 attach.cancel()
                 await asyncio.gather(attach, return_exceptions=True)
@@ -296,14 +297,6 @@ class Collector:
         # "+0": a message of no events (PublishCounter counts events by this suffix)
         msg_id = f"{self.instance}.{what}.{self._meta_seq}+0"
         self.publisher.submit_meta(meta_subject(self.cfg.host, what), msg_id, encode_map(payload))
-
-
-def ring_fill(loaded: probes.LoadedProbes, limits: probes.ProbeLimits) -> RingFill | None:
-    try:
-        return RingFill(loaded.bpf[b"events"].map_fd, limits.ringbuf_pages * 4096)
-    except (OSError, AttributeError, KeyError) as exc:  # a gauge fewer, never a failure
-        log.warning("ring-buffer fill gauge unavailable: %s", exc)
-        return None
 
 
 def serve_metrics(collector: Collector) -> MetricsServer | None:

@@ -16,8 +16,6 @@ scrape time (collector/agent.py keeps the map fd).
 from __future__ import annotations
 
 import errno
-import mmap
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -113,25 +111,6 @@ def subject_type(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
 
 
-class RingFill:
-    """How full a BPF ring buffer is, from its mapped consumer and producer pages."""
-
-    def __init__(self, map_fd: int, size: int) -> None:
-        page = mmap.PAGESIZE
-        self.size = size
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
-        self._producer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-
-    def ratio(self) -> float:
-        (cons,) = struct.unpack_from("Q", self._consumer, 0)
-        (prod,) = struct.unpack_from("Q", self._producer, 0)
-        return max(0, prod - cons) / self.size
-
-    def close(self) -> None:
-        self._consumer.close()
-        self._producer.close()
-
-
 class PublishCounter:
     """Stands in for the JetStream context the publisher is given: counts what
     is acknowledged, by subject, and times each publish to its ack. Also wraps
@@ -215,11 +194,11 @@ class CollectorStats(Collector):
             "snoopbus_collector_publish_buffered", "Events waiting for JetStream",
             value=pub.buffered,
         )
-        if a.ring_fill is not None:
+        if a.reader is not None and a.reader.alive:  # the mapping goes when it stops
             yield GaugeMetricFamily(
                 "snoopbus_collector_ringbuf_fill_ratio",
                 "Share of the BPF ring buffer written and not yet read (0..1)",
-                value=a.ring_fill.ratio(),
+                value=a.reader.ring.fill_ratio(),
             )
 
 

@@ -1,78 +1,79 @@
 """Reads the kernel ring buffer on its own thread and hands over batches.
 
-BCC's poll blocks, so it must not run on the asyncio loop. Each poll's
-records are copied, decoded and built into events here, and the whole batch
-crosses to the loop in one call_soon_threadsafe.
+Waiting for the ring buffer blocks, so it must not run on the asyncio loop.
+Each drain's records are copied out (collector/ringbuf.py), decoded and built
+into events here, and the whole batch crosses to the loop in one
+call_soon_threadsafe.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.records import RecordError, decode
+from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.proto import Event
 
 log = logging.getLogger(__name__)
 
 Batch = list[tuple[str, Event]]
 
+# Bytes of records taken per drain: bounds one hand-over (~4k records)
+# while a full ring buffer is worked off.
+DRAIN_BYTES = 1 << 20
+
 
 class RingReader:
     def __init__(
         self,
-        bpf: Any,
+        ring: RingBuffer,
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 50,
     ) -> None:
-        self._bpf = bpf
+        self.ring = ring
         self._builder = builder
         self._deliver = deliver
-        self._poll_ms = poll_ms
-        self._raw: list[bytes] = []
+        self._poll_s = poll_ms / 1000
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ringbuf-reader", daemon=True)
         self.records = 0
         self.undecodable: Counter[str] = Counter()
-        bpf[b"events"].open_ring_buffer(self._on_record)
-
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
-        self._raw.append(ctypes.string_at(data, size))
-        return 0
 
     def start(self) -> None:
         self._thread.start()
 
-    def _drain(self) -> None:
-        raw, self._raw = self._raw, []
+    def _drain(self) -> int:
+        raw = self.ring.drain(DRAIN_BYTES)
         if not raw:
-            return
+            return 0
         self.records += len(raw)
         batch: Batch = []
+        build_all = self._builder.build_all
         for buf in raw:
             try:
-                batch.extend(self._builder.build_all(decode(buf)))
+                batch.extend(build_all(decode(buf)))
             except RecordError as exc:
                 self.undecodable[str(exc)] += 1
         if batch:
             self._deliver(batch)
+        return len(raw)
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                self._bpf.ring_buffer_poll(self._poll_ms)
                 # The probes wake the reader only every few records (see emit()
                 # in snoopbus.bpf.c): after a timeout, take what is there.
-                self._bpf.ring_buffer_consume()
-                self._drain()
-            self._bpf.ring_buffer_consume()  # what arrived before stop
-            self._drain()
+                self.ring.wait(self._poll_s)
+                while self._drain() and not self._stop.is_set():
+                    pass
+            for _ in range(64):  # what arrived before stop, bounded: the probes still write
+                if not self._drain():
+                    break
         except Exception:  # never die silently: the collector watches this thread
             log.exception("ring buffer reader failed")
             raise
