@@ -28,8 +28,13 @@ import struct
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+# Native formats, not "<": the kernel reads and writes these positions while we
+# do, and struct packs a standard-size ("<Q") field one byte at a time, so the
+# kernel could see a torn consumer position (a smaller one reads as a full
+# buffer: records lost), and we a torn producer one. Native ones are one
+# aligned load or store (x86-64, the only architecture the probes support).
+_U32 = struct.Struct("I")
+_U64 = struct.Struct("Q")
 
 
 class RingBufferError(OSError):
