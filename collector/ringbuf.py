@@ -21,6 +21,7 @@ u32 page offset; the next record starts at the next multiple of 8.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import select
 import struct
@@ -28,11 +29,12 @@ import struct
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
-# Native formats, not "<": the kernel reads and writes these positions while we
-# do, and struct packs a standard-size ("<Q") field one byte at a time, so the
-# kernel could see a torn consumer position (a smaller one reads as a full
-# buffer: records lost), and we a torn producer one. Native ones are one
-# aligned load or store (x86-64, the only architecture the probes support).
+# Positions are read with native formats (one aligned load on x86-64, the only
+# architecture the probes support). The consumer position is *written* through
+# ctypes, never struct.pack_into: that zero-fills the field before packing it,
+# and a kernel that reads 0 there takes the ring buffer for full and drops the
+# record (measured: tens of records lost per 3 million with the buffer under
+# 15% full; none through ctypes).
 _U32 = struct.Struct("I")
 _U64 = struct.Struct("Q")
 
@@ -53,18 +55,24 @@ class RingBuffer:
         try:
             self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+            self._cons_pos = ctypes.c_uint64.from_buffer(self._consumer)
             # The producer page, then the data area twice.
             self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                    offset=page)
         except OSError as exc:
             raise RingBufferError(f"cannot map the ring buffer: {exc}") from exc
         self._base = page
+        self._fd = map_fd
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
+    def fileno(self) -> int:
+        """The map's fd: readable while records wait (for a selector or event loop)."""
+        return self._fd
+
     def positions(self) -> tuple[int, int]:
         """(consumer, producer) positions: bytes ever read and ever written."""
-        return _U64.unpack_from(self._consumer, 0)[0], _U64.unpack_from(self._data, 0)[0]
+        return self._cons_pos.value, _U64.unpack_from(self._data, 0)[0]
 
     def fill_ratio(self) -> float:
         """Written-but-unread share of the data area (0..1)."""
@@ -81,7 +89,7 @@ class RingBuffer:
         still being written: the next drain takes it."""
         data, mask, base = self._data, self._mask, self._base
         unpack_u32 = _U32.unpack_from
-        cons = start = _U64.unpack_from(self._consumer, 0)[0]
+        cons = start = self._cons_pos.value
         # x86-64 keeps loads in order, so what precedes the producer position
         # (and each header's cleared BUSY bit) is visible once that is read.
         prod = _U64.unpack_from(data, 0)[0]
@@ -97,10 +105,11 @@ class RingBuffer:
                 append(data[off + HDR_SIZE : off + HDR_SIZE + length])
             cons += ((length & ~DISCARD_BIT) + HDR_SIZE + 7) & ~7
         if cons != start:
-            _U64.pack_into(self._consumer, 0, cons)
+            self._cons_pos.value = cons
         return out
 
     def close(self) -> None:
         self._epoll.close()
+        del self._cons_pos  # a view into the mapping: it must go before the mapping
         self._consumer.close()
         self._data.close()

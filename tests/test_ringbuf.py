@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,15 @@ def expected(n: int) -> bytes | None:
     return bytes((n + i) & 0xFF for i in range(size))
 
 
+def load_feed(tgid: int, pages: int, discard_every: int = DISCARD_EVERY) -> Any:
+    flags = [f"-DTGID={tgid}", f"-DNR_GETPPID={NR_GETPPID}", f"-DMAX_LEN={MAX_LEN}",
+             f"-DDISCARD_EVERY={discard_every}", f"-DPAGES={pages}"]
+    return import_bcc().BPF(text=FEED.read_bytes(), cflags=flags)
+
+
 @pytest.fixture(scope="module")
 def feed() -> Iterator[Any]:
-    bcc = import_bcc()
-    flags = [f"-DTGID={os.getpid()}", f"-DNR_GETPPID={NR_GETPPID}", f"-DMAX_LEN={MAX_LEN}",
-             f"-DDISCARD_EVERY={DISCARD_EVERY}", "-DPAGES=1"]
-    bpf = bcc.BPF(text=FEED.read_bytes(), cflags=flags)
+    bpf = load_feed(os.getpid(), 1)
     try:
         yield bpf
     finally:
@@ -93,3 +99,39 @@ def test_wait_wakes_on_a_record_and_drain_limit_leaves_the_rest(feed: Any) -> No
 def test_a_size_that_is_not_a_power_of_two_is_refused() -> None:
     with pytest.raises(RingBufferError, match="power of two"):
         RingBuffer(-1, 3 * mmap.PAGESIZE)
+
+
+STORM = "import os, sys\nsys.stdin.readline()\nfor _ in range(%d):\n    os.getppid()\n"
+
+
+def test_no_record_is_refused_while_a_drain_runs_beside_a_storm() -> None:
+    """A child writes records as fast as it can on one CPU while the ring is
+    drained on the other: the kernel refuses none, since the buffer (64 MiB)
+    never fills. A consumer position written non-atomically reads as a full
+    buffer for an instant, and shows here as refused records."""
+    n = 1_000_000
+    child = subprocess.Popen([sys.executable, "-I", "-c", STORM % n], stdin=subprocess.PIPE)
+    try:
+        bpf = load_feed(child.pid, 16384, discard_every=1 << 40)
+        ring = RingBuffer(bpf[b"rb"].map_fd, 16384 * mmap.PAGESIZE)
+        try:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            got, deadline = 0, time.monotonic() + 120
+            while (child.poll() is None or ring.fill_ratio() > 0) and time.monotonic() < deadline:
+                ring.wait(0.01)
+                got += len(ring.drain(256 << 10))
+            assert child.wait(5) == 0
+            assert bpf[b"seq"][0].value == n
+            assert failed(bpf) == 0
+            assert got == n
+        finally:
+            ring.close()
+            bpf.cleanup()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdin is not None:
+            child.stdin.close()
