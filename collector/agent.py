@@ -1,4 +1,4 @@
-"""The collector process: probes -> reader thread -> publisher -> JetStream."""
+"""The collector process: probes -> ring-buffer reader on the loop -> publisher -> JetStream."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ class Collector:
         loop = asyncio.get_running_loop()
         cache = ProcCache(cgroups=CgroupIndex())
         cache.scan()
-        if self.cfg.drop_privileges:  # before the reader thread starts: it inherits this
+        if self.cfg.drop_privileges:
             privileges.drop_to(privileges.KEEP_AFTER_LOAD)
         tune_gc()
         builder = EventBuilder(
@@ -203,10 +203,10 @@ class Collector:
             submit = self.publishing.counting(publisher.submit)
         ring = RingBuffer(loaded.bpf[b"events"].map_fd,
                           self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
-        reader = RingReader(ring, builder, lambda batch: loop.call_soon_threadsafe(submit, batch))
+        reader = RingReader(ring, builder, submit)
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
-        reader.start()
+        reader.start(loop)
         startup_s = time.monotonic() - started
         self._publish_meta("status", {"state": "ready", "startup_s": startup_s})
         log.info(

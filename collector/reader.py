@@ -1,20 +1,23 @@
-"""Reads the kernel ring buffer on its own thread and hands over batches.
+"""Reads the kernel ring buffer on the event loop and hands over batches.
 
-Waiting for the ring buffer blocks, so it must not run on the asyncio loop.
-Each drain's records are copied out (collector/ringbuf.py), decoded and built
-into events here, and the whole batch crosses to the loop in one
-call_soon_threadsafe.
+The ring buffer's map fd is watched by the loop itself (add_reader): when
+the kernel signals records, or every `poll_ms` in any case, a bounded drain's
+records are copied out (collector/ringbuf.py), decoded and built into events,
+and the whole batch goes to the publisher in one call. One thread does it
+all: a reader thread beside the loop made both contend for the GIL.
+Nothing here blocks: a drain is bounded, and a full one is followed by the
+next at once, with the loop's other work in between.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 from snoopbus.collector.events import EventBuilder
-from snoopbus.collector.records import RecordError, decode
+from snoopbus.collector.records import RecordError
 from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.proto import Event
 
@@ -22,9 +25,9 @@ log = logging.getLogger(__name__)
 
 Batch = list[tuple[str, Event]]
 
-# Bytes of records taken per drain: bounds one hand-over (~4k records)
-# while a full ring buffer is worked off.
-DRAIN_BYTES = 1 << 20
+# Bytes of records taken per drain (~1,500 file records, a few ms of work):
+# bounds how long the loop is held while a full ring buffer is worked off.
+DRAIN_BYTES = 256 << 10
 
 
 class RingReader:
@@ -39,49 +42,80 @@ class RingReader:
         self._builder = builder
         self._deliver = deliver
         self._poll_s = poll_ms / 1000
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ringbuf-reader", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._again: asyncio.Handle | None = None
+        self.failure: BaseException | None = None
         self.records = 0
         self.undecodable: Counter[str] = Counter()
 
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self.ring.fileno(), self._ready)
+        self._tick()
+
+    def _tick(self) -> None:
+        # The probes wake the reader only every few records (see emit() in
+        # snoopbus.bpf.c): a quiet CPU's last records are taken on this timer.
+        assert self._loop is not None
+        self._ready()
+        if self._loop is not None and self.failure is None:
+            self._timer = self._loop.call_later(self._poll_s, self._tick)
+
+    def _ready(self) -> None:
+        if self._again is not None or self.failure is not None:
+            return  # a drain is already due
+        try:
+            full = self._drain() >= DRAIN_BYTES
+        except Exception as exc:  # never die silently: the collector checks `alive`
+            log.exception("ring buffer reader failed")
+            self.failure = exc
+            self._detach()
+            return
+        if full and self._loop is not None:  # more waiting: again, after the loop's other work
+            self._again = self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self._again = None
+        self._ready()
 
     def _drain(self) -> int:
+        """One bounded drain; returns the bytes of records it took."""
         raw = self.ring.drain(DRAIN_BYTES)
         if not raw:
             return 0
         self.records += len(raw)
         batch: Batch = []
-        build_all = self._builder.build_all
+        build_raw = self._builder.build_raw
+        taken = 0
         for buf in raw:
+            taken += len(buf) + 8
             try:
-                batch.extend(build_all(decode(buf)))
+                batch.extend(build_raw(buf))
             except RecordError as exc:
                 self.undecodable[str(exc)] += 1
         if batch:
             self._deliver(batch)
-        return len(raw)
+        return taken
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                # The probes wake the reader only every few records (see emit()
-                # in snoopbus.bpf.c): after a timeout, take what is there.
-                self.ring.wait(self._poll_s)
-                while self._drain() and not self._stop.is_set():
-                    pass
-            for _ in range(64):  # what arrived before stop, bounded: the probes still write
-                if not self._drain():
-                    break
-        except Exception:  # never die silently: the collector watches this thread
-            log.exception("ring buffer reader failed")
-            raise
+    def _detach(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.remove_reader(self.ring.fileno())
+        for handle in (self._timer, self._again):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._again = None
+        self._loop = None
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        """Stops watching; takes what arrived before (bounded: the probes still write)."""
+        self._detach()
+        if self.failure is None:
+            for _ in range(64):
+                if not self._drain():
+                    break
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self.failure is None
