@@ -168,7 +168,7 @@ def split_argv(raw: bytes, truncated: bool) -> list[str]:
 _COMMS: dict[bytes, str] = {}  # the raw comm field -> text: few distinct values
 
 
-def _comm(raw: bytes) -> str:
+def comm_text(raw: bytes) -> str:
     text = _COMMS.get(raw)
     if text is None:
         if len(_COMMS) >= 4096:
@@ -181,7 +181,7 @@ def decode_header(buf: bytes) -> Header:
     if len(buf) < HDR.size:
         raise RecordError(f"record of {len(buf)} bytes is shorter than its header ({HDR.size})")
     ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = HDR.unpack_from(buf)
-    return Header(ts, cg, pid, tid, ppid, uid, gid, kind, flags, _comm(comm))
+    return Header(ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm_text(comm))
 
 
 def _decode_exec(hdr: Header, buf: bytes) -> ExecRecord:
@@ -224,7 +224,7 @@ _RESOLVED: dict[tuple[bytes, bytes, bool], bytes | None] = {}
 _RESOLVED_MAX = 8192
 
 
-def _resolve_raw(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None:
+def resolve_segments(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None:
     """_resolve for a record's segments; raw_name empty: no user string."""
     key = (walked, raw_name, gone)
     path = _RESOLVED.get(key, b"")
@@ -256,13 +256,13 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
     if not s1 and not s0 and not gone and hdr.kind != KIND_CLOSE_WRITE:
         path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
     else:
-        path1 = _resolve_raw(buf[end:e0], buf[e0:e1], gone)
+        path1 = resolve_segments(buf[end:e0], buf[e0:e1], gone)
     path2 = target = None
     if hdr.kind == KIND_SYMLINK:
         target = paths.user_string(buf[e2:e3])
     elif s2 or s3:
         # A second name always has its string (empty when the probe read none).
-        path2 = _resolve_raw(buf[e1:e2], buf[e2:e3] or b"\0", False)
+        path2 = resolve_segments(buf[e1:e2], buf[e2:e3] or b"\0", False)
     return FileRecord(
         hdr,
         None if flags & F_NO_RET else ret,
