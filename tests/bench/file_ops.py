@@ -37,10 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.proto import connect, decode_batch, decode_map, events_filter, meta_subject
+from snoopbus.proto import (
+    STREAM_NAME,
+    connect,
+    decode_batch,
+    decode_map,
+    events_filter,
+    meta_subject,
+)
 
 HERE = Path(__file__).resolve().parent
 OPS_PER_ITER = 5
@@ -70,6 +79,8 @@ class Run:
     by_type: Counter[str] = field(default_factory=Counter)
     lost: dict[str, Any] = field(default_factory=dict)
     cpu_s: float | None = None
+    nats_cpu_s: float | None = None  # nats-server, over the same window (collector run)
+    bench_cpu_s: float | None = None  # this process, over the same window (collector run)
     rss_kib: int | None = None
     bpf_ns: int | None = None  # in-kernel run time of the probes over the run
     bpf_runs: int | None = None
@@ -136,22 +147,18 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     run = Run("collector")
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
+    assert server.process is not None
     host = f"bench{secrets.token_hex(3)}"
     nc = await connect(server.url, name="file-ops-bench")
+    js = nc.jetstream()
     status = await nc.subscribe(meta_subject(host, "status"))
     losses: list[dict[str, Any]] = []
-    pid_box: list[int] = [0]
-    seen: Counter[str] = Counter()
-    pending: list[Any] = []
-
-    async def on_events(msg: Msg) -> None:
-        pending.append(msg.data)  # decoded after the run: keep this callback cheap
 
     async def on_loss(msg: Msg) -> None:
         losses.append(decode_map(msg.data))
 
-    await nc.subscribe(events_filter(host=host), cb=on_events, pending_msgs_limit=-1,
-                       pending_bytes_limit=-1)
+    # Events are read back from the stream after the run, not subscribed to
+    # during it: the bench's own reading would take CPU from the collector.
     await nc.subscribe(meta_subject(host, "loss"), cb=on_loss)
     await nc.flush()
     log = (tmp / "collector.log").open("wb")
@@ -161,35 +168,33 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     final: dict[str, Any] = {}
     try:
         await status.next_msg(timeout=120)  # ready
-        cpu0 = cpu_seconds(collector.pid)
+        cpu0 = cpu_seconds(collector.pid), cpu_seconds(server.process.pid), own_cpu()
         stats_before = STATS.read_text().strip()
         STATS.write_text("1")  # per-program run time, for this run only
         try:
             ns0, cnt0 = bpf_prog_stats(collector.pid)
-            n, secs, pid_box[0] = await asyncio.to_thread(load, exe, work, seconds, cpu)
+            n, secs, pid = await asyncio.to_thread(load, exe, work, seconds, cpu)
             ns1, cnt1 = bpf_prog_stats(collector.pid)
         finally:
             STATS.write_text(stats_before)
         run.iterations, run.seconds = n, secs
         run.bpf_ns, run.bpf_runs = ns1 - ns0, cnt1 - cnt0
-        # Let the collector publish what it has read, then stop it.
-        expected = n * EVENTS_PER_ITER
+        # Until the collector has published what it read: the stream stops growing.
         last, still = -1, 0.0
-        while still < 3.0:
-            count = sum(_count(pending, pid_box[0], seen))
-            if count >= expected:
-                break
-            if count == last:
-                still += 0.5
-            last = count
-            await asyncio.sleep(0.5)
-        run.cpu_s = cpu_seconds(collector.pid) - cpu0
+        while still < 2.0:
+            stored = (await js.stream_info(STREAM_NAME)).state.messages
+            still = still + 0.25 if stored == last else 0.0
+            last = stored
+            await asyncio.sleep(0.25)
+        cpu1 = cpu_seconds(collector.pid), cpu_seconds(server.process.pid), own_cpu()
+        run.cpu_s, run.nats_cpu_s, run.bench_cpu_s = (b - a for a, b in zip(cpu0, cpu1,
+                                                                             strict=True))
         run.rss_kib = peak_rss_kib(collector.pid)
         collector.send_signal(2)
         while final.get("state") != "stopped":
             final = decode_map((await status.next_msg(timeout=60)).data)
         collector.wait(30)
-        _count(pending, pid_box[0], seen)
+        run.by_type = await stored_types(js, host, pid)
     finally:
         if collector.poll() is None:
             collector.kill()
@@ -197,20 +202,34 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
         log.close()
         await nc.close()
         server.stop()
-    run.by_type = seen
-    run.delivered = sum(seen.values())
+    run.delivered = sum(run.by_type.values())
     run.lost = {"total": final.get("lost", 0), "by_type": final.get("lost_by_type", {}),
                 "reasons": losses[-1].get("dropped", {}) if losses else {}}
     return run
 
 
-def _count(pending: list[Any], pid: int, seen: Counter[str]) -> list[int]:
-    batch, pending[:] = list(pending), []
-    for data in batch:
-        for ev in decode_batch(data, validate=False):
-            if ev.get("proc", {}).get("pid") == pid and ev["type"] not in ("exec", "exit"):
-                seen[ev["type"]] += 1
-    return list(seen.values())
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str]:
+    """File events of `pid` in the stream, by type (exec and exit left out)."""
+    seen: Counter[str] = Counter()
+    sub = await js.pull_subscribe(events_filter(host=host), durable=None)
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(512, timeout=2)
+            except nats.errors.TimeoutError:
+                return seen
+            for msg in msgs:
+                for ev in decode_batch(msg.data, validate=False):
+                    if ev.get("proc", {}).get("pid") == pid and ev["type"] not in ("exec", "exit"):
+                        seen[ev["type"]] += 1
+                await msg.ack()
+    finally:
+        await sub.unsubscribe()
 
 
 def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
@@ -306,6 +325,10 @@ def main() -> None:
           f"{after.ops_per_s:,.0f} ops/s (drift shows how noisy the machine was)")
     print(f"\ncollector events by type: {dict(coll.by_type)}")
     print(f"collector loss: {coll.lost}")
+    if coll.nats_cpu_s is not None and coll.bench_cpu_s is not None and coll.seconds:
+        print(f"beside the collector, from the load's start until the stream stopped growing: "
+              f"nats-server {coll.nats_cpu_s:.2f} CPU s, this bench {coll.bench_cpu_s:.2f} CPU s "
+              f"(load {coll.seconds:.1f} s on CPU {args.cpu}; 2 CPUs in all)")
     if coll.bpf_ns is not None and coll.bpf_runs:
         print(f"collector probes in the kernel: {coll.bpf_runs} runs, "
               f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
