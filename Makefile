@@ -8,7 +8,7 @@ KREL := $(shell uname -r)
 BCC_DIR := /usr/lib/python3/dist-packages/bcc
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench-exec setup system venv clean
+.PHONY: up test lint bench-exec bench-files setup system venv clean
 
 up: setup
 	$(VENV)/bin/snoopbus up
@@ -25,6 +25,13 @@ lint: setup
 
 bench-exec: setup
 	$(PY) -m tests.bench.exec_storm
+
+# The file-operation load with and without the collector, beside a bpftrace
+# one-liner printing the same operations (Debian's bpftrace, installed here only).
+bench-files: setup
+	@command -v bpftrace >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace; }
+	$(PY) -m tests.bench.file_ops --seconds 10
 
 setup: system venv
 

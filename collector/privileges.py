@@ -16,7 +16,8 @@ What it still does after loading, and what that needs on Linux >= 6.5
 Kept: CAP_SYS_PTRACE only. Also set: no_new_privs, and every other
 capability leaves the bounding set, so nothing exec'd later regains them.
 Threads keep the capabilities they had when created: drop before starting
-any thread that should not have them (the agent drops before the reader).
+any thread that should not have them (the agent drops in the loop's thread,
+which reads the ring buffer, before it starts reading).
 """
 
 from __future__ import annotations

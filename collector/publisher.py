@@ -1,7 +1,7 @@
 """Publishes events to JetStream in per-subject batches, without blocking the reader.
 
-The reader thread hands batches to submit() on the event loop; submit only
-appends to per-subject buffers. Every `flush_interval` the buffers become
+The ring-buffer reader hands batches to submit() (both run on the event
+loop); submit only appends to per-subject buffers. Every `flush_interval` the buffers become
 messages of up to `max_batch` events, each with a Nats-Msg-Id derived from its
 first event id, and a sender publishes them with up to `max_inflight` acks
 outstanding. A failed publish is retried with the same id, so JetStream's dedup
