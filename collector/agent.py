@@ -112,6 +112,8 @@ class Collector:
         self._stop = asyncio.Event()
         self._nc: Client | None = None
         self._meta_seq = 0
+        # The loop's default executor until privileges are dropped (see run).
+        self._executor = ThreadPoolExecutor(thread_name_prefix="snoopbus-pool")
         # Read by the metrics endpoint (collector/metrics.py); set once running.
         self.publisher: Publisher | None = None
         self.reader: RingReader | None = None
@@ -124,6 +126,9 @@ class Collector:
     async def run(self) -> None:
         check_privileges()
         started = time.monotonic()
+        # Our own default executor, so it can be replaced once privileges are
+        # dropped: its threads (resolving the NATS host name) start before that.
+        asyncio.get_running_loop().set_default_executor(self._executor)
         name = f"snoopbus-collector-{self.cfg.host}"
         try:
             self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth)
@@ -179,6 +184,9 @@ class Collector:
         cache.scan()
         if self.cfg.drop_privileges:
             privileges.drop_to(privileges.KEEP_AFTER_LOAD)
+            # Threads made before keep what they had: new ones from now on.
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="snoopbus-pool"))
+            self._executor.shutdown(wait=False)
         tune_gc()
         builder = EventBuilder(
             self.cfg.host, self.instance, cache, path_filter=self.cfg.filters.path_match(),

@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from snoopbus.collector import privileges
+
 if TYPE_CHECKING:
     from snoopbus.consumers.runtime import Runtime
 
@@ -37,6 +39,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class MetricsError(RuntimeError):
     """The metrics endpoint could not be served; the message says what to do."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def service_actions(self) -> None:
+        # Every turn of serve_forever, before it starts a request's thread:
+        # this thread began before the collector dropped its privileges.
+        privileges.follow()
 
 
 class MetricsServer:
@@ -52,7 +63,7 @@ class MetricsServer:
         """Bind and serve; the port actually bound (port 0 picks a free one)."""
         handler = _handler(self.registry, self.health)
         try:
-            self._httpd = ThreadingHTTPServer((address, port), handler)
+            self._httpd = _Server((address, port), handler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise MetricsError(
@@ -62,9 +73,10 @@ class MetricsServer:
             raise MetricsError(
                 f"cannot serve metrics on {address}:{port}: {exc.strerror}"
             ) from None
-        self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, name="metrics", daemon=True).start()
+        # A short poll: service_actions (privileges.follow) runs at least this often.
+        threading.Thread(target=self._httpd.serve_forever, args=(0.1,), name="metrics",
+                         daemon=True).start()
         return self.port
 
     def stop(self) -> None:

@@ -15,9 +15,12 @@ What it still does after loading, and what that needs on Linux >= 6.5
 
 Kept: CAP_SYS_PTRACE only. Also set: no_new_privs, and every other
 capability leaves the bounding set, so nothing exec'd later regains them.
-Threads keep the capabilities they had when created: drop before starting
-any thread that should not have them (the agent drops in the loop's thread,
-which reads the ring buffer, before it starts reading).
+Capabilities are per thread, and a thread keeps those it had when created:
+the agent drops in the loop's thread (which reads the ring buffer) before it
+starts reading, replaces the loop's default executor (whose threads may
+already exist, e.g. from resolving the NATS host name), and the metrics
+server's thread, started before the load so /healthz answers during it,
+calls follow() at every turn of its loop, before it starts request threads.
 """
 
 from __future__ import annotations
@@ -72,10 +75,33 @@ def effective() -> int:
     return data[0].effective | data[1].effective << 32
 
 
+# What drop_to kept, for threads that started before it to follow (follow()).
+_kept: frozenset[int] | None = None
+
+
+def follow() -> None:
+    """In a thread that started before drop_to(): drop to what it kept, if it
+    ran and this thread has more. A no-op otherwise (and in processes that
+    never drop), so long-lived threads can call it at every turn."""
+    kept = _kept
+    if kept is not None and effective() != sum(1 << c for c in kept):
+        _drop(kept)
+
+
 def drop_to(keep: Iterable[int] = KEEP_AFTER_LOAD) -> int:
-    """Keeps only `keep` (for this thread and the threads it starts later);
-    returns the effective mask now in force."""
+    """Keeps only `keep` (for this thread and the threads it starts later;
+    threads already running do so at their next follow()); returns the
+    effective mask now in force."""
+    global _kept
     keep = frozenset(keep)
+    now = _drop(keep)
+    _kept = keep
+    log.info("dropped privileges: keeping %s", ", ".join(_name(c) for c in sorted(keep)) or "none")
+    return now
+
+
+def _drop(keep: frozenset[int]) -> int:
+    """Capabilities, the bounding set and no_new_privs are all per thread."""
     mask = sum(1 << c for c in keep)
     if effective() >> CAP_SETPCAP & 1:  # the bounding set first: that needs CAP_SETPCAP
         for cap in range(_last_cap() + 1):
@@ -90,9 +116,7 @@ def drop_to(keep: Iterable[int] = KEEP_AFTER_LOAD) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"capset failed: {os.strerror(err)}")
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    now = effective()
-    log.info("dropped privileges: keeping %s", ", ".join(_name(c) for c in sorted(keep)) or "none")
-    return now
+    return effective()
 
 
 def _name(cap: int) -> str:

@@ -3,15 +3,19 @@ thread, and still reads the ring buffer and its maps (collector/privileges.py)."
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
 
+from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.privileges import CAP_SYS_PTRACE
-from tests.conftest import EventWatch, RunningCollector
+from tests.conftest import EventWatch, RunningCollector, start_collector, stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -39,6 +43,35 @@ async def test_collector_keeps_only_ptrace_and_still_works(
                          and e["proc"].get("argv") == ["/bin/true", "after-drop"])
     print(f"\ncollector threads after load: {sorted(caps)} all CapEff=CapBnd="
           f"{1 << CAP_SYS_PTRACE:#x} (CAP_SYS_PTRACE)")
+
+
+async def test_threads_started_before_the_drop_drop_too(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
+    """The metrics server starts before the probes load (so /healthz answers
+    during it), and resolving a NATS host name starts a pool thread: neither
+    may keep the capabilities they were born with, nor may the threads the
+    metrics server starts for requests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = nats_server.url.replace("127.0.0.1", "localhost")  # resolved in a pool thread
+    running = await start_collector(url, nc, tmp_path, "--metrics-port", str(port))
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # until the metrics thread has taken its turn after the drop
+            caps = thread_caps(running.process.pid)
+            if all(eff == 1 << CAP_SYS_PTRACE == bnd for eff, bnd in caps.values()):
+                break
+            assert time.monotonic() < deadline, caps
+            time.sleep(0.05)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"snoopbus_collector_ready 1.0" in body
+        assert len(caps) >= 2  # the loop's and the metrics server's, at least
+        caps = thread_caps(running.process.pid)
+        assert all(eff == 1 << CAP_SYS_PTRACE == bnd for eff, bnd in caps.values()), caps
+    finally:
+        assert stop_process(running.process) == 0, running.log()
 
 
 PROBE = """
