@@ -31,7 +31,7 @@ bench-exec: setup
 bench-files: setup
 	@command -v bpftrace >/dev/null || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace; }
-	$(PY) -m tests.bench.file_ops --seconds 10
+	$(PY) -m tests.bench.file_ops --seconds 5 --rounds 3
 
 setup: system venv
 

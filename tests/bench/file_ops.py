@@ -1,23 +1,26 @@
 """File-operation load: what the collector costs the workload, and whether it keeps up.
 
-    .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--cpu 1]
+    .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--rounds 3] [--cpu 1]
 
 Compiles tests/bench/file_load.c with the system cc into a temp dir: one
 loop on one CPU doing openat(O_CREAT)+write+close+renameat+unlinkat (5 file
 operations per iteration, 6 events: create, modify, close_write,
-moved_from, moved_to, delete) for --seconds. Runs it three times:
+moved_from, moved_to, delete) for --seconds. Each of --rounds runs it:
 
 1. nobody watching (baseline),
 2. with the real collector publishing to a private nats-server (JetStream),
+   the events counted from the stream afterwards,
 3. with a bpftrace one-liner printing the same operations (system-wide, like
    the collector; it needs tracefs, which this bench mounts for that run only
    when it is not mounted, and unmounts after; the column is skipped with a
-   note when bpftrace is missing: `apt-get install -y bpftrace`).
+   note when bpftrace is missing: `make bench-files` installs it),
+4. nobody watching again: the round's baseline is the mean of 1 and 4.
 
-Prints a table: ops/s and slowdown, events delivered to NATS vs expected,
-events lost by reason, collector CPU (user+sys seconds over the run, as % of
-one CPU) and peak RSS. Needs root. One run on a shared 2-CPU machine: read
-the ratios, not the absolutes.
+Prints a table per round: ops/s and slowdown against that round's baseline,
+events delivered to NATS vs expected, events lost, collector CPU (user+sys
+seconds, as % of one CPU over the load) and peak RSS; then the median
+slowdowns and the totals. Needs root. This 2-CPU machine is shared and its
+speed drifts by 2x within minutes: read ratios within a round.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -297,44 +301,91 @@ def table(runs: list[Run], base: Run) -> str:
                      for row in rows)
 
 
+def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
+              bpftrace_first: bool) -> list[Run]:
+    """[baseline (mean of one load before and one after), collector, bpftrace].
+    The two watched loads swap places from round to round: on this machine a
+    load run later in a round tends to run slower."""
+    before = Run("no collector")
+    before.iterations, before.seconds, _ = load(exe, work, seconds, cpu)
+    if bpftrace_first:
+        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+        coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
+    else:
+        coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
+        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+    after = Run("no collector")
+    after.iterations, after.seconds, _ = load(exe, work, seconds, cpu)
+    base = Run("no collector (mean)", before.iterations + after.iterations,
+               before.seconds + after.seconds)
+    base.note = f"{before.ops_per_s:,.0f} before, {after.ops_per_s:,.0f} after"
+    return [base, coll, trace]
+
+
+def slowdown(r: Run, base: Run) -> float:
+    return 1 - r.ops_per_s / base.ops_per_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="each load's length")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of (no collector, collector, bpftrace, no collector)")
     parser.add_argument("--cpu", type=int, default=1, help="CPU the load runs on")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("file_ops: needs root (it loads the collector's probes)")
+    rounds: list[list[Run]] = []
     with tempfile.TemporaryDirectory(prefix="snoopbus-file-ops-") as tmp_s:
         tmp = Path(tmp_s)
         work = tmp / "work"
         work.mkdir()
         exe = build(tmp)
-        base = Run("no collector")
-        base.iterations, base.seconds, _ = load(exe, work, args.seconds, args.cpu)
-        coll = asyncio.run(with_collector(exe, work, tmp, args.seconds, args.cpu))
-        trace = with_bpftrace(exe, work, tmp, args.seconds, args.cpu)
-        after = Run("no collector (again)")
-        after.iterations, after.seconds, _ = load(exe, work, args.seconds, args.cpu)
-    # The machine is shared: the baseline is the mean of one run before and one after.
-    base = Run("no collector (mean)", base.iterations + after.iterations,
-               base.seconds + after.seconds)
-    print(f"file_ops: {args.seconds:g} s per run on CPU {args.cpu}, "
-          f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration\n")
-    print(table([base, coll, trace], base))
-    print(f"\nbaseline runs: {base.ops_per_s:,.0f} ops/s mean; the second alone "
-          f"{after.ops_per_s:,.0f} ops/s (drift shows how noisy the machine was)")
-    print(f"\ncollector events by type: {dict(coll.by_type)}")
-    print(f"collector loss: {coll.lost}")
-    if coll.nats_cpu_s is not None and coll.bench_cpu_s is not None and coll.seconds:
-        print(f"beside the collector, from the load's start until the stream stopped growing: "
-              f"nats-server {coll.nats_cpu_s:.2f} CPU s, this bench {coll.bench_cpu_s:.2f} CPU s "
-              f"(load {coll.seconds:.1f} s on CPU {args.cpu}; 2 CPUs in all)")
-    if coll.bpf_ns is not None and coll.bpf_runs:
-        print(f"collector probes in the kernel: {coll.bpf_runs} runs, "
-              f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
-              f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
-              f"(all programs, every syscall on the host)")
-    print(f"bpftrace lines by op: {dict(trace.by_type)}  {trace.note}")
+        for i in range(args.rounds):
+            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1))
+    print(f"file_ops: {args.rounds} rounds, {args.seconds:g} s per load on CPU {args.cpu}, "
+          f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration; each slowdown is "
+          "against its own round's baseline (the machine is shared: read the ratios)\n")
+    for i, (base, coll, trace) in enumerate(rounds, 1):
+        order = "bpftrace, then collector" if i % 2 == 0 else "collector, then bpftrace"
+        print(f"round {i} ({order}; baseline {base.note} ops/s)")
+        print(table([base, coll, trace], base))
+        print()
+    colls = [r[1] for r in rounds]
+    traces = [r[2] for r in rounds if r[2].seconds]
+    slow_c = statistics.median(slowdown(r[1], r[0]) for r in rounds)
+    line = f"median slowdown: collector {slow_c * 100:.1f}%"
+    if traces:
+        slow_t = statistics.median(slowdown(r[2], r[0]) for r in rounds if r[2].seconds)
+        line += f", bpftrace {slow_t * 100:.1f}%"
+    print(line)
+    seen = sum(r.delivered or 0 for r in colls)
+    expected = sum(r.iterations * EVENTS_PER_ITER for r in colls)
+    lost = sum(r.lost.get("total", 0) for r in colls)
+    reasons = sum((Counter(r.lost.get("reasons", {})) for r in colls), Counter())
+    print(f"collector, all rounds: {seen} of {expected} events in the stream, "
+          f"{lost} counted lost (by reason: {dict(reasons)})")
+    clean = [r for r in colls
+             if not r.lost.get("total") and r.delivered == r.iterations * EVENTS_PER_ITER]
+    if clean:
+        best = max(clean, key=lambda r: r.ops_per_s)
+        print(f"fastest round with every event delivered and none lost: {best.ops_per_s:,.0f} "
+              f"ops/s ({best.ops_per_s * EVENTS_PER_ITER / OPS_PER_ITER:,.0f} events/s)")
+    for i, coll in enumerate(colls, 1):
+        if coll.nats_cpu_s is not None and coll.bench_cpu_s is not None:
+            print(f"round {i} beside the collector (load start until the stream stopped "
+                  f"growing): nats-server {coll.nats_cpu_s:.2f} CPU s, this bench "
+                  f"{coll.bench_cpu_s:.2f} CPU s")
+        if coll.bpf_ns is not None and coll.bpf_runs:
+            print(f"round {i} collector probes in the kernel: {coll.bpf_runs} runs, "
+                  f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
+                  f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
+                  f"(all programs, every syscall on the host)")
+    print(f"collector events by type (last round): {dict(colls[-1].by_type)}")
+    if traces:
+        print(f"bpftrace lines by op (last round): {dict(traces[-1].by_type)}  {traces[-1].note}")
+    else:
+        print(rounds[-1][2].note)
 
 
 if __name__ == "__main__":
