@@ -9,13 +9,18 @@ so a doctor that says "ok" means the collector's own prerequisites hold.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import nats.errors
+
+from snoopbus.collector import doctor_bus
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -25,6 +30,8 @@ from snoopbus.collector.capabilities import (
     choose_hooks,
     detect,
 )
+from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto.settings_file import ConfigError
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
 
@@ -147,12 +154,35 @@ def render(report: Report) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        bus = _bus_report(args)
+    except ConfigError as exc:
+        print(f"snoopbus doctor: {exc}", file=sys.stderr)
+        return 2
     report = build_report()
     if getattr(args, "json", False):
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        if bus is not None:
+            out["collector"] = bus.to_json()
+        print(json.dumps(out, indent=2))
     else:
         print(render(report))
+        if bus is not None:
+            print("\n" + "\n".join(doctor_bus.render(bus)))
     return 1 if report.problems else 0
+
+
+def _bus_report(args: argparse.Namespace) -> doctor_bus.BusReport | None:
+    """The running collector's last reports, when --nats or --host asks for them."""
+    if getattr(args, "nats", None) is None and getattr(args, "host", None) is None:
+        return None
+    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats})
+    host = args.host or cfg.collector.host or socket.gethostname()
+    try:
+        return asyncio.run(doctor_bus.last_reports(cfg.nats.url, host,
+                                                   NatsAuth.from_section(cfg.nats)))
+    except (BusUnavailable, OSError, TimeoutError, nats.errors.Error) as exc:
+        return doctor_bus.BusReport(host, cfg.nats.url, error=str(exc) or type(exc).__name__)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +191,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="machine-readable output: checks, chosen hooks, resolved struct offsets",
     )
+    settings_file.add_nats_flag(parser)
+    parser.add_argument(
+        "--host", default=None, metavar="NAME",
+        help="also show what the collector of this host last reported on NATS "
+        "(status, counts, loss by reason and type; default: this machine, with --nats)",
+    )  # fmt: skip
+    settings_file.add_config_flag(parser)
     parser.set_defaults(func=run)
 
 

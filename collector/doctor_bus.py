@@ -1,0 +1,108 @@
+"""`snoopbus doctor --nats URL`: what a running collector last reported.
+
+The stream keeps every collector's meta messages (snoopbus.meta.<host>.*), so
+the last status, heartbeat and loss report of a host can be read back from it
+at any time, even while that collector is down: its state, how much it
+published, and what it lost, by reason and by event type.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from snoopbus.proto import (
+    STREAM_NAME,
+    DecodeError,
+    NatsAuth,
+    connect,
+    decode_map,
+    meta_subject,
+)
+
+REPORTS = ("status", "heartbeat", "loss")
+
+
+@dataclass
+class BusReport:
+    """The last meta report of each kind, by what: None if the stream has none."""
+
+    host: str
+    url: str
+    reports: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    error: str = ""  # NATS could not be asked; the reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "url": self.url, "error": self.error or None,
+                "reports": self.reports}
+
+
+async def last_reports(url: str, host: str, auth: NatsAuth | None = None) -> BusReport:
+    out = BusReport(host, url)
+    nc = await connect(url, name="snoopbus-doctor", auth=auth)
+    try:
+        js = nc.jetstream(timeout=3)
+        for what in REPORTS:
+            out.reports[what] = await _last(js, meta_subject(host, what))
+    finally:
+        await nc.close()
+    return out
+
+
+async def _last(js: JetStreamContext, subject: str) -> dict[str, Any] | None:
+    try:
+        msg = await js.get_last_msg(STREAM_NAME, subject)
+    except nats.js.errors.NotFoundError:
+        return None
+    try:
+        return decode_map(msg.data or b"")
+    except DecodeError as exc:
+        return {"undecodable": str(exc)}
+
+
+def _ago(ts_ns: object) -> str:
+    if not isinstance(ts_ns, int):
+        return ""
+    return f" ({max(0.0, time.time() - ts_ns / 1e9):.0f} s ago)"
+
+
+def render(report: BusReport) -> list[str]:
+    lines = [f"Collector on {report.host}, as reported on {report.url}:"]
+    if report.error:
+        return [*lines, f"  could not ask NATS: {report.error}"]
+    status, beat, loss = (report.reports.get(w) for w in REPORTS)
+    if status is None and beat is None:
+        return [*lines, f"  no report from host {report.host!r} in stream {STREAM_NAME} "
+                        "(no collector with that --host has published there)"]
+    latest = _newest(status, beat)
+    assert latest is not None
+    state = latest.get("state", "running (heartbeat)")
+    lines.append(f"  state: {state}{_ago(latest.get('ts'))}")
+    stats = _newest(*(r for r in (status, beat) if r is not None and "published" in r))
+    for key in ("published", "records", "buffered", "spilled"):
+        if stats is not None and key in stats:
+            lines.append(f"  {key}: {stats[key]}")
+    # The loss report is sent whenever the count changes; stats only now and then.
+    counted = _newest(stats, loss)
+    if counted is None:
+        lines.append("  lost: not reported yet (the first heartbeat or loss report says)")
+        return lines
+    lost = counted.get("total", counted.get("lost", 0))
+    lines.append(f"  lost: {lost or 'none'}{_ago(counted.get('ts'))}")
+    if lost and stats is not None and stats.get("lost_by_type"):
+        by_type = ", ".join(f"{k}={v}" for k, v in sorted(stats["lost_by_type"].items()))
+        lines.append(f"    in the kernel, by type: {by_type}")
+    if lost and loss is not None and loss.get("dropped"):
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(loss["dropped"].items()))
+        lines.append(f"    by reason: {reasons}")
+    return lines
+
+
+def _newest(*reports: dict[str, Any] | None) -> dict[str, Any] | None:
+    present = [r for r in reports if r is not None]
+    return max(present, key=lambda r: r.get("ts", 0) if isinstance(r.get("ts"), int) else 0,
+               default=None)
