@@ -241,8 +241,7 @@ class Collector:
                         "heartbeat", self._stats(reader, publisher, loaded, builder)
                     )
         finally:
-            reader.stop()
-            ring.close()
+            reader.stop()  # the mapping stays until the metrics server is gone (run_collector)
             if attach is not None:
                 attach.cancel()
                 await asyncio.gather(attach, return_exceptions=True)
@@ -343,5 +342,7 @@ def run_collector(config: CollectorConfig) -> int:
         asyncio.run(main())
     finally:
         if metrics is not None:
-            metrics.stop()
+            metrics.stop()  # it reads the ring buffer's fill from the mapping
+        if collector.reader is not None:
+            collector.reader.ring.close()
     return 0
