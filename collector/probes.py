@@ -8,6 +8,7 @@ are never edited as text.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,8 @@ from snoopbus.collector import btf, syscalls
 from snoopbus.collector.bcc_import import import_bcc
 from snoopbus.collector.filters import FilterConfig, fill_maps
 from snoopbus.collector.filters import defines as filter_defines
+
+log = logging.getLogger(__name__)
 
 # Offsets every program uses: name of the -D constant -> BTF member path.
 COMMON_OFFSETS = {
@@ -118,12 +121,14 @@ def possible_cpus() -> int:
 
 def defines(
     limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig | None = None,
-    self_tgid: int | None = None,
+    self_tgid: int | None = None, task_storage: bool = True,
 ) -> dict[str, int]:
     return {
         **offsets,
         **filter_defines(filters or FilterConfig()),
         "SELF_TGID": os.getpid() if self_tgid is None else self_tgid,
+        # Syscall arguments in task storage (5.11+), else a map keyed by thread id.
+        "TASK_STORAGE": int(task_storage),
         "MAX_CPUS": possible_cpus(),
         "DATA_SIZE": limits.data_size,
         # A user string (up to PATH_MAX_LEN) may start anywhere below DATA_SIZE.
@@ -196,7 +201,29 @@ class LoadedProbes:
 TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter", 2: "exit_first_name"}
 
 
-def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProbes:
+def _compile(defs: dict[str, int]) -> Any:
+    """Compiles and loads snoopbus.bpf.c with `defs`, tail programs in place."""
+    bcc = import_bcc()
+    b = None
+    try:
+        b = bcc.BPF(text=program_text().encode(), cflags=cflags(defs))
+        tails = b[b"tails"]
+        for slot, name in TAIL_PROGRAMS.items():
+            fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
+            tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+    except Exception as exc:  # BCC raises bare Exception for compile and load errors
+        if b is not None:
+            b.cleanup()  # its raw tracepoints are attached already
+        raise ProbeError(
+            f"BCC could not compile or load the probes ({exc}); "
+            "`snoopbus doctor` shows what this kernel allows"
+        ) from exc
+    return b
+
+
+def load(
+    limits: ProbeLimits, filters: FilterConfig | None = None, task_storage: bool = True
+) -> LoadedProbes:
     """Compiles snoopbus.bpf.c against this kernel's offsets and attaches it.
 
     BCC attaches the raw tracepoints while compiling; sys_enter does nothing
@@ -204,19 +231,16 @@ def load(limits: ProbeLimits, filters: FilterConfig | None = None) -> LoadedProb
     tail programs and the filters are in place."""
     filters = filters or FilterConfig()
     syscalls.check_arch()
-    bcc = import_bcc()
-    flags = cflags(defines(limits, proc_offsets(), filters))
+    offsets = proc_offsets()
     try:
-        b = bcc.BPF(text=program_text().encode(), cflags=flags)
-        tails = b[b"tails"]
-        for slot, name in TAIL_PROGRAMS.items():
-            fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
-            tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
-    except Exception as exc:  # BCC raises bare Exception for compile and load errors
-        raise ProbeError(
-            f"BCC could not compile or load the probes ({exc}); "
-            "`snoopbus doctor` shows what this kernel allows"
-        ) from exc
+        b = _compile(defines(limits, offsets, filters, task_storage=task_storage))
+    except ProbeError as exc:
+        if not task_storage:
+            raise
+        # Kernels before 5.11 have no task storage for tracing programs.
+        log.warning("probes with task storage did not load (%s); using a map keyed by "
+                    "thread id for syscall arguments", exc)
+        b = _compile(defines(limits, offsets, filters, task_storage=False))
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
     spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)

@@ -103,12 +103,12 @@ struct sc_spec {
     u32 const_flags; /* creat: the flags it implies */
 };
 
-/* Saved at enter, keyed by thread id. */
+/* Saved at enter in the thread's task storage, taken at exit. */
 struct sc_args {
     u64 args[8];
     struct sc_spec sp;
     u32 nr;
-    u32 _pad;
+    u32 live;  /* set at enter, cleared once its exit is handled */
 };
 
 /* Followed by four segments: path names walked from the first base (or the

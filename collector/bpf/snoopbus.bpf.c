@@ -2,7 +2,7 @@
  *
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
- * Extra -D constants: ARGV_MAX, and those files.h lists. */
+ * Extra -D constants: ARGV_MAX, TASK_STORAGE, and those files.h lists. */
 #include "common.h"
 #include "proc.h"
 #include "files.h"
@@ -15,7 +15,41 @@ BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
 /* File probes. sys_spec: syscall nr -> what it does (zero: not wanted),
  * filled from collector/syscalls.py after the tail programs are in place. */
 BPF_ARRAY(sys_spec, struct sc_spec, 512);
+/* A syscall's saved arguments, from sys_enter to its sys_exit. With
+ * TASK_STORAGE (kernels since 5.11) in the calling task's own storage: no
+ * hashing, no size bound, freed with the task; else in a map keyed by thread
+ * id. `live` says an entry waits for its exit. */
+#if TASK_STORAGE
+BPF_TASK_STORAGE(inflight, struct sc_args);
+#else
 BPF_HASH(inflight, u32, struct sc_args, 65536);
+#endif
+
+static __always_inline struct sc_args *inflight_get(int create)
+{
+#if TASK_STORAGE
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+    return inflight.task_storage_get(t, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+#else
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    if (create) {
+        struct sc_args zero = {};
+        return inflight.lookup_or_try_init(&tid, &zero);
+    }
+    return inflight.lookup(&tid);
+#endif
+}
+
+static __always_inline void inflight_done(struct sc_args *a)
+{
+#if TASK_STORAGE
+    a->live = 0;
+#else
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight.delete(&tid);
+#endif
+}
+
 /* fds written since they were opened: a modify event is for the first write
  * only. Keyed by the process image (its mm) too: exec, or a pid reused after
  * an exit, brings a new mm, so an fd either closed unseen cannot hide the
@@ -252,22 +286,24 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         tails.call(ctx, 1);  /* close_at_enter */
         return 0;
     }
-    struct sc_args a = {};
+    struct sc_args *a = inflight_get(1);
+    if (!a) {
+        count_lost(LOST_INFLIGHT_FULL);
+        return 0;
+    }
     /* The six argument registers lie within 64 bytes of pt_regs (checked by
      * probes.py): one read instead of six. */
     u64 r[8] = {};
     bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
-    a.args[0] = r[(OFF_REGS_ARG0 - OFF_REGS_ARGS_LO) / 8];
-    a.args[1] = r[(OFF_REGS_ARG1 - OFF_REGS_ARGS_LO) / 8];
-    a.args[2] = r[(OFF_REGS_ARG2 - OFF_REGS_ARGS_LO) / 8];
-    a.args[3] = r[(OFF_REGS_ARG3 - OFF_REGS_ARGS_LO) / 8];
-    a.args[4] = r[(OFF_REGS_ARG4 - OFF_REGS_ARGS_LO) / 8];
-    a.args[5] = r[(OFF_REGS_ARG5 - OFF_REGS_ARGS_LO) / 8];
-    a.sp = *sp;
-    a.nr = nr;
-    u32 tid = (u32)pid_tgid;
-    if (inflight.update(&tid, &a) != 0)
-        count_lost(LOST_INFLIGHT_FULL);
+    a->args[0] = r[(OFF_REGS_ARG0 - OFF_REGS_ARGS_LO) / 8];
+    a->args[1] = r[(OFF_REGS_ARG1 - OFF_REGS_ARGS_LO) / 8];
+    a->args[2] = r[(OFF_REGS_ARG2 - OFF_REGS_ARGS_LO) / 8];
+    a->args[3] = r[(OFF_REGS_ARG3 - OFF_REGS_ARGS_LO) / 8];
+    a->args[4] = r[(OFF_REGS_ARG4 - OFF_REGS_ARGS_LO) / 8];
+    a->args[5] = r[(OFF_REGS_ARG5 - OFF_REGS_ARGS_LO) / 8];
+    a->sp = *sp;
+    a->nr = nr;
+    a->live = 1;
     return 0;
 }
 
@@ -413,23 +449,22 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     if (!sp || !sp->shape)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    struct sc_args *a = inflight.lookup(&tid);
-    if (!a)
+    struct sc_args *a = inflight_get(0);
+    if (!a || !a->live)
         return 0;
     if (a->nr != nr) {  /* left over from a call whose exit we never saw */
-        inflight.delete(&tid);
+        inflight_done(a);
         return 0;
     }
     s64 ret = (s64)ctx->args[1];
     if (ret < 0 && !INCLUDE_FAILED) {
         kstat(KS_FAILED);
-        inflight.delete(&tid);
+        inflight_done(a);
         return 0;
     }
     struct scratch *s = get_scratch();
     if (!s) {
-        inflight.delete(&tid);
+        inflight_done(a);
         return 0;
     }
     struct file_rec *r = (struct file_rec *)s->data;
@@ -500,7 +535,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     }
     emit(s->data, get_pos(s), kind);
 done:
-    inflight.delete(&tid);
+    inflight_done(a);
     return 0;
 }
 
@@ -510,9 +545,8 @@ done:
  * record's fixed part in this CPU's scratch. */
 int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct sc_args *a = inflight.lookup(&tid);
-    if (!a)
+    struct sc_args *a = inflight_get(0);
+    if (!a || !a->live)
         return 0;
     struct scratch *s = get_scratch();
     if (!s)
@@ -556,17 +590,15 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
     }
     emit(s->data, get_pos(s), r->h.kind);
 done:
-    inflight.delete(&tid);
+    inflight_done(a);
     return 0;
 }
 
 /* Stage two at exit: the second name of rename/link, or a symlink target. */
 int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    struct sc_args *a = inflight.lookup(&tid);
-    if (!a)
+    struct sc_args *a = inflight_get(0);
+    if (!a || !a->live)
         return 0;
     struct scratch *s = get_scratch();
     if (!s)
@@ -611,7 +643,7 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
     }
     emit(s->data, get_pos(s), r->h.kind);
 done:
-    inflight.delete(&tid);
+    inflight_done(a);
     return 0;
 }
 
