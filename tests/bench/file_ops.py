@@ -362,9 +362,13 @@ def main() -> None:
     seen = sum(r.delivered or 0 for r in colls)
     expected = sum(r.iterations * EVENTS_PER_ITER for r in colls)
     lost = sum(r.lost.get("total", 0) for r in colls)
+    # Loss is counted in records; a lost rename record ("moved_from+moved_to") is two events.
+    lost_events = sum(n * (2 if "+" in t else 1)
+                      for r in colls for t, n in r.lost.get("by_type", {}).items())
     reasons = sum((Counter(r.lost.get("reasons", {})) for r in colls), Counter())
-    print(f"collector, all rounds: {seen} of {expected} events in the stream, "
-          f"{lost} counted lost (by reason: {dict(reasons)})")
+    print(f"collector, all rounds: {seen} of {expected} events in the stream, {lost} records "
+          f"counted lost = {lost_events} events (by reason: {dict(reasons)}); in the stream + "
+          f"counted lost {'==' if seen + lost_events == expected else '!='} generated")
     clean = [r for r in colls
              if not r.lost.get("total") and r.delivered == r.iterations * EVENTS_PER_ITER]
     if clean:
