@@ -240,7 +240,7 @@ def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) ->
     run = Run("bpftrace")
     bpftrace = shutil.which("bpftrace")
     if bpftrace is None:
-        run.note = "skipped: bpftrace not installed (apt-get install -y bpftrace)"
+        run.note = "skipped: bpftrace not installed (make bench-files installs it)"
         return run
     mounted_here = False
     if not os.path.ismount(TRACEFS):
