@@ -100,7 +100,12 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
         await nc.close()
         # Every process serves its metrics: up, the collector, each consumer.
         assert scrape(metrics + 1, "/healthz") == "ok\n"
-        assert 'snoopbus_collector_events_published_total{type="exec"}' in scrape(metrics + 1)
+        # "published" counts JetStream's acks, which may reach the collector
+        # after the message reached our subscription.
+        async with asyncio.timeout(20):
+            while ('snoopbus_collector_events_published_total{type="exec"}'
+                   not in scrape(metrics + 1)):
+                await asyncio.sleep(0.2)
         async with asyncio.timeout(20):
             while 'snoopbus_consumer_lag{consumer="rename"}' not in scrape(metrics + 2):
                 await asyncio.sleep(0.2)
