@@ -16,11 +16,11 @@ from snoopbus.collector.records import (
     F_CWD_TRUNC,
     F_EXCHANGE,
     F_EXE_TRUNC,
-    F_FD_GONE,
     F_NO_RET,
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
     FILE_KIND_NAMES,
+    FILE_NAMES_AT,
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
@@ -44,16 +44,14 @@ from snoopbus.collector.records import (
     comm_text,
     decode,
     decode_header,
-    resolve_segments,
+    file_paths,
 )
 from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
-# build_raw's direct path: the kinds of one path and one event it takes (and
-# renames), and where a file record's names begin.
+# build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
                              KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
-_DIRECT_MIN = HDR.size + FILE_TAIL.size
 _unpack_hdr = HDR.unpack_from
 _unpack_tail = FILE_TAIL.unpack_from
 
@@ -112,11 +110,11 @@ class EventBuilder:
             subject = self._subjects[type_] = event_subject(self.host, type_)
         return subject
 
-    def _base(self, hdr: Header, type_: str) -> dict[str, Any]:
+    def _base(self, ts_boot: int, type_: str) -> dict[str, Any]:
         return {
             "v": SCHEMA_VERSION,
             "id": f"{self.instance}-{next(self._seq)}",
-            "ts": hdr.ts_boot + self.clock_offset,
+            "ts": ts_boot + self.clock_offset,
             "host": self.host,
             "type": type_,
         }
@@ -176,7 +174,7 @@ class EventBuilder:
                 return self._closed(rec.hdr, closed, "close_range",
                                     self._shared_proc(rec.hdr, info))
             out = self._file(rec)
-            self._track_written(rec, out)
+            self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
             return out
         if isinstance(rec, ExitRecord):
             exit_event = self._exit(rec)
@@ -184,9 +182,6 @@ class EventBuilder:
             return [exit_event, *self._closed(rec.hdr, closed, "exit", exit_event[1]["proc"])]
         event = self._exec(rec)
         return [*self._closed(rec.hdr, self.written.closed_by_exec(pid), "exec"), event]
-
-    def _track_written(self, rec: FileRecord, out: list[tuple[str, Event]]) -> None:
-        self._track(rec.hdr.kind, rec.hdr.pid, rec.fd, rec.ret, rec.cloexec, out)
 
     def _track(self, kind: int, pid: int, fd: int, ret: int | None, cloexec: bool,
                out: list[tuple[str, Event]]) -> None:
@@ -205,19 +200,27 @@ class EventBuilder:
         the process is the one that wrote them unless `proc` says otherwise."""
         out = []
         for w in closed:
-            ev = self._base(hdr, "close_write")
+            ev = self._base(hdr.ts_boot, "close_write")
             ev["proc"] = proc if proc is not None else w.proc
             ev["file"] = {**w.file, "closed_by": by}
             out.append((self.subject("close_write"), ev))
         return out
 
+    def _cached_proc(
+        self, key: tuple[int, ...], info: ProcInfo | None, comm: str
+    ) -> dict[str, Any] | None:
+        cached = self._procs.get(key)
+        if cached is not None and cached[0] is info and cached[1]["comm"] == comm:
+            return cached[1]
+        return None
+
     def _shared_proc(self, hdr: Header, info: ProcInfo | None) -> dict[str, Any]:
         """The proc map for a file event, reused while nothing in it changed
         (events are encoded, never mutated, after they are built)."""
         key = (hdr.tid, hdr.pid, hdr.ppid, hdr.uid, hdr.gid, hdr.cgroup)
-        cached = self._procs.get(key)
-        if cached is not None and cached[0] is info and cached[1]["comm"] == hdr.comm:
-            return cached[1]
+        cached = self._cached_proc(key, info, hdr.comm)
+        if cached is not None:
+            return cached
         if len(self._procs) >= 8192:
             self._procs.clear()
         proc = self._proc(hdr, info)
@@ -235,15 +238,9 @@ class EventBuilder:
 
     def _event(self, type_: str, ts_boot: int, proc: dict[str, Any], f: dict[str, Any],
                ret: int | None) -> tuple[str, Event]:
-        ev = {
-            "v": SCHEMA_VERSION,
-            "id": f"{self.instance}-{next(self._seq)}",
-            "ts": ts_boot + self.clock_offset,
-            "host": self.host,
-            "type": type_,
-            "proc": proc,
-            "file": f,
-        }
+        ev = self._base(ts_boot, type_)
+        ev["proc"] = proc
+        ev["file"] = f
         if ret is not None:
             ev["ret"] = ret
         return self._subjects.get(type_) or self.subject(type_), ev  # type: ignore[return-value]
@@ -279,7 +276,7 @@ class EventBuilder:
         bytes, skipping the decoded-record objects, which cost a third of their
         time; the rest go records.decode -> build_all. Both make the same
         events (tests/test_events_direct.py)."""
-        out = self._direct(buf) if len(buf) >= _DIRECT_MIN else None
+        out = self._direct(buf) if len(buf) >= FILE_NAMES_AT else None
         return out if out is not None else self.build_all(decode(buf))
 
     def _direct(self, buf: bytes) -> list[tuple[str, Event]] | None:
@@ -292,29 +289,14 @@ class EventBuilder:
         ret, cookie, ino, dev, mnt_ns, _, oflags, mode, fd, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
-        e0 = _DIRECT_MIN + s0
-        e1 = e0 + s1
-        e2 = e1 + s2
-        e3 = e2 + s3
-        if e3 > len(buf) or (one and (s2 or s3)):
+        if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
-        # As records._decode_file resolves them.
-        gone = bool(flags & F_FD_GONE)
-        if not s1 and not s0 and not gone and kind != KIND_CLOSE_WRITE:
-            path = None if flags & F_PATH_TRUNC else b"/"
-        else:
-            path = resolve_segments(buf[_DIRECT_MIN:e0], buf[e0:e1], gone)
-        path2 = None
-        if not one and (s2 or s3):
-            path2 = resolve_segments(buf[e1:e2], buf[e2:e3] or b"\0", False)
+        path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
             return []
         info = self.cache.lookup(pid, ppid, cg)
-        cached = self._procs.get((tid, pid, ppid, uid, gid, cg))
-        if cached is not None and cached[0] is info and cached[1]["comm"] == comm_text(comm):
-            proc = cached[1]
-        else:
-            proc = self._shared_proc(decode_header(buf), info)
+        proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
+                or self._shared_proc(decode_header(buf), info))
         r = None if flags & F_NO_RET else ret
         truncated = bool(flags & F_PATH_TRUNC) or path is None
         if one:
@@ -379,7 +361,7 @@ class EventBuilder:
             container=self.cache.container_of(rec.hdr.cgroup),
         )
         self.cache.put(rec.hdr.pid, info)
-        ev = self._base(rec.hdr, "exec")
+        ev = self._base(rec.hdr.ts_boot, "exec")
         proc = self._proc(rec.hdr, info)
         flags = rec.hdr.flags
         if flags & F_ARGV_TRUNC:
@@ -400,7 +382,7 @@ class EventBuilder:
 
     def _exit(self, rec: ExitRecord) -> tuple[str, Event]:
         info = self.cache.pop(rec.hdr.pid)
-        ev = self._base(rec.hdr, "exit")
+        ev = self._base(rec.hdr.ts_boot, "exit")
         ev["proc"] = self._proc(rec.hdr, info)
         ev["exit_code"] = rec.exit_code
         if rec.signal:

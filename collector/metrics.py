@@ -7,10 +7,9 @@ objects at scrape time (custom collectors), so the hot paths only bump the
 plain integers they already keep; the publish-latency histogram is the one
 thing observed as it happens (once per NATS message, not per event).
 
-Ring-buffer fill: BCC exposes no position of a BPF ring buffer, but the
-kernel lets user space map its consumer and producer pages read-only, so
-the gauge is `(producer_pos - consumer_pos) / size`, read from the map at
-scrape time (collector/agent.py keeps the map fd).
+Ring-buffer fill: `(producer_pos - consumer_pos) / size`, read at scrape time
+from the collector's own mapping of the ring buffer (collector/ringbuf.py),
+which BCC does not expose.
 """
 
 from __future__ import annotations

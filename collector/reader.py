@@ -57,7 +57,6 @@ class RingReader:
     def _tick(self) -> None:
         # The probes wake the reader only every few records (see emit() in
         # snoopbus.bpf.c): a quiet CPU's last records are taken on this timer.
-        assert self._loop is not None
         self._ready()
         if self._loop is not None and self.failure is None:
             self._timer = self._loop.call_later(self._poll_s, self._tick)
@@ -66,13 +65,15 @@ class RingReader:
         if self._again is not None or self.failure is not None:
             return  # a drain is already due
         try:
-            full = self._drain() >= DRAIN_BYTES
+            # More waiting past what a drain takes: again, after the loop's other
+            # work. (Not when it stopped at a record still being written.)
+            more = self._drain() and self.ring.pending()
         except Exception as exc:  # never die silently: the collector checks `alive`
             log.exception("ring buffer reader failed")
             self.failure = exc
             self._detach()
             return
-        if full and self._loop is not None:  # more waiting: again, after the loop's other work
+        if more and self._loop is not None:
             self._again = self._loop.call_soon(self._resume)
 
     def _resume(self) -> None:
@@ -80,23 +81,21 @@ class RingReader:
         self._ready()
 
     def _drain(self) -> int:
-        """One bounded drain; returns the bytes of records it took."""
+        """One bounded drain; returns how many records it took."""
         raw = self.ring.drain(DRAIN_BYTES)
         if not raw:
             return 0
         self.records += len(raw)
         batch: Batch = []
         build_raw = self._builder.build_raw
-        taken = 0
         for buf in raw:
-            taken += len(buf) + 8
             try:
                 batch.extend(build_raw(buf))
             except RecordError as exc:
                 self.undecodable[str(exc)] += 1
         if batch:
             self._deliver(batch)
-        return taken
+        return len(raw)
 
     def _detach(self) -> None:
         if self._loop is None:

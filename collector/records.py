@@ -224,7 +224,7 @@ _RESOLVED: dict[tuple[bytes, bytes, bool], bytes | None] = {}
 _RESOLVED_MAX = 8192
 
 
-def resolve_segments(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None:
+def _resolve_segments(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None:
     """_resolve for a record's segments; raw_name empty: no user string."""
     key = (walked, raw_name, gone)
     path = _RESOLVED.get(key, b"")
@@ -237,32 +237,43 @@ def resolve_segments(walked: bytes, raw_name: bytes, gone: bool) -> bytes | None
     return path
 
 
+FILE_NAMES_AT = HDR.size + FILE_TAIL.size  # where a file record's four segments begin
+
+
+def file_paths(
+    buf: bytes, kind: int, flags: int, s0: int, s1: int, s2: int, s3: int
+) -> tuple[bytes | None, bytes | None]:
+    """A file record's first and second path from its segments (lengths s0..s3,
+    checked against the record by the caller); no second path for symlinks,
+    whose seg[3] is the target as given."""
+    e0 = FILE_NAMES_AT + s0
+    e1 = e0 + s1
+    e2 = e1 + s2
+    gone = bool(flags & F_FD_GONE)
+    # seg[1] empty and seg[0] set: a path walked from the file itself.
+    if not s1 and not s0 and not gone and kind != KIND_CLOSE_WRITE:
+        path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
+    else:
+        path1 = _resolve_segments(buf[FILE_NAMES_AT:e0], buf[e0:e1], gone)
+    path2 = None
+    if kind != KIND_SYMLINK and (s2 or s3):
+        # A second name always has its string (empty when the probe read none).
+        path2 = _resolve_segments(buf[e1:e2], buf[e2 : e2 + s3] or b"\0", False)
+    return path1, path2
+
+
 def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
-    end = HDR.size + FILE_TAIL.size
-    if len(buf) < end:
+    if len(buf) < FILE_NAMES_AT:
         raise RecordError("file record shorter than its fixed part")
     ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, s0, s1, s2, s3 = FILE_TAIL.unpack_from(
         buf, HDR.size
     )
-    e0 = end + s0
-    e1 = e0 + s1
-    e2 = e1 + s2
-    e3 = e2 + s3
-    if e3 > len(buf):
+    end = FILE_NAMES_AT + s0 + s1 + s2 + s3
+    if end > len(buf):
         raise RecordError("file record lengths run past its end")
     flags = hdr.flags
-    gone = bool(flags & F_FD_GONE)
-    # seg[1] empty and seg[0] set: a path walked from the file itself.
-    if not s1 and not s0 and not gone and hdr.kind != KIND_CLOSE_WRITE:
-        path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
-    else:
-        path1 = resolve_segments(buf[end:e0], buf[e0:e1], gone)
-    path2 = target = None
-    if hdr.kind == KIND_SYMLINK:
-        target = paths.user_string(buf[e2:e3])
-    elif s2 or s3:
-        # A second name always has its string (empty when the probe read none).
-        path2 = resolve_segments(buf[e1:e2], buf[e2:e3] or b"\0", False)
+    path1, path2 = file_paths(buf, hdr.kind, flags, s0, s1, s2, s3)
+    target = paths.user_string(buf[end - s3 : end]) if hdr.kind == KIND_SYMLINK else None
     return FileRecord(
         hdr,
         None if flags & F_NO_RET else ret,

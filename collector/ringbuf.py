@@ -74,10 +74,14 @@ class RingBuffer:
         """(consumer, producer) positions: bytes ever read and ever written."""
         return self._cons_pos.value, _U64.unpack_from(self._data, 0)[0]
 
+    def pending(self) -> int:
+        """Bytes written and not yet read (records still being written included)."""
+        cons, prod = self.positions()
+        return max(0, prod - cons)
+
     def fill_ratio(self) -> float:
         """Written-but-unread share of the data area (0..1)."""
-        cons, prod = self.positions()
-        return max(0, prod - cons) / self.size
+        return self.pending() / self.size
 
     def wait(self, timeout_s: float) -> bool:
         """Blocks until the kernel signals new records or the timeout ends."""
