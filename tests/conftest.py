@@ -9,6 +9,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,13 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, Event, decode_batch, events_filter, meta_subject
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (for servers that cannot report the one they bound)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture

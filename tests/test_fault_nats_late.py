@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ from nats.js.errors import NotFoundError
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
-from tests.conftest import stop_process, stored_messages
+from tests.conftest import free_port, stop_process, stored_messages
 from tests.test_fault_nats_kill import stream_events
 
 pytestmark = pytest.mark.kernel
 
 FILES = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes]) -> None:

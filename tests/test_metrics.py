@@ -21,7 +21,7 @@ from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consum
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
 from snoopbus.proto import encode_batch, event_subject, events_filter
-from tests.conftest import start_collector, stop_process
+from tests.conftest import free_port, start_collector, stop_process
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 
@@ -40,12 +40,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_server_serves_metrics_and_health_and_refuses_a_taken_port() -> None:

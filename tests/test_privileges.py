@@ -3,7 +3,6 @@ thread, and still reads the ring buffer and its maps (collector/privileges.py)."
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,13 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.privileges import CAP_SYS_PTRACE
-from tests.conftest import EventWatch, RunningCollector, start_collector, stop_process
+from tests.conftest import (
+    EventWatch,
+    RunningCollector,
+    free_port,
+    start_collector,
+    stop_process,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -52,9 +57,7 @@ async def test_threads_started_before_the_drop_drop_too(
     during it), and resolving a NATS host name starts a pool thread: neither
     may keep the capabilities they were born with, nor may the threads the
     metrics server starts for requests."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = nats_server.url.replace("127.0.0.1", "localhost")  # resolved in a pool thread
     running = await start_collector(url, nc, tmp_path, "--metrics-port", str(port))
     try:

@@ -16,14 +16,9 @@ import nats
 import pytest
 
 from snoopbus.proto import decode_batch, events_filter
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.kernel
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:

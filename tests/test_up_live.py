@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.kernel
 
 # Documented in the README: from nothing (no state folder, no nats-server) to the
@@ -22,12 +24,6 @@ pytestmark = pytest.mark.kernel
 # 2-core development machine; the bound leaves room for a loaded machine.
 STARTUP_BOUND_S = 30.0
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:
