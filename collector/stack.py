@@ -393,7 +393,7 @@ async def watch_bus(
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
-    from snoopbus.consumers.lines import format_alert
+    from snoopbus.consumers.lines import format_alert, shown
 
     try:
         nc: Client = await connect(url, name="snoopbus-up")
@@ -422,7 +422,7 @@ async def watch_bus(
         was_ready = view.collector_ready_s is not None
         view.on_meta(what, body)
         if not live and not was_ready and view.collector_ready_s is not None:
-            print(f"snoopbus: collector ready on {body.get('host', '?')} "
+            print(f"snoopbus: collector ready on {shown(body.get('host', '?'))} "
                   f"in {view.collector_ready_s:.2f}s", flush=True)  # fmt: skip
 
     try:
