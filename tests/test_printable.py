@@ -96,3 +96,18 @@ def test_live_view_shows_hostile_values_as_text() -> None:
     assert SHOWN in shown  # the alert title, the note
     assert "[red]x[/]" in shown and "[bold]" in shown
     assert "\\x1b]2;pwned" in shown.split("top processes")[1].split("latest alerts")[0]
+
+
+def test_query_table_and_tree_show_hostile_values_as_text() -> None:
+    from snoopbus.consumers.archive.render import command, write_table
+
+    row = {"ts": 1_700_000_000_000_000_000, "host": HOSTILE, "type": "renamed", "proc_pid": 7,
+           "proc_comm": HOSTILE, "file_path": f"/t/{HOSTILE}", "file_old_path": HOSTILE}
+    for plain in (True, False):  # plain columns, and rich's table
+        out = io.StringIO()
+        write_table([row, {**row, "type": "exec", "proc_argv": [HOSTILE, "[/]"]}], out, plain)
+        text = _SGR.sub("", out.getvalue())
+        assert not UNSAFE.search(text.replace("\n", "")), repr(text)
+        # rich may fold or cut long cells: the start of the name, escaped, is there
+        assert (SHOWN if plain else SHOWN[:24]) in text and "'[/]'" in text
+    assert command({"proc_argv": [HOSTILE]}) == f"'{SHOWN}'"
