@@ -49,8 +49,16 @@ def _escape(m: re.Match[str]) -> str:
     return escape_char(m.group())
 
 
+def is_plain(text: str) -> bool:
+    """Whether `printable` would leave `text` as it is. Fast for the common case:
+    ASCII is unsafe only in its controls, which `isprintable` tells in C."""
+    if text.isascii():
+        return text.isprintable()
+    return UNSAFE.search(text) is None
+
+
 def printable(text: str) -> str:
     """`text` with every unsafe character shown as an escape (see above)."""
-    if text.isascii() and text.isprintable():
-        return text  # the common case: nothing to look for
+    if is_plain(text):
+        return text
     return UNSAFE.sub(_escape, text)

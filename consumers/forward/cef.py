@@ -24,7 +24,7 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from snoopbus.consumers.printable import UNSAFE_CLASS, printable
+from snoopbus.consumers.printable import printable
 
 from .alerts import Alert
 from .sink import Item
@@ -40,7 +40,6 @@ EVENT_CEF_SEVERITY = 1
 
 _HEADER_SPECIAL = re.compile(r"[\\|]")
 _EXT_SPECIAL = re.compile(r"[\\=]")
-_EXT_NEEDS_WORK = re.compile(r"[\\=]|" + UNSAFE_CLASS)  # a special, or an unsafe character
 
 
 def header(value: object) -> str:
@@ -53,7 +52,7 @@ def _ext_escape(text: str) -> str:
 
 
 def ext_value(value: object, limit: int = 8192) -> str:
-    return bounded_escaped(value, limit, _EXT_NEEDS_WORK, _ext_escape)
+    return bounded_escaped(value, limit, _EXT_SPECIAL, _ext_escape)
 
 
 def extension(pairs: list[tuple[str, Any]], limit: int) -> str:

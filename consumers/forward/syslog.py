@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from snoopbus.consumers.printable import UNSAFE_CLASS, printable
+from snoopbus.consumers.printable import printable
 
 from .alerts import Alert
 from .sink import Item, Sent, Sink, Transient, render_each
@@ -45,7 +45,6 @@ BOM = "\ufeff"
 UDP_MAX = 65_507
 
 _SD_SPECIAL = re.compile(r'["\\\]]')
-_NEEDS_WORK = re.compile(r'["\\\]]|' + UNSAFE_CLASS)  # an SD special, or an unsafe character
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 
 
@@ -55,7 +54,7 @@ def _sd_escape(text: str) -> str:
 
 def param_value(value: object, limit: int = 8192) -> str:
     """A PARAM-VALUE body (without the quotes), escaped per RFC 5424."""
-    return bounded_escaped(value, limit, _NEEDS_WORK, _sd_escape)
+    return bounded_escaped(value, limit, _SD_SPECIAL, _sd_escape)
 
 
 def header_field(value: object, limit: int) -> str:

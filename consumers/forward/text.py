@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from snoopbus.consumers.printable import printable
+from snoopbus.consumers.printable import is_plain, printable
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -38,17 +38,17 @@ def display(value: object) -> str:
 
 
 def bounded_escaped(
-    value: object, limit: int, needs_work: re.Pattern[str], escape: Callable[[str], str]
+    value: object, limit: int, special: re.Pattern[str], escape: Callable[[str], str]
 ) -> str:
     """A field value for a text format: ints as they are; text made printable
     (every control, format and separator character, and each non-UTF-8 byte,
     shown as an escape), cut to `limit` with "...", then escaped for the
-    format. Most values need none of it, which `needs_work` (the format's
-    specials, or an unsafe character) tells at once."""
+    format. Most values need none of it: plain, short, and without one of
+    the format's `special` characters."""
     if isinstance(value, int):
         return str(value)
     text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit and not needs_work.search(text):
+    if len(text) <= limit and is_plain(text) and not special.search(text):
         return text
     text = printable(text)
     if len(text) > limit:
