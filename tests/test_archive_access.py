@@ -80,10 +80,11 @@ async def archive_once(
     await ensure_stream(js)
     for ev in events:
         await js.publish(event_subject(ev["host"], ev["type"]), encode_batch([ev]))
+    before = len(list(layout.files(root))) if root.exists() else 0
     proc = spawn("archive", "--dir", str(root), "--roll-seconds", "0.3", *extra)
     try:
-        async with asyncio.timeout(60):
-            while len(list(layout.files(root))) == 0 or any(
+        async with asyncio.timeout(60):  # this run's file is there, and no temporary
+            while len(list(layout.files(root))) <= before or any(
                 p.name.endswith(".tmp") for p in root.rglob("*")
             ):
                 await asyncio.sleep(0.1)
