@@ -127,7 +127,7 @@ class Writer:
     def recover(self) -> tuple[int, int]:
         """Secure the tree, remove dead writers' temporaries, recall ids of
         recently committed files. (temporaries removed, ids recalled)"""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
         changed = layout.secure_tree(self.root, self.gid)
         if changed:
             log.info("archive: gave %d files and folders mode %o/%o and group %d", changed,
