@@ -319,6 +319,8 @@ class Collector:
             "stalled_s": round(publisher.stalled_for(), 1),
             "last_error": publisher.last_error,
             "payload_limit": publisher.payload_limit(),
+            "cut_batches": publisher.cut_batches,  # batches over it, split to fit
+            "truncated_events": publisher.truncated_events,  # events over it alone, cut
             "interval": self.cfg.heartbeat_interval,
         }
 

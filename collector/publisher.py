@@ -15,8 +15,9 @@ Errors are of two kinds (loss_reason):
   is lost, and JetStream's dedup window drops a copy that did land.
 - permanent (max payload, permissions violation, no stream for the subject,
   bad subject, JetStream refusing the message): retried for `retry_permanent_s`
-  seconds, then counted lost by reason (collector/loss.py) and the queue moves
-  on. Later messages meeting the same error get one attempt each until a
+  seconds (`retry_denied_s` for a denial; none for what cannot change: too
+  large, bad subject), then counted lost by reason (collector/loss.py) and the
+  queue moves on. Later messages meeting the same error get one attempt each until a
   publish there succeeds, so a refused subject cannot stall the rest.
 
 Meta reports (status, loss, heartbeat) have their own lane: a small queue
@@ -96,6 +97,9 @@ class PublisherConfig:
     # s a message meeting a permanent error is retried before it is counted lost;
     # long enough for a cluster to elect a stream leader (no responders meanwhile)
     retry_permanent_s: float = 10.0
+    # a denial is the server's configuration, not an election: a short budget, per
+    # subject, so that a collector denied every subject does not wait this per type
+    retry_denied_s: float = 1.0
     stall_after: float = 60.0  # s with events captured and none published: stalled
     max_reports: int = 1000  # meta reports held while NATS is away; the oldest go first
 
@@ -209,6 +213,8 @@ class Publisher:
         self.published_events = 0
         self.published_messages = 0
         self.largest_message = 0  # payload bytes of the largest message acknowledged
+        self.cut_batches = 0  # batches over the limit, split to fit
+        self.truncated_events = 0  # events over the limit alone, cut to fit
         self.reports_lost = 0
         self.spilled_total = 0  # events ever written to the spill
         self.spill: Spill | None = None
@@ -329,6 +335,10 @@ class Publisher:
         (counted lost here: an event too large even truncated, or unencodable)."""
         budget = self.payload_limit() - HEADER_ROOM - ID_ROOM - len(str(events[0]["id"]))
         runs, refused = fit_all(events, budget)
+        if len(runs) + len(refused) > 1:
+            self.cut_batches += 1
+        self.truncated_events += sum(  # truncate_event returns a copy
+            1 for run, _ in runs if len(run) == 1 and not any(e is run[0] for e in events))
         for event, why in refused:
             reason = UNENCODABLE if isinstance(why, Unencodable) else PUBLISH_TOO_LARGE
             log.warning("event %s on %s not sent (%s): %s", event.get("id"), subject, reason, why)
@@ -534,7 +544,8 @@ class Publisher:
         key = msg.subject if reason == PUBLISH_DENIED else ""  # else: stream-wide
         if self._broken.get(key) == reason:
             return True  # known broken: one attempt per message, until one succeeds
-        if retried_s < self._cfg.retry_permanent_s:
+        cfg = self._cfg
+        if retried_s < (cfg.retry_denied_s if reason == PUBLISH_DENIED else cfg.retry_permanent_s):
             return False
         self._broken[key] = reason
         log.warning("publishing to %s failed for %.0fs (%s): counting its events as lost "

@@ -105,7 +105,7 @@ async def admin_view(url: str) -> tuple[Client, JetStreamContext]:
 
 async def test_a_denied_subject_is_counted_lost_and_the_rest_flows(tmp_path: Path) -> None:
     async with server(tmp_path, permissions_conf(EXEC)) as srv:
-        cfg = PublisherConfig(max_batch=10, retry_permanent_s=1.0)
+        cfg = PublisherConfig(max_batch=10)  # a denial's retry budget: retry_denied_s
         pub, nc, loss, task = await publisher_on(srv.url, cfg, COLLECTOR)
         started = time.monotonic()
         for i in range(10):  # exec (denied) and exit (allowed) interleaved
@@ -135,7 +135,7 @@ async def test_reports_are_not_stuck_behind_events(tmp_path: Path) -> None:
     async with server(tmp_path, permissions_conf(EXEC)) as srv:
         # A long retry budget: the events lane holds a denied message for 60 s.
         pub, nc, loss, task = await publisher_on(
-            srv.url, PublisherConfig(retry_permanent_s=60, stall_after=0.5), COLLECTOR)
+            srv.url, PublisherConfig(retry_denied_s=60, stall_after=0.5), COLLECTOR)
         admin, _ = await admin_view(srv.url)
         beats = await admin.subscribe(meta_subject("h1", "heartbeat"))
         await admin.flush()
@@ -252,7 +252,7 @@ async def test_max_payload_is_read_again_after_a_reconnect(tmp_path: Path) -> No
 async def test_stop_during_a_permanent_error_keeps_the_held_events(tmp_path: Path) -> None:
     async with server(tmp_path, permissions_conf(EXEC)) as srv:
         spill = tmp_path / "spill"
-        cfg = PublisherConfig(retry_permanent_s=60, spill_dir=spill)
+        cfg = PublisherConfig(retry_denied_s=60, spill_dir=spill)
         pub, nc, loss, task = await publisher_on(srv.url, cfg, COLLECTOR)
         pub.submit(events(7) + events(3, "exit", start=100))
         await asyncio.sleep(1)  # exec held in its retry budget; exit stored
