@@ -129,6 +129,13 @@ class Collector:
         started = time.monotonic()
         # The spill first: a refused spill folder is one line before minutes of loading.
         self.publisher = self._publisher()
+        try:
+            await self._run(started)
+        finally:  # closed by the publisher once serving; before that (refused, failed), here
+            if self.publisher.spill is not None:
+                self.publisher.spill.close()
+
+    async def _run(self, started: float) -> None:
         # Our own default executor, so it can be replaced once privileges are
         # dropped: its threads (resolving the NATS host name) start before that.
         asyncio.get_running_loop().set_default_executor(self._executor)

@@ -351,7 +351,10 @@ class Spill:
         return off
 
     def close(self) -> None:
-        """Keeps what is left for the next start; an empty spill leaves no trace."""
+        """Keeps what is left for the next start; an empty spill leaves no trace.
+        Closing again does nothing."""
+        if self._dir_fd < 0:
+            return
         left = self._outstanding or self.has_next()
         if left:
             self._save_position()
