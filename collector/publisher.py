@@ -462,6 +462,8 @@ class Publisher:
         nc = self._nc
         if nc is not None and not nc.is_connected and not nc.is_closed:
             raise NotConnected
+        if not self._fits(msg):  # headers included: the server would close the connection
+            raise nats.errors.MaxPayloadError
         key = msg.subject.lower()
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -607,8 +609,6 @@ class Publisher:
             delay, refusals = 0.05, 0
             while True:
                 try:
-                    if not self._fits(msg):
-                        raise nats.errors.MaxPayloadError
                     await self._attempt(msg)
                     break
                 except Exception as exc:

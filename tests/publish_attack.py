@@ -31,14 +31,14 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /w
 ATTACK = """
 import os, sys
 for i in range(int(sys.argv[1])):
-    os.close(os.open(f"a{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    os.close(os.open(f"{sys.argv[2]}{i}", os.O_CREAT | os.O_WRONLY, 0o644))
 """
 
 
-def attacker_argv(files: int, argv_bytes: int) -> list[str]:
-    """python3 -c ATTACK N PAD, with PAD making the whole argv `argv_bytes` long
-    (the kernel's form: each argument and its NUL)."""
-    head = [SYSTEM_PYTHON, "-I", "-c", ATTACK, str(files)]
+def attacker_argv(files: int, argv_bytes: int, prefix: str = "a") -> list[str]:
+    """python3 -c ATTACK N PREFIX PAD, with PAD making the whole argv `argv_bytes`
+    long (the kernel's form: each argument and its NUL)."""
+    head = [SYSTEM_PYTHON, "-I", "-c", ATTACK, str(files), prefix]
     used = sum(len(a.encode()) + 1 for a in head) + 1
     return [*head, "x" * max(0, argv_bytes - used)]
 
