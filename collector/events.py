@@ -293,6 +293,9 @@ class EventBuilder:
             return None
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
+            # Filtered out, but an open still puts a new file behind its fd number.
+            self._track(kind, pid, fd, None if flags & F_NO_RET else ret,
+                        bool(flags & F_CLOEXEC), [])
             return []
         info = self.cache.lookup(pid, ppid, cg)
         proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
