@@ -1,23 +1,36 @@
 """Secrets in command lines are replaced by "***" before events leave the host.
 
-On by default. What counts as a secret (each a separate argument is kept, so
-argv keeps its length and the positions of everything else):
+On by default. Each argument keeps its place (argv keeps its length) and
+only the secret part of it is masked (`--password=***`, `-p***`,
+`https://bob:***@host`, `Authorization: Bearer ***`). What counts as a secret:
 
-- a flag naming a secret with its value attached: `--password=X`,
-  `--token=X`, `--api-key=X`, `--client-secret=X`, ... -> `--password=***`
-- the same flags with the value as the next argument: `--password X`
-  unless that starts with "-" (a few tools read `--password` alone as
-  "prompt"; then a next argument such as a database name is hidden too:
-  better than leaking)
-- short flags only for the tools known to take a password there, because
-  `-p` means port, parents or preserve elsewhere: `mysql -pX` (attached
-  only: mysql's `-p X` prompts and X is the database), `sshpass -p X`,
-  `redis-cli -a X`, `htpasswd -b file user X`
-- credentials in URLs: `scheme://user:X@host` -> `scheme://user:***@host`,
-  and query parameters such as `?token=X`, `&password=X`, `&api_key=X`
-- environment-style assignments whose name holds SECRET, TOKEN, PASSWORD,
-  PASSWD, API_KEY, APIKEY, ACCESS_KEY, PRIVATE_KEY or CREDENTIAL:
-  `AWS_SECRET_ACCESS_KEY=X` -> `AWS_SECRET_ACCESS_KEY=***`
+- the value of anything whose name says secret, password, token, key,
+  auth, credential or passphrase in any spelling (collector/redact_names.py):
+  flags (`--db-pass X`, `-passin pass:X`, `--oauth2-bearer X`),
+  assignments (`PASSWORD=X`, `-Dspring.datasource.password=X`,
+  `--set auth.rootPassword=X`, `mount -o user=u,password=X`), URL query and
+  form parameters (`?access_token=X`, `&X-Amz-Signature=X`, `-d password=X`),
+  headers (`-H 'Authorization: Bearer X'`, `PRIVATE-TOKEN: X`, `Cookie: s=X`),
+  JSON pairs (`{"password": "X"}`), SQL (`IDENTIFIED BY 'X'`, `PASSWORD 'X'`)
+  and `set NAME X` / `config NAME X` (aws configure set, git config, npm config);
+- values with the shape of a secret wherever they are (collector/redact_values.py,
+  from detect-secrets: AWS, GitHub, GitLab, Slack, Stripe, JWT, private keys...,
+  and high-entropy base64), and credentials in URLs (`scheme://user:X@`,
+  `https://TOKEN@`, `user:X@host`);
+- what particular tools take as a secret without a name saying so
+  (collector/redact_tools.py: `mysql -pX`, `sshpass -p X`, `curl -u user:X`,
+  `smbclient -U user%X`, `ldapsearch -w X`, `vault login X`, `openssl -k X`...),
+  and every value given to a secret store (`kubectl create secret
+  --from-literal`, `gh secret set --body`, `az keyvault secret set --value`);
+- the same behind wrappers (`sudo`, `env`, `nohup`, `timeout`, `xargs`,
+  `ssh host cmd`, `docker exec`...): a tool's rules apply wherever it appears
+  in argv, and command lines given as one argument (`sh -c "..."`, `ssh host
+  "..."`, `watch "..."`) are split like a shell would and redacted the same
+  way, recursively; `echo X | docker login --password-stdin` masks X.
+
+Not masked: values that refer to a secret rather than hold one (a path,
+`$VAR`, `env:NAME`, `file:PATH`, `-`), empty values, and hex strings with no
+name before them (commit ids, digests).
 
 Configurable (`RedactConfig`): turn it off, or add regular expressions; in an
 added pattern the group named `secret` is replaced, or the whole match if it
@@ -27,53 +40,18 @@ has none. An event whose argv (or parent_argv) was changed carries
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
 
-MASK: Final = "***"
+from snoopbus.collector.redact_names import is_secret_name, is_secret_on_stdin, name_words
+from snoopbus.collector.redact_tools import COMMANDS, PRINTERS, TOOLS, Tool
+from snoopbus.collector.redact_values import MASK, looks_like_token, mask_shapes
 
-_SECRET_WORD = (
-    r"(?:password|passwd|pass|pwd|token|secret|api[-_]?key|apikey|access[-_]?key"
-    r"|secret[-_]?key|private[-_]?key|credentials?)"
-)
-# A flag with a secret word as one of its dash-separated parts: --db-password,
-# --client-secret, --token; not --passive, --tokens-per-second.
-_FLAG_NAME = rf"--?(?:[\w.]*[-_.])?{_SECRET_WORD}(?:[-_.][\w.-]*)?"
-# --password=X, --db-password=X, -token=X
-_FLAG_WITH_VALUE = re.compile(rf"^({_FLAG_NAME}=)(.+)$", re.IGNORECASE)
-# --password X: the flag alone, its value next
-_FLAG_ALONE = re.compile(rf"^{_FLAG_NAME}$", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)([^/\s@]+)(@)")
-_URL_QUERY = re.compile(
-    r"([?&;](?:access_token|token|api_?key|apikey|password|passwd|secret|sig|signature"
-    r"|client_secret|auth)=)([^&#\s]+)",
-    re.IGNORECASE,
-)
-_ENV_ASSIGN = re.compile(
-    r"^([A-Za-z_][A-Za-z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|APIKEY|ACCESS_KEY"
-    r"|PRIVATE_KEY|CREDENTIAL)[A-Za-z0-9_]*=)(.+)$",
-    re.IGNORECASE,
-)
-# Cheap screen: an argument that matches none of these needs no closer look.
-_SCREEN = re.compile(
-    rf"{_SECRET_WORD}|://|secret|token|passw|credential|_key|apikey", re.IGNORECASE
-)
+__all__ = ["MASK", "RedactConfig", "Redactor"]
 
-# tool -> short flags whose next argument is a password
-_SHORT_NEXT: Final = {
-    "sshpass": ("-p",),
-    "redis-cli": ("-a",),
-    "keydb-cli": ("-a",),
-}
-# tools whose `-pSECRET` (attached) is a password
-_SHORT_ATTACHED: Final = {
-    "mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck",
-    "mysqlpump", "mysqlsh", "mariadb", "mariadb-dump", "mariadb-admin", "mariadb-import",
-    "mariadb-show", "mariadb-check",
-}
+MIN_SECRET = 1  # empty values are kept (`ssh-keygen -N ''`)
+MAX_DEPTH = 4  # command lines inside command lines (sh -c "ssh h 'sh -c ...'")
 
 
 @dataclass(frozen=True)
@@ -91,42 +69,12 @@ class Redactor:
         """A redacted copy of argv, or None when nothing in it is a secret."""
         if not self.enabled or not argv:
             return None
-        out: list[str] | None = None
-        tool = os.path.basename(argv[0])
-        hide_next = False
-        for i, arg in enumerate(argv):
-            if hide_next and arg and not arg.startswith("-"):
-                new = MASK
-            else:
-                new = self._one(tool, arg, i)
-            hide_next = bool(i) and (
-                arg in _SHORT_NEXT.get(tool, ())
-                or (_SCREEN.search(arg) is not None and _FLAG_ALONE.match(arg) is not None)
-            )
-            if new != arg:
-                if out is None:
-                    out = list(argv)
-                out[i] = new
-        if tool == "htpasswd" and len(argv) > 3 and any(
-            a.startswith("-") and not a.startswith("--") and "b" in a for a in argv[1:-1]
-        ):  # htpasswd -b[c] file user PASSWORD: the password is last
-            out = out or list(argv)
-            out[-1] = MASK
-        return out
-
-    def _one(self, tool: str, arg: str, i: int) -> str:
-        if i and tool in _SHORT_ATTACHED and arg.startswith("-p") and len(arg) > 2:
-            return "-p" + MASK
-        if self.extra:
-            for pattern in self.extra:
-                arg = pattern.sub(_mask_match, arg)
-        if not _SCREEN.search(arg):
-            return arg
-        if i:
-            arg = _FLAG_WITH_VALUE.sub(r"\1" + MASK, arg)
-            arg = _ENV_ASSIGN.sub(r"\1" + MASK, arg)
-        arg = _URL_USERINFO.sub(r"\1" + MASK + r"\3", arg)
-        return _URL_QUERY.sub(r"\1" + MASK, arg)
+        out = list(argv)
+        out[0] = _raw(out[0])
+        _walk(out, 0)
+        for pattern in self.extra:
+            out = [pattern.sub(_mask_match, a) for a in out]
+        return None if out == list(argv) else out
 
 
 def _mask_match(m: re.Match[str]) -> str:
@@ -135,4 +83,468 @@ def _mask_match(m: re.Match[str]) -> str:
     start, end = m.span("secret")
     base = m.start()
     text = m.group(0)
-    return text[: start - base] + MASK + text[end - base :]
+    return text[: start - base] + MASK + text[end - base:]
+
+
+# How the value after a flag is masked.
+_PLAIN = "plain"
+_COOKIES = "cookies"
+
+
+@dataclass
+class _Command:
+    """What the walk knows about the command it is in."""
+
+    args: list[str]
+    tool: Tool | None = None
+    pending: str | None = None  # the next argument is a secret: _PLAIN, _COOKIES or a separator
+    shell_next: bool = False  # the next argument is a command line (after -c)
+    set_verb: bool = False  # after `set`/`config`: the next positional is a NAME
+    anchor: str | None = None  # Tool.positional: the word positionals are counted from
+    count: int = 0
+    batch: bool = False  # Tool.batch_last seen
+    last_positional: int = -1
+    seen: set[str] = field(default_factory=set)
+    _store: bool | None = None
+
+    def switch(self, tool: Tool) -> None:
+        self.tool, self.pending, self.shell_next, self.set_verb = tool, None, False, False
+        self.anchor, self.count, self.batch = None, 0, False
+        self.seen = set()
+
+    def secret_store(self) -> bool:
+        """`kubectl create secret`, `gh secret set`, `aws ssm put-parameter
+        --type SecureString`: every value given is a secret."""
+        if self._store is None:
+            words = [a.lower() for a in self.args if len(a) < 64]
+            self._store = any("secret" in w or w == "securestring" for w in words) and any(
+                _STORE_VERB.search(w) for w in words)
+        return self._store
+
+
+_STORE_VERB = re.compile(r"(?:^|[-_:])(?:set|create|put|add|update|write)(?:$|[-_:])")
+# In a secret store, these flags carry the value (--from-literal: NAME=VALUE).
+_STORE_VALUES = frozenset({"--value", "--body", "-b", "--data", "--secret-binary",
+                           "--from-literal", "--literal"})
+_SET_VERBS = frozenset({"set", "config", "setenv", "set-env"})
+_ACTIONS = frozenset({"set", "add", "change", "update", "reset", "new", "put", "store"})
+# Collections, named rather than given: `kubectl config set-credentials NAME`.
+_NAMED = frozenset({"credentials", "creds", "secrets"})
+
+
+def _verb(word: str) -> bool:
+    """`set-initial-password`, `add-authtoken`: an action on a secret."""
+    words = name_words(word)
+    return len(words) > 1 and words[0] in _ACTIONS
+
+
+def _walk(args: list[str], depth: int) -> None:
+    """Masks, in place, the secrets of a command line (args[0] is the command)."""
+    cmd = _Command(args)
+    first = 0
+    while first < len(args) and _ASSIGNMENT.match(args[first]):  # NAME=X cmd ...
+        args[first] = _assignment(args[first], cmd)
+        first += 1
+    if first < len(args):
+        tool = TOOLS.get(args[first].rpartition("/")[2])
+        if tool is not None:
+            cmd.switch(tool)
+    for i in range(first + 1, len(args)):
+        arg = args[i]
+        if cmd.pending is not None:
+            how, cmd.pending = cmd.pending, None
+            if arg and (arg[0] != "-" or len(arg) == 1):
+                args[i] = _raw(_mask_value(arg, how, cmd))
+                continue
+        if cmd.shell_next:
+            cmd.shell_next = False
+            args[i] = _shell(arg, depth + 1)
+            continue
+        tool = TOOLS.get(arg.rpartition("/")[2]) if ":" not in arg else None
+        if tool is not None:  # a command behind a wrapper
+            cmd.switch(tool)
+        elif len(arg) > 1 and arg[0] == "-" and arg != "--" and " " not in arg:
+            args[i] = _flag(arg, cmd)
+        elif arg != "--":
+            args[i] = _positional(arg, i, cmd, depth)
+    t = cmd.tool
+    if t is not None and t.batch_last and cmd.batch and cmd.last_positional > first:
+        args[cmd.last_positional] = MASK  # htpasswd -b FILE USER PASSWORD
+
+
+def _flag(arg: str, cmd: _Command) -> str:
+    t = cmd.tool
+    name, eq, value = arg.partition("=")
+    if t is not None:
+        if t.value_flags and (t.after is None or t.after in cmd.seen):
+            if arg in t.value_flags:
+                cmd.pending = _PLAIN
+                return arg
+            short = arg[:2]
+            if t.attached and short in t.value_flags and arg[1] != "-":
+                return short + _mask_value(arg[2:], _PLAIN, cmd)
+        if t.attached_only and arg[:2] in t.attached_only and len(arg) > 2:
+            return arg[:2] + _mask_value(arg[2:], _PLAIN, cmd)
+        if arg in t.userpass:
+            cmd.pending = t.sep
+            return arg
+        if eq and name in t.userpass:
+            return name + eq + _mask_value(value, t.sep, cmd)
+        if name in t.not_values:
+            return arg
+        if t.shell_flag and _C_FLAG.match(arg):
+            cmd.shell_next = True
+            return arg
+        if t.batch_last and arg[1] != "-" and t.batch_last in arg:
+            cmd.batch = True
+        if arg in ("-b", "--cookie") and t is TOOLS["curl"]:
+            cmd.pending = _COOKIES
+            return arg
+    if eq:
+        prop = name[2:] if _PROPERTY.match(name) else name  # java -Dname=, gradle -Pname=
+        if is_secret_name(prop) or (name in _STORE_VALUES and cmd.secret_store()):
+            if name == "--from-literal":  # NAME=VALUE: all of VALUE
+                key, eq2, lit = value.partition("=")
+                return f"{name}={key}{eq2}{_mask_value(lit, _PLAIN, cmd)}"
+            return name + eq + _raw(_mask_value(value, _how(prop), cmd))
+        return name + eq + _raw(_pairs(value, cmd))
+    if is_secret_name(arg) or (arg in _STORE_VALUES and cmd.secret_store()):
+        cmd.pending = _how(arg)
+        return arg
+    return _raw(arg)  # -----BEGIN PRIVATE KEY----- ...
+
+
+def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
+    t = cmd.tool
+    cmd.last_positional = i
+    low = arg.lower()
+    if len(arg) < 32:
+        cmd.seen.add(low)
+    if t is not None:
+        if t.positional:
+            if low in t.positional:
+                cmd.anchor, cmd.count = low, 0
+                return arg
+            picks = t.positional.get(cmd.anchor)
+            if picks is not None and (cmd.anchor is None or cmd.anchor in cmd.seen):
+                n, cmd.count = cmd.count, cmd.count + 1
+                if n in picks and "=" not in arg:
+                    return _mask_value(arg, _PLAIN, cmd)
+        if t.prefixed:
+            for prefix in t.prefixed:
+                if arg.startswith(prefix):
+                    return prefix + _mask_value(arg[len(prefix):], _PLAIN, cmd)
+        if t.slash_login:
+            m = _SLASH_LOGIN.match(arg)
+            if m:
+                return m.group("user") + MASK + (m.group("rest") or "")
+        if t.pairs and "=" not in arg and is_secret_name(arg):
+            cmd.pending = _PLAIN
+            return arg
+    if cmd.set_verb and "=" not in arg:  # set NAME VALUE
+        cmd.set_verb = low in _SET_VERBS
+        if not cmd.set_verb and "=" not in arg and is_secret_name(arg) and not _verb(arg):
+            cmd.pending = _PLAIN
+        return arg
+    if low in _SET_VERBS:
+        cmd.set_verb = True
+        return arg
+    if "=" in arg and _ASSIGNMENT.match(arg):
+        return _raw(_assignment(arg, cmd))
+    if _verb(arg) and is_secret_name(arg) and name_words(arg)[-1] not in _NAMED:
+        cmd.pending = _PLAIN  # set-initial-password X, add-authtoken X
+        return arg
+    if _SPACE.search(arg) and depth < MAX_DEPTH and (
+            (t is not None and t.command_args) or _looks_like_command(arg)):
+        arg = _shell(arg, depth + 1)
+    return _raw(arg)
+
+
+def _how(name: str) -> str:
+    """How to mask the value of a secret-named flag: `--src-creds user:pw` keeps user."""
+    last = name_words(name)[-1:]
+    return ":" if last and last[0] in ("creds", "credentials", "auth") else _PLAIN
+
+
+def _assignment(arg: str, cmd: _Command) -> str:
+    name, _, value = arg.partition("=")
+    t = cmd.tool
+    if is_secret_name(name) or (t is not None and name in t.secret_names):
+        if not _STRUCTURED.search(value):
+            return f"{name}={_mask_value(value, _how(name), cmd)}"
+    elif cmd.secret_store():  # fly secrets set NAME=VALUE
+        return f"{name}={_mask_value(value, _PLAIN, cmd)}"
+    return _pairs(arg, cmd)
+
+
+def _mask_value(value: str, how: str, cmd: _Command) -> str:
+    if len(value) < MIN_SECRET or _is_reference(value):
+        return value
+    if how == _COOKIES:
+        return _COOKIE_VALUE.sub(_mask_group2, value) if "=" in value else value
+    if how != _PLAIN:  # USER<sep>PASSWORD; no separator: the tool prompts (curl -u user)
+        user, sep, password = value.partition(how)
+        if not sep or "//" in value or len(password) < MIN_SECRET:
+            return value
+        return user + sep + MASK
+    if value.startswith("pass:"):  # openssl -pass pass:X
+        return "pass:" + MASK
+    if value.startswith("{") and _JSON_VALUE.search(value):
+        return _JSON_VALUE.sub(lambda m: m.group(1) + MASK + m.group(3), value)
+    if _STRUCTURED.search(value) and "=" in value.partition(",")[0]:
+        return _pairs(value, cmd)  # docker build --secret id=x,src=path
+    return MASK
+
+
+def _is_reference(value: str) -> bool:
+    """A path, `$VAR`, `env:NAME`, `file:PATH`, `-`: points at a secret (unless it
+    has a secret's shape: base64 keys may start with a slash)."""
+    return _REFERENCE.match(value) is not None and mask_shapes(value) == value
+
+
+def _pairs(text: str, cmd: _Command) -> str:
+    """NAME=VALUE pairs inside one argument (`-o user=u,password=X`,
+    `Server=s;Password=X;`, `username="u" password="X"`)."""
+    if "=" not in text:
+        return text
+    t = cmd.tool
+
+    def one(m: re.Match[str]) -> str:
+        name, value = m.group("name"), m.group("value")
+        if not (is_secret_name(name) or (t is not None and name in t.secret_names)):
+            return m.group(0)
+        quote = value[:1] if value[:1] in "\"'" and value[-1:] == value[:1] else ""
+        inner = value[1:-1] if quote else value
+        masked = _mask_value(inner, _PLAIN, cmd)
+        return f"{name}={quote}{masked}{quote}"
+
+    return _PAIR.sub(one, text)
+
+
+def _raw(text: str) -> str:
+    """Masks what an argument shows by itself, whatever its place: headers,
+    URL credentials and parameters, JSON pairs, SQL, value-shaped secrets."""
+    if not _RAW_SCREEN.search(text):
+        return text
+    if ":" in text:
+        text = _HEADER.sub(_header, text, count=1)
+        if "://" in text:
+            text = _URL_USERINFO.sub(_mask_group2, text)
+            text = _URL_TOKEN.sub(_url_token, text)
+        if "'" in text or '"' in text:
+            text = _QUOTED_PAIR.sub(_quoted_pair, text)
+        elif "@" in text:
+            text = _BARE_USERINFO.sub(_mask_group2, text, count=1)
+    if "=" in text:
+        text = _PARAM.sub(_param, text)
+    if "'" in text and _SQL_HINT.search(text):
+        text = _SQL.sub(_mask_group2, text)
+    return mask_shapes(text)
+
+
+# --- command lines inside one argument (sh -c "...", ssh host "...")
+
+_SH_TOKEN = re.compile(
+    r"""(?P<op>&&|\|\||;;|<<<|[;&|()\n]|\d*[<>]+&?)"""
+    r"""|(?P<word>(?:[^\s;&|()<>'"\\]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.|['"])+)"""
+    r"""|\s+""",
+    re.S,
+)
+_UNQUOTE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)""", re.S)
+_DQ_ESCAPE = re.compile(r"""\\([\\"$`])""")
+_SAFE = re.compile(r"[\w@%+=:,./*-]+")
+
+
+def _unquote(raw: str) -> str:
+    def part(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return m.group(1)
+        if m.group(2) is not None:
+            return _DQ_ESCAPE.sub(r"\1", m.group(2))
+        return m.group(3)
+
+    return _UNQUOTE.sub(part, raw)
+
+
+def _requote(old_raw: str, new: str) -> str:
+    if _SAFE.fullmatch(new) and old_raw[:1] not in "'\"":
+        return new
+    if old_raw[:1] == '"' and not _DQ_NEEDS.search(new):
+        return f'"{new}"'
+    return "'" + new.replace("'", "'\\''") + "'"
+
+
+_DQ_NEEDS = re.compile(r'[\\"$`]')
+
+
+def _shell(text: str, depth: int) -> str:
+    """A command line given as one argument, split like a shell would and
+    redacted command by command; each changed word is put back quoted."""
+    if depth > MAX_DEPTH:
+        return _raw(text)
+    # segments of (start, end, raw, value), the operator that ends each
+    segments: list[tuple[list[tuple[int, int, str, str]], str]] = []
+    words: list[tuple[int, int, str, str]] = []
+    skip_next = False  # the word after a redirection is a file
+    here = -1  # index (in words) of the word after <<<
+    heres: dict[int, int] = {}
+    for m in _SH_TOKEN.finditer(text):
+        if m.group("op") is not None:
+            op = m.group("op")
+            if op == "<<<":
+                here = len(words)
+            elif op[-1] in "<>" or (op.endswith("&") and op[0] in "<>0123456789"):
+                skip_next = True
+            else:
+                segments.append((words, op))
+                if here >= 0:
+                    heres[len(segments) - 1] = here
+                words, here = [], -1
+        elif m.group("word") is not None:
+            if skip_next:
+                skip_next = False
+                continue
+            raw = m.group("word")
+            words.append((m.start(), m.end(), raw, _unquote(raw)))
+    segments.append((words, ""))
+    if here >= 0:
+        heres[len(segments) - 1] = here
+    changes: list[tuple[int, int, str]] = []
+    for n, (seg, op) in enumerate(segments):
+        if not seg:
+            continue
+        values = [w[3] for w in seg]
+        _walk(values, depth)
+        stdin_secret = n in heres and _takes_secret_on_stdin(values)
+        if stdin_secret:
+            values[heres[n]] = MASK
+        if op == "|" and n + 1 < len(segments) and segments[n + 1][0] and (
+                values[0].rpartition("/")[2] in PRINTERS
+                and _takes_secret_on_stdin([w[3] for w in segments[n + 1][0]])):
+            keep_user = segments[n + 1][0][0][3].rpartition("/")[2] == "chpasswd"
+            for k in range(1, len(values)):
+                if not values[k].startswith("-") and "%" not in values[k]:
+                    user, sep, _ = values[k].partition(":")
+                    values[k] = user + sep + MASK if keep_user and sep else MASK
+        for (start, end, raw, old), new in zip(seg, values, strict=True):
+            if new != old:
+                changes.append((start, end, _requote(raw, new)))
+    for start, end, new in sorted(changes, reverse=True):
+        text = text[:start] + new + text[end:]
+    return _raw(text)
+
+
+def _takes_secret_on_stdin(words: list[str]) -> bool:
+    """`docker login --password-stdin`, `gh auth login --with-token`, `chpasswd`,
+    `sudo -S`, `passwd --stdin`."""
+    if not words:
+        return False
+    cmd = words[0].rpartition("/")[2]
+    if cmd == "chpasswd":
+        return True
+    for w in words[1:]:
+        if w.startswith("-") and is_secret_on_stdin(w.partition("=")[0]):
+            return True
+        if (cmd == "sudo" and w == "-S") or (cmd == "passwd" and w == "--stdin"):
+            return True
+    return False
+
+
+def _looks_like_command(text: str) -> bool:
+    first = text.split(None, 1)[0].strip("'\"") if text.strip() else ""
+    return (first.rpartition("/")[2] in COMMANDS or first[:1] in ("/", "~")
+            or first.startswith("./") or bool(_ASSIGNMENT.match(first)))
+
+
+# --- patterns
+
+# A NAME=VALUE word: NAME is a variable, property or key name.
+_ASSIGNMENT = re.compile(r"[A-Za-z_][\w.\-:/\[\]]*=")
+_PROPERTY = re.compile(r"-[DP][A-Za-z]")
+_C_FLAG = re.compile(r"-[a-z]*c$|--command$")
+_SPACE = re.compile(r"\s")
+# Values that point at a secret instead of holding it.
+_REFERENCE = re.compile(r"/|\./|\.\./|~|@|\$\{?\w+\}?$|(?:env|file|fd):|-$|stdin$")
+_STRUCTURED = re.compile(r"[,;&\s]\s*[A-Za-z_][\w.\-\[\]]*(?: [A-Za-z_]\w*)?=")
+_PAIR = re.compile(
+    r"(?:(?<=^)|(?<=[,;&\s]))(?P<name>[A-Za-z_][\w.\-\[\]]*(?: [A-Za-z_]\w*)?)="
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^,;&\s]*)")
+_JSON_VALUE = re.compile(r'("[^"]*"\s*:\s*")([^"]*)(")')
+_COOKIE_VALUE = re.compile(r"(\b[\w.-]+=)([^;\s]{3,})")
+_SLASH_LOGIN = re.compile(r"(?P<user>[\w$#]+/)(?P<pw>[^@\s/]+)(?P<rest>@.*)?$")
+
+_RAW_SCREEN = re.compile(r"[:=@']|[A-Za-z0-9_\-+/.]{16,}")
+_HEADER = re.compile(
+    r"^(?P<pre>\s*(?:[\w.:/\-]+=)?\s*)(?P<name>[A-Za-z][\w-]*)(?P<colon>\s*:\s*)(?P<value>\S.*)$",
+    re.S)
+_AUTH_SCHEME = re.compile(
+    r"(?i)(?P<scheme>bearer|basic|token|digest|negotiate|ntlm|bot|apikey|api-key|key|sso-key"
+    r"|splunk|ssws|genie ?key|oauth|jwt|aws4-hmac-sha256|hmac-sha256)(?P<space>\s+)")
+# k=v, k=v (AWS4, Digest); `=(?!=)`: not the padding of a base64 credential
+_AUTH_PARAM = re.compile(r"(?P<name>[A-Za-z][\w-]*)=(?!=)(?P<value>\"[^\"]*\"|[^,\s]+)")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*:)([^/?#\s]+)(?=@)")
+_URL_TOKEN = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s:@]+)(?=@)")
+_BARE_USERINFO = re.compile(
+    r"^([\w.\\/-]+:)([^@\s/:]+)(?=@[\w.-]*[A-Za-z0-9](?::\d+)?(?:/\S*)?$)")
+_PARAM = re.compile(r"(?P<pre>(?:^|[?&;])(?P<name>[\w.\-\[\]%]+)=)(?P<value>[^&#;,\s]*)")
+_QUOTED_PAIR = re.compile(
+    r"""(?P<q>["'])(?P<name>[\w.\-]{1,64})(?P=q)\s*:\s*(?P<vq>["'])(?P<value>[^"'\n]*)(?P=vq)""")
+_SQL_HINT = re.compile(r"(?i)password|identified")
+_SQL = re.compile(
+    r"(?i)(\b(?:identified\s+by|password)\s*(?:=\s*)?(?:password\s*\(\s*)?')([^']*)(?=')")
+
+
+def _mask_group2(m: re.Match[str]) -> str:
+    return m.group(1) + (MASK if len(m.group(2)) >= MIN_SECRET else m.group(2))
+
+
+def _mask_credential(value: str) -> str:
+    """An Authorization value: the scheme stays; `k=v, k=v` parameters keep
+    their names (AWS4, Digest) and lose the secret ones."""
+    m = _AUTH_SCHEME.match(value)
+    scheme = m.group(0) if m else ""
+    rest = value[len(scheme):]
+    if "=" in rest and _AUTH_PARAM.match(rest):
+        return scheme + _AUTH_PARAM.sub(
+            lambda p: f"{p['name']}={MASK}" if is_secret_name(p["name"], query=True)
+            else p.group(0), rest)
+    return scheme + MASK
+
+
+def _header(m: re.Match[str]) -> str:
+    name = m.group("name")
+    low = name.lower()
+    value = m.group("value")
+    if low in ("cookie", "set-cookie"):
+        masked = _COOKIE_VALUE.sub(_mask_group2, value)
+    elif low.endswith("authorization"):
+        masked = _mask_credential(value)
+    elif is_secret_name(name):
+        masked = MASK if len(value) >= MIN_SECRET else value
+    else:
+        return m.group(0)
+    return m.group("pre") + name + m.group("colon") + masked
+
+
+def _url_token(m: re.Match[str]) -> str:
+    user = m.group("user")
+    return m.group("pre") + (MASK if looks_like_token(user) else user)
+
+
+def _param(m: re.Match[str]) -> str:
+    value = m.group("value")
+    if len(value) < MIN_SECRET or not is_secret_name(m.group("name"), query=True):
+        return m.group(0)
+    if _is_reference(value):
+        return m.group(0)
+    return m.group("pre") + MASK
+
+
+def _quoted_pair(m: re.Match[str]) -> str:
+    name, value = m.group("name"), m.group("value")
+    if len(value) < MIN_SECRET or not is_secret_name(name, query=True):
+        return m.group(0)
+    masked = _mask_credential(value) if name.lower().endswith("authorization") else MASK
+    start, end = m.span("value")
+    base = m.start()
+    return m.group(0)[: start - base] + masked + m.group(0)[end - base:]

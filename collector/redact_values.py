@@ -1,0 +1,138 @@
+"""Secrets recognisable by their shape alone, wherever they appear in an argument.
+
+The patterns are ported from detect-secrets 1.5 (Yelp, Apache-2.0:
+plugins/aws.py, github_token.py, gitlab_token.py, slack.py, stripe.py,
+jwt.py, private_key.py, sendgrid.py, npm.py, pypi_token.py, openai.py,
+mailchimp.py, discord.py, telegram_token.py, square_oauth.py, twilio.py,
+artifactory.py, azure_storage_key.py, high_entropy_strings.py), with a few
+newer token formats from gitleaks' default rules (MIT: github_pat_, Google
+API keys and OAuth tokens, Anthropic/OpenAI project keys, DigitalOcean,
+Tailscale, HashiCorp Vault, Sentry, Pulumi, Hugging Face, Grafana, Shopify,
+npm, RubyGems, Postman, Atlassian). Ported rather than imported: the library
+scans a whole line with every plugin and took ~160 µs per argv
+(`scan_line`: ~1.2 ms, and it flags every word in ad-hoc mode), pulls in
+`requests` and global settings, and 0.2 s of imports; one combined
+expression here costs a few µs per argument (tests/bench/redaction.py).
+
+Left out: detect-secrets' keyword-context detectors (IBM, Cloudant,
+SoftLayer; argv names are handled by collector/redact_names.py), its
+Artifactory `AP...` form (matches ordinary words) and verification calls.
+The high-entropy check is detect-secrets' Shannon entropy with its base64
+limit (4.5), on runs of 32+ base64 characters mixing cases and digits; hex
+runs are left alone because in command lines they are mostly hashes and
+commit ids (a hex secret is still caught by the name before it).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Final
+
+MASK: Final = "***"
+
+# Each alternative masks the group named s<N> if it has one, else the whole match.
+_SHAPES: Final = [
+    # AWS access key ids (detect-secrets aws.py)
+    r"\b(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}\b",
+    # GitHub (github_token.py; fine-grained PATs from gitleaks)
+    r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9_]{36,255}",
+    r"\bgithub_pat_[A-Za-z0-9_]{22,255}",
+    # GitLab (gitlab_token.py)
+    r"\b(?:glpat|gldt|glft|glsoat|glrt)-[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"\bGR1348941[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"\bglcbt-(?:[0-9a-fA-F]{2}_)?[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"\bgl(?:imt|ptt|agent|oas)-[A-Za-z0-9_\-]{25,1024}(?!\w)",
+    # Slack tokens and webhooks (slack.py): the webhook's last part is the secret
+    r"\bxox(?:a|b|p|o|s|r)-(?:\d+-)+[A-Za-z0-9]+",
+    r"hooks\.slack\.com/(?:services|workflows)/T[A-Za-z0-9_]+/[AB][A-Za-z0-9_]+/(?P<s1>[A-Za-z0-9_]+)",
+    # Discord webhooks (gitleaks) and bot tokens (discord.py)
+    r"discord(?:app)?\.com/api/webhooks/\d+/(?P<s2>[A-Za-z0-9_\-]{20,})",
+    r"\b[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}\b",
+    # Stripe (stripe.py; test keys too: they still open the account's test data)
+    r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{24,}",
+    # JSON Web Tokens (jwt.py, without its base64/JSON validation: eyJ is '{"')
+    r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+    # Private keys (private_key.py): what follows the header
+    r"-----BEGIN[A-Z0-9 ]{0,30} PRIVATE KEY(?: BLOCK)?-----(?P<s3>.*?)(?=-----END|$)",
+    r"PuTTY-User-Key-File-\d: *(?P<s4>.*)",
+    # SendGrid, Twilio, Mailchimp, Square, Telegram, Artifactory, Azure storage
+    r"\bSG\.[a-zA-Z0-9_-]{22}\.[a-zA-Z0-9_-]{43}\b",
+    r"\b(?:AC|SK)[a-f0-9]{32}\b",
+    r"\b[0-9a-f]{32}-us[0-9]{1,2}\b",
+    r"\bsq0(?:csp|atp)-[0-9A-Za-z_\-]{22,43}",
+    r"(?<!\d)\d{8,10}:(?P<s5>AA[0-9A-Za-z_-]{33})",
+    r"(?:^|(?<=[\s=:\"]))AKC[a-zA-Z0-9]{10,}(?=[\s\"]|$)",
+    r"AccountKey=(?P<s6>[a-zA-Z0-9+/=]{88})",
+    # npm, PyPI, OpenAI/Anthropic, Google, Vault, DigitalOcean, Tailscale, others (gitleaks)
+    r"\bnpm_[A-Za-z0-9]{36}\b",
+    r"\bpypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,}",
+    r"\bsk-[A-Za-z0-9_-]*[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}",
+    r"\bsk-(?:proj|svcacct|admin|ant-(?:api|admin|sid)\d\d)-[A-Za-z0-9_-]{20,}",
+    r"\bAIza[0-9A-Za-z_-]{35}",
+    r"\bya29\.[0-9A-Za-z_-]{20,}",
+    r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}",
+    r"\bdo[por]_v1_[a-f0-9]{64}\b",
+    r"\btskey-[a-z]+-[A-Za-z0-9-]{10,}",
+    r"\bsntry[su]_[A-Za-z0-9+/=_-]{32,}",
+    r"\bpul-[a-f0-9]{40}\b",
+    r"\bhf_[A-Za-z]{34}\b",
+    r"\bgl(?:sa|c)_[A-Za-z0-9_+/=-]{32,}",
+    r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b",
+    r"\brubygems_[a-f0-9]{48}\b",
+    r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b",
+    r"\bATATT3[A-Za-z0-9_\-=]{150,}",
+]
+_SHAPE = re.compile("|".join(f"(?:{p})" for p in _SHAPES), re.DOTALL)
+_GROUPS: Final = tuple(f"s{n}" for n in range(1, 7))
+
+# Runs of base64 (standard or URL-safe) long enough to be keys.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
+_HEX = re.compile(r"[0-9a-fA-F_=-]+")
+# a word (or camelCase words) between slashes
+_PATH_PART = re.compile(r"(?:^|/)[A-Za-z][a-z]{2,}(?:[A-Z][a-z]{2,})*(?:/|$)")
+ENTROPY_LIMIT: Final = 4.5  # detect-secrets' default for base64 strings
+
+
+def shannon_entropy(text: str) -> float:
+    """Bits per character (detect-secrets' calculate_shannon_entropy)."""
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+
+
+def _looks_random(run: str) -> bool:
+    if _HEX.fullmatch(run) or ("/" in run and _PATH_PART.search(run)):
+        return False  # hashes, commit and image ids; paths
+    if not (any(c.isupper() for c in run) and any(c.islower() for c in run)
+            and any(c.isdigit() for c in run)):
+        return False
+    return shannon_entropy(run) >= ENTROPY_LIMIT
+
+
+def _mask_shape(m: re.Match[str]) -> str:
+    for g in _GROUPS:
+        if m.group(g) is not None:
+            start, end = m.span(g)
+            base = m.start()
+            text = m.group(0)
+            return text[: start - base] + MASK + text[end - base:]
+    return MASK
+
+
+def _mask_run(m: re.Match[str]) -> str:
+    return MASK if _looks_random(m.group(0)) else m.group(0)
+
+
+def mask_shapes(text: str) -> str:
+    """`text` with every value-shaped secret (and high-entropy base64 run) masked."""
+    text = _SHAPE.sub(_mask_shape, text)
+    if len(text) >= 32:
+        text = _B64_RUN.sub(_mask_run, text)
+    return text
+
+
+def looks_like_token(text: str) -> bool:
+    """A credential-looking string where a user name could stand (`https://TOKEN@host`)."""
+    return (len(text) >= 16 and any(c.isdigit() for c in text)
+            and any(c.isalpha() for c in text)) or _SHAPE.search(text) is not None
