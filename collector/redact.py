@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from snoopbus.collector.redact_names import is_secret_name, is_secret_on_stdin, name_words
-from snoopbus.collector.redact_tools import COMMANDS, PRINTERS, TOOLS, Tool
+from snoopbus.collector.redact_tools import COMMANDS, PRINTERS, STDIN_READERS, TOOLS, Tool
 from snoopbus.collector.redact_values import MASK, looks_like_token, mask_shapes
 
 __all__ = ["MASK", "RedactConfig", "Redactor"]
@@ -86,9 +86,13 @@ def _mask_match(m: re.Match[str]) -> str:
     return text[: start - base] + MASK + text[end - base:]
 
 
-# How the value after a flag is masked.
+# How the value after a flag is masked (else: a separator, USER<sep>PASSWORD).
 _PLAIN = "plain"
 _COOKIES = "cookies"
+_USER_COLON = "user:"  # `--creds user:X` keeps user; without a colon all is the secret
+_USER = "user"  # -u/-U of a tool we do not know: `user%X` (samba), `user:X`
+_PAIR_VALUE = "pair"  # the VALUE of a NAME VALUE pair (nmcli ... wifi-sec.psk X)
+_CREDENTIAL = "credential"  # after `login`/`auth`/`unlock`, if it looks like one
 
 
 @dataclass
@@ -99,6 +103,8 @@ class _Command:
     tool: Tool | None = None
     pending: str | None = None  # the next argument is a secret: _PLAIN, _COOKIES or a separator
     shell_next: bool = False  # the next argument is a command line (after -c)
+    port_like_ok: bool = False  # a pending -p keeps a value that looks like ports
+    login: bool = False  # after login/auth/unlock: the next positional may be a credential
     set_verb: bool = False  # after `set`/`config`: the next positional is a NAME
     anchor: str | None = None  # Tool.positional: the word positionals are counted from
     count: int = 0
@@ -116,17 +122,22 @@ class _Command:
         """`kubectl create secret`, `gh secret set`, `aws ssm put-parameter
         --type SecureString`: every value given is a secret."""
         if self._store is None:
-            words = [a.lower() for a in self.args if len(a) < 64]
-            self._store = any("secret" in w or w == "securestring" for w in words) and any(
+            words = [a.lower() for a in self.args
+                     if len(a) < 64 and a[:1] != "-" and "=" not in a]
+            self._store = any(_STORE_NOUN.search(w) for w in words) and any(
                 _STORE_VERB.search(w) for w in words)
         return self._store
 
 
 _STORE_VERB = re.compile(r"(?:^|[-_:])(?:set|create|put|add|update|write)(?:$|[-_:])")
+_STORE_NOUN = re.compile(r"(?:^|[-_:/])secrets?(?:manager)?(?:$|[-_:/])|^securestring$")
 # In a secret store, these flags carry the value (--from-literal: NAME=VALUE).
 _STORE_VALUES = frozenset({"--value", "--body", "-b", "--data", "--secret-binary",
                            "--from-literal", "--literal"})
 _SET_VERBS = frozenset({"set", "config", "setenv", "set-env"})
+_LOGIN_VERBS = frozenset({"login", "auth", "unlock", "authenticate"})
+_USER_FLAGS = frozenset({"-u", "-U", "--user", "--username", "-user", "-username"})
+_PASSWORD_FLAGS = frozenset({"-p", "-P"})
 _ACTIONS = frozenset({"set", "add", "change", "update", "reset", "new", "put", "store"})
 # Collections, named rather than given: `kubectl config set-credentials NAME`.
 _NAMED = frozenset({"credentials", "creds", "secrets"})
@@ -143,7 +154,7 @@ def _walk(args: list[str], depth: int) -> None:
     cmd = _Command(args)
     first = 0
     while first < len(args) and _ASSIGNMENT.match(args[first]):  # NAME=X cmd ...
-        args[first] = _assignment(args[first], cmd)
+        args[first] = _assignment(args[first], cmd, depth)
         first += 1
     if first < len(args):
         tool = TOOLS.get(args[first].rpartition("/")[2])
@@ -153,7 +164,10 @@ def _walk(args: list[str], depth: int) -> None:
         arg = args[i]
         if cmd.pending is not None:
             how, cmd.pending = cmd.pending, None
-            if arg and (arg[0] != "-" or len(arg) == 1):
+            port_ok, cmd.port_like_ok = cmd.port_like_ok, False
+            if arg and (arg[0] != "-" or len(arg) == 1) and not (
+                    (how == _PAIR_VALUE and _DOTTED.fullmatch(arg))  # a NAME: no value came
+                    or (port_ok and (_PORT_LIKE.fullmatch(arg) or "=" in arg))):
                 args[i] = _raw(_mask_value(arg, how, cmd))
                 continue
         if cmd.shell_next:
@@ -174,6 +188,7 @@ def _walk(args: list[str], depth: int) -> None:
 
 def _flag(arg: str, cmd: _Command) -> str:
     t = cmd.tool
+    cmd.login = False  # `login X`: X comes right after the verb
     name, eq, value = arg.partition("=")
     if t is not None:
         if t.value_flags and (t.after is None or t.after in cmd.seen):
@@ -207,9 +222,19 @@ def _flag(arg: str, cmd: _Command) -> str:
                 key, eq2, lit = value.partition("=")
                 return f"{name}={key}{eq2}{_mask_value(lit, _PLAIN, cmd)}"
             return name + eq + _raw(_mask_value(value, _how(prop), cmd))
+        if _SPACE.search(value) and _looks_like_command(value):  # --command="mysql -pX"
+            return name + eq + _shell(value, MAX_DEPTH)
         return name + eq + _raw(_pairs(value, cmd))
     if is_secret_name(arg) or (arg in _STORE_VALUES and cmd.secret_store()):
         cmd.pending = _how(arg)
+        return arg
+    if arg in _PASSWORD_FLAGS and (t is None or not t.knows(arg)) and any(
+            a in _USER_FLAGS for a in cmd.args):
+        cmd.pending = _PLAIN  # rabbitmqadmin -u admin -p X: -p is a port only with digits
+        cmd.port_like_ok = True
+        return arg
+    if arg in _USER_FLAGS and t is None:
+        cmd.pending = _USER
         return arg
     return _raw(arg)  # -----BEGIN PRIVATE KEY----- ...
 
@@ -239,7 +264,7 @@ def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
             if m:
                 return m.group("user") + MASK + (m.group("rest") or "")
         if t.pairs and "=" not in arg and is_secret_name(arg):
-            cmd.pending = _PLAIN
+            cmd.pending = _PAIR_VALUE
             return arg
     if cmd.set_verb and "=" not in arg:  # set NAME VALUE
         cmd.set_verb = low in _SET_VERBS
@@ -249,10 +274,17 @@ def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
     if low in _SET_VERBS:
         cmd.set_verb = True
         return arg
+    if cmd.login:
+        cmd.login = False
+        if "=" not in arg and _credential_like(arg):  # vault login X, bw unlock X
+            return _mask_value(arg, _PLAIN, cmd)
+    if low in _LOGIN_VERBS:
+        cmd.login = True
+        return arg
     if "=" in arg and _ASSIGNMENT.match(arg):
-        return _raw(_assignment(arg, cmd))
+        return _raw(_assignment(arg, cmd, depth))
     if _verb(arg) and is_secret_name(arg) and name_words(arg)[-1] not in _NAMED:
-        cmd.pending = _PLAIN  # set-initial-password X, add-authtoken X
+        cmd.pending = _CREDENTIAL  # set-initial-password X, add-authtoken X
         return arg
     if _SPACE.search(arg) and depth < MAX_DEPTH and (
             (t is not None and t.command_args) or _looks_like_command(arg)):
@@ -263,10 +295,10 @@ def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
 def _how(name: str) -> str:
     """How to mask the value of a secret-named flag: `--src-creds user:pw` keeps user."""
     last = name_words(name)[-1:]
-    return ":" if last and last[0] in ("creds", "credentials", "auth") else _PLAIN
+    return _USER_COLON if last and last[0] in ("creds", "credentials", "auth") else _PLAIN
 
 
-def _assignment(arg: str, cmd: _Command) -> str:
+def _assignment(arg: str, cmd: _Command, depth: int) -> str:
     name, _, value = arg.partition("=")
     t = cmd.tool
     if is_secret_name(name) or (t is not None and name in t.secret_names):
@@ -274,6 +306,8 @@ def _assignment(arg: str, cmd: _Command) -> str:
             return f"{name}={_mask_value(value, _how(name), cmd)}"
     elif cmd.secret_store():  # fly secrets set NAME=VALUE
         return f"{name}={_mask_value(value, _PLAIN, cmd)}"
+    elif _SPACE.search(value) and depth < MAX_DEPTH and _looks_like_command(value):
+        return f"{name}={_shell(value, depth + 1)}"  # ProxyCommand=sshpass -p X ssh ...
     return _pairs(arg, cmd)
 
 
@@ -282,9 +316,23 @@ def _mask_value(value: str, how: str, cmd: _Command) -> str:
         return value
     if how == _COOKIES:
         return _COOKIE_VALUE.sub(_mask_group2, value) if "=" in value else value
-    if how != _PLAIN:  # USER<sep>PASSWORD; no separator: the tool prompts (curl -u user)
+    if how == _USER_COLON:
+        user, sep, password = value.partition(":")
+        return user + sep + MASK if sep and password and "//" not in value else MASK
+    if how == _USER:  # a user name, unless it carries a password
+        user, sep, password = value.partition("%")
+        if sep and password and not _HEX_ESCAPE.match(password):
+            return user + sep + MASK
+        user, sep, password = value.partition(":")
+        return user + sep + MASK if sep and password and not password.isdigit() else value
+    if how in (_CREDENTIAL, _PAIR_VALUE) and not _credential_like(value):
+        return value
+    if how != _PLAIN and how not in (_CREDENTIAL, _PAIR_VALUE):
+        # USER<sep>PASSWORD; no separator: the tool prompts (curl -u user)
         user, sep, password = value.partition(how)
-        if not sep or "//" in value or len(password) < MIN_SECRET:
+        if not sep:  # the tool prompts (curl -u user), unless it is a token (http -a TOKEN)
+            return MASK if looks_like_token(value) else value
+        if "//" in value or len(password) < MIN_SECRET:
             return value
         return user + sep + MASK
     if value.startswith("pass:"):  # openssl -pass pass:X
@@ -300,6 +348,13 @@ def _is_reference(value: str) -> bool:
     """A path, `$VAR`, `env:NAME`, `file:PATH`, `-`: points at a secret (unless it
     has a secret's shape: base64 keys may start with a slash)."""
     return _REFERENCE.match(value) is not None and mask_shapes(value) == value
+
+
+def _credential_like(value: str) -> bool:
+    """Could be a password or token, not a subcommand, user name, host or URL
+    (`vault login hvs.X`, `bw unlock X`; not `gh auth status`, `docker login host`)."""
+    return not (_WORD_ONLY.fullmatch(value) or _HOST.fullmatch(value) or "://" in value
+                or _is_reference(value))
 
 
 def _pairs(text: str, cmd: _Command) -> str:
@@ -436,16 +491,22 @@ def _shell(text: str, depth: int) -> str:
 
 def _takes_secret_on_stdin(words: list[str]) -> bool:
     """`docker login --password-stdin`, `gh auth login --with-token`, `chpasswd`,
-    `sudo -S`, `passwd --stdin`."""
+    `sudo -S`, `openssl ... -passin stdin` (collector/redact_tools.py STDIN_READERS)."""
     if not words:
         return False
     cmd = words[0].rpartition("/")[2]
-    if cmd == "chpasswd":
+    if cmd in STDIN_READERS and STDIN_READERS[cmd] is None:
         return True
-    for w in words[1:]:
-        if w.startswith("-") and is_secret_on_stdin(w.partition("=")[0]):
+    flag = STDIN_READERS.get(cmd)
+    for k, w in enumerate(words[1:], 1):
+        if w[:1] != "-":
+            if w == "stdin" and is_secret_name(words[k - 1]):
+                return True
+            continue
+        if is_secret_on_stdin(w.partition("=")[0]):
             return True
-        if (cmd == "sudo" and w == "-S") or (cmd == "passwd" and w == "--stdin"):
+        if flag is not None and (w == flag or (
+                len(flag) == 2 and w[1] != "-" and flag[1] in w[1:])):
             return True
     return False
 
@@ -461,6 +522,11 @@ def _looks_like_command(text: str) -> bool:
 # A NAME=VALUE word: NAME is a variable, property or key name.
 _ASSIGNMENT = re.compile(r"[A-Za-z_][\w.\-:/\[\]]*=")
 _PROPERTY = re.compile(r"-[DP][A-Za-z]")
+_DOTTED = re.compile(r"[A-Za-z][\w-]*(?:\.[\w-]+)+")  # wifi-sec.psk, 802-1x.password
+_PORT_LIKE = re.compile(r"[\d,:.\-/]+")
+_HEX_ESCAPE = re.compile(r"[0-9A-Fa-f]{2}")
+_WORD_ONLY = re.compile(r"[A-Za-z]+(?:[-_][A-Za-z]+)*")
+_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?|[\w.-]+:\d+")
 _C_FLAG = re.compile(r"-[a-z]*c$|--command$")
 _SPACE = re.compile(r"\s")
 # Values that point at a secret instead of holding it.
@@ -484,8 +550,8 @@ _AUTH_SCHEME = re.compile(
 _AUTH_PARAM = re.compile(r"(?P<name>[A-Za-z][\w-]*)=(?!=)(?P<value>\"[^\"]*\"|[^,\s]+)")
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*:)([^/?#\s]+)(?=@)")
 _URL_TOKEN = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s:@]+)(?=@)")
-_BARE_USERINFO = re.compile(
-    r"^([\w.\\/-]+:)([^@\s/:]+)(?=@[\w.-]*[A-Za-z0-9](?::\d+)?(?:/\S*)?$)")
+_BARE_USERINFO = re.compile(  # domain/user:X@host; X may hold an @, the last one ends it
+    r"^([\w.\\/-]+:)([^\s/:]+)(?=@[\w.-]*[A-Za-z0-9](?::\d+)?(?:/\S*)?$)")
 _PARAM = re.compile(r"(?P<pre>(?:^|[?&;])(?P<name>[\w.\-\[\]%]+)=)(?P<value>[^&#;,\s]*)")
 _QUOTED_PAIR = re.compile(
     r"""(?P<q>["'])(?P<name>[\w.\-]{1,64})(?P=q)\s*:\s*(?P<vq>["'])(?P<value>[^"'\n]*)(?P=vq)""")

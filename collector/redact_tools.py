@@ -46,6 +46,11 @@ class Tool:
     # names that are secrets with this tool only (vault: secret_id)
     secret_names: frozenset[str] = frozenset()
 
+    def knows(self, flag: str) -> bool:
+        """Whether this tool says what `flag` takes (so no guess is made)."""
+        return (flag in self.value_flags or flag in self.attached_only
+                or flag in self.userpass or flag in self.not_values)
+
 
 def _flags(*names: str) -> frozenset[str]:
     return frozenset(names)
@@ -118,6 +123,7 @@ TOOLS: Final[MappingProxyType[str, Tool]] = MappingProxyType({
     "htpasswd": Tool(batch_last="b"),
     "pulumi": Tool(not_values=_flags("--secret")),
     "gcloud": Tool(not_values=_flags("--secret")),
+    "sudo": Tool(not_values=_flags("-p", "--prompt")),  # the prompt, not a password
     "ffmpeg": Tool(not_values=_flags("-pass", "-passlogfile")),  # two-pass encoding
 })
 
@@ -139,3 +145,8 @@ COMMANDS: Final = frozenset(TOOLS) | frozenset({
 })
 # Commands whose arguments are what they print: `echo X | cmd --password-stdin`.
 PRINTERS: Final = frozenset({"echo", "printf"})
+# Commands that read a password on standard input (always: None; or with this flag).
+STDIN_READERS: Final[MappingProxyType[str, str | None]] = MappingProxyType({
+    "chpasswd": None, "kinit": None, "cryptsetup": None, "sudo": "-S",
+    "passwd": "--stdin", "smbpasswd": "-s", "htpasswd": "-i",
+})
