@@ -52,12 +52,36 @@ __all__ = ["MASK", "RedactConfig", "Redactor"]
 
 MIN_SECRET = 1  # empty values are kept (`ssh-keygen -N ''`)
 MAX_DEPTH = 4  # command lines inside command lines (sh -c "ssh h 'sh -c ...'")
+# Words of command lines inside arguments walked per argv. argv is chosen by
+# whoever runs the command (8 KiB by default): past this, such an argument
+# gets only the per-argument rules, which are linear, so that no argv costs
+# the collector much more than the kernel spent making it.
+SHELL_WORDS = 1024
+
+
+class _Work:
+    """What is left of one argv's budget of shell words."""
+
+    __slots__ = ("words",)
+
+    def __init__(self) -> None:
+        self.words = SHELL_WORDS
 
 
 @dataclass(frozen=True)
 class RedactConfig:
     enabled: bool = True
     patterns: tuple[str, ...] = ()  # extra regular expressions (group `secret`, or all)
+
+    def __post_init__(self) -> None:
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"redact pattern {pattern!r} is not a regular expression ({exc}): "
+                    "fix or remove it (--redact-pattern, [collector] redact_pattern)"
+                ) from None
 
 
 class Redactor:
@@ -71,7 +95,7 @@ class Redactor:
             return None
         out = list(argv)
         out[0] = _raw(out[0])
-        _walk(out, 0)
+        _walk(out, 0, _Work())
         for pattern in self.extra:
             out = [pattern.sub(_mask_match, a) for a in out]
         return None if out == list(argv) else out
@@ -100,6 +124,7 @@ class _Command:
     """What the walk knows about the command it is in."""
 
     args: list[str]
+    work: _Work
     tool: Tool | None = None
     pending: str | None = None  # the next argument is a secret: _PLAIN, _COOKIES or a separator
     shell_next: bool = False  # the next argument is a command line (after -c)
@@ -112,11 +137,18 @@ class _Command:
     last_positional: int = -1
     seen: set[str] = field(default_factory=set)
     _store: bool | None = None
+    _user_flag: bool | None = None
 
     def switch(self, tool: Tool) -> None:
         self.tool, self.pending, self.shell_next, self.set_verb = tool, None, False, False
         self.anchor, self.count, self.batch = None, 0, False
         self.seen = set()
+
+    def has_user_flag(self) -> bool:
+        """-u/-U/--user anywhere in the command (computed once: argv is attacker-sized)."""
+        if self._user_flag is None:
+            self._user_flag = not _USER_FLAGS.isdisjoint(self.args)
+        return self._user_flag
 
     def secret_store(self) -> bool:
         """`kubectl create secret`, `gh secret set`, `aws ssm put-parameter
@@ -149,9 +181,9 @@ def _verb(word: str) -> bool:
     return len(words) > 1 and words[0] in _ACTIONS
 
 
-def _walk(args: list[str], depth: int) -> None:
+def _walk(args: list[str], depth: int, work: _Work) -> None:
     """Masks, in place, the secrets of a command line (args[0] is the command)."""
-    cmd = _Command(args)
+    cmd = _Command(args, work)
     first = 0
     while first < len(args) and _ASSIGNMENT.match(args[first]):  # NAME=X cmd ...
         args[first] = _assignment(args[first], cmd, depth)
@@ -172,7 +204,7 @@ def _walk(args: list[str], depth: int) -> None:
                 continue
         if cmd.shell_next:
             cmd.shell_next = False
-            args[i] = _shell(arg, depth + 1)
+            args[i] = _shell(arg, depth + 1, work)
             continue
         tool = TOOLS.get(arg.rpartition("/")[2]) if ":" not in arg else None
         if tool is not None:  # a command behind a wrapper
@@ -223,13 +255,14 @@ def _flag(arg: str, cmd: _Command) -> str:
                 return f"{name}={key}{eq2}{_mask_value(lit, _PLAIN, cmd)}"
             return name + eq + _raw(_mask_value(value, _how(prop), cmd))
         if _SPACE.search(value) and _looks_like_command(value):  # --command="mysql -pX"
-            return name + eq + _shell(value, MAX_DEPTH)
+            return name + eq + _shell(value, MAX_DEPTH, cmd.work)
         return name + eq + _raw(_pairs(value, cmd))
+    if MASK in arg:  # already masked (--password*** is no flag name)
+        return arg
     if is_secret_name(arg) or (arg in _STORE_VALUES and cmd.secret_store()):
         cmd.pending = _how(arg)
         return arg
-    if arg in _PASSWORD_FLAGS and (t is None or not t.knows(arg)) and any(
-            a in _USER_FLAGS for a in cmd.args):
+    if arg in _PASSWORD_FLAGS and (t is None or not t.knows(arg)) and cmd.has_user_flag():
         cmd.pending = _PLAIN  # rabbitmqadmin -u admin -p X: -p is a port only with digits
         cmd.port_like_ok = True
         return arg
@@ -243,6 +276,13 @@ def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
     t = cmd.tool
     cmd.last_positional = i
     low = arg.lower()
+    if t is None and not cmd.set_verb and not cmd.login and _PLAIN_WORD.fullmatch(arg):
+        # the common case, kept cheap (argv is attacker-sized): only a verb can matter
+        if low in _SET_VERBS:
+            cmd.set_verb = True
+        elif low in _LOGIN_VERBS:
+            cmd.login = True
+        return arg
     if len(arg) < 32:
         cmd.seen.add(low)
     if t is not None:
@@ -283,12 +323,13 @@ def _positional(arg: str, i: int, cmd: _Command, depth: int) -> str:
         return arg
     if "=" in arg and _ASSIGNMENT.match(arg):
         return _raw(_assignment(arg, cmd, depth))
-    if _verb(arg) and is_secret_name(arg) and name_words(arg)[-1] not in _NAMED:
+    if len(arg) < 48 and _IDENT.fullmatch(arg) and _verb(arg) and is_secret_name(arg) and (
+            name_words(arg)[-1] not in _NAMED):
         cmd.pending = _CREDENTIAL  # set-initial-password X, add-authtoken X
         return arg
     if _SPACE.search(arg) and depth < MAX_DEPTH and (
             (t is not None and t.command_args) or _looks_like_command(arg)):
-        arg = _shell(arg, depth + 1)
+        arg = _shell(arg, depth + 1, cmd.work)
     return _raw(arg)
 
 
@@ -307,11 +348,13 @@ def _assignment(arg: str, cmd: _Command, depth: int) -> str:
     elif cmd.secret_store():  # fly secrets set NAME=VALUE
         return f"{name}={_mask_value(value, _PLAIN, cmd)}"
     elif _SPACE.search(value) and depth < MAX_DEPTH and _looks_like_command(value):
-        return f"{name}={_shell(value, depth + 1)}"  # ProxyCommand=sshpass -p X ssh ...
+        return f"{name}={_shell(value, depth + 1, cmd.work)}"  # ProxyCommand=sshpass -p X
+    elif "=" not in value:
+        return arg
     return _pairs(arg, cmd)
 
 
-def _mask_value(value: str, how: str, cmd: _Command) -> str:
+def _mask_value(value: str, how: str, cmd: _Command | None) -> str:
     if len(value) < MIN_SECRET or _is_reference(value):
         return value
     if how == _COOKIES:
@@ -357,12 +400,12 @@ def _credential_like(value: str) -> bool:
                 or _is_reference(value))
 
 
-def _pairs(text: str, cmd: _Command) -> str:
+def _pairs(text: str, cmd: _Command | None) -> str:
     """NAME=VALUE pairs inside one argument (`-o user=u,password=X`,
     `Server=s;Password=X;`, `username="u" password="X"`)."""
     if "=" not in text:
         return text
-    t = cmd.tool
+    t = cmd.tool if cmd is not None else None
 
     def one(m: re.Match[str]) -> str:
         name, value = m.group("name"), m.group("value")
@@ -390,7 +433,7 @@ def _raw(text: str) -> str:
             text = _QUOTED_PAIR.sub(_quoted_pair, text)
         elif "@" in text:
             text = _BARE_USERINFO.sub(_mask_group2, text, count=1)
-    if "=" in text:
+    if "=" in text and ("?" in text or "&" in text or ";" in text):
         text = _PARAM.sub(_param, text)
     if "'" in text and _SQL_HINT.search(text):
         text = _SQL.sub(_mask_group2, text)
@@ -400,14 +443,17 @@ def _raw(text: str) -> str:
 # --- command lines inside one argument (sh -c "...", ssh host "...")
 
 _SH_TOKEN = re.compile(
-    r"""(?P<op>&&|\|\||;;|<<<|[;&|()\n]|\d*[<>]+&?)"""
-    r"""|(?P<word>(?:[^\s;&|()<>'"\\]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.|['"])+)"""
-    r"""|\s+""",
+    r"""[^\S\n]*(?:(?P<op>&&|\|\||;;|<<<|[;&|()\n]|\d*[<>]+&?)"""
+    r"""|(?P<word>(?:[^\s;&|()<>'"\\]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.|['"])+))""",
     re.S,
 )
 _UNQUOTE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)""", re.S)
 _DQ_ESCAPE = re.compile(r"""\\([\\"$`])""")
 _SAFE = re.compile(r"[\w@%+=:,./*-]+")
+_QUOTING = re.compile(r"['\"\\]")
+# A word no rule looks at unless it is a verb: short (no token), no = : @ quotes
+# spaces, - or _ (set-initial-password, add_user).
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9./,+%~^]{1,15}")
 
 
 def _unquote(raw: str) -> str:
@@ -432,11 +478,32 @@ def _requote(old_raw: str, new: str) -> str:
 _DQ_NEEDS = re.compile(r'[\\"$`]')
 
 
-def _shell(text: str, depth: int) -> str:
+def _shell(text: str, depth: int, work: _Work) -> str:
     """A command line given as one argument, split like a shell would and
-    redacted command by command; each changed word is put back quoted."""
-    if depth > MAX_DEPTH:
-        return _raw(text)
+    redacted command by command; each changed word is put back quoted. Past
+    the argv's budget of words, the rest gets only the linear rules."""
+    if depth > MAX_DEPTH or work.words <= 0:
+        return _raw(_pairs(text, None))  # NAME=VALUE, --name=VALUE, shapes, URLs
+    cut = _nth_space(text, work.words)
+    if cut < len(text):
+        work.words = 0
+        return _walk_shell(text[:cut], depth, work) + _raw(_pairs(text[cut:], None))
+    work.words -= text.count(" ") + text.count("\n") + 1
+    return _walk_shell(text, depth, work)
+
+
+def _nth_space(text: str, n: int) -> int:
+    """The offset of the n-th space or newline in text, or len(text)."""
+    spaced = text.replace("\n", " ") if "\n" in text else text
+    at = -1
+    for _ in range(n):
+        at = spaced.find(" ", at + 1)
+        if at < 0:
+            return len(text)
+    return at
+
+
+def _walk_shell(text: str, depth: int, work: _Work) -> str:
     # segments of (start, end, raw, value), the operator that ends each
     segments: list[tuple[list[tuple[int, int, str, str]], str]] = []
     words: list[tuple[int, int, str, str]] = []
@@ -444,7 +511,8 @@ def _shell(text: str, depth: int) -> str:
     here = -1  # index (in words) of the word after <<<
     heres: dict[int, int] = {}
     for m in _SH_TOKEN.finditer(text):
-        if m.group("op") is not None:
+        kind = m.lastgroup
+        if kind == "op":
             op = m.group("op")
             if op == "<<<":
                 here = len(words)
@@ -455,12 +523,14 @@ def _shell(text: str, depth: int) -> str:
                 if here >= 0:
                     heres[len(segments) - 1] = here
                 words, here = [], -1
-        elif m.group("word") is not None:
+        elif kind == "word":
             if skip_next:
                 skip_next = False
                 continue
             raw = m.group("word")
-            words.append((m.start(), m.end(), raw, _unquote(raw)))
+            value = _unquote(raw) if _QUOTING.search(raw) else raw
+            start, end = m.span("word")
+            words.append((start, end, raw, value))
     segments.append((words, ""))
     if here >= 0:
         heres[len(segments) - 1] = here
@@ -469,7 +539,7 @@ def _shell(text: str, depth: int) -> str:
         if not seg:
             continue
         values = [w[3] for w in seg]
-        _walk(values, depth)
+        _walk(values, depth, work)
         stdin_secret = n in heres and _takes_secret_on_stdin(values)
         if stdin_secret:
             values[heres[n]] = MASK
@@ -484,8 +554,13 @@ def _shell(text: str, depth: int) -> str:
         for (start, end, raw, old), new in zip(seg, values, strict=True):
             if new != old:
                 changes.append((start, end, _requote(raw, new)))
-    for start, end, new in sorted(changes, reverse=True):
-        text = text[:start] + new + text[end:]
+    if changes:
+        parts, at = [], 0
+        for start, end, new in sorted(changes):
+            parts += (text[at:start], new)
+            at = end
+        parts.append(text[at:])
+        text = "".join(parts)
     return _raw(text)
 
 
@@ -522,6 +597,7 @@ def _looks_like_command(text: str) -> bool:
 # A NAME=VALUE word: NAME is a variable, property or key name.
 _ASSIGNMENT = re.compile(r"[A-Za-z_][\w.\-:/\[\]]*=")
 _PROPERTY = re.compile(r"-[DP][A-Za-z]")
+_IDENT = re.compile(r"[A-Za-z][\w-]*")
 _DOTTED = re.compile(r"[A-Za-z][\w-]*(?:\.[\w-]+)+")  # wifi-sec.psk, 802-1x.password
 _PORT_LIKE = re.compile(r"[\d,:.\-/]+")
 _HEX_ESCAPE = re.compile(r"[0-9A-Fa-f]{2}")
@@ -533,7 +609,7 @@ _SPACE = re.compile(r"\s")
 _REFERENCE = re.compile(r"/|\./|\.\./|~|@|\$\{?\w+\}?$|(?:env|file|fd):|-$|stdin$")
 _STRUCTURED = re.compile(r"[,;&\s]\s*[A-Za-z_][\w.\-\[\]]*(?: [A-Za-z_]\w*)?=")
 _PAIR = re.compile(
-    r"(?:(?<=^)|(?<=[,;&\s]))(?P<name>[A-Za-z_][\w.\-\[\]]*(?: [A-Za-z_]\w*)?)="
+    r"(?:(?<=^)|(?<=[,;&\s]))(?P<name>-{0,2}[A-Za-z_][\w.\-\[\]]*(?: [A-Za-z_]\w*)?)="
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^,;&\s]*)")
 _JSON_VALUE = re.compile(r'("[^"]*"\s*:\s*")([^"]*)(")')
 _COOKIE_VALUE = re.compile(r"(\b[\w.-]+=)([^;\s]{3,})")
@@ -548,7 +624,8 @@ _AUTH_SCHEME = re.compile(
     r"|splunk|ssws|genie ?key|oauth|jwt|aws4-hmac-sha256|hmac-sha256)(?P<space>\s+)")
 # k=v, k=v (AWS4, Digest); `=(?!=)`: not the padding of a base64 credential
 _AUTH_PARAM = re.compile(r"(?P<name>[A-Za-z][\w-]*)=(?!=)(?P<value>\"[^\"]*\"|[^,\s]+)")
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*:)([^/?#\s]+)(?=@)")
+# scheme://user:X@ -- X up to the last @ before the path (typed passwords hold # and ?)
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*:)([^/\s]+)(?=@)")
 _URL_TOKEN = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s:@]+)(?=@)")
 _BARE_USERINFO = re.compile(  # domain/user:X@host; X may hold an @, the last one ends it
     r"^([\w.\\/-]+:)([^\s/:]+)(?=@[\w.-]*[A-Za-z0-9](?::\d+)?(?:/\S*)?$)")

@@ -33,59 +33,70 @@ from typing import Final
 MASK: Final = "***"
 
 # Each alternative masks the group named s<N> if it has one, else the whole match.
+# Every alternative starts with a literal character: then `re` skips ahead to
+# the next possible first character instead of trying ~40 branches at every
+# position (31 µs -> under 1 µs on a 22-character path).
 _SHAPES: Final = [
     # AWS access key ids (detect-secrets aws.py)
-    r"\b(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"A(?:3T[A-Z0-9]|BIA|CCA|KIA|SIA)[0-9A-Z]{16}",
     # GitHub (github_token.py; fine-grained PATs from gitleaks)
-    r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9_]{36,255}",
-    r"\bgithub_pat_[A-Za-z0-9_]{22,255}",
+    r"gh[pousr]_[A-Za-z0-9_]{36,255}",
+    r"github_pat_[A-Za-z0-9_]{22,255}",
     # GitLab (gitlab_token.py)
-    r"\b(?:glpat|gldt|glft|glsoat|glrt)-[A-Za-z0-9_\-]{20,50}(?!\w)",
-    r"\bGR1348941[A-Za-z0-9_\-]{20,50}(?!\w)",
-    r"\bglcbt-(?:[0-9a-fA-F]{2}_)?[A-Za-z0-9_\-]{20,50}(?!\w)",
-    r"\bgl(?:imt|ptt|agent|oas)-[A-Za-z0-9_\-]{25,1024}(?!\w)",
+    r"gl(?:pat|dt|ft|soat|rt)-[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"GR1348941[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"glcbt-(?:[0-9a-fA-F]{2}_)?[A-Za-z0-9_\-]{20,50}(?!\w)",
+    r"gl(?:imt|ptt|agent|oas)-[A-Za-z0-9_\-]{25,1024}(?!\w)",
     # Slack tokens and webhooks (slack.py): the webhook's last part is the secret
-    r"\bxox(?:a|b|p|o|s|r)-(?:\d+-)+[A-Za-z0-9]+",
+    r"xox[abposr]-(?:\d+-)+[A-Za-z0-9]+",
     r"hooks\.slack\.com/(?:services|workflows)/T[A-Za-z0-9_]+/[AB][A-Za-z0-9_]+/(?P<s1>[A-Za-z0-9_]+)",
-    # Discord webhooks (gitleaks) and bot tokens (discord.py)
+    # Discord webhooks (gitleaks)
     r"discord(?:app)?\.com/api/webhooks/\d+/(?P<s2>[A-Za-z0-9_\-]{20,})",
-    r"\b[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}\b",
     # Stripe (stripe.py; test keys too: they still open the account's test data)
-    r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{24,}",
+    r"rk_(?:live|test)_[0-9a-zA-Z]{24,}",
+    r"sk_(?:live|test)_[0-9a-zA-Z]{24,}",
     # JSON Web Tokens (jwt.py, without its base64/JSON validation: eyJ is '{"')
-    r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+    r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
     # Private keys (private_key.py): what follows the header
     r"-----BEGIN[A-Z0-9 ]{0,30} PRIVATE KEY(?: BLOCK)?-----(?P<s3>.*?)(?=-----END|$)",
     r"PuTTY-User-Key-File-\d: *(?P<s4>.*)",
-    # SendGrid, Twilio, Mailchimp, Square, Telegram, Artifactory, Azure storage
-    r"\bSG\.[a-zA-Z0-9_-]{22}\.[a-zA-Z0-9_-]{43}\b",
-    r"\b(?:AC|SK)[a-f0-9]{32}\b",
-    r"\b[0-9a-f]{32}-us[0-9]{1,2}\b",
-    r"\bsq0(?:csp|atp)-[0-9A-Za-z_\-]{22,43}",
-    r"(?<!\d)\d{8,10}:(?P<s5>AA[0-9A-Za-z_-]{33})",
-    r"(?:^|(?<=[\s=:\"]))AKC[a-zA-Z0-9]{10,}(?=[\s\"]|$)",
-    r"AccountKey=(?P<s6>[a-zA-Z0-9+/=]{88})",
+    # SendGrid, Twilio, Square, Azure storage (sendgrid.py, twilio.py, square_oauth.py,
+    # azure_storage_key.py)
+    r"SG\.[a-zA-Z0-9_-]{22}\.[a-zA-Z0-9_-]{43}\b",
+    r"AC[a-f0-9]{32}\b",
+    r"SK[a-f0-9]{32}\b",
+    r"sq0(?:csp|atp)-[0-9A-Za-z_\-]{22,43}",
+    r"AccountKey=(?P<s5>[a-zA-Z0-9+/=]{88})",
     # npm, PyPI, OpenAI/Anthropic, Google, Vault, DigitalOcean, Tailscale, others (gitleaks)
-    r"\bnpm_[A-Za-z0-9]{36}\b",
-    r"\bpypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,}",
-    r"\bsk-[A-Za-z0-9_-]*[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}",
-    r"\bsk-(?:proj|svcacct|admin|ant-(?:api|admin|sid)\d\d)-[A-Za-z0-9_-]{20,}",
-    r"\bAIza[0-9A-Za-z_-]{35}",
-    r"\bya29\.[0-9A-Za-z_-]{20,}",
-    r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}",
-    r"\bdo[por]_v1_[a-f0-9]{64}\b",
-    r"\btskey-[a-z]+-[A-Za-z0-9-]{10,}",
-    r"\bsntry[su]_[A-Za-z0-9+/=_-]{32,}",
-    r"\bpul-[a-f0-9]{40}\b",
-    r"\bhf_[A-Za-z]{34}\b",
-    r"\bgl(?:sa|c)_[A-Za-z0-9_+/=-]{32,}",
-    r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b",
-    r"\brubygems_[a-f0-9]{48}\b",
-    r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b",
-    r"\bATATT3[A-Za-z0-9_\-=]{150,}",
+    r"npm_[A-Za-z0-9]{36}\b",
+    r"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,}",
+    r"sk-(?:proj|svcacct|admin|ant-(?:api|admin|sid)\d\d)-[A-Za-z0-9_-]{20,}",
+    r"sk-[A-Za-z0-9_-]*[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}",
+    r"AIza[0-9A-Za-z_-]{35}",
+    r"ya29\.[0-9A-Za-z_-]{20,}",
+    r"hv[sbr]\.[A-Za-z0-9_-]{24,}",
+    r"do[por]_v1_[a-f0-9]{64}\b",
+    r"tskey-[a-z]+-[A-Za-z0-9-]{10,}",
+    r"sntry[su]_[A-Za-z0-9+/=_-]{32,}",
+    r"pul-[a-f0-9]{40}\b",
+    r"hf_[A-Za-z]{34}\b",
+    r"gl(?:sa|c)_[A-Za-z0-9_+/=-]{32,}",
+    r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b",
+    r"rubygems_[a-f0-9]{48}\b",
+    r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}\b",
+    r"ATATT3[A-Za-z0-9_\-=]{150,}",
+    # Telegram bot tokens (telegram_token.py): the part after the bot id
+    r":(?<=[0-9]{8}:)(?P<s6>AA[0-9A-Za-z_-]{33})",
 ]
 _SHAPE = re.compile("|".join(f"(?:{p})" for p in _SHAPES), re.DOTALL)
 _GROUPS: Final = tuple(f"s{n}" for n in range(1, 7))
+# Shapes that cannot start with a literal, each behind a substring it must hold:
+# Mailchimp (mailchimp.py), Discord bot tokens (discord.py), Artifactory (artifactory.py).
+_ODD: Final = (
+    ("-us", re.compile(r"\b[0-9a-f]{32}-us[0-9]{1,2}\b")),
+    (".", re.compile(r"[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}\b")),
+    ("AKC", re.compile(r"(?:^|(?<=[\s=:\"]))AKC[a-zA-Z0-9]{10,}(?=[\s\"]|$)")),
+)
 
 # Runs of base64 (standard or URL-safe) long enough to be keys.
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
@@ -127,6 +138,9 @@ def _mask_run(m: re.Match[str]) -> str:
 def mask_shapes(text: str) -> str:
     """`text` with every value-shaped secret (and high-entropy base64 run) masked."""
     text = _SHAPE.sub(_mask_shape, text)
+    for hint, pattern in _ODD:
+        if hint in text:
+            text = pattern.sub(MASK, text)
     if len(text) >= 32:
         text = _B64_RUN.sub(_mask_run, text)
     return text
@@ -135,4 +149,4 @@ def mask_shapes(text: str) -> str:
 def looks_like_token(text: str) -> bool:
     """A credential-looking string where a user name could stand (`https://TOKEN@host`)."""
     return (len(text) >= 16 and any(c.isdigit() for c in text)
-            and any(c.isalpha() for c in text)) or _SHAPE.search(text) is not None
+            and any(c.isalpha() for c in text)) or mask_shapes(text) != text
