@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import string
 import subprocess
@@ -160,3 +161,30 @@ async def test_the_collector_masks_before_publishing(collector: RunningCollector
     assert ev["proc"]["argv"] == ["/bin/true", f"--password={MASK}", f"https://u:{MASK}@h/"]
     assert ev["proc"]["argv_redacted"] is True
     assert "hunter2" not in repr(ev)
+
+
+@pytest.mark.kernel
+async def test_an_unprivileged_users_secrets_behind_wrappers_never_reach_the_bus(
+    collector: RunningCollector, watch: EventWatch
+) -> None:
+    password = f"S3cret-{secrets.token_hex(4)}"
+    token = f"ghp_{secrets.token_hex(18)}"  # a GitHub token's shape, 36 characters after _
+    marker = secrets.token_hex(4)
+    script = f"mysql -uroot -p{password} shop 2>/dev/null; /bin/true {marker}"
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                    "timeout", "20", "env", f"DEPLOY_KEY={token}", "sh", "-c", script],
+                   check=False, timeout=30)
+    (done,) = await watch.wait_for(lambda e: e["type"] == "exec"
+                                   and e["proc"].get("argv") == ["/bin/true", marker])
+    await watch.wait_for(lambda e: e["type"] == "exit" and e["proc"]["pid"] == done["proc"]["pid"])
+    on_bus = repr(watch.events)
+    assert password not in on_bus and token not in on_bus
+    (sh,) = [e for e in watch.events if e["type"] == "exec" and e["proc"]["uid"] == 65534
+             and e["proc"].get("argv", [])[:2] == ["sh", "-c"] and marker in repr(e)]
+    assert sh["proc"]["argv"][2] == f"mysql -uroot -p{MASK} shop 2>/dev/null; /bin/true {marker}"
+    assert sh["proc"]["argv_redacted"] is True
+    (env,) = [e for e in watch.events if e["type"] == "exec" and e["proc"].get("argv", [""])[0]
+              == "env" and marker in repr(e)]
+    assert env["proc"]["argv"][1] == f"DEPLOY_KEY={MASK}" and env["proc"]["uid"] == 65534
+    parent = done["proc"]["parent_argv"]  # sh's, or timeout's if sh ran /bin/true in its place
+    assert MASK in repr(parent) and done["proc"]["argv_redacted"] is True
