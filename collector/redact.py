@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from snoopbus.collector.redact_names import is_secret_name, is_secret_on_stdin, name_words
 from snoopbus.collector.redact_tools import COMMANDS, PRINTERS, STDIN_READERS, TOOLS, Tool
-from snoopbus.collector.redact_values import MASK, looks_like_token, mask_shapes
+from snoopbus.collector.redact_values import MASK, looks_like_token, mask_group, mask_shapes
 
 __all__ = ["MASK", "RedactConfig", "Redactor"]
 
@@ -102,12 +102,7 @@ class Redactor:
 
 
 def _mask_match(m: re.Match[str]) -> str:
-    if "secret" not in m.re.groupindex:
-        return MASK
-    start, end = m.span("secret")
-    base = m.start()
-    text = m.group(0)
-    return text[: start - base] + MASK + text[end - base:]
+    return mask_group(m, "secret") if "secret" in m.re.groupindex else MASK
 
 
 # How the value after a flag is masked (else: a separator, USER<sep>PASSWORD).
@@ -688,6 +683,4 @@ def _quoted_pair(m: re.Match[str]) -> str:
     if len(value) < MIN_SECRET or not is_secret_name(name, query=True):
         return m.group(0)
     masked = _mask_credential(value) if name.lower().endswith("authorization") else MASK
-    start, end = m.span("value")
-    base = m.start()
-    return m.group(0)[: start - base] + masked + m.group(0)[end - base:]
+    return mask_group(m, "value", masked)

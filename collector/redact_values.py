@@ -121,13 +121,18 @@ def _looks_random(run: str) -> bool:
     return shannon_entropy(run) >= ENTROPY_LIMIT
 
 
+def mask_group(m: re.Match[str], group: str, mask: str = MASK) -> str:
+    """The matched text with one group of it replaced by `mask`."""
+    start, end = m.span(group)
+    base = m.start()
+    text = m.group(0)
+    return text[: start - base] + mask + text[end - base:]
+
+
 def _mask_shape(m: re.Match[str]) -> str:
     for g in _GROUPS:
         if m.group(g) is not None:
-            start, end = m.span(g)
-            base = m.start()
-            text = m.group(0)
-            return text[: start - base] + MASK + text[end - base:]
+            return mask_group(m, g)
     return MASK
 
 
