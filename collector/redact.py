@@ -32,6 +32,12 @@ Not masked: values that refer to a secret rather than hold one (a path,
 `$VAR`, `env:NAME`, `file:PATH`, `-`), empty values, and hex strings with no
 name before them (commit ids, digests).
 
+argv is chosen by whoever runs the command: every expression here is linear
+(shapes start with a literal so `re` can skip ahead), nothing is quadratic in
+the number of arguments, and command lines inside arguments are walked for
+at most SHELL_WORDS words per argv, the rest getting only the linear
+per-argument rules (tests/bench/redaction.py prints the costliest shapes).
+
 Configurable (`RedactConfig`): turn it off, or add regular expressions; in an
 added pattern the group named `secret` is replaced, or the whole match if it
 has none. An event whose argv (or parent_argv) was changed carries
@@ -205,7 +211,7 @@ def _walk(args: list[str], depth: int, work: _Work) -> None:
         if tool is not None:  # a command behind a wrapper
             cmd.switch(tool)
         elif len(arg) > 1 and arg[0] == "-" and arg != "--" and " " not in arg:
-            args[i] = _flag(arg, cmd)
+            args[i] = _flag(arg, cmd, depth)
         elif arg != "--":
             args[i] = _positional(arg, i, cmd, depth)
     t = cmd.tool
@@ -213,7 +219,7 @@ def _walk(args: list[str], depth: int, work: _Work) -> None:
         args[cmd.last_positional] = MASK  # htpasswd -b FILE USER PASSWORD
 
 
-def _flag(arg: str, cmd: _Command) -> str:
+def _flag(arg: str, cmd: _Command, depth: int) -> str:
     t = cmd.tool
     cmd.login = False  # `login X`: X comes right after the verb
     name, eq, value = arg.partition("=")
@@ -250,7 +256,7 @@ def _flag(arg: str, cmd: _Command) -> str:
                 return f"{name}={key}{eq2}{_mask_value(lit, _PLAIN, cmd)}"
             return name + eq + _raw(_mask_value(value, _how(prop), cmd))
         if _SPACE.search(value) and _looks_like_command(value):  # --command="mysql -pX"
-            return name + eq + _shell(value, MAX_DEPTH, cmd.work)
+            return name + eq + _shell(value, depth + 1, cmd.work)
         return name + eq + _raw(_pairs(value, cmd))
     if MASK in arg:  # already masked (--password*** is no flag name)
         return arg
