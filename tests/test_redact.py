@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from snoopbus.collector.cli import COLLECT_FLAGS, build_parser, load_config, security_settings
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.records import KIND_EXEC, KIND_EXIT, ExecRecord, ExitRecord, Header
@@ -63,6 +64,18 @@ def test_any_argv_keeps_its_length_and_is_stable(argv: list[str]) -> None:
     if out is not None:
         assert len(out) == len(argv) and out != argv
         assert R(out) in (None, out)  # masking twice changes nothing more
+
+
+def test_the_collect_flags_reach_the_redactor() -> None:
+    def redact_config(*flags: str) -> RedactConfig:
+        args = build_parser().parse_args(["collect", *flags])
+        cfg: RedactConfig = security_settings(load_config(args, COLLECT_FLAGS))["redact"]
+        return cfg
+
+    assert redact_config() == RedactConfig()
+    assert redact_config("--no-redact").enabled is False
+    custom = redact_config("--redact-pattern", r"pin:(?P<secret>\d+)")
+    assert Redactor(custom)(["app", "pin:1234"]) == ["app", f"pin:{MASK}"]
 
 
 def test_a_pattern_that_is_no_regular_expression_is_one_clear_error() -> None:
