@@ -18,6 +18,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
 
 from snoopbus.collector import privileges, probes
@@ -126,14 +127,25 @@ class Collector:
     async def run(self) -> None:
         check_privileges()
         started = time.monotonic()
+        # The spill first: a refused spill folder is one line before minutes of loading.
+        self.publisher = self._publisher()
+        try:
+            await self._run(started)
+        finally:  # closed by the publisher once serving; before that (refused, failed), here
+            if self.publisher.spill is not None:
+                self.publisher.spill.close()
+
+    async def _run(self, started: float) -> None:
         # Our own default executor, so it can be replaced once privileges are
         # dropped: its threads (resolving the NATS host name) start before that.
         asyncio.get_running_loop().set_default_executor(self._executor)
         name = f"snoopbus-collector-{self.cfg.host}"
+        stream: StreamInfo | None = None
         try:
-            self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth)
+            self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth,
+                                     error_cb=self._on_nats_error)
             js: JetStreamContext | None = self._nc.jetstream()
-            await ensure_stream(js)
+            stream = await ensure_stream(js)
         except BusUnavailable as exc:
             if self.cfg.require_nats or not exc.unreachable:
                 raise
@@ -150,7 +162,7 @@ class Collector:
                     pool, probes.load, self.cfg.limits, self.cfg.filters
                 )
             try:
-                await self._serve(js, loaded, started)
+                await self._serve(js, stream, loaded, started)
             finally:
                 loaded.close()
         finally:
@@ -160,24 +172,36 @@ class Collector:
                 except Exception as exc:  # NATS gone at shutdown: what was unacked is counted
                     log.warning("could not drain the NATS connection: %s", exc)
 
+    async def _on_nats_error(self, err: Exception) -> None:
+        if self.publisher is not None:  # a permissions violation fails its publishes now
+            self.publisher.note_error(err)
+
     async def _attach_when_reachable(self, publisher: Publisher) -> None:
         """Connects, makes sure of the stream, then lets the publisher send."""
         name = f"snoopbus-collector-{self.cfg.host}"
-        self._nc = await connect_eventually(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth)
+        self._nc = await connect_eventually(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth,
+                                            error_cb=self._on_nats_error)
         js = self._nc.jetstream()
         while True:
             try:
-                await ensure_stream(js)
+                stream = await ensure_stream(js)
                 break
             except Exception as exc:  # e.g. JetStream still electing a leader
                 log.warning("NATS reachable but the stream is not ready (%s); retrying", exc)
                 await asyncio.sleep(2)
         log.warning("NATS reachable at last: sending %d buffered and %d spilled events",
                     publisher.buffered, publisher.spilled)
-        publisher.attach(js)
+        self._attach(publisher, js, stream)
+
+    def _publisher(self) -> Publisher:
+        pub_cfg = self.cfg.publisher
+        if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
+            pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
+        return Publisher(None, self.loss, pub_cfg)
 
     async def _serve(
-        self, js: JetStreamContext | None, loaded: probes.LoadedProbes, started: float
+        self, js: JetStreamContext | None, stream: StreamInfo | None,
+        loaded: probes.LoadedProbes, started: float,
     ) -> None:
         loop = asyncio.get_running_loop()
         cache = ProcCache(cgroups=CgroupIndex())
@@ -196,14 +220,11 @@ class Collector:
         submit: Callable[[list[Any]], None]
         if self.cfg.metrics_port:  # counted per type, and the publish latency
             self.publishing = PublishCounter(None, self.latency)
-        pub_cfg = self.cfg.publisher
-        if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
-            pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
-        publisher = Publisher(None, self.loss, pub_cfg)
-        self.publisher = publisher
+        publisher = self.publisher
+        assert publisher is not None
         attach: asyncio.Task[None] | None = None
         if js is not None:
-            self._attach(publisher, js)
+            self._attach(publisher, js, stream)
         else:
             attach = asyncio.create_task(self._attach_when_reachable(publisher))
         submit = publisher.submit
@@ -223,6 +244,7 @@ class Collector:
         )
         reported_total = 0
         last_heartbeat = time.monotonic()
+        stalled = False
         try:
             while not self._stop.is_set():
                 try:
@@ -234,7 +256,23 @@ class Collector:
                 if attach is not None and attach.done():
                     attach.result()  # a refusal (credentials, certificate) ends the collector
                     attach = None
+                if attach is None and self._nc is not None and self._nc.is_closed:
+                    # nats-py gives up for good on some server errors: connect anew.
+                    log.warning("the NATS connection was closed (%s); connecting again",
+                                self._nc.last_error or "no reason given")
+                    attach = asyncio.create_task(self._attach_when_reachable(publisher))
                 reported_total = self._report_loss(loaded, reader, reported_total)
+                if publisher.stalled != stalled:
+                    stalled = publisher.stalled
+                    stats = self._stats(reader, publisher, loaded, builder)
+                    if stalled:
+                        log.warning("publishing stalled: events captured, none published for "
+                                    "%.0fs (last error: %s)", publisher.stalled_for(),
+                                    publisher.last_error or "none")
+                    else:
+                        log.warning("publishing again")
+                    self._publish_meta("status", {"state": "stalled" if stalled else "running",
+                                                  **stats})
                 if time.monotonic() - last_heartbeat >= self.cfg.heartbeat_interval:
                     last_heartbeat = time.monotonic()
                     self._publish_meta(
@@ -245,8 +283,9 @@ class Collector:
             if attach is not None:
                 attach.cancel()
                 await asyncio.gather(attach, return_exceptions=True)
-            await publisher.drain()
-            # The last reports go behind everything read: sent, or spilled with the rest.
+            # What NATS did not take goes to the spill, or is counted: before the
+            # last reports, so that they account for it.
+            await publisher.stop_events()
             self._report_loss(loaded, reader, reported_total, final=True)
             stats = self._stats(reader, publisher, loaded, builder)
             self._publish_meta("status", {"state": "stopped", **stats})
@@ -258,8 +297,13 @@ class Collector:
                 reader.records, publisher.published_events, self.loss.summary(),
             )
 
-    def _attach(self, publisher: Publisher, js: JetStreamContext) -> None:
-        publisher.attach(self.publishing.bind(js) if self.publishing is not None else js)
+    def _attach(
+        self, publisher: Publisher, js: JetStreamContext, stream: StreamInfo | None
+    ) -> None:
+        publisher.attach(
+            self.publishing.bind(js) if self.publishing is not None else js,  # type: ignore[arg-type]
+            self._nc, stream.config.max_msg_size if stream is not None else None,
+        )
 
     def _stats(
         self, reader: RingReader, publisher: Publisher, loaded: probes.LoadedProbes,
@@ -267,6 +311,7 @@ class Collector:
     ) -> dict[str, object]:
         return {
             "records": reader.records,
+            "captured": publisher.submitted_events,
             "published": publisher.published_events,
             "buffered": publisher.buffered,
             "spilled": publisher.spilled,
@@ -276,6 +321,14 @@ class Collector:
             # what never reached the ring buffer, and what user space dropped after it
             "kernel_filtered": loaded.kernel_stats(),
             "user_filtered": builder.filtered_in_user,
+            # captured and not published for longer than stall_after (publisher.py)
+            "stalled": publisher.stalled,
+            "stalled_s": round(publisher.stalled_for(), 1),
+            "last_error": publisher.last_error,
+            "payload_limit": publisher.payload_limit(),
+            "cut_batches": publisher.cut_batches,  # batches over it, split to fit
+            "truncated_events": publisher.truncated_events,  # events over it alone, cut
+            "interval": self.cfg.heartbeat_interval,
         }
 
     def _report_loss(
@@ -316,7 +369,7 @@ def serve_metrics(collector: Collector) -> MetricsServer | None:
     collector.latency = publish_latency(registry).observe
 
     def health() -> tuple[bool, str]:
-        if collector.publisher is None:
+        if collector.reader is None:
             return False, "starting: loading probes"
         if collector.reader is not None and not collector.reader.alive:
             return False, "ring buffer reader stopped"

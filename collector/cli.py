@@ -94,6 +94,9 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    "(by default only CAP_SYS_PTRACE stays)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
+    p.add_argument("--stall-after", type=float, default=None, metavar="S",
+                   help="report the collector as stalled when it captured events and "
+                   "published none for this long (default 60)")
     p.set_defaults(func=_collect)
 
 
@@ -108,7 +111,7 @@ COLLECT_FLAGS = {
     "buffer_events": "collector.buffer_events", "spill_dir": "collector.spill_dir",
     "spill_max_mb": "collector.spill_max_mb", "require_nats": "collector.require_nats",
     "redact": "collector.redact", "redact_pattern": "collector.redact_pattern",
-    "drop_privileges": "collector.drop_privileges",
+    "drop_privileges": "collector.drop_privileges", "stall_after": "collector.stall_after",
 }
 
 
@@ -151,7 +154,7 @@ def security_settings(cfg: Config) -> dict[str, Any]:
         "nats_auth": NatsAuth.from_section(cfg.nats),
         "publisher": PublisherConfig(
             max_buffered=c.buffer_events, spill_dir=Path(c.spill_dir) if c.spill_dir else None,
-            spill_max_bytes=c.spill_max_mb << 20,
+            spill_max_bytes=c.spill_max_mb << 20, stall_after=c.stall_after,
         ),
         "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
         "drop_privileges": c.drop_privileges,

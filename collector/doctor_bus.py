@@ -2,7 +2,8 @@
 
 The stream keeps every collector's meta messages (snoopbus.meta.<host>.*), so
 the last status, heartbeat and loss report of a host can be read back from it
-at any time, even while that collector is down: its state, how much it
+at any time, even while that collector is down: its state (`stalled` when it
+captured events and published none for `stall_after` seconds), how much it
 published, and what it lost, by reason and by event type.
 """
 
@@ -81,9 +82,18 @@ def render(report: BusReport) -> list[str]:
     latest = _newest(status, beat)
     assert latest is not None
     state = latest.get("state", "running (heartbeat)")
+    if latest.get("stalled") and state != "stopped":
+        state = "stalled"
     lines.append(f"  state: {state}{_ago(latest.get('ts'))}")
+    if state == "stalled":
+        lines.append(f"    events captured and none published for {latest.get('stalled_s', '?')} s"
+                     f"; last error: {latest.get('last_error') or 'none'}")
+    silent = _silent_for(latest)
+    if silent is not None and state != "stopped":
+        lines.append(f"    no report for {silent:.0f} s (one was due every "
+                     f"{latest['interval']:g} s): the collector is down, or cannot publish")
     stats = _newest(*(r for r in (status, beat) if r is not None and "published" in r))
-    for key in ("published", "records", "buffered", "spilled"):
+    for key in ("captured", "published", "records", "buffered", "spilled"):
         if stats is not None and key in stats:
             lines.append(f"  {key}: {stats[key]}")
     # The loss report is sent whenever the count changes; stats only now and then.
@@ -100,6 +110,15 @@ def render(report: BusReport) -> list[str]:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(loss["dropped"].items()))
         lines.append(f"    by reason: {reasons}")
     return lines
+
+
+def _silent_for(report: dict[str, Any]) -> float | None:
+    """Seconds since `report`, when that is over three heartbeat intervals; else None."""
+    ts, interval = report.get("ts"), report.get("interval")
+    if not isinstance(ts, int) or not isinstance(interval, int | float) or interval <= 0:
+        return None
+    age = time.time() - ts / 1e9
+    return age if age > 3 * interval else None
 
 
 def _newest(*reports: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -77,6 +77,8 @@ class LiveState:
     lag: dict[str, tuple[int, int]] = field(default_factory=dict)
     children: list[ChildView] = field(default_factory=list)
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=4))
+    # the collector's last word on publishing: its report when stalled, else None
+    stalled: dict[str, Any] | None = None
     _sampled: tuple[int, int] = (0, 0)  # (second, messages decoded in it)
 
     # -- feeding ----------------------------------------------------------
@@ -119,14 +121,25 @@ class LiveState:
         self.alerts_total += 1
 
     def on_meta(self, what: str, body: Mapping[str, Any]) -> None:
+        if what in ("status", "heartbeat") and "stalled" in body:
+            self.stalled = dict(body) if body["stalled"] else None
         if what == "status" and body.get("state") == "ready":
             self.collector_ready_s = float(body.get("startup_s", 0.0))
         elif what == "status" and body.get("state") == "stopped":
+            self.stalled = None
             self.collector_ready_s = None
             self.collector_since = time.monotonic()
         elif what == "loss":
             self.lost = {str(k): int(v) for k, v in (body.get("dropped") or {}).items()}
             self.lost_total = int(body.get("total", sum(self.lost.values())))
+
+    def stall_line(self) -> str | None:
+        """One line saying the collector is stalled, or None while it publishes."""
+        if self.stalled is None:
+            return None
+        error = printable(str(self.stalled.get("last_error") or "none"))
+        return (f"collector stalled: events captured and none published for "
+                f"{float(self.stalled.get('stalled_s', 0)):.0f}s (last error: {error})")
 
     def collector_restarted(self) -> None:
         self.collector_ready_s = None
@@ -163,6 +176,9 @@ class LiveState:
         else:
             progress = Text(f"✔ collector ready (probes loaded in {self.collector_ready_s:.2f}s)",
                             style="green")  # fmt: skip
+        stall = self.stall_line()
+        if stall is not None:
+            progress = Group(progress, Text(f"✖ {stall}", style="bold red"))
         grid = Table.grid(padding=(0, 2))
         grid.add_row(self._rates_table(now), Group(self._children_table(), self._loss_line()))
         return Group(

@@ -15,6 +15,14 @@ PUBLISH_BACKLOG = "publish_backlog"
 PUBLISH_FAILED = "publish_failed"  # a publish that still failed when the collector stopped
 SPILL_TORN = "spill_torn"  # events in a spill frame a crash had cut short, found at start
 SPILL_IO_ERROR = "spill_io_error"  # events the spill could not write (disk error)
+# Permanent publish errors (collector/publisher.py): retried a bounded number of
+# times, then the message is counted here and the queue moves on.
+PUBLISH_TOO_LARGE = "publish_too_large"  # an event over max_payload even with its text cut
+PUBLISH_DENIED = "publish_denied"  # the server's permissions refuse the subject
+PUBLISH_NO_STREAM = "publish_no_stream"  # no stream captures the subject (deleted?)
+PUBLISH_BAD_SUBJECT = "publish_bad_subject"  # the client refused the subject
+PUBLISH_REJECTED = "publish_rejected"  # JetStream answered with an error (stream full, ...)
+UNENCODABLE = "unencodable_event"  # an event msgpack could not encode
 
 
 @dataclass

@@ -176,7 +176,7 @@ class CollectorStats(Collector):
     def collect(self) -> Iterator[Any]:
         a = self.agent
         ready = GaugeMetricFamily("snoopbus_collector_ready", "1 once the probes are loaded")
-        ready.add_metric([], 1.0 if a.publisher is not None else 0.0)
+        ready.add_metric([], 1.0 if a.reader is not None else 0.0)
         yield ready
         yield _counter(
             "snoopbus_collector_events_lost", "Events lost, by reason", "reason", a.loss.dropped
@@ -204,6 +204,21 @@ class CollectorStats(Collector):
         yield GaugeMetricFamily(
             "snoopbus_collector_publish_buffered", "Events waiting for JetStream",
             value=pub.buffered,
+        )
+        yield GaugeMetricFamily(
+            "snoopbus_collector_publish_stalled",
+            "1 while events were captured and none published for longer than stall_after",
+            value=1.0 if pub.stalled else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "snoopbus_collector_publish_stalled_seconds",
+            "Seconds since the first event captured after the last one published (0: none waits)",
+            value=pub.stalled_for(),
+        )
+        yield GaugeMetricFamily(
+            "snoopbus_collector_publish_limit_bytes",
+            "Bytes a message may take: the server's max_payload (or the stream's max_msg_size)",
+            value=pub.payload_limit(),
         )
         if a.reader is not None and a.reader.alive:  # the mapping goes when it stops
             yield GaugeMetricFamily(

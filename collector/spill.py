@@ -17,14 +17,22 @@ or a full disk fails its length or crc check when the spill is reopened and
 is dropped and counted (`torn_events`, or `torn_frames` when even the header
 is cut). A drained segment is deleted; the spill is bounded by the bytes of
 its live segments.
+
+The spill holds every user's argv and runs as root, so it trusts nothing it
+finds: the folder must be owned by the collector's user and not writable by
+group or others (SpillError otherwise), is made 0700, and every file is opened
+relative to the folder's descriptor with O_NOFOLLOW, files 0600: a symbolic
+link planted there makes a clear error, never a write through it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import stat
 import struct
 import zlib
 from collections import deque
@@ -40,6 +48,7 @@ HEADER: Final = struct.Struct("<III")
 MAX_FRAME: Final = 64 << 20  # larger than any message the contract allows (8 MiB)
 POSITION_FILE: Final = "position"
 LOCK_FILE: Final = "lock"
+NOFOLLOW: Final = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,14 @@ class Spill:
         self._outstanding: deque[tuple[int, int]] = deque()  # handed out, not acked, in order
         self._acked: set[tuple[int, int]] = set()
         self._lock_fd = -1
-        self._open()
+        self._dir_fd = -1
+        try:
+            self._open()
+        except BaseException:
+            for fd in (self._lock_fd, self._dir_fd, self._write_fd, self._read_fd[1]):
+                if fd >= 0:
+                    os.close(fd)
+            raise
 
     # -- state ------------------------------------------------------------------
 
@@ -120,8 +136,8 @@ class Spill:
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_seg += 1
-        self._write_fd = os.open(
-            self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        self._write_fd = self._open_file(
+            self._seg_name(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND
         )
         self._sizes.setdefault(self._write_seg, 0)
 
@@ -149,7 +165,7 @@ class Spill:
         if self._read_fd[0] != seg:
             if self._read_fd[1] >= 0:
                 os.close(self._read_fd[1])
-            self._read_fd = (seg, os.open(self._seg_path(seg), os.O_RDONLY))
+            self._read_fd = (seg, self._open_file(self._seg_name(seg), os.O_RDONLY))
         return self._read_fd[1]
 
     def ack(self, msg: Spilled) -> None:
@@ -176,9 +192,13 @@ class Spill:
 
     def _save_position(self) -> None:
         seg, off = self._position()
-        tmp = self.dir / (POSITION_FILE + ".tmp")
-        tmp.write_text(f"{seg} {off}\n")
-        os.replace(tmp, self.dir / POSITION_FILE)
+        tmp = POSITION_FILE + ".tmp"
+        fd = self._open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, f"{seg} {off}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, POSITION_FILE, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def _drop_drained(self) -> None:
         seg, off = self._position()
@@ -200,30 +220,73 @@ class Spill:
             os.close(self._write_fd)
             self._write_fd = -1
         self._sizes.pop(seg, None)
-        self._seg_path(seg).unlink(missing_ok=True)
+        self._unlink(self._seg_name(seg))
 
     # -- opening ----------------------------------------------------------------
 
-    def _seg_path(self, seg: int) -> Path:
-        return self.dir / f"{seg:012d}.seg"
+    @staticmethod
+    def _seg_name(seg: int) -> str:
+        return f"{seg:012d}.seg"
 
-    def _open(self) -> None:
+    def _open_file(self, name: str, flags: int) -> int:
+        """`name` in the spill folder, never through a symbolic link; created 0600."""
+        try:
+            return os.open(name, flags | NOFOLLOW, 0o600, dir_fd=self._dir_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SpillError(
+                    f"{self.dir / name} is a symbolic link: the spill never writes through "
+                    "one (someone planted it?); remove it, and check who can write to "
+                    f"{self.dir}"
+                ) from None
+            raise
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._dir_fd)
+
+    def _open_dir(self) -> None:
+        """Creates the folder (0700) or checks the one there, and holds it open."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
         except OSError as e:
-            raise SpillError(f"cannot create the spill directory {self.dir}: {e}") from None
+            why = "it is a symbolic link" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e
+            raise SpillError(f"cannot use the spill directory {self.dir}: {why}") from None
+        st = os.fstat(self._dir_fd)
+        euid = os.geteuid()
+        problem = ""
+        if st.st_uid != euid:
+            problem = f"it is owned by uid {st.st_uid}, not by this collector's uid {euid}"
+        elif st.st_mode & 0o022:
+            problem = f"group or others may write to it (mode {stat.S_IMODE(st.st_mode):04o})"
+        if problem:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+            raise SpillError(
+                f"refusing the spill directory {self.dir}: {problem}. It holds every "
+                "user's command lines and the collector writes there as root: use a "
+                f"folder only uid {euid} can write to (chown {euid} and chmod 700 it, "
+                "or pick another with --spill-dir / [collector] spill_dir)"
+            )
+        if st.st_mode & 0o077:
+            os.fchmod(self._dir_fd, 0o700)  # ours and safe, but readable: close it
+
+    def _open(self) -> None:
+        self._open_dir()
         # One writer per spill: a second collector for the same host would interleave.
-        self._lock_fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_fd = self._open_file(LOCK_FILE, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
             raise SpillError(f"the spill {self.dir} is in use by another collector") from None
-        segs = sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
+        segs = sorted(int(name[:-4]) for name in os.listdir(self._dir_fd)
+                      if name.endswith(".seg") and name[:-4].isdigit())
         pos = self._load_position()
         for seg in segs:
             if seg < pos[0]:
-                self._seg_path(seg).unlink(missing_ok=True)  # drained before the restart
+                self._unlink(self._seg_name(seg))  # drained before the restart
                 continue
             start = pos[1] if seg == pos[0] else 0
             self._sizes[seg] = self._check(seg, start)
@@ -238,18 +301,28 @@ class Spill:
             self._write_seg = max(segs, default=pos[0]) + (1 if segs else 0)
             self._read = (self._write_seg, 0)
 
+    def _read_file(self, name: str) -> bytes:
+        fd = self._open_file(name, os.O_RDONLY)
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        finally:
+            os.close(fd)
+
     def _load_position(self) -> tuple[int, int]:
         try:
-            seg, off = (self.dir / POSITION_FILE).read_text().split()
+            seg, off = self._read_file(POSITION_FILE).decode().split()
             return int(seg), int(off)
+        except SpillError:
+            raise
         except (OSError, ValueError):
             return (0, 0)
 
     def _check(self, seg: int, start: int) -> int:
         """Counts the events of valid frames from `start`; cuts a torn tail off.
         Returns the segment's valid length."""
-        path = self._seg_path(seg)
-        data = path.read_bytes()
+        name = self._seg_name(seg)
+        data = self._read_file(name)
         off = start
         while off < len(data):
             if len(data) - off < HEADER.size:
@@ -269,13 +342,19 @@ class Spill:
             off += HEADER.size + length
         if off < len(data):
             log.warning("spill %s: dropped a torn frame at byte %d (%d bytes)",
-                        path, off, len(data) - off)
-            with path.open("r+b") as f:
-                f.truncate(off)
+                        self.dir / name, off, len(data) - off)
+            fd = self._open_file(name, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, off)
+            finally:
+                os.close(fd)
         return off
 
     def close(self) -> None:
-        """Keeps what is left for the next start; an empty spill leaves no trace."""
+        """Keeps what is left for the next start; an empty spill leaves no trace.
+        Closing again does nothing."""
+        if self._dir_fd < 0:
+            return
         left = self._outstanding or self.has_next()
         if left:
             self._save_position()
@@ -287,9 +366,12 @@ class Spill:
             for seg in list(self._sizes):
                 self._remove(seg)
             for name in (POSITION_FILE, LOCK_FILE):
-                (self.dir / name).unlink(missing_ok=True)
+                self._unlink(name)
             with contextlib.suppress(OSError):
                 self.dir.rmdir()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1

@@ -74,6 +74,7 @@ class StackConfig:
     metrics_address: str = "127.0.0.1"
     live: str = "auto"
     archive_dir_set: bool = False  # [consumer.archive] dir given: do not override it
+    spill_dir_set: bool = False  # [collector] spill_dir given: else it is state_dir/spill
     # The collector leaves out the state folder (NATS store, archive, logs): what
     # the stack writes itself would otherwise come back as events, forever.
     collector_excludes: tuple[str, ...] = ()
@@ -86,6 +87,7 @@ class StackConfig:
             config_path=cfg.path, metrics_port=cfg.metrics.port,
             metrics_address=cfg.metrics.address, live=cfg.up.live,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
+            spill_dir_set=cfg.source("collector.spill_dir") != "default",
             collector_excludes=cfg.collector.exclude_path,
         )  # fmt: skip
 
@@ -100,7 +102,8 @@ class StackConfig:
         # A flag replaces the file's list: repeat the file's entries.
         excludes = [*self.collector_excludes, str(self.state_dir.resolve())]
         exclude = [a for p in excludes for a in ("--exclude-path", p)]
-        return ["collect", *self._config_args(), "--nats", url, *host, *exclude]
+        spill = [] if self.spill_dir_set else ["--spill-dir", str(self.state_dir / "spill")]
+        return ["collect", *self._config_args(), "--nats", url, *host, *exclude, *spill]
 
     def _config_args(self) -> list[str]:
         return ["--config", str(self.config_path)] if self.config_path else []
@@ -446,10 +449,16 @@ async def watch_bus(
             return
         what = msg.subject.rsplit(".", 1)[-1]
         was_ready = view.collector_ready_s is not None
+        was_stalled = view.stalled is not None
         view.on_meta(what, body)
+        host = shown(body.get("host", "?"))
         if not live and not was_ready and view.collector_ready_s is not None:
-            print(f"snoopbus: collector ready on {shown(body.get('host', '?'))} "
+            print(f"snoopbus: collector ready on {host} "
                   f"in {view.collector_ready_s:.2f}s", flush=True)  # fmt: skip
+        stall = view.stall_line()
+        if not live and was_stalled != (stall is not None) and body.get("state") != "stopped":
+            print(f"snoopbus: {stall} on {host}" if stall is not None
+                  else f"snoopbus: collector publishing again on {host}", flush=True)
 
     try:
         await nc.subscribe(events_filter(), cb=on_event)

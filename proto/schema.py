@@ -56,11 +56,16 @@ class Proc(TypedDict, total=False):
     cgroup: int  # cgroup v2 id
     container: str  # container id, when the cgroup maps to one
     # Extensions (optional):
-    argv_truncated: bool  # argv was cut at the collector's size limit
-    exe_truncated: bool  # exe could not be fully resolved
-    cwd_truncated: bool  # cwd could not be fully resolved
+    argv_truncated: bool  # argv was cut: at the collector's size limit, or to fit a message
+    exe_truncated: bool  # exe could not be fully resolved, or was cut to fit a message
+    cwd_truncated: bool  # cwd could not be fully resolved, or was cut to fit a message
     parent_exe: str  # exe of the parent (exec events), from the collector's process cache
     parent_argv: list[str]  # argv of the parent (exec events), likewise
+    # Cut to fit a message (the server's max_payload); any text field X so cut has
+    # X_truncated beside it, these are the ones that can be long:
+    parent_argv_truncated: bool
+    parent_exe_truncated: bool
+    container_truncated: bool
 
 
 class FileInfo(TypedDict, total=False):
@@ -74,10 +79,16 @@ class FileInfo(TypedDict, total=False):
     inode: int
     dev: int  # st_dev as the kernel encodes it (new_encode_dev)
     # Extensions (optional):
-    path_truncated: bool  # path could not be fully resolved: too deep, or the fd was gone
+    # path could not be fully resolved (too deep, or the fd was gone), or was cut to
+    # fit a message; either way its start is what is missing
+    path_truncated: bool
     mnt_ns: int  # mount namespace inode number the path is relative to
     host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
+    # Cut to fit a message, as path_truncated (their start is what is missing):
+    old_path_truncated: bool
+    target_truncated: bool
+    host_path_truncated: bool
 
 
 class Event(TypedDict, total=False):
@@ -159,6 +170,9 @@ _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "cwd_truncated": bool,
     "parent_exe": str,
     "parent_argv": _TEXT_LIST,
+    "parent_argv_truncated": bool,
+    "parent_exe_truncated": bool,
+    "container_truncated": bool,
 }
 _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "path": str,
@@ -172,6 +186,9 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "mnt_ns": int,
     "host_path": str,
     "closed_by": str,
+    "old_path_truncated": bool,
+    "target_truncated": bool,
+    "host_path_truncated": bool,
 }
 _REQUIRED: Final = ("v", "id", "ts", "host", "type")
 _ID: Final = re.compile(r"[!-~]{1,1024}")

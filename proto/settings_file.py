@@ -79,6 +79,9 @@ class CollectorSection:
     buffer_events: int = 200_000  # events held in memory while NATS is slow or away
     spill_dir: str = "/var/lib/snoopbus/spill"  # NATS away: events wait here; "" = memory only
     spill_max_mb: int = 1024
+    # s with events captured and none published before the collector reports itself
+    # stalled (heartbeat, `doctor --nats`, `up`, metrics)
+    stall_after: float = 60.0
     require_nats: bool = False  # NATS unreachable at start: exit, instead of spilling
     redact: bool = True  # mask secrets in argv (collector/redact.py)
     drop_privileges: bool = True  # after loading probes keep only CAP_SYS_PTRACE

@@ -65,11 +65,13 @@ def scrape(port: int, path: str = "/metrics") -> str:
 async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_path: Path) -> None:
     port, host = free_port(), f"up{secrets.token_hex(3)}"
     metrics = free_ports(5)  # up, collector, rename, alert, archive
+    # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
+    env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "snoopbus.collector.cli", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )
     assert up.stdout is not None and up.stderr is not None
     try:
@@ -108,6 +110,8 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
         assert 'snoopbus_up_child_running{child="rename"} 1.0' in scrape(metrics)
 
         kids = children(up.pid)
+        [collector] = [k for k in kids if " collect " in cmdline(k)]
+        assert f"--spill-dir {tmp_path / 'state' / 'spill'}" in cmdline(collector)
         [rename] = [k for k in kids if "consume rename" in cmdline(k)]
         os.kill(rename, signal.SIGKILL)
         await read_until(up.stderr, "rename exited with -9; restarting")

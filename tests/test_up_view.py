@@ -94,3 +94,12 @@ def test_a_long_path_does_not_squeeze_the_comm_out_of_a_narrow_screen() -> None:
     shown = console.export_text()
     assert "sbmk4eabb6" in shown
     assert "/tmp/pytest-of-root" in shown  # the path is cut, not dropped
+
+
+def test_up_keeps_the_collector_spill_in_its_state_folder(tmp_path) -> None:
+    cfg = StackConfig.from_config(load(None, env={"SNOOPBUS_UP_STATE_DIR": str(tmp_path)}))
+    args = cfg.collector_args("nats://127.0.0.1:4222")
+    assert args[args.index("--spill-dir") + 1] == str(tmp_path / "spill")
+    # One the user chose is theirs to keep: the collector reads it from the same config.
+    chosen = load(None, env={"SNOOPBUS_COLLECTOR_SPILL_DIR": "/srv/spill"})
+    assert "--spill-dir" not in StackConfig.from_config(chosen).collector_args("nats://x")
