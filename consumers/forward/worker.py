@@ -24,7 +24,7 @@ from ..settings import Settings
 from .alerts import AlertError, parse_alert
 from .backoff import Gate
 from .runtime import ForwardRuntime
-from .sink import Item, Permanent, Sink, Transient
+from .sink import RENDER_ERRORS, Item, Permanent, Rendered, Sink, Transient, cannot_render
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class SinkStats:
     acked: int = 0
     naked: int = 0
     dead_lettered: int = 0
+    dropped: int = 0  # accepted, then dropped by the receiver unnamed (OTLP partial success)
 
 
 class SinkWorker(Consumer):
@@ -50,6 +51,7 @@ class SinkWorker(Consumer):
         self.sink = sink
         self.name = spec.consumer_name
         self.description = f"forward to {spec.scheme} ({spec.name})"
+        self.types = spec.types
         self.filters = tuple(spec.subject_filters())
         base = settings or SINK_SETTINGS
         self.settings = replace(
@@ -67,7 +69,32 @@ class SinkWorker(Consumer):
         await self.sink.close()
 
     async def handle(self, batch: Batch) -> None:
-        spec = self.sink.spec
+        items, refused = self._items(batch)
+        retry: dict[int, str] = {}  # slot -> last answer: nak
+        sink, scheme = self.sink, self.sink.spec.scheme
+        count, limit = sink.batch_size, sink.batch_bytes
+        chunk: list[Rendered] = []
+        size = 0
+        # Rendered lazily, a chunk at a time: memory is bounded by batch_bytes.
+        for item in items:
+            try:
+                data = sink.render(item)
+            except RENDER_ERRORS as exc:
+                refused.setdefault(item.slot, f"{scheme}: {cannot_render(item, exc)}")
+                self.stats.rejected += 1
+                continue
+            if chunk and (len(chunk) >= count or size + len(data) > limit):
+                await self._flush(chunk, refused, retry)
+                chunk, size = [], 0
+            chunk.append((item, data))
+            size += len(data)
+        if chunk:
+            await self._flush(chunk, refused, retry)
+        await self._settle(batch, refused, retry)
+
+    def _items(self, batch: Batch) -> tuple[list[Item], dict[int, str]]:
+        """What this sink forwards from the batch; alerts it cannot read, by slot."""
+        types = self.types
         items: list[Item] = []
         refused: dict[int, str] = {}  # slot -> answer: dead-letter
         for slot, delivery in enumerate(batch):
@@ -81,22 +108,23 @@ class SinkWorker(Consumer):
                     continue
                 items.append(Item("alert", alert, slot, delivery.subject))
                 continue
-            for event in delivery.events:
-                if event.get("type") in spec.types:
-                    items.append(Item("event", event, slot, delivery.subject))
-        retry: dict[int, str] = {}
-        for start in range(0, len(items), self.sink.batch_size):
-            chunk = items[start : start + self.sink.batch_size]
-            if self.closing.is_set() or (retry and self.gate.down):
-                # The sink failed this round already: don't queue more tries behind it.
-                for item in chunk:
-                    retry.setdefault(item.slot, "sink down")
-                continue
-            await self._send(chunk, refused, retry)
-        await self._settle(batch, refused, retry)
+            subject = delivery.subject
+            items += [Item("event", e, slot, subject) for e in delivery.events
+                      if e.get("type") in types]  # fmt: skip
+        return items, refused
+
+    async def _flush(
+        self, chunk: list[Rendered], refused: dict[int, str], retry: dict[int, str]
+    ) -> None:
+        if self.closing.is_set() or (retry and self.gate.down):
+            # The sink failed this round already: don't queue more tries behind it.
+            for item, _ in chunk:
+                retry.setdefault(item.slot, "sink down")
+            return
+        await self._send(chunk, refused, retry)
 
     async def _send(
-        self, chunk: list[Item], refused: dict[int, str], retry: dict[int, str]
+        self, chunk: list[Rendered], refused: dict[int, str], retry: dict[int, str]
     ) -> None:
         spec = self.sink.spec
         pending = chunk
@@ -120,22 +148,26 @@ class SinkWorker(Consumer):
                 continue
             except Permanent as exc:
                 self.gate.succeeded()  # it answered: it is up
-                for item in pending:
+                for item, _ in pending:
                     refused.setdefault(item.slot, f"{spec.scheme}: {exc.answer}")
                 self.stats.rejected += len(pending)
                 return
             self.gate.succeeded()
             for index, answer in sent.rejected.items():
-                refused.setdefault(pending[index].slot, f"{spec.scheme}: {answer}")
+                refused.setdefault(pending[index][0].slot, f"{spec.scheme}: {answer}")
             self.stats.rejected += len(sent.rejected)
             self.stats.sent += len(pending) - len(sent.rejected) - len(sent.retry)
+            if sent.dropped:
+                self.stats.dropped += sent.dropped
+                log.warning("%s: the receiver dropped %d of %d items: %s",
+                            self.name, sent.dropped, len(pending), sent.dropped_why)  # fmt: skip
             if not sent.retry:
                 return
             last = "; ".join(sorted(set(sent.retry.values())))[:500]
             pending = [pending[i] for i in sorted(sent.retry)]
             self.stats.failures += 1
             self.gate.failed()
-        for item in pending:
+        for item, _ in pending:
             retry.setdefault(item.slot, last)
 
     async def _settle(self, batch: Batch, refused: dict[int, str], retry: dict[int, str]) -> None:
