@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 from dataclasses import replace
 
-from snoopbus.proto import meta_filter
+from nats.js import JetStreamContext
+
+from snoopbus.proto import STREAM_NAME, meta_filter
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..rename import RenamePairer
 from ..settings import Settings
 from .backoff import Backoff
 from .runtime import ForwardRuntime
@@ -30,6 +34,32 @@ from .spec import SinkSpec, SpecError, parse_spec
 from .worker import SINK_SETTINGS, SinkWorker
 
 log = logging.getLogger(__name__)
+
+
+# The rename pairer's durable, whole or one partition of it (Partition.durable).
+PAIRER_DURABLE = re.compile(rf"{re.escape(RenamePairer.name)}(-p\d+of\d+)?")
+
+
+async def pairer_durable(js: JetStreamContext) -> str | None:
+    """The name of a rename pairer's durable on the stream, if there is one.
+
+    Its existence is what counts, not whether a pairer runs this minute: the
+    stream keeps the halves for it, and the `renamed` events come when it runs.
+    """
+    offset = 0
+    while True:
+        try:
+            page = await js.consumers_info(STREAM_NAME, offset=offset)
+        except Exception as exc:  # cannot tell: forward the halves, lose nothing
+            log.warning("forward: cannot list the stream's consumers (%s): "
+                        "forwarding rename halves", exc)  # fmt: skip
+            return None
+        for info in page:
+            if PAIRER_DURABLE.fullmatch(info.name or ""):
+                return info.name
+        if len(page) < 256:  # the server's page size
+            return None
+        offset += len(page)
 
 
 def _spec_arg(text: str) -> SinkSpec:
@@ -87,6 +117,9 @@ class Forwarder(Consumer):
         return cls(list(args.sinks), settings=settings, sink_settings=sink_settings)
 
     async def setup(self, ctx: Context) -> None:
+        pairer = await pairer_durable(ctx.js)
+        for worker in self.workers:
+            worker.choose_halves(pairer)
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(ctx, worker)))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..pairing import HALF_TYPES
 from ..settings import Settings
 from .alerts import AlertError, parse_alert
 from .backoff import Gate
@@ -27,6 +28,10 @@ from .runtime import ForwardRuntime
 from .sink import RENDER_ERRORS, Item, Permanent, Rendered, Sink, Transient, cannot_render
 
 log = logging.getLogger(__name__)
+
+
+def _types_named(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 # Transient failures never dead-letter: the limit only stops a message that
 # somehow fails forever from circulating for ever.
@@ -61,6 +66,24 @@ class SinkWorker(Consumer):
         self.stats = SinkStats()
         self.runtime: ForwardRuntime | None = None
         self.closing = asyncio.Event()  # set by the runtime's stop()
+
+    def choose_halves(self, pairer: str | None) -> None:
+        """Rename halves (moved_from/moved_to) or not: a SIEM rule on file
+        deletions would fire on every rename's moved_from. While a rename
+        pairer's durable exists (`pairer`), it sends one `renamed` (or
+        moved_in/moved_out) for every half, so the halves are left out unless
+        `halves=1` or `include=` names them."""
+        spec = self.sink.spec
+        halves = set(HALF_TYPES) & spec.types
+        named = set(_types_named(spec.options.get("include", "")))
+        keep = spec.halves == "1" or (spec.halves == "auto" and (pairer is None or halves <= named))
+        if keep or not halves or not (spec.types - halves or spec.alerts):
+            return
+        self.types = spec.types - halves
+        self.filters = tuple(replace(spec, types=self.types).subject_filters())
+        why = f"the rename pairer's durable {pairer} exists" if pairer else "halves=0"
+        log.info("%s: %s: forwarding renamed, not moved_from/moved_to (halves=1 sends them too)",
+                 self.name, why)  # fmt: skip
 
     async def setup(self, ctx: Context) -> None:
         await self.sink.open()
