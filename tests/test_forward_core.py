@@ -131,12 +131,14 @@ async def test_cli_runs_forward_until_sigterm(nats_server, js, tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        await publish_events(js, [make_event(i) for i in range(5)], per_msg=5)
+        await publish_events(js, [make_event(i) for i in range(5)], per_msg=2)
         await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 5, 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
+    # The stop line counts what the sinks processed (3 messages), not the control subject's 0.
+    assert "forward stopped: processed=3 " in err.decode(), err.decode()
 
 
 def test_cli_bad_sink_is_one_clear_line() -> None:

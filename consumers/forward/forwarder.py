@@ -26,6 +26,7 @@ from snoopbus.proto import STREAM_NAME, meta_filter
 from ..consumer import Consumer, Context
 from ..delivery import Batch
 from ..rename import RenamePairer
+from ..runtime import Counters
 from ..settings import Settings
 from .backoff import Backoff
 from .runtime import ForwardRuntime
@@ -34,6 +35,7 @@ from .spec import SinkSpec, SpecError, parse_spec
 from .worker import SINK_SETTINGS, SinkWorker
 
 log = logging.getLogger(__name__)
+COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released")
 
 
 # The rename pairer's durable, whole or one partition of it (Partition.durable).
@@ -147,6 +149,22 @@ class Forwarder(Consumer):
         """Wait until every sink's durable is bound (tests, embedding)."""
         await self._started.wait()
         await asyncio.gather(*(r.ready.wait() for r in self.runtimes.values()))
+
+    def counters(self, own: Counters) -> Counters:
+        """Its own (the control subject) plus every sink's runtime: what was
+        forwarded is what the stop log and the metrics report."""
+        runtimes = list(self.runtimes.values())
+        total = Counters()
+        for name in COUNTED:
+            setattr(total, name, getattr(own, name) + sum(getattr(r.counters, name)
+                                                          for r in runtimes))  # fmt: skip
+        for counters in (own, *(r.counters for r in runtimes)):
+            total.dead_letter_reasons.update(counters.dead_letter_reasons)
+            for gauge in ("pending", "ack_pending"):
+                value = getattr(counters, gauge)
+                if value is not None:
+                    setattr(total, gauge, (getattr(total, gauge) or 0) + value)
+        return total
 
     async def handle(self, batch: Batch) -> None:
         """Nothing is published on the control subject yet: acked unread."""
