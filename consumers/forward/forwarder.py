@@ -74,7 +74,8 @@ def _spec_arg(text: str) -> SinkSpec:
 class Forwarder(Consumer):
     name = "forward"
     description = (
-        "forward events and alerts to SIEMs: syslog, CEF, ECS _bulk, OCSF, webhook, JSON lines"
+        "forward events and alerts to SIEMs: syslog, CEF, ECS _bulk, OCSF, OTLP, Splunk HEC, "
+        "webhook, JSON lines"
     )
     filters = (meta_filter(what="forward"),)
     settings = Settings(batch=16, concurrency=1)
