@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.otlp import log_record
 from tests.test_forward_receivers import (
+    attrs,
     dead_letters,
     forwarding,
     http_receiver,
@@ -18,25 +17,9 @@ from tests.test_forward_receivers import (
     make_event,
     publish_alert,
     publish_events,
+    records,
     wait_until,
 )
-
-
-def value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [value(x) for x in v.array_value.values]
-    return getattr(v, kind)
-
-
-def attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: value(kv.value) for kv in kvs}
-
-
-def records(rx: Any) -> list[tuple[dict[str, Any], Any]]:
-    """(resource attributes, log record) for everything received."""
-    return [(attrs(rl.resource.attributes), rec) for req in rx.otlp for rl in req.resource_logs
-            for sl in rl.scope_logs for rec in sl.log_records]  # fmt: skip
 
 
 async def test_events_and_alerts_arrive_as_log_records_per_host(nc, js) -> None:

@@ -106,6 +106,28 @@ async def dead_letters(nc: Client, js: JetStreamContext, consumer: str, count: i
         await sub.unsubscribe()
 
 
+# -- reading what an OTLP receiver got -------------------------------------
+
+
+def value(v: Any) -> Any:
+    """An OTLP AnyValue as Python."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    return getattr(v, kind)
+
+
+def attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: value(kv.value) for kv in kvs}
+
+
+def records(rx: Any) -> list[tuple[dict[str, Any], Any]]:
+    """(resource attributes, log record) for everything received."""
+    return [(attrs(rl.resource.attributes), rec) for req in rx.otlp for rl in req.resource_logs
+            for sl in rl.scope_logs for rec in sl.log_records]  # fmt: skip
+
+
+
 # -- the HTTP receiver ------------------------------------------------------
 
 

@@ -125,7 +125,7 @@ async def settle(path: Path, since: int, want: int, within: float = 30.0) -> int
 
 
 async def run_sink(nc, url: str, messages: int) -> tuple[float, float]:
-    spec = parse_spec(url, env={})
+    spec = parse_spec(url, env=ENV)
     settings = replace(SINK_SETTINGS, fetch_timeout=0.2)
     fwd = Forwarder([spec], settings=replace(Forwarder.settings, fetch_timeout=0.2),
                     sink_settings=settings)  # fmt: skip
@@ -147,7 +147,9 @@ async def run_sink(nc, url: str, messages: int) -> tuple[float, float]:
 
 
 SINKS = ("jsonl+file", "ecs+file", "ocsf+file", "webhook+http", "ocsf+http", "elastic+http",
-         "syslog+tcp", "syslog+tls", "syslog+udp", "cef+tcp")  # fmt: skip
+         "otlp+http", "splunk+http", "syslog+tcp", "syslog+tls", "syslog+udp",
+         "cef+tcp")  # fmt: skip
+ENV = {"SNOOPBUS_SPLUNK_TOKEN": "bench"}
 
 
 def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, Path | None]:
@@ -156,7 +158,8 @@ def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, 
     if transport == "file":
         return f"{name}://{work}/{fmt}.jsonl", work / f"{fmt}.jsonl"
     if transport == "http":
-        path = {"webhook": "/hook", "ocsf": "/ocsf", "elastic": "/bench"}[fmt]
+        path = {"webhook": "/hook", "ocsf": "/ocsf", "elastic": "/bench", "otlp": "/v1/logs",
+                "splunk": "/services/collector/event"}[fmt]  # fmt: skip
         return f"{name}://127.0.0.1:{http_port}{path}", None
     port = {"tcp": rsyslog.tcp, "udp": rsyslog.udp, "tls": rsyslog.tls}[transport]
     ca = f"?ca={work / 'tls' / 'ca.pem'}" if transport == "tls" else ""
