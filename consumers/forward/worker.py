@@ -7,9 +7,10 @@ Settling, per NATS message (a message may carry many events):
 - some item not taken after `retries`     -> nak with a delay (JetStream keeps it)
 
 While a batch is in the sink's hands its messages are held, so the runtime
-keeps them alive past ack_wait. Memory is bounded by the runtime: at most
-`concurrency` batches of at most `batch` messages are in flight; a sink that
-stays down sends everything back to JetStream with growing delays.
+keeps them alive past ack_wait. Memory: the runtime has at most
+`concurrency` fetched batches in flight; of each, the worker renders one
+request at a time, cut at the sink's `batch` items or `batch_bytes` bytes.
+A sink that stays down sends everything back to JetStream with growing delays.
 """
 
 from __future__ import annotations
