@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
 from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.otlp import log_record
 from tests.test_forward_receivers import (
@@ -81,8 +83,12 @@ def test_text_that_is_not_utf8_and_huge_numbers_still_encode() -> None:
     event = make_event(1, "create")
     event["file"]["path"] = "/tmp/" + b"\xff".decode("utf-8", "surrogateescape")
     event["ret"] = 2**70
-    rec = log_record(Item("event", event, 0, "s"))
+    event["exit_code"] = -1  # int64: ten bytes of two's complement
+    rec = LogRecord.FromString(log_record(Item("event", event, 0, "s")))
     a = attrs(rec.attributes)
     assert a["file.path"] == "/tmp/\\xff" and a["snoopbus.ret"] == str(2**70)
-    alert = log_record(Item("alert", parse_alert({"rule": {"id": "r", "level": "low"}}), 0, "s"))
+    assert a["process.exit.code"] == -1 and a["process.command_args"] == ["bash", "-c", "echo 1"]
+    assert rec.time_unix_nano == event["ts"] and rec.severity_number == 9
+    alert = LogRecord.FromString(
+        log_record(Item("alert", parse_alert({"rule": {"id": "r", "level": "low"}}), 0, "s")))
     assert attrs(alert.attributes)["log.record.uid"] == "r:" and alert.severity_text == "WARN"
