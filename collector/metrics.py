@@ -252,7 +252,7 @@ class ConsumerStats(Collector):
         self.alerts_by_rule = alerts_by_rule
 
     def collect(self) -> Iterator[Any]:
-        c = self.runtime.counters
+        c = self.runtime.consumer.counters(self.runtime.counters)
         label = [self.runtime.durable]
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -202,7 +202,7 @@ def _settings(opts: argparse.Namespace, base: Settings) -> Settings:
 
 
 def _summary(runtime: Runtime) -> None:
-    c = runtime.counters
+    c = runtime.consumer.counters(runtime.counters)
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(c.dead_letter_reasons.items()))
     logging.getLogger(__name__).info(
         "%s stopped: processed=%d failed=%d dead_lettered=%d%s released=%d",

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from .delivery import Batch
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .runtime import Counters
 
 Handler = Callable[[Batch], Awaitable[None]]
 
@@ -63,6 +67,11 @@ class Consumer:
 
     async def teardown(self) -> None:
         """Called after the last batch, before held messages are released."""
+
+    def counters(self, own: Counters) -> Counters:
+        """The tallies to report (stop log, metrics): the runtime's own, unless
+        the consumer runs runtimes of its own (forward: one per sink)."""
+        return own
 
 
 class FunctionConsumer(Consumer):

@@ -131,12 +131,14 @@ async def test_cli_runs_forward_until_sigterm(nats_server, js, tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        await publish_events(js, [make_event(i) for i in range(5)], per_msg=5)
+        await publish_events(js, [make_event(i) for i in range(5)], per_msg=2)
         await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 5, 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
+    # The stop line counts what the sinks processed (3 messages), not the control subject's 0.
+    assert "forward stopped: processed=3 " in err.decode(), err.decode()
 
 
 def test_cli_bad_sink_is_one_clear_line() -> None:
@@ -367,3 +369,47 @@ async def test_start_new_skips_the_backlog(nc, js, tmp_path: Path) -> None:
         await publish_events(js, [make_event(1)])
         await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
     assert json.loads(out.read_text())["id"] == "inst-1"
+
+
+# -- rename halves ---------------------------------------------------------------
+
+
+def rename_events(seq: int) -> list[dict]:
+    """One rename as the bus has it once the pairer ran: both halves and `renamed`."""
+    return [make_event(seq, "moved_from", cookie=seq), make_event(seq + 1, "moved_to", cookie=seq),
+            make_event(seq + 2, "renamed")]  # fmt: skip
+
+
+async def forwarded_types(nc, js, out: Path, url: str, seq: int) -> list[str]:
+    async with forwarding(nc, url):
+        for event in rename_events(seq):
+            await publish_events(js, [event])
+        await publish_events(js, [make_event(seq + 3, "exec")])  # the last one, as a marker
+        await wait_until(lambda: out.exists() and '"exec"' in out.read_text(), 20)
+    return sorted(json.loads(line)["type"] for line in out.read_text().splitlines())
+
+
+async def test_while_a_pairer_durable_exists_renames_are_forwarded_once(
+    nc, js, tmp_path: Path
+) -> None:
+    await ensure_stream(js)
+    # Before any pairer: the halves are all a SIEM would get of a rename.
+    alone = await forwarded_types(nc, js, tmp_path / "a.jsonl",
+                                  f"jsonl+file://{tmp_path / 'a.jsonl'}?name=a", 0)  # fmt: skip
+    assert alone == ["exec", "moved_from", "moved_to", "renamed"]
+    from nats.js.api import ConsumerConfig
+
+    from snoopbus.consumers.rename import RenamePairer
+    from snoopbus.proto import STREAM_NAME
+
+    await js.add_consumer(STREAM_NAME, ConsumerConfig(
+        durable_name=RenamePairer.name, filter_subjects=list(RenamePairer.filters)))  # fmt: skip
+    # A new sink, and the same one restarted (its durable's filters change).
+    for name, start in (("b", "&start=new"), ("a", "")):
+        out = tmp_path / f"{name}-2.jsonl"
+        got = await forwarded_types(nc, js, out, f"jsonl+file://{out}?name={name}{start}", 10)
+        # ("a" also gets what "b"'s round published: it resumes where it stopped.)
+        assert set(got) == {"exec", "renamed"}, (name, got)
+    out = tmp_path / "c.jsonl"
+    both = await forwarded_types(nc, js, out, f"jsonl+file://{out}?halves=1&start=new", 20)
+    assert both == ["exec", "moved_from", "moved_to", "renamed"]

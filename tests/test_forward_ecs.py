@@ -37,12 +37,15 @@ ECS_FIELDS: dict[str, str] = {
     "event.id": "keyword", "event.kind": "keyword", "event.category": "keyword",
     "event.type": "keyword", "event.action": "keyword", "event.outcome": "keyword",
     "event.module": "keyword", "event.dataset": "keyword", "event.severity": "long",
-    "host.name": "keyword", "host.hostname": "keyword",
+    "host.name": "keyword", "host.hostname": "keyword", "host.os.type": "keyword",
+    "data_stream.type": "constant_keyword", "data_stream.dataset": "constant_keyword",
+    "data_stream.namespace": "constant_keyword",
     "process.pid": "long", "process.name": "keyword", "process.executable": "keyword",
     "process.args": "keyword", "process.args_count": "long", "process.command_line": "wildcard",
     "process.working_directory": "keyword", "process.exit_code": "long",
     "process.thread.id": "long",
     "process.parent.pid": "long", "process.parent.executable": "keyword",
+    "process.parent.name": "keyword",
     "process.parent.args": "keyword", "process.parent.args_count": "long",
     "process.parent.command_line": "wildcard",
     "user.id": "keyword", "group.id": "keyword", "container.id": "keyword",
@@ -58,6 +61,8 @@ ALLOWED = {
     "event.kind": {"alert", "enrichment", "event", "metric", "state", "pipeline_error", "signal"},
     "event.outcome": {"failure", "success", "unknown"},
     "file.type": {"file", "dir", "symlink"},
+    "host.os.type": {"linux", "macos", "unix", "windows", "ios", "android"},
+    "data_stream.type": {"logs", "metrics"},
 }
 CATEGORY_TYPES = {
     "process": {"access", "change", "end", "info", "start"},
@@ -228,3 +233,57 @@ async def test_bulk_per_document_errors(nc, js) -> None:
     # The rejected message held inst-5..9; the others of it are stored (bulk is per document).
     assert letter.headers["Snoopbus-Dlq-Subject"].endswith(".proc.exec")
     assert fwd.workers[0].stats.failures == 1  # the one 429, retried alone
+
+
+# -- data streams ---------------------------------------------------------------
+
+
+async def test_bulk_defaults_to_the_snoopbus_data_streams(nc, js) -> None:
+    async with http_receiver() as rx:
+        async with forwarding(nc, f"elastic+http://127.0.0.1:{rx.port}"):
+            await publish_events(js, [make_event(i) for i in range(3)], per_msg=3)
+            await publish_alert(js, make_alert(1, "low"))
+            await wait_until(lambda: len(rx.docs) == 4)
+    assert {index for index, _ in rx.docs} == {"logs-snoopbus.events-default",
+                                               "logs-snoopbus.alerts-default"}  # fmt: skip
+    for (index, _), doc in rx.docs.items():
+        check_ecs(doc)
+        stream = doc["data_stream"]
+        # The fields name the stream the document is in, as logs-*-* templates require.
+        assert index == f"{stream['type']}-{stream['dataset']}-{stream['namespace']}"
+        assert doc["event"]["dataset"] == stream["dataset"]
+        assert doc["host"]["os"]["type"] == "linux"
+
+
+@pytest.mark.parametrize(
+    ("url", "events", "alerts", "fields"),
+    [
+        ("elastic+http://es?namespace=prod", "logs-snoopbus.events-prod",
+         "logs-snoopbus.alerts-prod", True),
+        ("elastic+http://es/logs-edr-site1", "logs-edr-site1", "logs-edr-site1", True),
+        ("elastic+http://es/snoopbus-%Y.%m", "snoopbus-2025.11", "snoopbus-2025.11", False),
+    ],
+)
+def test_where_documents_go(url: str, events: str, alerts: str, fields: bool) -> None:
+    from snoopbus.consumers.forward.sinks import make_sink
+
+    sink = make_sink(parse_spec(url, env={}))
+    for kind, item, index in (("event", Item("event", make_event(1), 0, "s"), events),
+                              ("alert", Item("alert", parse_alert(make_alert(1)), 0, "s"),
+                               alerts)):  # fmt: skip
+        action, doc = (json.loads(line) for line in sink.render(item).splitlines())
+        assert action["create"]["_index"] == index, kind
+        check_ecs(doc)
+        assert ("data_stream" in doc) == fields
+        if fields:
+            assert f"logs-{doc['data_stream']['dataset']}-{doc['data_stream']['namespace']}" \
+                == index  # fmt: skip
+
+
+def test_namespace_errors_are_clear() -> None:
+    from snoopbus.consumers.forward import SpecError
+
+    with pytest.raises(SpecError, match="lower-case letters"):
+        parse_spec("elastic+http://es?namespace=Prod-1", env={})
+    with pytest.raises(SpecError, match="names its INDEX"):
+        parse_spec("elastic+http://es/myindex?namespace=prod", env={})

@@ -19,12 +19,14 @@ from snoopbus.consumers.forward.jsonl import EVENT_KEYS
 from snoopbus.consumers.forward.ocsf import to_ocsf
 from snoopbus.consumers.printable import UNSAFE, printable
 from tests.test_forward_receivers import (
+    attrs,
     forwarding,
     http_receiver,
     make_alert,
     make_event,
     publish_alert,
     publish_events,
+    records,
     wait_until,
 )
 from tests.test_forward_syslog import (
@@ -164,3 +166,31 @@ async def test_syslog_and_cef_records_stay_one_line_each(
             parsed = parse_5424(by_id[event["id"]])
             assert parsed.sd["file@32473"]["path"] == printable(event["file"]["path"])
             assert parsed.sd["proc@32473"]["argv"] == printable(" ".join(event["proc"]["argv"]))
+
+
+async def test_otlp_and_hec_records_are_one_per_event_with_the_sinks_own_keys(nc, js) -> None:
+    events = hostile_events()
+    env = {"SNOOPBUS_SPLUNK_TOKEN": "t"}
+    async with http_receiver() as otel, http_receiver() as hec:
+        urls = [f"otlp+http://127.0.0.1:{otel.port}?batch=3",
+                f"splunk+http://127.0.0.1:{hec.port}?batch=4"]  # fmt: skip
+        async with forwarding(nc, *urls, env=env):
+            await publish_events(js, events, per_msg=2)
+            await wait_until(lambda: len(records(otel)) >= len(events)
+                             and len(hec.hec) >= len(events))  # fmt: skip
+    got = records(otel)
+    assert len(got) == len(events)
+    by_id = {attrs(rec.attributes)["log.record.uid"]: (res, rec) for res, rec in got}
+    for event in events:
+        resource, rec = by_id[event["id"]]
+        a = attrs(rec.attributes)
+        assert a["file.path"] == event["file"]["path"]  # exact: protobuf carries it
+        assert not any(k in a for k in ("@timestamp", "event.kind", "message", "extra"))
+        assert set(resource) == {"host.name", "os.type", "service.name"}
+        assert rec.event_name == "snoopbus.renamed"
+    # HEC: one event object per event, only HEC's keys, the event's own keys under `event`.
+    assert len(hec.hec) == len(events)
+    for obj in hec.hec:
+        assert set(obj) <= {"time", "host", "source", "sourcetype", "index", "event"}
+        assert obj["sourcetype"] == "snoopbus:event" and obj["source"] == "snoopbus"
+        assert set(obj["event"]) <= EVENT_KEYS | {"extra"} and obj["event"]["extra"] == SIEM_KEYS

@@ -36,8 +36,27 @@ BASE = {
     "required": {"activity_id", "category_uid", "class_uid", "severity_id", "time", "type_uid",
                  "metadata"},
     "attrs": {"activity_id": INT, "category_uid": INT, "class_uid": INT, "severity_id": INT,
-              "time": INT, "type_uid": INT, "metadata": "metadata", "status_id": INT},
+              "time": INT, "type_uid": INT, "metadata": "metadata", "status_id": INT,
+              "class_name": STR, "category_name": STR, "activity_name": STR, "type_name": STR,
+              "severity": STR, "status": STR},
 }  # fmt: skip
+# The captions of the schema's enums (ocsf-schema 1.3.0: the classes' activity_id
+# and status_id, base_event's category/severity_id, finding.json's status_id).
+CLASS_NAMES = {1007: "Process Activity", 1001: "File System Activity", 2004: "Detection Finding"}
+CATEGORY_NAMES = {1: "System Activity", 2: "Findings"}
+ACTIVITY_NAMES = {
+    1007: {0: "Unknown", 1: "Launch", 2: "Terminate", 3: "Open", 4: "Inject", 5: "Set User ID",
+           99: "Other"},
+    1001: {0: "Unknown", 1: "Create", 2: "Read", 3: "Update", 4: "Delete", 5: "Rename",
+           6: "Set Attributes", 7: "Set Security", 8: "Get Attributes", 9: "Get Security",
+           10: "Encrypt", 11: "Decrypt", 12: "Mount", 13: "Unmount", 14: "Open", 99: "Other"},
+    2004: {0: "Unknown", 1: "Create", 2: "Update", 3: "Close", 99: "Other"},
+}  # fmt: skip
+SEVERITY_NAMES = {0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High",
+                  5: "Critical", 6: "Fatal", 99: "Other"}  # fmt: skip
+STATUS_NAMES = {0: "Unknown", 1: "Success", 2: "Failure", 99: "Other"}
+FINDING_STATUS_NAMES = {0: "Unknown", 1: "New", 2: "In Progress", 3: "Suppressed",
+                        4: "Resolved", 99: "Other"}  # fmt: skip
 CLASSES: dict[int, dict[str, Any]] = {
     1007: {"category": 1, "required": {"process", "actor", "device"},
            "attrs": {"process": "process", "exit_code": INT, "device": "device",
@@ -121,6 +140,15 @@ def validate_ocsf(doc: dict[str, Any]) -> None:
     assert doc["activity_id"] in cls["activity_ids"]
     assert doc["type_uid"] == doc["class_uid"] * 100 + doc["activity_id"]
     assert doc["severity_id"] in {0, 1, 2, 3, 4, 5, 6, 99}
+    # Each caption is the one the schema gives its number.
+    assert doc["class_name"] == CLASS_NAMES[doc["class_uid"]]
+    assert doc["category_name"] == CATEGORY_NAMES[doc["category_uid"]]
+    assert doc["activity_name"] == ACTIVITY_NAMES[doc["class_uid"]][doc["activity_id"]]
+    assert doc["type_name"] == f"{doc['class_name']}: {doc['activity_name']}"
+    assert doc["severity"] == SEVERITY_NAMES[doc["severity_id"]]
+    if "status_id" in doc:
+        names = FINDING_STATUS_NAMES if doc["class_uid"] == 2004 else STATUS_NAMES
+        assert doc["status"] == names[doc["status_id"]]
     json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 

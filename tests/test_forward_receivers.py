@@ -106,6 +106,28 @@ async def dead_letters(nc: Client, js: JetStreamContext, consumer: str, count: i
         await sub.unsubscribe()
 
 
+# -- reading what an OTLP receiver got -------------------------------------
+
+
+def value(v: Any) -> Any:
+    """An OTLP AnyValue as Python."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    return getattr(v, kind)
+
+
+def attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: value(kv.value) for kv in kvs}
+
+
+def records(rx: Any) -> list[tuple[dict[str, Any], Any]]:
+    """(resource attributes, log record) for everything received."""
+    return [(attrs(rl.resource.attributes), rec) for req in rx.otlp for rl in req.resource_logs
+            for sl in rl.scope_logs for rec in sl.log_records]  # fmt: skip
+
+
+
 # -- the HTTP receiver ------------------------------------------------------
 
 
@@ -136,6 +158,11 @@ class HttpReceiver:
     port: int = 0
     ssl: Any = None  # an ssl.SSLContext to serve HTTPS
     retry_after: str | None = None  # sent with scripted 429/503 answers
+    otlp: list[Any] = field(default_factory=list)  # ExportLogsServiceRequest per POST, decoded
+    hec: list[dict[str, Any]] = field(default_factory=list)  # HEC event objects, in order
+    hec_invalid: dict[str, int] = field(default_factory=dict)  # event id -> HEC code to refuse
+    partial: int = 0  # OTLP: answer partial_success with this many rejected records
+    answer_bytes: int = 0  # send this many extra bytes of answer body (chunked), to be cut
     _server: asyncio.base_events.Server | None = None
     _clients: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -172,10 +199,20 @@ class HttpReceiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append(Request(time.monotonic(), method, path, headers, body))
                 status, answer = self._answer(path, body)
-                payload = json.dumps(answer).encode()
+                payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 extra = ""
                 if self.retry_after is not None and status in (429, 503):
                     extra = f"Retry-After: {self.retry_after}\r\n"
+                if self.answer_bytes:  # an endless-looking answer: chunked, never a length
+                    writer.write(f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n"
+                                 "\r\n".encode())  # fmt: skip
+                    chunk = b"x" * 65536
+                    for _ in range(self.answer_bytes // len(chunk)):
+                        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        await writer.drain()
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 writer.write(
                     f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
@@ -192,6 +229,10 @@ class HttpReceiver:
             status = self.script.pop(0)
             if status != 200:
                 return status, {"error": {"type": "scripted", "reason": f"scripted {status}"}}
+        if path.split("?")[0] == "/v1/logs":
+            return self._otlp(body)
+        if path.split("?")[0] == "/services/collector/event":
+            return self._hec(body)
         if path.split("?")[0].endswith("/_bulk"):
             answer = self._bulk(path, body)
             if self.lost_answers:
@@ -200,6 +241,45 @@ class HttpReceiver:
             return 200, answer
         self.batches.append(json.loads(body))
         return 200, {"ok": True}
+
+    def _otlp(self, body: bytes) -> tuple[int, bytes]:
+        """Decoded with the official definitions; answered as the OTLP spec says."""
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+            ExportLogsServiceResponse,
+        )
+
+        request = ExportLogsServiceRequest()
+        request.ParseFromString(body)
+        self.otlp.append(request)
+        answer = ExportLogsServiceResponse()
+        if self.partial:
+            answer.partial_success.rejected_log_records = self.partial
+            answer.partial_success.error_message = "over quota"
+        return 200, answer.SerializeToString()
+
+    def _hec(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """HEC's documented form: JSON event objects one after another; an
+        event the receiver refuses stops the batch with its number."""
+        decoder, text, at, events = json.JSONDecoder(), body.decode("utf-8"), 0, []
+        while at < len(text):
+            event, end = decoder.raw_decode(text, at)
+            events.append(event)
+            at = end
+            while at < len(text) and text[at] in " \r\n\t":
+                at += 1
+        for number, event in enumerate(events):
+            if not isinstance(event.get("event"), dict) or "time" not in event:
+                return 400, {"text": "Invalid data format", "code": 6,
+                             "invalid-event-number": number}  # fmt: skip
+            doc = event["event"]
+            refuse = self.hec_invalid.pop(str(doc.get("id") or doc.get("rule", {}).get("id")), 0)
+            if refuse:
+                self.hec.extend(events[:number])
+                return 400, {"text": "Invalid data format", "code": refuse,
+                             "invalid-event-number": number}  # fmt: skip
+        self.hec.extend(events)
+        return 200, {"text": "Success", "code": 0}
 
     def _bulk(self, path: str, body: bytes) -> dict[str, Any]:
         lines = body.decode().splitlines()

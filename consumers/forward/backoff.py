@@ -1,9 +1,10 @@
 """Exponential back-off with jitter, shared by everything sending to one sink.
 
-One `Gate` per sink: after a failure every worker of that sink waits for the
-gate, so N concurrent batches do not hammer a sink that is down N times over.
-Delays grow base, 2*base, 4*base ... up to `cap`, each drawn from
-[d/2, d] ("equal jitter": spread out, yet never a tight loop).
+`backoff_delay` is the one formula: delays grow base, 2*base, 4*base ... up
+to `cap`, each drawn from [d/2, d] ("equal jitter": spread out, yet never a
+tight loop). `Backoff` holds a sink's base and cap; one `Gate` per sink makes
+every worker of that sink wait after a failure, so N concurrent batches do
+not hammer a sink that is down N times over.
 """
 
 from __future__ import annotations
@@ -14,16 +15,23 @@ import time
 from dataclasses import dataclass
 
 
+def backoff_delay(
+    failures: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait after `failures` consecutive failures (0 after none)."""
+    if failures <= 0:
+        return 0.0
+    ceiling = min(cap, base * 2 ** min(failures - 1, 64))  # 2**64 * base is past any cap
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
 @dataclass(frozen=True)
 class Backoff:
     base: float = 0.2
     cap: float = 30.0
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
-        if failures <= 0:
-            return 0.0
-        ceiling = min(self.cap, self.base * 2 ** (failures - 1))
-        return (rng or random).uniform(ceiling / 2, ceiling)
+        return backoff_delay(failures, self.base, self.cap, rng)
 
 
 class Gate:

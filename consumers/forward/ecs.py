@@ -1,35 +1,45 @@
-"""Elastic Common Schema documents, and `elastic+http(s)://host:9200/INDEX` (`_bulk`).
+"""Elastic Common Schema documents, and `elastic+http(s)://host:9200[/INDEX]` (`_bulk`).
 
 Mapping (ECS 8.11): exec/exit -> `process.*` with `event.category: process`
 and `event.type: start|end`; file events -> `file.*` with `event.category:
 file` and `event.type: creation|deletion|change|access`; `event.action` is
-the snoopbus type; `host.*`, `user.id`, `group.id`, `container.id`. Alerts
+the snoopbus type; `host.*` (with `host.os.type: linux`, which Elastic's
+Linux rules select on), `user.id`, `group.id`, `container.id`. Alerts
 become `event.kind: alert` with `rule.*`, `tags` and `event.severity`, plus
 the matched event's fields. A rename's old path has no ECS field: it is in
 `message`. Every field emitted is an ECS field of the ECS type (checked by
 tests/test_forward_ecs.py against the ECS reference).
 
+Where documents go: by default the data streams `logs-snoopbus.events-default`
+and `logs-snoopbus.alerts-default` (`namespace=` changes the last part),
+with `data_stream.*` and `event.dataset` set to match, as Elastic's index
+templates for `logs-*-*` expect. An INDEX of the form `logs-DATASET-NAMESPACE`
+takes every document, fields set to match; any other INDEX is a plain index
+(it may hold strftime codes, filled from the event's time in UTC) and the
+documents carry no `data_stream.*`.
+
 `_bulk` uses `create` with `_id` = the event id (alerts: the alert id), so
 a batch sent twice stores each document once: a 409 on `create` counts as
 accepted. Per-document 429/5xx are retried alone; other per-document errors
 (mapping errors ...) dead-letter the message with Elasticsearch's answer.
-INDEX may hold strftime codes, filled from the event's time in UTC.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .alerts import Alert
-from .httpc import HttpClient, basic_auth
-from .jsonl import dumps
-from .sink import Item, Permanent, Sent, Sink, Transient, render_each
+from .http import HttpClient, basic_auth
+from .sink import Item, Permanent, Rendered, Sent, Sink, Transient
 from .spec import SinkSpec
 from .syslog import event_summary
-from .text import command_line, display
+from .text import command_line, display, dumps
 
 ECS_VERSION = "8.11.0"
 EVENT_TYPE = {
@@ -41,6 +51,39 @@ EVENT_TYPE = {
     "open": "access",
 }  # fmt: skip
 FILE_TYPE = {"mkdir": "dir", "rmdir": "dir", "symlink": "symlink"}
+OS = {"type": "linux"}  # the ECS allowed value for every host snoopbus runs on
+DATA_STREAM_NAME = re.compile(r"logs-([^-]+)-([^-]+)")
+
+
+@dataclass(frozen=True)
+class DataStream:
+    """The data streams documents go to: `logs-<dataset>-<namespace>`."""
+
+    events: str = "snoopbus.events"  # dataset of events
+    alerts: str = "snoopbus.alerts"  # dataset of alerts
+    namespace: str = "default"
+
+    def dataset(self, kind: str) -> str:
+        return self.alerts if kind == "alert" else self.events
+
+    def name(self, kind: str) -> str:
+        return f"logs-{self.dataset(kind)}-{self.namespace}"
+
+    def fields(self, kind: str) -> dict[str, str]:
+        return {"type": "logs", "dataset": self.dataset(kind), "namespace": self.namespace}
+
+
+DEFAULT_STREAM = DataStream()
+
+
+def data_stream_for(index: str, namespace: str | None) -> DataStream | None:
+    """The data stream an INDEX names (none: the default ones); None for a plain index."""
+    if not index:
+        return DataStream(namespace=namespace or "default")
+    match = DATA_STREAM_NAME.fullmatch(index)
+    return DataStream(match[1], match[1], match[2]) if match else None
+
+
 # Elastic's own scale for rule severities (Elastic Security detection rules).
 SEVERITY = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
@@ -72,6 +115,7 @@ def _process(proc: dict[str, Any]) -> dict[str, Any]:
         parent["pid"] = proc["ppid"]
     if proc.get("parent_exe") is not None:
         parent["executable"] = display(proc["parent_exe"])
+        parent["name"] = parent["executable"].rpartition("/")[2]  # what Elastic's rules match
     if proc.get("parent_argv") is not None:
         parent["args"] = [display(a) for a in proc["parent_argv"]]
         parent["args_count"] = len(proc["parent_argv"])
@@ -102,7 +146,7 @@ def _file(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def event_doc(event: dict[str, Any]) -> dict[str, Any]:
+def event_doc(event: dict[str, Any], stream: DataStream | None = DEFAULT_STREAM) -> dict[str, Any]:
     type_ = str(event.get("type", ""))
     proc = event.get("proc") or {}
     is_proc = type_ in ("exec", "exit")
@@ -110,7 +154,7 @@ def event_doc(event: dict[str, Any]) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "kind": "event", "category": ["process" if is_proc else "file"],
         "type": [EVENT_TYPE.get(type_, "info")], "action": type_, "id": str(event.get("id", "")),
-        "module": "snoopbus", "dataset": "snoopbus.events",
+        "module": "snoopbus", "dataset": stream.events if stream else "snoopbus.events",
     }  # fmt: skip
     if isinstance(event.get("ret"), int):
         ev["outcome"] = "failure" if event["ret"] < 0 else "success"
@@ -118,9 +162,11 @@ def event_doc(event: dict[str, Any]) -> dict[str, Any]:
         "@timestamp": iso_time(int(event.get("ts", 0))),
         "ecs": {"version": ECS_VERSION},
         "event": ev,
-        "host": {"name": host, "hostname": host},
+        "host": {"name": host, "hostname": host, "os": OS},
         "message": display(event_summary(event)),
     }
+    if stream is not None:
+        doc["data_stream"] = stream.fields("event")
     process = _process(proc)
     if type_ == "exit" and event.get("exit_code") is not None:
         process["exit_code"] = event["exit_code"]
@@ -137,14 +183,17 @@ def event_doc(event: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def alert_doc(alert: Alert) -> dict[str, Any]:
+def alert_doc(alert: Alert, stream: DataStream | None = DEFAULT_STREAM) -> dict[str, Any]:
     event = dict(alert.event)
-    doc = event_doc(event) if event else {"ecs": {"version": ECS_VERSION}, "event": {}}
+    doc = event_doc(event, stream) if event else {"ecs": {"version": ECS_VERSION}, "event": {}}
     if alert.ts is not None:
         doc["@timestamp"] = iso_time(alert.ts)
-    doc["host"] = {"name": display(alert.host), "hostname": display(alert.host)}
+    doc["host"] = {"name": display(alert.host), "hostname": display(alert.host), "os": OS}
     doc["event"].update(kind="alert", id=alert.id, severity=SEVERITY[alert.level],
-                        dataset="snoopbus.alerts", module="snoopbus")  # fmt: skip
+                        dataset=stream.alerts if stream else "snoopbus.alerts",
+                        module="snoopbus")  # fmt: skip
+    if stream is not None:
+        doc["data_stream"] = stream.fields("alert")
     doc["rule"] = {"id": display(alert.rule_id), "name": display(alert.title), "ruleset": "sigma"}
     if alert.description:
         doc["rule"]["description"] = display(alert.description)
@@ -160,13 +209,20 @@ def alert_doc(alert: Alert) -> dict[str, Any]:
     return doc
 
 
-def to_ecs(item: Item) -> dict[str, Any]:
-    return alert_doc(item.data) if item.kind == "alert" else event_doc(item.data)
+def to_ecs(item: Item, stream: DataStream | None = DEFAULT_STREAM) -> dict[str, Any]:
+    return alert_doc(item.data, stream) if item.kind == "alert" else event_doc(item.data, stream)
+
+
+def ecs_formatter(spec: SinkSpec) -> Callable[[Item], dict[str, Any]]:
+    """ECS documents for where this sink sends them (ecs+file: the default streams)."""
+    index = spec.path.strip("/") if spec.format == "elastic" else ""
+    stream = data_stream_for(index, spec.options.get("namespace"))
+    return lambda item: to_ecs(item, stream)
 
 
 class BulkSink(Sink):
     scheme = "elastic+http"
-    delivery = "exactly once (create with _id = event id)"
+    delivery = "exactly once (create with _id = event id; a data stream: within a backing index)"
 
     def __init__(self, spec: SinkSpec) -> None:
         super().__init__(spec)
@@ -175,14 +231,16 @@ class BulkSink(Sink):
             headers["Authorization"] = f"ApiKey {spec.api_key}"
         elif spec.username is not None:
             headers["Authorization"] = basic_auth(spec.username, spec.password or "")
-        self.index = spec.path.strip("/") or "snoopbus-%Y.%m.%d"
-        assert spec.port is not None
+        self.index = spec.path.strip("/")
+        self.stream = data_stream_for(self.index, spec.options.get("namespace"))
         self.http = HttpClient(
-            spec.host, spec.port, ssl_context=spec.ssl_context(), size=spec.concurrency,
-            timeout=spec.timeout, headers=headers,
+            spec.base_url, ssl_context=spec.ssl_context(), size=spec.concurrency,
+            timeout=spec.timeout, headers=headers, proxy=spec.proxy,
         )  # fmt: skip
 
-    def index_for(self, doc: dict[str, Any]) -> str:
+    def index_for(self, item: Item, doc: dict[str, Any]) -> str:
+        if self.stream is not None:
+            return self.stream.name(item.kind)
         if "%" not in self.index:
             return self.index
         return self._index_at(doc["@timestamp"][:19])
@@ -191,16 +249,13 @@ class BulkSink(Sink):
     def _index_at(self, second: str) -> str:
         return datetime.strptime(second, "%Y-%m-%dT%H:%M:%S").strftime(self.index)
 
-    def _line(self, item: Item) -> bytes:
-        doc = to_ecs(item)
-        action = {"create": {"_index": self.index_for(doc), "_id": display(item.id)}}
+    def render(self, item: Item) -> bytes:
+        doc = to_ecs(item, self.stream)
+        action = {"create": {"_index": self.index_for(item, doc), "_id": display(item.id)}}
         return dumps(action) + b"\n" + dumps(doc) + b"\n"
 
-    async def send(self, items: list[Item]) -> Sent:
-        rendered, refused = render_each(items, self._line)
-        if not rendered:
-            return Sent(rejected=refused)
-        body = b"".join(line for _, line in rendered)
+    async def send(self, batch: list[Rendered]) -> Sent:
+        body = b"".join(lines for _, lines in batch)
         response = await self.http.post("/_bulk", body, "application/x-ndjson")
         response.raise_for_status()
         try:
@@ -208,12 +263,12 @@ class BulkSink(Sink):
             results = answer["items"]
         except (ValueError, KeyError, TypeError):
             raise Transient(f"_bulk answer is not JSON with items: {response.text(200)}") from None
-        if len(results) != len(rendered):
-            raise Permanent(f"_bulk answered {len(results)} items for {len(rendered)} sent")
-        sent = Sent(rejected=refused)
+        if len(results) != len(batch):
+            raise Permanent(f"_bulk answered {len(results)} items for {len(batch)} sent")
+        sent = Sent()
         if not answer.get("errors"):
             return sent
-        for (index, _), result in zip(rendered, results, strict=True):
+        for index, result in enumerate(results):
             (outcome,) = result.values()
             status = int(outcome.get("status", 500))
             if status < 300 or status == 409:  # 409 on create: stored already

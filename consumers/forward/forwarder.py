@@ -16,12 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 from dataclasses import replace
 
-from snoopbus.proto import meta_filter
+from nats.js import JetStreamContext
+
+from snoopbus.proto import STREAM_NAME, meta_filter
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..rename import RenamePairer
+from ..runtime import Counters
 from ..settings import Settings
 from .backoff import Backoff
 from .runtime import ForwardRuntime
@@ -30,6 +35,33 @@ from .spec import SinkSpec, SpecError, parse_spec
 from .worker import SINK_SETTINGS, SinkWorker
 
 log = logging.getLogger(__name__)
+COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released")
+
+
+# The rename pairer's durable, whole or one partition of it (Partition.durable).
+PAIRER_DURABLE = re.compile(rf"{re.escape(RenamePairer.name)}(-p\d+of\d+)?")
+
+
+async def pairer_durable(js: JetStreamContext) -> str | None:
+    """The name of a rename pairer's durable on the stream, if there is one.
+
+    Its existence is what counts, not whether a pairer runs this minute: the
+    stream keeps the halves for it, and the `renamed` events come when it runs.
+    """
+    offset = 0
+    while True:
+        try:
+            page = await js.consumers_info(STREAM_NAME, offset=offset)
+        except Exception as exc:  # cannot tell: forward the halves, lose nothing
+            log.warning("forward: cannot list the stream's consumers (%s): "
+                        "forwarding rename halves", exc)  # fmt: skip
+            return None
+        for info in page:
+            if PAIRER_DURABLE.fullmatch(info.name or ""):
+                return info.name
+        if len(page) < 256:  # the server's page size
+            return None
+        offset += len(page)
 
 
 def _spec_arg(text: str) -> SinkSpec:
@@ -42,7 +74,8 @@ def _spec_arg(text: str) -> SinkSpec:
 class Forwarder(Consumer):
     name = "forward"
     description = (
-        "forward events and alerts to SIEMs: syslog, CEF, ECS _bulk, OCSF, webhook, JSON lines"
+        "forward events and alerts to SIEMs: syslog, CEF, ECS _bulk, OCSF, OTLP, Splunk HEC, "
+        "webhook, JSON lines"
     )
     filters = (meta_filter(what="forward"),)
     settings = Settings(batch=16, concurrency=1)
@@ -87,6 +120,9 @@ class Forwarder(Consumer):
         return cls(list(args.sinks), settings=settings, sink_settings=sink_settings)
 
     async def setup(self, ctx: Context) -> None:
+        pairer = await pairer_durable(ctx.js)
+        for worker in self.workers:
+            worker.choose_halves(pairer)
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(ctx, worker)))
 
@@ -114,6 +150,22 @@ class Forwarder(Consumer):
         """Wait until every sink's durable is bound (tests, embedding)."""
         await self._started.wait()
         await asyncio.gather(*(r.ready.wait() for r in self.runtimes.values()))
+
+    def counters(self, own: Counters) -> Counters:
+        """Its own (the control subject) plus every sink's runtime: what was
+        forwarded is what the stop log and the metrics report."""
+        runtimes = list(self.runtimes.values())
+        total = Counters()
+        for name in COUNTED:
+            setattr(total, name, getattr(own, name) + sum(getattr(r.counters, name)
+                                                          for r in runtimes))  # fmt: skip
+        for counters in (own, *(r.counters for r in runtimes)):
+            total.dead_letter_reasons.update(counters.dead_letter_reasons)
+            for gauge in ("pending", "ack_pending"):
+                value = getattr(counters, gauge)
+                if value is not None:
+                    setattr(total, gauge, (getattr(total, gauge) or 0) + value)
+        return total
 
     async def handle(self, batch: Batch) -> None:
         """Nothing is published on the control subject yet: acked unread."""

@@ -14,7 +14,6 @@ its own) is kept under `extra`, never beside the event's fields.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -22,9 +21,9 @@ from typing import Any, BinaryIO
 
 from snoopbus.proto import Event
 
-from .sink import Item, Sent, Sink, Transient, render_each
+from .sink import Item, Rendered, Sent, Sink, Transient
 from .spec import SinkSpec
-from .text import json_line, jsonable
+from .text import dumps
 
 # The wire contract's top-level keys; whatever else an event carries goes under EXTRA.
 EVENT_KEYS = frozenset(Event.__annotations__)
@@ -32,12 +31,14 @@ EXTRA = "extra"
 
 
 def native_event(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as JSON (text made displayable), unknown top-level keys under `extra`."""
-    doc = jsonable(event)
-    extra = {k: doc.pop(k) for k in [k for k in doc if k not in EVENT_KEYS]}
-    if extra:
-        doc[EXTRA] = extra
-    return doc  # type: ignore[no-any-return]
+    """The event as the contract has it, unknown top-level keys under `extra`.
+    (`dumps` makes its text displayable: see text.py.)"""
+    unknown = [k for k in event if k not in EVENT_KEYS]
+    if not unknown:
+        return event  # the common case: sent as it is, no copy
+    doc = {k: v for k, v in event.items() if k in EVENT_KEYS}
+    doc[EXTRA] = {k: event[k] for k in unknown}
+    return doc
 
 
 def to_native(item: Item) -> dict[str, Any]:
@@ -57,19 +58,14 @@ def to_native(item: Item) -> dict[str, Any]:
 
 def json_formatter(spec: SinkSpec) -> Callable[[Item], dict[str, Any]]:
     if spec.format in ("ecs", "elastic"):
-        from .ecs import to_ecs
+        from .ecs import ecs_formatter
 
-        return to_ecs
+        return ecs_formatter(spec)
     if spec.format == "ocsf":
         from .ocsf import to_ocsf
 
         return to_ocsf
     return to_native
-
-
-def dumps(doc: Any) -> bytes:
-    """One line of JSON: nothing in it that any line reader takes as a break."""
-    return json_line(json.dumps(doc, ensure_ascii=False, separators=(",", ":"))).encode("utf-8")
 
 
 class LinesSink(Sink):
@@ -78,7 +74,7 @@ class LinesSink(Sink):
 
     def __init__(self, spec: SinkSpec) -> None:
         super().__init__(spec)
-        self.render = json_formatter(spec)
+        self.format = json_formatter(spec)
         self._out: BinaryIO | None = None
         self._lock = asyncio.Lock()  # one writer at a time keeps lines whole
 
@@ -88,15 +84,17 @@ class LinesSink(Sink):
         else:
             self._out = await asyncio.to_thread(open, self.spec.path, "ab")
 
-    async def send(self, items: list[Item]) -> Sent:
-        rendered, refused = render_each(items, self.render)
-        data = b"".join(dumps(doc) + b"\n" for _, doc in rendered)
+    def render(self, item: Item) -> bytes:
+        return dumps(self.format(item)) + b"\n"
+
+    async def send(self, batch: list[Rendered]) -> Sent:
+        data = b"".join(line for _, line in batch)
         async with self._lock:
             try:
                 await asyncio.to_thread(self._write, data)
             except OSError as exc:  # disk full, gone: try again later
                 raise Transient(f"write {self.spec.path or 'stdout'}: {exc}") from None
-        return Sent(rejected=refused)
+        return Sent()
 
     def _write(self, data: bytes) -> None:
         assert self._out is not None

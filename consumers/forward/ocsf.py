@@ -8,7 +8,9 @@ alerts as Detection Finding (2004). Sent as JSON lines (`ocsf+file://`,
     delete rmdir moved_from moved_out -> Delete (4)
     renamed -> Rename (5): `file` is the old name, `file_result` the new one
 
-`metadata.uid` is the event id (the dedup key for a data lake). Times are
+Every record names what its numbers mean, as the schema's captions have
+them: `class_name`, `category_name`, `activity_name`, `type_name`,
+`severity`, `status`. `metadata.uid` is the event id (the dedup key for a data lake). Times are
 milliseconds since the epoch (`timestamp_t`); the nanoseconds are kept in
 `metadata.original_time`.
 """
@@ -32,6 +34,19 @@ FILE_ACTIVITY_ID = {
 }  # fmt: skip
 FILE_TYPE_ID = {"mkdir": 2, "rmdir": 2, "symlink": 7}  # else 1, regular file
 SEVERITY_ID = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+# The schema's captions for the numbers above (ocsf-schema 1.3.0).
+CLASS_NAME = {PROCESS_ACTIVITY: "Process Activity", FILE_ACTIVITY: "File System Activity",
+              DETECTION_FINDING: "Detection Finding"}  # fmt: skip
+CATEGORY_NAME = {1: "System Activity", 2: "Findings"}
+ACTIVITY_NAME = {
+    PROCESS_ACTIVITY: {1: "Launch", 2: "Terminate"},
+    FILE_ACTIVITY: {1: "Create", 3: "Update", 4: "Delete", 5: "Rename", 6: "Set Attributes",
+                    14: "Open"},
+    DETECTION_FINDING: {1: "Create"},
+}  # fmt: skip
+SEVERITY_NAME = {1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical"}
+STATUS_NAME = {1: "Success", 2: "Failure"}  # an activity's outcome
+FINDING_STATUS_NAME = {1: "New"}  # a finding's triage state
 
 
 def _file(path: str, type_id: int = 1) -> dict[str, Any]:
@@ -67,19 +82,26 @@ def _process(proc: dict[str, Any]) -> dict[str, Any]:
 
 def _base(class_uid: int, activity_id: int, event: dict[str, Any]) -> dict[str, Any]:
     ts = int(event.get("ts", 0))
+    class_name, activity_name = CLASS_NAME[class_uid], ACTIVITY_NAME[class_uid][activity_id]
     doc: dict[str, Any] = {
         "class_uid": class_uid,
+        "class_name": class_name,
         "category_uid": class_uid // 1000,
+        "category_name": CATEGORY_NAME[class_uid // 1000],
         "activity_id": activity_id,
+        "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
+        "type_name": f"{class_name}: {activity_name}",
         "severity_id": 1,
+        "severity": SEVERITY_NAME[1],
         "time": ts // 1_000_000,
         "metadata": {"version": OCSF_VERSION, "product": PRODUCT,
                      "uid": display(event.get("id", "")), "original_time": str(ts)},
         "device": {"hostname": display(event.get("host", "")), "type_id": 0},
     }  # fmt: skip
     if isinstance(event.get("ret"), int):
-        doc["status_id"] = 2 if event["ret"] < 0 else 1  # Failure / Success
+        doc["status_id"] = 2 if event["ret"] < 0 else 1
+        doc["status"] = STATUS_NAME[doc["status_id"]]
     return doc
 
 
@@ -121,7 +143,9 @@ def alert_doc(alert: Alert) -> dict[str, Any]:
     doc = _base(DETECTION_FINDING, 1, {**event, "id": alert.id, "host": alert.host,
                                         "ts": alert.ts or event.get("ts", 0)})  # fmt: skip
     doc["severity_id"] = SEVERITY_ID[alert.level]
+    doc["severity"] = SEVERITY_NAME[doc["severity_id"]]
     doc["status_id"] = 1  # for a finding this is its triage state: New
+    doc["status"] = FINDING_STATUS_NAME[1]
     doc["finding_info"] = {
         "uid": display(alert.id), "title": display(alert.title),
         "analytic": {"uid": display(alert.rule_id), "name": display(alert.title), "type_id": 1},

@@ -1,12 +1,17 @@
 """What every sink implements, and how a sink says yes, not now, or never.
 
-A sink gets a list of `Item`s and either returns a `Sent` (everything taken
-except the items it names) or raises:
+A sink turns one item into the bytes it sends for it (`render`), and sends a
+batch of those (`send`): it returns a `Sent` (everything taken except the
+items it names, by their index in the batch) or raises:
 
 - `Transient`: nothing was taken, try again later (connection refused, 429,
   5xx, timeout). The worker backs off and retries, then naks.
 - `Permanent`: the sink refuses this batch as it is (4xx other than 408/429).
   The worker dead-letters the messages with the sink's answer.
+
+The worker renders and cuts batches (at `batch` items or `batch_bytes`
+bytes, whichever comes first), so memory for a batch is bounded by bytes
+and a retry sends the same bytes again without rendering anew.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ if TYPE_CHECKING:
     from .spec import SinkSpec
 
 Kind = Literal["event", "alert"]
+# What rendering a hostile or odd event may raise: that item alone is refused.
+RENDER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,9 @@ class Item:
             alert: Alert = self.data
             return alert.id
         return str(self.data.get("id", ""))
+
+
+Rendered = tuple[Item, bytes]  # an item and the bytes the sink sends for it
 
 
 class Transient(Exception):
@@ -61,10 +71,14 @@ class Sent:
 
     rejected: dict[int, str] = field(default_factory=dict)  # index -> answer, for good
     retry: dict[int, str] = field(default_factory=dict)  # index -> answer, try again
+    # Items the receiver says it dropped without saying which (an OTLP partial
+    # success): counted and logged, since no message can be named to retry.
+    dropped: int = 0
+    dropped_why: str = ""
 
 
 class Sink:
-    """Base class: one destination. Subclasses set `scheme` and implement `send`."""
+    """Base class: one destination. Subclasses set `scheme`, `render` and `send`."""
 
     scheme: str = ""
     delivery: str = "at least once"  # documented guarantee, shown by --help and logs
@@ -77,23 +91,24 @@ class Sink:
         """Items per `send`."""
         return self.spec.batch
 
+    @property
+    def batch_bytes(self) -> int:
+        """Rendered bytes per `send` (one item larger than this goes alone)."""
+        return self.spec.batch_bytes
+
     async def open(self) -> None:
         """Prepare; must not fail because the destination is down (connect lazily)."""
 
-    async def send(self, items: list[Item]) -> Sent:
+    def render(self, item: Item) -> bytes:
+        """The bytes sent for one item; may raise one of RENDER_ERRORS."""
+        raise NotImplementedError
+
+    async def send(self, batch: list[Rendered]) -> Sent:
         raise NotImplementedError
 
     async def close(self) -> None:
         """Flush and release connections and files."""
 
 
-def render_each(items: list[Item], render: Any) -> tuple[list[tuple[int, Any]], dict[int, str]]:
-    """Render item by item: one item that cannot be rendered is refused alone."""
-    out: list[tuple[int, Any]] = []
-    refused: dict[int, str] = {}
-    for index, item in enumerate(items):
-        try:
-            out.append((index, render(item)))
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-            refused[index] = f"cannot render {item.kind} {item.id!r}: {type(exc).__name__}: {exc}"
-    return out, refused
+def cannot_render(item: Item, exc: BaseException) -> str:
+    return f"cannot render {item.kind} {item.id!r}: {type(exc).__name__}: {exc}"

@@ -16,6 +16,14 @@ def make_sink(spec: SinkSpec) -> Sink:
         from .ecs import BulkSink
 
         return BulkSink(spec)
+    if spec.format == "otlp":
+        from .otlp import OtlpSink
+
+        return OtlpSink(spec)
+    if spec.format == "splunk":
+        from .splunk import HecSink
+
+        return HecSink(spec)
     if spec.format == "webhook" or (spec.format == "ocsf" and spec.transport in ("http", "https")):
         from .webhook import WebhookSink
 

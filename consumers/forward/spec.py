@@ -8,6 +8,8 @@
     ocsf+file:///path | ocsf:- | ocsf+http|https://host/path
     ecs+file:///path | ecs:-            ECS documents as JSON lines
     webhook+http|https://host/path      snoopbus JSON, one array per batch
+    otlp+http|https://host:4318/v1/logs OpenTelemetry logs, OTLP/HTTP protobuf
+    splunk+http|https://host:8088       Splunk HTTP Event Collector (token: token_env=)
     jsonl+file:///path | jsonl:-        snoopbus JSON lines (- is stdout)
 
 Options (query string), for every sink:
@@ -18,12 +20,19 @@ Options (query string), for every sink:
     events=0|1        forward events at all (default 1)
     include=a,b       only these event types     exclude=a,b   all but these
     batch=N           items per request/write    concurrency=N requests in flight
+    batch_bytes=N     rendered bytes per request/write (default 4 MiB; splunk 1,000,000)
     retries=N         tries per batch before it is nak'd back to JetStream
     backoff=S  backoff_cap=S                     first and largest retry delay
     ca=PATH cert=PATH key=PATH insecure=1        TLS (tls, https)
     api_key_env=VAR   elastic: API key from $VAR (default SNOOPBUS_ELASTIC_API_KEY)
     user:password@    elastic/webhook: basic auth; password_env=VAR reads it from $VAR
     start=all|new     where a new sink's durable starts: the stream's head (default) or now
+    halves=auto|0|1   rename halves (moved_from/moved_to): auto forwards them only while
+                      no rename pairer's durable exists (it sends `renamed` instead)
+    proxy=URL|none    HTTP sinks: the proxy (default: HTTPS_PROXY/HTTP_PROXY, NO_PROXY)
+    token_env=VAR     splunk: the HEC token from $VAR (default SNOOPBUS_SPLUNK_TOKEN)
+    index=I sourcetype=S source=S   splunk: where HEC files the events
+    namespace=N       elastic/ecs: the data stream namespace (default `default`)
 """
 
 from __future__ import annotations
@@ -32,12 +41,13 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from snoopbus.proto import ALERT_LEVELS, EVENT_TYPES, alerts_filter, events_filter
 
 from .alerts import LEVEL_RANK
 from .backoff import Backoff
+from .http import proxy_from_env
 
 FORMATS = {
     "syslog": ("tcp", "udp", "tls"),
@@ -46,14 +56,22 @@ FORMATS = {
     "ocsf": ("file", "stdout", "http", "https"),
     "ecs": ("file", "stdout"),
     "webhook": ("http", "https"),
+    "otlp": ("http", "https"),
+    "splunk": ("http", "https"),
     "jsonl": ("file", "stdout"),
 }
 _KNOWN = {
     "name", "min_severity", "alerts", "events", "include", "exclude", "batch", "concurrency",
     "retries", "backoff", "backoff_cap", "ca", "cert", "key", "insecure", "api_key_env",
-    "password_env", "max_value", "fsync", "timeout", "start",
+    "password_env", "max_value", "fsync", "timeout", "start", "batch_bytes", "halves", "proxy",
+    "token_env", "index", "sourcetype", "source", "namespace",
 }  # fmt: skip
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_NAMESPACE = re.compile(r"[a-z0-9_]{1,100}")  # Elastic: no '-', lower case, short
+_DEFAULT_PORTS = {"elastic": 9200, "otlp": 4318, "splunk": 8088}
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+# Splunk Cloud's HEC takes at most 1 MB a request (max_content_length).
+SPLUNK_BATCH_BYTES = 1_000_000
 
 
 class SpecError(ValueError):
@@ -74,6 +92,7 @@ class SinkSpec:
     events: bool = True
     types: frozenset[str] = frozenset(EVENT_TYPES)  # event types forwarded
     batch: int = 500
+    batch_bytes: int = DEFAULT_BATCH_BYTES
     concurrency: int = 4
     retries: int = 5
     backoff: Backoff = field(default_factory=Backoff)
@@ -87,13 +106,20 @@ class SinkSpec:
     api_key: str | None = field(default=None, repr=False)
     max_value: int = 8192  # longest single value (syslog/CEF); longer ones are cut
     fsync: bool = False
+    halves: str = "auto"  # rename halves: "auto" (not while a pairer runs), "1", "0"
+    proxy: str | None = field(default=None, repr=False)  # may hold credentials
+    token: str | None = field(default=None, repr=False)  # splunk HEC token
     start_new: bool = False  # a new durable starts at new messages, not the stream's head
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict, repr=False)  # proxy= may hold a secret
 
     def __post_init__(self) -> None:
-        # The URL may carry user:password@: keep a copy without it for display.
-        if self.password and f":{self.password}@" in self.url:
-            object.__setattr__(self, "url", self.url.replace(f":{self.password}@", ":***@"))
+        # The URL may carry user:password@ (its own, or its proxy's): keep a
+        # copy without them for display.
+        url = self.url
+        for secret in (self.password, urlsplit(self.options.get("proxy", "")).password):
+            if secret:
+                url = url.replace(f":{secret}@", ":***@").replace(f":{quote(secret)}@", ":***@")
+        object.__setattr__(self, "url", url)
 
     @property
     def scheme(self) -> str:
@@ -102,6 +128,12 @@ class SinkSpec:
     @property
     def consumer_name(self) -> str:
         return f"forward-{self.name}"
+
+    @property
+    def base_url(self) -> str:
+        """scheme://host:port of an HTTP sink."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}://{host}:{self.port}"
 
     def subject_filters(self) -> list[str]:
         """Server-side filtering: only wanted event types and alert levels are fetched."""
@@ -197,16 +229,39 @@ def parse_spec(url: str, env: dict[str, str] | None = None) -> SinkSpec:
         elif not host:
             raise SpecError(f"{url!r}: give a host")
         elif port is None:
-            port = {"tcp": 514, "udp": 514, "tls": 6514, "http": 80, "https": 443}[transport]
-            if fmt == "elastic":
-                port = 9200
+            port = _DEFAULT_PORTS.get(fmt) or {"tcp": 514, "udp": 514, "tls": 6514, "http": 80,
+                                                "https": 443}[transport]  # fmt: skip
     if "password_env" in opts:
         password = env.get(opts["password_env"])
         if password is None:
             raise SpecError(f"{url!r}: ${opts['password_env']} is not set")
-    api_key = None
+    api_key = token = None
     if fmt == "elastic":
         api_key = env.get(opts.get("api_key_env", "SNOOPBUS_ELASTIC_API_KEY"))
+    if fmt == "splunk":
+        token_env = opts.get("token_env", "SNOOPBUS_SPLUNK_TOKEN")
+        token = env.get(token_env)
+        if not token:
+            raise SpecError(f"{url!r}: the HEC token: set ${token_env} (or token_env=VAR)")
+    namespace = opts.get("namespace")
+    if namespace is not None:
+        if fmt not in ("elastic", "ecs"):
+            raise SpecError(f"namespace: only for elastic and ecs sinks, not {fmt}")
+        if not _NAMESPACE.fullmatch(namespace):
+            raise SpecError(f"namespace: lower-case letters, digits and _ only, got {namespace!r}")
+        if fmt == "elastic" and path.strip("/"):
+            raise SpecError(f"{url!r}: namespace= is for the default data streams; "
+                            "this URL names its INDEX (use logs-DATASET-NAMESPACE there)")
+    halves = opts.get("halves", "auto")
+    if halves not in ("auto", "0", "1"):
+        raise SpecError(f"halves: 'auto', '0' or '1', got {halves!r}")
+    proxy = None
+    if transport in ("http", "https"):
+        proxy = opts.get("proxy") or proxy_from_env(transport, host, env)
+        if proxy is not None and proxy.lower() == "none":
+            proxy = None
+        elif proxy is not None and not urlsplit(proxy).hostname:
+            raise SpecError("proxy: expected a URL such as http://proxy.example:3128")
 
     types = set(EVENT_TYPES)
     if "include" in opts:
@@ -231,6 +286,8 @@ def parse_spec(url: str, env: dict[str, str] | None = None) -> SinkSpec:
         events=_flag(opts.get("events", "1"), "events"),
         types=frozenset(types),
         batch=int(_number(opts.get("batch", "500"), "batch", int)),
+        batch_bytes=int(_number(opts.get("batch_bytes", str(
+            SPLUNK_BATCH_BYTES if fmt == "splunk" else DEFAULT_BATCH_BYTES)), "batch_bytes", int)),
         concurrency=int(_number(opts.get("concurrency", "4"), "concurrency", int)),
         retries=int(_number(opts.get("retries", "5"), "retries", int)),
         backoff=backoff,
@@ -240,6 +297,7 @@ def parse_spec(url: str, env: dict[str, str] | None = None) -> SinkSpec:
         username=username, password=password, api_key=api_key,
         max_value=int(_number(opts.get("max_value", "8192"), "max_value", int)),
         fsync=_flag(opts.get("fsync", "0"), "fsync"),
+        halves=halves, proxy=proxy, token=token,
         start_new=start == "new",
         options=opts,
     )  # fmt: skip

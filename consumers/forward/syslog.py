@@ -32,7 +32,7 @@ from typing import Any
 from snoopbus.consumers.printable import printable
 
 from .alerts import Alert
-from .sink import Item, Sent, Sink, Transient, render_each
+from .sink import Item, Rendered, Sent, Sink, Transient
 from .spec import SinkSpec
 from .text import bounded_escaped, command_line, display
 
@@ -175,21 +175,24 @@ class SyslogSink(Sink):
         if spec.format == "cef":
             from .cef import render_cef_syslog
 
-            self.render = lambda item: render_cef_syslog(item, spec.max_value)
+            self.format = lambda item: render_cef_syslog(item, spec.max_value)
         else:
-            self.render = lambda item: render_5424(item, spec.max_value)
+            self.format = lambda item: render_5424(item, spec.max_value)
         self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._lock = asyncio.Lock()  # one batch at a time on the one connection
 
-    async def send(self, items: list[Item]) -> Sent:
-        rendered, refused = render_each(items, lambda item: self.render(item).encode("utf-8"))
+    def render(self, item: Item) -> bytes:
+        return self.format(item).encode("utf-8")
+
+    async def send(self, batch: list[Rendered]) -> Sent:
+        refused: dict[int, str] = {}
         async with self._lock:
             try:
                 if self.spec.transport == "udp":
-                    await self._send_udp(rendered, refused)
+                    await self._send_udp(batch, refused)
                 else:
-                    frames = b"".join(b"%d %s" % (len(m), m) for _, m in rendered)
+                    frames = b"".join(b"%d %s" % (len(m), m) for _, m in batch)
                     await asyncio.wait_for(self._send_stream(frames), self.spec.timeout)
             except (OSError, TimeoutError) as exc:
                 await self._drop()
@@ -209,14 +212,14 @@ class SyslogSink(Sink):
         writer.write(frames)
         await writer.drain()
 
-    async def _send_udp(self, rendered: list[tuple[int, bytes]], refused: dict[int, str]) -> None:
+    async def _send_udp(self, batch: list[Rendered], refused: dict[int, str]) -> None:
         if self._udp is None:
             loop = asyncio.get_running_loop()
             self._udp, _ = await loop.create_datagram_endpoint(
                 asyncio.DatagramProtocol, remote_addr=(self.spec.host, self.spec.port),
                 family=socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET,
             )  # fmt: skip
-        for index, datagram in rendered:
+        for index, (_, datagram) in enumerate(batch):
             if len(datagram) > UDP_MAX:
                 refused[index] = f"{len(datagram)} bytes do not fit one UDP datagram"
                 continue

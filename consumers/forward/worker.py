@@ -7,9 +7,10 @@ Settling, per NATS message (a message may carry many events):
 - some item not taken after `retries`     -> nak with a delay (JetStream keeps it)
 
 While a batch is in the sink's hands its messages are held, so the runtime
-keeps them alive past ack_wait. Memory is bounded by the runtime: at most
-`concurrency` batches of at most `batch` messages are in flight; a sink that
-stays down sends everything back to JetStream with growing delays.
+keeps them alive past ack_wait. Memory: the runtime has at most
+`concurrency` fetched batches in flight; of each, the worker renders one
+request at a time, cut at the sink's `batch` items or `batch_bytes` bytes.
+A sink that stays down sends everything back to JetStream with growing delays.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from dataclasses import dataclass, replace
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..pairing import HALF_TYPES
 from ..settings import Settings
 from .alerts import AlertError, parse_alert
 from .backoff import Gate
 from .runtime import ForwardRuntime
-from .sink import Item, Permanent, Sink, Transient
+from .sink import RENDER_ERRORS, Item, Permanent, Rendered, Sink, Transient, cannot_render
 
 log = logging.getLogger(__name__)
+
+
+def _types_named(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 # Transient failures never dead-letter: the limit only stops a message that
 # somehow fails forever from circulating for ever.
@@ -42,6 +48,7 @@ class SinkStats:
     acked: int = 0
     naked: int = 0
     dead_lettered: int = 0
+    dropped: int = 0  # accepted, then dropped by the receiver unnamed (OTLP partial success)
 
 
 class SinkWorker(Consumer):
@@ -50,6 +57,7 @@ class SinkWorker(Consumer):
         self.sink = sink
         self.name = spec.consumer_name
         self.description = f"forward to {spec.scheme} ({spec.name})"
+        self.types = spec.types
         self.filters = tuple(spec.subject_filters())
         base = settings or SINK_SETTINGS
         self.settings = replace(
@@ -60,6 +68,24 @@ class SinkWorker(Consumer):
         self.runtime: ForwardRuntime | None = None
         self.closing = asyncio.Event()  # set by the runtime's stop()
 
+    def choose_halves(self, pairer: str | None) -> None:
+        """Rename halves (moved_from/moved_to) or not: a SIEM rule on file
+        deletions would fire on every rename's moved_from. While a rename
+        pairer's durable exists (`pairer`), it sends one `renamed` (or
+        moved_in/moved_out) for every half, so the halves are left out unless
+        `halves=1` or `include=` names them."""
+        spec = self.sink.spec
+        halves = set(HALF_TYPES) & spec.types
+        named = set(_types_named(spec.options.get("include", "")))
+        keep = spec.halves == "1" or (spec.halves == "auto" and (pairer is None or halves <= named))
+        if keep or not halves or not (spec.types - halves or spec.alerts):
+            return
+        self.types = spec.types - halves
+        self.filters = tuple(replace(spec, types=self.types).subject_filters())
+        why = f"the rename pairer's durable {pairer} exists" if pairer else "halves=0"
+        log.info("%s: %s: forwarding renamed, not moved_from/moved_to (halves=1 sends them too)",
+                 self.name, why)  # fmt: skip
+
     async def setup(self, ctx: Context) -> None:
         await self.sink.open()
 
@@ -67,7 +93,32 @@ class SinkWorker(Consumer):
         await self.sink.close()
 
     async def handle(self, batch: Batch) -> None:
-        spec = self.sink.spec
+        items, refused = self._items(batch)
+        retry: dict[int, str] = {}  # slot -> last answer: nak
+        sink, scheme = self.sink, self.sink.spec.scheme
+        count, limit = sink.batch_size, sink.batch_bytes
+        chunk: list[Rendered] = []
+        size = 0
+        # Rendered lazily, a chunk at a time: memory is bounded by batch_bytes.
+        for item in items:
+            try:
+                data = sink.render(item)
+            except RENDER_ERRORS as exc:
+                refused.setdefault(item.slot, f"{scheme}: {cannot_render(item, exc)}")
+                self.stats.rejected += 1
+                continue
+            if chunk and (len(chunk) >= count or size + len(data) > limit):
+                await self._flush(chunk, refused, retry)
+                chunk, size = [], 0
+            chunk.append((item, data))
+            size += len(data)
+        if chunk:
+            await self._flush(chunk, refused, retry)
+        await self._settle(batch, refused, retry)
+
+    def _items(self, batch: Batch) -> tuple[list[Item], dict[int, str]]:
+        """What this sink forwards from the batch; alerts it cannot read, by slot."""
+        types = self.types
         items: list[Item] = []
         refused: dict[int, str] = {}  # slot -> answer: dead-letter
         for slot, delivery in enumerate(batch):
@@ -81,22 +132,23 @@ class SinkWorker(Consumer):
                     continue
                 items.append(Item("alert", alert, slot, delivery.subject))
                 continue
-            for event in delivery.events:
-                if event.get("type") in spec.types:
-                    items.append(Item("event", event, slot, delivery.subject))
-        retry: dict[int, str] = {}
-        for start in range(0, len(items), self.sink.batch_size):
-            chunk = items[start : start + self.sink.batch_size]
-            if self.closing.is_set() or (retry and self.gate.down):
-                # The sink failed this round already: don't queue more tries behind it.
-                for item in chunk:
-                    retry.setdefault(item.slot, "sink down")
-                continue
-            await self._send(chunk, refused, retry)
-        await self._settle(batch, refused, retry)
+            subject = delivery.subject
+            items += [Item("event", e, slot, subject) for e in delivery.events
+                      if e.get("type") in types]  # fmt: skip
+        return items, refused
+
+    async def _flush(
+        self, chunk: list[Rendered], refused: dict[int, str], retry: dict[int, str]
+    ) -> None:
+        if self.closing.is_set() or (retry and self.gate.down):
+            # The sink failed this round already: don't queue more tries behind it.
+            for item, _ in chunk:
+                retry.setdefault(item.slot, "sink down")
+            return
+        await self._send(chunk, refused, retry)
 
     async def _send(
-        self, chunk: list[Item], refused: dict[int, str], retry: dict[int, str]
+        self, chunk: list[Rendered], refused: dict[int, str], retry: dict[int, str]
     ) -> None:
         spec = self.sink.spec
         pending = chunk
@@ -120,22 +172,26 @@ class SinkWorker(Consumer):
                 continue
             except Permanent as exc:
                 self.gate.succeeded()  # it answered: it is up
-                for item in pending:
+                for item, _ in pending:
                     refused.setdefault(item.slot, f"{spec.scheme}: {exc.answer}")
                 self.stats.rejected += len(pending)
                 return
             self.gate.succeeded()
             for index, answer in sent.rejected.items():
-                refused.setdefault(pending[index].slot, f"{spec.scheme}: {answer}")
+                refused.setdefault(pending[index][0].slot, f"{spec.scheme}: {answer}")
             self.stats.rejected += len(sent.rejected)
             self.stats.sent += len(pending) - len(sent.rejected) - len(sent.retry)
+            if sent.dropped:
+                self.stats.dropped += sent.dropped
+                log.warning("%s: the receiver dropped %d of %d items: %s",
+                            self.name, sent.dropped, len(pending), sent.dropped_why)  # fmt: skip
             if not sent.retry:
                 return
             last = "; ".join(sorted(set(sent.retry.values())))[:500]
             pending = [pending[i] for i in sorted(sent.retry)]
             self.stats.failures += 1
             self.gate.failed()
-        for item in pending:
+        for item, _ in pending:
             retry.setdefault(item.slot, last)
 
     async def _settle(self, batch: Batch, refused: dict[int, str], retry: dict[int, str]) -> None:

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m tests.bench.forward                 # 50,000 events per sink
     .venv/bin/python -m tests.bench.forward --events 10000 --sinks syslog,elastic
+    git worktree add /tmp/fwd-before main
+    .venv/bin/python -m tests.bench.forward --before /tmp/fwd-before   # before/after, one run
 
 Starts its own nats-server and stores the events first (100 per message, as
 a collector batches), then for each sink runs a forwarder (in this process)
@@ -10,6 +12,14 @@ every message is acked, i.e. accepted by the receiver. Receivers: files for
 the file sinks; an HTTP server (webhook and `_bulk`, the one the tests use)
 in a separate process; one rsyslogd (imptcp, imudp, imtcp+gtls) writing to
 a file. "received" counts what arrived (UDP may drop; the others must not).
+
+"events/cpu-s" is events per second of the forwarder's own CPU time (this
+process, every thread; the receivers and nats-server run in others): what
+one core would sustain, and steadier than the wall clock on a shared
+machine. With `--before DIR` each sink runs twice per round, the code in
+DIR (a checkout of another commit: its proto/, collector/ and consumers/)
+and this tree's, alternately in fresh processes under this harness, and the
+table shows both, with the best round of each.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -112,30 +124,32 @@ async def settle(path: Path, since: int, want: int, within: float = 30.0) -> int
     return count_lines(path) - since
 
 
-async def run_sink(nc, url: str, messages: int) -> float:
-    spec = parse_spec(url, env={})
+async def run_sink(nc, url: str, messages: int) -> tuple[float, float]:
+    spec = parse_spec(url, env=ENV)
     settings = replace(SINK_SETTINGS, fetch_timeout=0.2)
     fwd = Forwarder([spec], settings=replace(Forwarder.settings, fetch_timeout=0.2),
                     sink_settings=settings)  # fmt: skip
     runtime = Runtime(fwd, nc=nc)
     task = asyncio.create_task(runtime.run())
     await fwd.ready()
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     worker = fwd.workers[0]
     while worker.stats.acked + worker.stats.dead_lettered < messages:
         await asyncio.sleep(0.01)
         if task.done():
             task.result()
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
     runtime.stop()
     await task
     if worker.stats.dead_lettered:
         raise SystemExit(f"{url}: {worker.stats.dead_lettered} messages dead-lettered")
-    return elapsed
+    return elapsed, cpu
 
 
 SINKS = ("jsonl+file", "ecs+file", "ocsf+file", "webhook+http", "ocsf+http", "elastic+http",
-         "syslog+tcp", "syslog+tls", "syslog+udp", "cef+tcp")  # fmt: skip
+         "otlp+http", "splunk+http", "syslog+tcp", "syslog+tls", "syslog+udp",
+         "cef+tcp")  # fmt: skip
+ENV = {"SNOOPBUS_SPLUNK_TOKEN": "bench"}
 
 
 def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, Path | None]:
@@ -144,14 +158,15 @@ def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, 
     if transport == "file":
         return f"{name}://{work}/{fmt}.jsonl", work / f"{fmt}.jsonl"
     if transport == "http":
-        path = {"webhook": "/hook", "ocsf": "/ocsf", "elastic": "/bench"}[fmt]
+        path = {"webhook": "/hook", "ocsf": "/ocsf", "elastic": "/bench", "otlp": "/v1/logs",
+                "splunk": "/services/collector/event"}[fmt]  # fmt: skip
         return f"{name}://127.0.0.1:{http_port}{path}", None
     port = {"tcp": rsyslog.tcp, "udp": rsyslog.udp, "tls": rsyslog.tls}[transport]
     ca = f"?ca={work / 'tls' / 'ca.pem'}" if transport == "tls" else ""
     return f"{name}://127.0.0.1:{port}{ca}", rsyslog.out
 
 
-async def bench(total: int, only: set[str] | None, work: Path) -> None:
+async def bench(total: int, only: set[str] | None, work: Path, as_json: bool = False) -> None:
     from tests.test_forward_syslog import Rsyslog, free_port, make_certs
 
     server = NatsServer(state_dir=work / "nats")
@@ -181,17 +196,21 @@ async def bench(total: int, only: set[str] | None, work: Path) -> None:
                               free_port() if "syslog+tls" in syslogs else None)  # fmt: skip
             rsyslog.start()
         needs_http = any(n.endswith("+http") for n in names)
-        rows: list[tuple[str, float, int | str]] = []
+        rows: list[tuple[str, float, float, int | str]] = []
         with contextlib.ExitStack() as stack:
             http_port = stack.enter_context(http_receiver_process()) if needs_http else 0
             for name in names:
                 url, out = sink_url(name, work, http_port, rsyslog)
                 before = count_lines(out) if out else 0
-                seconds = await run_sink(nc, url, messages)
+                try:
+                    seconds, cpu = await run_sink(nc, url, messages)
+                except Exception as exc:  # e.g. a sink the code under test does not have
+                    print(f"  {name:<14} not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    continue
                 received: int | str = "(acked)"
                 if out is not None:
                     received = await settle(out, before, total)
-                rows.append((name, seconds, received))
+                rows.append((name, seconds, cpu, received))
                 print(f"  {name:<14} {total / seconds:>10,.0f} events/s", file=sys.stderr)
         await nc.close()
     finally:
@@ -199,17 +218,87 @@ async def bench(total: int, only: set[str] | None, work: Path) -> None:
             rsyslog.stop()
         server.stop()
 
+    if as_json:
+        print(json.dumps([{"sink": n, "seconds": s, "cpu": c, "received": r}
+                          for n, s, c, r in rows]))  # fmt: skip
+        return
     print(f"\nforward: {total:,} events ({messages} messages of {PER_MESSAGE}) per sink\n")
-    print(f"{'sink':<14} {'seconds':>8} {'events/s':>10} {'received':>10}")
-    for name, seconds, received in rows:
+    print(f"{'sink':<14} {'seconds':>8} {'events/s':>10} {'events/cpu-s':>13} {'received':>10}")
+    for name, seconds, cpu, received in rows:
         shown = f"{received:,}" if isinstance(received, int) else received
-        print(f"{name:<14} {seconds:>8.2f} {total / seconds:>10,.0f} {shown:>10}")
+        print(f"{name:<14} {seconds:>8.2f} {total / seconds:>10,.0f} {total / cpu:>13,.0f} "
+              f"{shown:>10}")  # fmt: skip
+
+
+def code_path(tree: Path, work: Path) -> str:
+    """A PYTHONPATH that imports snoopbus from `tree` (a checkout's proto/,
+    collector/, consumers/) ahead of the editable install, and tests from here."""
+    shim = work / f"shim-{abs(hash(str(tree)))}" / "snoopbus"
+    shim.mkdir(parents=True, exist_ok=True)
+    for part in ("proto", "collector", "consumers"):
+        link = shim / part
+        if not (tree / part).is_dir():
+            raise SystemExit(f"--before {tree}: no {part}/ there (give a checkout)")
+        if not link.is_symlink():
+            link.symlink_to(tree / part)
+    here = Path(__file__).resolve().parents[2]
+    return f"{shim.parent}{os.pathsep}{here}"
+
+
+def run_child(tree: Path | None, total: int, sink: str, work: Path) -> dict[str, Any] | None:
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = code_path(tree, work) if tree is not None else here
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.forward", "--events", str(total), "--sinks", sink,
+         "--json"], env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        print(f"  {sink}: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    rows = [r for r in json.loads(proc.stdout.strip().splitlines()[-1]) if r["sink"] == sink]
+    return rows[0] if rows else None
+
+
+def compare(before: Path, total: int, only: set[str] | None, rounds: int, work: Path) -> None:
+    names = [n for n in SINKS if not only or any(n.startswith(o) for o in only)]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for _ in range(rounds):
+        for name in names:
+            for label, tree in (("before", before), ("after", None)):
+                row = run_child(tree, total, name, work)
+                if row is None:
+                    continue
+                old = best.get((label, name))
+                if old is None or row["cpu"] < old["cpu"]:
+                    best[(label, name)] = row
+                print(f"  {name:<14} {label:<6} {total / row['seconds']:>10,.0f} events/s "
+                      f"{total / row['cpu']:>10,.0f} events/cpu-s", file=sys.stderr)  # fmt: skip
+    print(f"\nforward: {total:,} events per sink, before = {before}, after = this tree, "
+          f"best of {rounds}\n")  # fmt: skip
+    print(f"{'sink':<14} {'before/s':>9} {'after/s':>9} {'before/cpu-s':>13} "
+          f"{'after/cpu-s':>12} {'cpu ratio':>9} {'received':>9}")  # fmt: skip
+    for name in names:
+        b, a = best.get(("before", name)), best.get(("after", name))
+
+        def rate(row: dict[str, Any] | None, key: str) -> str:
+            return f"{total / row[key]:,.0f}" if row else "-"
+
+        ratio = f"{b['cpu'] / a['cpu']:.1f}x" if a and b else "-"
+        received = a["received"] if a else "-"
+        shown = f"{received:,}" if isinstance(received, int) else received
+        print(f"{name:<14} {rate(b, 'seconds'):>9} {rate(a, 'seconds'):>9} {rate(b, 'cpu'):>13} "
+              f"{rate(a, 'cpu'):>12} {ratio:>9} {shown:>9}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--sinks", default="", help="comma-separated prefixes, e.g. syslog,elastic")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also run the code in DIR (a checkout) and print both")
+    parser.add_argument("--rounds", type=int, default=1, help="with --before: rounds, best kept")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_http:
@@ -218,7 +307,10 @@ def main() -> None:
     only = {s.strip() for s in args.sinks.split(",") if s.strip()} or None
     work = Path(tempfile.mkdtemp(prefix="snoopbus-bench-forward-"))
     try:
-        asyncio.run(bench(args.events, only, work))
+        if args.before is not None:
+            compare(args.before.resolve(), args.events, only, args.rounds, work)
+        else:
+            asyncio.run(bench(args.events, only, work, args.json))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
