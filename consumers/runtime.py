@@ -29,13 +29,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
-    Event,
     NatsAuth,
     SchemaError,
     SubjectError,
     connect,
     decode_batch,
     decode_map,
+    decode_records,
     ensure_stream,
     parse_subject,
 )
@@ -186,22 +186,22 @@ class Runtime:
                 )  # fmt: skip
                 continue
             try:
-                events = self._decode(msg)
+                out.append(self._decode(msg))
             except DecodeError as exc:  # a SchemaError too: test it first
                 await self._dead_letter(msg, "decode", str(exc))
-                continue
             except SchemaError as exc:
                 await self._dead_letter(msg, "schema", str(exc))
-                continue
-            out.append(Delivery(msg, events, self))
         return out
 
-    @staticmethod
-    def _decode(msg: Msg) -> list[Event]:
-        """An event batch; on an alert subject, the one alert map as a list."""
+    def _decode(self, msg: Msg) -> Delivery:
+        """An event batch (as records when they are valid as sent: maps only
+        when read); on an alert subject, the one alert map as a list."""
         if is_alert_subject(msg.subject):
-            return [decode_map(msg.data)]  # type: ignore[list-item]
-        return decode_batch(msg.data)
+            return Delivery(msg, [decode_map(msg.data)], self)  # type: ignore[list-item]
+        records = decode_records(msg.data)
+        if records is not None:
+            return Delivery(msg, None, self, records)
+        return Delivery(msg, decode_batch(msg.data, fast=False), self)
 
     def _owns(self, subject: str) -> bool:
         try:

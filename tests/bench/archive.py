@@ -29,26 +29,29 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.consumers import Runtime, Settings
 from snoopbus.consumers.archive import layout
-from snoopbus.consumers.archive.archiver import Archiver, tune_gc
+from snoopbus.consumers.archive.archiver import tune_gc
 from snoopbus.consumers.archive.columns import NS_PER_DAY, append_event
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
 from snoopbus.consumers.archive.writer import Writer
 from snoopbus.proto import (
     SCHEMA_VERSION,
-    STREAM_NAME,
     connect,
     encode_batch,
     ensure_stream,
     event_subject,
     host_token,
 )
+
+from .backlog import Result, Tree, consumer_cpu, drain, fill, table
 
 DAY0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 HOSTS = ("web-1", "web-2", "db-1", "build.example.com")
@@ -129,50 +132,48 @@ def gen_time(events: Events, sample: int) -> float:
     return (time.perf_counter() - start) / sample
 
 
-async def through_nats(total: int, work: Path, roll: int) -> float:
-    """Events/s from a pre-filled stream to acked Parquet, through the runtime."""
-    events = Events(total, seed=2)
+def messages(total: int, seed: int = 2) -> Iterator[tuple[str, bytes]]:
+    """The events as a collector sends them: 100 per message, one (host, type) each."""
+    events = Events(total, seed=seed)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for n in range(total):
+        ev = events.make(n)
+        group = groups.setdefault((ev["host"], ev["type"]), [])
+        group.append(ev)
+        if len(group) == 100:
+            yield event_subject(ev["host"], ev["type"]), encode_batch(group)
+            group.clear()
+    for (host, kind), group in groups.items():
+        if group:
+            yield event_subject(host, kind), encode_batch(group)
+
+
+async def through_nats(total: int, work: Path, trees: list[Tree], roll: int) -> list[Result]:
+    """Each tree's archiver, as its own process, over the same stored backlog."""
     server = NatsServer(state_dir=work / "nats")
     server.start()
     try:
         nc = await connect(server.url, name="bench-archive")
-        js = nc.jetstream()
+        js = nc.jetstream(publish_async_max_pending=2000)
         await ensure_stream(js)
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        pending = []
-        for n in range(total):
-            ev = events.make(n)
-            group = groups.setdefault((ev["host"], ev["type"]), [])
-            group.append(ev)
-            if len(group) == 100:
-                pending.append(await js.publish_async(
-                    event_subject(ev["host"], ev["type"]), encode_batch(group)))  # fmt: skip
-                groups[(ev["host"], ev["type"])] = []
-                if len(pending) >= 500:
-                    await asyncio.gather(*pending)
-                    pending = []
-        for (host, kind), group in groups.items():
-            if group:
-                subject = event_subject(host, kind)
-                pending.append(await js.publish_async(subject, encode_batch(group)))
-        await asyncio.gather(*pending)
-        settings = Settings(batch=256, concurrency=1, max_ack_pending=50_000)
-        archiver = Archiver(work / "nats-archive", roll_seconds=1, roll_events=roll, alerts=False,
-                            settings=settings)  # fmt: skip
-        runtime = Runtime(archiver, nc=nc, settings=settings)
         start = time.perf_counter()
-        task = asyncio.create_task(runtime.run())
-        while True:
-            await asyncio.sleep(0.2)
-            info = await js.consumer_info(STREAM_NAME, "archive")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-        elapsed = time.perf_counter() - start
-        runtime.stop()
-        await task
+        count, size = await fill(js, messages(total))
+        print(f"stored {total:,} events in {count:,} messages ({size / total:.0f} B/event) "
+              f"in {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
+        results = []
+        for i, tree in enumerate(trees):
+            out = work / f"nats-archive-{i}"
+            args = ["--dir", str(out), "--no-alerts", "--roll-events", str(roll)]
+            r = await drain(js, server.url, tree, "archive", args, total, work, cpu=consumer_cpu())
+            rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in layout.files(out))
+            r.note = f"{rows:,} rows"
+            if rows != total:
+                raise SystemExit(f"archive ({tree.label}) wrote {rows:,} rows of {total:,}")
+            print(table([r], ""), flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+            results.append(r)
         await nc.close()
-        assert archiver.writer.rows_written == total, archiver.writer.rows_written
-        return total / elapsed
+        return results
     finally:
         server.stop()
 
@@ -188,9 +189,14 @@ def timed(fn: Any, repeat: int = 3) -> tuple[float, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=500_000, help="events archived (default 500k)")
-    p.add_argument("--nats-events", type=int, default=100_000,
-                   help="events through NATS for the end-to-end figure (default 100k; 0 skips)")
+    p.add_argument("--events", type=int, default=500_000,
+                   help="events archived in process, then queried (default 500k; 0 skips)")
+    p.add_argument("--nats-events", type=int, default=1_000_000,
+                   help="events of the backlog stored in NATS for the consumer runs "
+                   "(default 1M; the issue's figure is 10M; 0 skips)")
+    p.add_argument("--before", default="main", metavar="REF",
+                   help="also run this git revision's archiver on the same backlog, first "
+                   "(default main; '' for this branch only)")
     p.add_argument("--roll-events", type=int, default=200_000, help="events per commit window")
     p.add_argument("--dir", type=Path, help="work here (kept); default: a temporary folder")
     p.add_argument("--reuse", action="store_true",
@@ -198,7 +204,18 @@ def main() -> None:
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="snoopbus-bench-archive-"))
     root = work / "archive"
+    trees = [Tree.current()]
     try:
+        if args.nats_events and not args.reuse:
+            if args.before:
+                trees.insert(0, Tree.checkout(args.before))
+            results = asyncio.run(through_nats(args.nats_events, work, trees, args.roll_events))
+            print()
+            print(table(results, f"archive through NATS, {args.nats_events:,} events stored "
+                                 "first, one process each, pinned to one CPU:"))  # fmt: skip
+            print()
+        if not args.events:
+            return
         events = Events(args.events)
         rows: list[tuple[str, str]] = [("events", f"{args.events:,}")]
         if not (args.reuse and args.dir and root.is_dir()):
@@ -212,9 +229,6 @@ def main() -> None:
         size = sum(f.size for f in layout.files(root))
         files = len(list(layout.files(root)))
         rows.append(("files / bytes per event on disk", f"{files} / {size / args.events:.1f}"))
-        if args.nats_events and not args.reuse:
-            rate = asyncio.run(through_nats(args.nats_events, work, args.roll_events))
-            rows.append((f"through NATS: events/s ({args.nats_events:,} events)", f"{rate:,.0f}"))
         probe = events.make(args.events // 2 + 1)
         while "file" not in probe:
             probe = events.make(probe["ts"] % 7 + args.events // 2 + 3)
@@ -233,12 +247,14 @@ def main() -> None:
                     (f"{label} [{engine.name}]", f"{secs * 1000:,.0f} ms ({len(found)} rows)")
                 )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rows.append(("peak RSS", f"{peak:,.0f} MB"))
+        rows.append(("peak RSS (this process)", f"{peak:,.0f} MB"))
         width = max(len(k) for k, _ in rows)
         print(f"{'measure':<{width}}  value")
         for k, v in rows:
             print(f"{k:<{width}}  {v}")
     finally:
+        for tree in trees:
+            tree.remove()
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
