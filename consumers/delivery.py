@@ -59,7 +59,7 @@ class Delivery:
 
     `events` are maps. When the payload took the decoder's fast path, the same
     events are also `records`, typed structs (attributes named as the keys,
-    absent ones `UNSET`), and the maps are made only when `events` is first
+    absent ones None), and the maps are made only when `events` is first
     read: a consumer that reads records only never pays for them.
     """
 

@@ -163,7 +163,7 @@ def _unpack(data: object) -> object:
 
 def decode_records(data: bytes) -> list[Any] | None:
     """The events of a payload as typed structs (attributes named as the keys,
-    absent ones `UNSET`), when every event is valid exactly as sent; None when
+    absent ones None), when every event is valid exactly as sent; None when
     the payload needs decode_batch to convert or reject something. Faster than
     decode_batch, which makes maps of these (proto/fastpath.py)."""
     return fastpath.decode(data, MAX_BATCH_EVENTS, MAX_PAYLOAD_BYTES)

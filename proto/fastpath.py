@@ -12,7 +12,7 @@ tests/test_proto_fastpath.py holds the two paths to that.
 
 The structs themselves are handed on too (`Delivery.records`): a consumer
 that reads a few fields of many events (the archive) saves making the maps.
-Absent keys are `UNSET`; the structs are not tracked by the garbage collector
+Absent keys read None; the structs are not tracked by the garbage collector
 (they hold no cycles), so a window of a million costs no collection passes.
 """
 
@@ -36,12 +36,12 @@ from snoopbus.proto.schema import (
     _Kind,
 )
 
-UNSET: Final = msgspec.UNSET
-
 
 def _struct(name: str, table: dict[str, _Kind], required: dict[str, Any]) -> type:
-    """A struct of `table`'s keys, each optional (absent: UNSET) unless in
-    `required`; keys outside the table fail the decode."""
+    """A struct of `table`'s keys, each optional unless in `required`; keys
+    outside the table fail the decode. An absent key reads None: its type
+    does not admit nil, so msgspec refuses a nil sent for it (as the schema
+    does), and None can only mean absent (omit_defaults leaves it out of maps)."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = list(required.items())
     for key, kind in table.items():
         if key in required:
@@ -54,8 +54,10 @@ def _struct(name: str, table: dict[str, _Kind], required: dict[str, Any]) -> typ
             t = _File
         else:
             t = kind  # int, str, bool: msgspec is strict, a bool is never an int
-        fields.append((key, t | msgspec.UnsetType, UNSET))
-    return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False)
+        fields.append((key, t, None))
+    return msgspec.defstruct(
+        name, fields, forbid_unknown_fields=True, omit_defaults=True, gc=False
+    )
 
 
 _Proc = _struct("Proc", _PROC_FIELDS, {})
@@ -71,11 +73,21 @@ _REQUIRED_TYPES: Final[dict[str, Any]] = {
 assert set(_REQUIRED_TYPES) == set(_REQUIRED)
 _Event = _struct("Event", _TOP_FIELDS, _REQUIRED_TYPES)
 _DECODER: Final = msgspec.msgpack.Decoder(list[_Event])  # type: ignore[valid-type]
+# A struct's fields in order (what msgspec.structs.astuple gives), by map: the
+# event itself (None), "proc" and "file"; and a struct with every field absent.
+KINDS: Final[dict[str | None, dict[str, _Kind]]] = {
+    None: _TOP_FIELDS, "proc": _PROC_FIELDS, "file": _FILE_FIELDS,
+}  # fmt: skip
+FIELDS: Final[dict[str | None, tuple[str, ...]]] = {
+    None: _Event.__struct_fields__, "proc": _Proc.__struct_fields__,
+    "file": _File.__struct_fields__,
+}  # fmt: skip
+EMPTY: Final[dict[str, Any]] = {"proc": _Proc(), "file": _File()}
 _to_builtins: Final = msgspec.to_builtins
 
 
 def decode(data: bytes, max_events: int, max_bytes: int) -> list[Any] | None:
-    """The events of `data` as typed structs (absent keys UNSET) if they pass
+    """The events of `data` as typed structs (absent keys None) if they pass
     every check as they are, else None."""
     try:
         if len(data) > max_bytes:
@@ -93,5 +105,5 @@ def decode(data: bytes, max_events: int, max_bytes: int) -> list[Any] | None:
 
 
 def to_events(records: list[Any]) -> list[Event]:
-    """Structs from `decode` as the event maps the reference path makes (UNSET keys left out)."""
+    """Structs from `decode` as the event maps the reference path makes (absent keys left out)."""
     return _to_builtins(records)  # type: ignore[no-any-return]

@@ -35,15 +35,20 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, host token, id)
 Buffer = EventBuffer | ColumnBuffer
+IdSets = dict[str, dict[str, set[str]]]  # kind -> host token -> ids
+
+
+def _id_sets() -> IdSets:
+    return {kind: {} for kind in layout.KINDS}
 
 
 @dataclass
 class Window:
     parts: dict[PartKey, Buffer] = field(default_factory=dict)
     deliveries: list[Any] = field(default_factory=list)  # settled once committed
-    keys: set[Key] = field(default_factory=set)
+    ids: IdSets = field(default_factory=_id_sets)  # of the rows in `parts`
     rows: int = 0
-    wire_bytes: int = 0
+    wire_bytes: int = 0  # payloads of the held deliveries
     opened: float = field(default_factory=time.monotonic)
 
     def buffer(self, part: PartKey) -> Buffer:
@@ -52,6 +57,29 @@ class Window:
             buf = EventBuffer() if part.kind == "events" else ColumnBuffer(ALERT_SCHEMA)
             self.parts[part] = buf
         return buf
+
+    @property
+    def keys(self) -> set[Key]:
+        """Every (kind, token, id) in the window (tests; the archiver asks `has`)."""
+        return {(k, t, i) for k, tokens in self.ids.items() for t, ids in tokens.items()
+                for i in ids}  # fmt: skip
+
+    def has(self, kind: str, token: str, id_: str) -> bool:
+        ids = self.ids[kind].get(token)
+        return ids is not None and id_ in ids
+
+    def add_ids(self, kind: str, token: str, ids: Iterable[str]) -> None:
+        self.ids[kind].setdefault(token, set()).update(ids)
+
+    @property
+    def row_bytes(self) -> int:
+        """What the rows take in memory (their columns)."""
+        return sum(buf.nbytes for buf in self.parts.values())
+
+    @property
+    def nbytes(self) -> int:
+        """The window's memory: its rows and the payloads it holds unacked."""
+        return self.row_bytes + self.wire_bytes
 
     def absorb(self, later: Window) -> None:
         """Append `later` after this one (a failed commit's window takes new rows)."""
@@ -62,7 +90,9 @@ class Window:
             else:
                 mine.extend(buf)  # type: ignore[arg-type]  # same part, same kind
         self.deliveries.extend(later.deliveries)
-        self.keys |= later.keys
+        for kind, tokens in later.ids.items():
+            for token, ids in tokens.items():
+                self.add_ids(kind, token, ids)
         self.rows += later.rows
         self.wire_bytes += later.wire_bytes
 
@@ -70,35 +100,75 @@ class Window:
         return bool(self.rows or self.deliveries)
 
 
-class RecentIds:
-    """Ids committed lately, forgotten after `horizon` seconds or past `max_ids`."""
+# What one remembered id costs: the str (49 bytes + its text) and its share of a set.
+_ID_OVERHEAD = 49 + 40
 
-    def __init__(self, horizon: float, max_ids: int) -> None:
+
+class RecentIds:
+    """Ids committed lately, forgotten after `horizon` seconds, or oldest first
+    past `max_ids` or past `max_bytes` of memory (at full speed the bytes bind
+    first: 64 MiB hold ~650,000 ids of 15 characters)."""
+
+    def __init__(self, horizon: float, max_ids: int, max_bytes: int = 64 << 20) -> None:
         self.horizon = horizon
         self.max_ids = max_ids
-        self._ids: set[Key] = set()
-        self._order: deque[tuple[float, list[Key]]] = deque()
+        self.max_bytes = max_bytes
+        self._ids: IdSets = _id_sets()
+        # (when, kind, token, ids, bytes), oldest first
+        self._order: deque[tuple[float, str, str, list[str], int]] = deque()
         self._count = 0
+        self.nbytes = 0
 
     def __contains__(self, key: Key) -> bool:
-        return key in self._ids
+        kind, token, id_ = key
+        ids = self._ids[kind].get(token)
+        return ids is not None and id_ in ids
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._count
+
+    def tokens(self, kind: str) -> dict[str, set[str]]:
+        """token -> ids, for lookups in a hot loop (read only)."""
+        return self._ids[kind]
 
     def add(self, keys: Iterable[Key], at: float | None = None) -> None:
-        batch = list(keys)
-        self._ids.update(batch)
-        self._order.append((time.monotonic() if at is None else at, batch))
-        self._count += len(batch)
+        by_scope: dict[tuple[str, str], list[str]] = {}
+        for kind, token, id_ in keys:
+            by_scope.setdefault((kind, token), []).append(id_)
+        for (kind, token), ids in by_scope.items():
+            self.add_ids(kind, token, ids, at, expire=False)
+        self.expire()
+
+    def add_ids(self, kind: str, token: str, ids: list[str], at: float | None = None,
+                *, expire: bool = True) -> None:  # fmt: skip
+        if not ids:
+            return
+        size = sum(map(len, ids)) + _ID_OVERHEAD * len(ids)
+        self._ids[kind].setdefault(token, set()).update(ids)
+        self._order.append((time.monotonic() if at is None else at, kind, token, ids, size))
+        self._count += len(ids)
+        self.nbytes += size
+        if expire:
+            self.expire()
+
+    def add_window(self, ids: IdSets, at: float | None = None) -> None:
+        for kind, tokens in ids.items():
+            for token, id_set in tokens.items():
+                self.add_ids(kind, token, list(id_set), at, expire=False)
         self.expire()
 
     def expire(self) -> None:
         cutoff = time.monotonic() - self.horizon
-        while self._order and (self._order[0][0] < cutoff or self._count > self.max_ids):
-            _, batch = self._order.popleft()
-            self._ids.difference_update(batch)
-            self._count -= len(batch)
+        while self._order and (self._order[0][0] < cutoff or self._count > self.max_ids
+                               or self.nbytes > self.max_bytes):  # fmt: skip
+            _, kind, token, ids, size = self._order.popleft()
+            have = self._ids[kind].get(token)
+            if have is not None:
+                have.difference_update(ids)
+                if not have:
+                    del self._ids[kind][token]
+            self._count -= len(ids)
+            self.nbytes -= size
 
 
 class Writer:
@@ -106,13 +176,13 @@ class Writer:
 
     def __init__(
         self, root: Path, *, horizon: float = 120.0, max_ids: int = 2_000_000,
-        compression: str = "zstd", row_group: int = 128 * 1024,
+        recent_bytes: int = 64 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
     ) -> None:  # fmt: skip
         self.root = root
         self.name = secrets.token_hex(4)  # this writer's mark in file names
         self.compression = compression
         self.row_group = row_group
-        self.recent = RecentIds(horizon, max_ids)
+        self.recent = RecentIds(horizon, max_ids, recent_bytes)
         self.window = Window()
         self.inflight: Window | None = None  # being committed
         self._seq = 0
@@ -148,8 +218,8 @@ class Writer:
     # -- gathering -----------------------------------------------------------
 
     def seen(self, key: Key) -> bool:
-        return key in self.window.keys or key in self.recent or (
-            self.inflight is not None and key in self.inflight.keys
+        return self.window.has(*key) or key in self.recent or (
+            self.inflight is not None and self.inflight.has(*key)
         )
 
     # -- commit --------------------------------------------------------------
@@ -168,7 +238,7 @@ class Writer:
         self.inflight = None
 
     def committed(self, window: Window) -> None:
-        self.recent.add(window.keys)
+        self.recent.add_window(window.ids)
         self.inflight = None
 
     def commit(self, window: Window) -> None:
@@ -214,9 +284,9 @@ class Writer:
         # and at worst lost with a power cut, never duplicated.
         for part in done:
             buf = window.parts.pop(part)
-            keys = [(part.kind, part.host, i) for i in buf.ids()]
-            self.recent.add(keys)
-            window.keys.difference_update(keys)
+            ids = buf.ids()
+            self.recent.add_ids(part.kind, part.host, ids)
+            window.ids[part.kind].get(part.host, set()).difference_update(ids)
             window.rows -= buf.rows
             self.files_written += 1
             self.rows_written += buf.rows

@@ -163,7 +163,9 @@ async def through_nats(total: int, work: Path, trees: list[Tree], roll: int) -> 
         results = []
         for i, tree in enumerate(trees):
             out = work / f"nats-archive-{i}"
-            args = ["--dir", str(out), "--no-alerts", "--roll-events", str(roll)]
+            # Rolls by size; the last window waits 1 s, not the default 30 s.
+            args = ["--dir", str(out), "--no-alerts", "--roll-events", str(roll),
+                    "--roll-seconds", "1"]  # fmt: skip
             r = await drain(js, server.url, tree, "archive", args, total, work, cpu=consumer_cpu())
             rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in layout.files(out))
             r.note = f"{rows:,} rows"

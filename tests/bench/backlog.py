@@ -193,6 +193,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def consumer_cpu() -> int | None:
     """The CPU to pin consumers to: the last one this process may use."""
+    if os.environ.get("SNOOPBUS_BENCH_NO_PIN"):
+        return None
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[-1] if len(cpus) > 1 else None
 
