@@ -6,9 +6,9 @@ with, ends with, contains) at least one of which holds whenever the rule
 matches. An AND needs any one of its children's (the cheapest is kept), an
 OR all of its children's, and a NOT, a regular expression, a number or a
 keyword search none: a rule without one runs on every event. The others run
-only when one of their tests holds, which the index finds by dict lookups
-(whole values, the last path component, prefixes and suffixes by length) and
-one Aho-Corasick scan per field for substrings. The rule itself still
+only when one of their tests may hold, which the index finds by dict lookups
+(whole values, the last path component, the first and last few characters)
+and one Aho-Corasick scan per field for substrings. The rule itself still
 decides: the index only skips rules that cannot match, so hits are the same.
 
 Most SigmaHQ Linux rules need an `Image|endswith` or a `CommandLine|contains`:
@@ -61,29 +61,45 @@ def _cost(atoms: list[Atom]) -> int:
 
 @dataclass
 class _Field:
-    """The tests of one field, by how they are looked up."""
+    """The tests of one field, by how they are looked up. Affixes are looked up
+    by their first (last) `width` characters, the length of the shortest: one
+    lookup finds every rule whose affix could be there, and a few more."""
 
     exact: dict[str, set[int]] = field(default_factory=dict)
     tails: dict[str, set[int]] = field(default_factory=dict)  # "/name" suffixes
-    suffixes: dict[int, dict[str, set[int]]] = field(default_factory=dict)  # by length
-    prefixes: dict[int, dict[str, set[int]]] = field(default_factory=dict)
+    suffixes: dict[str, set[int]] = field(default_factory=dict)  # by their last chars
+    prefixes: dict[str, set[int]] = field(default_factory=dict)  # by their first chars
     needles: dict[str, set[int]] = field(default_factory=dict)  # substrings
+    suffix_width: int = 0
+    prefix_width: int = 0
     scanner: Any = None
     needle_rules: list[set[int]] = field(default_factory=list)  # by needle index
+    _affixes: list[tuple[str, str, int]] = field(default_factory=list)
 
     def add(self, kind: str, const: str, rule: int) -> None:
         if kind == "in":
             self.exact.setdefault(const, set()).add(rule)
         elif kind == "suf" and const.startswith("/") and "/" not in const[1:]:
             self.tails.setdefault(const, set()).add(rule)
-        elif kind == "suf":
-            self.suffixes.setdefault(len(const), {}).setdefault(const, set()).add(rule)
-        elif kind == "pre":
-            self.prefixes.setdefault(len(const), {}).setdefault(const, set()).add(rule)
+        elif kind in ("pre", "suf"):
+            self._affixes.append((kind, const, rule))
         else:
             self.needles.setdefault(const, set()).add(rule)
 
     def seal(self) -> None:
+        for kind in ("pre", "suf"):
+            consts = [(c, r) for k, c, r in self._affixes if k == kind]
+            if not consts:
+                continue
+            width = min(len(c) for c, _ in consts)
+            table = self.prefixes if kind == "pre" else self.suffixes
+            for const, rule in consts:
+                key = const[:width] if kind == "pre" else const[-width:]
+                table.setdefault(key, set()).add(rule)
+            if kind == "pre":
+                self.prefix_width = width
+            else:
+                self.suffix_width = width
         if self.needles:
             words = list(self.needles)
             try:
@@ -93,7 +109,7 @@ class _Field:
             self.needle_rules = [self.needles[w] for w in words]
 
     def find(self, value: str, out: set[int]) -> None:
-        """Add to `out` every rule one of whose tests `value` passes."""
+        """Add to `out` every rule one of whose tests `value` may pass."""
         hit = self.exact.get(value)
         if hit:
             out |= hit
@@ -101,12 +117,10 @@ class _Field:
             i = value.rfind("/")
             if i >= 0 and (hit := self.tails.get(value[i:])):
                 out |= hit
-        for length, table in self.suffixes.items():
-            if hit := table.get(value[-length:]):  # a shorter value cannot equal it
-                out |= hit
-        for length, table in self.prefixes.items():
-            if hit := table.get(value[:length]):
-                out |= hit
+        if self.suffixes and (hit := self.suffixes.get(value[-self.suffix_width:])):
+            out |= hit
+        if self.prefixes and (hit := self.prefixes.get(value[: self.prefix_width])):
+            out |= hit
         if self.needles:
             found: list[tuple[int, int, int]] | None = None
             if self.scanner is not None:
