@@ -17,7 +17,7 @@ on an ordinary exec, a handful of 125 process_creation rules run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,31 +108,64 @@ class _Field:
                 self.scanner = None
             self.needle_rules = [self.needles[w] for w in words]
 
-    def find(self, value: str, out: set[int]) -> None:
-        """Add to `out` every rule one of whose tests `value` may pass."""
-        hit = self.exact.get(value)
-        if hit:
-            out |= hit
+    def code(self, x: str, n: int, consts: dict[str, Any]) -> list[str]:
+        """Lines (at one indent) adding to `found` the rules whose tests the
+        value in variable `x` may pass; their constants go into `consts`."""
+        lines: list[str] = []
+
+        def hit(table: dict[str, set[int]], key: str) -> None:
+            name = f"_t{n}_{len(consts)}"
+            consts[name] = {k: frozenset(v) for k, v in table.items()}
+            lines.append(f"h = {name}.get({key})")
+            lines.append("if h is not None: found = h if found is None else found | h")
+
+        if self.exact:
+            hit(self.exact, x)
         if self.tails:
-            i = value.rfind("/")
-            if i >= 0 and (hit := self.tails.get(value[i:])):
-                out |= hit
-        if self.suffixes and (hit := self.suffixes.get(value[-self.suffix_width:])):
-            out |= hit
-        if self.prefixes and (hit := self.prefixes.get(value[: self.prefix_width])):
-            out |= hit
-        if self.needles:
-            found: list[tuple[int, int, int]] | None = None
-            if self.scanner is not None:
-                try:
-                    found = self.scanner.find_matches_as_indexes(value, overlapping=True)
-                except UnicodeEncodeError:  # text that is not UTF-8 (lone surrogates)
-                    pass
-            if found is None:
-                found = [(i, 0, 0) for i, w in enumerate(self.needles) if w in value]
-            rules = self.needle_rules
-            for i, _, _ in found:
-                out |= rules[i]
+            lines.append(f"i = {x}.rfind('/')")
+            lines.append("if i >= 0:")
+            before = len(lines)
+            hit(self.tails, f"{x}[i:]")
+            lines[before:] = ["    " + line for line in lines[before:]]
+        if self.suffixes:
+            hit(self.suffixes, f"{x}[-{self.suffix_width}:]")
+        if self.prefixes:
+            hit(self.prefixes, f"{x}[:{self.prefix_width}]")
+        if len(self.needles) <= _INLINE_NEEDLES:
+            for needle, rules in self.needles.items():
+                name = f"_n{n}_{len(consts)}"
+                consts[name] = frozenset(rules)
+                # The needle reaches the code only through repr(): a rule cannot inject code.
+                lines.append(f"if {needle!r} in {x}: "
+                             f"found = {name} if found is None else found | {name}")  # fmt: skip
+        else:
+            scan, rules, words = f"_ac{n}", f"_r{n}", f"_w{n}"
+            consts[scan] = _scan(self.scanner)
+            consts[rules] = [frozenset(r) for r in self.needle_rules]
+            consts[words] = list(self.needles)
+            lines += [
+                f"for i in {scan}({x}, {words}):",
+                f"    found = {rules}[i] if found is None else found | {rules}[i]",
+            ]
+        return lines
+
+
+# Up to this many substrings are tested one by one; more take one Aho-Corasick scan.
+_INLINE_NEEDLES = 8
+
+
+def _scan(scanner: Any) -> Any:
+    """Indexes of the needles found in a value (overlapping ones included)."""
+
+    def scan(value: str, words: list[str]) -> list[int]:
+        if scanner is not None:
+            try:
+                return [i for i, _, _ in scanner.find_matches_as_indexes(value, overlapping=True)]
+            except UnicodeEncodeError:  # text that is not UTF-8 (lone surrogates)
+                pass
+        return [i for i, w in enumerate(words) if w in value]
+
+    return scan
 
 
 class RuleIndex:
@@ -149,13 +182,24 @@ class RuleIndex:
                 self.fields.setdefault(name, _Field()).add(kind, const, i)
         for f in self.fields.values():
             f.seal()
-        self._fields = tuple(self.fields.items())
+        self.candidates = self._generate()
 
-    def candidates(self, low: Lowered) -> list[int]:
-        """Positions of the rules to run, in order."""
-        out = set(self.always)
-        for name, f in self._fields:
-            value = low.get(name)
-            if value is not None:
-                f.find(value, out)
-        return sorted(out)
+    def _generate(self) -> Callable[[Lowered], list[int]]:
+        """candidates(low): positions of the rules to run, in order. Generated
+        code, the lookups of every field inline (as fuse() does for rules)."""
+        consts: dict[str, Any] = {
+            "_always": tuple(sorted(self.always)), "_always_set": frozenset(self.always),
+        }  # fmt: skip
+        lines = ["def candidates(lo):", "    found = None"]
+        for n, (name, f) in enumerate(self.fields.items()):
+            lines.append(f"    x = lo.get({name!r})")
+            lines.append("    if x is not None:")
+            lines += ["        " + line for line in f.code("x", n, consts)]
+        lines += [
+            "    if found is None:",
+            "        return _always",
+            "    return sorted(found | _always_set)",
+        ]
+        namespace = dict(consts)
+        exec(compile("\n".join(lines) + "\n", "<sigma index>", "exec"), namespace)
+        return namespace["candidates"]  # type: ignore[no-any-return]
