@@ -23,7 +23,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from snoopbus.proto import Event, SubjectError, parse_subject
+from snoopbus.proto import Event, SubjectError, alerts_filter, parse_subject
 from snoopbus.proto.fastpath import to_events as events_from_records
 
 if TYPE_CHECKING:
@@ -48,10 +48,15 @@ class Settler(Protocol):
 
 
 def is_alert_subject(subject: str) -> bool:
+    if not subject.startswith(_ALERTS):  # every event message: no full parse
+        return False
     try:
         return parse_subject(subject).kind == "alerts"
     except SubjectError:
         return False
+
+
+_ALERTS = alerts_filter().split("*", 1)[0]  # "snoopbus.alerts."
 
 
 class Delivery:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from snoopbus.consumers.consumer import Consumer, Context
 from snoopbus.consumers.delivery import Batch, Delivery, State
+from snoopbus.consumers.gctune import tune_gc
 from snoopbus.consumers.settings import Settings
 from snoopbus.proto import alerts_filter, events_filter, host_token, parse_subject
 
@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _MAX_RETRY = 10.0
-
-
-def tune_gc() -> None:
-    """Fewer full collections. An open window keeps ~1M small containers alive
-    (the held events); with the default gen0 threshold (700) each full pass
-    walks all of them, costing a third of the write path at 10M events. The
-    events are acyclic, so collecting less often only delays cycle garbage."""
-    gc.freeze()  # modules and start-up state: never garbage, never walked again
-    low, mid, high = gc.get_threshold()
-    gc.set_threshold(max(low, 10_000), max(mid, 10), max(high, 10))
 
 
 class Archiver(Consumer):

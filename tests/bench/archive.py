@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
-from snoopbus.consumers.archive.archiver import tune_gc
 from snoopbus.consumers.archive.columns import NS_PER_DAY, append_event
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
 from snoopbus.consumers.archive.writer import Writer
+from snoopbus.consumers.gctune import tune_gc
 from snoopbus.proto import (
     SCHEMA_VERSION,
     connect,
