@@ -1,9 +1,10 @@
 """The consumer runtime: one connection, one durable pull consumer, bounded work.
 
-Loop: fetch a batch -> decode each message (undecodable ones go to the
-dead-letter subject at once) -> hand the rest to the consumer's handler in
-an asyncio-pool slot -> ack on success, nak with back-off on failure, and
-dead-letter once a message has had `max_attempts` deliveries.
+Loop: fetch a batch (bounded by count and bytes: fetch.py) -> decode each
+message (undecodable ones go to the dead-letter subject at once) -> hand the
+rest to the consumer's handler in an asyncio-pool slot -> ack on success, nak
+with back-off on failure, and dead-letter once a message has had
+`max_attempts` deliveries.
 
 The server-side `max_deliver` is one more than `max_attempts`: if a process
 dies during a message's last attempt the server still delivers it once more,
@@ -43,6 +44,7 @@ from snoopbus.proto import (
 from . import dlq
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery, State, is_alert_subject
+from .fetch import Puller
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Runtime:
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self._held: dict[Delivery, float] = {}  # delivery -> last keep-alive
+        self.puller: Puller | None = None  # once running: its `largest` batch in bytes
 
     def stop(self) -> None:
         """Stop fetching; in-flight batches finish, held messages are released."""
@@ -115,7 +118,10 @@ class Runtime:
             js = self._js = nc.jetstream()
             await ensure_stream(js)
             await js.add_consumer(STREAM_NAME, self._consumer_config())
-            sub = await js.pull_subscribe_bind(durable=self.durable, stream=STREAM_NAME)
+            puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
+                            max_bytes=self.settings.fetch_bytes)  # fmt: skip
+            await puller.start()
+            self.puller = puller
             await self.consumer.setup(Context(nc, js, self.durable, self.settings))
             self.ready.set()
             log.info("%s: consuming %s", self.durable, ", ".join(self.consumer.filters))
@@ -123,14 +129,14 @@ class Runtime:
             keep_alive = asyncio.create_task(self._keep_alive())
             lag = asyncio.create_task(self._track_lag(js))
             try:
-                await self._fetch_loop(sub, pool)
+                await self._fetch_loop(puller, pool)
             finally:
                 await pool.join()  # finish in-flight batches
                 keep_alive.cancel()
                 lag.cancel()
                 await self.consumer.teardown()
                 await self._release_held()
-                await sub.unsubscribe()
+                await puller.stop()
         finally:
             if own and not nc.is_closed:
                 await nc.drain()
@@ -150,12 +156,11 @@ class Runtime:
             max_ack_pending=s.ack_pending_limit,
         )
 
-    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, pool: AioPool) -> None:
+    async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings
         while not self._stop.is_set():
-            try:
-                msgs = await sub.fetch(s.batch, timeout=s.fetch_timeout)
-            except TimeoutError:
+            msgs = await puller.fetch(s.fetch_timeout)  # bounded by count and bytes
+            if not msgs:
                 continue
             if self._stop.is_set():
                 # Arrived after the stop: hand straight back, no delay.
