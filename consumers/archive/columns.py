@@ -384,14 +384,19 @@ _KNOWN_FILE: Final = frozenset(_KNOWN["file"])
 
 
 def _extra(event: Mapping[str, Any]) -> str | None:
-    """Keys this archive has no column for, as JSON (None in the common case)."""
+    """Keys this archive has no column for, as JSON (None in the common case),
+    sorted: the same cell whatever order the publisher sent them in."""
     proc, file = event.get("proc") or _EMPTY, event.get("file") or _EMPTY
     if event.keys() <= _KNOWN_TOP and proc.keys() <= _KNOWN_PROC and file.keys() <= _KNOWN_FILE:
         return None
     extra: dict[str, Any] = {k: v for k, v in event.items() if k not in _KNOWN_TOP}
     extra.update({f"proc.{k}": v for k, v in proc.items() if k not in _KNOWN_PROC})
     extra.update({f"file.{k}": v for k, v in file.items() if k not in _KNOWN_FILE})
-    return to_json(extra)
+    return to_json(dict(sorted(extra.items(), key=_label_order)))
+
+
+def _label_order(item: tuple[Any, Any]) -> tuple[bool, str]:
+    return not isinstance(item[0], str), str(item[0])  # msgpack may key by bin: after text
 
 
 def _struct(within: str | None) -> list[pa.Field]:
@@ -479,13 +484,15 @@ _RECORD_TYPES: Final = {
     None: _record_type(None, _TOP_NAMES),
     **{w: _record_type(w, fastpath.FIELDS[w]) for w in ("proc", "file")},
 }
-# Schema keys the archive has no column for: kept in `extra`, as unknown keys are.
-_RECORD_EXTRA: Final = tuple(
-    (within, name, name if within is None else f"{within}.{name}")
-    for within, names in ((None, _TOP_NAMES), ("proc", fastpath.FIELDS["proc"]),
-                          ("file", fastpath.FIELDS["file"]))
-    for name in names if (within, name) not in _TYPED_KEYS and name not in _KNOWN_TOP
-)  # fmt: skip
+# Schema keys the archive has no column for: kept in `extra`, as unknown keys
+# are; in the order of their labels, as _extra sorts them.
+_RECORD_EXTRA: Final = tuple(sorted(
+    ((within, name, name if within is None else f"{within}.{name}")
+     for within, names in ((None, _TOP_NAMES), ("proc", fastpath.FIELDS["proc"]),
+                           ("file", fastpath.FIELDS["file"]))
+     for name in names if (within, name) not in _TYPED_KEYS and name not in _KNOWN_TOP),
+    key=lambda entry: entry[2],
+))  # fmt: skip
 
 
 def records_table(records: Sequence[Any]) -> pa.Table:
