@@ -34,7 +34,7 @@ from . import layout
 from .columns import NS_PER_DAY, RowError, append_alert, check_event, event_table, records_table
 from .layout import PartKey
 from .retention import Retention
-from .writer import Writer
+from .writer import Writer, message_key
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ class Archiver(Consumer):
     # Held messages count against max_ack_pending, and keep their decoded
     # events in memory: this bounds memory while a full disk blocks commits
     # (a window also commits once it holds half of it, see _roll_if_full).
-    settings = Settings(concurrency=1, max_ack_pending=10_000)
+    settings = Settings(concurrency=1, max_ack_pending=10_000, fetch_bytes=2 << 20)
 
     def __init__(
         self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
-        roll_bytes: int = 64 << 20, retention: Retention | None = None,
+        roll_bytes: int = 48 << 20, retention: Retention | None = None,
         retention_every: float = 300.0, horizon: float = 120.0, alerts: bool = True,
         settings: Settings | None = None, gc_tuning: bool = True,
     ) -> None:  # fmt: skip
@@ -93,8 +93,9 @@ class Archiver(Consumer):
                        help="commit a file at least this often (default: 30)")
         a.add_argument("--roll-events", type=int, default=200_000, metavar="N",
                        help="commit once this many events are waiting (default: 200000)")
-        a.add_argument("--roll-mb", type=float, default=64.0, metavar="MB",
-                       help="commit once this much payload is waiting (default: 64)")
+        a.add_argument("--roll-mb", type=float, default=48.0, metavar="MB",
+                       help="commit once the open window holds this much: its rows as "
+                       "columns and the payloads it keeps unacked (default: 48)")
         a.add_argument("--retain-days", type=int, metavar="N",
                        help="delete date partitions older than N days (UTC)")
         a.add_argument("--retain-gb", type=float, metavar="GB",
@@ -194,6 +195,9 @@ class Archiver(Consumer):
         plan: list[tuple[Delivery, int, bool]] = []
         duplicates = 0
         for delivery in deliveries:
+            if delivery.attempt > 1 and message_key(delivery.msg) in self.writer.messages:
+                duplicates += delivery.count  # all of it is on disk: acked on return
+                continue
             records = delivery.records
             rows = delivery.events if records is None else records
             as_maps = records is None

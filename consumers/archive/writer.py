@@ -9,8 +9,11 @@ remembered as committed) so a retry cannot write them twice.
 
 Duplicates come from redelivery: a crash between a commit and its acks, or
 an ack lost on the way. Ids are remembered (per kind and host) while open,
-and after commit for `horizon` seconds (bounded by `max_ids`); on start the
-ids of files committed within the horizon are read back from disk.
+and after commit for `horizon` seconds (bounded by `max_ids` and by bytes);
+on start the ids of files committed within the horizon are read back from
+disk, newest first. Within one process, committed messages are remembered
+too (RecentMessages), so a late redelivery is skipped whole even when its
+events' ids no longer fit in memory.
 """
 
 from __future__ import annotations
@@ -104,10 +107,17 @@ class Window:
 _ID_OVERHEAD = 49 + 40
 
 
+def message_key(msg: Any) -> MessageKey:
+    meta = msg.metadata
+    return meta.sequence.stream, meta.timestamp
+
+
 class RecentIds:
     """Ids committed lately, forgotten after `horizon` seconds, or oldest first
     past `max_ids` or past `max_bytes` of memory (at full speed the bytes bind
-    first: 64 MiB hold ~650,000 ids of 15 characters)."""
+    first: 32 MiB hold ~300,000 ids of 15 characters, more than a window's, so
+    a restart still finds the ids of what its dead predecessor committed last;
+    redeliveries within one process are caught by message, RecentMessages)."""
 
     def __init__(self, horizon: float, max_ids: int, max_bytes: int = 64 << 20) -> None:
         self.horizon = horizon
@@ -171,18 +181,58 @@ class RecentIds:
             self.nbytes -= size
 
 
+MessageKey = tuple[int, Any]  # (stream sequence, stored time): one stream's message
+
+
+class RecentMessages:
+    """Messages whose every event is on disk, forgotten after `horizon` seconds
+    or past `max_bytes`. A redelivered one (its ack lost, or sent too late) is
+    then skipped whole, however many events were committed since: at full speed
+    the ids of 30 s (ack_wait) would not fit in memory, their messages do
+    (a hundredth as many). The stored time tells a recreated stream's message
+    from an old one with the same sequence."""
+
+    _COST = 160  # a key: its tuple, two ints, a datetime, a set slot
+
+    def __init__(self, horizon: float, max_bytes: int = 8 << 20) -> None:
+        self.horizon = horizon
+        self.max_bytes = max_bytes
+        self._keys: set[MessageKey] = set()
+        self._order: deque[tuple[float, list[MessageKey]]] = deque()
+
+    def __contains__(self, key: MessageKey) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def nbytes(self) -> int:
+        return self._COST * len(self._keys)
+
+    def add(self, keys: list[MessageKey]) -> None:
+        if not keys:
+            return
+        self._keys.update(keys)
+        self._order.append((time.monotonic(), keys))
+        cutoff = time.monotonic() - self.horizon
+        while self._order and (self._order[0][0] < cutoff or self.nbytes > self.max_bytes):
+            self._keys.difference_update(self._order.popleft()[1])
+
+
 class Writer:
     """Owns the archive folder for one archiver process."""
 
     def __init__(
         self, root: Path, *, horizon: float = 120.0, max_ids: int = 2_000_000,
-        recent_bytes: int = 64 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
+        recent_bytes: int = 32 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
     ) -> None:  # fmt: skip
         self.root = root
         self.name = secrets.token_hex(4)  # this writer's mark in file names
         self.compression = compression
         self.row_group = row_group
         self.recent = RecentIds(horizon, max_ids, recent_bytes)
+        self.messages = RecentMessages(horizon)
         self.window = Window()
         self.inflight: Window | None = None  # being committed
         self._seq = 0
@@ -239,6 +289,7 @@ class Writer:
 
     def committed(self, window: Window) -> None:
         self.recent.add_window(window.ids)
+        self.messages.add([message_key(d.msg) for d in window.deliveries])
         self.inflight = None
 
     def commit(self, window: Window) -> None:
