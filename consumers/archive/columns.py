@@ -422,16 +422,23 @@ def event_table(events: list[Mapping[str, Any]]) -> pa.Table:
         "proc": dict(zip(_WIRE.field("proc").type.names, parts["proc"].flatten(), strict=True)),
         "file": dict(zip(_WIRE.field("file").type.names, parts["file"].flatten(), strict=True)),
     }
-    n = len(events)
+    return _assemble(sources, len(events), pa.array([_extra(e) for e in events], pa.string()))
+
+
+def _assemble(sources: Mapping[str | None, Mapping[str, pa.Array]], n: int,
+              extra: pa.Array) -> pa.Table:  # fmt: skip
+    """The event table from its columns by map (None: the event, "proc",
+    "file"), all text valid UTF-8: the `_raw` companions null."""
+    top = sources[None]
     arrays: dict[str, pa.Array] = {
-        "ts": parts["ts"].cast(TS_TYPE), "host_name": parts["host"],
+        "ts": top["ts"].cast(TS_TYPE), "host_name": top["host"],
         "host_name_raw": pa.nulls(n, pa.binary()),
     }  # fmt: skip
     for f in EVENT_FIELDS:
         arrays[f.column] = sources[f.within][f.key]
         if f.has_raw:
             arrays[f.column + RAW_SUFFIX] = pa.nulls(n, _RAW_ARROW[f.kind])
-    arrays["extra"] = pa.array([_extra(e) for e in events], pa.string())
+    arrays["extra"] = extra
     return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
 
 
@@ -510,17 +517,7 @@ def records_table(records: Sequence[Any]) -> pa.Table:
     ):
         array = pa.array(rows, _RECORD_TYPES[within])
         cols[within] = dict(zip(_RECORD_TYPES[within].names, array.flatten(), strict=True))
-    top = cols[None]
-    arrays: dict[str, pa.Array] = {
-        "ts": top["ts"].cast(TS_TYPE), "host_name": top["host"],
-        "host_name_raw": pa.nulls(n, pa.binary()),
-    }  # fmt: skip
-    for f in EVENT_FIELDS:
-        arrays[f.column] = cols[f.within][f.key]
-        if f.has_raw:
-            arrays[f.column + RAW_SUFFIX] = pa.nulls(n, _RAW_ARROW[f.kind])
-    arrays["extra"] = _records_extra(cols, n)
-    return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
+    return _assemble(cols, n, _records_extra(cols, n))
 
 
 def _sub_tuples(records: Sequence[Any], within: str) -> list[tuple[Any, ...]]:

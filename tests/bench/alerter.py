@@ -1,7 +1,8 @@
 """Benchmark: events per second through the alerter with the whole shared corpus loaded.
 
-    .venv/bin/python -m tests.bench.alerter                 # 50,000 events
-    .venv/bin/python -m tests.bench.alerter --events 5000 --top 10
+    .venv/bin/python -m tests.bench.alerter                           # 1M events through NATS
+    .venv/bin/python -m tests.bench.alerter --nats-events 10000000    # the issue's figure
+    .venv/bin/python -m tests.bench.alerter --events 50000 --nats-events 0 --top 10
 
 Loads the packaged default set plus the shared SigmaHQ Linux corpus
 (../shared/sigma/rules beside the clone), builds a synthetic mix shaped like
@@ -9,14 +10,16 @@ a busy host (about 35% exec, 65% file events: create/modify/close_write/
 delete/moved_to/attrib, over everyday programs and paths, with 1% attacks),
 then measures:
 
-1. in process: Engine.match over the mix (records built and every rule run),
-   in this process's CPU time;
-2. per rule: each rule's compiled predicate alone over the records of its
-   category, CPU ns per event, the slowest `--top`;
-3. through NATS: a private nats-server, the mix stored first (100 events per
-   message, as a collector batches), then AlertConsumer in this process
-   through the consumer runtime, timed (wall clock) until every event is
-   handled and its alerts are stored.
+1. through NATS (tests/bench/backlog.py): a private nats-server with
+   `--nats-events` stored first (100 events per message, as a collector
+   batches), then `snoopbus consume alert --rules default <corpus>` as its own
+   process, pinned to one CPU, timed from its durable's creation (rules
+   loaded) until nothing is pending or unacked: events/s, CPU µs per event and
+   peak RSS; `--before`'s code (default main, from a temporary git worktree)
+   first, on the same backlog;
+2. in process (`--events`): Engine.match over the mix, in this process's CPU
+   time, and per rule: each rule's compiled predicate alone over the records
+   of its category, CPU ns per event, the slowest `--top`.
 
 One run on a shared 2-core machine: compare ratios, not absolutes.
 """
@@ -34,18 +37,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.loader import default_rules_dir, load_rules
 from snoopbus.proto import (
     SCHEMA_VERSION,
-    connect,
     encode_batch,
-    ensure_stream,
     event_subject,
 )
 
-from .backlog import Result, Tree, consumer_cpu, drain, fill, table
+from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "sigma" / "rules"
 HOSTS = ("web-1", "web-2", "db-1")
@@ -151,40 +151,22 @@ def messages(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
 
 async def through_nats(total: int, trees: list[Tree], work: Path) -> list[Result]:
     """Each tree's alerter, as its own process, over the same stored backlog."""
-    server = NatsServer(state_dir=work / "nats")
-    server.start()
-    try:
-        nc = await connect(server.url, name="bench-alerter")
-        js = nc.jetstream(publish_async_max_pending=2000)
-        await ensure_stream(js)
-        start = time.perf_counter()
-        count, size = await fill(js, messages(iter_events(total)))
-        print(f"stored {total:,} events in {count:,} messages ({size / total:.0f} B/event) "
-              f"in {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
-        results = []
+    results = []
+    async with stored(work, messages(iter_events(total)), total) as (js, url):
         for tree in trees:
             args = ["--rules", "default", str(CORPUS), "--throttle", "60"]
-            r = await drain(js, server.url, tree, "alert", args, total, work, cpu=consumer_cpu())
+            r = await drain(js, url, tree, "alert", args, total, work, cpu=consumer_cpu())
             print(table([r], ""), flush=True)
             results.append(r)
-        await nc.close()
-        return results
-    finally:
-        server.stop()
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.alerter")
     parser.add_argument("--events", type=int, default=50_000,
                         help="events matched in process (default 50k; 0 skips)")
-    parser.add_argument("--nats-events", type=int, default=1_000_000,
-                        help="events of the backlog stored in NATS for the consumer runs "
-                        "(default 1M; the issue's figure is 10M; 0 skips)")
-    parser.add_argument("--before", default="main", metavar="REF",
-                        help="also run this git revision's alerter on the same backlog, first "
-                        "(default main; '' for this branch only)")
+    add_flags(parser, "alerter")
     parser.add_argument("--top", type=int, default=10, help="slowest rules to list")
-    parser.add_argument("--dir", type=Path, help="work here (kept); default: a temporary folder")
     args = parser.parse_args(argv)
     if not CORPUS.is_dir():
         parser.error(f"SigmaHQ corpus missing at {CORPUS} (shared/sigma beside the clone)")

@@ -1,23 +1,30 @@
-"""Benchmark: the archive — events/s archived, bytes/event on disk, query times.
+"""Benchmark: the archive — events/s archived, CPU per event, peak RSS, bytes/event, queries.
 
-    .venv/bin/python -m tests.bench.archive                      # 500,000 events
-    .venv/bin/python -m tests.bench.archive --events 10000000    # the issue's figure
+    .venv/bin/python -m tests.bench.archive              # 1M through NATS, 500k in process
+    .venv/bin/python -m tests.bench.archive --events 0 --nats-events 10000000  # the issue's
+    .venv/bin/python -m tests.bench.archive --before ''  # this branch only
 
 Synthetic events shaped like a busy host (10% exec with argv, the rest file
 events over a pool of paths, 4 hosts), spread evenly over one UTC day, then:
 
-1. write path, in process: the archiver's own row building (append_event,
-   with its id check) and commits (Parquet+zstd, temp, fsync, rename, dir
-   fsync) in windows of `--roll-events`; events/s and bytes/event on disk;
-2. through NATS: a private nats-server, `--nats-events` stored first (100
-   events per message, as a collector batches), then the Archiver in this
-   process through the consumer runtime, timed until every message is acked;
-3. queries over the archive of step 1, each with DuckDB and with pyarrow:
+1. through NATS (tests/bench/backlog.py): a private nats-server with
+   `--nats-events` stored first (100 events per message, as a collector
+   batches), then `snoopbus consume archive` as its own process, pinned to one
+   CPU, timed from its durable's creation until nothing is pending or unacked:
+   events/s, CPU µs per event (its own user+system time) and peak RSS. The
+   same backlog is then archived by `--before`'s code (default main, from a
+   temporary git worktree, removed afterwards), first, so both columns come
+   from one run; every row is checked to be on disk;
+2. write path, in process (`--events`): the archiver's own row path (decode
+   to records, dedup, columns per fetched batch) and commits (Parquet+zstd,
+   temp, fsync, rename, dir fsync) in windows of `--roll-events`;
+3. queries over the archive of step 2, each with DuckDB and with pyarrow:
    a point lookup (one exact path, whole archive), a narrow lookup (one pid in
    one minute) and a day's scan (a path glob no statistic can prune, over the
    whole day, so every row of the day is read).
 
-One run on a shared 2-core machine: compare ratios, not absolutes.
+One run on a shared 2-core machine: compare ratios, not absolutes; CPU per
+event moves less than events/s when other processes share the core.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.consumers.archive.columns import NS_PER_DAY, records_table
 from snoopbus.consumers.archive.layout import PartKey, day_of
@@ -45,15 +51,13 @@ from snoopbus.consumers.archive.writer import Writer
 from snoopbus.consumers.gctune import tune_gc
 from snoopbus.proto import (
     SCHEMA_VERSION,
-    connect,
     decode_records,
     encode_batch,
-    ensure_stream,
     event_subject,
     host_token,
 )
 
-from .backlog import Result, Tree, consumer_cpu, drain, fill, table
+from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 
 DAY0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 HOSTS = ("web-1", "web-2", "db-1", "build.example.com")
@@ -161,34 +165,21 @@ def messages(total: int, seed: int = 2) -> Iterator[tuple[str, bytes]]:
 
 async def through_nats(total: int, work: Path, trees: list[Tree], roll: int) -> list[Result]:
     """Each tree's archiver, as its own process, over the same stored backlog."""
-    server = NatsServer(state_dir=work / "nats")
-    server.start()
-    try:
-        nc = await connect(server.url, name="bench-archive")
-        js = nc.jetstream(publish_async_max_pending=2000)
-        await ensure_stream(js)
-        start = time.perf_counter()
-        count, size = await fill(js, messages(total))
-        print(f"stored {total:,} events in {count:,} messages ({size / total:.0f} B/event) "
-              f"in {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
-        results = []
+    results = []
+    async with stored(work, messages(total), total) as (js, url):
         for i, tree in enumerate(trees):
             out = work / f"nats-archive-{i}"
             # Rolls by size; the last window waits 1 s, not the default 30 s.
             args = ["--dir", str(out), "--no-alerts", "--roll-events", str(roll),
                     "--roll-seconds", "1"]  # fmt: skip
-            r = await drain(js, server.url, tree, "archive", args, total, work, cpu=consumer_cpu())
+            r = await drain(js, url, tree, "archive", args, total, work, cpu=consumer_cpu())
             rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in layout.files(out))
-            r.note = f"{rows:,} rows"
             if rows != total:
                 raise SystemExit(f"archive ({tree.label}) wrote {rows:,} rows of {total:,}")
             print(table([r], ""), flush=True)
             shutil.rmtree(out, ignore_errors=True)
             results.append(r)
-        await nc.close()
-        return results
-    finally:
-        server.stop()
+    return results
 
 
 def timed(fn: Any, repeat: int = 3) -> tuple[float, Any]:
@@ -204,14 +195,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=500_000,
                    help="events archived in process, then queried (default 500k; 0 skips)")
-    p.add_argument("--nats-events", type=int, default=1_000_000,
-                   help="events of the backlog stored in NATS for the consumer runs "
-                   "(default 1M; the issue's figure is 10M; 0 skips)")
-    p.add_argument("--before", default="main", metavar="REF",
-                   help="also run this git revision's archiver on the same backlog, first "
-                   "(default main; '' for this branch only)")
+    add_flags(p, "archiver")
     p.add_argument("--roll-events", type=int, default=200_000, help="events per commit window")
-    p.add_argument("--dir", type=Path, help="work here (kept); default: a temporary folder")
     p.add_argument("--reuse", action="store_true",
                    help="with --dir: keep the archive already there, time the queries only")
     args = p.parse_args()

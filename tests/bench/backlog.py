@@ -17,6 +17,7 @@ each run, so the next one reads the same stored messages from the start.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -25,13 +26,15 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from snoopbus.proto import STREAM_NAME
+from snoopbus.collector.natsd import NatsServer
+from snoopbus.proto import STREAM_NAME, connect, ensure_stream
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = ("proto", "collector", "consumers")  # pyproject's package-dir
@@ -80,6 +83,29 @@ class Tree:
         subprocess.run(["rm", "-rf", str(self.shim.parent)], check=False)
 
 
+@asynccontextmanager
+async def stored(
+    work: Path, messages: Iterable[tuple[str, bytes]], total: int
+) -> AsyncIterator[tuple[JetStreamContext, str]]:
+    """A private nats-server holding `messages` (`total` events): (js, its url)."""
+    server = NatsServer(state_dir=work / "nats")
+    server.start()
+    try:
+        nc = await connect(server.url, name="bench-backlog")
+        js = nc.jetstream(publish_async_max_pending=2000)
+        await ensure_stream(js)
+        start = time.perf_counter()
+        count, size = await fill(js, messages)
+        print(f"stored {total:,} events in {count:,} messages ({size / total:.0f} B/event) "
+              f"in {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
+        try:
+            yield js, server.url
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
 async def fill(js: JetStreamContext, messages: Iterable[tuple[str, bytes]]) -> tuple[int, int]:
     """Store every (subject, payload); (messages, bytes)."""
     count = size = 0
@@ -98,7 +124,6 @@ class Result:
     seconds: float
     cpu_s: float
     peak_rss_mb: float
-    note: str = ""
 
     @property
     def rate(self) -> float:
@@ -189,6 +214,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def add_flags(parser: argparse.ArgumentParser, consumer: str) -> None:
+    """The backlog run's flags, the same for every consumer's benchmark."""
+    parser.add_argument("--nats-events", type=int, default=1_000_000,
+                        help="events of the backlog stored in NATS for the consumer runs "
+                        "(default 1M; the issue's figure is 10M; 0 skips)")  # fmt: skip
+    parser.add_argument("--before", default="main", metavar="REF",
+                        help=f"also run this git revision's {consumer} on the same backlog, "
+                        "first (default main; '' for this branch only)")  # fmt: skip
+    parser.add_argument("--dir", type=Path,
+                        help="work here (kept); default: a temporary folder")  # fmt: skip
 
 
 def consumer_cpu() -> int | None:
