@@ -258,7 +258,7 @@ class Runtime:
         self._held.pop(delivery, None)
         self.counters.failed += 1
         attempt, limit = delivery.attempt, self.settings.max_attempts
-        if attempt >= limit:
+        if attempt >= limit and not delivery.released:
             delivery.state = State.DEAD
             why = f"{reason} (attempt {attempt} of {limit})"
             await self._dead_letter(delivery.msg, "attempts", why)
@@ -273,6 +273,11 @@ class Runtime:
 
     async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         if delivery.settled:
+            return
+        if delivery.released:  # no payload left to file: the server redelivers it whole
+            log.error("%s: seq %d released by its handler, nak'd instead of dead-lettered: %s",
+                      self.durable, delivery.stream_seq, reason)  # fmt: skip
+            await self.nak(delivery, reason, None)
             return
         self._held.pop(delivery, None)
         delivery.state = State.DEAD

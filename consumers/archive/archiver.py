@@ -54,7 +54,7 @@ class Archiver(Consumer):
 
     def __init__(
         self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
-        roll_bytes: int = 48 << 20, retention: Retention | None = None,
+        roll_bytes: int = 32 << 20, retention: Retention | None = None,
         retention_every: float = 300.0, horizon: float = 120.0, alerts: bool = True,
         settings: Settings | None = None, gc_tuning: bool = True,
     ) -> None:  # fmt: skip
@@ -93,9 +93,9 @@ class Archiver(Consumer):
                        help="commit a file at least this often (default: 30)")
         a.add_argument("--roll-events", type=int, default=200_000, metavar="N",
                        help="commit once this many events are waiting (default: 200000)")
-        a.add_argument("--roll-mb", type=float, default=48.0, metavar="MB",
-                       help="commit once the open window holds this much: its rows as "
-                       "columns and the payloads it keeps unacked (default: 48)")
+        a.add_argument("--roll-mb", type=float, default=32.0, metavar="MB",
+                       help="commit once the open window holds this much memory: its "
+                       "rows as columns and the messages it keeps unacked (default: 32)")
         a.add_argument("--retain-days", type=int, metavar="N",
                        help="delete date partitions older than N days (UTC)")
         a.add_argument("--retain-gb", type=float, metavar="GB",
@@ -163,7 +163,7 @@ class Archiver(Consumer):
         await self._roll_if_full()
         for delivery in events:
             if delivery.state is State.HELD:
-                delivery.release()  # its rows are columns in the window now
+                delivery.release()  # its rows are columns in the window now; no payload kept
 
     def _add_deliveries(self, deliveries: list[Delivery]) -> list[tuple[Delivery, RowError]]:
         """Add the events of every delivery; the ones that cannot be stored, and why."""
@@ -242,7 +242,8 @@ class Archiver(Consumer):
         for part, table, ids in tables:
             window.buffer(part).add(table, ids)  # type: ignore[union-attr]  # an events part
         for delivery, new, waiting in plan:
-            self._attach(delivery, new, waiting, len(delivery.msg.data))
+            # Released at the end of handle(): a held message costs its Msg, not its payload.
+            self._attach(delivery, new, waiting, _HELD)
 
     def _add_alert(self, delivery: Delivery, alert: Mapping[str, Any]) -> None:
         msg = delivery.msg
@@ -304,7 +305,7 @@ class Archiver(Consumer):
         # Held messages past half the server's limit would soon stop deliveries
         # and leave the window waiting for the clock: commit instead.
         held_limit = max(1, self.settings.ack_pending_limit // 2)
-        if (w.rows >= self.roll_events or w.wire_bytes >= self.roll_bytes
+        if (w.rows >= self.roll_events or w.nbytes >= self.roll_bytes
                 or len(w.deliveries) >= held_limit):
             await self.flush()
 
@@ -382,6 +383,7 @@ class Archiver(Consumer):
 
 
 _NONE: frozenset[str] = frozenset()
+_HELD = 600  # bytes a held, released message still costs (Msg, Delivery, reply subject)
 
 
 def _table(rows: list[Any], maps: bool) -> pa.Table:

@@ -51,7 +51,7 @@ class Window:
     deliveries: list[Any] = field(default_factory=list)  # settled once committed
     ids: IdSets = field(default_factory=_id_sets)  # of the rows in `parts`
     rows: int = 0
-    wire_bytes: int = 0  # payloads of the held deliveries
+    wire_bytes: int = 0  # what the held deliveries cost (payloads, unless released)
     opened: float = field(default_factory=time.monotonic)
 
     def buffer(self, part: PartKey) -> Buffer:
@@ -81,7 +81,7 @@ class Window:
 
     @property
     def nbytes(self) -> int:
-        """The window's memory: its rows and the payloads it holds unacked."""
+        """The window's memory: its rows and the messages it holds unacked."""
         return self.row_bytes + self.wire_bytes
 
     def absorb(self, later: Window) -> None:
@@ -115,7 +115,7 @@ def message_key(msg: Any) -> MessageKey:
 class RecentIds:
     """Ids committed lately, forgotten after `horizon` seconds, or oldest first
     past `max_ids` or past `max_bytes` of memory (at full speed the bytes bind
-    first: 32 MiB hold ~300,000 ids of 15 characters, more than a window's, so
+    first: 24 MiB hold ~240,000 ids of 15 characters, a few windows' worth, so
     a restart still finds the ids of what its dead predecessor committed last;
     redeliveries within one process are caught by message, RecentMessages)."""
 
@@ -194,7 +194,7 @@ class RecentMessages:
 
     _COST = 160  # a key: its tuple, two ints, a datetime, a set slot
 
-    def __init__(self, horizon: float, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, horizon: float, max_bytes: int = 4 << 20) -> None:
         self.horizon = horizon
         self.max_bytes = max_bytes
         self._keys: set[MessageKey] = set()
@@ -225,7 +225,7 @@ class Writer:
 
     def __init__(
         self, root: Path, *, horizon: float = 120.0, max_ids: int = 2_000_000,
-        recent_bytes: int = 32 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
+        recent_bytes: int = 24 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
     ) -> None:  # fmt: skip
         self.root = root
         self.name = secrets.token_hex(4)  # this writer's mark in file names
