@@ -91,8 +91,12 @@ class EventBuilder:
         self.path_filter = path_filter
         self.filtered_in_user = 0
         # Secrets in argv never leave the host (collector/redact.py); the cache keeps
-        # the real argv, every event gets the masked one.
+        # the real argv, every event gets the masked one. One process's argv list
+        # is shown by its exec, its exit and its children's parent_argv: masked
+        # once, remembered by identity (the entry holds the list, so its id is not
+        # reused while remembered).
         self.redact = redact
+        self._masked: dict[int, tuple[list[str], list[str] | None]] = {}
         # Paths seen in another mount namespace, placed on the host (collector/mounts.py).
         self.host_paths = host_paths
         # proc maps of file events, shared by a thread's consecutive events:
@@ -141,7 +145,16 @@ class EventBuilder:
         return proc
 
     def _put_argv(self, proc: dict[str, Any], key: str, argv: list[str]) -> None:
-        masked = self.redact(argv) if self.redact is not None else None
+        masked = None
+        if self.redact is not None:
+            known = self._masked.get(id(argv))
+            if known is not None and known[0] is argv:
+                masked = known[1]
+            else:
+                masked = self.redact(argv)
+                if len(self._masked) >= 1024:  # 8 KiB argvs: at most ~8 MiB kept
+                    self._masked.clear()
+                self._masked[id(argv)] = (argv, masked)
         if masked is None:
             proc[key] = argv
         else:
@@ -293,6 +306,9 @@ class EventBuilder:
             return None
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
+            # Filtered out, but an open still puts a new file behind its fd number.
+            self._track(kind, pid, fd, None if flags & F_NO_RET else ret,
+                        bool(flags & F_CLOEXEC), [])
             return []
         info = self.cache.lookup(pid, ppid, cg)
         proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))

@@ -5,6 +5,11 @@ what JetStream says about each durable (lag), and keeps only small rolling
 summaries, so `up` stays cheap while the collector publishes 100k events/s:
 events are counted from the msgpack array header without decoding, and only
 a few messages a second are decoded for the top-processes table.
+
+Everything shown that came from the bus or from a child (subjects, host
+names, alert titles, paths, comm, loss reasons, log lines) goes through
+`printable` and into rich as `Text`, never as a markup string: an escape
+sequence or a `[red]` in a file name is shown as written, not obeyed.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from snoopbus.consumers.lines import clock, printable
+from snoopbus.consumers.lines import clock, printable, shown, submap
 from snoopbus.proto import DecodeError, SchemaError, decode_batch
 
 RATE_WINDOW = 5  # s of history behind "events/s"
@@ -101,11 +106,12 @@ class LiveState:
             return
         for ev in events:
             proc = ev.get("proc") or {}
-            key = (printable(str(proc.get("comm", "?"))), int(proc.get("pid", 0)))
+            pid = proc.get("pid", 0)
+            key = (shown(proc.get("comm", "?")), pid if isinstance(pid, int) else 0)
             self.top[key] += 1
             path = (ev.get("file") or {}).get("path")
             if path:
-                self.last_path[key] = printable(str(path))
+                self.last_path[key] = shown(path)
         if len(self.top) > 5000:  # bounded: keep the busiest
             self.top = Counter(dict(self.top.most_common(500)))
             self.last_path = {k: v for k, v in self.last_path.items() if k in self.top}
@@ -156,8 +162,9 @@ class LiveState:
         now = time.monotonic() if now is None else now
         up = int(now - self.started)
         head = Text.assemble(
-            ("snoopbus up", "bold"), f"  host {self.host} · {self.url} · up "
-            f"{up // 3600:02d}:{up % 3600 // 60:02d}:{up % 60:02d} · state {self.state_dir}",
+            ("snoopbus up", "bold"), f"  host {printable(self.host)} · {printable(self.url)} · up "
+            f"{up // 3600:02d}:{up % 3600 // 60:02d}:{up % 60:02d} · "
+            f"state {printable(self.state_dir)}",
             no_wrap=True, overflow="ellipsis",
         )  # fmt: skip
         if self.collector_ready_s is None:
@@ -176,11 +183,11 @@ class LiveState:
         grid.add_row(self._rates_table(now), Group(self._children_table(), self._loss_line()))
         return Group(
             head, progress,
-            *(Text(note, style="magenta", no_wrap=True, overflow="ellipsis")
+            *(Text(printable(note), style="magenta", no_wrap=True, overflow="ellipsis")
               for note in self.notes),
             grid, self._top_table(), self._alerts_panel(),
             Text("Ctrl-C stops everything · `snoopbus tail` in another terminal for every event"
-                 f" · child logs in {self.state_dir}/logs", style="dim"),
+                 f" · child logs in {printable(self.state_dir)}/logs", style="dim"),
         )  # fmt: skip
 
     def _rates_table(self, now: float) -> Table:
@@ -190,7 +197,7 @@ class LiveState:
         t.add_column("total", justify="right")
         rates = self.rates(now)
         for type_, total in sorted(self.totals.items(), key=lambda kv: -kv[1])[:12]:
-            t.add_row(type_, f"{rates.get(type_, 0.0):,.1f}", f"{total:,}")
+            t.add_row(Text(printable(type_)), f"{rates.get(type_, 0.0):,.1f}", f"{total:,}")
         if not self.totals:
             t.add_row("(none yet)", "", "")
         return t
@@ -208,13 +215,14 @@ class LiveState:
             if acking > 0:
                 lag += f" (+{acking} unacked)"
             style = "green" if c.state == "running" else "yellow"
-            t.add_row(c.name, str(c.pid or ""), Text(c.state, style=style), str(c.restarts), lag)
+            t.add_row(Text(c.name), str(c.pid or ""), Text(c.state, style=style), str(c.restarts),
+                      lag)  # fmt: skip
         return t
 
     def _loss_line(self) -> Text:
         if not self.lost_total:
             return Text("loss: none", style="green")
-        parts = ", ".join(f"{k}={v:,}" for k, v in sorted(self.lost.items()) if v)
+        parts = ", ".join(f"{printable(k)}={v:,}" for k, v in sorted(self.lost.items()) if v)
         return Text(f"loss: {self.lost_total:,} events ({parts})", style="bold red")
 
     def _top_table(self) -> Table:
@@ -228,7 +236,7 @@ class LiveState:
         t.add_column("file events", justify="right", no_wrap=True, min_width=11)
         t.add_column("last path", overflow="ellipsis", no_wrap=True, ratio=1)
         for (comm, pid), n in self.top.most_common(5):
-            t.add_row(comm, str(pid), f"{n:,}", self.last_path.get((comm, pid), ""))
+            t.add_row(Text(comm), str(pid), f"{n:,}", Text(self.last_path.get((comm, pid), "")))
         if not self.top:
             t.add_row("(no file events yet)", "", "", "")
         return t
@@ -236,13 +244,13 @@ class LiveState:
     def _alerts_panel(self) -> Panel:
         lines = Text()
         for alert in reversed(self.alerts):
-            level = str(alert.get("level", "?"))
-            rule = (alert.get("rule") or {}).get("title", "?")
-            proc = ((alert.get("event") or {}).get("proc") or {})
-            lines.append(f"{clock(int(alert.get('ts', 0)))} ")
+            level = shown(alert.get("level", "?"))
+            rule = shown(submap(alert, "rule").get("title", "?"))
+            proc = submap(submap(alert, "event"), "proc")
+            lines.append(f"{clock(alert.get('ts', 0))} ")
             lines.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
-            lines.append(f" {rule}  pid={proc.get('pid', '?')} "
-                         f"{printable(str(proc.get('exe', '')))}\n")  # fmt: skip
+            lines.append(f" {rule}  pid={shown(proc.get('pid', '?'))} "
+                         f"{shown(proc.get('exe', ''))}\n")  # fmt: skip
         if not self.alerts:
             lines.append("no alerts yet", style="dim")
         lines.rstrip()

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -262,6 +263,30 @@ def check_metrics_ports(cfg: StackConfig) -> None:
                 ) from None
 
 
+def secure_state_dir(path: Path) -> None:
+    """The state folder, created or tightened to 0700 and ours: it holds the
+    NATS store (every event), the archive and the logs.
+
+    A folder (or a symbolic link to one) that another user owns is refused:
+    they could read or swap what `up` writes there, and following their link
+    would chmod whatever it points to.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    me = os.geteuid()
+    link, st = os.lstat(path), os.stat(path)
+    owner = link.st_uid if stat.S_ISLNK(link.st_mode) and link.st_uid != me else st.st_uid
+    if owner != me:
+        raise StackError(
+            f"state folder {path} belongs to uid {owner}, not {me}: another user could read "
+            "or change the stack's data there; remove it, or pick another with --state-dir "
+            "or [up] state_dir"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise StackError(f"state folder {path} is not a folder: pick another with --state-dir")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
 def use_live_view(mode: str) -> bool:
     return mode == "on" or (mode == "auto" and sys.stdout.isatty())
 
@@ -287,6 +312,7 @@ async def _run_stack(cfg: StackConfig) -> int:
             f"port {cfg.port} is in use by something that is not a NATS server with "
             "JetStream: free it, or pick another with --port or [up] port"
         )
+    secure_state_dir(cfg.state_dir)
     say = _say(live)
     if state is True:
         url = f"nats://127.0.0.1:{cfg.port}"
@@ -396,7 +422,7 @@ async def watch_bus(
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
-    from snoopbus.consumers.lines import format_alert, printable
+    from snoopbus.consumers.lines import format_alert, shown
 
     try:
         nc: Client = await connect(url, name="snoopbus-up")
@@ -425,11 +451,11 @@ async def watch_bus(
         was_ready = view.collector_ready_s is not None
         was_stalled = view.stalled is not None
         view.on_meta(what, body)
+        host = shown(body.get("host", "?"))
         if not live and not was_ready and view.collector_ready_s is not None:
-            print(f"snoopbus: collector ready on {body.get('host', '?')} "
+            print(f"snoopbus: collector ready on {host} "
                   f"in {view.collector_ready_s:.2f}s", flush=True)  # fmt: skip
         stall = view.stall_line()
-        host = printable(str(body.get("host", "?")))
         if not live and was_stalled != (stall is not None) and body.get("state") != "stopped":
             print(f"snoopbus: {stall} on {host}" if stall is not None
                   else f"snoopbus: collector publishing again on {host}", flush=True)

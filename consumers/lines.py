@@ -1,90 +1,104 @@
-"""One readable line per event, for `snoopbus tail` (pure, unit-tested)."""
+"""One readable line per event, for `snoopbus tail` (pure, unit-tested).
+
+Every value that came from the bus goes through `printable` (consumers/printable.py)
+before it reaches the line: host names, alert titles and levels, paths,
+argv, comm. Only the numbers and the colours added here are not escaped.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import time
 from collections.abc import Mapping
 from typing import Any
 
-# Control characters and surrogate-escaped bytes would corrupt a terminal line.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+from snoopbus.consumers.printable import printable
+
+__all__ = ["clock", "colour_alert", "colour_event", "command_line", "format_alert",
+           "format_event", "printable", "shown", "submap", "to_json"]  # fmt: skip
 
 
-def _escape_char(m: re.Match[str]) -> str:
-    ch = m.group()
-    code = ord(ch) - 0xDC00 if ch >= "\udc80" else ord(ch)
-    return f"\\x{code:02x}"
+def shown(value: object) -> str:
+    """Any value as it may appear on a line: text escaped, numbers as they are."""
+    return printable(value if isinstance(value, str) else str(value))
 
 
-def printable(text: str) -> str:
-    return _UNPRINTABLE.sub(_escape_char, text)
+def submap(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """obj[key] when it is a map, else {}: an alert has no schema to vouch for it."""
+    value = obj.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
-def command_line(argv: list[str]) -> str:
-    return " ".join(shlex.quote(printable(a)) for a in argv)
+def command_line(argv: list[Any]) -> str:
+    return " ".join(shlex.quote(shown(a)) for a in argv)
 
 
-def clock(ts_ns: int) -> str:
+def clock(ts_ns: object) -> str:
+    if not isinstance(ts_ns, int):
+        return "??:??:??.???"
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%H:%M:%S", time.localtime(secs)) + f".{ns // 1_000_000:03d}"
+    try:
+        day = time.strftime("%H:%M:%S", time.localtime(secs))
+    except (OverflowError, OSError, ValueError):  # a forged time far out of range
+        return "??:??:??.???"
+    return f"{day}.{ns // 1_000_000:03d}"
 
 
 def format_event(ev: Mapping[str, Any]) -> str:
     proc = ev.get("proc") or {}
     file = ev.get("file") or {}
-    type_ = ev.get("type", "?")
-    who = f"pid={proc.get('pid', '?')} comm={printable(str(proc.get('comm', '?')))}"
-    head = f"{clock(int(ev.get('ts', 0)))} {ev.get('host', '?')} {type_:<11} {who}"
+    type_ = shown(ev.get("type", "?"))
+    who = f"pid={shown(proc.get('pid', '?'))} comm={shown(proc.get('comm', '?'))}"
+    head = f"{clock(ev.get('ts', 0))} {shown(ev.get('host', '?'))} {type_:<11} {who}"
     if type_ == "exec":
         argv = proc.get("argv") or []
-        cmd = command_line(argv) if argv else printable(proc.get("exe", "?"))
+        cmd = command_line(argv) if argv else shown(proc.get("exe", "?"))
         trunc = " [argv truncated]" if proc.get("argv_truncated") else ""
-        exe, cwd = printable(proc.get("exe", "?")), printable(proc.get("cwd", "?"))
+        exe, cwd = shown(proc.get("exe", "?")), shown(proc.get("cwd", "?"))
         return (
-            f"{head} ppid={proc.get('ppid', '?')} uid={proc.get('uid', '?')} "
+            f"{head} ppid={shown(proc.get('ppid', '?'))} uid={shown(proc.get('uid', '?'))} "
             f"{exe}: {cmd}{trunc} (cwd {cwd})"
         )
     if type_ == "exit":
-        sig = f" signal={ev['signal']}" if "signal" in ev else ""
-        return f"{head} code={ev.get('exit_code', '?')}{sig} {printable(proc.get('exe', ''))}"
-    path = printable(str(file.get("path", "?")))
+        sig = f" signal={shown(ev['signal'])}" if "signal" in ev else ""
+        return f"{head} code={shown(ev.get('exit_code', '?'))}{sig} {shown(proc.get('exe', ''))}"
+    path = shown(file.get("path", "?"))
     if "old_path" in file:
-        path = f"{printable(str(file['old_path']))} → {path}"
+        path = f"{shown(file['old_path'])} → {path}"
     if "target" in file:
-        path = f"{path} -> {printable(str(file['target']))}"
-    extra = f" cookie={ev['cookie']}" if "cookie" in ev else ""
-    if "ret" in ev and ev["ret"] < 0:
+        path = f"{path} -> {shown(file['target'])}"
+    extra = f" cookie={shown(ev['cookie'])}" if "cookie" in ev else ""
+    if isinstance(ev.get("ret"), int) and ev["ret"] < 0:
         extra += f" ret={ev['ret']}"
     return f"{head} {path}{extra}"
 
 
 def to_json(ev: Mapping[str, Any]) -> str:
     # Non-UTF-8 bytes stay as surrogate escapes (\udcXX): lossless, valid JSON.
+    # ensure_ascii also escapes every control and format character (ESC, U+2028,
+    # bidi overrides): a JSON line printed on a terminal is as safe as a text line.
     return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=repr)
 
 
 def format_alert(alert: Mapping[str, Any]) -> str:
     """One line per alert: time, host, level, rule, ATT&CK ids, what matched, the process."""
-    rule = alert.get("rule") or {}
-    event = alert.get("event") or {}
-    proc = event.get("proc") or {}
-    file = event.get("file") or {}
-    attack = [t.removeprefix("attack.").upper() for t in rule.get("tags", [])
-              if t.startswith("attack.t")]  # fmt: skip
-    what = command_line(proc["argv"]) if proc.get("argv") else printable(str(proc.get("exe", "?")))
+    rule, event = submap(alert, "rule"), submap(alert, "event")
+    proc, file = submap(event, "proc"), submap(event, "file")
+    attack = [shown(t).removeprefix("attack.").upper() for t in rule.get("tags", [])
+              if str(t).startswith("attack.t")]  # fmt: skip
+    what = command_line(proc["argv"]) if proc.get("argv") else shown(proc.get("exe", "?"))
     if file.get("path"):
-        what = f"{printable(str(proc.get('exe', '?')))} {event.get('type', '?')} "
-        what += printable(str(file["path"]))
-    count = alert.get("count", 1)
+        what = f"{shown(proc.get('exe', '?'))} {shown(event.get('type', '?'))} "
+        what += shown(file["path"])
+    count = shown(alert.get("count", 1))
+    selections = ", ".join(shown(s) for s in alert.get("selections", []))
     return (
-        f"{clock(int(alert.get('ts', 0)))} {alert.get('host', '?')} "
-        f"{str(alert.get('level', '?')).upper():<8} {rule.get('title', '?')}"
+        f"{clock(alert.get('ts', 0))} {shown(alert.get('host', '?'))} "
+        f"{shown(alert.get('level', '?')).upper():<8} {shown(rule.get('title', '?'))}"
         f"{' [' + ','.join(attack) + ']' if attack else ''}"
-        f" ({', '.join(alert.get('selections', []))})"
-        f" pid={proc.get('pid', '?')}: {what}"
+        f" ({selections})"
+        f" pid={shown(proc.get('pid', '?'))}: {what}"
         f"{f' (x{count} folded)' if alert.get('folded') else ''}"
     )
 

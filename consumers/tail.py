@@ -4,6 +4,12 @@ On a terminal each event is one coloured line (renamed events as `old → new`,
 alerts highlighted in their level's colour); `--json` prints one JSON object
 per line instead. Filters: --type and --host narrow the subscription itself;
 --path (glob), --pid and --comm are checked on each event.
+
+It reads the JetStream stream from the moment it starts, through an ordered
+consumer (consumers/follow.py), not a core subscription: a slow terminal or
+pipe makes it lag, never lose messages; what the stream itself dropped before
+tail got to it is counted and said on stderr. Every value shown is escaped
+(consumers/printable.py): the terminal obeys no sequence an event carries.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from snoopbus.consumers.alert.wire import decode_alert
+from snoopbus.consumers.follow import Follower, FollowError
 from snoopbus.consumers.lines import (
     colour_alert,
     colour_event,
     format_alert,
     format_event,
+    printable,
+    submap,
     to_json,
 )
 from snoopbus.proto import (
@@ -130,35 +139,62 @@ async def tail(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    out = sys.stdout
+    follower = Follower(nc.jetstream(), subjects)
+    reported = 0
+    try:
+        await follower.start()
+        while not stop.is_set():
+            msgs = await follower.fetch(wait=0.5)
+            text = "".join(render(msg.subject, msg.data, as_json, match, colour) for msg in msgs)
+            if text:
+                # In a thread: a terminal or pipe that is slow to take the lines
+                # holds back the next fetch, never the connection (pings, acks).
+                await asyncio.to_thread(_write, sys.stdout, text)
+            if follower.stats.missed > reported:
+                _say_missed(follower.stats.missed - reported, follower.stats.missed)
+                reported = follower.stats.missed
+    finally:
+        await follower.close()
+        await nc.drain()
+    if reported:
+        print(f"snoopbus tail: missed {reported} messages in all (dropped by the stream "
+              "before tail read them)", file=sys.stderr)  # fmt: skip
 
-    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-        try:
-            if msg.subject.startswith(alerts_filter().removesuffix("*.*")):
-                alert = decode_alert(msg.data)  # one map per message, not a batch
-                if match(alert.get("event") or {}):
-                    line = to_json(alert) if as_json else format_alert(alert)
-                    out.write((colour_alert(line, alert) if colour else line) + "\n")
-                    out.flush()
-                return
-            events = decode_batch(msg.data)
-        except (DecodeError, SchemaError) as exc:
-            print(f"{msg.subject}: undecodable message: {exc}", file=sys.stderr)
-            return
-        for ev in events:
-            if not match(ev):
-                continue
-            if as_json:
-                out.write(to_json(ev) + "\n")
-            else:
-                line = format_event(ev)
-                out.write((colour_event(line, ev) if colour else line) + "\n")
-        out.flush()
 
-    for subject in subjects:
-        await nc.subscribe(subject, cb=on_msg)
-    await stop.wait()
-    await nc.drain()
+def render(subject: str, data: bytes, as_json: bool, match: Match, colour: bool) -> str:
+    """The lines for one message (empty when nothing matches); bad ones go to stderr."""
+    try:
+        if subject.startswith(alerts_filter().removesuffix("*.*")):
+            alert = decode_alert(data)  # one map per message, not a batch
+            if not match(submap(alert, "event")):
+                return ""
+            line = to_json(alert) if as_json else format_alert(alert)
+            return (colour_alert(line, alert) if colour else line) + "\n"
+        events = decode_batch(data)
+    except (DecodeError, SchemaError) as exc:
+        print(printable(f"{subject}: undecodable message: {exc}"), file=sys.stderr)
+        return ""
+    lines = []
+    for ev in events:
+        if not match(ev):
+            continue
+        if as_json:
+            lines.append(to_json(ev) + "\n")
+        else:
+            line = format_event(ev)
+            lines.append((colour_event(line, ev) if colour else line) + "\n")
+    return "".join(lines)
+
+
+def _write(out: TextIO, text: str) -> None:
+    out.write(text)
+    out.flush()
+
+
+def _say_missed(now: int, total: int) -> None:
+    print(f"snoopbus tail: {now} messages were dropped by the stream (its retention limits) "
+          f"before tail read them: tail is slower than the events come ({total} in all)",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, SubjectError) as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2
-    except BusUnavailable as exc:
+    except (BusUnavailable, FollowError) as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

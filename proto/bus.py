@@ -342,7 +342,7 @@ async def ensure_stream(
             # Another process created it between our lookup and add: use theirs.
             info = await js.stream_info(name)
     have = list(info.config.subjects or [])
-    missing = [s for s in wanted if not any(_covers(h, s) for h in have)]
+    missing = [s for s in wanted if not any(covers(h, s) for h in have)]
     if missing:
         info.config.subjects = have + missing
         info = await js.update_stream(info.config)
@@ -350,7 +350,7 @@ async def ensure_stream(
     return info
 
 
-def _covers(pattern: str, subject: str) -> bool:
+def covers(pattern: str, subject: str) -> bool:
     """Whether NATS filter `pattern` matches every subject that `subject` (maybe a filter) does."""
     p, s = pattern.split("."), subject.split(".")
     for i, tok in enumerate(p):

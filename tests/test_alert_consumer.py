@@ -279,8 +279,9 @@ async def test_webhook_gives_up_on_a_client_error_and_after_the_retries(
 
 
 async def test_tail_alerts_prints_them_readably(
-    nats_server: NatsServer, nc: Client, tmp_path: Path
+    nats_server: NatsServer, nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> None:
+    await ensure_stream(js)  # tail reads the stream, as the collector creates it
     out = tmp_path / "tail.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(

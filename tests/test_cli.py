@@ -9,9 +9,10 @@ import sys
 
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.proto import encode_batch, event_subject
+from snoopbus.proto import encode_batch, ensure_stream, event_subject
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 
@@ -63,8 +64,9 @@ def test_bad_limits_are_rejected_before_anything_starts() -> None:
 
 
 async def test_tail_reports_a_malformed_message_and_keeps_going(
-    nats_server: NatsServer, nc: Client
+    nats_server: NatsServer, nc: Client, js: JetStreamContext
 ) -> None:
+    await ensure_stream(js)  # tail reads the stream, as the collector creates it
     proc = await asyncio.create_subprocess_exec(
         *SNOOPBUS, "tail", "--nats", nats_server.url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.cef import ext_value, header, render_cef
 from snoopbus.consumers.forward.syslog import header_field, param_value, render_5424
-from snoopbus.consumers.forward.text import display
+from snoopbus.consumers.printable import UNSAFE, printable
 from tests.test_forward_receivers import (
     dead_letters,
     forwarding,
@@ -105,8 +105,13 @@ def cut(text: str, limit: int) -> str:
 
 def test_param_value_escapes_exactly_quote_backslash_bracket() -> None:
     assert param_value('a"b\\c]d') == 'a\\"b\\\\c\\]d'
-    for keep in ("=", "|", "\n", "\r", "\t", "[", "'"):
+    for keep in ("=", "|", "[", "'", "é"):
         assert param_value(f"x{keep}y") == f"x{keep}y"
+    # A line break, or any control, would end the record for a line-based
+    # receiver: shown as \xNN, whose backslash is escaped in turn.
+    for ch, shown in (("\n", "\\x0a"), ("\r", "\\x0d"), ("\t", "\\x09"), ("\x00", "\\x00"),
+                      ("\x85", "\\x85"), ("\u2028", "\\u2028"), ("\u202e", "\\u202e")):
+        assert param_value(f"x{ch}y") == f"x\\{shown}y"
     assert param_value(NON_UTF8) == "caf\\\\xe9\\\\xff"  # \xNN, its backslash escaped
     assert param_value("x" * 20, limit=10) == "xxxxxxx..."
 
@@ -124,12 +129,12 @@ def test_5424_round_trips_hostile_values(hostile: str) -> None:
     event["file"].update(path=f"/tmp/{hostile}", old_path=f"/tmp/old{hostile}")
     line = render_5424(Item("event", event, 0, "s"), 8192)
     parsed = parse_5424(line)
-    assert parsed.sd["proc@32473"]["exe"] == display(f"/bin/{hostile}")
-    assert parsed.sd["proc@32473"]["argv"] == display(f"{hostile} x")
-    assert parsed.sd["file@32473"]["path"] == display(f"/tmp/{hostile}")
-    assert parsed.sd["file@32473"]["old_path"] == display(f"/tmp/old{hostile}")
+    assert parsed.sd["proc@32473"]["exe"] == printable(f"/bin/{hostile}")
+    assert parsed.sd["proc@32473"]["argv"] == printable(f"{hostile} x")
+    assert parsed.sd["file@32473"]["path"] == printable(f"/tmp/{hostile}")
+    assert parsed.sd["file@32473"]["old_path"] == printable(f"/tmp/old{hostile}")
     assert parsed.hostname == header_field(f"h {hostile}", 255)
-    assert "\n" not in parsed.msg and "\r" not in parsed.msg  # the MSG stays one line
+    assert not UNSAFE.search(line.removeprefix("\ufeff").replace("\ufeff", ""))  # one line
 
 
 def test_5424_alert_has_rule_and_severity() -> None:
@@ -169,9 +174,10 @@ def parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
 
 def test_cef_escaping_per_spec() -> None:
     assert header("a|b\\c") == "a\\|b\\\\c"
-    assert header("two\nlines\r") == "two lines "
+    assert header("two\nlines\r") == "two\\\\x0alines\\\\x0d"
     assert header("eq=ok") == "eq=ok"
-    assert ext_value("a=b\\c|d\ne\rf") == "a\\=b\\\\c|d\\ne\\rf"
+    assert ext_value("a=b\\c|d\ne\rf") == "a\\=b\\\\c|d\\\\x0ae\\\\x0df"
+    assert ext_value("esc\x1b[2J\u202e") == "esc\\\\x1b[2J\\\\u202e"
     assert ext_value(NON_UTF8) == "caf\\\\xe9\\\\xff"
 
 
@@ -184,12 +190,12 @@ def test_cef_round_trips_hostile_values(hostile: str) -> None:
     raw["event"]["file"] = {"path": f"/p/{hostile} x=1"}
     header_fields, ext = parse_cef(render_cef(Item("alert", parse_alert(raw), 0, "s")))
     assert header_fields[:4] == ["CEF:0", "snoopbus", "snoopbus", header_fields[3]]
-    assert header_fields[4] == display(f"id|{hostile}").replace("\n", " ").replace("\r", " ")
-    assert header_fields[5] == display(f"title {hostile}").replace("\n", " ").replace("\r", " ")
+    assert header_fields[4] == printable(f"id|{hostile}")
+    assert header_fields[5] == printable(f"title {hostile}")
     assert header_fields[6] == "8"
-    assert ext["cs1"] == display(f"{hostile} k=v")
-    assert ext["cs3"] == display(f"/w/{hostile}")
-    assert ext["filePath"] == display(f"/p/{hostile} x=1")
+    assert ext["cs1"] == printable(f"{hostile} k=v")
+    assert ext["cs3"] == printable(f"/w/{hostile}")
+    assert ext["filePath"] == printable(f"/p/{hostile} x=1")
     assert ext["dvchost"] == "h1" and ext["cs1Label"] == "commandLine"
 
 
@@ -220,6 +226,9 @@ class Rsyslog:
     udp: int
     tls: int | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # Off: control characters are written to the file as received, as a
+    # receiver that does not clean up after its senders would keep them.
+    escape_control: bool = True
 
     @property
     def out(self) -> Path:
@@ -236,7 +245,8 @@ module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.
 input(type="imtcp" port="{self.tls}" address="127.0.0.1")
 """  # fmt: skip
         conf.write_text(f"""
-global(workDirectory="{self.dir}" maxMessageSize="64k" net.enableDNS="off")
+global(workDirectory="{self.dir}" maxMessageSize="64k" net.enableDNS="off"
+       parser.escapeControlCharactersOnReceive="{'on' if self.escape_control else 'off'}")
 module(load="imptcp")
 module(load="imudp")
 input(type="imptcp" port="{self.tcp}" address="127.0.0.1")
@@ -359,9 +369,9 @@ async def test_rsyslog_receives_rfc5424(nc, js, rsyslog: Rsyslog, transport: str
         m = got[event["id"]]
         assert m.app == "snoopbus" and m.msgid == "renamed" and m.hostname == "h1"
         assert m.procid == str(event["proc"]["pid"])
-        assert m.sd["file@32473"]["path"] == display(event["file"]["path"])
+        assert m.sd["file@32473"]["path"] == printable(event["file"]["path"])
         argv = " ".join(event["proc"]["argv"])
-        assert m.sd["proc@32473"]["argv"] == cut(display(argv), 4000)
+        assert m.sd["proc@32473"]["argv"] == cut(printable(argv), 4000)
     assert got["rule-1:inst-7"].pri == 13 * 8 + 2
 
 
@@ -374,7 +384,7 @@ async def test_cef_over_syslog_reaches_rsyslog(nc, js, rsyslog: Rsyslog) -> None
         assert m.msgid == "CEF" and m.sd == {}
         fields, ext = parse_cef(m.msg)
         assert fields[0] == "CEF:0" and ext["act"] == "renamed"
-        assert ext["filePath"] in (display(f"/tmp/{HOSTILE[0]}"), display(f"/tmp/{HOSTILE[4]}"))
+        assert ext["filePath"] in (printable(f"/tmp/{HOSTILE[0]}"), printable(f"/tmp/{HOSTILE[4]}"))
 
 
 @needs_rsyslog
@@ -411,11 +421,12 @@ def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
     event = make_event(1, "renamed")
     event["proc"].update(exe=value, argv=[other, value], cwd=other)
     event["file"].update(path=value, old_path=other)
-    parsed = parse_5424(render_5424(Item("event", event, 0, "s"), 8192))
-    assert parsed.sd["proc@32473"]["exe"] == display(value)
-    assert parsed.sd["proc@32473"]["argv"] == display(f"{other} {value}")
-    assert parsed.sd["file@32473"]["old_path"] == display(other)
-    assert "\n" not in parsed.msg and "\r" not in parsed.msg
+    line = render_5424(Item("event", event, 0, "s"), 8192)
+    parsed = parse_5424(line)
+    assert parsed.sd["proc@32473"]["exe"] == printable(value)
+    assert parsed.sd["proc@32473"]["argv"] == printable(f"{other} {value}")
+    assert parsed.sd["file@32473"]["old_path"] == printable(other)
+    assert not UNSAFE.search(line.replace("\ufeff", ""))  # the BOM before MSG is ours
 
 
 @settings(max_examples=200, deadline=None)
@@ -424,9 +435,11 @@ def test_any_value_round_trips_through_cef(value: str, title: str) -> None:
     raw = make_alert(1)
     raw["rule"]["title"] = title
     raw["event"]["proc"].update(argv=[value], cwd=value)
-    fields, ext = parse_cef(render_cef(Item("alert", parse_alert(raw), 0, "s")))
-    assert fields[5] == display(title).replace("\r", " ").replace("\n", " ")
-    assert ext["cs1"] == display(value) and ext["cs3"] == display(value)
+    line = render_cef(Item("alert", parse_alert(raw), 0, "s"))
+    fields, ext = parse_cef(line)
+    assert fields[5] == printable(title)
+    assert ext["cs1"] == printable(value) and ext["cs3"] == printable(value)
+    assert not UNSAFE.search(line)
 
 
 @needs_rsyslog

@@ -780,7 +780,8 @@ async def test_forwarder_writes_null_for_nan_and_infinity(tmp_path: Path) -> Non
     out = tmp_path / "out.jsonl"
     await run_forwarder(out, [valid(exec_event(**{"x-f": [math.nan, math.inf, -math.inf, 1.5]}))])
     (line,) = out.read_text().splitlines()
-    assert strict_json(line)["x-f"] == [None, None, None, 1.5]
+    # An extension key lives under "extra" in snoopbus's JSON (jsonl.py).
+    assert strict_json(line)["extra"]["x-f"] == [None, None, None, 1.5]
 
 
 async def test_ids_a_nats_header_cannot_carry_are_refused_with_the_reason() -> None:

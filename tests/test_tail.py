@@ -11,12 +11,13 @@ import sys
 from functools import partial
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from snoopbus.collector.cli import build_parser
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.lines import colour_alert, colour_event, format_event
 from snoopbus.consumers.tail import Match, subjects, use_colour
-from snoopbus.proto import alert_subject, encode_batch, encode_map, event_subject
+from snoopbus.proto import alert_subject, encode_batch, encode_map, ensure_stream, event_subject
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 BASE = {"v": 1, "ts": 1_700_000_000_000_000_000, "host": "web1"}
@@ -64,8 +65,9 @@ def test_colour_only_adds_escapes_around_the_type_and_arrow() -> None:
 
 
 async def test_tail_filters_live_events_and_prints_alerts(
-    nats_server: NatsServer, nc: Client
+    nats_server: NatsServer, nc: Client, js: JetStreamContext
 ) -> None:
+    await ensure_stream(js)  # tail reads the stream, as the collector creates it
     proc = await asyncio.create_subprocess_exec(
         *SNOOPBUS, "tail", "--nats", nats_server.url, "--json", "--path", "/etc/**",
         "--comm", "vi",
@@ -95,7 +97,10 @@ async def test_tail_filters_live_events_and_prints_alerts(
     assert {d.get("id") or d["rule"]["title"] for d in lines} == {"t-2", "sshd config"}
 
 
-async def test_tail_on_a_terminal_is_coloured(nats_server: NatsServer, nc: Client) -> None:
+async def test_tail_on_a_terminal_is_coloured(
+    nats_server: NatsServer, nc: Client, js: JetStreamContext
+) -> None:
+    await ensure_stream(js)
     tmux = shutil.which("tmux")
     assert tmux, "tmux is not installed (make test installs it)"
     sock = f"snoopbus-tail-{secrets.token_hex(4)}"

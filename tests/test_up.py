@@ -76,6 +76,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     assert up.stdout is not None and up.stderr is not None
     try:
         await read_until(up.stdout, "started collector, rename, alert")
+        assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700  # NATS store, archive, logs
         nc = await nats.connect(f"nats://127.0.0.1:{port}")
         got: list[dict] = []
         arrived = asyncio.Event()

@@ -49,8 +49,12 @@ class Tmux:
         self.cols, self.rows = cols, rows
 
     def tmux(self, *args: str) -> str:
+        # env given explicitly: once anything in this process has imported readline,
+        # the C environment holds COLUMNS=80 LINES=24 (readline exports them), which
+        # a child started with env=None inherits; rich in `up` would then draw an
+        # 80x24 frame in the 140x50 pane and cut off its lower half.
         out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
-                             timeout=10)  # fmt: skip
+                             timeout=10, env=dict(os.environ))  # fmt: skip
         return out.stdout
 
     def start(self, command: str) -> int:

@@ -8,6 +8,10 @@ mount) nothing is acked: the window keeps its rows, the reason is logged, the
 commit is retried with back-off, and the server stops handing out messages
 once `max_ack_pending` are held. Nothing is lost, and writing resumes by
 itself when space returns.
+
+Files are 0640 and folders 0750, of the archiver's group or `--group`
+(`[consumer.archive] group`): the archive holds every user's argv, and only
+that group may read it (layout.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import grp
 import logging
+import os
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -42,6 +48,27 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _MAX_RETRY = 10.0
 
 
+def archive_group(name: str) -> int:
+    """--group: a group name or number the archiver can give its files to."""
+    try:
+        gid = int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {name!r} on this host") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise argparse.ArgumentTypeError(
+            f"the archiver (uid {os.geteuid()}) is not in group {name!r}, so it cannot give "
+            "its files to it: run it as root, or add its user to the group"
+        )
+    return gid
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 class Archiver(Consumer):
     name = "archive"
     description = "write every event and alert to Parquet files (date/host partitions)"
@@ -56,12 +83,12 @@ class Archiver(Consumer):
         self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
         roll_bytes: int = 32 << 20, retention: Retention | None = None,
         retention_every: float = 300.0, horizon: float = 120.0, alerts: bool = True,
-        settings: Settings | None = None, gc_tuning: bool = True,
+        settings: Settings | None = None, gc_tuning: bool = True, gid: int | None = None,
     ) -> None:  # fmt: skip
         if roll_seconds <= 0 or roll_events < 1 or roll_bytes < 1:
             raise ValueError("archive: roll limits must be positive")
         self.settings = settings or type(self).settings
-        self.writer = Writer(Path(root), horizon=horizon)
+        self.writer = Writer(Path(root), horizon=horizon, gid=gid)
         self.roll_seconds = roll_seconds
         self.roll_events = roll_events
         self.roll_bytes = roll_bytes
@@ -106,6 +133,9 @@ class Archiver(Consumer):
                        help="how long committed ids are remembered against "
                        "redelivery (default: 120)")
         a.add_argument("--no-alerts", action="store_true", help="archive events only")
+        a.add_argument("--group", type=archive_group, metavar="GROUP",
+                       help="group that may read the archive (files 0640, folders 0750; "
+                       "default: the archiver's own group, i.e. nobody else)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
@@ -115,7 +145,7 @@ class Archiver(Consumer):
             roll_bytes=int(args.roll_mb * (1 << 20)),
             retention=Retention(args.retain_days, retain_bytes),
             retention_every=args.retention_every, horizon=args.dedup_horizon,
-            alerts=not args.no_alerts, settings=settings,
+            alerts=not args.no_alerts, settings=settings, gid=args.group,
         )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------
@@ -125,9 +155,17 @@ class Archiver(Consumer):
             tune_gc()
         removed, recalled = await asyncio.to_thread(self.writer.recover)
         log.info(
-            "archive: writing to %s; removed %d temporary files, recalled %d recent ids",
-            self.writer.root, removed, recalled,
+            "archive: writing to %s (files %o, folders %o, group %s); removed %d temporary "
+            "files, recalled %d recent ids", self.writer.root, layout.FILE_MODE,
+            layout.DIR_MODE, group_name(self.writer.gid), removed, recalled,
         )  # fmt: skip
+        blocked = layout.unreachable(self.writer.root, self.writer.gid)
+        if blocked is not None and self.writer.gid != os.getegid():
+            log.warning(
+                "archive: members of group %s cannot reach %s: %s is closed to them; give "
+                "the group search permission there, or put the archive elsewhere "
+                "([consumer.archive] dir)", group_name(self.writer.gid), self.writer.root, blocked,
+            )  # fmt: skip
         await self._retain()
         self._ticker = asyncio.create_task(self._tick())
 

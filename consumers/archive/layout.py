@@ -9,12 +9,19 @@ A file is written as `.<name>.<pid>.tmp` next to its final place, fsynced,
 renamed, and its directory fsynced: readers never see a partial file
 (DuckDB's `*.parquet` glob and pyarrow, which skips dot-files, both ignore
 temporaries), and once the rename is on disk the file survives a power cut.
+
+The archive holds every user's command lines: files are 0640 and folders
+0750, all of the archive's group (the archiver's own unless configured), so
+other local users can neither read a file nor list the tree. Modes are set
+explicitly, whatever the umask; `secure_tree` brings an older tree (0644
+files in 0755 folders) into line at start.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +30,8 @@ from pathlib import Path
 from typing import Final
 
 KINDS: Final = ("events", "alerts")
+DIR_MODE: Final = 0o750
+FILE_MODE: Final = 0o640
 SUFFIX: Final = ".parquet"
 _TMP: Final = re.compile(r"^\..+\.(\d+)\.tmp$")
 _NAME: Final = re.compile(r"^(\d{20})-[0-9a-f]+-\d+\.parquet$")
@@ -88,8 +97,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(folder: Path) -> None:
-    """mkdir -p, fsyncing each parent that gained an entry (so the path survives a crash)."""
+def make_dirs(folder: Path, gid: int) -> None:
+    """mkdir -p (DIR_MODE, group `gid`), fsyncing each parent that gained an
+    entry (so the path survives a crash)."""
     missing: list[Path] = []
     p = folder
     while not p.exists():
@@ -97,21 +107,64 @@ def make_dirs(folder: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
+        _own(d, DIR_MODE, gid)
         fsync_dir(d.parent)
+
+
+def _own(path: Path | str, mode: int, gid: int) -> None:
+    os.chown(path, -1, gid)
+    os.chmod(path, mode)  # after chown, which may clear mode bits
+
+
+def secure_tree(root: Path, gid: int) -> int:
+    """`root` and every folder and file of the archive's own trees under it
+    (KINDS; nothing else a shared folder may hold) DIR_MODE or FILE_MODE, of
+    group `gid`; how many had to change. Symbolic links are left alone."""
+    entries: list[tuple[str, int]] = [(str(root), DIR_MODE)]
+    for kind in KINDS:
+        for dirpath, _, names in os.walk(root / kind):
+            entries.append((dirpath, DIR_MODE))
+            entries += [(os.path.join(dirpath, n), FILE_MODE) for n in names]
+    changed = 0
+    for path, mode in entries:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # a writer's temporary, just renamed
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if stat.S_IMODE(st.st_mode) != mode or st.st_gid != gid:
+            _own(path, mode, gid)
+            changed += 1
+    return changed
+
+
+def unreachable(root: Path, gid: int) -> Path | None:
+    """The first folder above `root` that members of group `gid` cannot enter
+    (no search permission for them), or None."""
+    for folder in root.resolve().parents:
+        st = folder.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        if not (mode & 0o001 or (st.st_gid == gid and mode & 0o010)):
+            return folder
+    return None
 
 
 def temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
-def write_durable_temp(final: Path, data: bytes | memoryview) -> Path:
-    """Write `data` to the temporary beside `final` and fsync it; the temp's path."""
+def write_durable_temp(final: Path, data: bytes | memoryview, gid: int) -> Path:
+    """Write `data` to the temporary beside `final` (FILE_MODE, group `gid`)
+    and fsync it; the temp's path."""
     tmp = temp_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, FILE_MODE)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

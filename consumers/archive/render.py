@@ -2,7 +2,10 @@
 
 Text that was not UTF-8 is shown with `\\xNN` for each bad byte in tables and
 CSV; JSON keeps it exactly as `\\udcNN` escapes (what Python's surrogateescape
-produces, so `json.loads` gives back the original str).
+produces, so `json.loads` gives back the original str). Tables and trees go
+to a terminal: every control, format and separator character there is
+escaped too (consumers/printable.py), and rich gets cells as Text, never
+markup, so a file named `[red]x` or `\\e]2;...` is shown as written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from snoopbus.consumers.printable import printable
+
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
 TABLE_COLUMNS = ("time", "host", "type", "pid", "ppid", "comm", "what", "ret")
 
@@ -27,7 +32,12 @@ def iso_ns(ns: int) -> str:
 
 
 def shown(text: str) -> str:
-    """Printable form of possibly non-UTF-8 text: each bad byte as \\xNN."""
+    """Text for a terminal: each bad byte as \\xNN, controls and the like escaped."""
+    return printable(text)
+
+
+def _csv_text(text: str) -> str:
+    """CSV keeps text exact (it quotes what needs it); bad bytes as \\xNN."""
     if text.isascii():
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -61,7 +71,7 @@ def table_cells(row: dict[str, Any]) -> list[str]:
         return "" if v is None else str(v)
 
     return [
-        iso_ns(row["ts"]), s(row.get("host")), s(row.get("type") or row.get("level")),
+        iso_ns(row["ts"]), shown(s(row.get("host"))), shown(s(row.get("type") or row.get("level"))),
         s(row.get("proc_pid")), s(row.get("proc_ppid")), shown(s(row.get("proc_comm"))),
         what(row) if "type" in row else shown(s(row.get("title"))), s(row.get("ret")),
     ]  # fmt: skip
@@ -73,12 +83,13 @@ def write_table(rows: list[dict[str, Any]], out: IO[str], plain: bool = False) -
         try:
             from rich.console import Console
             from rich.table import Table
+            from rich.text import Text
         except ImportError:
             plain = True
     if not plain:
         table = Table(*TABLE_COLUMNS, box=None, header_style="bold", pad_edge=False)
         for c in cells:
-            table.add_row(*c)
+            table.add_row(*(Text(v) for v in c))  # Text: never read as markup
         # Wide enough that paths are not folded; a terminal's own width when it is wider.
         width = max(200, shutil.get_terminal_size((200, 24)).columns)
         Console(file=out, width=width).print(table)
@@ -124,9 +135,9 @@ def write_csv(rows: list[dict[str, Any]], out: IO[str]) -> None:
             elif c == "ts":
                 line.append(iso_ns(v))
             elif isinstance(v, list):
-                line.append(json.dumps([shown(x) if isinstance(x, str) else x for x in v]))
+                line.append(json.dumps([_csv_text(x) if isinstance(x, str) else x for x in v]))
             elif isinstance(v, str):
-                line.append(shown(v))
+                line.append(_csv_text(v))
             else:
                 line.append(str(v))
         writer.writerow(line)

@@ -19,6 +19,7 @@ events' ids no longer fit in memory.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -226,8 +227,10 @@ class Writer:
     def __init__(
         self, root: Path, *, horizon: float = 120.0, max_ids: int = 2_000_000,
         recent_bytes: int = 24 << 20, compression: str = "zstd", row_group: int = 128 * 1024,
+        gid: int | None = None,
     ) -> None:  # fmt: skip
         self.root = root
+        self.gid = os.getegid() if gid is None else gid  # the group of every file and folder
         self.name = secrets.token_hex(4)  # this writer's mark in file names
         self.compression = compression
         self.row_group = row_group
@@ -243,9 +246,13 @@ class Writer:
     # -- start ---------------------------------------------------------------
 
     def recover(self) -> tuple[int, int]:
-        """Remove dead writers' temporaries; recall ids of recently committed
-        files. (temporaries removed, ids recalled)"""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Secure the tree, remove dead writers' temporaries, recall ids of
+        recently committed files. (temporaries removed, ids recalled)"""
+        self.root.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
+        changed = layout.secure_tree(self.root, self.gid)
+        if changed:
+            log.info("archive: gave %d files and folders mode %o/%o and group %d", changed,
+                     layout.FILE_MODE, layout.DIR_MODE, self.gid)  # fmt: skip
         removed = layout.clean_temporaries(self.root)
         cutoff = time.time_ns() - int(self.recent.horizon * 1e9)
         recent = sorted(
@@ -305,10 +312,10 @@ class Writer:
                 if not buf.rows:
                     continue
                 folder = part.folder(self.root)
-                layout.make_dirs(folder)
+                layout.make_dirs(folder, self.gid)
                 self._seq += 1
                 final = folder / layout.file_name(self.name, self._seq)
-                tmp = layout.write_durable_temp(final, self._encode(buf.table()))
+                tmp = layout.write_durable_temp(final, self._encode(buf.table()), self.gid)
                 staged.append((part, tmp, final))
             folders = set()
             for part, tmp, final in staged:

@@ -4,10 +4,15 @@
 
 Escaping, as the CEF specification (Implementing ArcSight CEF, rev. 25) has it:
 
-- header fields: `\\` -> `\\\\` and `|` -> `\\|`; the spec allows no line
-  breaks in the header, so CR and LF become a space;
-- extension values: `\\` -> `\\\\`, `=` -> `\\=`, CR -> `\\r`, LF -> `\\n`;
-  a `|` needs no escape there.
+- header fields: `\\` -> `\\\\` and `|` -> `\\|`;
+- extension values: `\\` -> `\\\\` and `=` -> `\\=`; a `|` needs no escape there.
+
+Before that, in both, every control, format and line separator character
+(CR and LF included, which the spec would send as `\\r` `\\n` and a
+receiver would turn back into a line break) and each byte that is not
+UTF-8 is shown as text, `\\xNN` or `\\uXXXX` (consumers/printable.py), so its
+backslash is escaped in turn: `\\\\x0a`. A value can never end the record,
+add an extension key, or reorder what a screen shows.
 
 The syslog envelope has MSGID `CEF`, no structured data, and no BOM before
 the MSG (CEF receivers do not expect one). Delivery as for syslog.
@@ -19,10 +24,12 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from snoopbus.consumers.printable import printable
+
 from .alerts import Alert
 from .sink import Item
 from .syslog import EVENT_SEVERITY, SEVERITY, message
-from .text import bounded_escaped, command_line, display
+from .text import bounded_escaped, command_line
 
 try:
     VERSION = version("snoopbus")
@@ -32,22 +39,20 @@ CEF_SEVERITY = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical"
 EVENT_CEF_SEVERITY = 1
 
 _HEADER_SPECIAL = re.compile(r"[\\|]")
-_EXT_SPECIAL = re.compile(r"[\\=\r\n]")
-_EXT_NEEDS_WORK = re.compile(r"[\\=\r\n\ud800-\udfff]")  # a special, or a surrogate
-_EXT_ESCAPES = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n"}
+_EXT_SPECIAL = re.compile(r"[\\=]")
 
 
 def header(value: object) -> str:
-    text = display(value).replace("\r", " ").replace("\n", " ")
+    text = printable(value if isinstance(value, str) else str(value))
     return _HEADER_SPECIAL.sub(lambda m: "\\" + m.group(), text)
 
 
 def _ext_escape(text: str) -> str:
-    return _EXT_SPECIAL.sub(lambda m: _EXT_ESCAPES[m.group()], text)
+    return _EXT_SPECIAL.sub(lambda m: "\\" + m.group(), text)
 
 
 def ext_value(value: object, limit: int = 8192) -> str:
-    return bounded_escaped(value, limit, _EXT_NEEDS_WORK, _ext_escape)
+    return bounded_escaped(value, limit, _EXT_SPECIAL, _ext_escape)
 
 
 def extension(pairs: list[tuple[str, Any]], limit: int) -> str:

@@ -4,6 +4,11 @@
 One JSON document per line, UTF-8, appended. A batch is accepted once it is
 written and flushed (and fsync'd with `?fsync=1`). At least once: a crash
 between the write and the ack repeats the batch on restart.
+
+snoopbus's own form is the event as the wire contract defines it
+(proto/README.md), and only that at the top: a key the schema does not
+name (`@timestamp`, `event.kind`, `message` ... that a SIEM would take as
+its own) is kept under `extra`, never beside the event's fields.
 """
 
 from __future__ import annotations
@@ -15,15 +20,30 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from snoopbus.proto import Event
+
 from .sink import Item, Sent, Sink, Transient, render_each
 from .spec import SinkSpec
-from .text import jsonable
+from .text import json_line, jsonable
+
+# The wire contract's top-level keys; whatever else an event carries goes under EXTRA.
+EVENT_KEYS = frozenset(Event.__annotations__)
+EXTRA = "extra"
+
+
+def native_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as JSON (text made displayable), unknown top-level keys under `extra`."""
+    doc = jsonable(event)
+    extra = {k: doc.pop(k) for k in [k for k in doc if k not in EVENT_KEYS]}
+    if extra:
+        doc[EXTRA] = extra
+    return doc  # type: ignore[no-any-return]
 
 
 def to_native(item: Item) -> dict[str, Any]:
-    """An event map as JSON (text made displayable); an alert as {type, rule, event}."""
+    """An event map as JSON (native_event); an alert as {type, rule, event}."""
     if item.kind == "event":
-        return jsonable(item.data)
+        return native_event(item.data)
     alert = item.data
     return {
         "type": "alert",
@@ -31,7 +51,7 @@ def to_native(item: Item) -> dict[str, Any]:
             "id": alert.rule_id, "title": alert.title, "level": alert.level,
             "tags": list(alert.tags), "description": alert.description,
         },
-        "event": jsonable(dict(alert.event)),
+        "event": native_event(dict(alert.event)),
     }  # fmt: skip
 
 
@@ -48,7 +68,8 @@ def json_formatter(spec: SinkSpec) -> Callable[[Item], dict[str, Any]]:
 
 
 def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """One line of JSON: nothing in it that any line reader takes as a break."""
+    return json_line(json.dumps(doc, ensure_ascii=False, separators=(",", ":"))).encode("utf-8")
 
 
 class LinesSink(Sink):

@@ -5,10 +5,14 @@ newline inside a value can never split or forge a message; UDP sends one
 message per datagram (RFC 5426). `cef+...` sends CEF as the MSG (cef.py).
 
 Escaping (RFC 5424 6.3.3): in a PARAM-VALUE exactly `"`, `\\` and `]` are
-escaped with a backslash; everything else, control characters included, is
-UTF-8 as is. Header fields (HOSTNAME, PROCID, MSGID) allow only printable
-US-ASCII: anything else becomes `_`. Bytes that are not UTF-8 are shown as
-`\\xNN` first (text.py). Values longer than `max_value` are cut, ending in `...`.
+escaped with a backslash. Before that, every control, format and line
+separator character (CR, LF, NUL, ESC, C1, U+2028, bidi overrides ...) and
+each byte that is not UTF-8 is shown as text, `\\xNN` or `\\uXXXX`
+(consumers/printable.py): a receiver that splits on line ends (Splunk,
+a file read line by line) never sees one inside a value, whatever the framing.
+Header fields (HOSTNAME, PROCID, MSGID) allow only printable US-ASCII:
+anything else becomes `_`. The MSG is escaped like a value. Values longer
+than `max_value` are cut, ending in `...`.
 
 Delivery: at least once over TCP/TLS, counted as accepted once written to
 the socket (syslog has no acknowledgements: what the kernel held when the
@@ -25,6 +29,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from snoopbus.consumers.printable import printable
+
 from .alerts import Alert
 from .sink import Item, Sent, Sink, Transient, render_each
 from .spec import SinkSpec
@@ -39,9 +45,7 @@ BOM = "\ufeff"
 UDP_MAX = 65_507
 
 _SD_SPECIAL = re.compile(r'["\\\]]')
-_NEEDS_WORK = re.compile(r'["\\\]\ud800-\udfff]')  # an SD special, or a surrogate
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _sd_escape(text: str) -> str:
@@ -50,7 +54,7 @@ def _sd_escape(text: str) -> str:
 
 def param_value(value: object, limit: int = 8192) -> str:
     """A PARAM-VALUE body (without the quotes), escaped per RFC 5424."""
-    return bounded_escaped(value, limit, _NEEDS_WORK, _sd_escape)
+    return bounded_escaped(value, limit, _SD_SPECIAL, _sd_escape)
 
 
 def header_field(value: object, limit: int) -> str:
@@ -95,8 +99,8 @@ def message(
 
 
 def summary(text: str, limit: int) -> str:
-    """The free-text MSG is for people: control characters shown as \\xNN."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", display(text))
+    """The free-text MSG is for people, on one line: unsafe characters escaped."""
+    text = printable(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
