@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from snoopbus.proto import Event, SubjectError, parse_subject
+from snoopbus.proto import Event, SubjectError, alerts_filter, parse_subject
+from snoopbus.proto.fastpath import to_events as events_from_records
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -47,22 +48,66 @@ class Settler(Protocol):
 
 
 def is_alert_subject(subject: str) -> bool:
+    if not subject.startswith(_ALERTS):  # every event message: no full parse
+        return False
     try:
         return parse_subject(subject).kind == "alerts"
     except SubjectError:
         return False
 
 
+_ALERTS = alerts_filter().split("*", 1)[0]  # "snoopbus.alerts."
+
+
 class Delivery:
-    """One JetStream message and the events decoded from it."""
+    """One JetStream message and the events decoded from it.
 
-    __slots__ = ("_settler", "events", "msg", "state")
+    `events` are maps. When the payload took the decoder's fast path, the same
+    events are also `records`, typed structs (attributes named as the keys,
+    absent ones None), and the maps are made only when `events` is first
+    read: a consumer that reads records only never pays for them.
+    """
 
-    def __init__(self, msg: Msg, events: list[Event], settler: Settler) -> None:
+    __slots__ = ("_events", "_settler", "msg", "records", "state")
+
+    def __init__(
+        self, msg: Msg, events: list[Event] | None, settler: Settler,
+        records: list[Any] | None = None,
+    ) -> None:  # fmt: skip
+        if events is None and records is None:
+            raise ValueError("a delivery needs its events or their records")
         self.msg = msg
-        self.events = events
+        self._events = events
+        self.records = records
         self.state = State.OPEN
         self._settler = settler
+
+    @property
+    def events(self) -> list[Event]:
+        if self._events is None:
+            if self.records is None:
+                # Never an empty list: a handler run again on it would ack it unread.
+                raise RuntimeError(f"{self.subject}: the events of this delivery were released")
+            self._events = events_from_records(self.records)
+        return self._events
+
+    @property
+    def count(self) -> int:
+        """Events in the message (without making their maps)."""
+        return len(self.records) if self._events is None else len(self._events)  # type: ignore[arg-type]
+
+    def release(self) -> None:
+        """Free the decoded events and the payload of a held message whose
+        handler keeps what it needs elsewhere (the archive: its rows as
+        columns): held, it then costs a few hundred bytes. Reading `events`
+        afterwards is an error; it can still be acked or nak'd, and is never
+        dead-lettered (the runtime naks it instead: the server has the payload)."""
+        self._events = self.records = None
+        self.msg.data = b""
+
+    @property
+    def released(self) -> bool:
+        return self._events is None and self.records is None
 
     @property
     def subject(self) -> str:
@@ -107,7 +152,8 @@ class Delivery:
         await self._settler.dead_letter(self, kind, reason)
 
     def __repr__(self) -> str:
-        return f"<Delivery {self.subject} events={len(self.events)} {self.state.value}>"
+        n = "released" if self.released else self.count
+        return f"<Delivery {self.subject} events={n} {self.state.value}>"
 
 
 class Batch(Sequence[Delivery]):

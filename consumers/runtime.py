@@ -1,9 +1,10 @@
 """The consumer runtime: one connection, one durable pull consumer, bounded work.
 
-Loop: fetch a batch -> decode each message (undecodable ones go to the
-dead-letter subject at once) -> hand the rest to the consumer's handler in
-an asyncio-pool slot -> ack on success, nak with back-off on failure, and
-dead-letter once a message has had `max_attempts` deliveries.
+Loop: fetch a batch (bounded by count and bytes: fetch.py) -> decode each
+message (undecodable ones go to the dead-letter subject at once) -> hand the
+rest to the consumer's handler in an asyncio-pool slot -> ack on success, nak
+with back-off on failure, and dead-letter once a message has had
+`max_attempts` deliveries.
 
 The server-side `max_deliver` is one more than `max_attempts`: if a process
 dies during a message's last attempt the server still delivers it once more,
@@ -29,13 +30,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
-    Event,
     NatsAuth,
     SchemaError,
     SubjectError,
     connect,
     decode_batch,
     decode_map,
+    decode_records,
     ensure_stream,
     parse_subject,
 )
@@ -43,6 +44,7 @@ from snoopbus.proto import (
 from . import dlq
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery, State, is_alert_subject
+from .fetch import Puller
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Runtime:
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self._held: dict[Delivery, float] = {}  # delivery -> last keep-alive
+        self.puller: Puller | None = None  # once running: its `largest` batch in bytes
 
     def stop(self) -> None:
         """Stop fetching; in-flight batches finish, held messages are released."""
@@ -115,7 +118,10 @@ class Runtime:
             js = self._js = nc.jetstream()
             await ensure_stream(js)
             await js.add_consumer(STREAM_NAME, self._consumer_config())
-            sub = await js.pull_subscribe_bind(durable=self.durable, stream=STREAM_NAME)
+            puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
+                            max_bytes=self.settings.fetch_bytes)  # fmt: skip
+            await puller.start()
+            self.puller = puller
             await self.consumer.setup(Context(nc, js, self.durable, self.settings))
             self.ready.set()
             log.info("%s: consuming %s", self.durable, ", ".join(self.consumer.filters))
@@ -123,14 +129,14 @@ class Runtime:
             keep_alive = asyncio.create_task(self._keep_alive())
             lag = asyncio.create_task(self._track_lag(js))
             try:
-                await self._fetch_loop(sub, pool)
+                await self._fetch_loop(puller, pool)
             finally:
                 await pool.join()  # finish in-flight batches
                 keep_alive.cancel()
                 lag.cancel()
                 await self.consumer.teardown()
                 await self._release_held()
-                await sub.unsubscribe()
+                await puller.stop()
         finally:
             if own and not nc.is_closed:
                 await nc.drain()
@@ -150,12 +156,11 @@ class Runtime:
             max_ack_pending=s.ack_pending_limit,
         )
 
-    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, pool: AioPool) -> None:
+    async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings
         while not self._stop.is_set():
-            try:
-                msgs = await sub.fetch(s.batch, timeout=s.fetch_timeout)
-            except TimeoutError:
+            msgs = await puller.fetch(s.fetch_timeout)  # bounded by count and bytes
+            if not msgs:
                 continue
             if self._stop.is_set():
                 # Arrived after the stop: hand straight back, no delay.
@@ -186,22 +191,22 @@ class Runtime:
                 )  # fmt: skip
                 continue
             try:
-                events = self._decode(msg)
+                out.append(self._decode(msg))
             except DecodeError as exc:  # a SchemaError too: test it first
                 await self._dead_letter(msg, "decode", str(exc))
-                continue
             except SchemaError as exc:
                 await self._dead_letter(msg, "schema", str(exc))
-                continue
-            out.append(Delivery(msg, events, self))
         return out
 
-    @staticmethod
-    def _decode(msg: Msg) -> list[Event]:
-        """An event batch; on an alert subject, the one alert map as a list."""
+    def _decode(self, msg: Msg) -> Delivery:
+        """An event batch (as records when they are valid as sent: maps only
+        when read); on an alert subject, the one alert map as a list."""
         if is_alert_subject(msg.subject):
-            return [decode_map(msg.data)]  # type: ignore[list-item]
-        return decode_batch(msg.data)
+            return Delivery(msg, [decode_map(msg.data)], self)  # type: ignore[list-item]
+        records = decode_records(msg.data)
+        if records is not None:
+            return Delivery(msg, None, self, records)
+        return Delivery(msg, decode_batch(msg.data, fast=False), self)
 
     def _owns(self, subject: str) -> bool:
         try:
@@ -253,7 +258,7 @@ class Runtime:
         self._held.pop(delivery, None)
         self.counters.failed += 1
         attempt, limit = delivery.attempt, self.settings.max_attempts
-        if attempt >= limit:
+        if attempt >= limit and not delivery.released:
             delivery.state = State.DEAD
             why = f"{reason} (attempt {attempt} of {limit})"
             await self._dead_letter(delivery.msg, "attempts", why)
@@ -268,6 +273,11 @@ class Runtime:
 
     async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         if delivery.settled:
+            return
+        if delivery.released:  # no payload left to file: the server redelivers it whole
+            log.error("%s: seq %d released by its handler, nak'd instead of dead-lettered: %s",
+                      self.durable, delivery.stream_seq, reason)  # fmt: skip
+            await self.nak(delivery, reason, None)
             return
         self._held.pop(delivery, None)
         delivery.state = State.DEAD

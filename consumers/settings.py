@@ -49,6 +49,9 @@ class Settings:
     """Per-consumer knobs; the defaults suit a handler doing modest I/O."""
 
     batch: int = 256  # messages per fetch; the client default of 1 is slow
+    # Bytes per fetch at most (never below the server's max_payload): a backlog of
+    # large messages comes in as many small batches, not `batch` huge ones.
+    fetch_bytes: int = 8 << 20
     fetch_timeout: float = 1.0  # also bounds how long a shutdown waits for a fetch
     concurrency: int = 4  # batches handled at once (asyncio-pool size)
     max_attempts: int = 5  # deliveries before a failing message is dead-lettered
@@ -61,8 +64,10 @@ class Settings:
     partition: Partition = field(default_factory=Partition)
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.concurrency < 1 or self.max_attempts < 1:
-            raise ValueError("settings: batch, concurrency and max_attempts must be >= 1")
+        if self.batch < 1 or self.concurrency < 1 or self.max_attempts < 1 or self.fetch_bytes < 1:
+            raise ValueError(
+                "settings: batch, fetch_bytes, concurrency and max_attempts must be >= 1"
+            )
         if not self.backoff:
             raise ValueError("settings: backoff needs at least one delay")
 

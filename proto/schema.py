@@ -66,6 +66,7 @@ class Proc(TypedDict, total=False):
     parent_argv_truncated: bool
     parent_exe_truncated: bool
     container_truncated: bool
+    argv_redacted: bool  # secrets in argv/parent_argv were masked by the collector
 
 
 class FileInfo(TypedDict, total=False):
@@ -173,6 +174,7 @@ _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "parent_argv_truncated": bool,
     "parent_exe_truncated": bool,
     "container_truncated": bool,
+    "argv_redacted": bool,  # secrets in argv/parent_argv were masked (proto/SECURITY.md)
 }
 _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "path": str,

@@ -8,7 +8,8 @@ import sys
 
 def test_benchmark_runs_and_reports() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.bench.alerter", "--events", "2000", "--top", "3"],
+        [sys.executable, "-m", "tests.bench.alerter", "--events", "2000", "--top", "3",
+         "--nats-events", "2000", "--before", ""],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -76,6 +76,20 @@ def test_zero_window_sends_everything_and_eviction_keeps_counts() -> None:
     assert t.expire(0.0, everything=True) == []
 
 
+def test_a_flood_of_long_distinct_keys_stays_within_the_byte_bound() -> None:
+    t = Throttle(60.0, max_keys=10**9, max_bytes=200_000)
+    summaries = 0
+    for n in range(2000):  # each its own long command line: its own window
+        exe = f"/tmp/{n}-" + "x" * 2000
+        t.admit(hit(exe, 2 * n), 0.0)
+        t.admit(hit(exe, 2 * n + 1), 0.0)  # a repeat: the window keeps its hit
+        assert t.nbytes <= 200_000
+        summaries += len(t.expire(0.0))
+    assert 0 < len(t._open) < 100  # the oldest closed early...
+    assert summaries + len(t.expire(0.0, everything=True)) == 2000  # ...their repeats all told
+    assert t.nbytes == 0
+
+
 @pytest.mark.parametrize("exe", ["/tmp/plain", "/tmp/bad\udcffname"])
 def test_alert_round_trips_through_msgpack(exe: str) -> None:
     h = hit(exe)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -29,6 +30,7 @@ from snoopbus.consumers.archive.columns import (
 )
 from snoopbus.consumers.archive.query import Filters, pick_engine, run_query
 from snoopbus.consumers.archive.writer import RecentIds
+from snoopbus.consumers.delivery import State
 from snoopbus.proto import (
     STREAM_NAME,
     alert_subject,
@@ -114,6 +116,50 @@ async def test_redelivery_after_a_commit_is_not_written_twice(
         await settled(stream)
     assert second.writer.duplicates == len(events)
     assert sorted(archived_ids(root)) == sorted(e["id"] for e in events)
+
+
+class LosesItsFirstAcks(Archiver):
+    """Commits its first window like the real one, but the acks never reach the
+    server (the connection dropped): its messages come back after ack_wait."""
+
+    lost = False
+
+    async def flush(self, *, force: bool = False) -> bool:
+        if self.lost or not self.writer.window.rows:
+            return await super().flush(force=force)
+        async with self._lock:
+            window = self.writer.take()
+            await asyncio.to_thread(self.writer.commit, window)
+            self.writer.committed(window)
+            for delivery in window.deliveries:  # settled here, never told to the server
+                delivery.state = State.ACKED
+                delivery._settler._held.pop(delivery, None)
+            self.lost = True
+        return True
+
+
+async def test_a_late_redelivery_is_skipped_whole_when_its_ids_are_forgotten(
+    nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
+) -> None:
+    events = [make_event(n) for n in range(200)]
+    settings = replace(FAST, ack_wait=1.0)
+    a = LosesItsFirstAcks(tmp_path / "archive", roll_seconds=0.2, settings=settings,
+                          gc_tuning=False)  # fmt: skip
+    a.writer.recent.max_bytes = 0  # no ids remembered once committed: only the messages
+    runtime = Runtime(a, servers=nats_server.url, settings=settings)
+    task = asyncio.create_task(runtime.run())
+    try:
+        await runtime.ready.wait()
+        await publish_events(stream, events)
+        async with asyncio.timeout(15):
+            while a.writer.duplicates < len(events):  # all came back after ack_wait
+                await asyncio.sleep(0.05)
+        await settled(stream)
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 10)
+    assert a.lost and len(a.writer.recent) == 0
+    assert sorted(archived_ids(tmp_path / "archive")) == sorted(e["id"] for e in events)
 
 
 async def test_malformed_and_unstorable_messages_are_dead_lettered(

@@ -9,6 +9,7 @@ The same text, at random and at length, is in tests/test_fuzz.py (hypothesis).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from snoopbus.proto import (
 )
 from tests.conftest import start_consumer
 from tests.test_archive_support import archived_ids
-from tests.test_fault_consumers import bound, settled
+from tests.test_fault_consumers import settled
 
 NASTY = ["\n", "\r", "\x00", "\x1b[2J", "\x7f", "]", '"', "\\", "|", "=", "%n", "\u2028",
          "\udc80", "\udcff", "é", "日本", " ", "\t"]
@@ -60,6 +61,18 @@ def events(n: int) -> list[list[dict[str, Any]]]:
     return out
 
 
+async def all_bound(js: JetStreamContext, durables: int, limit: float = 60) -> None:
+    """Until `durables` durables each have a pull waiting: every process is up (on a
+    loaded machine one may take seconds to start, and would miss what it should see)."""
+    async with asyncio.timeout(limit):
+        while True:
+            infos = await js.consumers_info(STREAM_NAME)
+            waiting = [i for i in infos if i.config.durable_name and i.num_waiting]
+            if len(waiting) >= durables:
+                return
+            await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def consumers(nats_server: NatsServer, tmp_path: Path) -> Iterator[dict[str, Path]]:
     paths = {"archive": tmp_path / "archive", "forward": tmp_path / "out.jsonl"}
@@ -86,8 +99,7 @@ async def test_hostile_text_through_every_consumer_process(
 ) -> None:
     await ensure_stream(js)
     n = 60
-    for _ in range(4):
-        await bound(js)
+    await all_bound(js, 5)  # rename, alert, archive, forward and its sink's
     for batch in events(n):
         await js.publish(event_subject(batch[0]["host"], batch[0]["type"]), encode_batch(batch))
     await settled(js)

@@ -322,7 +322,9 @@ def wrong_type(draw: st.DrawFn) -> bytes:
         (None, "host", not_text), (None, "type", not_text), (None, "proc", not_map),
         (None, "file", not_map), (None, "cookie", not_int), (None, "ret", not_int),
         ("proc", "pid", not_int), ("proc", "uid", not_int), ("proc", "comm", not_text),
-        ("proc", "exe", not_text), ("proc", "argv", not_map), ("proc", "cwd", not_text),
+        # An empty list is a valid argv (an array of no str): not a wrong type.
+        ("proc", "exe", not_text), ("proc", "argv", not_map.filter(lambda v: v != [])),
+        ("proc", "cwd", not_text),
         ("file", "path", not_text), ("file", "flags", not_int), ("file", "inode", not_int),
         (None, "type", st.text(max_size=8).filter(lambda t: t not in HALF_TYPES + OUTPUT_TYPES)
          .map(lambda t: "no-" + t)),

@@ -20,6 +20,7 @@ from snoopbus.proto import ALERT_LEVELS, events_filter
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..gctune import tune_gc
 from ..settings import Settings
 from .alerts import build_alert
 from .engine import Engine
@@ -60,8 +61,10 @@ class AlertConsumer(Consumer):
         throttle_keys: Sequence[str] = DEFAULT_KEY_FIELDS,
         outputs: Sequence[Output] = (),
         settings: Settings | None = None,
+        gc_tuning: bool = False,
     ) -> None:
         self.settings = settings or type(self).settings
+        self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume alert`
         self.field_map = field_map or default_field_map()
         # `default` names the packaged set, so it can be combined: --rules default ~/sigma
         self.rule_paths = [
@@ -139,9 +142,11 @@ class AlertConsumer(Consumer):
             outputs.append(WebhookOutput(config))
         keys = [k.strip() for k in args.throttle_keys.split(",") if k.strip()]
         return cls(args.rules, field_map=fmap, throttle=args.throttle, throttle_keys=keys,
-                   outputs=outputs, settings=settings)  # fmt: skip
+                   outputs=outputs, settings=settings, gc_tuning=True)  # fmt: skip
 
     async def setup(self, ctx: Context) -> None:
+        if self.gc_tuning:
+            tune_gc()  # after the rules are loaded: they are never walked again
         self.outputs = [NatsOutput(ctx.js), *self.extra_outputs]
         r = self.report
         log.info("alert: %d rules loaded, %d skipped, from %s; matching %s",
@@ -154,9 +159,16 @@ class AlertConsumer(Consumer):
         now = time.monotonic()
         alerts: list[dict[str, Any]] = []
         opened: list[tuple[Any, ...]] = []
-        for event in batch.events:
-            self.stats.events += 1
-            for hit in self.engine.match(event):
+        engine = self.engine
+        for delivery in batch:
+            records = delivery.records
+            if records is not None:  # the decoder's fast path: no event maps unless a rule hits
+                hits = [hit for record in records for hit in engine.match_record(record)]
+                self.stats.events += len(records)
+            else:
+                hits = [hit for event in delivery.events for hit in engine.match(event)]
+                self.stats.events += len(delivery.events)
+            for hit in hits:
                 self.stats.hits += 1
                 if self.throttle.admit(hit, now, opened):
                     alerts.append(build_alert(hit))

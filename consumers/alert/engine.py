@@ -2,8 +2,8 @@
 
 Rules are indexed by the event types that feed their log source, so an
 event meets only the rules that can apply to it. Each event is turned into a
-record of just the Sigma fields those rules read, once, then every rule's
-compiled predicate runs on it.
+record of just the Sigma fields those rules read, once; then the rules the
+record could match (index.py) run their compiled predicates on it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from snoopbus.proto.fastpath import to_events
+
 from .fields import FieldMap, Getter, default_field_map
+from .index import RuleIndex
 from .logsources import EVENT_TYPES
 from .matcher import CompiledRule
 from .values import Lowered, Values
@@ -31,7 +34,7 @@ class Hit:
 
 
 class _Category:
-    """The rules of one log source category and the getters their fields need."""
+    """The rules of one log source category, the fields they read and their index."""
 
     def __init__(self, name: str, rules: list[CompiledRule], field_map: FieldMap) -> None:
         self.name = name
@@ -44,16 +47,9 @@ class _Category:
             assert wanted is not None
             wanted |= rule.fields
         self.getters: list[tuple[str, Getter]] = field_map.getters(name, wanted)
-
-    def record(self, event: Mapping[str, Any]) -> tuple[Values, Lowered]:
-        values: Values = {}
-        low: Lowered = {}
-        for name, get in self.getters:
-            value = get(event)
-            if value is not None:
-                values[name] = value
-                low[name] = value.lower() if isinstance(value, str) else str(value).lower()
-        return values, low
+        # Of an event map, and of the decoder's typed record of one.
+        self.record, self.record_of = field_map.recorders(name, wanted)
+        self.index = RuleIndex([rule.needs for rule in rules])
 
 
 class Engine:
@@ -80,19 +76,47 @@ class Engine:
             return hits  # a failed syscall changed nothing (the collector sends these on request)
         for category in self._by_type.get(event.get("type", ""), ()):
             values, low = category.record(event)
-            for rule in category.rules:
-                try:
-                    if not rule.match(values, low):
-                        continue
-                    selected = rule.matched_selections(values, low)
-                except Exception as exc:  # one rule's bug must not fail the batch for all
-                    self._failed(rule, event, exc)
-                    continue
+            for rule, selected in self._run(category, values, low, event):
                 hits.append(Hit(rule, event, values, selected))
         return hits
 
-    def _failed(self, rule: CompiledRule, event: Mapping[str, Any], exc: Exception) -> None:
+    def match_record(self, record: Any) -> list[Hit]:
+        """match() for a typed record (Delivery.records): the same hits, the
+        event map made only when there is one."""
+        hits: list[Hit] = []
+        ret = record.ret
+        if ret is not None and ret < 0:
+            return hits
+        event: Mapping[str, Any] | None = None
+        for category in self._by_type.get(record.type, ()):
+            values, low = category.record_of(record)
+            for rule, selected in self._run(category, values, low, record):
+                if event is None:
+                    event = to_events([record])[0]
+                hits.append(Hit(rule, event, values, selected))
+        return hits
+
+    def _run(
+        self, category: _Category, values: Values, low: Lowered, event: Any
+    ) -> list[tuple[CompiledRule, list[str]]]:
+        """The rules of `category` the record matches (those the index cannot rule out run)."""
+        out = []
+        rules = category.rules
+        for i in category.index.candidates(low):
+            rule = rules[i]
+            try:
+                if not rule.match(values, low):
+                    continue
+                selected = rule.matched_selections(values, low)
+            except Exception as exc:  # one rule's bug must not fail the batch for all
+                self._failed(rule, event, exc)
+                continue
+            out.append((rule, selected))
+        return out
+
+    def _failed(self, rule: CompiledRule, event: Any, exc: Exception) -> None:
         self.errors[rule.id] += 1
         if self.errors[rule.id] == 1:  # once per rule: a hot loop must not flood the log
+            ident = event.get("id") if isinstance(event, Mapping) else getattr(event, "id", None)
             log.error("rule %r raised on event %s: %s: %s (further errors only counted)",
-                      rule.title, event.get("id"), type(exc).__name__, exc)  # fmt: skip
+                      rule.title, ident, type(exc).__name__, exc)  # fmt: skip

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
+from snoopbus.proto import fastpath
+
 Getter = Callable[[Mapping[str, Any]], Any]
+Recorder = Callable[[Any], tuple[dict[str, Any], dict[str, str]]]
 
 PROCESS = {
     "Image": "proc.exe",
@@ -119,6 +123,75 @@ class FieldMap:
             for name, spec in self.fields(category).items()
             if wanted is None or name in wanted
         ]
+
+    def recorders(self, category: str, wanted: set[str] | None = None) -> tuple[Recorder, Recorder]:
+        """Functions making the record (values, lower-cased values) of the
+        category's fields (those in `wanted` if given): of an event map, and
+        of the decoder's typed record of the same event. Generated code, the
+        same as running each getter, with shared steps taken once."""
+        specs = [(name, spec) for name, spec in self.fields(category).items()
+                 if wanted is None or name in wanted]  # fmt: skip
+        return _recorder(specs, typed=False), _recorder(specs, typed=True)
+
+
+def _parse(spec: str) -> tuple[Callable[[Any], Any] | None, tuple[str, ...]]:
+    m = _SPEC.match(spec.strip())
+    if m is None:
+        raise FieldMapError(f"field source {spec!r}: expected a dotted path, or converter(path)")
+    conv_name = m["conv"]
+    if conv_name is not None and conv_name not in CONVERTERS:
+        known = ", ".join(sorted(CONVERTERS))
+        raise FieldMapError(f"field source {spec!r}: unknown converter {conv_name!r} ({known})")
+    return (CONVERTERS[conv_name] if conv_name else None), tuple(m["path"].split("."))
+
+
+def _recorder(specs: list[tuple[str, str]], *, typed: bool) -> Recorder:
+    """Generated code for a record: each getter's steps inlined (getter()),
+    steps common to several fields taken once. `typed` reads a typed record
+    (proto/fastpath.py): a key that is no field of its struct is absent there."""
+    consts: dict[str, Any] = {"_Mapping": Mapping, "_to_builtins": msgspec.to_builtins}
+    steps: dict[tuple[str, ...], str] = {(): "e"}
+    lines = ["def _record(e):", "    v = {}", "    lo = {}"]
+
+    def step(path: tuple[str, ...]) -> str:
+        """The variable holding the value at `path` (None when absent)."""
+        if path in steps:
+            return steps[path]
+        parent, key = step(path[:-1]), path[-1]
+        var = steps[path] = f"_s{len(steps)}"
+        if not typed:
+            lines.append(f"    {var} = {parent}.get({key!r}) if {parent}.__class__ is dict "
+                         f"or isinstance({parent}, _Mapping) else None")  # fmt: skip
+        elif len(path) == 1 and key in fastpath.FIELDS[None]:
+            lines.append(f"    {var} = {parent}.{key}")
+        elif len(path) == 2 and path[0] in ("proc", "file") and key in fastpath.FIELDS[path[0]]:
+            lines.append(f"    {var} = None if {parent} is None else {parent}.{key}")
+        else:  # no such field in a typed record: always absent
+            lines.append(f"    {var} = None")
+        return var
+
+    for n, (name, spec) in enumerate(specs):
+        conv, path = _parse(spec)
+        x = step(path)
+        lines.append(f"    x = {x}")
+        lines.append("    if x is not None:")
+        if typed and path in (("proc",), ("file",)):
+            lines.append("        x = _to_builtins(x)  # a map, as getter() gives")
+        lines.append("        if isinstance(x, list):")
+        lines.append("            x = ' '.join([str(i) for i in x])")
+        indent = "        "
+        if conv is not None:
+            consts[f"_conv{n}"] = conv
+            lines.append(f"        x = _conv{n}(x)")
+            lines.append("        if x is not None:")
+            indent += "    "
+        lines.append(f"{indent}v[{name!r}] = x")
+        lines.append(f"{indent}lo[{name!r}] = x.lower() if isinstance(x, str) else str(x).lower()")
+    lines.append("    return v, lo")
+    namespace = dict(consts)
+    # Field names and keys reach the code only through repr(): a field map cannot inject code.
+    exec(compile("\n".join(lines) + "\n", "<sigma record>", "exec"), namespace)
+    return namespace["_record"]  # type: ignore[no-any-return]
 
 
 def default_field_map() -> FieldMap:

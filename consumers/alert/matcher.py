@@ -29,6 +29,7 @@ from sigma.modifiers import (
 )
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
+from .index import Atom, necessary
 from .values import (
     Lowered,
     Pred,
@@ -57,6 +58,9 @@ class CompiledRule:
     fields: frozenset[str]  # Sigma fields the rule reads
     keywords: bool  # has field-less (full-text) detections
     source: str = ""
+    # Tests on lower-cased fields one of which holds whenever the rule matches
+    # (index.py); None: it may match anything and runs on every event.
+    needs: tuple[Atom, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -157,8 +161,11 @@ def compile_rule(
                       for cond in rule.detection.parsed_condition]  # fmt: skip
     except SigmaError as exc:
         raise Unsupported(f"condition: {exc}") from None
+    whole = any_of(conditions)
+    needs = necessary(whole)
     return CompiledRule(
-        rule=rule, category=category, match=fuse(any_of(conditions)),
+        rule=rule, category=category, match=fuse(whole),
         selections={name: fuse(pred) for name, pred in c.selections.items()},
         fields=frozenset(c.fields), keywords=c.keywords, source=source,
+        needs=None if needs is None else tuple(needs),
     )  # fmt: skip

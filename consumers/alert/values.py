@@ -79,6 +79,11 @@ def shaped(pred: Pred, *shape: Any) -> Pred:
     return pred
 
 
+def shape_of(pred: Pred) -> tuple[Any, ...] | None:
+    """What `pred` is, if it was built with a shape (for fuse() and index.py)."""
+    return _SHAPE.get(pred)
+
+
 def any_of(preds: Sequence[Pred]) -> Pred:
     ordered = tuple(sorted(preds, key=cost))
     if not ordered:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import gc
 import grp
 import logging
 import os
@@ -29,16 +28,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from snoopbus.consumers.consumer import Consumer, Context
-from snoopbus.consumers.delivery import Batch, Delivery
+from snoopbus.consumers.delivery import Batch, Delivery, State
+from snoopbus.consumers.gctune import tune_gc
 from snoopbus.consumers.settings import Settings
 from snoopbus.proto import alerts_filter, events_filter, host_token, parse_subject
 
 from . import layout
-from .columns import NS_PER_DAY, RowError, append_alert, append_event
+from .columns import NS_PER_DAY, RowError, append_alert, check_event, event_table, records_table
 from .layout import PartKey
 from .retention import Retention
-from .writer import Key, Window, Writer
+from .writer import Writer, message_key
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +69,6 @@ def group_name(gid: int) -> str:
         return str(gid)
 
 
-def tune_gc() -> None:
-    """Fewer full collections. An open window keeps ~1M small containers alive
-    (the held events); with the default gen0 threshold (700) each full pass
-    walks all of them, costing a third of the write path at 10M events. The
-    events are acyclic, so collecting less often only delays cycle garbage."""
-    gc.freeze()  # modules and start-up state: never garbage, never walked again
-    low, mid, high = gc.get_threshold()
-    gc.set_threshold(max(low, 10_000), max(mid, 10), max(high, 10))
-
-
 class Archiver(Consumer):
     name = "archive"
     description = "write every event and alert to Parquet files (date/host partitions)"
@@ -85,11 +77,11 @@ class Archiver(Consumer):
     # Held messages count against max_ack_pending, and keep their decoded
     # events in memory: this bounds memory while a full disk blocks commits
     # (a window also commits once it holds half of it, see _roll_if_full).
-    settings = Settings(concurrency=1, max_ack_pending=10_000)
+    settings = Settings(concurrency=1, max_ack_pending=10_000, fetch_bytes=2 << 20)
 
     def __init__(
         self, root: Path, *, roll_seconds: float = 30.0, roll_events: int = 200_000,
-        roll_bytes: int = 64 << 20, retention: Retention | None = None,
+        roll_bytes: int = 32 << 20, retention: Retention | None = None,
         retention_every: float = 300.0, horizon: float = 120.0, alerts: bool = True,
         settings: Settings | None = None, gc_tuning: bool = True, gid: int | None = None,
     ) -> None:  # fmt: skip
@@ -128,8 +120,9 @@ class Archiver(Consumer):
                        help="commit a file at least this often (default: 30)")
         a.add_argument("--roll-events", type=int, default=200_000, metavar="N",
                        help="commit once this many events are waiting (default: 200000)")
-        a.add_argument("--roll-mb", type=float, default=64.0, metavar="MB",
-                       help="commit once this much payload is waiting (default: 64)")
+        a.add_argument("--roll-mb", type=float, default=32.0, metavar="MB",
+                       help="commit once the open window holds this much memory: its "
+                       "rows as columns and the messages it keeps unacked (default: 32)")
         a.add_argument("--retain-days", type=int, metavar="N",
                        help="delete date partitions older than N days (UTC)")
         a.add_argument("--retain-gb", type=float, metavar="GB",
@@ -193,42 +186,102 @@ class Archiver(Consumer):
     # -- gathering ------------------------------------------------------------
 
     async def handle(self, batch: Batch) -> None:
+        events: list[Delivery] = []
         for delivery in batch:
+            if not delivery.is_alert:
+                events.append(delivery)
+                continue
             try:
-                if delivery.is_alert:
-                    self._add_alert(delivery, delivery.events[0])  # type: ignore[arg-type]
-                    continue
-                self._add_events(delivery)
+                self._add_alert(delivery, delivery.events[0])  # type: ignore[arg-type]
             except RowError as exc:
-                # No retry makes an unstorable value storable: file it now.
-                # Its other events were taken back out of the window.
                 await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
+        for delivery, exc in self._add_deliveries(events):
+            # No retry makes an unstorable value storable: file it now, none of its rows kept.
+            await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
         await self._roll_if_full()
+        for delivery in events:
+            if delivery.state is State.HELD:
+                delivery.release()  # its rows are columns in the window now; no payload kept
 
-    def _add_events(self, delivery: Delivery) -> None:
-        window = self.writer.window
-        marks = {part: buf.rows for part, buf in window.parts.items()}
-        new_keys: list[Key] = []
-        new_set: set[Key] = set()  # a message may repeat an id; lists are slow to search
-        waiting = False  # some event is in a window not yet on disk
+    def _add_deliveries(self, deliveries: list[Delivery]) -> list[tuple[Delivery, RowError]]:
+        """Add the events of every delivery; the ones that cannot be stored, and why."""
+        if not deliveries:
+            return []
         try:
-            for i, event in enumerate(delivery.events):
-                token = self._token(event["host"])
-                key: Key = ("events", token, event["id"])
-                if key in window.keys or key in new_set or self._inflight(key):
+            self._gather(deliveries)
+            return []
+        except RowError:
+            pass
+        bad = []  # some value fits no column: find whose, one delivery at a time
+        for delivery in deliveries:
+            try:
+                self._gather([delivery])
+            except RowError as exc:
+                bad.append((delivery, exc))
+        return bad
+
+    def _gather(self, deliveries: list[Delivery]) -> None:
+        """Dedup the events, build their columns a partition at a time, then put
+        them in the window: all of it, or (RowError) nothing."""
+        window, inflight = self.writer.window, self.writer.inflight
+        mine_by_token = window.ids["events"]
+        theirs_by_token = inflight.ids["events"] if inflight is not None else {}
+        done_by_token = self.writer.recent.tokens("events")
+        # host -> [token, ids in the window, ids being committed, ids on disk, ids added]
+        scopes: dict[str, list[Any]] = {}
+        groups: dict[tuple[int, str, bool], tuple[list[Any], list[str]]] = {}  # -> (rows, ids)
+        plan: list[tuple[Delivery, int, bool]] = []
+        duplicates = 0
+        for delivery in deliveries:
+            if delivery.attempt > 1 and message_key(delivery.msg) in self.writer.messages:
+                duplicates += delivery.count  # all of it is on disk: acked on return
+                continue
+            records = delivery.records
+            rows = delivery.events if records is None else records
+            as_maps = records is None
+            new = 0
+            waiting = False  # some event is in a window not yet on disk
+            for row in rows:
+                host, id_, ts = (row["host"], row["id"], row["ts"]) if as_maps else (
+                    row.host, row.id, row.ts)  # fmt: skip
+                scope = scopes.get(host)
+                if scope is None:
+                    token = self._token(host)
+                    scope = scopes[host] = [
+                        token, mine_by_token.setdefault(token, set()),
+                        theirs_by_token.get(token, _NONE), done_by_token.get(token, _NONE), [],
+                    ]  # fmt: skip
+                if id_ in scope[1] or id_ in scope[2]:  # this window or this batch; committing
                     waiting = True
                     continue
-                if key in self.writer.recent:
-                    self.writer.duplicates += 1
+                if id_ in scope[3]:
+                    duplicates += 1
                     continue
-                part = PartKey("events", self._day(event["ts"]), token)
-                append_event(window.buffer(part), event, f"event[{i}]")  # type: ignore[arg-type]
-                new_keys.append(key)
-                new_set.add(key)
+                scope[1].add(id_)
+                scope[4].append(id_)
+                key = (ts // NS_PER_DAY, scope[0], as_maps)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = ([], [])
+                group[0].append(row)
+                group[1].append(id_)
+                new += 1
+            plan.append((delivery, new, waiting))
+        try:
+            tables = [(PartKey("events", self._day_text(day), token), _table(rows, maps), ids)
+                      for (day, token, maps), (rows, ids) in groups.items()]  # fmt: skip
         except RowError:
-            _truncate(window, marks)
+            for scope in scopes.values():
+                scope[1].difference_update(scope[4])
+            if len(deliveries) == 1:
+                raise _row_error(deliveries[0]) from None
             raise
-        self._attach(delivery, new_keys, waiting, len(delivery.msg.data))
+        self.writer.duplicates += duplicates
+        for part, table, ids in tables:
+            window.buffer(part).add(table, ids)  # type: ignore[union-attr]  # an events part
+        for delivery, new, waiting in plan:
+            # Released at the end of handle(): a held message costs its Msg, not its payload.
+            self._attach(delivery, new, waiting, _HELD)
 
     def _add_alert(self, delivery: Delivery, alert: Mapping[str, Any]) -> None:
         msg = delivery.msg
@@ -236,12 +289,13 @@ class Archiver(Consumer):
         seq = msg.metadata.sequence.stream
         alert_id = alert.get("id")
         alert_id = alert_id if isinstance(alert_id, str) and alert_id else f"seq-{seq}"
-        key: Key = ("alerts", token, alert_id)
-        window = self.writer.window
-        if key in window.keys or self._inflight(key):
-            self._attach(delivery, [], True, 0)
+        window, inflight = self.writer.window, self.writer.inflight
+        if window.has("alerts", token, alert_id) or (
+            inflight is not None and inflight.has("alerts", token, alert_id)
+        ):
+            self._attach(delivery, 0, True, 0)
             return
-        if key in self.writer.recent:
+        if ("alerts", token, alert_id) in self.writer.recent:
             self.writer.duplicates += 1
             return  # left open: acked on return
         ts = alert.get("ts")
@@ -253,23 +307,19 @@ class Archiver(Consumer):
             window.buffer(part), alert, ts=ts, host=host if isinstance(host, str) else token,
             level=parse_subject(msg.subject).type, seq=seq, alert_id=alert_id,
         )  # fmt: skip
-        self._attach(delivery, [key], False, len(msg.data))
+        window.add_ids("alerts", token, [alert_id])
+        self._attach(delivery, 1, False, len(msg.data))
 
-    def _attach(self, delivery: Delivery, keys: list[Key], waiting: bool, size: int) -> None:
-        if not keys and not waiting:
+    def _attach(self, delivery: Delivery, rows: int, waiting: bool, size: int) -> None:
+        if not rows and not waiting:
             return  # all of it is on disk already: acked on return
         window = self.writer.window
         if not window:
             window.opened = time.monotonic()
         delivery.hold()
         window.deliveries.append(delivery)
-        window.keys.update(keys)
-        window.rows += len(keys)
+        window.rows += rows
         window.wire_bytes += size
-
-    def _inflight(self, key: Key) -> bool:
-        inflight = self.writer.inflight
-        return inflight is not None and key in inflight.keys
 
     def _token(self, host: str) -> str:
         token = self._tokens.get(host)
@@ -278,10 +328,12 @@ class Archiver(Consumer):
         return token
 
     def _day(self, ts: int) -> str:
-        day = ts // NS_PER_DAY
+        return self._day_text(ts // NS_PER_DAY)
+
+    def _day_text(self, day: int) -> str:
         text = self._days.get(day)
         if text is None:
-            text = self._days[day] = layout.day_of(ts)
+            text = self._days[day] = layout.day_of(day * NS_PER_DAY)
         return text
 
     # -- committing -----------------------------------------------------------
@@ -291,7 +343,7 @@ class Archiver(Consumer):
         # Held messages past half the server's limit would soon stop deliveries
         # and leave the window waiting for the clock: commit instead.
         held_limit = max(1, self.settings.ack_pending_limit // 2)
-        if (w.rows >= self.roll_events or w.wire_bytes >= self.roll_bytes
+        if (w.rows >= self.roll_events or w.nbytes >= self.roll_bytes
                 or len(w.deliveries) >= held_limit):
             await self.flush()
 
@@ -368,12 +420,35 @@ class Archiver(Consumer):
                 log.error("archive: retention failed: %s", exc)
 
 
-def _truncate(window: Window, marks: dict[PartKey, int]) -> None:
-    """Undo one delivery's rows (it had a row the archive cannot store)."""
-    for part, buf in list(window.parts.items()):
-        keep = marks.get(part, 0)
-        if buf.rows > keep:
-            buf.truncate(keep)
+_NONE: frozenset[str] = frozenset()
+_HELD = 600  # bytes a held, released message still costs (Msg, Delivery, reply subject)
+
+
+def _table(rows: list[Any], maps: bool) -> pa.Table:
+    """The columns of one partition's new rows: records (the decoder's fast
+    path) straight from their fields, maps checked first. RowError for a value
+    no column holds."""
+    try:
+        if not maps:
+            return records_table(rows)
+        for event in rows:
+            check_event(event)
+        return event_table(rows)
+    except RowError:
+        raise
+    except (pa.ArrowException, OverflowError, ValueError, TypeError, RecursionError) as exc:
+        raise RowError(f"event: {type(exc).__name__}: {exc}") from None
+
+
+def _row_error(delivery: Delivery) -> RowError:
+    """Why one delivery's events cannot be stored, naming the event and the field."""
+    try:
+        for i, event in enumerate(delivery.events):
+            check_event(event, f"event[{i}]")
+        _table(delivery.events, True)
+    except RowError as exc:
+        return exc
+    return RowError("event: cannot be stored (the columns would not build)")
 
 
 def _ns(when: datetime) -> int:

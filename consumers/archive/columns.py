@@ -20,11 +20,16 @@ JSON in `extra`, so nothing a publisher sent is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
 import pyarrow as pa
+from msgspec.structs import astuple
+
+from snoopbus.proto import fastpath
+from snoopbus.proto.schema import _TEXT_LIST
 
 TEXT, TEXTS, INT, UINT, BOOL = "text", "texts", "int", "uint", "bool"
 _ARROW: Final = {
@@ -197,6 +202,11 @@ class ColumnBuffer:
         self.cols: dict[str, list[Any]] = {name: [] for name in schema.names}
         self.rows = 0
 
+    @property
+    def nbytes(self) -> int:
+        """A rough figure: the JSON of each alert and a few hundred bytes of cells."""
+        return sum(map(len, self.cols["data"])) + 300 * self.rows
+
     def table(self) -> pa.Table:
         return pa.Table.from_pydict(self.cols, schema=self.schema)
 
@@ -215,30 +225,67 @@ class ColumnBuffer:
 
 
 class EventBuffer:
-    """Events kept as they came; columns are built at commit, one list
-    comprehension per column (far cheaper than per-event field loops), off the
-    event loop. Only what `check_event` accepted goes in."""
+    """The event rows of one partition, as Arrow tables built a batch at a
+    time (`add`), so a window costs its columns' bytes, not a million maps.
+    `append_event` keeps single maps too (tests, tools); they become a table
+    when the buffer is read."""
 
-    __slots__ = ("events",)
+    __slots__ = ("_ids", "_pending", "_table_bytes", "tables")
 
     def __init__(self) -> None:
-        self.events: list[Mapping[str, Any]] = []
+        self.tables: list[pa.Table] = []
+        self._ids: list[str] = []  # of the tables' rows, in order
+        self._table_bytes = 0
+        self._pending: list[Mapping[str, Any]] = []  # maps not yet in a table
 
     @property
     def rows(self) -> int:
-        return len(self.events)
+        return len(self._ids) + len(self._pending)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows take (the tables' buffers; a rough figure for maps)."""
+        return self._table_bytes + 600 * len(self._pending)
+
+    def add(self, table: pa.Table, ids: list[str]) -> None:
+        self._flush()
+        self.tables.append(table)
+        self._ids += ids
+        self._table_bytes += table.nbytes
 
     def ids(self) -> list[str]:
-        return [e["id"] for e in self.events]
+        return self._ids + [e["id"] for e in self._pending]
 
     def extend(self, other: EventBuffer) -> None:
-        self.events.extend(other.events)
+        self._flush()
+        other._flush()
+        self.tables += other.tables
+        self._ids += other._ids
+        self._table_bytes += other._table_bytes
 
     def truncate(self, rows: int) -> None:
-        del self.events[rows:]
+        self._flush()
+        keep, kept = [], 0
+        for t in self.tables:
+            if kept + t.num_rows > rows:
+                t = t.slice(0, rows - kept)
+            if t.num_rows:
+                keep.append(t)
+            kept += t.num_rows
+        self.tables = keep
+        del self._ids[rows:]
+        self._table_bytes = sum(t.nbytes for t in keep)
 
     def table(self) -> pa.Table:
-        return event_table(self.events)
+        self._flush()
+        if not self.tables:
+            return EVENT_SCHEMA.empty_table()
+        return pa.concat_tables(self.tables)
+
+    def _flush(self) -> None:
+        if self._pending:
+            events, self._pending = self._pending, []
+            self.add(event_table(events), [e["id"] for e in events])
 
 
 _EMPTY: Final[Mapping[str, Any]] = {}
@@ -307,7 +354,7 @@ def _type_ok(kind: str, value: Any) -> bool:
 def append_event(buf: EventBuffer, event: Mapping[str, Any], where: str = "event") -> None:
     """Check, then keep: a RowError leaves `buf` as it was."""
     check_event(event, where)
-    buf.events.append(event)
+    buf._pending.append(event)
 
 
 def _text_column(values: list[Any]) -> tuple[pa.Array, pa.Array]:
@@ -337,14 +384,19 @@ _KNOWN_FILE: Final = frozenset(_KNOWN["file"])
 
 
 def _extra(event: Mapping[str, Any]) -> str | None:
-    """Keys this archive has no column for, as JSON (None in the common case)."""
+    """Keys this archive has no column for, as JSON (None in the common case),
+    sorted: the same cell whatever order the publisher sent them in."""
     proc, file = event.get("proc") or _EMPTY, event.get("file") or _EMPTY
     if event.keys() <= _KNOWN_TOP and proc.keys() <= _KNOWN_PROC and file.keys() <= _KNOWN_FILE:
         return None
     extra: dict[str, Any] = {k: v for k, v in event.items() if k not in _KNOWN_TOP}
     extra.update({f"proc.{k}": v for k, v in proc.items() if k not in _KNOWN_PROC})
     extra.update({f"file.{k}": v for k, v in file.items() if k not in _KNOWN_FILE})
-    return to_json(extra)
+    return to_json(dict(sorted(extra.items(), key=_label_order)))
+
+
+def _label_order(item: tuple[Any, Any]) -> tuple[bool, str]:
+    return not isinstance(item[0], str), str(item[0])  # msgpack may key by bin: after text
 
 
 def _struct(within: str | None) -> list[pa.Field]:
@@ -370,16 +422,23 @@ def event_table(events: list[Mapping[str, Any]]) -> pa.Table:
         "proc": dict(zip(_WIRE.field("proc").type.names, parts["proc"].flatten(), strict=True)),
         "file": dict(zip(_WIRE.field("file").type.names, parts["file"].flatten(), strict=True)),
     }
-    n = len(events)
+    return _assemble(sources, len(events), pa.array([_extra(e) for e in events], pa.string()))
+
+
+def _assemble(sources: Mapping[str | None, Mapping[str, pa.Array]], n: int,
+              extra: pa.Array) -> pa.Table:  # fmt: skip
+    """The event table from its columns by map (None: the event, "proc",
+    "file"), all text valid UTF-8: the `_raw` companions null."""
+    top = sources[None]
     arrays: dict[str, pa.Array] = {
-        "ts": parts["ts"].cast(TS_TYPE), "host_name": parts["host"],
+        "ts": top["ts"].cast(TS_TYPE), "host_name": top["host"],
         "host_name_raw": pa.nulls(n, pa.binary()),
     }  # fmt: skip
     for f in EVENT_FIELDS:
         arrays[f.column] = sources[f.within][f.key]
         if f.has_raw:
             arrays[f.column + RAW_SUFFIX] = pa.nulls(n, _RAW_ARROW[f.kind])
-    arrays["extra"] = pa.array([_extra(e) for e in events], pa.string())
+    arrays["extra"] = extra
     return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
 
 
@@ -403,6 +462,82 @@ def _event_table_by_column(events: list[Mapping[str, Any]]) -> pa.Table:
             arrays[f.column + RAW_SUFFIX] = raw
     arrays["extra"] = pa.array([_extra(e) for e in events], pa.string())
     return pa.Table.from_pydict(arrays, schema=EVENT_SCHEMA)
+
+
+# -- from the decoder's typed records (proto/fastpath.py) --------------------------
+
+
+def _record_type(within: str | None, names: tuple[str, ...]) -> pa.StructType:
+    """A struct's fields, in its order, as an Arrow struct: the archive's column
+    type where it has one, else the schema's kind (for `extra`)."""
+    kinds = fastpath.KINDS[within]
+    fields = []
+    for name in names:
+        f = _TYPED_KEYS.get((within, name))
+        kind = kinds[name]
+        if f is not None:
+            t = _ARROW[f.kind]
+        elif kind is _TEXT_LIST:
+            t = _ARROW[TEXTS]
+        else:
+            t = {int: pa.int64(), str: pa.string(), bool: pa.bool_()}[kind]  # type: ignore[index]
+        fields.append(pa.field(name, t))
+    return pa.struct(fields)
+
+
+_TOP_NAMES: Final = tuple(n for n in fastpath.FIELDS[None] if n not in ("proc", "file"))
+_get_top: Final = attrgetter(*_TOP_NAMES)
+_RECORD_TYPES: Final = {
+    None: _record_type(None, _TOP_NAMES),
+    **{w: _record_type(w, fastpath.FIELDS[w]) for w in ("proc", "file")},
+}
+# Schema keys the archive has no column for: kept in `extra`, as unknown keys
+# are; in the order of their labels, as _extra sorts them.
+_RECORD_EXTRA: Final = tuple(sorted(
+    ((within, name, name if within is None else f"{within}.{name}")
+     for within, names in ((None, _TOP_NAMES), ("proc", fastpath.FIELDS["proc"]),
+                           ("file", fastpath.FIELDS["file"]))
+     for name in names if (within, name) not in _TYPED_KEYS and name not in _KNOWN_TOP),
+    key=lambda entry: entry[2],
+))  # fmt: skip
+
+
+def records_table(records: Sequence[Any]) -> pa.Table:
+    """The Parquet table of typed records (`Delivery.records`), with no map per
+    event: each struct becomes a tuple, which pyarrow converts in one pass per
+    map (event, proc, file). Records hold only valid UTF-8 and known keys, so
+    the `_raw` columns are null; schema keys without a column of their own go
+    to `extra` as JSON. Raises what pyarrow raises for a value no column holds
+    (an int past int64): check_event says which."""
+    n = len(records)
+    cols: dict[str | None, dict[str, pa.Array]] = {}
+    for within, rows in (
+        (None, list(map(_get_top, records))),
+        *((w, _sub_tuples(records, w)) for w in ("proc", "file")),
+    ):
+        array = pa.array(rows, _RECORD_TYPES[within])
+        cols[within] = dict(zip(_RECORD_TYPES[within].names, array.flatten(), strict=True))
+    return _assemble(cols, n, _records_extra(cols, n))
+
+
+def _sub_tuples(records: Sequence[Any], within: str) -> list[tuple[Any, ...]]:
+    """The `proc` (or `file`) struct of every record as a tuple; all None where absent."""
+    empty = fastpath.EMPTY[within]
+    subs = [empty if s is None else s for s in map(attrgetter(within), records)]
+    return list(map(astuple, subs))
+
+
+def _records_extra(cols: dict[str | None, dict[str, pa.Array]], n: int) -> pa.Array:
+    present = [(label, cols[within][name]) for within, name, label in _RECORD_EXTRA
+               if cols[within][name].null_count != n]  # fmt: skip
+    if not present:
+        return pa.nulls(n, pa.string())
+    values = [(label, array.to_pylist()) for label, array in present]
+    out: list[str | None] = []
+    for i in range(n):
+        extra = {label: column[i] for label, column in values if column[i] is not None}
+        out.append(to_json(extra) if extra else None)
+    return pa.array(out, pa.string())
 
 
 def _dig(obj: Any, path: tuple[str, ...]) -> Any:

@@ -1,7 +1,8 @@
 """Benchmark: events per second through the alerter with the whole shared corpus loaded.
 
-    .venv/bin/python -m tests.bench.alerter                 # 50,000 events
-    .venv/bin/python -m tests.bench.alerter --events 5000 --top 10
+    .venv/bin/python -m tests.bench.alerter                           # 1M events through NATS
+    .venv/bin/python -m tests.bench.alerter --nats-events 10000000    # the issue's figure
+    .venv/bin/python -m tests.bench.alerter --events 50000 --nats-events 0 --top 10
 
 Loads the packaged default set plus the shared SigmaHQ Linux corpus
 (../shared/sigma/rules beside the clone), builds a synthetic mix shaped like
@@ -9,14 +10,16 @@ a busy host (about 35% exec, 65% file events: create/modify/close_write/
 delete/moved_to/attrib, over everyday programs and paths, with 1% attacks),
 then measures:
 
-1. in process: Engine.match over the mix (records built and every rule run),
-   in this process's CPU time;
-2. per rule: each rule's compiled predicate alone over the records of its
-   category, CPU ns per event, the slowest `--top`;
-3. through NATS: a private nats-server, the mix stored first (100 events per
-   message, as a collector batches), then AlertConsumer in this process
-   through the consumer runtime, timed (wall clock) until every event is
-   handled and its alerts are stored.
+1. through NATS (tests/bench/backlog.py): a private nats-server with
+   `--nats-events` stored first (100 events per message, as a collector
+   batches), then `snoopbus consume alert --rules default <corpus>` as its own
+   process, pinned to one CPU, timed from its durable's creation (rules
+   loaded) until nothing is pending or unacked: events/s, CPU µs per event and
+   peak RSS; `--before`'s code (default main, from a temporary git worktree)
+   first, on the same backlog;
+2. in process (`--events`): Engine.match over the mix, in this process's CPU
+   time, and per rule: each rule's compiled predicate alone over the records
+   of its category, CPU ns per event, the slowest `--top`.
 
 One run on a shared 2-core machine: compare ratios, not absolutes.
 """
@@ -26,24 +29,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector.natsd import NatsServer
-from snoopbus.consumers import Runtime, Settings
-from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.loader import default_rules_dir, load_rules
 from snoopbus.proto import (
     SCHEMA_VERSION,
-    connect,
     encode_batch,
-    ensure_stream,
     event_subject,
 )
+
+from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "sigma" / "rules"
 HOSTS = ("web-1", "web-2", "db-1")
@@ -78,9 +80,8 @@ ATTACK_PATHS = ["/etc/cron.d/backdoor", "/root/.ssh/authorized_keys", "/etc/sudo
 FILE_TYPES = ("create", "modify", "close_write", "close_write", "delete", "moved_to", "attrib")
 
 
-def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
+def iter_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
     for i in range(n):
         attack = rng.random() < 0.01
         host = rng.choice(HOSTS)
@@ -92,7 +93,7 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
             proc = {"pid": 1000 + i, "tid": 1000 + i, "ppid": 999, "uid": rng.choice((0, 1000)),
                     "gid": 0, "comm": exe.rsplit("/", 1)[-1][:15], "exe": exe, "argv": argv,
                     "cwd": "/home/dev", "parent_exe": parent, "parent_argv": [parent]}  # fmt: skip
-            out.append({**base, "type": "exec", "proc": proc})
+            yield {**base, "type": "exec", "proc": proc}
         else:
             path = rng.choice(ATTACK_PATHS if attack else FILE_PATHS)
             type_ = rng.choice(FILE_TYPES)
@@ -102,8 +103,11 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
             proc = {"pid": 2000, "tid": 2000, "ppid": 1, "uid": 0, "gid": 0,
                     "comm": "python3", "exe": "/usr/bin/python3", "argv": ["python3", "app.py"],
                     "cwd": "/srv"}  # fmt: skip
-            out.append({**base, "type": type_, "proc": proc, "file": file})
-    return out
+            yield {**base, "type": type_, "proc": proc, "file": file}
+
+
+def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    return list(iter_events(n, seed))
 
 
 def in_process(engine: Engine, events: list[dict[str, Any]]) -> tuple[float, int]:
@@ -131,55 +135,70 @@ def per_rule(engine: Engine, events: list[dict[str, Any]]) -> list[tuple[float, 
     return sorted(out, reverse=True)
 
 
-async def through_nats(rule_paths: list[Path], events: list[dict[str, Any]]) -> tuple[float, int]:
-    with tempfile.TemporaryDirectory(prefix="snoopbus-bench-") as tmp:
-        server = NatsServer(state_dir=Path(tmp) / "nats")
-        server.start()
-        try:
-            nc = await connect(server.url, name="bench")
-            js = nc.jetstream()
-            await ensure_stream(js)
-            groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for event in events:
-                groups.setdefault((event["host"], event["type"]), []).append(event)
-            pending = []
-            for (host, type_), evs in groups.items():
-                for i in range(0, len(evs), PER_MESSAGE):
-                    batch = encode_batch(evs[i : i + PER_MESSAGE])
-                    pending.append(await js.publish_async(event_subject(host, type_), batch))
-            await asyncio.gather(*pending)
-            consumer = AlertConsumer(rule_paths, throttle=60.0)
-            runtime = Runtime(consumer, nc=nc, settings=Settings(batch=256, concurrency=1))
-            start = time.perf_counter()
-            task = asyncio.create_task(runtime.run())
-            while consumer.stats.events < len(events):
-                if task.done():
-                    await task
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - start
-            runtime.stop()
-            await task
-            published = consumer.stats.published
-            await nc.drain()
-            return len(events) / elapsed, published
-        finally:
-            server.stop()
+def messages(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    """As a collector batches: up to PER_MESSAGE events of one (host, type) per message."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event in events:
+        group = groups.setdefault((event["host"], event["type"]), [])
+        group.append(event)
+        if len(group) == PER_MESSAGE:
+            yield event_subject(event["host"], event["type"]), encode_batch(group)
+            group.clear()
+    for (host, type_), group in groups.items():
+        if group:
+            yield event_subject(host, type_), encode_batch(group)
+
+
+async def through_nats(total: int, trees: list[Tree], work: Path) -> list[Result]:
+    """Each tree's alerter, as its own process, over the same stored backlog."""
+    results = []
+    async with stored(work, messages(iter_events(total)), total) as (js, url):
+        for tree in trees:
+            args = ["--rules", "default", str(CORPUS), "--throttle", "60"]
+            r = await drain(js, url, tree, "alert", args, total, work, cpu=consumer_cpu())
+            print(table([r], ""), flush=True)
+            results.append(r)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.alerter")
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=50_000,
+                        help="events matched in process (default 50k; 0 skips)")
+    add_flags(parser, "alerter")
     parser.add_argument("--top", type=int, default=10, help="slowest rules to list")
-    parser.add_argument("--no-nats", action="store_true", help="skip the run through NATS")
     args = parser.parse_args(argv)
     if not CORPUS.is_dir():
         parser.error(f"SigmaHQ corpus missing at {CORPUS} (shared/sigma beside the clone)")
+    work = args.dir or Path(tempfile.mkdtemp(prefix="snoopbus-bench-alerter-"))
+    trees = [Tree.current()]
+    try:
+        if args.nats_events:
+            if args.before:
+                trees.insert(0, Tree.checkout(args.before))
+            results = asyncio.run(through_nats(args.nats_events, trees, work))
+            print()
+            print(table(results, f"alerter through NATS (default rules + SigmaHQ corpus), "
+                                 f"{args.nats_events:,} events stored first, one process each, "
+                                 "pinned to one CPU:"))  # fmt: skip
+            print()
+        if args.events:
+            in_process_report(args.events, args.top)
+    finally:
+        for tree in trees:
+            tree.remove()
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def in_process_report(n: int, top: int) -> None:
     paths = [default_rules_dir(), CORPUS]
     start = time.perf_counter()
     report = load_rules(paths)
     load_s = time.perf_counter() - start
     engine = Engine(report.rules)
-    events = make_events(args.events)
+    events = make_events(n)
     mix = Counter(e["type"] for e in events)
     by_cat = Counter(r.category for r in report.rules)
     print(f"rules: {len(report.rules)} loaded ({', '.join(f'{k} {v}' for k, v in by_cat.items())}),"
@@ -191,20 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     exec_rate, _ = in_process(engine, execs)
     rows.append(("in process, exec events only", f"{exec_rate:,.0f}",
                  f"{by_cat['process_creation']} process_creation rules each"))  # fmt: skip
-    if not args.no_nats:
-        nats_rate, published = asyncio.run(through_nats(paths, events))
-        rows.append(("through NATS (runtime + publish)", f"{nats_rate:,.0f}",
-                     f"{published} alerts after throttling"))  # fmt: skip
     print()
     print(f"{'path':<34} {'events/s':>10}  note")
     for name, value, note in rows:
         print(f"{name:<34} {value:>10}  {note}")
     print()
-    print(f"slowest {args.top} rules (compiled predicate alone, on its category's records):")
+    print(f"slowest {top} rules (compiled predicate alone, on its category's records):")
     print(f"{'ns/event':>9}  {'category':<17} title")
-    for ns, category, title in per_rule(engine, events)[: args.top]:
+    for ns, category, title in per_rule(engine, events)[:top]:
         print(f"{ns:>9.0f}  {category:<17} {title}")
-    return 0
 
 
 if __name__ == "__main__":

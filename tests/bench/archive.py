@@ -1,54 +1,63 @@
-"""Benchmark: the archive — events/s archived, bytes/event on disk, query times.
+"""Benchmark: the archive — events/s archived, CPU per event, peak RSS, bytes/event, queries.
 
-    .venv/bin/python -m tests.bench.archive                      # 500,000 events
-    .venv/bin/python -m tests.bench.archive --events 10000000    # the issue's figure
+    .venv/bin/python -m tests.bench.archive              # 1M through NATS, 500k in process
+    .venv/bin/python -m tests.bench.archive --events 0 --nats-events 10000000  # the issue's
+    .venv/bin/python -m tests.bench.archive --before ''  # this branch only
 
 Synthetic events shaped like a busy host (10% exec with argv, the rest file
 events over a pool of paths, 4 hosts), spread evenly over one UTC day, then:
 
-1. write path, in process: the archiver's own row building (append_event,
-   with its id check) and commits (Parquet+zstd, temp, fsync, rename, dir
-   fsync) in windows of `--roll-events`; events/s and bytes/event on disk;
-2. through NATS: a private nats-server, `--nats-events` stored first (100
-   events per message, as a collector batches), then the Archiver in this
-   process through the consumer runtime, timed until every message is acked;
-3. queries over the archive of step 1, each with DuckDB and with pyarrow:
+1. through NATS (tests/bench/backlog.py): a private nats-server with
+   `--nats-events` stored first (100 events per message, as a collector
+   batches), then `snoopbus consume archive` as its own process, pinned to one
+   CPU, timed from its durable's creation until nothing is pending or unacked:
+   events/s, CPU µs per event (its own user+system time) and peak RSS. The
+   same backlog is then archived by `--before`'s code (default main, from a
+   temporary git worktree, removed afterwards), first, so both columns come
+   from one run; every row is checked to be on disk;
+2. write path, in process (`--events`): the archiver's own row path (decode
+   to records, dedup, columns per fetched batch) and commits (Parquet+zstd,
+   temp, fsync, rename, dir fsync) in windows of `--roll-events`;
+3. queries over the archive of step 2, each with DuckDB and with pyarrow:
    a point lookup (one exact path, whole archive), a narrow lookup (one pid in
    one minute) and a day's scan (a path glob no statistic can prune, over the
    whole day, so every row of the day is read).
 
-One run on a shared 2-core machine: compare ratios, not absolutes.
+One run on a shared 2-core machine: compare ratios, not absolutes; CPU per
+event moves less than events/s when other processes share the core.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector.natsd import NatsServer
-from snoopbus.consumers import Runtime, Settings
+import pyarrow.parquet as pq
+
 from snoopbus.consumers.archive import layout
-from snoopbus.consumers.archive.archiver import Archiver, tune_gc
-from snoopbus.consumers.archive.columns import NS_PER_DAY, append_event
+from snoopbus.consumers.archive.columns import NS_PER_DAY, records_table
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
 from snoopbus.consumers.archive.writer import Writer
+from snoopbus.consumers.gctune import tune_gc
 from snoopbus.proto import (
     SCHEMA_VERSION,
-    STREAM_NAME,
-    connect,
+    decode_records,
     encode_batch,
-    ensure_stream,
     event_subject,
     host_token,
 )
+
+from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 
 DAY0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 HOSTS = ("web-1", "web-2", "db-1", "build.example.com")
@@ -91,90 +100,86 @@ class Events:
         return ev
 
 
-def write_path(root: Path, events: Events, roll: int) -> tuple[float, int]:
-    """Seconds to archive every event, and files written (the archiver's own row path)."""
+def write_path(root: Path, total: int, roll: int) -> tuple[float, int]:
+    """Seconds to archive `total` events from their payloads, and files written:
+    the archiver's own row path (decode to records, dedup by id, columns a
+    fetched batch at a time), without NATS."""
     tune_gc()  # as the archiver does in setup
     w = Writer(root)
-    keys: set[tuple[str, str, str]] = set()
     tokens = {h: host_token(h) for h in HOSTS}
     days: dict[int, str] = {}
     start = time.perf_counter()
-    for n in range(events.total):
-        ev = events.make(n)
-        token = tokens[ev["host"]]
-        key = ("events", token, ev["id"])
-        if key in keys or key in w.recent:
-            continue
-        day = days.get(ev["ts"] // NS_PER_DAY) or days.setdefault(ev["ts"] // NS_PER_DAY,
-                                                                   day_of(ev["ts"]))  # fmt: skip
-        append_event(w.window.buffer(PartKey("events", day, token)), ev)
-        keys.add(key)
-        w.window.rows += 1  # what Archiver._attach counts
+    payloads = (payload for _, payload in messages(total, seed=1))
+    # As the archiver: columns a fetched batch (about 90 messages) at a time.
+    while batch := list(itertools.islice(payloads, 90)):
+        groups: dict[PartKey, tuple[list[Any], list[str]]] = {}
+        for payload in batch:
+            records = decode_records(payload)
+            assert records is not None
+            for r in records:
+                token = tokens[r.host]
+                if w.seen(("events", token, r.id)):
+                    continue
+                day = r.ts // NS_PER_DAY
+                text = days.get(day) or days.setdefault(day, day_of(r.ts))
+                rows, ids = groups.setdefault(PartKey("events", text, token), ([], []))
+                rows.append(r)
+                ids.append(r.id)
+        for part, (rows, ids) in groups.items():
+            w.window.buffer(part).add(records_table(rows), ids)  # type: ignore[union-attr]
+            w.window.add_ids("events", part.host, ids)
+            w.window.rows += len(ids)  # what Archiver._attach counts
         if w.window.rows >= roll:
             window = w.take()
-            window.keys = keys
             w.commit(window)
             w.committed(window)
-            keys = set()
     window = w.take()
     w.commit(window)
     return time.perf_counter() - start, w.files_written
 
 
-def gen_time(events: Events, sample: int) -> float:
-    """Seconds per event spent only making the synthetic dicts (subtracted above)."""
+def gen_time(total: int) -> float:
+    """Seconds per event spent only making and encoding the synthetic events
+    (subtracted from the write path's)."""
     start = time.perf_counter()
-    for n in range(sample):
-        events.make(n)
-    return (time.perf_counter() - start) / sample
+    for _ in messages(total, seed=1):
+        pass
+    return (time.perf_counter() - start) / total
 
 
-async def through_nats(total: int, work: Path, roll: int) -> float:
-    """Events/s from a pre-filled stream to acked Parquet, through the runtime."""
-    events = Events(total, seed=2)
-    server = NatsServer(state_dir=work / "nats")
-    server.start()
-    try:
-        nc = await connect(server.url, name="bench-archive")
-        js = nc.jetstream()
-        await ensure_stream(js)
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        pending = []
-        for n in range(total):
-            ev = events.make(n)
-            group = groups.setdefault((ev["host"], ev["type"]), [])
-            group.append(ev)
-            if len(group) == 100:
-                pending.append(await js.publish_async(
-                    event_subject(ev["host"], ev["type"]), encode_batch(group)))  # fmt: skip
-                groups[(ev["host"], ev["type"])] = []
-                if len(pending) >= 500:
-                    await asyncio.gather(*pending)
-                    pending = []
-        for (host, kind), group in groups.items():
-            if group:
-                subject = event_subject(host, kind)
-                pending.append(await js.publish_async(subject, encode_batch(group)))
-        await asyncio.gather(*pending)
-        settings = Settings(batch=256, concurrency=1, max_ack_pending=50_000)
-        archiver = Archiver(work / "nats-archive", roll_seconds=1, roll_events=roll, alerts=False,
-                            settings=settings)  # fmt: skip
-        runtime = Runtime(archiver, nc=nc, settings=settings)
-        start = time.perf_counter()
-        task = asyncio.create_task(runtime.run())
-        while True:
-            await asyncio.sleep(0.2)
-            info = await js.consumer_info(STREAM_NAME, "archive")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-        elapsed = time.perf_counter() - start
-        runtime.stop()
-        await task
-        await nc.close()
-        assert archiver.writer.rows_written == total, archiver.writer.rows_written
-        return total / elapsed
-    finally:
-        server.stop()
+def messages(total: int, seed: int = 2) -> Iterator[tuple[str, bytes]]:
+    """The events as a collector sends them: 100 per message, one (host, type) each."""
+    events = Events(total, seed=seed)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for n in range(total):
+        ev = events.make(n)
+        group = groups.setdefault((ev["host"], ev["type"]), [])
+        group.append(ev)
+        if len(group) == 100:
+            yield event_subject(ev["host"], ev["type"]), encode_batch(group)
+            group.clear()
+    for (host, kind), group in groups.items():
+        if group:
+            yield event_subject(host, kind), encode_batch(group)
+
+
+async def through_nats(total: int, work: Path, trees: list[Tree], roll: int) -> list[Result]:
+    """Each tree's archiver, as its own process, over the same stored backlog."""
+    results = []
+    async with stored(work, messages(total), total) as (js, url):
+        for i, tree in enumerate(trees):
+            out = work / f"nats-archive-{i}"
+            # Rolls by size; the last window waits 1 s, not the default 30 s.
+            args = ["--dir", str(out), "--no-alerts", "--roll-events", str(roll),
+                    "--roll-seconds", "1"]  # fmt: skip
+            r = await drain(js, url, tree, "archive", args, total, work, cpu=consumer_cpu())
+            rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in layout.files(out))
+            if rows != total:
+                raise SystemExit(f"archive ({tree.label}) wrote {rows:,} rows of {total:,}")
+            print(table([r], ""), flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+            results.append(r)
+    return results
 
 
 def timed(fn: Any, repeat: int = 3) -> tuple[float, Any]:
@@ -188,33 +193,40 @@ def timed(fn: Any, repeat: int = 3) -> tuple[float, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=500_000, help="events archived (default 500k)")
-    p.add_argument("--nats-events", type=int, default=100_000,
-                   help="events through NATS for the end-to-end figure (default 100k; 0 skips)")
+    p.add_argument("--events", type=int, default=500_000,
+                   help="events archived in process, then queried (default 500k; 0 skips)")
+    add_flags(p, "archiver")
     p.add_argument("--roll-events", type=int, default=200_000, help="events per commit window")
-    p.add_argument("--dir", type=Path, help="work here (kept); default: a temporary folder")
     p.add_argument("--reuse", action="store_true",
                    help="with --dir: keep the archive already there, time the queries only")
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="snoopbus-bench-archive-"))
     root = work / "archive"
+    trees = [Tree.current()]
     try:
+        if args.nats_events and not args.reuse:
+            if args.before:
+                trees.insert(0, Tree.checkout(args.before))
+            results = asyncio.run(through_nats(args.nats_events, work, trees, args.roll_events))
+            print()
+            print(table(results, f"archive through NATS, {args.nats_events:,} events stored "
+                                 "first, one process each, pinned to one CPU:"))  # fmt: skip
+            print()
+        if not args.events:
+            return
         events = Events(args.events)
         rows: list[tuple[str, str]] = [("events", f"{args.events:,}")]
         if not (args.reuse and args.dir and root.is_dir()):
-            per_gen = gen_time(events, min(args.events, 50_000))
-            seconds, files = write_path(root, events, args.roll_events)
+            per_gen = gen_time(min(args.events, 50_000))
+            seconds, files = write_path(root, args.events, args.roll_events)
             archived = seconds - per_gen * args.events
             rows += [
                 ("write path: events/s (row building + commit)", f"{args.events / archived:,.0f}"),
-                ("  (incl. making the synthetic events)", f"{args.events / seconds:,.0f}"),
+                ("  (incl. making and encoding them)", f"{args.events / seconds:,.0f}"),
             ]
         size = sum(f.size for f in layout.files(root))
         files = len(list(layout.files(root)))
         rows.append(("files / bytes per event on disk", f"{files} / {size / args.events:.1f}"))
-        if args.nats_events and not args.reuse:
-            rate = asyncio.run(through_nats(args.nats_events, work, args.roll_events))
-            rows.append((f"through NATS: events/s ({args.nats_events:,} events)", f"{rate:,.0f}"))
         probe = events.make(args.events // 2 + 1)
         while "file" not in probe:
             probe = events.make(probe["ts"] % 7 + args.events // 2 + 3)
@@ -233,12 +245,14 @@ def main() -> None:
                     (f"{label} [{engine.name}]", f"{secs * 1000:,.0f} ms ({len(found)} rows)")
                 )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rows.append(("peak RSS", f"{peak:,.0f} MB"))
+        rows.append(("peak RSS (this process)", f"{peak:,.0f} MB"))
         width = max(len(k) for k, _ in rows)
         print(f"{'measure':<{width}}  value")
         for k, v in rows:
             print(f"{k:<{width}}  {v}")
     finally:
+        for tree in trees:
+            tree.remove()
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
