@@ -36,6 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from snoopbus.collector.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
 from snoopbus.collector.natsd import NatsServer, NatsServerError
@@ -57,6 +58,7 @@ EMBEDDED_PORT = UpSection.port
 # Built-in consumers `up` runs with their defaults ([up] consumers).
 DEFAULT_CONSUMERS = UpSection.consumers
 LAG_EVERY = 2.0  # s between consumer_info calls for the lag column
+SERVER_STOP = 3.0  # s of the stop deadline kept for nats-server, after the children
 
 
 class StackError(RuntimeError):
@@ -73,6 +75,7 @@ class StackConfig:
     metrics_port: int = 0  # children get metrics_port+1, +2, ... (0: no metrics)
     metrics_address: str = "127.0.0.1"
     live: str = "auto"
+    stop_timeout: float = UpSection.stop_timeout  # s from Ctrl-C to everything stopped
     archive_dir_set: bool = False  # [consumer.archive] dir given: do not override it
     spill_dir_set: bool = False  # [collector] spill_dir given: else it is state_dir/spill
     # The collector leaves out the state folder (NATS store, archive, logs): what
@@ -86,6 +89,7 @@ class StackConfig:
             host=cfg.collector.host or None, consumers=with_forwarding(cfg),
             config_path=cfg.path, metrics_port=cfg.metrics.port,
             metrics_address=cfg.metrics.address, live=cfg.up.live,
+            stop_timeout=cfg.up.stop_timeout,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
             spill_dir_set=cfg.source("collector.spill_dir") != "default",
             collector_excludes=cfg.collector.exclude_path,
@@ -162,6 +166,7 @@ class Child:
     next_start: float = 0.0
     started_at: float = field(default=0.0)
     log_path: Path | None = None  # None: inherit up's stdout and stderr
+    record: UpRecord | None = None  # where the next `up` finds it, had this one died
 
     def start(self) -> None:
         command = [sys.executable, "-m", "snoopbus.collector.cli", *self.args]
@@ -171,12 +176,14 @@ class Child:
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent(),
             )  # fmt: skip
         finally:
             if out is not None:
                 out.close()
         self.started_at = time.monotonic()
+        if self.record is not None:
+            self.record.started(self.name, self.process.pid)
 
     def check(self, now: float, report: Report) -> bool:
         """Start or restart as due; True when it has just died."""
@@ -211,11 +218,13 @@ class Child:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def wait(self) -> None:
+    def wait(self, timeout: float) -> None:
+        """Until it exits, or `timeout` s; then it is killed (a hung child must
+        not keep `up` from stopping)."""
         if self.process is None:
             return
         try:
-            self.process.wait(15)
+            self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -228,7 +237,7 @@ class Child:
 def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
-    except (StackError, NatsServerError, MetricsError) as exc:
+    except (StackError, NatsServerError, MetricsError, UpRunning) as exc:
         print(f"snoopbus up: {exc}", file=sys.stderr)
         return 2
 
@@ -306,20 +315,26 @@ async def _run_stack(cfg: StackConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     server: NatsServer | None = None
+    secure_state_dir(cfg.state_dir)
+    say = _say(live)
+    # Before looking at the port: a dead `up`'s orphaned server may hold it.
+    await asyncio.to_thread(stop_leftovers, cfg.state_dir, say)
+    record = UpRecord(cfg.state_dir)
     state = nats_answering(cfg.port)
     if state is False:
         raise StackError(
             f"port {cfg.port} is in use by something that is not a NATS server with "
             "JetStream: free it, or pick another with --port or [up] port"
         )
-    secure_state_dir(cfg.state_dir)
-    say = _say(live)
     if state is True:
         url = f"nats://127.0.0.1:{cfg.port}"
         say(f"using the nats-server already running at {url}")
     else:
-        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True)
+        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True,
+                            die_with_parent=True)  # fmt: skip
         url = server.start()  # in this thread: its /proc children list shows the server
+        if server.process is not None:
+            record.started("nats-server", server.process.pid)
         say(f"nats-server with JetStream at {url} (data in {cfg.state_dir})")
     children = cfg.children(url)
     if live:
@@ -328,6 +343,8 @@ async def _run_stack(cfg: StackConfig) -> int:
             child.log_path = cfg.state_dir / "logs" / f"{child.name}.log"
     view = LiveState(host=cfg.host or socket.gethostname(), url=url, state_dir=str(cfg.state_dir))
     view.children = [ChildView(c.name) for c in children]
+    for child in children:
+        child.record = record
     monitor: asyncio.Task[None] | None = None
     metrics = None
     try:
@@ -341,15 +358,19 @@ async def _run_stack(cfg: StackConfig) -> int:
         await _supervise(children, view, stop, live)
         return 0
     finally:
+        # Bounded whatever hangs: children get until the deadline, then SIGKILL.
+        deadline = time.monotonic() + cfg.stop_timeout
         if monitor is not None:
             stop.set()  # an error may have brought us here
             monitor.cancel()
-            await asyncio.wait({monitor}, timeout=10)  # never hang the children's stop on it
+            await asyncio.wait({monitor}, timeout=2)  # never hang the children's stop on it
         for child in children:
             child.stop()
-        await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))
+        left = max(deadline - time.monotonic() - SERVER_STOP, 1.0)
+        await asyncio.gather(*(asyncio.to_thread(c.wait, left) for c in children))
         if server is not None:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.stop, timeout=SERVER_STOP)
+        record.clear()
         if metrics is not None:
             metrics.stop()
         print("snoopbus: stopped", flush=True)

@@ -96,6 +96,8 @@ class UpSection:
     port: int = 4222  # loopback port of the embedded nats-server
     consumers: tuple[str, ...] = ("rename", "alert", "archive")
     live: str = "auto"  # the live view: auto (when stdout is a terminal), on, off
+    # s from Ctrl-C to everything stopped: children still running then are killed
+    stop_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
