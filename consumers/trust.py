@@ -12,7 +12,7 @@ dead-lettered with the reason (kind "subject") and never reaches a handler:
 - its Nats-Msg-Id, when it has one, starts with that host token
   (proto/msgid.py): an id of another host was aimed at that host's next message;
 - every event's `host` (as a token) and `type` are the subject's, and an
-  alert's `host` and `level` are its subject's.
+  alert's `host` and `level`, when it has them, are its subject's.
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def events_mismatch(parts: SubjectParts, events: Sequence[Any], as_maps: bool) -
 
 def alert_mismatch(parts: SubjectParts, alert: dict[Any, Any]) -> str | None:
     """Why this alert map does not belong on this subject, or None."""
+    # Absent is no claim (the contract does not require them): the subject says it.
     host, level = alert.get("host"), alert.get("level")
-    if not isinstance(host, str) or _token(host) != parts.host:
+    if host is not None and (not isinstance(host, str) or _token(host) != parts.host):
         return (f"subject: the alert claims host {str(host)[:80]!r}, "
                 f"not the subject's {parts.host!r}")
-    if level != parts.type:
+    if level is not None and level != parts.type:
         return (f"subject: the alert claims level {str(level)[:20]!r}, "
                 f"not the subject's {parts.type!r}")
     return None
