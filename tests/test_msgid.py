@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from nats.js import JetStreamContext
 
+from snoopbus.collector.loss import LossCounters
+from snoopbus.collector.publisher import Publisher, PublisherConfig
+from snoopbus.collector.spill import Spill
 from snoopbus.consumers import trust
 from snoopbus.consumers.dlq import DeadLetter
-from snoopbus.proto import SubjectError, alert_subject, event_subject, host_token, parse_subject
+from snoopbus.proto import (
+    STREAM_NAME,
+    SubjectError,
+    alert_subject,
+    encode_batch,
+    ensure_stream,
+    event_subject,
+    host_token,
+    parse_subject,
+)
 from snoopbus.proto.msgid import (
     ID_HEADER,
     MessageIds,
@@ -118,3 +132,28 @@ def test_dead_letter_ids_depend_on_the_original() -> None:
     assert letter("web_a.r.1.n+1") != letter("web_a.r.1.m+1")
     assert letter("") != letter("", b"q")
     assert letter("").startswith("dlq-archive-12-")
+
+
+async def test_spilled_ids_replay_unchanged_and_old_ones_get_namespaced(
+    js: JetStreamContext, tmp_path: Path
+) -> None:
+    """A spilled message keeps its id (a copy that landed before a stop is dropped
+    as the duplicate it is, and not counted lost); one spilled by a version whose
+    ids had no host gets a new one (consumers would dead-letter it)."""
+    await ensure_stream(js)
+    subject = event_subject("h1", "exec")
+    kept = MessageIds().new(subject, 1)
+    spill = Spill(tmp_path / "spill", 1 << 20)
+    for i, msg_id in enumerate([kept, "inst-1+1", kept]):
+        spill.append(subject, msg_id, 1, encode_batch([{**ev("h1"), "id": f"i-{i}"}]))
+    spill.close()
+    loss = LossCounters()
+    pub = Publisher(js, loss, PublisherConfig(spill_dir=tmp_path / "spill"))
+    await pub.drain()
+    await pub.close()
+    info = await js.stream_info(STREAM_NAME)
+    ids = [(await js.get_msg(STREAM_NAME, s)).headers["Nats-Msg-Id"]  # type: ignore[index]
+           for s in range(info.state.first_seq, info.state.last_seq + 1)]
+    assert len(ids) == 2 and ids[0] == kept  # the third: a duplicate of the first
+    assert id_host(ids[1]) == "h1" and id_count(ids[1]) == 1
+    assert loss.total == 0 and pub.duplicate_ids == 0
