@@ -112,7 +112,6 @@ class Collector:
         self.loss = LossCounters()
         self._stop = asyncio.Event()
         self._nc: Client | None = None
-        self._meta_seq = 0
         # The loop's default executor until privileges are dropped (see run).
         self._executor = ThreadPoolExecutor(thread_name_prefix="snoopbus-pool")
         # Read by the metrics endpoint (collector/metrics.py); set once running.
@@ -328,6 +327,7 @@ class Collector:
             "payload_limit": publisher.payload_limit(),
             "cut_batches": publisher.cut_batches,  # batches over it, split to fit
             "truncated_events": publisher.truncated_events,  # events over it alone, cut
+            "duplicate_ids": publisher.duplicate_ids,  # first sends the stream had seen
             "interval": self.cfg.heartbeat_interval,
         }
 
@@ -353,10 +353,10 @@ class Collector:
         assert self.publisher is not None
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
                    "ts": time.time_ns(), **body}
-        self._meta_seq += 1
-        # "+0": a message of no events (PublishCounter counts events by this suffix)
-        msg_id = f"{self.instance}.{what}.{self._meta_seq}+0"
-        self.publisher.submit_meta(meta_subject(self.cfg.host, what), msg_id, encode_map(payload))
+        subject = meta_subject(self.cfg.host, what)
+        # count 0: a message of no events (PublishCounter counts events by the id)
+        msg_id = self.publisher.message_id(subject, 0)
+        self.publisher.submit_meta(subject, msg_id, encode_map(payload))
 
 
 def serve_metrics(collector: Collector) -> MetricsServer | None:

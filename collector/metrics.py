@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from snoopbus.collector import privileges
+from snoopbus.proto.msgid import ID_HEADER, id_count
 
 if TYPE_CHECKING:
     from snoopbus.consumers.runtime import Runtime
@@ -157,9 +158,7 @@ class PublishCounter:
         if self._latency is not None:
             self._latency(time.monotonic() - started)
         # The publisher's message ids end in "+<events in the message>".
-        msg_id = (kwargs.get("headers") or {}).get("Nats-Msg-Id", "")
-        _, plus, count = msg_id.rpartition("+")
-        n = int(count) if plus and count.isdigit() else 1
+        n = id_count((kwargs.get("headers") or {}).get(ID_HEADER, ""))
         self.published[subject] = self.published.get(subject, 0) + n
         return ack
 

@@ -31,7 +31,15 @@ from typing import cast
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from snoopbus.proto import STREAM_NAME, encode_batch, event_subject, events_filter, parse_subject
+from snoopbus.proto import (
+    STREAM_NAME,
+    encode_batch,
+    event_subject,
+    events_filter,
+    host_token,
+    parse_subject,
+)
+from snoopbus.proto.msgid import ID_HEADER, derived_id
 
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery
@@ -257,7 +265,8 @@ class RenamePairer(Consumer):
 def output_headers(outcome: Outcome) -> dict[str, str]:
     event = outcome.event
     assert event is not None
-    headers = {"Nats-Msg-Id": f"snoopbus-rename:{outcome.halves[0].host}:{event['id']}"}
+    # The output's subject host (a collector's halves are on their own host's subjects).
+    headers = {ID_HEADER: derived_id(host_token(event["host"]), "rename", event["id"])}
     for half in outcome.halves:
         headers[FROM_ID if half.event["type"] == FROM else TO_ID] = half.event["id"]
     return headers

@@ -1,7 +1,8 @@
 """The consumer runtime: one connection, one durable pull consumer, bounded work.
 
 Loop: fetch a batch (bounded by count and bytes: fetch.py) -> decode each
-message (undecodable ones go to the dead-letter subject at once) -> hand the
+message (undecodable ones go to the dead-letter subject at once, and so do
+ones whose id, events or alert disagree with their subject: trust.py) -> hand the
 rest to the consumer's handler in an asyncio-pool slot -> ack on success, nak
 with back-off on failure, and dead-letter once a message has had
 `max_attempts` deliveries.
@@ -40,8 +41,9 @@ from snoopbus.proto import (
     ensure_stream,
     parse_subject,
 )
+from snoopbus.proto.msgid import ID_HEADER
 
-from . import dlq
+from . import dlq, trust
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery, State, is_alert_subject
 from .fetch import Puller
@@ -190,8 +192,21 @@ class Runtime:
                     "(an earlier attempt never finished)",
                 )  # fmt: skip
                 continue
+            parts = trust.check_subject(msg.subject, msg.headers)
+            if isinstance(parts, str):
+                await self._dead_letter(msg, trust.KIND, parts)
+                continue
             try:
-                out.append(self._decode(msg))
+                delivery = self._decode(msg)
+                why = (trust.alert_mismatch(parts, delivery.events[0])  # type: ignore[arg-type]
+                       if parts.kind == "alerts" else
+                       trust.events_mismatch(parts, delivery.records, False)
+                       if delivery.records is not None else
+                       trust.events_mismatch(parts, delivery.events, True))
+                if why is not None:
+                    await self._dead_letter(msg, trust.KIND, why)
+                    continue
+                out.append(delivery)
             except DecodeError as exc:  # a SchemaError too: test it first
                 await self._dead_letter(msg, "decode", str(exc))
             except SchemaError as exc:
@@ -292,6 +307,7 @@ class Runtime:
         letter = dlq.DeadLetter(
             consumer=self.name, kind=kind, reason=reason, subject=msg.subject,
             payload=msg.data, stream_seq=meta.sequence.stream, attempts=meta.num_delivered,
+            original_id=(msg.headers or {}).get(ID_HEADER, ""),
         )  # fmt: skip
         try:
             await dlq.publish(self._js, letter)
