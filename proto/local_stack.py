@@ -93,9 +93,13 @@ def read(command: str, path: Path | None = None) -> LocalStack | None:
 
 
 def refusal(command: str, path: Path) -> str:
+    if command == "query":
+        return (f"the local stack ({path}) and its archive are root's: run `sudo snoopbus "
+                "query`, or pass --dir with an archive your group may read ([consumer.archive] "
+                "group)")
     return (f"the local stack ({path}) and its credentials are root's: run `sudo snoopbus "
             f"{command}`, or ask root for a reader credentials file and pass it with "
-            "SNOOPBUS_NATS_NKEY=FILE and --nats URL (README: read access for other users)")
+            "SNOOPBUS_NATS_NKEY=FILE and --nats URL (proto/SECURITY.md, Connecting)")
 
 
 def _uses_defaults(cfg: Config) -> bool:

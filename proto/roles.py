@@ -142,3 +142,16 @@ def render(users: Sequence[tuple[Role, str]]) -> str:
             lines.append(f"    {{ {credential},\n      permissions: {role.permissions()} }}")
     return ("jetstream: enabled\n\nauthorization {\n  users: [\n"
             + "\n".join(lines) + "\n  ]\n}\n")
+
+
+def password_env(role: Role) -> str:
+    return "SNOOPBUS_" + role.name.upper().replace("-", "_") + "_PASSWORD"
+
+
+def doc_example() -> str:
+    """proto/SECURITY.md's config: host web1, the built-in consumers, a forwarder
+    with one sink (`siem`), the reader and the admin; passwords from the server's
+    environment."""
+    wanted = stack_roles("web1", [("rename", ()), ("alert", ()), ("archive", ()),
+                                  ("forward", ("forward", "forward-siem"))])
+    return render([(r, f"user: {r.name}, password: ${password_env(r)}") for r in wanted])
