@@ -381,7 +381,7 @@ async def _run_stack(cfg: StackConfig) -> int:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
-        reader = NatsAuth(nkey=str(auth.seed_path("reader"))) if auth is not None else None
+        reader = auth.nats_auth("reader") if auth is not None else None
         monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop, reader))
         await _supervise(children, view, stop, live)
         return 0
@@ -414,8 +414,7 @@ def start_server(cfg: StackConfig, auth: StackAuth) -> tuple[NatsServer, str]:
 async def create_stream(url: str, auth: StackAuth) -> None:
     """As admin, the one role allowed to: the children only look it up."""
     try:
-        admin = NatsAuth(nkey=str(auth.seed_path("admin")))
-        nc = await connect(url, name="snoopbus-up", auth=admin)
+        nc = await connect(url, name="snoopbus-up", auth=auth.nats_auth("admin"))
     except BusUnavailable as exc:
         raise StackError(f"cannot reach the nats-server just started: {exc}") from None
     try:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import nkeys
 
-from snoopbus.proto import roles
+from snoopbus.proto import NatsAuth, roles
 
 AUTH_DIR = "auth"
 SEED_SUFFIX = ".nk"
 # Every credential variable a child could inherit: only its role's may reach it.
-AUTH_ENV = tuple(f"SNOOPBUS_NATS_{k}" for k in ("USER", "PASSWORD", "TOKEN", "NKEY", "CREDS"))
+AUTH_ENV = tuple(f"SNOOPBUS_NATS_{k}"
+                 for k in ("USER", "PASSWORD", "TOKEN", "NKEY", "CREDS", "INBOX_PREFIX"))
 
 
 class AuthError(RuntimeError):
@@ -91,7 +92,12 @@ class StackAuth:
         env = {k: v for k, v in (os.environ if base is None else base).items()
                if k not in AUTH_ENV}
         env["SNOOPBUS_NATS_NKEY"] = str(self.seed_path(role))
+        env["SNOOPBUS_NATS_INBOX_PREFIX"] = roles.inbox_prefix(role)
         return env
+
+    def nats_auth(self, role: str) -> NatsAuth:
+        """For `up`'s own connections and tests: `role`'s seed and reply prefix."""
+        return NatsAuth(nkey=str(self.seed_path(role)), inbox_prefix=roles.inbox_prefix(role))
 
 
 def _own_private(path: Path, mode: int, fd: int | None = None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from snoopbus.proto.roles import inbox_prefix
 from snoopbus.proto.settings_file import Config
 
 RUN_DIR_ENV: Final = "SNOOPBUS_RUN_DIR"
@@ -122,12 +123,12 @@ def apply(cfg: Config, role: str, command: str, path: Path | None = None) -> Con
         return cfg
     seed = stack.seed(role)
     if not seed.exists():
-        seed = stack.seed("admin")  # a consumer `up` does not run: root may do anything
+        role, seed = "admin", stack.seed("admin")  # a consumer `up` does not run: root may
     if not os.access(seed, os.R_OK):
         raise LocalStackRefused(refusal(command, seed))
     where = f"local stack {path}"
-    nats = replace(cfg.nats, url=stack.url, nkey=str(seed))
-    sources = {**cfg.sources, "nats.url": where, "nats.nkey": where}
+    nats = replace(cfg.nats, url=stack.url, nkey=str(seed), inbox_prefix=inbox_prefix(role))
+    sources = {**cfg.sources, "nats.url": where, "nats.nkey": where, "nats.inbox_prefix": where}
     return replace(cfg, nats=nats, sources=sources)
 
 

@@ -31,7 +31,6 @@ from snoopbus.proto.subjects import (
 
 API = "$JS.API"
 S = STREAM_NAME
-INBOX = "_INBOX.>"
 # Every JetStream client looks the account and the stream up first.
 LOOKUP = (f"{API}.INFO", f"{API}.STREAM.INFO.{S}")
 # What the rename pairer publishes (consumers/rename.py OUTPUT_TYPES).
@@ -46,9 +45,15 @@ class Role:
     name: str  # the NATS user name, and the credentials file's stem
     publish: tuple[str, ...] = ()
     deny_publish: tuple[str, ...] = ()
-    subscribe: tuple[str, ...] = (INBOX,)
+    subscribe: tuple[str, ...] = ()  # besides its own replies (inbox_prefix)
     durables: tuple[str, ...] = ()  # the consumers it owns
     admin: bool = False  # no permissions block: everything
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Its clients' reply subjects: its own, so that no other role reads them
+        (under _INBOX.> a collector would see every delivery to every consumer)."""
+        return inbox_prefix(self.name)
 
     def permissions(self) -> str:
         """This role's `permissions` value in nats-server config syntax."""
@@ -56,7 +61,14 @@ class Role:
         if self.deny_publish:
             pub += f"\n        deny: {_list(self.deny_publish)}"
         return (f"{{\n      publish: {{\n        {pub}\n      }}\n"
-                f"      subscribe: {{ allow: {_list(self.subscribe)} }}\n    }}")
+                f"      subscribe: {{ allow: {_list(self.subscribe_allowed())} }}\n    }}")
+
+    def subscribe_allowed(self) -> tuple[str, ...]:
+        return (*self.subscribe, f"{self.inbox_prefix}.>")
+
+
+def inbox_prefix(role: str) -> str:
+    return f"_INBOX_{role}"
 
 
 def _list(subjects: Iterable[str]) -> str:
@@ -116,7 +128,7 @@ def reader(protected: Iterable[str]) -> Role:
     publish = (*LOOKUP, f"{c}.INFO.{S}.*", f"{c}.LIST.{S}", f"{c}.NAMES.{S}",
                f"{API}.STREAM.MSG.GET.{S}", f"{c}.CREATE.{S}.*", f"{c}.CREATE.{S}.*.>",
                f"{c}.MSG.NEXT.{S}.*", f"{c}.DELETE.{S}.*")
-    return Role("reader", publish, tuple(deny), subscribe=("snoopbus.>", INBOX))
+    return Role("reader", publish, tuple(deny), subscribe=("snoopbus.>",))
 
 
 def admin() -> Role:

@@ -59,6 +59,7 @@ class NatsSection:
     tls_ca: str = ""  # path: trust only this CA for the server's certificate
     tls_cert: str = ""  # path: client certificate (needs tls_key)
     tls_key: str = ""
+    inbox_prefix: str = ""  # reply subjects' prefix (default _INBOX; `up` gives each role its own)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from snoopbus.collector.stack_auth import StackAuth
 from snoopbus.consumers.follow import Follower
 from snoopbus.proto import (
     STREAM_NAME,
-    NatsAuth,
     alert_subject,
     connect,
     encode_batch,
@@ -67,7 +66,7 @@ class Stack:
             errors.append(str(e))
 
         nc = await connect(self.url, name=f"test-{role}", error_cb=on_error,
-                           auth=NatsAuth(nkey=str(self.auth.seed_path(role))))
+                           auth=self.auth.nats_auth(role))
         self.clients.append(nc)
         return nc, errors
 
@@ -241,8 +240,11 @@ async def test_the_collector_publishes_its_host_only_and_reads_nothing(stack: St
     with pytest.raises(nats.errors.TimeoutError):
         await cjs.publish(event_subject("web2", "exec"), b"\x90")
     await col.subscribe("snoopbus.>")
+    await col.subscribe("_INBOX.>")  # every consumer's deliveries, with the default prefix
+    await col.subscribe("_INBOX_reader.>")
     await col.flush()
     await asyncio.sleep(0.2)
+    assert violated(errors, "_INBOX.>") and violated(errors, "_INBOX_reader.>"), errors
     assert violated(errors, event_subject("web2", "exec"))
     assert violated(errors, "snoopbus.>"), errors  # for subscription
     with pytest.raises(nats.errors.TimeoutError):  # consumers are not its business either

@@ -44,7 +44,8 @@ async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.Mo
                                                                 password="pw-admin"))
         await ensure_stream(op.jetstream())
         col = await connect(server.url, name="c", auth=NatsAuth(user="collector-web1",
-                                                                password="pw-collector_web1"))
+                                                                password="pw-collector_web1",
+                                                                inbox_prefix="_INBOX_collector-web1"))
         cjs = col.jetstream()
         await ensure_stream(cjs)
         moved_from = encode_batch([half("moved_from", 1)])
@@ -54,7 +55,7 @@ async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.Mo
             await cjs.publish(event_subject("web2", "exec"), b"\x90", timeout=0.5)
         with pytest.raises(nats.errors.Error):  # refused: no reply comes
             await col.jetstream(timeout=0.5).delete_stream("SNOOPBUS")
-        rename = NatsAuth(user="rename", password="pw-rename")
+        rename = NatsAuth(user="rename", password="pw-rename", inbox_prefix="_INBOX_rename")
         runtime = Runtime(RenamePairer(), servers=server.url, auth=rename)
         task = asyncio.create_task(runtime.run())
         ojs = op.jetstream()
