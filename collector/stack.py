@@ -353,7 +353,7 @@ async def _run_stack(cfg: StackConfig) -> int:
         say(f"using the nats-server already running at {url} (with its own credentials)")
     else:
         auth = StackAuth.in_state_dir(cfg.state_dir)
-        server, url = await asyncio.to_thread(start_server, cfg, auth)
+        server, url = start_server(cfg, auth)
         say(f"nats-server with JetStream at {url} (data in {cfg.state_dir}, "
             f"credentials in {auth.auth_dir})")
     children = cfg.children(url)

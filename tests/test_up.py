@@ -182,6 +182,9 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     assert "snoopbus: stopped" in (await up.stdout.read()).decode()
     for pid in kids:  # collector, consumers and nats-server: all gone
         assert not Path(f"/proc/{pid}").exists()
+    # Every child, the restarted pairer's recall included, did its work within its role.
+    log = (tmp_path / "state" / "nats" / "nats-server.log").read_text()
+    assert "Permissions Violation" not in log, log
 
 
 def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
