@@ -24,7 +24,7 @@ from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import Config
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -232,10 +232,13 @@ def _add_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def _config_show(args: argparse.Namespace) -> int:
     try:
-        cfg = settings_file.load(args.config)
+        cfg = local_stack.apply(settings_file.load(args.config), "reader", "config show")
     except settings_file.ConfigError as exc:
         print(f"snoopbus config: {exc}", file=sys.stderr)
         return 2
+    except local_stack.LocalStackRefused as exc:
+        print(f"snoopbus config: {exc}", file=sys.stderr)
+        return local_stack.REFUSED_EXIT
     if args.json:
         print(json.dumps(settings_file.as_dict(cfg), indent=2))
     else:

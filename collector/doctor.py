@@ -30,7 +30,7 @@ from snoopbus.collector.capabilities import (
     choose_hooks,
     detect,
 )
-from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import ConfigError
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
@@ -159,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"snoopbus doctor: {exc}", file=sys.stderr)
         return 2
+    except local_stack.LocalStackRefused as exc:
+        print(f"snoopbus doctor: {exc}", file=sys.stderr)
+        return local_stack.REFUSED_EXIT
     report = build_report()
     if getattr(args, "json", False):
         out = report.to_json()
@@ -176,7 +179,8 @@ def _bus_report(args: argparse.Namespace) -> doctor_bus.BusReport | None:
     """The running collector's last reports, when --nats or --host asks for them."""
     if getattr(args, "nats", None) is None and getattr(args, "host", None) is None:
         return None
-    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats})
+    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats or None})
+    cfg = local_stack.apply(cfg, "reader", "doctor --nats")
     host = args.host or cfg.collector.host or socket.gethostname()
     try:
         return asyncio.run(doctor_bus.last_reports(cfg.nats.url, host,
@@ -191,7 +195,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="machine-readable output: checks, chosen hooks, resolved struct offsets",
     )
-    settings_file.add_nats_flag(parser)
+    settings_file.add_nats_flag(parser, optional=True)
     parser.add_argument(
         "--host", default=None, metavar="NAME",
         help="also show what the collector of this host last reported on NATS "

@@ -39,17 +39,22 @@ from nats.js.errors import NotFoundError
 from snoopbus.collector.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
-from snoopbus.collector.natsd import NatsServer, NatsServerError
+from snoopbus.collector.natsd import NatsServer, NatsServerError, config_args
+from snoopbus.collector.stack_auth import AuthError, StackAuth
 from snoopbus.proto import (
     STREAM_NAME,
     BusUnavailable,
     DecodeError,
+    NatsAuth,
     SchemaError,
     alerts_filter,
     connect,
     decode_map,
+    ensure_stream,
     events_filter,
+    local_stack,
     meta_filter,
+    roles,
 )
 from snoopbus.proto.settings_file import Config, UpSection
 
@@ -81,6 +86,7 @@ class StackConfig:
     # The collector leaves out the state folder (NATS store, archive, logs): what
     # the stack writes itself would otherwise come back as events, forever.
     collector_excludes: tuple[str, ...] = ()
+    forward_sinks: tuple[str, ...] = ()  # durable names of the forwarder's sinks
 
     @classmethod
     def from_config(cls, cfg: Config) -> StackConfig:
@@ -93,12 +99,27 @@ class StackConfig:
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
             spill_dir_set=cfg.source("collector.spill_dir") != "default",
             collector_excludes=cfg.collector.exclude_path,
+            forward_sinks=forward_durables(cfg),
         )  # fmt: skip
+
+    @property
+    def host_name(self) -> str:
+        return self.host or socket.gethostname()
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.state_dir / "archive"
+
+    def roles(self) -> list[roles.Role]:
+        """Who may do what on the embedded server: the collector, each consumer, reader, admin."""
+        consumers = [(n, ("forward", *self.forward_sinks) if n == "forward" else ())
+                     for n in self.consumers]
+        return roles.stack_roles(self.host_name, consumers)
 
     def consumer_args(self, name: str, url: str) -> list[str]:
         extra = []
         if name == "archive" and not self.archive_dir_set:
-            extra = ["--dir", str(self.state_dir / "archive")]
+            extra = ["--dir", str(self.archive_dir)]
         return ["consume", *self._config_args(), name, "--nats", url, *extra]
 
     def collector_args(self, url: str) -> list[str]:
@@ -123,6 +144,17 @@ class StackConfig:
                 args = [*args, "--metrics-port", str(self.metrics_port + i)]
             out.append(Child(name, args))
         return out
+
+
+def forward_durables(cfg: Config) -> tuple[str, ...]:
+    """The durable of each sink [consumer.forward] `to` lists (none if it lists none)."""
+    from snoopbus.consumers.forward.spec import SpecError, parse_spec
+
+    to = cfg.consumer.get("forward", {}).get("to", [])
+    try:
+        return tuple(parse_spec(t).consumer_name for t in to if isinstance(t, str))
+    except SpecError:
+        return ()  # the forwarder says what is wrong when it starts
 
 
 def with_forwarding(cfg: Config) -> tuple[str, ...]:
@@ -167,6 +199,7 @@ class Child:
     started_at: float = field(default=0.0)
     log_path: Path | None = None  # None: inherit up's stdout and stderr
     record: UpRecord | None = None  # where the next `up` finds it, had this one died
+    env: dict[str, str] | None = None  # None: up's own environment
 
     def start(self) -> None:
         command = [sys.executable, "-m", "snoopbus.collector.cli", *self.args]
@@ -176,7 +209,7 @@ class Child:
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=die_with_parent(),
+                start_new_session=True, preexec_fn=die_with_parent(), env=self.env,
             )  # fmt: skip
         finally:
             if out is not None:
@@ -237,7 +270,7 @@ class Child:
 def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
-    except (StackError, NatsServerError, MetricsError, UpRunning) as exc:
+    except (StackError, NatsServerError, MetricsError, UpRunning, AuthError) as exc:
         print(f"snoopbus up: {exc}", file=sys.stderr)
         return 2
 
@@ -326,17 +359,23 @@ async def _run_stack(cfg: StackConfig) -> int:
             f"port {cfg.port} is in use by something that is not a NATS server with "
             "JetStream: free it, or pick another with --port or [up] port"
         )
+    auth: StackAuth | None = None
     if state is True:
         url = f"nats://127.0.0.1:{cfg.port}"
-        say(f"using the nats-server already running at {url}")
+        say(f"using the nats-server already running at {url} (with its own credentials)")
     else:
-        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True,
-                            die_with_parent=True)  # fmt: skip
-        url = server.start()  # in this thread: its /proc children list shows the server
+        auth = StackAuth.in_state_dir(cfg.state_dir)
+        server, url = start_server(cfg, auth)
         if server.process is not None:
             record.started("nats-server", server.process.pid)
-        say(f"nats-server with JetStream at {url} (data in {cfg.state_dir})")
+        say(f"nats-server with JetStream at {url} (data in {cfg.state_dir}, "
+            f"credentials in {auth.auth_dir})")
     children = cfg.children(url)
+    if auth is not None:
+        roles_by_consumer = {r.name: r.name for r in cfg.roles()}
+        for child in children:
+            role = roles.collector(cfg.host_name).name if child.name == "collector" else child.name
+            child.env = auth.env(roles_by_consumer.get(role, "admin"))
     if live:
         (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         for child in children:
@@ -347,14 +386,19 @@ async def _run_stack(cfg: StackConfig) -> int:
         child.record = record
     monitor: asyncio.Task[None] | None = None
     metrics = None
+    descriptor: Path | None = None
     try:
+        if auth is not None:
+            await create_stream(url, auth)
+            descriptor = publish_descriptor(cfg, url, auth)
         if cfg.metrics_port:  # up's own: its children and what it sees on the bus
             metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address)
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
-        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop))
+        reader = auth.nats_auth("reader") if auth is not None else None
+        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop, reader))
         await _supervise(children, view, stop, live)
         return 0
     finally:
@@ -373,7 +417,44 @@ async def _run_stack(cfg: StackConfig) -> int:
         record.clear()
         if metrics is not None:
             metrics.stop()
+        if descriptor is not None:
+            local_stack.remove(os.getpid(), descriptor)
         print("snoopbus: stopped", flush=True)
+
+
+def start_server(cfg: StackConfig, auth: StackAuth) -> tuple[NatsServer, str]:
+    """Our nats-server, with authentication on: each role as proto/roles.py says."""
+    conf = config_args(auth.auth_dir / "nats-server.conf", auth.server_config(cfg.roles()))
+    server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True,
+                        die_with_parent=True, extra_args=conf)
+    # In this thread (not a pool's): its /proc children list shows the server.
+    return server, server.start()
+
+
+async def create_stream(url: str, auth: StackAuth) -> None:
+    """As admin, the one role allowed to: the children only look it up."""
+    try:
+        nc = await connect(url, name="snoopbus-up", auth=auth.nats_auth("admin"))
+    except BusUnavailable as exc:
+        raise StackError(f"cannot reach the nats-server just started: {exc}") from None
+    try:
+        await ensure_stream(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def publish_descriptor(cfg: StackConfig, url: str, auth: StackAuth) -> Path | None:
+    """Where `tail`, `consume`, `doctor`, `query` run as root find this stack."""
+    stack = local_stack.LocalStack(
+        url=url, state_dir=str(cfg.state_dir.resolve()), archive_dir=str(cfg.archive_dir.resolve()),
+        auth_dir=str(auth.auth_dir.resolve()), pid=os.getpid())
+    try:
+        return local_stack.write(stack)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot write %s (%s): other commands need --nats and credentials to reach this "
+            "stack", local_stack.descriptor_path(), exc)
+        return None
 
 
 def _say(live: bool) -> Report:
@@ -439,14 +520,15 @@ class _NotesHandler(logging.Handler):
 
 
 async def watch_bus(
-    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event
+    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event,
+    auth: NatsAuth | None = None,
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
     from snoopbus.consumers.lines import format_alert, shown
 
     try:
-        nc: Client = await connect(url, name="snoopbus-up")
+        nc: Client = await connect(url, name="snoopbus-up", auth=auth)
     except BusUnavailable as exc:
         view.notes.append(f"live view: {exc}")
         return

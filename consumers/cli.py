@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto.local_stack import REFUSED_EXIT, LocalStackRefused, apply
 from snoopbus.proto.settings_file import Config, ConfigError
 
 from . import plugin
@@ -55,11 +56,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        cfg = apply(cfg, args.name, f"consume {args.name}")
         parser = _consumer_parser(args.name, target, cfg.nats.url)
         apply_config(parser, args.name, cfg)
     except ConfigError as exc:
         print(f"snoopbus consume: {exc}", file=sys.stderr)
         return 2
+    except LocalStackRefused as exc:
+        print(f"snoopbus consume: {exc}", file=sys.stderr)
+        return REFUSED_EXIT
     opts = parser.parse_args(args.options)
     consumer = target.from_args(opts, _settings(opts, target.settings))
     logging.basicConfig(

@@ -46,8 +46,10 @@ from snoopbus.proto import (
     connect,
     decode_batch,
     events_filter,
+    local_stack,
     settings_file,
 )
+from snoopbus.proto.local_stack import REFUSED_EXIT, LocalStackRefused
 from snoopbus.proto.settings_file import ConfigError
 
 
@@ -200,6 +202,7 @@ def _say_missed(now: int, total: int) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        cfg = local_stack.apply(cfg, "reader", "tail")
         url = cfg.nats.url
         wanted = subjects(args)
         match = Match(tuple(args.path), frozenset(args.pid), frozenset(args.comm))
@@ -211,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
     except (BusUnavailable, FollowError) as exc:
         print(f"snoopbus tail: {exc}", file=sys.stderr)
         return 2
+    except LocalStackRefused as exc:
+        print(f"snoopbus tail: {exc}", file=sys.stderr)
+        return REFUSED_EXIT
     except BrokenPipeError:
         pass  # `snoopbus tail | head` closed the pipe
     return 0

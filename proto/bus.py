@@ -64,6 +64,9 @@ class NatsAuth:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    # Reply subjects under this prefix (default _INBOX): a server giving each
+    # role its own (proto/roles.py) keeps others' replies out of its reach.
+    inbox_prefix: str = ""
 
     def __repr__(self) -> str:  # secrets never reach a log line
         shown = {f.name: "***" if f.name in ("password", "token") else getattr(self, f.name)
@@ -115,6 +118,8 @@ class NatsAuth:
             opts["nkeys_seed"] = self.nkey  # nats-py signs the server's nonce (needs `nkeys`)
         if self.creds:
             opts["user_credentials"] = self.creds
+        if self.inbox_prefix:
+            opts["inbox_prefix"] = self.inbox_prefix
         tls = self.ssl_context()
         if tls is not None:
             opts["tls"] = tls

@@ -59,6 +59,7 @@ class NatsSection:
     tls_ca: str = ""  # path: trust only this CA for the server's certificate
     tls_cert: str = ""  # path: client certificate (needs tls_key)
     tls_key: str = ""
+    inbox_prefix: str = ""  # reply subjects' prefix (default _INBOX; `up` gives each role its own)
 
 
 @dataclass(frozen=True)
@@ -403,11 +404,16 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_nats_flag(parser: argparse._ActionsContainer, default: str | None = None) -> None:
+def add_nats_flag(
+    parser: argparse._ActionsContainer, default: str | None = None, optional: bool = False
+) -> None:
+    """--nats URL; with `optional`, a bare --nats means "the configured or local stack's" ('')."""
+    extra: dict[str, Any] = {"nargs": "?", "const": ""} if optional else {}
     parser.add_argument(
-        "--nats", default=default, metavar="URL",
+        "--nats", default=default, metavar="URL", **extra,
         help="NATS server URL(s), comma-separated "
-        f"([nats] url, ${NATS_URL_ENV}; default {DEFAULT_NATS_URL})",
+        f"([nats] url, ${NATS_URL_ENV}; default: the stack `snoopbus up` runs, "
+        f"else {DEFAULT_NATS_URL})",
     )  # fmt: skip
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snoopbus.proto import local_stack
+
 if TYPE_CHECKING:  # pyarrow loads only when a query runs
     from .query import Engine, Filters
 
@@ -19,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(UTC unless an offset is given) or ages such as 90s, 15m, 2h, 7d. Uses DuckDB when "
         "installed (pip install 'snoopbus[query]'), else pyarrow.",
     )
-    p.add_argument("--dir", type=Path, required=True, metavar="PATH", help="archive folder")
+    p.add_argument("--dir", type=Path, default=None, metavar="PATH",
+                   help="archive folder (default: the archive of the stack `snoopbus up` runs)")
     p.add_argument("--since", metavar="TIME", help="from this time (inclusive)")
     p.add_argument("--until", metavar="TIME", help="up to this time (exclusive)")
     p.add_argument("--host", action="append", default=[], metavar="HOST",
@@ -46,10 +49,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
+def local_archive() -> Path:
+    """The archive of the stack `up` runs here; else the user must say where."""
+    from .query import QueryError
+
+    try:
+        found = local_stack.archive_dir("query")
+    except local_stack.LocalStackRefused as exc:
+        raise QueryError(str(exc)) from None
+    if found is None:
+        raise QueryError("no --dir given and no `snoopbus up` running here: pass --dir "
+                         "with the archive folder ([consumer.archive] dir)")
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     from .query import Filters, QueryError, parse_time, pick_engine, run_query
 
     try:
+        if args.dir is None:
+            args.dir = local_archive()
         if not args.dir.is_dir():
             raise QueryError(f"no archive at {args.dir}")
         types = tuple(t for item in args.type for t in item.split(",") if t)
