@@ -264,6 +264,8 @@ class ConsumerStats(Collector):
         yield counter("processed", "Messages handled and acked", c.processed)
         yield counter("failed", "Handler failures, per message and attempt", c.failed)
         yield counter("retried", "Messages nak'd for redelivery", c.retried)
+        yield counter("missed", "Messages the stream removed (retention) before this consumer "
+                      "read them", c.missed)
         dead = CounterMetricFamily(
             "snoopbus_consumer_dead_lettered", "Messages sent to the dead-letter subject",
             labels=["consumer", "kind"],
