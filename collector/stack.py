@@ -39,8 +39,8 @@ from nats.js.errors import NotFoundError
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
 from snoopbus.collector.natsd import NatsServer, NatsServerError
+from snoopbus.collector.stream_watch import choose_max_mb, read_stream
 from snoopbus.proto import (
-    STREAM_NAME,
     BusUnavailable,
     DecodeError,
     SchemaError,
@@ -50,7 +50,7 @@ from snoopbus.proto import (
     events_filter,
     meta_filter,
 )
-from snoopbus.proto.settings_file import Config, UpSection
+from snoopbus.proto.settings_file import Config, StreamSection, UpSection
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
@@ -78,6 +78,7 @@ class StackConfig:
     # The collector leaves out the state folder (NATS store, archive, logs): what
     # the stack writes itself would otherwise come back as events, forever.
     collector_excludes: tuple[str, ...] = ()
+    stream: StreamSection = field(default_factory=StreamSection)  # [stream]: limits, warning
 
     @classmethod
     def from_config(cls, cfg: Config) -> StackConfig:
@@ -88,7 +89,7 @@ class StackConfig:
             metrics_address=cfg.metrics.address, live=cfg.up.live,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
             spill_dir_set=cfg.source("collector.spill_dir") != "default",
-            collector_excludes=cfg.collector.exclude_path,
+            collector_excludes=cfg.collector.exclude_path, stream=cfg.stream,
         )  # fmt: skip
 
     def consumer_args(self, name: str, url: str) -> list[str]:
@@ -321,6 +322,10 @@ async def _run_stack(cfg: StackConfig) -> int:
         server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True)
         url = server.start()  # in this thread: its /proc children list shows the server
         say(f"nats-server with JetStream at {url} (data in {cfg.state_dir})")
+    # The children create (or update) the stream with these limits: [stream] via their env.
+    env, chosen = choose_max_mb(cfg.state_dir, cfg.stream)
+    os.environ.update(env)
+    say(chosen)
     children = cfg.children(url)
     if live:
         (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -328,16 +333,18 @@ async def _run_stack(cfg: StackConfig) -> int:
             child.log_path = cfg.state_dir / "logs" / f"{child.name}.log"
     view = LiveState(host=cfg.host or socket.gethostname(), url=url, state_dir=str(cfg.state_dir))
     view.children = [ChildView(c.name) for c in children]
+    view.notes.append(chosen)
     monitor: asyncio.Task[None] | None = None
     metrics = None
     try:
         if cfg.metrics_port:  # up's own: its children and what it sees on the bus
-            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address)
+            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address,
+                                  lambda: view.stream)
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
-        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop))
+        monitor = asyncio.create_task(watch_bus(url, view, cfg, live, stop))
         await _supervise(children, view, stop, live)
         return 0
     finally:
@@ -418,7 +425,7 @@ class _NotesHandler(logging.Handler):
 
 
 async def watch_bus(
-    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event
+    url: str, view: LiveState, cfg: StackConfig, live: bool, stop: asyncio.Event
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
@@ -469,10 +476,12 @@ async def watch_bus(
         # requests) can swallow a cancel that lands as the reply does, and `up` then
         # waited on this task forever with its children running.
         while not stop.is_set():
-            for name in consumers:
-                with suppress(NotFoundError, TimeoutError, Exception):
-                    info = await js.consumer_info(STREAM_NAME, name, timeout=1)
-                    view.lag[name] = (info.num_pending or 0, info.num_ack_pending or 0)
+            with suppress(NotFoundError, TimeoutError, Exception):  # the stream may not exist yet
+                reading = await read_stream(js, cfg.consumers, state_dir=cfg.state_dir,
+                                            warn_percent=cfg.stream.warn_percent)  # fmt: skip
+                for warning in view.on_stream(reading):  # new ones; the live view shows all
+                    if not live:
+                        print(f"snoopbus: warning: {warning}", file=sys.stderr, flush=True)
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAG_EVERY)
     finally:

@@ -25,7 +25,7 @@ from asyncio_pool import AioPool
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from snoopbus.proto import (
@@ -128,9 +128,14 @@ class Runtime:
         try:
             js = self._js = nc.jetstream()
             await ensure_stream(js, limits=self._stream_limits)
-            self.counters.missed = self._missed.missed = await self._missed_before(js)
+            prior = await self._prior(js)
+            if prior is not None:
+                self.counters.missed = self._missed.missed = missed_of(prior.config.metadata)
             info = await js.add_consumer(STREAM_NAME, self._consumer_config())
             self._last_seq = info.delivered.stream_seq or 0
+            if prior is None:  # a new durable missed nothing that came before it
+                first = (await js.stream_info(STREAM_NAME)).state.first_seq
+                self._last_seq = max(self._last_seq, first - 1)
             puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
                             max_bytes=self.settings.fetch_bytes)  # fmt: skip
             await puller.start()
@@ -173,12 +178,11 @@ class Runtime:
             metadata={MISSED_KEY: str(self._missed.missed)} if self._missed.missed else None,
         )
 
-    async def _missed_before(self, js: JetStreamContext) -> int:
+    async def _prior(self, js: JetStreamContext) -> ConsumerInfo | None:
         try:
-            info = await js.consumer_info(STREAM_NAME, self.durable)
+            return await js.consumer_info(STREAM_NAME, self.durable)
         except NotFoundError:
-            return 0
-        return missed_of(info.config.metadata)
+            return None
 
     async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings
