@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StoreCompression
+from rich.console import Console
 
-from snoopbus.collector.metrics import ConsumerStats
+from snoopbus.collector.live import ChildView, LiveState
+from snoopbus.collector.metrics import ConsumerStats, StackStats
 from snoopbus.collector.natsd import NatsServer
+from snoopbus.collector.stream_watch import choose_max_mb, read_stream
 from snoopbus.consumers.runtime import MISSED_KEY, missed_of
 from snoopbus.proto import STREAM_NAME, ensure_stream, settings_file
 from snoopbus.proto.settings_file import ConfigError
@@ -128,3 +135,58 @@ async def test_a_stopped_consumer_counts_exactly_what_retention_removed(
         await asyncio.sleep(0.3)
         assert rt.counters.missed == expected
     assert (info.config.metadata or {})[MISSED_KEY] == str(expected)
+
+
+async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
+    nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """A consumer that stopped while the stream wrapped: before it resumes, `doctor
+    --nats`, `up`'s view and up's metrics already count what it lost, and warn."""
+    await ensure_stream(js, limits=StreamLimits(max_bytes=128 << 10, compression="none",
+                                                enforce=True))  # fmt: skip
+    pad = "x" * 900
+    await publish(js, exec_event(comm="first", pad=pad))
+    c = Collector()
+    async with running(c, nats_server.url) as rt:
+        await wait_for(lambda: rt.counters.processed == 1)
+    for _ in range(400):
+        await publish(js, exec_event(comm="during", pad=pad))
+    first = (await js.stream_info(STREAM_NAME)).state.first_seq
+    assert first > 2
+    out = subprocess.run(
+        [sys.executable, "-m", "snoopbus.collector.cli", "doctor", "--nats", nats_server.url,
+         "--host", "nobody"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "SNOOPBUS_STREAM_WARN_PERCENT": "50"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"consumer collect: lag {401 - first + 1}" in out.stdout
+    assert f"missed {first - 2} (removed by retention" in out.stdout
+    assert "WARNING: stream holds" in out.stdout and "of its 128.0 KiB limit" in out.stdout
+    reading = await read_stream(js, ["collect"], warn_percent=80.0, state_dir=tmp_path)
+    state = LiveState(host="h", url=nats_server.url, state_dir=str(tmp_path), started=0.0)
+    state.children = [ChildView("collect")]
+    assert state.on_stream(reading) and state.on_stream(reading) == []  # said once
+    console = Console(width=160, record=True, file=open(os.devnull, "w"))
+    console.print(state.render(1.0))
+    console.file.close()
+    shown = console.export_text()
+    assert f"{first - 2:,}" in shown and "⚠ stream holds" in shown
+    metrics = {m.name: m for m in StackStats([], {}, lambda: reading).collect()}
+    assert metrics["snoopbus_up_consumer_missed"].samples[0].value == first - 2
+    assert metrics["snoopbus_stream_warnings"].samples[0].value == 1
+    async with running(c, nats_server.url) as rt:  # the consumer itself, resumed, agrees
+        await wait_for(lambda: rt.counters.missed == first - 2)
+
+
+def test_up_chooses_max_bytes_from_the_free_space_and_says_so(tmp_path: Path) -> None:
+    section = settings_file.StreamSection(disk_fraction=0.25)
+    env, said = choose_max_mb(tmp_path, section)
+    free = shutil.disk_usage(tmp_path).free
+    assert abs(int(env["SNOOPBUS_STREAM_MAX_MB"]) - (free // 4 >> 20)) <= 1
+    assert "0.25 of the" in said and "free for it in" in said
+    # The children read it as a chosen limit, which they enforce.
+    cfg = settings_file.load(None, env={"SNOOPBUS_CONFIG": "", **env})
+    limits = StreamLimits.from_section(cfg.stream, cfg.sources)
+    assert limits.enforce and limits.max_bytes == int(env["SNOOPBUS_STREAM_MAX_MB"]) << 20
+    assert choose_max_mb(tmp_path, settings_file.StreamSection(max_mb=7)) == (
+        {}, "stream limit: 7 MiB ([stream] max_mb)")
