@@ -55,6 +55,7 @@ from snoopbus.proto import (
     host_token,
     meta_subject,
 )
+from snoopbus.proto.stream_limits import StreamLimits
 
 log = logging.getLogger("snoopbus.collector")
 
@@ -87,6 +88,7 @@ class CollectorConfig:
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
     require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)  # [stream]
 
 
 def tune_gc() -> None:
@@ -144,7 +146,7 @@ class Collector:
             self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth,
                                      error_cb=self._on_nats_error)
             js: JetStreamContext | None = self._nc.jetstream()
-            stream = await ensure_stream(js)
+            stream = await ensure_stream(js, limits=self.cfg.stream_limits)
         except BusUnavailable as exc:
             if self.cfg.require_nats or not exc.unreachable:
                 raise
@@ -183,7 +185,7 @@ class Collector:
         js = self._nc.jetstream()
         while True:
             try:
-                stream = await ensure_stream(js)
+                stream = await ensure_stream(js, limits=self.cfg.stream_limits)
                 break
             except Exception as exc:  # e.g. JetStream still electing a leader
                 log.warning("NATS reachable but the stream is not ready (%s); retrying", exc)

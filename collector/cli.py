@@ -26,6 +26,7 @@ from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
 from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import Config
+from snoopbus.proto.stream_limits import StreamLimits
 
 # Conditions the user can fix: one line saying what to do, no traceback.
 USER_ERRORS = (
@@ -159,6 +160,7 @@ def security_settings(cfg: Config) -> dict[str, Any]:
         "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
         "drop_privileges": c.drop_privileges,
         "require_nats": c.require_nats,
+        "stream_limits": StreamLimits.from_section(cfg.stream, cfg.sources),
     }
 
 

@@ -184,7 +184,8 @@ def _bus_report(args: argparse.Namespace) -> doctor_bus.BusReport | None:
     host = args.host or cfg.collector.host or socket.gethostname()
     try:
         return asyncio.run(doctor_bus.last_reports(cfg.nats.url, host,
-                                                   NatsAuth.from_section(cfg.nats)))
+                                                   NatsAuth.from_section(cfg.nats),
+                                                   cfg.stream.warn_percent))
     except (BusUnavailable, OSError, TimeoutError, nats.errors.Error) as exc:
         return doctor_bus.BusReport(host, cfg.nats.url, error=str(exc) or type(exc).__name__)
 

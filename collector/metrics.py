@@ -263,6 +263,8 @@ class ConsumerStats(Collector):
         yield counter("processed", "Messages handled and acked", c.processed)
         yield counter("failed", "Handler failures, per message and attempt", c.failed)
         yield counter("retried", "Messages nak'd for redelivery", c.retried)
+        yield counter("missed", "Messages the stream removed (retention) before this consumer "
+                      "read them", c.missed)
         dead = CounterMetricFamily(
             "snoopbus_consumer_dead_lettered", "Messages sent to the dead-letter subject",
             labels=["consumer", "kind"],
@@ -334,9 +336,11 @@ def serve_consumer(runtime: Runtime, port: int, address: str) -> MetricsServer:
 class StackStats(Collector):
     """`snoopbus up` itself: its children, and the events it sees on the bus."""
 
-    def __init__(self, children: list[Any], seen: dict[str, int]) -> None:
+    def __init__(self, children: list[Any], seen: dict[str, int],
+                 stream: Callable[[], Any] | None = None) -> None:
         self.children = children  # collector.stack.Child (duck-typed)
         self.seen = seen
+        self.stream = stream  # -> the last stream_watch.StreamView, or None
 
     def collect(self) -> Iterator[Any]:
         running = GaugeMetricFamily(
@@ -355,13 +359,34 @@ class StackStats(Collector):
             "snoopbus_up_events_seen", "Events seen on the bus by up's live view, by type",
             "type", self.seen,
         )
+        reading = self.stream() if self.stream is not None else None
+        if reading is None:
+            return
+        for name, doc, value in (
+            ("stream_bytes", "Bytes the stream holds", reading.bytes),
+            ("stream_max_bytes", "The stream's max_bytes (-1: none)", reading.max_bytes),
+            ("stream_first_seq", "The stream's first sequence", reading.first_seq),
+            ("state_free_bytes", "Bytes free on the state folder's disk", reading.free),
+            ("stream_warnings", "Warnings now: stream near its limit, disk nearly full",
+             len(reading.warnings)),
+        ):
+            yield GaugeMetricFamily(f"snoopbus_{name}", doc, value=value)
+        missed = CounterMetricFamily(
+            "snoopbus_up_consumer_missed",
+            "Messages the stream removed (retention) before the consumer read them",
+            labels=["consumer"],
+        )
+        for name, n in sorted(reading.missed.items()):
+            missed.add_metric([name], n)
+        yield missed
 
 
 def serve_stack(
-    children: list[Any], seen: dict[str, int], port: int, address: str
+    children: list[Any], seen: dict[str, int], port: int, address: str,
+    stream: Callable[[], Any] | None = None,
 ) -> MetricsServer:
     registry = CollectorRegistry()
-    registry.register(StackStats(children, seen))
+    registry.register(StackStats(children, seen, stream))
 
     def health() -> tuple[bool, str]:
         down = [c.name for c in children if not c.pid]

@@ -1,11 +1,15 @@
 """Publishes events to JetStream in per-subject batches, without blocking the reader.
 
 The ring-buffer reader hands batches to submit() (both run on the event
-loop); submit only appends to per-subject buffers. Every `flush_interval` the
-buffers become messages of up to `max_batch` events, cut to the connected
-server's max_payload (collector/fit.py: split, and an event too large alone
-truncated field by field), each with a Nats-Msg-Id made once (proto/msgid.py:
-namespaced by host, unguessable, kept through retries and the spill). A
+loop); submit only appends to per-subject buffers. Batching adapts to the
+load: while the sender is idle (nothing queued, fewer than `eager_inflight`
+acks out) a submit is flushed at once, so a lone event is not held back;
+under load the buffers fill, and at `max_batch` events or every
+`flush_interval` (whichever first) become messages of up to `max_batch`
+events, cut to the connected server's max_payload (collector/fit.py: split,
+and an event too large alone truncated field by field), each with a
+Nats-Msg-Id made once (proto/msgid.py: namespaced by host, unguessable, kept
+through retries and the spill). A
 sender publishes them with up to `max_inflight` acks outstanding. A message
 that no longer fits (a reconnect to a server with a smaller max_payload) is
 split again before it is sent: it was never sent, so its pieces may take new ids.
@@ -96,7 +100,10 @@ _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', r
 @dataclass(frozen=True)
 class PublisherConfig:
     max_batch: int = 256  # events per NATS message (fewer when max_payload says so)
-    flush_interval: float = 0.02  # s: latency bound for a partial batch
+    flush_interval: float = 0.02  # s: latency bound for a partial batch under load
+    # Acks outstanding below which the sender counts as idle: what is submitted then goes
+    # at once (light load: latency), else batches fill up to max_batch or flush_interval.
+    eager_inflight: int = 4
     max_inflight: int = 64  # messages awaiting a JetStream ack
     max_buffered: int = 200_000  # events held in memory before the spill (or loss)
     ack_timeout: float = 5.0
@@ -316,8 +323,15 @@ class Publisher:
             for subject, event in batch[kept:]:
                 self._overflow[subject].append(event)
             self._overflow_n += rest
-        if any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
+        if self._eager() or any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
             self._wake.set()
+
+    def _eager(self) -> bool:
+        """Adaptive batching: the sender has nothing queued and few acks out, so
+        waiting for a fuller batch would only add latency. Under load the queue
+        or the acks in flight grow, and batches fill instead."""
+        return (not self._queue and len(self._inflight) < self._cfg.eager_inflight
+                and self._online.is_set() and self._healthy.is_set())  # fmt: skip
 
     async def run(self) -> None:
         """Flushes until close(); call as a task."""
@@ -598,6 +612,8 @@ class Publisher:
         self._broken.pop(msg.subject, None)
         self._broken.pop("", None)
         self._settle(msg)
+        if self._buffers and self._eager():  # the sender just freed up: what waits goes now
+            self._wake.set()
         if msg.count:
             nothing_waits = not (self._buffered or self.spilled or self._queue)
             self._waiting_since = None if nothing_waits else time.monotonic()

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,8 +41,8 @@ from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
 from snoopbus.collector.natsd import NatsServer, NatsServerError, config_args
 from snoopbus.collector.stack_auth import AuthError, StackAuth
+from snoopbus.collector.stream_watch import choose_max_mb, read_stream
 from snoopbus.proto import (
-    STREAM_NAME,
     BusUnavailable,
     DecodeError,
     NatsAuth,
@@ -56,7 +56,8 @@ from snoopbus.proto import (
     meta_filter,
     roles,
 )
-from snoopbus.proto.settings_file import Config, UpSection
+from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
+from snoopbus.proto.stream_limits import StreamLimits
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
@@ -87,6 +88,8 @@ class StackConfig:
     # the stack writes itself would otherwise come back as events, forever.
     collector_excludes: tuple[str, ...] = ()
     forward_sinks: tuple[str, ...] = ()  # durable names of the forwarder's sinks
+    stream: StreamSection = field(default_factory=StreamSection)  # [stream]: limits, warning
+    stream_chosen: bool = False  # a [stream] limit was set: applied to an existing stream too
 
     @classmethod
     def from_config(cls, cfg: Config) -> StackConfig:
@@ -99,7 +102,8 @@ class StackConfig:
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
             spill_dir_set=cfg.source("collector.spill_dir") != "default",
             collector_excludes=cfg.collector.exclude_path,
-            forward_sinks=forward_durables(cfg),
+            forward_sinks=forward_durables(cfg), stream=cfg.stream,
+            stream_chosen=StreamLimits.from_section(cfg.stream, cfg.sources).enforce,
         )  # fmt: skip
 
     @property
@@ -370,6 +374,11 @@ async def _run_stack(cfg: StackConfig) -> int:
             record.started("nats-server", server.process.pid)
         say(f"nats-server with JetStream at {url} (data in {cfg.state_dir}, "
             f"credentials in {auth.auth_dir})")
+    # Our admin creates (or updates) the stream with these limits; the children
+    # get them too ([stream] via their env), for a server that is not ours.
+    env, chosen = choose_max_mb(cfg.state_dir, cfg.stream)
+    os.environ.update(env)
+    say(chosen)
     children = cfg.children(url)
     if auth is not None:
         roles_by_consumer = {r.name: r.name for r in cfg.roles()}
@@ -384,21 +393,23 @@ async def _run_stack(cfg: StackConfig) -> int:
     view.children = [ChildView(c.name) for c in children]
     for child in children:
         child.record = record
+    view.notes.append(chosen)
     monitor: asyncio.Task[None] | None = None
     metrics = None
     descriptor: Path | None = None
     try:
         if auth is not None:
-            await create_stream(url, auth)
+            await create_stream(url, auth, stack_limits(cfg, env))
             descriptor = publish_descriptor(cfg, url, auth)
         if cfg.metrics_port:  # up's own: its children and what it sees on the bus
-            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address)
+            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address,
+                                  lambda: view.stream)
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
         reader = auth.nats_auth("reader") if auth is not None else None
-        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop, reader))
+        monitor = asyncio.create_task(watch_bus(url, view, cfg, live, stop, reader))
         await _supervise(children, view, stop, live)
         return 0
     finally:
@@ -431,14 +442,22 @@ def start_server(cfg: StackConfig, auth: StackAuth) -> tuple[NatsServer, str]:
     return server, server.start()
 
 
-async def create_stream(url: str, auth: StackAuth) -> None:
+def stack_limits(cfg: StackConfig, env: dict[str, str]) -> StreamLimits:
+    """[stream] with the size `up` chose (`env`, empty when [stream] max_mb is set)."""
+    section = cfg.stream
+    if env:
+        section = replace(section, max_mb=int(env[env_name("stream", "max_mb")]))
+    return replace(StreamLimits.from_section(section), enforce=cfg.stream_chosen or bool(env))
+
+
+async def create_stream(url: str, auth: StackAuth, limits: StreamLimits) -> None:
     """As admin, the one role allowed to: the children only look it up."""
     try:
         nc = await connect(url, name="snoopbus-up", auth=auth.nats_auth("admin"))
     except BusUnavailable as exc:
         raise StackError(f"cannot reach the nats-server just started: {exc}") from None
     try:
-        await ensure_stream(nc.jetstream())
+        await ensure_stream(nc.jetstream(), limits=limits)
     finally:
         await nc.close()
 
@@ -520,7 +539,7 @@ class _NotesHandler(logging.Handler):
 
 
 async def watch_bus(
-    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event,
+    url: str, view: LiveState, cfg: StackConfig, live: bool, stop: asyncio.Event,
     auth: NatsAuth | None = None,
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
@@ -572,10 +591,12 @@ async def watch_bus(
         # requests) can swallow a cancel that lands as the reply does, and `up` then
         # waited on this task forever with its children running.
         while not stop.is_set():
-            for name in consumers:
-                with suppress(NotFoundError, TimeoutError, Exception):
-                    info = await js.consumer_info(STREAM_NAME, name, timeout=1)
-                    view.lag[name] = (info.num_pending or 0, info.num_ack_pending or 0)
+            with suppress(NotFoundError, TimeoutError, Exception):  # the stream may not exist yet
+                reading = await read_stream(js, cfg.consumers, state_dir=cfg.state_dir,
+                                            warn_percent=cfg.stream.warn_percent)  # fmt: skip
+                for warning in view.on_stream(reading):  # new ones; the live view shows all
+                    if not live:
+                        print(f"snoopbus: warning: {warning}", file=sys.stderr, flush=True)
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAG_EVERY)
     finally:

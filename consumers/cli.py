@@ -17,6 +17,7 @@ from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consum
 from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.local_stack import REFUSED_EXIT, LocalStackRefused, apply
 from snoopbus.proto.settings_file import Config, ConfigError
+from snoopbus.proto.stream_limits import StreamLimits
 
 from . import plugin
 from .consumer import Consumer
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         runtime = asyncio.run(
             serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics,
-                  auth=NatsAuth.from_section(cfg.nats))
+                  auth=NatsAuth.from_section(cfg.nats),
+                  stream_limits=StreamLimits.from_section(cfg.stream, cfg.sources))
         )
     except BusUnavailable as exc:
         print(f"snoopbus consume: {exc}", file=sys.stderr)

@@ -102,6 +102,31 @@ class UpSection:
 
 
 @dataclass(frozen=True)
+class StreamSection:
+    """[stream]: limits of the JetStream stream (proto/stream_limits.py).
+
+    Whoever creates the stream sets them; a value set here (file, environment,
+    flag) is also applied to an existing stream that differs, and said in the log.
+    """
+
+    max_age_days: float = 7.0  # older events are removed; 0 = no age limit
+    # 0 = auto: `up` takes disk_fraction of its state folder's free space, other
+    # processes that create the stream take FALLBACK_MAX_BYTES (10 GiB)
+    max_mb: int = 0
+    disk_fraction: float = 0.5
+    compression: str = "s2"  # "s2" (measured: tests/bench/stream_compression.py) or "none"
+    warn_percent: float = 80.0  # warn when the stream holds this much of max_mb
+
+    def __post_init__(self) -> None:
+        if self.compression.lower() not in ("s2", "none"):
+            raise ConfigError(f"[stream] compression must be s2 or none, got {self.compression!r}")
+        if not 0 < self.disk_fraction <= 1:
+            raise ConfigError(f"[stream] disk_fraction must be in (0, 1], got {self.disk_fraction}")
+        if self.max_age_days < 0 or self.max_mb < 0:
+            raise ConfigError("[stream] max_age_days and max_mb must be >= 0 (0: see the docs)")
+
+
+@dataclass(frozen=True)
 class MetricsSection:
     """[metrics]: Prometheus /metrics and /healthz of this process."""
 
@@ -116,6 +141,7 @@ SECTIONS: Final[dict[str, type]] = {
     "nats": NatsSection,
     "collector": CollectorSection,
     "up": UpSection,
+    "stream": StreamSection,
     "metrics": MetricsSection,
 }
 
@@ -125,6 +151,7 @@ class Config:
     nats: NatsSection = field(default_factory=NatsSection)
     collector: CollectorSection = field(default_factory=CollectorSection)
     up: UpSection = field(default_factory=UpSection)
+    stream: StreamSection = field(default_factory=StreamSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     # [consumer.NAME] -> option -> value, read-only
     consumer: Mapping[str, Mapping[str, Any]] = field(

@@ -35,7 +35,8 @@ from .spec import SinkSpec, SpecError, parse_spec
 from .worker import SINK_SETTINGS, SinkWorker
 
 log = logging.getLogger(__name__)
-COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released")
+COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released",
+           "missed")
 
 
 # The rename pairer's durable, whole or one partition of it (Partition.durable).
