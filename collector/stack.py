@@ -450,7 +450,7 @@ def stack_limits(cfg: StackConfig, env: dict[str, str]) -> StreamLimits:
     return replace(StreamLimits.from_section(section), enforce=cfg.stream_chosen or bool(env))
 
 
-async def create_stream(url: str, auth: StackAuth, limits: StreamLimits) -> None:
+async def create_stream(url: str, auth: StackAuth, limits: StreamLimits | None = None) -> None:
     """As admin, the one role allowed to: the children only look it up."""
     try:
         nc = await connect(url, name="snoopbus-up", auth=auth.nats_auth("admin"))
