@@ -190,3 +190,21 @@ def test_up_chooses_max_bytes_from_the_free_space_and_says_so(tmp_path: Path) ->
     assert limits.enforce and limits.max_bytes == int(env["SNOOPBUS_STREAM_MAX_MB"]) << 20
     assert choose_max_mb(tmp_path, settings_file.StreamSection(max_mb=7)) == (
         {}, "stream limit: 7 MiB ([stream] max_mb)")
+
+
+def test_up_creates_the_stream_with_what_it_chose(tmp_path: Path) -> None:
+    """Under per-role permissions only up's admin may set the limits: it must
+    use the size it chose (auto) or the one configured, and enforce either."""
+    from snoopbus.collector.stack import StackConfig, stack_limits
+
+    auto = StackConfig(state_dir=tmp_path)
+    env, _ = choose_max_mb(tmp_path, auto.stream)
+    limits = stack_limits(auto, env)
+    assert limits.enforce and limits.max_bytes == int(env["SNOOPBUS_STREAM_MAX_MB"]) << 20
+    cfg = settings_file.load(None, env={"SNOOPBUS_CONFIG": "", "SNOOPBUS_STREAM_MAX_MB": "9"})
+    fixed = StackConfig.from_config(cfg)
+    env, _ = choose_max_mb(tmp_path, fixed.stream)
+    assert env == {}
+    limits = stack_limits(fixed, env)
+    assert limits.enforce and limits.max_bytes == 9 << 20
+    assert not stack_limits(StackConfig(state_dir=tmp_path), {}).enforce
