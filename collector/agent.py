@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
 
-from snoopbus.collector import privileges, probes
+from snoopbus.collector import exits, privileges, probes
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -72,6 +72,10 @@ class CollectorError(RuntimeError):
     """A condition the user must fix; the message says how."""
 
 
+class NotRoot(CollectorError):
+    exit_code = exits.PRIVILEGE
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     nats_url: str
@@ -99,7 +103,7 @@ def tune_gc() -> None:
 
 def check_privileges() -> None:
     if os.geteuid() != 0:
-        raise CollectorError(
+        raise NotRoot(
             "the collector loads eBPF probes and must run as root "
             "(try: sudo snoopbus collect ...; `snoopbus doctor` checks this host)"
         )

@@ -18,9 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snoopbus.collector import exits
+
 
 class NatsServerError(RuntimeError):
     """nats-server could not be found or started."""
+
+    exit_code = exits.BUS
 
 
 def find_binary() -> str:

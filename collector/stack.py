@@ -36,6 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from snoopbus.collector import exits
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
 from snoopbus.collector.natsd import NatsServer, NatsServerError
@@ -60,7 +61,11 @@ LAG_EVERY = 2.0  # s between consumer_info calls for the lag column
 
 
 class StackError(RuntimeError):
-    """A condition the user must fix; the message says how."""
+    """A condition the user must fix; the message says how; `exit_code` from exits."""
+
+    def __init__(self, message: str, exit_code: int = exits.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -229,8 +234,7 @@ def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
     except (StackError, NatsServerError, MetricsError) as exc:
-        print(f"snoopbus up: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("up", exc)
 
 
 def check_consumers(cfg: StackConfig) -> None:
@@ -259,7 +263,8 @@ def check_metrics_ports(cfg: StackConfig) -> None:
             except OSError:
                 raise StackError(
                     f"metrics port {port} (for {name}: --metrics-port {cfg.metrics_port} + {i}) "
-                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none"
+                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none",
+                    exits.BUSY,
                 ) from None
 
 
@@ -294,7 +299,8 @@ def use_live_view(mode: str) -> bool:
 async def _run_stack(cfg: StackConfig) -> int:
     if os.geteuid() != 0:
         raise StackError(
-            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
+            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)",
+            exits.PRIVILEGE,
         )
     check_consumers(cfg)
     check_metrics_ports(cfg)
@@ -310,7 +316,8 @@ async def _run_stack(cfg: StackConfig) -> int:
     if state is False:
         raise StackError(
             f"port {cfg.port} is in use by something that is not a NATS server with "
-            "JetStream: free it, or pick another with --port or [up] port"
+            "JetStream: free it, or pick another with --port or [up] port",
+            exits.BUSY,
         )
     secure_state_dir(cfg.state_dir)
     say = _say(live)

@@ -12,7 +12,9 @@ import asyncio
 import logging
 import sys
 from dataclasses import replace
+from pathlib import Path
 
+from snoopbus.collector import exits, log_setup
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import Config, ConfigError
@@ -47,26 +49,27 @@ def run(args: argparse.Namespace) -> int:
         return _list()
     if not args.name:
         print("snoopbus consume: give a consumer NAME, or --list", file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         target = plugin.load(args.name)
     except (plugin.UnknownConsumer, plugin.BadPlugin, ImportError) as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("consume", exc)
     try:
+        # --config is read before the consumer's flags: its [consumer.NAME] sets their defaults.
+        config, args.options = take_config(args.options)
+        args.config = config or args.config
         cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
         parser = _consumer_parser(args.name, target, cfg.nats.url)
         apply_config(parser, args.name, cfg)
     except ConfigError as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("consume", exc)
     opts = parser.parse_args(args.options)
-    consumer = target.from_args(opts, _settings(opts, target.settings))
-    logging.basicConfig(
-        level=logging.DEBUG if opts.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        # After the consumer's own flags: `consume NAME -v` is debug logging.
+        log_setup.configure(_log_flags(args, opts))
+        consumer = target.from_args(opts, _settings(opts, target.settings))
+    except (ValueError, OSError) as exc:
+        return exits.fail(f"consume {args.name}", exc)
     port = cfg.metrics.port if opts.metrics_port is None else opts.metrics_port
     servers: list[MetricsServer] = []
 
@@ -79,12 +82,8 @@ def run(args: argparse.Namespace) -> int:
             serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics,
                   auth=NatsAuth.from_section(cfg.nats))
         )
-    except BusUnavailable as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 1
-    except MetricsError as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+    except (BusUnavailable, MetricsError) as exc:
+        return exits.fail("consume", exc)
     finally:
         for server in servers:
             server.stop()
@@ -102,6 +101,26 @@ def _list() -> int:
     return 0
 
 
+def take_config(options: list[str]) -> tuple[Path | None, list[str]]:
+    """`--config PATH` given after NAME, and the options without it."""
+    path: Path | None = None
+    rest: list[str] = []
+    it = iter(options)
+    for arg in it:
+        if arg == "--":
+            rest += [arg, *it]
+        elif arg == "--config":
+            value = next(it, None)
+            if value is None:
+                raise ConfigError("--config needs a PATH")
+            path = Path(value)
+        elif arg.startswith("--config="):
+            path = Path(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return path, rest
+
+
 def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> None:
     """[consumer.NAME] options become this consumer's flag defaults; flags still win.
 
@@ -110,7 +129,7 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
     options = cfg.consumer_options(name)
     actions = {
         opt.removeprefix("--").replace("-", "_"): a
-        for a in parser._actions if a.dest not in ("help", "nats")
+        for a in parser._actions if a.dest not in ("help", "nats", "config")
         for opt in a.option_strings if opt.startswith("--")
     }  # fmt: skip
     where = f"config {cfg.path}"
@@ -181,9 +200,17 @@ def _consumer_parser(
         "--ack-wait", type=float, metavar="SECONDS", help="server redelivers unacked after this"
     )
     settings_file.add_metrics_flag(common)
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    settings_file.add_config_flag(common)  # taken out before parsing (take_config): for --help
+    log_setup.add_flags(common, top=True)
     target.add_arguments(parser)
     return parser
+
+
+def _log_flags(args: argparse.Namespace, opts: argparse.Namespace) -> argparse.Namespace:
+    """The logging flags given before NAME, with those after it winning."""
+    keys = ("log_format", "log_level", "verbose")
+    merged = {k: getattr(opts, k, None) or getattr(args, k, None) for k in keys}
+    return argparse.Namespace(**merged)
 
 
 def _settings(opts: argparse.Namespace, base: Settings) -> Settings:

@@ -316,6 +316,6 @@ def test_no_rules_is_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "snoopbus.consumers", "alert", "--rules", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # exits.USAGE
     assert "snoopbus consume alert: alert: no rule loaded" in result.stderr
     assert "Traceback" not in result.stderr

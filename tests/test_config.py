@@ -155,7 +155,7 @@ def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert "port = 9100  # file " in text and "[consumer.rename]" in text
 
 
-@pytest.mark.parametrize("command", ["collect", "up", "tail", "config show"])
+@pytest.mark.parametrize("command", ["collect", "up", "tail", "config show", "consume rename"])
 def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
     path = write(tmp_path, "[nats]\nurl = 4222\n")
     out = subprocess.run([*SNOOPBUS, *command.split(), "--config", str(path)],

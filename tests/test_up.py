@@ -140,7 +140,7 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
              str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
-    assert out.returncode == 2
+    assert out.returncode == 5  # exits.BUSY
     assert f"port {port} is in use" in out.stderr and "Traceback" not in out.stderr
 
 

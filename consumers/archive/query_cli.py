@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snoopbus.collector import exits
+
 if TYPE_CHECKING:  # pyarrow loads only when a query runs
     from .query import Engine, Filters
 
@@ -67,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
             raise QueryError("--alerts takes --since/--until/--host/--where only")
         rows = run_query(args.dir, f, kind=kind, limit=args.limit, engine=engine)
     except QueryError as exc:
-        print(f"snoopbus query: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("query", exc)
     from . import render
 
     if args.json:
@@ -94,7 +95,6 @@ def _tree(args: argparse.Namespace, f: Filters, engine: Engine) -> int:
     try:
         procs, top = tree.build(select, args.tree, base)
     except QueryError as exc:
-        print(f"snoopbus query: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("query", exc)
     print("\n".join(tree.render(procs, top, args.tree)))
     return 0
