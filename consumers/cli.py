@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from snoopbus.collector import exits, log_setup
@@ -23,6 +24,7 @@ from . import plugin
 from .consumer import Consumer
 from .runtime import Runtime, serve
 from .settings import Partition, Settings
+from .times import TimeError, parse_when
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -199,6 +201,12 @@ def _consumer_parser(
     common.add_argument(
         "--ack-wait", type=float, metavar="SECONDS", help="server redelivers unacked after this"
     )
+    common.add_argument(
+        "--start", type=parse_start, default=None, metavar="new|all|TIME",
+        help="where a new durable starts: all (the oldest message the stream holds; the "
+        "default), new (messages from now on), or a time (ISO 8601, or an age such as 2h); "
+        "an existing durable goes on from where it is",
+    )  # fmt: skip
     settings_file.add_metrics_flag(common)
     settings_file.add_config_flag(common)  # taken out before parsing (take_config): for --help
     log_setup.add_flags(common, top=True)
@@ -213,7 +221,23 @@ def _log_flags(args: argparse.Namespace, opts: argparse.Namespace) -> argparse.N
     return argparse.Namespace(**merged)
 
 
+def parse_start(text: str) -> str | datetime:
+    if text in ("new", "all"):
+        return text
+    try:
+        return parse_when(text)
+    except TimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use new, all, or a time (ISO 8601 such as 2026-11-20T14:00, or an age "
+            "such as 2h)"
+        ) from None
+
+
 def _settings(opts: argparse.Namespace, base: Settings) -> Settings:
+    start = opts.start
+    if start is not None:  # the consumer's own default otherwise
+        base = replace(base, deliver_new=start == "new",
+                       start_time=start if isinstance(start, datetime) else None)  # fmt: skip
     changes = {
         key: value
         for key, value in (

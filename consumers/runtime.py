@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from snoopbus.proto import (
     STREAM_NAME,
@@ -117,7 +118,7 @@ class Runtime:
         try:
             js = self._js = nc.jetstream()
             await ensure_stream(js)
-            await js.add_consumer(STREAM_NAME, self._consumer_config())
+            await js.add_consumer(STREAM_NAME, await self._keep_start(js, self._consumer_config()))
             puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
                             max_bytes=self.settings.fetch_bytes)  # fmt: skip
             await puller.start()
@@ -148,13 +149,34 @@ class Runtime:
             durable_name=self.durable,
             description=self.consumer.description or None,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL,
+            deliver_policy=(
+                DeliverPolicy.BY_START_TIME if s.start_time is not None
+                else DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL
+            ),
+            opt_start_time=s.start_time,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
             ack_wait=s.ack_wait,
             max_deliver=s.max_attempts + 1,
             max_ack_pending=s.ack_pending_limit,
         )
+
+    async def _keep_start(self, js: JetStreamContext, config: ConsumerConfig) -> ConsumerConfig:
+        """A durable that exists keeps where it started (the server refuses to move
+        it, and `--start 2h` means another time at each restart): --start is for a
+        new durable."""
+        try:
+            info = await js.consumer_info(STREAM_NAME, self.durable)
+        except NotFoundError:
+            return config
+        was = info.config
+        if (was.deliver_policy, was.opt_start_time) != (config.deliver_policy,
+                                                        config.opt_start_time):
+            log.info("%s: the durable exists: it goes on from where it is (--start applies "
+                     "to a new durable)", self.durable)  # fmt: skip
+        config.deliver_policy, config.opt_start_time = was.deliver_policy, was.opt_start_time
+        config.opt_start_seq = was.opt_start_seq
+        return config
 
     async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings
