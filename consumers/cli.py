@@ -149,7 +149,10 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
         if action.required:
             action.required = False  # the file provides it
         if isinstance(value, list) and action.type is not None:
-            value = [action.type(v) if isinstance(v, str) else v for v in value]
+            try:
+                value = [action.type(v) if isinstance(v, str) else v for v in value]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: [consumer.{name}] {key}: {exc}") from None
         parser.set_defaults(**{action.dest: value})
 
 

@@ -148,7 +148,18 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
     path.write_text(unit("snoopbus.toml"))
     cfg = load(path, env={})
     assert cfg.metrics.port == 9464 and cfg.nats.url.count("nats://") == 3
+    assert set(cfg.consumer) == set(BUILT_IN)  # an example for every built-in consumer
     for name in cfg.consumer:
         parser = consumers_cli._consumer_parser(name, plugin.load(name), cfg.nats.url)
         consumers_cli.apply_config(parser, name, cfg)
-        parser.parse_args([])
+        opts = parser.parse_args([])
+        assert opts.metrics_port == cfg.consumer[name]["metrics_port"]
+    forward = consumers_cli._consumer_parser("forward", plugin.load("forward"), cfg.nats.url)
+    consumers_cli.apply_config(forward, "forward", cfg)
+    opts = forward.parse_args([])
+    assert opts.start == "new" and len(opts.sinks) == 2  # `to` a list of sinks, parsed
+    # `--config` after the name, as a user types it (and nothing else needed)
+    out = subprocess.run([sys.executable, "-m", "snoopbus.collector.cli", "consume", "forward",
+                          "--config", str(path), "--help"], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
