@@ -54,8 +54,9 @@ def add_flags(parser: argparse._ActionsContainer, *, top: bool = False) -> None:
                         help=f"log lines as text or JSON objects (${FORMAT_ENV}; default text)")
     parser.add_argument("--log-level", choices=LEVELS, type=str.lower, default=default,
                         help=f"least severe level logged (${LEVEL_ENV}; default info)")
-    parser.add_argument("-v", "--verbose", action="store_true", default=default,
-                        help="debug logging (--log-level debug)")
+    if "--verbose" not in parser._option_string_actions:  # doctor has its own
+        parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                            help="debug logging (--log-level debug)")
 
 
 def settings(args: argparse.Namespace) -> tuple[str, str]:
