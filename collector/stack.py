@@ -350,8 +350,13 @@ async def _run_stack(cfg: StackConfig) -> int:
     finally:
         if monitor is not None:
             stop.set()  # an error may have brought us here
-            monitor.cancel()
-            await asyncio.wait({monitor}, timeout=10)  # never hang the children's stop on it
+            # It ends on `stop` and drains its connection before nats-server goes: a
+            # cancel would cut the drain short, and the server's exit then logged
+            # "disconnected; reconnecting" warnings at every Ctrl-C.
+            _, pending = await asyncio.wait({monitor}, timeout=10)
+            if pending:  # never hang the children's stop on it
+                monitor.cancel()
+                await asyncio.wait({monitor}, timeout=5)
         for child in children:
             child.stop()
         await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -68,7 +69,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
     env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        sys.executable, "-m", "snoopbus.collector.cli", "--log-format", "json", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -126,6 +127,13 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
         code = await asyncio.wait_for(up.wait(), 60)
     assert code == 0
     assert "snoopbus: stopped" in (await up.stdout.read()).decode()
+    # Every child logged as `up` was told to (JSON), and Ctrl-C brought no
+    # warnings (the live view's connection drained before nats-server stopped).
+    logged = [ln for ln in (await up.stderr.read()).decode().splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in logged if not ln.startswith("snoopbus: ")]
+    assert records and {r["logger"].split(".")[1] for r in records} >= {"collector", "consumers"}
+    bus = [r for r in records if r["logger"] == "snoopbus.proto.bus" and r["level"] != "info"]
+    assert not bus, bus  # e.g. "snoopbus-up: disconnected; reconnecting"
     for pid in kids:  # collector, consumers and nats-server: all gone
         assert not Path(f"/proc/{pid}").exists()
 
