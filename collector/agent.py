@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import mmap
@@ -21,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
 
-from snoopbus.collector import exits, privileges, probes
+from snoopbus.collector import exits, privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -197,6 +198,15 @@ class Collector:
                     publisher.buffered, publisher.spilled)
         self._attach(publisher, js, stream)
 
+    async def _feed_watchdog(self, reader: RingReader) -> None:
+        """WATCHDOG=1 while the ring buffer reader lives and this loop turns: a
+        collector wedged or with a dead reader is restarted by systemd."""
+        every = sd_notify.watchdog_interval()
+        while every is not None and not self._stop.is_set() and reader.alive:
+            sd_notify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
+
     def _publisher(self) -> Publisher:
         pub_cfg = self.cfg.publisher
         if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
@@ -246,6 +256,8 @@ class Collector:
             "collector ready on %s in %.2fs (instance %s, %d processes known)",
             self.cfg.host, startup_s, self.instance, len(cache),
         )
+        sd_notify.notify(f"READY=1\nSTATUS=probes loaded in {startup_s:.1f}s, publishing")
+        watchdog = asyncio.create_task(self._feed_watchdog(reader))
         reported_total = 0
         last_heartbeat = time.monotonic()
         stalled = False
@@ -283,6 +295,8 @@ class Collector:
                         "heartbeat", self._stats(reader, publisher, loaded, builder)
                     )
         finally:
+            sd_notify.notify("STOPPING=1")
+            watchdog.cancel()
             reader.stop()  # the mapping stays until the metrics server is gone (run_collector)
             if attach is not None:
                 attach.cancel()
