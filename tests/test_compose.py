@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from snoopbus.collector import exits
 from snoopbus.collector.cli import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
@@ -134,7 +135,7 @@ def test_systemd_units_run_real_commands(tmp_path: Path) -> None:
         return
     snoopbus = Path(sys.executable).parent / "snoopbus"
     for name in ("snoopbus-collector.service", "snoopbus-consumer@.service"):
-        text = unit(name).replace("/usr/local/bin/snoopbus", str(snoopbus))
+        text = unit(name).replace("/opt/snoopbus/bin/snoopbus", str(snoopbus))
         (tmp_path / name).write_text(text)
     for name in ("snoopbus-collector.service", "snoopbus-consumer@rename.service"):
         out = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True,
@@ -163,3 +164,25 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
                           "--config", str(path), "--help"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
+
+
+def test_units_notify_restart_sanely_and_are_hardened(tmp_path: Path) -> None:
+    collector, consumer = unit("snoopbus-collector.service"), unit("snoopbus-consumer@.service")
+    assert "Type=notify" in collector and "WatchdogSec=" in collector
+    for text in (collector, consumer):
+        # a config error exits 2 (collector/exits.py): never a restart loop
+        assert f"RestartPreventExitStatus={exits.USAGE}" in text
+        assert exec_start(text)[0] == "/opt/snoopbus/bin/snoopbus"  # a venv: PEP 668
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    limits = {"snoopbus-collector.service": 4.0, "snoopbus-consumer@rename.service": 2.0}
+    for name, limit in limits.items():
+        (tmp_path / name).write_text(unit(name.replace("@rename", "@")))
+        out = subprocess.run([analyze, "security", "--offline=true", name], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        found = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout)
+        if found is None and "offline" in out.stderr:
+            return  # a systemd older than 252 cannot score a unit file offline
+        assert found is not None, out.stdout + out.stderr
+        assert float(found.group(1)) <= limit, out.stdout
