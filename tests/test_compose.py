@@ -92,7 +92,11 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
         assert {c["condition"] for c in service["depends_on"].values()} == {"service_healthy"}
         check_command(service["command"])
     collector = services["collector"]
-    assert collector["privileged"] is True and collector["pid"] == "host"
+    assert "privileged" not in collector and collector["pid"] == "host"
+    assert collector["user"] == "root" and collector["cap_drop"] == ["ALL"]
+    assert {"BPF", "PERFMON", "SYS_PTRACE"} <= set(collector["cap_add"])
+    # the consumers run as the image's non-root user
+    assert all("user" not in s for n, s in ours.items() if n != "collector")
     mounts = {v.split(":")[1] for v in collector["volumes"]}
     assert {"/sys/kernel/btf", "/sys/fs/cgroup", "/lib/modules", "/usr/src"} <= mounts
     consumers = {s["command"][2] for s in ours.values() if s["command"][1] == "consume"}
@@ -109,7 +113,17 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
 def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any]) -> None:
     build = compose["services"]["collector"]["build"]
     dockerfile = ROOT / build["context"] / build["dockerfile"]
-    assert dockerfile.is_file() and "python3-bpfcc" in dockerfile.read_text()
+    text = dockerfile.read_text()
+    assert dockerfile.is_file() and "python3-bpfcc" in text
+    # two stages, a non-root user, a health check, OCI labels; no tests in the image
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2 and "AS build" in text
+    assert "\nUSER snoopbus" in text and "HEALTHCHECK" in text
+    assert "org.opencontainers.image.licenses=\"Apache-2.0\"" in text
+    ignored = (ROOT / build["context"] / ".dockerignore").read_text().split()
+    assert "tests" in ignored and ".git" in ignored
+    # every path a compose.yaml comment names exists
+    named = re.findall(r"\b((?:collector|consumers|proto|tests)/[\w./@-]+)", COMPOSE.read_text())
+    assert named and all((ROOT / p.rstrip(".")).exists() for p in named), named
 
 
 def unit(name: str) -> str:
