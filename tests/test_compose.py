@@ -3,10 +3,12 @@ own client, the systemd units, and the example config, all checked against the C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import resources
@@ -21,7 +23,9 @@ from snoopbus.collector import exits
 from snoopbus.collector.cli import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
+from snoopbus.proto import BusUnavailable, NatsAuth, connect
 from snoopbus.proto.settings_file import Config, load
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -65,7 +69,7 @@ def test_docker_compose_config_parses_it(tmp_path: Path) -> None:
     out = subprocess.run(
         [client, "-f", str(COMPOSE), "--profile", "forward", "config"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"HOST_NAME": "web1", "PATH": "/usr/bin:/bin"},
+        env={"HOST_NAME": "web1", "NATS_PASSWORD": "pw", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
@@ -106,7 +110,7 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
     dirs = {a[a.index("--dir") + 1] for a in archives}
     assert partitions == {"0/2", "1/2"} and len(dirs) == 2  # scaled out, each its own folder
     named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])
-             if not v.startswith("/")}  # fmt: skip
+             if not v.startswith(("/", "./"))}  # fmt: skip
     assert named <= set(compose["volumes"])
 
 
@@ -200,3 +204,53 @@ def test_units_notify_restart_sanely_and_are_hardened(tmp_path: Path) -> None:
             return  # a systemd older than 252 cannot score a unit file offline
         assert found is not None, out.stdout + out.stderr
         assert float(found.group(1)) <= limit, out.stdout
+
+
+def test_docker_compose_refuses_to_run_nats_without_a_password(tmp_path: Path) -> None:
+    client = shutil.which("docker-compose")
+    assert client
+    out = subprocess.run([client, "-f", str(COMPOSE), "config"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path,
+                         env={"HOST_NAME": "web1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.returncode != 0 and "set NATS_PASSWORD" in out.stderr
+
+
+async def test_the_cluster_config_lets_in_only_its_user(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """compose's NATS config run by the real nats-server: the password from the
+    environment, anonymous clients refused, snoopbus's credentials accepted."""
+    for name in ("nats-1", "nats-2", "nats-3"):
+        service = compose["services"][name]
+        assert any(v.endswith(":/etc/nats/snoopbus.conf:ro") for v in service["volumes"])
+        assert service["command"][:2] == ["-c", "/etc/nats/snoopbus.conf"]
+        assert "NATS_PASSWORD" in service["environment"]
+    env = compose["services"]["collector"]["environment"]
+    assert env["SNOOPBUS_NATS_USER"] == "snoopbus" and "NATS_PASSWORD" in env[
+        "SNOOPBUS_NATS_PASSWORD"]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nats-server"), "-c", str(DEPLOY / "nats-cluster.conf"),
+         "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")],
+        env={"NATS_PASSWORD": "s3cret", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"nats://127.0.0.1:{port}"
+        async with asyncio.timeout(20):  # until it listens
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        with pytest.raises(BusUnavailable, match="uthoriz"):
+            await connect(url, name="anonymous")
+        with pytest.raises(BusUnavailable):
+            await connect(url, name="wrong", auth=NatsAuth(user="snoopbus", password="x"))
+        nc = await connect(url, name="ok", auth=NatsAuth(user="snoopbus", password="s3cret"))
+        assert nc.connected_server_version.major >= 2
+        await nc.close()
+    finally:
+        server.terminate()
+        server.wait(10)
