@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import mmap
@@ -21,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
 
-from snoopbus.collector import privileges, probes
+from snoopbus.collector import exits, privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -73,6 +74,10 @@ class CollectorError(RuntimeError):
     """A condition the user must fix; the message says how."""
 
 
+class NotRoot(CollectorError):
+    exit_code = exits.PRIVILEGE
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     nats_url: str
@@ -101,7 +106,7 @@ def tune_gc() -> None:
 
 def check_privileges() -> None:
     if os.geteuid() != 0:
-        raise CollectorError(
+        raise NotRoot(
             "the collector loads eBPF probes and must run as root "
             "(try: sudo snoopbus collect ...; `snoopbus doctor` checks this host)"
         )
@@ -194,6 +199,15 @@ class Collector:
                     publisher.buffered, publisher.spilled)
         self._attach(publisher, js, stream)
 
+    async def _feed_watchdog(self, reader: RingReader) -> None:
+        """WATCHDOG=1 while the ring buffer reader lives and this loop turns: a
+        collector wedged or with a dead reader is restarted by systemd."""
+        every = sd_notify.watchdog_interval()
+        while every is not None and not self._stop.is_set() and reader.alive:
+            sd_notify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
+
     def _publisher(self) -> Publisher:
         pub_cfg = self.cfg.publisher
         if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
@@ -243,6 +257,8 @@ class Collector:
             "collector ready on %s in %.2fs (instance %s, %d processes known)",
             self.cfg.host, startup_s, self.instance, len(cache),
         )
+        sd_notify.notify(f"READY=1\nSTATUS=probes loaded in {startup_s:.1f}s, publishing")
+        watchdog = asyncio.create_task(self._feed_watchdog(reader))
         reported_total = 0
         last_heartbeat = time.monotonic()
         stalled = False
@@ -280,6 +296,8 @@ class Collector:
                         "heartbeat", self._stats(reader, publisher, loaded, builder)
                     )
         finally:
+            sd_notify.notify("STOPPING=1")
+            watchdog.cancel()
             reader.stop()  # the mapping stays until the metrics server is gone (run_collector)
             if attach is not None:
                 attach.cancel()

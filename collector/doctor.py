@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import doctor_bus
+from snoopbus.collector import doctor_bus, exits
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -85,7 +85,7 @@ def blockers(
         if check is None or not check.ok:
             problems.append(what)
     if plan.exec_source.hook is None or plan.file_source.hook is None:
-        problems.append("no tracepoint kind can be attached")
+        problems.append("raw tracepoints cannot be attached")
     if plan.transport.hook is None:
         problems.append("neither ring buffer nor perf buffer works")
     if offset_errors:
@@ -129,21 +129,35 @@ def build_report(fields: Mapping[str, str] | None = None) -> Report:
     return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
 
 
-def render(report: Report) -> str:
+# Checks whose failure stops the collector; any other is an optional hook or a
+# fallback, shown as not available (the summary still says if nothing is left).
+REQUIRED = frozenset({"privileges", "btf", "bpf_syscall", "kernel_headers", "bcc",
+                      "bcc_compile"})  # fmt: skip
+
+
+def render(report: Report, verbose: bool = False) -> str:
     width = max(len(c.name) for c in report.checks)
     lines = [f"snoopbus doctor: Linux {platform.release()} {platform.machine()}", ""]
     problems = report.problems
     if "not running as root" in problems:
         lines += ["Not running as root: run as root (sudo snoopbus doctor).", ""]
     for check in report.checks:
-        status = "ok  " if check.ok else "FAIL"
-        lines.append(f"  {status}  {check.name:<{width}}  {check.detail}")
-        if not check.ok and check.hint:
+        required = check.name in REQUIRED
+        status = "ok  " if check.ok else "FAIL" if required else "--  "
+        detail = check.detail if check.ok or required else (
+            f"not available (optional): {check.detail}")
+        lines.append(f"  {status}  {check.name:<{width}}  {detail}")
+        if not check.ok and check.hint and (required or verbose):
             lines.append(f"        {'':<{width}}  next: {check.hint}")
     lines += ["", "Hook set:"]
     lines += [f"  {line}" for line in report.plan.lines()]
-    lines += ["", f"Struct offsets from BTF ({report.btf_path or 'unavailable'}):"]
-    lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
+    where = report.btf_path or "unavailable"
+    if verbose:
+        lines += ["", f"Struct offsets from BTF ({where}):"]
+        lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
+    else:
+        lines += ["", f"Struct offsets from BTF ({where}): {len(report.offsets)} resolved, "
+                  f"{len(report.offset_errors)} failed (--verbose lists them)"]
     lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]
     lines.append("")
     if problems:
@@ -156,12 +170,8 @@ def render(report: Report) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         bus = _bus_report(args)
-    except ConfigError as exc:
-        print(f"snoopbus doctor: {exc}", file=sys.stderr)
-        return 2
-    except local_stack.LocalStackRefused as exc:
-        print(f"snoopbus doctor: {exc}", file=sys.stderr)
-        return local_stack.REFUSED_EXIT
+    except (ConfigError, local_stack.LocalStackRefused) as exc:
+        return exits.fail("doctor", exc)
     report = build_report()
     if getattr(args, "json", False):
         out = report.to_json()
@@ -169,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             out["collector"] = bus.to_json()
         print(json.dumps(out, indent=2))
     else:
-        print(render(report))
+        print(render(report, verbose=bool(getattr(args, "verbose", False))))
         if bus is not None:
             print("\n" + "\n".join(doctor_bus.render(bus)))
     return 1 if report.problems else 0
@@ -203,6 +213,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "(status, counts, loss by reason and type; default: this machine, with --nats)",
     )  # fmt: skip
     settings_file.add_config_flag(parser)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also the struct offsets, the next step for optional hooks, and "
+                        "debug logging")  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from snoopbus.collector import exits
+
 log = logging.getLogger(__name__)
 
 RECORD_NAME = "up.json"
@@ -34,6 +36,8 @@ TERM_WAIT = 5.0  # s a leftover gets after SIGTERM before SIGKILL
 
 class UpRunning(RuntimeError):
     """Another `up` is alive with this state folder."""
+
+    exit_code = exits.BUSY  # the folder is in use by something else
 
 
 @dataclass(frozen=True, slots=True)

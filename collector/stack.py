@@ -36,6 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from snoopbus.collector import exits
 from snoopbus.collector.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
@@ -68,7 +69,11 @@ SERVER_STOP = 3.0  # s of the stop deadline kept for nats-server, after the chil
 
 
 class StackError(RuntimeError):
-    """A condition the user must fix; the message says how."""
+    """A condition the user must fix; the message says how; `exit_code` from exits."""
+
+    def __init__(self, message: str, exit_code: int = exits.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -275,8 +280,7 @@ def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
     except (StackError, NatsServerError, MetricsError, UpRunning, AuthError) as exc:
-        print(f"snoopbus up: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("up", exc)
 
 
 def check_consumers(cfg: StackConfig) -> None:
@@ -305,7 +309,8 @@ def check_metrics_ports(cfg: StackConfig) -> None:
             except OSError:
                 raise StackError(
                     f"metrics port {port} (for {name}: --metrics-port {cfg.metrics_port} + {i}) "
-                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none"
+                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none",
+                    exits.BUSY,
                 ) from None
 
 
@@ -340,7 +345,8 @@ def use_live_view(mode: str) -> bool:
 async def _run_stack(cfg: StackConfig) -> int:
     if os.geteuid() != 0:
         raise StackError(
-            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
+            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)",
+            exits.PRIVILEGE,
         )
     check_consumers(cfg)
     check_metrics_ports(cfg)
@@ -361,7 +367,8 @@ async def _run_stack(cfg: StackConfig) -> int:
     if state is False:
         raise StackError(
             f"port {cfg.port} is in use by something that is not a NATS server with "
-            "JetStream: free it, or pick another with --port or [up] port"
+            "JetStream: free it, or pick another with --port or [up] port",
+            exits.BUSY,
         )
     auth: StackAuth | None = None
     if state is True:
@@ -417,8 +424,14 @@ async def _run_stack(cfg: StackConfig) -> int:
         deadline = time.monotonic() + cfg.stop_timeout
         if monitor is not None:
             stop.set()  # an error may have brought us here
-            monitor.cancel()
-            await asyncio.wait({monitor}, timeout=2)  # never hang the children's stop on it
+            # It ends on `stop` and drains its connection before nats-server goes: a
+            # cancel would cut the drain short, and the server's exit then logged
+            # "disconnected; reconnecting" warnings at every Ctrl-C. Bounded: the
+            # stop as a whole must end within [up] stop_timeout.
+            _, pending = await asyncio.wait({monitor}, timeout=2)
+            if pending:  # never hang the children's stop on it
+                monitor.cancel()
+                await asyncio.wait({monitor}, timeout=1)
         for child in children:
             child.stop()
         left = max(deadline - time.monotonic() - SERVER_STOP, 1.0)

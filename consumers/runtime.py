@@ -133,7 +133,10 @@ class Runtime:
             prior = await self._prior(js)
             if prior is not None:
                 self.counters.missed = self._missed.missed = missed_of(prior.config.metadata)
-            info = await js.add_consumer(STREAM_NAME, self._consumer_config())
+            config = self._consumer_config()  # after `missed`: it is kept in the metadata
+            if prior is not None:
+                config = self._keep_start(prior.config, config)
+            info = await js.add_consumer(STREAM_NAME, config)
             self._last_seq = info.delivered.stream_seq or 0
             if prior is None:  # a new durable missed nothing that came before it
                 first = (await js.stream_info(STREAM_NAME)).state.first_seq
@@ -170,7 +173,11 @@ class Runtime:
             durable_name=self.durable,
             description=self.consumer.description or None,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL,
+            deliver_policy=(
+                DeliverPolicy.BY_START_TIME if s.start_time is not None
+                else DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL
+            ),
+            opt_start_time=s.start_time,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
             ack_wait=s.ack_wait,
@@ -185,6 +192,18 @@ class Runtime:
             return await js.consumer_info(STREAM_NAME, self.durable)
         except NotFoundError:
             return None
+
+    def _keep_start(self, was: ConsumerConfig, config: ConsumerConfig) -> ConsumerConfig:
+        """A durable that exists keeps where it started (the server refuses to move
+        it, and `--start 2h` means another time at each restart): --start is for a
+        new durable."""
+        if (was.deliver_policy, was.opt_start_time) != (config.deliver_policy,
+                                                        config.opt_start_time):
+            log.info("%s: the durable exists: it goes on from where it is (--start applies "
+                     "to a new durable)", self.durable)  # fmt: skip
+        config.deliver_policy, config.opt_start_time = was.deliver_policy, was.opt_start_time
+        config.opt_start_seq = was.opt_start_seq
+        return config
 
     async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings

@@ -27,12 +27,11 @@ RUN_DIR_ENV: Final = "SNOOPBUS_RUN_DIR"
 DEFAULT_RUN_DIR: Final = Path("/run/snoopbus")
 FILE_NAME: Final = "stack.json"
 AUTH_KEYS: Final = ("user", "password", "token", "nkey", "creds")
-# The exit status of a command refused for this (README "Exit codes": a condition to fix).
-REFUSED_EXIT: Final = 2
 
 
-class LocalStackRefused(RuntimeError):
-    """The local stack exists but this user may not use its credentials."""
+class LocalStackRefused(PermissionError):
+    """The local stack exists but this user may not use its credentials
+    (a PermissionError: exit status 4, README "Exit statuses")."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import tomllib
 import types
 from collections.abc import Mapping
@@ -380,7 +381,16 @@ SECRET_KEYS: Final = frozenset({"nats.password", "nats.token"})
 
 def _shown(config: Config, section: str, name: str) -> Any:
     value = _plain(getattr(getattr(config, section), name))
+    if (section, name) == ("collector", "host") and not value:
+        return socket.gethostname()  # what "" means: the name events will carry
     return "***" if value and f"{section}.{name}" in SECRET_KEYS else value
+
+
+def _source(config: Config, section: str, name: str) -> str:
+    source = config.source(f"{section}.{name}")
+    if (section, name) == ("collector", "host") and not config.collector.host:
+        return f"{source}: this machine's name"
+    return source
 
 
 def as_dict(config: Config) -> dict[str, Any]:
@@ -390,7 +400,7 @@ def as_dict(config: Config) -> dict[str, Any]:
         obj = getattr(config, section)
         out[section] = {
             f.name: {"value": _shown(config, section, f.name),
-                     "source": config.source(f"{section}.{f.name}")}
+                     "source": _source(config, section, f.name)}
             for f in fields(obj)
         }  # fmt: skip
     out["consumer"] = {
@@ -412,11 +422,11 @@ def format_toml(config: Config) -> str:
         lines += ["", f"[{section}]"]
         for f in fields(obj):
             value = json.dumps(_shown(config, section, f.name), ensure_ascii=False)
-            lines.append(f"{f.name} = {value}  # {config.source(f'{section}.{f.name}')}")
+            lines.append(f"{f.name} = {value}  # {_source(config, section, f.name)}")
     for name, opts in config.consumer.items():
         lines += ["", f"[consumer.{name}]"]
         for key, value in opts.items():
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # file")
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # file {config.path}")
     return "\n".join(lines)
 
 

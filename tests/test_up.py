@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -118,7 +119,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
     env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        sys.executable, "-m", "snoopbus.collector.cli", "--log-format", "json", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -180,6 +181,13 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
         code = await asyncio.wait_for(up.wait(), 60)
     assert code == 0
     assert "snoopbus: stopped" in (await up.stdout.read()).decode()
+    # Every child logged as `up` was told to (JSON), and Ctrl-C brought no
+    # warnings (the live view's connection drained before nats-server stopped).
+    logged = [ln for ln in (await up.stderr.read()).decode().splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in logged if not ln.startswith("snoopbus: ")]
+    assert records and {r["logger"].split(".")[1] for r in records} >= {"collector", "consumers"}
+    bus = [r for r in records if r["logger"] == "snoopbus.proto.bus" and r["level"] != "info"]
+    assert not bus, bus  # e.g. "snoopbus-up: disconnected; reconnecting"
     for pid in kids:  # collector, consumers and nats-server: all gone
         assert not Path(f"/proc/{pid}").exists()
     # Every child, the restarted pairer's recall included, did its work within its role.
@@ -197,7 +205,7 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
              str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
-    assert out.returncode == 2
+    assert out.returncode == 5  # exits.BUSY
     assert f"port {port} is in use" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.collector import leftovers
+from snoopbus.collector import exits, leftovers
 from tests.conftest import free_port
 from tests.test_up import read_until
 
@@ -132,7 +132,7 @@ def test_a_live_up_of_the_same_folder_is_refused(tmp_path: Path) -> None:
              "--state-dir", str(state), "--port", str(free_port())],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        assert out.returncode == 2
+        assert out.returncode == exits.BUSY
         assert f"another `snoopbus up` (pid {other.pid})" in out.stderr
         assert other.poll() is None  # refused, not killed
     finally:
