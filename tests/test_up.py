@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from snoopbus.collector import exits
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
 from tests.conftest import free_port
 
@@ -108,7 +109,7 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
     for command in (["tail"], ["doctor", "--nats"], ["consume", "alert"], ["query"]):
         out = subprocess.run([*NOBODY, *SNOOPBUS, *command], env=env, capture_output=True,
                              text=True, timeout=60)
-        assert out.returncode == 2, (command, out.stderr)
+        assert out.returncode == exits.PRIVILEGE, (command, out.stderr)
         [line] = out.stderr.strip().splitlines()
         assert f"run `sudo snoopbus {' '.join(command)}`" in line, line
 

@@ -60,10 +60,7 @@ def local_archive() -> Path:
     """The archive of the stack `up` runs here; else the user must say where."""
     from .query import QueryError
 
-    try:
-        found = local_stack.archive_dir("query")
-    except local_stack.LocalStackRefused as exc:
-        raise QueryError(str(exc)) from None
+    found = local_stack.archive_dir("query")  # LocalStackRefused: not root's
     if found is None:
         raise QueryError("no --dir given and no `snoopbus up` running here: pass --dir "
                          "with the archive folder ([consumer.archive] dir)")
@@ -98,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         rows = run_query(args.dir, f, kind=kind, limit=args.limit, engine=engine)
         if args.count_by:
             return _count(rows, args.count_by, args.json)
-    except QueryError as exc:
+    except (QueryError, local_stack.LocalStackRefused) as exc:
         return exits.fail("query", exc)
     from . import render
 
