@@ -25,7 +25,7 @@ from ..settings import Settings
 from .alerts import build_alert
 from .engine import Engine
 from .fields import FieldMap, FieldMapError, default_field_map, load_field_map
-from .loader import LoadReport, default_rules_dir, load_rules
+from .loader import LoadReport, load_rules, resolve_paths
 from .logsources import all_event_types
 from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
 from .throttle import DEFAULT_KEY_FIELDS, Throttle
@@ -66,11 +66,7 @@ class AlertConsumer(Consumer):
         self.settings = settings or type(self).settings
         self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume alert`
         self.field_map = field_map or default_field_map()
-        # `default` names the packaged set, so it can be combined: --rules default ~/sigma
-        self.rule_paths = [
-            default_rules_dir() if str(p) == "default" and not Path(p).exists() else Path(p)
-            for p in (rules or ["default"])
-        ]
+        self.rule_paths = resolve_paths(rules)
         self.report: LoadReport = load_rules(self.rule_paths, self.field_map)
         if not self.report.rules:
             raise NoRules(

@@ -33,6 +33,17 @@ class Hit:
     selections: list[str]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One rule against one event, for `snoopbus rules test`: whether it matched
+    (as match() decides) and which named detections hold either way."""
+
+    rule: CompiledRule
+    matched: bool
+    selections: list[str]
+    values: Values
+
+
 class _Category:
     """The rules of one log source category, the fields they read and their index."""
 
@@ -79,6 +90,23 @@ class Engine:
             for rule, selected in self._run(category, values, low, event):
                 hits.append(Hit(rule, event, values, selected))
         return hits
+
+    def explain(self, event: Mapping[str, Any]) -> list[Verdict]:
+        """Every rule of the log sources `event` feeds, matched or not. Matching
+        is match()'s own; the selections held are asked of every rule, so a
+        rule that did not match shows which of its detections did hold."""
+        hits = {id(hit.rule): hit for hit in self.match(event)}
+        out: list[Verdict] = []
+        for category in self._by_type.get(event.get("type", ""), ()):
+            values, low = category.record(event)
+            for rule in category.rules:
+                hit = hits.get(id(rule))
+                if hit is not None:
+                    out.append(Verdict(rule, True, hit.selections, hit.values))
+                else:
+                    held = rule.matched_selections(values, low)
+                    out.append(Verdict(rule, False, held, values))
+        return out
 
     def match_record(self, record: Any) -> list[Hit]:
         """match() for a typed record (Delivery.records): the same hits, the

@@ -21,7 +21,7 @@ from sigma.rule import SigmaRule
 
 from .fields import FieldMap, default_field_map
 from .logsources import category_of
-from .matcher import CompiledRule, compile_rule
+from .matcher import CompiledRule, UnmappedFields, compile_rule
 from .values import Unsupported
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,30 @@ log = logging.getLogger(__name__)
 RULE_SUFFIXES = (".yml", ".yaml")
 
 
+# Why a rule was skipped. The first four mean a rule that could apply to this
+# stream will not run (`snoopbus rules check` exits 1 for them); the last two,
+# that it was never meant for it (another product, or Sigma's `status: unsupported`).
+INVALID = "invalid"  # not YAML, or not valid Sigma
+UNMAPPED = "unmapped"  # reads fields the category's field map has no source for
+UNSUPPORTED = "unsupported"  # a construct the matcher cannot evaluate
+DUPLICATE = "duplicate"  # its id was loaded from another file first
+LOGSOURCE = "logsource"  # a log source snoopbus does not produce
+STATUS = "status"  # `status: unsupported`
+PROBLEMS = (INVALID, UNMAPPED, UNSUPPORTED, DUPLICATE)
+
+
 @dataclass(frozen=True)
 class Skipped:
     source: str  # file path
     rule: str  # title (and id) when known, else ""
     reason: str
+    kind: str = UNSUPPORTED
+    unmapped: tuple[str, ...] = ()  # the fields, when kind is UNMAPPED
+
+    @property
+    def problem(self) -> bool:
+        """A rule that could apply to this stream will not run."""
+        return self.kind in PROBLEMS
 
     def __str__(self) -> str:
         what = f"rule {self.rule!r} in {self.source}" if self.rule else self.source
@@ -55,6 +74,15 @@ def default_rules_dir() -> Path:
     return Path(str(files("snoopbus.consumers.alert") / "rules"))
 
 
+def resolve_paths(paths: Iterable[Path | str] | None) -> list[Path]:
+    """Rule paths as given; `default` names the packaged set (unless a file of
+    that name is there), so it can be combined: --rules default ~/sigma."""
+    return [
+        default_rules_dir() if str(p) == "default" and not Path(p).exists() else Path(p)
+        for p in (paths or ["default"])
+    ]
+
+
 def rule_files(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
@@ -74,7 +102,7 @@ def load_rules(paths: Iterable[Path], field_map: FieldMap | None = None) -> Load
                 first = seen.setdefault(outcome.id, outcome.source)
                 if first != outcome.source:
                     why = f"duplicate rule id {outcome.id} (first in {first})"
-                    outcome = Skipped(outcome.source, _name(outcome.rule), why)
+                    outcome = Skipped(outcome.source, _name(outcome.rule), why, DUPLICATE)
                 else:
                     report.rules.append(outcome)
                     continue
@@ -98,14 +126,14 @@ def _load_file(path: Path, fmap: FieldMap, noted: list[str]) -> list[CompiledRul
             )
         except Exception as exc:  # a broken file must not stop the others
             why = " ".join(str(exc).split())  # YAML errors span lines; a log line should not
-            return [Skipped(source, "", f"cannot parse: {type(exc).__name__}: {why}")]
+            return [Skipped(source, "", f"cannot parse: {type(exc).__name__}: {why}", INVALID)]
     out: list[CompiledRule | Skipped] = []
     for w in caught:
         noted.append(f"{source}: pySigma: {w.message}")
         log.warning("%s", noted[-1])
     for error in collection.errors:
         if not any(error in getattr(r, "errors", ()) for r in collection.rules):
-            out.append(Skipped(source, "", f"invalid: {error}"))
+            out.append(Skipped(source, "", f"invalid: {error}", INVALID))
     for item in collection.filters:
         out.append(Skipped(source, str(item.title), "Sigma filters are not supported"))
     for rule in collection.rules:
@@ -119,14 +147,17 @@ def _compile(rule: object, source: str, fmap: FieldMap) -> CompiledRule | Skippe
         return Skipped(source, str(getattr(rule, "title", "")), f"{kind} is not supported")
     name = _name(rule)
     if rule.errors:
-        return Skipped(source, name, f"invalid: {rule.errors[0]}")
+        return Skipped(source, name, f"invalid: {rule.errors[0]}", INVALID)
     category, why = category_of(rule.logsource)
     if category is None:
-        return Skipped(source, name, why)
+        return Skipped(source, name, why, LOGSOURCE)
     if str(rule.status) == "unsupported":
-        return Skipped(source, name, "status: unsupported (Sigma says it cannot be expressed)")
+        why = "status: unsupported (Sigma says it cannot be expressed)"
+        return Skipped(source, name, why, STATUS)
     try:
         return compile_rule(rule, category, fmap.fields(category), source)
+    except UnmappedFields as exc:
+        return Skipped(source, name, f"unmapped: {exc}", UNMAPPED, exc.fields)
     except Unsupported as exc:
         return Skipped(source, name, f"unsupported: {exc}")
     except Exception as exc:  # pySigma or a bug of ours: skip this rule, keep the rest
