@@ -131,7 +131,8 @@ def test_a_field_map_maps_the_unmapped_fields(tmp_path: Path) -> None:
 def test_check_usage_errors_exit_2(tmp_path: Path) -> None:
     out = run("check", str(tmp_path / "nowhere"))
     assert out.returncode == exits.USAGE
-    assert out.stderr.strip() == f"snoopbus rules check: no such file or folder: {tmp_path}/nowhere"
+    assert out.stderr.strip() == (f"snoopbus rules check: no such rule file or folder: "
+                                 f"{tmp_path}/nowhere")
     bad = tmp_path / "bad.toml"
     bad.write_text('[process_creation]\nImage = "nosuch(proc.exe)"\n')
     out = run("check", "default", "--field-map", str(bad))

@@ -75,23 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _load(paths: list[Path], field_map: Path | None) -> tuple[LoadReport, FieldMap, list[Path]]:
-    from .fields import FieldMapError, default_field_map, load_field_map
-    from .loader import load_rules, resolve_paths
+    from .loader import resolve_paths
+    from .ruleset import RuleSetError, load
 
     resolved = resolve_paths(paths)
-    missing = [str(p) for p in resolved if not p.exists()]
-    if missing:
-        raise RulesError(f"no such file or folder: {', '.join(missing)}")
-    try:
-        fmap = load_field_map(field_map) if field_map else default_field_map()
-    except (FieldMapError, OSError) as exc:
-        raise RulesError(f"--field-map: {exc}") from None
     # The report is this command's output: the loader's one warning per skip
     # would say it twice on stderr.
     quiet = logging.getLogger("snoopbus.consumers.alert.loader")
     if quiet.getEffectiveLevel() > logging.DEBUG:
         quiet.setLevel(logging.ERROR)
-    return load_rules(resolved, fmap), fmap, resolved
+    try:
+        report, fmap = load(resolved, field_map_file=field_map)
+    except RuleSetError as exc:
+        raise RulesError(str(exc)) from None
+    return report, fmap, resolved
 
 
 def _imports_ok(command: str) -> int | None:
