@@ -100,7 +100,7 @@ def test_check_classifies_each_hand_made_rule(tmp_path: Path) -> None:
                for line in lines)  # fmt: skip
     assert any(line.startswith("PROBLEM ") and "unmapped: fields 'LogonId', 'SessionId'" in line
                for line in lines)  # fmt: skip
-    assert "unmapped fields: LogonId (1 rules), SessionId (1 rules)" in text.stdout
+    assert "unmapped fields: LogonId (1 rules), SessionId (1 rules): map them" in text.stdout
     assert text.stderr == ""  # the report is the output, not also a log line per skip
 
 
@@ -131,7 +131,7 @@ def test_a_field_map_maps_the_unmapped_fields(tmp_path: Path) -> None:
 def test_check_usage_errors_exit_2(tmp_path: Path) -> None:
     out = run("check", str(tmp_path / "nowhere"))
     assert out.returncode == exits.USAGE
-    assert out.stderr.strip() == (f"snoopbus rules check: no such rule file or folder: "
+    assert out.stderr.strip() == (f"snoopbus rules check: no such file or folder: "
                                  f"{tmp_path}/nowhere")
     bad = tmp_path / "bad.toml"
     bad.write_text('[process_creation]\nImage = "nosuch(proc.exe)"\n')

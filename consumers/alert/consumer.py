@@ -62,6 +62,7 @@ class AlertConsumer(Consumer):
         *,
         field_map: FieldMap | None = None,
         field_map_file: Path | None = None,
+        pipelines: Sequence[Path] = (),
         throttle: float = 60.0,
         throttle_keys: Sequence[str] = DEFAULT_KEY_FIELDS,
         outputs: Sequence[Output] = (),
@@ -73,8 +74,10 @@ class AlertConsumer(Consumer):
         self.rule_paths = resolve_paths(rules)
         # A field map file is read again on each reload; a FieldMap object is kept.
         self.field_map_file = field_map_file
+        self.pipelines = [Path(p) for p in pipelines]  # read again on each reload too
         try:
-            rules_in_use = ruleset.build(self.rule_paths, field_map, field_map_file)
+            rules_in_use = ruleset.build(self.rule_paths, field_map, field_map_file,
+                                         self.pipelines)  # fmt: skip
         except RuleSetError as exc:
             raise NoRules(f"alert: {exc}") from None
         self._use(rules_in_use)
@@ -110,6 +113,15 @@ class AlertConsumer(Consumer):
             type=Path,
             metavar="FILE",
             help="TOML/YAML overrides of the Sigma field mapping (see README)",
+        )
+        g.add_argument(
+            "--pipeline",
+            type=Path,
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a pySigma processing pipeline (YAML) applied to each rule before "
+            "the field mapping; repeatable (see README)",
         )
         g.add_argument(
             "--throttle",
@@ -149,7 +161,8 @@ class AlertConsumer(Consumer):
                                    min_level=args.min_level)  # fmt: skip
             outputs.append(WebhookOutput(config))
         keys = [k.strip() for k in args.throttle_keys.split(",") if k.strip()]
-        return cls(args.rules, field_map_file=args.field_map, throttle=args.throttle,
+        return cls(args.rules, field_map_file=args.field_map, pipelines=args.pipeline,
+                   throttle=args.throttle,
                    throttle_keys=keys, outputs=outputs, settings=settings,
                    gc_tuning=True)  # fmt: skip
 
@@ -229,7 +242,7 @@ class AlertConsumer(Consumer):
                 # (pySigma's warnings are caught with catch_warnings, process-wide:
                 # one the loop's thread emits meanwhile may be noted as the rules'.)
                 new = await asyncio.to_thread(ruleset.build, self.rule_paths, base,
-                                              self.field_map_file)  # fmt: skip
+                                              self.field_map_file, self.pipelines)  # fmt: skip
                 problems = [str(p) for p in ruleset.new_problems(self.rules, new)]
             except RuleSetError as exc:
                 problems = [str(exc)]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sigma.collection import SigmaCollection
 from sigma.exceptions import SigmaRuleLocation
+from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
 from .fields import FieldMap, default_field_map
@@ -91,13 +92,17 @@ def rule_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def load_rules(paths: Iterable[Path], field_map: FieldMap | None = None) -> LoadReport:
-    """Compile every rule under `paths` (files, or directories searched for *.yml)."""
+def load_rules(
+    paths: Iterable[Path], field_map: FieldMap | None = None,
+    pipeline: ProcessingPipeline | None = None,
+) -> LoadReport:  # fmt: skip
+    """Compile every rule under `paths` (files, or directories searched for *.yml),
+    each through `pipeline` (the user's pySigma pipelines) first if given."""
     fmap = field_map or default_field_map()
     report = LoadReport()
     seen: dict[str, str] = {}  # rule id -> file that defined it first
     for path in rule_files(paths):
-        for outcome in _load_file(path, fmap, report.warnings):
+        for outcome in _load_file(path, fmap, report.warnings, pipeline):
             if isinstance(outcome, CompiledRule):
                 first = seen.setdefault(outcome.id, outcome.source)
                 if first != outcome.source:
@@ -111,7 +116,9 @@ def load_rules(paths: Iterable[Path], field_map: FieldMap | None = None) -> Load
     return report
 
 
-def _load_file(path: Path, fmap: FieldMap, noted: list[str]) -> list[CompiledRule | Skipped]:
+def _load_file(
+    path: Path, fmap: FieldMap, noted: list[str], pipeline: ProcessingPipeline | None
+) -> list[CompiledRule | Skipped]:
     source = str(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -136,18 +143,32 @@ def _load_file(path: Path, fmap: FieldMap, noted: list[str]) -> list[CompiledRul
             out.append(Skipped(source, "", f"invalid: {error}", INVALID))
     for item in collection.filters:
         out.append(Skipped(source, str(item.title), "Sigma filters are not supported"))
-    for rule in collection.rules:
-        out.append(_compile(rule, source, fmap))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for rule in collection.rules:
+            out.append(_compile(rule, source, fmap, pipeline))
+    for w in caught:
+        noted.append(f"{source}: pySigma: {w.message}")
+        log.warning("%s", noted[-1])
     return out
 
 
-def _compile(rule: object, source: str, fmap: FieldMap) -> CompiledRule | Skipped:
+def _compile(
+    rule: object, source: str, fmap: FieldMap, pipeline: ProcessingPipeline | None
+) -> CompiledRule | Skipped:
     if not isinstance(rule, SigmaRule):
         kind = type(rule).__name__.removeprefix("Sigma")
         return Skipped(source, str(getattr(rule, "title", "")), f"{kind} is not supported")
     name = _name(rule)
     if rule.errors:
         return Skipped(source, name, f"invalid: {rule.errors[0]}", INVALID)
+    if pipeline is not None:
+        try:
+            # A fresh pipeline per rule, as pySigma's backends make: it keeps per-rule state.
+            (ProcessingPipeline() + pipeline).apply(rule)
+        except Exception as exc:  # the user's pipeline on this rule: skip it, keep the rest
+            why = f"pipeline: {type(exc).__name__}: {exc}"
+            return Skipped(source, name, why, UNSUPPORTED)
     category, why = category_of(rule.logsource)
     if category is None:
         return Skipped(source, name, why, LOGSOURCE)
@@ -155,7 +176,7 @@ def _compile(rule: object, source: str, fmap: FieldMap) -> CompiledRule | Skippe
         why = "status: unsupported (Sigma says it cannot be expressed)"
         return Skipped(source, name, why, STATUS)
     try:
-        return compile_rule(rule, category, fmap.fields(category), source)
+        return compile_rule(rule, category, fmap.known(category), source)
     except UnmappedFields as exc:
         return Skipped(source, name, f"unmapped: {exc}", UNMAPPED, exc.fields)
     except Unsupported as exc:
@@ -166,3 +187,23 @@ def _compile(rule: object, source: str, fmap: FieldMap) -> CompiledRule | Skippe
 
 def _name(rule: SigmaRule) -> str:
     return f"{rule.title} ({rule.id})" if rule.id else str(rule.title)
+
+
+def load_pipelines(paths: Iterable[Path]) -> ProcessingPipeline | None:
+    """The user's pySigma pipeline files, in pySigma's priority order (ties: as
+    given), as one; None for none. PipelineError names the file."""
+    loaded: list[ProcessingPipeline] = []
+    for path in paths:
+        try:
+            loaded.append(ProcessingPipeline.from_yaml(path.read_text(encoding="utf-8")))
+        except Exception as exc:  # the file's YAML, pySigma's checks: one line either way
+            why = str(exc) if exc.__context__ is None else f"{exc}: {exc.__context__}"
+            raise PipelineError(f"--pipeline {path}: {' '.join(why.split())}") from None
+    if not loaded:
+        return None
+    loaded.sort(key=lambda p: p.priority)  # stable: equal priorities stay in order given
+    return sum(loaded, ProcessingPipeline())
+
+
+class PipelineError(ValueError):
+    pass

@@ -7,7 +7,7 @@ modifiers already applied (values.py), and the condition's parse tree with
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ class UnmappedFields(Unsupported):
         names = ", ".join(map(repr, fields))
         s = "s" if len(fields) > 1 else ""
         super().__init__(f"field{s} {names} (snoopbus events do not provide it; map it "
-                         "with --field-map)")
+                         "with --field-map or --pipeline)")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class CompiledRule:
 
 
 class _Compiler:
-    def __init__(self, rule: SigmaRule, known_fields: Mapping[str, str] | None) -> None:
+    def __init__(self, rule: SigmaRule, known_fields: Container[str] | None) -> None:
         self.rule = rule
         self.known = known_fields
         self.fields: set[str] = set()
@@ -161,7 +161,7 @@ class _Compiler:
 
 
 def compile_rule(
-    rule: SigmaRule, category: str, known_fields: Mapping[str, str] | None = None,
+    rule: SigmaRule, category: str, known_fields: Container[str] | None = None,
     source: str = "",
 ) -> CompiledRule:  # fmt: skip
     """Raises Unsupported (naming the construct) for what cannot be evaluated;

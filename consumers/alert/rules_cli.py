@@ -68,24 +68,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         command.add_argument("--field-map", type=Path, metavar="FILE",
                              help="TOML/YAML overrides of the Sigma field mapping, "
                              "as `consume alert --field-map`")  # fmt: skip
+        command.add_argument("--pipeline", type=Path, action="append", default=[],
+                             metavar="FILE", help="a pySigma processing pipeline applied to "
+                             "each rule first, as `consume alert --pipeline`; repeatable")
         command.add_argument("--json", action="store_true", help="one JSON document")
         log_setup.add_flags(command)
     check.set_defaults(func=run_check)
     test.set_defaults(func=run_test)
 
 
-def _load(paths: list[Path], field_map: Path | None) -> tuple[LoadReport, FieldMap, list[Path]]:
+def _load(args: argparse.Namespace) -> tuple[LoadReport, FieldMap, list[Path]]:
     from .loader import resolve_paths
     from .ruleset import RuleSetError, load
 
-    resolved = resolve_paths(paths)
+    resolved = resolve_paths(args.paths)
     # The report is this command's output: the loader's one warning per skip
     # would say it twice on stderr.
     quiet = logging.getLogger("snoopbus.consumers.alert.loader")
     if quiet.getEffectiveLevel() > logging.DEBUG:
         quiet.setLevel(logging.ERROR)
     try:
-        report, fmap = load(resolved, field_map_file=field_map)
+        report, fmap = load(resolved, field_map_file=args.field_map, pipelines=args.pipeline)
     except RuleSetError as exc:
         raise RulesError(str(exc)) from None
     return report, fmap, resolved
@@ -139,7 +142,7 @@ def run_check(args: argparse.Namespace) -> int:
     if failed is not None:
         return failed
     try:
-        report, fmap, resolved = _load(args.paths, args.field_map)
+        report, fmap, resolved = _load(args)
     except RulesError as exc:
         return exits.fail("rules check", exc)
     doc = check_report(report, fmap)
@@ -168,7 +171,7 @@ def _print_check(doc: dict[str, Any], paths: list[Path]) -> None:
           f"from {n['files']} files in {', '.join(shown(str(p)) for p in paths)}")
     if doc["unmapped_fields"]:
         fields = ", ".join(f"{shown(f)} ({c} rules)" for f, c in doc["unmapped_fields"].items())
-        print(f"unmapped fields: {fields}: map them with --field-map")
+        print(f"unmapped fields: {fields}: map them with --field-map or --pipeline")
     if n["problems"]:
         print(f"{n['problems']} rules that could apply to snoopbus events will not run")
     elif not n["loaded"]:
@@ -256,7 +259,7 @@ def run_test(args: argparse.Namespace) -> int:
     if failed is not None:
         return failed
     try:
-        report, fmap, resolved = _load(args.paths, args.field_map)
+        report, fmap, resolved = _load(args)
         if not report.rules:
             why = "; ".join(str(s) for s in report.skipped) or "no rule files"
             raise RulesError(f"no rule loads from {', '.join(map(str, resolved))}: {why}")

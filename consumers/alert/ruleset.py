@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .engine import Engine
 from .fields import FieldMap, FieldMapError, default_field_map, load_field_map
-from .loader import LoadReport, Skipped, load_rules
+from .loader import LoadReport, PipelineError, Skipped, load_pipelines, load_rules
 
 
 class RuleSetError(ValueError):
@@ -35,26 +35,33 @@ class RuleSet:
 
 
 def load(paths: Sequence[Path], field_map: FieldMap | None = None,
-         field_map_file: Path | None = None) -> tuple[LoadReport, FieldMap]:  # fmt: skip
-    """Load and compile each rule (skips reported, not raised). `field_map_file`
-    is read again each time (a reload sees its edits); else `field_map`, else
-    the default. RuleSetError: a path that does not exist, a bad field map."""
-    missing = [str(p) for p in paths if not p.exists()]
+         field_map_file: Path | None = None, pipelines: Sequence[Path] = (),
+         ) -> tuple[LoadReport, FieldMap]:  # fmt: skip
+    """Load and compile each rule (skips reported, not raised), through the
+    user's pySigma `pipelines` first. `field_map_file` and the pipelines are
+    read again each time (a reload sees their edits); else `field_map`, else
+    the default. RuleSetError: a path that does not exist, a bad field map or
+    pipeline."""
+    missing = [str(p) for p in [*paths, *pipelines] if not p.exists()]
     if missing:
-        raise RuleSetError(f"no such rule file or folder: {', '.join(missing)}")
+        raise RuleSetError(f"no such file or folder: {', '.join(missing)}")
     if field_map_file is not None:
         try:
             field_map = load_field_map(field_map_file)
         except (FieldMapError, OSError) as exc:
             raise RuleSetError(f"--field-map: {exc}") from None
     fmap = field_map or default_field_map()
-    return load_rules(paths, fmap), fmap
+    try:
+        pipeline = load_pipelines(pipelines)
+    except PipelineError as exc:
+        raise RuleSetError(str(exc)) from None
+    return load_rules(paths, fmap, pipeline), fmap
 
 
 def build(paths: Sequence[Path], field_map: FieldMap | None = None,
-          field_map_file: Path | None = None) -> RuleSet:  # fmt: skip
+          field_map_file: Path | None = None, pipelines: Sequence[Path] = ()) -> RuleSet:
     """load(), and the engine; RuleSetError also when no rule loads."""
-    report, fmap = load(paths, field_map, field_map_file)
+    report, fmap = load(paths, field_map, field_map_file, pipelines)
     if not report.rules:
         raise RuleSetError(f"no rule loaded from {', '.join(map(str, paths))} "
                            f"({len(report.skipped)} skipped)")  # fmt: skip
