@@ -24,7 +24,8 @@ from ..delivery import Batch
 from ..gctune import refreeze, tune_gc
 from ..settings import Settings
 from . import ruleset
-from .alerts import build_alert
+from .alerts import build_alert, build_correlation_alert
+from .correlate import Correlator
 from .fields import FieldMap
 from .loader import LoadReport, resolve_paths
 from .logsources import all_event_types
@@ -92,6 +93,11 @@ class AlertConsumer(Consumer):
 
     def _use(self, rules: RuleSet) -> None:
         """Match with `rules` from the next batch on (a batch keeps the engine it began with)."""
+        correlator = Correlator(rules.report.correlations)
+        old = getattr(self, "correlator", None)
+        if old is not None:
+            correlator.adopt(old)  # the open groups of correlations in both sets go on
+        self.correlator = correlator
         self.rules = rules
         self.field_map = rules.field_map
         self.report: LoadReport = rules.report
@@ -181,7 +187,7 @@ class AlertConsumer(Consumer):
         now = time.monotonic()
         alerts: list[dict[str, Any]] = []
         opened: list[tuple[Any, ...]] = []
-        engine = self.engine
+        engine, correlator = self.engine, self.correlator
         for delivery in batch:
             records = delivery.records
             if records is not None:  # the decoder's fast path: no event maps unless a rule hits
@@ -192,6 +198,10 @@ class AlertConsumer(Consumer):
                 self.stats.events += len(delivery.events)
             for hit in hits:
                 self.stats.hits += 1
+                if hit.rule.id in correlator.by_base:
+                    alerts += [build_correlation_alert(f) for f in correlator.feed(hit)]
+                    if hit.rule.id in correlator.silent:
+                        continue  # a base rule only (Sigma's generate: false)
                 if self.throttle.admit(hit, now, opened):
                     alerts.append(build_alert(hit))
         summaries = self.throttle.expire(now)

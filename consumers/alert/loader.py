@@ -16,12 +16,14 @@ from importlib.resources import files
 from pathlib import Path
 
 from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaRuleLocation
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
+from .correlate import Correlation, compile_correlation
 from .fields import FieldMap, default_field_map
-from .logsources import category_of
+from .logsources import EVENT_TYPES, category_of
 from .matcher import CompiledRule, UnmappedFields, compile_rule
 from .values import Unsupported
 
@@ -65,10 +67,12 @@ class LoadReport:
     rules: list[CompiledRule] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # from pySigma, with their file
+    correlations: list[Correlation] = field(default_factory=list)
 
     @property
     def files(self) -> int:
-        return len({r.source for r in self.rules} | {s.source for s in self.skipped})
+        return len({r.source for r in self.rules} | {s.source for s in self.skipped}
+                   | {c.source for c in self.correlations})  # fmt: skip
 
 
 def default_rules_dir() -> Path:
@@ -103,11 +107,14 @@ def load_rules(
     seen: dict[str, str] = {}  # rule id -> file that defined it first
     for path in rule_files(paths):
         for outcome in _load_file(path, fmap, report.warnings, pipeline):
-            if isinstance(outcome, CompiledRule):
+            if isinstance(outcome, CompiledRule | Correlation):
                 first = seen.setdefault(outcome.id, outcome.source)
                 if first != outcome.source:
                     why = f"duplicate rule id {outcome.id} (first in {first})"
                     outcome = Skipped(outcome.source, _name(outcome.rule), why, DUPLICATE)
+                elif isinstance(outcome, Correlation):
+                    report.correlations.append(outcome)
+                    continue
                 else:
                     report.rules.append(outcome)
                     continue
@@ -118,7 +125,7 @@ def load_rules(
 
 def _load_file(
     path: Path, fmap: FieldMap, noted: list[str], pipeline: ProcessingPipeline | None
-) -> list[CompiledRule | Skipped]:
+) -> list[CompiledRule | Correlation | Skipped]:
     source = str(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -129,12 +136,14 @@ def _load_file(
                 collect_errors=True,
                 source=SigmaRuleLocation(path),
                 collect_filters=True,
-                resolve_references=False,  # correlations are skipped: nothing to resolve
+                # A correlation's base rules are looked up among this file's compiled
+                # rules (_correlation): one missing must not fail the file's other rules.
+                resolve_references=False,
             )
         except Exception as exc:  # a broken file must not stop the others
             why = " ".join(str(exc).split())  # YAML errors span lines; a log line should not
             return [Skipped(source, "", f"cannot parse: {type(exc).__name__}: {why}", INVALID)]
-    out: list[CompiledRule | Skipped] = []
+    out: list[CompiledRule | Correlation | Skipped] = []
     for w in caught:
         noted.append(f"{source}: pySigma: {w.message}")
         log.warning("%s", noted[-1])
@@ -145,12 +154,34 @@ def _load_file(
         out.append(Skipped(source, str(item.title), "Sigma filters are not supported"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        bases: dict[str, CompiledRule] = {}
         for rule in collection.rules:
-            out.append(_compile(rule, source, fmap, pipeline))
+            if isinstance(rule, SigmaRule):
+                outcome = _compile(rule, source, fmap, pipeline)
+                if isinstance(outcome, CompiledRule):
+                    bases[outcome.id] = outcome
+                    if rule.name:
+                        bases[str(rule.name)] = outcome
+                out.append(outcome)
+        for rule in collection.rules:  # after the base rules they refer to
+            if isinstance(rule, SigmaCorrelationRule):
+                out.append(_correlation(rule, source, fmap, bases))
     for w in caught:
         noted.append(f"{source}: pySigma: {w.message}")
         log.warning("%s", noted[-1])
     return out
+
+
+def _correlation(rule: SigmaCorrelationRule, source: str, fmap: FieldMap,
+                 bases: dict[str, CompiledRule]) -> Correlation | Skipped:  # fmt: skip
+    name = f"{rule.title} ({rule.id})" if rule.id else str(rule.title)
+    known = {category: fmap.known(category) for category in EVENT_TYPES}
+    try:
+        return compile_correlation(rule, bases, known, source)
+    except UnmappedFields as exc:
+        return Skipped(source, name, f"unmapped: {exc}", UNMAPPED, exc.fields)
+    except Unsupported as exc:
+        return Skipped(source, name, f"unsupported: {exc}", UNSUPPORTED)
 
 
 def _compile(
@@ -185,7 +216,7 @@ def _compile(
         return Skipped(source, name, f"cannot compile: {type(exc).__name__}: {exc}")
 
 
-def _name(rule: SigmaRule) -> str:
+def _name(rule: SigmaRule | SigmaCorrelationRule) -> str:
     return f"{rule.title} ({rule.id})" if rule.id else str(rule.title)
 
 

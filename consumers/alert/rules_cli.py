@@ -116,12 +116,17 @@ def check_report(report: LoadReport, fmap: FieldMap) -> dict[str, Any]:
             {"source": r.source, "id": r.id, "title": r.title, "level": r.level,
              "category": r.category, "fields": sorted(r.fields)}
             for r in report.rules
+        ] + [
+            {"source": c.source, "id": c.id, "title": c.title, "level": c.level,
+             "category": f"correlation {c.kind}", "fields": sorted(c.fields),
+             "rules": list(c.bases)}
+            for c in report.correlations
         ],
         "skipped": [_skipped(s) for s in report.skipped],
         "unmapped_fields": dict(unmapped.most_common()),
         "warnings": list(report.warnings),
         "summary": {
-            "files": report.files, "loaded": len(report.rules),
+            "files": report.files, "loaded": len(report.rules) + len(report.correlations),
             "skipped": len(report.skipped), "problems": len(problems),
             "skipped_by_kind": dict(Counter(s.kind for s in report.skipped).most_common()),
         },
@@ -220,7 +225,7 @@ def match_report(report: LoadReport, fmap: FieldMap, events: Iterable[dict[str, 
     from .engine import Engine
     from .logsources import EVENT_TYPES
 
-    engine = Engine(report.rules, fmap)
+    engine = Engine(report.rules, fmap, report.correlations)
     out: list[dict[str, Any]] = []
     for i, event in enumerate(events):
         verdicts = engine.explain(event)

@@ -65,7 +65,8 @@ def build(paths: Sequence[Path], field_map: FieldMap | None = None,
     if not report.rules:
         raise RuleSetError(f"no rule loaded from {', '.join(map(str, paths))} "
                            f"({len(report.skipped)} skipped)")  # fmt: skip
-    return RuleSet(tuple(paths), fmap, report, Engine(report.rules, fmap))
+    engine = Engine(report.rules, fmap, report.correlations)
+    return RuleSet(tuple(paths), fmap, report, engine)
 
 
 def _problem_key(s: Skipped) -> tuple[str, str, str]:
