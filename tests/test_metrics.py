@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -90,26 +93,46 @@ async def test_a_consumer_reports_processed_failed_dead_letters_and_lag(
                 await asyncio.sleep(0.05)
         got = samples(get(f"{url}/metrics")[1])
         who = (("consumer", "metered"),)
-        assert got[("snoopbus_consumer_processed_total", who)] == 2
-        assert got[("snoopbus_consumer_failed_total", who)] == 2
-        assert got[("snoopbus_consumer_dead_lettered_total", (*who, ("kind", "attempts")))] == 1
-        assert got[("snoopbus_consumer_lag", who)] == 0
+        assert got[("snoopbus_consumer_messages_processed_total", who)] == 2
+        assert got[("snoopbus_consumer_handler_failures_total", who)] == 2
+        dead = (*who, ("kind", "attempts"))
+        assert got[("snoopbus_consumer_messages_dead_lettered_total", dead)] == 1
+        assert got[("snoopbus_consumer_lag_messages", who)] == 0
     finally:
         rt.stop()
         await task
         server.stop()
 
 
-def test_alerts_are_counted_by_rule() -> None:
+def test_alerts_are_counted_by_rule_id_not_title() -> None:
     class Alerting:
         extra_outputs: list = []  # noqa: RUF012 -- the alert consumer's plug point
 
     tally = metrics.count_alerts(Alerting())
     assert tally is not None
-    alert = {"rule": {"title": "Exec from /tmp"}, "level": "high"}
-    asyncio.run(Alerting.extra_outputs[0].send([alert, alert]))
-    assert tally == {"Exec from /tmp|high": 2}
+    # Two rules sharing a title stay apart; one rule's levels too.
+    first = {"rule": {"id": "r-1", "title": "Exec from /tmp"}, "level": "high"}
+    second = {"rule": {"id": "r-2", "title": "Exec from /tmp"}, "level": "high"}
+    asyncio.run(Alerting.extra_outputs[0].send([first, first, second]))
+    assert tally == {("r-1", "high"): 2, ("r-2", "high"): 1}
     assert metrics.count_alerts(object()) is None
+
+
+def test_every_registry_has_build_info_and_process_figures() -> None:
+    registry = metrics.new_registry("consumer")
+    server = MetricsServer(registry, lambda: (True, "ok"))
+    port = server.start(0)
+    try:
+        got = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+    finally:
+        server.stop()
+    [(labels, one)] = [(dict(k[1]), v) for k, v in got.items() if k[0] == "snoopbus_build_info"]
+    assert one == 1 and labels["component"] == "consumer"
+    assert labels["kernel"] == os.uname().release
+    assert labels["python"] == platform.python_version()
+    assert labels["version"] == metadata.version("snoopbus")
+    assert got[("process_resident_memory_bytes", ())] > 1 << 20
+    assert got[("process_open_fds", ())] >= 3
 
 
 @pytest.mark.parametrize("command", [["collect"], ["consume", "rename"]])
