@@ -31,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from snoopbus.collector import build_info, exits, privileges
+from snoopbus.collector import build_info, exits, loss, privileges
 from snoopbus.collector import metric_names as names
 from snoopbus.collector.metric_names import Component, Metric
 from snoopbus.proto.msgid import ID_HEADER, id_count
@@ -223,7 +223,7 @@ class CollectorStats(Collector):
     def collect(self) -> Iterator[Any]:
         a = self.agent
         yield value(names.COLLECTOR_READY, 1.0 if a.reader is not None else 0.0)
-        yield _counter(names.EVENTS_LOST, a.loss.dropped)
+        yield _counter(names.EVENTS_LOST, {**dict.fromkeys(loss.REASONS, 0), **a.loss.dropped})
         yield _counter(
             names.KERNEL_RECORDS_LOST,
             {type_: sum(per_cpu) for type_, per_cpu in a.loss.kernel.items()},
