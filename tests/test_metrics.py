@@ -19,7 +19,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from snoopbus.collector import metrics
+from snoopbus.collector import loss, metrics
+from snoopbus.collector.loss import LossCounters
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
@@ -175,3 +176,19 @@ async def test_the_collector_serves_its_counters(
         assert got[("snoopbus_collector_publish_latency_seconds_count", ())] >= 1
     finally:
         assert stop_process(running.process) == 0, running.log()
+
+
+def test_every_loss_reason_is_exported_from_zero() -> None:
+    """So that Prometheus' increase() sees a reason's first loss (SnoopbusEventsLost)."""
+    reasons = {v for k, v in vars(loss).items() if k.isupper() and isinstance(v, str)}
+    assert set(loss.REASONS) == reasons
+
+    class Agent:
+        reader = publisher = publishing = None
+        loss = LossCounters()
+
+    Agent.loss.add(loss.PUBLISH_DENIED, 3)
+    [lost] = [f for f in metrics.CollectorStats(Agent()).collect()
+              if f.name == "snoopbus_collector_events_lost"]
+    by_reason = {s.labels["reason"]: s.value for s in lost.samples}
+    assert by_reason == {**dict.fromkeys(loss.REASONS, 0), loss.PUBLISH_DENIED: 3}
