@@ -125,6 +125,10 @@ ALERTS = Metric(
     "snoopbus_alerts_total", "counter",
     "Alerts put on the bus, by Sigma rule id and level (folded summaries count once)",
     ("rule_id", "level"), "consumer")
+ALERT_RULE_INFO = Metric(
+    "snoopbus_alert_rule_info", "info",
+    "The title of each Sigma rule counted in snoopbus_alerts_total, by its id",
+    ("rule_id", "title"), "consumer")
 
 # `snoopbus up` (collector/stack.py): its children and the stream.
 CHILD_RUNNING = Metric(

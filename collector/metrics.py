@@ -18,6 +18,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -255,14 +256,28 @@ def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+@dataclass
+class AlertTally:
+    """What the alert consumer put on the bus: counts by (rule id, level), and each
+    counted rule's title (for snoopbus_alert_rule_info)."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    def add(self, alert: Mapping[str, Any]) -> None:
+        rule = alert.get("rule") or {}
+        rule_id = str(rule.get("id") or "?")
+        key = (rule_id, str(alert.get("level", "?")))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.titles[rule_id] = str(rule.get("title") or "")
+
+
 class ConsumerStats(Collector):
     """One consumer runtime's counters, its lag, and alerts by rule where it raises them."""
 
-    def __init__(
-        self, runtime: Runtime, alerts_by_rule: dict[tuple[str, str], int] | None = None
-    ) -> None:
+    def __init__(self, runtime: Runtime, alerts: AlertTally | None = None) -> None:
         self.runtime = runtime
-        self.alerts_by_rule = alerts_by_rule
+        self.alerts = alerts
 
     def collect(self) -> Iterator[Any]:
         c = self.runtime.consumer.counters(self.runtime.counters)
@@ -276,16 +291,20 @@ class ConsumerStats(Collector):
         if c.pending is not None:
             yield family(names.LAG, (label, c.pending))
             yield family(names.ACK_PENDING, (label, c.ack_pending or 0))
-        if self.alerts_by_rule is not None:
-            tally = sorted(self.alerts_by_rule.items())
+        if self.alerts is not None:
+            tally = sorted(self.alerts.counts.items())
             yield family(names.ALERTS, *(([rule_id, level], n) for (rule_id, level), n in tally))
+            rules = InfoMetricFamily(names.ALERT_RULE_INFO.family, names.ALERT_RULE_INFO.help)
+            for rule_id, title in sorted(self.alerts.titles.items()):
+                rules.add_metric([], {"rule_id": rule_id, "title": title})
+            yield rules
 
 
-def count_alerts(consumer: object) -> dict[tuple[str, str], int] | None:
+def count_alerts(consumer: object) -> AlertTally | None:
     """For the alert consumer: an output that tallies what it sends, by (rule id, level).
 
     The id, not the title: titles are not unique and may change between rule
-    versions; a dashboard joins the title on from the alerts themselves.
+    versions; snoopbus_alert_rule_info gives a dashboard the title to join on.
 
     It is appended after the NATS output, which raises on failure, so only
     alerts that reached the bus are counted. None for other consumers.
@@ -295,16 +314,14 @@ def count_alerts(consumer: object) -> dict[tuple[str, str], int] | None:
         return None
     from snoopbus.consumers.alert.outputs import Output  # only alert processes need it
 
-    tally: dict[tuple[str, str], int] = {}
+    tally = AlertTally()
 
     class RuleCounter(Output):
         name = "metrics"
 
         async def send(self, alerts: Any) -> None:
             for alert in alerts:
-                rule_id = (alert.get("rule") or {}).get("id") or "?"
-                key = (str(rule_id), str(alert.get("level", "?")))
-                tally[key] = tally.get(key, 0) + 1
+                tally.add(alert)
 
     extra.append(RuleCounter())
     return tally

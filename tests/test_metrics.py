@@ -115,7 +115,8 @@ def test_alerts_are_counted_by_rule_id_not_title() -> None:
     first = {"rule": {"id": "r-1", "title": "Exec from /tmp"}, "level": "high"}
     second = {"rule": {"id": "r-2", "title": "Exec from /tmp"}, "level": "high"}
     asyncio.run(Alerting.extra_outputs[0].send([first, first, second]))
-    assert tally == {("r-1", "high"): 2, ("r-2", "high"): 1}
+    assert tally.counts == {("r-1", "high"): 2, ("r-2", "high"): 1}
+    assert tally.titles == {"r-1": "Exec from /tmp", "r-2": "Exec from /tmp"}
     assert metrics.count_alerts(object()) is None
 
 

@@ -261,5 +261,7 @@ async def test_a_running_stack_serves_every_metric_the_dashboard_and_rules_use(
     assert len({v for v in scraped.find("process_start_time_seconds")}) >= 2
     # The alert is counted by the rule's id.
     assert scraped.find("snoopbus_alerts_total", rule_id=EXEC_FROM_TMP, level="medium")
+    assert scraped.find("snoopbus_alert_rule_info", rule_id=EXEC_FROM_TMP,
+                        title="Program Run from a World-Writable Temporary Directory")
     # Every loss reason is there from the start, at 0 (or the loss itself).
     assert len(scraped.find("snoopbus_collector_events_lost_total")) >= 13
