@@ -7,6 +7,10 @@ objects at scrape time (custom collectors), so the hot paths only bump the
 plain integers they already keep; the publish-latency histogram is the one
 thing observed as it happens (once per NATS message, not per event).
 
+Every name, kind, label set and help text comes from collector/metric_names.py;
+each registry also carries snoopbus_build_info and prometheus_client's
+process_* figures (CPU, memory, file descriptors of this process).
+
 Ring-buffer fill: `(producer_pos - consumer_pos) / size`, read at scrape time
 from the collector's own mapping of the ring buffer (collector/ringbuf.py),
 which BCC does not expose.
