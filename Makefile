@@ -72,6 +72,14 @@ system:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
 
+	@# promtool, from Debian's prometheus package, checks and unit-tests the shipped
+	@# alerting rules (tests/test_observability.py). On a systemd host Debian also
+	@# starts a Prometheus server on :9090: `systemctl disable --now prometheus` if unwanted.
+	@if ! command -v promtool >/dev/null; then \
+	  echo "setup: installing prometheus (Debian) for promtool, to check the alerting rules"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	fi
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml

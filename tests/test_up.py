@@ -166,7 +166,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
                    not in scrape(metrics + 1)):
                 await asyncio.sleep(0.2)
         async with asyncio.timeout(20):
-            while 'snoopbus_consumer_lag{consumer="rename"}' not in scrape(metrics + 2):
+            while 'snoopbus_consumer_lag_messages{consumer="rename"}' not in scrape(metrics + 2):
                 await asyncio.sleep(0.2)
         assert 'snoopbus_up_child_running{child="rename"} 1.0' in scrape(metrics)
         await commands_find_the_stack(port, host, tmp_path / "state")
