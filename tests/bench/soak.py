@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.bench.soak [--duration 1h] [--rate 200] [--state-dir D]
                                          [--sample-every 10s] [--drain 5m] [--whole-host]
+                                         [--samples FILE] [--report FILE]
 
 Runs `snoopbus up` as a user does (its own nats-server on a free loopback
 port, the collector, the rename, alert and archive consumers), with its
@@ -249,7 +250,9 @@ class Soak:
         path = self.base / "soak.toml"
         include = ("" if self.args.whole_host
                    else f"include_path = [{json.dumps(str(self.folder))}]\n")
-        path.write_text(f"[collector]\n{include}")
+        roll = self.args.archive_roll
+        archive = f"\n[consumer.archive]\nroll_seconds = {roll:g}\n" if roll else ""
+        path.write_text(f"[collector]\n{include}{archive}")
         return path
 
     def start_up(self) -> None:
@@ -445,6 +448,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after the load, the longest wait for consumers to catch up (5m)")
     p.add_argument("--whole-host", action="store_true",
                    help="the collector watches every file, not only the load's folder")
+    p.add_argument("--archive-roll", type=duration, default=None, metavar="S",
+                   help="[consumer.archive] roll_seconds (default: the archive's own); the "
+                   "drain waits for the archive's last roll")
     p.add_argument("--samples", default=None, metavar="FILE",
                    help="write every sample and count as JSON to FILE")
     p.add_argument("--report", default=None, metavar="FILE",

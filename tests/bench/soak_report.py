@@ -20,8 +20,9 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
     seconds = float(r["load_seconds"]) or 1.0
     load = r.get("load", {})
     failed = False
-    lines = [f"\nsoak: {seconds:.0f}s of load at {r['rate']:g} ops/s "
-             f"(done {load.get('done')}, failed {load.get('failed')})",
+    ops = sum(load.get("done", {}).values())
+    lines = [f"\nsoak: {seconds:.0f}s of load at {r['rate']:g} ops/s asked, "
+             f"{ops / seconds:.0f} done (done {load.get('done')}, failed {load.get('failed')})",
              f"{'process':<12} {'pids':>5} {'RSS start':>10} {'end':>8} {'peak':>8} "
              f"{'MB/h 1st':>9} {'MB/h 2nd':>9} {'CPU %':>6}"]  # fmt: skip
     verdicts: list[str] = []

@@ -13,6 +13,10 @@ half, all of these hold:
 - it is at least LEVEL_RATIO (half) of the first half's slope: a slope that
   halved is levelling off (reported, not failed).
 
+A run shorter than MIN_RUN_S (10 minutes) is too short to tell a trend
+from start-up (nats-server's caches fill as the stream grows from nothing):
+its slopes are shown, not judged.
+
 Lag (messages pending or unacknowledged, per durable) is **unbounded** when
 it grows as memory does above (LAG_MIN_GROWTH messages over the last half,
 at least LEVEL_RATIO of the first half's slope) while the load runs, or when
@@ -38,6 +42,7 @@ MIN_GROWTH_FRACTION = 0.02
 LEVEL_RATIO = 0.5
 LAG_MIN_GROWTH = 1000.0
 DRAINED_LAG = 0
+MIN_RUN_S = 600.0
 
 Series = Sequence[tuple[float, float]]  # (seconds since the start, value)
 
@@ -61,10 +66,15 @@ class Trend:
     last: float  # slope over the last half, per hour
     last_span_h: float  # hours the last half spans
     last_mean: float  # mean value over the last half
+    run_s: float = 0.0  # seconds the samples span, warm-up included
 
     @property
     def last_growth(self) -> float:
         return self.last * self.last_span_h
+
+    @property
+    def judged(self) -> bool:
+        return self.run_s >= MIN_RUN_S
 
     @property
     def levelling(self) -> bool:
@@ -74,7 +84,7 @@ class Trend:
 def trend(points: Series, warmup: float = WARMUP) -> Trend:
     """Slopes of the two halves of `points` after the first `warmup` of their time span."""
     if len(points) < 2:
-        return Trend(0.0, 0.0, 0.0, points[0][1] if points else 0.0)
+        return Trend(0.0, 0.0, 0.0, points[0][1] if points else 0.0, 0.0)
     t0, t1 = points[0][0], points[-1][0]
     begin = t0 + (t1 - t0) * warmup
     kept = [p for p in points if p[0] >= begin]
@@ -83,7 +93,7 @@ def trend(points: Series, warmup: float = WARMUP) -> Trend:
     last = [p for p in kept if p[0] >= middle]
     mean = sum(v for _, v in last) / len(last) if last else 0.0
     span = (last[-1][0] - last[0][0]) / 3600.0 if last else 0.0
-    return Trend(slope_per_hour(first), slope_per_hour(last), span, mean)
+    return Trend(slope_per_hour(first), slope_per_hour(last), span, mean, t1 - t0)
 
 
 def memory_verdict(name: str, rss_mb: Series) -> tuple[bool, str]:
@@ -91,6 +101,8 @@ def memory_verdict(name: str, rss_mb: Series) -> tuple[bool, str]:
     tr = trend(rss_mb)
     floor = max(MIN_GROWTH_MB, MIN_GROWTH_FRACTION * tr.last_mean)
     shown = f"{tr.first:+.1f} then {tr.last:+.1f} MB/h"
+    if not tr.judged:
+        return False, f"ok   {name}: run too short to judge memory ({shown})"
     if tr.last > LEAK_MB_PER_H and tr.last_growth > floor and not tr.levelling:
         return True, (f"FAIL {name}: memory grows without levelling off ({shown}, "
                       f"+{tr.last_growth:.1f} MB over the last half)")  # fmt: skip
@@ -104,7 +116,7 @@ def lag_verdict(durable: str, lag: Series, after_drain: int | None) -> tuple[boo
     tr = trend(lag)
     peak = max((v for _, v in lag), default=0)
     shown = f"peak {peak:.0f}, {tr.first:+.0f} then {tr.last:+.0f} msgs/h"
-    if tr.last_growth > LAG_MIN_GROWTH and not tr.levelling:
+    if tr.judged and tr.last_growth > LAG_MIN_GROWTH and not tr.levelling:
         return True, f"FAIL {durable}: lag keeps growing ({shown})"
     if after_drain is None or after_drain > DRAINED_LAG:
         return True, f"FAIL {durable}: lag {after_drain} left after the load stopped ({shown})"
