@@ -151,6 +151,7 @@ def results(**over: Any) -> dict[str, Any]:
         "lag": {"archive": series(lambda t: 50.0)}, "missed": {"archive": 0},
         "after_drain": {"archive": 0}, "warnings": [],
         "delivered": {"create": 10}, "collector_lost": 0,
+        "loadavg": [(0.0, 1.0), (10.0, 3.0)], "cpus": 2,
     }  # fmt: skip
     r.update(over)
     return r
@@ -162,6 +163,7 @@ def test_report_passes_a_quiet_run_and_shows_the_figures() -> None:
     assert text.endswith("soak: passed")
     assert "collector" in text and "1.0" in text  # CPU %: 36 s over an hour
     assert "stream: 0.0 -> 360.0 MB (+360 MB/h)" in text
+    assert "load average (1 min) over the load: mean 2.0, max 3.0, on 2 CPUs" in text
 
 
 def test_report_fails_a_restart_a_missing_process_a_leak_and_a_loss() -> None:

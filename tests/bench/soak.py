@@ -224,6 +224,7 @@ class StreamTrack:
     lag: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    loadavg: list[tuple[float, float]] = field(default_factory=list)  # the host's, 1 min
 
 
 class Soak:
@@ -305,6 +306,7 @@ class Soak:
                 self.tracks[name].sample(t, pid)
         view = await read_stream(nc.jetstream(), UpSection.consumers, warn_percent=80.0,
                                  state_dir=self.state)  # fmt: skip
+        self.stream.loadavg.append((t, os.getloadavg()[0]))
         self.stream.bytes.append((t, view.bytes / 2**20))
         self.stream.messages = view.messages
         self.stream.spill.append((t, folder_bytes(self.state / "spill") / 2**20))
@@ -422,6 +424,7 @@ class Soak:
             "stream_mb": self.stream.bytes, "messages": self.stream.messages,
             "spill_mb": self.stream.spill, "lag": self.stream.lag, "missed": self.stream.missed,
             "after_drain": self.after_drain, "warnings": self.stream.warnings,
+            "loadavg": self.stream.loadavg, "cpus": os.cpu_count(),
             "delivered": dict(self.bus.delivered), "collector_lost": self.bus.counted_lost,
         }  # fmt: skip
 

@@ -63,6 +63,10 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
                      f"({slope_per_hour(sb):+.0f} MB/h), {r['messages']} messages; "
                      f"spill peak {spill:.1f} MB")  # fmt: skip
     lines += [f"stream warning: {w}" for w in r.get("warnings", [])]
+    if r.get("loadavg"):  # others' work on a shared machine: read the figures with it
+        la = [v for _, v in r["loadavg"]]
+        lines.append(f"host load average (1 min) over the load: mean {sum(la) / len(la):.1f}, "
+                     f"max {max(la):.1f}, on {r.get('cpus')} CPUs")
     expected = {k: int(v) for k, v in load.get("expected", {}).items()}
     delivered = {k: int(v) for k, v in r["delivered"].items()}
     acc = Accounting(expected, delivered, int(r["collector_lost"]))
