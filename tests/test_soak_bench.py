@@ -3,19 +3,82 @@ real stack and its accounting holds (its figures are for the long run)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
-from tests.bench.soak import PROCESSES
+from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
+from tests.bench.soak import PROCESSES, Bus, count_events
 
 ROOT = Path(__file__).resolve().parent.parent
+HOST = "soakh"
 
-pytestmark = pytest.mark.kernel
+
+def event(i: int, type_: str, path: str = "", argv: tuple[str, ...] = ()) -> dict[str, Any]:
+    proc = {"pid": 7, "tid": 7, "ppid": 1, "uid": 0, "gid": 0, "comm": "x", "exe": "/bin/x",
+            "argv": list(argv) or ["/bin/x"], "cwd": "/"}
+    out: dict[str, Any] = {"v": 1, "id": f"i-{i}", "ts": 1, "host": HOST, "type": type_,
+                           "proc": proc}
+    if path:
+        out["file"] = {"path": path}
+    return out
+
+
+async def publish_round(js: JetStreamContext, start: int) -> None:
+    """10 messages of our events (3 each) and foreign ones the count must skip."""
+    for i in range(start, start + 10):
+        ours = [event(3 * i + k, "create", f"/l/d/{i}.{k}") for k in range(3)]
+        await js.publish(event_subject(HOST, "create"), encode_batch(ours))
+        await js.publish(event_subject(HOST, "create"),
+                         encode_batch([event(10_000 + i, "create", f"/elsewhere/{i}")]))
+        await js.publish(event_subject(HOST, "exec"),
+                         encode_batch([event(20_000 + i, "exec", argv=("/bin/true", "mk", "1")),
+                                       event(30_000 + i, "exec", argv=("/bin/ls",))]))
+        await js.publish(event_subject(HOST, "renamed"),  # the pairer's: not the load's
+                         encode_batch([event(40_000 + i, "renamed", "/l/d/r")]))
+
+
+async def test_the_count_is_exact_across_a_lost_consumer(nc: Client, js: JetStreamContext) -> None:
+    await ensure_stream(js)
+    bus = Bus("/l/d/", "mk")
+    stop = asyncio.Event()
+    await publish_round(js, 0)
+    task = asyncio.create_task(count_events(nc, bus, HOST, stop))
+    try:
+        async with asyncio.timeout(30):
+            while bus.delivered["create"] < 30:
+                await asyncio.sleep(0.05)
+        # The consumer vanishes under it (as an inactive one would): it starts over
+        # after the last message it counted, neither twice nor skipping.
+        [name] = [c.name async for c in _consumers(js)]
+        await js.delete_consumer(STREAM_NAME, name)
+        await publish_round(js, 10)
+        async with asyncio.timeout(30):
+            while bus.delivered["create"] < 60 or bus.counted_pending:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # a late duplicate would show now
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert bus.delivered == {"create": 60, "exec": 20}
+    assert bus.count_restarts, "the lost consumer went unnoticed"
+    assert [c async for c in _consumers(js)] == []  # it deletes its consumer when stopped
+
+
+async def _consumers(js: JetStreamContext) -> Any:
+    for c in await js.consumers_info(STREAM_NAME):
+        yield c.config
+
+
+@pytest.mark.kernel
 
 
 def test_a_short_soak_samples_every_process_and_accounts_for_every_event(

@@ -150,6 +150,8 @@ class Bus:
     delivered: Counter[str] = field(default_factory=Counter)
     loss_by_instance: dict[str, int] = field(default_factory=dict)
     counted_pending: int = 0  # the counting consumer's own backlog
+    last_seq: int = 0  # the stream sequence of the last message counted
+    count_restarts: list[str] = field(default_factory=list)  # why the count started over
 
     def count(self, data: bytes) -> None:
         try:
@@ -181,25 +183,58 @@ class Bus:
         return sum(self.loss_by_instance.values())
 
 
+class CountGap(RuntimeError):
+    """The counting consumer skipped a delivery (one that arrived after its fetch ended)."""
+
+
 async def count_events(nc: Client, bus: Bus, host: str, stop: asyncio.Event) -> None:
-    """Reads the load's events from the stream (every one stored, in order) until `stop`."""
+    """Reads the load's events from the stream, every one stored, once, until `stop`.
+
+    An ephemeral pull consumer without acks; a delivery it did not receive (a
+    gap in its own sequence) or an error makes a new one start after the last
+    stream sequence counted, so the count stays exact (bus.count_restarts).
+    """
     js = nc.jetstream()
-    name = f"soak{secrets.token_hex(3)}"
-    cfg = ConsumerConfig(
-        name=name, ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
-        filter_subjects=[events_filter(host=host, family="file"),
-                         events_filter(host=host, type="exec")],
-        inactive_threshold=120.0, max_waiting=1,
-    )  # fmt: skip
-    await js.add_consumer(STREAM_NAME, cfg)
-    sub = await js.pull_subscribe_bind(name=name, stream=STREAM_NAME)
+    while not stop.is_set():
+        name = f"soak{secrets.token_hex(3)}"
+        resume = bus.last_seq > 0
+        cfg = ConsumerConfig(
+            name=name, ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if resume else DeliverPolicy.ALL,
+            opt_start_seq=bus.last_seq + 1 if resume else None,
+            filter_subjects=[events_filter(host=host, family="file"),
+                             events_filter(host=host, type="exec")],
+            inactive_threshold=600.0,
+        )  # fmt: skip
+        try:
+            await js.add_consumer(STREAM_NAME, cfg)
+            sub = await js.pull_subscribe_bind(name=name, stream=STREAM_NAME)
+            try:
+                await _count(js, sub, name, bus, stop)
+            finally:
+                with suppress(Exception):
+                    await sub.unsubscribe()
+                with suppress(Exception):
+                    await js.delete_consumer(STREAM_NAME, name)
+        except Exception as exc:  # any: start over after the last message counted
+            bus.count_restarts.append(f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(1)
+
+
+async def _count(js: Any, sub: Any, name: str, bus: Bus, stop: asyncio.Event) -> None:
+    expected = 1  # the consumer's own sequence: contiguous over what it delivered
     while not stop.is_set():
         try:
             msgs = await sub.fetch(1000, timeout=1)
         except TimeoutError:
             msgs = []
         for msg in msgs:
+            seq = msg.metadata.sequence
+            if seq.consumer != expected:
+                raise CountGap(f"consumer sequence {seq.consumer}, expected {expected}")
             bus.count(msg.data)
+            bus.last_seq = seq.stream
+            expected += 1
         if len(msgs) < 1000:
             with suppress(NotFoundError, TimeoutError):
                 bus.counted_pending = (await js.consumer_info(STREAM_NAME, name)).num_pending or 0
@@ -426,6 +461,7 @@ class Soak:
             "after_drain": self.after_drain, "warnings": self.stream.warnings,
             "loadavg": self.stream.loadavg, "cpus": os.cpu_count(),
             "delivered": dict(self.bus.delivered), "collector_lost": self.bus.counted_lost,
+            "count_restarts": self.bus.count_restarts,
         }  # fmt: skip
 
     def cleanup(self) -> None:

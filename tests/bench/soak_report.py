@@ -80,5 +80,8 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
     lines.append(f"                 delivered {dict(sorted(delivered.items()))}")
     lines.append(f"loss counted: collector {r['collector_lost']}, consumers missed "
                  f"{sum(missed.values())}; load {sum(expected.values()) / seconds:.0f} events/s")
+    if r.get("count_restarts"):
+        lines.append(f"the soak's count started over {len(r['count_restarts'])} times "
+                     f"(exact still; first: {r['count_restarts'][0]})")
     text = "\n".join(lines) + "\n\n" + "\n".join(verdicts)
     return failed, text + ("\nsoak: FAILED" if failed else "\nsoak: passed")
