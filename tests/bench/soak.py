@@ -53,6 +53,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -260,6 +261,7 @@ class StreamTrack:
     missed: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     loadavg: list[tuple[float, float]] = field(default_factory=list)  # the host's, 1 min
+    failed_reads: list[str] = field(default_factory=list)  # samples the server did not answer
 
 
 class Soak:
@@ -339,9 +341,13 @@ class Soak:
         for name, pid in self.pids().items():
             if name in self.tracks:
                 self.tracks[name].sample(t, pid)
-        view = await read_stream(nc.jetstream(), UpSection.consumers, warn_percent=80.0,
-                                 state_dir=self.state)  # fmt: skip
         self.stream.loadavg.append((t, os.getloadavg()[0]))
+        try:
+            view = await read_stream(nc.jetstream(), UpSection.consumers, warn_percent=80.0,
+                                     state_dir=self.state)  # fmt: skip
+        except (TimeoutError, NatsError) as exc:  # a busy server: this sample has no stream
+            self.stream.failed_reads.append(f"{t:.0f}s: {type(exc).__name__}: {exc}"[:200])
+            return
         self.stream.bytes.append((t, view.bytes / 2**20))
         self.stream.messages = view.messages
         self.stream.spill.append((t, folder_bytes(self.state / "spill") / 2**20))
@@ -355,7 +361,8 @@ class Soak:
     def progress(self, t: float) -> str:
         rss = " ".join(f"{n}={tr.rss[-1][1]:.0f}" for n, tr in self.tracks.items() if tr.rss)
         lag = " ".join(f"{n}={int(s[-1][1])}" for n, s in self.stream.lag.items())
-        return (f"[{t:7.0f}s] RSS MB {rss} | lag {lag} | stream {self.stream.bytes[-1][1]:.0f} MB"
+        stream = self.stream.bytes[-1][1] if self.stream.bytes else 0.0
+        return (f"[{t:7.0f}s] RSS MB {rss} | lag {lag} | stream {stream:.0f} MB"
                 f" | delivered {sum(self.bus.delivered.values())} | lost {self.bus.counted_lost}")
 
     async def run(self) -> int:
@@ -460,6 +467,7 @@ class Soak:
             "spill_mb": self.stream.spill, "lag": self.stream.lag, "missed": self.stream.missed,
             "after_drain": self.after_drain, "warnings": self.stream.warnings,
             "loadavg": self.stream.loadavg, "cpus": os.cpu_count(),
+            "failed_reads": self.stream.failed_reads,
             "delivered": dict(self.bus.delivered), "collector_lost": self.bus.counted_lost,
             "count_restarts": self.bus.count_restarts,
         }  # fmt: skip
@@ -509,9 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.exit("soak: `snoopbus up` loads eBPF probes: run as root")
     soak = Soak(args)
+    # SIGTERM as Ctrl-C: `up` and the load are stopped and the temporary folder goes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return asyncio.run(soak.run())
     finally:
+        soak.stop_up()
         soak.cleanup()
 
 

@@ -80,6 +80,9 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
     lines.append(f"                 delivered {dict(sorted(delivered.items()))}")
     lines.append(f"loss counted: collector {r['collector_lost']}, consumers missed "
                  f"{sum(missed.values())}; load {sum(expected.values()) / seconds:.0f} events/s")
+    if r.get("failed_reads"):
+        lines.append(f"stream not read at {len(r['failed_reads'])} samples "
+                     f"(first: {r['failed_reads'][0]})")
     if r.get("count_restarts"):
         lines.append(f"the soak's count started over {len(r['count_restarts'])} times "
                      f"(exact still; first: {r['count_restarts'][0]})")
