@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.bench.soak import duration
-from tests.bench.soak_load import CYCLE, EVENTS_PER_OP, Load, expected_events
+from tests.bench.soak_load import CYCLE, EVENTS_PER_OP, Load, expected_events, run
 from tests.bench.soak_report import report
 from tests.bench.soak_trend import (
     Accounting,
@@ -130,6 +131,18 @@ def test_one_cycle_makes_the_events_it_declares_and_leaves_nothing(tmp_path: Pat
         {"create": 2, "modify": 2, "close_write": 2})
     assert not list((tmp_path / "src").iterdir()) and not list((tmp_path / "obj").iterdir())
     assert set(EVENTS_PER_OP) == {op for op, _, _ in CYCLE}
+
+
+def test_the_load_ends_on_time_even_when_it_cannot_keep_up(tmp_path: Path) -> None:
+    # A rate no machine reaches: always behind, it must still stop at the end.
+    t0 = time.monotonic()
+    out = run(tmp_path, seconds=0.5, rate=1e6, marker="soak-test")
+    took = time.monotonic() - t0
+    assert 0.5 <= took < 5, took
+    done = out["done"]
+    assert isinstance(done, dict) and sum(done.values()) % len(CYCLE) == 0  # whole cycles
+    assert out["failed"] == {}
+    assert not list((tmp_path / "src").iterdir()) and not list((tmp_path / "obj").iterdir())
 
 
 def test_durations() -> None:

@@ -8,6 +8,7 @@ compile-like step on unique names under DIR: write a source, write an object
 under a temporary name and rename it into place, write it again and rename
 it over the first one, rename the source to a backup, delete both.
 
+Behind its schedule (a busy machine) it catches up, within SECONDS.
 On SIGTERM or at the end it prints one JSON line: the events each type
 should have produced (`expected`, EVENTS_PER_OP per operation done), the
 operations done, the seconds it ran and the operations it could not do
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 # What each operation makes the collector report (open events are off by default).
@@ -102,26 +104,21 @@ class Load:
                 "seconds": round(seconds, 3)}  # fmt: skip
 
 
-def run(folder: Path, seconds: float, rate: float, marker: str) -> dict[str, object]:
-    stop = False
-
-    def on_term(_sig: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
+def run(folder: Path, seconds: float, rate: float, marker: str,
+        stopped: Callable[[], bool] = lambda: False) -> dict[str, object]:
     load = Load(folder, marker)
     start = time.monotonic()
     end = start + seconds
-    while not stop:
+    while not stopped():
         now = time.monotonic()
         if now >= end:
             break
         due = int((now - start) * rate)
-        # Whole cycles only at the end would leave files behind: finish the cycle.
-        while load.n < due and not stop:
+        # Behind (a busy machine): catch up, but never past the end.
+        while load.n < due and not stopped() and time.monotonic() < end:
             load.step()
         time.sleep(TICK)
+    # A cycle left half done would leave files behind: finish it.
     while load.n % len(CYCLE):
         load.step()
     return load.summary(time.monotonic() - start)
@@ -131,7 +128,10 @@ def main() -> None:
     if len(sys.argv) != 5:
         sys.exit("usage: python -m tests.bench.soak_load DIR SECONDS RATE MARKER")
     folder, seconds, rate, marker = sys.argv[1:]
-    print(json.dumps(run(Path(folder), float(seconds), float(rate), marker)), flush=True)
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, _frame: terminated.append(sig))
+    out = run(Path(folder), float(seconds), float(rate), marker, lambda: bool(terminated))
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":
