@@ -192,7 +192,8 @@ async def correlating_alerter(
 
 @pytest.mark.kernel
 async def test_real_renames_to_locked_by_one_process_fire_once(
-    nc: Client, collector: RunningCollector, correlating_alerter: Path, tmp_path: Path
+    nats_server: NatsServer, nc: Client, collector: RunningCollector,
+    correlating_alerter: Path, tmp_path: Path,
 ) -> None:
     got: list[dict[str, Any]] = []
 
@@ -200,18 +201,33 @@ async def test_real_renames_to_locked_by_one_process_fire_once(
         got.append(decode_map(msg.data))
 
     sub = await nc.subscribe(alerts_filter(host=collector.host), cb=on_msg)
+    await nc.flush()  # the server has our subscription before any alert can come
     pids = []
     for count in (25, 12):  # one process over the threshold, one under
         work = tmp_path / f"work{count}"
         work.mkdir()
-        out = subprocess.run([sys.executable, "-c", RENAMER, str(work), str(count)],
-                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-        pids.append(int(out.stdout))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", RENAMER, str(work), str(count),
+            stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        pids.append(int(out))
     try:
         async with asyncio.timeout(40):
             while not any(a.get("correlation") for a in got):
                 await asyncio.sleep(0.1)
         await asyncio.sleep(2)  # nothing more may come
+    except TimeoutError:
+        from snoopbus.proto import decode_batch, event_subject
+        from tests.conftest import stored_messages
+
+        msgs = await stored_messages(nats_server.url, event_subject(collector.host, "moved_to"))
+        events = [e for m in msgs for e in decode_batch(m.data)]
+        mine = [(e["proc"].get("pid"), e["file"]["path"]) for e in events
+                if str(tmp_path) in e.get("file", {}).get("path", "")]
+        stored = await stored_messages(nats_server.url, "snoopbus.alerts.>")
+        raise AssertionError(f"no correlation alert; pids {pids}; {len(stored)} alerts stored; "
+                             f"got {len(got)}; moved_to here: {mine[-3:]}") from None
     finally:
         await sub.unsubscribe()
     mine = [a for a in got if (a.get("correlation") or {}).get("group", {}).get("ProcessId")
