@@ -19,7 +19,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Partition, Runtime, Settings
-from snoopbus.consumers.rename import FROM_ID, OUTPUT_TYPES, TO_ID, RenamePairer
+from snoopbus.consumers.pairing import NS
+from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer
 from snoopbus.proto import (
     SCHEMA_VERSION,
     STREAM_NAME,
@@ -35,9 +36,14 @@ FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
 WINDOW = 0.4
 
 
-def half(kind: str, cookie: int, host: str = "h1") -> dict:
+BASE = 1_700_000_000 * NS  # event time of cookie 0
+
+
+def half(kind: str, cookie: int, host: str = "h1", at: float | None = None) -> dict:
+    """A half at `at` seconds of event time after BASE (default: 1 ms per cookie)."""
+    ts = BASE + (cookie * NS // 1000 if at is None else round(at * NS))
     return {
-        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": cookie, "host": host,
+        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": ts, "host": host,
         "type": kind, "cookie": cookie, "file": {"path": f"/{kind}/{cookie}"},
         "proc": {"pid": 7, "comm": "mv"},
     }  # fmt: skip
@@ -54,7 +60,7 @@ async def publish(js: JetStreamContext, *events: dict) -> None:
 
 
 async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
-    """Everything the pairer stored so far: (event, headers)."""
+    """Everything the pairer stored so far: (event, its message's headers)."""
     info = await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(
@@ -65,10 +71,11 @@ async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
     got: list[tuple[dict, dict[str, str]]] = []
     if info.num_pending:
         sub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM_NAME)
-        while len(got) < info.num_pending:
+        read = 0
+        while read < info.num_pending:
             for msg in await sub.fetch(1000, timeout=5):
-                (event,) = decode_batch(msg.data)
-                got.append((event, msg.headers or {}))
+                read += 1
+                got += [(event, msg.headers or {}) for event in decode_batch(msg.data)]
         await sub.unsubscribe()
     await js.delete_consumer(STREAM_NAME, info.name)
     return got
@@ -139,8 +146,8 @@ async def test_output_names_the_halves_it_resolves(
             await publish(stream, event)
         await wait_outputs(stream, 1)
     ((_, headers),) = await outputs(stream)
-    assert headers[FROM_ID] == "h1-moved_from-3" and headers[TO_ID] == "h1-moved_to-3"
-    assert headers["Nats-Msg-Id"].endswith("h1-moved_from-3+h1-moved_to-3")
+    assert headers[HALVES_ID] == "h1-moved_from-3 h1-moved_to-3"
+    assert headers["Nats-Msg-Id"] == "h1.rename:h1-moved_from-3+h1-moved_to-3"
 
 
 async def test_interleaved_across_hosts_in_batches(
@@ -187,8 +194,14 @@ async def test_a_lone_half_becomes_moved_out_or_moved_in(
         await publish(stream, half("moved_from", 5))
         await publish(stream, half("moved_to", 6))
         info = await stream.consumer_info(STREAM_NAME, "rename")
-        got = await wait_outputs(stream, 2)
+        # Their host's stream moves the window past them: a pair, 1 s later each time.
+        for cookie in range(7, 7 + 10):
+            for event in pair(cookie):
+                event["ts"] += (cookie - 6) * NS // 2
+                await publish(stream, event)
+        got = await wait_outputs(stream, 12)
         await settled(stream)
+    got = [e for e in got if e["type"] != "renamed"]
     assert by_type(got) == {"moved_out": 1, "moved_in": 1}
     out = next(e for e in got if e["type"] == "moved_out")
     assert out["file"]["path"] == "/moved_from/5" and out["id"] == "h1-moved_from-5+moved_out"
