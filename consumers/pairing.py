@@ -25,14 +25,13 @@ the reference path, event maps; outputs are of the same kind (`renamed`,
 `unpaired`; `as_event` makes a map of either). Each half carries opaque
 `tokens` (the runtime's deliveries) that the caller settles once the outcome
 is published. Halves already resolved (paired or given up) are remembered,
-boundedly, by (host token, event id), so a duplicate delivery of one yields
-no output.
+boundedly (the last `remember`/2 at least, `remember` at most), by (host
+token, event id), so a duplicate delivery of one yields no output.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +112,7 @@ class PairTable:
         self.idle_after = idle_after
         self.max_pending = max_pending
         self.remember = remember
+        self._generation = max(1, remember // 2)
         self.stats = PairStats()
         # No half gives up before this (monotonic) time: after a crash, while
         # the halves the dead instance held are still to be redelivered.
@@ -123,7 +123,10 @@ class PairTable:
         self._hosts: dict[str, _Host] = {}
         self._count = 0
         self._tokens: dict[str, str] = {}  # event host -> host token
-        self._resolved: OrderedDict[HalfId, None] = OrderedDict()
+        # Resolved halves, in two generations of up to remember/2 each (cheaper
+        # than one ordered map): the newer fills, then replaces the older.
+        self._resolved: set[HalfId] = set()
+        self._resolved_before: set[HalfId] = set()
 
     def __len__(self) -> int:
         return self._count
@@ -148,7 +151,15 @@ class PairTable:
 
     def add(self, event: Any, token: Hashable, host: str | None = None) -> list[Outcome]:
         """Take one half (a record or a map) of `host` (its token; derived from
-        the event when not given)."""
+        the event when not given); what it resolved."""
+        out: list[Outcome] = []
+        self.add_into(out, event, token, host)
+        return out
+
+    def add_into(
+        self, out: list[Outcome], event: Any, token: Hashable, host: str | None = None
+    ) -> None:
+        """`add`, appending what it resolved to `out` (the pairer's loop)."""
         if type(event) is dict:
             eid, kind, ts, cookie = event["id"], event["type"], event["ts"], event.get("cookie")
             name = event["host"]
@@ -164,28 +175,35 @@ class PairTable:
         elif ts > h.mark:
             h.mark = ts
         half = Half(event, host, eid, kind, h.mark + self.window_ns, self.quiet, [token])
-        if (host, eid) in self._resolved:
+        half_id = (host, eid)
+        if half_id in self._resolved or half_id in self._resolved_before:
             self.stats.duplicates += 1
-            return [Outcome(None, [half])]
+            out.append(Outcome(None, [half]))
+            return
         if cookie is None:
             self.stats.cookieless += 1
-            return [self._give_up(half)]
+            out.append(self._give_up(half))
+            return
         waiting = h.waiting.get(cookie)
         if waiting is None:
             h.waiting[cookie] = half
             self._count += 1
-            return self._evict_over_limit() if self._count > self.max_pending else []
+            if self._count > self.max_pending:
+                out += self._evict_over_limit()
+            return
         if waiting.id == eid:
             waiting.tokens.append(token)  # same half again: settle both together
             self.stats.duplicates += 1
-            return []
+            return
         del h.waiting[cookie]
         if waiting.type == kind:
             # A cookie reused for the same kind: the older half lost its chance.
             h.waiting[cookie] = half
-            return [self._give_up(waiting), *self._evict_over_limit()]
+            out.append(self._give_up(waiting))
+            out += self._evict_over_limit()
+            return
         self._count -= 1
-        return [self._pair(waiting, half)]
+        out.append(self._pair(waiting, half))
 
     def expire(self, now: float) -> list[Outcome]:
         """Give up the halves whose host moved `window` past them, or that
@@ -219,7 +237,8 @@ class PairTable:
     def unresolve(self, outcome: Outcome) -> None:
         """Its publish failed: let a redelivery of its halves count again."""
         for half in outcome.halves:
-            self._resolved.pop((half.host, half.id), None)
+            self._resolved.discard((half.host, half.id))
+            self._resolved_before.discard((half.host, half.id))
 
     def _evict_over_limit(self) -> list[Outcome]:
         out = []
@@ -235,14 +254,18 @@ class PairTable:
         return out
 
     def _remember(self, half_id: HalfId) -> None:
-        self._resolved[half_id] = None
-        if len(self._resolved) > self.remember:
-            self._resolved.popitem(last=False)
+        resolved = self._resolved
+        resolved.add(half_id)
+        if len(resolved) >= self._generation:
+            self._resolved_before, self._resolved = resolved, set()
 
     def _pair(self, a: Half, b: Half) -> Outcome:
         src, dst = (a, b) if a.type == FROM else (b, a)
-        self._remember((src.host, src.id))
-        self._remember((dst.host, dst.id))
+        resolved = self._resolved
+        resolved.add((src.host, src.id))
+        resolved.add((dst.host, dst.id))
+        if len(resolved) >= self._generation:
+            self._resolved_before, self._resolved = resolved, set()
         self.stats.paired += 1
         s, d = src.event, dst.event
         if type(s) is dict or type(d) is dict:  # one took the reference path: maps
@@ -296,7 +319,7 @@ _FILE = type(EMPTY["file"])
 _NO_FILE = EMPTY["file"]
 _NO_PROC = EMPTY["proc"]
 _replace = msgspec.structs.replace
-_astuple = msgspec.structs.astuple
+_to_builtins = msgspec.to_builtins
 
 
 def renamed_record(src: Any, dst: Any) -> Any:
@@ -306,9 +329,11 @@ def renamed_record(src: Any, dst: Any) -> Any:
     elif sf is None:
         file = _replace(df, old_path="")
     else:  # dst's fields where it has them, src's elsewhere
-        pairs = zip(_astuple(sf), _astuple(df), strict=True)
-        merged = [d if d is not None else s for s, d in pairs]
-        file = _replace(_FILE(*merged), old_path=sf.path or "")
+        have, more = _to_builtins(df), _to_builtins(sf)  # the fields present
+        if more.keys() <= have.keys():  # the collector's halves: nothing to add
+            file = _replace(df, old_path=sf.path or "")
+        else:
+            file = _FILE(**{**more, **have, "old_path": sf.path or ""})
     proc = src.proc
     if proc is None or proc == _NO_PROC:
         proc = dst.proc

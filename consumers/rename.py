@@ -33,7 +33,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Hashable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import cast
@@ -177,7 +176,7 @@ class RenamePairer(Consumer):
             delivery.hold()
             self._open[delivery] = len(halves)
             for event in halves:
-                outcomes += table.add(event, delivery, host)
+                table.add_into(outcomes, event, delivery, host)
         now = time.monotonic()
         # Caught up when the server had nothing more for this durable after the last one.
         table.tick(now, batch[-1].msg.metadata.num_pending == 0)
@@ -235,9 +234,10 @@ class RenamePairer(Consumer):
         if not outcomes:
             return
         groups: dict[str, list[Outcome]] = {}
+        duplicates = []
         for outcome in outcomes:
             if outcome.event is None:  # a duplicate: nothing to publish
-                await self._resolve(outcome)
+                duplicates.append(outcome)
                 continue
             half = outcome.halves[0]
             key = (half.host, outcome.event["type"] if type(outcome.event) is dict
@@ -250,6 +250,7 @@ class RenamePairer(Consumer):
                 groups[subject] = [outcome]
             else:
                 group.append(outcome)
+        await self._resolve(duplicates)
         for subject, group in groups.items():
             for start in range(0, len(group), OUTPUT_BATCH):
                 for output in self._outputs_of(subject, group[start : start + OUTPUT_BATCH]):
@@ -291,27 +292,28 @@ class RenamePairer(Consumer):
             self.published += len(output.outcomes)
             if ack.duplicate:
                 self.deduplicated += len(output.outcomes)
-            for outcome in output.outcomes:
-                await self._resolve(outcome)
+            await self._resolve(output.outcomes)
             return
         for outcome in output.outcomes:
             await self._give_back(outcome, reason)
 
-    async def _resolve(self, outcome: Outcome) -> None:
-        for half in outcome.halves:
-            for token in half.tokens:
-                await self._settle_one(token)
-
-    async def _settle_one(self, token: Hashable) -> None:
-        delivery = cast(Delivery, token)  # the table's tokens are our deliveries
-        left = self._open.get(delivery)
-        if left is None:
-            return  # released or nak'd already; its redelivery carries on
-        if left > 1:
-            self._open[delivery] = left - 1
-            return
-        del self._open[delivery]
-        await delivery.ack()
+    async def _resolve(self, outcomes: list[Outcome]) -> None:
+        """Their halves are settled: ack each delivery whose last half this was."""
+        open_ = self._open
+        done = []
+        for outcome in outcomes:
+            for half in outcome.halves:
+                for token in half.tokens:
+                    left = open_.get(token)  # type: ignore[call-overload]
+                    if left is None:
+                        continue  # released or nak'd already; its redelivery carries on
+                    if left > 1:
+                        open_[token] = left - 1  # type: ignore[index]
+                    else:
+                        del open_[token]  # type: ignore[arg-type]
+                        done.append(cast(Delivery, token))  # the table's tokens: deliveries
+        for delivery in done:
+            await delivery.ack()
 
     async def _give_back(self, outcome: Outcome, reason: str) -> None:
         """Publishing failed: forget the outcome and redeliver its halves."""
@@ -334,7 +336,7 @@ class RenamePairer(Consumer):
         name = f"{ctx.durable}{RECALL_SUFFIX}"
         with suppress(NotFoundError):
             await js.delete_consumer(STREAM_NAME, name)
-        await js.add_consumer(
+        created = await js.add_consumer(
             STREAM_NAME,
             ConsumerConfig(
                 name=name,
@@ -350,7 +352,7 @@ class RenamePairer(Consumer):
         recalled = 0
         try:
             sub = await js.pull_subscribe_bind(consumer=name, stream=STREAM_NAME)
-            pending = 1
+            pending = created.num_pending  # none: no fetch to wait out
             while pending:
                 try:
                     msgs = await sub.fetch(1024, timeout=1.0)
