@@ -54,6 +54,7 @@ from snoopbus.proto.roles import RECALL_SUFFIX
 
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery
+from .gctune import tune_gc
 from .pairing import FROM, TO, UNPAIRED, Outcome, PairStats, PairTable, encode_outputs
 from .settings import Settings
 
@@ -90,7 +91,7 @@ class RenamePairer(Consumer):
 
     def __init__(
         self, window: float = 2.0, max_pending: int = 100_000, settings: Settings | None = None,
-        publish_timeout: float = 10.0, idle_after: float | None = None,
+        publish_timeout: float = 10.0, idle_after: float | None = None, gc_tuning: bool = False,
     ) -> None:  # fmt: skip
         base = settings or type(self).settings
         # Held messages count against max_ack_pending: room for a full table
@@ -100,6 +101,7 @@ class RenamePairer(Consumer):
         )
         self.table = PairTable(window, max_pending, idle_after=idle_after)
         self.publish_timeout = publish_timeout
+        self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume rename`
         self.published = 0  # outputs stored
         self.deduplicated = 0  # outputs the stream had already (redelivery after a crash)
         self._open: dict[Delivery, int] = {}  # delivery -> its halves not yet resolved
@@ -132,13 +134,15 @@ class RenamePairer(Consumer):
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
         return cls(window=args.window, max_pending=args.max_pending, settings=settings,
-                   idle_after=args.idle_after)  # fmt: skip
+                   idle_after=args.idle_after, gc_tuning=True)  # fmt: skip
 
     @property
     def stats(self) -> PairStats:
         return self.table.stats
 
     async def setup(self, ctx: Context) -> None:
+        if self.gc_tuning:
+            tune_gc()  # a fetched batch makes thousands of short-lived objects
         self._js, self._nc, self._durable = ctx.js, ctx.nc, ctx.durable
         info = await ctx.js.consumer_info(STREAM_NAME, ctx.durable)
         if info.num_ack_pending:
