@@ -86,13 +86,22 @@ def default_idle_after(window: float) -> float:
 
 
 class _Host:
-    """One host's progress and its waiting halves (cookie -> half, oldest first)."""
+    """One host's progress and waiting halves, per kind (0: moved_from, 1: moved_to)."""
 
-    __slots__ = ("mark", "waiting")
+    __slots__ = ("marks", "waiting")
 
-    def __init__(self, ts: int) -> None:
-        self.mark = ts  # the greatest event ts seen of this host
-        self.waiting: dict[Any, Half] = {}
+    def __init__(self) -> None:
+        # The greatest event ts seen of each kind: the two kinds come on two
+        # subjects, each in order, but one can run ahead of the other (a
+        # collector cuts each subject's buffer into messages on its own).
+        self.marks = [-1, -1]
+        self.waiting: tuple[dict[Any, Half], dict[Any, Half]] = ({}, {})  # cookie -> half
+
+    def __len__(self) -> int:
+        return len(self.waiting[0]) + len(self.waiting[1])
+
+
+_KIND = {FROM: 0, TO: 1}
 
 
 class PairTable:
@@ -131,10 +140,10 @@ class PairTable:
     def __len__(self) -> int:
         return self._count
 
-    def watermark(self, host: str) -> int | None:
-        """The greatest event ts seen of `host` (a host token), or None."""
+    def watermark(self, host: str, kind: str) -> int | None:
+        """The greatest event ts seen of `host` (a host token) and `kind`, or None."""
         h = self._hosts.get(host)
-        return None if h is None else h.mark
+        return None if h is None or h.marks[_KIND[kind]] < 0 else h.marks[_KIND[kind]]
 
     @property
     def caught_up(self) -> bool:
@@ -171,10 +180,16 @@ class PairTable:
                 host = self._tokens[name] = host_token(name)
         h = self._hosts.get(host)
         if h is None:
-            h = self._hosts[host] = _Host(ts)
-        elif ts > h.mark:
-            h.mark = ts
-        half = Half(event, host, eid, kind, h.mark + self.window_ns, self.quiet, [token])
+            h = self._hosts[host] = _Host()
+        k = _KIND[kind]
+        marks = h.marks
+        if ts > marks[k]:
+            marks[k] = ts
+        # It gives up once the other kind's stream, where its partner would
+        # come from, is `window` past it, and past where that stream stood now.
+        other = marks[1 - k]
+        half = Half(event, host, eid, kind, (ts if ts > other else other) + self.window_ns,
+                    self.quiet, [token])  # fmt: skip
         half_id = (host, eid)
         if half_id in self._resolved or half_id in self._resolved_before:
             self.stats.duplicates += 1
@@ -184,9 +199,15 @@ class PairTable:
             self.stats.cookieless += 1
             out.append(self._give_up(half))
             return
-        waiting = h.waiting.get(cookie)
+        partner = h.waiting[1 - k].pop(cookie, None)
+        if partner is not None:
+            self._count -= 1
+            out.append(self._pair(partner, half))
+            return
+        same = h.waiting[k]
+        waiting = same.get(cookie)
         if waiting is None:
-            h.waiting[cookie] = half
+            same[cookie] = half
             self._count += 1
             if self._count > self.max_pending:
                 out += self._evict_over_limit()
@@ -195,39 +216,38 @@ class PairTable:
             waiting.tokens.append(token)  # same half again: settle both together
             self.stats.duplicates += 1
             return
-        del h.waiting[cookie]
-        if waiting.type == kind:
-            # A cookie reused for the same kind: the older half lost its chance.
-            h.waiting[cookie] = half
-            out.append(self._give_up(waiting))
-            out += self._evict_over_limit()
-            return
-        self._count -= 1
-        out.append(self._pair(waiting, half))
+        # A cookie reused for the same kind: the older half lost its chance.
+        del same[cookie]
+        same[cookie] = half
+        out.append(self._give_up(waiting))
 
     def expire(self, now: float) -> list[Outcome]:
-        """Give up the halves whose host moved `window` past them, or that
-        waited `idle_after` of quiet time; none before hold_until."""
+        """Give up the halves whose partner's stream moved `window` past them,
+        or that waited `idle_after` of quiet time; none before hold_until."""
         if now < self.hold_until:
             return []
         out: list[Outcome] = []
         quiet_due = self.quiet - self.idle_after
         for h in self._hosts.values():
-            if not h.waiting:
-                continue
-            # Oldest first: deadlines and arrival quiet times only grow with arrival.
-            done = []
-            for cookie, half in h.waiting.items():
-                if half.deadline <= h.mark:
-                    done.append(cookie)
-                elif half.quiet <= quiet_due:
-                    done.append(cookie)
-                    self.stats.quiet += 1
-                else:
-                    break
-            for cookie in done:
-                out.append(self._give_up(h.waiting.pop(cookie)))
-            self._count -= len(done)
+            for k in (0, 1):
+                waiting = h.waiting[k]
+                if not waiting:
+                    continue
+                mark = h.marks[1 - k]
+                # Oldest first; arrival quiet times only grow, deadlines nearly
+                # (a half stopping the scan holds later ones back, never the reverse).
+                done = []
+                for cookie, half in waiting.items():
+                    if half.deadline <= mark:
+                        done.append(cookie)
+                    elif half.quiet <= quiet_due:
+                        done.append(cookie)
+                        self.stats.quiet += 1
+                    else:
+                        break
+                for cookie in done:
+                    out.append(self._give_up(waiting.pop(cookie)))
+                self._count -= len(done)
         return out
 
     def mark_resolved(self, host: str, event_id: str) -> None:
@@ -243,9 +263,9 @@ class PairTable:
     def _evict_over_limit(self) -> list[Outcome]:
         out = []
         while self._count > self.max_pending:
-            fullest = max(self._hosts.values(), key=lambda h: len(h.waiting))
-            cookie = next(iter(fullest.waiting))
-            half = fullest.waiting.pop(cookie)
+            fullest = max(self._hosts.values(), key=len)
+            waiting = max(fullest.waiting, key=len)
+            half = waiting.pop(next(iter(waiting)))
             self._count -= 1
             self.stats.evicted += 1
             outcome = self._give_up(half)

@@ -67,7 +67,7 @@ def test_same_cookie_on_two_hosts_does_not_pair() -> None:
     table = PairTable(window=2, max_pending=10)
     assert table.add(half("moved_from", 1, "a"), 1) == []
     assert table.add(half("moved_to", 1, "b"), 2) == []
-    table.add(half("moved_from", 9, "a", at=3), 3)
+    table.add(half("moved_to", 9, "a", at=3), 3)
     table.add(half("moved_from", 9, "b", at=3), 4)
     assert types(table.expire(0)) == ["moved_out", "moved_in"]
 
@@ -76,18 +76,35 @@ def test_same_cookie_on_two_hosts_does_not_pair() -> None:
 
 
 def test_a_lone_half_gives_up_once_its_host_moved_the_window_past_it() -> None:
+    """Past it in the stream its partner would come on: the other kind's."""
     table = PairTable(window=2, max_pending=10)
     table.add(half("moved_to", 1, at=100), "a")
     table.add(half("moved_from", 2, at=101), "b")
     assert table.expire(0) == []
     table.add(half("moved_from", 3, at=101.9), "c")  # 1.9 s past the first: not yet
-    assert table.expire(0) == [] and table.watermark("h1") == round(101.9 * NS)
+    assert table.expire(0) == [] and table.watermark("h1", "moved_from") == round(101.9 * NS)
+    table.add(half("moved_to", 8, at=102.5), "x")  # its own kind's stream: no matter
+    assert table.expire(0) == []
     table.add(half("moved_from", 4, at=102), "d")  # exactly 2 s past it
     (first,) = table.expire(0)
     assert first.event["type"] == "moved_in" and first.event["id"] == "h1-moved_to-1+moved_in"
-    table.add(half("moved_from", 5, at=103.5), "e")
+    table.add(half("moved_to", 5, at=103.5), "e")
     assert types(table.expire(0)) == ["moved_out"]  # cookie 2; 3 and 4 still wait
-    assert table.stats.moved_in == table.stats.moved_out == 1 and len(table) == 3
+    assert table.stats.moved_in == table.stats.moved_out == 1 and len(table) == 4
+
+
+def test_one_kind_running_ahead_of_the_other_gives_no_false_outcome() -> None:
+    """A collector cuts each subject's buffer on its own: after an outage many
+    moved_from messages can come before the first moved_to one."""
+    table = PairTable(window=2, max_pending=1000)
+    for c in range(300):  # 5 minutes of moved_from
+        assert table.add(half("moved_from", c, at=c), c) == []
+    assert table.expire(0) == []
+    outs = []
+    for c in range(300):
+        outs += table.add(half("moved_to", c, at=c), 1000 + c)
+        outs += table.expire(0)
+    assert types(outs) == ["renamed"] * 300
 
 
 def test_wall_clock_alone_never_gives_a_half_up() -> None:
@@ -106,27 +123,27 @@ def test_another_hosts_progress_does_not_give_a_half_up() -> None:
     table = PairTable(window=2, max_pending=10)
     table.add(half("moved_from", 1, "quiet", at=5), "a")
     table.add(half("moved_from", 1, "busy", at=5), "b")
-    table.add(half("moved_from", 2, "busy", at=60), "c")
+    table.add(half("moved_to", 2, "busy", at=60), "c")
     assert types(table.expire(0)) == ["moved_out"]  # busy's cookie 1 only
     (out,) = table.add(half("moved_to", 1, "quiet", at=5), "d")
     assert out.event["type"] == "renamed"
 
 
 def test_a_half_arriving_behind_its_hosts_watermark_still_gets_the_window() -> None:
-    """A half older than its host's watermark (a collector restarted with its
-    clock stepped back, a late message) waits for the stream to move on from
-    where it was when the half came, not from the half's own time."""
+    """A half older than the watermark (a collector restarted with its clock
+    stepped back, a late message) waits for the stream to move on from where
+    it was when the half came, not from the half's own time."""
     table = PairTable(window=2, max_pending=10)
     table.add(half("moved_from", 1, at=1000), "a")
     assert types(table.add(half("moved_to", 1, at=1000), "b")) == ["renamed"]
     table.add(half("moved_from", 2, at=400), "c")  # 600 s behind the watermark
     assert table.expire(0) == []
-    table.add(half("moved_from", 3, at=401), "d")  # the stream's new times: still behind
+    table.add(half("moved_to", 3, at=401), "d")  # the stream's new times: still behind
     assert table.expire(0) == []
     (late,) = table.add(half("moved_to", 2, at=400), "e")
     assert late.event["type"] == "renamed"
     table.add(half("moved_from", 4, at=1002), "f")  # 2 s past the watermark cookie 3 saw
-    assert types(table.expire(0)) == ["moved_out"]
+    assert types(table.expire(0)) == ["moved_in"]  # cookie 3 (cookie 2 was paired)
 
 
 def test_the_quiet_clock_runs_only_while_caught_up() -> None:
@@ -151,7 +168,7 @@ def test_nothing_gives_up_before_hold_until() -> None:
     table = PairTable(window=2, max_pending=10, idle_after=100)
     table.hold_until = 50.0
     table.add(half("moved_from", 1, at=0), "a")
-    table.add(half("moved_from", 2, at=10), "b")
+    table.add(half("moved_to", 2, at=10), "b")
     table.tick(0.0, True)
     table.tick(49.0, True)
     assert table.expire(49.0) == []
@@ -300,15 +317,16 @@ def test_every_half_is_resolved_exactly_once(pairs, lone, dups, as_records, seed
     outcomes = []
     for i, h in enumerate(halves):
         outcomes += table.add(record(h) if as_records else h, i)
-    outcomes += table.add(half("moved_from", 5000, at=10), -1)  # moves the watermark on
+    for kind in ("moved_from", "moved_to"):  # both streams move on
+        outcomes += table.add(half(kind, 5000 + len(kind), at=10), -1)
     outcomes += table.expire(0)
     published = [as_event(o.event) for o in outcomes if o.event is not None]
-    published = [e for e in published if e["cookie"] != 5000]
+    published = [e for e in published if e["cookie"] < 5000]
     assert sorted(e["type"] for e in published) == sorted(
         ["renamed"] * pairs + ["moved_out" if k == "moved_from" else "moved_in" for k in lone]
     )
     assert len({e["id"] for e in published}) == len(published)
-    settled = sorted(t for o in outcomes for h in o.halves for t in h.tokens)
+    settled = sorted(t for o in outcomes for h in o.halves for t in h.tokens if t != -1)
     assert settled == list(range(len(halves)))  # every delivery settled exactly once
 
 
