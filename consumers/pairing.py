@@ -162,64 +162,68 @@ class PairTable:
         """Take one half (a record or a map) of `host` (its token; derived from
         the event when not given); what it resolved."""
         out: list[Outcome] = []
-        self.add_into(out, event, token, host)
+        self.add_many(out, [event], token, host)
         return out
 
-    def add_into(
-        self, out: list[Outcome], event: Any, token: Hashable, host: str | None = None
+    def add_many(
+        self, out: list[Outcome], events: list[Any], token: Hashable, host: str | None = None
     ) -> None:
-        """`add`, appending what it resolved to `out` (the pairer's loop)."""
-        if type(event) is dict:
-            eid, kind, ts, cookie = event["id"], event["type"], event["ts"], event.get("cookie")
-            name = event["host"]
-        else:
-            eid, kind, ts, cookie, name = event.id, event.type, event.ts, event.cookie, event.host
+        """Take the halves of one message, all of one host and kind (as a
+        subject holds them), appending what they resolved to `out`."""
+        first = events[0]
+        maps = type(first) is dict
         if host is None:
+            name = first["host"] if maps else first.host
             host = self._tokens.get(name)
             if host is None:
                 host = self._tokens[name] = host_token(name)
         h = self._hosts.get(host)
         if h is None:
             h = self._hosts[host] = _Host()
-        k = _KIND[kind]
-        marks = h.marks
-        if ts > marks[k]:
-            marks[k] = ts
-        # It gives up once the other kind's stream, where its partner would
-        # come from, is `window` past it, and past where that stream stood now.
-        other = marks[1 - k]
-        half = Half(event, host, eid, kind, (ts if ts > other else other) + self.window_ns,
-                    self.quiet, [token])  # fmt: skip
-        half_id = (host, eid)
-        if half_id in self._resolved or half_id in self._resolved_before:
-            self.stats.duplicates += 1
-            out.append(Outcome(None, [half]))
-            return
-        if cookie is None:
-            self.stats.cookieless += 1
-            out.append(self._give_up(half))
-            return
-        partner = h.waiting[1 - k].pop(cookie, None)
-        if partner is not None:
-            self._count -= 1
-            out.append(self._pair(partner, half))
-            return
-        same = h.waiting[k]
-        waiting = same.get(cookie)
-        if waiting is None:
+        marks, window, quiet = h.marks, self.window_ns, self.quiet
+        for event in events:
+            if maps:
+                eid, kind, ts, cookie = event["id"], event["type"], event["ts"], event.get("cookie")
+            else:
+                eid, kind, ts, cookie = event.id, event.type, event.ts, event.cookie
+            k = _KIND[kind]
+            if ts > marks[k]:
+                marks[k] = ts
+            # It gives up once the other kind's stream, where its partner would
+            # come from, is `window` past it, and past where that stream stood now.
+            other = marks[1 - k]
+            half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
+                        [token])  # fmt: skip
+            half_id = (host, eid)
+            if half_id in self._resolved or half_id in self._resolved_before:
+                self.stats.duplicates += 1
+                out.append(Outcome(None, [half]))
+                continue
+            if cookie is None:
+                self.stats.cookieless += 1
+                out.append(self._give_up(half))
+                continue
+            partner = h.waiting[1 - k].pop(cookie, None)
+            if partner is not None:
+                self._count -= 1
+                out.append(self._pair(partner, half))
+                continue
+            same = h.waiting[k]
+            waiting = same.get(cookie)
+            if waiting is None:
+                same[cookie] = half
+                self._count += 1
+                if self._count > self.max_pending:
+                    out += self._evict_over_limit()
+                continue
+            if waiting.id == eid:
+                waiting.tokens.append(token)  # same half again: settle both together
+                self.stats.duplicates += 1
+                continue
+            # A cookie reused for the same kind: the older half lost its chance.
+            del same[cookie]
             same[cookie] = half
-            self._count += 1
-            if self._count > self.max_pending:
-                out += self._evict_over_limit()
-            return
-        if waiting.id == eid:
-            waiting.tokens.append(token)  # same half again: settle both together
-            self.stats.duplicates += 1
-            return
-        # A cookie reused for the same kind: the older half lost its chance.
-        del same[cookie]
-        same[cookie] = half
-        out.append(self._give_up(waiting))
+            out.append(self._give_up(waiting))
 
     def expire(self, now: float) -> list[Outcome]:
         """Give up the halves whose partner's stream moved `window` past them,

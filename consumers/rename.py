@@ -179,8 +179,7 @@ class RenamePairer(Consumer):
             halves = delivery.records if delivery.records is not None else delivery.events
             delivery.hold()
             self._open[delivery] = len(halves)
-            for event in halves:
-                table.add_into(outcomes, event, delivery, host)
+            table.add_many(outcomes, halves, delivery, host)
         now = time.monotonic()
         # Caught up when the server had nothing more for this durable after the last one.
         table.tick(now, batch[-1].msg.metadata.num_pending == 0)

@@ -247,6 +247,23 @@ def test_unresolve_lets_a_redelivery_count_again() -> None:
     assert types(table.add(half("moved_to", 1), "b2")) == ["renamed"]
 
 
+def test_a_message_of_halves_at_once() -> None:
+    """add_many: the halves of one message (one host, one kind) under one token."""
+    table = PairTable(window=2, max_pending=100)
+    out: list = []
+    table.add_many(out, [record(half("moved_from", c)) for c in range(5)], "F", "h1")
+    assert out == [] and len(table) == 5
+    tos = [record(half("moved_to", c)) for c in (4, 3, 3, 9)]  # 3 twice, 9 lone
+    table.add_many(out, tos, "T", "h1")
+    assert types(out) == ["renamed", "renamed", None] and len(table) == 4  # None: 3 again
+    assert [t for o in out for h in o.halves for t in h.tokens] == ["F", "T", "F", "T", "T"]
+    assert table.stats.duplicates == 1
+    table.add_many(out, [record(half("moved_to", 7, at=3))], "T2", "h1")
+    table.add_many(out, [record(half("moved_from", 8, at=3))], "F2", "h1")
+    assert sorted(types(table.expire(0))) == ["moved_in", "moved_out", "moved_out",
+                                               "moved_out"]  # fmt: skip
+
+
 def test_renamed_id_is_deterministic() -> None:
     a, b = half("moved_from", 5), half("moved_to", 5)
     assert renamed(a, b) == renamed(dict(a), dict(b))
