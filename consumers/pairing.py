@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 
 from snoopbus.proto import SCHEMA_VERSION, Event, encode_batch, host_token
-from snoopbus.proto.fastpath import EMPTY, to_events
+from snoopbus.proto.fastpath import EMPTY, FIELDS, _Event, to_events
 
 FROM, TO = "moved_from", "moved_to"
 HALF_TYPES = (FROM, TO)
@@ -340,6 +340,8 @@ def unpaired(half: Event) -> Event:
 # The same two on fast-path records, without making maps: tests/test_rename_pairing.py
 # holds them to the map versions above (as_event of the result is the same map).
 _FILE = type(EMPTY["file"])
+_EVENT = _Event  # positional: the fields in this order, then exit_code and signal
+assert FIELDS[None][:9] == ("v", "id", "ts", "host", "type", "proc", "file", "cookie", "ret")
 _NO_FILE = EMPTY["file"]
 _NO_PROC = EMPTY["proc"]
 _replace = msgspec.structs.replace
@@ -352,21 +354,19 @@ def renamed_record(src: Any, dst: Any) -> Any:
         file = _replace(sf or _NO_FILE, old_path=(sf and sf.path) or "")
     elif sf is None:
         file = _replace(df, old_path="")
+    elif _replace(df, path=sf.path) == sf:  # the collector's halves: src adds nothing
+        file = _replace(df, old_path=sf.path or "")
     else:  # dst's fields where it has them, src's elsewhere
-        have, more = _to_builtins(df), _to_builtins(sf)  # the fields present
-        if more.keys() <= have.keys():  # the collector's halves: nothing to add
-            file = _replace(df, old_path=sf.path or "")
-        else:
-            file = _FILE(**{**more, **have, "old_path": sf.path or ""})
+        file = _FILE(**{**_to_builtins(sf), **_to_builtins(df), "old_path": sf.path or ""})
     proc = src.proc
     if proc is None or proc == _NO_PROC:
         proc = dst.proc
         if proc == _NO_PROC:
             proc = None
-    return _replace(
-        dst, id=derived_id(src.id, dst.id), ts=min(src.ts, dst.ts), host=src.host,
-        type="renamed", file=file, cookie=src.cookie, proc=proc,
-        ret=dst.ret if dst.ret is not None else src.ret, exit_code=None, signal=None,
+    ret = dst.ret
+    return _EVENT(
+        dst.v, derived_id(src.id, dst.id), min(src.ts, dst.ts), src.host, "renamed", proc,
+        file, src.cookie, src.ret if ret is None else ret,
     )  # fmt: skip
 
 
