@@ -182,7 +182,8 @@ class RenamePairer(Consumer):
             table.add_many(outcomes, halves, delivery, host)
         now = time.monotonic()
         # Caught up when the server had nothing more for this durable after the last one.
-        table.tick(now, batch[-1].msg.metadata.num_pending == 0)
+        table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
+                   table.caught_up)  # fmt: skip
         outcomes += table.expire(now)
         await self._emit(outcomes)
 
@@ -256,7 +257,17 @@ class RenamePairer(Consumer):
         await self._resolve(duplicates)
         for subject, group in groups.items():
             for start in range(0, len(group), OUTPUT_BATCH):
-                for output in self._outputs_of(subject, group[start : start + OUTPUT_BATCH]):
+                chunk = group[start : start + OUTPUT_BATCH]
+                try:
+                    outputs = self._outputs_of(subject, chunk)
+                except Exception:  # one output cannot be encoded (hostile nesting): each alone
+                    outputs = []
+                    for outcome in chunk:
+                        try:
+                            outputs += self._outputs_of(subject, [outcome])
+                        except Exception as exc:
+                            await self._give_back(outcome, f"encode: {type(exc).__name__}: {exc}")
+                for output in outputs:
                     task = asyncio.create_task(self._store(output))
                     self._storing.add(task)
                     task.add_done_callback(self._storing.discard)
