@@ -189,13 +189,11 @@ async def run(
             except NotFoundError:
                 await asyncio.sleep(0.02)
         start, cpu0 = time.perf_counter(), _cpu_s(pairer.pid)
-        cpu_s = float("nan")  # the pairer's CPU time until every pair was out
         while tally.halves < halves:
             if pairer.poll() is not None:
                 raise RuntimeError(f"pairer exited early; see {workdir}")
             await asyncio.sleep(0.05)
-            if tally.types["renamed"] == pairs and cpu_s != cpu_s:
-                cpu_s = _cpu_s(pairer.pid) - cpu0
+        cpu_s = _cpu_s(pairer.pid) - cpu0  # until every half was out: less load-sensitive
         total = time.perf_counter() - start
         await asyncio.sleep(0.5)  # anything more would be an output twice
         stop.set()
