@@ -72,6 +72,16 @@ system:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
 
+	@# promtool, from Debian's prometheus package, checks and unit-tests the shipped
+	@# alerting rules (tests/test_observability.py). Debian also starts a Prometheus
+	@# server listening on :9090; only the tool is wanted, so that service is stopped
+	@# and disabled (`systemctl enable --now prometheus` to use it).
+	@if ! command -v promtool >/dev/null; then \
+	  echo "setup: installing prometheus (Debian) for promtool, to check the alerting rules"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
+	  { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	fi
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml

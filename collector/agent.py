@@ -20,7 +20,6 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
-from prometheus_client import CollectorRegistry
 
 from snoopbus.collector import exits, privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
@@ -31,6 +30,7 @@ from snoopbus.collector.metrics import (
     CollectorStats,
     MetricsServer,
     PublishCounter,
+    new_registry,
     publish_latency,
 )
 from snoopbus.collector.mounts import HostPaths
@@ -384,7 +384,7 @@ def serve_metrics(collector: Collector) -> MetricsServer | None:
     cfg = collector.cfg
     if not cfg.metrics_port:
         return None
-    registry = CollectorRegistry()
+    registry = new_registry("collector")
     registry.register(CollectorStats(collector))
     collector.latency = publish_latency(registry).observe
 

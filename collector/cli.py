@@ -6,7 +6,6 @@ import argparse
 import json
 import socket
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from snoopbus.collector import doctor, exits, log_setup, probes
 from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collector
 from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
+from snoopbus.collector.build_info import version
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.filters import FilterConfig, parse_uid
 from snoopbus.collector.metrics import MetricsError
@@ -266,13 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         log_setup.add_flags(command)
     return parser
-
-
-def version() -> str:
-    try:
-        return metadata.version("snoopbus")
-    except metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
