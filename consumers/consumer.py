@@ -14,6 +14,7 @@ Either is registered under the entry point group `snoopbus.consumers`.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .runtime import Counters
 
 Handler = Callable[[Batch], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class Consumer:
 
     async def teardown(self) -> None:
         """Called after the last batch, before held messages are released."""
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload`), on the event loop: re-read what may change
+        while running (the alerter: its rules). It must not block: start a task
+        for slow work. By default there is nothing to reload, and SIGHUP is only
+        logged (never the end of the process, as its default action would be)."""
+        log.info("%s: SIGHUP: nothing to reload", self.name)
 
     def counters(self, own: Counters) -> Counters:
         """The tallies to report (stop log, metrics): the runtime's own, unless

@@ -445,8 +445,9 @@ async def serve(
     auth: NatsAuth | None = None,
     stream_limits: StreamLimits | None = None,
 ) -> Runtime:
-    """Run until SIGINT or SIGTERM, then shut down gracefully. `on_start` sees
-    the runtime before it connects (the metrics endpoint hooks in there)."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully; SIGHUP calls
+    `consumer.reload()`. `on_start` sees the runtime before it connects (the
+    metrics endpoint hooks in there)."""
     runtime = Runtime(consumer, servers=servers, settings=settings, auth=auth,
                       stream_limits=stream_limits)
     if on_start is not None:
@@ -455,9 +456,30 @@ async def serve(
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, runtime.stop)
+    before = signal.getsignal(signal.SIGHUP)
+    loop.add_signal_handler(signal.SIGHUP, consumer.reload)
+    if _early_hup[0]:  # while the consumer was being built (hold_sighup)
+        _early_hup[0] = False
+        loop.call_soon(consumer.reload)
     try:
         await runtime.run()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, before)
     return runtime
+
+
+_early_hup = [False]  # process-wide, as signals are
+
+
+def hold_sighup() -> None:
+    """Until serve() takes it, a SIGHUP (`systemctl reload` while the consumer
+    starts) is remembered and handed to Consumer.reload then; its default
+    action would end the process."""
+
+    def note(signum: int, frame: object) -> None:
+        _early_hup[0] = True
+
+    signal.signal(signal.SIGHUP, note)
