@@ -50,6 +50,7 @@ class Consumer:
     description: str = ""
     filters: Sequence[str] = ()
     settings: Settings = Settings()
+    tick_every: float = 0.0  # seconds between tick() calls while consuming; 0: never
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -70,6 +71,12 @@ class Consumer:
 
     async def teardown(self) -> None:
         """Called after the last batch, before held messages are released."""
+
+    async def tick(self) -> None:
+        """Every `tick_every` seconds while consuming (batches may be in flight
+        meanwhile), never after the stop began. For work due by time rather than
+        by events: flush a window, publish a summary. An exception is logged and
+        counted (`tick_failures`); the next tick still comes."""
 
     def reload(self) -> None:
         """SIGHUP (`systemctl reload`), on the event loop: re-read what may change

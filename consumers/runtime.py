@@ -68,6 +68,7 @@ class Counters:
     dead_lettered: int = 0
     skipped: int = 0  # belonged to another partition: acked unread
     released: int = 0  # held at shutdown and nak'd for whoever comes next
+    tick_failures: int = 0  # the consumer's tick() raised
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)  # by kind
     # From the server's consumer_info, refreshed every LAG_INTERVAL s (None until then).
     pending: int | None = None  # in the stream, not yet delivered to this durable: the lag
@@ -151,9 +152,13 @@ class Runtime:
             pool = AioPool(size=self.settings.concurrency)
             keep_alive = asyncio.create_task(self._keep_alive())
             lag = asyncio.create_task(self._track_lag(js))
+            ticks = asyncio.create_task(self._tick()) if self.consumer.tick_every > 0 else None
             try:
                 await self._fetch_loop(puller, pool)
             finally:
+                if ticks is not None:  # no tick after the stop: teardown comes next
+                    ticks.cancel()
+                    await asyncio.wait({ticks})
                 await pool.join()  # finish in-flight batches
                 keep_alive.cancel()
                 lag.cancel()
@@ -395,6 +400,16 @@ class Runtime:
         self.counters.dead_lettered += 1
         self.counters.dead_letter_reasons[kind] += 1
         log.warning("%s: dead-lettered seq %d: %s", self.durable, letter.stream_seq, reason)
+
+    async def _tick(self) -> None:
+        """The consumer's periodic hook; one that fails does not stop the next."""
+        while True:
+            await asyncio.sleep(self.consumer.tick_every)
+            try:
+                await self.consumer.tick()
+            except Exception:
+                self.counters.tick_failures += 1
+                log.exception("%s: tick failed", self.durable)
 
     async def _keep_alive(self) -> None:
         """Held messages would be redelivered after ack_wait: tell the server
