@@ -12,7 +12,7 @@ from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.records import (
     F_ARGV_TRUNC,
-    F_CLOEXEC,
+    F_CLOSED_BY_MASK,
     F_CWD_TRUNC,
     F_EXCHANGE,
     F_EXE_TRUNC,
@@ -24,7 +24,6 @@ from snoopbus.collector.records import (
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
-    KIND_CLOSE_RANGE,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_DELETE,
@@ -46,7 +45,6 @@ from snoopbus.collector.records import (
     decode_header,
     file_paths,
 )
-from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
@@ -102,8 +100,9 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
-        # Written and still open: closed by exit, exec or close_range unseen.
-        self.written = WrittenFiles()
+        # pid -> the proc map of its exit event: the close_write of the files
+        # its exit released follow it (the cache has forgotten the process).
+        self._exited: dict[int, dict[str, Any]] = {}
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -170,54 +169,16 @@ class EventBuilder:
         raise TypeError("file records may make several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four; an
-        exit, an exec or a close_range also the close_write of each written
-        file it closed (collector/written.py)."""
-        pid = rec.hdr.pid
+        """Every event of a record: a rename makes two, an exchange four."""
         if isinstance(rec, FileRecord):
             if rec.hdr.kind == KIND_MOUNT:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
                 return []
-            if rec.hdr.kind == KIND_CLOSE_RANGE:
-                if rec.ret is not None and rec.ret < 0:
-                    return []
-                closed = self.written.closed_by_range(pid, rec.fd, rec.mode, rec.oflags)
-                info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
-                return self._closed(rec.hdr, closed, "close_range",
-                                    self._shared_proc(rec.hdr, info))
-            out = self._file(rec)
-            self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
-            return out
+            return self._file(rec)
         if isinstance(rec, ExitRecord):
-            exit_event = self._exit(rec)
-            closed = self.written.closed_by_exit(pid)
-            return [exit_event, *self._closed(rec.hdr, closed, "exit", exit_event[1]["proc"])]
-        event = self._exec(rec)
-        return [*self._closed(rec.hdr, self.written.closed_by_exec(pid), "exec"), event]
-
-    def _track(self, kind: int, pid: int, fd: int, ret: int | None, cloexec: bool,
-               out: list[tuple[str, Event]]) -> None:
-        if kind == KIND_MODIFY and out and (ret is None or ret >= 0):
-            _, ev = out[0]
-            self.written.wrote(pid, fd, Written(ev["file"], ev["proc"], cloexec))
-        elif kind == KIND_CLOSE_WRITE:
-            self.written.forget(pid, fd)
-        elif kind in (KIND_CREATE, KIND_OPEN) and ret is not None and ret >= 0:
-            self.written.forget(pid, ret)  # a new file behind this fd number
-
-    def _closed(
-        self, hdr: Header, closed: list[Written], by: str, proc: dict[str, Any] | None = None
-    ) -> list[tuple[str, Event]]:
-        """close_write events for files closed without a close() (`by` what);
-        the process is the one that wrote them unless `proc` says otherwise."""
-        out = []
-        for w in closed:
-            ev = self._base(hdr.ts_boot, "close_write")
-            ev["proc"] = proc if proc is not None else w.proc
-            ev["file"] = {**w.file, "closed_by": by}
-            out.append((self.subject("close_write"), ev))
-        return out
+            return [self._exit(rec)]
+        return [self._exec(rec)]
 
     def _cached_proc(
         self, key: tuple[int, ...], info: ProcInfo | None, comm: str
@@ -297,18 +258,15 @@ class EventBuilder:
         one, which the layered decoder then names)."""
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
-        if not one and (kind != KIND_RENAME or flags & F_EXCHANGE):
+        if (not one and (kind != KIND_RENAME or flags & F_EXCHANGE)) or flags & F_CLOSED_BY_MASK:
             return None
-        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, fd, s0, s1, s2, s3 = _unpack_tail(
+        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
-            # Filtered out, but an open still puts a new file behind its fd number.
-            self._track(kind, pid, fd, None if flags & F_NO_RET else ret,
-                        bool(flags & F_CLOEXEC), [])
             return []
         info = self.cache.lookup(pid, ppid, cg)
         proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
@@ -318,9 +276,7 @@ class EventBuilder:
         if one:
             type_ = FILE_KIND_NAMES[kind]
             f = self._file_map(type_, path, truncated, ino, dev, mnt_ns, pid, oflags, mode)
-            out = [self._event(type_, ts, proc, f, r)]
-            self._track(kind, pid, fd, r, bool(flags & F_CLOEXEC), out)
-            return out
+            return [self._event(type_, ts, proc, f, r)]
         out = []
         for type_, p, t in (("moved_from", path, truncated),
                             ("moved_to", path2, bool(flags & F_PATH2_TRUNC))):
@@ -364,9 +320,21 @@ class EventBuilder:
             return [(subject, ev)]
         if not self._wanted(rec.path):
             return []
+        closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+        if closed_by == "exit":
+            # The file is released as the process ends: its exit event came first.
+            proc = self._exited.get(rec.hdr.pid)
+            if proc is not None and proc["tid"] == rec.hdr.tid:
+                subject, ev = self._event("close_write", rec.hdr.ts_boot, proc, self._file_map(
+                    "close_write", rec.path, rec.path_truncated, rec.ino, rec.dev, rec.mnt_ns,
+                    rec.hdr.pid, rec.oflags, rec.mode), None)
+                ev["file"]["closed_by"] = closed_by
+                return [(subject, ev)]
         subject, ev = self._file_event(
             rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
         )
+        if closed_by is not None:
+            ev["file"]["closed_by"] = closed_by
         if kind == KIND_SYMLINK and rec.target is not None:
             ev["file"]["target"] = text_from_kernel(rec.target)
         return [(subject, ev)]
@@ -400,6 +368,9 @@ class EventBuilder:
         info = self.cache.pop(rec.hdr.pid)
         ev = self._base(rec.hdr.ts_boot, "exit")
         ev["proc"] = self._proc(rec.hdr, info)
+        if len(self._exited) >= 1024:
+            self._exited.clear()
+        self._exited[rec.hdr.pid] = ev["proc"]
         ev["exit_code"] = rec.exit_code
         if rec.signal:
             ev["signal"] = rec.signal

@@ -166,6 +166,19 @@ static __always_inline int fd_cloexec(void *task, u32 fd)
     return (read_u64(bits, (long)(fd / 64) * 8) >> (fd % 64)) & 1;
 }
 
+/* References to an open file: fds in any table, mappings, in-flight calls.
+ * FILE_REF_BIASED: a file_ref_t (6.13+) holds count - 1 and goes negative
+ * once released; before, an atomic_long_t f_count holds the count. */
+static __always_inline s64 file_refs(void *file)
+{
+    s64 c = (s64)read_u64(file, OFF_FILE_F_REF);
+#if FILE_REF_BIASED
+    return c < 0 ? 0 : c + 1;
+#else
+    return c;
+#endif
+}
+
 static __always_inline u32 mnt_ns_inum(void *task)
 {
     void *nsproxy = read_ptr(task, OFF_TASK_NSPROXY);
