@@ -50,6 +50,7 @@ from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kerne
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
                              KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
+RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
 _unpack_hdr = HDR.unpack_from
 _unpack_tail = FILE_TAIL.unpack_from
 
@@ -263,6 +264,8 @@ class EventBuilder:
         ret, cookie, ino, dev, mnt_ns, _, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
+        if kind == KIND_RENAME and oflags & RENAME_WHITEOUT:
+            return None
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
@@ -310,6 +313,13 @@ class EventBuilder:
                     subject, ev = self._file_event(rec, type_, p, t, info)
                     ev["cookie"] = cookie
                     out.append((subject, ev))
+            if rec.oflags & RENAME_WHITEOUT and not rec.exchange and (rec.ret or 0) >= 0:
+                # The file system left a whiteout (a 0/0 character device) at the
+                # old name; inotify reports nothing for it.
+                subject, ev = self._file_event(rec, "create", rec.path, rec.path_truncated, info)
+                ev["file"]["whiteout"] = True
+                ev["file"].pop("flags", None)  # renameat2's flags, not open(2)'s
+                out.append((subject, ev))
             return out
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
