@@ -19,6 +19,7 @@ from snoopbus.collector.records import (
     F_NO_RET,
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
+    F_TMPFILE,
     FILE_KIND_NAMES,
     FILE_NAMES_AT,
     FILE_TAIL,
@@ -101,6 +102,8 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
+        # (dev, inode) of O_TMPFILE files -> the name linkat gave them
+        self._tmpfile_names: dict[tuple[int, int], bytes] = {}
         # pid -> the proc map of its exit event: the close_write of the files
         # its exit released follow it (the cache has forgotten the process).
         self._exited: dict[int, dict[str, Any]] = {}
@@ -259,7 +262,8 @@ class EventBuilder:
         one, which the layered decoder then names)."""
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
-        if (not one and (kind != KIND_RENAME or flags & F_EXCHANGE)) or flags & F_CLOSED_BY_MASK:
+        if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
+                or flags & (F_CLOSED_BY_MASK | F_TMPFILE)):
             return None
         ret, cookie, ino, dev, mnt_ns, _, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
@@ -321,6 +325,8 @@ class EventBuilder:
                 ev["file"].pop("flags", None)  # renameat2's flags, not open(2)'s
                 out.append((subject, ev))
             return out
+        if rec.hdr.flags & F_TMPFILE:
+            return self._tmpfile(rec, info)
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
                 return []
@@ -347,6 +353,39 @@ class EventBuilder:
             ev["file"]["closed_by"] = closed_by
         if kind == KIND_SYMLINK and rec.target is not None:
             ev["file"]["target"] = text_from_kernel(rec.target)
+        return [(subject, ev)]
+
+    def _tmpfile(self, rec: FileRecord, info: ProcInfo | None) -> list[tuple[str, Event]]:
+        """An O_TMPFILE file has no name until linkat gives it one: its open
+        makes no event (as inotify), its link is its create under that name,
+        and its events before carry its directory as path (tmpfile: true)."""
+        kind = rec.hdr.kind
+        key = (rec.dev, rec.ino)
+        if kind == KIND_LINK:
+            if rec.path2 is not None and rec.ret is not None and rec.ret >= 0:
+                if len(self._tmpfile_names) >= 4096:
+                    self._tmpfile_names.clear()
+                self._tmpfile_names[key] = rec.path2
+            if not self._wanted(rec.path2):
+                return []
+            subject, ev = self._file_event(rec, "create", rec.path2, rec.path2_truncated, info)
+        elif kind in (KIND_CREATE, KIND_OPEN):
+            return []
+        else:
+            path = self._tmpfile_names.get(key)
+            if path is None and rec.path is not None:
+                path = rec.path.rpartition(b"/")[0] or b"/"  # the made-up leaf "#ino" goes
+            if not self._wanted(path):
+                return []
+            subject, ev = self._file_event(rec, FILE_KIND_NAMES[kind], path,
+                                           rec.path_truncated, info)
+            closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+            if closed_by is not None:
+                ev["file"]["closed_by"] = closed_by
+                exited = self._exited.get(rec.hdr.pid) if closed_by == "exit" else None
+                if exited is not None and exited["tid"] == rec.hdr.tid:
+                    ev["proc"] = exited
+        ev["file"]["tmpfile"] = True
         return [(subject, ev)]
 
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:

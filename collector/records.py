@@ -59,6 +59,9 @@ F_EXCHANGE = 1 << 7
 F_CLOSED_BY_SHIFT = 12
 F_CLOSED_BY_MASK = 3 << F_CLOSED_BY_SHIFT
 CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
+# An O_TMPFILE file (bpf/closes.h): the walked name is made up; on a link,
+# the record's inode is the linked file's
+F_TMPFILE = 1 << 11
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")

@@ -85,4 +85,53 @@ static __always_inline u64 scan_word(void *fdt, u32 mode, u32 w)
     return open;
 }
 
+/* ---- O_TMPFILE files: unnamed until linkat gives them a name. ---- */
+
+#define F_TMPFILE     (1 << 11)  /* the file was opened with O_TMPFILE */
+#define O_TMPFILE_F   020000000  /* __O_TMPFILE: stays in f_flags */
+#define AT_EMPTY_PATH_F 0x1000
+
+static __always_inline int is_tmpfile(void *file)
+{
+    return file && (read_u32(file, OFF_FILE_F_FLAGS) & O_TMPFILE_F);
+}
+
+/* The fd number in "/proc/self/fd/N", "/proc/thread-self/fd/N" or
+ * "/dev/fd/N" (how linkat names an O_TMPFILE file without AT_EMPTY_PATH);
+ * -1 for any other name. */
+static __always_inline s32 proc_fd_name(const char *name)
+{
+    char b[32] = {};
+    if (bpf_probe_read_user_str(b, sizeof(b), name) <= 0)
+        return -1;
+    u32 at = 0;
+    if (b[0] == '/' && b[1] == 'd' && b[2] == 'e' && b[3] == 'v' && b[4] == '/' && b[5] == 'f'
+        && b[6] == 'd' && b[7] == '/')
+        at = 8;
+    else if (b[0] == '/' && b[1] == 'p' && b[2] == 'r' && b[3] == 'o' && b[4] == 'c'
+             && b[5] == '/' && b[6] == 's' && b[7] == 'e' && b[8] == 'l' && b[9] == 'f'
+             && b[10] == '/' && b[11] == 'f' && b[12] == 'd' && b[13] == '/')
+        at = 14;
+    else if (b[0] == '/' && b[1] == 'p' && b[2] == 'r' && b[3] == 'o' && b[4] == 'c'
+             && b[5] == '/' && b[6] == 't' && b[7] == 'h' && b[8] == 'r' && b[9] == 'e'
+             && b[10] == 'a' && b[11] == 'd' && b[12] == '-' && b[13] == 's' && b[14] == 'e'
+             && b[15] == 'l' && b[16] == 'f' && b[17] == '/' && b[18] == 'f' && b[19] == 'd'
+             && b[20] == '/')
+        at = 21;
+    else
+        return -1;
+    s32 fd = 0;
+    for (int i = 8; i < 31; i++) {
+        if (i < (int)at)
+            continue;
+        char c = b[i];
+        if (c == 0)
+            return i > (int)at ? fd : -1;
+        if (c < '0' || c > '9' || fd > 100000000)
+            return -1;
+        fd = fd * 10 + (c - '0');
+    }
+    return -1;
+}
+
 #endif

@@ -560,6 +560,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 
     if (file) {
         fill_inode(r, file);
+        if (is_tmpfile(file))
+            r->h.flags |= F_TMPFILE;  /* its dentry's name is made up ("#ino") */
         walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
                   PATH_FILTERS);
         r->seg[0] = get_pos(s) - sizeof(*r);
@@ -650,6 +652,25 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
     void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    if (r->h.kind == KIND_LINK && a->sp.flags >= 0) {
+        /* linkat of an O_TMPFILE file (closes.h): its create, under the new name */
+        void *src = 0;
+        const char *old = (const char *)sc_arg(a, a->sp.name);
+        char first = 0;
+        bpf_probe_read_user(&first, 1, old);
+        if ((r->oflags & AT_EMPTY_PATH_F) && first == 0) {
+            src = fd_file(task, (u32)sc_arg(a, a->sp.dfd));
+        } else {
+            s32 n = proc_fd_name(old);
+            if (n >= 0)
+                src = fd_file(task, (u32)n);
+        }
+        if (is_tmpfile(src)) {
+            r->h.flags |= F_TMPFILE;
+            r->oflags = read_u32(src, OFF_FILE_F_FLAGS);
+            fill_inode(r, src);
+        }
+    }
     if (a->sp.name2 >= 0) {
         const char *name = (const char *)sc_arg(a, a->sp.name2);
         s64 dfd = a->sp.dfd2 >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd2) : AT_FDCWD_VAL;
@@ -714,6 +735,8 @@ static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32
     r->fd = fd;
     r->seg[1] = r->seg[2] = r->seg[3] = 0;
     fill_inode(r, file);
+    if (is_tmpfile(file))
+        r->h.flags |= F_TMPFILE;
     set_pos(s, sizeof(*r));
     walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
     r->seg[0] = get_pos(s) - sizeof(*r);
