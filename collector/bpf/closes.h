@@ -56,6 +56,8 @@ struct scan_state {
     u32 next;    /* scan_emit resumes here */
     u32 nr;      /* the syscall's number (close_range), else 0 */
     u32 emit;    /* 0: marks only (close_range with CLOSE_RANGE_UNSHARE of a shared table) */
+    u32 hits;    /* candidates scan_count found: none, no second pass */
+    u32 _pad;
 };
 
 /* (open file, scan) -> fds of the scan naming it */

@@ -904,11 +904,12 @@ int scan_count(struct bpf_raw_tracepoint_args *ctx)
                 (*n)++;
             else
                 scan_refs.update(&k, &one);
+            *(volatile u32 *)&st->hits = 1;
         }
     }
     if ((first / 64 + SCAN_WORDS) * 64 < end)
         kstat(KS_SCAN_CUT);  /* fds past the window: not looked at */
-    if (st->emit)
+    if (st->hits)
         scan_tails.call(ctx, 1);
     scans.delete(&tid);
     return 0;
