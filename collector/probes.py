@@ -171,10 +171,21 @@ def file_ref_offsets() -> dict[str, int]:
         return {"OFF_FILE_F_REF": btf.resolve({"f": "file.f_count"})["f"], "FILE_REF_BIASED": 0}
 
 
+def has_tracepoint(name: str) -> bool:
+    """The running kernel has raw tracepoint `name` (its BTF has btf_trace_<name>)."""
+    try:
+        with btf.Btf.load() as table:
+            return table.find_type(f"btf_trace_{name}", btf.Kind.TYPEDEF) is not None
+    except btf.BtfError:
+        return False
+
+
 def proc_offsets() -> dict[str, int]:
     """Every offset the module needs (process and file probes share it)."""
     offsets = btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
     offsets.update(file_ref_offsets())
+    # sched_prepare_exec (6.10+): close_write of the close-on-exec fds
+    offsets["HAVE_PREPARE_EXEC"] = int(has_tracepoint("sched_prepare_exec"))
     args = [offsets[f"OFF_REGS_ARG{i}"] for i in range(6)]
     lo = min(args)
     if max(args) - lo > 56 or any((a - lo) % 8 for a in args):

@@ -816,7 +816,9 @@ static __always_inline void exit_closes(void *ctx, void *task, void *signal, int
 
 /* exec at its point of no return: the close-on-exec fds close next. A table
  * shared with another process is copied first, and the copy's references
- * go: the files stay open. */
+ * go: the files stay open. HAVE_PREPARE_EXEC: the kernel has the tracepoint
+ * (6.10+); before, those closes make no event. */
+#if HAVE_PREPARE_EXEC
 RAW_TRACEPOINT_PROBE(sched_prepare_exec)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -830,6 +832,7 @@ RAW_TRACEPOINT_PROBE(sched_prepare_exec)
     scan_start(ctx, task, SCAN_EXEC, 0, 0xffffffff, 0, 0, 1);
     return 0;
 }
+#endif
 
 /* The loops below re-read what stays the same across fds (mode, emit) from
  * the map through volatile pointers and mask the bitmap words instead of
