@@ -406,12 +406,11 @@ def main() -> None:
         best = max(clean, key=lambda r: r.ops_per_s)
         print(f"fastest round with every event delivered and none lost: {best.ops_per_s:,.0f} "
               f"ops/s ({best.ops_per_s * EVENTS_PER_ITER / OPS_PER_ITER:,.0f} events/s)")
-    for i, coll in enumerate(colls + [r[2] for r in rounds if args.before], 1):
-        if i > len(colls):
-            i -= len(colls)
-            coll.name = f"{coll.name} in round {i}"
+    watched = [(i, r[1]) for i, r in enumerate(rounds, 1)]
+    watched += [(i, r[2]) for i, r in enumerate(rounds, 1) if args.before]
+    for i, coll in watched:
         if coll.nats_cpu_s is not None and coll.bench_cpu_s is not None:
-            print(f"round {i} beside the collector (load start until the stream stopped "
+            print(f"round {i} beside the {coll.name} (load start until the stream stopped "
                   f"growing): nats-server {coll.nats_cpu_s:.2f} CPU s, this bench "
                   f"{coll.bench_cpu_s:.2f} CPU s")
         if coll.bpf_ns is not None and coll.bpf_runs:
