@@ -121,10 +121,30 @@ def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[st
         return {}, dict.fromkeys(fields, str(exc)), ""
 
 
+def check_close_write() -> Check:
+    """close_write per open file (bpf/closes.h): the reference count to read,
+    and the tracepoint at exec's point of no return."""
+    from snoopbus.collector import probes
+
+    try:
+        refs = probes.file_ref_offsets()
+    except BtfError as exc:
+        return Check("close_write_per_file", False, str(exc),
+                     "close_write then comes at every close of an fd open for writing")
+    where = "file.f_ref" if refs["FILE_REF_BIASED"] else "file.f_count"
+    if probes.has_tracepoint("sched_prepare_exec"):
+        return Check("close_write_per_file", True,
+                     f"last reference from {where}; exit, exec and close_range scanned")
+    return Check("close_write_per_file", True,
+                 f"last reference from {where}; exit and close_range scanned, not exec "
+                 "(no sched_prepare_exec before 6.10: close-on-exec fds close unseen)")
+
+
 def build_report(fields: Mapping[str, str] | None = None) -> Report:
     checks = detect()
     checks.append(check_bcc_compiles())
     checks.append(check_fsnotify_program())
+    checks.append(check_close_write())
     offsets, errors, btf_path = _resolve_offsets(program_fields() if fields is None else fields)
     return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
 

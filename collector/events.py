@@ -12,19 +12,19 @@ from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.records import (
     F_ARGV_TRUNC,
-    F_CLOEXEC,
+    F_CLOSED_BY_MASK,
     F_CWD_TRUNC,
     F_EXCHANGE,
     F_EXE_TRUNC,
     F_NO_RET,
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
+    F_TMPFILE,
     FILE_KIND_NAMES,
     FILE_NAMES_AT,
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
-    KIND_CLOSE_RANGE,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_DELETE,
@@ -46,12 +46,12 @@ from snoopbus.collector.records import (
     decode_header,
     file_paths,
 )
-from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
                              KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
+RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
 _unpack_hdr = HDR.unpack_from
 _unpack_tail = FILE_TAIL.unpack_from
 
@@ -102,8 +102,11 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
-        # Written and still open: closed by exit, exec or close_range unseen.
-        self.written = WrittenFiles()
+        # (dev, inode) of O_TMPFILE files -> the name linkat gave them
+        self._tmpfile_names: dict[tuple[int, int], bytes] = {}
+        # pid -> the proc map of its exit event: the close_write of the files
+        # its exit released follow it (the cache has forgotten the process).
+        self._exited: dict[int, dict[str, Any]] = {}
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -170,54 +173,16 @@ class EventBuilder:
         raise TypeError("file records may make several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four; an
-        exit, an exec or a close_range also the close_write of each written
-        file it closed (collector/written.py)."""
-        pid = rec.hdr.pid
+        """Every event of a record: a rename makes two, an exchange four."""
         if isinstance(rec, FileRecord):
             if rec.hdr.kind == KIND_MOUNT:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
                 return []
-            if rec.hdr.kind == KIND_CLOSE_RANGE:
-                if rec.ret is not None and rec.ret < 0:
-                    return []
-                closed = self.written.closed_by_range(pid, rec.fd, rec.mode, rec.oflags)
-                info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
-                return self._closed(rec.hdr, closed, "close_range",
-                                    self._shared_proc(rec.hdr, info))
-            out = self._file(rec)
-            self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
-            return out
+            return self._file(rec)
         if isinstance(rec, ExitRecord):
-            exit_event = self._exit(rec)
-            closed = self.written.closed_by_exit(pid)
-            return [exit_event, *self._closed(rec.hdr, closed, "exit", exit_event[1]["proc"])]
-        event = self._exec(rec)
-        return [*self._closed(rec.hdr, self.written.closed_by_exec(pid), "exec"), event]
-
-    def _track(self, kind: int, pid: int, fd: int, ret: int | None, cloexec: bool,
-               out: list[tuple[str, Event]]) -> None:
-        if kind == KIND_MODIFY and out and (ret is None or ret >= 0):
-            _, ev = out[0]
-            self.written.wrote(pid, fd, Written(ev["file"], ev["proc"], cloexec))
-        elif kind == KIND_CLOSE_WRITE:
-            self.written.forget(pid, fd)
-        elif kind in (KIND_CREATE, KIND_OPEN) and ret is not None and ret >= 0:
-            self.written.forget(pid, ret)  # a new file behind this fd number
-
-    def _closed(
-        self, hdr: Header, closed: list[Written], by: str, proc: dict[str, Any] | None = None
-    ) -> list[tuple[str, Event]]:
-        """close_write events for files closed without a close() (`by` what);
-        the process is the one that wrote them unless `proc` says otherwise."""
-        out = []
-        for w in closed:
-            ev = self._base(hdr.ts_boot, "close_write")
-            ev["proc"] = proc if proc is not None else w.proc
-            ev["file"] = {**w.file, "closed_by": by}
-            out.append((self.subject("close_write"), ev))
-        return out
+            return [self._exit(rec)]
+        return [self._exec(rec)]
 
     def _cached_proc(
         self, key: tuple[int, ...], info: ProcInfo | None, comm: str
@@ -297,18 +262,18 @@ class EventBuilder:
         one, which the layered decoder then names)."""
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
-        if not one and (kind != KIND_RENAME or flags & F_EXCHANGE):
+        if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
+                or flags & (F_CLOSED_BY_MASK | F_TMPFILE)):
             return None
-        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, fd, s0, s1, s2, s3 = _unpack_tail(
+        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
+        if kind == KIND_RENAME and oflags & RENAME_WHITEOUT:
+            return None
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
-            # Filtered out, but an open still puts a new file behind its fd number.
-            self._track(kind, pid, fd, None if flags & F_NO_RET else ret,
-                        bool(flags & F_CLOEXEC), [])
             return []
         info = self.cache.lookup(pid, ppid, cg)
         proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
@@ -318,9 +283,7 @@ class EventBuilder:
         if one:
             type_ = FILE_KIND_NAMES[kind]
             f = self._file_map(type_, path, truncated, ino, dev, mnt_ns, pid, oflags, mode)
-            out = [self._event(type_, ts, proc, f, r)]
-            self._track(kind, pid, fd, r, bool(flags & F_CLOEXEC), out)
-            return out
+            return [self._event(type_, ts, proc, f, r)]
         out = []
         for type_, p, t in (("moved_from", path, truncated),
                             ("moved_to", path2, bool(flags & F_PATH2_TRUNC))):
@@ -354,7 +317,16 @@ class EventBuilder:
                     subject, ev = self._file_event(rec, type_, p, t, info)
                     ev["cookie"] = cookie
                     out.append((subject, ev))
+            if rec.oflags & RENAME_WHITEOUT and not rec.exchange and (rec.ret or 0) >= 0:
+                # The file system left a whiteout (a 0/0 character device) at the
+                # old name; inotify reports nothing for it.
+                subject, ev = self._file_event(rec, "create", rec.path, rec.path_truncated, info)
+                ev["file"]["whiteout"] = True
+                ev["file"].pop("flags", None)  # renameat2's flags, not open(2)'s
+                out.append((subject, ev))
             return out
+        if rec.hdr.flags & F_TMPFILE:
+            return self._tmpfile(rec, info)
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
                 return []
@@ -364,11 +336,56 @@ class EventBuilder:
             return [(subject, ev)]
         if not self._wanted(rec.path):
             return []
+        closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+        if closed_by == "exit":
+            # The file is released as the process ends: its exit event came first.
+            proc = self._exited.get(rec.hdr.pid)
+            if proc is not None and proc["tid"] == rec.hdr.tid:
+                subject, ev = self._event("close_write", rec.hdr.ts_boot, proc, self._file_map(
+                    "close_write", rec.path, rec.path_truncated, rec.ino, rec.dev, rec.mnt_ns,
+                    rec.hdr.pid, rec.oflags, rec.mode), None)
+                ev["file"]["closed_by"] = closed_by
+                return [(subject, ev)]
         subject, ev = self._file_event(
             rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
         )
+        if closed_by is not None:
+            ev["file"]["closed_by"] = closed_by
         if kind == KIND_SYMLINK and rec.target is not None:
             ev["file"]["target"] = text_from_kernel(rec.target)
+        return [(subject, ev)]
+
+    def _tmpfile(self, rec: FileRecord, info: ProcInfo | None) -> list[tuple[str, Event]]:
+        """An O_TMPFILE file has no name until linkat gives it one: its open
+        makes no event (as inotify), its link is its create under that name,
+        and its events before carry its directory as path (tmpfile: true)."""
+        kind = rec.hdr.kind
+        key = (rec.dev, rec.ino)
+        if kind == KIND_LINK:
+            if rec.path2 is not None and rec.ret is not None and rec.ret >= 0:
+                if len(self._tmpfile_names) >= 4096:
+                    self._tmpfile_names.clear()
+                self._tmpfile_names[key] = rec.path2
+            if not self._wanted(rec.path2):
+                return []
+            subject, ev = self._file_event(rec, "create", rec.path2, rec.path2_truncated, info)
+        elif kind in (KIND_CREATE, KIND_OPEN):
+            return []
+        else:
+            path = self._tmpfile_names.get(key)
+            if path is None and rec.path is not None:
+                path = rec.path.rpartition(b"/")[0] or b"/"  # the made-up leaf "#ino" goes
+            if not self._wanted(path):
+                return []
+            subject, ev = self._file_event(rec, FILE_KIND_NAMES[kind], path,
+                                           rec.path_truncated, info)
+            closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+            if closed_by is not None:
+                ev["file"]["closed_by"] = closed_by
+                exited = self._exited.get(rec.hdr.pid) if closed_by == "exit" else None
+                if exited is not None and exited["tid"] == rec.hdr.tid:
+                    ev["proc"] = exited
+        ev["file"]["tmpfile"] = True
         return [(subject, ev)]
 
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:
@@ -400,6 +417,9 @@ class EventBuilder:
         info = self.cache.pop(rec.hdr.pid)
         ev = self._base(rec.hdr.ts_boot, "exit")
         ev["proc"] = self._proc(rec.hdr, info)
+        if len(self._exited) >= 1024:
+            self._exited.clear()
+        self._exited[rec.hdr.pid] = ev["proc"]
         ev["exit_code"] = rec.exit_code
         if rec.signal:
             ev["signal"] = rec.signal

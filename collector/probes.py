@@ -77,6 +77,10 @@ FILE_OFFSETS = {
     "OFF_REGS_ARG5": "pt_regs.r9",
     "OFF_REGS_ORIG_AX": "pt_regs.orig_ax",
     "OFF_TASK_TI_STATUS": "task_struct.thread_info.status",  # TS_COMPAT: ia32 syscall
+    # fd-table scans at exit, exec and close_range (bpf/closes.h)
+    "OFF_FILES_COUNT": "files_struct.count",
+    "OFF_FDTABLE_OPEN_FDS": "fdtable.open_fds",
+    "OFF_SIGNAL_NR_THREADS": "signal_struct.nr_threads",
 }
 
 NAME_SZ = 256  # NAME_MAX + NUL
@@ -158,9 +162,30 @@ def dump_program(
     return f"/* cflags: {' '.join(cflags(defs))} */\n{head}\n" + program_text()
 
 
+def file_ref_offsets() -> dict[str, int]:
+    """Where an open file's reference count is: file_ref_t f_ref (6.13+,
+    biased: it holds count - 1) or atomic_long_t f_count before."""
+    try:
+        return {"OFF_FILE_F_REF": btf.resolve({"f": "file.f_ref"})["f"], "FILE_REF_BIASED": 1}
+    except btf.BtfError:
+        return {"OFF_FILE_F_REF": btf.resolve({"f": "file.f_count"})["f"], "FILE_REF_BIASED": 0}
+
+
+def has_tracepoint(name: str) -> bool:
+    """The running kernel has raw tracepoint `name` (its BTF has btf_trace_<name>)."""
+    try:
+        with btf.Btf.load() as table:
+            return table.find_type(f"btf_trace_{name}", btf.Kind.TYPEDEF) is not None
+    except btf.BtfError:
+        return False
+
+
 def proc_offsets() -> dict[str, int]:
     """Every offset the module needs (process and file probes share it)."""
     offsets = btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
+    offsets.update(file_ref_offsets())
+    # sched_prepare_exec (6.10+): close_write of the close-on-exec fds
+    offsets["HAVE_PREPARE_EXEC"] = int(has_tracepoint("sched_prepare_exec"))
     args = [offsets[f"OFF_REGS_ARG{i}"] for i in range(6)]
     lo = min(args)
     if max(args) - lo > 56 or any((a - lo) % 8 for a in args):
@@ -190,7 +215,7 @@ class LoadedProbes:
     def kernel_stats(self) -> dict[str, int]:
         """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
         table = self.bpf[b"kstats"]
-        names = ("filtered_task", "filtered_path", "failed_skipped")
+        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut")
         return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
     def close(self) -> None:
@@ -199,6 +224,8 @@ class LoadedProbes:
 
 # Tail programs, by their slot in the `tails` prog array.
 TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter", 2: "exit_first_name"}
+# The fd-table scans' (bpf/closes.h), in `scan_tails`.
+SCAN_TAIL_PROGRAMS = {0: "scan_count", 1: "scan_emit"}
 
 
 def _compile(defs: dict[str, int]) -> Any:
@@ -211,6 +238,10 @@ def _compile(defs: dict[str, int]) -> Any:
         for slot, name in TAIL_PROGRAMS.items():
             fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+        scan_tails = b[b"scan_tails"]
+        for slot, name in SCAN_TAIL_PROGRAMS.items():
+            fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
+            scan_tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         if b is not None:
             b.cleanup()  # its raw tracepoints are attached already

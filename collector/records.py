@@ -28,7 +28,7 @@ KIND_MKDIR = 10
 KIND_RMDIR = 11
 KIND_LINK = 12
 KIND_SYMLINK = 13
-KIND_CLOSE_RANGE = 14  # no event of its own: close_write for the written fds in range
+# 14 was close_range's record: the kernel reports what it closes itself now.
 KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
@@ -44,7 +44,6 @@ FILE_KIND_NAMES = {
     KIND_RMDIR: "rmdir",
     KIND_LINK: "link",
     KIND_SYMLINK: "symlink",
-    KIND_CLOSE_RANGE: "close_range",
     KIND_MOUNT: "mount",
 }
 
@@ -56,7 +55,13 @@ F_PATH2_TRUNC = 1 << 4
 F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
-F_CLOEXEC = 1 << 8  # modify: the fd has FD_CLOEXEC, exec closes it
+# close_write: what released the open file when no close() did (bpf/closes.h)
+F_CLOSED_BY_SHIFT = 12
+F_CLOSED_BY_MASK = 3 << F_CLOSED_BY_SHIFT
+CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
+# An O_TMPFILE file (bpf/closes.h): the walked name is made up; on a link,
+# the record's inode is the linked file's
+F_TMPFILE = 1 << 11
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
@@ -134,8 +139,9 @@ class FileRecord:
         return bool(self.hdr.flags & F_EXCHANGE)
 
     @property
-    def cloexec(self) -> bool:
-        return bool(self.hdr.flags & F_CLOEXEC)
+    def closed_by(self) -> str | None:
+        """close_write: "exit", "exec" or "close_range" released the file; None: a close()."""
+        return CLOSED_BY.get((self.hdr.flags & F_CLOSED_BY_MASK) >> F_CLOSED_BY_SHIFT)
 
 
 Record = ExecRecord | ExitRecord | FileRecord

@@ -18,6 +18,8 @@ SHAPE_FD = 2
 SHAPE_NAME = 3
 SHAPE_CLOSE = 4
 SHAPE_ARGS = 5  # no file: a record of the arguments, for user space's bookkeeping
+SHAPE_SCAN = 7  # close_range: the fd table scanned at enter (bpf/closes.h)
+SHAPE_NEWFD = 8  # dup, fcntl(F_DUPFD*): the returned number names another file
 
 NONE = -1
 O_CREAT_WRONLY_TRUNC = 0o100 | 0o1 | 0o1000  # what creat(2) implies
@@ -96,8 +98,11 @@ SPECS: dict[str, Spec] = {
     # dup2/dup3 close their target fd (arg 1) when it is open
     "dup2": Spec(33, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
     "dup3": Spec(292, SHAPE_CLOSE, R.KIND_CLOSE_WRITE, fd=1),
-    # close_range(first, last, flags): which of them were written, user space knows
-    "close_range": Spec(436, SHAPE_ARGS, R.KIND_CLOSE_RANGE, fd=0, mode=1, flags=2),
+    # close_range(first, last, flags): close_write for the open files it releases
+    "close_range": Spec(436, SHAPE_SCAN, R.KIND_CLOSE_WRITE),
+    # the number they return loses its "written" mark (no event)
+    "dup": Spec(32, SHAPE_NEWFD, R.KIND_CLOSE_WRITE),
+    "fcntl": Spec(72, SHAPE_NEWFD, R.KIND_CLOSE_WRITE, flags=1),  # F_DUPFD, F_DUPFD_CLOEXEC
     # mount table changes: the namespace's mounts are read again (collector/mounts.py)
     "mount": Spec(165, SHAPE_ARGS, R.KIND_MOUNT),
     "umount2": Spec(166, SHAPE_ARGS, R.KIND_MOUNT),

@@ -86,6 +86,8 @@ class FileInfo(TypedDict, total=False):
     mnt_ns: int  # mount namespace inode number the path is relative to
     host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
+    tmpfile: bool  # an O_TMPFILE file: before its link, path is its directory
+    whiteout: bool  # create: the whiteout renameat2(RENAME_WHITEOUT) left
     # Cut to fit a message, as path_truncated (their start is what is missing):
     old_path_truncated: bool
     target_truncated: bool
@@ -188,6 +190,8 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "mnt_ns": int,
     "host_path": str,
     "closed_by": str,
+    "tmpfile": bool,
+    "whiteout": bool,
     "old_path_truncated": bool,
     "target_truncated": bool,
     "host_path_truncated": bool,

@@ -17,16 +17,22 @@
  *  open         every successful open that did not create (opt-in).
  *  modify       the first write-family call (write, pwrite, writev, pwritev,
  *               sendfile, splice, copy_file_range) on a regular file per
- *               (tgid, fd) since that fd number was last opened or closed.
+ *               (tgid, fd) since that fd number last named another file
+ *               (open, close, dup2/dup3, dup, F_DUPFD, close_range, exec).
  *               Fds duped or inherited over fork count on their own; writes
  *               through mmap or io_uring make no syscall and are not seen
  *               (the fsnotify hooks would see them where the kernel allows).
- *  close_write  close() of an fd open for writing on a regular file, taken
- *               at close's entry (its ret is unknown, F_NO_RET); also the
- *               implicit close of dup2/dup3's target. One per closed fd, not
- *               per last reference as inotify has it: a duped fd closes twice.
- *               Files closed by exit, exec (O_CLOEXEC) or close_range make no
- *               event.
+ *  close_write  the release of an open file opened for writing on a regular
+ *               file (written or not), as inotify's IN_CLOSE_WRITE: when its
+ *               last reference goes. close() (and the implicit close of
+ *               dup2/dup3's target) reports it at entry when the fd holds
+ *               the file's only reference (file_refs; ret unknown, F_NO_RET):
+ *               a dup'd fd or a forked child's keeps it open. An exit, an
+ *               exec (FD_CLOEXEC) and close_range release every file all of
+ *               whose references are among the fds they close (closes.h).
+ *               A reference held elsewhere when the fd closes (a shared
+ *               mapping, another thread's call in flight on it) defers the
+ *               release past what any probe here sees: no event then.
  *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes/truncate
  *               families, name- and fd-based), moved_from + moved_to (rename,
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).
@@ -164,6 +170,19 @@ static __always_inline int fd_cloexec(void *task, u32 fd)
     void *fdt = read_ptr(files, OFF_FILES_FDT);
     void *bits = read_ptr(fdt, OFF_FDTABLE_CLOSE_ON_EXEC);
     return (read_u64(bits, (long)(fd / 64) * 8) >> (fd % 64)) & 1;
+}
+
+/* References to an open file: fds in any table, mappings, in-flight calls.
+ * FILE_REF_BIASED: a file_ref_t (6.13+) holds count - 1 and goes negative
+ * once released; before, an atomic_long_t f_count holds the count. */
+static __always_inline s64 file_refs(void *file)
+{
+    s64 c = (s64)read_u64(file, OFF_FILE_F_REF);
+#if FILE_REF_BIASED
+    return c < 0 ? 0 : c + 1;
+#else
+    return c;
+#endif
 }
 
 static __always_inline u32 mnt_ns_inum(void *task)

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "proc.h"
 #include "files.h"
+#include "closes.h"
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(scratch_map, struct scratch, MAX_CPUS);
@@ -69,6 +70,10 @@ static __always_inline struct written_key written_key(void *task, u64 pid_tgid, 
     return k;
 }
 BPF_PROG_ARRAY(tails, 4);
+/* closes.h: scans of the fd table at exit, exec and close_range. */
+BPF_HASH(scans, u32, struct scan_state, 4096);
+BPF_TABLE("lru_hash", struct scan_ref_key, u32, scan_refs, 16384);
+BPF_PROG_ARRAY(scan_tails, 2);  /* 0: scan_count, 1: scan_emit */
 BPF_PERCPU_ARRAY(kstats, u64, KS_MAX);
 /* Last rename cookie time per CPU: keeps cookies strictly increasing. */
 BPF_PERCPU_ARRAY(cookie_ts, u64, 1);
@@ -196,14 +201,19 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
     return 0;
 }
 
+static __always_inline void exit_closes(void *ctx, void *task, void *signal, int group_dead,
+                                        u64 ts);
+
 RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
     void *task = (void *)bpf_get_current_task();
     /* signal->live reaches 0 when the last thread exits: only then has the
      * process exited (a leader may leave before its threads). */
     void *signal = read_ptr(task, OFF_TASK_SIGNAL);
-    if (read_u32(signal, OFF_SIGNAL_STRUCT_LIVE) != 0)
+    if (read_u32(signal, OFF_SIGNAL_STRUCT_LIVE) != 0) {
+        exit_closes(ctx, task, signal, 0, 0);
         return 0;
+    }
 
     struct scratch *s = get_scratch();
     if (!s)
@@ -212,7 +222,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
     fill_hdr(&r->h, task, KIND_EXIT);
     r->exit_code = read_u32(task, OFF_TASK_EXIT_CODE);
     r->_pad = 0;
+    u64 ts = r->h.ts;
     emit(s->data, sizeof(*r), KIND_EXIT);
+    exit_closes(ctx, task, signal, 1, ts);
     return 0;
 }
 
@@ -250,6 +262,9 @@ static __always_inline int path_dropped(u32 verdict)
     return HAVE_INCLUDES && verdict != VERDICT_INCLUDE;
 }
 
+static __always_inline void scan_start(void *ctx, void *task, u32 mode, u32 first, u32 end,
+                                       u32 nr, u64 ts, u32 emit_closes);
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     u32 nr = ctx->args[1];
@@ -273,6 +288,27 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         long off = sp->fd == 2 ? OFF_REGS_ARG2 : OFF_REGS_ARG0;  /* splice family: arg 2 */
         struct written_key key = written_key(task, pid_tgid, (u32)read_u64(regs, off));
         if (written.lookup(&key))
+            return 0;
+    }
+    if (sp->shape == SHAPE_SCAN) {
+        /* close_range(first, last, flags): closes.h. CLOSE_RANGE_CLOEXEC
+         * only marks the fds; with CLOSE_RANGE_UNSHARE a shared table is
+         * copied and the copy's fds close: the files stay open. */
+        u32 first = read_u64(regs, OFF_REGS_ARG0), last = read_u64(regs, OFF_REGS_ARG1);
+        u32 flags = read_u64(regs, OFF_REGS_ARG2);
+        if (first > last || (flags & ~(CLOSE_RANGE_UNSHARE_F | CLOSE_RANGE_CLOEXEC_F))
+            || (flags & CLOSE_RANGE_CLOEXEC_F))
+            return 0;
+        void *files = read_ptr(task, OFF_TASK_FILES);
+        u32 shared = (flags & CLOSE_RANGE_UNSHARE_F) && (s32)read_u32(files, OFF_FILES_COUNT) > 1;
+        scan_start(ctx, task, SCAN_RANGE, first, last == 0xffffffff ? last : last + 1, nr, 0,
+                   !shared);
+        return 0;
+    }
+    if (sp->shape == SHAPE_NEWFD && sp->flags >= 0) {
+        /* fcntl: only F_DUPFD and F_DUPFD_CLOEXEC make an fd */
+        u32 cmd = read_u64(regs, sp->flags == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
+        if (cmd != F_DUPFD_V && cmd != F_DUPFD_CLOEXEC_V)
             return 0;
     }
     if (sp->shape == SHAPE_CLOSE) {
@@ -457,6 +493,16 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         return 0;
     }
     s64 ret = (s64)ctx->args[1];
+    if (a->sp.shape == SHAPE_NEWFD) {
+        /* dup, fcntl(F_DUPFD): the number names another file now */
+        if (ret >= 0) {
+            struct written_key key =
+                written_key((void *)bpf_get_current_task(), pid_tgid, (u32)ret);
+            written.delete(&key);
+        }
+        inflight_done(a);
+        return 0;
+    }
     if (ret < 0 && !INCLUDE_FAILED) {
         kstat(KS_FAILED);
         inflight_done(a);
@@ -506,8 +552,6 @@ RAW_TRACEPOINT_PROBE(sys_exit)
                 written.update(&key, &one);
             if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
                 goto done;  /* pipes, sockets, ttys: not file changes */
-            if (file && fd_cloexec(task, (u32)r->fd))
-                r->h.flags |= F_CLOEXEC;  /* user space closes it at the exec record */
         }
     } else if (kind == KIND_DELETE && (r->oflags & AT_REMOVEDIR_F) && a->sp.flags >= 0) {
         kind = KIND_RMDIR;
@@ -516,6 +560,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 
     if (file) {
         fill_inode(r, file);
+        if (is_tmpfile(file))
+            r->h.flags |= F_TMPFILE;  /* its dentry's name is made up ("#ino") */
         walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
                   PATH_FILTERS);
         r->seg[0] = get_pos(s) - sizeof(*r);
@@ -606,6 +652,25 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
     void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    if (r->h.kind == KIND_LINK && a->sp.flags >= 0) {
+        /* linkat of an O_TMPFILE file (closes.h): its create, under the new name */
+        void *src = 0;
+        const char *old = (const char *)sc_arg(a, a->sp.name);
+        char first = 0;
+        bpf_probe_read_user(&first, 1, old);
+        if ((r->oflags & AT_EMPTY_PATH_F) && first == 0) {
+            src = fd_file(task, (u32)sc_arg(a, a->sp.dfd));
+        } else {
+            s32 n = proc_fd_name(old);
+            if (n >= 0)
+                src = fd_file(task, (u32)n);
+        }
+        if (is_tmpfile(src)) {
+            r->h.flags |= F_TMPFILE;
+            r->oflags = read_u32(src, OFF_FILE_F_FLAGS);
+            fill_inode(r, src);
+        }
+    }
     if (a->sp.name2 >= 0) {
         const char *name = (const char *)sc_arg(a, a->sp.name2);
         s64 dfd = a->sp.dfd2 >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd2) : AT_FDCWD_VAL;
@@ -647,31 +712,20 @@ done:
     return 0;
 }
 
-/* close(fd) (or the close dup2/dup3 make of their target) at enter, while the
- * fd still names its file: close_write when it was open for writing on a
- * regular file. Its result is not known (F_NO_RET);
- * close releases a valid fd even when it reports an error. */
-int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
+/* A close_write record for `file` at `fd`: ts 0 is now; `by` a SCAN_* when
+ * no close() of that fd released it. */
+static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32 nr, u64 ts,
+                                             u16 by)
 {
-    void *regs = (void *)ctx->args[0];
-    u32 nr = ctx->args[1];
-    struct sc_spec *sp = sys_spec.lookup(&nr);
-    u32 fd = read_u64(regs, sp && sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
-    void *task = (void *)bpf_get_current_task();
-    void *file = fd_file(task, fd);
-    if (!file)
-        return 0;
-    if (!(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F))
-        return 0;
-    if ((inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
-        return 0;
     struct scratch *s = get_scratch();
     if (!s)
-        return 0;
+        return;
     struct file_rec *r = (struct file_rec *)s->data;
     void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
     fill_hdr(&r->h, task, KIND_CLOSE_WRITE);
-    r->h.flags |= F_NO_RET;
+    if (ts)
+        r->h.ts = ts;
+    r->h.flags |= F_NO_RET | ((by << F_CLOSED_BY_SHIFT) & F_CLOSED_BY_MASK);
     r->ret = 0;
     r->cookie = 0;
     r->mnt_ns = mnt_ns_inum(task);
@@ -681,13 +735,250 @@ int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
     r->fd = fd;
     r->seg[1] = r->seg[2] = r->seg[3] = 0;
     fill_inode(r, file);
+    if (is_tmpfile(file))
+        r->h.flags |= F_TMPFILE;
     set_pos(s, sizeof(*r));
     walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
     r->seg[0] = get_pos(s) - sizeof(*r);
     if (path_dropped(get_verdict(s))) {
         kstat(KS_FILTERED_PATH);
-        return 0;
+        return;
     }
     emit(s->data, get_pos(s), KIND_CLOSE_WRITE);
+}
+
+/* close(fd) (or the close dup2/dup3 make of their target) at enter, while the
+ * fd still names its file: close_write when it was open for writing on a
+ * regular file and this fd holds its last reference (as inotify's
+ * IN_CLOSE_WRITE, at the open file's release: another fd, a forked child's,
+ * closes it later). Its result is not known (F_NO_RET);
+ * close releases a valid fd even when it reports an error. */
+int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *regs = (void *)ctx->args[0];
+    u32 nr = ctx->args[1];
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    u32 fd = read_u64(regs, sp && sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
+    void *task = (void *)bpf_get_current_task();
+    void *file = fd_file(task, fd);
+    if (!file || !writable_regular(file))
+        return 0;
+    if (file_refs(file) > 1)
+        return 0;  /* not the last reference: the file stays open */
+    emit_close_write(task, file, fd, nr, 0, 0);
+    return 0;
+}
+
+
+/* ---- close_write of the files an exit, an exec or close_range releases
+ * (closes.h). Its own block: scan_start starts a scan, scan_count and
+ * scan_emit are tail programs in scan_tails. ---- */
+
+static __always_inline void scan_start(void *ctx, void *task, u32 mode, u32 first, u32 end,
+                                       u32 nr, u64 ts, u32 emit_closes)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct scan_state st = {};
+    st.ts = ts ? ts : bpf_ktime_get_boot_ns();
+    st.files = (u64)read_ptr(task, OFF_TASK_FILES);
+    st.mode = mode;
+    st.first = first;
+    st.end = end;
+    st.next = first;
+    st.nr = nr;
+    st.emit = emit_closes;
+    if (!st.files || scans.update(&tid, &st) < 0)
+        return;
+    scan_tails.call(ctx, 0);
+    scans.delete(&tid);  /* only if the tail call failed */
+}
+
+/* Whether this thread's exit releases its fd table: the process's last
+ * thread when every other holder of the table is one of its own threads
+ * (they are all exiting), or a thread holding the only reference (a table
+ * of its own, or the others are gone). Another process sharing the table
+ * (CLONE_FILES) keeps the files open: its own exit closes them. */
+static __always_inline void exit_closes(void *ctx, void *task, void *signal, int group_dead,
+                                        u64 ts)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (task_excluded(pid_tgid))
+        return;
+    void *files = read_ptr(task, OFF_TASK_FILES);
+    if (!files)
+        return;
+    s32 users = (s32)read_u32(files, OFF_FILES_COUNT);
+    s32 threads = (s32)read_u32(signal, OFF_SIGNAL_NR_THREADS);
+    if (group_dead ? users > threads : users != 1)
+        return;
+    scan_start(ctx, task, SCAN_EXIT, 0, 0xffffffff, 0, ts, 1);
+}
+
+/* exec at its point of no return: the close-on-exec fds close next. A table
+ * shared with another process is copied first, and the copy's references
+ * go: the files stay open. HAVE_PREPARE_EXEC: the kernel has the tracepoint
+ * (6.10+); before, those closes make no event. */
+#if HAVE_PREPARE_EXEC
+RAW_TRACEPOINT_PROBE(sched_prepare_exec)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (task_excluded(pid_tgid))
+        return 0;
+    void *task = (void *)bpf_get_current_task();
+    void *files = read_ptr(task, OFF_TASK_FILES);
+    void *signal = read_ptr(task, OFF_TASK_SIGNAL);
+    if ((s32)read_u32(files, OFF_FILES_COUNT) > (s32)read_u32(signal, OFF_SIGNAL_NR_THREADS))
+        return 0;
+    scan_start(ctx, task, SCAN_EXEC, 0, 0xffffffff, 0, 0, 1);
+    return 0;
+}
+#endif
+
+/* The loops below re-read what stays the same across fds (mode, emit) from
+ * the map through volatile pointers and mask the bitmap words instead of
+ * comparing each fd with the bounds: a branch on a register that lives on
+ * would leave each path with its own bounds for it, and the verifier could
+ * then not merge the paths of one iteration (it runs out of budget). */
+static __always_inline u32 vread(u32 *p)
+{
+    return *(volatile u32 *)p;
+}
+
+/* Bitmap word w of a scan of [first, end), masked to it. */
+static __always_inline u64 scan_bits(void *fdt, struct scan_state *st, u32 w, u32 first,
+                                     u32 end)
+{
+    u64 bits = scan_word(fdt, vread(&st->mode), w);
+    if (w == first / 64)
+        bits &= ~0ULL << (first & 63);
+    u32 rem = end - w * 64;
+    if (rem < 64)
+        bits &= (1ULL << rem) - 1;
+    return bits;
+}
+
+/* Pass one: per open file, how many of the closing fds name it; a range's
+ * fds lose their written marks. */
+int scan_count(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct scan_state *st = scans.lookup(&tid);
+    if (!st)
+        return 0;
+    void *task = (void *)bpf_get_current_task();
+    void *files = read_ptr(task, OFF_TASK_FILES);
+    if ((u64)files != st->files) {
+        scans.delete(&tid);
+        return 0;
+    }
+    void *fdt = read_ptr(files, OFF_FILES_FDT);
+    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
+    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
+    u32 first = st->first, end = st->end < max ? st->end : max;
+    struct written_key wk = written_key(task, pid_tgid, 0);
+    struct scan_ref_key k = {.ts = st->ts, .tid = tid};
+    u32 one = 1;
+    for (u32 i = 0; i < SCAN_WORDS; i++) {
+        u32 w = first / 64 + i;
+        if (w * 64 >= end)
+            break;
+        u64 bits = scan_bits(fdt, st, w, first, end);
+        for (u32 b = 0; b < 64; b++) {
+            if (!bits)
+                break;
+            u64 bit = bits & 1;
+            bits >>= 1;
+            if (!bit)
+                continue;
+            u32 fd = w * 64 + b;
+            if (vread(&st->mode) == SCAN_RANGE) {
+                wk.fd = fd;
+                written.delete(&wk);
+            }
+            if (!vread(&st->emit))
+                continue;
+            void *file = read_ptr(arr, (long)fd * 8);
+            if (!file || !writable_regular(file))
+                continue;
+            k.file = (u64)file;
+            u32 *n = scan_refs.lookup(&k);
+            if (n)
+                (*n)++;
+            else
+                scan_refs.update(&k, &one);
+            *(volatile u32 *)&st->hits = 1;
+        }
+    }
+    if ((first / 64 + SCAN_WORDS) * 64 < end)
+        kstat(KS_SCAN_CUT);  /* fds past the window: not looked at */
+    if (st->hits)
+        scan_tails.call(ctx, 1);
+    scans.delete(&tid);
+    return 0;
+}
+
+/* Pass two: the next open file whose every reference is among the closing
+ * fds gets its close_write; then the next, by a tail call to itself. */
+int scan_emit(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct scan_state *st = scans.lookup(&tid);
+    if (!st)
+        return 0;
+    void *task = (void *)bpf_get_current_task();
+    void *files = read_ptr(task, OFF_TASK_FILES);
+    if ((u64)files != st->files) {
+        scans.delete(&tid);
+        return 0;
+    }
+    void *fdt = read_ptr(files, OFF_FILES_FDT);
+    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
+    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
+    u32 first = st->first, next = st->next;
+    u32 end = st->end < max ? st->end : max;
+    u32 limit = (first / 64 + SCAN_WORDS) * 64;
+    if (end > limit)
+        end = limit;
+    struct scan_ref_key k = {.ts = st->ts, .tid = tid};
+    void *hit = 0;
+    u32 hit_fd = 0;
+    for (u32 i = 0; i < SCAN_WORDS && !hit; i++) {
+        u32 w = next / 64 + i;
+        if (w * 64 >= end)
+            break;
+        u64 bits = scan_bits(fdt, st, w, next, end);
+        for (u32 b = 0; b < 64; b++) {
+            if (!bits)
+                break;
+            u64 bit = bits & 1;
+            bits >>= 1;
+            if (!bit)
+                continue;
+            u32 fd = w * 64 + b;
+            void *file = read_ptr(arr, (long)fd * 8);
+            k.file = (u64)file;
+            u32 *n = scan_refs.lookup(&k);
+            if (!n)
+                continue;  /* not a candidate, or decided at its first fd */
+            s64 refs = *n;
+            scan_refs.delete(&k);
+            if (file_refs(file) != refs)
+                continue;  /* held elsewhere too: released later */
+            hit = file;
+            hit_fd = fd;
+            break;
+        }
+    }
+    if (!hit) {
+        scans.delete(&tid);
+        return 0;
+    }
+    st->next = hit_fd + 1;
+    emit_close_write(task, hit, hit_fd, st->nr, st->ts, st->mode);
+    scan_tails.call(ctx, 1);
+    kstat(KS_SCAN_CUT);  /* out of tail calls: the rest of the scan is not reported */
+    scans.delete(&tid);
     return 0;
 }
