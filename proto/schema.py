@@ -86,6 +86,11 @@ class FileInfo(TypedDict, total=False):
     mnt_ns: int  # mount namespace inode number the path is relative to
     host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
+    ia32: bool  # made by an ia32 syscall (int $0x80, a 32-bit program)
+    mapped: bool  # modify: a shared mapping of the file open for writing (mmap)
+    node: str  # create by mknod: "regular", "fifo", "socket", "char", "block"
+    xattr: str  # attrib of an extended attribute: its name ("security.capability")
+    xattr_op: str  # with xattr: "set" or "remove"
     # Cut to fit a message, as path_truncated (their start is what is missing):
     old_path_truncated: bool
     target_truncated: bool
@@ -188,6 +193,11 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "mnt_ns": int,
     "host_path": str,
     "closed_by": str,
+    "ia32": bool,
+    "mapped": bool,
+    "node": str,
+    "xattr": str,
+    "xattr_op": str,
     "old_path_truncated": bool,
     "target_truncated": bool,
     "host_path_truncated": bool,

@@ -14,7 +14,7 @@ BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
 
 /* File probes. sys_spec: syscall nr -> what it does (zero: not wanted),
  * filled from collector/syscalls.py after the tail programs are in place. */
-BPF_ARRAY(sys_spec, struct sc_spec, 512);
+BPF_ARRAY(sys_spec, struct sc_spec, 2 * NR_IA32_BASE);
 /* A syscall's saved arguments, from sys_enter to its sys_exit. With
  * TASK_STORAGE (kernels since 5.11) in the calling task's own storage: no
  * hashing, no size bound, freed with the task; else in a map keyed by thread
@@ -250,16 +250,65 @@ static __always_inline int path_dropped(u32 verdict)
     return HAVE_INCLUDES && verdict != VERDICT_INCLUDE;
 }
 
+/* ---- ia32 syscalls: TS_COMPAT, their own numbers and argument registers ---- */
+
+static __always_inline int task_compat(void *task)
+{
+    return (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
+}
+
+/* The spec of the syscall the current task makes as `nr` (a 64-bit number,
+ * or an ia32 one under TS_COMPAT); its sys_spec key in *key. NULL: unwanted. */
+static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int *compat)
+{
+    if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high; x32 ones have bit 30 */
+        return 0;
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    if (!sp || !(sp->shape | sp->ia32))
+        return 0;
+    *compat = task_compat(task);
+    *key = nr;
+    if (*compat) {
+        *key = nr + NR_IA32_BASE;
+        sp = sys_spec.lookup(key);
+    }
+    return sp && sp->shape ? sp : 0;
+}
+
+/* The six argument registers, ia32's (bx, cx, dx, si, di, bp; 32 bits each)
+ * or x86-64's, from one read of the part of pt_regs that holds both
+ * (probes.py checks it is within ARGS_WINDOW u64s). */
+#define ARGS_WINDOW 12
+#define ARG_IDX(off) (((off) - OFF_REGS_ARGS_LO) / 8)
+
+static __always_inline void read_args(void *regs, int compat, u64 *v)
+{
+    u64 r[ARGS_WINDOW] = {};
+    bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
+    if (compat) {
+        v[0] = (u32)r[ARG_IDX(OFF_REGS32_ARG0)];
+        v[1] = (u32)r[ARG_IDX(OFF_REGS32_ARG1)];
+        v[2] = (u32)r[ARG_IDX(OFF_REGS32_ARG2)];
+        v[3] = (u32)r[ARG_IDX(OFF_REGS32_ARG3)];
+        v[4] = (u32)r[ARG_IDX(OFF_REGS32_ARG4)];
+        v[5] = (u32)r[ARG_IDX(OFF_REGS32_ARG5)];
+    } else {
+        v[0] = r[ARG_IDX(OFF_REGS_ARG0)];
+        v[1] = r[ARG_IDX(OFF_REGS_ARG1)];
+        v[2] = r[ARG_IDX(OFF_REGS_ARG2)];
+        v[3] = r[ARG_IDX(OFF_REGS_ARG3)];
+        v[4] = r[ARG_IDX(OFF_REGS_ARG4)];
+        v[5] = r[ARG_IDX(OFF_REGS_ARG5)];
+    }
+}
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    u32 nr = ctx->args[1];
-    struct sc_spec *sp = sys_spec.lookup(&nr);
-    if (!sp || !sp->shape)
-        return 0;
-    /* A 32-bit (ia32) syscall has other numbers: ia32's 3 is read, not close.
-     * TS_COMPAT in thread_info.status marks one; those are not decoded. */
     void *task = (void *)bpf_get_current_task();
-    if (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F)
+    u32 nr = 0;
+    int compat = 0;
+    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    if (!sp)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (task_excluded(pid_tgid)) {
@@ -268,19 +317,29 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     }
     void *regs = (void *)ctx->args[0];
+    u64 v[6] = {};
+    read_args(regs, compat, v);
     if (sp->shape == SHAPE_FD && sp->kind == KIND_MODIFY) {
         /* Only the first write through an fd is an event: skip the rest here. */
-        long off = sp->fd == 2 ? OFF_REGS_ARG2 : OFF_REGS_ARG0;  /* splice family: arg 2 */
-        struct written_key key = written_key(task, pid_tgid, (u32)read_u64(regs, off));
+        u64 fd = v[0];
+        if (sp->fd == 2)  /* the splice family writes to arg 2 */
+            fd = v[2];
+        struct written_key key = written_key(task, pid_tgid, (u32)fd);
         if (written.lookup(&key))
             return 0;
     }
+    if (sp->shape == SHAPE_MMAP
+        && ((v[3] & (MAP_SHARED_F | MAP_ANON_F)) != MAP_SHARED_F || (s32)v[4] < 0))
+        return 0;  /* private or anonymous: every process maps its libraries so */
     if (sp->shape == SHAPE_CLOSE) {
         /* close(fd), or dup2/dup3(old, fd), which closes fd first when it
          * is open and differs from old. */
-        u32 fd = read_u64(regs, sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
-        if (sp->fd == 1 && fd == (u32)read_u64(regs, OFF_REGS_ARG0))
-            return 0;
+        u32 fd = v[0];
+        if (sp->fd == 1) {
+            fd = v[1];
+            if (fd == (u32)v[0])
+                return 0;
+        }
         struct written_key key = written_key(task, pid_tgid, fd);
         written.delete(&key);
         tails.call(ctx, 1);  /* close_at_enter */
@@ -291,16 +350,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         count_lost(LOST_INFLIGHT_FULL);
         return 0;
     }
-    /* The six argument registers lie within 64 bytes of pt_regs (checked by
-     * probes.py): one read instead of six. */
-    u64 r[8] = {};
-    bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
-    a->args[0] = r[(OFF_REGS_ARG0 - OFF_REGS_ARGS_LO) / 8];
-    a->args[1] = r[(OFF_REGS_ARG1 - OFF_REGS_ARGS_LO) / 8];
-    a->args[2] = r[(OFF_REGS_ARG2 - OFF_REGS_ARGS_LO) / 8];
-    a->args[3] = r[(OFF_REGS_ARG3 - OFF_REGS_ARGS_LO) / 8];
-    a->args[4] = r[(OFF_REGS_ARG4 - OFF_REGS_ARGS_LO) / 8];
-    a->args[5] = r[(OFF_REGS_ARG5 - OFF_REGS_ARGS_LO) / 8];
+    a->args[0] = v[0];
+    a->args[1] = v[1];
+    a->args[2] = v[2];
+    a->args[3] = v[3];
+    a->args[4] = v[4];
+    a->args[5] = v[5];
     a->sp = *sp;
     a->nr = nr;
     a->live = 1;
@@ -445,14 +500,17 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 {
     void *regs = (void *)ctx->args[0];
     u32 nr = read_u64(regs, OFF_REGS_ORIG_AX);
+    if (nr >= NR_IA32_BASE)
+        return 0;
     struct sc_spec *sp = sys_spec.lookup(&nr);
-    if (!sp || !sp->shape)
+    if (!sp || !(sp->shape | sp->ia32))
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct sc_args *a = inflight_get(0);
     if (!a || !a->live)
         return 0;
-    if (a->nr != nr) {  /* left over from a call whose exit we never saw */
+    /* a->nr is the sys_spec key: an ia32 call's is NR_IA32_BASE + nr. */
+    if ((a->nr & (NR_IA32_BASE - 1)) != nr) {  /* left over from a call whose exit we never saw */
         inflight_done(a);
         return 0;
     }
@@ -485,13 +543,23 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             r->oflags = (u32)f;
         }
         struct written_key key = written_key(task, pid_tgid, (u32)ret);
-        written.delete(&key);  /* a new file behind this fd number */
         if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
             kind = KIND_CREATE;
-        else if (!OPEN_EVENTS)
-            goto done;
+        else if (file && (r->oflags & O_TRUNC_F)
+                 && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) == S_IFREG_F)
+            kind = KIND_MODIFY;  /* O_TRUNC truncated an existing file (IN_MODIFY) */
         else
             kind = KIND_OPEN;
+        if (kind == KIND_MODIFY) {
+            u8 one = 1;
+            written.update(&key, &one);  /* its first write is not another modify */
+            if (file && fd_cloexec(task, (u32)ret))
+                r->h.flags |= F_CLOEXEC;
+        } else {
+            written.delete(&key);  /* a new file behind this fd number */
+        }
+        if (kind == KIND_OPEN && !OPEN_EVENTS)
+            goto done;
     } else if (a->sp.shape == SHAPE_FDRET) {
         /* Failed open: reported as the create or open it tried to be. */
         kind = (r->oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
@@ -509,6 +577,15 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             if (file && fd_cloexec(task, (u32)r->fd))
                 r->h.flags |= F_CLOEXEC;  /* user space closes it at the exec record */
         }
+    } else if (a->sp.shape == SHAPE_MMAP) {
+        /* A shared mapping of a file open for writing: writable now, or by
+         * mprotect later. Each is reported: the mapping outlives its fd. */
+        file = fd_file(task, (u32)r->fd);
+        if (!file || !(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F)
+            || (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+            goto done;
+        if (ret >= 0)
+            r->ret = 0;  /* the mapping's address: not for the bus */
     } else if (kind == KIND_DELETE && (r->oflags & AT_REMOVEDIR_F) && a->sp.flags >= 0) {
         kind = KIND_RMDIR;
     }
@@ -654,10 +731,15 @@ done:
 int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     void *regs = (void *)ctx->args[0];
-    u32 nr = ctx->args[1];
-    struct sc_spec *sp = sys_spec.lookup(&nr);
-    u32 fd = read_u64(regs, sp && sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
     void *task = (void *)bpf_get_current_task();
+    u32 nr = 0;
+    int compat = 0;
+    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    u64 v[6] = {};
+    read_args(regs, compat, v);
+    u32 fd = v[0];
+    if (sp && sp->fd == 1)
+        fd = v[1];
     void *file = fd_file(task, fd);
     if (!file)
         return 0;
