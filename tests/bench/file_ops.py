@@ -16,6 +16,10 @@ moved_from, moved_to, delete) for --seconds. Each of --rounds runs it:
    note when bpftrace is missing: `make bench-files` installs it),
 4. nobody watching again: the round's baseline is the mean of 1 and 4.
 
+With --compare-python PY (e.g. another checkout's .venv/bin/python), each
+round also runs the collector PY imports, right after this one: a kernel
+or collector change measured against its base in the same run.
+
 Prints a table per round: ops/s and slowdown against that round's baseline,
 events delivered to NATS vs expected, events lost, collector CPU (user+sys
 seconds, as % of one CPU over the load) and peak RSS; then the median
@@ -147,8 +151,9 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
-    run = Run("collector")
+async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
+                         python: str = sys.executable, name: str = "collector") -> Run:
+    run = Run(name)
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
     assert server.process is not None
@@ -167,7 +172,7 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     await nc.flush()
     log = (tmp / "collector.log").open("wb")
     collector = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
+        [python, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
          "--host", host], stdout=log, stderr=subprocess.STDOUT)
     final: dict[str, Any] = {}
     try:
@@ -302,8 +307,9 @@ def table(runs: list[Run], base: Run) -> str:
 
 
 def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
-              bpftrace_first: bool) -> list[Run]:
-    """[baseline (mean of one load before and one after), collector, bpftrace].
+              bpftrace_first: bool, compare: str | None = None) -> list[Run]:
+    """[baseline (mean of one load before and one after), collector, bpftrace,
+    and the collector of `compare` (a Python) when given].
     The two watched loads swap places from round to round: on this machine a
     load run later in a round tends to run slower."""
     before = Run("no collector")
@@ -314,12 +320,14 @@ def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
     else:
         coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
         trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+    other = [asyncio.run(with_collector(exe, work, tmp, seconds, cpu, compare,
+                                        "collector (--compare-python)"))] if compare else []
     after = Run("no collector")
     after.iterations, after.seconds, _ = load(exe, work, seconds, cpu)
     base = Run("no collector (mean)", before.iterations + after.iterations,
                before.seconds + after.seconds)
     base.note = f"{before.ops_per_s:,.0f} before, {after.ops_per_s:,.0f} after"
-    return [base, coll, trace]
+    return [base, coll, trace, *other]
 
 
 def slowdown(r: Run, base: Run) -> float:
@@ -332,6 +340,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of (no collector, collector, bpftrace, no collector)")
     parser.add_argument("--cpu", type=int, default=1, help="CPU the load runs on")
+    parser.add_argument("--compare-python", default=None, metavar="PY",
+                        help="also run the collector this Python imports, in every round")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("file_ops: needs root (it loads the collector's probes)")
@@ -342,14 +352,15 @@ def main() -> None:
         work.mkdir()
         exe = build(tmp)
         for i in range(args.rounds):
-            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1))
+            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1,
+                                    args.compare_python))
     print(f"file_ops: {args.rounds} rounds, {args.seconds:g} s per load on CPU {args.cpu}, "
           f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration; each slowdown is "
           "against its own round's baseline (the machine is shared: read the ratios)\n")
-    for i, (base, coll, trace) in enumerate(rounds, 1):
+    for i, (base, *watched) in enumerate(rounds, 1):
         order = "bpftrace, then collector" if i % 2 == 0 else "collector, then bpftrace"
         print(f"round {i} ({order}; baseline {base.note} ops/s)")
-        print(table([base, coll, trace], base))
+        print(table([base, *watched], base))
         print()
     colls = [r[1] for r in rounds]
     traces = [r[2] for r in rounds if r[2].seconds]
@@ -380,11 +391,12 @@ def main() -> None:
             print(f"round {i} beside the collector (load start until the stream stopped "
                   f"growing): nats-server {coll.nats_cpu_s:.2f} CPU s, this bench "
                   f"{coll.bench_cpu_s:.2f} CPU s")
-        if coll.bpf_ns is not None and coll.bpf_runs:
-            print(f"round {i} collector probes in the kernel: {coll.bpf_runs} runs, "
-                  f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
-                  f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
-                  f"(all programs, every syscall on the host)")
+        for c in (coll, *rounds[i - 1][3:]):
+            if c.bpf_ns is not None and c.bpf_runs:
+                print(f"round {i} {c.name} probes in the kernel: {c.bpf_runs} runs, "
+                      f"{c.bpf_ns / c.bpf_runs:.0f} ns per run, "
+                      f"{c.bpf_ns / max(c.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
+                      f"(all programs, every syscall on the host)")
     print(f"collector events by type (last round): {dict(colls[-1].by_type)}")
     if traces:
         print(f"bpftrace lines by op (last round): {dict(traces[-1].by_type)}  {traces[-1].note}")
