@@ -23,6 +23,9 @@ class Technique:
 TECHNIQUES: tuple[Technique, ...] = (
     Technique("ia32 system calls (int $0x80, 32-bit programs)",
               "the same events as 64-bit calls, file.ia32", ("raw_tracepoint",), "__ia32_sys_open"),
+    Technique("x32 system calls (bit 30 set)",
+              "the 64-bit calls' events; x32's own writev, pwritev, pwritev2 (516, 535, 547) "
+              "are not decoded", ("raw_tracepoint",), "x32_sys_call"),
     Technique("truncate, ftruncate, fallocate, open with O_TRUNC", "modify",
               ("raw_tracepoint",)),
     Technique("mmap MAP_SHARED of a file open for writing", "modify, file.mapped",

@@ -225,7 +225,8 @@ class EventBuilder:
         for w in closed:
             ev = self._base(hdr.ts_boot, "close_write")
             ev["proc"] = proc if proc is not None else w.proc
-            ev["file"] = {**w.file, "closed_by": by}
+            ev["file"] = {k: v for k, v in w.file.items() if k != "mapped"}
+            ev["file"]["closed_by"] = by
             out.append((self.subject("close_write"), ev))
         return out
 

@@ -80,6 +80,9 @@
 /* ia32 (int $0x80, 32-bit processes) syscalls: their own numbers, kept in
  * sys_spec at NR_IA32_BASE + nr; the slot at nr says whether one is there. */
 #define NR_IA32_BASE 512
+/* x32 (CONFIG_X86_X32_ABI) makes the 64-bit calls with this bit set; its own
+ * numbers 512..547 (writev 516, pwritev 535, pwritev2 547 ...) are not decoded. */
+#define X32_SYSCALL_BIT 0x40000000
 
 /* Record flags beyond common.h's. */
 #define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */

@@ -261,7 +261,8 @@ static __always_inline int task_compat(void *task)
  * or an ia32 one under TS_COMPAT); its sys_spec key in *key. NULL: unwanted. */
 static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int *compat)
 {
-    if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high; x32 ones have bit 30 */
+    nr &= ~X32_SYSCALL_BIT;  /* x32 calls the 64-bit ones with bit 30 set */
+    if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high but x32's own (512..547) */
         return 0;
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !(sp->shape | sp->ia32))
@@ -499,7 +500,7 @@ static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
     void *regs = (void *)ctx->args[0];
-    u32 nr = read_u64(regs, OFF_REGS_ORIG_AX);
+    u32 nr = read_u64(regs, OFF_REGS_ORIG_AX) & ~X32_SYSCALL_BIT;
     if (nr >= NR_IA32_BASE)
         return 0;
     struct sc_spec *sp = sys_spec.lookup(&nr);
