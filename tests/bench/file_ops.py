@@ -232,7 +232,7 @@ async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str
         while True:
             try:
                 msgs = await sub.fetch(512, timeout=2)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                 return seen
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
