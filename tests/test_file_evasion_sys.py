@@ -5,6 +5,7 @@ fallocate), shared writable mappings, mknod, extended attributes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -52,7 +53,17 @@ async def events_by(watch: EventWatch, pid: int, exe: str) -> list[dict[str, Any
     closed the file it left open."""
     await watch.wait_for(lambda e: e["type"] == "close_write" and e["proc"]["pid"] == pid
                          and e["file"].get("closed_by") == "exit")
-    return [e for e in file_events(watch, pid) if e["proc"].get("exe") == exe]
+    # Each type has its own subject: other batches may still be on their way.
+    count, still = -1, 0.0
+    while still < 1.0:
+        now = len(file_events(watch, pid))
+        still = still + 0.1 if now == count else 0.0
+        count = now
+        await asyncio.sleep(0.1)
+    [exec_event] = [e for e in watch.events if e["type"] == "exec"
+                    and e["proc"]["pid"] == pid and e["proc"].get("exe") == exe]
+    seq = int(exec_event["id"].rsplit("-", 1)[1])  # ids number the kernel's records in order
+    return [e for e in file_events(watch, pid) if int(e["id"].rsplit("-", 1)[1]) > seq]
 
 
 def build_ia32(into: Path) -> Path:
