@@ -71,6 +71,13 @@ system:
 	  echo "setup: installing docker-compose, tmux and rsyslog with TLS (Debian) for the deployment, terminal and syslog tests"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
+	@# gcc and a static libc build the evasion tests' programs (tests/evasion: a static
+	@# -no-pie binary making ia32 system calls); setpriv runs them as nobody.
+	@if ! command -v gcc >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ] \
+	    || ! command -v setpriv >/dev/null; then \
+	  echo "setup: installing gcc, libc6-dev and util-linux (setpriv) for the evasion tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev util-linux; \
+	fi
 
 venv: $(STAMP)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import doctor_bus
+from snoopbus.collector import coverage, doctor_bus
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -43,6 +43,7 @@ class Report:
     offsets: dict[str, int]
     offset_errors: dict[str, str] = field(default_factory=dict)
     btf_path: str = ""
+    techniques: list[coverage.Coverage] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -67,6 +68,8 @@ class Report:
                 "fields": self.offsets,
                 "errors": self.offset_errors,
             },
+            "techniques": [{"name": c.technique.name, "status": c.status, "detail": c.detail}
+                           for c in self.techniques],
         }
 
 
@@ -107,7 +110,12 @@ def program_fields() -> dict[str, str]:
     return fields or dict(KERNEL_FIELDS)
 
 
-def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[str, str], str]:
+def _resolve_offsets(
+    fields: Mapping[str, str],
+) -> tuple[dict[str, int], dict[str, str], str, set[str]]:
+    """Offsets, errors, the BTF's path, and which coverage.TECHNIQUES
+    functions it has."""
+    funcs = {t.kernel_func for t in coverage.TECHNIQUES if t.kernel_func}
     try:
         with Btf.load() as btf:
             offsets, errors = {}, {}
@@ -116,9 +124,9 @@ def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[st
                     offsets[name] = btf.offset(path)
                 except BtfError as exc:
                     errors[name] = str(exc)
-            return offsets, errors, str(btf.path)
+            return offsets, errors, str(btf.path), {f for f in funcs if btf.has_func(f)}
     except BtfError as exc:  # the btf check already says why
-        return {}, dict.fromkeys(fields, str(exc)), ""
+        return {}, dict.fromkeys(fields, str(exc)), "", funcs  # unknown: assume present
 
 
 def check_close_write() -> Check:
@@ -145,8 +153,11 @@ def build_report(fields: Mapping[str, str] | None = None) -> Report:
     checks.append(check_bcc_compiles())
     checks.append(check_fsnotify_program())
     checks.append(check_close_write())
-    offsets, errors, btf_path = _resolve_offsets(program_fields() if fields is None else fields)
-    return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
+    offsets, errors, btf_path, funcs = _resolve_offsets(
+        program_fields() if fields is None else fields)
+    passed = {c.name for c in checks if c.ok}
+    techniques = coverage.coverage(passed.__contains__, funcs.__contains__)
+    return Report(checks, choose_hooks(checks), offsets, errors, btf_path, techniques)
 
 
 def render(report: Report) -> str:
@@ -162,6 +173,8 @@ def render(report: Report) -> str:
             lines.append(f"        {'':<{width}}  next: {check.hint}")
     lines += ["", "Hook set:"]
     lines += [f"  {line}" for line in report.plan.lines()]
+    lines += ["", "Ways to change files, and whether snoopbus sees them here:"]
+    lines += [f"  {line}" for line in coverage.lines(report.techniques)]
     lines += ["", f"Struct offsets from BTF ({report.btf_path or 'unavailable'}):"]
     lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
     lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]

@@ -36,6 +36,7 @@ from snoopbus.collector.records import (
     KIND_RENAME,
     KIND_RMDIR,
     KIND_SYMLINK,
+    KIND_XATTR,
     ExecRecord,
     ExitRecord,
     FileRecord,
@@ -46,12 +47,21 @@ from snoopbus.collector.records import (
     decode_header,
     file_paths,
 )
+from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
                              KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
 RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
+# Records whose syscall adds to the file map (_syscall_notes): build_raw takes
+# them the layered way. Every ia32 one, mmap's modify, mknod's create.
+_NOTED_NRS = frozenset(
+    nr for nr, name in NAMES_BY_NR.items()
+    if nr >= NR_IA32_BASE or name in ("mmap", "mknod", "mknodat")
+)
+_NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
+               0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
 _unpack_hdr = HDR.unpack_from
 _unpack_tail = FILE_TAIL.unpack_from
 
@@ -265,10 +275,10 @@ class EventBuilder:
         if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
                 or flags & (F_CLOSED_BY_MASK | F_TMPFILE)):
             return None
-        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
+        ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
-        if kind == KIND_RENAME and oflags & RENAME_WHITEOUT:
+        if nr in _NOTED_NRS or (kind == KIND_RENAME and oflags & RENAME_WHITEOUT):
             return None
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
@@ -302,6 +312,13 @@ class EventBuilder:
         return False
 
     def _file(self, rec: FileRecord) -> list[tuple[str, Event]]:
+        out = self._file_events(rec)
+        if rec.nr in _NOTED_NRS or rec.hdr.kind == KIND_XATTR:
+            for _, ev in out:
+                ev["file"] = {**ev["file"], **_syscall_notes(rec)}
+        return out
+
+    def _file_events(self, rec: FileRecord) -> list[tuple[str, Event]]:
         info = self.cache.lookup(rec.hdr.pid, rec.hdr.ppid, rec.hdr.cgroup)
         kind = rec.hdr.kind
         if kind == KIND_RENAME:
@@ -424,3 +441,22 @@ class EventBuilder:
         if rec.signal:
             ev["signal"] = rec.signal
         return self.subject("exit"), ev  # type: ignore[return-value]
+
+
+def _syscall_notes(rec: FileRecord) -> dict[str, Any]:
+    """What the file map says beyond its type about the syscall that made it:
+    made by an ia32 syscall, a shared mapping, the node mknod made, the
+    extended attribute set or removed."""
+    notes: dict[str, Any] = {}
+    name = NAMES_BY_NR.get(rec.nr, "")
+    if name.startswith("ia32:"):
+        notes["ia32"] = True
+        name = name[5:]
+    if name in ("mmap", "mmap2"):
+        notes["mapped"] = True
+    elif name in ("mknod", "mknodat") and rec.hdr.kind == KIND_CREATE:
+        notes["node"] = _NODE_TYPES.get(rec.mode & 0o170000, "other")
+    if rec.hdr.kind == KIND_XATTR and rec.target is not None:
+        notes["xattr"] = text_from_kernel(rec.target)
+        notes["xattr_op"] = "remove" if "remove" in name else "set"
+    return notes

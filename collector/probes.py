@@ -76,6 +76,13 @@ FILE_OFFSETS = {
     "OFF_REGS_ARG4": "pt_regs.r8",
     "OFF_REGS_ARG5": "pt_regs.r9",
     "OFF_REGS_ORIG_AX": "pt_regs.orig_ax",
+    # ia32 syscall arguments (int $0x80, 32-bit programs)
+    "OFF_REGS32_ARG0": "pt_regs.bx",
+    "OFF_REGS32_ARG1": "pt_regs.cx",
+    "OFF_REGS32_ARG2": "pt_regs.dx",
+    "OFF_REGS32_ARG3": "pt_regs.si",
+    "OFF_REGS32_ARG4": "pt_regs.di",
+    "OFF_REGS32_ARG5": "pt_regs.bp",
     "OFF_TASK_TI_STATUS": "task_struct.thread_info.status",  # TS_COMPAT: ia32 syscall
     # fd-table scans at exit, exec and close_range (bpf/closes.h)
     "OFF_FILES_COUNT": "files_struct.count",
@@ -186,10 +193,11 @@ def proc_offsets() -> dict[str, int]:
     offsets.update(file_ref_offsets())
     # sched_prepare_exec (6.10+): close_write of the close-on-exec fds
     offsets["HAVE_PREPARE_EXEC"] = int(has_tracepoint("sched_prepare_exec"))
-    args = [offsets[f"OFF_REGS_ARG{i}"] for i in range(6)]
+    args = [offsets[f"OFF_REGS{abi}_ARG{i}"] for abi in ("", "32") for i in range(6)]
     lo = min(args)
-    if max(args) - lo > 56 or any((a - lo) % 8 for a in args):
-        raise ProbeError(f"syscall argument registers not within 64 bytes of pt_regs: {args}")
+    # sys_enter reads them all at once (ARGS_WINDOW u64s in snoopbus.bpf.c)
+    if max(args) - lo > 88 or any((a - lo) % 8 for a in args):
+        raise ProbeError(f"syscall argument registers not within 96 bytes of pt_regs: {args}")
     offsets["OFF_REGS_ARGS_LO"] = lo
     return offsets
 
@@ -275,6 +283,6 @@ def load(
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
     spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
-    for spec in syscalls.SPECS.values():
-        spec_map[ctypes.c_int(spec.nr)] = spec.to_c()
+    for key, spec in syscalls.kernel_table().items():
+        spec_map[ctypes.c_int(key)] = spec
     return LoadedProbes(b)

@@ -30,6 +30,7 @@ KIND_LINK = 12
 KIND_SYMLINK = 13
 # 14 was close_range's record: the kernel reports what it closes itself now.
 KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
+KIND_XATTR = 20  # attrib of an extended attribute, its name as `target`
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -45,7 +46,11 @@ FILE_KIND_NAMES = {
     KIND_LINK: "link",
     KIND_SYMLINK: "symlink",
     KIND_MOUNT: "mount",
+    KIND_XATTR: "attrib",
 }
+# Kinds whose seg[3] is a string as given (no second path): a symlink's
+# target, an extended attribute's name.
+TARGET_KINDS = frozenset({KIND_SYMLINK, KIND_XATTR})
 
 F_EXE_TRUNC = 1 << 0
 F_CWD_TRUNC = 1 << 1
@@ -116,7 +121,8 @@ class ExitRecord:
 class FileRecord:
     """A file operation. `path` is absolute and folded; `path2` is the second
     name (rename: the new name; link: the new link), `target` a symlink's
-    target as given. Paths are bytes here; events.py decodes them."""
+    target as given (xattr records: the attribute's name). Paths are bytes
+    here; events.py decodes them."""
 
     hdr: Header
     ret: int | None  # None: reported before the call returned (close)
@@ -250,8 +256,8 @@ def file_paths(
     buf: bytes, kind: int, flags: int, s0: int, s1: int, s2: int, s3: int
 ) -> tuple[bytes | None, bytes | None]:
     """A file record's first and second path from its segments (lengths s0..s3,
-    checked against the record by the caller); no second path for symlinks,
-    whose seg[3] is the target as given."""
+    checked against the record by the caller); no second path for symlinks
+    and xattrs, whose seg[3] is the target or attribute name as given."""
     e0 = FILE_NAMES_AT + s0
     e1 = e0 + s1
     e2 = e1 + s2
@@ -262,7 +268,7 @@ def file_paths(
     else:
         path1 = _resolve_segments(buf[FILE_NAMES_AT:e0], buf[e0:e1], gone)
     path2 = None
-    if kind != KIND_SYMLINK and (s2 or s3):
+    if kind not in TARGET_KINDS and (s2 or s3):
         # A second name always has its string (empty when the probe read none).
         path2 = _resolve_segments(buf[e1:e2], buf[e2 : e2 + s3] or b"\0", False)
     return path1, path2
@@ -279,7 +285,7 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
         raise RecordError("file record lengths run past its end")
     flags = hdr.flags
     path1, path2 = file_paths(buf, hdr.kind, flags, s0, s1, s2, s3)
-    target = paths.user_string(buf[end - s3 : end]) if hdr.kind == KIND_SYMLINK else None
+    target = paths.user_string(buf[end - s3 : end]) if hdr.kind in TARGET_KINDS else None
     return FileRecord(
         hdr,
         None if flags & F_NO_RET else ret,

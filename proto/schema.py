@@ -88,6 +88,11 @@ class FileInfo(TypedDict, total=False):
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
     tmpfile: bool  # an O_TMPFILE file: before its link, path is its directory
     whiteout: bool  # create: the whiteout renameat2(RENAME_WHITEOUT) left
+    ia32: bool  # made by an ia32 syscall (int $0x80, a 32-bit program)
+    mapped: bool  # modify: a shared mapping of the file open for writing (mmap)
+    node: str  # create by mknod: "regular", "fifo", "socket", "char", "block"
+    xattr: str  # attrib of an extended attribute: its name ("security.capability")
+    xattr_op: str  # with xattr: "set" or "remove"
     # Cut to fit a message, as path_truncated (their start is what is missing):
     old_path_truncated: bool
     target_truncated: bool
@@ -192,6 +197,11 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "closed_by": str,
     "tmpfile": bool,
     "whiteout": bool,
+    "ia32": bool,
+    "mapped": bool,
+    "node": str,
+    "xattr": str,
+    "xattr_op": str,
     "old_path_truncated": bool,
     "target_truncated": bool,
     "host_path_truncated": bool,

@@ -11,17 +11,21 @@
  * user space joins and folds.
  *
  * What each event means, and its limits:
- *  create       open family with FMODE_CREATED set: the call made the file.
+ *  create       open family with FMODE_CREATED set: the call made the file;
+ *               mknod/mknodat of any node (regular, FIFO, socket, device).
  *               A failed open is reported (--include-failed) as the create
- *               (O_CREAT) or open it tried to be. mknod/mkfifo are not hooked.
+ *               (O_CREAT) or open it tried to be.
  *  open         every successful open that did not create (opt-in).
  *  modify       the first write-family call (write, pwrite, writev, pwritev,
- *               sendfile, splice, copy_file_range) on a regular file per
- *               (tgid, fd) since that fd number last named another file
- *               (open, close, dup2/dup3, dup, F_DUPFD, close_range, exec).
- *               Fds duped or inherited over fork count on their own; writes
- *               through mmap or io_uring make no syscall and are not seen
- *               (the fsnotify hooks would see them where the kernel allows).
+ *               sendfile, splice, copy_file_range, ftruncate, fallocate) on a
+ *               regular file per (tgid, fd) since that fd number last named
+ *               another file (open, close, dup2/dup3, dup, F_DUPFD,
+ *               close_range, exec); an open with O_TRUNC of an existing
+ *               regular file (it marks the fd written); truncate by name
+ *               (each call); mmap of a file open for writing with MAP_SHARED
+ *               (each call: the mapping outlives the fd; the fd is not
+ *               marked). Fds duped or inherited over fork count on their own;
+ *               the writes through a mapping make no syscall and are not seen.
  *  close_write  the release of an open file opened for writing on a regular
  *               file (written or not), as inotify's IN_CLOSE_WRITE: when its
  *               last reference goes. close() (and the implicit close of
@@ -33,13 +37,16 @@
  *               A reference held elsewhere when the fd closes (a shared
  *               mapping, another thread's call in flight on it) defers the
  *               release past what any probe here sees: no event then.
- *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes/truncate
- *               families, name- and fd-based), moved_from + moved_to (rename,
+ *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes
+ *               families, name- and fd-based; set/removexattr families as
+ *               KIND_XATTR with the attribute's name), moved_from + moved_to (rename,
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).
  * Paths: from the file itself when there is one (exact, the real dentries,
  * as seen from the task's root); otherwise the walked base plus the name
  * string, joined and folded lexically in user space — a symlink *inside the
  * string* is not resolved, so the path is the one the process named.
+ * ia32 syscalls (int $0x80, 32-bit programs) are decoded the same way from
+ * their own numbers and argument registers (TS_COMPAT marks them).
  * In another mount namespace the path is the one the process sees, and the
  * record carries that namespace (mnt_ns) so consumers can tell.
  *
@@ -64,6 +71,7 @@
 #define KIND_SYMLINK     13
 #define KIND_CLOSE_RANGE 14  /* close_range(first, last, flags): fd, mode, oflags */
 #define KIND_MOUNT       15  /* the caller's mount table changed */
+#define KIND_XATTR       20  /* attrib of an extended attribute: its name in seg[3] */
 /* Not records: slots of the lost map for other losses. */
 #define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
 
@@ -73,6 +81,14 @@
 #define SHAPE_NAME  3   /* names files relative to a dirfd or the cwd */
 #define SHAPE_CLOSE 4   /* close: handled at enter, while the fd still exists */
 #define SHAPE_ARGS  5   /* no file: the arguments, for user space (close_range, mount) */
+#define SHAPE_MMAP  6   /* mmap: a shared mapping of a file open for writing */
+
+/* ia32 (int $0x80, 32-bit processes) syscalls: their own numbers, kept in
+ * sys_spec at NR_IA32_BASE + nr; the slot at nr says whether one is there. */
+#define NR_IA32_BASE 512
+/* x32 (CONFIG_X86_X32_ABI) makes the 64-bit calls with this bit set; its own
+ * numbers 512..547 (writev 516, pwritev 535, pwritev2 547 ...) are not decoded. */
+#define X32_SYSCALL_BIT 0x40000000
 
 /* Record flags beyond common.h's. */
 #define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
@@ -105,7 +121,7 @@ struct sc_spec {
     s8 flags;       /* flags argument */
     s8 mode;        /* mode argument */
     u8 how;         /* openat2: flags arg points to struct open_how */
-    u8 _pad;
+    u8 ia32;        /* at slot nr < NR_IA32_BASE: slot NR_IA32_BASE + nr is wanted */
     u32 const_flags; /* creat: the flags it implies */
 };
 
@@ -139,6 +155,9 @@ struct file_rec {
 #define AT_REMOVEDIR_F 0x200
 #define RENAME_EXCHANGE_F 2
 #define O_CREAT_F      0100
+#define O_TRUNC_F      01000
+#define MAP_SHARED_F   0x01  /* also in MAP_SHARED_VALIDATE */
+#define MAP_ANON_F     0x20
 #define FMODE_WRITE_F  0x2
 #define FMODE_CREATED_F 0x100000
 #define S_IFMT_F  0170000

@@ -15,7 +15,7 @@ BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
 
 /* File probes. sys_spec: syscall nr -> what it does (zero: not wanted),
  * filled from collector/syscalls.py after the tail programs are in place. */
-BPF_ARRAY(sys_spec, struct sc_spec, 512);
+BPF_ARRAY(sys_spec, struct sc_spec, 2 * NR_IA32_BASE);
 /* A syscall's saved arguments, from sys_enter to its sys_exit. With
  * TASK_STORAGE (kernels since 5.11) in the calling task's own storage: no
  * hashing, no size bound, freed with the task; else in a map keyed by thread
@@ -265,16 +265,74 @@ static __always_inline int path_dropped(u32 verdict)
 static __always_inline void scan_start(void *ctx, void *task, u32 mode, u32 first, u32 end,
                                        u32 nr, u64 ts, u32 emit_closes);
 
+/* ---- ia32 syscalls: TS_COMPAT, their own numbers and argument registers ---- */
+
+static __always_inline int task_compat(void *task)
+{
+#if TASK_STORAGE
+    /* A direct load through the task's BTF pointer (5.11+, as task storage):
+     * asked for the 64-bit calls whose numbers ia32 has too (fstat is ia32's
+     * open), so a helper call here cost every such call ~40 ns. */
+    u8 *t = (u8 *)bpf_get_current_task_btf();
+    return (*(volatile u32 *)(t + OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
+#else
+    return (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
+#endif
+}
+
+/* The spec of the syscall the current task makes as `nr` (a 64-bit number,
+ * or an ia32 one under TS_COMPAT); its sys_spec key in *key. NULL: unwanted. */
+static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int *compat)
+{
+    nr &= ~X32_SYSCALL_BIT;  /* x32 calls the 64-bit ones with bit 30 set */
+    if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high but x32's own (512..547) */
+        return 0;
+    struct sc_spec *sp = sys_spec.lookup(&nr);
+    if (!sp || !(sp->shape | sp->ia32))
+        return 0;
+    *compat = task_compat(task);
+    *key = nr;
+    if (*compat) {
+        *key = nr + NR_IA32_BASE;
+        sp = sys_spec.lookup(key);
+    }
+    return sp && sp->shape ? sp : 0;
+}
+
+/* The six argument registers, ia32's (bx, cx, dx, si, di, bp; 32 bits each)
+ * or x86-64's, from one read of the part of pt_regs that holds both
+ * (probes.py checks it is within ARGS_WINDOW u64s). */
+#define ARGS_WINDOW 12
+#define ARG_IDX(off) (((off) - OFF_REGS_ARGS_LO) / 8)
+
+static __always_inline void read_args(void *regs, int compat, u64 *v)
+{
+    u64 r[ARGS_WINDOW] = {};
+    bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
+    if (compat) {
+        v[0] = (u32)r[ARG_IDX(OFF_REGS32_ARG0)];
+        v[1] = (u32)r[ARG_IDX(OFF_REGS32_ARG1)];
+        v[2] = (u32)r[ARG_IDX(OFF_REGS32_ARG2)];
+        v[3] = (u32)r[ARG_IDX(OFF_REGS32_ARG3)];
+        v[4] = (u32)r[ARG_IDX(OFF_REGS32_ARG4)];
+        v[5] = (u32)r[ARG_IDX(OFF_REGS32_ARG5)];
+    } else {
+        v[0] = r[ARG_IDX(OFF_REGS_ARG0)];
+        v[1] = r[ARG_IDX(OFF_REGS_ARG1)];
+        v[2] = r[ARG_IDX(OFF_REGS_ARG2)];
+        v[3] = r[ARG_IDX(OFF_REGS_ARG3)];
+        v[4] = r[ARG_IDX(OFF_REGS_ARG4)];
+        v[5] = r[ARG_IDX(OFF_REGS_ARG5)];
+    }
+}
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    u32 nr = ctx->args[1];
-    struct sc_spec *sp = sys_spec.lookup(&nr);
-    if (!sp || !sp->shape)
-        return 0;
-    /* A 32-bit (ia32) syscall has other numbers: ia32's 3 is read, not close.
-     * TS_COMPAT in thread_info.status marks one; those are not decoded. */
     void *task = (void *)bpf_get_current_task();
-    if (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F)
+    u32 nr = 0;
+    int compat = 0;
+    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    if (!sp)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (task_excluded(pid_tgid)) {
@@ -283,19 +341,26 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     }
     void *regs = (void *)ctx->args[0];
+    u64 v[6] = {};
+    read_args(regs, compat, v);
     if (sp->shape == SHAPE_FD && sp->kind == KIND_MODIFY) {
         /* Only the first write through an fd is an event: skip the rest here. */
-        long off = sp->fd == 2 ? OFF_REGS_ARG2 : OFF_REGS_ARG0;  /* splice family: arg 2 */
-        struct written_key key = written_key(task, pid_tgid, (u32)read_u64(regs, off));
+        u64 fd = v[0];
+        if (sp->fd == 2)  /* the splice family writes to arg 2 */
+            fd = v[2];
+        struct written_key key = written_key(task, pid_tgid, (u32)fd);
         if (written.lookup(&key))
             return 0;
     }
+    if (sp->shape == SHAPE_MMAP
+        && ((v[3] & (MAP_SHARED_F | MAP_ANON_F)) != MAP_SHARED_F || (s32)v[4] < 0))
+        return 0;  /* private or anonymous: every process maps its libraries so */
     if (sp->shape == SHAPE_SCAN) {
         /* close_range(first, last, flags): closes.h. CLOSE_RANGE_CLOEXEC
          * only marks the fds; with CLOSE_RANGE_UNSHARE a shared table is
          * copied and the copy's fds close: the files stay open. */
-        u32 first = read_u64(regs, OFF_REGS_ARG0), last = read_u64(regs, OFF_REGS_ARG1);
-        u32 flags = read_u64(regs, OFF_REGS_ARG2);
+        u32 first = v[0], last = v[1];
+        u32 flags = v[2];
         if (first > last || (flags & ~(CLOSE_RANGE_UNSHARE_F | CLOSE_RANGE_CLOEXEC_F))
             || (flags & CLOSE_RANGE_CLOEXEC_F))
             return 0;
@@ -307,16 +372,19 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     }
     if (sp->shape == SHAPE_NEWFD && sp->flags >= 0) {
         /* fcntl: only F_DUPFD and F_DUPFD_CLOEXEC make an fd */
-        u32 cmd = read_u64(regs, sp->flags == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
+        u32 cmd = sp->flags == 1 ? v[1] : v[0];
         if (cmd != F_DUPFD_V && cmd != F_DUPFD_CLOEXEC_V)
             return 0;
     }
     if (sp->shape == SHAPE_CLOSE) {
         /* close(fd), or dup2/dup3(old, fd), which closes fd first when it
          * is open and differs from old. */
-        u32 fd = read_u64(regs, sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
-        if (sp->fd == 1 && fd == (u32)read_u64(regs, OFF_REGS_ARG0))
-            return 0;
+        u32 fd = v[0];
+        if (sp->fd == 1) {
+            fd = v[1];
+            if (fd == (u32)v[0])
+                return 0;
+        }
         struct written_key key = written_key(task, pid_tgid, fd);
         written.delete(&key);
         tails.call(ctx, 1);  /* close_at_enter */
@@ -327,16 +395,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         count_lost(LOST_INFLIGHT_FULL);
         return 0;
     }
-    /* The six argument registers lie within 64 bytes of pt_regs (checked by
-     * probes.py): one read instead of six. */
-    u64 r[8] = {};
-    bpf_probe_read_kernel(r, sizeof(r), (char *)regs + OFF_REGS_ARGS_LO);
-    a->args[0] = r[(OFF_REGS_ARG0 - OFF_REGS_ARGS_LO) / 8];
-    a->args[1] = r[(OFF_REGS_ARG1 - OFF_REGS_ARGS_LO) / 8];
-    a->args[2] = r[(OFF_REGS_ARG2 - OFF_REGS_ARGS_LO) / 8];
-    a->args[3] = r[(OFF_REGS_ARG3 - OFF_REGS_ARGS_LO) / 8];
-    a->args[4] = r[(OFF_REGS_ARG4 - OFF_REGS_ARGS_LO) / 8];
-    a->args[5] = r[(OFF_REGS_ARG5 - OFF_REGS_ARGS_LO) / 8];
+    a->args[0] = v[0];
+    a->args[1] = v[1];
+    a->args[2] = v[2];
+    a->args[3] = v[3];
+    a->args[4] = v[4];
+    a->args[5] = v[5];
     a->sp = *sp;
     a->nr = nr;
     a->live = 1;
@@ -480,15 +544,18 @@ static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
     void *regs = (void *)ctx->args[0];
-    u32 nr = read_u64(regs, OFF_REGS_ORIG_AX);
+    u32 nr = read_u64(regs, OFF_REGS_ORIG_AX) & ~X32_SYSCALL_BIT;
+    if (nr >= NR_IA32_BASE)
+        return 0;
     struct sc_spec *sp = sys_spec.lookup(&nr);
-    if (!sp || !sp->shape)
+    if (!sp || !(sp->shape | sp->ia32))
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct sc_args *a = inflight_get(0);
     if (!a || !a->live)
         return 0;
-    if (a->nr != nr) {  /* left over from a call whose exit we never saw */
+    /* a->nr is the sys_spec key: an ia32 call's is NR_IA32_BASE + nr. */
+    if ((a->nr & (NR_IA32_BASE - 1)) != nr) {  /* left over from a call whose exit we never saw */
         inflight_done(a);
         return 0;
     }
@@ -531,13 +598,21 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             r->oflags = (u32)f;
         }
         struct written_key key = written_key(task, pid_tgid, (u32)ret);
-        written.delete(&key);  /* a new file behind this fd number */
         if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
             kind = KIND_CREATE;
-        else if (!OPEN_EVENTS)
-            goto done;
+        else if (file && (r->oflags & O_TRUNC_F)
+                 && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) == S_IFREG_F)
+            kind = KIND_MODIFY;  /* O_TRUNC truncated an existing file (IN_MODIFY) */
         else
             kind = KIND_OPEN;
+        if (kind == KIND_MODIFY) {
+            u8 one = 1;
+            written.update(&key, &one);  /* its first write is not another modify */
+        } else {
+            written.delete(&key);  /* a new file behind this fd number */
+        }
+        if (kind == KIND_OPEN && !OPEN_EVENTS)
+            goto done;
     } else if (a->sp.shape == SHAPE_FDRET) {
         /* Failed open: reported as the create or open it tried to be. */
         kind = (r->oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
@@ -553,6 +628,15 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
                 goto done;  /* pipes, sockets, ttys: not file changes */
         }
+    } else if (a->sp.shape == SHAPE_MMAP) {
+        /* A shared mapping of a file open for writing: writable now, or by
+         * mprotect later. Each is reported: the mapping outlives its fd. */
+        file = fd_file(task, (u32)r->fd);
+        if (!file || !(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F)
+            || (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+            goto done;
+        if (ret >= 0)
+            r->ret = 0;  /* the mapping's address: not for the bus */
     } else if (kind == KIND_DELETE && (r->oflags & AT_REMOVEDIR_F) && a->sp.flags >= 0) {
         kind = KIND_RMDIR;
     }
@@ -756,10 +840,15 @@ static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32
 int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     void *regs = (void *)ctx->args[0];
-    u32 nr = ctx->args[1];
-    struct sc_spec *sp = sys_spec.lookup(&nr);
-    u32 fd = read_u64(regs, sp && sp->fd == 1 ? OFF_REGS_ARG1 : OFF_REGS_ARG0);
     void *task = (void *)bpf_get_current_task();
+    u32 nr = 0;
+    int compat = 0;
+    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    u64 v[6] = {};
+    read_args(regs, compat, v);
+    u32 fd = v[0];
+    if (sp && sp->fd == 1)
+        fd = v[1];
     void *file = fd_file(task, fd);
     if (!file || !writable_regular(file))
         return 0;

@@ -46,7 +46,8 @@ DEFAULT_FIELD_MAP: dict[str, dict[str, str]] = {
     "file_delete": {"TargetFilename": "file.path", **_ACTOR},
     "file_rename": {"TargetFilename": "file.path", "SourceFilename": "file.old_path", **_ACTOR},
     # snoopbus's own category (no Sysmon equivalent): mode changes, for setuid rules.
-    "file_attrib": {"TargetFilename": "file.path", "FileMode": "octal(file.mode)", **_ACTOR},
+    "file_attrib": {"TargetFilename": "file.path", "FileMode": "octal(file.mode)",
+                    "XattrName": "file.xattr", "XattrOp": "file.xattr_op", **_ACTOR},
 }
 
 

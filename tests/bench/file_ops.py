@@ -203,9 +203,11 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
             STATS.write_text(stats_before)
         run.iterations, run.seconds = n, secs
         run.bpf_ns, run.bpf_runs = ns1 - ns0, cnt1 - cnt0
-        # Until the collector has published what it read: the stream stops growing.
-        last, still = -1, 0.0
-        while still < 2.0:
+        # Until the collector has published what it read: the stream stops growing
+        # (or a minute passed: on a shared host, others' file activity never stops).
+        last, still, waited = -1, 0.0, 0.0
+        while still < 2.0 and waited < 60:
+            waited += 0.25
             stored = (await js.stream_info(STREAM_NAME)).state.messages
             still = still + 0.25 if stored == last else 0.0
             last = stored
@@ -245,7 +247,7 @@ async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str
         while True:
             try:
                 msgs = await sub.fetch(512, timeout=2)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                 return seen
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
