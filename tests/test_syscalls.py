@@ -99,12 +99,3 @@ def test_mmap_mknod_and_ia32_notes() -> None:
     [ev] = events(record(R.KIND_MODIFY, SPECS["write"].nr, [b"f\0w\0", b"", b"", b""]))
     assert not {"ia32", "mapped", "node", "xattr"} & ev["file"].keys()
 
-
-def test_mknod_and_truncate_by_name_leave_fd_bookkeeping_alone() -> None:
-    """mknod returns 0 and truncate names no fd: neither is about fd 0 or -1."""
-    b = builder()
-    b.build_raw(record(R.KIND_MODIFY, SPECS["write"].nr, [b"f\0w\0", b"", b"", b""], fd=0))
-    b.build_raw(record(R.KIND_CREATE, SPECS["mknod"].nr, [b"w\0", b"p\0", b"", b""],
-                       mode=0o100600, fd=-1))
-    b.build_raw(record(R.KIND_MODIFY, SPECS["truncate"].nr, [b"w\0", b"t\0", b"", b""], fd=-1))
-    assert [w.file["path"] for w in b.written.closed_by_exit(100)] == ["/w/f"]
