@@ -36,6 +36,12 @@ TECHNIQUES: tuple[Technique, ...] = (
               "attrib, file.xattr and xattr_op", ("raw_tracepoint",)),
     Technique("setxattrat, removexattrat (Linux 6.13)", "attrib, file.xattr and xattr_op",
               ("raw_tracepoint",), "__x64_sys_setxattrat"),
+    Technique("files released by exit, exec (close-on-exec) or close_range, never closed",
+              "close_write per open file, file.closed_by",
+              ("raw_tracepoint", "close_write_per_file")),
+    Technique("O_TMPFILE, then linkat", "create under the linked name, file.tmpfile",
+              ("raw_tracepoint",)),
+    Technique("renameat2 RENAME_WHITEOUT", "create, file.whiteout", ("raw_tracepoint",)),
 )
 
 

@@ -175,6 +175,7 @@ IA32: dict[str, tuple[int, str]] = {
     "splice": (313, "splice"), "copy_file_range": (377, "copy_file_range"),
     "close": (6, "close"), "dup2": (63, "dup2"), "dup3": (330, "dup3"),
     "close_range": (436, "close_range"),
+    "dup": (41, "dup"), "fcntl": (55, "fcntl"), "fcntl64": (221, "fcntl"),
     "mount": (21, "mount"), "umount": (22, "umount2"), "umount2": (52, "umount2"),
     "pivot_root": (217, "pivot_root"), "move_mount": (429, "move_mount"),
     "mount_setattr": (442, "mount_setattr"),

@@ -69,7 +69,7 @@
 #define KIND_RMDIR       11
 #define KIND_LINK        12
 #define KIND_SYMLINK     13
-#define KIND_CLOSE_RANGE 14  /* close_range(first, last, flags): fd, mode, oflags */
+/* 14 was close_range's record: closes.h scans the fd table instead. */
 #define KIND_MOUNT       15  /* the caller's mount table changed */
 #define KIND_XATTR       20  /* attrib of an extended attribute: its name in seg[3] */
 /* Not records: slots of the lost map for other losses. */
@@ -80,7 +80,7 @@
 #define SHAPE_FD    2   /* acts on an fd argument */
 #define SHAPE_NAME  3   /* names files relative to a dirfd or the cwd */
 #define SHAPE_CLOSE 4   /* close: handled at enter, while the fd still exists */
-#define SHAPE_ARGS  5   /* no file: the arguments, for user space (close_range, mount) */
+#define SHAPE_ARGS  5   /* no file: the arguments, for user space (mount) */
 #define SHAPE_MMAP  6   /* mmap: a shared mapping of a file open for writing */
 
 /* ia32 (int $0x80, 32-bit processes) syscalls: their own numbers, kept in
@@ -94,7 +94,6 @@
 #define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
 #define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
 #define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
-#define F_CLOEXEC  (1 << 8)  /* modify: exec will close this fd (FD_CLOEXEC) */
 
 /* Counters of what the kernel side filtered out (kstats map slots). */
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
@@ -179,16 +178,6 @@ static __always_inline void *fd_file(void *task, u32 fd)
         return 0;
     void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
     return read_ptr(arr, (long)fd * 8);
-}
-
-/* The fd's FD_CLOEXEC bit: the fd table's close_on_exec bitmap, not f_flags
- * (fcntl(F_SETFD) and dup3(O_CLOEXEC) change only the bitmap). */
-static __always_inline int fd_cloexec(void *task, u32 fd)
-{
-    void *files = read_ptr(task, OFF_TASK_FILES);
-    void *fdt = read_ptr(files, OFF_FILES_FDT);
-    void *bits = read_ptr(fdt, OFF_FDTABLE_CLOSE_ON_EXEC);
-    return (read_u64(bits, (long)(fd / 64) * 8) >> (fd % 64)) & 1;
 }
 
 /* References to an open file: fds in any table, mappings, in-flight calls.
