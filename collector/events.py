@@ -19,6 +19,7 @@ from snoopbus.collector.records import (
     F_NO_RET,
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
+    F_URING,
     FILE_KIND_NAMES,
     FILE_NAMES_AT,
     FILE_TAIL,
@@ -46,6 +47,7 @@ from snoopbus.collector.records import (
     decode_header,
     file_paths,
 )
+from snoopbus.collector.uring import OP_NAMES
 from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
@@ -186,7 +188,22 @@ class EventBuilder:
                 info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
                 return self._closed(rec.hdr, closed, "close_range",
                                     self._shared_proc(rec.hdr, info))
-            out = self._file(rec)
+            if rec.via_uring and rec.hdr.kind == KIND_CLOSE_WRITE and rec.path is None:
+                # A fixed slot's close, named from the write that made it count.
+                w = self.written.closed(pid, rec.fd)
+                if w is None:
+                    return []
+                ev = self._base(rec.hdr.ts_boot, "close_write")
+                ev["proc"] = w.proc
+                ev["file"] = w.file
+                out = [(self.subject("close_write"), ev)]
+            else:
+                out = self._file(rec)
+            if rec.via_uring:
+                op = OP_NAMES.get(rec.nr, str(rec.nr))
+                for _, ev in out:
+                    ev["via"] = "io_uring"
+                    ev["io_uring_op"] = op
             self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
             return out
         if isinstance(rec, ExitRecord):
@@ -297,7 +314,7 @@ class EventBuilder:
         one, which the layered decoder then names)."""
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
-        if not one and (kind != KIND_RENAME or flags & F_EXCHANGE):
+        if (not one and (kind != KIND_RENAME or flags & F_EXCHANGE)) or flags & F_URING:
             return None
         ret, cookie, ino, dev, mnt_ns, _, oflags, mode, fd, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size

@@ -57,6 +57,7 @@ F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
 F_CLOEXEC = 1 << 8  # modify: the fd has FD_CLOEXEC, exec closes it
+F_URING = 1 << 15  # submitted through io_uring (bpf/uring.h): nr is the opcode
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
@@ -136,6 +137,10 @@ class FileRecord:
     @property
     def cloexec(self) -> bool:
         return bool(self.hdr.flags & F_CLOEXEC)
+
+    @property
+    def via_uring(self) -> bool:
+        return bool(self.hdr.flags & F_URING)
 
 
 Record = ExecRecord | ExitRecord | FileRecord

@@ -51,6 +51,12 @@ class WrittenFiles:
             if not fds:
                 del self._by_pid[pid]
 
+    def closed(self, pid: int, fd: int) -> Written | None:
+        """What a close the probes saw without its file (an io_uring fixed
+        slot) closed, if it was written."""
+        taken = self._take(pid, lambda f, w: f == fd)
+        return taken[0] if taken else None
+
     def closed_by_exit(self, pid: int) -> list[Written]:
         fds = self._by_pid.pop(pid, None) or {}
         self._count -= len(fds)

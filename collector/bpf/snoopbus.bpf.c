@@ -709,6 +709,9 @@ int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
 
 /* 0: uring_first_name, 1: uring_second_name. */
 BPF_PROG_ARRAY(uring_tails, 2);
+/* Writes whose fd or fixed slot named no file at submit (a linked open fills
+ * it later): request -> the fd, resolved from req->file at completion. */
+BPF_TABLE("lru_hash", u64, s32, uring_pending, 4096);
 
 static __always_inline void uring_fill(struct file_rec *r, void *task, u16 kind, u32 op)
 {
@@ -796,8 +799,19 @@ RAW_TRACEPOINT_PROBE(io_uring_submit_req)
             written.update(&key, &one);
             if ((inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
                 return 0;
-        }
+        } else if (!(read_u64(req, OFF_REQ_FLAGS) & REQ_F_CQE_SKIP_F)) {
+            u64 rk = (u64)req;
+            uring_pending.update(&rk, &fd);  /* io_uring_complete resolves it */
+            return 0;
+        }  /* else no completion will come: reported now, path unknown */
     } else {
+        if (!file && fd < -1 && !(read_u64(req, OFF_REQ_FLAGS) & REQ_F_CQE_SKIP_F)) {
+            /* A slot a linked request fills: written or not is known once the
+             * close completes (the written map), and user space has the path. */
+            u64 rk = (u64)req;
+            uring_pending.update(&rk, &fd);
+            return 0;
+        }
         written.delete(&key);
         if (!file || !(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F)
             || (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
@@ -939,6 +953,57 @@ int uring_second_name(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
+/* A write whose file was unknown at submit, at its completion: req->file is
+ * the file it wrote. */
+static __always_inline void uring_write_done(struct bpf_raw_tracepoint_args *ctx, void *req,
+                                             s32 fd, u8 op)
+{
+    s32 res = (s32)read_u32((void *)ctx->args[2], OFF_CQE_RES);
+    if (res < 0 && !INCLUDE_FAILED)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    void *file = read_ptr(req, OFF_REQ_CMD);  /* req->file: the union's first member */
+    struct written_key key = written_key(task, pid_tgid, (u32)fd);
+    if (written.lookup(&key))
+        return;
+    if (res >= 0) {
+        u8 one = 1;
+        written.update(&key, &one);
+    }
+    if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+        return;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, KIND_MODIFY, op);
+    r->ret = res;
+    r->fd = fd;
+    uring_emit_file(s, r, task, file);
+}
+
+/* The close of a fixed slot that held no file at submit, once it completed:
+ * close_write when the slot's file was written (the written map), path
+ * unknown here (F_FD_GONE): user space names it from that write's event. */
+static __always_inline void uring_slot_closed(struct bpf_raw_tracepoint_args *ctx, s32 fd)
+{
+    if ((s32)read_u32((void *)ctx->args[2], OFF_CQE_RES) < 0)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    struct written_key key = written_key(task, bpf_get_current_pid_tgid(), (u32)fd);
+    if (!written.lookup(&key))
+        return;
+    written.delete(&key);
+    struct scratch *s = get_scratch();
+    if (!s)
+        return;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, KIND_CLOSE_WRITE, UOP_CLOSE);
+    r->fd = fd;
+    uring_emit_file(s, r, task, 0);
+}
+
 /* Opens, at their completion: the file is in place (an fd, or a fixed slot
  * for a direct open), FMODE_CREATED tells create from open. Requests of other
  * kinds, and CQEs of no request (req NULL), are not wanted here. */
@@ -949,6 +1014,19 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
         return 0;
     u8 op = 0;
     bpf_probe_read_kernel(&op, sizeof(op), (char *)req + OFF_REQ_OPCODE);
+    if (uring_is_write(op) || op == UOP_CLOSE) {
+        u64 rk = (u64)req;
+        s32 *pfd = uring_pending.lookup(&rk);
+        if (!pfd)
+            return 0;
+        s32 wfd = *pfd;
+        uring_pending.delete(&rk);
+        if (op == UOP_CLOSE)
+            uring_slot_closed(ctx, wfd);
+        else
+            uring_write_done(ctx, req, wfd, op);
+        return 0;
+    }
     if (!uring_is_open(op))
         return 0;
     s32 res = (s32)read_u32((void *)ctx->args[2], OFF_CQE_RES);
