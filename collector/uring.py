@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from snoopbus.collector.btf import Btf, BtfError, Kind
 
@@ -86,6 +87,8 @@ OPS: tuple[Op, ...] = (
     Op("writev_fixed", 61, "modify", _WRITE_HOW, _FD),
     Op("fallocate", 17, "modify", _WRITE_HOW, _FD),
     Op("ftruncate", 55, "modify", _WRITE_HOW, _FD),
+    Op("splice", 30, "modify (output file)", _WRITE_HOW, _FD),
+    Op("tee", 33, "modify (output file)", _WRITE_HOW, _FD),
     Op("close", 19, "close_write", "the fd or fixed slot's file at submit",
        ("OFF_IO_CLOSE_FD", "OFF_IO_CLOSE_SLOT", *_FD)),
     Op("renameat", 35, "moved_from + moved_to", "the request's two names (struct filename)",
@@ -100,6 +103,11 @@ OPS: tuple[Op, ...] = (
     Op("linkat", 39, "link", "the request's two names (struct filename)", _LINK),
 )
 OP_NAMES = {op.opcode: op.name for op in OPS}
+# Operations that change files and are not hooked: doctor lists them as unseen.
+UNHOOKED: tuple[tuple[str, str], ...] = (
+    ("setxattr", "attrib: not hooked (io_uring's xattr requests make no event)"),
+    ("fsetxattr", "attrib: not hooked (io_uring's xattr requests make no event)"),
+)
 
 
 @dataclass(frozen=True)
@@ -120,18 +128,52 @@ def resolve(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
     return offsets, errors
 
 
-def coverage(btf: Btf) -> list[Coverage]:
-    """Per operation: whether the probes see it on this kernel, and if not, why."""
-    _, errors = resolve(btf)
-    missing_tp = [tp for tp in TRACEPOINTS
-                  if btf.find_type(f"btf_trace_{tp}", Kind.TYPEDEF) is None]
+def coverage(errors: Mapping[str, str], attach_errors: Mapping[str, str]) -> list[Coverage]:
+    """Per operation: whether the probes see it, and if not, why. `errors`:
+    URING_FIELDS that did not resolve (resolve()); `attach_errors`: the
+    TRACEPOINTS a program could not attach to, with why. Pure."""
     out = []
     for op in OPS:
         bad = [f"{URING_FIELDS[f]}: {errors[f]}" for f in (*_REQ, *op.fields) if f in errors]
-        if missing_tp:
-            out.append(Coverage(op, False, f"no tracepoint {', '.join(missing_tp)}"))
-        elif bad:
-            out.append(Coverage(op, False, "; ".join(bad)))
+        if attach_errors:
+            out.append(Coverage(op, False, "; ".join(attach_errors.values())))
+        elif errors:
+            # One missing field leaves the whole io_uring block out (URING=0).
+            out.append(Coverage(op, False, "; ".join(bad) or
+                                f"the io_uring hooks are off: {len(errors)} fields "
+                                "do not resolve from BTF"))
         else:
             out.append(Coverage(op, True, ""))
     return out
+
+
+def kernel_coverage() -> tuple[list[Coverage], str]:
+    """coverage() measured on this kernel, and who may use io_uring at all
+    (the kernel.io_uring_disabled sysctl)."""
+    from snoopbus.collector.capabilities import check_raw_tracepoint_attach
+
+    try:
+        with Btf.load() as btf:
+            _, errors = resolve(btf)
+            missing = {tp: f"no tracepoint {tp} in BTF" for tp in TRACEPOINTS
+                       if btf.find_type(f"btf_trace_{tp}", Kind.TYPEDEF) is None}
+    except BtfError as exc:
+        errors, missing = dict.fromkeys(URING_FIELDS, str(exc)), {}
+    attach = {tp: check for tp in TRACEPOINTS if tp not in missing
+              for check in [check_raw_tracepoint_attach(tp)]}
+    attach_errors = {**missing, **{tp: c.detail for tp, c in attach.items() if not c.ok}}
+    return coverage(errors, attach_errors), io_uring_users()
+
+
+def io_uring_users() -> str:
+    """kernel.io_uring_disabled, in words (absent before Linux 6.6: everyone)."""
+    try:
+        value = Path("/proc/sys/kernel/io_uring_disabled").read_text().strip()
+    except OSError:
+        return "every user may create io_uring rings (no kernel.io_uring_disabled)"
+    return {
+        "0": "every user may create io_uring rings (kernel.io_uring_disabled=0)",
+        "1": "only root and the kernel.io_uring_group may create rings "
+             "(kernel.io_uring_disabled=1)",
+        "2": "io_uring is disabled for everyone (kernel.io_uring_disabled=2)",
+    }.get(value, f"kernel.io_uring_disabled={value}")

@@ -13,10 +13,14 @@
  *      is not known yet (F_NO_RET): a request that fails is reported too.
  *  open (openat, openat2): at completion, from the file itself (regular fd or
  *      fixed slot), create when FMODE_CREATED, as sys_exit does for open().
- *  write family, fallocate, ftruncate: modify at submit, first per fd (or
- *      fixed slot) as for syscalls, from the file the fd names then.
+ *  write family, fallocate, ftruncate, splice/tee (their output): modify at
+ *      submit, first per fd (or fixed slot) as for syscalls, from the file
+ *      the fd names then; a slot or fd a linked request fills later is
+ *      resolved at completion from req->file.
  *  close: close_write at submit, while the fd (or fixed slot) still names
- *      its file, for a regular file open for writing.
+ *      its file, for a regular file open for writing; a slot a linked open
+ *      fills: at completion, when it was written (user space has the path).
+ *  Not hooked: setxattr/fsetxattr requests (no attrib event).
  * Requests run by an SQPOLL thread or an io-wq worker are io threads of the
  * ring owner's process: tgid and creds are the owner's; comm is taken from
  * the thread group leader.
@@ -35,6 +39,8 @@
 #define UOP_OPENAT        18
 #define UOP_CLOSE         19
 #define UOP_WRITE         23
+#define UOP_SPLICE        30  /* the request's fd is the output */
+#define UOP_TEE           33
 #define UOP_OPENAT2       28
 #define UOP_RENAMEAT      35
 #define UOP_UNLINKAT      36
@@ -61,7 +67,8 @@
 static __always_inline int uring_is_write(u32 op)
 {
     return op == UOP_WRITE || op == UOP_WRITEV || op == UOP_WRITE_FIXED
-        || op == UOP_WRITEV_FIXED || op == UOP_FALLOCATE || op == UOP_FTRUNCATE;
+        || op == UOP_WRITEV_FIXED || op == UOP_FALLOCATE || op == UOP_FTRUNCATE
+        || op == UOP_SPLICE || op == UOP_TEE;
 }
 
 static __always_inline int uring_is_name_op(u32 op)
