@@ -1,6 +1,7 @@
 """File-operation load: what the collector costs the workload, and whether it keeps up.
 
     .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--rounds 3] [--cpu 1]
+                                             [--before CHECKOUT]
 
 Compiles tests/bench/file_load.c with the system cc into a temp dir: one
 loop on one CPU doing openat(O_CREAT)+write+close+renameat+unlinkat (5 file
@@ -14,6 +15,8 @@ moved_from, moved_to, delete) for --seconds. Each of --rounds runs it:
    the collector; it needs tracefs, which this bench mounts for that run only
    when it is not mounted, and unmounts after; the column is skipped with a
    note when bpftrace is missing: `make bench-files` installs it),
+   (--before CHECKOUT: instead, the collector of that checkout, run by its
+   .venv: a change's cost measured before/after in the same rounds),
 4. nobody watching again: the round's baseline is the mean of 1 and 4.
 
 Prints a table per round: ops/s and slowdown against that round's baseline,
@@ -147,8 +150,11 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
-    run = Run("collector")
+async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
+                         python: str = sys.executable, name: str = "collector") -> Run:
+    """The load under `snoopbus collect` run by `python` (another checkout's
+    venv for --before)."""
+    run = Run(name)
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
     assert server.process is not None
@@ -167,7 +173,7 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     await nc.flush()
     log = (tmp / "collector.log").open("wb")
     collector = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
+        [python, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
          "--host", host], stdout=log, stderr=subprocess.STDOUT)
     final: dict[str, Any] = {}
     try:
@@ -302,18 +308,25 @@ def table(runs: list[Run], base: Run) -> str:
 
 
 def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
-              bpftrace_first: bool) -> list[Run]:
-    """[baseline (mean of one load before and one after), collector, bpftrace].
+              bpftrace_first: bool, before_python: str | None = None) -> list[Run]:
+    """[baseline (mean of one load before and one after), collector, bpftrace
+    (or, with before_python, the collector of another checkout)].
     The two watched loads swap places from round to round: on this machine a
     load run later in a round tends to run slower."""
+    def other() -> Run:
+        if before_python is None:
+            return with_bpftrace(exe, work, tmp, seconds, cpu)
+        return asyncio.run(with_collector(exe, work, tmp, seconds, cpu, before_python,
+                                          "collector (before)"))
+
     before = Run("no collector")
     before.iterations, before.seconds, _ = load(exe, work, seconds, cpu)
     if bpftrace_first:
-        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+        trace = other()
         coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
     else:
         coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
-        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+        trace = other()
     after = Run("no collector")
     after.iterations, after.seconds, _ = load(exe, work, seconds, cpu)
     base = Run("no collector (mean)", before.iterations + after.iterations,
@@ -332,7 +345,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of (no collector, collector, bpftrace, no collector)")
     parser.add_argument("--cpu", type=int, default=1, help="CPU the load runs on")
+    parser.add_argument("--before", type=Path, default=None, metavar="CHECKOUT",
+                        help="instead of bpftrace, run the collector of another checkout "
+                        "(its .venv) in the same rounds: before/after from one run")
     args = parser.parse_args()
+    before_python = None
+    if args.before is not None:
+        before_python = str(args.before / ".venv" / "bin" / "python")
+        if not os.access(before_python, os.X_OK):
+            sys.exit(f"file_ops: --before: no {before_python} (run `make setup` there)")
+    other = "before" if before_python else "bpftrace"
     if os.geteuid() != 0:
         sys.exit("file_ops: needs root (it loads the collector's probes)")
     rounds: list[list[Run]] = []
@@ -342,12 +364,13 @@ def main() -> None:
         work.mkdir()
         exe = build(tmp)
         for i in range(args.rounds):
-            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1))
+            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1,
+                                    before_python))
     print(f"file_ops: {args.rounds} rounds, {args.seconds:g} s per load on CPU {args.cpu}, "
           f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration; each slowdown is "
           "against its own round's baseline (the machine is shared: read the ratios)\n")
     for i, (base, coll, trace) in enumerate(rounds, 1):
-        order = "bpftrace, then collector" if i % 2 == 0 else "collector, then bpftrace"
+        order = f"{other}, then collector" if i % 2 == 0 else f"collector, then {other}"
         print(f"round {i} ({order}; baseline {base.note} ops/s)")
         print(table([base, coll, trace], base))
         print()
@@ -357,7 +380,7 @@ def main() -> None:
     line = f"median slowdown: collector {slow_c * 100:.1f}%"
     if traces:
         slow_t = statistics.median(slowdown(r[2], r[0]) for r in rounds if r[2].seconds)
-        line += f", bpftrace {slow_t * 100:.1f}%"
+        line += f", {other} {slow_t * 100:.1f}%"
     print(line)
     seen = sum(r.delivered or 0 for r in colls)
     expected = sum(r.iterations * EVENTS_PER_ITER for r in colls)
@@ -380,13 +403,16 @@ def main() -> None:
             print(f"round {i} beside the collector (load start until the stream stopped "
                   f"growing): nats-server {coll.nats_cpu_s:.2f} CPU s, this bench "
                   f"{coll.bench_cpu_s:.2f} CPU s")
-        if coll.bpf_ns is not None and coll.bpf_runs:
-            print(f"round {i} collector probes in the kernel: {coll.bpf_runs} runs, "
-                  f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
-                  f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
-                  f"(all programs, every syscall on the host)")
+        for r in (coll, rounds[i - 1][2]):
+            if r.bpf_ns is not None and r.bpf_runs:
+                print(f"round {i} {r.name} probes in the kernel: {r.bpf_runs} runs, "
+                      f"{r.bpf_ns / r.bpf_runs:.0f} ns per run, "
+                      f"{r.bpf_ns / max(r.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
+                      f"(all programs, every syscall on the host)")
     print(f"collector events by type (last round): {dict(colls[-1].by_type)}")
-    if traces:
+    if traces and before_python:
+        print(f"collector (before) events by type (last round): {dict(traces[-1].by_type)}")
+    elif traces:
         print(f"bpftrace lines by op (last round): {dict(traces[-1].by_type)}  {traces[-1].note}")
     else:
         print(rounds[-1][2].note)
