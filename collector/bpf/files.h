@@ -19,8 +19,9 @@
  *               sendfile, splice, copy_file_range) on a regular file per
  *               (tgid, fd) since that fd number was last opened or closed.
  *               Fds duped or inherited over fork count on their own; writes
- *               through mmap or io_uring make no syscall and are not seen
- *               (the fsnotify hooks would see them where the kernel allows).
+ *               through mmap make no syscall and are not seen (the fsnotify
+ *               hooks would see them where the kernel allows); io_uring
+ *               requests are hooked on their own (uring.h).
  *  close_write  close() of an fd open for writing on a regular file, taken
  *               at close's entry (its ret is unknown, F_NO_RET); also the
  *               implicit close of dup2/dup3's target. One per closed fd, not
