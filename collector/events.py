@@ -199,12 +199,15 @@ class EventBuilder:
                 out = [(self.subject("close_write"), ev)]
             else:
                 out = self._file(rec)
+            ret = rec.ret
             if rec.via_uring:
                 op = OP_NAMES.get(rec.nr, str(rec.nr))
                 for _, ev in out:
                     ev["via"] = "io_uring"
                     ev["io_uring_op"] = op
-            self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
+                if ret is not None and ret >= 0 and rec.hdr.kind in (KIND_CREATE, KIND_OPEN):
+                    ret = rec.fd  # a direct open's ret is 0: its fd is the slot's key
+            self._track(rec.hdr.kind, pid, rec.fd, ret, rec.cloexec, out)
             return out
         if isinstance(rec, ExitRecord):
             exit_event = self._exit(rec)

@@ -66,6 +66,10 @@ def test_a_fixed_slot_close_is_named_by_the_write_that_counted() -> None:
     assert (close["type"], close["file"]["path"], close["io_uring_op"]) == (
         "close_write", "/w/direct", "close")
     validate_event(close)
+    # A direct open's ret is 0: it must not make fd 0's written file forgotten.
+    b.build_raw(record(R.KIND_MODIFY, [b"f\0w\0", b"", b"", b""], op=23, ret=1, fd=0))
+    b.build_raw(record(R.KIND_CREATE, [b"g\0w\0", b"", b"", b""], op=18, ret=0, fd=SLOT0 - 1))
+    assert [w.file["path"] for w in b.written.closed_by_exit(PID)] == ["/w/f"]
     # Closed once: a second close of the slot names nothing.
     assert b.build_raw(record(R.KIND_CLOSE_WRITE, [b"", b"", b"", b""], op=19, flags=gone,
                               fd=SLOT0)) == []
