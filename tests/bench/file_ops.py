@@ -190,8 +190,11 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
         run.iterations, run.seconds = n, secs
         run.bpf_ns, run.bpf_runs = ns1 - ns0, cnt1 - cnt0
         # Until the collector has published what it read: the stream stops growing.
-        last, still = -1, 0.0
-        while still < 2.0:
+        # Bounded: on a shared host other collectors' stores keep it growing
+        # (each reports the others' JetStream writes).
+        last, still, waited = -1, 0.0, 0.0
+        while still < 2.0 and waited < 30.0:
+            waited += 0.25
             stored = (await js.stream_info(STREAM_NAME)).state.messages
             still = still + 0.25 if stored == last else 0.0
             last = stored
