@@ -79,6 +79,12 @@ system:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev util-linux; \
 	fi
 
+	@# liburing (Debian) builds the io_uring test program (tests/uring/uring_ops.c).
+	@if [ ! -f /usr/include/liburing.h ] || ! command -v gcc >/dev/null; then \
+	  echo "setup: installing liburing-dev and gcc (Debian) for the io_uring tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends liburing-dev gcc libc6-dev; \
+	fi
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml

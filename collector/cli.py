@@ -167,7 +167,8 @@ def _collect(args: argparse.Namespace) -> int:
         s, filters = collect_settings(args)
         limits = probes.ProbeLimits(argv_max=s["argv_max"], ringbuf_pages=s["ringbuf_pages"])
         if args.ebpf:
-            print(probes.dump_program(limits, probes.proc_offsets(), filters))
+            print(probes.dump_program(limits, {**probes.proc_offsets(), **probes.uring_offsets()},
+                                      filters))
             return 0
         return run_collector(CollectorConfig(
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,

@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import coverage, doctor_bus
+from snoopbus.collector import coverage, doctor_bus, uring
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -30,6 +30,7 @@ from snoopbus.collector.capabilities import (
     choose_hooks,
     detect,
 )
+from snoopbus.collector.uring import Coverage
 from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
 from snoopbus.proto.settings_file import ConfigError
 
@@ -44,6 +45,9 @@ class Report:
     offset_errors: dict[str, str] = field(default_factory=dict)
     btf_path: str = ""
     techniques: list[coverage.Coverage] = field(default_factory=list)
+    # io_uring operations the probes see here (collector/uring.py), and who may use rings
+    uring: list[Coverage] = field(default_factory=list)
+    uring_users: str = ""
 
     @property
     def problems(self) -> list[str]:
@@ -70,6 +74,13 @@ class Report:
             },
             "techniques": [{"name": c.technique.name, "status": c.status, "detail": c.detail}
                            for c in self.techniques],
+            "io_uring": {
+                "users": self.uring_users,
+                "unhooked": dict(uring.UNHOOKED),
+                "operations": {c.op.name: {"seen": c.seen, "events": c.op.events,
+                                           "path": c.op.how, "why_not": c.detail}
+                               for c in self.uring},
+            },
         }
 
 
@@ -157,7 +168,26 @@ def build_report(fields: Mapping[str, str] | None = None) -> Report:
         program_fields() if fields is None else fields)
     passed = {c.name for c in checks if c.ok}
     techniques = coverage.coverage(passed.__contains__, funcs.__contains__)
-    return Report(checks, choose_hooks(checks), offsets, errors, btf_path, techniques)
+    uring_ops, users = uring.kernel_coverage()
+    return Report(checks, choose_hooks(checks), offsets, errors, btf_path, techniques,
+                  uring_ops, users)
+
+
+def render_uring(report: Report) -> list[str]:
+    """Per io_uring operation: seen or not here, as what, and why not."""
+    if not report.uring:
+        return []
+    seen = sum(c.seen for c in report.uring)
+    lines = ["", f"io_uring requests ({seen} of {len(report.uring)} operations seen; "
+             f"{report.uring_users}):"]
+    width = max(len(c.op.name) for c in report.uring)
+    for c in report.uring:
+        if c.seen:
+            lines.append(f"  ok    {c.op.name:<{width}}  {c.op.events}: {c.op.how}")
+        else:
+            lines.append(f"  MISS  {c.op.name:<{width}}  not seen: {c.detail}")
+    lines += [f"  MISS  {name:<{width}}  {why}" for name, why in uring.UNHOOKED]
+    return lines
 
 
 def render(report: Report) -> str:
@@ -178,6 +208,7 @@ def render(report: Report) -> str:
     lines += ["", f"Struct offsets from BTF ({report.btf_path or 'unavailable'}):"]
     lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
     lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]
+    lines += render_uring(report)
     lines.append("")
     if problems:
         lines.append(f"The collector cannot run here: {'; '.join(problems)}.")

@@ -20,6 +20,7 @@ from snoopbus.collector.records import (
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
     F_TMPFILE,
+    F_URING,
     FILE_KIND_NAMES,
     FILE_NAMES_AT,
     FILE_TAIL,
@@ -48,6 +49,7 @@ from snoopbus.collector.records import (
     file_paths,
 )
 from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
+from snoopbus.collector.uring import OP_NAMES
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
@@ -117,6 +119,10 @@ class EventBuilder:
         # pid -> the proc map of its exit event: the close_write of the files
         # its exit released follow it (the cache has forgotten the process).
         self._exited: dict[int, dict[str, Any]] = {}
+        # (pid, io_uring fixed slot as a record's fd) -> (file map, proc map) of
+        # the slot's last open or write: the kernel cannot name a slot a linked
+        # open filled when its close completes (bpf/uring.h)
+        self._uring_slots: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -189,6 +195,8 @@ class EventBuilder:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
                 return []
+            if rec.via_uring:
+                return self._uring(rec)
             return self._file(rec)
         if isinstance(rec, ExitRecord):
             return [self._exit(rec)]
@@ -273,7 +281,7 @@ class EventBuilder:
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
         if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
-                or flags & (F_CLOSED_BY_MASK | F_TMPFILE)):
+                or flags & (F_CLOSED_BY_MASK | F_TMPFILE | F_URING)):
             return None
         ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
@@ -310,6 +318,34 @@ class EventBuilder:
             return True
         self.filtered_in_user += 1
         return False
+
+    def _uring(self, rec: FileRecord) -> list[tuple[str, Event]]:
+        """A request submitted through io_uring (nr is its opcode): the
+        event(s) the syscall would make, marked via and io_uring_op."""
+        kind, key = rec.hdr.kind, (rec.hdr.pid, rec.fd)
+        slot = rec.fd < -1  # URING_SLOT_FD: a fixed file slot, not a process fd
+        if kind == KIND_CLOSE_WRITE and rec.path is None:
+            # A written slot's close: named from that slot's write (or open).
+            known = self._uring_slots.pop(key, None)
+            if known is None:
+                return []
+            ev = self._base(rec.hdr.ts_boot, "close_write")
+            ev["file"], ev["proc"] = dict(known[0]), known[1]
+            out = [(self.subject("close_write"), ev)]
+        else:
+            out = self._file_events(rec)
+            if slot and kind == KIND_CLOSE_WRITE:
+                self._uring_slots.pop(key, None)
+            elif slot and out and kind in (KIND_CREATE, KIND_OPEN, KIND_MODIFY):
+                if len(self._uring_slots) >= 4096:
+                    self._uring_slots.clear()
+                _, ev = out[0]
+                self._uring_slots[key] = (ev["file"], ev["proc"])
+        op = OP_NAMES.get(rec.nr, str(rec.nr))
+        for _, ev in out:
+            ev["via"] = "io_uring"
+            ev["io_uring_op"] = op
+        return out
 
     def _file(self, rec: FileRecord) -> list[tuple[str, Event]]:
         out = self._file_events(rec)

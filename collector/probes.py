@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector import btf, syscalls
+from snoopbus.collector import btf, syscalls, uring
 from snoopbus.collector.bcc_import import import_bcc
 from snoopbus.collector.filters import FilterConfig, fill_maps
 from snoopbus.collector.filters import defines as filter_defines
@@ -202,6 +202,21 @@ def proc_offsets() -> dict[str, int]:
     return offsets
 
 
+def uring_offsets() -> dict[str, int]:
+    """The io_uring probes' offsets plus URING=1; only URING=0 when one of the
+    (kernel-internal) io_uring fields does not resolve: the rest still runs."""
+    try:
+        with btf.Btf.load() as table:
+            offsets, errors = uring.resolve(table)
+    except btf.BtfError as exc:
+        errors = {"btf": str(exc)}
+    if errors:
+        log.warning("io_uring requests will not be seen: %s",
+                    "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return {"URING": 0}
+    return {**offsets, "URING": 1}
+
+
 class ProbeError(RuntimeError):
     """The probes could not be compiled or attached on this kernel."""
 
@@ -234,6 +249,8 @@ class LoadedProbes:
 TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter", 2: "exit_first_name"}
 # The fd-table scans' (bpf/closes.h), in `scan_tails`.
 SCAN_TAIL_PROGRAMS = {0: "scan_count", 1: "scan_emit"}
+# The io_uring block's own (bpf/uring.h), in `uring_tails`.
+URING_TAIL_PROGRAMS = {0: "uring_first_name", 1: "uring_second_name"}
 
 
 def _compile(defs: dict[str, int]) -> Any:
@@ -250,6 +267,11 @@ def _compile(defs: dict[str, int]) -> Any:
         for slot, name in SCAN_TAIL_PROGRAMS.items():
             fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
             scan_tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+        if defs.get("URING"):
+            uring_tails = b[b"uring_tails"]
+            for slot, name in URING_TAIL_PROGRAMS.items():
+                fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
+                uring_tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         if b is not None:
             b.cleanup()  # its raw tracepoints are attached already
@@ -270,7 +292,21 @@ def load(
     tail programs and the filters are in place."""
     filters = filters or FilterConfig()
     syscalls.check_arch()
-    offsets = proc_offsets()
+    offsets = {**proc_offsets(), **uring_offsets()}
+    try:
+        return _load(limits, offsets, filters, task_storage)
+    except ProbeError as exc:
+        if not offsets["URING"]:
+            raise
+        # The io_uring block reads kernel-internal structs: it must never
+        # cost the syscall probes.
+        log.warning("probes with the io_uring hooks did not load (%s); "
+                    "io_uring requests will not be seen", exc)
+        return _load(limits, {**offsets, "URING": 0}, filters, task_storage)
+
+
+def _load(limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig,
+          task_storage: bool) -> LoadedProbes:
     try:
         b = _compile(defines(limits, offsets, filters, task_storage=task_storage))
     except ProbeError as exc:
@@ -280,6 +316,10 @@ def load(
         log.warning("probes with task storage did not load (%s); using a map keyed by "
                     "thread id for syscall arguments", exc)
         b = _compile(defines(limits, offsets, filters, task_storage=False))
+    return _finish(b, filters)
+
+
+def _finish(b: Any, filters: FilterConfig) -> LoadedProbes:
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
     spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)

@@ -67,6 +67,7 @@ CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
 # An O_TMPFILE file (bpf/closes.h): the walked name is made up; on a link,
 # the record's inode is the linked file's
 F_TMPFILE = 1 << 11
+F_URING = 1 << 15  # submitted through io_uring (bpf/uring.h): nr is the opcode
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
@@ -148,6 +149,10 @@ class FileRecord:
     def closed_by(self) -> str | None:
         """close_write: "exit", "exec" or "close_range" released the file; None: a close()."""
         return CLOSED_BY.get((self.hdr.flags & F_CLOSED_BY_MASK) >> F_CLOSED_BY_SHIFT)
+
+    @property
+    def via_uring(self) -> bool:
+        return bool(self.hdr.flags & F_URING)
 
 
 Record = ExecRecord | ExitRecord | FileRecord

@@ -114,6 +114,8 @@ class Event(TypedDict, total=False):
     exit_code: int  # exit
     # Extension (optional):
     signal: int  # exit: the signal that ended the process
+    via: str  # "io_uring": the operation was an io_uring request, not a syscall
+    io_uring_op: str  # with via: the request's opcode name (IORING_OP_*, lower case)
 
 
 class SchemaError(ValueError):
@@ -160,6 +162,8 @@ _TOP_FIELDS: Final[dict[str, _Kind]] = {
     "ret": int,
     "exit_code": int,
     "signal": int,
+    "via": str,
+    "io_uring_op": str,
 }
 _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "pid": int,

@@ -25,7 +25,8 @@
  *               (each call); mmap of a file open for writing with MAP_SHARED
  *               (each call: the mapping outlives the fd; the fd is not
  *               marked). Fds duped or inherited over fork count on their own;
- *               the writes through a mapping make no syscall and are not seen.
+ *               the writes through a mapping make no syscall and are not seen;
+ *               io_uring requests are hooked on their own (uring.h).
  *  close_write  the release of an open file opened for writing on a regular
  *               file (written or not), as inotify's IN_CLOSE_WRITE: when its
  *               last reference goes. close() (and the implicit close of

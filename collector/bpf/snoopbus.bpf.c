@@ -474,12 +474,15 @@ static __always_inline u32 name_verdict(struct scratch *s, u32 at, int n)
  * Returns NAME_* when the kernel's verdict decides this name, else 0. */
 static __always_inline int add_name(struct scratch *s, struct file_rec *r, void *task,
                                      void *root, s64 dfd, const char *name, u16 trunc_flag,
-                                     int base_seg)
+                                     int base_seg, int kernel)
 {
     u32 start = get_pos(s);
     char first = 0;
     int walked = 0;
-    bpf_probe_read_user(&first, 1, name);
+    if (kernel)  /* io_uring: the kernel's copy (struct filename) */
+        bpf_probe_read_kernel(&first, 1, name);
+    else
+        bpf_probe_read_user(&first, 1, name);
     set_verdict(s, VERDICT_NONE);
     if (first != '/') {
         void *base = 0;
@@ -506,7 +509,9 @@ static __always_inline int add_name(struct scratch *s, struct file_rec *r, void 
         return 0;
     }
     barrier_var(mid);
-    int n = bpf_probe_read_user_str(s->data + (mid & (DATA_SIZE - 1)), PATH_MAX_LEN, name);
+    int n = kernel
+        ? bpf_probe_read_kernel_str(s->data + (mid & (DATA_SIZE - 1)), PATH_MAX_LEN, name)
+        : bpf_probe_read_user_str(s->data + (mid & (DATA_SIZE - 1)), PATH_MAX_LEN, name);
     if (n < 0)
         n = 0;
     r->seg[(base_seg + 1) & 3] = n;
@@ -702,7 +707,7 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
             r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
         }
     } else {
-        int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0);
+        int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0, 0);
         /* In a base, only an exclude decides: the name itself may be an
          * included directory. Renames and links are left to user space:
          * either name may matter. */
@@ -722,6 +727,22 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
 done:
     inflight_done(a);
     return 0;
+}
+
+/* A rename's cookie, unique per host and boot, across collector restarts:
+ * boot time (strictly increasing per CPU) * CPUs + CPU; user space shifts it
+ * left once so an exchange's two moves get two cookies. */
+static __always_inline u64 next_cookie(void)
+{
+    u32 zero = 0;
+    u64 *last = cookie_ts.lookup(&zero);
+    u64 t = bpf_ktime_get_boot_ns();
+    if (last) {
+        if (t <= *last)
+            t = *last + 1;
+        *last = t;
+    }
+    return t * MAX_CPUS + bpf_get_smp_processor_id();
 }
 
 /* Stage two at exit: the second name of rename/link, or a symlink target. */
@@ -758,22 +779,11 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
     if (a->sp.name2 >= 0) {
         const char *name = (const char *)sc_arg(a, a->sp.name2);
         s64 dfd = a->sp.dfd2 >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd2) : AT_FDCWD_VAL;
-        add_name(s, r, task, root, dfd, name, F_PATH2_TRUNC, 2);  /* verdict: user space */
+        add_name(s, r, task, root, dfd, name, F_PATH2_TRUNC, 2, 0);  /* verdict: user space */
         if (r->h.kind == KIND_RENAME) {
             if (r->oflags & RENAME_EXCHANGE_F && a->sp.flags >= 0)
                 r->h.flags |= F_EXCHANGE;
-            /* Unique per host and boot, across collector restarts: boot time
-             * (strictly increasing per CPU) * CPUs + CPU; user space shifts
-             * it left once so an exchange's two moves get two cookies. */
-            u32 zero = 0;
-            u64 *last = cookie_ts.lookup(&zero);
-            u64 t = bpf_ktime_get_boot_ns();
-            if (last) {
-                if (t <= *last)
-                    t = *last + 1;
-                *last = t;
-            }
-            r->cookie = t * MAX_CPUS + bpf_get_smp_processor_id();
+            r->cookie = next_cookie();
         }
     } else {
         u32 pos = get_pos(s);
@@ -1071,3 +1081,371 @@ int scan_emit(struct bpf_raw_tracepoint_args *ctx)
     scans.delete(&tid);
     return 0;
 }
+
+
+/* ---- io_uring requests (uring.h): file operations that make no syscall ---- */
+#if URING
+#include "uring.h"
+
+/* 0: uring_first_name, 1: uring_second_name. */
+BPF_PROG_ARRAY(uring_tails, 2);
+/* Writes whose fd or fixed slot named no file at submit (a linked open fills
+ * it later): request -> the fd, resolved from req->file at completion. */
+BPF_TABLE("lru_hash", u64, s32, uring_pending, 4096);
+
+static __always_inline void uring_fill(struct file_rec *r, void *task, u16 kind, u32 op)
+{
+    fill_hdr(&r->h, task, kind);
+    uring_owner_comm(&r->h, task);
+    r->h.flags = F_URING;
+    r->ret = 0;
+    r->cookie = 0;
+    r->ino = 0;
+    r->dev = 0;
+    r->mnt_ns = mnt_ns_inum(task);
+    r->nr = op;
+    r->oflags = 0;
+    r->mode = 0;
+    r->fd = -1;
+    r->seg[0] = r->seg[1] = r->seg[2] = r->seg[3] = 0;
+}
+
+/* The record's path from the file itself (or none, F_FD_GONE), then emit. */
+static __always_inline void uring_emit_file(struct scratch *s, struct file_rec *r, void *task,
+                                            void *file)
+{
+    set_pos(s, sizeof(*r));
+    if (file) {
+        void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+        fill_inode(r, file);
+        walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
+                  PATH_FILTERS);
+        r->seg[0] = get_pos(s) - sizeof(*r);
+        if (path_dropped(get_verdict(s))) {
+            kstat(KS_FILTERED_PATH);
+            return;
+        }
+    } else {
+        r->h.flags |= F_PATH_TRUNC | F_FD_GONE;
+    }
+    emit(s->data, get_pos(s), r->h.kind);
+}
+
+/* Every submitted request, after its prep. Name-based operations go to the
+ * tail programs; writes and closes are handled here, at submit, while the fd
+ * or fixed slot they name still holds the file. */
+RAW_TRACEPOINT_PROBE(io_uring_submit_req)
+{
+    void *req = (void *)ctx->args[0];
+    u8 op = 0;
+    bpf_probe_read_kernel(&op, sizeof(op), (char *)req + OFF_REQ_OPCODE);
+    int write = uring_is_write(op);
+    int named = uring_is_name_op(op)
+        || (uring_is_open(op) && (read_u64(req, OFF_REQ_FLAGS) & REQ_F_CQE_SKIP_F));
+    if (!write && !named && op != UOP_CLOSE)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (task_excluded(pid_tgid)) {
+        if ((pid_tgid >> 32) != SELF_TGID)
+            kstat(KS_FILTERED_TASK);
+        return 0;
+    }
+    if (named) {
+        uring_tails.call(ctx, 0);  /* uring_first_name */
+        return 0;
+    }
+    void *task = (void *)bpf_get_current_task();
+    void *cmd = (char *)req + OFF_REQ_CMD;
+    s32 fd;
+    void *file;
+    if (write) {
+        file = uring_req_file(req, task, &fd);
+    } else {
+        u32 slot = read_u32(cmd, OFF_IO_CLOSE_SLOT);  /* 0: a process fd */
+        if (slot) {
+            fd = URING_SLOT_FD(slot - 1);
+            file = uring_fixed_file(req, slot - 1);
+        } else {
+            fd = (s32)read_u32(cmd, OFF_IO_CLOSE_FD);
+            file = fd_file(task, (u32)fd);
+        }
+    }
+    struct written_key key = written_key(task, pid_tgid, (u32)fd);
+    if (write) {
+        if (written.lookup(&key))
+            return 0;
+        if (file) {
+            u8 one = 1;
+            written.update(&key, &one);
+            if ((inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+                return 0;
+        } else if (!(read_u64(req, OFF_REQ_FLAGS) & REQ_F_CQE_SKIP_F)) {
+            u64 rk = (u64)req;
+            uring_pending.update(&rk, &fd);  /* io_uring_complete resolves it */
+            return 0;
+        }  /* else no completion will come: reported now, path unknown */
+    } else {
+        if (!file && fd < -1 && !(read_u64(req, OFF_REQ_FLAGS) & REQ_F_CQE_SKIP_F)) {
+            /* A slot a linked request fills: written or not is known once the
+             * close completes (the written map), and user space has the path. */
+            u64 rk = (u64)req;
+            uring_pending.update(&rk, &fd);
+            return 0;
+        }
+        written.delete(&key);
+        if (!file || !writable_regular(file))
+            return 0;
+        if (file_refs(file) > 1)
+            return 0;  /* not the last reference (closes.h): the file stays open */
+    }
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, write ? KIND_MODIFY : KIND_CLOSE_WRITE, op);
+    r->h.flags |= F_NO_RET;
+    r->fd = fd;
+    if (file && !write)
+        r->oflags = read_u32(file, OFF_FILE_F_FLAGS);
+    uring_emit_file(s, r, task, file);
+    return 0;
+}
+
+/* Name-based requests at submit: the first name, from the request's struct
+ * filename (the kernel's copy), relative to its dirfd or the cwd. */
+int uring_first_name(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *req = (void *)ctx->args[0];
+    u8 op = 0;
+    bpf_probe_read_kernel(&op, sizeof(op), (char *)req + OFF_REQ_OPCODE);
+    void *cmd = (char *)req + OFF_REQ_CMD;
+    u16 kind;
+    s32 dfd;
+    void *fname;
+    u32 oflags = 0, mode = 0;
+    if (op == UOP_RENAMEAT) {
+        kind = KIND_RENAME;
+        dfd = (s32)read_u32(cmd, OFF_IO_RENAME_OLD_DFD);
+        fname = read_ptr(cmd, OFF_IO_RENAME_OLDPATH);
+        oflags = read_u32(cmd, OFF_IO_RENAME_FLAGS);
+    } else if (op == UOP_UNLINKAT) {
+        oflags = read_u32(cmd, OFF_IO_UNLINK_FLAGS);
+        kind = (oflags & AT_REMOVEDIR_F) ? KIND_RMDIR : KIND_DELETE;
+        dfd = (s32)read_u32(cmd, OFF_IO_UNLINK_DFD);
+        fname = read_ptr(cmd, OFF_IO_UNLINK_FILENAME);
+    } else if (op == UOP_MKDIRAT) {
+        kind = KIND_MKDIR;
+        dfd = (s32)read_u32(cmd, OFF_IO_MKDIR_DFD);
+        fname = read_ptr(cmd, OFF_IO_MKDIR_FILENAME);
+        u16 m = 0;
+        bpf_probe_read_kernel(&m, sizeof(m), (char *)cmd + OFF_IO_MKDIR_MODE);
+        mode = m;
+    } else if (op == UOP_SYMLINKAT) {
+        kind = KIND_SYMLINK;  /* the link's name; the target is the second */
+        dfd = (s32)read_u32(cmd, OFF_IO_LINK_NEW_DFD);
+        fname = read_ptr(cmd, OFF_IO_LINK_NEWPATH);
+    } else if (op == UOP_LINKAT) {
+        kind = KIND_LINK;
+        dfd = (s32)read_u32(cmd, OFF_IO_LINK_OLD_DFD);
+        fname = read_ptr(cmd, OFF_IO_LINK_OLDPATH);
+        oflags = read_u32(cmd, OFF_IO_LINK_FLAGS);
+    } else if (uring_is_open(op)) {
+        /* IOSQE_CQE_SKIP_SUCCESS: no completion to see the file at. */
+        oflags = (u32)read_u64(cmd, OFF_IO_OPEN_FLAGS);
+        mode = (u32)read_u64(cmd, OFF_IO_OPEN_MODE);
+        kind = (oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
+        if (kind == KIND_OPEN && !OPEN_EVENTS)
+            return 0;
+        dfd = (s32)read_u32(cmd, OFF_IO_OPEN_DFD);
+        fname = read_ptr(cmd, OFF_IO_OPEN_FILENAME);
+    } else {
+        return 0;
+    }
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *task = (void *)bpf_get_current_task();
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    uring_fill(r, task, kind, op);
+    r->h.flags |= F_NO_RET;
+    r->oflags = oflags;
+    r->mode = mode;
+    set_pos(s, sizeof(*r));
+    const char *name = read_ptr(fname, OFF_FILENAME_NAME);
+    int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0, 1);
+    int two = kind == KIND_RENAME || kind == KIND_LINK || kind == KIND_SYMLINK;
+    u32 v = get_verdict(s);
+    if (!two && ((decided == NAME_IN_BASE && v == VERDICT_EXCLUDE)
+                 || (decided == NAME_ABSOLUTE && path_dropped(v)))) {
+        kstat(KS_FILTERED_PATH);
+        return 0;
+    }
+    if (two) {
+        uring_tails.call(ctx, 1);  /* uring_second_name */
+        return 0;
+    }
+    emit(s->data, get_pos(s), kind);
+    return 0;
+}
+
+/* The second name of a rename or link, or a symlink's target. */
+int uring_second_name(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *req = (void *)ctx->args[0];
+    u8 op = 0;
+    bpf_probe_read_kernel(&op, sizeof(op), (char *)req + OFF_REQ_OPCODE);
+    void *cmd = (char *)req + OFF_REQ_CMD;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *task = (void *)bpf_get_current_task();
+    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    if (op == UOP_SYMLINKAT) {
+        const char *target = read_ptr(read_ptr(cmd, OFF_IO_LINK_OLDPATH), OFF_FILENAME_NAME);
+        u32 pos = get_pos(s);
+        if (pos <= DATA_SIZE - PATH_MAX_LEN) {
+            barrier_var(pos);
+            int n = bpf_probe_read_kernel_str(s->data + (pos & (DATA_SIZE - 1)), PATH_MAX_LEN,
+                                              target);
+            if (n < 0)
+                n = 0;
+            r->seg[3] = n;
+            set_pos(s, pos + (n & (PATH_MAX_LEN * 2 - 1)));
+        } else {
+            r->h.flags |= F_PATH2_TRUNC;
+        }
+    } else {
+        int ren = op == UOP_RENAMEAT;
+        s32 dfd = (s32)read_u32(cmd, ren ? OFF_IO_RENAME_NEW_DFD : OFF_IO_LINK_NEW_DFD);
+        void *fname = read_ptr(cmd, ren ? OFF_IO_RENAME_NEWPATH : OFF_IO_LINK_NEWPATH);
+        add_name(s, r, task, root, dfd, read_ptr(fname, OFF_FILENAME_NAME), F_PATH2_TRUNC, 2,
+                 1);
+        if (ren) {
+            if (r->oflags & RENAME_EXCHANGE_F)
+                r->h.flags |= F_EXCHANGE;
+            r->cookie = next_cookie();
+        }
+    }
+    emit(s->data, get_pos(s), r->h.kind);
+    return 0;
+}
+
+/* A write whose file was unknown at submit, at its completion: req->file is
+ * the file it wrote. */
+static __always_inline void uring_write_done(struct bpf_raw_tracepoint_args *ctx, void *req,
+                                             s32 fd, u8 op)
+{
+    s32 res = (s32)read_u32((void *)ctx->args[2], OFF_CQE_RES);
+    if (res < 0 && !INCLUDE_FAILED)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    void *file = read_ptr(req, OFF_REQ_CMD);  /* req->file: the union's first member */
+    struct written_key key = written_key(task, pid_tgid, (u32)fd);
+    if (written.lookup(&key))
+        return;
+    if (res >= 0) {
+        u8 one = 1;
+        written.update(&key, &one);
+    }
+    if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+        return;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, KIND_MODIFY, op);
+    r->ret = res;
+    r->fd = fd;
+    uring_emit_file(s, r, task, file);
+}
+
+/* The close of a fixed slot that held no file at submit, once it completed:
+ * close_write when the slot's file was written (the written map), path
+ * unknown here (F_FD_GONE): user space names it from that write's event. */
+static __always_inline void uring_slot_closed(struct bpf_raw_tracepoint_args *ctx, s32 fd)
+{
+    if ((s32)read_u32((void *)ctx->args[2], OFF_CQE_RES) < 0)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    struct written_key key = written_key(task, bpf_get_current_pid_tgid(), (u32)fd);
+    if (!written.lookup(&key))
+        return;
+    written.delete(&key);
+    struct scratch *s = get_scratch();
+    if (!s)
+        return;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, KIND_CLOSE_WRITE, UOP_CLOSE);
+    r->fd = fd;
+    uring_emit_file(s, r, task, 0);
+}
+
+/* Opens, at their completion: the file is in place (an fd, or a fixed slot
+ * for a direct open), FMODE_CREATED tells create from open. Requests of other
+ * kinds, and CQEs of no request (req NULL), are not wanted here. */
+RAW_TRACEPOINT_PROBE(io_uring_complete)
+{
+    void *req = (void *)ctx->args[1];
+    if (!req)
+        return 0;
+    u8 op = 0;
+    bpf_probe_read_kernel(&op, sizeof(op), (char *)req + OFF_REQ_OPCODE);
+    if (uring_is_write(op) || op == UOP_CLOSE) {
+        u64 rk = (u64)req;
+        s32 *pfd = uring_pending.lookup(&rk);
+        if (!pfd)
+            return 0;
+        s32 wfd = *pfd;
+        uring_pending.delete(&rk);
+        if (op == UOP_CLOSE)
+            uring_slot_closed(ctx, wfd);
+        else
+            uring_write_done(ctx, req, wfd, op);
+        return 0;
+    }
+    if (!uring_is_open(op))
+        return 0;
+    s32 res = (s32)read_u32((void *)ctx->args[2], OFF_CQE_RES);
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (task_excluded(pid_tgid))
+        return 0;
+    if (res < 0) {
+        kstat(KS_FAILED);  /* the name is freed by now: a failed open is not reported */
+        return 0;
+    }
+    void *task = (void *)bpf_get_current_task();
+    void *cmd = (char *)req + OFF_REQ_CMD;
+    u32 slot = read_u32(cmd, OFF_IO_OPEN_SLOT);
+    s32 fd;
+    void *file;
+    if (slot) {
+        u32 idx = slot == FILE_INDEX_ALLOC_F ? (u32)res : slot - 1;
+        fd = URING_SLOT_FD(idx);
+        file = uring_fixed_file(req, idx);
+    } else {
+        fd = res;
+        file = fd_file(task, (u32)res);
+    }
+    struct written_key key = written_key(task, pid_tgid, (u32)fd);
+    written.delete(&key);  /* a new file behind this fd or slot */
+    u16 kind = KIND_OPEN;
+    if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
+        kind = KIND_CREATE;
+    else if (!OPEN_EVENTS)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct file_rec *r = (struct file_rec *)s->data;
+    uring_fill(r, task, kind, op);
+    r->ret = res;
+    r->fd = fd;
+    r->oflags = (u32)read_u64(cmd, OFF_IO_OPEN_FLAGS);
+    r->mode = (u32)read_u64(cmd, OFF_IO_OPEN_MODE);
+    uring_emit_file(s, r, task, file);
+    return 0;
+}
+#endif

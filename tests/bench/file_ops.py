@@ -1,6 +1,7 @@
 """File-operation load: what the collector costs the workload, and whether it keeps up.
 
     .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--rounds 3] [--cpu 1]
+                                             [--before DIR]
 
 Compiles tests/bench/file_load.c with the system cc into a temp dir: one
 loop on one CPU doing openat(O_CREAT)+write+close+renameat+unlinkat (5 file
