@@ -1193,10 +1193,12 @@ RAW_TRACEPOINT_PROBE(io_uring_submit_req)
             return 0;
         }
         written.delete(&key);
+        /* Every close of a writable file, not only its last reference's (as
+         * close(2) has it): requests still in flight hold references (a
+         * SQPOLL ring's write is put after the close is submitted), so the
+         * last one cannot be told here. */
         if (!file || !writable_regular(file))
             return 0;
-        if (file_refs(file) > 1)
-            return 0;  /* not the last reference (closes.h): the file stays open */
     }
     struct scratch *s = get_scratch();
     if (!s)
