@@ -66,10 +66,12 @@ def test_a_fixed_slot_close_is_named_by_the_write_that_counted() -> None:
     assert (close["type"], close["file"]["path"], close["io_uring_op"]) == (
         "close_write", "/w/direct", "close")
     validate_event(close)
-    # A direct open's ret is 0: it must not make fd 0's written file forgotten.
+    # A direct open names its slot (its ret is 0: never fd 0's) for the close.
     b.build_raw(record(R.KIND_MODIFY, [b"f\0w\0", b"", b"", b""], op=23, ret=1, fd=0))
     b.build_raw(record(R.KIND_CREATE, [b"g\0w\0", b"", b"", b""], op=18, ret=0, fd=SLOT0 - 1))
-    assert [w.file["path"] for w in b.written.closed_by_exit(PID)] == ["/w/f"]
+    [(_, close)] = b.build_raw(record(R.KIND_CLOSE_WRITE, [b"", b"", b"", b""], op=19,
+                                      flags=gone, fd=SLOT0 - 1))
+    assert close["file"]["path"] == "/w/g"
     # Closed once: a second close of the slot names nothing.
     assert b.build_raw(record(R.KIND_CLOSE_WRITE, [b"", b"", b"", b""], op=19, flags=gone,
                               fd=SLOT0)) == []
@@ -92,12 +94,14 @@ def test_coverage_names_what_is_missing() -> None:
 def test_doctor_lists_each_operation() -> None:
     checks = [Check("raw_tracepoint", True, "fine")]
     cov = uring.coverage({"OFF_IO_UNLINK_FLAGS": "gone"}, {})
-    report = Report(checks, choose_hooks(checks), {}, {}, "/btf", cov, "every user")
+    report = Report(checks, choose_hooks(checks), {}, {}, "/btf", uring=cov,
+                    uring_users="every user")
     text = render(report)
     assert "io_uring requests (0 of" in text
     assert "MISS  unlinkat" in text and "io_unlink.flags: gone" in text
     assert "MISS  setxattr" in text
     ops = report.to_json()["io_uring"]["operations"]
     assert ops["unlinkat"]["seen"] is False and ops["linkat"]["events"] == "link"
-    full = Report(checks, choose_hooks(checks), {}, {}, "/btf", uring.coverage({}, {}), "all")
+    full = Report(checks, choose_hooks(checks), {}, {}, "/btf",
+                  uring=uring.coverage({}, {}), uring_users="all")
     assert f"({len(uring.OPS)} of {len(uring.OPS)} operations seen; all)" in render(full)
