@@ -10,6 +10,12 @@ where the kernel went (the one approximation; the base is exact).
 
 from __future__ import annotations
 
+from snoopbus.proto import TRUNCATED_PREFIX
+
+# A path whose start the kernel walk could not reach (too deep, too long) begins
+# with this instead of "/": it must never pass for a real absolute path.
+TRUNCATED = TRUNCATED_PREFIX.encode()
+
 
 def fold(path: bytes) -> bytes:
     """Absolute path with `.`, `..` and repeated slashes folded; `..` stops at /."""
@@ -40,6 +46,11 @@ def names_to_path(names: bytes) -> bytes:
     if parts[-1] == b"":
         parts.pop()
     return b"/" + b"/".join(reversed(parts))
+
+
+def mark_truncated(path: bytes) -> bytes:
+    """`path` (what was reached of it, from the leaf up) marked as missing its start."""
+    return path if path.startswith(TRUNCATED) else TRUNCATED + path
 
 
 def user_string(raw: bytes) -> bytes:

@@ -141,14 +141,11 @@ class FileRecord:
 Record = ExecRecord | ExitRecord | FileRecord
 
 
-def join_path(names: bytes) -> str:
-    """Leaf-first NUL-terminated names, as the kernel walk writes them -> "/a/b"."""
-    if not names:
-        return "/"
-    parts = names.split(b"\0")
-    if parts[-1] == b"":
-        parts.pop()
-    return "/" + "/".join(text_from_kernel(p) for p in reversed(parts))
+def join_path(names: bytes, truncated: bool = False) -> str:
+    """Leaf-first NUL-terminated names, as the kernel walk writes them -> "/a/b";
+    marked (paths.TRUNCATED) when the walk did not reach the root."""
+    path = paths.names_to_path(names)
+    return text_from_kernel(paths.mark_truncated(path) if truncated else path)
 
 
 def split_argv(raw: bytes, truncated: bool) -> list[str]:
@@ -191,9 +188,9 @@ def _decode_exec(hdr: Header, buf: bytes) -> ExecRecord:
     exe_len, cwd_len, argv_len = EXEC_TAIL.unpack_from(buf, HDR.size)
     if end + exe_len + cwd_len + argv_len > len(buf):
         raise RecordError("exec record lengths run past its end")
-    exe = join_path(buf[end : end + exe_len])
+    exe = join_path(buf[end : end + exe_len], bool(hdr.flags & F_EXE_TRUNC))
     end += exe_len
-    cwd = join_path(buf[end : end + cwd_len])
+    cwd = join_path(buf[end : end + cwd_len], bool(hdr.flags & F_CWD_TRUNC))
     end += cwd_len
     argv = split_argv(buf[end : end + argv_len], bool(hdr.flags & F_ARGV_TRUNC))
     return ExecRecord(hdr, exe, cwd, argv)
@@ -255,10 +252,14 @@ def file_paths(
         path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
     else:
         path1 = _resolve_segments(buf[FILE_NAMES_AT:e0], buf[e0:e1], gone)
+    if path1 is not None and flags & F_PATH_TRUNC:
+        path1 = paths.mark_truncated(path1)
     path2 = None
     if kind != KIND_SYMLINK and (s2 or s3):
         # A second name always has its string (empty when the probe read none).
         path2 = _resolve_segments(buf[e1:e2], buf[e2 : e2 + s3] or b"\0", False)
+        if flags & F_PATH2_TRUNC:
+            path2 = paths.mark_truncated(path2)
     return path1, path2
 
 

@@ -12,6 +12,9 @@ import re
 from typing import Any, Final, Literal, NoReturn, TypedDict
 
 SCHEMA_VERSION: Final = 1
+# Starts a path whose beginning is missing (`*_truncated: true` beside it): real
+# paths are absolute, so a path that starts with this is never mistaken for one.
+TRUNCATED_PREFIX: Final = "<truncated>"
 
 PROC_TYPES: Final = ("exec", "exit")
 FILE_TYPES: Final = (

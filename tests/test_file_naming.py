@@ -1,0 +1,85 @@
+"""Which file an event names, end to end (real kernel probes, real nats-server).
+
+The attacker is an unprivileged user (nobody) in a directory it owns: it may
+plant symlinks and `..` so that a name folded by text points elsewhere than
+the file the kernel changed, or build paths too deep to walk. Every event
+must name the file the kernel acted on, by the same path in every event, and
+a path whose start is missing must not look like a real one.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snoopbus.proto import TRUNCATED_PREFIX
+from tests.conftest import EventWatch, RunningCollector
+
+pytestmark = pytest.mark.kernel
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture
+def attic() -> Iterator[Path]:
+    """A directory nobody owns, reachable by nobody (/tmp, not pytest's 0700 tree)."""
+    d = Path(tempfile.mkdtemp(prefix="snoopbus-naming-", dir="/tmp"))
+    os.chown(d, NOBODY.pw_uid, NOBODY.pw_gid)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def as_nobody(cwd: Path, script: str, *shell: str) -> None:
+    """Runs a script (sh unless `shell` says otherwise) as nobody in `cwd`;
+    fails the test if it fails."""
+    subprocess.run(
+        ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
+         *(shell or ("sh", "-ec")), script],
+        cwd=cwd, check=True, timeout=30,
+    )
+
+
+@pytest.fixture
+async def watch(watch: EventWatch, nc: Any) -> EventWatch:
+    await nc.flush()
+    return watch
+
+
+def under(watch: EventWatch, root: Path) -> list[dict[str, Any]]:
+    """Events of files under `root`, in the order they were made."""
+    found = [e for e in watch.events if "file" in e and str(root) in e["file"].get("path", "")]
+    return sorted(found, key=lambda e: int(e["id"].rsplit("-", 1)[1]))
+
+
+async def test_truncated_paths_are_marked_not_absolute(
+    collector: RunningCollector, watch: EventWatch, attic: Path
+) -> None:
+    # Deeper than the walk goes (path_depth_max components) and longer than 4096 bytes.
+    as_nobody(attic, """if True:
+        import os
+        for _ in range(40):
+            os.mkdir("L" * 120)
+            os.chdir("L" * 120)
+        with open("leaf_file", "w") as f:
+            f.write("x")
+        os.unlink("leaf_file")
+    """, "/usr/bin/python3", "-I", "-c")
+    found = await watch.wait_for(
+        lambda e: e["type"] == "delete" and e["file"].get("path", "").endswith("/leaf_file"))
+    create = await watch.wait_for(
+        lambda e: e["type"] == "create" and e["file"].get("path", "").endswith("/leaf_file"))
+    for ev in (found[0], create[0]):
+        path = ev["file"]["path"]
+        assert path.startswith(TRUNCATED_PREFIX + "/"), path
+        assert ev["file"]["path_truncated"] is True
+        assert not path.startswith("/")
