@@ -45,7 +45,9 @@ from snoopbus.collector.records import (
     decode,
     decode_header,
     file_paths,
+    name_strings,
 )
+from snoopbus.collector.resolve import UNCHECKED, resolve_after
 from snoopbus.collector.written import Written, WrittenFiles
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
@@ -60,11 +62,6 @@ def encode_dev(kdev: int) -> int:
     """Kernel dev_t (major << 20 | minor) -> st_dev as stat(2) reports it."""
     major, minor = kdev >> 20, kdev & 0xFFFFF
     return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
-
-
-def kernel_dev(st_dev: int) -> int:
-    """st_dev -> the kernel's dev_t, as the probes read it from the super block."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def boot_to_epoch_offset() -> int:
@@ -102,6 +99,9 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
+        # Names are resolved after the fact only in our own mount namespace.
+        self.own_ns = (host_paths.own_ns if host_paths is not None
+                       else os.stat("/proc/self/ns/mnt").st_ino)
         # Written and still open: closed by exit, exec or close_range unseen.
         self.written = WrittenFiles()
         self._seq = itertools.count(1)
@@ -242,11 +242,21 @@ class EventBuilder:
 
     def _file_event(
         self, rec: FileRecord, type_: str, path: bytes | None, truncated: bool,
-        info: ProcInfo | None,
+        info: ProcInfo | None, raw: bytes | None = None,
     ) -> tuple[str, Event]:
+        """One event of `rec` naming `path`; `raw`, when the name had a directory
+        part, is resolved again after the fact (collector/resolve.py)."""
         hdr = rec.hdr
+        how = None
+        if raw is not None:
+            if rec.mnt_ns != self.own_ns:
+                how = UNCHECKED  # another mount namespace: our lookup is not the process's
+            else:
+                path, how = resolve_after(raw, rec.touched, type_ != "attrib")
         f = self._file_map(type_, path, truncated, rec.ino, rec.dev, rec.mnt_ns, hdr.pid,
                            rec.oflags, rec.mode)
+        if how is not None:
+            f["path_resolution"] = how
         return self._event(type_, hdr.ts_boot, self._shared_proc(hdr, info), f, rec.ret)
 
     def _event(self, type_: str, ts_boot: int, proc: dict[str, Any], f: dict[str, Any],
@@ -304,6 +314,8 @@ class EventBuilder:
         )
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
+        if (s1 or s3) and name_strings(buf, kind, flags, s0, s1, s2, s3) != (None, None):
+            return None  # a name to resolve after the fact: _file does that
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
             # Filtered out, but an open still puts a new file behind its fd number.
@@ -344,28 +356,29 @@ class EventBuilder:
         if kind == KIND_RENAME:
             if not self._wanted(rec.path, rec.path2):
                 return []
-            pairs = [(rec.path, rec.path_truncated, rec.path2, rec.path2_truncated)]
-            if rec.exchange:
-                pairs.append((rec.path2, rec.path2_truncated, rec.path, rec.path_truncated))
+            one = (rec.path, rec.path_truncated, rec.raw_path)
+            two = (rec.path2, rec.path2_truncated, rec.raw_path2)
+            pairs = [(one, two), (two, one)] if rec.exchange else [(one, two)]
             out = []
-            for i, (src, src_t, dst, dst_t) in enumerate(pairs):
+            for i, (src, dst) in enumerate(pairs):
                 cookie = (rec.cookie << 1) | i
-                for type_, p, t in (("moved_from", src, src_t), ("moved_to", dst, dst_t)):
-                    subject, ev = self._file_event(rec, type_, p, t, info)
+                for type_, (p, t, raw) in (("moved_from", src), ("moved_to", dst)):
+                    subject, ev = self._file_event(rec, type_, p, t, info, raw)
                     ev["cookie"] = cookie
                     out.append((subject, ev))
             return out
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
                 return []
-            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info)
+            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info,
+                                           rec.raw_path2)
             if rec.path is not None:
                 ev["file"]["target"] = text_from_kernel(rec.path)
             return [(subject, ev)]
         if not self._wanted(rec.path):
             return []
         subject, ev = self._file_event(
-            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
+            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info, rec.raw_path
         )
         if kind == KIND_SYMLINK and rec.target is not None:
             ev["file"]["target"] = text_from_kernel(rec.target)

@@ -5,7 +5,8 @@ real dentries, so symlinks and mounts in the base are already resolved) and
 the string the process passed. The string is folded lexically here: `.` and
 `..` in it are resolved by name, not by lookup, so a symlinked directory
 *inside the string* followed by `..` folds to where the name points, not to
-where the kernel went (the one approximation; the base is exact).
+where the kernel went. Names with a directory part are therefore resolved
+again, by lookup, in collector/resolve.py; the base is exact.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from snoopbus.collector import paths
+from snoopbus.collector import paths, resolve
 from snoopbus.proto import text_from_kernel
 
 KIND_EXEC = 1
@@ -57,6 +57,8 @@ F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
 F_CLOEXEC = 1 << 8  # modify: the fd has FD_CLOEXEC, exec closes it
+F_TOUCHED = 1 << 13  # name-based: the inodes the call changed follow the segments
+TOUCHED = struct.Struct("<QI")  # one of them: inode, kernel dev_t
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
@@ -128,6 +130,11 @@ class FileRecord:
     path2: bytes | None = None
     path2_truncated: bool = False
     target: bytes | None = None
+    # Name-based: the strings as the kernel walked them (absolute, unfolded) when
+    # they have a directory part (collector/resolve.py), and what the call changed.
+    raw_path: bytes | None = None
+    raw_path2: bytes | None = None
+    touched: frozenset[tuple[int, int]] = frozenset()
 
     @property
     def exchange(self) -> bool:
@@ -263,6 +270,36 @@ def file_paths(
     return path1, path2
 
 
+def name_strings(
+    buf: bytes, kind: int, flags: int, s0: int, s1: int, s2: int, s3: int
+) -> tuple[bytes | None, bytes | None]:
+    """The record's name strings that need resolve.resolve_after (a directory
+    part the kernel looked up), unfolded; None for the others."""
+    e0 = FILE_NAMES_AT + s0
+    e1 = e0 + s1
+    e2 = e1 + s2
+    out: list[bytes | None] = [None, None]
+    segs = [(buf[FILE_NAMES_AT:e0], buf[e0:e1], bool(flags & F_FD_GONE))]
+    if kind != KIND_SYMLINK:
+        segs.append((buf[e1:e2], buf[e2 : e2 + s3], False))
+    for i, (walked, raw_name, gone) in enumerate(segs):
+        if not raw_name or flags & (F_PATH_TRUNC, F_PATH2_TRUNC)[i]:
+            continue
+        name = paths.user_string(raw_name)
+        if not resolve.needs_resolution(name) or (gone and not name.startswith(b"/")):
+            continue
+        out[i] = resolve.unfolded(paths.names_to_path(walked), name)
+    return out[0], out[1]
+
+
+def touched_of(buf: bytes, end: int, flags: int) -> frozenset[tuple[int, int]]:
+    """(kernel dev_t, inode) of each inode the call changed (F_TOUCHED trailer)."""
+    if not flags & F_TOUCHED:
+        return frozenset()
+    return frozenset((dev, ino) for ino, dev in TOUCHED.iter_unpack(
+        buf[end : end + (len(buf) - end) // TOUCHED.size * TOUCHED.size]))
+
+
 def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
     if len(buf) < FILE_NAMES_AT:
         raise RecordError("file record shorter than its fixed part")
@@ -284,6 +321,8 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
         path2,
         bool(flags & F_PATH2_TRUNC),
         target,
+        *name_strings(buf, hdr.kind, flags, s0, s1, s2, s3),
+        touched_of(buf, end, flags),
     )
 
 

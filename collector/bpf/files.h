@@ -32,8 +32,9 @@
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).
  * Paths: from the file itself when there is one (exact, the real dentries,
  * as seen from the task's root); otherwise the walked base plus the name
- * string, joined and folded lexically in user space — a symlink *inside the
- * string* is not resolved, so the path is the one the process named.
+ * string; a string with a directory part is resolved again by lookup in user
+ * space and checked against the inodes the call changed (F_TOUCHED, see
+ * name_touched in snoopbus.bpf.c and collector/resolve.py).
  * In another mount namespace the path is the one the process sees, and the
  * record carries that namespace (mnt_ns) so consumers can tell.
  *
@@ -73,6 +74,7 @@
 #define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
 #define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
 #define F_CLOEXEC  (1 << 8)  /* modify: exec will close this fd (FD_CLOEXEC) */
+#define F_TOUCHED  (1 << 13) /* name-based: touched inodes follow the segments */
 
 /* Counters of what the kernel side filtered out (kstats map slots). */
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
@@ -103,12 +105,20 @@ struct sc_spec {
     u32 const_flags; /* creat: the flags it implies */
 };
 
+/* Inodes a name-based call changed (their ctime moved), for user space to
+ * check the file it names after the fact against (collector/resolve.py). */
+#define TOUCHED_MAX 4
+
 /* Saved at enter in the thread's task storage, taken at exit. */
 struct sc_args {
     u64 args[8];
     struct sc_spec sp;
     u32 nr;
     u32 live;  /* set at enter, cleared once its exit is handled */
+    u64 touched_ino[TOUCHED_MAX];
+    u32 touched_dev[TOUCHED_MAX];
+    u32 ntouched;
+    u32 _tpad;
 };
 
 /* Followed by four segments: path names walked from the first base (or the
@@ -127,6 +137,9 @@ struct file_rec {
     s32 fd;
     u16 seg[4];
 };
+/* With F_TOUCHED, the segments are followed by the inodes the call changed
+ * (sc_args.touched_*), each as u64 ino, u32 dev (packed, 12 bytes). */
+#define TOUCHED_SZ 12
 
 #define TS_COMPAT_F    0x0002  /* arch/x86/include/asm/thread_info.h */
 #define AT_FDCWD_VAL   (-100)

@@ -304,6 +304,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     a->sp = *sp;
     a->nr = nr;
     a->live = 1;
+    a->ntouched = 0;
     return 0;
 }
 
@@ -422,6 +423,63 @@ static __always_inline int add_name(struct scratch *s, struct file_rec *r, void 
     }
     return walked && single_component(s, mid, n) ? NAME_IN_BASE : 0;
 }
+
+/* ---- Name check (naming): which inodes a name-based call changed ----
+ * A name-based call (unlink, rename, mkdir, ...) names its file by a string
+ * the kernel resolves, following symlinks inside it; the probes see the
+ * string, not the dentries it led to. Every such call changes the ctime of
+ * the directories (and files) it acts on, and the kernel's timestamp
+ * tracepoints (ctime_ns_xchg, ctime_xchg_skip for multigrain filesystems,
+ * inode_set_ctime_to_ts for the rest) report each inode. name_touched,
+ * attached to them by probes.py where they exist, notes the inodes that
+ * have a name (a dentry alias: not the one being created) while the calling
+ * thread is inside a name-based call; the record carries them, and user
+ * space checks the directory it resolves the string to against them. */
+static __always_inline void append_touched(struct scratch *s, struct file_rec *r,
+                                           struct sc_args *a)
+{
+    u32 n = a->ntouched;
+    u32 pos = get_pos(s);
+    if (!n || pos > DATA_SIZE - TOUCHED_MAX * TOUCHED_SZ)
+        return;
+    for (int i = 0; i < TOUCHED_MAX; i++) {
+        if (i >= n)
+            break;
+        u32 at = pos + i * TOUCHED_SZ;
+        barrier_var(at);
+        at &= DATA_SIZE - 1;
+        *(u64 *)(s->data + at) = a->touched_ino[i];
+        *(u32 *)(s->data + at + 8) = a->touched_dev[i];
+        set_pos(s, pos + (i + 1) * TOUCHED_SZ);
+    }
+    r->h.flags |= F_TOUCHED;
+}
+
+int name_touched(struct bpf_raw_tracepoint_args *ctx)
+{
+    struct sc_args *a = inflight_get(0);
+    if (!a || !a->live || a->sp.shape != SHAPE_NAME)
+        return 0;
+    void *inode = (void *)ctx->args[0];
+    if (!read_ptr(inode, OFF_INODE_I_DENTRY))
+        return 0;  /* no dentry yet: the inode the call is creating */
+    u64 ino = read_u64(inode, OFF_INODE_I_INO);
+    u32 dev = read_u32(read_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+    u32 n = a->ntouched;
+    if (n >= TOUCHED_MAX)
+        return 0;
+    for (int i = 0; i < TOUCHED_MAX; i++) {
+        if (i >= n)
+            break;
+        if (a->touched_ino[i] == ino && a->touched_dev[i] == dev)
+            return 0;
+    }
+    a->touched_ino[n & (TOUCHED_MAX - 1)] = ino;
+    a->touched_dev[n & (TOUCHED_MAX - 1)] = dev;
+    a->ntouched = n + 1;
+    return 0;
+}
+/* ---- end of name check ---- */
 
 static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind, s64 ret,
                                         struct sc_args *a)
@@ -588,6 +646,7 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
         tails.call(ctx, 0);  /* exit_second_name */
         goto done;
     }
+    append_touched(s, r, a);
     emit(s->data, get_pos(s), r->h.kind);
 done:
     inflight_done(a);
@@ -641,6 +700,7 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
             r->h.flags |= F_PATH2_TRUNC;
         }
     }
+    append_touched(s, r, a);
     emit(s->data, get_pos(s), r->h.kind);
 done:
     inflight_done(a);
