@@ -150,3 +150,38 @@ async def test_one_file_one_path_in_every_event_type(
             assert how == "checked", (e["type"], e["file"])  # resolved after the fact, confirmed
         else:
             assert how in (None, "checked"), e
+
+
+async def test_a_symlink_swapped_after_the_call_is_detected_not_misreported(
+    collector: RunningCollector, watch: EventWatch, attic: Path
+) -> None:
+    """The attacker deletes through lnk/.. and at once points lnk elsewhere,
+    at a directory holding a decoy of the same name, before the collector can
+    look: the event must say its path is a guess, never call the decoy checked."""
+    rounds = 20
+    as_nobody(attic, f"""if True:
+        import os
+        for i in range({rounds}):
+            for top in (f"real{{i}}", f"decoy{{i}}"):
+                os.makedirs(f"{{top}}/sub")
+                with open(f"{{top}}/q", "w") as f:
+                    f.write(top)
+            os.symlink(f"real{{i}}/sub", f"lnk{{i}}")
+            os.unlink(f"lnk{{i}}/../q")
+            os.unlink(f"lnk{{i}}")
+            os.symlink(f"decoy{{i}}/sub", f"lnk{{i}}")
+    """, "/usr/bin/python3", "-I", "-c")
+    deletes = await watch.wait_for(
+        lambda e: e["type"] == "delete" and e["file"]["path"].startswith(str(attic))
+        and e["file"]["path"].endswith("/q"), count=rounds)
+    seen = {"checked": 0, "mismatch": 0}
+    for ev in deletes:
+        f = ev["file"]
+        i = f["path"].split("/")[-2].removeprefix("real").removeprefix("decoy")
+        if f["path_resolution"] == "checked":
+            assert f["path"] == f"{attic}/real{i}/q", f  # the collector looked first
+        else:
+            assert f["path_resolution"] == "mismatch", f  # the swap won: said so
+        seen[f["path_resolution"]] += 1
+    print(f"\nswapped symlinks: {seen}")
+    assert seen["mismatch"] > 0, "the swap never beat the collector: the race went untested"
