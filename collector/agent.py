@@ -40,6 +40,7 @@ from snoopbus.collector.records import (
     FILE_KIND_NAMES,
     KIND_EXEC,
     KIND_EXIT,
+    KIND_FORK,
     KIND_RENAME,
     LOST_INFLIGHT_FULL,
 )
@@ -64,6 +65,7 @@ KIND_NAMES = {
     KIND_EXIT: "exit",
     **FILE_KIND_NAMES,
     KIND_RENAME: "moved_from+moved_to",
+    KIND_FORK: "fork(process_attribution)",
     LOST_INFLIGHT_FULL: "any_file_event(inflight_map_full)",
 }
 

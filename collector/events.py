@@ -24,6 +24,7 @@ from snoopbus.collector.records import (
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
+    KIND_CHDIR,
     KIND_CLOSE_RANGE,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
@@ -39,6 +40,7 @@ from snoopbus.collector.records import (
     ExecRecord,
     ExitRecord,
     FileRecord,
+    ForkRecord,
     Header,
     Record,
     comm_text,
@@ -142,6 +144,8 @@ class EventBuilder:
                 self._put_argv(proc, "argv", info.argv)
             if info.cwd is not None:
                 proc["cwd"] = info.cwd
+            if info.script is not None:
+                proc["script"] = info.script
         return proc
 
     def _put_argv(self, proc: dict[str, Any], key: str, argv: list[str]) -> None:
@@ -167,14 +171,23 @@ class EventBuilder:
             return self._exec(rec)
         if isinstance(rec, ExitRecord):
             return self._exit(rec)
-        raise TypeError("file records may make several events: use build_all")
+        raise TypeError("file and fork records make zero or several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
         """Every event of a record: a rename makes two, an exchange four; an
         exit, an exec or a close_range also the close_write of each written
         file it closed (collector/written.py)."""
         pid = rec.hdr.pid
+        if isinstance(rec, ForkRecord):
+            self.cache.forked(pid, rec.hdr.ppid, rec.hdr.cgroup, rec.child)
+            return []
         if isinstance(rec, FileRecord):
+            if rec.hdr.kind == KIND_CHDIR:
+                if (rec.ret is None or rec.ret >= 0) and rec.path is not None:
+                    info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
+                    if info is not None:
+                        self.cache.put(pid, info.with_cwd(text_from_kernel(rec.path)))
+                return []
             if rec.hdr.kind == KIND_MOUNT:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
@@ -387,7 +400,7 @@ class EventBuilder:
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:
         info = ProcInfo(
             exe=rec.exe, argv=rec.argv, cwd=rec.cwd,
-            container=self.cache.container_of(rec.hdr.cgroup),
+            container=self.cache.container_of(rec.hdr.cgroup), script=rec.script,
         )
         self.cache.put(rec.hdr.pid, info)
         ev = self._base(rec.hdr.ts_boot, "exec")
@@ -399,6 +412,8 @@ class EventBuilder:
             proc["exe_truncated"] = True
         if flags & F_CWD_TRUNC:
             proc["cwd_truncated"] = True
+        # The parent may have forked without exec (a subshell): the fork record
+        # gave it its own parent's image.
         parent = self.cache.get(rec.hdr.ppid)
         if parent is not None:
             # Rules on parent/child chains (shell spawned by a web server) need these.

@@ -29,6 +29,7 @@ CUT_ORDER: Final = (
     ("proc", "exe", True),
     ("proc", "cwd", True),
     ("proc", "parent_exe", True),
+    ("proc", "script", True),
 )
 SLACK: Final = 8  # bytes cut beyond the excess: a shorter string may take a shorter header
 # First pass: no field is cut below this many bytes (a long argv gives way before a

@@ -49,6 +49,9 @@ PROC_OFFSETS = {
     "OFF_FILE_F_PATH": "file.f_path",
     "OFF_FS_PWD": "fs_struct.pwd",
     "OFF_FS_ROOT": "fs_struct.root",
+    "OFF_TASK_PID": "task_struct.pid",
+    "OFF_BPRM_FILENAME": "linux_binprm.filename",
+    "OFF_BPRM_INTERP": "linux_binprm.interp",
 }
 
 FILE_OFFSETS = {

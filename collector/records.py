@@ -30,6 +30,8 @@ KIND_LINK = 12
 KIND_SYMLINK = 13
 KIND_CLOSE_RANGE = 14  # no event of its own: close_write for the written fds in range
 KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
+KIND_FORK = 24  # no event: a new process, its parent's image until it execs
+KIND_CHDIR = 25  # no event: the process's cwd is now the record's path
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -46,6 +48,7 @@ FILE_KIND_NAMES = {
     KIND_SYMLINK: "symlink",
     KIND_CLOSE_RANGE: "close_range",
     KIND_MOUNT: "mount",
+    KIND_CHDIR: "chdir",
 }
 
 F_EXE_TRUNC = 1 << 0
@@ -57,6 +60,7 @@ F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
 F_CLOEXEC = 1 << 8  # modify: the fd has FD_CLOEXEC, exec closes it
+F_SCRIPT = 1 << 12  # exec: the #! script's name as given follows argv
 F_TOUCHED = 1 << 13  # name-based: the inodes the call changed follow the segments
 TOUCHED = struct.Struct("<QI")  # one of them: inode, kernel dev_t
 
@@ -64,6 +68,7 @@ TOUCHED = struct.Struct("<QI")  # one of them: inode, kernel dev_t
 HDR = struct.Struct("<QQIIIIIHH16s")
 EXEC_TAIL = struct.Struct("<HHI")  # exe_len, cwd_len, argv_len
 EXIT_TAIL = struct.Struct("<II")  # exit_code (wait status), pad
+FORK_TAIL = struct.Struct("<II")  # child tgid, pad
 # struct file_rec after the header: ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, seg[4]
 FILE_TAIL = struct.Struct("<qQQIIIIIi4H")
 
@@ -92,6 +97,13 @@ class ExecRecord:
     exe: str
     cwd: str
     argv: list[str]
+    script: str | None = None  # a #! script: its path (the exe is the interpreter)
+
+
+@dataclass(slots=True)
+class ForkRecord:
+    hdr: Header  # the parent
+    child: int  # the new process's pid
 
 
 @dataclass(slots=True)
@@ -145,7 +157,7 @@ class FileRecord:
         return bool(self.hdr.flags & F_CLOEXEC)
 
 
-Record = ExecRecord | ExitRecord | FileRecord
+Record = ExecRecord | ExitRecord | FileRecord | ForkRecord
 
 
 def join_path(names: bytes, truncated: bool = False) -> str:
@@ -197,10 +209,25 @@ def _decode_exec(hdr: Header, buf: bytes) -> ExecRecord:
         raise RecordError("exec record lengths run past its end")
     exe = join_path(buf[end : end + exe_len], bool(hdr.flags & F_EXE_TRUNC))
     end += exe_len
-    cwd = join_path(buf[end : end + cwd_len], bool(hdr.flags & F_CWD_TRUNC))
+    cwd_names = buf[end : end + cwd_len]
+    cwd = join_path(cwd_names, bool(hdr.flags & F_CWD_TRUNC))
     end += cwd_len
     argv = split_argv(buf[end : end + argv_len], bool(hdr.flags & F_ARGV_TRUNC))
-    return ExecRecord(hdr, exe, cwd, argv)
+    script = None
+    if hdr.flags & F_SCRIPT:
+        name = paths.user_string(buf[end + argv_len :])
+        if not name.startswith(b"/") and hdr.flags & F_CWD_TRUNC:
+            script = text_from_kernel(paths.mark_truncated(paths.join(b"", name)))
+        else:
+            script = text_from_kernel(paths.join(paths.names_to_path(cwd_names), name))
+    return ExecRecord(hdr, exe, cwd, argv, script)
+
+
+def _decode_fork(hdr: Header, buf: bytes) -> ForkRecord:
+    if len(buf) < HDR.size + FORK_TAIL.size:
+        raise RecordError("fork record shorter than its fixed part")
+    child, _ = FORK_TAIL.unpack_from(buf, HDR.size)
+    return ForkRecord(hdr, child)
 
 
 def _decode_exit(hdr: Header, buf: bytes) -> ExitRecord:
@@ -329,6 +356,7 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
 DECODERS: dict[int, Callable[[Header, bytes], Record]] = {
     KIND_EXEC: _decode_exec,
     KIND_EXIT: _decode_exit,
+    KIND_FORK: _decode_fork,
     **dict.fromkeys(FILE_KIND_NAMES, _decode_file),
 }
 

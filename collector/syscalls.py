@@ -104,6 +104,9 @@ SPECS: dict[str, Spec] = {
     "pivot_root": Spec(155, SHAPE_ARGS, R.KIND_MOUNT),
     "move_mount": Spec(429, SHAPE_ARGS, R.KIND_MOUNT),
     "mount_setattr": Spec(442, SHAPE_ARGS, R.KIND_MOUNT),
+    # the cwd changed: file events name the current one (events.py)
+    "chdir": Spec(80, SHAPE_ARGS, R.KIND_CHDIR),
+    "fchdir": Spec(81, SHAPE_ARGS, R.KIND_CHDIR),
     # delete / rmdir
     "unlink": _name(87, R.KIND_DELETE, name=0),
     "unlinkat": _name(263, R.KIND_DELETE, dfd=0, name=1, flags=2),  # AT_REMOVEDIR: rmdir

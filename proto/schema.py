@@ -64,11 +64,13 @@ class Proc(TypedDict, total=False):
     cwd_truncated: bool  # cwd could not be fully resolved, or was cut to fit a message
     parent_exe: str  # exe of the parent (exec events), from the collector's process cache
     parent_argv: list[str]  # argv of the parent (exec events), likewise
+    script: str  # a #! script the image runs, as the user ran it (exe is the interpreter)
     # Cut to fit a message (the server's max_payload); any text field X so cut has
     # X_truncated beside it, these are the ones that can be long:
     parent_argv_truncated: bool
     parent_exe_truncated: bool
     container_truncated: bool
+    script_truncated: bool
     argv_redacted: bool  # secrets in argv/parent_argv were masked by the collector
 
 
@@ -89,6 +91,9 @@ class FileInfo(TypedDict, total=False):
     mnt_ns: int  # mount namespace inode number the path is relative to
     host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
+    # how a name-based path was found when not from the kernel's dentries:
+    # "checked", "unchecked" or "mismatch" (proto/README.md)
+    path_resolution: str
     # Cut to fit a message, as path_truncated (their start is what is missing):
     old_path_truncated: bool
     target_truncated: bool
@@ -177,6 +182,8 @@ _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "parent_argv_truncated": bool,
     "parent_exe_truncated": bool,
     "container_truncated": bool,
+    "script": str,
+    "script_truncated": bool,
     "argv_redacted": bool,  # secrets in argv/parent_argv were masked (proto/SECURITY.md)
 }
 _FILE_FIELDS: Final[dict[str, _Kind]] = {
@@ -191,6 +198,7 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "mnt_ns": int,
     "host_path": str,
     "closed_by": str,
+    "path_resolution": str,
     "old_path_truncated": bool,
     "target_truncated": bool,
     "host_path_truncated": bool,

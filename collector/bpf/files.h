@@ -59,6 +59,7 @@
 #define KIND_SYMLINK     13
 #define KIND_CLOSE_RANGE 14  /* close_range(first, last, flags): fd, mode, oflags */
 #define KIND_MOUNT       15  /* the caller's mount table changed */
+#define KIND_CHDIR       25  /* naming: chdir/fchdir succeeded: seg[0] is the new cwd */
 /* Not records: slots of the lost map for other losses. */
 #define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
 

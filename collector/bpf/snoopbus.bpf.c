@@ -192,7 +192,42 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
         r->h.flags |= F_ARGV_TRUNC;
     }
     r->argv_len = len;
-    emit(s->data, pos + len, KIND_EXEC);
+    u32 end = pos + len;
+    /* A #! script (naming): binfmt_script replaced bprm->interp with the
+     * interpreter; bprm->filename is still what the process ran. */
+    void *bprm = (void *)ctx->args[2];
+    const char *fname = read_ptr(bprm, OFF_BPRM_FILENAME);
+    if (fname && fname != read_ptr(bprm, OFF_BPRM_INTERP)
+        && end < DATA_SIZE - PATH_MAX_LEN) {
+        barrier_var(end);
+        int n = bpf_probe_read_kernel_str(s->data + (end & (DATA_SIZE - 1)), PATH_MAX_LEN, fname);
+        if (n > 0) {
+            r->h.flags |= F_SCRIPT;
+            end += n & (PATH_MAX_LEN * 2 - 1);
+        }
+    }
+    emit(s->data, end, KIND_EXEC);
+    return 0;
+}
+
+/* A new process (naming): its parent's image until it execs. Threads are not
+ * processes: their tgid is their creator's. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+    void *child = (void *)ctx->args[1];
+    u32 tgid = read_u32(child, OFF_TASK_TGID);
+    if (read_u32(child, OFF_TASK_PID) != tgid)
+        return 0;
+    if ((bpf_get_current_pid_tgid() >> 32) == SELF_TGID)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct fork_rec *r = (struct fork_rec *)s->data;
+    fill_hdr(&r->h, (void *)bpf_get_current_task(), KIND_FORK);
+    r->child = tgid;
+    r->_pad = 0;
+    emit(s->data, sizeof(*r), KIND_FORK);
     return 0;
 }
 
@@ -572,12 +607,16 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     }
     r->h.kind = kind;
 
-    if (file) {
-        fill_inode(r, file);
-        walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
-                  PATH_FILTERS);
+    /* One walk site: the file's path, or (chdir, naming) the new cwd. */
+    const void *walk = file ? (char *)file + OFF_FILE_F_PATH : 0;
+    if (kind == KIND_CHDIR && ret >= 0)
+        walk = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_PWD;
+    if (walk) {
+        if (file)
+            fill_inode(r, file);
+        walk_path(s, walk, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
         r->seg[0] = get_pos(s) - sizeof(*r);
-        if (path_dropped(get_verdict(s))) {
+        if (kind != KIND_CHDIR && path_dropped(get_verdict(s))) {
             kstat(KS_FILTERED_PATH);
             goto done;
         }
