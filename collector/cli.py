@@ -91,7 +91,7 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    help="also mask this (its group `secret`, or the whole match); repeatable")
     p.add_argument("--keep-privileges", dest="drop_privileges", action="store_false",
                    default=None, help="keep every capability after loading the probes "
-                   "(by default only CAP_SYS_PTRACE stays)")
+                   "(by default only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
     p.add_argument("--stall-after", type=float, default=None, metavar="S",

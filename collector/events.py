@@ -26,6 +26,7 @@ from snoopbus.collector.records import (
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
+    KIND_CHDIR,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_DELETE,
@@ -41,13 +42,16 @@ from snoopbus.collector.records import (
     ExecRecord,
     ExitRecord,
     FileRecord,
+    ForkRecord,
     Header,
     Record,
     comm_text,
     decode,
     decode_header,
     file_paths,
+    name_strings,
 )
+from snoopbus.collector.resolve import UNCHECKED, resolve_after
 from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
 from snoopbus.collector.uring import OP_NAMES
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
@@ -72,11 +76,6 @@ def encode_dev(kdev: int) -> int:
     """Kernel dev_t (major << 20 | minor) -> st_dev as stat(2) reports it."""
     major, minor = kdev >> 20, kdev & 0xFFFFF
     return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
-
-
-def kernel_dev(st_dev: int) -> int:
-    """st_dev -> the kernel's dev_t, as the probes read it from the super block."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def boot_to_epoch_offset() -> int:
@@ -123,6 +122,9 @@ class EventBuilder:
         # the slot's last open or write: the kernel cannot name a slot a linked
         # open filled when its close completes (bpf/uring.h)
         self._uring_slots: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Names are resolved after the fact only in our own mount namespace.
+        self.own_ns = (host_paths.own_ns if host_paths is not None
+                       else os.stat("/proc/self/ns/mnt").st_ino)
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -161,6 +163,8 @@ class EventBuilder:
                 self._put_argv(proc, "argv", info.argv)
             if info.cwd is not None:
                 proc["cwd"] = info.cwd
+            if info.script is not None:
+                proc["script"] = info.script
         return proc
 
     def _put_argv(self, proc: dict[str, Any], key: str, argv: list[str]) -> None:
@@ -186,11 +190,22 @@ class EventBuilder:
             return self._exec(rec)
         if isinstance(rec, ExitRecord):
             return self._exit(rec)
-        raise TypeError("file records may make several events: use build_all")
+        raise TypeError("file and fork records make zero or several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four."""
+        """Every event of a record: a rename makes two, an exchange four; a
+        fork none (the child gets its parent's image in the process cache)."""
+        pid = rec.hdr.pid
+        if isinstance(rec, ForkRecord):
+            self.cache.forked(pid, rec.hdr.ppid, rec.hdr.cgroup, rec.child)
+            return []
         if isinstance(rec, FileRecord):
+            if rec.hdr.kind == KIND_CHDIR:
+                if (rec.ret is None or rec.ret >= 0) and rec.path is not None:
+                    info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
+                    if info is not None:
+                        self.cache.put(pid, info.with_cwd(text_from_kernel(rec.path)))
+                return []
             if rec.hdr.kind == KIND_MOUNT:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
@@ -225,11 +240,21 @@ class EventBuilder:
 
     def _file_event(
         self, rec: FileRecord, type_: str, path: bytes | None, truncated: bool,
-        info: ProcInfo | None,
+        info: ProcInfo | None, raw: bytes | None = None,
     ) -> tuple[str, Event]:
+        """One event of `rec` naming `path`; `raw`, when the name had a directory
+        part, is resolved again after the fact (collector/resolve.py)."""
         hdr = rec.hdr
+        how = None
+        if raw is not None:
+            if rec.mnt_ns != self.own_ns:
+                how = UNCHECKED  # another mount namespace: our lookup is not the process's
+            else:
+                path, how = resolve_after(raw, rec.touched, type_ != "attrib")
         f = self._file_map(type_, path, truncated, rec.ino, rec.dev, rec.mnt_ns, hdr.pid,
                            rec.oflags, rec.mode)
+        if how is not None:
+            f["path_resolution"] = how
         return self._event(type_, hdr.ts_boot, self._shared_proc(hdr, info), f, rec.ret)
 
     def _event(self, type_: str, ts_boot: int, proc: dict[str, Any], f: dict[str, Any],
@@ -290,6 +315,8 @@ class EventBuilder:
             return None
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
+        if (s1 or s3) and name_strings(buf, kind, flags, s0, s1, s2, s3) != (None, None):
+            return None  # a name to resolve after the fact: _file does that
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
             return []
@@ -360,20 +387,21 @@ class EventBuilder:
         if kind == KIND_RENAME:
             if not self._wanted(rec.path, rec.path2):
                 return []
-            pairs = [(rec.path, rec.path_truncated, rec.path2, rec.path2_truncated)]
-            if rec.exchange:
-                pairs.append((rec.path2, rec.path2_truncated, rec.path, rec.path_truncated))
+            one = (rec.path, rec.path_truncated, rec.raw_path)
+            two = (rec.path2, rec.path2_truncated, rec.raw_path2)
+            pairs = [(one, two), (two, one)] if rec.exchange else [(one, two)]
             out = []
-            for i, (src, src_t, dst, dst_t) in enumerate(pairs):
+            for i, (src, dst) in enumerate(pairs):
                 cookie = (rec.cookie << 1) | i
-                for type_, p, t in (("moved_from", src, src_t), ("moved_to", dst, dst_t)):
-                    subject, ev = self._file_event(rec, type_, p, t, info)
+                for type_, (p, t, raw) in (("moved_from", src), ("moved_to", dst)):
+                    subject, ev = self._file_event(rec, type_, p, t, info, raw)
                     ev["cookie"] = cookie
                     out.append((subject, ev))
             if rec.oflags & RENAME_WHITEOUT and not rec.exchange and (rec.ret or 0) >= 0:
                 # The file system left a whiteout (a 0/0 character device) at the
                 # old name; inotify reports nothing for it.
-                subject, ev = self._file_event(rec, "create", rec.path, rec.path_truncated, info)
+                subject, ev = self._file_event(rec, "create", rec.path, rec.path_truncated, info,
+                                               rec.raw_path)
                 ev["file"]["whiteout"] = True
                 ev["file"].pop("flags", None)  # renameat2's flags, not open(2)'s
                 out.append((subject, ev))
@@ -383,7 +411,8 @@ class EventBuilder:
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
                 return []
-            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info)
+            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info,
+                                           rec.raw_path2)
             if rec.path is not None:
                 ev["file"]["target"] = text_from_kernel(rec.path)
             return [(subject, ev)]
@@ -400,7 +429,7 @@ class EventBuilder:
                 ev["file"]["closed_by"] = closed_by
                 return [(subject, ev)]
         subject, ev = self._file_event(
-            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
+            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info, rec.raw_path
         )
         if closed_by is not None:
             ev["file"]["closed_by"] = closed_by
@@ -421,7 +450,8 @@ class EventBuilder:
                 self._tmpfile_names[key] = rec.path2
             if not self._wanted(rec.path2):
                 return []
-            subject, ev = self._file_event(rec, "create", rec.path2, rec.path2_truncated, info)
+            subject, ev = self._file_event(rec, "create", rec.path2, rec.path2_truncated, info,
+                                           rec.raw_path2)
         elif kind in (KIND_CREATE, KIND_OPEN):
             return []
         else:
@@ -444,7 +474,7 @@ class EventBuilder:
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:
         info = ProcInfo(
             exe=rec.exe, argv=rec.argv, cwd=rec.cwd,
-            container=self.cache.container_of(rec.hdr.cgroup),
+            container=self.cache.container_of(rec.hdr.cgroup), script=rec.script,
         )
         self.cache.put(rec.hdr.pid, info)
         ev = self._base(rec.hdr.ts_boot, "exec")
@@ -456,6 +486,8 @@ class EventBuilder:
             proc["exe_truncated"] = True
         if flags & F_CWD_TRUNC:
             proc["cwd_truncated"] = True
+        # The parent may have forked without exec (a subshell): the fork record
+        # gave it its own parent's image.
         parent = self.cache.get(rec.hdr.ppid)
         if parent is not None:
             # Rules on parent/child chains (shell spawned by a web server) need these.

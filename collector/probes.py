@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ PROC_OFFSETS = {
     "OFF_FILE_F_PATH": "file.f_path",
     "OFF_FS_PWD": "fs_struct.pwd",
     "OFF_FS_ROOT": "fs_struct.root",
+    "OFF_TASK_PID": "task_struct.pid",
+    "OFF_BPRM_FILENAME": "linux_binprm.filename",
+    "OFF_BPRM_INTERP": "linux_binprm.interp",
 }
 
 FILE_OFFSETS = {
@@ -63,6 +66,7 @@ FILE_OFFSETS = {
     "OFF_INODE_I_INO": "inode.i_ino",
     "OFF_INODE_I_SB": "inode.i_sb",
     "OFF_INODE_I_MODE": "inode.i_mode",
+    "OFF_INODE_I_DENTRY": "inode.i_dentry",
     "OFF_SB_S_DEV": "super_block.s_dev",
     "OFF_DENTRY_D_INODE": "dentry.d_inode",
     "OFF_TASK_NSPROXY": "task_struct.nsproxy",
@@ -224,6 +228,9 @@ class ProbeError(RuntimeError):
 @dataclass
 class LoadedProbes:
     bpf: Any  # bcc.BPF
+    # Timestamp tracepoints name_touched is attached to (empty: names resolved
+    # after the fact cannot be checked against the kernel on this one).
+    name_check: list[str] = field(default_factory=list)
 
     def lost_by_kind(self) -> dict[int, list[int]]:
         """Records the ring buffer had no room for: kind -> count per CPU."""
@@ -323,6 +330,25 @@ def _finish(b: Any, filters: FilterConfig) -> LoadedProbes:
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
     spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
+    name_check = attach_name_check(b)
     for key, spec in syscalls.kernel_table().items():
         spec_map[ctypes.c_int(key)] = spec
-    return LoadedProbes(b)
+    return LoadedProbes(b, name_check)
+
+
+# The kernel's inode timestamp tracepoints (6.13+): name_touched on each.
+NAME_CHECK_TRACEPOINTS = ("ctime_ns_xchg", "ctime_xchg_skip", "inode_set_ctime_to_ts")
+
+
+def attach_name_check(b: Any) -> list[str]:
+    """Attaches name_touched where this kernel has the tracepoints; which did."""
+    attached = []
+    for tp in NAME_CHECK_TRACEPOINTS:
+        try:
+            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=b"name_touched")
+        except Exception as exc:  # BCC raises bare Exception when the tracepoint is absent
+            log.info("no %s tracepoint (%s): names resolved after the fact go unchecked",
+                     tp, exc)
+            continue
+        attached.append(tp)
+    return attached

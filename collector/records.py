@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from snoopbus.collector import paths
+from snoopbus.collector import paths, resolve
 from snoopbus.proto import text_from_kernel
 
 KIND_EXEC = 1
@@ -31,6 +31,8 @@ KIND_SYMLINK = 13
 # 14 was close_range's record: the kernel reports what it closes itself now.
 KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
 KIND_XATTR = 20  # attrib of an extended attribute, its name as `target`
+KIND_FORK = 24  # no event: a new process, its parent's image until it execs
+KIND_CHDIR = 25  # no event: the process's cwd is now the record's path
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -47,6 +49,7 @@ FILE_KIND_NAMES = {
     KIND_SYMLINK: "symlink",
     KIND_MOUNT: "mount",
     KIND_XATTR: "attrib",
+    KIND_CHDIR: "chdir",
 }
 # Kinds whose seg[3] is a string as given (no second path): a symlink's
 # target, an extended attribute's name.
@@ -68,11 +71,15 @@ CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
 # the record's inode is the linked file's
 F_TMPFILE = 1 << 11
 F_URING = 1 << 15  # submitted through io_uring (bpf/uring.h): nr is the opcode
+F_SCRIPT = 1 << 10  # exec: the #! script's name as given follows argv
+F_TOUCHED = 1 << 9  # name-based: the inodes the call changed follow the segments
+TOUCHED = struct.Struct("<QI")  # one of them: inode, kernel dev_t
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]
 HDR = struct.Struct("<QQIIIIIHH16s")
 EXEC_TAIL = struct.Struct("<HHI")  # exe_len, cwd_len, argv_len
 EXIT_TAIL = struct.Struct("<II")  # exit_code (wait status), pad
+FORK_TAIL = struct.Struct("<II")  # child tgid, pad
 # struct file_rec after the header: ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, seg[4]
 FILE_TAIL = struct.Struct("<qQQIIIIIi4H")
 
@@ -101,6 +108,13 @@ class ExecRecord:
     exe: str
     cwd: str
     argv: list[str]
+    script: str | None = None  # a #! script: its path (the exe is the interpreter)
+
+
+@dataclass(slots=True)
+class ForkRecord:
+    hdr: Header  # the parent
+    child: int  # the new process's pid
 
 
 @dataclass(slots=True)
@@ -140,6 +154,11 @@ class FileRecord:
     path2: bytes | None = None
     path2_truncated: bool = False
     target: bytes | None = None
+    # Name-based: the strings as the kernel walked them (absolute, unfolded) when
+    # they have a directory part (collector/resolve.py), and what the call changed.
+    raw_path: bytes | None = None
+    raw_path2: bytes | None = None
+    touched: frozenset[tuple[int, int]] = frozenset()
 
     @property
     def exchange(self) -> bool:
@@ -155,17 +174,14 @@ class FileRecord:
         return bool(self.hdr.flags & F_URING)
 
 
-Record = ExecRecord | ExitRecord | FileRecord
+Record = ExecRecord | ExitRecord | FileRecord | ForkRecord
 
 
-def join_path(names: bytes) -> str:
-    """Leaf-first NUL-terminated names, as the kernel walk writes them -> "/a/b"."""
-    if not names:
-        return "/"
-    parts = names.split(b"\0")
-    if parts[-1] == b"":
-        parts.pop()
-    return "/" + "/".join(text_from_kernel(p) for p in reversed(parts))
+def join_path(names: bytes, truncated: bool = False) -> str:
+    """Leaf-first NUL-terminated names, as the kernel walk writes them -> "/a/b";
+    marked (paths.TRUNCATED) when the walk did not reach the root."""
+    path = paths.names_to_path(names)
+    return text_from_kernel(paths.mark_truncated(path) if truncated else path)
 
 
 def split_argv(raw: bytes, truncated: bool) -> list[str]:
@@ -208,12 +224,27 @@ def _decode_exec(hdr: Header, buf: bytes) -> ExecRecord:
     exe_len, cwd_len, argv_len = EXEC_TAIL.unpack_from(buf, HDR.size)
     if end + exe_len + cwd_len + argv_len > len(buf):
         raise RecordError("exec record lengths run past its end")
-    exe = join_path(buf[end : end + exe_len])
+    exe = join_path(buf[end : end + exe_len], bool(hdr.flags & F_EXE_TRUNC))
     end += exe_len
-    cwd = join_path(buf[end : end + cwd_len])
+    cwd_names = buf[end : end + cwd_len]
+    cwd = join_path(cwd_names, bool(hdr.flags & F_CWD_TRUNC))
     end += cwd_len
     argv = split_argv(buf[end : end + argv_len], bool(hdr.flags & F_ARGV_TRUNC))
-    return ExecRecord(hdr, exe, cwd, argv)
+    script = None
+    if hdr.flags & F_SCRIPT:
+        name = paths.user_string(buf[end + argv_len :])
+        if not name.startswith(b"/") and hdr.flags & F_CWD_TRUNC:
+            script = text_from_kernel(paths.mark_truncated(paths.join(b"", name)))
+        else:
+            script = text_from_kernel(paths.join(paths.names_to_path(cwd_names), name))
+    return ExecRecord(hdr, exe, cwd, argv, script)
+
+
+def _decode_fork(hdr: Header, buf: bytes) -> ForkRecord:
+    if len(buf) < HDR.size + FORK_TAIL.size:
+        raise RecordError("fork record shorter than its fixed part")
+    child, _ = FORK_TAIL.unpack_from(buf, HDR.size)
+    return ForkRecord(hdr, child)
 
 
 def _decode_exit(hdr: Header, buf: bytes) -> ExitRecord:
@@ -272,11 +303,45 @@ def file_paths(
         path1: bytes | None = None if flags & F_PATH_TRUNC else b"/"
     else:
         path1 = _resolve_segments(buf[FILE_NAMES_AT:e0], buf[e0:e1], gone)
+    if path1 is not None and flags & F_PATH_TRUNC:
+        path1 = paths.mark_truncated(path1)
     path2 = None
     if kind not in TARGET_KINDS and (s2 or s3):
         # A second name always has its string (empty when the probe read none).
         path2 = _resolve_segments(buf[e1:e2], buf[e2 : e2 + s3] or b"\0", False)
+        if flags & F_PATH2_TRUNC:
+            path2 = paths.mark_truncated(path2)
     return path1, path2
+
+
+def name_strings(
+    buf: bytes, kind: int, flags: int, s0: int, s1: int, s2: int, s3: int
+) -> tuple[bytes | None, bytes | None]:
+    """The record's name strings that need resolve.resolve_after (a directory
+    part the kernel looked up), unfolded; None for the others."""
+    e0 = FILE_NAMES_AT + s0
+    e1 = e0 + s1
+    e2 = e1 + s2
+    out: list[bytes | None] = [None, None]
+    segs = [(buf[FILE_NAMES_AT:e0], buf[e0:e1], bool(flags & F_FD_GONE))]
+    if kind not in TARGET_KINDS:
+        segs.append((buf[e1:e2], buf[e2 : e2 + s3], False))
+    for i, (walked, raw_name, gone) in enumerate(segs):
+        if not raw_name or flags & (F_PATH_TRUNC, F_PATH2_TRUNC)[i]:
+            continue
+        name = paths.user_string(raw_name)
+        if not resolve.needs_resolution(name) or (gone and not name.startswith(b"/")):
+            continue
+        out[i] = resolve.unfolded(paths.names_to_path(walked), name)
+    return out[0], out[1]
+
+
+def touched_of(buf: bytes, end: int, flags: int) -> frozenset[tuple[int, int]]:
+    """(kernel dev_t, inode) of each inode the call changed (F_TOUCHED trailer)."""
+    if not flags & F_TOUCHED:
+        return frozenset()
+    return frozenset((dev, ino) for ino, dev in TOUCHED.iter_unpack(
+        buf[end : end + (len(buf) - end) // TOUCHED.size * TOUCHED.size]))
 
 
 def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
@@ -300,12 +365,15 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
         path2,
         bool(flags & F_PATH2_TRUNC),
         target,
+        *name_strings(buf, hdr.kind, flags, s0, s1, s2, s3),
+        touched_of(buf, end, flags),
     )
 
 
 DECODERS: dict[int, Callable[[Header, bytes], Record]] = {
     KIND_EXEC: _decode_exec,
     KIND_EXIT: _decode_exit,
+    KIND_FORK: _decode_fork,
     **dict.fromkeys(FILE_KIND_NAMES, _decode_file),
 }
 

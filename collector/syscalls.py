@@ -114,6 +114,9 @@ SPECS: dict[str, Spec] = {
     "pivot_root": Spec(155, SHAPE_ARGS, R.KIND_MOUNT),
     "move_mount": Spec(429, SHAPE_ARGS, R.KIND_MOUNT),
     "mount_setattr": Spec(442, SHAPE_ARGS, R.KIND_MOUNT),
+    # the cwd changed: file events name the current one (events.py)
+    "chdir": Spec(80, SHAPE_ARGS, R.KIND_CHDIR),
+    "fchdir": Spec(81, SHAPE_ARGS, R.KIND_CHDIR),
     # delete / rmdir
     "unlink": _name(87, R.KIND_DELETE, name=0),
     "unlinkat": _name(263, R.KIND_DELETE, dfd=0, name=1, flags=2),  # AT_REMOVEDIR: rmdir
@@ -179,6 +182,7 @@ IA32: dict[str, tuple[int, str]] = {
     "mount": (21, "mount"), "umount": (22, "umount2"), "umount2": (52, "umount2"),
     "pivot_root": (217, "pivot_root"), "move_mount": (429, "move_mount"),
     "mount_setattr": (442, "mount_setattr"),
+    "chdir": (12, "chdir"), "fchdir": (133, "fchdir"),
     "unlink": (10, "unlink"), "unlinkat": (301, "unlinkat"), "rmdir": (40, "rmdir"),
     "mkdir": (39, "mkdir"), "mkdirat": (296, "mkdirat"),
     "rename": (38, "rename"), "renameat": (302, "renameat"), "renameat2": (353, "renameat2"),

@@ -196,13 +196,14 @@ async def test_name_through_symlinked_directory(
         touch("via/f")
         os.unlink("via/f")
     """)
-    events = await events_of(watch, pid, "delete", f"{work}/via/f")
-    # From the opened file: the real path. From a name: the name as the process
-    # gave it, folded but not resolved (documented in collector/paths.py).
+    events = await events_of(watch, pid, "delete", f"{work}/real/f")
+    # From the opened file: the real path. From a name: resolved again after the
+    # fact and checked against the directory the kernel changed (collector/resolve.py).
     assert summary(events) == [
         ("create", f"{work}/real/f"), ("modify", f"{work}/real/f"),
-        ("close_write", f"{work}/real/f"), ("delete", f"{work}/via/f"),
+        ("close_write", f"{work}/real/f"), ("delete", f"{work}/real/f"),
     ]
+    assert events[-1]["file"]["path_resolution"] == "checked"
 
 
 @pytest.fixture

@@ -44,8 +44,9 @@
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).
  * Paths: from the file itself when there is one (exact, the real dentries,
  * as seen from the task's root); otherwise the walked base plus the name
- * string, joined and folded lexically in user space — a symlink *inside the
- * string* is not resolved, so the path is the one the process named.
+ * string; a string with a directory part is resolved again by lookup in user
+ * space and checked against the inodes the call changed (F_TOUCHED, see
+ * name_touched in snoopbus.bpf.c and collector/resolve.py).
  * ia32 syscalls (int $0x80, 32-bit programs) are decoded the same way from
  * their own numbers and argument registers (TS_COMPAT marks them).
  * In another mount namespace the path is the one the process sees, and the
@@ -73,6 +74,7 @@
 /* 14 was close_range's record: closes.h scans the fd table instead. */
 #define KIND_MOUNT       15  /* the caller's mount table changed */
 #define KIND_XATTR       20  /* attrib of an extended attribute: its name in seg[3] */
+#define KIND_CHDIR       25  /* naming: chdir/fchdir succeeded: seg[0] is the new cwd */
 /* Not records: slots of the lost map for other losses. */
 #define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
 
@@ -95,6 +97,7 @@
 #define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
 #define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
 #define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
+#define F_TOUCHED  (1 << 9)  /* name-based: touched inodes follow the segments */
 
 /* Counters of what the kernel side filtered out (kstats map slots). */
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
@@ -125,12 +128,20 @@ struct sc_spec {
     u32 const_flags; /* creat: the flags it implies */
 };
 
+/* Inodes a name-based call changed (their ctime moved), for user space to
+ * check the file it names after the fact against (collector/resolve.py). */
+#define TOUCHED_MAX 4
+
 /* Saved at enter in the thread's task storage, taken at exit. */
 struct sc_args {
     u64 args[8];
     struct sc_spec sp;
     u32 nr;
     u32 live;  /* set at enter, cleared once its exit is handled */
+    u64 touched_ino[TOUCHED_MAX];
+    u32 touched_dev[TOUCHED_MAX];
+    u32 ntouched;
+    u32 _tpad;
 };
 
 /* Followed by four segments: path names walked from the first base (or the
@@ -149,6 +160,9 @@ struct file_rec {
     s32 fd;
     u16 seg[4];
 };
+/* With F_TOUCHED, the segments are followed by the inodes the call changed
+ * (sc_args.touched_*), each as u64 ino, u32 dev (packed, 12 bytes). */
+#define TOUCHED_SZ 12
 
 #define TS_COMPAT_F    0x0002  /* arch/x86/include/asm/thread_info.h */
 #define AT_FDCWD_VAL   (-100)

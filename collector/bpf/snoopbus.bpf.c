@@ -197,7 +197,42 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
         r->h.flags |= F_ARGV_TRUNC;
     }
     r->argv_len = len;
-    emit(s->data, pos + len, KIND_EXEC);
+    u32 end = pos + len;
+    /* A #! script (naming): binfmt_script replaced bprm->interp with the
+     * interpreter; bprm->filename is still what the process ran. */
+    void *bprm = (void *)ctx->args[2];
+    const char *fname = read_ptr(bprm, OFF_BPRM_FILENAME);
+    if (fname && fname != read_ptr(bprm, OFF_BPRM_INTERP)
+        && end < DATA_SIZE - PATH_MAX_LEN) {
+        barrier_var(end);
+        int n = bpf_probe_read_kernel_str(s->data + (end & (DATA_SIZE - 1)), PATH_MAX_LEN, fname);
+        if (n > 0) {
+            r->h.flags |= F_SCRIPT;
+            end += n & (PATH_MAX_LEN * 2 - 1);
+        }
+    }
+    emit(s->data, end, KIND_EXEC);
+    return 0;
+}
+
+/* A new process (naming): its parent's image until it execs. Threads are not
+ * processes: their tgid is their creator's. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+    void *child = (void *)ctx->args[1];
+    u32 tgid = read_u32(child, OFF_TASK_TGID);
+    if (read_u32(child, OFF_TASK_PID) != tgid)
+        return 0;
+    if ((bpf_get_current_pid_tgid() >> 32) == SELF_TGID)
+        return 0;
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    struct fork_rec *r = (struct fork_rec *)s->data;
+    fill_hdr(&r->h, (void *)bpf_get_current_task(), KIND_FORK);
+    r->child = tgid;
+    r->_pad = 0;
+    emit(s->data, sizeof(*r), KIND_FORK);
     return 0;
 }
 
@@ -404,6 +439,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     a->sp = *sp;
     a->nr = nr;
     a->live = 1;
+    a->ntouched = 0;
     return 0;
 }
 
@@ -528,6 +564,63 @@ static __always_inline int add_name(struct scratch *s, struct file_rec *r, void 
     return walked && single_component(s, mid, n) ? NAME_IN_BASE : 0;
 }
 
+/* ---- Name check (naming): which inodes a name-based call changed ----
+ * A name-based call (unlink, rename, mkdir, ...) names its file by a string
+ * the kernel resolves, following symlinks inside it; the probes see the
+ * string, not the dentries it led to. Every such call changes the ctime of
+ * the directories (and files) it acts on, and the kernel's timestamp
+ * tracepoints (ctime_ns_xchg, ctime_xchg_skip for multigrain filesystems,
+ * inode_set_ctime_to_ts for the rest) report each inode. name_touched,
+ * attached to them by probes.py where they exist, notes the inodes that
+ * have a name (a dentry alias: not the one being created) while the calling
+ * thread is inside a name-based call; the record carries them, and user
+ * space checks the directory it resolves the string to against them. */
+static __always_inline void append_touched(struct scratch *s, struct file_rec *r,
+                                           struct sc_args *a)
+{
+    u32 n = a->ntouched;
+    u32 pos = get_pos(s);
+    if (!n || pos > DATA_SIZE - TOUCHED_MAX * TOUCHED_SZ)
+        return;
+    for (int i = 0; i < TOUCHED_MAX; i++) {
+        if (i >= n)
+            break;
+        u32 at = pos + i * TOUCHED_SZ;
+        barrier_var(at);
+        at &= DATA_SIZE - 1;
+        *(u64 *)(s->data + at) = a->touched_ino[i];
+        *(u32 *)(s->data + at + 8) = a->touched_dev[i];
+        set_pos(s, pos + (i + 1) * TOUCHED_SZ);
+    }
+    r->h.flags |= F_TOUCHED;
+}
+
+int name_touched(struct bpf_raw_tracepoint_args *ctx)
+{
+    struct sc_args *a = inflight_get(0);
+    if (!a || !a->live || a->sp.shape != SHAPE_NAME)
+        return 0;
+    void *inode = (void *)ctx->args[0];
+    if (!read_ptr(inode, OFF_INODE_I_DENTRY))
+        return 0;  /* no dentry yet: the inode the call is creating */
+    u64 ino = read_u64(inode, OFF_INODE_I_INO);
+    u32 dev = read_u32(read_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+    u32 n = a->ntouched;
+    if (n >= TOUCHED_MAX)
+        return 0;
+    for (int i = 0; i < TOUCHED_MAX; i++) {
+        if (i >= n)
+            break;
+        if (a->touched_ino[i] == ino && a->touched_dev[i] == dev)
+            return 0;
+    }
+    a->touched_ino[n & (TOUCHED_MAX - 1)] = ino;
+    a->touched_dev[n & (TOUCHED_MAX - 1)] = dev;
+    a->ntouched = n + 1;
+    return 0;
+}
+/* ---- end of name check ---- */
+
 static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind, s64 ret,
                                         struct sc_args *a)
 {
@@ -647,14 +740,19 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     }
     r->h.kind = kind;
 
-    if (file) {
-        fill_inode(r, file);
-        if (is_tmpfile(file))
-            r->h.flags |= F_TMPFILE;  /* its dentry's name is made up ("#ino") */
-        walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
-                  PATH_FILTERS);
+    /* One walk site: the file's path, or (chdir, naming) the new cwd. */
+    const void *walk = file ? (char *)file + OFF_FILE_F_PATH : 0;
+    if (kind == KIND_CHDIR && ret >= 0)
+        walk = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_PWD;
+    if (walk) {
+        if (file) {
+            fill_inode(r, file);
+            if (is_tmpfile(file))
+                r->h.flags |= F_TMPFILE;  /* its dentry's name is made up ("#ino") */
+        }
+        walk_path(s, walk, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
         r->seg[0] = get_pos(s) - sizeof(*r);
-        if (path_dropped(get_verdict(s))) {
+        if (kind != KIND_CHDIR && path_dropped(get_verdict(s))) {
             kstat(KS_FILTERED_PATH);
             goto done;
         }
@@ -723,6 +821,7 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
         tails.call(ctx, 0);  /* exit_second_name */
         goto done;
     }
+    append_touched(s, r, a);
     emit(s->data, get_pos(s), r->h.kind);
 done:
     inflight_done(a);
@@ -800,6 +899,7 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
             r->h.flags |= F_PATH2_TRUNC;
         }
     }
+    append_touched(s, r, a);
     emit(s->data, get_pos(s), r->h.kind);
 done:
     inflight_done(a);

@@ -36,6 +36,8 @@ PROCESS = {
     "User": "user(proc.uid)",
     "ProcessId": "proc.pid",
     "ParentProcessId": "proc.ppid",
+    # snoopbus's own (no Sysmon equivalent): the #! script run, when Image is its interpreter.
+    "Script": "proc.script",
 }
 # File events name the acting process the way Sysmon's FileCreate does.
 _ACTOR = {"Image": "proc.exe", "User": "user(proc.uid)", "ProcessId": "proc.pid"}
