@@ -55,6 +55,7 @@ FILE_KIND_NAMES = {
 # target, an extended attribute's name.
 TARGET_KINDS = frozenset({KIND_SYMLINK, KIND_XATTR})
 
+# Record flags: bpf/common.h's table, in its order (tests/test_record_constants.py).
 F_EXE_TRUNC = 1 << 0
 F_CWD_TRUNC = 1 << 1
 F_ARGV_TRUNC = 1 << 2
@@ -63,16 +64,16 @@ F_PATH2_TRUNC = 1 << 4
 F_FD_GONE = 1 << 5
 F_NO_RET = 1 << 6
 F_EXCHANGE = 1 << 7
-# close_write: what released the open file when no close() did (bpf/closes.h)
-F_CLOSED_BY_SHIFT = 12
-F_CLOSED_BY_MASK = 3 << F_CLOSED_BY_SHIFT
-CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
+F_TOUCHED = 1 << 9  # name-based: the inodes the call changed follow the segments
+F_SCRIPT = 1 << 10  # exec: the #! script's name as given follows argv
 # An O_TMPFILE file (bpf/closes.h): the walked name is made up; on a link,
 # the record's inode is the linked file's
 F_TMPFILE = 1 << 11
+# close_write: what released the open file when no close() did (bpf/closes.h SCAN_*)
+F_CLOSED_BY_SHIFT = 12
+F_CLOSED_BY_MASK = 3 << F_CLOSED_BY_SHIFT
+CLOSED_BY = {1: "exit", 2: "exec", 3: "close_range"}
 F_URING = 1 << 15  # submitted through io_uring (bpf/uring.h): nr is the opcode
-F_SCRIPT = 1 << 10  # exec: the #! script's name as given follows argv
-F_TOUCHED = 1 << 9  # name-based: the inodes the call changed follow the segments
 TOUCHED = struct.Struct("<QI")  # one of them: inode, kernel dev_t
 
 # struct rec_hdr: ts, cgroup, pid, tid, ppid, uid, gid, kind, flags, comm[16]

@@ -39,10 +39,6 @@
  * A table with open fds beyond is counted (KS_SCAN_CUT). */
 #define SCAN_WORDS 16
 
-/* close_write records of a scan: what closed them, in two flag bits. */
-#define F_CLOSED_BY_SHIFT 12
-#define F_CLOSED_BY_MASK  (3 << F_CLOSED_BY_SHIFT)
-
 #define CLOSE_RANGE_UNSHARE_F (1 << 1)
 #define CLOSE_RANGE_CLOEXEC_F (1 << 2)
 
@@ -89,7 +85,6 @@ static __always_inline u64 scan_word(void *fdt, u32 mode, u32 w)
 
 /* ---- O_TMPFILE files: unnamed until linkat gives them a name. ---- */
 
-#define F_TMPFILE     (1 << 11)  /* the file was opened with O_TMPFILE */
 #define O_TMPFILE_F   020000000  /* __O_TMPFILE: stays in f_flags */
 #define AT_EMPTY_PATH_F 0x1000
 

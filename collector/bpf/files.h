@@ -93,11 +93,6 @@
  * numbers 512..547 (writev 516, pwritev 535, pwritev2 547 ...) are not decoded. */
 #define X32_SYSCALL_BIT 0x40000000
 
-/* Record flags beyond common.h's. */
-#define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
-#define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
-#define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
-#define F_TOUCHED  (1 << 9)  /* name-based: touched inodes follow the segments */
 
 /* Counters of what the kernel side filtered out (kstats map slots). */
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */

@@ -13,7 +13,6 @@ struct exec_rec {
 /* Attribution (naming): a new process, forked without exec yet, inherits
  * its parent's image; a #! script's path as given rides after argv. */
 #define KIND_FORK 24
-#define F_SCRIPT  (1 << 10)  /* exec: the script's name (NUL-terminated) follows argv */
 
 struct fork_rec {
     struct rec_hdr h;  /* the parent */

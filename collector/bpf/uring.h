@@ -57,9 +57,6 @@
 #define FFS_MASK_F         (~3UL)      /* io_rsrc_node.file_ptr's flag bits */
 #define FILE_INDEX_ALLOC_F 0xffffffffU /* IORING_FILE_INDEX_ALLOC */
 
-/* Record flag: the operation came through io_uring (nr holds the opcode). */
-#define F_URING (1 << 15)
-
 /* A fixed file slot as a record's fd (and written-map key): below -1, so it
  * never looks like a process fd. */
 #define URING_SLOT_FD(slot) (-2 - (s32)(slot))
