@@ -90,7 +90,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,query]'
+	$(PY) -m pip install -q -e '.[all,test]'
 	@# BCC's Python module is pure Python over libbcc.so: expose it to the venv.
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  [ -e $$site/bcc ] || ln -s $(BCC_DIR) $$site/bcc

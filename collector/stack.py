@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,31 +36,44 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from snoopbus.collector import exits
+from snoopbus.collector.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.collector.metrics import MetricsError, serve_stack
-from snoopbus.collector.natsd import NatsServer, NatsServerError
+from snoopbus.collector.natsd import NatsServer, NatsServerError, config_args
+from snoopbus.collector.stack_auth import AuthError, StackAuth
+from snoopbus.collector.stream_watch import choose_max_mb, read_stream
 from snoopbus.proto import (
-    STREAM_NAME,
     BusUnavailable,
     DecodeError,
+    NatsAuth,
     SchemaError,
     alerts_filter,
     connect,
     decode_map,
+    ensure_stream,
     events_filter,
+    local_stack,
     meta_filter,
+    roles,
 )
-from snoopbus.proto.settings_file import Config, UpSection
+from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
+from snoopbus.proto.stream_limits import StreamLimits
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
 # Built-in consumers `up` runs with their defaults ([up] consumers).
 DEFAULT_CONSUMERS = UpSection.consumers
 LAG_EVERY = 2.0  # s between consumer_info calls for the lag column
+SERVER_STOP = 3.0  # s of the stop deadline kept for nats-server, after the children
 
 
 class StackError(RuntimeError):
-    """A condition the user must fix; the message says how."""
+    """A condition the user must fix; the message says how; `exit_code` from exits."""
+
+    def __init__(self, message: str, exit_code: int = exits.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -73,11 +86,15 @@ class StackConfig:
     metrics_port: int = 0  # children get metrics_port+1, +2, ... (0: no metrics)
     metrics_address: str = "127.0.0.1"
     live: str = "auto"
+    stop_timeout: float = UpSection.stop_timeout  # s from Ctrl-C to everything stopped
     archive_dir_set: bool = False  # [consumer.archive] dir given: do not override it
     spill_dir_set: bool = False  # [collector] spill_dir given: else it is state_dir/spill
     # The collector leaves out the state folder (NATS store, archive, logs): what
     # the stack writes itself would otherwise come back as events, forever.
     collector_excludes: tuple[str, ...] = ()
+    forward_sinks: tuple[str, ...] = ()  # durable names of the forwarder's sinks
+    stream: StreamSection = field(default_factory=StreamSection)  # [stream]: limits, warning
+    stream_chosen: bool = False  # a [stream] limit was set: applied to an existing stream too
 
     @classmethod
     def from_config(cls, cfg: Config) -> StackConfig:
@@ -86,15 +103,32 @@ class StackConfig:
             host=cfg.collector.host or None, consumers=with_forwarding(cfg),
             config_path=cfg.path, metrics_port=cfg.metrics.port,
             metrics_address=cfg.metrics.address, live=cfg.up.live,
+            stop_timeout=cfg.up.stop_timeout,
             archive_dir_set="dir" in cfg.consumer.get("archive", {}),
             spill_dir_set=cfg.source("collector.spill_dir") != "default",
             collector_excludes=cfg.collector.exclude_path,
+            forward_sinks=forward_durables(cfg), stream=cfg.stream,
+            stream_chosen=StreamLimits.from_section(cfg.stream, cfg.sources).enforce,
         )  # fmt: skip
+
+    @property
+    def host_name(self) -> str:
+        return self.host or socket.gethostname()
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.state_dir / "archive"
+
+    def roles(self) -> list[roles.Role]:
+        """Who may do what on the embedded server: the collector, each consumer, reader, admin."""
+        consumers = [(n, ("forward", *self.forward_sinks) if n == "forward" else ())
+                     for n in self.consumers]
+        return roles.stack_roles(self.host_name, consumers)
 
     def consumer_args(self, name: str, url: str) -> list[str]:
         extra = []
         if name == "archive" and not self.archive_dir_set:
-            extra = ["--dir", str(self.state_dir / "archive")]
+            extra = ["--dir", str(self.archive_dir)]
         return ["consume", *self._config_args(), name, "--nats", url, *extra]
 
     def collector_args(self, url: str) -> list[str]:
@@ -119,6 +153,17 @@ class StackConfig:
                 args = [*args, "--metrics-port", str(self.metrics_port + i)]
             out.append(Child(name, args))
         return out
+
+
+def forward_durables(cfg: Config) -> tuple[str, ...]:
+    """The durable of each sink [consumer.forward] `to` lists (none if it lists none)."""
+    from snoopbus.consumers.forward.spec import SpecError, parse_spec
+
+    to = cfg.consumer.get("forward", {}).get("to", [])
+    try:
+        return tuple(parse_spec(t).consumer_name for t in to if isinstance(t, str))
+    except SpecError:
+        return ()  # the forwarder says what is wrong when it starts
 
 
 def with_forwarding(cfg: Config) -> tuple[str, ...]:
@@ -162,6 +207,8 @@ class Child:
     next_start: float = 0.0
     started_at: float = field(default=0.0)
     log_path: Path | None = None  # None: inherit up's stdout and stderr
+    record: UpRecord | None = None  # where the next `up` finds it, had this one died
+    env: dict[str, str] | None = None  # None: up's own environment
 
     def start(self) -> None:
         command = [sys.executable, "-m", "snoopbus.collector.cli", *self.args]
@@ -171,12 +218,14 @@ class Child:
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent(), env=self.env,
             )  # fmt: skip
         finally:
             if out is not None:
                 out.close()
         self.started_at = time.monotonic()
+        if self.record is not None:
+            self.record.started(self.name, self.process.pid)
 
     def check(self, now: float, report: Report) -> bool:
         """Start or restart as due; True when it has just died."""
@@ -211,11 +260,13 @@ class Child:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def wait(self) -> None:
+    def wait(self, timeout: float) -> None:
+        """Until it exits, or `timeout` s; then it is killed (a hung child must
+        not keep `up` from stopping)."""
         if self.process is None:
             return
         try:
-            self.process.wait(15)
+            self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -228,9 +279,8 @@ class Child:
 def run_stack(cfg: StackConfig) -> int:
     try:
         return asyncio.run(_run_stack(cfg))
-    except (StackError, NatsServerError, MetricsError) as exc:
-        print(f"snoopbus up: {exc}", file=sys.stderr)
-        return 2
+    except (StackError, NatsServerError, MetricsError, UpRunning, AuthError) as exc:
+        return exits.fail("up", exc)
 
 
 def check_consumers(cfg: StackConfig) -> None:
@@ -259,7 +309,8 @@ def check_metrics_ports(cfg: StackConfig) -> None:
             except OSError:
                 raise StackError(
                     f"metrics port {port} (for {name}: --metrics-port {cfg.metrics_port} + {i}) "
-                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none"
+                    "is in use: pick another --metrics-port or [metrics] port, or 0 for none",
+                    exits.BUSY,
                 ) from None
 
 
@@ -294,7 +345,8 @@ def use_live_view(mode: str) -> bool:
 async def _run_stack(cfg: StackConfig) -> int:
     if os.geteuid() != 0:
         raise StackError(
-            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
+            "the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)",
+            exits.PRIVILEGE,
         )
     check_consumers(cfg)
     check_metrics_ports(cfg)
@@ -306,53 +358,135 @@ async def _run_stack(cfg: StackConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     server: NatsServer | None = None
+    secure_state_dir(cfg.state_dir)
+    say = _say(live)
+    # Before looking at the port: a dead `up`'s orphaned server may hold it.
+    await asyncio.to_thread(stop_leftovers, cfg.state_dir, say)
+    record = UpRecord(cfg.state_dir)
     state = nats_answering(cfg.port)
     if state is False:
         raise StackError(
             f"port {cfg.port} is in use by something that is not a NATS server with "
-            "JetStream: free it, or pick another with --port or [up] port"
+            "JetStream: free it, or pick another with --port or [up] port",
+            exits.BUSY,
         )
-    secure_state_dir(cfg.state_dir)
-    say = _say(live)
+    auth: StackAuth | None = None
     if state is True:
         url = f"nats://127.0.0.1:{cfg.port}"
-        say(f"using the nats-server already running at {url}")
+        say(f"using the nats-server already running at {url} (with its own credentials)")
     else:
-        server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True)
-        url = server.start()  # in this thread: its /proc children list shows the server
-        say(f"nats-server with JetStream at {url} (data in {cfg.state_dir})")
+        auth = StackAuth.in_state_dir(cfg.state_dir)
+        server, url = start_server(cfg, auth)
+        if server.process is not None:
+            record.started("nats-server", server.process.pid)
+        say(f"nats-server with JetStream at {url} (data in {cfg.state_dir}, "
+            f"credentials in {auth.auth_dir})")
+    # Our admin creates (or updates) the stream with these limits; the children
+    # get them too ([stream] via their env), for a server that is not ours.
+    env, chosen = choose_max_mb(cfg.state_dir, cfg.stream)
+    os.environ.update(env)
+    say(chosen)
     children = cfg.children(url)
+    if auth is not None:
+        roles_by_consumer = {r.name: r.name for r in cfg.roles()}
+        for child in children:
+            role = roles.collector(cfg.host_name).name if child.name == "collector" else child.name
+            child.env = auth.env(roles_by_consumer.get(role, "admin"))
     if live:
         (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         for child in children:
             child.log_path = cfg.state_dir / "logs" / f"{child.name}.log"
     view = LiveState(host=cfg.host or socket.gethostname(), url=url, state_dir=str(cfg.state_dir))
     view.children = [ChildView(c.name) for c in children]
+    for child in children:
+        child.record = record
+    view.notes.append(chosen)
     monitor: asyncio.Task[None] | None = None
     metrics = None
+    descriptor: Path | None = None
     try:
+        if auth is not None:
+            await create_stream(url, auth, stack_limits(cfg, env))
+            descriptor = publish_descriptor(cfg, url, auth)
         if cfg.metrics_port:  # up's own: its children and what it sees on the bus
-            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address)
+            metrics = serve_stack(children, view.totals, cfg.metrics_port, cfg.metrics_address,
+                                  lambda: view.stream)
         for child in children:
             child.start()
         names = ", ".join(c.name for c in children)
         say(f"started {names}; watch with `snoopbus tail`; Ctrl-C stops")
-        monitor = asyncio.create_task(watch_bus(url, view, cfg.consumers, live, stop))
+        reader = auth.nats_auth("reader") if auth is not None else None
+        monitor = asyncio.create_task(watch_bus(url, view, cfg, live, stop, reader))
         await _supervise(children, view, stop, live)
         return 0
     finally:
+        # Bounded whatever hangs: children get until the deadline, then SIGKILL.
+        deadline = time.monotonic() + cfg.stop_timeout
         if monitor is not None:
             stop.set()  # an error may have brought us here
-            monitor.cancel()
-            await asyncio.wait({monitor}, timeout=10)  # never hang the children's stop on it
+            # It ends on `stop` and drains its connection before nats-server goes: a
+            # cancel would cut the drain short, and the server's exit then logged
+            # "disconnected; reconnecting" warnings at every Ctrl-C. Bounded: the
+            # stop as a whole must end within [up] stop_timeout.
+            _, pending = await asyncio.wait({monitor}, timeout=2)
+            if pending:  # never hang the children's stop on it
+                monitor.cancel()
+                await asyncio.wait({monitor}, timeout=1)
         for child in children:
             child.stop()
-        await asyncio.gather(*(asyncio.to_thread(c.wait) for c in children))
+        left = max(deadline - time.monotonic() - SERVER_STOP, 1.0)
+        await asyncio.gather(*(asyncio.to_thread(c.wait, left) for c in children))
         if server is not None:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.stop, timeout=SERVER_STOP)
+        record.clear()
         if metrics is not None:
             metrics.stop()
+        if descriptor is not None:
+            local_stack.remove(os.getpid(), descriptor)
         print("snoopbus: stopped", flush=True)
+
+
+def start_server(cfg: StackConfig, auth: StackAuth) -> tuple[NatsServer, str]:
+    """Our nats-server, with authentication on: each role as proto/roles.py says."""
+    conf = config_args(auth.auth_dir / "nats-server.conf", auth.server_config(cfg.roles()))
+    server = NatsServer(state_dir=cfg.state_dir / "nats", port=cfg.port, new_session=True,
+                        die_with_parent=True, extra_args=conf)
+    # In this thread (not a pool's): its /proc children list shows the server.
+    return server, server.start()
+
+
+def stack_limits(cfg: StackConfig, env: dict[str, str]) -> StreamLimits:
+    """[stream] with the size `up` chose (`env`, empty when [stream] max_mb is set)."""
+    section = cfg.stream
+    if env:
+        section = replace(section, max_mb=int(env[env_name("stream", "max_mb")]))
+    return replace(StreamLimits.from_section(section), enforce=cfg.stream_chosen or bool(env))
+
+
+async def create_stream(url: str, auth: StackAuth, limits: StreamLimits | None = None) -> None:
+    """As admin, the one role allowed to: the children only look it up."""
+    try:
+        nc = await connect(url, name="snoopbus-up", auth=auth.nats_auth("admin"))
+    except BusUnavailable as exc:
+        raise StackError(f"cannot reach the nats-server just started: {exc}") from None
+    try:
+        await ensure_stream(nc.jetstream(), limits=limits)
+    finally:
+        await nc.close()
+
+
+def publish_descriptor(cfg: StackConfig, url: str, auth: StackAuth) -> Path | None:
+    """Where `tail`, `consume`, `doctor`, `query` run as root find this stack."""
+    stack = local_stack.LocalStack(
+        url=url, state_dir=str(cfg.state_dir.resolve()), archive_dir=str(cfg.archive_dir.resolve()),
+        auth_dir=str(auth.auth_dir.resolve()), pid=os.getpid())
+    try:
+        return local_stack.write(stack)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot write %s (%s): other commands need --nats and credentials to reach this "
+            "stack", local_stack.descriptor_path(), exc)
+        return None
 
 
 def _say(live: bool) -> Report:
@@ -418,14 +552,15 @@ class _NotesHandler(logging.Handler):
 
 
 async def watch_bus(
-    url: str, view: LiveState, consumers: tuple[str, ...], live: bool, stop: asyncio.Event
+    url: str, view: LiveState, cfg: StackConfig, live: bool, stop: asyncio.Event,
+    auth: NatsAuth | None = None,
 ) -> None:
     """Feeds the view from the bus until `stop`; in plain mode prints readiness and alerts."""
     from snoopbus.consumers.alert.wire import decode_alert
     from snoopbus.consumers.lines import format_alert, shown
 
     try:
-        nc: Client = await connect(url, name="snoopbus-up")
+        nc: Client = await connect(url, name="snoopbus-up", auth=auth)
     except BusUnavailable as exc:
         view.notes.append(f"live view: {exc}")
         return
@@ -469,10 +604,12 @@ async def watch_bus(
         # requests) can swallow a cancel that lands as the reply does, and `up` then
         # waited on this task forever with its children running.
         while not stop.is_set():
-            for name in consumers:
-                with suppress(NotFoundError, TimeoutError, Exception):
-                    info = await js.consumer_info(STREAM_NAME, name, timeout=1)
-                    view.lag[name] = (info.num_pending or 0, info.num_ack_pending or 0)
+            with suppress(NotFoundError, TimeoutError, Exception):  # the stream may not exist yet
+                reading = await read_stream(js, cfg.consumers, state_dir=cfg.state_dir,
+                                            warn_percent=cfg.stream.warn_percent)  # fmt: skip
+                for warning in view.on_stream(reading):  # new ones; the live view shows all
+                    if not live:
+                        print(f"snoopbus: warning: {warning}", file=sys.stderr, flush=True)
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAG_EVERY)
     finally:

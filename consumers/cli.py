@@ -12,15 +12,21 @@ import asyncio
 import logging
 import sys
 from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
 
+from snoopbus.collector import exits, log_setup
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.proto.local_stack import LocalStackRefused, apply
 from snoopbus.proto.settings_file import Config, ConfigError
+from snoopbus.proto.stream_limits import StreamLimits
 
 from . import plugin
 from .consumer import Consumer
 from .runtime import Runtime, serve
 from .settings import Partition, Settings
+from .times import TimeError, parse_when
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,26 +53,28 @@ def run(args: argparse.Namespace) -> int:
         return _list()
     if not args.name:
         print("snoopbus consume: give a consumer NAME, or --list", file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         target = plugin.load(args.name)
     except (plugin.UnknownConsumer, plugin.BadPlugin, ImportError) as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+        return exits.fail("consume", exc)
     try:
+        # --config is read before the consumer's flags: its [consumer.NAME] sets their defaults.
+        config, args.options = take_config(args.options)
+        args.config = config or args.config
         cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        cfg = apply(cfg, args.name, f"consume {args.name}")
         parser = _consumer_parser(args.name, target, cfg.nats.url)
         apply_config(parser, args.name, cfg)
-    except ConfigError as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, LocalStackRefused) as exc:
+        return exits.fail("consume", exc)
     opts = parser.parse_args(args.options)
-    consumer = target.from_args(opts, _settings(opts, target.settings))
-    logging.basicConfig(
-        level=logging.DEBUG if opts.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        # After the consumer's own flags: `consume NAME -v` is debug logging.
+        log_setup.configure(_log_flags(args, opts))
+        consumer = target.from_args(opts, _settings(opts, target.settings))
+    except (ValueError, OSError) as exc:
+        return exits.fail(f"consume {args.name}", exc)
     port = cfg.metrics.port if opts.metrics_port is None else opts.metrics_port
     servers: list[MetricsServer] = []
 
@@ -77,14 +85,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         runtime = asyncio.run(
             serve(consumer, opts.nats, settings=consumer.settings, on_start=start_metrics,
-                  auth=NatsAuth.from_section(cfg.nats))
+                  auth=NatsAuth.from_section(cfg.nats),
+                  stream_limits=StreamLimits.from_section(cfg.stream, cfg.sources))
         )
-    except BusUnavailable as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 1
-    except MetricsError as exc:
-        print(f"snoopbus consume: {exc}", file=sys.stderr)
-        return 2
+    except (BusUnavailable, MetricsError) as exc:
+        return exits.fail("consume", exc)
     finally:
         for server in servers:
             server.stop()
@@ -102,6 +107,26 @@ def _list() -> int:
     return 0
 
 
+def take_config(options: list[str]) -> tuple[Path | None, list[str]]:
+    """`--config PATH` given after NAME, and the options without it."""
+    path: Path | None = None
+    rest: list[str] = []
+    it = iter(options)
+    for arg in it:
+        if arg == "--":
+            rest += [arg, *it]
+        elif arg == "--config":
+            value = next(it, None)
+            if value is None:
+                raise ConfigError("--config needs a PATH")
+            path = Path(value)
+        elif arg.startswith("--config="):
+            path = Path(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return path, rest
+
+
 def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> None:
     """[consumer.NAME] options become this consumer's flag defaults; flags still win.
 
@@ -110,7 +135,7 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
     options = cfg.consumer_options(name)
     actions = {
         opt.removeprefix("--").replace("-", "_"): a
-        for a in parser._actions if a.dest not in ("help", "nats")
+        for a in parser._actions if a.dest not in ("help", "nats", "config")
         for opt in a.option_strings if opt.startswith("--")
     }  # fmt: skip
     where = f"config {cfg.path}"
@@ -128,7 +153,10 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
         if action.required:
             action.required = False  # the file provides it
         if isinstance(value, list) and action.type is not None:
-            value = [action.type(v) if isinstance(v, str) else v for v in value]
+            try:
+                value = [action.type(v) if isinstance(v, str) else v for v in value]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: [consumer.{name}] {key}: {exc}") from None
         parser.set_defaults(**{action.dest: value})
 
 
@@ -180,13 +208,43 @@ def _consumer_parser(
     common.add_argument(
         "--ack-wait", type=float, metavar="SECONDS", help="server redelivers unacked after this"
     )
+    common.add_argument(
+        "--start", type=parse_start, default=None, metavar="new|all|TIME",
+        help="where a new durable starts: all (the oldest message the stream holds; the "
+        "default), new (messages from now on), or a time (ISO 8601, or an age such as 2h); "
+        "an existing durable goes on from where it is",
+    )  # fmt: skip
     settings_file.add_metrics_flag(common)
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    settings_file.add_config_flag(common)  # taken out before parsing (take_config): for --help
+    log_setup.add_flags(common, top=True)
     target.add_arguments(parser)
     return parser
 
 
+def _log_flags(args: argparse.Namespace, opts: argparse.Namespace) -> argparse.Namespace:
+    """The logging flags given before NAME, with those after it winning."""
+    keys = ("log_format", "log_level", "verbose")
+    merged = {k: getattr(opts, k, None) or getattr(args, k, None) for k in keys}
+    return argparse.Namespace(**merged)
+
+
+def parse_start(text: str) -> str | datetime:
+    if text in ("new", "all"):
+        return text
+    try:
+        return parse_when(text)
+    except TimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use new, all, or a time (ISO 8601 such as 2026-11-20T14:00, or an age "
+            "such as 2h)"
+        ) from None
+
+
 def _settings(opts: argparse.Namespace, base: Settings) -> Settings:
+    start = opts.start
+    if start is not None:  # the consumer's own default otherwise
+        base = replace(base, deliver_new=start == "new",
+                       start_time=start if isinstance(start, datetime) else None)  # fmt: skip
     changes = {
         key: value
         for key, value in (

@@ -11,14 +11,18 @@ headers:
     Snoopbus-Dlq-Consumer   the consumer that gave up
     Snoopbus-Dlq-Stream-Seq the original's sequence in the stream
     Snoopbus-Dlq-Attempts   how many deliveries it had
-    Nats-Msg-Id             derived from consumer and sequence, so a crash
-                            between dead-lettering and acking cannot file it twice
+    Nats-Msg-Id             derived from consumer, sequence and the original's
+                            id and payload, so a crash between dead-lettering and acking
+                            cannot file it twice, and a collector that cannot
+                            read the original's id cannot guess it (and
+                            suppress the letter by publishing that id first)
 
 Replay is therefore `js.publish(h["Snoopbus-Dlq-Subject"], msg.data)`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -43,6 +47,7 @@ class DeadLetter:
     payload: bytes
     stream_seq: int
     attempts: int
+    original_id: str = ""  # the original's Nats-Msg-Id, if it had one
 
     def headers(self) -> dict[str, str]:
         return {
@@ -52,8 +57,14 @@ class DeadLetter:
             CONSUMER: self.consumer,
             STREAM_SEQ: str(self.stream_seq),
             ATTEMPTS: str(self.attempts),
-            "Nats-Msg-Id": f"dlq-{self.consumer}-{self.stream_seq}",
+            "Nats-Msg-Id": f"dlq-{self.consumer}-{self.stream_seq}-{self._digest()}",
         }
+
+
+    def _digest(self) -> str:
+        digest = hashlib.sha256(self.original_id.encode("utf-8", "backslashreplace"))
+        digest.update(self.payload)
+        return digest.hexdigest()[:16]
 
 
 def header_safe(text: str) -> str:

@@ -31,6 +31,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from snoopbus.proto import STREAM_NAME
 from snoopbus.proto.bus import covers
+from snoopbus.proto.stream_limits import MissedCounter
 
 BATCH = 256  # messages per fetch: one round trip each, and a bounded amount in hand
 INACTIVE_S = 120.0  # the server deletes a consumer left this long (tail killed, or stopped)
@@ -63,7 +64,7 @@ class Follower:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._next_delivery = 1  # consumer sequence expected next
         self._checked = time.monotonic()
-        self._skipped: list[tuple[int, int]] = []  # stream sequences jumped over, to count
+        self._missed = MissedCounter()  # stream sequences jumped over, counted against the head
 
     async def start(self) -> None:
         """Follow from the next message the stream stores (what is published from now on)."""
@@ -155,13 +156,13 @@ class Follower:
             if seq.stream <= self.last_seq:
                 continue  # seen before a recreation
             if seq.stream > self.last_seq + 1:
-                self._skipped.append((self.last_seq + 1, seq.stream - 1))
+                self._missed.skip(self.last_seq + 1, seq.stream - 1)
             self.last_seq = seq.stream
             out.append(msg)
         self._checked = time.monotonic()
         # `out` is handed out whatever happens below: last_seq has passed it.
         try:
-            if self._skipped:
+            if self._missed.pending:
                 await self._count_dropped()
             if gap:
                 await self._recreate()
@@ -171,10 +172,8 @@ class Follower:
 
     async def _count_dropped(self) -> None:
         """Of the sequences skipped, those before the stream's first are gone unread."""
-        first = (await self.js.stream_info(self.stream)).state.first_seq
-        for low, high in self._skipped:
-            self.stats.missed += max(0, min(high, first - 1) - low + 1)
-        self._skipped.clear()
+        info = await self.js.stream_info(self.stream)
+        self.stats.missed += self._missed.count(info.state.first_seq)
 
     async def _check_alive(self) -> None:
         if time.monotonic() - self._checked < CHECK_EVERY_S:

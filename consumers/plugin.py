@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Final
 
 from .consumer import Consumer
 
@@ -37,13 +38,26 @@ class Plugin:
         return f"{dist.name} {dist.version}" if dist is not None else self.entry_point.value
 
     def load(self) -> Consumer | type[Consumer]:
-        obj = self.entry_point.load()
+        try:
+            obj = self.entry_point.load()
+        except ImportError as exc:
+            if self.name not in EXTRAS:
+                raise
+            # A built-in whose role's dependencies are not installed (pyproject extras).
+            raise ImportError(
+                f"consumer {self.name!r} needs {exc.name or 'a module'} that is not installed: "
+                f"pip install 'snoopbus[{EXTRAS[self.name]}]' (or 'snoopbus[all]')"
+            ) from None
         if isinstance(obj, Consumer) or (isinstance(obj, type) and issubclass(obj, Consumer)):
             return obj
         raise BadPlugin(
             f"entry point {self.name} = {self.entry_point.value} is not a Consumer "
             f"subclass or instance (got {type(obj).__name__})"
         )
+
+
+# Built-in consumers -> the pyproject extra holding their dependencies.
+EXTRAS: Final = {"alert": "alert", "archive": "archive", "forward": "forward"}
 
 
 def plugins() -> dict[str, Plugin]:

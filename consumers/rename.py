@@ -25,13 +25,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Hashable
+from contextlib import suppress
 from dataclasses import replace
 from typing import cast
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
-from snoopbus.proto import STREAM_NAME, encode_batch, event_subject, events_filter, parse_subject
+from snoopbus.proto import (
+    STREAM_NAME,
+    encode_batch,
+    event_subject,
+    events_filter,
+    host_token,
+    parse_subject,
+)
+from snoopbus.proto.msgid import ID_HEADER, derived_id
+from snoopbus.proto.roles import RECALL_SUFFIX
 
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery
@@ -214,7 +225,11 @@ class RenamePairer(Consumer):
         last = (await js.stream_info(STREAM_NAME)).state.last_seq
         if last <= floor:
             return
-        name = f"{ctx.durable}-recall-{int(time.time() * 1e6)}"
+        # A fixed name: the role's permissions name it (proto/roles.py). One
+        # left by a crash (it expires after 30 s idle) is replaced.
+        name = f"{ctx.durable}{RECALL_SUFFIX}"
+        with suppress(NotFoundError):
+            await js.delete_consumer(STREAM_NAME, name)
         await js.add_consumer(
             STREAM_NAME,
             ConsumerConfig(
@@ -257,7 +272,8 @@ class RenamePairer(Consumer):
 def output_headers(outcome: Outcome) -> dict[str, str]:
     event = outcome.event
     assert event is not None
-    headers = {"Nats-Msg-Id": f"snoopbus-rename:{outcome.halves[0].host}:{event['id']}"}
+    # The output's subject host (a collector's halves are on their own host's subjects).
+    headers = {ID_HEADER: derived_id(host_token(event["host"]), "rename", event["id"])}
     for half in outcome.halves:
         headers[FROM_ID if half.event["type"] == FROM else TO_ID] = half.event["id"]
     return headers

@@ -1,7 +1,8 @@
 """The consumer runtime: one connection, one durable pull consumer, bounded work.
 
 Loop: fetch a batch (bounded by count and bytes: fetch.py) -> decode each
-message (undecodable ones go to the dead-letter subject at once) -> hand the
+message (undecodable ones go to the dead-letter subject at once, and so do
+ones whose id, events or alert disagree with their subject: trust.py) -> hand the
 rest to the consumer's handler in an asyncio-pool slot -> ack on success, nak
 with back-off on failure, and dead-letter once a message has had
 `max_attempts` deliveries.
@@ -25,7 +26,8 @@ from asyncio_pool import AioPool
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from snoopbus.proto import (
     STREAM_NAME,
@@ -40,8 +42,10 @@ from snoopbus.proto import (
     ensure_stream,
     parse_subject,
 )
+from snoopbus.proto.msgid import ID_HEADER
+from snoopbus.proto.stream_limits import MissedCounter, StreamLimits
 
-from . import dlq
+from . import dlq, trust
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery, State, is_alert_subject
 from .fetch import Puller
@@ -49,6 +53,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+MISSED_KEY = "snoopbus.missed"  # durable metadata: messages retention removed before it read them
 LAG_INTERVAL = 5.0  # s between consumer_info calls for the lag figures
 
 
@@ -67,6 +72,9 @@ class Counters:
     # From the server's consumer_info, refreshed every LAG_INTERVAL s (None until then).
     pending: int | None = None  # in the stream, not yet delivered to this durable: the lag
     ack_pending: int | None = None
+    # Messages the stream removed (retention: age, bytes) before this durable got them;
+    # exact when its filters take every message, else an upper bound (stream_limits.py).
+    missed: int = 0
 
 
 class Runtime:
@@ -80,6 +88,7 @@ class Runtime:
         nc: Client | None = None,
         settings: Settings | None = None,
         auth: NatsAuth | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         if not consumer.name:
             raise ValueError(f"{type(consumer).__name__}: a consumer needs a name")
@@ -95,11 +104,15 @@ class Runtime:
         self.ready = asyncio.Event()  # set once the durable is bound and setup ran
         self._servers = servers
         self._auth = auth  # None: SNOOPBUS_NATS_* (proto/bus.py)
+        self._stream_limits = stream_limits  # None: the defaults (proto/stream_limits.py)
         self._nc = nc
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self._held: dict[Delivery, float] = {}  # delivery -> last keep-alive
         self.puller: Puller | None = None  # once running: its `largest` batch in bytes
+        self._missed = MissedCounter()
+        self._last_seq = 0  # highest stream sequence first delivered to this durable
+        self._counting: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Stop fetching; in-flight batches finish, held messages are released."""
@@ -116,8 +129,18 @@ class Runtime:
         )
         try:
             js = self._js = nc.jetstream()
-            await ensure_stream(js)
-            await js.add_consumer(STREAM_NAME, self._consumer_config())
+            await ensure_stream(js, limits=self._stream_limits)
+            prior = await self._prior(js)
+            if prior is not None:
+                self.counters.missed = self._missed.missed = missed_of(prior.config.metadata)
+            config = self._consumer_config()  # after `missed`: it is kept in the metadata
+            if prior is not None:
+                config = self._keep_start(prior.config, config)
+            info = await js.add_consumer(STREAM_NAME, config)
+            self._last_seq = info.delivered.stream_seq or 0
+            if prior is None:  # a new durable missed nothing that came before it
+                first = (await js.stream_info(STREAM_NAME)).state.first_seq
+                self._last_seq = max(self._last_seq, first - 1)
             puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
                             max_bytes=self.settings.fetch_bytes)  # fmt: skip
             await puller.start()
@@ -136,6 +159,8 @@ class Runtime:
                 lag.cancel()
                 await self.consumer.teardown()
                 await self._release_held()
+                if self._counting is not None:
+                    await asyncio.wait({self._counting}, timeout=2)
                 await puller.stop()
         finally:
             if own and not nc.is_closed:
@@ -148,13 +173,37 @@ class Runtime:
             durable_name=self.durable,
             description=self.consumer.description or None,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL,
+            deliver_policy=(
+                DeliverPolicy.BY_START_TIME if s.start_time is not None
+                else DeliverPolicy.NEW if s.deliver_new else DeliverPolicy.ALL
+            ),
+            opt_start_time=s.start_time,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
             ack_wait=s.ack_wait,
             max_deliver=s.max_attempts + 1,
             max_ack_pending=s.ack_pending_limit,
+            # Kept with the durable, so `up` and `doctor --nats` read it, and a restart goes on.
+            metadata={MISSED_KEY: str(self._missed.missed)} if self._missed.missed else None,
         )
+
+    async def _prior(self, js: JetStreamContext) -> ConsumerInfo | None:
+        try:
+            return await js.consumer_info(STREAM_NAME, self.durable)
+        except NotFoundError:
+            return None
+
+    def _keep_start(self, was: ConsumerConfig, config: ConsumerConfig) -> ConsumerConfig:
+        """A durable that exists keeps where it started (the server refuses to move
+        it, and `--start 2h` means another time at each restart): --start is for a
+        new durable."""
+        if (was.deliver_policy, was.opt_start_time) != (config.deliver_policy,
+                                                        config.opt_start_time):
+            log.info("%s: the durable exists: it goes on from where it is (--start applies "
+                     "to a new durable)", self.durable)  # fmt: skip
+        config.deliver_policy, config.opt_start_time = was.deliver_policy, was.opt_start_time
+        config.opt_start_seq = was.opt_start_seq
+        return config
 
     async def _fetch_loop(self, puller: Puller, pool: AioPool) -> None:
         s = self.settings
@@ -183,6 +232,8 @@ class Runtime:
                 self.counters.skipped += 1
                 continue
             attempts = msg.metadata.num_delivered
+            if attempts == 1:
+                self._note_seq(msg.metadata.sequence.stream)
             if attempts > s.max_attempts:
                 await self._dead_letter(
                     msg, "attempts",
@@ -190,13 +241,52 @@ class Runtime:
                     "(an earlier attempt never finished)",
                 )  # fmt: skip
                 continue
+            parts = trust.check_subject(msg.subject, msg.headers)
+            if isinstance(parts, str):
+                await self._dead_letter(msg, trust.KIND, parts)
+                continue
             try:
-                out.append(self._decode(msg))
+                delivery = self._decode(msg)
+                why = (trust.alert_mismatch(parts, delivery.events[0])  # type: ignore[arg-type]
+                       if parts.kind == "alerts" else
+                       trust.events_mismatch(parts, delivery.records, False)
+                       if delivery.records is not None else
+                       trust.events_mismatch(parts, delivery.events, True))
+                if why is not None:
+                    await self._dead_letter(msg, trust.KIND, why)
+                    continue
+                out.append(delivery)
             except DecodeError as exc:  # a SchemaError too: test it first
                 await self._dead_letter(msg, "decode", str(exc))
             except SchemaError as exc:
                 await self._dead_letter(msg, "schema", str(exc))
+        if self._missed.pending and (self._counting is None or self._counting.done()):
+            self._counting = asyncio.create_task(self._count_missed())
         return out
+
+    def _note_seq(self, seq: int) -> None:
+        """A jump over stream sequences: filtered out, or removed by retention unread."""
+        if seq > self._last_seq + 1:
+            self._missed.skip(self._last_seq + 1, seq - 1)
+        self._last_seq = max(self._last_seq, seq)
+
+    async def _count_missed(self) -> None:
+        assert self._js is not None
+        try:
+            first = (await self._js.stream_info(STREAM_NAME)).state.first_seq
+        except Exception as exc:  # counted at the next jump
+            log.debug("%s: stream_info: %s", self.durable, exc)
+            return
+        added = self._missed.count(first)
+        if added:
+            self.counters.missed = self._missed.missed
+            try:
+                await self._js.add_consumer(STREAM_NAME, self._consumer_config())
+            except Exception as exc:  # the log and metrics still say it
+                log.debug("%s: could not record missed in the durable: %s", self.durable, exc)
+            log.warning("%s: %d messages were removed from the stream (retention limits) before "
+                        "this consumer read them; %d in all", self.durable, added,
+                        self._missed.missed)  # fmt: skip
 
     def _decode(self, msg: Msg) -> Delivery:
         """An event batch (as records when they are valid as sent: maps only
@@ -292,6 +382,7 @@ class Runtime:
         letter = dlq.DeadLetter(
             consumer=self.name, kind=kind, reason=reason, subject=msg.subject,
             payload=msg.data, stream_seq=meta.sequence.stream, attempts=meta.num_delivered,
+            original_id=(msg.headers or {}).get(ID_HEADER, ""),
         )  # fmt: skip
         try:
             await dlq.publish(self._js, letter)
@@ -337,6 +428,14 @@ class Runtime:
         self._held.clear()
 
 
+def missed_of(metadata: dict[str, str] | None) -> int:
+    """The missed count a runtime recorded in its durable's metadata (0 if none)."""
+    try:
+        return int((metadata or {}).get(MISSED_KEY, 0))
+    except ValueError:
+        return 0
+
+
 async def serve(
     consumer: Consumer,
     servers: str | list[str],
@@ -344,10 +443,12 @@ async def serve(
     settings: Settings | None = None,
     on_start: Callable[[Runtime], None] | None = None,
     auth: NatsAuth | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> Runtime:
     """Run until SIGINT or SIGTERM, then shut down gracefully. `on_start` sees
     the runtime before it connects (the metrics endpoint hooks in there)."""
-    runtime = Runtime(consumer, servers=servers, settings=settings, auth=auth)
+    runtime = Runtime(consumer, servers=servers, settings=settings, auth=auth,
+                      stream_limits=stream_limits)
     if on_start is not None:
         on_start(runtime)
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,10 @@ class Settings:
     # Unacked messages the server lets one durable have out; must exceed what a
     # handler holds plus what is in flight. None: 4 full rounds of batches.
     max_ack_pending: int | None = None
-    deliver_new: bool = False  # a new durable starts at new messages, not the stream head
+    # Where a new durable starts (--start): the stream head (all), new messages, or a
+    # time; a durable that exists keeps its place.
+    deliver_new: bool = False
+    start_time: datetime | None = None  # set: the first message at or after it
     partition: Partition = field(default_factory=Partition)
 
     def __post_init__(self) -> None:

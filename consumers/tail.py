@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from snoopbus.collector import exits
 from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.consumers.follow import Follower, FollowError
 from snoopbus.consumers.lines import (
@@ -46,8 +47,10 @@ from snoopbus.proto import (
     connect,
     decode_batch,
     events_filter,
+    local_stack,
     settings_file,
 )
+from snoopbus.proto.local_stack import LocalStackRefused
 from snoopbus.proto.settings_file import ConfigError
 
 
@@ -200,17 +203,14 @@ def _say_missed(now: int, total: int) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
+        cfg = local_stack.apply(cfg, "reader", "tail")
         url = cfg.nats.url
         wanted = subjects(args)
         match = Match(tuple(args.path), frozenset(args.pid), frozenset(args.comm))
         asyncio.run(tail(url, wanted, args.json, match, use_colour(args.color, args.json),
                          auth=NatsAuth.from_section(cfg.nats)))
-    except (ConfigError, SubjectError) as exc:
-        print(f"snoopbus tail: {exc}", file=sys.stderr)
-        return 2
-    except (BusUnavailable, FollowError) as exc:
-        print(f"snoopbus tail: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, SubjectError, BusUnavailable, FollowError, LocalStackRefused) as exc:
+        return exits.fail("tail", exc)
     except BrokenPipeError:
         pass  # `snoopbus tail | head` closed the pipe
     return 0

@@ -20,8 +20,9 @@ from urllib.parse import urlparse
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig, StreamInfo
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from snoopbus.proto.stream_limits import StreamLimits, human_bytes, unbounded
 from snoopbus.proto.subjects import STREAM_NAME, STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class NatsAuth:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    # Reply subjects under this prefix (default _INBOX): a server giving each
+    # role its own (proto/roles.py) keeps others' replies out of its reach.
+    inbox_prefix: str = ""
 
     def __repr__(self) -> str:  # secrets never reach a log line
         shown = {f.name: "***" if f.name in ("password", "token") else getattr(self, f.name)
@@ -115,6 +119,8 @@ class NatsAuth:
             opts["nkeys_seed"] = self.nkey  # nats-py signs the server's nonce (needs `nkeys`)
         if self.creds:
             opts["user_credentials"] = self.creds
+        if self.inbox_prefix:
+            opts["inbox_prefix"] = self.inbox_prefix
         tls = self.ssl_context()
         if tls is not None:
             opts["tls"] = tls
@@ -310,15 +316,18 @@ async def ensure_stream(
     name: str = STREAM_NAME,
     subjects: Sequence[str] = STREAM_SUBJECTS,
     replicas: int = 1,
-    max_age_s: float | None = None,
-    max_bytes: int | None = None,
+    limits: StreamLimits | None = None,
     duplicate_window_s: float = 120,
 ) -> StreamInfo:
-    """The stream `name`, created (file storage) if missing.
+    """The stream `name`, created (file storage, `limits`: bounded by default) if missing.
 
-    An existing stream is left as it is (its limits and replicas are the
-    operator's), except that missing subjects are added to it.
+    An existing stream keeps its limits and replicas (the operator's), except
+    that missing subjects are added, and `limits` are applied when they were
+    chosen (`enforce`: set in [stream]) or when the stream has none at all
+    (made by an earlier snoopbus); either change is logged. A client not
+    allowed to change the stream says so and goes on with it as it is.
     """
+    limits = limits or StreamLimits()
     wanted = list(subjects)
     try:
         info = await js.stream_info(name)
@@ -328,25 +337,39 @@ async def ensure_stream(
             subjects=wanted,
             storage=StorageType.FILE,
             num_replicas=replicas,
-            max_age=max_age_s,
-            max_bytes=max_bytes,
             duplicate_window=duplicate_window_s,
         )
+        limits.apply(config)
         try:
             info = await js.add_stream(config)
-            log.info("created stream %s for %s", name, ", ".join(wanted))
+            log.info("created stream %s for %s (max_age %s, max_bytes %s, compression %s)",
+                     name, ", ".join(wanted), limits.max_age_s or "unlimited",
+                     human_bytes(limits.max_bytes), limits.compression)  # fmt: skip
             return info
         except BadRequestError as e:
             if e.err_code != _STREAM_NAME_IN_USE:
                 raise
             # Another process created it between our lookup and add: use theirs.
             info = await js.stream_info(name)
-    have = list(info.config.subjects or [])
+    config = info.config
+    have = list(config.subjects or [])
     missing = [s for s in wanted if not any(covers(h, s) for h in have)]
+    changes = []
     if missing:
-        info.config.subjects = have + missing
-        info = await js.update_stream(info.config)
-        log.info("stream %s: added subjects %s", name, ", ".join(missing))
+        config.subjects = have + missing
+        changes.append(f"added subjects {', '.join(missing)}")
+    limit_changes = limits.differences(config)
+    if limit_changes and (limits.enforce or unbounded(config)):
+        why = "[stream] config" if limits.enforce else "it had no limits"
+        limits.apply(config)
+        changes += [f"{c} ({why})" for c in limit_changes]
+    if changes:
+        try:
+            info = await js.update_stream(config)
+        except APIError as e:
+            log.warning("stream %s: could not %s: %s", name, "; ".join(changes), e.description or e)
+            return info
+        log.warning("stream %s: %s", name, "; ".join(changes))
     return info
 
 

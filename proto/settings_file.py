@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import tomllib
 import types
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ class NatsSection:
     tls_ca: str = ""  # path: trust only this CA for the server's certificate
     tls_cert: str = ""  # path: client certificate (needs tls_key)
     tls_key: str = ""
+    inbox_prefix: str = ""  # reply subjects' prefix (default _INBOX; `up` gives each role its own)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,33 @@ class UpSection:
     port: int = 4222  # loopback port of the embedded nats-server
     consumers: tuple[str, ...] = ("rename", "alert", "archive")
     live: str = "auto"  # the live view: auto (when stdout is a terminal), on, off
+    # s from Ctrl-C to everything stopped: children still running then are killed
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class StreamSection:
+    """[stream]: limits of the JetStream stream (proto/stream_limits.py).
+
+    Whoever creates the stream sets them; a value set here (file, environment,
+    flag) is also applied to an existing stream that differs, and said in the log.
+    """
+
+    max_age_days: float = 7.0  # older events are removed; 0 = no age limit
+    # 0 = auto: `up` takes disk_fraction of its state folder's free space, other
+    # processes that create the stream take FALLBACK_MAX_BYTES (10 GiB)
+    max_mb: int = 0
+    disk_fraction: float = 0.5
+    compression: str = "s2"  # "s2" (measured: tests/bench/stream_compression.py) or "none"
+    warn_percent: float = 80.0  # warn when the stream holds this much of max_mb
+
+    def __post_init__(self) -> None:
+        if self.compression.lower() not in ("s2", "none"):
+            raise ConfigError(f"[stream] compression must be s2 or none, got {self.compression!r}")
+        if not 0 < self.disk_fraction <= 1:
+            raise ConfigError(f"[stream] disk_fraction must be in (0, 1], got {self.disk_fraction}")
+        if self.max_age_days < 0 or self.max_mb < 0:
+            raise ConfigError("[stream] max_age_days and max_mb must be >= 0 (0: see the docs)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +142,7 @@ SECTIONS: Final[dict[str, type]] = {
     "nats": NatsSection,
     "collector": CollectorSection,
     "up": UpSection,
+    "stream": StreamSection,
     "metrics": MetricsSection,
 }
 
@@ -122,6 +152,7 @@ class Config:
     nats: NatsSection = field(default_factory=NatsSection)
     collector: CollectorSection = field(default_factory=CollectorSection)
     up: UpSection = field(default_factory=UpSection)
+    stream: StreamSection = field(default_factory=StreamSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     # [consumer.NAME] -> option -> value, read-only
     consumer: Mapping[str, Mapping[str, Any]] = field(
@@ -350,7 +381,16 @@ SECRET_KEYS: Final = frozenset({"nats.password", "nats.token"})
 
 def _shown(config: Config, section: str, name: str) -> Any:
     value = _plain(getattr(getattr(config, section), name))
+    if (section, name) == ("collector", "host") and not value:
+        return socket.gethostname()  # what "" means: the name events will carry
     return "***" if value and f"{section}.{name}" in SECRET_KEYS else value
+
+
+def _source(config: Config, section: str, name: str) -> str:
+    source = config.source(f"{section}.{name}")
+    if (section, name) == ("collector", "host") and not config.collector.host:
+        return f"{source}: this machine's name"
+    return source
 
 
 def as_dict(config: Config) -> dict[str, Any]:
@@ -360,7 +400,7 @@ def as_dict(config: Config) -> dict[str, Any]:
         obj = getattr(config, section)
         out[section] = {
             f.name: {"value": _shown(config, section, f.name),
-                     "source": config.source(f"{section}.{f.name}")}
+                     "source": _source(config, section, f.name)}
             for f in fields(obj)
         }  # fmt: skip
     out["consumer"] = {
@@ -382,11 +422,11 @@ def format_toml(config: Config) -> str:
         lines += ["", f"[{section}]"]
         for f in fields(obj):
             value = json.dumps(_shown(config, section, f.name), ensure_ascii=False)
-            lines.append(f"{f.name} = {value}  # {config.source(f'{section}.{f.name}')}")
+            lines.append(f"{f.name} = {value}  # {_source(config, section, f.name)}")
     for name, opts in config.consumer.items():
         lines += ["", f"[consumer.{name}]"]
         for key, value in opts.items():
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # file")
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # file {config.path}")
     return "\n".join(lines)
 
 
@@ -401,11 +441,16 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_nats_flag(parser: argparse._ActionsContainer, default: str | None = None) -> None:
+def add_nats_flag(
+    parser: argparse._ActionsContainer, default: str | None = None, optional: bool = False
+) -> None:
+    """--nats URL; with `optional`, a bare --nats means "the configured or local stack's" ('')."""
+    extra: dict[str, Any] = {"nargs": "?", "const": ""} if optional else {}
     parser.add_argument(
-        "--nats", default=default, metavar="URL",
+        "--nats", default=default, metavar="URL", **extra,
         help="NATS server URL(s), comma-separated "
-        f"([nats] url, ${NATS_URL_ENV}; default {DEFAULT_NATS_URL})",
+        f"([nats] url, ${NATS_URL_ENV}; default: the stack `snoopbus up` runs, "
+        f"else {DEFAULT_NATS_URL})",
     )  # fmt: skip
 
 

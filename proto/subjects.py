@@ -27,6 +27,8 @@ _DLQ: Final = "dlq"
 # (a non-UTF-8 host name decoded with surrogateescape cannot go on the wire).
 # "/" too: a host token also names the host's folder in the archive.
 _UNSAFE: Final = re.compile(r"[.*>/\s\x00-\x1f\x7f\ud800-\udfff]")
+# A host token is also a folder name ("host=<token>"): at most 255 bytes with that prefix.
+MAX_HOST_TOKEN_BYTES: Final = 250
 
 
 class SubjectError(ValueError):
@@ -52,7 +54,18 @@ def host_token(name: str) -> str:
     whitespace and controls become "_"."""
     if not isinstance(name, str) or not name:
         raise SubjectError(f"host name must be a non-empty str, got {name!r}")
-    return _UNSAFE.sub("_", name)
+    token = _UNSAFE.sub("_", name)
+    if len(token.encode()) > MAX_HOST_TOKEN_BYTES:
+        raise SubjectError(f"host name of {len(token.encode())} bytes is over the "
+                           f"{MAX_HOST_TOKEN_BYTES}-byte limit: {name[:40]!r}...")
+    return token
+
+
+def is_host_token(token: str) -> bool:
+    """Whether `token` is what host_token() makes of some name (a subject from
+    anyone else is checked with this before its host names anything)."""
+    return (bool(token) and not _UNSAFE.search(token)
+            and len(token.encode("utf-8", "surrogatepass")) <= MAX_HOST_TOKEN_BYTES)
 
 
 def _token(value: str, what: str) -> str:
@@ -156,6 +169,10 @@ def parse_subject(subject: str) -> SubjectParts:
         or any(not t or t in ("*", ">") for t in tokens)
     ):
         raise SubjectError(f"not a snoopbus subject: {subject!r} (expected {_SHAPES})")
+    if kind != _DLQ and not is_host_token(tokens[2]):
+        raise SubjectError(f"subject {subject!r}: {tokens[2]!r} is not a host token (no '/', "
+                           f"whitespace or control characters, at most "
+                           f"{MAX_HOST_TOKEN_BYTES} bytes)")
     if kind == _EVENTS:
         _, _, host, family, type_ = tokens
         of_type = _FAMILY.get(type_)

@@ -166,6 +166,22 @@ def _collector_spill_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             os.environ.pop(name, None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _stack_descriptor_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every `up` the tests start describes itself under a temporary folder, not
+    /run/snoopbus (the machine's own stack, and other sessions' tests, use that)."""
+    name = "SNOOPBUS_RUN_DIR"
+    before = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("run"))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 async def durable_settled(js: JetStreamContext, durable: str, within: float = 20) -> None:
     """Until the durable has nothing pending and nothing unacked."""
     async with asyncio.timeout(within):

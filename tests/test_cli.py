@@ -45,7 +45,7 @@ def test_unreachable_nats_is_one_clear_line(command: str) -> None:
     url = closed_port_url()
     # collect waits for NATS unless told not to (tests/test_fault_nats_late.py)
     out = run(command, "--nats", url, *(["--require-nats"] if command == "collect" else []))
-    assert out.returncode == 2
+    assert out.returncode == 3  # exits.BUS
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr
     assert any(url in line and "snoopbus up" in line for line in lines), out.stderr
@@ -53,7 +53,7 @@ def test_unreachable_nats_is_one_clear_line(command: str) -> None:
 
 def test_collect_without_root_says_so() -> None:
     out = run("collect", "--nats", closed_port_url(), user=65534)
-    assert out.returncode == 2
+    assert out.returncode == 4  # exits.PRIVILEGE
     assert "must run as root" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -3,10 +3,12 @@ own client, the systemd units, and the example config, all checked against the C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import resources
@@ -17,10 +19,13 @@ import jsonschema
 import pytest
 import yaml
 
+from snoopbus.collector import exits
 from snoopbus.collector.cli import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
+from snoopbus.proto import BusUnavailable, NatsAuth, connect
 from snoopbus.proto.settings_file import Config, load
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -64,7 +69,7 @@ def test_docker_compose_config_parses_it(tmp_path: Path) -> None:
     out = subprocess.run(
         [client, "-f", str(COMPOSE), "--profile", "forward", "config"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"HOST_NAME": "web1", "PATH": "/usr/bin:/bin"},
+        env={"HOST_NAME": "web1", "NATS_PASSWORD": "pw", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
@@ -91,7 +96,11 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
         assert {c["condition"] for c in service["depends_on"].values()} == {"service_healthy"}
         check_command(service["command"])
     collector = services["collector"]
-    assert collector["privileged"] is True and collector["pid"] == "host"
+    assert "privileged" not in collector and collector["pid"] == "host"
+    assert collector["user"] == "root" and collector["cap_drop"] == ["ALL"]
+    assert {"BPF", "PERFMON", "SYS_PTRACE"} <= set(collector["cap_add"])
+    # the consumers run as the image's non-root user
+    assert all("user" not in s for n, s in ours.items() if n != "collector")
     mounts = {v.split(":")[1] for v in collector["volumes"]}
     assert {"/sys/kernel/btf", "/sys/fs/cgroup", "/lib/modules", "/usr/src"} <= mounts
     consumers = {s["command"][2] for s in ours.values() if s["command"][1] == "consume"}
@@ -101,14 +110,24 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
     dirs = {a[a.index("--dir") + 1] for a in archives}
     assert partitions == {"0/2", "1/2"} and len(dirs) == 2  # scaled out, each its own folder
     named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])
-             if not v.startswith("/")}  # fmt: skip
+             if not v.startswith(("/", "./"))}  # fmt: skip
     assert named <= set(compose["volumes"])
 
 
 def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any]) -> None:
     build = compose["services"]["collector"]["build"]
     dockerfile = ROOT / build["context"] / build["dockerfile"]
-    assert dockerfile.is_file() and "python3-bpfcc" in dockerfile.read_text()
+    text = dockerfile.read_text()
+    assert dockerfile.is_file() and "python3-bpfcc" in text
+    # two stages, a non-root user, a health check, OCI labels; no tests in the image
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2 and "AS build" in text
+    assert "\nUSER snoopbus" in text and "HEALTHCHECK" in text
+    assert "org.opencontainers.image.licenses=\"Apache-2.0\"" in text
+    ignored = (ROOT / build["context"] / ".dockerignore").read_text().split()
+    assert "tests" in ignored and ".git" in ignored
+    # every path a compose.yaml comment names exists
+    named = re.findall(r"\b((?:collector|consumers|proto|tests)/[\w./@-]+)", COMPOSE.read_text())
+    assert named and all((ROOT / p.rstrip(".")).exists() for p in named), named
 
 
 def unit(name: str) -> str:
@@ -134,7 +153,7 @@ def test_systemd_units_run_real_commands(tmp_path: Path) -> None:
         return
     snoopbus = Path(sys.executable).parent / "snoopbus"
     for name in ("snoopbus-collector.service", "snoopbus-consumer@.service"):
-        text = unit(name).replace("/usr/local/bin/snoopbus", str(snoopbus))
+        text = unit(name).replace("/opt/snoopbus/bin/snoopbus", str(snoopbus))
         (tmp_path / name).write_text(text)
     for name in ("snoopbus-collector.service", "snoopbus-consumer@rename.service"):
         out = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True,
@@ -148,7 +167,90 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
     path.write_text(unit("snoopbus.toml"))
     cfg = load(path, env={})
     assert cfg.metrics.port == 9464 and cfg.nats.url.count("nats://") == 3
+    assert set(cfg.consumer) == set(BUILT_IN)  # an example for every built-in consumer
     for name in cfg.consumer:
         parser = consumers_cli._consumer_parser(name, plugin.load(name), cfg.nats.url)
         consumers_cli.apply_config(parser, name, cfg)
-        parser.parse_args([])
+        opts = parser.parse_args([])
+        assert opts.metrics_port == cfg.consumer[name]["metrics_port"]
+    forward = consumers_cli._consumer_parser("forward", plugin.load("forward"), cfg.nats.url)
+    consumers_cli.apply_config(forward, "forward", cfg)
+    opts = forward.parse_args([])
+    assert opts.start == "new" and len(opts.sinks) == 2  # `to` a list of sinks, parsed
+    # `--config` after the name, as a user types it (and nothing else needed)
+    out = subprocess.run([sys.executable, "-m", "snoopbus.collector.cli", "consume", "forward",
+                          "--config", str(path), "--help"], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
+def test_units_notify_restart_sanely_and_are_hardened(tmp_path: Path) -> None:
+    collector, consumer = unit("snoopbus-collector.service"), unit("snoopbus-consumer@.service")
+    assert "Type=notify" in collector and "WatchdogSec=" in collector
+    for text in (collector, consumer):
+        # a config error exits 2 (collector/exits.py): never a restart loop
+        assert f"RestartPreventExitStatus={exits.USAGE}" in text
+        assert exec_start(text)[0] == "/opt/snoopbus/bin/snoopbus"  # a venv: PEP 668
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    limits = {"snoopbus-collector.service": 4.0, "snoopbus-consumer@rename.service": 2.0}
+    for name, limit in limits.items():
+        (tmp_path / name).write_text(unit(name.replace("@rename", "@")))
+        out = subprocess.run([analyze, "security", "--offline=true", name], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        found = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout)
+        if found is None and "offline" in out.stderr:
+            return  # a systemd older than 252 cannot score a unit file offline
+        assert found is not None, out.stdout + out.stderr
+        assert float(found.group(1)) <= limit, out.stdout
+
+
+def test_docker_compose_refuses_to_run_nats_without_a_password(tmp_path: Path) -> None:
+    client = shutil.which("docker-compose")
+    assert client
+    out = subprocess.run([client, "-f", str(COMPOSE), "config"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path,
+                         env={"HOST_NAME": "web1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.returncode != 0 and "set NATS_PASSWORD" in out.stderr
+
+
+async def test_the_cluster_config_lets_in_only_its_user(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """compose's NATS config run by the real nats-server: the password from the
+    environment, anonymous clients refused, snoopbus's credentials accepted."""
+    for name in ("nats-1", "nats-2", "nats-3"):
+        service = compose["services"][name]
+        assert any(v.endswith(":/etc/nats/snoopbus.conf:ro") for v in service["volumes"])
+        assert service["command"][:2] == ["-c", "/etc/nats/snoopbus.conf"]
+        assert "NATS_PASSWORD" in service["environment"]
+    env = compose["services"]["collector"]["environment"]
+    assert env["SNOOPBUS_NATS_USER"] == "snoopbus" and "NATS_PASSWORD" in env[
+        "SNOOPBUS_NATS_PASSWORD"]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nats-server"), "-c", str(DEPLOY / "nats-cluster.conf"),
+         "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")],
+        env={"NATS_PASSWORD": "s3cret", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"nats://127.0.0.1:{port}"
+        async with asyncio.timeout(20):  # until it listens
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        with pytest.raises(BusUnavailable, match="uthoriz"):
+            await connect(url, name="anonymous")
+        with pytest.raises(BusUnavailable):
+            await connect(url, name="wrong", auth=NatsAuth(user="snoopbus", password="x"))
+        nc = await connect(url, name="ok", auth=NatsAuth(user="snoopbus", password="s3cret"))
+        assert nc.connected_server_version.major >= 2
+        await nc.close()
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert "port = 9100  # file " in text and "[consumer.rename]" in text
 
 
-@pytest.mark.parametrize("command", ["collect", "up", "tail", "config show"])
+@pytest.mark.parametrize("command", ["collect", "up", "tail", "config show", "consume rename"])
 def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
     path = write(tmp_path, "[nats]\nurl = 4222\n")
     out = subprocess.run([*SNOOPBUS, *command.split(), "--config", str(path)],
@@ -164,3 +165,18 @@ def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None
     assert out.stderr.strip().splitlines() == [
         f"snoopbus {command.split()[0]}: config {path}: [nats] url must be str, got int"
     ]
+
+
+def test_config_show_names_the_host_in_effect_and_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[consumer.rename]\nwindow = 3.0\n")
+    out = subprocess.run([*SNOOPBUS, "config", "show", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f'host = "{socket.gethostname()}"  # default: this machine\'s name' in out.stdout
+    assert f"window = 3.0  # file {path}" in out.stdout
+    shown = json.loads(subprocess.run(
+        [*SNOOPBUS, "config", "show", "--json", "--config", str(path)],
+        capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+    assert shown["collector"]["host"]["value"] == socket.gethostname()
+    named = load(path, env={"SNOOPBUS_COLLECTOR_HOST": "web1"})
+    assert "host = \"web1\"  # env SNOOPBUS_COLLECTOR_HOST" in format_toml(named)

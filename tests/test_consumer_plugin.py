@@ -72,7 +72,7 @@ def test_an_unknown_name_is_a_clear_error() -> None:
 
 def test_no_server_is_a_clear_error() -> None:
     out = consume("rename", "--nats", "nats://127.0.0.1:1")
-    assert out.returncode == 1
+    assert out.returncode == 3  # exits.BUS
     assert "cannot connect to NATS at nats://127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr
 

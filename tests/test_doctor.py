@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_blockers_empty_when_the_collector_can_run() -> None:
         (("privileges",), "not running as root"),
         (("btf",), "no kernel BTF"),
         (("bcc_compile",), "BCC cannot compile"),
-        (("raw_tracepoint", "tracepoint"), "no tracepoint kind can be attached"),
+        (("raw_tracepoint",), "raw tracepoints cannot be attached"),
         (("ringbuf", "perf_buffer"), "neither ring buffer nor perf buffer works"),
     ],
 )
@@ -61,14 +62,28 @@ def test_unresolved_offsets_block() -> None:
 
 
 def test_render_shows_checks_next_steps_and_hooks() -> None:
-    text = render(report("fentry", "kprobe"))
+    text = render(report("fentry", "kprobe", "btf"))
     assert "  ok    privileges" in text
-    assert "  FAIL  fentry" in text and "fentry broke" in text
-    assert "next: fix fentry" in text
+    # optional hooks: not red, said so; their next step only with --verbose
+    assert re.search(r"  --    fentry +not available \(optional\): fentry broke", text)
+    assert "FAIL  fentry" not in text and "next: fix fentry" not in text
+    assert "  FAIL  btf" in text and "next: fix btf" in text  # required: FAIL and what to do
     assert "next: fix privileges" not in text  # no next step for what works
     assert "Hook set:\n  exec: raw_tracepoint:sched_process_exec" in text
-    assert "OFF_X = 8" in text
-    assert text.endswith("The collector can run here.")
+    assert "OFF_X = 8" not in text and "1 resolved, 0 failed (--verbose lists them)" in text
+    verbose = render(report("fentry", "kprobe"), verbose=True)
+    assert "OFF_X = 8" in verbose and "next: fix fentry" in verbose
+    assert verbose.endswith("The collector can run here.")
+
+
+def test_a_refusal_as_root_is_named_for_what_it_is() -> None:
+    from snoopbus.collector.capabilities import refusal
+
+    said = refusal("fentry fsnotify: load: EPERM: operation not permitted")
+    assert "refused by the kernel although running with BPF privileges" in said
+    assert "lockdown" in said
+    bcc = refusal("fentry: load refused: Need super-user privileges to run (bpf: EPERM)")
+    assert "super-user" not in bcc
 
 
 def test_render_as_non_root_says_run_as_root() -> None:

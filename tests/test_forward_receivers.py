@@ -61,8 +61,16 @@ def make_alert(seq: int, level: str = "high", host: str = "h1") -> dict[str, Any
 
 async def publish_events(js: JetStreamContext, events: list[dict[str, Any]], per_msg: int = 1):
     await ensure_stream(js)
-    for start in range(0, len(events), per_msg):
-        chunk = events[start : start + per_msg]
+    # Up to per_msg events a message, all of its subject's host and type (the contract).
+    chunks: list[list[dict[str, Any]]] = []
+    for ev in events:
+        last = chunks[-1] if chunks else None
+        if (last is None or len(last) == per_msg
+                or (last[0]["host"], last[0]["type"]) != (ev["host"], ev["type"])):
+            chunks.append([ev])
+        else:
+            last.append(ev)
+    for chunk in chunks:
         await js.publish(event_subject(chunk[0]["host"], chunk[0]["type"]), encode_batch(chunk))
 
 

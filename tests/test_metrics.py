@@ -124,7 +124,7 @@ def test_a_taken_metrics_port_is_one_line_and_a_non_zero_exit(
             [*SNOOPBUS, *command, "--nats", nats_server.url, "--metrics-port", str(port)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 5 and "Traceback" not in out.stderr  # exits.BUSY
     [line] = [ln for ln in out.stderr.splitlines() if "metrics port" in ln]
     assert f"metrics port {port} on 127.0.0.1 is in use" in line and "--metrics-port" in line
 

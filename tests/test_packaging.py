@@ -43,3 +43,22 @@ def test_wheel_contains_every_module_and_probe_source(tmp_path: Path) -> None:
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "snoopbus = snoopbus.collector.cli:main" in text
     assert "[snoopbus.consumers]" in text
+
+
+def test_build_is_clean_and_ships_the_licence(tmp_path: Path) -> None:
+    """`python -m build`: no deprecation or unlisted-package warnings; the
+    Apache-2.0 text and its SPDX expression are in the wheel."""
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
+         str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "WARNING" not in log and "deprecated" not in log.lower(), log[-3000:]
+    [wheel] = tmp_path.glob("snoopbus-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        [licence] = [n for n in z.namelist() if n.endswith("/licenses/LICENSE")]
+        assert "Apache License" in z.read(licence).decode()
+        [meta] = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: Apache-2.0" in z.read(meta).decode()

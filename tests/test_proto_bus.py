@@ -24,6 +24,7 @@ from snoopbus.proto import (
     event_subject,
     nats_url_from_env,
 )
+from snoopbus.proto.stream_limits import StreamLimits
 
 from .test_proto_schema import make_event
 
@@ -88,7 +89,7 @@ async def test_connect_needs_a_url() -> None:
 
 
 async def test_ensure_stream_creates_then_finds(js: JetStreamContext) -> None:
-    created = await ensure_stream(js, max_age_s=3600, max_bytes=10_000_000)
+    created = await ensure_stream(js, limits=StreamLimits(max_age_s=3600, max_bytes=10_000_000))
     assert created.config.name == STREAM_NAME
     assert created.config.subjects == ["snoopbus.>"]
     assert created.config.storage == StorageType.FILE

@@ -14,6 +14,7 @@ from snoopbus.collector.loss import PUBLISH_BACKLOG, LossCounters
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import STREAM_NAME, connect, decode_batch, ensure_stream, event_subject
+from snoopbus.proto.msgid import id_count, id_host
 
 EXEC = event_subject("h1", "exec")
 EXIT = event_subject("h1", "exit")
@@ -53,13 +54,16 @@ async def test_batches_per_subject_with_message_ids(nc: Client, js: JetStreamCon
     await task
     msgs = await stored(js)
     by_subject: dict[str, list[dict]] = {EXEC: [], EXIT: []}
+    ids: set[str] = set()
     for subject, headers, evs in msgs:
         assert len(evs) <= 100
-        assert headers["Nats-Msg-Id"] == f"{evs[0]['id']}+{len(evs)}"
+        msg_id = headers["Nats-Msg-Id"]  # <host token>.<run>.<seq>.<nonce>+<count>
+        assert id_host(msg_id) == "h1" and id_count(msg_id) == len(evs)
+        ids.add(msg_id)
         by_subject[subject].extend(evs)
     assert [e["id"] for e in by_subject[EXEC]] == [f"inst-{i}" for i in range(250)]
     assert len(by_subject[EXIT]) == 30
-    assert len(msgs) == 4  # 100 + 100 + 50, and 30
+    assert len(msgs) == 4 == len(ids)  # 100 + 100 + 50, and 30
     assert loss.total == 0 and pub.buffered == 0
 
 

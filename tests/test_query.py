@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,35 @@ def test_missing_or_empty_archive(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "no archive" in capsys.readouterr().err
     for engine in ENGINES:
         assert run_query(tmp_path, Filters(), engine=engine) == []
+
+
+def test_a_state_folder_or_a_wrong_type_is_said_not_zero_events(
+    archive: tuple[Path, list[dict[str, Any]]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    root, _ = archive
+    state = root.parent  # what `up` keeps: the archive is one folder inside
+    assert snoopbus_main(["query", "--dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert f"is not an archive but holds 1: {root}" in err and f"--dir {root}" in err
+    (tmp_path / "empty").mkdir()
+    assert snoopbus_main(["query", "--dir", str(tmp_path / "empty")]) == 2
+    assert "no events/ or alerts/ folder" in capsys.readouterr().err
+    assert snoopbus_main(["query", "--dir", str(root), "--type", "exec,write"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown event type 'write'" in err and "close_write" in err
+
+
+@pytest.mark.parametrize("engine", ["pyarrow", "duckdb"])
+def test_count_by_a_field(
+    archive: tuple[Path, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str], engine: str
+) -> None:
+    root, events = archive
+    want = Counter(e["proc"]["comm"] for e in events)
+    assert snoopbus_main(["query", "--dir", str(root), "--count-by", "comm", "--json",
+                          "--engine", engine]) == 0  # fmt: skip
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {g["proc_comm"]: g["count"] for g in got} == want
+    assert [g["count"] for g in got] == sorted(want.values(), reverse=True)
+    assert snoopbus_main(["query", "--dir", str(root), "--count-by", "colour"]) == 2
+    assert "--count-by colour: no such column" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """proto/SECURITY.md's nats-server config, run as written: the collector user
 publishes its host's subjects only, the rename user runs the pairer and
-cannot touch the stream, the operator creates the stream."""
+cannot touch the stream or another's durable, the admin creates the stream.
+The config is proto/roles.py's output, the one place `up` takes it from too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.consumers.rename import RenamePairer
 from snoopbus.consumers.runtime import Runtime
-from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject
+from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject, roles
 
 DOC = Path(__file__).parent.parent / "proto" / "SECURITY.md"
 
@@ -29,17 +30,22 @@ def half(kind: str, cookie: int) -> dict[str, object]:
             "cookie": cookie, "file": {"path": f"/x/{kind}"}, "proc": {"pid": 1}}
 
 
+def test_the_documented_config_is_the_one_up_generates() -> None:
+    assert doc_config().strip() == roles.doc_example().strip()
+
+
 async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for who in ("COLLECTOR_WEB1", "RENAME", "OPERATOR"):
+    for who in ("COLLECTOR_WEB1", "RENAME", "ADMIN", "ALERT", "ARCHIVE", "FORWARD", "READER"):
         monkeypatch.setenv(f"SNOOPBUS_{who}_PASSWORD", f"pw-{who.lower()}")
     server = NatsServer(tmp_path / "n", extra_args=config_args(tmp_path / "n.conf", doc_config()))
     server.start()
     try:
-        op = await connect(server.url, name="op", auth=NatsAuth(user="operator",
-                                                                password="pw-operator"))
+        op = await connect(server.url, name="op", auth=NatsAuth(user="admin",
+                                                                password="pw-admin"))
         await ensure_stream(op.jetstream())
         col = await connect(server.url, name="c", auth=NatsAuth(user="collector-web1",
-                                                                password="pw-collector_web1"))
+                                                                password="pw-collector_web1",
+                                                                inbox_prefix="_INBOX_collector-web1"))
         cjs = col.jetstream()
         await ensure_stream(cjs)
         moved_from = encode_batch([half("moved_from", 1)])
@@ -49,7 +55,7 @@ async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.Mo
             await cjs.publish(event_subject("web2", "exec"), b"\x90", timeout=0.5)
         with pytest.raises(nats.errors.Error):  # refused: no reply comes
             await col.jetstream(timeout=0.5).delete_stream("SNOOPBUS")
-        rename = NatsAuth(user="rename", password="pw-rename")
+        rename = NatsAuth(user="rename", password="pw-rename", inbox_prefix="_INBOX_rename")
         runtime = Runtime(RenamePairer(), servers=server.url, auth=rename)
         task = asyncio.create_task(runtime.run())
         ojs = op.jetstream()
@@ -57,8 +63,15 @@ async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.Mo
         msg = await sub.next_msg(timeout=20)
         assert b"/x/moved_to" in msg.data
         rc = await connect(server.url, name="r", auth=rename)
+        rjs = rc.jetstream(timeout=0.5)
+        for durable in ("alert", "forward-siem"):
+            await ojs.add_consumer("SNOOPBUS", durable_name=durable, ack_policy="explicit")
+        for durable in ("rename", "alert", "forward-siem"):  # not even its own
+            with pytest.raises(nats.errors.Error):
+                await rjs.delete_consumer("SNOOPBUS", durable)
+            await ojs.consumer_info("SNOOPBUS", durable)
         with pytest.raises(nats.errors.Error):
-            await rc.jetstream(timeout=0.5).delete_consumer("SNOOPBUS", "rename")
+            await rjs.publish(event_subject("web2", "renamed"), moved_from)
         await rc.close()
         runtime.stop()
         await asyncio.wait_for(task, 20)

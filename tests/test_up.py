@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -15,7 +17,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from snoopbus.proto import decode_batch, events_filter
+from snoopbus.collector import exits
+from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.kernel
@@ -62,13 +65,62 @@ def scrape(port: int, path: str = "/metrics") -> str:
         return r.read().decode()
 
 
+SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
+    """Run as root with no flags, each command reaches this stack with its role;
+    anyone else gets one line saying why not and what to do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOOPBUS_NATS_")}
+    tail = await asyncio.create_subprocess_exec(
+        *SNOOPBUS, "tail", "--json", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert tail.stdout is not None
+    marker = secrets.token_hex(4)
+    seen = ""
+    try:
+        async with asyncio.timeout(60):
+            while marker not in seen:
+                subprocess.run(["/bin/true", marker], check=True)
+                with contextlib.suppress(TimeoutError):
+                    seen += (await asyncio.wait_for(tail.stdout.readline(), 1)).decode()
+    finally:
+        tail.terminate()
+        await tail.wait()
+    doctor = subprocess.run([*SNOOPBUS, "doctor", "--nats", "--host", host], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert f"Collector on {host}, as reported on nats://127.0.0.1:{port}" in doctor.stdout
+    assert "could not ask NATS" not in doctor.stdout
+    shown = subprocess.run([*SNOOPBUS, "config", "show"], env=env, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert f'url = "nats://127.0.0.1:{port}"  # local stack' in shown
+    assert f'nkey = "{state / "auth" / "reader.nk"}"' in shown
+    # A second alert consumer shares the durable, as the alert role.
+    consume = await asyncio.create_subprocess_exec(
+        *SNOOPBUS, "consume", "alert", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert consume.stderr is not None
+    try:
+        await read_until(consume.stderr, "alert: consuming")
+    finally:
+        consume.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(consume.wait(), 30) == 0
+    for command in (["tail"], ["doctor", "--nats"], ["consume", "alert"], ["query"]):
+        out = subprocess.run([*NOBODY, *SNOOPBUS, *command], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == exits.PRIVILEGE, (command, out.stderr)
+        [line] = out.stderr.strip().splitlines()
+        assert f"run `sudo snoopbus {' '.join(command)}`" in line, line
+
+
 async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_path: Path) -> None:
     port, host = free_port(), f"up{secrets.token_hex(3)}"
     metrics = free_ports(5)  # up, collector, rename, alert, archive
     # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
     env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        sys.executable, "-m", "snoopbus.collector.cli", "--log-format", "json", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -77,7 +129,10 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     try:
         await read_until(up.stdout, "started collector, rename, alert")
         assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700  # NATS store, archive, logs
-        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        with pytest.raises(BusUnavailable, match="authorization violation"):  # none: refused
+            await connect(f"nats://127.0.0.1:{port}", name="anyone", auth=NatsAuth())
+        reader = tmp_path / "state" / "auth" / "reader.nk"
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", nkeys_seed=str(reader))
         got: list[dict] = []
         arrived = asyncio.Event()
 
@@ -108,6 +163,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
             while 'snoopbus_consumer_lag{consumer="rename"}' not in scrape(metrics + 2):
                 await asyncio.sleep(0.2)
         assert 'snoopbus_up_child_running{child="rename"} 1.0' in scrape(metrics)
+        await commands_find_the_stack(port, host, tmp_path / "state")
 
         kids = children(up.pid)
         [collector] = [k for k in kids if " collect " in cmdline(k)]
@@ -126,8 +182,18 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
         code = await asyncio.wait_for(up.wait(), 60)
     assert code == 0
     assert "snoopbus: stopped" in (await up.stdout.read()).decode()
+    # Every child logged as `up` was told to (JSON), and Ctrl-C brought no
+    # warnings (the live view's connection drained before nats-server stopped).
+    logged = [ln for ln in (await up.stderr.read()).decode().splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in logged if not ln.startswith("snoopbus: ")]
+    assert records and {r["logger"].split(".")[1] for r in records} >= {"collector", "consumers"}
+    bus = [r for r in records if r["logger"] == "snoopbus.proto.bus" and r["level"] != "info"]
+    assert not bus, bus  # e.g. "snoopbus-up: disconnected; reconnecting"
     for pid in kids:  # collector, consumers and nats-server: all gone
         assert not Path(f"/proc/{pid}").exists()
+    # Every child, the restarted pairer's recall included, did its work within its role.
+    log = (tmp_path / "state" / "nats" / "nats-server.log").read_text()
+    assert "Permissions Violation" not in log, log
 
 
 def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
@@ -140,7 +206,7 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
              str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
-    assert out.returncode == 2
+    assert out.returncode == 5  # exits.BUSY
     assert f"port {port} is in use" in out.stderr and "Traceback" not in out.stderr
 
 

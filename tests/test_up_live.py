@@ -151,7 +151,7 @@ def test_up_without_root_is_one_line(tmp_path: Path) -> None:
          "--state-dir", str(tmp_path), "--port", str(free_port())],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2
+    assert out.returncode == 4  # exits.PRIVILEGE
     assert out.stderr.strip().splitlines() == [
         "snoopbus up: the collector loads eBPF probes: run `snoopbus up` as root (sudo snoopbus up)"
     ]
@@ -191,7 +191,7 @@ def test_up_refuses_a_taken_metrics_port_before_starting_anything(tmp_path: Path
              "--metrics-port", str(taken - 2)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    assert out.returncode == 2 and not (tmp_path / "state").exists()
+    assert out.returncode == 5 and not (tmp_path / "state").exists()  # exits.BUSY
     assert out.stderr.strip().splitlines() == [
         f"snoopbus up: metrics port {taken} (for rename: --metrics-port {taken - 2} + 2) is in "
         "use: pick another --metrics-port or [metrics] port, or 0 for none"

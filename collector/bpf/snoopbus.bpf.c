@@ -131,19 +131,32 @@ static __always_inline struct scratch *get_scratch(void)
 /* Records per CPU between reader wake-ups. A wake-up is an irq_work (a
  * self-IPI: a VM exit under a hypervisor), measured as the largest part of a
  * record's cost when the reader keeps up and so is woken for nearly every
- * record. The reader also drains on its poll timeout, so a quiet CPU's
- * records wait at most that long. */
+ * record. So a CPU wakes the reader every WAKEUP_EVERY records, or when
+ * its last wake-up is WAKEUP_NS (-D, ProbeLimits.wakeup_us) old: a record
+ * under light load goes at once (latency), under heavy load wake-ups stay
+ * rare (at most one per WAKEUP_NS or per 64 records). The reader also
+ * drains on its poll timeout, so a quiet CPU's last records wait at most
+ * that long. */
 #define WAKEUP_EVERY 64
-BPF_PERCPU_ARRAY(emitted, u64, 1);
+struct wake_state {
+    u64 n;
+    u64 last;
+};
+BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
 
 /* Copies the assembled record into the ring buffer; counts it lost if full. */
 static __always_inline void emit(u8 *buf, u32 size, u16 kind)
 {
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP_F;
-    u64 *n = emitted.lookup(&zero);
-    if (n && (++(*n) & (WAKEUP_EVERY - 1)) == 0)
-        flags = BPF_RB_FORCE_WAKEUP_F;
+    struct wake_state *w = emitted.lookup(&zero);
+    if (w) {
+        u64 now = bpf_ktime_get_ns();
+        if ((++w->n & (WAKEUP_EVERY - 1)) == 0 || now - w->last >= WAKEUP_NS) {
+            flags = BPF_RB_FORCE_WAKEUP_F;
+            w->last = now;
+        }
+    }
     /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
     size &= DATA_SIZE - 1;
     if (events.ringbuf_output(buf, size, flags) < 0)

@@ -126,9 +126,9 @@ class AlertConsumer(Consumer):
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
         try:
             return cls._from_args(args, settings)
-        except (NoRules, FieldMapError, OSError) as exc:
-            # The consume CLI catches no consumer errors: exit with one line, no traceback.
-            raise SystemExit(f"snoopbus consume alert: {exc}") from None
+        except (NoRules, FieldMapError) as exc:
+            # The consume CLI reports a ValueError in one line, exit status 2.
+            raise ValueError(str(exc)) from None
 
     @classmethod
     def _from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:

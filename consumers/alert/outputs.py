@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from nats.js import JetStreamContext
 
 from snoopbus.consumers.lines import format_alert, to_json
-from snoopbus.proto import alert_subject, encode_map
+from snoopbus.proto import alert_subject, encode_map, host_token
+from snoopbus.proto.msgid import ID_HEADER, derived_id
 
 from .alerts import level_rank
 
@@ -60,7 +61,7 @@ class NatsOutput(Output):
             self.js.publish(
                 alert_subject(alert["host"], alert["level"]),
                 encode_map(alert),
-                headers={"Nats-Msg-Id": f"snoopbus-alert:{alert['id']}"},
+                headers={ID_HEADER: derived_id(host_token(alert["host"]), "alert", alert["id"])},
                 timeout=self.timeout,
             )
             for alert in alerts

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from snoopbus.consumers.times import TimeError, parse_when, to_ns
 from snoopbus.proto import host_token
 
 from .columns import RAW_SUFFIX, TS_TYPE, restore_text, restore_texts
@@ -64,31 +65,12 @@ def _day(ns: int) -> str:
     return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d")
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_time(text: str, now: datetime | None = None) -> int:
     """ISO 8601 (UTC unless it says otherwise), `now`, `today`, or an age: 90s, 15m, 2h, 7d, 1w."""
-    now = now or datetime.now(UTC)
-    t = text.strip()
-    m = _RELATIVE.match(t)
-    if m:
-        when = now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    elif t == "now":
-        when = now
-    elif t == "today":
-        when = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    else:
-        try:
-            when = datetime.fromisoformat(t.replace("Z", "+00:00") if t.endswith("Z") else t)
-        except ValueError:
-            raise QueryError(
-                f"cannot read time {text!r}: use ISO 8601 (2026-11-20T14:00) or an age (2h, 7d)"
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-    return int(when.timestamp()) * 10**9 + when.microsecond * 1000
+    try:
+        return to_ns(parse_when(text, now))
+    except TimeError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def is_glob(pattern: str) -> bool:

@@ -35,7 +35,8 @@ from .spec import SinkSpec, SpecError, parse_spec
 from .worker import SINK_SETTINGS, SinkWorker
 
 log = logging.getLogger(__name__)
-COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released")
+COUNTED = ("fetched", "processed", "failed", "retried", "dead_lettered", "skipped", "released",
+           "missed")
 
 
 # The rename pairer's durable, whole or one partition of it (Partition.durable).
@@ -91,8 +92,9 @@ class Forwarder(Consumer):
             raise ValueError(f"forward: sink names must differ, got {names} (use ?name=)")
         self.settings = settings or type(self).settings
         sink_settings = replace(
-            sink_settings, partition=self.settings.partition, deliver_new=self.settings.deliver_new
-        )
+            sink_settings, partition=self.settings.partition,
+            deliver_new=self.settings.deliver_new, start_time=self.settings.start_time,
+        )  # fmt: skip
         self.workers = [SinkWorker(make_sink(spec), sink_settings) for spec in specs]
         self.runtimes: dict[str, ForwardRuntime] = {}
         self._tasks: list[asyncio.Task[None]] = []

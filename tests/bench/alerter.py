@@ -44,10 +44,11 @@ from snoopbus.proto import (
     encode_batch,
     event_subject,
 )
+from tests import sigma_corpus
 
 from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "sigma" / "rules"
+CORPUS = sigma_corpus.find() or sigma_corpus.BESIDE / "rules"
 HOSTS = ("web-1", "web-2", "db-1")
 PER_MESSAGE = 100
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=10, help="slowest rules to list")
     args = parser.parse_args(argv)
     if not CORPUS.is_dir():
-        parser.error(f"SigmaHQ corpus missing at {CORPUS} (shared/sigma beside the clone)")
+        parser.error(sigma_corpus.MISSING)
     work = args.dir or Path(tempfile.mkdtemp(prefix="snoopbus-bench-alerter-"))
     trees = [Tree.current()]
     try:
