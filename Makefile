@@ -71,6 +71,19 @@ system:
 	  echo "setup: installing docker-compose, tmux and rsyslog with TLS (Debian) for the deployment, terminal and syslog tests"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
+	@# gcc and a static libc build the evasion tests' programs (tests/evasion: a static
+	@# -no-pie binary making ia32 system calls); setpriv runs them as nobody.
+	@if ! command -v gcc >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ] \
+	    || ! command -v setpriv >/dev/null; then \
+	  echo "setup: installing gcc, libc6-dev and util-linux (setpriv) for the evasion tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev util-linux; \
+	fi
+
+	@# liburing (Debian) builds the io_uring test program (tests/uring/uring_ops.c).
+	@if [ ! -f /usr/include/liburing.h ] || ! command -v gcc >/dev/null; then \
+	  echo "setup: installing liburing-dev and gcc (Debian) for the io_uring tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends liburing-dev gcc libc6-dev; \
+	fi
 
 	@# promtool, from Debian's prometheus package, checks and unit-tests the shipped
 	@# alerting rules (tests/test_observability.py). Debian also starts a Prometheus

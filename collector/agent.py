@@ -41,6 +41,7 @@ from snoopbus.collector.records import (
     FILE_KIND_NAMES,
     KIND_EXEC,
     KIND_EXIT,
+    KIND_FORK,
     KIND_RENAME,
     LOST_INFLIGHT_FULL,
 )
@@ -66,6 +67,7 @@ KIND_NAMES = {
     KIND_EXIT: "exit",
     **FILE_KIND_NAMES,
     KIND_RENAME: "moved_from+moved_to",
+    KIND_FORK: "fork(process_attribution)",
     LOST_INFLIGHT_FULL: "any_file_event(inflight_map_full)",
 }
 
@@ -89,7 +91,8 @@ class CollectorConfig:
     heartbeat_interval: float = 30.0
     nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
     redact: RedactConfig = field(default_factory=RedactConfig)
-    drop_privileges: bool = True  # after loading: keep CAP_SYS_PTRACE only (privileges.py)
+    # After loading: keep CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (privileges.py).
+    drop_privileges: bool = True
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
     require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling

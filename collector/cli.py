@@ -92,7 +92,7 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    help="also mask this (its group `secret`, or the whole match); repeatable")
     p.add_argument("--keep-privileges", dest="drop_privileges", action="store_false",
                    default=None, help="keep every capability after loading the probes "
-                   "(by default only CAP_SYS_PTRACE stays)")
+                   "(by default only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
     p.add_argument("--stall-after", type=float, default=None, metavar="S",
@@ -169,7 +169,8 @@ def _collect(args: argparse.Namespace) -> int:
         s, filters = collect_settings(args)
         limits = probes.ProbeLimits(argv_max=s["argv_max"], ringbuf_pages=s["ringbuf_pages"])
         if args.ebpf:
-            print(probes.dump_program(limits, probes.proc_offsets(), filters))
+            print(probes.dump_program(limits, {**probes.proc_offsets(), **probes.uring_offsets()},
+                                      filters))
             return 0
         return run_collector(CollectorConfig(
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,
