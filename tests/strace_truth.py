@@ -190,10 +190,16 @@ class Model:
     # names
 
     def rename(self, old: str, new: str) -> None:
-        moved = {n for n in self.names if n == old or n.startswith(old + "/")}
+        def inside(n: str, top: str) -> bool:
+            return n == top or n.startswith(top + "/")
+        moved = {n for n in self.names if inside(n, old)}
         self.names -= moved
-        self.names -= {n for n in self.names if n == new or n.startswith(new + "/")}
+        self.names -= {n for n in self.names if inside(n, new)}
         self.names |= {new + n[len(old):] for n in moved}
+        for p in self.procs.values():  # open files keep their file under its new name
+            for fd in p.fds.values():
+                if inside(fd.file.path, old):
+                    fd.file.path = new + fd.file.path[len(old):]
 
     def feed(self, tid: int, name: str, args: list[str], ret: str, ret_path: str | None
              ) -> None:
@@ -347,11 +353,22 @@ def derive(log: str, root: str, existing: set[str], cwd: str) -> Truth:
     """The documented events under `root`, and every exec, from an strace log."""
     model = Model(root, existing, cwd)
     pending: dict[int, str] = {}
-    for raw in log.splitlines():
+    # A new process's first calls can be logged before its parent's clone returns:
+    # they wait for that return, which says whose fds it inherited.
+    early: dict[int, list[str]] = {}
+    lines = log.splitlines()
+    first = _LINE.match(lines[0]) if lines else None
+    known = {int(first.group(1))} if first else set()
+    queue = list(reversed(lines))
+    while queue:
+        raw = queue.pop()
         m = _LINE.match(raw)
         if not m:
             continue
         tid, rest = int(m.group(1)), m.group(2)
+        if tid not in known:
+            early.setdefault(tid, []).append(raw)
+            continue
         if rest.endswith(" <unfinished ...>"):
             pending[tid] = rest.removesuffix(" <unfinished ...>")
             continue
@@ -366,4 +383,7 @@ def derive(log: str, root: str, existing: set[str], cwd: str) -> Truth:
             continue  # signals and the like
         name, args, ret, ret_path = call.groups()
         model.feed(tid, name, split_args(args), ret, ret_path)
+        if name in ("clone", "clone3", "fork", "vfork"):
+            known.add(int(ret))
+            queue.extend(reversed(early.pop(int(ret), [])))
     return model.truth

@@ -9,6 +9,7 @@ multiset of (pid, type, path): nothing missing, nothing extra under the folder.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -25,7 +26,7 @@ from nats.aio.client import Client
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
 from tests.conftest import EventWatch, start_collector, stop_process
-from tests.strace_truth import STRACE_ARGS, Key, derive
+from tests.strace_truth import STRACE_ARGS, Key, derive, split_args
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -127,7 +128,7 @@ async def test_workload_matches_strace_event_by_event(
         except TimeoutError:
             pass
         await nc.flush()
-        await __import__("asyncio").sleep(1)
+        await asyncio.sleep(1)
     finally:
         await sub.unsubscribe()
         assert stop_process(running.process) == 0, running.log()
@@ -146,3 +147,77 @@ async def test_workload_matches_strace_event_by_event(
         f"{sum(delivered.values())}\nmissing ({len(missing)}):\n"
         + "\n".join(map(str, missing)) + f"\nextra ({len(extra)}):\n" + "\n".join(map(str, extra))
     )
+
+
+# The parser alone, on a fixed log (no kernel): tid 101 is forked by 100, and its
+# first call is logged before the clone returns.
+SNIPPET = """\
+100 execve("/usr/bin/true", ["true"], 0x7ffd /* 1 vars */) = 0
+100 openat(AT_FDCWD</r>, "new", O_WRONLY|O_CREAT|O_TRUNC, 0644) = 3</r/new>
+100 openat(AT_FDCWD</r>, "old", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0644) = 4</r/old>
+100 dup2(3</r/new>, 1</dev/pts/0>) = 1</r/new>
+100 close(3</r/new>) = 0
+100 write(1</r/new>, "a, \\"b\\")", 7) = 7
+100 write(1</r/new>, "hi\\n", 3) = 3
+100 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD <unfinished ...>
+101 write(4</r/old>, "x", 1 <unfinished ...>
+100 <... clone resumed>, child_tidptr=0x7f) = 101
+101 <... write resumed>) = 1
+100 close(4</r/old>) = 0
+101 +++ exited with 0 +++
+100 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=101} ---
+100 mkdirat(AT_FDCWD</r>, "d", 0755) = 0
+100 openat(AT_FDCWD</r>, "d/t", O_RDWR|O_CREAT|O_EXCL, 0600) = 3</r/d/t>
+100 fcntl(3</r/d/t>, F_GETFL) = 0x8002 (flags O_RDWR|O_LARGEFILE)
+100 fsetxattr(3</r/d/t>, "system.posix_acl_access", "\\2\\0", 2, 0) = 0
+100 copy_file_range(5</r/old>, NULL, 3</r/d/t>, NULL, 9223372035781033984, 0) = 3
+100 rename("d", "e") = 0
+100 dup3(4</dev/null>, 3</r/e/t>, 0) = 3</dev/null>
+100 unlinkat(6</r/e>, "t", 0) = 0
+100 unlinkat(AT_FDCWD</r>, "e", AT_REMOVEDIR) = 0
+100 utimensat(5</r/old>, NULL, [UTIME_OMIT, UTIME_NOW], 0) = 0
+100 fchmodat(AT_FDCWD</r>, "old", 0600) = 0
+100 symlinkat("old", AT_FDCWD</r>, "s") = 0
+100 renameat2(AT_FDCWD</r>, "s", AT_FDCWD</r>, "old", RENAME_EXCHANGE) = 0
+100 openat(AT_FDCWD</r>, "/outside/f", O_WRONLY|O_CREAT, 0644) = 7</outside/f>
+100 execve("/usr/bin/true", ["true"], 0x7ffd /* 1 vars */) = 0
+100 write(1</r/new>, "z", 1) = 1
+100 +++ exited with 0 +++
+"""
+
+
+def test_strace_log_gives_the_documented_events() -> None:
+    truth = derive(SNIPPET, "/r", {"/r", "/r/old"}, "/r")
+    exe = os.path.realpath("/usr/bin/true")
+    assert truth.events == Counter([
+        (100, "exec", exe),
+        (100, "create", "/r/new"),  # O_TRUNC of a new file: create only
+        (100, "modify", "/r/old"),  # O_TRUNC of an existing one: modify, no create
+        (100, "modify", "/r/new"),  # the first write through fd 1, once
+        (101, "modify", "/r/old"),  # a forked child's first write is its own
+        (101, "close_write", "/r/old"),  # the child held the last reference
+        (100, "mkdir", "/r/d"), (100, "create", "/r/d/t"), (100, "attrib", "/r/d/t"),
+        (100, "modify", "/r/d/t"),  # copy_file_range: the output fd
+        (100, "moved_from", "/r/d"), (100, "moved_to", "/r/e"),
+        (100, "close_write", "/r/e/t"),  # dup3 over the last reference, renamed since
+        (100, "delete", "/r/e/t"), (100, "rmdir", "/r/e"),
+        (100, "attrib", "/r/old"), (100, "attrib", "/r/old"), (100, "symlink", "/r/s"),
+        (100, "moved_from", "/r/s"), (100, "moved_to", "/r/old"),
+        (100, "moved_from", "/r/old"), (100, "moved_to", "/r/s"),
+        (100, "exec", exe),
+        (100, "modify", "/r/new"),  # a new image: new write marks
+        (100, "close_write", "/r/new"),  # at exit
+    ])
+    assert truth.shared_close_paths == {"/r/old", "/r/new"}  # both went to 101 too
+    assert truth.pids == {100, 101}
+
+
+def test_split_args_keeps_quoted_commas_and_brackets() -> None:
+    assert split_args('3</a, b>, "x, \\"y\\"", [1, 2], {a=1, b=2}, 0') == [
+        "3</a, b>", '"x, \\"y\\""', "[1, 2]", "{a=1, b=2}", "0"]
+
+
+def test_comparison_names_what_is_missing_and_extra() -> None:
+    truth = Counter([(1, "create", "/r/a"), (1, "modify", "/r/a")])
+    got = Counter([(1, "create", "/r/a"), (1, "create", "/r/b")])
+    assert difference(truth, got) == ([(1, "modify", "/r/a")], [(1, "create", "/r/b")])
