@@ -116,9 +116,9 @@ class Proc:
 @dataclass
 class Truth:
     events: Counter[Key] = field(default_factory=Counter)
-    # close_write of an open file that two processes held: who releases it last
-    # depends on exit order, which strace's log shows but the comparison need
-    # not rely on; such paths are compared only for the other types.
+    # close_write of an open file that several processes held: the pid is the
+    # last one to let go, which depends on exit order (strace logs that order,
+    # so the event is still derived; these paths say where to look on a miss).
     shared_close_paths: set[str] = field(default_factory=set)
     pids: set[int] = field(default_factory=set)
 
