@@ -102,6 +102,7 @@ def difference(truth: Counter[Key], got: Counter[Key]) -> tuple[list[Key], list[
     return sorted((truth - got).elements()), sorted((got - truth).elements())
 
 
+@pytest.mark.kernel
 async def test_workload_matches_strace_event_by_event(
     nats_server: NatsServer, nc: Client, tmp_path: Path, folder: Path
 ) -> None:
