@@ -1,6 +1,6 @@
 """A small real workload under strace and under the collector, compared event by event.
 
-The workload (tar, sed -i, shell redirections, cp -a, cp over a file,
+The workload (tar, sed -i, shell redirections, cp -a, cp over a file, git,
 truncate, touch, ln, mkfifo, mv, chmod, ln -s, rm -rf) runs once, as
 nobody, in a folder nobody owns under /tmp, with strace as its parent and the
 collector running. tests/strace_truth.py derives from strace's log the events
@@ -49,7 +49,16 @@ mv y/d1/f1.txt y/moved.txt
 mv y/d2 y/d2moved
 chmod 600 y/moved.txt
 ln -s moved.txt y/link
-rm -rf x y
+export HOME=$PWD GIT_CONFIG_NOSYSTEM=1
+git init -q g
+cd g
+echo a > a
+git add a
+git -c user.name=n -c user.email=e@x commit -qm first
+git mv a b
+git -c user.name=n -c user.email=e@x commit -qm second
+cd ..
+rm -rf x y g
 """
 
 
