@@ -45,6 +45,7 @@ from snoopbus.collector.records import (
     LOST_INFLIGHT_FULL,
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
+from snoopbus.collector.version import version
 from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.proto import (
     BusUnavailable,
@@ -372,7 +373,7 @@ class Collector:
         """Queued behind the events read so far; spilled with them during an outage."""
         assert self.publisher is not None
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
-                   "ts": time.time_ns(), **body}
+                   "ts": time.time_ns(), **body, "version": version()}
         subject = meta_subject(self.cfg.host, what)
         # count 0: a message of no events (PublishCounter counts events by the id)
         msg_id = self.publisher.message_id(subject, 0)

@@ -6,7 +6,6 @@ import argparse
 import json
 import socket
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from snoopbus.collector.publisher import PublisherConfig
 from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.spill import SpillError
 from snoopbus.collector.stack import StackConfig, run_stack
+from snoopbus.collector.version import version
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import tail
 from snoopbus.consumers.archive import query_cli as archive_query
@@ -266,13 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         log_setup.add_flags(command)
     return parser
-
-
-def version() -> str:
-    try:
-        return metadata.version("snoopbus")
-    except metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
