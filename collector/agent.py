@@ -45,8 +45,8 @@ from snoopbus.collector.records import (
     LOST_INFLIGHT_FULL,
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
-from snoopbus.collector.version import version
 from snoopbus.collector.ringbuf import RingBuffer
+from snoopbus.collector.version import version
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,

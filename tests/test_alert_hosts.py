@@ -100,15 +100,6 @@ def test_a_clean_stop_is_said_once_and_is_not_silence() -> None:
     assert back[0]["fields"]["recovered"] == ["stopped"]
 
 
-def test_an_alert_that_was_not_sent_is_raised_again() -> None:
-    h = HostHealth(CFG)
-    h.observe("web1", "heartbeat", beat(1), now=0.0)
-    first = h.check(5.0)
-    h.forget(first)
-    again = h.check(6.0)
-    assert titles(again) == ["snoopbus host silent"] and again[0]["id"] == first[0]["id"]
-
-
 def test_silence_off_and_older_reports_ignored() -> None:
     h = HostHealth(HealthConfig(silent_after=0))
     h.observe("web1", "heartbeat", beat(5), now=10.0)

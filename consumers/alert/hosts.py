@@ -155,14 +155,6 @@ class HostHealth:
                 alerts += self._raise(view, "silent", now)
         return alerts
 
-    def forget(self, alerts: list[dict[str, Any]]) -> None:
-        """These alerts could not be sent: reopen their conditions so they are raised again."""
-        for alert in alerts:
-            view = self.hosts.get(alert["host"])
-            condition = alert["fields"].get("condition")
-            if view is not None and condition in view.open and condition != "back":
-                view.open.discard(condition)
-
     # -- helpers -----------------------------------------------------------
 
     def _raise(self, view: HostView, condition: str, now: float) -> list[dict[str, Any]]:
@@ -224,7 +216,7 @@ class HostHealth:
             "host": view.host,
             "level": level,
             "rule": {"id": rule_id, "title": title, "level": level, "tags": list(TAGS),
-                     "description": description, "source": "builtin"},  # fmt: skip
+                     "description": description, "source": "builtin"},
             "category": CATEGORY,
             "selections": [condition],
             "fields": {k: v for k, v in fields.items() if v is not None},
