@@ -266,7 +266,8 @@ class Collector:
         try:
             while not self._stop.is_set():
                 try:
-                    await asyncio.wait_for(self._stop.wait(), self.cfg.loss_report_interval)
+                    await asyncio.wait_for(self._stop.wait(), min(
+                        self.cfg.loss_report_interval, self.cfg.heartbeat_interval))
                 except TimeoutError:
                     pass
                 if not reader.alive:

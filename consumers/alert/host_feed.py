@@ -43,6 +43,7 @@ class HostFeed:
         self.hosts = tuple(hosts) or ("*",)
         self.owns = owns  # this instance's partition: a host is watched by one alerter
         self.pending: list[dict[str, Any]] = []
+        self._warned: set[str] = set()  # hosts whose heartbeat is too slow for silent_after
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -89,6 +90,13 @@ class HostFeed:
 
     def _observe(self, host: str, what: str, body: dict[str, Any], at: float) -> None:
         self.pending += self.health.observe(host, what, body, at)
+        interval, silent_after = body.get("interval"), self.health.config.silent_after
+        if (isinstance(interval, int | float) and silent_after and interval * 1.5 > silent_after
+                and host not in self._warned):
+            self._warned.add(host)
+            log.warning("alert: host %s sends a heartbeat every %gs: with --silent-after %gs "
+                        "it will be called silent between two; raise silent_after above "
+                        "1.5 heartbeat intervals", host, interval, silent_after)
 
     async def _tick(self) -> None:
         silent_after = self.health.config.silent_after
