@@ -81,7 +81,7 @@ class HostView:
     losses: deque[tuple[float, int]] = field(default_factory=deque)
     last_loss_alert: float | None = None
     open: set[str] = field(default_factory=set)  # conditions alerted and not recovered
-    since: float = 0.0  # when the oldest open condition began
+    since: float = 0.0  # the last report before the oldest open condition
 
     def state(self, now: float, silent_after: float) -> str:
         """running, stalled, stopped or silent."""
@@ -160,8 +160,8 @@ class HostHealth:
     def _raise(self, view: HostView, condition: str, now: float) -> list[dict[str, Any]]:
         if condition in view.open:
             return []
-        if not view.open:
-            view.since = now
+        if not view.open:  # the episode began with the last report (or with this one)
+            view.since = view.last_seen
         view.open.add(condition)
         return [self._alert(view, condition, now)]
 
