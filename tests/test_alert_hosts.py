@@ -8,6 +8,7 @@ import pytest
 
 from snoopbus.consumers.alert.hosts import HealthConfig, HostHealth
 from snoopbus.consumers.forward.alerts import parse_alert
+from snoopbus.consumers.lines import format_alert
 
 CFG = HealthConfig(silent_after=3.0, loss_jump=100, loss_window=10.0)
 
@@ -121,3 +122,12 @@ def test_health_alerts_read_like_any_alert() -> None:
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="loss_window"):
         HealthConfig(loss_window=0)
+
+
+def test_health_alerts_print_as_one_line_about_the_host() -> None:
+    h = HostHealth(CFG)
+    h.observe("web1", "heartbeat", beat(1), now=0.0)
+    line = format_alert(h.check(10.0)[0])
+    assert "web1 HIGH     snoopbus host silent: last report 10.0s ago" in line
+    back = format_alert(h.observe("web1", "heartbeat", beat(2), now=12.0)[0])
+    assert back.endswith("snoopbus host reporting again: down 12.0s, recovered from silent")
