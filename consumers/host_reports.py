@@ -26,7 +26,7 @@ from snoopbus.proto import (
     parse_subject,
 )
 
-REPORTS = ("status", "heartbeat", "loss")
+from .alert.hosts import REPORTS
 
 
 @dataclass(frozen=True)
