@@ -73,15 +73,19 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
     """Run as root with no flags, each command reaches this stack with its role;
     anyone else gets one line saying why not and what to do."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNOOPBUS_NATS_")}
+    # --comm true: on a busy machine every event would come faster than this loop reads.
     tail = await asyncio.create_subprocess_exec(
-        *SNOOPBUS, "tail", "--json", env=env,
+        *SNOOPBUS, "tail", "--json", "--comm", "true", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert tail.stdout is not None
     marker = secrets.token_hex(4)
     seen = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60  # besides the timeout: 3.11's wait_for can swallow its cancel
     try:
         async with asyncio.timeout(60):
             while marker not in seen:
+                assert loop.time() < deadline, "tail did not show the marker's exec"
                 subprocess.run(["/bin/true", marker], check=True)
                 with contextlib.suppress(TimeoutError):
                     seen += (await asyncio.wait_for(tail.stdout.readline(), 1)).decode()
