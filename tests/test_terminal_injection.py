@@ -65,6 +65,11 @@ async def test_escape_sequences_in_names_reach_no_terminal(
         raw.append(msg)
 
     sub = await nc.subscribe(events_filter(host=collector.host), cb=keep)
+
+    def of_program() -> list[Msg]:
+        return [m for m in raw if any(e.get("proc", {}).get("comm") == PROGRAM
+                                      for e in decode_batch(m.data))]  # fmt: skip
+
     piped = tmp_path / "tail.out"
     with piped.open("wb") as out:
         pipe_tail = subprocess.Popen(
@@ -95,6 +100,10 @@ async def test_escape_sequences_in_names_reach_no_terminal(
                 await asyncio.sleep(0.2)
         screen = tmux("capture-pane", "-p", "-t", "t")
         title = tmux("display-message", "-p", "-t", "t", "#{pane_title}").strip()
+        # The test's own subscription may be served after the tails' consumers.
+        async with asyncio.timeout(15):
+            while not of_program():
+                await asyncio.sleep(0.1)
     finally:
         tmux("kill-server")
         pipe_tail.terminate()
@@ -115,8 +124,7 @@ async def test_escape_sequences_in_names_reach_no_terminal(
 
     # up's live view, fed the collector's own messages of that program.
     state = LiveState(host=collector.host, url=nats_server.url, state_dir="/s", started=0.0)
-    mine = [m for m in raw if any(e.get("proc", {}).get("comm") == PROGRAM
-                                  for e in decode_batch(m.data))]  # fmt: skip
+    mine = of_program()
     assert mine, "the collector published nothing of that program"
     for m in mine:
         state.on_events(m.subject, m.data, now=9.5)
