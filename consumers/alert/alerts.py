@@ -23,8 +23,7 @@ from typing import Any
 from snoopbus.proto import ALERT_LEVELS
 
 from .engine import Hit
-
-ALERT_VERSION = 1
+from .wire import ALERT_VERSION
 
 
 def level_rank(level: str) -> int:
