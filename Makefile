@@ -71,6 +71,29 @@ system:
 	  echo "setup: installing docker-compose, tmux and rsyslog with TLS (Debian) for the deployment, terminal and syslog tests"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose tmux rsyslog rsyslog-gnutls; \
 	fi
+	@# gcc and a static libc build the evasion tests' programs (tests/evasion: a static
+	@# -no-pie binary making ia32 system calls); setpriv runs them as nobody.
+	@if ! command -v gcc >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ] \
+	    || ! command -v setpriv >/dev/null; then \
+	  echo "setup: installing gcc, libc6-dev and util-linux (setpriv) for the evasion tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev util-linux; \
+	fi
+
+	@# liburing (Debian) builds the io_uring test program (tests/uring/uring_ops.c).
+	@if [ ! -f /usr/include/liburing.h ] || ! command -v gcc >/dev/null; then \
+	  echo "setup: installing liburing-dev and gcc (Debian) for the io_uring tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends liburing-dev gcc libc6-dev; \
+	fi
+
+	@# promtool, from Debian's prometheus package, checks and unit-tests the shipped
+	@# alerting rules (tests/test_observability.py). Debian also starts a Prometheus
+	@# server listening on :9090; only the tool is wanted, so that service is stopped
+	@# and disabled (`systemctl enable --now prometheus` to use it).
+	@if ! command -v promtool >/dev/null; then \
+	  echo "setup: installing prometheus (Debian) for promtool, to check the alerting rules"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
+	  { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	fi
 
 venv: $(STAMP)
 

@@ -20,9 +20,9 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
-from prometheus_client import CollectorRegistry
 
 from snoopbus.collector import exits, privileges, probes, sd_notify
+from snoopbus.collector.build_info import version
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -31,6 +31,7 @@ from snoopbus.collector.metrics import (
     CollectorStats,
     MetricsServer,
     PublishCounter,
+    new_registry,
     publish_latency,
 )
 from snoopbus.collector.mounts import HostPaths
@@ -41,12 +42,12 @@ from snoopbus.collector.records import (
     FILE_KIND_NAMES,
     KIND_EXEC,
     KIND_EXIT,
+    KIND_FORK,
     KIND_RENAME,
     LOST_INFLIGHT_FULL,
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
 from snoopbus.collector.ringbuf import RingBuffer
-from snoopbus.collector.version import version
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -67,6 +68,7 @@ KIND_NAMES = {
     KIND_EXIT: "exit",
     **FILE_KIND_NAMES,
     KIND_RENAME: "moved_from+moved_to",
+    KIND_FORK: "fork(process_attribution)",
     LOST_INFLIGHT_FULL: "any_file_event(inflight_map_full)",
 }
 
@@ -90,7 +92,8 @@ class CollectorConfig:
     heartbeat_interval: float = 30.0
     nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
     redact: RedactConfig = field(default_factory=RedactConfig)
-    drop_privileges: bool = True  # after loading: keep CAP_SYS_PTRACE only (privileges.py)
+    # After loading: keep CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (privileges.py).
+    drop_privileges: bool = True
     metrics_port: int = 0  # /metrics and /healthz; 0 = off
     metrics_address: str = "127.0.0.1"
     require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
@@ -386,7 +389,7 @@ def serve_metrics(collector: Collector) -> MetricsServer | None:
     cfg = collector.cfg
     if not cfg.metrics_port:
         return None
-    registry = CollectorRegistry()
+    registry = new_registry("collector")
     registry.register(CollectorStats(collector))
     collector.latency = publish_latency(registry).observe
 

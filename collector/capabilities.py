@@ -375,13 +375,21 @@ def _check_tracepoint() -> str:
     return f"{what} attached ({source})"
 
 
-def _check_raw_tracepoint() -> str:
-    what = "raw tracepoint sched_process_exec"
+def _check_raw_tracepoint(event: str = "sched_process_exec") -> str:
+    what = f"raw tracepoint {event}"
     with _prog(_PROG_RAW_TRACEPOINT, what) as prog_fd:
-        ret = libbpf().bpf_raw_tracepoint_open(b"sched_process_exec", prog_fd)
+        ret = libbpf().bpf_raw_tracepoint_open(event.encode(), prog_fd)
         with _fd(f"{what}: attach", ret):
             pass
     return f"{what} attached"
+
+
+def check_raw_tracepoint_attach(event: str) -> Check:
+    """Whether a trivial program attaches to raw tracepoint `event` (doctor's
+    io_uring coverage: collector/uring.py)."""
+    privileged = _check_privileges().ok
+    return _run(f"raw_tracepoint {event}", "this kernel has no such tracepoint",
+                functools.partial(_check_raw_tracepoint, event), privileged)
 
 
 def _check_tp_btf(btf: Btf | BtfError) -> str:

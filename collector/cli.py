@@ -13,6 +13,7 @@ from snoopbus.collector import doctor, exits, log_setup, probes
 from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collector
 from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
+from snoopbus.collector.build_info import version
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.filters import FilterConfig, parse_uid
 from snoopbus.collector.metrics import MetricsError
@@ -20,9 +21,9 @@ from snoopbus.collector.publisher import PublisherConfig
 from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.spill import SpillError
 from snoopbus.collector.stack import StackConfig, run_stack
-from snoopbus.collector.version import version
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import fleet, tail
+from snoopbus.consumers.alert import rules_cli
 from snoopbus.consumers.archive import query_cli as archive_query
 from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import Config
@@ -91,7 +92,7 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    help="also mask this (its group `secret`, or the whole match); repeatable")
     p.add_argument("--keep-privileges", dest="drop_privileges", action="store_false",
                    default=None, help="keep every capability after loading the probes "
-                   "(by default only CAP_SYS_PTRACE stays)")
+                   "(by default only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
                    help="seconds between heartbeat reports (default 30)")
     p.add_argument("--stall-after", type=float, default=None, metavar="S",
@@ -168,7 +169,8 @@ def _collect(args: argparse.Namespace) -> int:
         s, filters = collect_settings(args)
         limits = probes.ProbeLimits(argv_max=s["argv_max"], ringbuf_pages=s["ringbuf_pages"])
         if args.ebpf:
-            print(probes.dump_program(limits, probes.proc_offsets(), filters))
+            print(probes.dump_program(limits, {**probes.proc_offsets(), **probes.uring_offsets()},
+                                      filters))
             return 0
         return run_collector(CollectorConfig(
             nats_url=s["nats"], host=s["host"], limits=limits, filters=filters,
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.register(sub)
     consumers_cli.register(sub)
     archive_query.register(sub)
+    rules_cli.register(sub)
     doctor.register(sub)
     fleet.register(sub)
     # After the command too: `snoopbus tail --log-format json`.

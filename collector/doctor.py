@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import doctor_bus, exits
+from snoopbus.collector import coverage, doctor_bus, exits, uring
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -30,6 +30,7 @@ from snoopbus.collector.capabilities import (
     choose_hooks,
     detect,
 )
+from snoopbus.collector.uring import Coverage
 from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
 from snoopbus.proto.settings_file import ConfigError
 
@@ -43,6 +44,10 @@ class Report:
     offsets: dict[str, int]
     offset_errors: dict[str, str] = field(default_factory=dict)
     btf_path: str = ""
+    techniques: list[coverage.Coverage] = field(default_factory=list)
+    # io_uring operations the probes see here (collector/uring.py), and who may use rings
+    uring: list[Coverage] = field(default_factory=list)
+    uring_users: str = ""
 
     @property
     def problems(self) -> list[str]:
@@ -66,6 +71,15 @@ class Report:
                 "btf": self.btf_path,
                 "fields": self.offsets,
                 "errors": self.offset_errors,
+            },
+            "techniques": [{"name": c.technique.name, "status": c.status, "detail": c.detail}
+                           for c in self.techniques],
+            "io_uring": {
+                "users": self.uring_users,
+                "unhooked": dict(uring.UNHOOKED),
+                "operations": {c.op.name: {"seen": c.seen, "events": c.op.events,
+                                           "path": c.op.how, "why_not": c.detail}
+                               for c in self.uring},
             },
         }
 
@@ -107,7 +121,12 @@ def program_fields() -> dict[str, str]:
     return fields or dict(KERNEL_FIELDS)
 
 
-def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[str, str], str]:
+def _resolve_offsets(
+    fields: Mapping[str, str],
+) -> tuple[dict[str, int], dict[str, str], str, set[str]]:
+    """Offsets, errors, the BTF's path, and which coverage.TECHNIQUES
+    functions it has."""
+    funcs = {t.kernel_func for t in coverage.TECHNIQUES if t.kernel_func}
     try:
         with Btf.load() as btf:
             offsets, errors = {}, {}
@@ -116,17 +135,59 @@ def _resolve_offsets(fields: Mapping[str, str]) -> tuple[dict[str, int], dict[st
                     offsets[name] = btf.offset(path)
                 except BtfError as exc:
                     errors[name] = str(exc)
-            return offsets, errors, str(btf.path)
+            return offsets, errors, str(btf.path), {f for f in funcs if btf.has_func(f)}
     except BtfError as exc:  # the btf check already says why
-        return {}, dict.fromkeys(fields, str(exc)), ""
+        return {}, dict.fromkeys(fields, str(exc)), "", funcs  # unknown: assume present
+
+
+def check_close_write() -> Check:
+    """close_write per open file (bpf/closes.h): the reference count to read,
+    and the tracepoint at exec's point of no return."""
+    from snoopbus.collector import probes
+
+    try:
+        refs = probes.file_ref_offsets()
+    except BtfError as exc:
+        return Check("close_write_per_file", False, str(exc),
+                     "close_write then comes at every close of an fd open for writing")
+    where = "file.f_ref" if refs["FILE_REF_BIASED"] else "file.f_count"
+    if probes.has_tracepoint("sched_prepare_exec"):
+        return Check("close_write_per_file", True,
+                     f"last reference from {where}; exit, exec and close_range scanned")
+    return Check("close_write_per_file", True,
+                 f"last reference from {where}; exit and close_range scanned, not exec "
+                 "(no sched_prepare_exec before 6.10: close-on-exec fds close unseen)")
 
 
 def build_report(fields: Mapping[str, str] | None = None) -> Report:
     checks = detect()
     checks.append(check_bcc_compiles())
     checks.append(check_fsnotify_program())
-    offsets, errors, btf_path = _resolve_offsets(program_fields() if fields is None else fields)
-    return Report(checks, choose_hooks(checks), offsets, errors, btf_path)
+    checks.append(check_close_write())
+    offsets, errors, btf_path, funcs = _resolve_offsets(
+        program_fields() if fields is None else fields)
+    passed = {c.name for c in checks if c.ok}
+    techniques = coverage.coverage(passed.__contains__, funcs.__contains__)
+    uring_ops, users = uring.kernel_coverage()
+    return Report(checks, choose_hooks(checks), offsets, errors, btf_path, techniques,
+                  uring_ops, users)
+
+
+def render_uring(report: Report) -> list[str]:
+    """Per io_uring operation: seen or not here, as what, and why not."""
+    if not report.uring:
+        return []
+    seen = sum(c.seen for c in report.uring)
+    lines = ["", f"io_uring requests ({seen} of {len(report.uring)} operations seen; "
+             f"{report.uring_users}):"]
+    width = max(len(c.op.name) for c in report.uring)
+    for c in report.uring:
+        if c.seen:
+            lines.append(f"  ok    {c.op.name:<{width}}  {c.op.events}: {c.op.how}")
+        else:
+            lines.append(f"  MISS  {c.op.name:<{width}}  not seen: {c.detail}")
+    lines += [f"  MISS  {name:<{width}}  {why}" for name, why in uring.UNHOOKED]
+    return lines
 
 
 # Checks whose failure stops the collector; any other is an optional hook or a
@@ -151,6 +212,8 @@ def render(report: Report, verbose: bool = False) -> str:
             lines.append(f"        {'':<{width}}  next: {check.hint}")
     lines += ["", "Hook set:"]
     lines += [f"  {line}" for line in report.plan.lines()]
+    lines += ["", "Ways to change files, and whether snoopbus sees them here:"]
+    lines += [f"  {line}" for line in coverage.lines(report.techniques)]
     where = report.btf_path or "unavailable"
     if verbose:
         lines += ["", f"Struct offsets from BTF ({where}):"]
@@ -159,6 +222,7 @@ def render(report: Report, verbose: bool = False) -> str:
         lines += ["", f"Struct offsets from BTF ({where}): {len(report.offsets)} resolved, "
                   f"{len(report.offset_errors)} failed (--verbose lists them)"]
     lines += [f"  {name}: FAIL {why}" for name, why in sorted(report.offset_errors.items())]
+    lines += render_uring(report)
     lines.append("")
     if problems:
         lines.append(f"The collector cannot run here: {'; '.join(problems)}.")

@@ -12,19 +12,21 @@ from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.records import (
     F_ARGV_TRUNC,
-    F_CLOEXEC,
+    F_CLOSED_BY_MASK,
     F_CWD_TRUNC,
     F_EXCHANGE,
     F_EXE_TRUNC,
     F_NO_RET,
     F_PATH2_TRUNC,
     F_PATH_TRUNC,
+    F_TMPFILE,
+    F_URING,
     FILE_KIND_NAMES,
     FILE_NAMES_AT,
     FILE_TAIL,
     HDR,
     KIND_ATTRIB,
-    KIND_CLOSE_RANGE,
+    KIND_CHDIR,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_DELETE,
@@ -36,22 +38,36 @@ from snoopbus.collector.records import (
     KIND_RENAME,
     KIND_RMDIR,
     KIND_SYMLINK,
+    KIND_XATTR,
     ExecRecord,
     ExitRecord,
     FileRecord,
+    ForkRecord,
     Header,
     Record,
     comm_text,
     decode,
     decode_header,
     file_paths,
+    name_strings,
 )
-from snoopbus.collector.written import Written, WrittenFiles
+from snoopbus.collector.resolve import UNCHECKED, resolve_after
+from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
+from snoopbus.collector.uring import OP_NAMES
 from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
                              KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
+RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
+# Records whose syscall adds to the file map (_syscall_notes): build_raw takes
+# them the layered way. Every ia32 one, mmap's modify, mknod's create.
+_NOTED_NRS = frozenset(
+    nr for nr, name in NAMES_BY_NR.items()
+    if nr >= NR_IA32_BASE or name in ("mmap", "mknod", "mknodat")
+)
+_NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
+               0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
 _unpack_hdr = HDR.unpack_from
 _unpack_tail = FILE_TAIL.unpack_from
 
@@ -60,11 +76,6 @@ def encode_dev(kdev: int) -> int:
     """Kernel dev_t (major << 20 | minor) -> st_dev as stat(2) reports it."""
     major, minor = kdev >> 20, kdev & 0xFFFFF
     return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
-
-
-def kernel_dev(st_dev: int) -> int:
-    """st_dev -> the kernel's dev_t, as the probes read it from the super block."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def boot_to_epoch_offset() -> int:
@@ -102,8 +113,18 @@ class EventBuilder:
         # proc maps of file events, shared by a thread's consecutive events:
         # key -> (the ProcInfo it was built from, the map)
         self._procs: dict[tuple[int, ...], tuple[ProcInfo | None, dict[str, Any]]] = {}
-        # Written and still open: closed by exit, exec or close_range unseen.
-        self.written = WrittenFiles()
+        # (dev, inode) of O_TMPFILE files -> the name linkat gave them
+        self._tmpfile_names: dict[tuple[int, int], bytes] = {}
+        # pid -> the proc map of its exit event: the close_write of the files
+        # its exit released follow it (the cache has forgotten the process).
+        self._exited: dict[int, dict[str, Any]] = {}
+        # (pid, io_uring fixed slot as a record's fd) -> (file map, proc map) of
+        # the slot's last open or write: the kernel cannot name a slot a linked
+        # open filled when its close completes (bpf/uring.h)
+        self._uring_slots: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Names are resolved after the fact only in our own mount namespace.
+        self.own_ns = (host_paths.own_ns if host_paths is not None
+                       else os.stat("/proc/self/ns/mnt").st_ino)
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -142,6 +163,8 @@ class EventBuilder:
                 self._put_argv(proc, "argv", info.argv)
             if info.cwd is not None:
                 proc["cwd"] = info.cwd
+            if info.script is not None:
+                proc["script"] = info.script
         return proc
 
     def _put_argv(self, proc: dict[str, Any], key: str, argv: list[str]) -> None:
@@ -167,57 +190,32 @@ class EventBuilder:
             return self._exec(rec)
         if isinstance(rec, ExitRecord):
             return self._exit(rec)
-        raise TypeError("file records may make several events: use build_all")
+        raise TypeError("file and fork records make zero or several events: use build_all")
 
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
-        """Every event of a record: a rename makes two, an exchange four; an
-        exit, an exec or a close_range also the close_write of each written
-        file it closed (collector/written.py)."""
+        """Every event of a record: a rename makes two, an exchange four; a
+        fork none (the child gets its parent's image in the process cache)."""
         pid = rec.hdr.pid
+        if isinstance(rec, ForkRecord):
+            self.cache.forked(pid, rec.hdr.ppid, rec.hdr.cgroup, rec.child)
+            return []
         if isinstance(rec, FileRecord):
+            if rec.hdr.kind == KIND_CHDIR:
+                if (rec.ret is None or rec.ret >= 0) and rec.path is not None:
+                    info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
+                    if info is not None:
+                        self.cache.put(pid, info.with_cwd(text_from_kernel(rec.path)))
+                return []
             if rec.hdr.kind == KIND_MOUNT:
                 if self.host_paths is not None and (rec.ret is None or rec.ret >= 0):
                     self.host_paths.forget(rec.mnt_ns)
                 return []
-            if rec.hdr.kind == KIND_CLOSE_RANGE:
-                if rec.ret is not None and rec.ret < 0:
-                    return []
-                closed = self.written.closed_by_range(pid, rec.fd, rec.mode, rec.oflags)
-                info = self.cache.lookup(pid, rec.hdr.ppid, rec.hdr.cgroup)
-                return self._closed(rec.hdr, closed, "close_range",
-                                    self._shared_proc(rec.hdr, info))
-            out = self._file(rec)
-            self._track(rec.hdr.kind, pid, rec.fd, rec.ret, rec.cloexec, out)
-            return out
+            if rec.via_uring:
+                return self._uring(rec)
+            return self._file(rec)
         if isinstance(rec, ExitRecord):
-            exit_event = self._exit(rec)
-            closed = self.written.closed_by_exit(pid)
-            return [exit_event, *self._closed(rec.hdr, closed, "exit", exit_event[1]["proc"])]
-        event = self._exec(rec)
-        return [*self._closed(rec.hdr, self.written.closed_by_exec(pid), "exec"), event]
-
-    def _track(self, kind: int, pid: int, fd: int, ret: int | None, cloexec: bool,
-               out: list[tuple[str, Event]]) -> None:
-        if kind == KIND_MODIFY and out and (ret is None or ret >= 0):
-            _, ev = out[0]
-            self.written.wrote(pid, fd, Written(ev["file"], ev["proc"], cloexec))
-        elif kind == KIND_CLOSE_WRITE:
-            self.written.forget(pid, fd)
-        elif kind in (KIND_CREATE, KIND_OPEN) and ret is not None and ret >= 0:
-            self.written.forget(pid, ret)  # a new file behind this fd number
-
-    def _closed(
-        self, hdr: Header, closed: list[Written], by: str, proc: dict[str, Any] | None = None
-    ) -> list[tuple[str, Event]]:
-        """close_write events for files closed without a close() (`by` what);
-        the process is the one that wrote them unless `proc` says otherwise."""
-        out = []
-        for w in closed:
-            ev = self._base(hdr.ts_boot, "close_write")
-            ev["proc"] = proc if proc is not None else w.proc
-            ev["file"] = {**w.file, "closed_by": by}
-            out.append((self.subject("close_write"), ev))
-        return out
+            return [self._exit(rec)]
+        return [self._exec(rec)]
 
     def _cached_proc(
         self, key: tuple[int, ...], info: ProcInfo | None, comm: str
@@ -242,11 +240,21 @@ class EventBuilder:
 
     def _file_event(
         self, rec: FileRecord, type_: str, path: bytes | None, truncated: bool,
-        info: ProcInfo | None,
+        info: ProcInfo | None, raw: bytes | None = None,
     ) -> tuple[str, Event]:
+        """One event of `rec` naming `path`; `raw`, when the name had a directory
+        part, is resolved again after the fact (collector/resolve.py)."""
         hdr = rec.hdr
+        how = None
+        if raw is not None:
+            if rec.mnt_ns != self.own_ns:
+                how = UNCHECKED  # another mount namespace: our lookup is not the process's
+            else:
+                path, how = resolve_after(raw, rec.touched, type_ != "attrib")
         f = self._file_map(type_, path, truncated, rec.ino, rec.dev, rec.mnt_ns, hdr.pid,
                            rec.oflags, rec.mode)
+        if how is not None:
+            f["path_resolution"] = how
         return self._event(type_, hdr.ts_boot, self._shared_proc(hdr, info), f, rec.ret)
 
     def _event(self, type_: str, ts_boot: int, proc: dict[str, Any], f: dict[str, Any],
@@ -297,18 +305,20 @@ class EventBuilder:
         one, which the layered decoder then names)."""
         ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
         one = kind in _ONE_PATH_KINDS
-        if not one and (kind != KIND_RENAME or flags & F_EXCHANGE):
+        if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
+                or flags & (F_CLOSED_BY_MASK | F_TMPFILE | F_URING)):
             return None
-        ret, cookie, ino, dev, mnt_ns, _, oflags, mode, fd, s0, s1, s2, s3 = _unpack_tail(
+        ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
             buf, HDR.size
         )
+        if nr in _NOTED_NRS or (kind == KIND_RENAME and oflags & RENAME_WHITEOUT):
+            return None
         if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
             return None
+        if (s1 or s3) and name_strings(buf, kind, flags, s0, s1, s2, s3) != (None, None):
+            return None  # a name to resolve after the fact: _file does that
         path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
         if self.path_filter is not None and not self._wanted(path, path2):
-            # Filtered out, but an open still puts a new file behind its fd number.
-            self._track(kind, pid, fd, None if flags & F_NO_RET else ret,
-                        bool(flags & F_CLOEXEC), [])
             return []
         info = self.cache.lookup(pid, ppid, cg)
         proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
@@ -318,9 +328,7 @@ class EventBuilder:
         if one:
             type_ = FILE_KIND_NAMES[kind]
             f = self._file_map(type_, path, truncated, ino, dev, mnt_ns, pid, oflags, mode)
-            out = [self._event(type_, ts, proc, f, r)]
-            self._track(kind, pid, fd, r, bool(flags & F_CLOEXEC), out)
-            return out
+            return [self._event(type_, ts, proc, f, r)]
         out = []
         for type_, p, t in (("moved_from", path, truncated),
                             ("moved_to", path2, bool(flags & F_PATH2_TRUNC))):
@@ -338,43 +346,135 @@ class EventBuilder:
         self.filtered_in_user += 1
         return False
 
+    def _uring(self, rec: FileRecord) -> list[tuple[str, Event]]:
+        """A request submitted through io_uring (nr is its opcode): the
+        event(s) the syscall would make, marked via and io_uring_op."""
+        kind, key = rec.hdr.kind, (rec.hdr.pid, rec.fd)
+        slot = rec.fd < -1  # URING_SLOT_FD: a fixed file slot, not a process fd
+        if kind == KIND_CLOSE_WRITE and rec.path is None:
+            # A written slot's close: named from that slot's write (or open).
+            known = self._uring_slots.pop(key, None)
+            if known is None:
+                return []
+            ev = self._base(rec.hdr.ts_boot, "close_write")
+            ev["file"], ev["proc"] = dict(known[0]), known[1]
+            out = [(self.subject("close_write"), ev)]
+        else:
+            out = self._file_events(rec)
+            if slot and kind == KIND_CLOSE_WRITE:
+                self._uring_slots.pop(key, None)
+            elif slot and out and kind in (KIND_CREATE, KIND_OPEN, KIND_MODIFY):
+                if len(self._uring_slots) >= 4096:
+                    self._uring_slots.clear()
+                _, ev = out[0]
+                self._uring_slots[key] = (ev["file"], ev["proc"])
+        op = OP_NAMES.get(rec.nr, str(rec.nr))
+        for _, ev in out:
+            ev["via"] = "io_uring"
+            ev["io_uring_op"] = op
+        return out
+
     def _file(self, rec: FileRecord) -> list[tuple[str, Event]]:
+        out = self._file_events(rec)
+        if rec.nr in _NOTED_NRS or rec.hdr.kind == KIND_XATTR:
+            for _, ev in out:
+                ev["file"] = {**ev["file"], **_syscall_notes(rec)}
+        return out
+
+    def _file_events(self, rec: FileRecord) -> list[tuple[str, Event]]:
         info = self.cache.lookup(rec.hdr.pid, rec.hdr.ppid, rec.hdr.cgroup)
         kind = rec.hdr.kind
         if kind == KIND_RENAME:
             if not self._wanted(rec.path, rec.path2):
                 return []
-            pairs = [(rec.path, rec.path_truncated, rec.path2, rec.path2_truncated)]
-            if rec.exchange:
-                pairs.append((rec.path2, rec.path2_truncated, rec.path, rec.path_truncated))
+            one = (rec.path, rec.path_truncated, rec.raw_path)
+            two = (rec.path2, rec.path2_truncated, rec.raw_path2)
+            pairs = [(one, two), (two, one)] if rec.exchange else [(one, two)]
             out = []
-            for i, (src, src_t, dst, dst_t) in enumerate(pairs):
+            for i, (src, dst) in enumerate(pairs):
                 cookie = (rec.cookie << 1) | i
-                for type_, p, t in (("moved_from", src, src_t), ("moved_to", dst, dst_t)):
-                    subject, ev = self._file_event(rec, type_, p, t, info)
+                for type_, (p, t, raw) in (("moved_from", src), ("moved_to", dst)):
+                    subject, ev = self._file_event(rec, type_, p, t, info, raw)
                     ev["cookie"] = cookie
                     out.append((subject, ev))
+            if rec.oflags & RENAME_WHITEOUT and not rec.exchange and (rec.ret or 0) >= 0:
+                # The file system left a whiteout (a 0/0 character device) at the
+                # old name; inotify reports nothing for it.
+                subject, ev = self._file_event(rec, "create", rec.path, rec.path_truncated, info,
+                                               rec.raw_path)
+                ev["file"]["whiteout"] = True
+                ev["file"].pop("flags", None)  # renameat2's flags, not open(2)'s
+                out.append((subject, ev))
             return out
+        if rec.hdr.flags & F_TMPFILE:
+            return self._tmpfile(rec, info)
         if kind == KIND_LINK:
             if not self._wanted(rec.path2):
                 return []
-            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info)
+            subject, ev = self._file_event(rec, "link", rec.path2, rec.path2_truncated, info,
+                                           rec.raw_path2)
             if rec.path is not None:
                 ev["file"]["target"] = text_from_kernel(rec.path)
             return [(subject, ev)]
         if not self._wanted(rec.path):
             return []
+        closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+        if closed_by == "exit":
+            # The file is released as the process ends: its exit event came first.
+            proc = self._exited.get(rec.hdr.pid)
+            if proc is not None and proc["tid"] == rec.hdr.tid:
+                subject, ev = self._event("close_write", rec.hdr.ts_boot, proc, self._file_map(
+                    "close_write", rec.path, rec.path_truncated, rec.ino, rec.dev, rec.mnt_ns,
+                    rec.hdr.pid, rec.oflags, rec.mode), None)
+                ev["file"]["closed_by"] = closed_by
+                return [(subject, ev)]
         subject, ev = self._file_event(
-            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info
+            rec, FILE_KIND_NAMES[kind], rec.path, rec.path_truncated, info, rec.raw_path
         )
+        if closed_by is not None:
+            ev["file"]["closed_by"] = closed_by
         if kind == KIND_SYMLINK and rec.target is not None:
             ev["file"]["target"] = text_from_kernel(rec.target)
+        return [(subject, ev)]
+
+    def _tmpfile(self, rec: FileRecord, info: ProcInfo | None) -> list[tuple[str, Event]]:
+        """An O_TMPFILE file has no name until linkat gives it one: its open
+        makes no event (as inotify), its link is its create under that name,
+        and its events before carry its directory as path (tmpfile: true)."""
+        kind = rec.hdr.kind
+        key = (rec.dev, rec.ino)
+        if kind == KIND_LINK:
+            if rec.path2 is not None and rec.ret is not None and rec.ret >= 0:
+                if len(self._tmpfile_names) >= 4096:
+                    self._tmpfile_names.clear()
+                self._tmpfile_names[key] = rec.path2
+            if not self._wanted(rec.path2):
+                return []
+            subject, ev = self._file_event(rec, "create", rec.path2, rec.path2_truncated, info,
+                                           rec.raw_path2)
+        elif kind in (KIND_CREATE, KIND_OPEN):
+            return []
+        else:
+            path = self._tmpfile_names.get(key)
+            if path is None and rec.path is not None:
+                path = rec.path.rpartition(b"/")[0] or b"/"  # the made-up leaf "#ino" goes
+            if not self._wanted(path):
+                return []
+            subject, ev = self._file_event(rec, FILE_KIND_NAMES[kind], path,
+                                           rec.path_truncated, info)
+            closed_by = rec.closed_by if kind == KIND_CLOSE_WRITE else None
+            if closed_by is not None:
+                ev["file"]["closed_by"] = closed_by
+                exited = self._exited.get(rec.hdr.pid) if closed_by == "exit" else None
+                if exited is not None and exited["tid"] == rec.hdr.tid:
+                    ev["proc"] = exited
+        ev["file"]["tmpfile"] = True
         return [(subject, ev)]
 
     def _exec(self, rec: ExecRecord) -> tuple[str, Event]:
         info = ProcInfo(
             exe=rec.exe, argv=rec.argv, cwd=rec.cwd,
-            container=self.cache.container_of(rec.hdr.cgroup),
+            container=self.cache.container_of(rec.hdr.cgroup), script=rec.script,
         )
         self.cache.put(rec.hdr.pid, info)
         ev = self._base(rec.hdr.ts_boot, "exec")
@@ -386,6 +486,8 @@ class EventBuilder:
             proc["exe_truncated"] = True
         if flags & F_CWD_TRUNC:
             proc["cwd_truncated"] = True
+        # The parent may have forked without exec (a subshell): the fork record
+        # gave it its own parent's image.
         parent = self.cache.get(rec.hdr.ppid)
         if parent is not None:
             # Rules on parent/child chains (shell spawned by a web server) need these.
@@ -400,7 +502,29 @@ class EventBuilder:
         info = self.cache.pop(rec.hdr.pid)
         ev = self._base(rec.hdr.ts_boot, "exit")
         ev["proc"] = self._proc(rec.hdr, info)
+        if len(self._exited) >= 1024:
+            self._exited.clear()
+        self._exited[rec.hdr.pid] = ev["proc"]
         ev["exit_code"] = rec.exit_code
         if rec.signal:
             ev["signal"] = rec.signal
         return self.subject("exit"), ev  # type: ignore[return-value]
+
+
+def _syscall_notes(rec: FileRecord) -> dict[str, Any]:
+    """What the file map says beyond its type about the syscall that made it:
+    made by an ia32 syscall, a shared mapping, the node mknod made, the
+    extended attribute set or removed."""
+    notes: dict[str, Any] = {}
+    name = NAMES_BY_NR.get(rec.nr, "")
+    if name.startswith("ia32:"):
+        notes["ia32"] = True
+        name = name[5:]
+    if name in ("mmap", "mmap2"):
+        notes["mapped"] = True
+    elif name in ("mknod", "mknodat") and rec.hdr.kind == KIND_CREATE:
+        notes["node"] = _NODE_TYPES.get(rec.mode & 0o170000, "other")
+    if rec.hdr.kind == KIND_XATTR and rec.target is not None:
+        notes["xattr"] = text_from_kernel(rec.target)
+        notes["xattr_op"] = "remove" if "remove" in name else "set"
+    return notes

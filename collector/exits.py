@@ -12,7 +12,7 @@ import sys
 from typing import Final
 
 OK: Final = 0
-PROBLEMS: Final = 1  # a check found problems (`doctor`), or an unexpected error
+PROBLEMS: Final = 1  # a check found problems (`doctor`, `rules check`), no match, or a bug
 USAGE: Final = 2  # bad flag, config file or value: retrying will not help
 BUS: Final = 3  # NATS unreachable or refused us (credentials, TLS)
 PRIVILEGE: Final = 4  # needs root or a capability it does not have
@@ -22,7 +22,8 @@ INTERRUPTED: Final = 130  # Ctrl-C
 
 TABLE: Final = {
     OK: "success",
-    PROBLEMS: "a check found problems (doctor), or an unexpected error",
+    PROBLEMS: "a check found problems (doctor, rules check), no match (rules test), "
+    "or an unexpected error",
     USAGE: "bad flag, config file or value: fix it, retrying will not help",
     BUS: "NATS unreachable, or it refused the credentials or TLS",
     PRIVILEGE: "needs root (or a capability it lacks)",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from snoopbus.collector import paths
-from snoopbus.collector.events import kernel_dev
+from snoopbus.collector.resolve import kernel_dev
 
 VERDICT_INCLUDE = 1
 VERDICT_EXCLUDE = 2

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, Final
 
-from snoopbus.proto import EncodeError, Event, encode_batch
+from snoopbus.proto import TRUNCATED_PREFIX, EncodeError, Event, encode_batch
 
 # (map, key, keep the end): the order fields are cut in. Paths keep their end, as
 # the kernel's own truncation does (walked from the leaf up); the rest keep the start.
@@ -29,6 +29,7 @@ CUT_ORDER: Final = (
     ("proc", "exe", True),
     ("proc", "cwd", True),
     ("proc", "parent_exe", True),
+    ("proc", "script", True),
 )
 SLACK: Final = 8  # bytes cut beyond the excess: a shorter string may take a shorter header
 # First pass: no field is cut below this many bytes (a long argv gives way before a
@@ -145,13 +146,15 @@ def _raw(text: str) -> bytes:
 def _cut(value: Any, need: int, keep_end: bool) -> Any:
     """`value` (text, or a list of text) about `need` bytes shorter."""
     if isinstance(value, str):
+        if keep_end:  # a path: what is left is marked as missing its start
+            value = value.removeprefix(TRUNCATED_PREFIX)
         raw = _raw(value)
         keep = max(0, len(raw) - need)
         if keep_end:
             start = len(raw) - keep
             while start < len(raw) and raw[start] & 0xC0 == 0x80:
                 start += 1  # not in the middle of a character
-            return raw[start:].decode("utf-8", "surrogateescape")
+            return TRUNCATED_PREFIX + raw[start:].decode("utf-8", "surrogateescape")
         while keep > 0 and keep < len(raw) and raw[keep] & 0xC0 == 0x80:
             keep -= 1
         return raw[:keep].decode("utf-8", "surrogateescape")

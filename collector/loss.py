@@ -27,6 +27,13 @@ UNENCODABLE = "unencodable_event"  # an event msgpack could not encode
 # dropped as a duplicate (another publisher used the id first: proto/msgid.py)
 DUPLICATE_ID = "duplicate_id"
 
+# Every reason above: /metrics shows each from the start, at 0, so that
+# Prometheus' increase() sees the first loss of a kind (a series born at N
+# has no increase).
+REASONS = (KERNEL_RINGBUF_FULL, UNDECODABLE, PUBLISH_BACKLOG, PUBLISH_FAILED, SPILL_TORN,
+           SPILL_IO_ERROR, PUBLISH_TOO_LARGE, PUBLISH_DENIED, PUBLISH_NO_STREAM,
+           PUBLISH_BAD_SUBJECT, PUBLISH_REJECTED, UNENCODABLE, DUPLICATE_ID)  # fmt: skip
+
 
 @dataclass
 class LossCounters:

@@ -7,6 +7,10 @@ objects at scrape time (custom collectors), so the hot paths only bump the
 plain integers they already keep; the publish-latency histogram is the one
 thing observed as it happens (once per NATS message, not per event).
 
+Every name, kind, label set and help text comes from collector/metric_names.py;
+each registry also carries snoopbus_build_info and prometheus_client's
+process_* figures (CPU, memory, file descriptors of this process).
+
 Ring-buffer fill: `(producer_pos - consumer_pos) / size`, read at scrape time
 from the collector's own mapping of the ring buffer (collector/ringbuf.py),
 which BCC does not expose.
@@ -18,14 +22,23 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from snoopbus.collector import exits, privileges
+from snoopbus.collector import build_info, exits, loss, privileges
+from snoopbus.collector import metric_names as names
+from snoopbus.collector.metric_names import Component, Metric
 from snoopbus.proto.msgid import ID_HEADER, id_count
 
 if TYPE_CHECKING:
@@ -35,6 +48,46 @@ if TYPE_CHECKING:
 Health = Callable[[], tuple[bool, str]]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+Family = CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily
+
+
+def family(metric: Metric, *samples: tuple[list[str], float]) -> Family:
+    """The family of a catalogued metric (collector/metric_names.py), with its samples."""
+    labels = list(metric.labels)
+    if metric.kind == "counter":
+        out: Family = CounterMetricFamily(metric.family, metric.help, labels=labels)
+    elif metric.kind == "gauge":
+        out = GaugeMetricFamily(metric.family, metric.help, labels=labels)
+    else:
+        raise ValueError(f"{metric.name}: a {metric.kind} is not built at scrape time")
+    for values, value in samples:
+        out.add_metric(values, value)
+    return out
+
+
+def value(metric: Metric, v: float) -> Family:
+    """A catalogued metric without labels, with its one value."""
+    return family(metric, ([], v))
+
+
+class BuildInfo(Collector):
+    def __init__(self, component: Component) -> None:
+        self.labels = build_info.labels(component)
+
+    def collect(self) -> Iterator[Any]:
+        info = InfoMetricFamily(names.BUILD_INFO.family, names.BUILD_INFO.help)
+        info.add_metric([], self.labels)
+        yield info
+
+
+def new_registry(component: Component) -> CollectorRegistry:
+    """A process's registry: its build and its process_* figures (CPU, memory, fds)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(BuildInfo(component))
+    return registry
 
 
 class MetricsError(RuntimeError):
@@ -114,10 +167,8 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
 
 
 def publish_latency(registry: CollectorRegistry) -> Histogram:
-    return Histogram(
-        "snoopbus_collector_publish_latency_seconds",
-        "JetStream publish to ack, per message (a batch of events)",
-        buckets=LATENCY_BUCKETS, registry=registry,
+    m = names.PUBLISH_LATENCY
+    return Histogram(m.name, m.help, buckets=LATENCY_BUCKETS, registry=registry,
     )
 
 
@@ -176,65 +227,29 @@ class CollectorStats(Collector):
 
     def collect(self) -> Iterator[Any]:
         a = self.agent
-        ready = GaugeMetricFamily("snoopbus_collector_ready", "1 once the probes are loaded")
-        ready.add_metric([], 1.0 if a.reader is not None else 0.0)
-        yield ready
+        yield value(names.COLLECTOR_READY, 1.0 if a.reader is not None else 0.0)
+        yield _counter(names.EVENTS_LOST, {**dict.fromkeys(loss.REASONS, 0), **a.loss.dropped})
         yield _counter(
-            "snoopbus_collector_events_lost", "Events lost, by reason", "reason", a.loss.dropped
-        )
-        yield _counter(
-            "snoopbus_collector_kernel_lost",
-            "Records the kernel ring buffer had no room for, by event type", "type",
+            names.KERNEL_RECORDS_LOST,
             {type_: sum(per_cpu) for type_, per_cpu in a.loss.kernel.items()},
         )
         pub, reader, counts = a.publisher, a.reader, a.publishing
         if pub is None or reader is None or counts is None:
             return
-        yield CounterMetricFamily(
-            "snoopbus_collector_records_read", "Ring-buffer records read", value=reader.records
-        )
-        yield _counter(
-            "snoopbus_collector_events_captured",
-            "Events built from records and handed to the publisher, by type", "type",
-            _by_type(counts.captured),
-        )
-        yield _counter(
-            "snoopbus_collector_events_published", "Events acknowledged by JetStream, by type",
-            "type", _by_type(counts.published),
-        )
-        yield GaugeMetricFamily(
-            "snoopbus_collector_publish_buffered", "Events waiting for JetStream",
-            value=pub.buffered,
-        )
-        yield GaugeMetricFamily(
-            "snoopbus_collector_publish_stalled",
-            "1 while events were captured and none published for longer than stall_after",
-            value=1.0 if pub.stalled else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "snoopbus_collector_publish_stalled_seconds",
-            "Seconds since the first event captured after the last one published (0: none waits)",
-            value=pub.stalled_for(),
-        )
-        yield GaugeMetricFamily(
-            "snoopbus_collector_publish_limit_bytes",
-            "Bytes a message may take: the server's max_payload (or the stream's max_msg_size)",
-            value=pub.payload_limit(),
-        )
+        yield value(names.RECORDS_READ, reader.records)
+        yield _counter(names.EVENTS_CAPTURED, _by_type(counts.captured))
+        yield _counter(names.EVENTS_PUBLISHED, _by_type(counts.published))
+        yield value(names.PUBLISH_BUFFERED, pub.buffered)
+        yield value(names.PUBLISH_STALLED, 1.0 if pub.stalled else 0.0)
+        yield value(names.PUBLISH_STALLED_SECONDS, pub.stalled_for())
+        yield value(names.PUBLISH_LIMIT, pub.payload_limit())
         if a.reader is not None and a.reader.alive:  # the mapping goes when it stops
-            yield GaugeMetricFamily(
-                "snoopbus_collector_ringbuf_fill_ratio",
-                "Share of the BPF ring buffer written and not yet read (0..1)",
-                value=a.reader.ring.fill_ratio(),
-            )
+            yield value(names.RINGBUF_FILL, a.reader.ring.fill_ratio())
 
 
-def _counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
-    """A counter family with one label: a sample per key, in key order."""
-    family = CounterMetricFamily(name, doc, labels=[label])
-    for key, n in sorted(counts.items()):
-        family.add_metric([key], n)
-    return family
+def _counter(metric: Metric, counts: Mapping[str, int]) -> Family:
+    """A family with one label: a sample per key, in key order."""
+    return family(metric, *(([key], n) for key, n in sorted(counts.items())))
 
 
 def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
@@ -245,60 +260,55 @@ def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+@dataclass
+class AlertTally:
+    """What the alert consumer put on the bus: counts by (rule id, level), and each
+    counted rule's title (for snoopbus_alert_rule_info)."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    def add(self, alert: Mapping[str, Any]) -> None:
+        rule = alert.get("rule") or {}
+        rule_id = str(rule.get("id") or "?")
+        key = (rule_id, str(alert.get("level", "?")))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.titles[rule_id] = str(rule.get("title") or "")
+
+
 class ConsumerStats(Collector):
     """One consumer runtime's counters, its lag, and alerts by rule where it raises them."""
 
-    def __init__(self, runtime: Runtime, alerts_by_rule: dict[str, int] | None = None) -> None:
+    def __init__(self, runtime: Runtime, alerts: AlertTally | None = None) -> None:
         self.runtime = runtime
-        self.alerts_by_rule = alerts_by_rule
+        self.alerts = alerts
 
     def collect(self) -> Iterator[Any]:
         c = self.runtime.consumer.counters(self.runtime.counters)
         label = [self.runtime.durable]
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            m = CounterMetricFamily(f"snoopbus_consumer_{name}", doc, labels=["consumer"])
-            m.add_metric(label, value)
-            return m
-
-        yield counter("fetched", "Messages received from JetStream", c.fetched)
-        yield counter("processed", "Messages handled and acked", c.processed)
-        yield counter("failed", "Handler failures, per message and attempt", c.failed)
-        yield counter("retried", "Messages nak'd for redelivery", c.retried)
-        yield counter("missed", "Messages the stream removed (retention) before this consumer "
-                      "read them", c.missed)
-        dead = CounterMetricFamily(
-            "snoopbus_consumer_dead_lettered", "Messages sent to the dead-letter subject",
-            labels=["consumer", "kind"],
-        )
-        for kind, n in sorted(c.dead_letter_reasons.items()):
-            dead.add_metric([*label, kind], n)
-        yield dead
+        for metric, n in ((names.FETCHED, c.fetched), (names.PROCESSED, c.processed),
+                          (names.HANDLER_FAILURES, c.failed), (names.RETRIED, c.retried),
+                          (names.MISSED, c.missed)):  # fmt: skip
+            yield family(metric, (label, n))
+        yield family(names.DEAD_LETTERED, *(
+            ([*label, kind], n) for kind, n in sorted(c.dead_letter_reasons.items())))
         if c.pending is not None:
-            lag = GaugeMetricFamily(
-                "snoopbus_consumer_lag",
-                "Messages in the stream not yet delivered to this durable (num_pending)",
-                labels=["consumer"],
-            )
-            lag.add_metric(label, c.pending)
-            yield lag
-            ack = GaugeMetricFamily(
-                "snoopbus_consumer_ack_pending", "Delivered, not yet acked", labels=["consumer"]
-            )
-            ack.add_metric(label, c.ack_pending or 0)
-            yield ack
-        if self.alerts_by_rule is not None:
-            alerts = CounterMetricFamily(
-                "snoopbus_alerts", "Alerts raised, by rule and level", labels=["rule", "level"]
-            )
-            for key, n in sorted(self.alerts_by_rule.items()):
-                rule, _, level = key.rpartition("|")
-                alerts.add_metric([rule, level], n)
-            yield alerts
+            yield family(names.LAG, (label, c.pending))
+            yield family(names.ACK_PENDING, (label, c.ack_pending or 0))
+        if self.alerts is not None:
+            tally = sorted(self.alerts.counts.items())
+            yield family(names.ALERTS, *(([rule_id, level], n) for (rule_id, level), n in tally))
+            rules = InfoMetricFamily(names.ALERT_RULE_INFO.family, names.ALERT_RULE_INFO.help)
+            for rule_id, title in sorted(self.alerts.titles.items()):
+                rules.add_metric([], {"rule_id": rule_id, "title": title})
+            yield rules
 
 
-def count_alerts(consumer: object) -> dict[str, int] | None:
-    """For the alert consumer: an output that tallies what it sends, by "rule|level".
+def count_alerts(consumer: object) -> AlertTally | None:
+    """For the alert consumer: an output that tallies what it sends, by (rule id, level).
+
+    The id, not the title: titles are not unique and may change between rule
+    versions; snoopbus_alert_rule_info gives a dashboard the title to join on.
 
     It is appended after the NATS output, which raises on failure, so only
     alerts that reached the bus are counted. None for other consumers.
@@ -308,15 +318,14 @@ def count_alerts(consumer: object) -> dict[str, int] | None:
         return None
     from snoopbus.consumers.alert.outputs import Output  # only alert processes need it
 
-    tally: dict[str, int] = {}
+    tally = AlertTally()
 
     class RuleCounter(Output):
         name = "metrics"
 
         async def send(self, alerts: Any) -> None:
             for alert in alerts:
-                key = f"{(alert.get('rule') or {}).get('title', '?')}|{alert.get('level', '?')}"
-                tally[key] = tally.get(key, 0) + 1
+                tally.add(alert)
 
     extra.append(RuleCounter())
     return tally
@@ -324,7 +333,7 @@ def count_alerts(consumer: object) -> dict[str, int] | None:
 
 def serve_consumer(runtime: Runtime, port: int, address: str) -> MetricsServer:
     """/metrics and /healthz of one consumer process; MetricsError if the port is taken."""
-    registry = CollectorRegistry()
+    registry = new_registry("consumer")
     registry.register(ConsumerStats(runtime, count_alerts(runtime.consumer)))
 
     def health() -> tuple[bool, str]:
@@ -345,49 +354,29 @@ class StackStats(Collector):
         self.stream = stream  # -> the last stream_watch.StreamView, or None
 
     def collect(self) -> Iterator[Any]:
-        running = GaugeMetricFamily(
-            "snoopbus_up_child_running", "1 while the supervised child runs", labels=["child"]
-        )
-        restarts = CounterMetricFamily(
-            "snoopbus_up_child_restarts", "Times the child died and was restarted",
-            labels=["child"],
-        )
-        for child in self.children:
-            running.add_metric([child.name], 1.0 if child.pid else 0.0)
-            restarts.add_metric([child.name], child.deaths)
-        yield running
-        yield restarts
-        yield _counter(
-            "snoopbus_up_events_seen", "Events seen on the bus by up's live view, by type",
-            "type", self.seen,
-        )
+        yield family(names.CHILD_RUNNING, *(
+            ([child.name], 1.0 if child.pid else 0.0) for child in self.children))
+        yield family(names.CHILD_RESTARTS, *(([c.name], c.deaths) for c in self.children))
+        yield _counter(names.EVENTS_SEEN, self.seen)
         reading = self.stream() if self.stream is not None else None
         if reading is None:
             return
-        for name, doc, value in (
-            ("stream_bytes", "Bytes the stream holds", reading.bytes),
-            ("stream_max_bytes", "The stream's max_bytes (-1: none)", reading.max_bytes),
-            ("stream_first_seq", "The stream's first sequence", reading.first_seq),
-            ("state_free_bytes", "Bytes free on the state folder's disk", reading.free),
-            ("stream_warnings", "Warnings now: stream near its limit, disk nearly full",
-             len(reading.warnings)),
+        for metric, v in (
+            (names.STREAM_BYTES, reading.bytes),
+            (names.STREAM_MAX_BYTES, reading.max_bytes),
+            (names.STREAM_FIRST_SEQ, reading.first_seq),
+            (names.STATE_FREE, reading.free),
+            (names.STREAM_WARNINGS, len(reading.warnings)),
         ):
-            yield GaugeMetricFamily(f"snoopbus_{name}", doc, value=value)
-        missed = CounterMetricFamily(
-            "snoopbus_up_consumer_missed",
-            "Messages the stream removed (retention) before the consumer read them",
-            labels=["consumer"],
-        )
-        for name, n in sorted(reading.missed.items()):
-            missed.add_metric([name], n)
-        yield missed
+            yield value(metric, v)
+        yield _counter(names.UP_MISSED, reading.missed)
 
 
 def serve_stack(
     children: list[Any], seen: dict[str, int], port: int, address: str,
     stream: Callable[[], Any] | None = None,
 ) -> MetricsServer:
-    registry = CollectorRegistry()
+    registry = new_registry("up")
     registry.register(StackStats(children, seen, stream))
 
     def health() -> tuple[bool, str]:

@@ -5,10 +5,17 @@ real dentries, so symlinks and mounts in the base are already resolved) and
 the string the process passed. The string is folded lexically here: `.` and
 `..` in it are resolved by name, not by lookup, so a symlinked directory
 *inside the string* followed by `..` folds to where the name points, not to
-where the kernel went (the one approximation; the base is exact).
+where the kernel went. Names with a directory part are therefore resolved
+again, by lookup, in collector/resolve.py; the base is exact.
 """
 
 from __future__ import annotations
+
+from snoopbus.proto import TRUNCATED_PREFIX
+
+# A path whose start the kernel walk could not reach (too deep, too long) begins
+# with this instead of "/": it must never pass for a real absolute path.
+TRUNCATED = TRUNCATED_PREFIX.encode()
 
 
 def fold(path: bytes) -> bytes:
@@ -40,6 +47,11 @@ def names_to_path(names: bytes) -> bytes:
     if parts[-1] == b"":
         parts.pop()
     return b"/" + b"/".join(reversed(parts))
+
+
+def mark_truncated(path: bytes) -> bytes:
+    """`path` (what was reached of it, from the leaf up) marked as missing its start."""
+    return path if path.startswith(TRUNCATED) else TRUNCATED + path
 
 
 def user_string(raw: bytes) -> bytes:

@@ -11,9 +11,14 @@ What it still does after loading, and what that needs on Linux >= 6.5
 - read /proc/<pid>/exe and /proc/<pid>/cwd of other users' processes, to
   name the program of events from processes it had not seen exec:
   ptrace read access, so CAP_SYS_PTRACE stays (measured: EACCES without it).
+- resolve the names of name-based calls (unlink("lnk/../q")) again after
+  the fact, symlinks and all, in any user's directories (collector/resolve.py):
+  searching directories and reading symlinks others may not, so
+  CAP_DAC_READ_SEARCH stays (without it, a 0700 directory hides its symlinks
+  and the decoy path would be reported).
 - write its spill under a root-owned directory: ownership, no capability.
 
-Kept: CAP_SYS_PTRACE only. Also set: no_new_privs, and every other
+Kept: CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH. Also set: no_new_privs, and every other
 capability leaves the bounding set, so nothing exec'd later regains them.
 Capabilities are per thread, and a thread keeps those it had when created:
 the agent drops in the loop's thread (which reads the ring buffer) before it
@@ -39,7 +44,8 @@ CAP_SYS_PTRACE: Final = 19
 CAP_SYS_ADMIN: Final = 21
 CAP_PERFMON: Final = 38
 CAP_BPF: Final = 39
-KEEP_AFTER_LOAD: Final = frozenset({CAP_SYS_PTRACE})
+KEEP_AFTER_LOAD: Final = frozenset({CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH})
+KEEP_MASK: Final = sum(1 << c for c in KEEP_AFTER_LOAD)
 
 _VERSION_3: Final = 0x20080522
 _PR_CAPBSET_DROP: Final = 24

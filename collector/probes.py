@@ -10,12 +10,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector import btf, syscalls
+from snoopbus.collector import btf, syscalls, uring
 from snoopbus.collector.bcc_import import import_bcc
 from snoopbus.collector.filters import FilterConfig, fill_maps
 from snoopbus.collector.filters import defines as filter_defines
@@ -49,6 +49,9 @@ PROC_OFFSETS = {
     "OFF_FILE_F_PATH": "file.f_path",
     "OFF_FS_PWD": "fs_struct.pwd",
     "OFF_FS_ROOT": "fs_struct.root",
+    "OFF_TASK_PID": "task_struct.pid",
+    "OFF_BPRM_FILENAME": "linux_binprm.filename",
+    "OFF_BPRM_INTERP": "linux_binprm.interp",
 }
 
 FILE_OFFSETS = {
@@ -63,6 +66,7 @@ FILE_OFFSETS = {
     "OFF_INODE_I_INO": "inode.i_ino",
     "OFF_INODE_I_SB": "inode.i_sb",
     "OFF_INODE_I_MODE": "inode.i_mode",
+    "OFF_INODE_I_DENTRY": "inode.i_dentry",
     "OFF_SB_S_DEV": "super_block.s_dev",
     "OFF_DENTRY_D_INODE": "dentry.d_inode",
     "OFF_TASK_NSPROXY": "task_struct.nsproxy",
@@ -76,7 +80,18 @@ FILE_OFFSETS = {
     "OFF_REGS_ARG4": "pt_regs.r8",
     "OFF_REGS_ARG5": "pt_regs.r9",
     "OFF_REGS_ORIG_AX": "pt_regs.orig_ax",
+    # ia32 syscall arguments (int $0x80, 32-bit programs)
+    "OFF_REGS32_ARG0": "pt_regs.bx",
+    "OFF_REGS32_ARG1": "pt_regs.cx",
+    "OFF_REGS32_ARG2": "pt_regs.dx",
+    "OFF_REGS32_ARG3": "pt_regs.si",
+    "OFF_REGS32_ARG4": "pt_regs.di",
+    "OFF_REGS32_ARG5": "pt_regs.bp",
     "OFF_TASK_TI_STATUS": "task_struct.thread_info.status",  # TS_COMPAT: ia32 syscall
+    # fd-table scans at exit, exec and close_range (bpf/closes.h)
+    "OFF_FILES_COUNT": "files_struct.count",
+    "OFF_FDTABLE_OPEN_FDS": "fdtable.open_fds",
+    "OFF_SIGNAL_NR_THREADS": "signal_struct.nr_threads",
 }
 
 NAME_SZ = 256  # NAME_MAX + NUL
@@ -162,15 +177,52 @@ def dump_program(
     return f"/* cflags: {' '.join(cflags(defs))} */\n{head}\n" + program_text()
 
 
+def file_ref_offsets() -> dict[str, int]:
+    """Where an open file's reference count is: file_ref_t f_ref (6.13+,
+    biased: it holds count - 1) or atomic_long_t f_count before."""
+    try:
+        return {"OFF_FILE_F_REF": btf.resolve({"f": "file.f_ref"})["f"], "FILE_REF_BIASED": 1}
+    except btf.BtfError:
+        return {"OFF_FILE_F_REF": btf.resolve({"f": "file.f_count"})["f"], "FILE_REF_BIASED": 0}
+
+
+def has_tracepoint(name: str) -> bool:
+    """The running kernel has raw tracepoint `name` (its BTF has btf_trace_<name>)."""
+    try:
+        with btf.Btf.load() as table:
+            return table.find_type(f"btf_trace_{name}", btf.Kind.TYPEDEF) is not None
+    except btf.BtfError:
+        return False
+
+
 def proc_offsets() -> dict[str, int]:
     """Every offset the module needs (process and file probes share it)."""
     offsets = btf.resolve({**COMMON_OFFSETS, **PROC_OFFSETS, **FILE_OFFSETS})
-    args = [offsets[f"OFF_REGS_ARG{i}"] for i in range(6)]
+    offsets.update(file_ref_offsets())
+    # sched_prepare_exec (6.10+): close_write of the close-on-exec fds
+    offsets["HAVE_PREPARE_EXEC"] = int(has_tracepoint("sched_prepare_exec"))
+    args = [offsets[f"OFF_REGS{abi}_ARG{i}"] for abi in ("", "32") for i in range(6)]
     lo = min(args)
-    if max(args) - lo > 56 or any((a - lo) % 8 for a in args):
-        raise ProbeError(f"syscall argument registers not within 64 bytes of pt_regs: {args}")
+    # sys_enter reads them all at once (ARGS_WINDOW u64s in snoopbus.bpf.c)
+    if max(args) - lo > 88 or any((a - lo) % 8 for a in args):
+        raise ProbeError(f"syscall argument registers not within 96 bytes of pt_regs: {args}")
     offsets["OFF_REGS_ARGS_LO"] = lo
     return offsets
+
+
+def uring_offsets() -> dict[str, int]:
+    """The io_uring probes' offsets plus URING=1; only URING=0 when one of the
+    (kernel-internal) io_uring fields does not resolve: the rest still runs."""
+    try:
+        with btf.Btf.load() as table:
+            offsets, errors = uring.resolve(table)
+    except btf.BtfError as exc:
+        errors = {"btf": str(exc)}
+    if errors:
+        log.warning("io_uring requests will not be seen: %s",
+                    "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return {"URING": 0}
+    return {**offsets, "URING": 1}
 
 
 class ProbeError(RuntimeError):
@@ -180,6 +232,9 @@ class ProbeError(RuntimeError):
 @dataclass
 class LoadedProbes:
     bpf: Any  # bcc.BPF
+    # Timestamp tracepoints name_touched is attached to (empty: names resolved
+    # after the fact cannot be checked against the kernel on this one).
+    name_check: list[str] = field(default_factory=list)
 
     def lost_by_kind(self) -> dict[int, list[int]]:
         """Records the ring buffer had no room for: kind -> count per CPU."""
@@ -194,7 +249,7 @@ class LoadedProbes:
     def kernel_stats(self) -> dict[str, int]:
         """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
         table = self.bpf[b"kstats"]
-        names = ("filtered_task", "filtered_path", "failed_skipped")
+        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut")
         return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
     def close(self) -> None:
@@ -203,6 +258,10 @@ class LoadedProbes:
 
 # Tail programs, by their slot in the `tails` prog array.
 TAIL_PROGRAMS = {0: "exit_second_name", 1: "close_at_enter", 2: "exit_first_name"}
+# The fd-table scans' (bpf/closes.h), in `scan_tails`.
+SCAN_TAIL_PROGRAMS = {0: "scan_count", 1: "scan_emit"}
+# The io_uring block's own (bpf/uring.h), in `uring_tails`.
+URING_TAIL_PROGRAMS = {0: "uring_first_name", 1: "uring_second_name"}
 
 
 def _compile(defs: dict[str, int]) -> Any:
@@ -215,6 +274,15 @@ def _compile(defs: dict[str, int]) -> Any:
         for slot, name in TAIL_PROGRAMS.items():
             fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+        scan_tails = b[b"scan_tails"]
+        for slot, name in SCAN_TAIL_PROGRAMS.items():
+            fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
+            scan_tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+        if defs.get("URING"):
+            uring_tails = b[b"uring_tails"]
+            for slot, name in URING_TAIL_PROGRAMS.items():
+                fn = b.load_func(name.encode(), bcc.BPF.RAW_TRACEPOINT)
+                uring_tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         if b is not None:
             b.cleanup()  # its raw tracepoints are attached already
@@ -235,7 +303,21 @@ def load(
     tail programs and the filters are in place."""
     filters = filters or FilterConfig()
     syscalls.check_arch()
-    offsets = proc_offsets()
+    offsets = {**proc_offsets(), **uring_offsets()}
+    try:
+        return _load(limits, offsets, filters, task_storage)
+    except ProbeError as exc:
+        if not offsets["URING"]:
+            raise
+        # The io_uring block reads kernel-internal structs: it must never
+        # cost the syscall probes.
+        log.warning("probes with the io_uring hooks did not load (%s); "
+                    "io_uring requests will not be seen", exc)
+        return _load(limits, {**offsets, "URING": 0}, filters, task_storage)
+
+
+def _load(limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig,
+          task_storage: bool) -> LoadedProbes:
     try:
         b = _compile(defines(limits, offsets, filters, task_storage=task_storage))
     except ProbeError as exc:
@@ -245,9 +327,32 @@ def load(
         log.warning("probes with task storage did not load (%s); using a map keyed by "
                     "thread id for syscall arguments", exc)
         b = _compile(defines(limits, offsets, filters, task_storage=False))
+    return _finish(b, filters)
+
+
+def _finish(b: Any, filters: FilterConfig) -> LoadedProbes:
     fill_maps(b, filters)
     # BCC cannot map the s8 fields of struct sc_spec: give it the ctypes mirror.
     spec_map = b.get_table(b"sys_spec", keytype=ctypes.c_int, leaftype=syscalls.ScSpec)
-    for spec in syscalls.SPECS.values():
-        spec_map[ctypes.c_int(spec.nr)] = spec.to_c()
-    return LoadedProbes(b)
+    name_check = attach_name_check(b)
+    for key, spec in syscalls.kernel_table().items():
+        spec_map[ctypes.c_int(key)] = spec
+    return LoadedProbes(b, name_check)
+
+
+# The kernel's inode timestamp tracepoints (6.13+): name_touched on each.
+NAME_CHECK_TRACEPOINTS = ("ctime_ns_xchg", "ctime_xchg_skip", "inode_set_ctime_to_ts")
+
+
+def attach_name_check(b: Any) -> list[str]:
+    """Attaches name_touched where this kernel has the tracepoints; which did."""
+    attached = []
+    for tp in NAME_CHECK_TRACEPOINTS:
+        try:
+            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=b"name_touched")
+        except Exception as exc:  # BCC raises bare Exception when the tracepoint is absent
+            log.info("no %s tracepoint (%s): names resolved after the fact go unchecked",
+                     tp, exc)
+            continue
+        attached.append(tp)
+    return attached

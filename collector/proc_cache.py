@@ -20,6 +20,15 @@ class ProcInfo:
     argv: list[str] | None
     cwd: str | None
     container: str | None = None
+    script: str | None = None  # a #! script the image runs (exe is its interpreter)
+
+    def with_cwd(self, cwd: str) -> ProcInfo:
+        """The same image in another directory (a new object: events.py caches
+        proc maps by the identity of the ProcInfo they were built from)."""
+        return ProcInfo(self.exe, self.argv, cwd, self.container, self.script)
+
+    def copy(self) -> ProcInfo:
+        return ProcInfo(self.exe, self.argv, self.cwd, self.container, self.script)
 
 
 class ProcCache:
@@ -47,7 +56,7 @@ class ProcCache:
         if info is None:
             parent = self._procs.get(ppid)
             if parent is not None:
-                info = ProcInfo(parent.exe, parent.argv, parent.cwd, parent.container)
+                info = parent.copy()
             else:
                 info = read_proc(Path("/proc") / str(pid))  # started after our scan
                 if info is None:
@@ -67,6 +76,12 @@ class ProcCache:
         if len(self._procs) >= self.max_entries and pid not in self._procs:
             self._procs.pop(next(iter(self._procs)))  # oldest first
         self._procs[pid] = info
+
+    def forked(self, parent: int, ppid: int, cgroup_id: int, child: int) -> None:
+        """`child` was forked by `parent`: the same image, until it execs."""
+        info = self.lookup(parent, ppid, cgroup_id)
+        if info is not None:
+            self.put(child, info.copy())
 
     def pop(self, pid: int) -> ProcInfo | None:
         return self._procs.pop(pid, None)

@@ -24,7 +24,7 @@ from snoopbus.proto.stream_limits import StreamLimits
 
 from . import plugin
 from .consumer import Consumer
-from .runtime import Runtime, serve
+from .runtime import Runtime, hold_sighup, serve
 from .settings import Partition, Settings
 from .times import TimeError, parse_when
 
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, LocalStackRefused) as exc:
         return exits.fail("consume", exc)
     opts = parser.parse_args(args.options)
+    hold_sighup()  # building the consumer may take seconds (the alerter's rules)
     try:
         # After the consumer's own flags: `consume NAME -v` is debug logging.
         log_setup.configure(_log_flags(args, opts))

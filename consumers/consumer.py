@@ -14,6 +14,7 @@ Either is registered under the entry point group `snoopbus.consumers`.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .runtime import Counters
 
 Handler = Callable[[Batch], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Consumer:
     description: str = ""
     filters: Sequence[str] = ()
     settings: Settings = Settings()
+    tick_every: float = 0.0  # seconds between tick() calls while consuming; 0: never
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -67,6 +71,19 @@ class Consumer:
 
     async def teardown(self) -> None:
         """Called after the last batch, before held messages are released."""
+
+    async def tick(self) -> None:
+        """Every `tick_every` seconds while consuming (batches may be in flight
+        meanwhile), never after the stop began. For work due by time rather than
+        by events: flush a window, publish a summary. An exception is logged and
+        counted (`tick_failures`); the next tick still comes."""
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload`), on the event loop: re-read what may change
+        while running (the alerter: its rules). It must not block: start a task
+        for slow work. By default there is nothing to reload, and SIGHUP is only
+        logged (never the end of the process, as its default action would be)."""
+        log.info("%s: SIGHUP: nothing to reload", self.name)
 
     def counters(self, own: Counters) -> Counters:
         """The tallies to report (stop log, metrics): the runtime's own, unless

@@ -17,3 +17,12 @@ def tune_gc() -> None:
     gc.freeze()  # what exists now (modules, rules): never garbage, never walked again
     low, mid, high = gc.get_threshold()
     gc.set_threshold(max(low, 10_000), max(mid, 10), max(high, 10))
+
+
+def refreeze() -> None:
+    """After replacing long-lived objects (the alerter's rules on reload): the old
+    ones were frozen, so their cycles would never be collected; collect them,
+    then freeze what lives now."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

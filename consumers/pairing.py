@@ -1,50 +1,70 @@
 """The rename pairer's state, free of NATS: halves waiting for a partner.
 
 A half is keyed by (host token, cookie). `add` either pairs it with the
-waiting half of the other kind, or parks it until `window` seconds pass; the
-table holds at most `max_pending` halves, and past that the oldest give up
-early (evicted, counted). Each half carries opaque `tokens` (the runtime's
-deliveries) that the caller settles once the outcome is published.
+waiting half of the other kind, or parks it. A parked half gives up (becomes
+moved_out/moved_in) when the first of these holds:
 
-Halves already resolved (paired or given up) are remembered, boundedly, by
-(host token, event id), so a duplicate delivery of one yields no output.
+- **event time:** its host's stream has moved `window` seconds past it. Each
+  host has a watermark, the greatest event `ts` seen of it; a half gives up
+  once that watermark is `window` beyond where it stood just after the half
+  arrived (so beyond the half's own ts too). Reading a backlog of minutes,
+  fast or slow, gives the same answer as reading live.
+- **quiet time:** `idle_after` seconds of the pairer's *quiet clock* passed
+  since it arrived. That clock runs only while the pairer is caught up (told
+  by `tick`), so a host that went quiet still gets its last halves out, and
+  a backlog being read stops it.
+
+Neither rule gives a half up before `hold_until` (monotonic), set after a
+crash while the dead instance's messages are still to be redelivered. The
+table holds at most `max_pending` halves; past that, the host holding the
+most gives up its oldest early (evicted, counted), so one flooding host
+cannot push out the others' halves.
+
+Halves are fast-path records (proto/fastpath.py structs) or, for what took
+the reference path, event maps; outputs are of the same kind (`renamed`,
+`unpaired`; `as_event` makes a map of either). Each half carries opaque
+`tokens` (the runtime's deliveries) that the caller settles once the outcome
+is published. Halves already resolved (paired or given up) are remembered,
+boundedly (the last `remember`/2 at least, `remember` at most), by (host
+token, event id), so a duplicate delivery of one yields no output.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snoopbus.proto import SCHEMA_VERSION, Event, host_token
+import msgspec
+
+from snoopbus.proto import SCHEMA_VERSION, Event, encode_batch, host_token
+from snoopbus.proto.fastpath import EMPTY, FIELDS, _Event, to_events
 
 FROM, TO = "moved_from", "moved_to"
 HALF_TYPES = (FROM, TO)
 UNPAIRED = {FROM: "moved_out", TO: "moved_in"}  # as inotify says across a watch boundary
 
-Key = tuple[str, Any]  # (host token, cookie)
 HalfId = tuple[str, str]  # (host token, event id)
+NS = 1_000_000_000
 
 
 @dataclass(slots=True)
 class Half:
-    event: Event
-    host: str  # subject token of event["host"]
-    deadline: float
+    event: Any  # a fast-path record, or an event map
+    host: str  # subject token of the event's host
+    id: str
+    type: str
+    deadline: int  # event time (ns): gives up once its host's watermark reaches it
+    quiet: float  # the quiet clock when it arrived
     tokens: list[Hashable] = field(default_factory=list)
-
-    @property
-    def id(self) -> HalfId:
-        return (self.host, self.event["id"])
 
 
 @dataclass(slots=True)
 class Outcome:
     """What to publish (None: a duplicate, nothing to publish) and which halves it settles."""
 
-    event: Event | None
+    event: Any  # a record or an event map, or None
     halves: list[Half]
     evicted: bool = False
 
@@ -54,64 +74,184 @@ class PairStats:
     paired: int = 0
     moved_out: int = 0
     moved_in: int = 0
-    evicted: int = 0  # gave up before the window because max_pending was reached
+    evicted: int = 0  # gave up early because max_pending was reached
     duplicates: int = 0  # deliveries of a half that was pending or already resolved
     cookieless: int = 0  # halves without a cookie: cannot pair, given up at once
+    quiet: int = 0  # gave up by the quiet clock (the host's stream did not move on)
+
+
+def default_idle_after(window: float) -> float:
+    """Much longer than the window: 30 s, or 4 windows when that is longer."""
+    return max(30.0, 4 * window)
+
+
+class _Host:
+    """One host's progress and waiting halves, per kind (0: moved_from, 1: moved_to)."""
+
+    __slots__ = ("marks", "waiting")
+
+    def __init__(self) -> None:
+        # The greatest event ts seen of each kind: the two kinds come on two
+        # subjects, each in order, but one can run ahead of the other (a
+        # collector cuts each subject's buffer into messages on its own).
+        self.marks = [-1, -1]
+        self.waiting: tuple[dict[Any, Half], dict[Any, Half]] = ({}, {})  # cookie -> half
+
+    def __len__(self) -> int:
+        return len(self.waiting[0]) + len(self.waiting[1])
+
+
+_KIND = {FROM: 0, TO: 1}
 
 
 class PairTable:
-    def __init__(self, window: float, max_pending: int, remember: int = 65_536) -> None:
+    def __init__(
+        self, window: float, max_pending: int, remember: int = 65_536,
+        idle_after: float | None = None,
+    ) -> None:  # fmt: skip
         if window <= 0 or max_pending < 1 or remember < 1:
             raise ValueError("pairing: window, max_pending and remember must be positive")
+        idle_after = default_idle_after(window) if idle_after is None else idle_after
+        if idle_after < window:
+            raise ValueError(
+                f"pairing: idle_after ({idle_after}s) must be at least the window ({window}s)"
+            )
         self.window = window
+        self.window_ns = round(window * NS)
+        self.idle_after = idle_after
         self.max_pending = max_pending
         self.remember = remember
+        self._generation = max(1, remember // 2)
         self.stats = PairStats()
         # No half gives up before this (monotonic) time: after a crash, while
         # the halves the dead instance held are still to be redelivered.
         self.hold_until = 0.0
-        # Insertion order is deadline order (one window, hold_until only ever
-        # lifts early deadlines to one value): so oldest first.
-        self._pending: OrderedDict[Key, Half] = OrderedDict()
-        self._resolved: OrderedDict[HalfId, None] = OrderedDict()
+        self.quiet = 0.0  # seconds the pairer has spent caught up
+        self._caught_up = False
+        self._last_tick: float | None = None
+        self._hosts: dict[str, _Host] = {}
+        self._count = 0
+        self._tokens: dict[str, str] = {}  # event host -> host token
+        # Resolved halves, in two generations of up to remember/2 each (cheaper
+        # than one ordered map): the newer fills, then replaces the older.
+        self._resolved: set[HalfId] = set()
+        self._resolved_before: set[HalfId] = set()
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return self._count
 
-    def add(self, event: Event, token: Hashable, now: float) -> list[Outcome]:
-        host = host_token(event["host"])
-        half = Half(event, host, max(now + self.window, self.hold_until), [token])
-        if half.id in self._resolved:
-            self.stats.duplicates += 1
-            return [Outcome(None, [half])]
-        cookie = event.get("cookie")
-        if cookie is None:
-            self.stats.cookieless += 1
-            return [self._give_up(half)]
-        key = (host, cookie)
-        waiting = self._pending.get(key)
-        if waiting is None:
-            self._pending[key] = half
-            return self._evict_over_limit()
-        if waiting.event["id"] == event["id"]:
-            waiting.tokens.append(token)  # same half again: settle both together
-            self.stats.duplicates += 1
-            return []
-        del self._pending[key]
-        if waiting.event["type"] == event["type"]:
+    def watermark(self, host: str, kind: str) -> int | None:
+        """The greatest event ts seen of `host` (a host token) and `kind`, or None."""
+        h = self._hosts.get(host)
+        return None if h is None or h.marks[_KIND[kind]] < 0 else h.marks[_KIND[kind]]
+
+    @property
+    def caught_up(self) -> bool:
+        """As the last tick said."""
+        return self._caught_up
+
+    def tick(self, now: float, caught_up: bool) -> None:
+        """Advance the quiet clock to `now` (monotonic) by the time since the
+        last tick if the pairer was caught up then; `caught_up` is from now on."""
+        if self._last_tick is not None and self._caught_up and now > self._last_tick:
+            self.quiet += now - self._last_tick
+        self._last_tick = now
+        self._caught_up = caught_up
+
+    def add(self, event: Any, token: Hashable, host: str | None = None) -> list[Outcome]:
+        """Take one half (a record or a map) of `host` (its token; derived from
+        the event when not given); what it resolved."""
+        out: list[Outcome] = []
+        self.add_many(out, [event], token, host)
+        return out
+
+    def add_many(
+        self, out: list[Outcome], events: list[Any], token: Hashable, host: str | None = None
+    ) -> None:
+        """Take the halves of one message, all of one host and kind (as a
+        subject holds them), appending what they resolved to `out`."""
+        first = events[0]
+        maps = type(first) is dict
+        if host is None:
+            name = first["host"] if maps else first.host
+            host = self._tokens.get(name)
+            if host is None:
+                host = self._tokens[name] = host_token(name)
+        h = self._hosts.get(host)
+        if h is None:
+            h = self._hosts[host] = _Host()
+        marks, window, quiet = h.marks, self.window_ns, self.quiet
+        for event in events:
+            if maps:
+                eid, kind, ts, cookie = event["id"], event["type"], event["ts"], event.get("cookie")
+            else:
+                eid, kind, ts, cookie = event.id, event.type, event.ts, event.cookie
+            k = _KIND[kind]
+            if ts > marks[k]:
+                marks[k] = ts
+            # It gives up once the other kind's stream, where its partner would
+            # come from, is `window` past it, and past where that stream stood now.
+            other = marks[1 - k]
+            half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
+                        [token])  # fmt: skip
+            half_id = (host, eid)
+            if half_id in self._resolved or half_id in self._resolved_before:
+                self.stats.duplicates += 1
+                out.append(Outcome(None, [half]))
+                continue
+            if cookie is None:
+                self.stats.cookieless += 1
+                out.append(self._give_up(half))
+                continue
+            partner = h.waiting[1 - k].pop(cookie, None)
+            if partner is not None:
+                self._count -= 1
+                out.append(self._pair(partner, half))
+                continue
+            same = h.waiting[k]
+            waiting = same.get(cookie)
+            if waiting is None:
+                same[cookie] = half
+                self._count += 1
+                if self._count > self.max_pending:
+                    out += self._evict_over_limit()
+                continue
+            if waiting.id == eid:
+                waiting.tokens.append(token)  # same half again: settle both together
+                self.stats.duplicates += 1
+                continue
             # A cookie reused for the same kind: the older half lost its chance.
-            self._pending[key] = half
-            return [self._give_up(waiting), *self._evict_over_limit()]
-        return [self._pair(waiting, half)]
+            del same[cookie]
+            same[cookie] = half
+            out.append(self._give_up(waiting))
 
     def expire(self, now: float) -> list[Outcome]:
+        """Give up the halves whose partner's stream moved `window` past them,
+        or that waited `idle_after` of quiet time; none before hold_until."""
+        if now < self.hold_until:
+            return []
         out: list[Outcome] = []
-        while self._pending:
-            key, half = next(iter(self._pending.items()))
-            if half.deadline > now:
-                break
-            del self._pending[key]
-            out.append(self._give_up(half))
+        quiet_due = self.quiet - self.idle_after
+        for h in self._hosts.values():
+            for k in (0, 1):
+                waiting = h.waiting[k]
+                if not waiting:
+                    continue
+                mark = h.marks[1 - k]
+                # Oldest first; arrival quiet times only grow, deadlines nearly
+                # (a half stopping the scan holds later ones back, never the reverse).
+                done = []
+                for cookie, half in waiting.items():
+                    if half.deadline <= mark:
+                        done.append(cookie)
+                    elif half.quiet <= quiet_due:
+                        done.append(cookie)
+                        self.stats.quiet += 1
+                    else:
+                        break
+                for cookie in done:
+                    out.append(self._give_up(waiting.pop(cookie)))
+                self._count -= len(done)
         return out
 
     def mark_resolved(self, host: str, event_id: str) -> None:
@@ -121,12 +261,16 @@ class PairTable:
     def unresolve(self, outcome: Outcome) -> None:
         """Its publish failed: let a redelivery of its halves count again."""
         for half in outcome.halves:
-            self._resolved.pop(half.id, None)
+            self._resolved.discard((half.host, half.id))
+            self._resolved_before.discard((half.host, half.id))
 
     def _evict_over_limit(self) -> list[Outcome]:
         out = []
-        while len(self._pending) > self.max_pending:
-            _, half = self._pending.popitem(last=False)
+        while self._count > self.max_pending:
+            fullest = max(self._hosts.values(), key=len)
+            waiting = max(fullest.waiting, key=len)
+            half = waiting.pop(next(iter(waiting)))
+            self._count -= 1
             self.stats.evicted += 1
             outcome = self._give_up(half)
             outcome.evicted = True
@@ -134,22 +278,32 @@ class PairTable:
         return out
 
     def _remember(self, half_id: HalfId) -> None:
-        self._resolved[half_id] = None
-        if len(self._resolved) > self.remember:
-            self._resolved.popitem(last=False)
+        resolved = self._resolved
+        resolved.add(half_id)
+        if len(resolved) >= self._generation:
+            self._resolved_before, self._resolved = resolved, set()
 
     def _pair(self, a: Half, b: Half) -> Outcome:
-        src, dst = (a, b) if a.event["type"] == FROM else (b, a)
-        self._remember(src.id)
-        self._remember(dst.id)
+        src, dst = (a, b) if a.type == FROM else (b, a)
+        resolved = self._resolved
+        resolved.add((src.host, src.id))
+        resolved.add((dst.host, dst.id))
+        if len(resolved) >= self._generation:
+            self._resolved_before, self._resolved = resolved, set()
         self.stats.paired += 1
-        return Outcome(renamed(src.event, dst.event), [src, dst])
+        s, d = src.event, dst.event
+        if type(s) is dict or type(d) is dict:  # one took the reference path: maps
+            event = renamed(as_event(s), as_event(d))
+        else:
+            event = renamed_record(s, d)
+        return Outcome(event, [src, dst])
 
     def _give_up(self, half: Half) -> Outcome:
-        self._remember(half.id)
-        kind = UNPAIRED[half.event["type"]]
+        self._remember((half.host, half.id))
+        kind = UNPAIRED[half.type]
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-        return Outcome(unpaired(half.event), [half])
+        event = half.event
+        return Outcome(unpaired(event) if type(event) is dict else unpaired_record(event), [half])
 
 
 def renamed(src: Event, dst: Event) -> Event:
@@ -181,6 +335,60 @@ def unpaired(half: Event) -> Event:
     """A half with no partner, as moved_out (from) or moved_in (to)."""
     kind = UNPAIRED[half["type"]]
     return {**half, "type": kind, "id": derived_id(half["id"], kind)}  # type: ignore[typeddict-item]
+
+
+# The same two on fast-path records, without making maps: tests/test_rename_pairing.py
+# holds them to the map versions above (as_event of the result is the same map).
+_FILE = type(EMPTY["file"])
+_EVENT = _Event  # positional: the fields in this order, then exit_code and signal
+assert FIELDS[None][:9] == ("v", "id", "ts", "host", "type", "proc", "file", "cookie", "ret")
+_NO_FILE = EMPTY["file"]
+_NO_PROC = EMPTY["proc"]
+_replace = msgspec.structs.replace
+_to_builtins = msgspec.to_builtins
+
+
+def renamed_record(src: Any, dst: Any) -> Any:
+    sf, df = src.file, dst.file
+    if df is None:
+        file = _replace(sf or _NO_FILE, old_path=(sf and sf.path) or "")
+    elif sf is None:
+        file = _replace(df, old_path="")
+    elif _replace(df, path=sf.path) == sf:  # the collector's halves: src adds nothing
+        file = _replace(df, old_path=sf.path or "")
+    else:  # dst's fields where it has them, src's elsewhere
+        file = _FILE(**{**_to_builtins(sf), **_to_builtins(df), "old_path": sf.path or ""})
+    proc = src.proc
+    if proc is None or proc == _NO_PROC:
+        proc = dst.proc
+        if proc == _NO_PROC:
+            proc = None
+    ret = dst.ret
+    return _EVENT(
+        dst.v, derived_id(src.id, dst.id), min(src.ts, dst.ts), src.host, "renamed", proc,
+        file, src.cookie, src.ret if ret is None else ret,
+    )  # fmt: skip
+
+
+def unpaired_record(half: Any) -> Any:
+    kind = UNPAIRED[half.type]
+    return _replace(half, type=kind, id=derived_id(half.id, kind))
+
+
+def as_event(event: Any) -> Event:
+    """An output or half as an event map, whichever it is."""
+    return event if type(event) is dict else to_events([event])[0]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode_outputs(events: list[Any]) -> bytes:
+    """One message payload of outputs: records encoded directly, anything
+    else (maps from the reference path) as codec.encode_batch does."""
+    if all(type(e) is not dict for e in events):
+        return _ENCODER.encode(events)
+    return encode_batch([as_event(e) for e in events])
 
 
 MAX_ID = 1024  # proto/schema.py: ids are 1 to 1024 printable ASCII characters

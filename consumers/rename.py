@@ -1,16 +1,24 @@
 """`snoopbus consume rename`: join moved_from/moved_to halves into `renamed`.
 
+When a half gives up is decided by event time and each host's progress, not
+by how long it sat here (consumers/pairing.py): a backlog read late gives the
+same pairs as the live stream.
+
 Exactly-once output, built from at-least-once parts:
 
 - A half's message is held (not acked) until every half in it is resolved
   and the resulting events are stored; a crash or restart redelivers it.
-- Output ids derive from the halves' ids and become the `Nats-Msg-Id`, so
-  publishing the same outcome again is dropped by the stream's dedup window.
-- Output carries the resolved halves' ids in headers. On start the pairer
-  reads those headers back from everything stored after its durable's ack
-  floor, so a redelivered half whose partner was already acked (the two sat
-  in different messages) is recognised instead of becoming a false
-  moved_out/moved_in.
+- Outputs are batched, up to OUTPUT_BATCH per message, one message per host
+  and output type for what one fetched batch resolved. A message's
+  `Nats-Msg-Id` derives from the ids of the outputs in it, which derive from
+  the halves' ids; a publish that got no answer is sent again as it was
+  (same id, same payload), so a copy that did land is dropped by the
+  stream's dedup window.
+- Each output message names the halves it resolves in a header. On start
+  the pairer reads those headers back from everything stored after its
+  durable's ack floor, so a redelivered half that was already resolved (its
+  partner acked, or the output stored before a crash) is recognised instead
+  of giving a second output or a false moved_out/moved_in.
 
 Scale-out: `--partition I/N` runs partition I of N with its own durable;
 a host's halves always land in one partition (see Settings.partition), so
@@ -22,23 +30,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Hashable
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import cast
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from snoopbus.proto import (
     STREAM_NAME,
-    encode_batch,
+    SubjectError,
     event_subject,
     events_filter,
-    host_token,
     parse_subject,
 )
 from snoopbus.proto.msgid import ID_HEADER, derived_id
@@ -46,14 +54,31 @@ from snoopbus.proto.roles import RECALL_SUFFIX
 
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery
-from .pairing import FROM, HALF_TYPES, TO, UNPAIRED, Outcome, PairStats, PairTable
+from .gctune import tune_gc
+from .pairing import FROM, TO, UNPAIRED, Outcome, PairStats, PairTable, encode_outputs
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-FROM_ID = "Snoopbus-Rename-From"  # header: id of the moved_from half an output resolves
-TO_ID = "Snoopbus-Rename-To"  # header: id of the moved_to half an output resolves
+HALVES_ID = "Snoopbus-Rename-Halves"  # header: the ids of the halves a message resolves
+# Headers of a pairer before outputs were batched (one output per message),
+# still read back by the recall.
+FROM_ID, TO_ID = "Snoopbus-Rename-From", "Snoopbus-Rename-To"
 OUTPUT_TYPES = ("renamed", *UNPAIRED.values())
+OUTPUT_BATCH = 500  # outputs per message at most
+REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
+# Room a message takes beyond its payload and the halves header: subject, id, framing.
+_ENVELOPE = 1024
+
+
+@dataclass
+class _Output:
+    """One output message and the outcomes it settles once stored."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    outcomes: list[Outcome]
 
 
 class RenamePairer(Consumer):
@@ -66,7 +91,7 @@ class RenamePairer(Consumer):
 
     def __init__(
         self, window: float = 2.0, max_pending: int = 100_000, settings: Settings | None = None,
-        publish_timeout: float = 10.0,
+        publish_timeout: float = 10.0, idle_after: float | None = None, gc_tuning: bool = False,
     ) -> None:  # fmt: skip
         base = settings or type(self).settings
         # Held messages count against max_ack_pending: room for a full table
@@ -74,12 +99,17 @@ class RenamePairer(Consumer):
         self.settings = replace(
             base, max_ack_pending=max_pending + 4 * base.batch * base.concurrency
         )
-        self.table = PairTable(window, max_pending)
+        self.table = PairTable(window, max_pending, idle_after=idle_after)
         self.publish_timeout = publish_timeout
+        self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume rename`
         self.published = 0  # outputs stored
         self.deduplicated = 0  # outputs the stream had already (redelivery after a crash)
         self._open: dict[Delivery, int] = {}  # delivery -> its halves not yet resolved
         self._js: JetStreamContext | None = None
+        self._nc: Client | None = None
+        self._durable = ""
+        self._subjects: dict[str, tuple[str, str] | None] = {}  # input -> (host token, type)
+        self._outputs: dict[tuple[str, str], str] = {}  # (host token, type) -> its subject
         self._closing = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self._storing: set[asyncio.Task[None]] = set()  # publishes awaiting the server's ack
@@ -88,7 +118,13 @@ class RenamePairer(Consumer):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--window", type=float, default=2.0, metavar="SECONDS",
-            help="how long a half waits for its partner (default: 2)",
+            help="a half gives up once its host's events are this far past it, "
+            "in event time (default: 2)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--idle-after", type=float, default=None, metavar="SECONDS",
+            help="a half also gives up after this long with nothing left to read "
+            "(a host gone quiet; default: 30, or 4 windows if longer)",
         )  # fmt: skip
         parser.add_argument(
             "--max-pending", type=int, default=100_000, metavar="N",
@@ -97,19 +133,22 @@ class RenamePairer(Consumer):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
-        return cls(window=args.window, max_pending=args.max_pending, settings=settings)
+        return cls(window=args.window, max_pending=args.max_pending, settings=settings,
+                   idle_after=args.idle_after, gc_tuning=True)  # fmt: skip
 
     @property
     def stats(self) -> PairStats:
         return self.table.stats
 
     async def setup(self, ctx: Context) -> None:
-        self._js = ctx.js
+        if self.gc_tuning:
+            tune_gc()  # a fetched batch makes thousands of short-lived objects
+        self._js, self._nc, self._durable = ctx.js, ctx.nc, ctx.durable
         info = await ctx.js.consumer_info(STREAM_NAME, ctx.durable)
         if info.num_ack_pending:
             # A predecessor died holding halves; the server hands them out again
             # only after ack_wait. Until then a partner arriving now must wait
-            # for its redelivered half rather than give up after the window.
+            # for its redelivered half, however far the stream moves on.
             grace = ctx.settings.ack_wait + self.table.window
             self.table.hold_until = time.monotonic() + grace
             log.info(
@@ -129,85 +168,166 @@ class RenamePairer(Consumer):
             await asyncio.gather(*self._storing)
 
     async def handle(self, batch: Batch) -> None:
-        now = time.monotonic()
+        table = self.table
         outcomes: list[Outcome] = []
         for delivery in batch:
-            halves = [e for e in delivery.events if e["type"] in HALF_TYPES]
-            if not halves:
-                continue  # left open: the runtime acks it
+            parts = self._input(delivery.subject)
+            if parts is None:
+                continue  # not a half's subject: left open, the runtime acks it
+            host = parts[0]
+            # The runtime's trust check made every event's host and type its subject's.
+            halves = delivery.records if delivery.records is not None else delivery.events
             delivery.hold()
             self._open[delivery] = len(halves)
-            for event in halves:
-                outcomes.extend(self.table.add(event, delivery, now))
+            table.add_many(outcomes, halves, delivery, host)
+        now = time.monotonic()
+        # Caught up when the server had nothing more for this durable after the last one.
+        table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
+                   table.caught_up)  # fmt: skip
+        outcomes += table.expire(now)
         await self._emit(outcomes)
 
+    def _input(self, subject: str) -> tuple[str, str] | None:
+        """(host token, type) of a rename half's subject, else None."""
+        try:
+            return self._subjects[subject]
+        except KeyError:
+            pass
+        try:
+            parts = parse_subject(subject)
+            got = (parts.host, parts.type) if parts.type in UNPAIRED and parts.host else None
+        except SubjectError:
+            got = None
+        if len(self._subjects) < 65_536:
+            self._subjects[subject] = got  # type: ignore[assignment]
+        return got  # type: ignore[return-value]
+
     async def _expire_loop(self) -> None:
-        period = min(0.25, self.table.window / 4)
+        """The quiet clock and the holds are wall-clock matters: look every
+        quarter second, and ask the server every second whether anything is
+        left to read (the last batch cannot tell once other partitions'
+        messages, acked unread, were the last ones)."""
+        period = min(0.25, self.table.idle_after / 4)
+        asked = 0.0
         while not self._closing.is_set():
             try:
                 await asyncio.wait_for(self._closing.wait(), period)
             except TimeoutError:
-                await self._emit(self.table.expire(time.monotonic()))
+                now = time.monotonic()
+                caught_up = self.table.caught_up
+                if len(self.table) and now - asked >= 1.0:
+                    asked = now
+                    caught_up = await self._caught_up(caught_up)
+                self.table.tick(now, caught_up)
+                await self._emit(self.table.expire(now))
+
+    async def _caught_up(self, default: bool) -> bool:
+        assert self._js is not None
+        try:
+            info = await self._js.consumer_info(STREAM_NAME, self._durable)
+        except Exception as exc:  # the next look asks again
+            log.debug("rename: consumer info: %s", exc)
+            return default
+        return info.num_pending == 0
 
     async def _emit(self, outcomes: list[Outcome]) -> None:
-        """Publish each outcome; its halves are settled once the stream has it.
-
-        The wait for the server's acks runs in a task, so the next batch is
-        fetched and paired meanwhile; outstanding publishes are bounded by the
-        JetStream context's publish_async_max_pending."""
+        """Publish the outcomes, batched per subject; their halves are settled
+        once the stream has them. The wait for the server's acks runs in a
+        task, so the next batch is fetched and paired meanwhile; outstanding
+        publishes are bounded by the JetStream context's publish_async_max_pending."""
         if not outcomes:
             return
-        assert self._js is not None
-        sent: list[tuple[Outcome, asyncio.Future]] = []
+        groups: dict[str, list[Outcome]] = {}
+        duplicates = []
         for outcome in outcomes:
             if outcome.event is None:  # a duplicate: nothing to publish
-                await self._resolve(outcome)
+                duplicates.append(outcome)
                 continue
-            event = outcome.event
+            half = outcome.halves[0]
+            key = (half.host, outcome.event["type"] if type(outcome.event) is dict
+                   else outcome.event.type)  # fmt: skip
+            subject = self._outputs.get(key)
+            if subject is None:
+                subject = self._outputs[key] = event_subject(*key)
+            group = groups.get(subject)
+            if group is None:
+                groups[subject] = [outcome]
+            else:
+                group.append(outcome)
+        await self._resolve(duplicates)
+        for subject, group in groups.items():
+            for start in range(0, len(group), OUTPUT_BATCH):
+                chunk = group[start : start + OUTPUT_BATCH]
+                try:
+                    outputs = self._outputs_of(subject, chunk)
+                except Exception:  # one output cannot be encoded (hostile nesting): each alone
+                    outputs = []
+                    for outcome in chunk:
+                        try:
+                            outputs += self._outputs_of(subject, [outcome])
+                        except Exception as exc:
+                            await self._give_back(outcome, f"encode: {type(exc).__name__}: {exc}")
+                for output in outputs:
+                    task = asyncio.create_task(self._store(output))
+                    self._storing.add(task)
+                    task.add_done_callback(self._storing.discard)
+
+    def _outputs_of(self, subject: str, outcomes: list[Outcome]) -> list[_Output]:
+        """Messages of these outcomes, each within the server's max_payload."""
+        payload = encode_outputs([o.event for o in outcomes])
+        headers = output_headers(subject, outcomes)
+        limit = (self._nc.max_payload if self._nc is not None else 0) or 1 << 20
+        if len(outcomes) > 1 and len(payload) + len(headers[HALVES_ID]) + _ENVELOPE > limit:
+            half = len(outcomes) // 2
+            return [*self._outputs_of(subject, outcomes[:half]),
+                    *self._outputs_of(subject, outcomes[half:])]  # fmt: skip
+        return [_Output(subject, payload, headers, outcomes)]
+
+    async def _store(self, output: _Output) -> None:
+        """Publish until stored; an unanswered send goes again as it was (the
+        stream drops a copy that landed by its id), a refusal gives the halves back."""
+        assert self._js is not None
+        reason = ""
+        for _ in range(REPUBLISH):
             try:
                 future = await self._js.publish_async(
-                    event_subject(event["host"], event["type"]),
-                    encode_batch([event]),
-                    headers=output_headers(outcome),
+                    output.subject, output.payload, headers=output.headers
                 )
-            except Exception as exc:
-                await self._give_back(outcome, f"publish: {exc}")
+                ack = await asyncio.wait_for(future, self.publish_timeout)
+            except APIError as exc:  # the server said no: it was not stored
+                reason = f"publish: {exc}"
+                break
+            except Exception as exc:  # no answer, or not sent: send again
+                reason = f"publish: {type(exc).__name__}: {exc}" if str(exc) else (
+                    "publish: no ack from the server in time")  # fmt: skip
+                if self._closing.is_set():
+                    break
                 continue
-            sent.append((outcome, future))
-        if sent:
-            task = asyncio.create_task(self._settle_when_stored(sent))
-            self._storing.add(task)
-            task.add_done_callback(self._storing.discard)
-
-    async def _settle_when_stored(self, sent: list[tuple[Outcome, asyncio.Future]]) -> None:
-        await asyncio.wait([f for _, f in sent], timeout=self.publish_timeout)
-        for outcome, future in sent:
-            if not future.done():
-                future.cancel()
-                await self._give_back(outcome, "publish: no ack from the server in time")
-            elif future.exception() is not None:
-                await self._give_back(outcome, f"publish: {future.exception()}")
-            else:
-                self.published += 1
-                if future.result().duplicate:
-                    self.deduplicated += 1
-                await self._resolve(outcome)
-
-    async def _resolve(self, outcome: Outcome) -> None:
-        for half in outcome.halves:
-            for token in half.tokens:
-                await self._settle_one(token)
-
-    async def _settle_one(self, token: Hashable) -> None:
-        delivery = cast(Delivery, token)  # the table's tokens are our deliveries
-        left = self._open.get(delivery)
-        if left is None:
-            return  # released or nak'd already; its redelivery carries on
-        if left > 1:
-            self._open[delivery] = left - 1
+            self.published += len(output.outcomes)
+            if ack.duplicate:
+                self.deduplicated += len(output.outcomes)
+            await self._resolve(output.outcomes)
             return
-        del self._open[delivery]
-        await delivery.ack()
+        for outcome in output.outcomes:
+            await self._give_back(outcome, reason)
+
+    async def _resolve(self, outcomes: list[Outcome]) -> None:
+        """Their halves are settled: ack each delivery whose last half this was."""
+        open_ = self._open
+        done = []
+        for outcome in outcomes:
+            for half in outcome.halves:
+                for token in half.tokens:
+                    left = open_.get(token)  # type: ignore[call-overload]
+                    if left is None:
+                        continue  # released or nak'd already; its redelivery carries on
+                    if left > 1:
+                        open_[token] = left - 1  # type: ignore[index]
+                    else:
+                        del open_[token]  # type: ignore[arg-type]
+                        done.append(cast(Delivery, token))  # the table's tokens: deliveries
+        for delivery in done:
+            await delivery.ack()
 
     async def _give_back(self, outcome: Outcome, reason: str) -> None:
         """Publishing failed: forget the outcome and redeliver its halves."""
@@ -230,7 +350,7 @@ class RenamePairer(Consumer):
         name = f"{ctx.durable}{RECALL_SUFFIX}"
         with suppress(NotFoundError):
             await js.delete_consumer(STREAM_NAME, name)
-        await js.add_consumer(
+        created = await js.add_consumer(
             STREAM_NAME,
             ConsumerConfig(
                 name=name,
@@ -246,7 +366,7 @@ class RenamePairer(Consumer):
         recalled = 0
         try:
             sub = await js.pull_subscribe_bind(consumer=name, stream=STREAM_NAME)
-            pending = 1
+            pending = created.num_pending  # none: no fetch to wait out
             while pending:
                 try:
                     msgs = await sub.fetch(1024, timeout=1.0)
@@ -257,11 +377,12 @@ class RenamePairer(Consumer):
                     host = parse_subject(msg.subject).host
                     if host is None or not ctx.settings.partition.owns(host):
                         continue
-                    for header in (FROM_ID, TO_ID):
-                        half_id = (msg.headers or {}).get(header)
-                        if half_id:
-                            self.table.mark_resolved(host, half_id)
-                            recalled += 1
+                    headers = msg.headers or {}
+                    ids = headers.get(HALVES_ID, "").split()
+                    ids += [i for i in (headers.get(FROM_ID), headers.get(TO_ID)) if i]
+                    for half_id in ids:
+                        self.table.mark_resolved(host, half_id)
+                    recalled += len(ids)
             await sub.unsubscribe()
         finally:
             await js.delete_consumer(STREAM_NAME, name)
@@ -269,14 +390,18 @@ class RenamePairer(Consumer):
             log.info("rename: recalled %d halves resolved before the last stop", recalled)
 
 
-def output_headers(outcome: Outcome) -> dict[str, str]:
-    event = outcome.event
-    assert event is not None
-    # The output's subject host (a collector's halves are on their own host's subjects).
-    headers = {ID_HEADER: derived_id(host_token(event["host"]), "rename", event["id"])}
-    for half in outcome.halves:
-        headers[FROM_ID if half.event["type"] == FROM else TO_ID] = half.event["id"]
-    return headers
+def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
+    """The message's id, from its outputs' ids (one output: `<host>.rename:<its id>`,
+    as before batching), and the ids of the halves it resolves (ids hold no spaces)."""
+    host = subject.split(".", 3)[2]  # the output's subject host
+    ids = [o.event["id"] if type(o.event) is dict else o.event.id for o in outcomes]
+    if len(ids) == 1:
+        key = ids[0]
+    else:
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:40]
+        key = f"batch:{len(ids)}:{digest}"
+    halves = " ".join([h.id for o in outcomes for h in o.halves])
+    return {ID_HEADER: derived_id(host, "rename", key), HALVES_ID: halves}
 
 
 # The entry point: `snoopbus consume rename`.

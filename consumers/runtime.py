@@ -68,6 +68,7 @@ class Counters:
     dead_lettered: int = 0
     skipped: int = 0  # belonged to another partition: acked unread
     released: int = 0  # held at shutdown and nak'd for whoever comes next
+    tick_failures: int = 0  # the consumer's tick() raised
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)  # by kind
     # From the server's consumer_info, refreshed every LAG_INTERVAL s (None until then).
     pending: int | None = None  # in the stream, not yet delivered to this durable: the lag
@@ -151,9 +152,13 @@ class Runtime:
             pool = AioPool(size=self.settings.concurrency)
             keep_alive = asyncio.create_task(self._keep_alive())
             lag = asyncio.create_task(self._track_lag(js))
+            ticks = asyncio.create_task(self._tick()) if self.consumer.tick_every > 0 else None
             try:
                 await self._fetch_loop(puller, pool)
             finally:
+                if ticks is not None:  # no tick after the stop: teardown comes next
+                    ticks.cancel()
+                    await asyncio.wait({ticks})
                 await pool.join()  # finish in-flight batches
                 keep_alive.cancel()
                 lag.cancel()
@@ -396,6 +401,16 @@ class Runtime:
         self.counters.dead_letter_reasons[kind] += 1
         log.warning("%s: dead-lettered seq %d: %s", self.durable, letter.stream_seq, reason)
 
+    async def _tick(self) -> None:
+        """The consumer's periodic hook; one that fails does not stop the next."""
+        while True:
+            await asyncio.sleep(self.consumer.tick_every)
+            try:
+                await self.consumer.tick()
+            except Exception:
+                self.counters.tick_failures += 1
+                log.exception("%s: tick failed", self.durable)
+
     async def _keep_alive(self) -> None:
         """Held messages would be redelivered after ack_wait: tell the server
         they are still being worked on."""
@@ -445,8 +460,9 @@ async def serve(
     auth: NatsAuth | None = None,
     stream_limits: StreamLimits | None = None,
 ) -> Runtime:
-    """Run until SIGINT or SIGTERM, then shut down gracefully. `on_start` sees
-    the runtime before it connects (the metrics endpoint hooks in there)."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully; SIGHUP calls
+    `consumer.reload()`. `on_start` sees the runtime before it connects (the
+    metrics endpoint hooks in there)."""
     runtime = Runtime(consumer, servers=servers, settings=settings, auth=auth,
                       stream_limits=stream_limits)
     if on_start is not None:
@@ -455,9 +471,30 @@ async def serve(
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, runtime.stop)
+    before = signal.getsignal(signal.SIGHUP)
+    loop.add_signal_handler(signal.SIGHUP, consumer.reload)
+    if _early_hup[0]:  # while the consumer was being built (hold_sighup)
+        _early_hup[0] = False
+        loop.call_soon(consumer.reload)
     try:
         await runtime.run()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, before)
     return runtime
+
+
+_early_hup = [False]  # process-wide, as signals are
+
+
+def hold_sighup() -> None:
+    """Until serve() takes it, a SIGHUP (`systemctl reload` while the consumer
+    starts) is remembered and handed to Consumer.reload then; its default
+    action would end the process."""
+
+    def note(signum: int, frame: object) -> None:
+        _early_hup[0] = True
+
+    signal.signal(signal.SIGHUP, note)

@@ -59,7 +59,10 @@ def _pack(obj: object, what: str) -> bytes:
         pass  # text from kernel bytes: fall through to the slow path
     except (TypeError, ValueError, OverflowError) as e:
         raise EncodeError(f"{what}: {e}") from None
-    converted = _bin_for_surrogates(obj, what)
+    try:
+        converted = _bin_for_surrogates(obj, what)
+    except RecursionError:  # nested deeper than msgpack itself would pack
+        raise EncodeError(f"{what}: nested too deeply to pack") from None
     try:
         return msgpack.packb(converted, use_bin_type=True, default=_default)
     except (TypeError, ValueError, OverflowError) as e:

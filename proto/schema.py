@@ -12,6 +12,9 @@ import re
 from typing import Any, Final, Literal, NoReturn, TypedDict
 
 SCHEMA_VERSION: Final = 1
+# Starts a path whose beginning is missing (`*_truncated: true` beside it): real
+# paths are absolute, so a path that starts with this is never mistaken for one.
+TRUNCATED_PREFIX: Final = "<truncated>"
 
 PROC_TYPES: Final = ("exec", "exit")
 FILE_TYPES: Final = (
@@ -61,11 +64,13 @@ class Proc(TypedDict, total=False):
     cwd_truncated: bool  # cwd could not be fully resolved, or was cut to fit a message
     parent_exe: str  # exe of the parent (exec events), from the collector's process cache
     parent_argv: list[str]  # argv of the parent (exec events), likewise
+    script: str  # a #! script the image runs, as the user ran it (exe is the interpreter)
     # Cut to fit a message (the server's max_payload); any text field X so cut has
     # X_truncated beside it, these are the ones that can be long:
     parent_argv_truncated: bool
     parent_exe_truncated: bool
     container_truncated: bool
+    script_truncated: bool
     argv_redacted: bool  # secrets in argv/parent_argv were masked by the collector
 
 
@@ -86,6 +91,16 @@ class FileInfo(TypedDict, total=False):
     mnt_ns: int  # mount namespace inode number the path is relative to
     host_path: str  # the same file's path on the host, when mnt_ns is not the host's
     closed_by: str  # close_write not by close(): "exit", "exec" or "close_range"
+    tmpfile: bool  # an O_TMPFILE file: before its link, path is its directory
+    whiteout: bool  # create: the whiteout renameat2(RENAME_WHITEOUT) left
+    ia32: bool  # made by an ia32 syscall (int $0x80, a 32-bit program)
+    mapped: bool  # modify: a shared mapping of the file open for writing (mmap)
+    node: str  # create by mknod: "regular", "fifo", "socket", "char", "block"
+    xattr: str  # attrib of an extended attribute: its name ("security.capability")
+    xattr_op: str  # with xattr: "set" or "remove"
+    # how a name-based path was found when not from the kernel's dentries:
+    # "checked", "unchecked" or "mismatch" (proto/README.md)
+    path_resolution: str
     # Cut to fit a message, as path_truncated (their start is what is missing):
     old_path_truncated: bool
     target_truncated: bool
@@ -107,6 +122,8 @@ class Event(TypedDict, total=False):
     exit_code: int  # exit
     # Extension (optional):
     signal: int  # exit: the signal that ended the process
+    via: str  # "io_uring": the operation was an io_uring request, not a syscall
+    io_uring_op: str  # with via: the request's opcode name (IORING_OP_*, lower case)
 
 
 class SchemaError(ValueError):
@@ -153,6 +170,8 @@ _TOP_FIELDS: Final[dict[str, _Kind]] = {
     "ret": int,
     "exit_code": int,
     "signal": int,
+    "via": str,
+    "io_uring_op": str,
 }
 _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "pid": int,
@@ -174,6 +193,8 @@ _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "parent_argv_truncated": bool,
     "parent_exe_truncated": bool,
     "container_truncated": bool,
+    "script": str,
+    "script_truncated": bool,
     "argv_redacted": bool,  # secrets in argv/parent_argv were masked (proto/SECURITY.md)
 }
 _FILE_FIELDS: Final[dict[str, _Kind]] = {
@@ -188,6 +209,14 @@ _FILE_FIELDS: Final[dict[str, _Kind]] = {
     "mnt_ns": int,
     "host_path": str,
     "closed_by": str,
+    "tmpfile": bool,
+    "whiteout": bool,
+    "ia32": bool,
+    "mapped": bool,
+    "node": str,
+    "xattr": str,
+    "xattr_op": str,
+    "path_resolution": str,
     "old_path_truncated": bool,
     "target_truncated": bool,
     "host_path_truncated": bool,

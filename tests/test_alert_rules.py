@@ -75,6 +75,11 @@ FIRES = [
     ),
     (file_ev("attrib", "/tmp/rootshell", mode=0o104755), {"Setuid or Setgid Bit Set on a File"}),
     (
+        file_ev("attrib", "/tmp/py", exe="/usr/sbin/setcap", xattr="security.capability",
+                xattr_op="set"),
+        {"File Capability Set on a File"},
+    ),
+    (
         execve(["chmod", "u+s", "/tmp/rootshell"], exe="/usr/bin/chmod"),
         {"Chmod Setting the Setuid or Setgid Bit"},
     ),
@@ -94,6 +99,10 @@ QUIET = [
     file_ev("delete", "/var/log/syslog.4.gz", exe="/usr/sbin/logrotate"),
     file_ev("close_write", "/var/log/syslog", exe="/usr/sbin/rsyslogd"),
     file_ev("attrib", "/tmp/script", mode=0o100755),
+    file_ev("attrib", "/tmp/py", xattr="security.capability", xattr_op="remove"),
+    file_ev("attrib", "/tmp/py", xattr="user.mime_type", xattr_op="set"),
+    file_ev("attrib", "/usr/bin/ping", exe="/usr/bin/dpkg", xattr="security.capability",
+            xattr_op="set"),
     execve(["/bin/sh", "-c", "id"], parent="/usr/bin/sshd"),
     execve(["/usr/sbin/nginx", "-s", "reload"], parent="/bin/bash"),
     execve(["base64", "-d", "in.b64"], exe="/usr/bin/base64"),

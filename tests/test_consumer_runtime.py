@@ -283,3 +283,36 @@ async def test_a_runtime_needs_a_name_and_filters() -> None:
         Runtime(Consumer(), servers="nats://127.0.0.1:1")
     with pytest.raises(ValueError, match="filter"):
         consumer("x", filters=[])
+
+
+async def test_tick_comes_periodically_survives_a_failure_and_stops_with_the_consumer(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    ticker = Collector(name="ticker")
+    ticker.tick_every = 0.05
+    ticks: list[float] = []
+    torn_down: list[int] = []
+
+    async def tick() -> None:
+        ticks.append(asyncio.get_running_loop().time())
+        if len(ticks) == 2:
+            raise RuntimeError("a bad tick")
+
+    async def teardown() -> None:
+        torn_down.append(len(ticks))
+
+    ticker.tick = tick  # type: ignore[method-assign]
+    ticker.teardown = teardown  # type: ignore[method-assign]
+    async with running(ticker, nats_server.url) as rt:
+        await publish(stream, exec_event(comm="during"))
+        await wait_for(lambda: len(ticks) >= 5 and len(ticker.events) == 1)
+    assert rt.counters.tick_failures == 1  # the failing one, and the next came anyway
+    assert torn_down == [len(ticks)]  # no tick after teardown began
+    await asyncio.sleep(0.2)
+    assert torn_down == [len(ticks)]  # nor after the runtime ended
+    quiet = Collector(name="quiet")  # tick_every 0: never called
+    quiet.tick = tick  # type: ignore[method-assign]
+    before = len(ticks)
+    async with running(quiet, nats_server.url):
+        await asyncio.sleep(0.3)
+    assert len(ticks) == before

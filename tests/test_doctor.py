@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from snoopbus.collector import doctor
+from snoopbus.collector import coverage, doctor
 from snoopbus.collector.capabilities import Check, choose_hooks
 from snoopbus.collector.doctor import Report, blockers, program_fields, register, render
 
@@ -142,6 +142,26 @@ def test_run_json_resolves_the_program_offsets(capsys: pytest.CaptureFixture[str
     assert data["offsets"]["errors"] == {}
     assert set(data["offsets"]["fields"]) == set(program_fields())
     assert any(c["name"] == "bcc_compile" and c["ok"] for c in data["checks"])
+    # this kernel: ia32 emulation compiled in, no x32, setxattrat there (6.13+),
+    # raw tracepoints work
+    techniques = {t["name"]: t["status"] for t in data["techniques"]}
+    assert techniques.pop("x32 system calls (bit 30 set)") == "absent"
+    assert set(techniques.values()) == {"seen"}, techniques
+    assert len(techniques) == len(coverage.TECHNIQUES) - 1
+
+
+def test_coverage_says_seen_unseen_or_absent() -> None:
+    rows = coverage.coverage(lambda check: check != "raw_tracepoint",
+                             lambda func: func != "__x64_sys_setxattrat")
+    by = {c.technique.name: c for c in rows}
+    ia32 = by["ia32 system calls (int $0x80, 32-bit programs)"]
+    assert (ia32.status, ia32.detail) == ("unseen", "needs raw_tracepoint")
+    at = by["setxattrat, removexattrat (Linux 6.13)"]
+    assert (at.status, at.detail) == ("absent", "no __x64_sys_setxattrat in this kernel")
+    rows = coverage.coverage(lambda check: True, lambda func: True)
+    assert {c.status for c in rows} == {"seen"}
+    assert rows[0].detail == coverage.TECHNIQUES[0].event
+    assert "seen    ia32 system calls" in "\n".join(coverage.lines(rows))
 
 
 def _module(*args: str, user: list[str] | None = None) -> subprocess.CompletedProcess[str]:

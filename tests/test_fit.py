@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from snoopbus.collector.fit import EventTooLarge, Unencodable, fit, fit_all, truncate_event
-from snoopbus.proto import decode_batch, encode_batch, validate_event
+from snoopbus.proto import TRUNCATED_PREFIX, decode_batch, encode_batch, validate_event
 
 
 def event(i: int, argv_bytes: int = 0, path: str = "/data/f", **proc: Any) -> dict[str, Any]:
@@ -52,6 +52,8 @@ def test_when_argv_is_not_enough_paths_go_next_keeping_their_end() -> None:
     assert len(encode_batch([cut])) <= 1500
     assert cut["proc"]["argv_truncated"] is True and len("".join(cut["proc"]["argv"])) <= 256
     assert cut["file"]["path_truncated"] is True and cut["file"]["path"].endswith("/name2")
+    assert cut["file"]["path"].startswith(TRUNCATED_PREFIX)  # never mistaken for a real path
+    assert cut["file"]["path"].count(TRUNCATED_PREFIX) == 1  # cut twice, marked once
     assert len(cut["file"]["path"]) > 500  # the path kept what argv gave back
 
 

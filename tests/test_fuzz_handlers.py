@@ -70,7 +70,7 @@ from snoopbus.consumers.forward.spec import parse_spec
 from snoopbus.consumers.forward.text import display
 from snoopbus.consumers.forward.worker import SinkWorker
 from snoopbus.consumers.pairing import HALF_TYPES
-from snoopbus.consumers.rename import FROM_ID, OUTPUT_TYPES, TO_ID, RenamePairer
+from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer
 from snoopbus.consumers.runtime import Runtime
 from snoopbus.proto import (
     ALERT_LEVELS,
@@ -546,12 +546,11 @@ def test_rename_pairer_resolves_each_valid_half_once(
     f = run(run_pairer(payloads, max_pending))
     halves: Counter[tuple[str | None, str]] = Counter()
     for out in f.bus.outputs():
-        (event,) = decode_batch(out.data)
-        assert event["type"] in OUTPUT_TYPES
-        assert out.subject == event_subject(event["host"], event["type"])
-        for header in (FROM_ID, TO_ID):
-            if header in out.headers:
-                halves[(parse_subject(out.subject).host, out.headers[header])] += 1
+        for event in decode_batch(out.data):
+            assert event["type"] in OUTPUT_TYPES
+            assert out.subject == event_subject(event["host"], event["type"])
+        for half_id in out.headers[HALVES_ID].split(" "):
+            halves[(parse_subject(out.subject).host, half_id)] += 1
     assert set(halves.values()) <= {1}, "no half resolved twice"
     want = {(host_token(e["host"]), e["id"]) for e in taken(f) if e["type"] in HALF_TYPES}
     assert want <= set(halves), "every half of an acked message resolved"
@@ -566,7 +565,9 @@ async def run_pairer(payloads: list[Payload], max_pending: int = 100) -> Fetch:
     await f.admit()
     await f.handle()
     f.settled(held=set(pairer._open))  # held: halves still waiting for a partner
-    await pairer._emit(pairer.table.expire(math.inf))  # the window closes on all of them
+    pairer.table.tick(0.0, caught_up=True)
+    pairer.table.tick(math.inf, caught_up=True)  # endless quiet time: all of them give up
+    await pairer._emit(pairer.table.expire(math.inf))
     await pairer.teardown()
     f.settled()
     return f

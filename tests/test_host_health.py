@@ -23,8 +23,8 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from snoopbus.collector.build_info import version
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.collector.version import version
 from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.proto import STREAM_NAME, alert_subject, alerts_filter, encode_map, meta_subject
 from tests.conftest import RunningCollector, start_collector, stop_process

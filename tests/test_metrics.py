@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from snoopbus.collector import metrics
+from snoopbus.collector import loss, metrics
+from snoopbus.collector.loss import LossCounters
 from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
@@ -90,26 +94,47 @@ async def test_a_consumer_reports_processed_failed_dead_letters_and_lag(
                 await asyncio.sleep(0.05)
         got = samples(get(f"{url}/metrics")[1])
         who = (("consumer", "metered"),)
-        assert got[("snoopbus_consumer_processed_total", who)] == 2
-        assert got[("snoopbus_consumer_failed_total", who)] == 2
-        assert got[("snoopbus_consumer_dead_lettered_total", (*who, ("kind", "attempts")))] == 1
-        assert got[("snoopbus_consumer_lag", who)] == 0
+        assert got[("snoopbus_consumer_messages_processed_total", who)] == 2
+        assert got[("snoopbus_consumer_handler_failures_total", who)] == 2
+        dead = (*who, ("kind", "attempts"))
+        assert got[("snoopbus_consumer_messages_dead_lettered_total", dead)] == 1
+        assert got[("snoopbus_consumer_lag_messages", who)] == 0
     finally:
         rt.stop()
         await task
         server.stop()
 
 
-def test_alerts_are_counted_by_rule() -> None:
+def test_alerts_are_counted_by_rule_id_not_title() -> None:
     class Alerting:
         extra_outputs: list = []  # noqa: RUF012 -- the alert consumer's plug point
 
     tally = metrics.count_alerts(Alerting())
     assert tally is not None
-    alert = {"rule": {"title": "Exec from /tmp"}, "level": "high"}
-    asyncio.run(Alerting.extra_outputs[0].send([alert, alert]))
-    assert tally == {"Exec from /tmp|high": 2}
+    # Two rules sharing a title stay apart; one rule's levels too.
+    first = {"rule": {"id": "r-1", "title": "Exec from /tmp"}, "level": "high"}
+    second = {"rule": {"id": "r-2", "title": "Exec from /tmp"}, "level": "high"}
+    asyncio.run(Alerting.extra_outputs[0].send([first, first, second]))
+    assert tally.counts == {("r-1", "high"): 2, ("r-2", "high"): 1}
+    assert tally.titles == {"r-1": "Exec from /tmp", "r-2": "Exec from /tmp"}
     assert metrics.count_alerts(object()) is None
+
+
+def test_every_registry_has_build_info_and_process_figures() -> None:
+    registry = metrics.new_registry("consumer")
+    server = MetricsServer(registry, lambda: (True, "ok"))
+    port = server.start(0)
+    try:
+        got = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+    finally:
+        server.stop()
+    [(labels, one)] = [(dict(k[1]), v) for k, v in got.items() if k[0] == "snoopbus_build_info"]
+    assert one == 1 and labels["component"] == "consumer"
+    assert labels["kernel"] == os.uname().release
+    assert labels["python"] == platform.python_version()
+    assert labels["version"] == metadata.version("snoopbus")
+    assert got[("process_resident_memory_bytes", ())] > 1 << 20
+    assert got[("process_open_fds", ())] >= 3
 
 
 @pytest.mark.parametrize("command", [["collect"], ["consume", "rename"]])
@@ -152,3 +177,19 @@ async def test_the_collector_serves_its_counters(
         assert got[("snoopbus_collector_publish_latency_seconds_count", ())] >= 1
     finally:
         assert stop_process(running.process) == 0, running.log()
+
+
+def test_every_loss_reason_is_exported_from_zero() -> None:
+    """So that Prometheus' increase() sees a reason's first loss (SnoopbusEventsLost)."""
+    reasons = {v for k, v in vars(loss).items() if k.isupper() and isinstance(v, str)}
+    assert set(loss.REASONS) == reasons
+
+    class Agent:
+        reader = publisher = publishing = None
+        loss = LossCounters()
+
+    Agent.loss.add(loss.PUBLISH_DENIED, 3)
+    [lost] = [f for f in metrics.CollectorStats(Agent()).collect()
+              if f.name == "snoopbus_collector_events_lost"]
+    by_reason = {s.labels["reason"]: s.value for s in lost.samples}
+    assert by_reason == {**dict.fromkeys(loss.REASONS, 0), loss.PUBLISH_DENIED: 3}

@@ -1,5 +1,6 @@
-"""After loading the probes the collector keeps CAP_SYS_PTRACE only, in every
-thread, and still reads the ring buffer and its maps (collector/privileges.py)."""
+"""After loading the probes the collector keeps CAP_SYS_PTRACE and
+CAP_DAC_READ_SEARCH only, in every thread, and still reads the ring buffer and
+its maps (collector/privileges.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.collector.privileges import CAP_SYS_PTRACE
+from snoopbus.collector.privileges import CAP_SYS_PTRACE, KEEP_MASK
 from tests.conftest import (
     EventWatch,
     RunningCollector,
@@ -40,14 +41,14 @@ async def test_collector_keeps_only_ptrace_and_still_works(
     collector: RunningCollector, watch: EventWatch, tmp_path: Path
 ) -> None:
     caps = thread_caps(collector.process.pid)
-    assert caps and all(eff == 1 << CAP_SYS_PTRACE == bnd for eff, bnd in caps.values()), caps
+    assert caps and all(eff == KEEP_MASK == bnd for eff, bnd in caps.values()), caps
     status = Path(f"/proc/{collector.process.pid}/status").read_text()
     assert "NoNewPrivs:\t1" in status
     subprocess.run(["/bin/true", "after-drop"], check=True)  # events still flow
     await watch.wait_for(lambda e: e["type"] == "exec"
                          and e["proc"].get("argv") == ["/bin/true", "after-drop"])
     print(f"\ncollector threads after load: {sorted(caps)} all CapEff=CapBnd="
-          f"{1 << CAP_SYS_PTRACE:#x} (CAP_SYS_PTRACE)")
+          f"{KEEP_MASK:#x} (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH)")
 
 
 async def test_threads_started_before_the_drop_drop_too(
@@ -64,7 +65,7 @@ async def test_threads_started_before_the_drop_drop_too(
         deadline = time.monotonic() + 5
         while True:  # until the metrics thread has taken its turn after the drop
             caps = thread_caps(running.process.pid)
-            if all(eff == 1 << CAP_SYS_PTRACE == bnd for eff, bnd in caps.values()):
+            if all(eff == KEEP_MASK == bnd for eff, bnd in caps.values()):
                 break
             assert time.monotonic() < deadline, caps
             time.sleep(0.05)
@@ -72,7 +73,7 @@ async def test_threads_started_before_the_drop_drop_too(
         assert b"snoopbus_collector_ready 1.0" in body
         assert len(caps) >= 2  # the loop's and the metrics server's, at least
         caps = thread_caps(running.process.pid)
-        assert all(eff == 1 << CAP_SYS_PTRACE == bnd for eff, bnd in caps.values()), caps
+        assert all(eff == KEEP_MASK == bnd for eff, bnd in caps.values()), caps
     finally:
         assert stop_process(running.process) == 0, running.log()
 

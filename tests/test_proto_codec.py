@@ -260,3 +260,14 @@ def test_random_bytes_quickly() -> None:
     # A cheap extra sweep over bigger random inputs than hypothesis shrinks towards.
     for _ in range(200):
         _expect_events_or_schema_error(os.urandom(4096))
+
+
+def test_hostile_nesting_is_one_encode_error_with_or_without_kernel_text() -> None:
+    """A consumer re-encoding a hostile event must get EncodeError (dead-letter it),
+    not a RecursionError from the surrogate pass."""
+    deep: dict[str, Any] = {"x": 1}
+    for _ in range(5000):
+        deep = {"k": deep}
+    for host in ("web1", "\udc80"):  # the second takes the surrogate path
+        with pytest.raises(EncodeError, match="event"):
+            encode_batch([{**make_event(), "host": host, "ext": deep}])

@@ -8,8 +8,9 @@ import pytest
 
 from snoopbus.collector import paths
 from snoopbus.collector import records as R
-from snoopbus.collector.events import EventBuilder, encode_dev, kernel_dev
+from snoopbus.collector.events import EventBuilder, encode_dev
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
+from snoopbus.collector.resolve import kernel_dev
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Partition, Runtime, Settings
-from snoopbus.consumers.rename import FROM_ID, OUTPUT_TYPES, TO_ID, RenamePairer
+from snoopbus.consumers.pairing import NS
+from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer
 from snoopbus.proto import (
     SCHEMA_VERSION,
     STREAM_NAME,
@@ -35,9 +36,14 @@ FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
 WINDOW = 0.4
 
 
-def half(kind: str, cookie: int, host: str = "h1") -> dict:
+BASE = 1_700_000_000 * NS  # event time of cookie 0
+
+
+def half(kind: str, cookie: int, host: str = "h1", at: float | None = None) -> dict:
+    """A half at `at` seconds of event time after BASE (default: 1 ms per cookie)."""
+    ts = BASE + (cookie * NS // 1000 if at is None else round(at * NS))
     return {
-        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": cookie, "host": host,
+        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": ts, "host": host,
         "type": kind, "cookie": cookie, "file": {"path": f"/{kind}/{cookie}"},
         "proc": {"pid": 7, "comm": "mv"},
     }  # fmt: skip
@@ -54,7 +60,7 @@ async def publish(js: JetStreamContext, *events: dict) -> None:
 
 
 async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
-    """Everything the pairer stored so far: (event, headers)."""
+    """Everything the pairer stored so far: (event, its message's headers)."""
     info = await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(
@@ -65,10 +71,11 @@ async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
     got: list[tuple[dict, dict[str, str]]] = []
     if info.num_pending:
         sub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM_NAME)
-        while len(got) < info.num_pending:
+        read = 0
+        while read < info.num_pending:
             for msg in await sub.fetch(1000, timeout=5):
-                (event,) = decode_batch(msg.data)
-                got.append((event, msg.headers or {}))
+                read += 1
+                got += [(event, msg.headers or {}) for event in decode_batch(msg.data)]
         await sub.unsubscribe()
     await js.delete_consumer(STREAM_NAME, info.name)
     return got
@@ -139,8 +146,8 @@ async def test_output_names_the_halves_it_resolves(
             await publish(stream, event)
         await wait_outputs(stream, 1)
     ((_, headers),) = await outputs(stream)
-    assert headers[FROM_ID] == "h1-moved_from-3" and headers[TO_ID] == "h1-moved_to-3"
-    assert headers["Nats-Msg-Id"].endswith("h1-moved_from-3+h1-moved_to-3")
+    assert headers[HALVES_ID] == "h1-moved_from-3 h1-moved_to-3"
+    assert headers["Nats-Msg-Id"] == "h1.rename:h1-moved_from-3+h1-moved_to-3"
 
 
 async def test_interleaved_across_hosts_in_batches(
@@ -186,14 +193,128 @@ async def test_a_lone_half_becomes_moved_out_or_moved_in(
     async with pairer(nats_server.url) as (p, rt):
         await publish(stream, half("moved_from", 5))
         await publish(stream, half("moved_to", 6))
+        async with asyncio.timeout(10):
+            while len(p.table) < 2:
+                await asyncio.sleep(0.02)
         info = await stream.consumer_info(STREAM_NAME, "rename")
-        got = await wait_outputs(stream, 2)
+        # Their host's stream moves the window past them: a pair, 0.5 s later each time.
+        for cookie in range(7, 7 + 10):
+            for event in pair(cookie):
+                event["ts"] += (cookie - 6) * NS // 2
+                await publish(stream, event)
+        got = await wait_outputs(stream, 12)
         await settled(stream)
+    got = [e for e in got if e["type"] != "renamed"]
     assert by_type(got) == {"moved_out": 1, "moved_in": 1}
     out = next(e for e in got if e["type"] == "moved_out")
     assert out["file"]["path"] == "/moved_from/5" and out["id"] == "h1-moved_from-5+moved_out"
     assert p.stats.moved_out == p.stats.moved_in == 1
-    assert info.num_ack_pending >= 1 or rt.counters.processed == 2  # held until it gave up
+    assert info.num_ack_pending == 2  # held while they waited
+    assert rt.counters.processed == 22  # and acked once they gave up
+
+
+async def test_a_lone_half_waits_for_its_hosts_progress_not_the_clock(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    async with pairer(nats_server.url, window=WINDOW) as (p, _):
+        await publish(stream, half("moved_from", 1, at=10))
+        await publish(stream, *(half("moved_to", c, "other", at=60 + c / 100) for c in range(5)))
+        await asyncio.sleep(WINDOW * 5)  # five windows by the wall clock; another host moved on
+        assert await outputs(stream) == [] and len(p.table) == 6
+        # Its own host 0.3 s on (less than the window), then past it.
+        await publish(stream, half("moved_to", 2, at=10 + WINDOW * 0.75))
+        await asyncio.sleep(WINDOW * 2)
+        assert await outputs(stream) == []
+        await publish(stream, half("moved_to", 3, at=10 + WINDOW))
+        got = await wait_outputs(stream, 1)
+    assert [(e["type"], e["cookie"]) for e in got] == [("moved_out", 1)]
+    assert p.stats.quiet == 0  # by event time
+
+
+async def test_a_host_gone_quiet_still_gets_its_last_halves_out(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    """Nothing more comes from the host: once the pairer has had nothing to
+    read for idle_after seconds, the half gives up all the same."""
+    idle = 1.5
+    async with pairer(nats_server.url, window=WINDOW, idle_after=idle) as (p, _):
+        for event in pair(1):
+            await publish(stream, event)
+        await publish(stream, half("moved_from", 2))
+        got = await wait_outputs(stream, 1)
+        assert by_type(got) == {"renamed": 1}
+        started = asyncio.get_running_loop().time()
+        got = await wait_outputs(stream, 2)
+        waited = asyncio.get_running_loop().time() - started
+        await settled(stream)
+    assert by_type(got) == {"renamed": 1, "moved_out": 1}
+    assert waited >= idle * 0.8, waited  # the quiet clock, not the window, let it go
+    assert p.stats.quiet == 1 and len(p.table) == 0
+
+
+async def test_a_backlog_of_minutes_gives_no_false_moved_out_or_moved_in(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    """Two minutes of renames from four hosts are stored before the pairer
+    starts. One host's moved_to messages each reach the stream thousands of
+    halves of other hosts after its moved_from (far more than a window's
+    worth of reading), yet within its own stream they are adjacent. Lone
+    halves are spread through all of it. Every pair must come out renamed
+    exactly once, every lone half as moved_out/moved_in, nothing else."""
+    rng = random.Random(15)
+    busy = ["b1", "b2", "b3"]
+    blocks, per_block, far_per_block = 12, 300, 20
+    lone: set[tuple[str, int]] = set()
+    pairs: set[tuple[str, int]] = set()
+    stored: list[list[dict]] = []
+    for b in range(blocks):
+        at = b * 10.0  # a block every 10 s of event time: 2 minutes in all
+        far_from, far_to = [], []
+        for i in range(far_per_block):
+            c = b * 1000 + i
+            pairs.add(("far", c))
+            far_from.append(half("moved_from", c, "far", at=at + i * 0.01))
+            far_to.append(half("moved_to", c, "far", at=at + i * 0.01))
+        stored.append(far_from)
+        for host in busy:
+            froms, tos = [], []
+            for i in range(per_block):
+                c = b * 1000 + i
+                t = at + i * 0.02
+                if rng.random() < 0.02:  # lone, either kind
+                    lone.add((host, c))
+                    (froms if c % 2 else tos).append(
+                        half("moved_from" if c % 2 else "moved_to", c, host, at=t))
+                else:
+                    pairs.add((host, c))
+                    froms.append(half("moved_from", c, host, at=t))
+                    tos.append(half("moved_to", c, host, at=t))
+            for k in range(0, per_block, 100):  # as a collector batches: both kinds close
+                chunk = [m for m in (froms[k : k + 100], tos[k : k + 100]) if m]
+                rng.shuffle(chunk)
+                stored += chunk
+        stored.append(far_to)  # 900 halves of other hosts after its partners
+    lone.add(("far", 99_999))  # and one lone half of `far`, at the end of its stream
+    stored.append([half("moved_from", 99_999, "far", at=blocks * 10.0)])
+    for events in stored:
+        await publish(stream, *events)
+    halves = sum(len(m) for m in stored)
+    # A short window by the wall clock too: reading this backlog takes longer.
+    async with pairer(nats_server.url, window=0.3, idle_after=2.0) as (p, _):
+        got = await wait_outputs(stream, len(pairs) + len(lone), limit=120)
+        await settled(stream, limit=30)
+        await asyncio.sleep(0.5)
+        got = [e for e, _ in await outputs(stream)]
+    renamed = Counter((e["host"], e["cookie"]) for e in got if e["type"] == "renamed")
+    unpaired = Counter((e["host"], e["cookie"]) for e in got if e["type"] != "renamed")
+    fig = {"halves": halves, "pairs": len(pairs), "lone": len(lone),
+           "renamed": sum(renamed.values()), "unpaired": sum(unpaired.values()),
+           "false_unpaired": sum(n for k, n in unpaired.items() if k not in lone)}  # fmt: skip
+    print(f"\nBACKLOG rename pairer over 2 min of event time: {fig}")
+    assert renamed == Counter(pairs)  # each pair once
+    assert unpaired == Counter(lone)  # only the lone halves, each once
+    assert len({e["id"] for e in got}) == len(got)
+    assert p.stats.evicted == 0
 
 
 async def test_a_flood_of_lone_halves_stays_bounded(

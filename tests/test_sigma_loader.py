@@ -79,7 +79,7 @@ correlation: {type: event_count, rules: [good], group-by: [User], timespan: 1m,
     assert "condition" in reasons["f_nocondition.yml"]
     assert "duplicate rule id" in reasons["g_dup.yml"]
     assert "nothing_*" in reasons["h_selector.yml"]
-    assert "CorrelationRule is not supported" in reasons["j_correlation.yml"]
+    assert "base rule 'good' is not a rule of this file" in reasons["j_correlation.yml"]
     # one warning per skipped rule, naming it
     skipped_logs = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped_logs) == len(report.skipped)

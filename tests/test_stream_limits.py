@@ -129,7 +129,7 @@ async def test_a_stopped_consumer_counts_exactly_what_retention_removed(
         info = await js.consumer_info(STREAM_NAME, "collect")
         assert missed_of(info.config.metadata) == expected  # what `up` and doctor read
         metrics = {m.name: m.samples[0].value for m in ConsumerStats(rt).collect() if m.samples}
-        assert metrics["snoopbus_consumer_missed"] == expected
+        assert metrics["snoopbus_consumer_messages_missed"] == expected
     # A restart goes on from the recorded count, and counts nothing twice.
     async with running(c, nats_server.url) as rt:
         await asyncio.sleep(0.3)
@@ -172,7 +172,7 @@ async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
     shown = console.export_text()
     assert f"{first - 2:,}" in shown and "⚠ stream holds" in shown
     metrics = {m.name: m for m in StackStats([], {}, lambda: reading).collect()}
-    assert metrics["snoopbus_up_consumer_missed"].samples[0].value == first - 2
+    assert metrics["snoopbus_up_consumer_messages_missed"].samples[0].value == first - 2
     assert metrics["snoopbus_stream_warnings"].samples[0].value == 1
     async with running(c, nats_server.url) as rt:  # the consumer itself, resumed, agrees
         await wait_for(lambda: rt.counters.missed == first - 2)

@@ -73,10 +73,11 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
     """Run as root with no flags, each command reaches this stack with its role;
     anyone else gets one line saying why not and what to do."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNOOPBUS_NATS_")}
-    # --comm true: on a busy machine every event would come faster than this loop reads.
+    # --comm: on a busy host the whole machine's events would fill the pipe faster
+    # than this loop reads it, and tail then blocks writing.
     tail = await asyncio.create_subprocess_exec(
         *SNOOPBUS, "tail", "--json", "--comm", "true", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert tail.stdout is not None
     marker = secrets.token_hex(4)
     seen = ""
@@ -91,7 +92,11 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
                     seen += (await asyncio.wait_for(tail.stdout.readline(), 1)).decode()
     finally:
         tail.terminate()
-        await tail.wait()
+        try:
+            await asyncio.wait_for(tail.wait(), 20)
+        except TimeoutError:
+            tail.kill()
+            await tail.wait()
     doctor = subprocess.run([*SNOOPBUS, "doctor", "--nats", "--host", host], env=env,
                             capture_output=True, text=True, timeout=120)
     assert f"Collector on {host}, as reported on nats://127.0.0.1:{port}" in doctor.stdout
@@ -169,7 +174,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
                    not in scrape(metrics + 1)):
                 await asyncio.sleep(0.2)
         async with asyncio.timeout(20):
-            while 'snoopbus_consumer_lag{consumer="rename"}' not in scrape(metrics + 2):
+            while 'snoopbus_consumer_lag_messages{consumer="rename"}' not in scrape(metrics + 2):
                 await asyncio.sleep(0.2)
         assert 'snoopbus_up_child_running{child="rename"} 1.0' in scrape(metrics)
         await commands_find_the_stack(port, host, tmp_path / "state")

@@ -17,12 +17,26 @@
 #define KIND_EXIT 2
 #define KIND_MAX 32
 
-/* Record flags. */
+/* Record flags (rec_hdr.flags, 16 bits): the one table of them, for every
+ * record kind; collector/records.py mirrors it and
+ * tests/test_record_constants.py checks that both agree and no two overlap. */
 #define F_EXE_TRUNC   (1 << 0)  /* exe path deeper or longer than the limits */
 #define F_CWD_TRUNC   (1 << 1)
 #define F_ARGV_TRUNC  (1 << 2)  /* argv longer than ARGV_MAX */
 #define F_PATH_TRUNC  (1 << 3)
 #define F_PATH2_TRUNC (1 << 4)
+#define F_FD_GONE     (1 << 5)  /* the fd did not resolve to a file */
+#define F_NO_RET      (1 << 6)  /* reported at enter: ret unknown */
+#define F_EXCHANGE    (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
+/* bit 8 is free (was F_CLOEXEC: the exec scan in closes.h reports those files) */
+#define F_TOUCHED     (1 << 9)  /* name-based: touched inodes follow the segments (files.h) */
+#define F_SCRIPT      (1 << 10) /* exec: the #! script's name (NUL-terminated) follows argv */
+#define F_TMPFILE     (1 << 11) /* the file was opened with O_TMPFILE (closes.h) */
+/* close_write released by no close(): bits 12-13 say what (SCAN_* in closes.h) */
+#define F_CLOSED_BY_SHIFT 12
+#define F_CLOSED_BY_MASK  (3 << F_CLOSED_BY_SHIFT)
+/* bit 14 is free */
+#define F_URING       (1 << 15) /* submitted through io_uring: nr holds the opcode (uring.h) */
 
 struct rec_hdr {
     u64 ts;          /* CLOCK_BOOTTIME ns */

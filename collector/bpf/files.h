@@ -11,29 +11,44 @@
  * user space joins and folds.
  *
  * What each event means, and its limits:
- *  create       open family with FMODE_CREATED set: the call made the file.
+ *  create       open family with FMODE_CREATED set: the call made the file;
+ *               mknod/mknodat of any node (regular, FIFO, socket, device).
  *               A failed open is reported (--include-failed) as the create
- *               (O_CREAT) or open it tried to be. mknod/mkfifo are not hooked.
+ *               (O_CREAT) or open it tried to be.
  *  open         every successful open that did not create (opt-in).
  *  modify       the first write-family call (write, pwrite, writev, pwritev,
- *               sendfile, splice, copy_file_range) on a regular file per
- *               (tgid, fd) since that fd number was last opened or closed.
- *               Fds duped or inherited over fork count on their own; writes
- *               through mmap or io_uring make no syscall and are not seen
- *               (the fsnotify hooks would see them where the kernel allows).
- *  close_write  close() of an fd open for writing on a regular file, taken
- *               at close's entry (its ret is unknown, F_NO_RET); also the
- *               implicit close of dup2/dup3's target. One per closed fd, not
- *               per last reference as inotify has it: a duped fd closes twice.
- *               Files closed by exit, exec (O_CLOEXEC) or close_range make no
- *               event.
- *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes/truncate
- *               families, name- and fd-based), moved_from + moved_to (rename,
+ *               sendfile, splice, copy_file_range, ftruncate, fallocate) on a
+ *               regular file per (tgid, fd) since that fd number last named
+ *               another file (open, close, dup2/dup3, dup, F_DUPFD,
+ *               close_range, exec); an open with O_TRUNC of an existing
+ *               regular file (it marks the fd written); truncate by name
+ *               (each call); mmap of a file open for writing with MAP_SHARED
+ *               (each call: the mapping outlives the fd; the fd is not
+ *               marked). Fds duped or inherited over fork count on their own;
+ *               the writes through a mapping make no syscall and are not seen;
+ *               io_uring requests are hooked on their own (uring.h).
+ *  close_write  the release of an open file opened for writing on a regular
+ *               file (written or not), as inotify's IN_CLOSE_WRITE: when its
+ *               last reference goes. close() (and the implicit close of
+ *               dup2/dup3's target) reports it at entry when the fd holds
+ *               the file's only reference (file_refs; ret unknown, F_NO_RET):
+ *               a dup'd fd or a forked child's keeps it open. An exit, an
+ *               exec (FD_CLOEXEC) and close_range release every file all of
+ *               whose references are among the fds they close (closes.h).
+ *               A reference held elsewhere when the fd closes (a shared
+ *               mapping, another thread's call in flight on it) defers the
+ *               release past what any probe here sees: no event then.
+ *  delete, rmdir, mkdir, link, symlink, attrib (chmod/chown/utimes
+ *               families, name- and fd-based; set/removexattr families as
+ *               KIND_XATTR with the attribute's name), moved_from + moved_to (rename,
  *               renameat, renameat2; RENAME_EXCHANGE is two moves).
  * Paths: from the file itself when there is one (exact, the real dentries,
  * as seen from the task's root); otherwise the walked base plus the name
- * string, joined and folded lexically in user space — a symlink *inside the
- * string* is not resolved, so the path is the one the process named.
+ * string; a string with a directory part is resolved again by lookup in user
+ * space and checked against the inodes the call changed (F_TOUCHED, see
+ * name_touched in snoopbus.bpf.c and collector/resolve.py).
+ * ia32 syscalls (int $0x80, 32-bit programs) are decoded the same way from
+ * their own numbers and argument registers (TS_COMPAT marks them).
  * In another mount namespace the path is the one the process sees, and the
  * record carries that namespace (mnt_ns) so consumers can tell.
  *
@@ -56,8 +71,10 @@
 #define KIND_RMDIR       11
 #define KIND_LINK        12
 #define KIND_SYMLINK     13
-#define KIND_CLOSE_RANGE 14  /* close_range(first, last, flags): fd, mode, oflags */
+/* 14 was close_range's record: closes.h scans the fd table instead. */
 #define KIND_MOUNT       15  /* the caller's mount table changed */
+#define KIND_XATTR       20  /* attrib of an extended attribute: its name in seg[3] */
+#define KIND_CHDIR       25  /* naming: chdir/fchdir succeeded: seg[0] is the new cwd */
 /* Not records: slots of the lost map for other losses. */
 #define LOST_INFLIGHT_FULL 30  /* no room to save a syscall's arguments */
 
@@ -66,13 +83,16 @@
 #define SHAPE_FD    2   /* acts on an fd argument */
 #define SHAPE_NAME  3   /* names files relative to a dirfd or the cwd */
 #define SHAPE_CLOSE 4   /* close: handled at enter, while the fd still exists */
-#define SHAPE_ARGS  5   /* no file: the arguments, for user space (close_range, mount) */
+#define SHAPE_ARGS  5   /* no file: the arguments, for user space (mount) */
+#define SHAPE_MMAP  6   /* mmap: a shared mapping of a file open for writing */
 
-/* Record flags beyond common.h's. */
-#define F_FD_GONE  (1 << 5)  /* the fd did not resolve to a file */
-#define F_NO_RET   (1 << 6)  /* reported at enter: ret unknown */
-#define F_EXCHANGE (1 << 7)  /* renameat2(RENAME_EXCHANGE) */
-#define F_CLOEXEC  (1 << 8)  /* modify: exec will close this fd (FD_CLOEXEC) */
+/* ia32 (int $0x80, 32-bit processes) syscalls: their own numbers, kept in
+ * sys_spec at NR_IA32_BASE + nr; the slot at nr says whether one is there. */
+#define NR_IA32_BASE 512
+/* x32 (CONFIG_X86_X32_ABI) makes the 64-bit calls with this bit set; its own
+ * numbers 512..547 (writev 516, pwritev 535, pwritev2 547 ...) are not decoded. */
+#define X32_SYSCALL_BIT 0x40000000
+
 
 /* Counters of what the kernel side filtered out (kstats map slots). */
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
@@ -99,9 +119,13 @@ struct sc_spec {
     s8 flags;       /* flags argument */
     s8 mode;        /* mode argument */
     u8 how;         /* openat2: flags arg points to struct open_how */
-    u8 _pad;
+    u8 ia32;        /* at slot nr < NR_IA32_BASE: slot NR_IA32_BASE + nr is wanted */
     u32 const_flags; /* creat: the flags it implies */
 };
+
+/* Inodes a name-based call changed (their ctime moved), for user space to
+ * check the file it names after the fact against (collector/resolve.py). */
+#define TOUCHED_MAX 4
 
 /* Saved at enter in the thread's task storage, taken at exit. */
 struct sc_args {
@@ -109,6 +133,10 @@ struct sc_args {
     struct sc_spec sp;
     u32 nr;
     u32 live;  /* set at enter, cleared once its exit is handled */
+    u64 touched_ino[TOUCHED_MAX];
+    u32 touched_dev[TOUCHED_MAX];
+    u32 ntouched;
+    u32 _tpad;
 };
 
 /* Followed by four segments: path names walked from the first base (or the
@@ -127,12 +155,18 @@ struct file_rec {
     s32 fd;
     u16 seg[4];
 };
+/* With F_TOUCHED, the segments are followed by the inodes the call changed
+ * (sc_args.touched_*), each as u64 ino, u32 dev (packed, 12 bytes). */
+#define TOUCHED_SZ 12
 
 #define TS_COMPAT_F    0x0002  /* arch/x86/include/asm/thread_info.h */
 #define AT_FDCWD_VAL   (-100)
 #define AT_REMOVEDIR_F 0x200
 #define RENAME_EXCHANGE_F 2
 #define O_CREAT_F      0100
+#define O_TRUNC_F      01000
+#define MAP_SHARED_F   0x01  /* also in MAP_SHARED_VALIDATE */
+#define MAP_ANON_F     0x20
 #define FMODE_WRITE_F  0x2
 #define FMODE_CREATED_F 0x100000
 #define S_IFMT_F  0170000
@@ -156,14 +190,17 @@ static __always_inline void *fd_file(void *task, u32 fd)
     return read_ptr(arr, (long)fd * 8);
 }
 
-/* The fd's FD_CLOEXEC bit: the fd table's close_on_exec bitmap, not f_flags
- * (fcntl(F_SETFD) and dup3(O_CLOEXEC) change only the bitmap). */
-static __always_inline int fd_cloexec(void *task, u32 fd)
+/* References to an open file: fds in any table, mappings, in-flight calls.
+ * FILE_REF_BIASED: a file_ref_t (6.13+) holds count - 1 and goes negative
+ * once released; before, an atomic_long_t f_count holds the count. */
+static __always_inline s64 file_refs(void *file)
 {
-    void *files = read_ptr(task, OFF_TASK_FILES);
-    void *fdt = read_ptr(files, OFF_FILES_FDT);
-    void *bits = read_ptr(fdt, OFF_FDTABLE_CLOSE_ON_EXEC);
-    return (read_u64(bits, (long)(fd / 64) * 8) >> (fd % 64)) & 1;
+    s64 c = (s64)read_u64(file, OFF_FILE_F_REF);
+#if FILE_REF_BIASED
+    return c < 0 ? 0 : c + 1;
+#else
+    return c;
+#endif
 }
 
 static __always_inline u32 mnt_ns_inum(void *task)

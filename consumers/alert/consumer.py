@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -23,16 +24,18 @@ from snoopbus.proto import ALERT_LEVELS, events_filter
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
-from ..gctune import tune_gc
+from ..gctune import refreeze, tune_gc
 from ..settings import Settings
-from .alerts import build_alert
-from .engine import Engine
-from .fields import FieldMap, FieldMapError, default_field_map, load_field_map
+from . import ruleset
+from .alerts import build_alert, build_correlation_alert
+from .correlate import Correlator
+from .fields import FieldMap
 from .host_feed import HostFeed
 from .hosts import LOSS_JUMP, LOSS_WINDOW, SILENT_AFTER, HealthConfig, HostHealth
-from .loader import LoadReport, default_rules_dir, load_rules
+from .loader import LoadReport, resolve_paths
 from .logsources import all_event_types
 from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
+from .ruleset import RuleSet, RuleSetError
 from .throttle import DEFAULT_KEY_FIELDS, Throttle
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class AlertStats:
     events: int = 0
     hits: int = 0
     published: int = 0  # alerts sent (summaries included)
+    reloads: int = 0  # rule sets swapped in on SIGHUP
+    reloads_refused: int = 0  # SIGHUPs whose new set was refused (the old one stayed)
 
 
 class AlertConsumer(Consumer):
@@ -62,6 +67,8 @@ class AlertConsumer(Consumer):
         rules: Sequence[Path | str] | None = None,
         *,
         field_map: FieldMap | None = None,
+        field_map_file: Path | None = None,
+        pipelines: Sequence[Path] = (),
         throttle: float = 60.0,
         throttle_keys: Sequence[str] = DEFAULT_KEY_FIELDS,
         outputs: Sequence[Output] = (),
@@ -72,19 +79,16 @@ class AlertConsumer(Consumer):
     ) -> None:
         self.settings = settings or type(self).settings
         self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume alert`
-        self.field_map = field_map or default_field_map()
-        # `default` names the packaged set, so it can be combined: --rules default ~/sigma
-        self.rule_paths = [
-            default_rules_dir() if str(p) == "default" and not Path(p).exists() else Path(p)
-            for p in (rules or ["default"])
-        ]
-        self.report: LoadReport = load_rules(self.rule_paths, self.field_map)
-        if not self.report.rules:
-            raise NoRules(
-                f"alert: no rule loaded from {', '.join(map(str, self.rule_paths))} "
-                f"({len(self.report.skipped)} skipped)"
-            )
-        self.engine = Engine(self.report.rules, self.field_map)
+        self.rule_paths = resolve_paths(rules)
+        # A field map file is read again on each reload; a FieldMap object is kept.
+        self.field_map_file = field_map_file
+        self.pipelines = [Path(p) for p in pipelines]  # read again on each reload too
+        try:
+            rules_in_use = ruleset.build(self.rule_paths, field_map, field_map_file,
+                                         self.pipelines)  # fmt: skip
+        except RuleSetError as exc:
+            raise NoRules(f"alert: {exc}") from None
+        self._use(rules_in_use)
         self.throttle = Throttle(throttle, throttle_keys)
         self.extra_outputs = list(outputs)
         self.outputs: list[Output] = []
@@ -95,6 +99,20 @@ class AlertConsumer(Consumer):
         self.health = HostHealth(health) if health is not None else None
         self.watch_hosts = tuple(watch_hosts) or ("*",)
         self.feed: HostFeed | None = None
+        self._reloading: asyncio.Task[bool] | None = None
+        self._reload_again = False
+
+    def _use(self, rules: RuleSet) -> None:
+        """Match with `rules` from the next batch on (a batch keeps the engine it began with)."""
+        correlator = Correlator(rules.report.correlations)
+        old = getattr(self, "correlator", None)
+        if old is not None:
+            correlator.adopt(old)  # the open groups of correlations in both sets go on
+        self.correlator = correlator
+        self.rules = rules
+        self.field_map = rules.field_map
+        self.report: LoadReport = rules.report
+        self.engine = rules.engine
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -112,6 +130,15 @@ class AlertConsumer(Consumer):
             type=Path,
             metavar="FILE",
             help="TOML/YAML overrides of the Sigma field mapping (see README)",
+        )
+        g.add_argument(
+            "--pipeline",
+            type=Path,
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a pySigma processing pipeline (YAML) applied to each rule before "
+            "the field mapping; repeatable (see README)",
         )
         g.add_argument(
             "--throttle",
@@ -151,13 +178,12 @@ class AlertConsumer(Consumer):
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
         try:
             return cls._from_args(args, settings)
-        except (NoRules, FieldMapError) as exc:
+        except NoRules as exc:
             # The consume CLI reports a ValueError in one line, exit status 2.
             raise ValueError(str(exc)) from None
 
     @classmethod
     def _from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
-        fmap = load_field_map(args.field_map) if args.field_map else None
         outputs: list[Output] = []
         if args.stdout or args.stdout_json:
             outputs.append(StdoutOutput(args.min_level, as_json=args.stdout_json))
@@ -168,9 +194,10 @@ class AlertConsumer(Consumer):
         keys = [k.strip() for k in args.throttle_keys.split(",") if k.strip()]
         health = None if args.no_host_health else HealthConfig(
             args.silent_after, args.loss_jump, args.loss_window)
-        return cls(args.rules, field_map=fmap, throttle=args.throttle, throttle_keys=keys,
-                   outputs=outputs, settings=settings, gc_tuning=True, health=health,
-                   watch_hosts=args.watch_host or ())  # fmt: skip
+        return cls(args.rules, field_map_file=args.field_map, pipelines=args.pipeline,
+                   throttle=args.throttle,
+                   throttle_keys=keys, outputs=outputs, settings=settings,
+                   gc_tuning=True, health=health, watch_hosts=args.watch_host or ())  # fmt: skip
 
     async def setup(self, ctx: Context) -> None:
         if self.gc_tuning:
@@ -193,7 +220,7 @@ class AlertConsumer(Consumer):
         now = time.monotonic()
         alerts: list[dict[str, Any]] = []
         opened: list[tuple[Any, ...]] = []
-        engine = self.engine
+        engine, correlator = self.engine, self.correlator
         for delivery in batch:
             records = delivery.records
             if records is not None:  # the decoder's fast path: no event maps unless a rule hits
@@ -204,6 +231,10 @@ class AlertConsumer(Consumer):
                 self.stats.events += len(delivery.events)
             for hit in hits:
                 self.stats.hits += 1
+                if hit.rule.id in correlator.by_base:
+                    alerts += [build_correlation_alert(f) for f in correlator.feed(hit)]
+                    if hit.rule.id in correlator.silent:
+                        continue  # a base rule only (Sigma's generate: false)
                 if self.throttle.admit(hit, now, opened):
                     alerts.append(build_alert(hit))
         summaries = self.throttle.expire(now)
@@ -217,6 +248,10 @@ class AlertConsumer(Consumer):
 
     async def teardown(self) -> None:
         self._closing.set()
+        if self._reloading is not None:
+            self._reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloading
         if self._ticker is not None:
             await self._ticker
         if self.feed is not None:
@@ -227,6 +262,53 @@ class AlertConsumer(Consumer):
             log.error("alert: folded summaries not sent at shutdown: %s", exc)
         for output in self.outputs:
             await output.close()
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload`): load the rules and the field map file
+        again. One reload at a time; a SIGHUP during one runs another after it
+        (the files may have changed again)."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.create_task(self.reload_rules())
+
+    async def reload_rules(self) -> bool:
+        """Load the rules again and use them from the next batch, unless the new
+        set is worse (ruleset.py): then keep the old one and say why. True if
+        swapped. The events of a batch are all matched by one set, and the
+        throttle's windows (by rule id) go on: nothing is lost or sent twice."""
+        swapped = False
+        while True:
+            self._reload_again = False
+            in_use = len(self.report.rules)
+            base = None if self.field_map_file else self.field_map
+            try:
+                # Off the event loop: batches go on with the old set meanwhile.
+                # (pySigma's warnings are caught with catch_warnings, process-wide:
+                # one the loop's thread emits meanwhile may be noted as the rules'.)
+                new = await asyncio.to_thread(ruleset.build, self.rule_paths, base,
+                                              self.field_map_file, self.pipelines)  # fmt: skip
+                problems = [str(p) for p in ruleset.new_problems(self.rules, new)]
+            except RuleSetError as exc:
+                problems = [str(exc)]
+            except Exception as exc:  # a bug must not take the alerter down with the old set
+                problems = [f"{type(exc).__name__}: {exc}"]
+            if problems:
+                self.stats.reloads_refused += 1
+                log.error("alert: reload refused, still matching the %d rules loaded before: %s",
+                          in_use, "; ".join(problems))  # fmt: skip
+            else:
+                what = ruleset.changes(self.rules, new)
+                self._use(new)
+                swapped = True
+                if self.gc_tuning:
+                    refreeze()  # no reference to the old set is left here
+                self.stats.reloads += 1
+                log.info("alert: rules reloaded: %d rules (%s), %d skipped, from %s",
+                         len(new.report.rules), what,
+                         len(new.report.skipped), ", ".join(map(str, self.rule_paths)))  # fmt: skip
+            if not self._reload_again:
+                return swapped
 
     async def _send(self, alerts: list[dict[str, Any]]) -> None:
         if alerts:

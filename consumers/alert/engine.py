@@ -16,6 +16,7 @@ from typing import Any
 
 from snoopbus.proto.fastpath import to_events
 
+from .correlate import Correlation
 from .fields import FieldMap, Getter, default_field_map
 from .index import RuleIndex
 from .logsources import EVENT_TYPES
@@ -33,13 +34,25 @@ class Hit:
     selections: list[str]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One rule against one event, for `snoopbus rules test`: whether it matched
+    (as match() decides) and which named detections hold either way."""
+
+    rule: CompiledRule
+    matched: bool
+    selections: list[str]
+    values: Values
+
+
 class _Category:
     """The rules of one log source category, the fields they read and their index."""
 
-    def __init__(self, name: str, rules: list[CompiledRule], field_map: FieldMap) -> None:
+    def __init__(self, name: str, rules: list[CompiledRule], field_map: FieldMap,
+                 extra: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.name = name
         self.rules = rules
-        wanted: set[str] | None = set()
+        wanted: set[str] | None = set(extra)  # correlations' group-by fields
         for rule in rules:
             if rule.keywords:
                 wanted = None  # full-text rules search every mapped field
@@ -53,13 +66,19 @@ class _Category:
 
 
 class Engine:
-    def __init__(self, rules: Sequence[CompiledRule], field_map: FieldMap | None = None) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], field_map: FieldMap | None = None,
+                 correlations: Sequence[Correlation] = ()) -> None:  # fmt: skip
         fmap = field_map or default_field_map()
         self.rules = list(rules)
         by_category: dict[str, list[CompiledRule]] = {}
         for rule in self.rules:
             by_category.setdefault(rule.category, []).append(rule)
-        self.categories = {name: _Category(name, rs, fmap) for name, rs in by_category.items()}
+        extra: dict[str, frozenset[str]] = {}
+        for c in correlations:  # their hits' records must hold the group-by fields
+            for category in c.categories:
+                extra[category] = extra.get(category, frozenset()) | c.fields
+        self.categories = {name: _Category(name, rs, fmap, extra.get(name, frozenset()))
+                           for name, rs in by_category.items()}  # fmt: skip
         self.errors: Counter[str] = Counter()  # rule id -> events it raised on
         self._by_type: dict[str, list[_Category]] = {}
         for name, category in self.categories.items():
@@ -79,6 +98,23 @@ class Engine:
             for rule, selected in self._run(category, values, low, event):
                 hits.append(Hit(rule, event, values, selected))
         return hits
+
+    def explain(self, event: Mapping[str, Any]) -> list[Verdict]:
+        """Every rule of the log sources `event` feeds, matched or not. Matching
+        is match()'s own; the selections held are asked of every rule, so a
+        rule that did not match shows which of its detections did hold."""
+        hits = {id(hit.rule): hit for hit in self.match(event)}
+        out: list[Verdict] = []
+        for category in self._by_type.get(event.get("type", ""), ()):
+            values, low = category.record(event)
+            for rule in category.rules:
+                hit = hits.get(id(rule))
+                if hit is not None:
+                    out.append(Verdict(rule, True, hit.selections, hit.values))
+                else:
+                    held = rule.matched_selections(values, low)
+                    out.append(Verdict(rule, False, held, values))
+        return out
 
     def match_record(self, record: Any) -> list[Hit]:
         """match() for a typed record (Delivery.records): the same hits, the

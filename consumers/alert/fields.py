@@ -5,6 +5,7 @@ from: a dotted path into the event (`proc.exe`), optionally wrapped in one
 converter (`user(proc.uid)`). Lists (argv) are joined with single spaces, as
 Sysmon for Linux builds CommandLine. The defaults are the table in README.md;
 a TOML or YAML file given with `--field-map` overrides them per category.
+The defaults are a pySigma pipeline (pipelines/snoopbus.yml), read as a map.
 """
 
 from __future__ import annotations
@@ -22,32 +23,14 @@ from typing import Any
 import msgspec
 import yaml
 
-from snoopbus.proto import fastpath
+from snoopbus.proto import fastpath, schema
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Recorder = Callable[[Any], tuple[dict[str, Any], dict[str, str]]]
 
-PROCESS = {
-    "Image": "proc.exe",
-    "CommandLine": "proc.argv",
-    "ParentImage": "proc.parent_exe",
-    "ParentCommandLine": "proc.parent_argv",
-    "CurrentDirectory": "proc.cwd",
-    "User": "user(proc.uid)",
-    "ProcessId": "proc.pid",
-    "ParentProcessId": "proc.ppid",
-}
-# File events name the acting process the way Sysmon's FileCreate does.
-_ACTOR = {"Image": "proc.exe", "User": "user(proc.uid)", "ProcessId": "proc.pid"}
-
-DEFAULT_FIELD_MAP: dict[str, dict[str, str]] = {
-    "process_creation": {**PROCESS, "OriginalFileName": "basename(proc.exe)"},
-    "file_event": {"TargetFilename": "file.path", **_ACTOR},
-    "file_delete": {"TargetFilename": "file.path", **_ACTOR},
-    "file_rename": {"TargetFilename": "file.path", "SourceFilename": "file.old_path", **_ACTOR},
-    # snoopbus's own category (no Sysmon equivalent): mode changes, for setuid rules.
-    "file_attrib": {"TargetFilename": "file.path", "FileMode": "octal(file.mode)", **_ACTOR},
-}
+# The default map is a pySigma processing pipeline, shipped beside this module;
+# it is read, not applied (fields_of_pipeline): alerts keep the Sigma names.
+DEFAULT_PIPELINE = Path(__file__).resolve().parent / "pipelines" / "snoopbus.yml"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -77,6 +60,54 @@ _SPEC = re.compile(r"^(?:(?P<conv>\w+)\()?(?P<path>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*
 
 class FieldMapError(ValueError):
     pass
+
+
+# What a source path may name: the event schema's keys (proto/schema.py).
+_EVENT_PATHS = frozenset(
+    [*schema.Event.__annotations__]
+    + [f"proc.{k}" for k in schema.Proc.__annotations__]
+    + [f"file.{k}" for k in schema.FileInfo.__annotations__]
+)
+
+
+def is_event_source(name: str) -> bool:
+    """A field named as a source spec on an event key (`proc.comm`,
+    `user(proc.uid)`): what a user pipeline may map a Sigma field to."""
+    m = _SPEC.match(name.strip())
+    return (m is not None and m["path"] in _EVENT_PATHS
+            and (m["conv"] is None or m["conv"] in CONVERTERS))  # fmt: skip
+
+
+def fields_of_pipeline(text: str, where: str) -> dict[str, dict[str, str]]:
+    """Per category, Sigma field -> source spec, from a pySigma pipeline made of
+    field_name_mapping items with logsource conditions (one category each, product
+    linux): the form of the default map (pipelines/snoopbus.yml)."""
+    from sigma.exceptions import SigmaError
+    from sigma.processing.conditions import LogsourceCondition
+    from sigma.processing.pipeline import ProcessingPipeline
+    from sigma.processing.transformations import FieldMappingTransformation
+
+    try:
+        pipeline = ProcessingPipeline.from_yaml(text)
+    except (SigmaError, yaml.YAMLError) as exc:
+        raise FieldMapError(f"{where}: {exc}") from None
+    out: dict[str, dict[str, str]] = {}
+    for item in pipeline.items:
+        name = f"{where}: item {item.identifier or '(no id)'}"
+        t, conds = item.transformation, item.rule_conditions
+        if not isinstance(t, FieldMappingTransformation):
+            raise FieldMapError(f"{name}: only field_name_mapping is read here")
+        if (len(conds) != 1 or not isinstance(conds[0], LogsourceCondition)
+                or conds[0].product != "linux" or not conds[0].category):  # fmt: skip
+            raise FieldMapError(f"{name}: needs one logsource condition, product linux "
+                                "and a category")  # fmt: skip
+        table = out.setdefault(str(conds[0].category), {})
+        for field, spec in t.mapping.items():
+            if not isinstance(spec, str):
+                raise FieldMapError(f"{name}: {field}: one source, not a list")
+            getter(spec)  # a bad source fails here, naming it
+            table[field] = spec
+    return out
 
 
 def getter(spec: str) -> Getter:
@@ -116,22 +147,49 @@ class FieldMap:
     def fields(self, category: str) -> Mapping[str, str]:
         return self.categories.get(category, {})
 
+    def source(self, category: str, name: str) -> str | None:
+        """Where field `name` comes from: the category's map, else the name itself
+        when it is an event source (a user pipeline mapped it to `proc.comm`)."""
+        spec = self.fields(category).get(name)
+        if spec is None and is_event_source(name):
+            return name
+        return spec
+
+    def known(self, category: str) -> _Known:
+        """The fields a rule of `category` may read (for `in`)."""
+        return _Known(self, category)
+
     def getters(self, category: str, wanted: set[str] | None = None) -> list[tuple[str, Getter]]:
         """(field, getter) for the category's fields, only those in `wanted` if given."""
-        return [
-            (name, getter(spec))
-            for name, spec in self.fields(category).items()
-            if wanted is None or name in wanted
-        ]
+        return [(name, getter(spec)) for name, spec in self._specs(category, wanted)]
 
     def recorders(self, category: str, wanted: set[str] | None = None) -> tuple[Recorder, Recorder]:
         """Functions making the record (values, lower-cased values) of the
         category's fields (those in `wanted` if given): of an event map, and
         of the decoder's typed record of the same event. Generated code, the
         same as running each getter, with shared steps taken once."""
+        specs = self._specs(category, wanted)
+        return _recorder(specs, typed=False), _recorder(specs, typed=True)
+
+    def _specs(self, category: str, wanted: set[str] | None) -> list[tuple[str, str]]:
+        """(field, source) of the map's fields (those in `wanted` if given), and
+        of the wanted fields named as event sources."""
         specs = [(name, spec) for name, spec in self.fields(category).items()
                  if wanted is None or name in wanted]  # fmt: skip
-        return _recorder(specs, typed=False), _recorder(specs, typed=True)
+        mapped = {name for name, _ in specs}
+        for name in sorted(wanted or ()):
+            if name not in mapped and is_event_source(name):
+                specs.append((name, name))
+        return specs
+
+
+@dataclass(frozen=True)
+class _Known:
+    fmap: FieldMap
+    category: str
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.fmap.source(self.category, name) is not None
 
 
 def _parse(spec: str) -> tuple[Callable[[Any], Any] | None, tuple[str, ...]]:
@@ -192,6 +250,11 @@ def _recorder(specs: list[tuple[str, str]], *, typed: bool) -> Recorder:
     # Field names and keys reach the code only through repr(): a field map cannot inject code.
     exec(compile("\n".join(lines) + "\n", "<sigma record>", "exec"), namespace)
     return namespace["_record"]  # type: ignore[no-any-return]
+
+
+DEFAULT_FIELD_MAP: dict[str, dict[str, str]] = fields_of_pipeline(
+    DEFAULT_PIPELINE.read_text(encoding="utf-8"), str(DEFAULT_PIPELINE)
+)
 
 
 def default_field_map() -> FieldMap:

@@ -7,7 +7,7 @@ modifiers already applied (values.py), and the condition's parse tree with
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,17 @@ _UNSUPPORTED_MODIFIERS = {
 }
 
 
+class UnmappedFields(Unsupported):
+    """The rule reads fields its category's field map has no source for (all of them)."""
+
+    def __init__(self, fields: list[str]) -> None:
+        self.fields = tuple(fields)
+        names = ", ".join(map(repr, fields))
+        s = "s" if len(fields) > 1 else ""
+        super().__init__(f"field{s} {names} (snoopbus events do not provide it; map it "
+                         "with --field-map or --pipeline)")
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     rule: SigmaRule
@@ -85,12 +96,13 @@ class CompiledRule:
 
 
 class _Compiler:
-    def __init__(self, rule: SigmaRule, known_fields: Mapping[str, str] | None) -> None:
+    def __init__(self, rule: SigmaRule, known_fields: Container[str] | None) -> None:
         self.rule = rule
         self.known = known_fields
         self.fields: set[str] = set()
         self.keywords = False
         self.selections: dict[str, Pred] = {}
+        self.unmapped: list[str] = []  # in the order met, each once
 
     def condition(self, node: Any) -> Pred:
         if isinstance(node, ConditionIdentifier):
@@ -141,14 +153,15 @@ class _Compiler:
             self.keywords = True
         else:
             if self.known is not None and name not in self.known:
-                raise Unsupported(f"field {name!r} (snoopbus events do not provide it)")
+                if name not in self.unmapped:  # all of them are reported, not the first
+                    self.unmapped.append(name)
             self.fields.add(name)
         pred = compile_values(name, item.value, item.value_linking)
         return not_(pred) if item.negated else pred
 
 
 def compile_rule(
-    rule: SigmaRule, category: str, known_fields: Mapping[str, str] | None = None,
+    rule: SigmaRule, category: str, known_fields: Container[str] | None = None,
     source: str = "",
 ) -> CompiledRule:  # fmt: skip
     """Raises Unsupported (naming the construct) for what cannot be evaluated;
@@ -161,6 +174,8 @@ def compile_rule(
                       for cond in rule.detection.parsed_condition]  # fmt: skip
     except SigmaError as exc:
         raise Unsupported(f"condition: {exc}") from None
+    if c.unmapped:
+        raise UnmappedFields(c.unmapped)
     whole = any_of(conditions)
     needs = necessary(whole)
     return CompiledRule(

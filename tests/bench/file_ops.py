@@ -1,6 +1,7 @@
 """File-operation load: what the collector costs the workload, and whether it keeps up.
 
     .venv/bin/python -m tests.bench.file_ops [--seconds 5] [--rounds 3] [--cpu 1]
+                                             [--before DIR]
 
 Compiles tests/bench/file_load.c with the system cc into a temp dir: one
 loop on one CPU doing openat(O_CREAT)+write+close+renameat+unlinkat (5 file
@@ -15,6 +16,10 @@ moved_from, moved_to, delete) for --seconds. Each of --rounds runs it:
    when it is not mounted, and unmounts after; the column is skipped with a
    note when bpftrace is missing: `make bench-files` installs it),
 4. nobody watching again: the round's baseline is the mean of 1 and 4.
+
+With `--before DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`),
+step 3 runs the collector from DIR's code instead of bpftrace: before/after
+from one run, the probes' in-kernel cost of each printed per round.
 
 Prints a table per round: ops/s and slowdown against that round's baseline,
 events delivered to NATS vs expected, events lost, collector CPU (user+sys
@@ -147,8 +152,23 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
-    run = Run("collector")
+def code_from(tree: Path, tmp: Path) -> dict[str, str]:
+    """An environment in which `snoopbus` is the code of checkout `tree`: a
+    package of links to its top-level folders, first on PYTHONPATH (ahead of
+    the editable install's finder)."""
+    shim = tmp / "before-code" / "snoopbus"
+    if not shim.exists():
+        shim.mkdir(parents=True)
+        for part in ("proto", "collector", "consumers"):
+            if not (tree / part).is_dir():
+                sys.exit(f"file_ops: --before {tree}: no {part}/ there (give a checkout)")
+            (shim / part).symlink_to((tree / part).resolve())
+    return {**os.environ, "PYTHONPATH": str(shim.parent)}
+
+
+async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
+                         tree: Path | None = None) -> Run:
+    run = Run("collector" if tree is None else "collector (before)")
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
     assert server.process is not None
@@ -168,7 +188,8 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     log = (tmp / "collector.log").open("wb")
     collector = subprocess.Popen(
         [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
-         "--host", host], stdout=log, stderr=subprocess.STDOUT)
+         "--host", host], stdout=log, stderr=subprocess.STDOUT,
+        env=None if tree is None else code_from(tree, tmp))
     final: dict[str, Any] = {}
     try:
         await status.next_msg(timeout=120)  # ready
@@ -183,9 +204,11 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
             STATS.write_text(stats_before)
         run.iterations, run.seconds = n, secs
         run.bpf_ns, run.bpf_runs = ns1 - ns0, cnt1 - cnt0
-        # Until the collector has published what it read: the stream stops growing.
-        last, still = -1, 0.0
-        while still < 2.0:
+        # Until the collector has published what it read: the stream stops growing
+        # (or a minute passed: on a shared host, others' file activity never stops).
+        last, still, waited = -1, 0.0, 0.0
+        while still < 2.0 and waited < 60:
+            waited += 0.25
             stored = (await js.stream_info(STREAM_NAME)).state.messages
             still = still + 0.25 if stored == last else 0.0
             last = stored
@@ -225,7 +248,7 @@ async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str
         while True:
             try:
                 msgs = await sub.fetch(512, timeout=2)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                 return seen
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
@@ -302,18 +325,24 @@ def table(runs: list[Run], base: Run) -> str:
 
 
 def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
-              bpftrace_first: bool) -> list[Run]:
-    """[baseline (mean of one load before and one after), collector, bpftrace].
-    The two watched loads swap places from round to round: on this machine a
-    load run later in a round tends to run slower."""
+              bpftrace_first: bool, tree: Path | None = None) -> list[Run]:
+    """[baseline (mean of one load before and one after), collector, bpftrace
+    (or the collector of `tree`)]. The two watched loads swap places from
+    round to round: on this machine a load run later in a round tends to run
+    slower."""
+    def other() -> Run:
+        if tree is not None:
+            return asyncio.run(with_collector(exe, work, tmp, seconds, cpu, tree))
+        return with_bpftrace(exe, work, tmp, seconds, cpu)
+
     before = Run("no collector")
     before.iterations, before.seconds, _ = load(exe, work, seconds, cpu)
     if bpftrace_first:
-        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+        trace = other()
         coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
     else:
         coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
-        trace = with_bpftrace(exe, work, tmp, seconds, cpu)
+        trace = other()
     after = Run("no collector")
     after.iterations, after.seconds, _ = load(exe, work, seconds, cpu)
     base = Run("no collector (mean)", before.iterations + after.iterations,
@@ -332,6 +361,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of (no collector, collector, bpftrace, no collector)")
     parser.add_argument("--cpu", type=int, default=1, help="CPU the load runs on")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout whose collector runs in bpftrace's place")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("file_ops: needs root (it loads the collector's probes)")
@@ -342,12 +373,14 @@ def main() -> None:
         work.mkdir()
         exe = build(tmp)
         for i in range(args.rounds):
-            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1))
+            rounds.append(one_round(exe, work, tmp, args.seconds, args.cpu, i % 2 == 1,
+                                    args.before))
     print(f"file_ops: {args.rounds} rounds, {args.seconds:g} s per load on CPU {args.cpu}, "
           f"{OPS_PER_ITER} ops and {EVENTS_PER_ITER} events per iteration; each slowdown is "
           "against its own round's baseline (the machine is shared: read the ratios)\n")
     for i, (base, coll, trace) in enumerate(rounds, 1):
-        order = "bpftrace, then collector" if i % 2 == 0 else "collector, then bpftrace"
+        other = "bpftrace" if args.before is None else "collector (before)"
+        order = f"{other}, then collector" if i % 2 == 0 else f"collector, then {other}"
         print(f"round {i} ({order}; baseline {base.note} ops/s)")
         print(table([base, coll, trace], base))
         print()
@@ -357,7 +390,8 @@ def main() -> None:
     line = f"median slowdown: collector {slow_c * 100:.1f}%"
     if traces:
         slow_t = statistics.median(slowdown(r[2], r[0]) for r in rounds if r[2].seconds)
-        line += f", bpftrace {slow_t * 100:.1f}%"
+        line += f", {'bpftrace' if args.before is None else 'collector (before)'} " \
+                f"{slow_t * 100:.1f}%"
     print(line)
     seen = sum(r.delivered or 0 for r in colls)
     expected = sum(r.iterations * EVENTS_PER_ITER for r in colls)
@@ -375,19 +409,22 @@ def main() -> None:
         best = max(clean, key=lambda r: r.ops_per_s)
         print(f"fastest round with every event delivered and none lost: {best.ops_per_s:,.0f} "
               f"ops/s ({best.ops_per_s * EVENTS_PER_ITER / OPS_PER_ITER:,.0f} events/s)")
-    for i, coll in enumerate(colls, 1):
+    watched = [(i, r[1]) for i, r in enumerate(rounds, 1)]
+    watched += [(i, r[2]) for i, r in enumerate(rounds, 1) if args.before]
+    for i, coll in watched:
         if coll.nats_cpu_s is not None and coll.bench_cpu_s is not None:
-            print(f"round {i} beside the collector (load start until the stream stopped "
+            print(f"round {i} beside the {coll.name} (load start until the stream stopped "
                   f"growing): nats-server {coll.nats_cpu_s:.2f} CPU s, this bench "
                   f"{coll.bench_cpu_s:.2f} CPU s")
         if coll.bpf_ns is not None and coll.bpf_runs:
-            print(f"round {i} collector probes in the kernel: {coll.bpf_runs} runs, "
+            print(f"round {i} {coll.name} probes in the kernel: {coll.bpf_runs} runs, "
                   f"{coll.bpf_ns / coll.bpf_runs:.0f} ns per run, "
                   f"{coll.bpf_ns / max(coll.iterations * OPS_PER_ITER, 1):.0f} ns per file op "
                   f"(all programs, every syscall on the host)")
     print(f"collector events by type (last round): {dict(colls[-1].by_type)}")
     if traces:
-        print(f"bpftrace lines by op (last round): {dict(traces[-1].by_type)}  {traces[-1].note}")
+        print(f"{traces[-1].name} by op (last round): {dict(traces[-1].by_type)}  "
+              f"{traces[-1].note}")
     else:
         print(rounds[-1][2].note)
 
