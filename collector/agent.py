@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
 from snoopbus.collector import exits, privileges, probes, sd_notify
+from snoopbus.collector.build_info import version
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
@@ -268,7 +269,8 @@ class Collector:
         try:
             while not self._stop.is_set():
                 try:
-                    await asyncio.wait_for(self._stop.wait(), self.cfg.loss_report_interval)
+                    await asyncio.wait_for(self._stop.wait(), min(
+                        self.cfg.loss_report_interval, self.cfg.heartbeat_interval))
                 except TimeoutError:
                     pass
                 if not reader.alive:
@@ -375,7 +377,7 @@ class Collector:
         """Queued behind the events read so far; spilled with them during an outage."""
         assert self.publisher is not None
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
-                   "ts": time.time_ns(), **body}
+                   "ts": time.time_ns(), **body, "version": version()}
         subject = meta_subject(self.cfg.host, what)
         # count 0: a message of no events (PublishCounter counts events by the id)
         msg_id = self.publisher.message_id(subject, 0)

@@ -22,7 +22,7 @@ from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.spill import SpillError
 from snoopbus.collector.stack import StackConfig, run_stack
 from snoopbus.consumers import cli as consumers_cli
-from snoopbus.consumers import tail
+from snoopbus.consumers import fleet, tail
 from snoopbus.consumers.alert import rules_cli
 from snoopbus.consumers.archive import query_cli as archive_query
 from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     archive_query.register(sub)
     rules_cli.register(sub)
     doctor.register(sub)
+    fleet.register(sub)
     # After the command too: `snoopbus tail --log-format json`.
     for command in sub.choices.values():
         log_setup.add_flags(command)

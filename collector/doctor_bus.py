@@ -17,6 +17,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from snoopbus.collector.stream_watch import StreamView, read_stream
+from snoopbus.consumers.alert.hosts import REPORTS
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
@@ -26,8 +27,6 @@ from snoopbus.proto import (
     meta_subject,
 )
 from snoopbus.proto.stream_limits import human_bytes
-
-REPORTS = ("status", "heartbeat", "loss")
 
 
 @dataclass

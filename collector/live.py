@@ -269,6 +269,9 @@ class LiveState:
             proc = submap(submap(alert, "event"), "proc")
             lines.append(f"{clock(alert.get('ts', 0))} ")
             lines.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
+            if alert.get("category") == "snoopbus_host":  # host health: about a host
+                lines.append(f" {rule}  host {shown(alert.get('host', '?'))}\n")
+                continue
             lines.append(f" {rule}  pid={shown(proc.get('pid', '?'))} "
                          f"{shown(proc.get('exe', ''))}\n")  # fmt: skip
         if not self.alerts:

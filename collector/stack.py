@@ -129,6 +129,8 @@ class StackConfig:
         extra = []
         if name == "archive" and not self.archive_dir_set:
             extra = ["--dir", str(self.archive_dir)]
+        if name == "alert":  # its credentials let it read this host's meta only
+            extra = ["--watch-host", self.host_name]
         return ["consume", *self._config_args(), name, "--nats", url, *extra]
 
     def collector_args(self, url: str) -> list[str]:

@@ -84,6 +84,15 @@ def to_json(ev: Mapping[str, Any]) -> str:
 def format_alert(alert: Mapping[str, Any]) -> str:
     """One line per alert: time, host, level, rule, ATT&CK ids, what matched, the process."""
     rule, event = submap(alert, "rule"), submap(alert, "event")
+    if alert.get("category") == "snoopbus_host":  # host health: no event, the host's state
+        f = submap(alert, "fields")
+        why = (f"down {shown(f.get('down_s', '?'))}s, recovered from "
+               f"{', '.join(shown(c) for c in f.get('recovered', []))}"
+               if f.get("condition") == "back" else
+               f"last report {shown(f.get('silent_s', '?'))}s ago")  # fmt: skip
+        return (f"{clock(alert.get('ts', 0))} {shown(alert.get('host', '?'))} "
+                f"{shown(alert.get('level', '?')).upper():<8} {shown(rule.get('title', '?'))}"
+                f": {why}")
     proc, file = submap(event, "proc"), submap(event, "file")
     attack = [shown(t).removeprefix("attack.").upper() for t in rule.get("tags", [])
               if str(t).startswith("attack.t")]  # fmt: skip

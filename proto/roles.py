@@ -92,9 +92,11 @@ def collector(host: str) -> Role:
                                    meta_filter(h).rsplit(".", 1)[0] + ".>", *LOOKUP))
 
 
-def consumer(name: str, outputs: Sequence[str] = (), durables: Sequence[str] = ()) -> Role:
+def consumer(name: str, outputs: Sequence[str] = (), durables: Sequence[str] = (),
+             host: str = "*") -> Role:
     """The consumer `name` with its durables (default: the one named as it),
-    publishing `outputs` and the dead letters of each durable."""
+    publishing `outputs` and the dead letters of each durable; `host`: whose
+    collectors the alerter watches."""
     owned = tuple(durables) or (name,)
     publish = [*LOOKUP]
     for d in owned:
@@ -106,7 +108,11 @@ def consumer(name: str, outputs: Sequence[str] = (), durables: Sequence[str] = (
         publish += [*own_durable(recall), f"{API}.CONSUMER.DELETE.{S}.{recall}"]
     if name == "forward":  # asks whether a rename pairer has a durable
         publish.append(f"{API}.CONSUMER.LIST.{S}")
-    return Role(name, tuple(publish), durables=owned)
+    subscribe: tuple[str, ...] = ()
+    if name == "alert":  # host health: the collectors' reports, live and their last stored
+        subscribe = (meta_filter(host),)
+        publish.append(f"{API}.STREAM.MSG.GET.{S}")
+    return Role(name, tuple(publish), durables=owned, subscribe=subscribe)
 
 
 def builtin_outputs(name: str, host: str) -> tuple[str, ...]:
@@ -138,7 +144,7 @@ def admin() -> Role:
 def stack_roles(host: str, consumers: Sequence[tuple[str, Sequence[str]]]) -> list[Role]:
     """The roles of a stack: `consumers` is (name, durables) for each consumer."""
     roles = [collector(host)]
-    roles += [consumer(n, builtin_outputs(n, host), d) for n, d in consumers]
+    roles += [consumer(n, builtin_outputs(n, host), d, host) for n, d in consumers]
     protected = [d for r in roles for d in r.durables]
     return [*roles, reader(protected), admin()]
 

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +70,16 @@ class RunningCollector:
 
 
 async def start_collector(
-    nats_url: str, nc: Client, tmp_path: Path, *extra: str
+    nats_url: str, nc: Client, tmp_path: Path, *extra: str, prefix: Sequence[str] = ()
 ) -> RunningCollector:
-    """Starts `snoopbus collect` and returns once it reports ready on the bus."""
+    """Starts `snoopbus collect` (after `prefix`: nsenter ...) and returns once it
+    reports ready on the bus."""
     host = f"t{secrets.token_hex(4)}"
     ready = await nc.subscribe(meta_subject(host, "status"))
     log_path = tmp_path / f"collector-{host}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.collector.cli", "collect",
+            [*prefix, sys.executable, "-m", "snoopbus.collector.cli", "collect",
              "--nats", nats_url, "--host", host, *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )

@@ -24,14 +24,23 @@ from nats.js.api import ConsumerConfig
 
 from snoopbus.collector.stack import StackConfig, create_stream, secure_state_dir, start_server
 from snoopbus.collector.stack_auth import StackAuth
+from snoopbus.consumers.alert.consumer import AlertConsumer
+from snoopbus.consumers.alert.hosts import HealthConfig
+from snoopbus.consumers.alert.wire import decode_alert
+from snoopbus.consumers.fleet import read_fleet
 from snoopbus.consumers.follow import Follower
+from snoopbus.consumers.runtime import Runtime
 from snoopbus.proto import (
     STREAM_NAME,
     alert_subject,
+    alerts_filter,
     connect,
     encode_batch,
+    encode_map,
     event_subject,
     events_filter,
+    meta_filter,
+    meta_subject,
 )
 from snoopbus.proto.roles import RENAME_OUTPUTS
 from tests.conftest import free_port
@@ -249,3 +258,34 @@ async def test_the_collector_publishes_its_host_only_and_reads_nothing(stack: St
     assert violated(errors, "snoopbus.>"), errors  # for subscription
     with pytest.raises(nats.errors.TimeoutError):  # consumers are not its business either
         await cjs.consumer_info(STREAM_NAME, "alert")
+
+
+async def test_the_alerter_watches_its_hosts_collector_and_no_other(stack: Stack) -> None:
+    """With its role's rights alone, the alerter reads its host's last report from the
+    stream (a heartbeat sent before it started), raises the silent-host alert, and may
+    not listen to another host's reports; the reader's `fleet` lists the host."""
+    col, _ = await stack.as_role(f"collector-{HOST}")
+    beat = {"v": 1, "host": HOST, "instance": "i1", "ts": 1, "stalled": False, "lost": 0,
+            "interval": 0.2, "version": "test"}
+    await col.jetstream().publish(meta_subject(HOST, "heartbeat"), encode_map(beat))
+    reader, _ = await stack.as_role("reader")
+    alerts = await reader.subscribe(alerts_filter(HOST))
+    alert_nc, errors = await stack.as_role("alert")
+    consumer = AlertConsumer(health=HealthConfig(silent_after=1.0), watch_hosts=[HOST])
+    runtime = Runtime(consumer, nc=alert_nc)
+    task = asyncio.create_task(runtime.run())
+    try:
+        alert = decode_alert((await alerts.next_msg(timeout=20)).data)
+        assert alert["rule"]["id"] == "snoopbus-host-silent" and alert["host"] == HOST
+        assert alert["fields"]["version"] == "test"
+        await alert_nc.subscribe(meta_filter("web2"))
+        await alert_nc.flush()
+        await asyncio.sleep(0.2)
+        assert violated(errors, meta_filter("web2")), errors
+        assert not any("permissions violation" in e.lower() and "web2" not in e.lower()
+                       for e in errors), errors
+    finally:
+        runtime.stop()
+        await task
+    (row,) = await read_fleet(stack.url, stack.auth.nats_auth("reader"), silent_after=1.0)
+    assert (row.host, row.state, row.version) == (HOST, "silent", "test")

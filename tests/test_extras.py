@@ -54,6 +54,7 @@ def test_a_collector_host_gets_no_archive_alert_forward_or_server(
     bin_dir = install(tmp_path, wheel, "collector")
     assert not installed(bin_dir) & HEAVY
     for args in (["--version"], ["collect", "--help"], ["tail", "--help"], ["doctor", "--help"],
+                 ["fleet", "--help"],
                  ["config", "show"], ["consume", "rename", "--help"]):
         out = snoopbus(bin_dir, *args)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)

@@ -81,9 +81,12 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
     assert tail.stdout is not None
     marker = secrets.token_hex(4)
     seen = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60  # besides the timeout: 3.11's wait_for can swallow its cancel
     try:
         async with asyncio.timeout(60):
             while marker not in seen:
+                assert loop.time() < deadline, "tail did not show the marker's exec"
                 subprocess.run(["/bin/true", marker], check=True)
                 with contextlib.suppress(TimeoutError):
                     seen += (await asyncio.wait_for(tail.stdout.readline(), 1)).decode()
@@ -98,6 +101,11 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert f"Collector on {host}, as reported on nats://127.0.0.1:{port}" in doctor.stdout
     assert "could not ask NATS" not in doctor.stdout
+    fleet = subprocess.run([*SNOOPBUS, "fleet", "--json"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert fleet.returncode == 0, fleet.stderr
+    (row,) = [r for r in json.loads(fleet.stdout) if r["host"] == host]
+    assert row["state"] == "running" and row["last_event"] and row["version"]
     shown = subprocess.run([*SNOOPBUS, "config", "show"], env=env, capture_output=True,
                            text=True, timeout=60).stdout
     assert f'url = "nats://127.0.0.1:{port}"  # local stack' in shown
@@ -112,7 +120,7 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
     finally:
         consume.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(consume.wait(), 30) == 0
-    for command in (["tail"], ["doctor", "--nats"], ["consume", "alert"], ["query"]):
+    for command in (["tail"], ["doctor", "--nats"], ["consume", "alert"], ["query"], ["fleet"]):
         out = subprocess.run([*NOBODY, *SNOOPBUS, *command], env=env, capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == exits.PRIVILEGE, (command, out.stderr)

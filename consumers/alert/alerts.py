@@ -24,8 +24,7 @@ from snoopbus.proto import ALERT_LEVELS
 
 from .correlate import Fired
 from .engine import Hit
-
-ALERT_VERSION = 1
+from .wire import ALERT_VERSION
 
 
 def level_rank(level: str) -> int:

@@ -3,6 +3,9 @@
 Per batch: match the events, fold repeats (throttle.py), publish the alerts
 on NATS and wait for their acks, then return so the runtime acks the events:
 an event is acked only once its alerts are stored.
+
+Beside the events, it watches the collectors' meta reports (host_feed.py):
+a host gone silent, stalled or losing events raises an alert of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from . import ruleset
 from .alerts import build_alert, build_correlation_alert
 from .correlate import Correlator
 from .fields import FieldMap
+from .host_feed import HostFeed
+from .hosts import LOSS_JUMP, LOSS_WINDOW, SILENT_AFTER, HealthConfig, HostHealth
 from .loader import LoadReport, resolve_paths
 from .logsources import all_event_types
 from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
@@ -69,6 +74,8 @@ class AlertConsumer(Consumer):
         outputs: Sequence[Output] = (),
         settings: Settings | None = None,
         gc_tuning: bool = False,
+        health: HealthConfig | None = None,
+        watch_hosts: Sequence[str] = (),
     ) -> None:
         self.settings = settings or type(self).settings
         self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume alert`
@@ -88,6 +95,10 @@ class AlertConsumer(Consumer):
         self.stats = AlertStats()
         self._ticker: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        # Host health (hosts.py): None turns it off (tests of the rules alone).
+        self.health = HostHealth(health) if health is not None else None
+        self.watch_hosts = tuple(watch_hosts) or ("*",)
+        self.feed: HostFeed | None = None
         self._reloading: asyncio.Task[bool] | None = None
         self._reload_again = False
 
@@ -148,6 +159,20 @@ class AlertConsumer(Consumer):
         g.add_argument("--webhook-retries", type=int, default=3, metavar="N")
         g.add_argument("--min-level", choices=ALERT_LEVELS, default="informational",
                        help="lowest level for stdout and webhook (NATS gets all)")  # fmt: skip
+        h = parser.add_argument_group("host health (a collector gone silent, stalled or losing)")
+        h.add_argument("--silent-after", type=float, default=SILENT_AFTER, metavar="SECONDS",
+                       help="alert when a host sends no report for this long (0: off; "
+                       "default %(default)g; keep it above the collectors' heartbeat_interval)")
+        h.add_argument("--loss-jump", type=int, default=LOSS_JUMP, metavar="N",
+                       help="alert when a host's lost events rise by N within --loss-window "
+                       "(0: off; default %(default)d)")
+        h.add_argument("--loss-window", type=float, default=LOSS_WINDOW, metavar="SECONDS",
+                       help="default %(default)g")
+        h.add_argument("--watch-host", action="append", default=None, metavar="HOST",
+                       help="watch this host's collector (repeat; default: every host; "
+                       "the alerter's credentials must let it read that host's meta)")
+        h.add_argument("--no-host-health", action="store_true",
+                       help="do not watch the collectors at all")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Consumer:
@@ -167,10 +192,12 @@ class AlertConsumer(Consumer):
                                    min_level=args.min_level)  # fmt: skip
             outputs.append(WebhookOutput(config))
         keys = [k.strip() for k in args.throttle_keys.split(",") if k.strip()]
+        health = None if args.no_host_health else HealthConfig(
+            args.silent_after, args.loss_jump, args.loss_window)
         return cls(args.rules, field_map_file=args.field_map, pipelines=args.pipeline,
                    throttle=args.throttle,
                    throttle_keys=keys, outputs=outputs, settings=settings,
-                   gc_tuning=True)  # fmt: skip
+                   gc_tuning=True, health=health, watch_hosts=args.watch_host or ())  # fmt: skip
 
     async def setup(self, ctx: Context) -> None:
         if self.gc_tuning:
@@ -182,6 +209,12 @@ class AlertConsumer(Consumer):
                  ", ".join(self.engine.event_types))  # fmt: skip
         if self.throttle.window > 0:
             self._ticker = asyncio.create_task(self._summaries())
+        if self.health is not None:
+            owns = ctx.settings.partition.owns
+            self.feed = HostFeed(self.health, self._send, self.watch_hosts, owns)
+            await self.feed.start(ctx.nc, ctx.js)
+            log.info("alert: watching the collectors of %s (silent after %gs)",
+                     ", ".join(self.watch_hosts), self.health.config.silent_after)  # fmt: skip
 
     async def handle(self, batch: Batch) -> None:
         now = time.monotonic()
@@ -221,6 +254,8 @@ class AlertConsumer(Consumer):
                 await self._reloading
         if self._ticker is not None:
             await self._ticker
+        if self.feed is not None:
+            await self.feed.stop()
         try:
             await self._send(self.throttle.expire(time.monotonic(), everything=True))
         except Exception as exc:  # shutting down: say what is lost, do not hide the rest

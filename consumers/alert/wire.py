@@ -12,6 +12,8 @@ from typing import Any
 
 from snoopbus.proto import decode_map
 
+ALERT_VERSION = 1  # the alert map's `v` (alerts.py, hosts.py)
+
 
 def _text(value: Any) -> Any:
     if isinstance(value, bytes):
