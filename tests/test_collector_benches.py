@@ -1,6 +1,8 @@
 """The collector's benchmarks run end to end (tiny sizes; they print figures,
 which are not judged here: speed is for the benchmarks themselves)."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_bench(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    # A session of its own: on a timeout the bench's nats-server and collector
+    # go with it (killing the bench alone left them running, orphaned).
+    bench = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = bench.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        stdout, stderr = bench.communicate()
+        raise AssertionError(f"{args[0]} did not end within 300 s:\n{stderr}") from None
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+    assert bench.returncode == 0, stderr
+    return stdout
 
 
 def test_collector_cpu_bench_reports_both_paths() -> None:
