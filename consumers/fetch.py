@@ -54,6 +54,7 @@ class Puller:
         self._nc = nc
         self._sub: Subscription | None = None
         self._inbox = ""
+        self._requests = 0  # each request replies on its own subject: <inbox>.<n>
         self._arrived: deque[Msg] = deque()  # replies not yet handed out
         self._wake = asyncio.Event()
         self.largest = 0  # bytes of the largest batch returned (tests, metrics)
@@ -61,7 +62,7 @@ class Puller:
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
-            self._inbox, cb=self._on_msg, pending_msgs_limit=4 * self.batch + 64,
+            f"{self._inbox}.*", cb=self._on_msg, pending_msgs_limit=4 * self.batch + 64,
             pending_bytes_limit=4 * self.max_bytes,
         )  # fmt: skip
 
@@ -118,7 +119,12 @@ class Puller:
         else:
             # Expire on the server a little before we stop listening.
             request["expires"] = max(1_000_000, int((expires - 0.05) * 1e9))
-        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        # Its own reply subject: a late status ending an earlier request must not
+        # end this one, which the server would then still hold open (and fill,
+        # e.g. with a message nak'd at shutdown, for nobody to read until ack_wait).
+        self._requests += 1
+        reply = f"{self._inbox}.{self._requests}"
+        await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
         msgs: list[Msg] = []
         size = 0
         deadline = time.monotonic() + wait
@@ -139,6 +145,8 @@ class Puller:
             if status == "100":  # idle heartbeat or flow control: not asked for
                 continue
             if status:
+                if msg.subject != reply:
+                    continue  # the end of an earlier request, come late
                 break  # 404 no messages, 408 expired, 409 bytes reached...: this request is over
             msgs.append(msg)
             size += _size(msg)
