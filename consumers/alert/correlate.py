@@ -29,6 +29,7 @@ from sigma.correlations import (
     SigmaCorrelationType,
 )
 
+from .matcher import RuleIdentity
 from .values import Unsupported
 
 KINDS = {
@@ -40,7 +41,7 @@ MAX_GROUPS = 10_000
 
 
 @dataclass(frozen=True)
-class Correlation:
+class Correlation(RuleIdentity):
     rule: SigmaCorrelationRule
     kind: str
     bases: tuple[str, ...]  # the base rules' ids
@@ -51,21 +52,6 @@ class Correlation:
     value_field: str | None  # value_count
     source: str = ""
 
-    @property
-    def id(self) -> str:
-        return str(self.rule.id) if self.rule.id else f"{self.source}:{self.rule.title}"
-
-    @property
-    def title(self) -> str:
-        return str(self.rule.title)
-
-    @property
-    def level(self) -> str:
-        return str(self.rule.level) if self.rule.level else "medium"
-
-    @property
-    def tags(self) -> list[str]:
-        return [f"{t.namespace}.{t.name}" for t in self.rule.tags]
 
     @property
     def fields(self) -> frozenset[str]:

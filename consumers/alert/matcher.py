@@ -60,8 +60,32 @@ class UnmappedFields(Unsupported):
                          "with --field-map or --pipeline)")
 
 
+class RuleIdentity:
+    """What an alert says of the Sigma rule behind it (a rule or a correlation):
+    needs `rule` (pySigma's) and `source` (its file, for a rule without an id)."""
+
+    rule: Any
+    source: str
+
+    @property
+    def id(self) -> str:
+        return str(self.rule.id) if self.rule.id else f"{self.source}:{self.rule.title}"
+
+    @property
+    def title(self) -> str:
+        return str(self.rule.title)
+
+    @property
+    def level(self) -> str:
+        return str(self.rule.level) if self.rule.level else "medium"
+
+    @property
+    def tags(self) -> list[str]:
+        return [f"{t.namespace}.{t.name}" for t in self.rule.tags]
+
+
 @dataclass(frozen=True)
-class CompiledRule:
+class CompiledRule(RuleIdentity):
     rule: SigmaRule
     category: str
     match: Pred  # the whole condition
@@ -73,22 +97,6 @@ class CompiledRule:
     # (index.py); None: it may match anything and runs on every event.
     needs: tuple[Atom, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def id(self) -> str:
-        return str(self.rule.id) if self.rule.id else f"{self.source}:{self.rule.title}"
-
-    @property
-    def title(self) -> str:
-        return self.rule.title
-
-    @property
-    def level(self) -> str:
-        return str(self.rule.level) if self.rule.level else "medium"
-
-    @property
-    def tags(self) -> list[str]:
-        return [f"{t.namespace}.{t.name}" for t in self.rule.tags]
 
     def matched_selections(self, values: Values, low: Lowered) -> list[str]:
         """Which named detections hold (asked only after the rule matched)."""
