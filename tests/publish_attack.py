@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 
 from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.proto import decode_batch, decode_map, events_filter, meta_subject
-from tests.conftest import start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /work

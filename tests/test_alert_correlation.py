@@ -19,7 +19,8 @@ from snoopbus.consumers.alert import ruleset
 from snoopbus.consumers.alert.alerts import build_correlation_alert
 from snoopbus.consumers.alert.correlate import Correlator
 from snoopbus.proto import alerts_filter, decode_map
-from tests.conftest import RunningCollector, stop_process
+from tests.support.collector import RunningCollector
+from tests.support.processes import stop_process
 from tests.test_alert_e2e import _wait_for_durable
 
 S = 1_000_000_000
@@ -219,7 +220,7 @@ async def test_real_renames_to_locked_by_one_process_fire_once(
         await asyncio.sleep(2)  # nothing more may come
     except TimeoutError:
         from snoopbus.proto import decode_batch, event_subject
-        from tests.conftest import stored_messages
+        from tests.support.bus import stored_messages
 
         msgs = await stored_messages(nats_server.url, event_subject(collector.host, "moved_to"))
         events = [e for m in msgs for e in decode_batch(m.data)]

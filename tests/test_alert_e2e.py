@@ -26,7 +26,8 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.proto import STREAM_NAME, alerts_filter, decode_map
 from tests import sigma_corpus
-from tests.conftest import RunningCollector, stop_process
+from tests.support.collector import RunningCollector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

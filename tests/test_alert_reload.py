@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream
-from tests.conftest import stop_process
+from tests.support.processes import stop_process
 from tests.test_alert_consumer import HOST, AlertWatch, exec_event, publish
 
 OLD_ID = "5e0b9d7a-0000-4000-8000-00000000a1d0"

@@ -37,36 +37,20 @@ from snoopbus.proto import (
     dlq_subject,
     encode_batch,
     encode_map,
-    ensure_stream,
     event_subject,
     text_from_kernel,
 )
-
-from .test_archive_support import (
-    BASE_TS,
-    FAST,
-    archived_ids,
-    archived_rows,
-    archiver,
-    make_event,
-    publish_events,
-    settled,
-)
-
-
-@pytest.fixture
-async def stream(js: JetStreamContext) -> JetStreamContext:
-    await ensure_stream(js)
-    return js
+from tests.support.archive import FAST, archived_ids, archived_rows, archiver, settled
+from tests.support.events import BASE_TS, mixed_event, publish_grouped
 
 
 async def test_archives_every_event_once_in_hive_partitions(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
-    events = [make_event(n, host=f"h{n % 2}.example") for n in range(500)]
+    events = [mixed_event(n, host=f"h{n % 2}.example") for n in range(500)]
     root = tmp_path / "archive"
     async with archiver(nats_server.url, root) as (a, _):
-        await publish_events(stream, events)
+        await publish_grouped(stream, events)
         await settled(stream)
     ids = archived_ids(root)
     assert sorted(ids) == sorted(e["id"] for e in events)
@@ -99,13 +83,13 @@ class CrashesBeforeAcking(Archiver):
 async def test_redelivery_after_a_commit_is_not_written_twice(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
-    events = [make_event(n) for n in range(300)]
+    events = [mixed_event(n) for n in range(300)]
     root = tmp_path / "archive"
     first = CrashesBeforeAcking(root, roll_seconds=0.2, settings=FAST, gc_tuning=False)
     runtime = Runtime(first, servers=nats_server.url)
     task = asyncio.create_task(runtime.run())
     await runtime.ready.wait()
-    await publish_events(stream, events)
+    await publish_grouped(stream, events)
     async with asyncio.timeout(10):
         while len(archived_ids(root)) < len(events):
             await asyncio.sleep(0.05)
@@ -141,7 +125,7 @@ class LosesItsFirstAcks(Archiver):
 async def test_a_late_redelivery_is_skipped_whole_when_its_ids_are_forgotten(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
-    events = [make_event(n) for n in range(200)]
+    events = [mixed_event(n) for n in range(200)]
     settings = replace(FAST, ack_wait=1.0)
     a = LosesItsFirstAcks(tmp_path / "archive", roll_seconds=0.2, settings=settings,
                           gc_tuning=False)  # fmt: skip
@@ -150,7 +134,7 @@ async def test_a_late_redelivery_is_skipped_whole_when_its_ids_are_forgotten(
     task = asyncio.create_task(runtime.run())
     try:
         await runtime.ready.wait()
-        await publish_events(stream, events)
+        await publish_grouped(stream, events)
         async with asyncio.timeout(15):
             while a.writer.duplicates < len(events):  # all came back after ack_wait
                 await asyncio.sleep(0.05)
@@ -167,13 +151,13 @@ async def test_malformed_and_unstorable_messages_are_dead_lettered(
 ) -> None:
     root = tmp_path / "archive"
     sub = await nc.subscribe(dlq_subject("archive"))
-    good = [make_event(n) for n in range(20)]
-    too_big = make_event(99)
+    good = [mixed_event(n) for n in range(20)]
+    too_big = mixed_event(99)
     too_big["ret"] = 2**64 - 1  # a valid msgpack int, but no int64 column holds it
     async with archiver(nats_server.url, root) as (_, runtime):
         await stream.publish(event_subject("h1", "open"), b"\xc1 not msgpack")
-        await publish_events(stream, good)
-        await publish_events(stream, [too_big])  # the message is the unit that is given up
+        await publish_grouped(stream, good)
+        await publish_grouped(stream, [too_big])  # the message is the unit that is given up
         letters = await dead_letters(sub, 2)
         await settled(stream)
     reasons = {m.headers[dlq.KIND]: m.headers[dlq.REASON] for m in letters}
@@ -193,7 +177,7 @@ async def test_alerts_are_archived_and_a_bad_alert_dead_lettered(
     async with archiver(nats_server.url, root) as (_, runtime):
         for i in range(5):
             # The alerter's shape: rule and triggering event nested.
-            event = make_event(i + 1, host="web.1")
+            event = mixed_event(i + 1, host="web.1")
             alert = {"v": 1, "id": f"al-{i}", "ts": BASE_TS + i, "host": "web.1", "level": "high",
                      "rule": {"id": "r-1", "title": f"rule {i}"}, "category": "file_event",
                      "event": event, "count": 1, "score": 0.5}  # fmt: skip
@@ -221,12 +205,12 @@ async def test_non_utf8_text_is_kept_exactly(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
     root = tmp_path / "archive"
-    odd = make_event(1)
+    odd = mixed_event(1)
     odd["file"]["path"] = text_from_kernel(b"/tmp/caf\xe9-\xff.txt")
     odd["proc"]["argv"] = ["cat", text_from_kernel(b"\xfe")]
-    plain = make_event(10)
+    plain = mixed_event(10)
     async with archiver(nats_server.url, root):
-        await publish_events(stream, [odd, plain])
+        await publish_grouped(stream, [odd, plain])
         await settled(stream)
     rows = {r["id"]: r for r in archived_rows(root)}
     row = rows[odd["id"]]
@@ -239,7 +223,7 @@ async def test_non_utf8_text_is_kept_exactly(
 
 def test_unknown_keys_are_kept_as_json_and_unstorable_values_refused() -> None:
     buf = EventBuffer()
-    ev = make_event(3)
+    ev = mixed_event(3)
     ev["future"] = {"a": 1}
     ev["proc"]["new_thing"] = 2**70  # unknown keys may hold anything JSON can
     append_event(buf, ev)
@@ -249,11 +233,11 @@ def test_unknown_keys_are_kept_as_json_and_unstorable_values_refused() -> None:
         (lambda e: e.__setitem__("cookie", 2**63), "event.cookie: 9223372036854775808"),
         (lambda e: e["proc"].__setitem__("argv", ["a", 1]), "event.proc.argv: expected texts"),
     ):
-        bad = make_event(4)
+        bad = mixed_event(4)
         mutate(bad)
         with pytest.raises(RowError, match=re.escape(field)):
             append_event(buf, bad)
-    big = make_event(5)
+    big = mixed_event(5)
     big["file"]["inode"] = 2**64 - 1  # unsigned columns take the whole range
     append_event(buf, big)
     table = buf.table()
@@ -271,7 +255,7 @@ async def test_a_dead_writers_temporary_is_ignored_by_readers_and_removed_at_sta
 ) -> None:
     root = tmp_path / "archive"
     async with archiver(nats_server.url, root):
-        await publish_events(stream, [make_event(n) for n in range(30)])
+        await publish_grouped(stream, [mixed_event(n) for n in range(30)])
         await settled(stream)
     (committed,) = [f.path for f in layout.files(root)]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -287,13 +271,13 @@ async def test_a_dead_writers_temporary_is_ignored_by_readers_and_removed_at_sta
 
 
 def test_fast_and_per_column_table_building_agree() -> None:
-    events = [make_event(n) for n in range(50)]
+    events = [mixed_event(n) for n in range(50)]
     events[3]["proc"].pop("comm")
     events[4].pop("proc")
     events[5]["future"] = [1, 2]
     fast = columns.event_table(events)
     assert fast.equals(columns._event_table_by_column(events))
-    odd = [*events, make_event(61)]
+    odd = [*events, mixed_event(61)]
     odd[-1]["file"]["path"] = text_from_kernel(b"/x\xff")  # forces the per-column path
     table = columns.event_table(odd)
     assert table.slice(0, 50).equals(fast)
@@ -304,14 +288,14 @@ async def test_rolls_by_size_and_commits_the_open_window_at_a_graceful_stop(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
     root = tmp_path / "archive"
-    events = [make_event(n) for n in range(1000)]
+    events = [mixed_event(n) for n in range(1000)]
     async with archiver(nats_server.url, root, roll_seconds=3600, roll_events=100) as (a, _):
-        await publish_events(stream, events[:950], per_msg=10)
+        await publish_grouped(stream, events[:950], per_msg=10)
         async with asyncio.timeout(10):
             while a.writer.rows_written + a.writer.window.rows < 950:
                 await asyncio.sleep(0.05)
         assert a.writer.rows_written >= 950 - 99  # size rolls only: the clock never fires
-        await publish_events(stream, events[950:], per_msg=10)
+        await publish_grouped(stream, events[950:], per_msg=10)
         async with asyncio.timeout(10):
             while a.writer.window.rows + a.writer.rows_written < len(events):
                 await asyncio.sleep(0.05)
@@ -337,7 +321,7 @@ async def test_an_id_repeated_inside_one_message_is_stored_once(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
     root = tmp_path / "archive"
-    ev = make_event(1)
+    ev = mixed_event(1)
     async with archiver(nats_server.url, root):
         await stream.publish(event_subject("h1", ev["type"]), encode_batch([ev, ev, ev]))
         await settled(stream)

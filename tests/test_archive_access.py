@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
-from tests.test_forward_receivers import make_event
+from tests.support.events import nth_event
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 Spawn = Callable[..., subprocess.Popen[bytes]]
@@ -101,7 +101,7 @@ async def test_only_the_configured_group_reads_the_archive(
     name, gid = readers
     root = shared / "archive"
     secret = f"--password=hunter{secrets.token_hex(2)}"
-    ev = make_event(1, "exec")
+    ev = nth_event(1, "exec")
     ev["proc"]["argv"] = ["mysql", secret]
     await archive_once(spawn_consumer, js, root, [ev], "--group", name)
 
@@ -131,14 +131,14 @@ async def test_an_open_tree_is_closed_at_start_and_a_group_taken_away(
 ) -> None:  # fmt: skip
     name, gid = readers
     root = shared / "archive"
-    await archive_once(spawn_consumer, js, root, [make_event(1)], "--group", name)
+    await archive_once(spawn_consumer, js, root, [nth_event(1)], "--group", name)
     for p in [root, *root.rglob("*")]:  # as an older snoopbus left it: 0755, 0644
         p.chmod(0o755 if p.is_dir() else 0o644)
     [parquet] = [f.path for f in layout.files(root)]
     assert as_user(OUTSIDER, *head(parquet)).stdout == "PAR1"  # the hole, before
 
     # Started again without --group: its own group, nobody else.
-    await archive_once(spawn_consumer, js, root, [make_event(2)])
+    await archive_once(spawn_consumer, js, root, [nth_event(2)])
     for st in tree(root):
         want = 0o750 if stat.S_ISDIR(st.st_mode) else 0o640
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (want, os.getegid())

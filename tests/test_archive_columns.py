@@ -43,8 +43,8 @@ from snoopbus.proto import (
     text_from_kernel,
 )
 from tests.bench.archive import Events
-
-from .test_archive_support import archived_rows, archiver, make_event, settled
+from tests.support.archive import archived_rows, archiver, settled
+from tests.support.events import mixed_event
 
 
 def corpus() -> list[list[dict[str, Any]]]:
@@ -54,7 +54,7 @@ def corpus() -> list[list[dict[str, Any]]]:
     rng = random.Random(2)
     odd: list[dict[str, Any]] = []
     for n in range(60):
-        ev = make_event(5000 + n, host=rng.choice(["h1", "web.2", "db-3"]), rng=rng)
+        ev = mixed_event(5000 + n, host=rng.choice(["h1", "web.2", "db-3"]), rng=rng)
         proc, file = ev["proc"], ev.get("file")
         pick = n % 10
         if pick == 0 and file:
@@ -101,7 +101,7 @@ def test_record_columns_equal_the_reference_columns() -> None:
 
 
 def test_a_value_no_column_holds_fails_the_fast_build() -> None:
-    ev = make_event(1)
+    ev = mixed_event(1)
     ev["ret"] = 2**63  # msgpack carries it, int64 does not
     records = decode_records(encode_batch([ev]))
     assert records is not None
@@ -138,7 +138,7 @@ async def test_the_archive_holds_exactly_the_reference_rows(
 
 
 def big_event(n: int, size: int) -> dict[str, Any]:
-    ev = make_event(n * 10)  # an exec: argv rides on it
+    ev = mixed_event(n * 10)  # an exec: argv rides on it
     ev["proc"]["argv"] = ["/usr/bin/x", "y" * size]
     return ev
 
@@ -205,7 +205,7 @@ async def test_held_deliveries_keep_neither_events_nor_payload(tmp_path: Path) -
     a = Archiver(tmp_path / "a", roll_seconds=3600, gc_tuning=False)
     runtime = Runtime(a, nc=cast(Client, object()))
     runtime._js = Bus()  # type: ignore[assignment]  # where a dead letter would go
-    data = encode_batch([make_event(n) for n in range(20)])
+    data = encode_batch([mixed_event(n) for n in range(20)])
     msg = FakeMsg(event_subject("h1", "open"), data, 1)
     delivery = Delivery(msg, None, runtime, decode_records(data))  # type: ignore[arg-type]
     await a.handle(Batch([delivery]))

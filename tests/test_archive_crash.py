@@ -18,8 +18,8 @@ from nats.js import JetStreamContext
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
-
-from .test_archive_support import archived_ids, make_event, settled
+from tests.support.archive import archived_ids, settled
+from tests.support.events import mixed_event
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
     await ensure_stream(js)
     rng = random.Random(7)
     root = tmp_path / "archive"
-    events = [make_event(n, host=f"h{n % 3}") for n in range(9000)]
+    events = [mixed_event(n, host=f"h{n % 3}") for n in range(9000)]
     messages: list[list[dict]] = []
     by_key: dict[tuple[str, str], list[dict]] = {}
     for ev in events:

@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, ensure_stream
-
-from .test_archive_support import archived_ids, archiver, make_event, publish_events, settled
+from tests.support.archive import archived_ids, archiver, settled
+from tests.support.events import mixed_event, publish_grouped
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -55,12 +55,12 @@ async def test_full_disk_holds_everything_unacked_then_resumes(
 ) -> None:  # fmt: skip
     await ensure_stream(js)
     root = small_disk / "archive"
-    events = [make_event(n) for n in range(600)]
+    events = [mixed_event(n) for n in range(600)]
     caplog.set_level(logging.INFO, "snoopbus.consumers.archive")
     async with archiver(nats_server.url, root, roll_seconds=0.1) as (a, runtime):
         filler = small_disk / "filler"
         assert fill(filler) > 1_000_000
-        sent = await publish_events(js, events)
+        sent = await publish_grouped(js, events)
         async with asyncio.timeout(10):
             while a.failures < 3:  # it has tried, failed, and tried again
                 await asyncio.sleep(0.05)

@@ -17,8 +17,8 @@ from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.retention import Retention
 from snoopbus.consumers.archive.writer import Writer
 from snoopbus.proto import ensure_stream
-
-from .test_archive_support import archived_ids, archiver, make_event, publish_events, settled
+from tests.support.archive import archived_ids, archiver, settled
+from tests.support.events import mixed_event, publish_grouped
 
 DAY = 86_400 * 10**9
 DAY0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
@@ -31,7 +31,7 @@ def populate(root: Path, days: int = 6, hosts: int = 2, files_per: int = 2) -> N
     for _ in range(files_per):
         for d in range(days):
             for h in range(hosts):
-                ev = make_event(n, host=f"h{h}", ts=DAY0 + d * DAY + n)
+                ev = mixed_event(n, host=f"h{h}", ts=DAY0 + d * DAY + n)
                 append_event(w.window.buffer(PartKey("events", day_of(ev["ts"]), f"h{h}")), ev)
                 n += 1
             alert_ts = DAY0 + d * DAY
@@ -88,11 +88,11 @@ async def test_archiver_applies_retention_while_running(
     await ensure_stream(js)
     root = tmp_path / "archive"
     now = time.time_ns()
-    old = [make_event(n, ts=now - 10 * DAY + n) for n in range(20)]
-    new = [make_event(100 + n, ts=now + n) for n in range(20)]
+    old = [mixed_event(n, ts=now - 10 * DAY + n) for n in range(20)]
+    new = [mixed_event(100 + n, ts=now + n) for n in range(20)]
     async with archiver(nats_server.url, root, retention=Retention(days=3),
                         retention_every=0.2):  # fmt: skip
-        await publish_events(js, old + new)
+        await publish_grouped(js, old + new)
         await settled(js)
         async with asyncio.timeout(10):
             while len(archived_ids(root)) != len(new):

@@ -43,7 +43,7 @@ from snoopbus.proto import (
     meta_subject,
 )
 from snoopbus.proto.roles import RENAME_OUTPUTS
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody

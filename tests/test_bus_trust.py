@@ -53,7 +53,7 @@ from snoopbus.proto import (
 from snoopbus.proto.msgid import id_host
 from snoopbus.proto.subjects import is_host_token
 from tests.publish_attack import NOBODY, SYSTEM_PYTHON
-from tests.test_archive_support import archived_ids
+from tests.support.archive import archived_ids
 from tests.test_auth import serve
 from tests.test_fault_consumers import settled
 from tests.test_fuzz_consumers import all_bound

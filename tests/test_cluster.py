@@ -18,7 +18,8 @@ from nats.js.errors import APIError, ServiceUnavailableError
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter
-from tests.conftest import start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

@@ -25,7 +25,7 @@ from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto import BusUnavailable, NatsAuth, connect
 from snoopbus.proto.settings_file import Config, load
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"

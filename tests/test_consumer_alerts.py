@@ -10,10 +10,9 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Consumer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.proto import alert_subject, alerts_filter, encode_map, events_filter
-
-from .test_consumer_runtime import FAST, dead_letters, exec_event, publish, running, stream
-
-__all__ = ["stream"]  # the fixture, re-used
+from tests.support.bus import dead_letters
+from tests.support.consumers import FAST, running
+from tests.support.events import bare_exec, publish
 
 
 class Mixed(Consumer):
@@ -41,7 +40,7 @@ async def test_alert_maps_and_events_share_a_durable(
 ) -> None:
     mixed = Mixed()
     async with running(mixed, nats_server.url, FAST) as runtime:
-        await publish(stream, exec_event(comm="a"))
+        await publish(stream, bare_exec(comm="a"))
         await stream.publish(alert_subject("h1", "high"), encode_map({"id": "al-1", "title": "x"}))
         await stream.publish(alert_subject("h1", "low"), encode_map({"title": "refuse"}))
         await stream.publish(alert_subject("h1", "low"), b"\x93\x01\x02\x03")  # not a map

@@ -13,7 +13,9 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import cli, plugin
 from snoopbus.consumers.settings import Settings
 from snoopbus.proto import STREAM_NAME, ensure_stream
-from tests.test_consumer_runtime import FAST, Collector, exec_event, publish, running, wait_for
+from tests.support.consumers import FAST, Collector, running
+from tests.support.events import bare_exec, publish
+from tests.support.waits import until
 
 
 def settings_for(*flags: str, base: Settings = FAST) -> Settings:
@@ -39,16 +41,16 @@ async def test_a_new_durable_starts_where_asked(
     nats_server: NatsServer, js: JetStreamContext, start: str
 ) -> None:
     await ensure_stream(js)
-    await publish(js, exec_event(comm="before"))
+    await publish(js, bare_exec(comm="before"))
     await asyncio.sleep(0.05)
     cut = datetime.now(UTC)
     await asyncio.sleep(0.05)
-    await publish(js, exec_event(comm="between"))
+    await publish(js, bare_exec(comm="between"))
     flag = cut.isoformat() if start == "time" else start
     c = Collector(name=f"start-{start}")
     async with running(c, nats_server.url, settings_for("--start", flag)):
-        await publish(js, exec_event(comm="after"))
-        await wait_for(lambda: any(e["proc"]["comm"] == "after" for e in c.events))
+        await publish(js, bare_exec(comm="after"))
+        await until(lambda: any(e["proc"]["comm"] == "after" for e in c.events))
         await asyncio.sleep(0.3)
     got = [e["proc"]["comm"] for e in c.events]
     assert got == {"all": ["before", "between", "after"], "new": ["after"],
@@ -61,13 +63,13 @@ async def test_an_existing_durable_goes_on_from_where_it_is(
     await ensure_stream(js)
     c = Collector(name="keeps")
     async with running(c, nats_server.url, replace(FAST, deliver_new=True)):
-        await publish(js, exec_event(comm="one"))
-        await wait_for(lambda: len(c.events) == 1)
-    await publish(js, exec_event(comm="two"))
+        await publish(js, bare_exec(comm="one"))
+        await until(lambda: len(c.events) == 1)
+    await publish(js, bare_exec(comm="two"))
     # A restart asking for another start: refused by the server if passed on as is.
     again = Collector(name="keeps")
     async with running(again, nats_server.url, replace(FAST, start_time=datetime.now(UTC))):
-        await wait_for(lambda: len(again.events) == 1)
+        await until(lambda: len(again.events) == 1)
     assert [e["proc"]["comm"] for e in again.events] == ["two"]
     info = await js.consumer_info(STREAM_NAME, "keeps")
     assert info.config.deliver_policy == "new"

@@ -15,8 +15,7 @@ import pytest
 
 from snoopbus.collector.probes import ProbeLimits
 from snoopbus.proto import SCHEMA_VERSION, Event
-
-from .conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 
 pytestmark = pytest.mark.kernel
 

@@ -34,7 +34,8 @@ from snoopbus.proto import (
     ensure_stream,
     event_subject,
 )
-from tests.conftest import start_consumer, stored_messages
+from tests.support.bus import stored_messages
+from tests.support.processes import start_consumer
 
 HOST = "fk"
 

@@ -21,7 +21,9 @@ import pytest
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_batch, decode_map, event_subject, meta_subject
-from tests.conftest import start_collector, stop_process, stored_messages
+from tests.support.bus import stored_messages
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

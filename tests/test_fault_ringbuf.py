@@ -20,7 +20,8 @@ import pytest
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
-from tests.conftest import start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 from tests.test_fault_nats_kill import stream_events
 
 pytestmark = pytest.mark.kernel

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 from tests.test_file_events import FILE_TYPES
 
 pytestmark = pytest.mark.kernel

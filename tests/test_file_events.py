@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 
 pytestmark = pytest.mark.kernel
 
@@ -344,7 +344,8 @@ async def test_awkward_names_round_trip(
 async def test_failed_operations_when_asked(
     nats_server: Any, nc: Any, tmp_path: Path, work: Path
 ) -> None:
-    from tests.conftest import start_collector, stop_process
+    from tests.support.collector import start_collector
+    from tests.support.processes import stop_process
 
     running = await start_collector(nats_server.url, nc, tmp_path, "--include-failed")
     try:
@@ -446,7 +447,8 @@ async def test_open_events_when_asked(
     nats_server: Any, nc: Any, tmp_path: Path, work: Path
 ) -> None:
     from snoopbus.proto import events_filter
-    from tests.conftest import start_collector, stop_process
+    from tests.support.collector import start_collector
+    from tests.support.processes import stop_process
 
     (work / "r").write_text("x")
     running = await start_collector(nats_server.url, nc, tmp_path, "--open-events")

@@ -17,7 +17,8 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, meta_subject
-from tests.conftest import start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from snoopbus.proto import TRUNCATED_PREFIX
-from tests.conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 
 pytestmark = pytest.mark.kernel
 

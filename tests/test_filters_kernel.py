@@ -18,7 +18,8 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, events_filter, meta_subject
-from tests.conftest import EventWatch, start_collector, stop_process
+from tests.support.collector import EventWatch, start_collector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

@@ -28,16 +28,10 @@ from snoopbus.proto import (
     event_subject,
     events_filter,
 )
-from tests.test_forward_receivers import (
-    dead_letters,
-    forwarding,
-    http_receiver,
-    make_alert,
-    make_event,
-    publish_alert,
-    publish_events,
-    wait_until,
-)
+from tests.support.bus import dead_letters
+from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.forward import forwarding, http_receiver
+from tests.support.waits import until
 
 # -- sink URLs ----------------------------------------------------------------
 
@@ -108,12 +102,12 @@ def test_display_shows_non_utf8_bytes() -> None:
 
 async def test_jsonl_file_gets_events_and_alerts(nc, js, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    events = [make_event(i) for i in range(10)] + [make_event(i, "open") for i in range(10, 15)]
+    events = [nth_event(i) for i in range(10)] + [nth_event(i, "open") for i in range(10, 15)]
     async with forwarding(nc, f"jsonl+file://{out}?exclude=open&min_severity=medium") as fwd:
         await publish_events(js, events, per_msg=3)
-        await publish_alert(js, make_alert(1, "high"))
-        await publish_alert(js, make_alert(2, "low"))  # below min_severity
-        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 11)
+        await publish_alert(js, nth_alert(1, "high"))
+        await publish_alert(js, nth_alert(2, "low"))  # below min_severity
+        await until(lambda: out.exists() and len(out.read_text().splitlines()) >= 11)
         await asyncio.sleep(0.3)  # nothing more should come
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     execs = sorted(d["id"] for d in docs if d.get("type") == "exec")
@@ -131,8 +125,8 @@ async def test_cli_runs_forward_until_sigterm(nats_server, js, tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        await publish_events(js, [make_event(i) for i in range(5)], per_msg=2)
-        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 5, 30)
+        await publish_events(js, [nth_event(i) for i in range(5)], per_msg=2)
+        await until(lambda: out.exists() and len(out.read_text().splitlines()) == 5, 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -156,8 +150,8 @@ def test_cli_bad_sink_is_one_clear_line() -> None:
 async def test_webhook_batches_arrive(nc, js) -> None:
     async with http_receiver() as rx:
         async with forwarding(nc, f"webhook+http://127.0.0.1:{rx.port}/hook?batch=50") as fwd:
-            await publish_events(js, [make_event(i) for i in range(120)], per_msg=40)
-            await wait_until(lambda: len(rx.webhook_items) >= 120)
+            await publish_events(js, [nth_event(i) for i in range(120)], per_msg=40)
+            await until(lambda: len(rx.webhook_items) >= 120)
         assert sorted(d["id"] for d in rx.webhook_items) == sorted(f"inst-{i}" for i in range(120))
         assert all(len(batch) <= 50 for batch in rx.batches)
         assert rx.requests[0].path == "/hook"
@@ -170,10 +164,10 @@ async def test_webhook_down_then_back_delivers_every_event(nc, js) -> None:
     # Down: nothing listens on the port while events are published.
     url = f"webhook+http://127.0.0.1:{port}/?backoff=0.05&backoff_cap=0.5&retries=2"
     async with forwarding(nc, url) as fwd:
-        await publish_events(js, [make_event(i) for i in range(30)], per_msg=3)
-        await wait_until(lambda: fwd.workers[0].stats.naked >= 5, what="naks while down")
+        await publish_events(js, [nth_event(i) for i in range(30)], per_msg=3)
+        await until(lambda: fwd.workers[0].stats.naked >= 5, what="naks while down")
         async with http_receiver(port=port) as rx:
-            await wait_until(lambda: {d["id"] for d in rx.webhook_items} >= {
+            await until(lambda: {d["id"] for d in rx.webhook_items} >= {
                 f"inst-{i}" for i in range(30)}, 30)  # fmt: skip
             stats = fwd.workers[0].stats
     assert stats.dead_lettered == 0 and stats.failures >= 2
@@ -185,8 +179,8 @@ async def test_webhook_429_and_500_back_off(nc, js) -> None:
     async with http_receiver(script=[500, 429, 500, 503, 500]) as rx:
         url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.03&backoff_cap=5&retries=10"
         async with forwarding(nc, url):
-            await publish_events(js, [make_event(0)])
-            await wait_until(lambda: len(rx.webhook_items) == 1)
+            await publish_events(js, [nth_event(0)])
+            await until(lambda: len(rx.webhook_items) == 1)
         times = [r.at for r in rx.requests]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 5
@@ -200,10 +194,10 @@ async def test_webhook_permanent_reject_goes_to_dead_letters(nc, js) -> None:
     async with http_receiver(script=[400]) as rx:
         url = f"webhook+http://127.0.0.1:{rx.port}/?name=hook"
         async with forwarding(nc, url) as fwd:
-            await publish_events(js, [make_event(0), make_event(1)], per_msg=2)
-            (letter,) = await dead_letters(nc, js, "forward-hook", 1)
-            await publish_events(js, [make_event(2)])
-            await wait_until(lambda: len(rx.webhook_items) == 1)
+            await publish_events(js, [nth_event(0), nth_event(1)], per_msg=2)
+            (letter,) = await dead_letters(js, "forward-hook", 1)
+            await publish_events(js, [nth_event(2)])
+            await until(lambda: len(rx.webhook_items) == 1)
     reason = letter.headers["Snoopbus-Dlq-Reason"]
     assert reason.startswith("webhook+http: HTTP 400:") and "scripted 400" in reason
     assert letter.headers["Snoopbus-Dlq-Kind"] == "rejected"
@@ -216,9 +210,9 @@ async def test_a_sink_that_is_down_holds_back_only_itself(nc, js, tmp_path: Path
     out = tmp_path / "ok.jsonl"
     down = f"webhook+http://127.0.0.1:{port}/?name=down&backoff=0.05&backoff_cap=0.2&retries=1"
     async with forwarding(nc, down, f"jsonl+file://{out}?name=up") as fwd:
-        await publish_events(js, [make_event(i) for i in range(50)], per_msg=5)
-        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 50)
-        await wait_until(lambda: fwd.workers[0].stats.naked >= 10)
+        await publish_events(js, [nth_event(i) for i in range(50)], per_msg=5)
+        await until(lambda: out.exists() and len(out.read_text().splitlines()) == 50)
+        await until(lambda: fwd.workers[0].stats.naked >= 10)
         info = await js.consumer_info("SNOOPBUS", "forward-down")
     assert fwd.workers[1].stats.acked == 10 and fwd.workers[0].stats.acked == 0
     assert info.num_ack_pending + info.num_pending + info.num_redelivered >= 1
@@ -233,14 +227,14 @@ async def test_a_sink_that_stays_down_keeps_memory_bounded(nc, js) -> None:
     async with forwarding(nc, url) as fwd:
         runtime = fwd.runtimes["forward-down"]
         bound = runtime.settings.concurrency * runtime.settings.batch
-        acks = [await js.publish_async(event_subject("h1", "exec"), encode_batch([make_event(i)]))
+        acks = [await js.publish_async(event_subject("h1", "exec"), encode_batch([nth_event(i)]))
                 for i in range(3 * bound)]  # fmt: skip
         await asyncio.gather(*acks)
         peak = 0
         for _ in range(40):
             peak = max(peak, runtime.held)
             await asyncio.sleep(0.025)
-        await wait_until(lambda: fwd.workers[0].stats.naked >= bound)
+        await until(lambda: fwd.workers[0].stats.naked >= bound)
         info = await js.consumer_info("SNOOPBUS", "forward-down")
     assert peak <= bound
     assert info.num_ack_pending <= runtime.settings.ack_pending_limit
@@ -250,8 +244,8 @@ async def test_a_sink_that_stays_down_keeps_memory_bounded(nc, js) -> None:
 async def test_ecs_lines_to_a_file(nc, js, tmp_path: Path) -> None:
     out = tmp_path / "ecs.jsonl"
     async with forwarding(nc, f"ecs+file://{out}"):
-        await publish_events(js, [make_event(1, "delete")])
-        await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
+        await publish_events(js, [nth_event(1, "delete")])
+        await until(lambda: out.exists() and out.read_text().count("\n") == 1)
     doc = json.loads(out.read_text())
     assert doc["event"]["type"] == ["deletion"] and doc["file"]["path"] == "/tmp/f1.txt"
 
@@ -271,8 +265,8 @@ async def test_webhook_retry_after_is_waited_for(nc, js) -> None:
     async with http_receiver(script=[429], retry_after="0.6") as rx:
         url = f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.01"
         async with forwarding(nc, url):
-            await publish_events(js, [make_event(0)])
-            await wait_until(lambda: len(rx.webhook_items) == 1)
+            await publish_events(js, [nth_event(0)])
+            await until(lambda: len(rx.webhook_items) == 1)
     assert rx.requests[1].at - rx.requests[0].at >= 0.6
 
 
@@ -282,7 +276,7 @@ def test_alert_in_the_alerters_shape() -> None:
         "rule": {"id": "r-9", "title": "Reverse shell", "level": "high", "tags": ["attack.t1059"],
                  "description": "d", "source": "x.yml"},
         "category": "process_creation", "selections": ["sel"], "fields": {"Image": "/bin/nc"},
-        "event": make_event(3, host="web-1"), "count": 4, "folded": True,
+        "event": nth_event(3, host="web-1"), "count": 4, "folded": True,
     })  # fmt: skip
     assert (alert.id, alert.ts, alert.host, alert.count) == ("r-9:inst-3:folded", 5, "web-1", 4)
     assert (alert.rule_id, alert.title, alert.level, alert.description) == (
@@ -302,14 +296,14 @@ async def test_malformed_alert_goes_to_dead_letters(nc, js, tmp_path: Path) -> N
         await ensure_stream(js)
         await js.publish(alert_subject("h1", "high"), encode_map({"title": "no rule"}))
         await js.publish(alert_subject("h1", "high"), b"\xc1 not msgpack")
-        letters = await dead_letters(nc, js, "forward-lines", 2)
+        letters = await dead_letters(js, "forward-lines", 2)
     kinds = sorted(m.headers["Snoopbus-Dlq-Kind"] for m in letters)
     assert kinds == ["decode", "rejected"]
 
 
 @pytest.fixture(scope="module")
 def server_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
-    from tests.test_forward_syslog import make_certs
+    from tests.support.syslog import make_certs
 
     where = tmp_path_factory.mktemp("forward-https") / "tls"
     make_certs(where)
@@ -323,11 +317,11 @@ async def test_https_with_a_private_ca_and_basic_auth(nc, js, server_tls) -> Non
     async with http_receiver(ssl=ctx) as rx:
         url = f"webhook+https://bob:s3cret@127.0.0.1:{rx.port}/in?ca={ca}"
         async with forwarding(nc, url):
-            await publish_events(js, [make_event(0)])
-            await wait_until(lambda: len(rx.webhook_items) == 1)
+            await publish_events(js, [nth_event(0)])
+            await until(lambda: len(rx.webhook_items) == 1)
         bulk = f"elastic+https://127.0.0.1:{rx.port}/idx?ca={ca}"
         async with forwarding(nc, bulk):
-            await wait_until(lambda: len(rx.docs) == 1)
+            await until(lambda: len(rx.docs) == 1)
     assert rx.requests[0].headers["authorization"] == "Basic Ym9iOnMzY3JldA=="
 
 
@@ -336,8 +330,8 @@ async def test_https_with_an_unknown_ca_is_retried_not_accepted(nc, js, server_t
     async with http_receiver(ssl=ctx) as rx:
         url = f"webhook+https://127.0.0.1:{rx.port}/in?backoff=0.01&retries=2"
         async with forwarding(nc, url) as fwd:
-            await publish_events(js, [make_event(0)])
-            await wait_until(lambda: fwd.workers[0].stats.naked >= 1)
+            await publish_events(js, [nth_event(0)])
+            await until(lambda: fwd.workers[0].stats.naked >= 1)
     assert not rx.webhook_items and fwd.workers[0].stats.acked == 0
 
 
@@ -346,8 +340,8 @@ async def test_stop_does_not_wait_out_the_back_off(nc, js) -> None:
         port = rx.port
     url = f"webhook+http://127.0.0.1:{port}/?name=slow&backoff=20&backoff_cap=20&retries=5"
     async with forwarding(nc, url) as fwd:
-        await publish_events(js, [make_event(0)])
-        await wait_until(lambda: fwd.workers[0].stats.failures == 1)
+        await publish_events(js, [nth_event(0)])
+        await until(lambda: fwd.workers[0].stats.failures == 1)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 3  # not the 10-20 s back-off
     assert fwd.workers[0].stats.naked == 1 and fwd.workers[0].stats.acked == 0
@@ -364,10 +358,10 @@ def test_secrets_stay_out_of_the_spec_repr() -> None:
 
 async def test_start_new_skips_the_backlog(nc, js, tmp_path: Path) -> None:
     out = tmp_path / "new.jsonl"
-    await publish_events(js, [make_event(0)])  # before the sink exists
+    await publish_events(js, [nth_event(0)])  # before the sink exists
     async with forwarding(nc, f"jsonl+file://{out}?start=new"):
-        await publish_events(js, [make_event(1)])
-        await wait_until(lambda: out.exists() and out.read_text().count("\n") == 1)
+        await publish_events(js, [nth_event(1)])
+        await until(lambda: out.exists() and out.read_text().count("\n") == 1)
     assert json.loads(out.read_text())["id"] == "inst-1"
 
 
@@ -376,16 +370,16 @@ async def test_start_new_skips_the_backlog(nc, js, tmp_path: Path) -> None:
 
 def rename_events(seq: int) -> list[dict]:
     """One rename as the bus has it once the pairer ran: both halves and `renamed`."""
-    return [make_event(seq, "moved_from", cookie=seq), make_event(seq + 1, "moved_to", cookie=seq),
-            make_event(seq + 2, "renamed")]  # fmt: skip
+    return [nth_event(seq, "moved_from", cookie=seq), nth_event(seq + 1, "moved_to", cookie=seq),
+            nth_event(seq + 2, "renamed")]  # fmt: skip
 
 
 async def forwarded_types(nc, js, out: Path, url: str, seq: int) -> list[str]:
     async with forwarding(nc, url):
         for event in rename_events(seq):
             await publish_events(js, [event])
-        await publish_events(js, [make_event(seq + 3, "exec")])  # the last one, as a marker
-        await wait_until(lambda: out.exists() and '"exec"' in out.read_text(), 20)
+        await publish_events(js, [nth_event(seq + 3, "exec")])  # the last one, as a marker
+        await until(lambda: out.exists() and '"exec"' in out.read_text(), 20)
     return sorted(json.loads(line)["type"] for line in out.read_text().splitlines())
 
 

@@ -20,16 +20,10 @@ import pytest
 from snoopbus.consumers.forward import Item, parse_alert, parse_spec
 from snoopbus.consumers.forward.ecs import to_ecs
 from snoopbus.proto import EVENT_TYPES
-from tests.test_forward_receivers import (
-    dead_letters,
-    forwarding,
-    http_receiver,
-    make_alert,
-    make_event,
-    publish_alert,
-    publish_events,
-    wait_until,
-)
+from tests.support.bus import dead_letters
+from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.forward import forwarding, http_receiver
+from tests.support.waits import until
 
 ECS_FIELDS: dict[str, str] = {
     "@timestamp": "date", "message": "match_only_text", "tags": "keyword",
@@ -105,7 +99,7 @@ def check_ecs(doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
 def test_every_event_type_maps_to_valid_ecs(type_: str) -> None:
-    event = make_event(3, type_, ret=-13)
+    event = nth_event(3, type_, ret=-13)
     event["proc"].update(parent_exe="/bin/sh", parent_argv=["sh", "-c", "x"], container="c1")
     if "file" in event:
         event["file"].update(target="/t", dev=2049, flags=0o101)
@@ -119,7 +113,7 @@ def test_every_event_type_maps_to_valid_ecs(type_: str) -> None:
 
 def test_exec_fields() -> None:
     argv = ["curl", "-d", b"\xff".decode("utf-8", "surrogateescape")]
-    doc = to_ecs(Item("event", make_event(1) | {"proc": {
+    doc = to_ecs(Item("event", nth_event(1) | {"proc": {
         "pid": 7, "ppid": 1, "uid": 0, "gid": 0, "comm": "curl", "exe": "/usr/bin/curl",
         "argv": argv}}, 0, "s"))  # fmt: skip
     check_ecs(doc)
@@ -129,14 +123,14 @@ def test_exec_fields() -> None:
 
 
 def test_file_fields() -> None:
-    doc = to_ecs(Item("event", make_event(2, "create"), 0, "s"))
+    doc = to_ecs(Item("event", nth_event(2, "create"), 0, "s"))
     check_ecs(doc)
     assert doc["file"] == {"path": "/tmp/f2.txt", "name": "f2.txt", "directory": "/tmp",
                            "extension": "txt", "inode": "1002", "mode": "0644", "type": "file"}
 
 
 def test_alert_maps_to_rule_and_kind_alert() -> None:
-    raw = make_alert(5, "critical")
+    raw = nth_alert(5, "critical")
     raw["rule"].update(description="desc", references=["https://x/1"], author="me")
     raw["category"] = "process_creation"
     doc = to_ecs(Item("alert", parse_alert(raw), 0, "s"))
@@ -162,9 +156,9 @@ async def test_bulk_indexes_valid_ecs_with_api_key(nc, js, monkeypatch) -> None:
         monkeypatch.setenv("K", "secret-key")
         assert parse_spec(url).api_key == "secret-key"
         async with forwarding(nc, url.replace("api_key_env=K", "name=es")) as fwd:
-            await publish_events(js, [make_event(i) for i in range(60)], per_msg=20)
-            await publish_alert(js, make_alert(1, "medium"))
-            await wait_until(lambda: len(rx.docs) == 61)
+            await publish_events(js, [nth_event(i) for i in range(60)], per_msg=20)
+            await publish_alert(js, nth_alert(1, "medium"))
+            await until(lambda: len(rx.docs) == 61)
         for doc in _stored(rx):
             check_ecs(doc)
         assert {index for index, _ in rx.docs} == {"snoopbus-2025.11.22"}
@@ -177,8 +171,8 @@ async def test_bulk_api_key_header(nc, js) -> None:
     async with http_receiver() as rx:
         env = {"SNOOPBUS_ELASTIC_API_KEY": "k1"}
         async with forwarding(nc, f"elastic+http://127.0.0.1:{rx.port}/i", env=env):
-            await publish_events(js, [make_event(1)])
-            await wait_until(lambda: len(rx.docs) == 1)
+            await publish_events(js, [nth_event(1)])
+            await until(lambda: len(rx.docs) == 1)
     assert rx.requests[0].headers["authorization"] == "ApiKey k1"
 
 
@@ -192,16 +186,16 @@ async def test_bulk_exactly_once_when_answers_are_lost_and_receiver_restarts(nc,
         port = rx.port
         url = f"elastic+http://127.0.0.1:{port}/idx?backoff=0.05&backoff_cap=0.3&retries=3"
         async with forwarding(nc, url) as fwd:
-            await publish_events(js, [make_event(i) for i in range(20)], per_msg=5)
-            await wait_until(lambda: len(rx.docs) == 20 and not rx.lost_answers)
+            await publish_events(js, [nth_event(i) for i in range(20)], per_msg=5)
+            await until(lambda: len(rx.docs) == 20 and not rx.lost_answers)
             await rx.stop()  # down for a while
-            await publish_events(js, [make_event(i) for i in range(20, 50)], per_msg=5)
-            await wait_until(lambda: fwd.workers[0].stats.naked >= 2, what="naks while down")
+            await publish_events(js, [nth_event(i) for i in range(20, 50)], per_msg=5)
+            await until(lambda: fwd.workers[0].stats.naked >= 2, what="naks while down")
             docs_before = dict(rx.docs)
             rx.port = port
             await rx.start()  # back, with what it stored before
-            await wait_until(lambda: len(rx.docs) == 50, 30)
-            await wait_until(lambda: fwd.workers[0].stats.acked >= 10)
+            await until(lambda: len(rx.docs) == 50, 30)
+            await until(lambda: fwd.workers[0].stats.acked >= 10)
     assert set(docs_before) <= set(rx.docs)
     assert sorted(doc_id for _, doc_id in rx.docs) == sorted(f"inst-{i}" for i in range(50))
     total_sent = sum(r.body.count(b'"create"') for r in rx.requests)
@@ -224,9 +218,9 @@ async def test_bulk_per_document_errors(nc, js) -> None:
     async with http_receiver(doc_errors=doc_errors) as rx:
         url = f"elastic+http://127.0.0.1:{rx.port}/idx?name=es&backoff=0.05"
         async with forwarding(nc, url) as fwd:
-            await publish_events(js, [make_event(i) for i in range(10)], per_msg=5)
-            (letter,) = await dead_letters(nc, js, "forward-es", 1)
-            await wait_until(lambda: len(rx.docs) == 9)
+            await publish_events(js, [nth_event(i) for i in range(10)], per_msg=5)
+            (letter,) = await dead_letters(js, "forward-es", 1)
+            await until(lambda: len(rx.docs) == 9)
     assert sorted(i for _, i in rx.docs) == sorted(f"inst-{i}" for i in range(10) if i != 7)
     reason = letter.headers["Snoopbus-Dlq-Reason"]
     assert "HTTP 400 mapper_parsing_exception" in reason
@@ -241,9 +235,9 @@ async def test_bulk_per_document_errors(nc, js) -> None:
 async def test_bulk_defaults_to_the_snoopbus_data_streams(nc, js) -> None:
     async with http_receiver() as rx:
         async with forwarding(nc, f"elastic+http://127.0.0.1:{rx.port}"):
-            await publish_events(js, [make_event(i) for i in range(3)], per_msg=3)
-            await publish_alert(js, make_alert(1, "low"))
-            await wait_until(lambda: len(rx.docs) == 4)
+            await publish_events(js, [nth_event(i) for i in range(3)], per_msg=3)
+            await publish_alert(js, nth_alert(1, "low"))
+            await until(lambda: len(rx.docs) == 4)
     assert {index for index, _ in rx.docs} == {"logs-snoopbus.events-default",
                                                "logs-snoopbus.alerts-default"}  # fmt: skip
     for (index, _), doc in rx.docs.items():
@@ -268,8 +262,8 @@ def test_where_documents_go(url: str, events: str, alerts: str, fields: bool) ->
     from snoopbus.consumers.forward.sinks import make_sink
 
     sink = make_sink(parse_spec(url, env={}))
-    for kind, item, index in (("event", Item("event", make_event(1), 0, "s"), events),
-                              ("alert", Item("alert", parse_alert(make_alert(1)), 0, "s"),
+    for kind, item, index in (("event", Item("event", nth_event(1), 0, "s"), events),
+                              ("alert", Item("alert", parse_alert(nth_alert(1)), 0, "s"),
                                alerts)):  # fmt: skip
         action, doc = (json.loads(line) for line in sink.render(item).splitlines())
         assert action["create"]["_index"] == index, kind

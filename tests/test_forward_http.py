@@ -12,8 +12,9 @@ import pytest
 
 from snoopbus.consumers.forward import Transient, parse_spec
 from snoopbus.consumers.forward.http import HttpClient, proxy_from_env, retry_after
-from tests.test_forward_receivers import forwarding, http_receiver, make_event, publish_events
-from tests.test_forward_receivers import wait_until as wait_for
+from tests.support.events import nth_event, publish_events
+from tests.support.forward import forwarding, http_receiver
+from tests.support.waits import until
 
 
 def test_retry_after_seconds_and_http_date() -> None:
@@ -50,8 +51,8 @@ async def test_a_date_retry_after_is_waited_for(nc, js) -> None:
     later = formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s from now
     async with http_receiver(script=[503], retry_after=later) as rx:
         async with forwarding(nc, f"webhook+http://127.0.0.1:{rx.port}/?backoff=0.01"):
-            await publish_events(js, [make_event(0)])
-            await wait_for(lambda: len(rx.webhook_items) == 1)
+            await publish_events(js, [nth_event(0)])
+            await until(lambda: len(rx.webhook_items) == 1)
     assert rx.requests[1].at - rx.requests[0].at >= 0.9
 
 
@@ -98,8 +99,8 @@ async def test_posts_go_through_the_proxy_from_the_environment(nc, js) -> None:
     async with http_receiver() as proxy:
         env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}"}
         async with forwarding(nc, "webhook+http://127.0.0.1:9/hook?name=viaproxy", env=env):
-            await publish_events(js, [make_event(1)])
-            await wait_for(lambda: len(proxy.webhook_items) == 1)
+            await publish_events(js, [nth_event(1)])
+            await until(lambda: len(proxy.webhook_items) == 1)
     assert proxy.requests[0].path == "http://127.0.0.1:9/hook"
     assert proxy.webhook_items[0]["id"] == "inst-1"
 
@@ -108,6 +109,6 @@ async def test_no_proxy_sends_direct(nc, js) -> None:
     async with http_receiver() as proxy, http_receiver() as direct:
         env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": "127.0.0.1"}
         async with forwarding(nc, f"webhook+http://127.0.0.1:{direct.port}/d", env=env):
-            await publish_events(js, [make_event(2)])
-            await wait_for(lambda: len(direct.webhook_items) == 1)
+            await publish_events(js, [nth_event(2)])
+            await until(lambda: len(direct.webhook_items) == 1)
     assert not proxy.requests and direct.requests[0].path == "/d"

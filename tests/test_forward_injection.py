@@ -18,25 +18,11 @@ from snoopbus.consumers.forward.ecs import iso_time, to_ecs
 from snoopbus.consumers.forward.jsonl import EVENT_KEYS
 from snoopbus.consumers.forward.ocsf import to_ocsf
 from snoopbus.consumers.printable import UNSAFE, printable
-from tests.test_forward_receivers import (
-    attrs,
-    forwarding,
-    http_receiver,
-    make_alert,
-    make_event,
-    publish_alert,
-    publish_events,
-    records,
-    wait_until,
-)
-from tests.test_forward_syslog import (
-    Rsyslog,
-    free_port,
-    needs_rsyslog,
-    parse_5424,
-    parse_cef,
-    rsyslogd_installed,  # noqa: F401  (the fixture needs_rsyslog names)
-)
+from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.forward import attrs, forwarding, http_receiver, records
+from tests.support.processes import free_port
+from tests.support.syslog import Rsyslog, needs_rsyslog, parse_5424, parse_cef
+from tests.support.waits import until
 
 # Each would end a line for some reader: rsyslog's file, Splunk, Python's
 # str.splitlines (NEL, U+2028, U+2029, FS/GS/RS, VT, FF), a C string (NUL).
@@ -53,7 +39,7 @@ SIEM_KEYS = {"@timestamp": "2030-01-01T00:00:00Z", "event.kind": "alert", "messa
 def hostile_events() -> list[dict[str, Any]]:
     events = []
     for i, brk in enumerate(BREAKS):
-        event = make_event(i, "renamed", **SIEM_KEYS)
+        event = nth_event(i, "renamed", **SIEM_KEYS)
         event["proc"]["argv"] = ["sh", "-c", f"x{brk}{FORGED}"]
         event["file"].update(path=f"/tmp/a{brk}{FORGED}", old_path=f"/tmp/b{brk}")
         events.append(event)
@@ -61,7 +47,7 @@ def hostile_events() -> list[dict[str, Any]]:
 
 
 def test_ecs_and_ocsf_set_their_own_fields_whatever_the_event_carries() -> None:
-    event = make_event(1, "create", **SIEM_KEYS, ecs={"version": "0"}, category="forged",
+    event = nth_event(1, "create", **SIEM_KEYS, ecs={"version": "0"}, category="forged",
                        metadata={"product": "forged"}, class_uid=2004)  # fmt: skip
     doc = to_ecs(Item("event", event, 0, "s"))
     assert doc["@timestamp"] == iso_time(event["ts"]) and doc["event"]["kind"] == "event"
@@ -77,13 +63,13 @@ async def test_jsonl_lines_are_one_per_event_and_keep_the_event_to_its_fields(
 ) -> None:
     out = tmp_path / "out.jsonl"
     events = hostile_events()
-    alert = make_alert(99, "critical")
+    alert = nth_alert(99, "critical")
     alert["event"].update(SIEM_KEYS)
     alert["event"]["file"] = {"path": "/tmp/x\u2028" + FORGED}
     async with forwarding(nc, f"jsonl+file://{out}"):
         await publish_events(js, events, per_msg=3)
         await publish_alert(js, alert)
-        await wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= len(events) + 1)
+        await until(lambda: out.exists() and out.read_bytes().count(b"\n") >= len(events) + 1)
     # Python's splitlines breaks at every character above: one document per line still.
     lines = out.read_text("utf-8").splitlines()
     assert len(lines) == len(events) + 1, lines
@@ -107,7 +93,7 @@ async def test_webhook_and_bulk_documents_hold_no_forged_field(nc, js) -> None:
             await publish_events(js, events, per_msg=2)
             # The _bulk receiver splits its body with str.splitlines, as a line
             # reader would: a raw U+2028 there would break it.
-            await wait_until(lambda: len(hook.webhook_items) >= len(events)
+            await until(lambda: len(hook.webhook_items) >= len(events)
                              and len(es.docs) >= len(events))  # fmt: skip
     for doc in hook.webhook_items:
         assert set(doc) <= EVENT_KEYS | {"extra"} and doc["extra"] == SIEM_KEYS
@@ -144,7 +130,7 @@ async def test_syslog_and_cef_records_stay_one_line_each(
     events = hostile_events()
     async with forwarding(nc, f"{scheme}://127.0.0.1:{port}"):
         await publish_events(js, events, per_msg=2)
-        await wait_until(lambda: len(ours(raw_rsyslog)) >= len(events))
+        await until(lambda: len(ours(raw_rsyslog)) >= len(events))
     # rsyslog wrote each message on one line: the file's lines (LF only, as
     # rsyslog and a shipper count them) are one per event.
     lines = ours(raw_rsyslog)
@@ -176,7 +162,7 @@ async def test_otlp_and_hec_records_are_one_per_event_with_the_sinks_own_keys(nc
                 f"splunk+http://127.0.0.1:{hec.port}?batch=4"]  # fmt: skip
         async with forwarding(nc, *urls, env=env):
             await publish_events(js, events, per_msg=2)
-            await wait_until(lambda: len(records(otel)) >= len(events)
+            await until(lambda: len(records(otel)) >= len(events)
                              and len(hec.hec) >= len(events))  # fmt: skip
     got = records(otel)
     assert len(got) == len(events)

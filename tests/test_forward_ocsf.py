@@ -21,15 +21,9 @@ import pytest
 from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.ocsf import to_ocsf
 from snoopbus.proto import EVENT_TYPES
-from tests.test_forward_receivers import (
-    forwarding,
-    http_receiver,
-    make_alert,
-    make_event,
-    publish_alert,
-    publish_events,
-    wait_until,
-)
+from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.forward import forwarding, http_receiver
+from tests.support.waits import until
 
 INT, STR = "integer", "string"
 BASE = {
@@ -154,7 +148,7 @@ def validate_ocsf(doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
 def test_every_event_type_is_valid_ocsf(type_: str) -> None:
-    event = make_event(4, type_, ret=0)
+    event = nth_event(4, type_, ret=0)
     event["proc"].update(parent_exe="/bin/sh", parent_argv=["sh"])
     if type_ == "renamed":
         event["file"]["old_path"] = "/tmp/old.txt"
@@ -165,13 +159,13 @@ def test_every_event_type_is_valid_ocsf(type_: str) -> None:
 
 def test_exec_exit_and_rename_specifics() -> None:
     name = b"x\xff".decode("utf-8", "surrogateescape")
-    exec_doc = to_ocsf(Item("event", make_event(1, "exec"), 0, "s"))
+    exec_doc = to_ocsf(Item("event", nth_event(1, "exec"), 0, "s"))
     assert (exec_doc["class_uid"], exec_doc["activity_id"]) == (1007, 1)
     assert exec_doc["process"]["cmd_line"] == "bash -c echo 1"
     assert exec_doc["actor"]["process"] == {"pid": 1}
-    exit_doc = to_ocsf(Item("event", make_event(2, "exit"), 0, "s"))
+    exit_doc = to_ocsf(Item("event", nth_event(2, "exit"), 0, "s"))
     assert (exit_doc["activity_id"], exit_doc["exit_code"]) == (2, 0)
-    event = make_event(3, "renamed")
+    event = nth_event(3, "renamed")
     event["file"].update(old_path=f"/a/{name}", path="/b/new")
     doc = to_ocsf(Item("event", event, 0, "s"))
     validate_ocsf(doc)
@@ -180,7 +174,7 @@ def test_exec_exit_and_rename_specifics() -> None:
 
 
 def test_alert_is_a_detection_finding() -> None:
-    doc = to_ocsf(Item("alert", parse_alert(make_alert(1, "high")), 0, "s"))
+    doc = to_ocsf(Item("alert", parse_alert(nth_alert(1, "high")), 0, "s"))
     validate_ocsf(doc)
     assert doc["status_id"] == 1  # New
     assert (doc["class_uid"], doc["category_uid"], doc["type_uid"]) == (2004, 2, 200401)
@@ -189,10 +183,10 @@ def test_alert_is_a_detection_finding() -> None:
 
 async def test_ocsf_file_sink(nc, js, tmp_path: Path) -> None:
     out = tmp_path / "ocsf.jsonl"
-    events = [make_event(i, t) for i, t in enumerate(sorted(EVENT_TYPES))]
+    events = [nth_event(i, t) for i, t in enumerate(sorted(EVENT_TYPES))]
     async with forwarding(nc, f"ocsf+file://{out}?alerts=0"):
         await publish_events(js, events)
-        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == len(events))
+        await until(lambda: out.exists() and len(out.read_text().splitlines()) == len(events))
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     for doc in docs:
         validate_ocsf(doc)
@@ -202,16 +196,16 @@ async def test_ocsf_file_sink(nc, js, tmp_path: Path) -> None:
 async def test_ocsf_http_sink(nc, js) -> None:
     async with http_receiver() as rx:
         async with forwarding(nc, f"ocsf+http://127.0.0.1:{rx.port}/lake?min_severity=high"):
-            await publish_events(js, [make_event(i, "open") for i in range(5)], per_msg=5)
-            await publish_alert(js, make_alert(9, "critical"))
-            await wait_until(lambda: len(rx.webhook_items) == 6)
+            await publish_events(js, [nth_event(i, "open") for i in range(5)], per_msg=5)
+            await publish_alert(js, nth_alert(9, "critical"))
+            await until(lambda: len(rx.webhook_items) == 6)
     for doc in rx.webhook_items:
         validate_ocsf(doc)
     assert sorted(d["class_uid"] for d in rx.webhook_items) == [1001] * 5 + [2004]
 
 
 def test_unknown_parent_gives_no_parent_process() -> None:
-    event = make_event(1, "exec")
+    event = nth_event(1, "exec")
     del event["proc"]["ppid"]
     event["proc"]["parent_exe"] = "/bin/sh"
     doc = to_ocsf(Item("event", event, 0, "s"))

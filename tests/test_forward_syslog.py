@@ -4,18 +4,10 @@ its output file and parsed as RFC 5424."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,15 +17,12 @@ from snoopbus.consumers.forward import Item, parse_alert
 from snoopbus.consumers.forward.cef import ext_value, header, render_cef
 from snoopbus.consumers.forward.syslog import header_field, param_value, render_5424
 from snoopbus.consumers.printable import UNSAFE, printable
-from tests.test_forward_receivers import (
-    dead_letters,
-    forwarding,
-    make_alert,
-    make_event,
-    publish_alert,
-    publish_events,
-    wait_until,
-)
+from tests.support.bus import dead_letters
+from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.forward import forwarding
+from tests.support.processes import free_port
+from tests.support.syslog import Rsyslog, make_certs, needs_rsyslog, parse_5424, parse_cef
+from tests.support.waits import until
 
 NON_UTF8 = b"caf\xe9\xff".decode("utf-8", "surrogateescape")
 HOSTILE = [
@@ -41,59 +30,6 @@ HOSTILE = [
     "cr\rreturn", "tab\there", f"bytes-{NON_UTF8}", "ünïcode ✓", "[x@1 y=\"z\"]",
     "<13>1 2025-01-01T00:00:00Z forged - - - - injected", "trailing\\",
 ]  # fmt: skip
-
-
-# -- a strict RFC 5424 reader (what a receiver does) --------------------------
-
-_HEADER = re.compile(r"<(\d{1,3})>1 (\S+) (\S{1,255}) (\S{1,48}) (\S{1,128}) (\S{1,32}) ")
-
-
-@dataclass
-class Parsed:
-    pri: int
-    timestamp: str
-    hostname: str
-    app: str
-    procid: str
-    msgid: str
-    sd: dict[str, dict[str, str]]
-    msg: str
-
-
-def parse_5424(line: str) -> Parsed:
-    m = _HEADER.match(line)
-    assert m, f"not RFC 5424: {line[:120]!r}"
-    pos, sd = m.end(), {}
-    if line[pos] == "-":
-        pos += 1
-    else:
-        while pos < len(line) and line[pos] == "[":
-            end = pos + 1
-            while line[end] not in " ]":
-                end += 1
-            sd_id, params = line[pos + 1 : end], {}
-            pos = end
-            while line[pos] == " ":
-                eq = line.index("=", pos)
-                name = line[pos + 1 : eq]
-                assert re.fullmatch(r'[\x21-\x7e]{1,32}', name) and not set(name) & set('= ]"')
-                assert line[eq + 1] == '"'
-                i, value = eq + 2, []
-                while line[i] != '"':
-                    if line[i] == "\\" and line[i + 1] in '"\\]':
-                        value.append(line[i + 1])
-                        i += 2
-                    else:
-                        assert line[i] != "]", "unescaped ] in a PARAM-VALUE"
-                        value.append(line[i])
-                        i += 1
-                params[name] = "".join(value)
-                pos = i + 1
-            assert line[pos] == "]"
-            sd[sd_id] = params
-            pos += 1
-    msg = line[pos + 1 :] if pos < len(line) else ""
-    return Parsed(int(m[1]), m[2], m[3], m[4], m[5], m[6], sd, msg.removeprefix("\ufeff"))
 
 
 def cut(text: str, limit: int) -> str:
@@ -124,7 +60,7 @@ def test_header_fields_are_printable_ascii() -> None:
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_5424_round_trips_hostile_values(hostile: str) -> None:
-    event = make_event(1, "renamed", host=f"h {hostile}")
+    event = nth_event(1, "renamed", host=f"h {hostile}")
     event["proc"].update(exe=f"/bin/{hostile}", argv=[hostile, "x"], comm=hostile)
     event["file"].update(path=f"/tmp/{hostile}", old_path=f"/tmp/old{hostile}")
     line = render_5424(Item("event", event, 0, "s"), 8192)
@@ -138,7 +74,7 @@ def test_5424_round_trips_hostile_values(hostile: str) -> None:
 
 
 def test_5424_alert_has_rule_and_severity() -> None:
-    alert = parse_alert(make_alert(4, "critical"))
+    alert = parse_alert(nth_alert(4, "critical"))
     parsed = parse_5424(render_5424(Item("alert", alert, 0, "s"), 8192))
     assert parsed.pri == 13 * 8 + 2 and parsed.msgid == "alert"
     assert parsed.sd["alert@32473"]["rule_id"] == "rule-1"
@@ -147,29 +83,6 @@ def test_5424_alert_has_rule_and_severity() -> None:
 
 
 # -- CEF, unit ----------------------------------------------------------------
-
-
-def parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
-    """Header split on unescaped pipes; extension keys found before unescaped '='."""
-    fields, cur, i = [], [], 0
-    while len(fields) < 7:
-        ch = text[i]
-        if ch == "\\":
-            cur.append(text[i + 1])
-            i += 2
-            continue
-        if ch == "|":
-            fields.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    ext, pairs = text[i:], {}
-    keys = list(re.finditer(r"(?:^| )([A-Za-z0-9_]+)=", ext))
-    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
-        raw = ext[k.end() : nxt.start() if nxt else len(ext)]
-        pairs[k[1]] = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), raw)
-    return fields, pairs
 
 
 def test_cef_escaping_per_spec() -> None:
@@ -183,7 +96,7 @@ def test_cef_escaping_per_spec() -> None:
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_cef_round_trips_hostile_values(hostile: str) -> None:
-    raw = make_alert(2, "high")
+    raw = nth_alert(2, "high")
     raw["rule"]["title"] = f"title {hostile}"
     raw["rule"]["id"] = f"id|{hostile}"
     raw["event"]["proc"].update(argv=[hostile, "k=v"], cwd=f"/w/{hostile}")
@@ -200,126 +113,6 @@ def test_cef_round_trips_hostile_values(hostile: str) -> None:
 
 
 # -- a real rsyslogd ----------------------------------------------------------
-
-RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-def needs_rsyslog(test: Callable[..., Any]) -> Callable[..., Any]:
-    """Marks the tests that start rsyslogd. `make test` installs it; a missing one
-    fails these tests with the fix, rather than skipping them silently."""
-    return pytest.mark.usefixtures("rsyslogd_installed")(test)
-
-
-@pytest.fixture
-def rsyslogd_installed() -> None:
-    assert os.path.exists(RSYSLOGD), "rsyslogd not installed: apt-get install rsyslog"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Rsyslog:
-    dir: Path
-    tcp: int
-    udp: int
-    tls: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    # Off: control characters are written to the file as received, as a
-    # receiver that does not clean up after its senders would keep them.
-    escape_control: bool = True
-
-    @property
-    def out(self) -> Path:
-        return self.dir / "out.log"
-
-    def start(self) -> None:
-        tls = self.dir / "tls"
-        conf = self.dir / "rsyslog.conf"
-        tls_conf = "" if self.tls is None else f"""
-global(DefaultNetstreamDriverCAFile="{tls}/ca.pem"
-       DefaultNetstreamDriverCertFile="{tls}/server.pem"
-       DefaultNetstreamDriverKeyFile="{tls}/server.key")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" port="{self.tls}" address="127.0.0.1")
-"""  # fmt: skip
-        conf.write_text(f"""
-global(workDirectory="{self.dir}" maxMessageSize="64k" net.enableDNS="off"
-       parser.escapeControlCharactersOnReceive="{'on' if self.escape_control else 'off'}")
-module(load="imptcp")
-module(load="imudp")
-input(type="imptcp" port="{self.tcp}" address="127.0.0.1")
-input(type="imudp" port="{self.udp}" address="127.0.0.1")
-{tls_conf}
-action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format")
-""")  # fmt: skip
-        log = (self.dir / "rsyslogd.log").open("ab")
-        self.proc = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(self.dir / "rsyslogd.pid")],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 15
-        try:
-            while not self._ready():
-                why = (self.dir / "rsyslogd.log").read_text()
-                assert self.proc.poll() is None, why
-                assert time.monotonic() < deadline, f"rsyslogd did not start listening: {why}"
-                time.sleep(0.02)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        """TCP (and TLS) accept and a UDP probe was written: every listener is up."""
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.tcp), 1):
-            if self.tls is not None:  # CI saw output written before the TLS listener was up
-                socket.create_connection(("127.0.0.1", self.tls), 1).close()
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.sendto(PROBE.encode(), ("127.0.0.1", self.udp))
-            return self.out.exists() and "probe" in self.out.read_text("utf-8")
-        return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def messages(self) -> list[Parsed]:
-        if not self.out.exists():
-            return []
-        text = self.out.read_text("utf-8")
-        # rsyslog writes control characters as #ooo (octal): undo it.
-        # rsyslog may be mid-line: only whole lines are messages yet.
-        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
-        parsed = [parse_5424(re.sub(r"#([0-7]{3})", lambda m: chr(int(m[1], 8)), ln))
-                  for ln in lines]  # fmt: skip
-        return [m for m in parsed if m.app != "probe"]
-
-
-PROBE = "<14>1 - - probe - - - ready?"
-
-
-def make_certs(where: Path) -> None:
-    where.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=snoopbus test CA")  # fmt: skip
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2",
-            "-extfile", "san.ext")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +138,7 @@ def rsyslog(request: pytest.FixtureRequest, tmp_path: Path, certs: Path) -> Iter
 
 
 def hostile_event(seq: int) -> dict:
-    event = make_event(seq, "renamed")
+    event = nth_event(seq, "renamed")
     event["proc"]["argv"] = ["sh", "-c", HOSTILE[seq % len(HOSTILE)], "x" * 10_000]
     event["file"].update(path=f"/tmp/{HOSTILE[seq % len(HOSTILE)]}", old_path="/tmp/old")
     return event
@@ -361,8 +154,8 @@ async def test_rsyslog_receives_rfc5424(nc, js, rsyslog: Rsyslog, transport: str
     events = [hostile_event(i) for i in range(len(HOSTILE))]
     async with forwarding(nc, url):
         await publish_events(js, events, per_msg=4)
-        await publish_alert(js, make_alert(7, "critical"))
-        await wait_until(lambda: len(rsyslog.messages()) >= len(events) + 1, 20)
+        await publish_alert(js, nth_alert(7, "critical"))
+        await until(lambda: len(rsyslog.messages()) >= len(events) + 1, 20)
     got = {(m.sd.get("alert@32473") or m.sd["snoopbus@32473"])["id"]: m
            for m in rsyslog.messages()}  # fmt: skip
     for event in events:
@@ -379,7 +172,7 @@ async def test_rsyslog_receives_rfc5424(nc, js, rsyslog: Rsyslog, transport: str
 async def test_cef_over_syslog_reaches_rsyslog(nc, js, rsyslog: Rsyslog) -> None:
     async with forwarding(nc, f"cef+tcp://127.0.0.1:{rsyslog.tcp}"):
         await publish_events(js, [hostile_event(0), hostile_event(4)], per_msg=2)
-        await wait_until(lambda: len(rsyslog.messages()) >= 2, 20)
+        await until(lambda: len(rsyslog.messages()) >= 2, 20)
     for m in rsyslog.messages():
         assert m.msgid == "CEF" and m.sd == {}
         fields, ext = parse_cef(m.msg)
@@ -391,14 +184,14 @@ async def test_cef_over_syslog_reaches_rsyslog(nc, js, rsyslog: Rsyslog) -> None
 async def test_rsyslog_down_then_back_gets_every_event(nc, js, rsyslog: Rsyslog) -> None:
     url = f"syslog+tcp://127.0.0.1:{rsyslog.tcp}?backoff=0.05&backoff_cap=0.5&retries=2"
     async with forwarding(nc, url) as fwd:
-        await publish_events(js, [make_event(i) for i in range(5)])
-        await wait_until(lambda: len(rsyslog.messages()) >= 5)
+        await publish_events(js, [nth_event(i) for i in range(5)])
+        await until(lambda: len(rsyslog.messages()) >= 5)
         rsyslog.stop()
-        await publish_events(js, [make_event(i) for i in range(5, 40)], per_msg=5)
-        await wait_until(lambda: fwd.workers[0].stats.naked >= 3, what="naks while down")
+        await publish_events(js, [nth_event(i) for i in range(5, 40)], per_msg=5)
+        await until(lambda: fwd.workers[0].stats.naked >= 3, what="naks while down")
         rsyslog.start()
         want = {f"inst-{i}" for i in range(40)}
-        await wait_until(
+        await until(
             lambda: {m.sd["snoopbus@32473"]["id"] for m in rsyslog.messages()} >= want, 30
         )
     ids = [m.sd["snoopbus@32473"]["id"] for m in rsyslog.messages()]
@@ -418,7 +211,7 @@ kernel_text = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(value=kernel_text, other=kernel_text)
 def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
-    event = make_event(1, "renamed")
+    event = nth_event(1, "renamed")
     event["proc"].update(exe=value, argv=[other, value], cwd=other)
     event["file"].update(path=value, old_path=other)
     line = render_5424(Item("event", event, 0, "s"), 8192)
@@ -432,7 +225,7 @@ def test_any_value_round_trips_through_5424(value: str, other: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(value=kernel_text, title=kernel_text)
 def test_any_value_round_trips_through_cef(value: str, title: str) -> None:
-    raw = make_alert(1)
+    raw = nth_alert(1)
     raw["rule"]["title"] = title
     raw["event"]["proc"].update(argv=[value], cwd=value)
     line = render_cef(Item("alert", parse_alert(raw), 0, "s"))
@@ -445,9 +238,9 @@ def test_any_value_round_trips_through_cef(value: str, title: str) -> None:
 @needs_rsyslog
 async def test_udp_message_too_large_is_dead_lettered(nc, js, rsyslog: Rsyslog) -> None:
     url = f"syslog+udp://127.0.0.1:{rsyslog.udp}?name=udp&max_value=200000"
-    big = make_event(1)
+    big = nth_event(1)
     big["proc"]["argv"] = ["x" * 70_000]
     async with forwarding(nc, url):
         await publish_events(js, [big])
-        (letter,) = await dead_letters(nc, js, "forward-udp", 1)
+        (letter,) = await dead_letters(js, "forward-udp", 1)
     assert "do not fit one UDP datagram" in letter.headers["Snoopbus-Dlq-Reason"]

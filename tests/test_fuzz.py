@@ -42,7 +42,9 @@ from snoopbus.proto import (
     event_subject,
     validate_event,
 )
-from tests.test_consumer_runtime import Collector, dead_letters, exec_event, running
+from tests.support.bus import dead_letters
+from tests.support.consumers import Collector, running
+from tests.support.events import bare_exec
 
 EXAMPLES = int(os.environ.get("SNOOPBUS_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -82,7 +84,7 @@ def test_wrong_types_anywhere(obj: Any) -> None:
     decodes_or_refuses(msgpack.packb(obj, use_bin_type=True))
 
 
-GOOD = encode_batch([exec_event(argv=["sh", "-c", "x"], cwd="/"), exec_event()])
+GOOD = encode_batch([bare_exec(argv=["sh", "-c", "x"], cwd="/"), bare_exec()])
 
 
 def test_every_truncation_is_refused_and_hostile_shapes_are_cheap() -> None:
@@ -181,15 +183,15 @@ def test_hostile_text_through_every_handler(batch: list[dict[str, Any]]) -> None
 
 def hostile_corpus(seed: int = 9, n: int = 30) -> list[bytes]:
     rng = random.Random(seed)
-    good = encode_batch([exec_event(comm="x")])
+    good = encode_batch([bare_exec(comm="x")])
     out = [rng.randbytes(rng.randrange(1, 200)) for _ in range(n)]
     out += [good[:cut] for cut in range(1, len(good), max(1, len(good) // 6))]
     out += [
-        msgpack.packb([{**exec_event(), "id": 7}]),  # wrong type
-        msgpack.packb([{**exec_event(), "proc": ["no"]}]),
+        msgpack.packb([{**bare_exec(), "id": 7}]),  # wrong type
+        msgpack.packb([{**bare_exec(), "proc": ["no"]}]),
         msgpack.packb([{}] * (MAX_BATCH_EVENTS + 1)),  # huge array
         b"\x91" * 5000 + b"\x80",  # deep nesting
-        msgpack.packb([{**exec_event(), "v": SCHEMA_VERSION + 1}]),  # from the future
+        msgpack.packb([{**bare_exec(), "v": SCHEMA_VERSION + 1}]),  # from the future
     ]
     return [d for d in out if not _is_valid(d)]
 
@@ -212,7 +214,7 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_flow_around_them(
     subject = event_subject("h1", "exec")
     good_ids = []
     for data in bad:
-        ev = exec_event(comm="ok")
+        ev = bare_exec(comm="ok")
         good_ids.append(ev["id"])
         await js.publish(subject, encode_batch([ev]))
         await js.publish(subject, data)

@@ -29,8 +29,8 @@ from snoopbus.proto import (
     event_subject,
     validate_event,
 )
-from tests.conftest import start_consumer
-from tests.test_archive_support import archived_ids
+from tests.support.archive import archived_ids
+from tests.support.processes import start_consumer
 from tests.test_fault_consumers import settled
 
 NASTY = ["\n", "\r", "\x00", "\x1b[2J", "\x7f", "]", '"', "\\", "|", "=", "%n", "\u2028",

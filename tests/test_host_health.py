@@ -27,7 +27,8 @@ from snoopbus.collector.build_info import version
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.proto import STREAM_NAME, alert_subject, alerts_filter, encode_map, meta_subject
-from tests.conftest import RunningCollector, start_collector, stop_process
+from tests.support.collector import RunningCollector, start_collector
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.kernel
 

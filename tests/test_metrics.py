@@ -25,7 +25,8 @@ from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consum
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
 from snoopbus.proto import encode_batch, event_subject, events_filter
-from tests.conftest import free_port, start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import free_port, stop_process
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 

@@ -15,13 +15,8 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.privileges import CAP_SYS_PTRACE, KEEP_MASK
-from tests.conftest import (
-    EventWatch,
-    RunningCollector,
-    free_port,
-    start_collector,
-    stop_process,
-)
+from tests.support.collector import EventWatch, RunningCollector, start_collector
+from tests.support.processes import free_port, stop_process
 
 pytestmark = pytest.mark.kernel
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 from tests.test_file_naming import NOBODY, as_nobody, attic  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kernel

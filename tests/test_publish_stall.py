@@ -27,7 +27,8 @@ from snoopbus.collector.loss import PUBLISH_DENIED
 from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.stack import watch_bus
 from snoopbus.proto import connect, decode_map, encode_map, meta_subject
-from tests.conftest import free_port, start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import free_port, stop_process
 from tests.test_metrics import get, samples
 from tests.test_publish_errors import ADMIN, permissions_conf
 

@@ -30,8 +30,8 @@ from snoopbus.consumers.archive.query import (
 )
 from snoopbus.consumers.archive.writer import Writer
 from snoopbus.proto import ensure_stream, host_token, text_from_kernel
-
-from .test_archive_support import BASE_TS, archiver, make_event, publish_events, settled
+from tests.support.archive import archiver, settled
+from tests.support.events import BASE_TS, mixed_event, publish_grouped
 
 DAY = 86_400 * 10**9
 ENGINES = [DuckDBEngine(), ArrowEngine()]
@@ -63,7 +63,7 @@ def proc_event(n: int, kind: str, pid: int, ppid: int, host: str = "web1", **ext
 
 
 def sample() -> list[dict[str, Any]]:
-    events = [make_event(n, host=f"h{n % 2}", ts=BASE_TS + n * DAY // 100) for n in range(300)]
+    events = [mixed_event(n, host=f"h{n % 2}", ts=BASE_TS + n * DAY // 100) for n in range(300)]
     tree = [
         proc_event(1, "exec", 100, 1, argv=["bash", "-i"], comm="bash"),
         proc_event(2, "open", 100, 1, path="/home/u/.bashrc", comm="bash"),
@@ -98,10 +98,10 @@ async def test_query_returns_exactly_the_archived_events_with_their_fields(
     nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
 ) -> None:
     await ensure_stream(js)
-    events = [make_event(n, host=f"h{n % 3}") for n in range(400)]
+    events = [mixed_event(n, host=f"h{n % 3}") for n in range(400)]
     root = tmp_path / "archive"
     async with archiver(nats_server.url, root):
-        await publish_events(js, events)
+        await publish_grouped(js, events)
         await settled(js)
     for engine in ENGINES:
         got = run_query(root, Filters(), engine=engine)

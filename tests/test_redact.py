@@ -16,7 +16,7 @@ from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.records import KIND_EXEC, KIND_EXIT, ExecRecord, ExitRecord, Header
 from snoopbus.collector.redact import MASK, SHELL_WORDS, RedactConfig, Redactor
-from tests.conftest import EventWatch, RunningCollector
+from tests.support.collector import EventWatch, RunningCollector
 
 R = Redactor()
 

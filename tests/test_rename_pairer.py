@@ -26,11 +26,10 @@ from snoopbus.proto import (
     STREAM_NAME,
     decode_batch,
     encode_batch,
-    ensure_stream,
     event_subject,
     events_filter,
 )
-from tests.conftest import durable_settled
+from tests.support.waits import durable_settled
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
 WINDOW = 0.4
@@ -106,12 +105,6 @@ async def pairer(
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def stream(js: JetStreamContext) -> JetStreamContext:
-    await ensure_stream(js)
-    return js
 
 
 def by_type(events: list[dict]) -> Counter[str]:

@@ -14,7 +14,8 @@ from nats.aio.client import Client
 
 from snoopbus.collector import sd_notify
 from snoopbus.collector.natsd import NatsServer
-from tests.conftest import start_collector, stop_process
+from tests.support.collector import start_collector
+from tests.support.processes import stop_process
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.stack import StackError, secure_state_dir
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 NOBODY = 65534
 

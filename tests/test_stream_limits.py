@@ -30,7 +30,9 @@ from snoopbus.proto.stream_limits import (
     fill_warning,
     removed_unread,
 )
-from tests.test_consumer_runtime import Collector, exec_event, publish, running, wait_for
+from tests.support.consumers import Collector, running
+from tests.support.events import bare_exec, publish
+from tests.support.waits import until
 
 # -- pure logic ------------------------------------------------------------------
 
@@ -112,19 +114,19 @@ async def test_a_stopped_consumer_counts_exactly_what_retention_removed(
     await ensure_stream(js, limits=limits)
     pad = "x" * 900  # ~1 KiB a message
     for _ in range(20):
-        await publish(js, exec_event(comm="before", pad=pad))
+        await publish(js, bare_exec(comm="before", pad=pad))
     c = Collector()
     async with running(c, nats_server.url) as rt:
-        await wait_for(lambda: rt.counters.processed == 20)
+        await until(lambda: rt.counters.processed == 20)
     # Stopped; meanwhile the stream wraps: ~256 messages fit, 1000 are published.
     for _ in range(1000):
-        await publish(js, exec_event(comm="during", pad=pad))
+        await publish(js, bare_exec(comm="during", pad=pad))
     state = (await js.stream_info(STREAM_NAME)).state
     assert state.first_seq > 21, "the stream did not wrap: the test proves nothing"
     expected = state.first_seq - 21  # seqs 21 .. first_seq-1 were removed unread
     async with running(c, nats_server.url) as rt:
-        await wait_for(lambda: rt.counters.processed == state.messages)
-        await wait_for(lambda: rt.counters.missed == expected)
+        await until(lambda: rt.counters.processed == state.messages)
+        await until(lambda: rt.counters.missed == expected)
         assert len(c.events) == 20 + state.messages
         info = await js.consumer_info(STREAM_NAME, "collect")
         assert missed_of(info.config.metadata) == expected  # what `up` and doctor read
@@ -145,12 +147,12 @@ async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
     await ensure_stream(js, limits=StreamLimits(max_bytes=128 << 10, compression="none",
                                                 enforce=True))  # fmt: skip
     pad = "x" * 900
-    await publish(js, exec_event(comm="first", pad=pad))
+    await publish(js, bare_exec(comm="first", pad=pad))
     c = Collector()
     async with running(c, nats_server.url) as rt:
-        await wait_for(lambda: rt.counters.processed == 1)
+        await until(lambda: rt.counters.processed == 1)
     for _ in range(400):
-        await publish(js, exec_event(comm="during", pad=pad))
+        await publish(js, bare_exec(comm="during", pad=pad))
     first = (await js.stream_info(STREAM_NAME)).state.first_seq
     assert first > 2
     out = subprocess.run(
@@ -175,7 +177,7 @@ async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
     assert metrics["snoopbus_up_consumer_messages_missed"].samples[0].value == first - 2
     assert metrics["snoopbus_stream_warnings"].samples[0].value == 1
     async with running(c, nats_server.url) as rt:  # the consumer itself, resumed, agrees
-        await wait_for(lambda: rt.counters.missed == first - 2)
+        await until(lambda: rt.counters.missed == first - 2)
 
 
 def test_up_chooses_max_bytes_from_the_free_space_and_says_so(tmp_path: Path) -> None:

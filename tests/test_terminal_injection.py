@@ -24,7 +24,7 @@ from snoopbus.collector.live import LiveState
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
-from tests.conftest import RunningCollector
+from tests.support.collector import RunningCollector
 from tests.test_printable import rendered
 
 pytestmark = pytest.mark.kernel

@@ -19,7 +19,7 @@ import pytest
 
 from snoopbus.collector import exits
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.kernel
 

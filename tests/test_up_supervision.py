@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector import exits, leftovers
-from tests.conftest import free_port
+from tests.support.processes import free_port
 from tests.test_up import read_until
 
 pytestmark = pytest.mark.kernel

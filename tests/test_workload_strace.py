@@ -26,8 +26,9 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
-from tests.conftest import EventWatch, start_collector, stop_process
 from tests.strace_truth import STRACE_ARGS, Key, derive, split_args
+from tests.support.collector import EventWatch, start_collector
+from tests.support.processes import stop_process
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
