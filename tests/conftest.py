@@ -17,7 +17,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.proto import ensure_stream, events_filter
+from snoopbus.proto import alerts_filter, ensure_stream, events_filter
+from tests.support.alert import HOST, AlertWatch
 from tests.support.collector import EventWatch, RunningCollector, start_collector
 from tests.support.processes import start_consumer, stop_process
 from tests.support.syslog import RSYSLOGD
@@ -133,3 +134,15 @@ def spawn_consumer(
 def rsyslogd_installed() -> None:
     """What tests/support/syslog.needs_rsyslog asks for."""
     assert os.path.exists(RSYSLOGD), "rsyslogd not installed: apt-get install rsyslog"
+
+
+@pytest.fixture
+async def alerts(nc: Client, js: JetStreamContext) -> AsyncIterator[AlertWatch]:
+    """Every alert published for the alert tests' host, as it comes."""
+    await ensure_stream(js)
+    watch = AlertWatch()
+    sub = await nc.subscribe(alerts_filter(host=HOST), cb=watch.on_msg)
+    try:
+        yield watch
+    finally:
+        await sub.unsubscribe()

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 import json
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.consumers import Runtime, Settings, plugin
+from snoopbus.consumers import plugin
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.outputs import (
     NatsOutput,
@@ -33,99 +30,20 @@ from snoopbus.consumers.alert.outputs import (
 )
 from snoopbus.consumers.lines import format_alert
 from snoopbus.proto import (
-    SCHEMA_VERSION,
-    alerts_filter,
-    decode_map,
-    encode_batch,
     encode_map,
     ensure_stream,
-    event_subject,
     parse_subject,
 )
 from tests import sigma_corpus
-
-FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1, backoff=(0.05,))
-_ids = itertools.count(1)
-HOST = "alert-test"
-
-
-def exec_event(argv: list[str], parent: str | None = None, **proc: Any) -> dict[str, Any]:
-    p: dict[str, Any] = {"pid": 4242, "tid": 4242, "ppid": 1, "uid": 0, "gid": 0,
-                         "comm": argv[0].rsplit("/", 1)[-1][:15], "exe": argv[0], "argv": argv,
-                         "cwd": "/root"}  # fmt: skip
-    p.update(proc)
-    if parent:
-        p["parent_exe"], p["parent_argv"] = parent, [parent]
-    return {"v": SCHEMA_VERSION, "id": f"t-{next(_ids)}", "ts": 1_700_000_000_000_000_000,
-            "host": HOST, "type": "exec", "proc": p}  # fmt: skip
-
-
-def file_event(type_: str, path: str, **file: Any) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "id": f"t-{next(_ids)}", "ts": 1_700_000_000_000_000_000,
-            "host": HOST, "type": type_, "file": {"path": path, **file},
-            "proc": {"pid": 77, "uid": 0, "comm": "cp", "exe": "/usr/bin/cp"}}  # fmt: skip
-
-
-async def publish(js: JetStreamContext, *events: dict[str, Any]) -> None:
-    for event in events:
-        await js.publish(event_subject(event["host"], event["type"]), encode_batch([event]))
-
-
-class AlertWatch:
-    def __init__(self) -> None:
-        self.alerts: list[tuple[str, dict[str, Any]]] = []
-        self._changed = asyncio.Event()
-
-    async def on_msg(self, msg: Msg) -> None:
-        self.alerts.append((msg.subject, decode_map(msg.data)))
-        self._changed.set()
-
-    async def wait(self, count: int, within: float = 10) -> list[tuple[str, dict[str, Any]]]:
-        async with asyncio.timeout(within):
-            while len(self.alerts) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.alerts
-
-    async def quiet(self, seconds: float = 0.5) -> None:
-        """Nothing more arrives for a while (for 'exactly these alerts')."""
-        before = len(self.alerts)
-        await asyncio.sleep(seconds)
-        assert len(self.alerts) == before, self.alerts[before:]
-
-
-@pytest.fixture
-async def alerts(nc: Client, js: JetStreamContext) -> AsyncIterator[AlertWatch]:
-    await ensure_stream(js)
-    watch = AlertWatch()
-    sub = await nc.subscribe(alerts_filter(host=HOST), cb=watch.on_msg)
-    try:
-        yield watch
-    finally:
-        await sub.unsubscribe()
-
-
-@asynccontextmanager
-async def running(consumer: AlertConsumer, url: str) -> AsyncIterator[Runtime]:
-    runtime = Runtime(consumer, servers=url, settings=FAST)
-    task = asyncio.create_task(runtime.run())
-    ready = asyncio.create_task(runtime.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        await task
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, 15)
+from tests.support.alert import HOST, AlertWatch, exec_event, file_event, running
+from tests.support.events import publish_each
 
 
 async def test_exactly_the_expected_alerts_arrive_with_their_content(
     nats_server: NatsServer, js: JetStreamContext, alerts: AlertWatch
 ) -> None:
     attack = exec_event(["/bin/sh", "-c", "echo aWQK | base64 -d | sh"], parent="/usr/sbin/nginx")
-    await publish(
+    await publish_each(
         js,
         exec_event(["/usr/bin/ls", "-l"]),  # nothing
         attack,  # base64 pipe to shell, and a shell under nginx
@@ -161,7 +79,8 @@ async def test_the_shared_corpus_fires_on_a_known_attack(
     nats_server: NatsServer, js: JetStreamContext, alerts: AlertWatch
 ) -> None:
     corpus = sigma_corpus.require()
-    await publish(js, exec_event(["bash", "-c", "echo aWQK | base64 -d | sh"], exe="/usr/bin/bash"))
+    attack = exec_event(["bash", "-c", "echo aWQK | base64 -d | sh"], exe="/usr/bin/bash")
+    await publish_each(js, attack)
     async with running(AlertConsumer([corpus], throttle=0), nats_server.url):
         await alerts.wait(2)
         await alerts.quiet()
@@ -177,7 +96,7 @@ async def test_repeats_are_folded_into_one_summary_with_a_count(
     other = exec_event(["/tmp/x/other"])
     consumer = AlertConsumer(throttle=0.6)
     async with running(consumer, nats_server.url):
-        await publish(js, *same, other)
+        await publish_each(js, *same, other)
         got = await alerts.wait(3)  # first of each key at once, then one summary
         await alerts.quiet(0.8)
     firsts = [a for _, a in got if not a.get("folded")]
@@ -202,7 +121,7 @@ async def test_an_alert_whose_publish_failed_is_sent_on_redelivery_not_folded(
 
     monkeypatch.setattr(NatsOutput, "send", flaky_send)
     attack = exec_event(["/tmp/dropper"])
-    await publish(js, attack)
+    await publish_each(js, attack)
     async with running(AlertConsumer(throttle=60.0), nats_server.url) as runtime:
         ((_, alert),) = await alerts.wait(1)
         await alerts.quiet()
@@ -251,7 +170,7 @@ async def test_webhook_retries_then_delivers_and_stdout_prints(
     webhook = WebhookOutput(WebhookConfig(url, retries=3, backoff=0.05, min_level="high"))
     printed = io.StringIO()
     outputs: list[Output] = [webhook, StdoutOutput(stream=printed)]
-    await publish(js, exec_event(["/tmp/dropper"]),  # medium: below the webhook's level
+    await publish_each(js, exec_event(["/tmp/dropper"]),  # medium: below the webhook's level
                   exec_event(["/bin/sh", "-c", "echo aWQK | base64 -d | sh"]))  # fmt: skip
     async with running(AlertConsumer(throttle=0, outputs=outputs), nats_server.url):
         await alerts.wait(2)

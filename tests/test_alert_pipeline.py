@@ -27,9 +27,8 @@ from snoopbus.consumers.alert.fields import (
 )
 from snoopbus.consumers.alert.loader import load_pipelines, load_rules, resolve_paths, rule_files
 from tests import sigma_corpus
-from tests.test_alert_consumer import AlertWatch, alerts, exec_event, publish, running
-
-__all__ = ["alerts"]  # the fixture, used by name below
+from tests.support.alert import AlertWatch, exec_event, running
+from tests.support.events import publish_each
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 
@@ -203,7 +202,7 @@ async def test_the_alerter_applies_its_pipeline_on_the_bus(
     consumer = AlertConsumer([tmp_path / "r"], throttle=0,
                              pipelines=[pipeline_file(tmp_path, LOGON_PIPELINE)])  # fmt: skip
     async with running(consumer, nats_server.url):
-        await publish(js, exec_event(["/bin/sh"], uid=1000), exec_event(["/bin/sh"], uid=0))
+        await publish_each(js, exec_event(["/bin/sh"], uid=1000), exec_event(["/bin/sh"], uid=0))
         [(_, alert)] = await alerts.wait(1)
         await alerts.quiet(0.5)
     assert alert["rule"]["title"] == "root logon session"

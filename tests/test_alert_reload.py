@@ -2,7 +2,7 @@
 process against a real nats-server, events published before, during and after.
 
 No alert lost or sent twice for a rule in both sets (a core subscription sees
-every publish, even one the stream would drop as a duplicate); the new rule's
+every publish_each, even one the stream would drop as a duplicate); the new rule's
 alerts after the reload; a broken rule file keeps the old set, with one log
 line naming the file and the reason; throttle windows survive the reload.
 """
@@ -22,8 +22,9 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream
+from tests.support.alert import HOST, AlertWatch, exec_event
+from tests.support.events import publish_each
 from tests.support.processes import stop_process
-from tests.test_alert_consumer import HOST, AlertWatch, exec_event, publish
 
 OLD_ID = "5e0b9d7a-0000-4000-8000-00000000a1d0"
 NEW_ID = "5e0b9d7a-0000-4000-8000-00000000a1d1"
@@ -80,21 +81,21 @@ async def test_sighup_swaps_the_rules_without_losing_or_repeating_an_alert(
 
     # The same command line before and after the reload: one window, one alert.
     repeat = exec_event(["/usr/bin/old-tool", "--run=same"])
-    await publish(js, repeat)
+    await publish_each(js, repeat)
     await watch.wait(1)
 
     # A stream of old-tool events; the new rule lands and SIGHUP comes mid-stream.
     old_events = [tool_event("old-tool", n) for n in range(300)]
     mark = log.stat().st_size
     for n, event in enumerate(old_events):
-        await publish(js, event)
+        await publish_each(js, event)
         if n == 100:
             (rules / "new.yml").write_text(NEW_RULE)
             proc.send_signal(signal.SIGHUP)
     line = await log_line(log, "alert: rules reloaded", mark)
     assert "2 rules (1 added, 0 removed), 0 skipped" in line, line
     new_events = [tool_event("new-tool", n) for n in range(50)]
-    await publish(js, *new_events, exec_event(["/usr/bin/old-tool", "--run=same"]))
+    await publish_each(js, *new_events, exec_event(["/usr/bin/old-tool", "--run=same"]))
     try:
         await watch.wait(1 + len(old_events) + len(new_events), within=60)
     except TimeoutError:
@@ -113,7 +114,7 @@ async def test_sighup_swaps_the_rules_without_losing_or_repeating_an_alert(
         assert " ERROR " in line
         (rules / name).unlink()
     after = [tool_event("old-tool", 1000), tool_event("new-tool", 1000)]
-    await publish(js, *after)
+    await publish_each(js, *after)
     await watch.wait(1 + len(old_events) + len(new_events) + 2)
     await watch.quiet(1.0)
 

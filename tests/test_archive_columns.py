@@ -199,8 +199,8 @@ def test_recent_ids_stay_within_their_byte_bound() -> None:
 
 
 async def test_held_deliveries_keep_neither_events_nor_payload(tmp_path: Path) -> None:
-    from tests.test_fuzz_handlers import Bus
-    from tests.test_fuzz_handlers import Msg as FakeMsg
+    from tests.support.fakebus import Bus
+    from tests.support.fakebus import Msg as FakeMsg
 
     a = Archiver(tmp_path / "a", roll_seconds=3600, gc_tuning=False)
     runtime = Runtime(a, nc=cast(Client, object()))

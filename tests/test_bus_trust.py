@@ -54,9 +54,8 @@ from snoopbus.proto.msgid import id_host
 from snoopbus.proto.subjects import is_host_token
 from tests.publish_attack import NOBODY, SYSTEM_PYTHON
 from tests.support.archive import archived_ids
+from tests.support.waits import durables_pulled, durables_settled
 from tests.test_auth import serve
-from tests.test_fault_consumers import settled
-from tests.test_fuzz_consumers import all_bound
 
 FORGER = Path(__file__).with_name("bus_forger.py")
 OPS = NatsAuth(user="ops", password="pw")
@@ -191,7 +190,7 @@ async def test_another_hosts_next_ids_published_first_drop_nothing(
     runtime = Runtime(plugin, nc=ops)
     run = asyncio.create_task(runtime.run())
     await runtime.ready.wait()
-    await settled(ops.jetstream())
+    await durables_settled(ops.jetstream())
     runtime.stop()
     await run
     assert sorted(seen) == sorted(f"binst-{i}" for i in range(20))
@@ -262,7 +261,7 @@ async def test_every_consumer_trusts_the_subject_not_the_payload(
     server: NatsServer, ops: Client, consumers: dict[str, Path]
 ) -> None:
     js: JetStreamContext = ops.jetstream()
-    await all_bound(js, 5)  # rename, alert, archive, forward and its sink's
+    await durables_pulled(js, 5, within=60)  # rename, alert, archive, forward and its sink's
     mv = {"cookie": 77, "file": {"path": "/etc/shadow"}}
     forgeries: list[tuple[str, str | None, bytes]] = [
         # claims host b (an alert and an archive row for b, were it believed)
@@ -297,7 +296,7 @@ async def test_every_consumer_trusts_the_subject_not_the_payload(
                      if "seq" in a.get("answer", {})}
     assert stored_alerts, alert_answers  # at least one reached the stream (a hostile token did)
     await asyncio.sleep(1)  # the rename window, the archive roll
-    await settled(js)
+    await durables_settled(js)
 
     # Each durable dead-lettered every forgery its filters cover, with the reason.
     letters = await dead_letters(ops)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from snoopbus.collector import records as R
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
-from tests.test_fuzz import EXAMPLES
+from tests.support.fuzz import EXAMPLES
 
 KINDS = [R.KIND_OPEN, R.KIND_CREATE, R.KIND_MODIFY, R.KIND_CLOSE_WRITE, R.KIND_DELETE,
          R.KIND_ATTRIB, R.KIND_MKDIR, R.KIND_RMDIR, R.KIND_RENAME, R.KIND_LINK, R.KIND_SYMLINK]

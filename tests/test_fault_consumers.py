@@ -15,11 +15,7 @@ Longer runs: `.venv/bin/python -m tests.bench.faults consumers --events 20000 --
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -27,92 +23,12 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import (
-    STREAM_NAME,
     alerts_filter,
     decode_map,
-    encode_batch,
     ensure_stream,
-    event_subject,
 )
 from tests.support.bus import stored_messages
-from tests.support.processes import start_consumer
-
-HOST = "fk"
-
-
-def tmp_exec(n: int) -> dict[str, object]:
-    """An exec that the default rule proc_exec_from_tmp alerts on."""
-    return {"v": 1, "id": f"fk-{n}", "ts": 1_700_000_000_000_000_000 + n, "host": HOST,
-            "type": "exec", "proc": {"pid": 1000 + n, "comm": "x", "exe": f"/tmp/x{n}",
-                                     "argv": [f"/tmp/x{n}"], "cwd": "/tmp"}}
-
-
-async def settled(js: JetStreamContext, limit: float = 60) -> None:
-    """Until every durable has handled and acked everything."""
-    async with asyncio.timeout(limit):
-        while True:
-            infos = await js.consumers_info(STREAM_NAME)
-            durables = [i for i in infos if i.config.durable_name]
-            if durables and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in durables):
-                return
-            await asyncio.sleep(0.1)
-
-
-async def bound(js: JetStreamContext, limit: float = 30) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            infos = await js.consumers_info(STREAM_NAME)
-            if any(i.config.durable_name and i.num_waiting for i in infos):
-                return
-            await asyncio.sleep(0.05)
-
-
-async def batch_in_hand(js: JetStreamContext, limit: float = 2) -> int:
-    """Waits (up to `limit`) until a durable holds delivered, unacked messages: 1 if seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while loop.time() < deadline:
-        infos = await js.consumers_info(STREAM_NAME)
-        if any(i.config.durable_name and i.num_ack_pending for i in infos):
-            return 1
-        await asyncio.sleep(0.002)
-    return 0
-
-
-async def kill_mid_stream(
-    url: str, js: JetStreamContext, args: list[str], log_dir: Path, events: int, kills: int
-) -> int:
-    """Feeds `events` in messages of 10 while SIGKILLing the consumer `kills` times;
-    returns how many kills landed while it held delivered, unacked messages."""
-
-    def spawn(i: int) -> subprocess.Popen[bytes]:
-        return start_consumer(url, log_dir / f"consumer-{i}.log", *args,
-                              "--batch", "16", "--ack-wait", "2")
-
-    proc = spawn(0)
-    in_hand = 0
-    try:
-        await bound(js)
-        messages = [[tmp_exec(n) for n in range(i, min(i + 10, events))]
-                    for i in range(0, events, 10)]
-        every = len(messages) // (kills + 1)
-        for i, batch in enumerate(messages):
-            await js.publish(event_subject(HOST, "exec"), encode_batch(batch))
-            if i and i % every == 0 and i // every <= kills:
-                in_hand += await batch_in_hand(js)  # then kill it: mid-batch
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                proc = spawn(i)
-                await bound(js)
-        await settled(js)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-        assert in_hand, "no kill landed while a batch was in hand"
-        return in_hand
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+from tests.support.faults import HOST, kill_mid_stream
 
 
 async def test_alerter_sigkilled_mid_batch_alerts_exactly_once(

@@ -21,9 +21,8 @@ from nats.js.errors import NotFoundError
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
-from tests.support.bus import stored_messages
+from tests.support.bus import stored_messages, stream_events
 from tests.support.processes import free_port, stop_process
-from tests.test_fault_nats_kill import stream_events
 
 pytestmark = pytest.mark.kernel
 

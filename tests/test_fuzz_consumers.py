@@ -9,7 +9,6 @@ The same text, at random and at length, is in tests/test_fuzz.py (hypothesis).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from snoopbus.proto import (
 )
 from tests.support.archive import archived_ids
 from tests.support.processes import start_consumer
-from tests.test_fault_consumers import settled
+from tests.support.waits import durables_pulled, durables_settled
 
 NASTY = ["\n", "\r", "\x00", "\x1b[2J", "\x7f", "]", '"', "\\", "|", "=", "%n", "\u2028",
          "\udc80", "\udcff", "é", "日本", " ", "\t"]
@@ -61,18 +60,6 @@ def events(n: int) -> list[list[dict[str, Any]]]:
     return out
 
 
-async def all_bound(js: JetStreamContext, durables: int, limit: float = 60) -> None:
-    """Until `durables` durables each have a pull waiting: every process is up (on a
-    loaded machine one may take seconds to start, and would miss what it should see)."""
-    async with asyncio.timeout(limit):
-        while True:
-            infos = await js.consumers_info(STREAM_NAME)
-            waiting = [i for i in infos if i.config.durable_name and i.num_waiting]
-            if len(waiting) >= durables:
-                return
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def consumers(nats_server: NatsServer, tmp_path: Path) -> Iterator[dict[str, Path]]:
     paths = {"archive": tmp_path / "archive", "forward": tmp_path / "out.jsonl"}
@@ -99,10 +86,10 @@ async def test_hostile_text_through_every_consumer_process(
 ) -> None:
     await ensure_stream(js)
     n = 60
-    await all_bound(js, 5)  # rename, alert, archive, forward and its sink's
+    await durables_pulled(js, 5, within=60)  # rename, alert, archive, forward and its sink's
     for batch in events(n):
         await js.publish(event_subject(batch[0]["host"], batch[0]["type"]), encode_batch(batch))
-    await settled(js)
+    await durables_settled(js)
     info = await js.stream_info(STREAM_NAME, subjects_filter="snoopbus.>")
     subjects = info.state.subjects or {}
     assert not [s for s in subjects if s.startswith("snoopbus.dlq.")], subjects

@@ -41,9 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import msgpack
@@ -87,106 +85,18 @@ from snoopbus.proto import (
     parse_subject,
     text_from_kernel,
 )
-from tests.test_fuzz import (
+from tests.support.fakebus import Bus, Msg
+from tests.support.fuzz import (
     ENGINE,
     EXAMPLES,
     FUZZ,
-    _is_valid,
     events,
     hostile_corpus,
     hostile_text,
+    is_valid,
 )
 
 HANDLERS = settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
-
-# -- stand-ins for a NATS message and JetStream ------------------------------------
-
-
-class Msg:
-    """What the runtime and the handlers read from a nats Msg, and a record of
-    every settling call made on it."""
-
-    def __init__(self, subject: str, data: bytes, seq: int) -> None:
-        self.subject = subject
-        self.data = data
-        self.headers: dict[str, str] | None = None
-        self.metadata = SimpleNamespace(
-            num_delivered=1, num_pending=0, timestamp=datetime.now(UTC),
-            sequence=SimpleNamespace(stream=seq, consumer=seq),
-        )  # fmt: skip
-        self.calls: list[str] = []
-
-    async def ack(self) -> None:
-        self.calls.append("ack")
-
-    async def nak(self, delay: float | None = None) -> None:
-        self.calls.append("nak")
-
-    async def term(self) -> None:
-        self.calls.append("term")
-
-    async def in_progress(self) -> None:
-        self.calls.append("in_progress")
-
-
-@dataclass
-class Stored:
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-
-
-class Bus:
-    """JetStream as the consumers use it: publish (dedup by Nats-Msg-Id), and the
-    two look-ups the rename pairer makes at setup (an empty durable)."""
-
-    def __init__(self) -> None:
-        self.stored: list[Stored] = []
-        self._ids: set[str] = set()
-
-    def _store(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
-        headers = dict(headers or {})
-        for value in headers.values():
-            value.encode()  # nats-py sends header values as UTF-8: this is where it would fail
-        msg_id = headers.get("Nats-Msg-Id")
-        duplicate = msg_id is not None and msg_id in self._ids
-        if not duplicate:
-            if msg_id is not None:
-                self._ids.add(msg_id)
-            self.stored.append(Stored(subject, bytes(payload), headers))
-        return SimpleNamespace(stream="SNOOPBUS", seq=len(self.stored), duplicate=duplicate)
-
-    async def publish(
-        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None, **_: Any
-    ) -> Any:
-        return self._store(subject, payload, headers)
-
-    async def publish_async(
-        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None, **_: Any
-    ) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(self._store(subject, payload, headers))
-        return future
-
-    async def consumer_info(self, stream: str, durable: str) -> Any:
-        return SimpleNamespace(num_ack_pending=0, ack_floor=SimpleNamespace(stream_seq=0))
-
-    async def stream_info(self, stream: str) -> Any:
-        return SimpleNamespace(state=SimpleNamespace(last_seq=0))
-
-    def letters(self) -> dict[int, Stored]:
-        """Dead letters by the original's stream sequence."""
-        out: dict[int, Stored] = {}
-        for s in self.stored:
-            if s.subject.startswith("snoopbus.dlq."):
-                seq = int(s.headers[dlq.STREAM_SEQ])
-                assert seq not in out, f"seq {seq} dead-lettered twice"
-                out[seq] = s
-        return out
-
-    def outputs(self) -> list[Stored]:
-        return [s for s in self.stored if not s.subject.startswith("snoopbus.dlq.")]
-
 
 # -- what goes in -------------------------------------------------------------------
 
@@ -253,7 +163,7 @@ def _raw_text(obj: Any) -> Any:
 
 
 # Kernel bytes as the collector decodes them: lone surrogates for what is not
-# UTF-8. (tests/test_fuzz.py's hostile_text has a branch for these, but
+# UTF-8. (tests/support/fuzz.py's hostile_text has a branch for these, but
 # hypothesis drops surrogates from text(), so it never yields one.)
 kernel_text = st.binary(min_size=1, max_size=24).map(text_from_kernel)
 
@@ -358,14 +268,14 @@ def cut_short(draw: st.DrawFn, whole: st.SearchStrategy[bytes]) -> bytes:
 valid_batches = st.lists(events(), min_size=1, max_size=3).map(encode_batch)
 hostile_batches = st.one_of(
     st.sampled_from(hostile_corpus()),  # random bytes, cuts, wrong types, huge, deep, future
-    st.binary(max_size=300).filter(lambda d: not _is_valid(d)),
+    st.binary(max_size=300).filter(lambda d: not is_valid(d)),
     cut_short(valid_batches),
     wrong_type(),
     from_the_future(),
     st.integers(MAX_BATCH_EVENTS + 1, MAX_BATCH_EVENTS + 20).map(lambda n: msgpack.packb([{}] * n)),
     st.just(b"\xdd\xff\xff\xff\xff"),  # an array claiming 4 billion events
     st.integers(1_100, 30_000).map(lambda n: b"\x91" * n + b"\x80"),  # nested too deep
-    ext_values.map(lambda v: msgpack.packb(v)).filter(lambda d: not _is_valid(d)),  # not a batch
+    ext_values.map(lambda v: msgpack.packb(v)).filter(lambda d: not is_valid(d)),  # not a batch
     st.just(b"\x91\xd4\x01\x00"),  # an ext type
 )
 

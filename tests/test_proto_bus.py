@@ -25,8 +25,7 @@ from snoopbus.proto import (
     nats_url_from_env,
 )
 from snoopbus.proto.stream_limits import StreamLimits
-
-from .test_proto_schema import make_event
+from tests.support.events import full_event
 
 
 def closed_port() -> int:
@@ -51,7 +50,7 @@ async def test_connect_and_publish(nats_server: NatsServer) -> None:
         assert nc.options["max_reconnect_attempts"] == -1  # forever, once connected
         subject = event_subject("h", "open")
         sub = await nc.subscribe(subject)
-        await nc.publish(subject, encode_batch([make_event(host="h")]))
+        await nc.publish(subject, encode_batch([full_event(host="h")]))
         msg = await sub.next_msg(timeout=2)
         assert decode_batch(msg.data)[0]["host"] == "h"
     finally:
@@ -109,12 +108,12 @@ async def test_stream_captures_published_batches(nc: Client, js: JetStreamContex
     await ensure_stream(js, name="T1", subjects=["snoopbus.>"])
     ack = await js.publish(
         event_subject("h", "exec"),
-        encode_batch([make_event(type="exec")]),
+        encode_batch([full_event(type="exec")]),
         headers={"Nats-Msg-Id": "a1b2-42"},
     )
     dup = await js.publish(
         event_subject("h", "exec"),
-        encode_batch([make_event(type="exec")]),
+        encode_batch([full_event(type="exec")]),
         headers={"Nats-Msg-Id": "a1b2-42"},
     )
     assert ack.stream == "T1"

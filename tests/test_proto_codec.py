@@ -22,14 +22,13 @@ from snoopbus.proto import (
     encode_map,
     text_from_kernel,
 )
-
-from .test_proto_schema import make_event
+from tests.support.events import full_event
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_round_trip() -> None:
-    events = [make_event(), make_event(id="a1b2-43", type="exit", exit_code=0, signal=9)]
+    events = [full_event(), full_event(id="a1b2-43", type="exit", exit_code=0, signal=9)]
     data = encode_batch(events)
     assert isinstance(data, bytes)
     assert decode_batch(data) == events
@@ -37,7 +36,7 @@ def test_round_trip() -> None:
 
 
 def test_normal_events_use_str_not_bin() -> None:
-    data = encode_batch([make_event()])
+    data = encode_batch([full_event()])
     # Plain msgpack gives bytes for bin and str for str: UTF-8 text must be str.
     assert msgpack.unpackb(data)[0]["file"]["path"] == "/etc/passwd"
     assert msgpack.unpackb(data)[0]["proc"]["argv"] == ["cat", "/etc/passwd"]
@@ -45,7 +44,7 @@ def test_normal_events_use_str_not_bin() -> None:
 
 def test_non_utf8_goes_as_bin_and_comes_back_as_str() -> None:
     raw = b"/tmp/\xff\xfe name\nwith newline"
-    event = make_event()
+    event = full_event()
     event["file"]["path"] = text_from_kernel(raw)
     data = encode_batch([event])
     on_wire = msgpack.unpackb(data)[0]["file"]["path"]
@@ -57,14 +56,14 @@ def test_non_utf8_goes_as_bin_and_comes_back_as_str() -> None:
 
 
 def test_validate_false_leaves_bin_as_bytes() -> None:
-    event = make_event()
+    event = full_event()
     event["file"]["path"] = text_from_kernel(b"\xff")
     assert decode_batch(encode_batch([event]), validate=False)[0]["file"]["path"] == b"\xff"
 
 
 def test_third_party_non_utf8_str_is_accepted() -> None:
     # A str header followed by bytes that are not UTF-8 reads like our bin.
-    event = make_event()
+    event = full_event()
     data = msgpack.packb([event]).replace(b"\xab/etc/passwd", b"\xa4/\xff\xfe\xfd")
     assert decode_batch(data)[0]["file"]["path"] == "/\udcff\udcfe\udcfd"
 
@@ -76,7 +75,7 @@ def test_text_from_kernel_accepts_buffers() -> None:
 
 
 def test_encode_refuses_surrogates_that_are_not_escaped_bytes() -> None:
-    event = make_event()
+    event = full_event()
     event["proc"]["argv"] = ["ok", "\ud800"]
     with pytest.raises(EncodeError, match=r"event\[0\]\.proc\.argv\[1\].*U\+D800"):
         encode_batch([event])
@@ -86,8 +85,8 @@ def test_encode_empty_and_oversize_batches() -> None:
     with pytest.raises(EncodeError, match="at least one event"):
         encode_batch([])
     with pytest.raises(EncodeError, match="at most"):
-        encode_batch([make_event()] * (MAX_BATCH_EVENTS + 1))
-    big = make_event()
+        encode_batch([full_event()] * (MAX_BATCH_EVENTS + 1))
+    big = full_event()
     big["proc"]["argv"] = ["x" * (MAX_PAYLOAD_BYTES // 4)] * 5
     with pytest.raises(EncodeError, match="split it"):
         encode_batch([big])
@@ -96,7 +95,7 @@ def test_encode_empty_and_oversize_batches() -> None:
 def test_encode_accepts_any_mapping_and_sequence() -> None:
     from types import MappingProxyType
 
-    event = make_event()
+    event = full_event()
     assert decode_batch(encode_batch((MappingProxyType(event),))) == [event]
 
 
@@ -142,24 +141,24 @@ def test_decode_rejects_non_bytes() -> None:
 
 
 def test_schema_error_in_batch_names_the_event() -> None:
-    bad = make_event()
+    bad = full_event()
     bad["proc"]["pid"] = "x"
     with pytest.raises(SchemaError) as info:
-        decode_batch(encode_batch([make_event(), bad]))
+        decode_batch(encode_batch([full_event(), bad]))
     assert info.value.field == "event[1].proc.pid"
     assert not isinstance(info.value, DecodeError)
     with pytest.raises(SchemaError, match=r"event\[1\]: must be a map, got int"):
-        decode_batch(msgpack.packb([make_event(), 5]), validate=False)
+        decode_batch(msgpack.packb([full_event(), 5]), validate=False)
 
 
 def test_newer_version_in_batch() -> None:
-    data = msgpack.packb([make_event(), make_event(), make_event(), make_event(v=2)])
+    data = msgpack.packb([full_event(), full_event(), full_event(), full_event(v=2)])
     with pytest.raises(SchemaError, match=r"^event\[3\]\.v: schema version 2 is newer"):
         decode_batch(data)
 
 
 def test_long_path_and_argv() -> None:
-    event = make_event()
+    event = full_event()
     event["file"]["path"] = "/" + "a" * 4095
     event["proc"]["argv"] = [str(i) for i in range(20_000)]
     assert decode_batch(encode_batch([event])) == [event]
@@ -182,11 +181,11 @@ long_path = st.binary(min_size=4096, max_size=4096).map(text_from_kernel)
 def test_kernel_bytes_round_trip_exactly(
     path: str, old_path: str, argv: list[str], comm: str, host: str
 ) -> None:
-    event = make_event(type="renamed", host=host)
+    event = full_event(type="renamed", host=host)
     event["file"].update(path=path, old_path=old_path)
     event["proc"].update(argv=argv, comm=comm, cwd=path)
-    decoded = decode_batch(encode_batch([event, make_event()]))
-    assert decoded == [event, make_event()]
+    decoded = decode_batch(encode_batch([event, full_event()]))
+    assert decoded == [event, full_event()]
     assert decoded[0]["file"]["path"].encode("utf-8", "surrogateescape") == path.encode(
         "utf-8", "surrogateescape"
     )
@@ -236,7 +235,7 @@ def test_arbitrary_structures_never_crash(obj: Any) -> None:
 @FUZZ
 @given(st.binary(max_size=64), st.integers(min_value=0, max_value=200))
 def test_corrupted_real_payloads_never_crash(noise: bytes, at: int) -> None:
-    data = bytearray(encode_batch([make_event(), make_event(type="exec")]))
+    data = bytearray(encode_batch([full_event(), full_event(type="exec")]))
     at %= len(data)
     data[at : at + len(noise)] = noise
     _expect_events_or_schema_error(bytes(data))
@@ -270,4 +269,4 @@ def test_hostile_nesting_is_one_encode_error_with_or_without_kernel_text() -> No
         deep = {"k": deep}
     for host in ("web1", "\udc80"):  # the second takes the surrogate path
         with pytest.raises(EncodeError, match="event"):
-            encode_batch([{**make_event(), "host": host, "ext": deep}])
+            encode_batch([{**full_event(), "host": host, "ext": deep}])

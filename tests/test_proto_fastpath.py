@@ -28,7 +28,7 @@ from snoopbus.proto import (
 )
 from tests.bench.alerter import iter_events
 from tests.bench.archive import Events
-from tests.test_fuzz import FUZZ, events, msgpack_values
+from tests.support.fuzz import FUZZ, events, msgpack_values
 
 
 def typed(obj: Any) -> Any:

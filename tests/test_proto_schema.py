@@ -17,43 +17,7 @@ from snoopbus.proto import (
     family,
     validate_event,
 )
-
-
-def make_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "v": 1,
-        "id": "a1b2-42",
-        "ts": 1_700_000_000_123_456_789,
-        "host": "web-1",
-        "type": "open",
-        "proc": {
-            "pid": 100,
-            "tid": 101,
-            "ppid": 1,
-            "uid": 0,
-            "gid": 0,
-            "comm": "cat",
-            "exe": "/usr/bin/cat",
-            "argv": ["cat", "/etc/passwd"],
-            "cwd": "/root",
-            "cgroup": 4242,
-            "container": "",
-            "argv_truncated": False,
-            "exe_truncated": False,
-        },
-        "file": {
-            "path": "/etc/passwd",
-            "flags": 0,
-            "mode": 0o644,
-            "inode": 12,
-            "dev": 2049,
-            "path_truncated": False,
-            "mnt_ns": 4026531841,
-        },
-        "ret": 3,
-    }
-    event.update(overrides)
-    return event
+from tests.support.events import full_event
 
 
 def test_type_lists() -> None:
@@ -74,7 +38,7 @@ def test_family_unknown() -> None:
 
 
 def test_valid_event_is_returned_unchanged() -> None:
-    event = make_event()
+    event = full_event()
     before = copy.deepcopy(event)
     assert validate_event(event) is event
     assert event == before
@@ -86,7 +50,7 @@ def test_minimal_event() -> None:
 
 
 def test_unknown_keys_are_kept() -> None:
-    event = make_event(future={"a": [1, 2]}, proc={"pid": 1, "new_thing": b"\x00"})
+    event = full_event(future={"a": [1, 2]}, proc={"pid": 1, "new_thing": b"\x00"})
     event["file"]["future_field"] = None
     out = validate_event(event)
     assert out["future"] == {"a": [1, 2]}  # type: ignore[typeddict-item]
@@ -95,7 +59,7 @@ def test_unknown_keys_are_kept() -> None:
 
 
 def test_bytes_text_becomes_str_with_surrogateescape() -> None:
-    event = make_event()
+    event = full_event()
     event["file"]["path"] = b"/tmp/caf\xe9"
     event["proc"]["argv"] = ["ls", b"\xff\xfe"]
     event["host"] = b"h\x80"
@@ -108,7 +72,7 @@ def test_bytes_text_becomes_str_with_surrogateescape() -> None:
 
 def test_newer_version_is_rejected_clearly() -> None:
     with pytest.raises(SchemaError) as info:
-        validate_event(make_event(v=2, ts="whatever"), index=3)
+        validate_event(full_event(v=2, ts="whatever"), index=3)
     assert str(info.value) == (
         "event[3].v: schema version 2 is newer than this snoopbus understands (1): "
         "upgrade snoopbus"
@@ -117,19 +81,19 @@ def test_newer_version_is_rejected_clearly() -> None:
 
 
 def _without(key: str) -> dict[str, Any]:
-    event = make_event()
+    event = full_event()
     del event[key]
     return event
 
 
 def _proc(**kw: Any) -> dict[str, Any]:
-    event = make_event()
+    event = full_event()
     event["proc"].update(kw)
     return event
 
 
 def _file(**kw: Any) -> dict[str, Any]:
-    event = make_event()
+    event = full_event()
     event["file"].update(kw)
     return event
 
@@ -142,27 +106,27 @@ def _file(**kw: Any) -> dict[str, Any]:
         (_without("ts"), "event[2].ts", "required key is missing"),
         (_without("host"), "event[2].host", "required key is missing"),
         (_without("type"), "event[2].type", "required key is missing"),
-        (make_event(v="1"), "event[2].v", "must be int, got str"),
-        (make_event(v=True), "event[2].v", "must be int, got bool"),
-        (make_event(v=0), "event[2].v", "schema version 0 is not valid"),
-        (make_event(ts=1.5), "event[2].ts", "must be int, got float"),
-        (make_event(ts=True), "event[2].ts", "must be int, got bool"),
-        (make_event(id=7), "event[2].id", "must be str, got int"),
-        (make_event(id=""), "event[2].id", "must be 1 to 1024 printable ASCII"),
-        (make_event(id="a b"), "event[2].id", "must be 1 to 1024 printable ASCII"),
-        (make_event(id="x\udcff"), "event[2].id", "must be 1 to 1024 printable ASCII"),
-        (make_event(id="é-1"), "event[2].id", "must be 1 to 1024 printable ASCII"),
-        (make_event(id="x" * 1025), "event[2].id", "must be 1 to 1024 printable ASCII"),
-        (make_event(host=""), "event[2].host", "must not be empty"),
-        (make_event(host=None), "event[2].host", "must be str, got nil"),
-        (make_event(type="fork"), "event[2].type", "unknown event type 'fork'"),
-        (make_event(type=["open"]), "event[2].type", "must be str, got array"),
-        (make_event(proc=[1]), "event[2].proc", "must be map, got array"),
-        (make_event(file="x"), "event[2].file", "must be map, got str"),
-        (make_event(cookie="1"), "event[2].cookie", "must be int, got str"),
-        (make_event(ret=None), "event[2].ret", "must be int, got nil"),
-        (make_event(exit_code=1.0), "event[2].exit_code", "must be int, got float"),
-        (make_event(signal=False), "event[2].signal", "must be int, got bool"),
+        (full_event(v="1"), "event[2].v", "must be int, got str"),
+        (full_event(v=True), "event[2].v", "must be int, got bool"),
+        (full_event(v=0), "event[2].v", "schema version 0 is not valid"),
+        (full_event(ts=1.5), "event[2].ts", "must be int, got float"),
+        (full_event(ts=True), "event[2].ts", "must be int, got bool"),
+        (full_event(id=7), "event[2].id", "must be str, got int"),
+        (full_event(id=""), "event[2].id", "must be 1 to 1024 printable ASCII"),
+        (full_event(id="a b"), "event[2].id", "must be 1 to 1024 printable ASCII"),
+        (full_event(id="x\udcff"), "event[2].id", "must be 1 to 1024 printable ASCII"),
+        (full_event(id="é-1"), "event[2].id", "must be 1 to 1024 printable ASCII"),
+        (full_event(id="x" * 1025), "event[2].id", "must be 1 to 1024 printable ASCII"),
+        (full_event(host=""), "event[2].host", "must not be empty"),
+        (full_event(host=None), "event[2].host", "must be str, got nil"),
+        (full_event(type="fork"), "event[2].type", "unknown event type 'fork'"),
+        (full_event(type=["open"]), "event[2].type", "must be str, got array"),
+        (full_event(proc=[1]), "event[2].proc", "must be map, got array"),
+        (full_event(file="x"), "event[2].file", "must be map, got str"),
+        (full_event(cookie="1"), "event[2].cookie", "must be int, got str"),
+        (full_event(ret=None), "event[2].ret", "must be int, got nil"),
+        (full_event(exit_code=1.0), "event[2].exit_code", "must be int, got float"),
+        (full_event(signal=False), "event[2].signal", "must be int, got bool"),
         (_proc(pid="1"), "event[2].proc.pid", "must be int, got str"),
         (_proc(tid=False), "event[2].proc.tid", "must be int, got bool"),
         (_proc(ppid=None), "event[2].proc.ppid", "must be int, got nil"),
