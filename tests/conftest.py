@@ -7,7 +7,9 @@ Fixtures chain server -> client -> jetstream, as nats.py's own tests do.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream, events_filter
 from tests.support.alert import HOST, AlertWatch
 from tests.support.collector import EventWatch, RunningCollector, start_collector
+from tests.support.kernel import NOBODY
 from tests.support.processes import start_consumer, stop_process
 from tests.support.syslog import RSYSLOGD
 
@@ -146,3 +149,14 @@ async def alerts(nc: Client, js: JetStreamContext) -> AsyncIterator[AlertWatch]:
         yield watch
     finally:
         await sub.unsubscribe()
+
+
+@pytest.fixture
+def attic() -> Iterator[Path]:
+    """A directory nobody owns, reachable by nobody (/tmp, not pytest's 0700 tree)."""
+    d = Path(tempfile.mkdtemp(prefix="snoopbus-naming-", dir="/tmp"))
+    os.chown(d, NOBODY.pw_uid, NOBODY.pw_gid)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

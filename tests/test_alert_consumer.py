@@ -34,7 +34,7 @@ from snoopbus.proto import (
     ensure_stream,
     parse_subject,
 )
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 from tests.support.alert import HOST, AlertWatch, exec_event, file_event, running
 from tests.support.events import publish_each
 

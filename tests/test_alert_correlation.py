@@ -17,11 +17,12 @@ from nats.aio.client import Client
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert import ruleset
 from snoopbus.consumers.alert.alerts import build_correlation_alert
+from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.correlate import Correlator
 from snoopbus.proto import alerts_filter, decode_map
 from tests.support.collector import RunningCollector
 from tests.support.processes import stop_process
-from tests.test_alert_e2e import _wait_for_durable
+from tests.support.waits import durable_exists
 
 S = 1_000_000_000
 BASE = """
@@ -185,7 +186,7 @@ async def correlating_alerter(
              "--rules", str(rules)], stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        await _wait_for_durable(nc, proc, log_path)
+        await durable_exists(nc.jetstream(), AlertConsumer.name, proc, log_path)
         yield log_path
     finally:
         assert stop_process(proc) == 0, log_path.read_text()

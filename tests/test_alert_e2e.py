@@ -20,18 +20,18 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
-from snoopbus.proto import STREAM_NAME, alerts_filter, decode_map
-from tests import sigma_corpus
+from snoopbus.proto import alerts_filter, decode_map
+from tests.support import sigma_corpus
 from tests.support.collector import RunningCollector
 from tests.support.processes import stop_process
+from tests.support.waits import durable_exists
 
 pytestmark = pytest.mark.kernel
 
-# SigmaHQ's rules when a copy is found (tests/sigma_corpus.py); else the packaged set alone.
+# SigmaHQ's rules when a copy is found (tests/support/sigma_corpus.py); else the packaged set alone.
 CORPUS = sigma_corpus.find()
 
 
@@ -79,24 +79,11 @@ async def alerter(
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        await _wait_for_durable(nc, proc, log_path)
+        await durable_exists(nc.jetstream(), AlertConsumer.name, proc, log_path)
         yield log_path
     finally:
         code = stop_process(proc)
         assert code == 0, f"alerter exited with {code}:\n{log_path.read_text()}"
-
-
-async def _wait_for_durable(nc: Client, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Until the alerter has bound its durable (its signal handlers are set by then)."""
-    js = nc.jetstream()
-    async with asyncio.timeout(60):
-        while True:
-            assert proc.poll() is None, f"alerter died:\n{log_path.read_text()}"
-            try:
-                await js.consumer_info(STREAM_NAME, AlertConsumer.name)
-                return
-            except NotFoundError:
-                await asyncio.sleep(0.1)
 
 
 async def run(cwd: Path, *argv: str) -> None:

@@ -20,8 +20,8 @@ from snoopbus.consumers.alert.loader import default_rules_dir, load_rules
 from snoopbus.consumers.alert.logsources import EVENT_TYPES
 from snoopbus.consumers.alert.values import Lowered, Values
 from snoopbus.proto import decode_batch, decode_records, encode_batch
-from tests import sigma_corpus
 from tests.bench.alerter import CORPUS, iter_events
+from tests.support import sigma_corpus
 
 RULES = load_rules([default_rules_dir(), CORPUS]).rules if CORPUS.is_dir() else []
 

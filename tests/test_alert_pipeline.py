@@ -26,7 +26,7 @@ from snoopbus.consumers.alert.fields import (
     fields_of_pipeline,
 )
 from snoopbus.consumers.alert.loader import load_pipelines, load_rules, resolve_paths, rule_files
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 from tests.support.alert import AlertWatch, exec_event, running
 from tests.support.events import publish_each
 

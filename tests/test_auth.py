@@ -6,7 +6,6 @@ server and, with verify, a client without a trusted certificate."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import nats
 import nkeys
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args, tls_block
+from snoopbus.collector.natsd import NatsServer, tls_block
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -26,6 +25,7 @@ from snoopbus.proto import (
     event_subject,
     meta_subject,
 )
+from tests.support.servers import serve
 
 PASSWORD = "s3cret-pw"
 TOKEN = "t0ken-abc"
@@ -61,16 +61,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_cert(d, "client", "ca", "DNS:collector")
     make_cert(d, "intruder", "rogue", "DNS:intruder")
     return d
-
-
-@contextlib.contextmanager
-def serve(tmp_path: Path, conf: str) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats", extra_args=config_args(tmp_path / "n.conf", conf))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def assert_refused(url: str, auth: NatsAuth, why: str) -> None:

@@ -52,10 +52,12 @@ from snoopbus.proto import (
 )
 from snoopbus.proto.msgid import id_host
 from snoopbus.proto.subjects import is_host_token
-from tests.publish_attack import NOBODY, SYSTEM_PYTHON
 from tests.support.archive import archived_ids
+from tests.support.events import TS, full_proc
+from tests.support.events import event as build_event
+from tests.support.publish_attack import NOBODY, SYSTEM_PYTHON
+from tests.support.servers import serve
 from tests.support.waits import durables_pulled, durables_settled
-from tests.test_auth import serve
 
 FORGER = Path(__file__).with_name("bus_forger.py")
 OPS = NatsAuth(user="ops", password="pw")
@@ -107,10 +109,8 @@ def forge(server: NatsServer, user: str, msgs: list[tuple[str, str | None, bytes
 
 
 def event(host: str, id_: str, type_: str = "exec", **extra: Any) -> dict[str, Any]:
-    proc = {"pid": 4242, "tid": 4242, "ppid": 1, "uid": 0, "gid": 0, "comm": "sh",
-            "exe": "/tmp/payload", "argv": ["/tmp/payload"], "cwd": "/tmp"}
-    return {"v": 1, "id": id_, "ts": 1_700_000_000_000_000_000, "host": host, "type": type_,
-            "proc": proc, **extra}
+    proc = full_proc(["/tmp/payload"], comm="sh", cwd="/tmp")
+    return build_event(type_, id=id_, ts=TS, host=host, proc=proc, **extra)
 
 
 def b_events(start: int, n: int) -> list[tuple[str, dict[str, Any]]]:

@@ -16,28 +16,13 @@ from snoopbus.collector.capabilities import (
     choose_hooks,
     detect,
 )
-
-ALL = (
-    "privileges",
-    "btf",
-    "bpf_syscall",
-    "ringbuf",
-    "perf_buffer",
-    "tracefs",
-    "tracepoint",
-    "raw_tracepoint",
-    "tp_btf",
-    "kprobe",
-    "fentry",
-    "lsm",
-    "kernel_headers",
-    "bcc",
-)
+from tests.support.kernel import CAPABILITY_CHECKS
 
 
 def checks(*failing: str) -> list[Check]:
     """Every check ok except `failing`, whose detail says why."""
-    return [Check(n, n not in failing, f"{n} broke" if n in failing else "fine") for n in ALL]
+    return [Check(n, n not in failing, f"{n} broke" if n in failing else "fine")
+            for n in CAPABILITY_CHECKS]
 
 
 def test_everything_works() -> None:
@@ -155,7 +140,7 @@ def measured() -> dict[str, Check]:
 @pytest.mark.kernel
 @as_root
 def test_detect_runs_every_check_quickly(measured: dict[str, Check]) -> None:
-    assert tuple(measured) == ALL  # and no BCC compile: that is check_bcc_compiles()
+    assert tuple(measured) == CAPABILITY_CHECKS  # and no BCC compile: that is check_bcc_compiles()
     for check in measured.values():
         assert check.detail
         assert check.ok or check.hint, check

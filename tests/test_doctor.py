@@ -15,10 +15,9 @@ import pytest
 from snoopbus.collector import coverage, doctor
 from snoopbus.collector.capabilities import Check, choose_hooks
 from snoopbus.collector.doctor import Report, blockers, program_fields, register, render
+from tests.support.kernel import CAPABILITY_CHECKS
 
-from .test_capabilities import ALL
-
-NAMES = (*ALL, "bcc_compile")  # every detect() check, and the compile doctor adds
+NAMES = (*CAPABILITY_CHECKS, "bcc_compile")  # every detect() check, and the compile doctor adds
 
 
 def checks(*failing: str) -> list[Check]:

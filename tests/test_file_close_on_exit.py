@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.test_file_events import check_proc, file_events, run_child, summary
+from tests.support.kernel import check_proc, file_events, run_child, summary
 
 pytestmark = pytest.mark.kernel
 

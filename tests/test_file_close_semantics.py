@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from snoopbus.proto import FILE_TYPES
 from tests.support.collector import EventWatch, RunningCollector
-from tests.test_file_events import FILE_TYPES
 
 pytestmark = pytest.mark.kernel
 

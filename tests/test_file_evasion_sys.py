@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.test_file_events import file_events, summary
+from tests.support.kernel import file_events, summary
 
 pytestmark = pytest.mark.kernel
 

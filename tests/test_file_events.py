@@ -18,46 +18,9 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
+from tests.support.kernel import PRELUDE, check_proc, file_events, run_child, summary
 
 pytestmark = pytest.mark.kernel
-
-FILE_TYPES = {
-    "open", "create", "modify", "close_write", "delete", "moved_from", "moved_to",
-    "attrib", "mkdir", "rmdir", "link", "symlink",
-}
-
-PRELUDE = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-def renameat2(olddfd, old, newdfd, new, flags):
-    if libc.renameat2(olddfd, os.fsencode(old), newdfd, os.fsencode(new), flags) != 0:
-        raise OSError(ctypes.get_errno(), "renameat2")
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
-def touch(p, data=b"x", **kw):
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o640, **kw)
-    os.write(fd, data)
-    os.write(fd, data)  # a second write: still one modify
-    os.close(fd)
-"""
-
-
-def run_child(cwd: Path, body: str) -> int:
-    """Runs `body` in a fresh Python child in `cwd`; returns its pid once it exited."""
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-B", "-c", PRELUDE + textwrap.dedent(body)], cwd=cwd
-    )
-    assert proc.wait(30) == 0, "child failed"
-    return proc.pid
-
-
-def file_events(watch: EventWatch, pid: int) -> list[dict[str, Any]]:
-    """The pid's file events in the order the kernel recorded them (each type
-    has its own subject, so arrival order is not that order; ids are)."""
-    found = [e for e in watch.events
-             if e.get("proc", {}).get("pid") == pid and e["type"] in FILE_TYPES]
-    return sorted(found, key=lambda e: int(e["id"].rsplit("-", 1)[1]))
-
 
 async def events_of(watch: EventWatch, pid: int, last_type: str, last_path: str,
                     ) -> list[dict[str, Any]]:
@@ -65,23 +28,6 @@ async def events_of(watch: EventWatch, pid: int, last_type: str, last_path: str,
     await watch.wait_for(lambda e: e.get("proc", {}).get("pid") == pid
                          and e["type"] == last_type and e["file"].get("path") == last_path)
     return file_events(watch, pid)
-
-
-def summary(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    return [(e["type"], e["file"].get("path")) for e in events]
-
-
-def check_proc(events: list[dict[str, Any]], pid: int) -> None:
-    for e in events:
-        p = e["proc"]
-        assert p["pid"] == pid and p["tid"] == pid, e
-        assert p["ppid"] == os.getpid()
-        assert p["uid"] == os.getuid() and p["gid"] == os.getgid()
-        assert p["comm"] == Path(sys.executable).name[:15] or p["comm"].startswith("python")
-        assert p["exe"] == os.path.realpath(sys.executable)
-        assert p["argv"][:3] == [sys.executable, "-I", "-B"]
-        assert isinstance(p["cgroup"], int)
-        assert e["ts"] > 0 and e["file"]["mnt_ns"] == os.stat("/proc/self/ns/mnt").st_ino
 
 
 @pytest.fixture

@@ -9,12 +9,6 @@ a path whose start is missing must not look like a real one.
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +16,9 @@ import pytest
 
 from snoopbus.proto import TRUNCATED_PREFIX
 from tests.support.collector import EventWatch, RunningCollector
+from tests.support.kernel import as_nobody
 
 pytestmark = pytest.mark.kernel
-
-NOBODY = pwd.getpwnam("nobody")
-
-
-@pytest.fixture
-def attic() -> Iterator[Path]:
-    """A directory nobody owns, reachable by nobody (/tmp, not pytest's 0700 tree)."""
-    d = Path(tempfile.mkdtemp(prefix="snoopbus-naming-", dir="/tmp"))
-    os.chown(d, NOBODY.pw_uid, NOBODY.pw_gid)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def as_nobody(cwd: Path, script: str, *shell: str) -> None:
-    """Runs a script (sh unless `shell` says otherwise) as nobody in `cwd`;
-    fails the test if it fails."""
-    subprocess.run(
-        ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
-         *(shell or ("sh", "-ec")), script],
-        cwd=cwd, check=True, timeout=30,
-    )
-
 
 @pytest.fixture
 async def watch(watch: EventWatch, nc: Any) -> EventWatch:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.test_file_events import file_events
+from tests.support.kernel import file_events
 
 pytestmark = pytest.mark.kernel
 

@@ -8,12 +8,12 @@ import pytest
 
 from snoopbus.collector.fit import EventTooLarge, Unencodable, fit, fit_all, truncate_event
 from snoopbus.proto import TRUNCATED_PREFIX, decode_batch, encode_batch, validate_event
+from tests.support.events import event as build_event
 
 
 def event(i: int, argv_bytes: int = 0, path: str = "/data/f", **proc: Any) -> dict[str, Any]:
-    return {"v": 1, "id": f"i-{i}", "ts": i, "host": "h", "type": "create",
-            "proc": {"pid": 7, "comm": "cp", "argv": ["cp", "a" * argv_bytes], **proc},
-            "file": {"path": f"{path}{i}"}}
+    return build_event("create", id=f"i-{i}", ts=i, host="h", file={"path": f"{path}{i}"},
+                       proc={"pid": 7, "comm": "cp", "argv": ["cp", "a" * argv_bytes], **proc})
 
 
 def test_a_batch_under_the_budget_is_one_message() -> None:

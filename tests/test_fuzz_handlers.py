@@ -85,6 +85,8 @@ from snoopbus.proto import (
     parse_subject,
     text_from_kernel,
 )
+from tests.support.events import TS
+from tests.support.events import event as build_event
 from tests.support.fakebus import Bus, Msg
 from tests.support.fuzz import (
     ENGINE,
@@ -615,9 +617,8 @@ async def run_forwarder(out: Path, payloads: list[Payload]) -> Fetch:
 
 def exec_event(id: str = "r-1", host: str = "h1", **extra: Any) -> dict[str, Any]:
     """A valid exec from /tmp (the packaged rules alert on it)."""
-    return {"v": SCHEMA_VERSION, "id": id, "ts": 1_700_000_000 * 10**9, "host": host,
-            "type": "exec", "proc": {"pid": 1, "comm": "x", "exe": "/tmp/x", "argv": ["/tmp/x"]},
-            **extra}  # fmt: skip
+    proc = {"pid": 1, "comm": "x", "exe": "/tmp/x", "argv": ["/tmp/x"]}
+    return build_event(id=id, ts=TS, host=host, proc=proc, **extra)
 
 
 def valid(*events: dict[str, Any]) -> Payload:

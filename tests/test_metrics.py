@@ -8,8 +8,6 @@ import platform
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.parser import text_string_to_metric_families
 
 from snoopbus.collector import loss, metrics
 from snoopbus.collector.loss import LossCounters
@@ -26,25 +23,10 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
 from snoopbus.proto import encode_batch, event_subject, events_filter
 from tests.support.collector import start_collector
+from tests.support.metrics import get, samples
 from tests.support.processes import free_port, stop_process
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def test_server_serves_metrics_and_health_and_refuses_a_taken_port() -> None:

@@ -9,22 +9,19 @@ kernel and the collector) is in tests/test_terminal_injection.py.
 from __future__ import annotations
 
 import io
-import re
 import unicodedata
-
-from rich.console import Console
 
 from snoopbus.collector.live import ChildView, LiveState
 from snoopbus.consumers.lines import format_alert, format_event, to_json
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import encode_batch
+from tests.support.terminal import SGR, rendered
 
 # A window title, a cleared screen, a colour, a bidi override that reverses
 # what follows, a line separator, rich markup (and markup that would not
 # parse), a byte that is not UTF-8, a C1 CSI.
 HOSTILE = "\x1b]2;pwned\x07\x1b[2J\x1b[31m[red]x[/]\u202etxt.exe\u2028\udcff\x9b1m"
 SHOWN = "\\x1b]2;pwned\\x07\\x1b[2J\\x1b[31m[red]x[/]\\u202etxt.exe\\u2028\\xff\\x9b1m"
-_SGR = re.compile(r"\x1b\[[0-9;]*m")  # what rich and tail add themselves: colours
 
 
 def test_unsafe_is_exactly_the_control_format_and_separator_characters() -> None:
@@ -69,15 +66,6 @@ def test_tail_lines_escape_every_field() -> None:
     assert not UNSAFE.search(to_json(alert))  # --json escapes too (as \u escapes)
 
 
-def rendered(state: LiveState) -> str:
-    """The view as a colour terminal gets it, rich's own colour codes removed."""
-    out = io.StringIO()
-    Console(file=out, width=240, force_terminal=True, color_system="standard").print(
-        state.render(10.0)
-    )
-    return _SGR.sub("", out.getvalue())
-
-
 def test_live_view_shows_hostile_values_as_text() -> None:
     state = LiveState(host=f"h{HOSTILE}", url="nats://x", state_dir=f"/s{HOSTILE}", started=0.0)
     state.children = [ChildView("collector", 11, "running")]
@@ -106,7 +94,7 @@ def test_query_table_and_tree_show_hostile_values_as_text() -> None:
     for plain in (True, False):  # plain columns, and rich's table
         out = io.StringIO()
         write_table([row, {**row, "type": "exec", "proc_argv": [HOSTILE, "[/]"]}], out, plain)
-        text = _SGR.sub("", out.getvalue())
+        text = SGR.sub("", out.getvalue())
         assert not UNSAFE.search(text.replace("\n", "")), repr(text)
         # rich may fold or cut long cells: the start of the name, escaped, is there
         assert (SHOWN if plain else SHOWN[:24]) in text and "'[/]'" in text

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.test_file_naming import NOBODY, as_nobody, attic  # noqa: F401 (fixture)
+from tests.support.kernel import NOBODY, as_nobody
 
 pytestmark = pytest.mark.kernel
 

@@ -19,9 +19,9 @@ import pytest
 from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.publisher import HEADER_ROOM
 from snoopbus.proto import events_filter, meta_subject
-from tests.publish_attack import NOBODY, BusWatch, attacker_argv, run_attack
 from tests.support.collector import start_collector
 from tests.support.processes import stop_process
+from tests.support.publish_attack import NOBODY, BusWatch, attacker_argv, run_attack
 
 pytestmark = pytest.mark.kernel
 

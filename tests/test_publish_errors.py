@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from snoopbus.collector.loss import (
     PUBLISH_NO_STREAM,
     LossCounters,
 )
-from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.publisher import HEADER_ROOM, Publisher, PublisherConfig
 from snoopbus.proto import (
     STREAM_NAME,
@@ -36,34 +34,8 @@ from snoopbus.proto import (
     ensure_stream,
     meta_subject,
 )
-from tests.test_publisher import EXEC, EXIT, events
-
-ADMIN = NatsAuth(user="admin", password="admin-pw")
-COLLECTOR = NatsAuth(user="collector", password="collector-pw")
-
-
-def permissions_conf(deny: str) -> str:
-    """Two users: admin may do anything; collector anything but publish to `deny`."""
-    return f"""
-authorization {{
-  users = [
-    {{user: "admin", password: "admin-pw"}}
-    {{user: "collector", password: "collector-pw",
-      permissions: {{publish: {{allow: [">"], deny: ["{deny}"]}}, subscribe: {{allow: [">"]}}}}}}
-  ]
-}}
-"""
-
-
-@contextlib.asynccontextmanager
-async def server(tmp_path: Path, conf: str = "", port: int = -1) -> AsyncIterator[NatsServer]:
-    extra = config_args(tmp_path / f"nats{port}.conf", conf) if conf else []
-    srv = NatsServer(state_dir=tmp_path / "nats", port=port, extra_args=extra)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+from tests.support.publisher import ADMIN, COLLECTOR, EXEC, EXIT, permissions_conf, to_submit
+from tests.support.servers import serve
 
 
 async def publisher_on(
@@ -104,12 +76,13 @@ async def admin_view(url: str) -> tuple[Client, JetStreamContext]:
 
 
 async def test_a_denied_subject_is_counted_lost_and_the_rest_flows(tmp_path: Path) -> None:
-    async with server(tmp_path, permissions_conf(EXEC)) as srv:
+    with serve(tmp_path, permissions_conf(EXEC)) as srv:
         cfg = PublisherConfig(max_batch=10)  # a denial's retry budget: retry_denied_s
         pub, nc, loss, task = await publisher_on(srv.url, cfg, COLLECTOR)
         started = time.monotonic()
         for i in range(10):  # exec (denied) and exit (allowed) interleaved
-            pub.submit(events(10, "exec", start=i * 10) + events(10, "exit", start=1000 + i * 10))
+            pub.submit(to_submit(10, "exec", start=i * 10)
+                       + to_submit(10, "exit", start=1000 + i * 10))
             await asyncio.sleep(0.05)
         pub.submit_meta(meta_subject("h1", "heartbeat"), "m+0", encode_map({"ok": 1}))
         await pub.close(grace=30)
@@ -132,14 +105,14 @@ async def test_a_denied_subject_is_counted_lost_and_the_rest_flows(tmp_path: Pat
 
 
 async def test_reports_are_not_stuck_behind_events(tmp_path: Path) -> None:
-    async with server(tmp_path, permissions_conf(EXEC)) as srv:
+    with serve(tmp_path, permissions_conf(EXEC)) as srv:
         # A long retry budget: the events lane holds a denied message for 60 s.
         pub, nc, loss, task = await publisher_on(
             srv.url, PublisherConfig(retry_denied_s=60, stall_after=0.5), COLLECTOR)
         admin, _ = await admin_view(srv.url)
         beats = await admin.subscribe(meta_subject("h1", "heartbeat"))
         await admin.flush()
-        pub.submit(events(5))
+        pub.submit(to_submit(5))
         await asyncio.sleep(1)
         assert pub.stalled and pub.stalled_for() >= 0.5  # captured, none published
         for i in range(3):
@@ -154,23 +127,23 @@ async def test_reports_are_not_stuck_behind_events(tmp_path: Path) -> None:
 
 
 async def test_the_stream_deleted_under_the_publisher(tmp_path: Path) -> None:
-    async with server(tmp_path) as srv:
+    with serve(tmp_path) as srv:
         pub, nc, loss, task = await publisher_on(
             srv.url, PublisherConfig(max_batch=10, retry_permanent_s=1.0))
-        pub.submit(events(20))
+        pub.submit(to_submit(20))
         await pub.drain()
         assert pub.published_events == 20
         admin, js = await admin_view(srv.url)
         await js.delete_stream(STREAM_NAME)  # an attacker with the rights, or an admin
         for i in range(5):
-            pub.submit(events(10, start=100 + i * 10))
+            pub.submit(to_submit(10, start=100 + i * 10))
             await asyncio.sleep(0.1)
         async with asyncio.timeout(20):  # counted lost after the retry budget, not held
             while loss.dropped[PUBLISH_NO_STREAM] < 50:
                 await asyncio.sleep(0.1)
         assert not pub.buffered
         await ensure_stream(js)  # the stream is back: publishing resumes by itself
-        pub.submit(events(10, start=500))
+        pub.submit(to_submit(10, start=500))
         await pub.close(grace=20)
         await task
         ids = [e["id"] for _, _, evs in await stored(js) for e in evs]
@@ -181,10 +154,10 @@ async def test_the_stream_deleted_under_the_publisher(tmp_path: Path) -> None:
 
 
 async def test_a_bad_subject_is_counted_and_does_not_block(tmp_path: Path) -> None:
-    async with server(tmp_path) as srv:
+    with serve(tmp_path) as srv:
         pub, nc, loss, task = await publisher_on(srv.url, PublisherConfig())
         bad = "snoopbus.events.h1.file.bad subject"
-        pub.submit([(bad, e) for _, e in events(3)] + events(4, start=10))
+        pub.submit([(bad, e) for _, e in to_submit(3)] + to_submit(4, start=10))
         await pub.close(grace=10)
         await task
         ids = [e["id"] for _, _, evs in await stored(nc.jetstream()) for e in evs]
@@ -194,7 +167,7 @@ async def test_a_bad_subject_is_counted_and_does_not_block(tmp_path: Path) -> No
 
 
 def big_events(n: int, argv_bytes: int, start: int = 0) -> list[tuple[str, dict[str, Any]]]:
-    out = events(n, start=start)
+    out = to_submit(n, start=start)
     for _, ev in out:
         ev["proc"] = {"pid": 1, "argv": ["prog", "x" * argv_bytes]}
     return out
@@ -203,7 +176,7 @@ def big_events(n: int, argv_bytes: int, start: int = 0) -> list[tuple[str, dict[
 async def test_a_tiny_max_payload_cuts_batches_and_truncates_what_cannot_fit(
     tmp_path: Path,
 ) -> None:
-    async with server(tmp_path, "max_payload: 2048\n") as srv:
+    with serve(tmp_path, "max_payload: 2048\n") as srv:
         pub, nc, loss, task = await publisher_on(srv.url, PublisherConfig())
         assert pub.payload_limit() == 2048  # from the server's INFO
         pub.submit(big_events(50, 200) + big_events(1, 5000, start=50) + big_events(5, 200, 51))
@@ -222,7 +195,7 @@ async def test_a_tiny_max_payload_cuts_batches_and_truncates_what_cannot_fit(
 
 
 async def test_max_payload_is_read_again_after_a_reconnect(tmp_path: Path) -> None:
-    async with server(tmp_path) as first:
+    with serve(tmp_path) as first:
         port = int(first.url.rsplit(":", 1)[1])
         pub, nc, loss, task = await publisher_on(
             first.url, PublisherConfig(spill_dir=tmp_path / "spill", max_buffered=100),
@@ -235,7 +208,7 @@ async def test_max_payload_is_read_again_after_a_reconnect(tmp_path: Path) -> No
     pub.submit(big_events(300, 1000, start=100))
     await asyncio.sleep(0.5)
     assert pub.spilled > 0
-    async with server(tmp_path, "max_payload: 8192\n", port=port) as second:
+    with serve(tmp_path, "max_payload: 8192\n", port=port) as second:
         await pub.close(grace=30)
         await task
         assert nc.max_payload == 8192 and pub.payload_limit() == 8192
@@ -250,11 +223,11 @@ async def test_max_payload_is_read_again_after_a_reconnect(tmp_path: Path) -> No
 
 
 async def test_stop_during_a_permanent_error_keeps_the_held_events(tmp_path: Path) -> None:
-    async with server(tmp_path, permissions_conf(EXEC)) as srv:
+    with serve(tmp_path, permissions_conf(EXEC)) as srv:
         spill = tmp_path / "spill"
         cfg = PublisherConfig(retry_denied_s=60, spill_dir=spill)
         pub, nc, loss, task = await publisher_on(srv.url, cfg, COLLECTOR)
-        pub.submit(events(7) + events(3, "exit", start=100))
+        pub.submit(to_submit(7) + to_submit(3, "exit", start=100))
         await asyncio.sleep(1)  # exec held in its retry budget; exit stored
         pub.submit_meta(meta_subject("h1", "status"), "s+0", encode_map({"state": "x"}))
         await pub.close(grace=1)
@@ -277,12 +250,12 @@ async def test_stop_during_a_permanent_error_keeps_the_held_events(tmp_path: Pat
 async def test_stop_with_nats_gone_spills_or_counts_every_event(
     tmp_path: Path, spill: bool
 ) -> None:
-    async with server(tmp_path) as srv:
+    with serve(tmp_path) as srv:
         cfg = PublisherConfig(spill_dir=tmp_path / "spill" if spill else None, ack_timeout=0.5)
         pub, nc, loss, task = await publisher_on(srv.url, cfg, reconnect_time_wait=0.1)
-        pub.submit(events(30))
+        pub.submit(to_submit(30))
         await pub.drain()
-    pub.submit(events(70, start=30))  # NATS gone
+    pub.submit(to_submit(70, start=30))  # NATS gone
     await pub.close(grace=0.5)
     await task
     with contextlib.suppress(Exception):

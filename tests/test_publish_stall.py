@@ -28,9 +28,9 @@ from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.stack import watch_bus
 from snoopbus.proto import connect, decode_map, encode_map, meta_subject
 from tests.support.collector import start_collector
+from tests.support.metrics import get, samples
 from tests.support.processes import free_port, stop_process
-from tests.test_metrics import get, samples
-from tests.test_publish_errors import ADMIN, permissions_conf
+from tests.support.publisher import ADMIN, permissions_conf
 
 
 def env_as(user: str, password: str) -> dict[str, str]:

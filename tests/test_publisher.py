@@ -13,29 +13,9 @@ from nats.js import JetStreamContext
 from snoopbus.collector.loss import PUBLISH_BACKLOG, LossCounters
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
-from snoopbus.proto import STREAM_NAME, connect, decode_batch, ensure_stream, event_subject
+from snoopbus.proto import connect, ensure_stream
 from snoopbus.proto.msgid import id_count, id_host
-
-EXEC = event_subject("h1", "exec")
-EXIT = event_subject("h1", "exit")
-
-
-def events(n: int, type_: str = "exec", start: int = 0) -> list[tuple[str, dict]]:
-    subject = EXEC if type_ == "exec" else EXIT
-    return [
-        (subject, {"v": 1, "id": f"inst-{start + i}", "ts": i, "host": "h1", "type": type_})
-        for i in range(n)
-    ]
-
-
-async def stored(js: JetStreamContext) -> list[tuple[str, dict[str, str], list[dict]]]:
-    """Every message in the stream: subject, headers, events."""
-    info = await js.stream_info(STREAM_NAME)
-    out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(STREAM_NAME, seq)
-        out.append((msg.subject, dict(msg.headers or {}), decode_batch(msg.data)))
-    return out
+from tests.support.publisher import EXEC, EXIT, stored, to_submit
 
 
 async def run_publisher(
@@ -49,7 +29,7 @@ async def test_batches_per_subject_with_message_ids(nc: Client, js: JetStreamCon
     await ensure_stream(js)
     loss = LossCounters()
     pub, task = await run_publisher(js, PublisherConfig(max_batch=100), loss)
-    pub.submit(events(250) + events(30, "exit", start=1000))
+    pub.submit(to_submit(250) + to_submit(30, "exit", start=1000))
     await pub.close()
     await task
     msgs = await stored(js)
@@ -76,8 +56,8 @@ async def test_backlog_beyond_the_bound_is_dropped_and_counted(
     nats_server.stop()  # NATS away: nothing can be acked
     loss = LossCounters()
     pub, task = await run_publisher(js, PublisherConfig(max_buffered=100, ack_timeout=0.2), loss)
-    pub.submit(events(60))
-    pub.submit(events(60, start=60))
+    pub.submit(to_submit(60))
+    pub.submit(to_submit(60, start=60))
     assert loss.dropped[PUBLISH_BACKLOG] == 20
     assert pub.buffered == 100
     await pub.close(grace=0.5)
@@ -96,10 +76,10 @@ async def test_publishes_survive_a_server_restart_exactly_once(tmp_path: Path) -
         await ensure_stream(js)
         loss = LossCounters()
         pub, task = await run_publisher(js, PublisherConfig(max_batch=50, ack_timeout=0.5), loss)
-        pub.submit(events(100))
+        pub.submit(to_submit(100))
         await asyncio.sleep(0.2)
         server.stop()
-        pub.submit(events(100, start=100))  # while NATS is down
+        pub.submit(to_submit(100, start=100))  # while NATS is down
         await asyncio.sleep(0.5)
         server.start()
         await pub.close(grace=30)

@@ -8,9 +8,10 @@ import pytest
 
 from snoopbus.collector import paths
 from snoopbus.collector import records as R
-from snoopbus.collector.events import EventBuilder, encode_dev
+from snoopbus.collector.events import encode_dev
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.resolve import kernel_dev
+from tests.support.records import builder, header
 
 
 @pytest.mark.parametrize(
@@ -38,10 +39,6 @@ def test_walked_names_and_prefixes() -> None:
     assert paths.is_under(b"/data/x", b"/data") and paths.is_under(b"/data", b"/data")
     assert not paths.is_under(b"/database", b"/data")
     assert paths.is_under(b"/anything", b"/")
-
-
-def header(kind: int, flags: int = 0) -> bytes:
-    return R.HDR.pack(10, 7, 100, 101, 1, 1000, 1000, kind, flags, b"touch".ljust(16, b"\0"))
 
 
 def file_rec(kind: int, segs: list[bytes], flags: int = 0, ret: int = 0, cookie: int = 0,
@@ -104,12 +101,6 @@ def test_short_and_overlong_records_raise() -> None:
     bad = file_rec(R.KIND_DELETE, [b"a\0", b"", b"", b""])[:-1]
     with pytest.raises(R.RecordError, match="run past its end"):
         R.decode(bad)
-
-
-def builder() -> EventBuilder:
-    cache = ProcCache()
-    cache.put(100, ProcInfo("/usr/bin/mv", ["mv", "a", "b"], "/tmp"))
-    return EventBuilder("h", "inst", cache)
 
 
 def test_rename_makes_two_halves_with_one_cookie() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.redact import Redactor
-from tests.redact_corpus import Corpus, Score, load, score
+from tests.support.redact_corpus import Corpus, Score, load, score
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from snoopbus.consumers.alert.fields import default_field_map
 from snoopbus.consumers.alert.loader import load_rules, resolve_paths
 from snoopbus.consumers.alert.matcher import UnmappedFields
 from snoopbus.consumers.alert.rules_cli import match_report
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 

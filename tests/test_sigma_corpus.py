@@ -1,7 +1,7 @@
 """Compatibility: the shared copy of SigmaHQ's Linux rules loads through pySigma.
 
 Every rule compiles or is skipped with a reason; the loader never raises.
-The corpus: $SNOOPBUS_SIGMA_CORPUS or ../shared/sigma (tests/sigma_corpus.py).
+The corpus: $SNOOPBUS_SIGMA_CORPUS or ../shared/sigma (tests/support/sigma_corpus.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.consumers.alert.loader import default_rules_dir, load_rules, rule_files
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 
 # Measured: 128 of 130 compile (the 2 OMIGOD rules need LogonId, which snoopbus
 # events do not carry). A small margin for corpus refreshes; fewer is a regression.

@@ -15,6 +15,7 @@ from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.fields import user_name
 from snoopbus.consumers.alert.matcher import CompiledRule, compile_rule
 from snoopbus.consumers.alert.values import Unsupported
+from tests.support.events import event as build_event
 
 
 def rule(detection: str, category: str = "process_creation") -> CompiledRule:
@@ -33,7 +34,7 @@ detection:
 def exec_event(argv: list[str] | None = None, **proc: Any) -> dict[str, Any]:
     argv = argv if argv is not None else ["/bin/sh", "-c", "id"]
     p = {"pid": 42, "ppid": 1, "uid": 0, "exe": argv[0], "argv": argv, "cwd": "/root", **proc}
-    return {"v": 1, "id": "i-1", "ts": 1, "host": "h", "type": "exec", "proc": p}
+    return build_event(id="i-1", host="h", proc=p)
 
 
 def matches(r: CompiledRule, event: dict[str, Any]) -> bool:

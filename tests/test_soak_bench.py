@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
 from tests.bench.soak import PROCESSES, Bus, count_events
+from tests.support.events import event as build_event
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "soakh"
@@ -25,11 +26,8 @@ HOST = "soakh"
 def event(i: int, type_: str, path: str = "", argv: tuple[str, ...] = ()) -> dict[str, Any]:
     proc = {"pid": 7, "tid": 7, "ppid": 1, "uid": 0, "gid": 0, "comm": "x", "exe": "/bin/x",
             "argv": list(argv) or ["/bin/x"], "cwd": "/"}
-    out: dict[str, Any] = {"v": 1, "id": f"i-{i}", "ts": 1, "host": HOST, "type": type_,
-                           "proc": proc}
-    if path:
-        out["file"] = {"path": path}
-    return out
+    return build_event(type_, id=f"i-{i}", ts=1, host=HOST, proc=proc,
+                       file={"path": path} if path else None)
 
 
 async def publish_round(js: JetStreamContext, start: int) -> None:

@@ -15,7 +15,7 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.collector.spill import Spill
 from snoopbus.proto import connect, ensure_stream
-from tests.test_publisher import EXEC, events, stored
+from tests.support.publisher import EXEC, stored, to_submit
 
 
 def fill(spill: Spill, n: int, size: int = 100) -> None:
@@ -103,7 +103,7 @@ async def test_outage_memory_then_spill_then_in_order_replay(tmp_path: Path) -> 
         pub = Publisher(js, loss, cfg)
         task = asyncio.create_task(pub.run())
         for i in range(20):
-            pub.submit(events(50, start=i * 50))
+            pub.submit(to_submit(50, start=i * 50))
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)
         assert pub.buffered == 100 and pub.spilled == 900, (pub.buffered, pub.spilled)
@@ -128,7 +128,7 @@ async def test_both_bounds_full_drops_exactly_what_did_not_fit(tmp_path: Path) -
         pub = Publisher(js, loss, cfg)
         task = asyncio.create_task(pub.run())
         for i in range(100):
-            pub.submit(events(10, start=i * 10))
+            pub.submit(to_submit(10, start=i * 10))
             await asyncio.sleep(0.002)
         await asyncio.sleep(0.1)
         dropped = loss.dropped[PUBLISH_BACKLOG]
@@ -151,14 +151,14 @@ async def test_stop_during_an_outage_keeps_events_for_the_next_start(tmp_path: P
         loss = LossCounters()
         pub = Publisher(js, loss, cfg)
         task = asyncio.create_task(pub.run())
-        pub.submit(events(100))
+        pub.submit(to_submit(100))
         await pub.close(grace=0.5)  # NATS still away: nothing acked
         await task
         assert loss.total == 0 and pub.spilled == 100
         server.start()
         pub2 = Publisher(js, loss, cfg)  # the next collector start
         task2 = asyncio.create_task(pub2.run())
-        pub2.submit(events(10, start=100))
+        pub2.submit(to_submit(10, start=100))
         await pub2.close(grace=30)
         await task2
         ids = [e["id"] for _, _, evs in await stored(js) for e in evs]

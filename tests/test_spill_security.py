@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.spill import Spill, SpillError
-from tests.publish_attack import NOBODY, SYSTEM_PYTHON
-from tests.test_publisher import EXEC
+from tests.support.publish_attack import NOBODY, SYSTEM_PYTHON
+from tests.support.publisher import EXEC
 
 PRECIOUS = b"root's data\n"
 

@@ -11,7 +11,7 @@ import pytest
 from snoopbus.collector import records as R
 from snoopbus.collector import syscalls
 from snoopbus.collector.syscalls import IA32, NR_IA32_BASE, SPECS, kernel_table
-from tests.test_records_files import builder, header
+from tests.support.records import builder, header
 
 UAPI = Path("/usr/include/x86_64-linux-gnu/asm")
 

@@ -22,6 +22,8 @@ from snoopbus.proto import (
     ensure_stream,
     event_subject,
 )
+from tests.support.events import TS
+from tests.support.events import event as build_event
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 PAUSE_S = 12.0  # the reader takes nothing this long: past the server's 10 s write deadline
@@ -29,9 +31,9 @@ _MISSED = re.compile(rb"\((\d+) in all\)")
 
 
 def event(i: int, argv_bytes: int = 40) -> dict:
-    return {"v": 1, "id": f"load-{i}", "ts": 1_700_000_000_000_000_000 + i, "host": "h1",
-            "type": "exec", "proc": {"pid": 100 + i % 30000, "comm": "sh", "exe": "/bin/sh",
-                                     "argv": ["sh", "-c", "x" * argv_bytes]}}  # fmt: skip
+    proc = {"pid": 100 + i % 30000, "comm": "sh", "exe": "/bin/sh",
+            "argv": ["sh", "-c", "x" * argv_bytes]}
+    return build_event(id=f"load-{i}", ts=TS + i, host="h1", proc=proc)
 
 
 async def start_tail(url: str, js: JetStreamContext, *args: str) -> asyncio.subprocess.Process:

@@ -25,7 +25,7 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
 from tests.support.collector import RunningCollector
-from tests.test_printable import rendered
+from tests.support.terminal import rendered
 
 pytestmark = pytest.mark.kernel
 

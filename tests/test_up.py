@@ -19,7 +19,8 @@ import pytest
 
 from snoopbus.collector import exits
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
-from tests.support.processes import free_port
+from tests.support.processes import free_port, free_ports
+from tests.support.waits import read_until
 
 pytestmark = pytest.mark.kernel
 
@@ -31,33 +32,6 @@ def children(pid: int) -> list[int]:
 
 def cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-async def read_until(stream: asyncio.StreamReader, text: str, within: float = 60) -> str:
-    seen = ""
-    async with asyncio.timeout(within):
-        while text not in seen:
-            line = await stream.readline()
-            assert line, f"stream closed before {text!r}; got:\n{seen}"
-            seen += line.decode()
-    return seen
-
-
-def free_ports(n: int) -> int:
-    """The first of n consecutive free ports (up's metrics base and its children's)."""
-    for _ in range(50):
-        base = free_port()
-        socks = [socket.socket() for _ in range(n)]
-        try:
-            for i, s in enumerate(socks):
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no run of free ports")
 
 
 def scrape(port: int, path: str = "/metrics") -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from snoopbus.collector import exits, leftovers
 from tests.support.processes import free_port
-from tests.test_up import read_until
+from tests.support.waits import read_until
 
 pytestmark = pytest.mark.kernel
 

@@ -10,11 +10,13 @@ from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto import encode_batch
 from snoopbus.proto.settings_file import load
+from tests.support.events import TS
+from tests.support.events import event as build_event
 
 
 def event(i: int, type_: str = "create", comm: str = "cp", pid: int = 7) -> dict:
-    return {"v": 1, "id": f"x-{i}", "ts": 1_700_000_000_000_000_000, "host": "h", "type": type_,
-            "proc": {"pid": pid, "comm": comm}, "file": {"path": f"/data/f{i}"}}
+    return build_event(type_, id=f"x-{i}", ts=TS, host="h", proc={"pid": pid, "comm": comm},
+                       file={"path": f"/data/f{i}"})
 
 
 def text(state: LiveState, now: float) -> str:

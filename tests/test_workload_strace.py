@@ -3,7 +3,7 @@
 The workload (tar, sed -i, shell redirections, cp -a, cp over a file, git,
 truncate, touch, ln, mkfifo, mv, chmod, ln -s, rm -rf) runs once, as
 nobody, in a folder nobody owns under /tmp, with strace as its parent and the
-collector running. tests/strace_truth.py derives from strace's log the events
+collector running. tests/support/strace_truth.py derives from strace's log the events
 proto/README.md documents; the collector must deliver exactly those, as a
 multiset of (pid, type, path): nothing missing, nothing extra under the folder.
 """
@@ -26,9 +26,9 @@ from nats.aio.client import Client
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
-from tests.strace_truth import STRACE_ARGS, Key, derive, split_args
 from tests.support.collector import EventWatch, start_collector
 from tests.support.processes import stop_process
+from tests.support.strace_truth import STRACE_ARGS, Key, derive, split_args
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

@@ -17,6 +17,23 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """The first of n consecutive free ports (up's metrics base and its children's)."""
+    for _ in range(50):
+        base = free_port()
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for i, s in enumerate(socks):
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -94,3 +94,14 @@ async def durable_exists(js: JetStreamContext, durable: str, proc: subprocess.Po
                 return
             except NotFoundError:
                 await asyncio.sleep(0.1)
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, within: float = 60) -> str:
+    """What `stream` gave up to the line holding `text`."""
+    seen = ""
+    async with asyncio.timeout(within):
+        while text not in seen:
+            line = await stream.readline()
+            assert line, f"stream closed before {text!r}; got:\n{seen}"
+            seen += line.decode()
+    return seen

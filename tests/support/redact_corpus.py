@@ -17,7 +17,7 @@ from pathlib import Path
 
 from snoopbus.collector.redact import MASK
 
-CORPUS = Path(__file__).parent / "data" / "redact_corpus.txt"
+CORPUS = Path(__file__).parents[1] / "data" / "redact_corpus.txt"
 
 Redact = Callable[[Sequence[str]], list[str] | None]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ENV = "SNOOPBUS_SIGMA_CORPUS"
-BESIDE = Path(__file__).resolve().parents[2] / "shared" / "sigma"
+BESIDE = Path(__file__).resolve().parents[3] / "shared" / "sigma"  # tests/support/ -> ../shared
 
 
 def find() -> Path | None:
