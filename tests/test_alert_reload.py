@@ -25,6 +25,7 @@ from snoopbus.proto import alerts_filter, ensure_stream
 from tests.support.alert import HOST, AlertWatch, exec_event
 from tests.support.events import publish_each
 from tests.support.processes import stop_process
+from tests.support.waits import log_line
 
 OLD_ID = "5e0b9d7a-0000-4000-8000-00000000a1d0"
 NEW_ID = "5e0b9d7a-0000-4000-8000-00000000a1d1"
@@ -43,17 +44,6 @@ NEW_RULE = RULE.format(title="new tool ran", id=NEW_ID, tool="new-tool")
 BROKEN = "title: half written\nlogsource: {product: linux\n"
 UNMAPPED = RULE.format(title="needs a logon", id="5e0b9d7a-0000-4000-8000-00000000a1d2",
                        tool="x").replace("Image|endswith: /x", "LogonId: 0")  # fmt: skip
-
-
-async def log_line(path: Path, text: str, after: int = 0, within: float = 60) -> str:
-    """The first line of the log, past byte `after`, holding `text`."""
-    async with asyncio.timeout(within):
-        while True:
-            tail = path.read_bytes()[after:].decode(errors="replace")
-            for line in tail.splitlines():
-                if text in line:
-                    return line
-            await asyncio.sleep(0.1)
 
 
 def tool_event(tool: str, n: int) -> dict[str, Any]:

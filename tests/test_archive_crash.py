@@ -17,9 +17,10 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
-from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
+from snoopbus.proto import encode_batch, ensure_stream, event_subject
 from tests.support.archive import archived_ids, settled
 from tests.support.events import mixed_event
+from tests.support.waits import durable_pulled
 
 
 @pytest.fixture
@@ -28,18 +29,6 @@ def spawn(spawn_consumer: Callable[..., subprocess.Popen]) -> Callable[[Path], s
         "archive", "--dir", str(root), "--batch", "32", "--ack-wait", "2",
         "--roll-seconds", "0.15", "--roll-events", "400",
     )
-
-
-async def wait_bound(js: JetStreamContext, limit: float = 20) -> None:
-    """Until a process pulls from the durable."""
-    async with asyncio.timeout(limit):
-        while True:
-            try:
-                if (await js.consumer_info(STREAM_NAME, "archive")).num_waiting:
-                    return
-            except Exception:
-                pass
-            await asyncio.sleep(0.05)
 
 
 async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
@@ -72,7 +61,7 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
     # being published and archived, whatever the machine's speed.
     chunks = [messages[i::6] for i in range(6)]
     proc = spawn(root)
-    await wait_bound(js)
+    await durable_pulled(js, "archive")
     kills = 0
     for chunk in chunks[:5]:
         feeding = asyncio.create_task(feed(chunk))
@@ -82,7 +71,7 @@ async def test_sigkill_at_random_points_leaves_every_event_exactly_once(
         kills += 1
         proc = spawn(root)
         await feeding
-        await wait_bound(js)
+        await durable_pulled(js, "archive")
     await feed(chunks[5])
     await settled(js, limit=60)
     proc.send_signal(signal.SIGTERM)

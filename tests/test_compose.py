@@ -25,9 +25,9 @@ from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto import BusUnavailable, NatsAuth, connect
 from snoopbus.proto.settings_file import Config, load
+from tests.support.paths import ROOT
 from tests.support.processes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
 DEPLOY = resources.files("snoopbus.collector") / "deploy"
 BUILT_IN = ("rename", "alert", "archive", "forward")

@@ -16,8 +16,9 @@ from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import SCHEMA_VERSION, encode_batch, ensure_stream, event_subject
+from tests.support.paths import TESTS
 
-EXAMPLE = Path(__file__).parent / "plugin_example"
+EXAMPLE = TESTS / "plugin_example"
 PY = sys.executable
 
 

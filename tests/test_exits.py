@@ -15,9 +15,10 @@ import pytest
 
 from snoopbus.collector import exits, log_setup
 from snoopbus.collector.stack import Child
+from tests.support.paths import ROOT
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 

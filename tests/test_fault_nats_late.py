@@ -23,17 +23,11 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
 from tests.support.bus import stored_messages, stream_events
 from tests.support.processes import free_port, stop_process
+from tests.support.waits import log_line
 
 pytestmark = pytest.mark.kernel
 
 FILES = 2000
-
-
-async def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(60):
-        while text not in log.read_text(errors="replace"):
-            assert proc.poll() is None, log.read_text(errors="replace")
-            await asyncio.sleep(0.1)
 
 
 async def test_a_collector_started_before_nats_spills_then_delivers_everything(
@@ -55,8 +49,8 @@ async def test_a_collector_started_before_nats_spills_then_delivers_everything(
         )
     server = NatsServer(state_dir=tmp_path / "nats", port=port)
     try:
-        await wait_for_line(log, "Collecting anyway", proc)
-        await wait_for_line(log, "collector ready", proc)
+        await log_line(log, "Collecting anyway", proc=proc)
+        await log_line(log, "collector ready", proc=proc)
         ready_at = time.monotonic()
         for i in range(FILES):
             (work / f"f{i}").touch()

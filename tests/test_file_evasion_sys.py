@@ -19,12 +19,13 @@ import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
 from tests.support.kernel import file_events, summary
+from tests.support.paths import TESTS
 
 pytestmark = pytest.mark.kernel
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /work
-IA32_SOURCE = Path(__file__).parent / "evasion" / "ia32_files.c"
+IA32_SOURCE = TESTS / "evasion" / "ia32_files.c"
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
 from tests.support.kernel import file_events
+from tests.support.paths import TESTS
 
 pytestmark = pytest.mark.kernel
 
-SOURCE = Path(__file__).parent / "uring" / "uring_ops.c"
+SOURCE = TESTS / "uring" / "uring_ops.c"
 NOBODY = pwd.getpwnam("nobody")
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from snoopbus.collector import metric_names as names
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 # Gauges that are a state (0/1) or a count of things named by the noun itself.
 UNITLESS = {"snoopbus_collector_ready", "snoopbus_collector_publish_stalled",
             "snoopbus_up_child_running", "snoopbus_stream_first_seq",

@@ -25,10 +25,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from snoopbus.collector import metric_names as names
+from tests.support.paths import ROOT
 from tests.support.processes import free_port, free_ports
 from tests.support.waits import read_until
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "collector" / "deploy"
 DASHBOARD = DEPLOY / "snoopbus-grafana.json"
 RULES = DEPLOY / "snoopbus-alerts.yml"

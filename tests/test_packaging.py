@@ -7,7 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 FOLDERS = {"proto": "snoopbus/proto", "collector": "snoopbus/collector",
            "consumers": "snoopbus/consumers"}
 

@@ -26,7 +26,7 @@ async def watch(watch: EventWatch, nc: Any) -> EventWatch:
 
 
 async def test_a_subshell_forked_without_exec_is_its_parents_image(
-    collector: RunningCollector, watch: EventWatch, attic: Path  # noqa: F811
+    collector: RunningCollector, watch: EventWatch, attic: Path
 ) -> None:
     # Two commands: the subshell forks again for /bin/echo (one would be exec'd in place).
     script = "echo $(/bin/echo subshell-child-marker; :) > /dev/null"
@@ -42,7 +42,7 @@ async def test_a_subshell_forked_without_exec_is_its_parents_image(
 
 
 async def test_file_events_carry_the_current_directory(
-    collector: RunningCollector, watch: EventWatch, attic: Path  # noqa: F811
+    collector: RunningCollector, watch: EventWatch, attic: Path
 ) -> None:
     (attic / "x").mkdir()
     os.chown(attic / "x", NOBODY.pw_uid, NOBODY.pw_gid)
@@ -56,7 +56,7 @@ async def test_file_events_carry_the_current_directory(
 
 
 async def test_a_script_exec_keeps_the_script_path(
-    collector: RunningCollector, watch: EventWatch, attic: Path  # noqa: F811
+    collector: RunningCollector, watch: EventWatch, attic: Path
 ) -> None:
     script = attic / "run-me.sh"
     script.write_text("#!/bin/sh\necho z > out\n")

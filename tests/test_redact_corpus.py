@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.redact import Redactor
+from tests.support.paths import ROOT
 from tests.support.redact_corpus import Corpus, Score, load, score
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

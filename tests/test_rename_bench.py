@@ -3,9 +3,8 @@ is 1M halves beside main) and finds every output right."""
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 def test_benchmark_runs_and_reports() -> None:

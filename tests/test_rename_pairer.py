@@ -29,7 +29,7 @@ from snoopbus.proto import (
     event_subject,
     events_filter,
 )
-from tests.support.waits import durable_settled
+from tests.support.waits import durable_pulled, durable_settled
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
 WINDOW = 0.4
@@ -352,19 +352,6 @@ def spawn(spawn_consumer: Callable[..., subprocess.Popen]) -> Callable[..., subp
     return lambda *args: spawn_consumer("rename", "--batch", "64", *args)
 
 
-async def wait_ready(js: JetStreamContext, durable: str = "rename", limit: float = 20) -> None:
-    """Until a process has bound its durable (the consumer exists and is pulled)."""
-    async with asyncio.timeout(limit):
-        while True:
-            try:
-                info = await js.consumer_info(STREAM_NAME, durable)
-                if info.num_waiting:
-                    return
-            except Exception:
-                pass
-            await asyncio.sleep(0.05)
-
-
 async def test_sigkill_mid_stream_loses_no_half_and_duplicates_no_rename(
     nats_server: NatsServer, stream: JetStreamContext, spawn: Callable[..., subprocess.Popen]
 ) -> None:
@@ -392,7 +379,7 @@ async def test_sigkill_mid_stream_loses_no_half_and_duplicates_no_rename(
         messages += batch
     args = ("--window", "1", "--ack-wait", "2")
     first = spawn(*args)
-    await wait_ready(stream)
+    await durable_pulled(stream, "rename")
     killed_at = None
     kills = before_kill = 0
     for i, events in enumerate(messages):
@@ -427,7 +414,7 @@ async def test_sigterm_releases_held_halves_for_the_next_run(
     tmp_path: Path,
 ) -> None:
     proc = spawn("--window", "30")
-    await wait_ready(stream)
+    await durable_pulled(stream, "rename")
     await publish(stream, half("moved_from", 9))
     async with asyncio.timeout(10):
         while (await stream.consumer_info(STREAM_NAME, "rename")).num_ack_pending != 1:

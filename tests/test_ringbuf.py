@@ -14,17 +14,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from snoopbus.collector.bcc_import import import_bcc
 from snoopbus.collector.ringbuf import RingBuffer, RingBufferError
+from tests.support.paths import TESTS
 
 pytestmark = pytest.mark.kernel
 
-FEED = Path(__file__).parent / "bpf" / "ringbuf_feed.bpf.c"
+FEED = TESTS / "bpf" / "ringbuf_feed.bpf.c"
 NR_GETPPID = 110  # x86-64
 MAX_LEN = 256
 DISCARD_EVERY = 7

@@ -16,8 +16,9 @@ from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.consumers.rename import RenamePairer
 from snoopbus.consumers.runtime import Runtime
 from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject, roles
+from tests.support.paths import ROOT
 
-DOC = Path(__file__).parent.parent / "proto" / "SECURITY.md"
+DOC = ROOT / "proto" / "SECURITY.md"
 
 
 def doc_config() -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from snoopbus.consumers.alert.loader import default_rules_dir, load_rules, rule_files
 from tests.support import sigma_corpus
+from tests.support.paths import ROOT
 
 # Measured: 128 of 130 compile (the 2 OMIGOD rules need LogonId, which snoopbus
 # events do not carry). A small margin for corpus refreshes; fewer is a regression.
@@ -58,13 +59,14 @@ def test_fused_matchers_agree_with_the_closures(monkeypatch: pytest.MonkeyPatch)
     assert hits > 0
 
 
+HERE = Path(__file__).resolve().relative_to(ROOT)  # this file, as pytest names it from the root
 CORPUS_TESTS = (test_the_shared_corpus_loads, test_fused_matchers_agree_with_the_closures)
 
 
 def _pytest_in_a_copy(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """pytest on this file in a copy of the repository's tests with nothing beside it
     (no ../shared), as a fresh clone has."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = ROOT
     copy = tmp_path / "clone"
     copy.mkdir()
     shutil.copy(repo / "pyproject.toml", copy)
@@ -74,7 +76,7 @@ def _pytest_in_a_copy(tmp_path: Path, env: dict[str, str]) -> subprocess.Complet
     return subprocess.run(
         # Only the two corpus tests, by id: never these two again (they would recurse).
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-         *(f"tests/test_sigma_corpus.py::{t.__name__}" for t in CORPUS_TESTS)],
+         *(f"{HERE}::{t.__name__}" for t in CORPUS_TESTS)],
         cwd=copy, env={**clean, **env}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

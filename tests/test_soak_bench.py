@@ -18,8 +18,8 @@ from nats.js import JetStreamContext
 from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
 from tests.bench.soak import PROCESSES, Bus, count_events
 from tests.support.events import event as build_event
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST = "soakh"
 
 

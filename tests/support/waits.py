@@ -105,3 +105,17 @@ async def read_until(stream: asyncio.StreamReader, text: str, within: float = 60
             assert line, f"stream closed before {text!r}; got:\n{seen}"
             seen += line.decode()
     return seen
+
+
+async def log_line(path: Path, text: str, after: int = 0, within: float = 60,
+                   proc: subprocess.Popen[bytes] | None = None) -> str:  # fmt: skip
+    """The first line of the log at `path`, past byte `after`, holding `text`;
+    the test fails at once if `proc` (the log's writer) exits first."""
+    async with asyncio.timeout(within):
+        while True:
+            tail = path.read_bytes()[after:].decode(errors="replace") if path.exists() else ""
+            for line in tail.splitlines():
+                if text in line:
+                    return line
+            assert proc is None or proc.poll() is None, path.read_text(errors="replace")
+            await asyncio.sleep(0.1)
