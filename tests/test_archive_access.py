@@ -24,10 +24,10 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
 from tests.support.events import nth_event
+from tests.support.processes import AS_NOBODY
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 Spawn = Callable[..., subprocess.Popen[bytes]]
-OUTSIDER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 @pytest.fixture
@@ -110,13 +110,13 @@ async def test_only_the_configured_group_reads_the_archive(
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (want, gid)
     [parquet] = [f.path for f in layout.files(root)]
     # Outside the group: nothing to list, nothing to read, nothing to query.
-    assert as_user(OUTSIDER, "ls", str(root)).returncode != 0
-    assert as_user(OUTSIDER, "ls", str(parquet.parent)).returncode != 0
-    denied = as_user(OUTSIDER, *head(parquet))
+    assert as_user(AS_NOBODY, "ls", str(root)).returncode != 0
+    assert as_user(AS_NOBODY, "ls", str(parquet.parent)).returncode != 0
+    denied = as_user(AS_NOBODY, *head(parquet))
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
     assert as_user(member(gid), *head(parquet)).stdout == "PAR1"
     query = [*SNOOPBUS, "query", "--dir", str(root), "--since", "3650d", "--json"]
-    out = as_user(OUTSIDER, *query)
+    out = as_user(AS_NOBODY, *query)
     assert secret not in out.stdout and out.returncode != 0
     # In the group: the query tool reads it.
     out = as_user(member(gid), *query)
@@ -135,14 +135,14 @@ async def test_an_open_tree_is_closed_at_start_and_a_group_taken_away(
     for p in [root, *root.rglob("*")]:  # as an older snoopbus left it: 0755, 0644
         p.chmod(0o755 if p.is_dir() else 0o644)
     [parquet] = [f.path for f in layout.files(root)]
-    assert as_user(OUTSIDER, *head(parquet)).stdout == "PAR1"  # the hole, before
+    assert as_user(AS_NOBODY, *head(parquet)).stdout == "PAR1"  # the hole, before
 
     # Started again without --group: its own group, nobody else.
     await archive_once(spawn_consumer, js, root, [nth_event(2)])
     for st in tree(root):
         want = 0o750 if stat.S_ISDIR(st.st_mode) else 0o640
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (want, os.getegid())
-    assert as_user(OUTSIDER, *head(parquet)).returncode != 0
+    assert as_user(AS_NOBODY, *head(parquet)).returncode != 0
     assert as_user(member(gid), *head(parquet)).returncode != 0
 
 

@@ -43,9 +43,8 @@ from snoopbus.proto import (
     meta_subject,
 )
 from snoopbus.proto.roles import RENAME_OUTPUTS
-from tests.support.processes import free_port
+from tests.support.processes import AS_NOBODY, free_port
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody
 HOST = "web1"
 # A client with no credentials, in the plain protocol: what any local user can write.
@@ -135,14 +134,14 @@ def test_credentials_are_private_and_kept(stack_cfg: StackConfig) -> None:
 
 
 async def test_nobody_gets_no_bus_and_no_credentials(stack: Stack) -> None:
-    out = subprocess.run([*NOBODY, SYSTEM_PYTHON, "-I", "-c", ANONYMOUS, str(stack.port)],
+    out = subprocess.run([*AS_NOBODY, SYSTEM_PYTHON, "-I", "-c", ANONYMOUS, str(stack.port)],
                          capture_output=True, text=True, timeout=20)
     info, reply = out.stdout.splitlines()[:2]
     assert json.loads(info.removeprefix("INFO "))["auth_required"] is True
     assert "Authorization Violation" in reply
     for path in [stack.auth.auth_dir / "reader.nk", stack.auth.auth_dir / "admin.nk",
                  stack.auth.auth_dir / "nats-server.conf"]:
-        cat = subprocess.run([*NOBODY, "cat", str(path)], capture_output=True, text=True)
+        cat = subprocess.run([*AS_NOBODY, "cat", str(path)], capture_output=True, text=True)
         assert cat.returncode != 0 and "Permission denied" in cat.stderr, cat
         assert path.read_bytes()  # root reads it
 

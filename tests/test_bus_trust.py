@@ -55,7 +55,8 @@ from snoopbus.proto.subjects import is_host_token
 from tests.support.archive import archived_ids
 from tests.support.events import TS, full_proc
 from tests.support.events import event as build_event
-from tests.support.publish_attack import NOBODY, SYSTEM_PYTHON
+from tests.support.processes import AS_NOBODY
+from tests.support.publish_attack import SYSTEM_PYTHON
 from tests.support.servers import serve
 from tests.support.waits import durables_pulled, durables_settled
 
@@ -102,7 +103,7 @@ def forge(server: NatsServer, user: str, msgs: list[tuple[str, str | None, bytes
     host, port = server.url.removeprefix("nats://").rsplit(":", 1)
     lines = "".join(json.dumps({"subject": s, "id": i, "payload_hex": p.hex()}) + "\n"
                     for s, i, p in msgs)
-    out = subprocess.run([*NOBODY, SYSTEM_PYTHON, "-I", str(FORGER), host, port, user, "pw"],
+    out = subprocess.run([*AS_NOBODY, SYSTEM_PYTHON, "-I", str(FORGER), host, port, user, "pw"],
                          input=lines, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]

@@ -16,10 +16,10 @@ import pytest
 from snoopbus.collector import exits, log_setup
 from snoopbus.collector.stack import Child
 from tests.support.paths import ROOT
+from tests.support.processes import AS_NOBODY
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
 README = ROOT / "README.md"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def run(*args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
@@ -58,7 +58,7 @@ def test_nats_unreachable_is_the_same_status_everywhere(command: list[str]) -> N
 @pytest.mark.parametrize("command", [["collect", "--nats", "nats://127.0.0.1:1"],
                                      ["up", "--state-dir", "/nonexistent", "--port", "1"]])
 def test_not_root_is_the_same_status_everywhere(command: list[str]) -> None:
-    out = run(*command, prefix=tuple(NOBODY))
+    out = run(*command, prefix=tuple(AS_NOBODY))
     assert out.returncode == exits.PRIVILEGE, out.stderr
     assert "root" in out.stderr and "Traceback" not in out.stderr
 

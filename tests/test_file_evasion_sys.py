@@ -20,10 +20,10 @@ import pytest
 from tests.support.collector import EventWatch, RunningCollector
 from tests.support.kernel import file_events, summary
 from tests.support.paths import TESTS
+from tests.support.processes import AS_NOBODY
 
 pytestmark = pytest.mark.kernel
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /work
 IA32_SOURCE = TESTS / "evasion" / "ia32_files.c"
 
@@ -42,7 +42,7 @@ def nobody_dir() -> Iterator[Path]:
 
 def run_as_nobody(cwd: Path, argv: list[str]) -> int:
     """Runs argv as nobody in `cwd`; returns its pid (setpriv execs in place)."""
-    proc = subprocess.Popen([*NOBODY, *argv], cwd=cwd, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*AS_NOBODY, *argv], cwd=cwd, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode(errors="replace")
     return proc.pid

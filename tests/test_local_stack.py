@@ -13,8 +13,7 @@ import pytest
 
 from snoopbus.proto import local_stack, settings_file
 from snoopbus.proto.local_stack import LocalStack
-
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+from tests.support.processes import AS_NOBODY
 
 
 @pytest.fixture
@@ -83,7 +82,7 @@ def test_another_user_is_refused_in_one_line(stack: tuple[LocalStack, Path]) -> 
             "from snoopbus.proto import local_stack, settings_file\n"
             f"local_stack.apply(settings_file.load(None), 'reader', 'tail', Path({str(path)!r}))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNOOPBUS_")}
-    out = subprocess.run([*NOBODY, sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([*AS_NOBODY, sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=60)
     assert "LocalStackRefused: the local stack" in out.stderr, out.stderr
     assert "run `sudo snoopbus tail`" in out.stderr

@@ -20,8 +20,8 @@ from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.publisher import HEADER_ROOM
 from snoopbus.proto import events_filter, meta_subject
 from tests.support.collector import start_collector
-from tests.support.processes import stop_process
-from tests.support.publish_attack import NOBODY, BusWatch, attacker_argv, run_attack
+from tests.support.processes import AS_NOBODY, stop_process
+from tests.support.publish_attack import BusWatch, attacker_argv, run_attack
 
 pytestmark = pytest.mark.kernel
 
@@ -92,7 +92,7 @@ async def test_a_max_payload_lowered_by_a_reload_closes_the_connection_and_it_co
         await nc.flush()
         try:
             for prefix in ("a", "b"):
-                subprocess.run([*NOBODY, *attacker_argv(100, ARGV, prefix)], cwd=work,
+                subprocess.run([*AS_NOBODY, *attacker_argv(100, ARGV, prefix)], cwd=work,
                                check=True, timeout=60)
                 assert await watch.until(lambda p=prefix: len(watch.created(p)) >= 100, 60), (
                     f"{len(watch.created(prefix))} of 100 {prefix}* creates\n{running.log()}")

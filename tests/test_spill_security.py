@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.spill import Spill, SpillError
-from tests.support.publish_attack import NOBODY, SYSTEM_PYTHON
+from tests.support.processes import AS_NOBODY
+from tests.support.publish_attack import SYSTEM_PYTHON
 from tests.support.publisher import EXEC
 
 PRECIOUS = b"root's data\n"
@@ -44,7 +45,7 @@ def victim(tmp_path: Path) -> Path:
 
 
 def as_nobody(code: str, *args: str) -> None:
-    subprocess.run([*NOBODY, SYSTEM_PYTHON, "-I", "-c", code, *args], check=True, timeout=30)
+    subprocess.run([*AS_NOBODY, SYSTEM_PYTHON, "-I", "-c", code, *args], check=True, timeout=30)
 
 
 PLANT = """

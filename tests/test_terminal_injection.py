@@ -25,12 +25,12 @@ from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
 from tests.support.collector import RunningCollector
+from tests.support.processes import AS_NOBODY
 from tests.support.terminal import rendered
 
 pytestmark = pytest.mark.kernel
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 # The program's name: retitles the terminal, clears it. 15 bytes, so it is
 # the process's whole comm too.
 PROGRAM = "\x1b]2;pwned\x07\x1b[2JX"
@@ -91,7 +91,7 @@ async def test_escape_sequences_in_names_reach_no_terminal(
             while await tail_consumers(js) < 2:
                 await asyncio.sleep(0.1)
         program, name = playground / PROGRAM, playground / NAME
-        subprocess.run([*NOBODY, "sh", "-c", 'cp /usr/bin/touch "$1" && "$1" "$2"', "sh",
+        subprocess.run([*AS_NOBODY, "sh", "-c", 'cp /usr/bin/touch "$1" && "$1" "$2"', "sh",
                         str(program), str(name)], check=True, timeout=30)  # fmt: skip
         async with asyncio.timeout(30):
             while len(piped.read_bytes().splitlines()) < 2 or printable(PROGRAM) not in tmux(

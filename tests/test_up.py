@@ -19,7 +19,7 @@ import pytest
 
 from snoopbus.collector import exits
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
-from tests.support.processes import free_port, free_ports
+from tests.support.processes import AS_NOBODY, free_port, free_ports
 from tests.support.waits import read_until
 
 pytestmark = pytest.mark.kernel
@@ -40,7 +40,6 @@ def scrape(port: int, path: str = "/metrics") -> str:
 
 
 SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
@@ -95,7 +94,7 @@ async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
         consume.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(consume.wait(), 30) == 0
     for command in (["tail"], ["doctor", "--nats"], ["consume", "alert"], ["query"], ["fleet"]):
-        out = subprocess.run([*NOBODY, *SNOOPBUS, *command], env=env, capture_output=True,
+        out = subprocess.run([*AS_NOBODY, *SNOOPBUS, *command], env=env, capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == exits.PRIVILEGE, (command, out.stderr)
         [line] = out.stderr.strip().splitlines()

@@ -27,10 +27,8 @@ from nats.aio.client import Client
 from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
 from tests.support.collector import EventWatch, start_collector
-from tests.support.processes import stop_process
+from tests.support.processes import AS_NOBODY, stop_process
 from tests.support.strace_truth import STRACE_ARGS, Key, derive, split_args
-
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 WORKLOAD = """
 set -e
@@ -127,7 +125,7 @@ async def test_workload_matches_strace_event_by_event(
     log = tmp_path / "strace.log"
     try:
         done = subprocess.run(
-            ["strace", *STRACE_ARGS, "-o", str(log), *NOBODY, "bash", "-c", WORKLOAD],
+            ["strace", *STRACE_ARGS, "-o", str(log), *AS_NOBODY, "bash", "-c", WORKLOAD],
             cwd=folder, capture_output=True, timeout=120,
         )
         assert done.returncode == 0, done.stderr.decode(errors="replace")

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# An argv prefix: what follows runs as nobody.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A loopback port (TCP, or `kind`) free right now (for servers that cannot

@@ -24,9 +24,8 @@ from nats.aio.msg import Msg
 from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.proto import decode_batch, decode_map, events_filter, meta_subject
 from tests.support.collector import start_collector
-from tests.support.processes import stop_process
+from tests.support.processes import AS_NOBODY, stop_process
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /work
 
 ATTACK = """
@@ -112,7 +111,7 @@ async def run_attack(
             await nc.subscribe(meta_subject(running.host, "heartbeat"), cb=watch.on_beat)
             await nc.subscribe(meta_subject(running.host, "status"), cb=watch.on_status)
             await nc.flush()
-            attack = subprocess.run([*NOBODY, *attacker_argv(files, argv_bytes)], cwd=work,
+            attack = subprocess.run([*AS_NOBODY, *attacker_argv(files, argv_bytes)], cwd=work,
                                     capture_output=True, timeout=60)
             assert attack.returncode == 0, attack.stderr
             attacked_at = time.monotonic()
