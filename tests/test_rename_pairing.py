@@ -16,8 +16,9 @@ from snoopbus.consumers.pairing import (
     unpaired,
     unpaired_record,
 )
-from snoopbus.proto import SCHEMA_VERSION, decode_batch, encode_batch, validate_event
+from snoopbus.proto import decode_batch, encode_batch, validate_event
 from snoopbus.proto.fastpath import decode
+from tests.support.events import rename_half
 
 
 def half(
@@ -25,14 +26,8 @@ def half(
 ) -> dict:
     """A half at `at` seconds of event time."""
     ident = f"{host}-{kind}-{cookie if n is None else n}"
-    event = {
-        "v": SCHEMA_VERSION, "id": ident, "ts": round(at * NS),
-        "host": host, "type": kind, "file": {"path": f"/{kind}/{cookie}", "inode": 7},
-        "proc": {"pid": 42, "comm": "mv"},
-    }  # fmt: skip
-    if cookie is not None:
-        event["cookie"] = cookie
-    return event
+    return rename_half(kind, cookie, host=host, id=ident, ts=round(at * NS),
+                       proc={"pid": 42, "comm": "mv"}, inode=7)
 
 
 def record(event: dict) -> object:

@@ -16,6 +16,7 @@ from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.consumers.rename import RenamePairer
 from snoopbus.consumers.runtime import Runtime
 from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject, roles
+from tests.support.events import rename_half
 from tests.support.paths import ROOT
 
 DOC = ROOT / "proto" / "SECURITY.md"
@@ -27,8 +28,8 @@ def doc_config() -> str:
 
 
 def half(kind: str, cookie: int) -> dict[str, object]:
-    return {"v": 1, "id": f"w-{kind}-{cookie}", "ts": 1, "host": "web1", "type": kind,
-            "cookie": cookie, "file": {"path": f"/x/{kind}"}, "proc": {"pid": 1}}
+    return rename_half(kind, cookie, host="web1", id=f"w-{kind}-{cookie}", proc={"pid": 1},
+                       path=f"/x/{kind}")
 
 
 def test_the_documented_config_is_the_one_up_generates() -> None:

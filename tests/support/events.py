@@ -120,6 +120,19 @@ def mixed_event(n: int, host: str = "h1", ts: int | None = None, rng: random.Ran
                  proc=proc, file=file, ret=3)  # fmt: skip
 
 
+def rename_half(kind: str, cookie: int | None, *, host: str = "h1", id: str | None = None,
+                ts: int = 1, proc: dict[str, Any] | None = None,
+                **file: Any) -> dict[str, Any]:  # fmt: skip
+    """One half of a rename (moved_from or moved_to) by mv, of /kind/cookie unless `file`
+    says otherwise; no cookie if None (a half the kernel could not pair)."""
+    ev = event(kind, id=f"{host}-{kind}-{cookie}" if id is None else id, ts=ts, host=host,
+               proc={"pid": 7, "comm": "mv"} if proc is None else proc,
+               file={"path": f"/{kind}/{cookie}", **file})  # fmt: skip
+    if cookie is not None:
+        ev["cookie"] = cookie
+    return ev
+
+
 def full_event(**overrides: Any) -> dict[str, Any]:
     """An open of /etc/passwd with every field the contract has; `overrides` replace
     top-level fields (its file stays, whatever the type)."""
