@@ -18,7 +18,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream, events_filter
 from tests.support.alert import HOST, AlertWatch
 from tests.support.collector import EventWatch, RunningCollector, start_collector

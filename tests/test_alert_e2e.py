@@ -21,7 +21,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.proto import alerts_filter, decode_map
 from tests.support import sigma_corpus

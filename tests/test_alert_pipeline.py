@@ -15,8 +15,7 @@ from sigma.collection import SigmaCollection
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
-from snoopbus.collector import exits
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.fields import (
@@ -26,11 +25,12 @@ from snoopbus.consumers.alert.fields import (
     fields_of_pipeline,
 )
 from snoopbus.consumers.alert.loader import load_pipelines, load_rules, resolve_paths, rule_files
+from snoopbus.proto import exits
 from tests.support import sigma_corpus
 from tests.support.alert import AlertWatch, exec_event, running
 from tests.support.events import publish_each
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 LOGON = """
 title: root logon session

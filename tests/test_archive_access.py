@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
 from tests.support.events import nth_event
 from tests.support.processes import AS_NOBODY
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
 

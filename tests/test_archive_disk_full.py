@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, ensure_stream
 from tests.support.archive import archived_ids, archiver, settled
 from tests.support.events import mixed_event, publish_grouped

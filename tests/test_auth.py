@@ -16,7 +16,7 @@ import nats
 import nkeys
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, tls_block
+from snoopbus.app.natsd import NatsServer, tls_block
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,

@@ -1,4 +1,4 @@
-"""One exit-status table for every command (collector/exits.py, README), --version,
+"""One exit-status table for every command (proto/exits.py, README), --version,
 and logging flags (--log-format, --log-level, -v) wherever they are given."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.collector import exits, log_setup
-from snoopbus.collector.stack import Child
+from snoopbus.app.stack import Child
+from snoopbus.proto import exits, log_setup
 from tests.support.paths import ROOT
 from tests.support.processes import AS_NOBODY
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 README = ROOT / "README.md"
 
 

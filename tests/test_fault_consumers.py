@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     alerts_filter,
     decode_map,

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.consumers.archive.columns import restore_texts, texts_cell, to_json
 from snoopbus.consumers.forward.cef import render_cef

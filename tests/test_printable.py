@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import unicodedata
 
-from snoopbus.collector.live import ChildView, LiveState
+from snoopbus.app.live import ChildView, LiveState
 from snoopbus.consumers.lines import format_alert, format_event, to_json
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import encode_batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.privileges import CAP_SYS_PTRACE, KEEP_MASK
 from tests.support.collector import EventWatch, RunningCollector, start_collector
 from tests.support.processes import free_port, stop_process

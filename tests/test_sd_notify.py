@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector import sd_notify
-from snoopbus.collector.natsd import NatsServer
 from tests.support.collector import start_collector
 from tests.support.processes import stop_process
 

@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.live import LiveState
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.live import LiveState
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
 from tests.support.collector import RunningCollector
@@ -30,7 +30,7 @@ from tests.support.terminal import rendered
 
 pytestmark = pytest.mark.kernel
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 # The program's name: retitles the terminal, clears it. 15 bytes, so it is
 # the process's whole comm too.
 PROGRAM = "\x1b]2;pwned\x07\x1b[2JX"

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
 from tests.support.collector import EventWatch, start_collector
 from tests.support.processes import AS_NOBODY, stop_process

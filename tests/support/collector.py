@@ -37,7 +37,7 @@ async def start_collector(
     log_path = tmp_path / f"collector-{host}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "snoopbus.collector.cli", "collect",
+            [*prefix, sys.executable, "-m", "snoopbus.app", "collect",
              "--nats", nats_url, "--host", host, *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )

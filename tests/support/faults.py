@@ -16,8 +16,8 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
+from snoopbus.app.natsd import NatsServer, cluster_args, free_port
 from snoopbus.collector.loss import LossCounters
-from snoopbus.collector.natsd import NatsServer, cluster_args, free_port
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import (
     STREAM_NAME,

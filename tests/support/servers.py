@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from snoopbus.collector.natsd import NatsServer, config_args
+from snoopbus.app.natsd import NatsServer, config_args
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from snoopbus.collector.live import LiveState
+from snoopbus.app.live import LiveState
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")  # what rich and tail add themselves: colours
 
