@@ -37,6 +37,7 @@ from snoopbus.proto import (
 from tests.support import sigma_corpus
 from tests.support.alert import HOST, AlertWatch, exec_event, file_event, running
 from tests.support.events import publish_each
+from tests.support.processes import SNOOPBUS
 
 
 async def test_exactly_the_expected_alerts_arrive_with_their_content(
@@ -204,7 +205,7 @@ async def test_tail_alerts_prints_them_readably(
     out = tmp_path / "tail.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.app", "tail", "--alerts",
+            [*SNOOPBUS, "tail", "--alerts",
              "--nats", nats_server.url], stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ from snoopbus.proto import exits
 from tests.support import sigma_corpus
 from tests.support.alert import AlertWatch, exec_event, running
 from tests.support.events import publish_each
-
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
+from tests.support.processes import SNOOPBUS
 
 LOGON = """
 title: root logon session

@@ -24,9 +24,8 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
 from tests.support.events import nth_event
-from tests.support.processes import AS_NOBODY
+from tests.support.processes import AS_NOBODY, SNOOPBUS
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
 

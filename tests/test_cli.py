@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-import sys
 
 import pytest
 from nats.aio.client import Client
@@ -13,8 +12,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
-
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
+from tests.support.processes import SNOOPBUS
 
 
 def run(

@@ -7,7 +7,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from nats.js.errors import APIError, ServiceUnavailableError
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter
 from tests.support.collector import start_collector
-from tests.support.processes import stop_process
+from tests.support.processes import SNOOPBUS, stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -86,7 +85,7 @@ async def test_events_flow_through_a_three_node_cluster(
     # The rename pairer on node 2; what it derives is read on node 3.
     log = (tmp_path / "rename.log").open("wb")
     rename = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.app", "consume", "rename",
+        [*SNOOPBUS, "consume", "rename",
          "--nats", cluster[1].url],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

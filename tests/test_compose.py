@@ -25,7 +25,7 @@ from snoopbus.consumers import plugin
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits
 from snoopbus.proto.settings_file import Config, load
 from tests.support.paths import ROOT
-from tests.support.processes import free_port
+from tests.support.processes import SNOOPBUS, free_port
 
 COMPOSE = ROOT / "compose.yaml"
 DEPLOY = resources.files("snoopbus.collector") / "deploy"
@@ -177,7 +177,7 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
     opts = forward.parse_args([])
     assert opts.start == "new" and len(opts.sinks) == 2  # `to` a list of sinks, parsed
     # `--config` after the name, as a user types it (and nothing else needed)
-    out = subprocess.run([sys.executable, "-m", "snoopbus.app", "consume", "forward",
+    out = subprocess.run([*SNOOPBUS, "consume", "forward",
                           "--config", str(path), "--help"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr

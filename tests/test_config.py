@@ -6,7 +6,6 @@ import dataclasses
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ from snoopbus.proto.settings_file import (
     format_toml,
     load,
 )
-
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
+from tests.support.processes import SNOOPBUS
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -16,7 +16,7 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.doctor_bus import BusReport, render
 from snoopbus.proto import decode_map, meta_subject
 from tests.support.collector import start_collector
-from tests.support.processes import stop_process
+from tests.support.processes import SNOOPBUS, stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -30,7 +30,7 @@ for i in range(5000):
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "snoopbus.app", "doctor", *args],
+    return subprocess.run([*SNOOPBUS, "doctor", *args],
                           capture_output=True, text=True, timeout=120)
 
 

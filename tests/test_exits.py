@@ -7,7 +7,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import pytest
 from snoopbus.app.stack import Child
 from snoopbus.proto import exits, log_setup
 from tests.support.paths import ROOT
-from tests.support.processes import AS_NOBODY
+from tests.support.processes import AS_NOBODY, SNOOPBUS
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 README = ROOT / "README.md"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from nats.js.errors import NotFoundError
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
 from tests.support.bus import stored_messages, stream_events
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import SNOOPBUS, free_port, stop_process
 from tests.support.waits import log_line
 
 pytestmark = pytest.mark.kernel
@@ -42,7 +41,7 @@ async def test_a_collector_started_before_nats_spills_then_delivers_everything(
     log = tmp_path / "collector.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.app", "collect", "--nats", url,
+            [*SNOOPBUS, "collect", "--nats", url,
              "--host", host, "--include-path", str(work), "--buffer-events", "300",
              "--spill-dir", str(spill)],
             stdout=out, stderr=subprocess.STDOUT,

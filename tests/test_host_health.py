@@ -28,7 +28,7 @@ from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.proto import STREAM_NAME, alert_subject, alerts_filter, encode_map, meta_subject
 from snoopbus.proto.build_info import version
 from tests.support.collector import RunningCollector, start_collector
-from tests.support.processes import stop_process
+from tests.support.processes import SNOOPBUS, stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -103,7 +103,7 @@ async def first_heartbeat(nc: Client, host: str) -> None:
 
 def fleet_json(url: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.app", "fleet", "--json", "--nats", url,
+        [*SNOOPBUS, "fleet", "--json", "--nats", url,
          "--silent-after", str(SILENT)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -7,7 +7,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -25,9 +24,7 @@ from snoopbus.proto import encode_batch, event_subject, events_filter
 from snoopbus.proto.metrics_server import MetricsError, MetricsServer, new_registry
 from tests.support.collector import start_collector
 from tests.support.metrics import get, samples
-from tests.support.processes import free_port, stop_process
-
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
+from tests.support.processes import SNOOPBUS, free_port, stop_process
 
 
 def test_server_serves_metrics_and_health_and_refuses_a_taken_port() -> None:

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -26,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from snoopbus.proto import metric_names as names
 from tests.support.paths import ROOT
-from tests.support.processes import free_port, free_ports
+from tests.support.processes import SNOOPBUS, free_port, free_ports
 from tests.support.waits import read_until
 
 DEPLOY = ROOT / "collector" / "deploy"
@@ -211,7 +210,7 @@ async def test_a_running_stack_serves_every_metric_the_dashboard_and_rules_use(
     ports = list(range(base, base + 5))
     env = {**os.environ, "SNOOPBUS_RUN_DIR": str(tmp_path / "run")}  # not the host's stack
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.app", "up",
+        *SNOOPBUS, "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(base), "--live", "off",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from snoopbus.collector.loss import PUBLISH_DENIED
 from snoopbus.proto import connect, decode_map, encode_map, meta_subject
 from tests.support.collector import start_collector
 from tests.support.metrics import get, samples
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import SNOOPBUS, free_port, stop_process
 from tests.support.publisher import ADMIN, permissions_conf
 
 
@@ -70,7 +69,7 @@ async def test_a_collector_denied_its_events_is_reported_stalled_while_heartbeat
             assert all(b["stalled"] and b["published"] == 0 for b in later), later
             assert "permissions violation" in stalled["last_error"]
             doctor = subprocess.run(
-                [sys.executable, "-m", "snoopbus.app", "doctor", "--nats",
+                [*SNOOPBUS, "doctor", "--nats",
                  server.url, "--host", running.host],
                 capture_output=True, text=True, timeout=120, env=env_as("admin", "admin-pw"))
             assert doctor.returncode == 0, doctor.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from snoopbus.consumers.alert.matcher import UnmappedFields
 from snoopbus.consumers.alert.rules_cli import match_report
 from snoopbus.proto import exits
 from tests.support import sigma_corpus
-
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
+from tests.support.processes import SNOOPBUS
 
 GOOD = """
 title: netcat started

@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.collector.spill import Spill, SpillError
-from tests.support.processes import AS_NOBODY
+from tests.support.processes import AS_NOBODY, SNOOPBUS
 from tests.support.publish_attack import SYSTEM_PYTHON
 from tests.support.publisher import EXEC
 
@@ -132,7 +131,7 @@ def test_the_collector_refuses_a_planted_spill_before_loading_anything(
     host = "plantedhost"
     as_nobody(PLANT, str(shared / host), str(victim))
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.app", "collect", "--nats",
+        [*SNOOPBUS, "collect", "--nats",
          "nats://127.0.0.1:1", "--host", host, "--spill-dir", str(shared)],
         capture_output=True, text=True, timeout=60,
     )

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from snoopbus.proto.stream_limits import (
 )
 from tests.support.consumers import Collector, running
 from tests.support.events import bare_exec, publish
+from tests.support.processes import SNOOPBUS
 from tests.support.waits import until
 
 # -- pure logic ------------------------------------------------------------------
@@ -158,7 +158,7 @@ async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
     first = (await js.stream_info(STREAM_NAME)).state.first_seq
     assert first > 2
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.app", "doctor", "--nats", nats_server.url,
+        [*SNOOPBUS, "doctor", "--nats", nats_server.url,
          "--host", "nobody"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "SNOOPBUS_STREAM_WARN_PERCENT": "50"},
     )  # fmt: skip

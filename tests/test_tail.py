@@ -7,7 +7,6 @@ import json
 import secrets
 import shutil
 import subprocess
-import sys
 from functools import partial
 
 from nats.aio.client import Client
@@ -18,8 +17,8 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.lines import colour_alert, colour_event, format_event
 from snoopbus.consumers.tail import Match, subjects, use_colour
 from snoopbus.proto import alert_subject, encode_batch, encode_map, ensure_stream, event_subject
+from tests.support.processes import SNOOPBUS
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 BASE = {"v": 1, "ts": 1_700_000_000_000_000_000, "host": "web1"}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 
 import pytest
 from nats.aio.client import Client
@@ -24,8 +23,8 @@ from snoopbus.proto import (
 )
 from tests.support.events import TS
 from tests.support.events import event as build_event
+from tests.support.processes import SNOOPBUS
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 PAUSE_S = 12.0  # the reader takes nothing this long: past the server's 10 s write deadline
 _MISSED = re.compile(rb"\((\d+) in all\)")
 

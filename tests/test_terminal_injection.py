@@ -10,7 +10,6 @@ import asyncio
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,11 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
 from tests.support.collector import RunningCollector
-from tests.support.processes import AS_NOBODY
+from tests.support.processes import AS_NOBODY, SNOOPBUS
 from tests.support.terminal import rendered
 
 pytestmark = pytest.mark.kernel
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 # The program's name: retitles the terminal, clears it. 15 bytes, so it is
 # the process's whole comm too.
 PROGRAM = "\x1b]2;pwned\x07\x1b[2JX"

@@ -10,7 +10,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import nats
 import pytest
 
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter, exits
-from tests.support.processes import AS_NOBODY, free_port, free_ports
+from tests.support.processes import AS_NOBODY, SNOOPBUS, free_port, free_ports
 from tests.support.waits import read_until
 
 pytestmark = pytest.mark.kernel
@@ -38,7 +37,6 @@ def scrape(port: int, path: str = "/metrics") -> str:
         return r.read().decode()
 
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 
 async def commands_find_the_stack(port: int, host: str, state: Path) -> None:
@@ -106,7 +104,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
     env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.app", "--log-format", "json", "up",
+        *SNOOPBUS, "--log-format", "json", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -188,7 +186,7 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "snoopbus.app", "up", "--state-dir",
+            [*SNOOPBUS, "up", "--state-dir",
              str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
@@ -200,7 +198,7 @@ async def test_a_closed_terminal_sighup_stops_every_child(tmp_path: Path) -> Non
     # The children run in sessions of their own: had `up` died of SIGHUP, they
     # would have kept running with nobody to stop them.
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.app", "up",
+        *SNOOPBUS, "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(free_port()),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )

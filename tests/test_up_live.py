@@ -9,13 +9,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import free_port
+from tests.support.processes import SNOOPBUS, free_port
 
 pytestmark = pytest.mark.kernel
 
@@ -23,7 +22,6 @@ pytestmark = pytest.mark.kernel
 # first event of a command run beside it on screen. Measured ~3 s on the
 # 2-core development machine; the bound leaves room for a loaded machine.
 STARTUP_BOUND_S = 30.0
-SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 
 def children(pid: int) -> list[int]:

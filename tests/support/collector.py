@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from snoopbus.proto import Event, decode_batch, meta_subject
-from tests.support.processes import stop_process
+from tests.support.processes import SNOOPBUS, stop_process
 
 
 @dataclass
@@ -37,7 +36,7 @@ async def start_collector(
     log_path = tmp_path / f"collector-{host}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "snoopbus.app", "collect",
+            [*prefix, *SNOOPBUS, "collect",
              "--nats", nats_url, "--host", host, *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )

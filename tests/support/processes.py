@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The command, as the tests run it: this interpreter, so this checkout.
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 # An argv prefix: what follows runs as nobody.
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
