@@ -13,10 +13,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from snoopbus.consumers.alert import host_feed
+from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.host_feed import HostFeed
 from snoopbus.consumers.alert.hosts import HealthConfig, HostHealth
-from snoopbus.consumers.alert.resend import GAVE_UP, QUEUE_FULL, Resend
+from snoopbus.consumers.alert.resend import GAVE_UP, QUEUE_FULL, STOPPED, Resend
 
 NO_CLIENT = Client()  # the handler reads subject and data only
 
@@ -88,7 +88,7 @@ async def test_a_send_that_always_fails_gives_up_counted_and_keeps_nothing() -> 
     assert len(feed.resend) == 0 and lost == {GAVE_UP: 2}
     feed.pending = [alert(3)]
     await feed._flush(closing=True)  # unsent at the stop: counted too
-    assert lost == {GAVE_UP: 2, host_feed.STOPPED: 1}
+    assert lost == {GAVE_UP: 2, STOPPED: 1}
 
 
 async def test_a_flood_of_malformed_meta_messages_is_counted_and_logged_once(
@@ -106,3 +106,14 @@ async def test_a_flood_of_malformed_meta_messages_is_counted_and_logged_once(
     lines = [r for r in caplog.records if "malformed meta" in r.getMessage()]
     assert len(lines) == 1 and "web1" in lines[0].getMessage()
     assert feed.health.hosts == {}  # nothing observed from them
+
+
+def test_the_alerter_exports_its_losses_by_reason_from_zero() -> None:
+    alerter = AlertConsumer()  # the packaged rules
+    first = {m.name: samples for m, samples in alerter.metrics()}
+    assert sorted(first["snoopbus_alerts_lost_total"]) == [
+        ([QUEUE_FULL], 0), ([GAVE_UP], 0), ([STOPPED], 0)]
+    assert first["snoopbus_alert_meta_messages_ignored_total"] == [([], 0)]
+    alerter.stats.lost[GAVE_UP] += 3
+    samples = next(s for m, s in alerter.metrics() if m.name == "snoopbus_alerts_lost_total")
+    assert ([GAVE_UP], 3) in samples

@@ -16,12 +16,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snoopbus.proto import ALERT_LEVELS, events_filter
+from snoopbus.proto import metric_names as names
+from snoopbus.proto.metric_names import Metric
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
@@ -36,6 +38,7 @@ from .hosts import LOSS_JUMP, LOSS_WINDOW, SILENT_AFTER, HealthConfig, HostHealt
 from .loader import LoadReport, resolve_paths
 from .logsources import all_event_types
 from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
+from .resend import REASONS as LOST_REASONS
 from .resend import Resend
 from .ruleset import RuleSet, RuleSetError
 from .throttle import DEFAULT_KEY_FIELDS, Throttle
@@ -314,6 +317,12 @@ class AlertConsumer(Consumer):
                          len(new.report.skipped), ", ".join(map(str, self.rule_paths)))  # fmt: skip
             if not self._reload_again:
                 return swapped
+
+    def metrics(self) -> Iterable[tuple[Metric, list[tuple[list[str], float]]]]:
+        lost = {reason: 0 for reason in LOST_REASONS} | self.stats.lost
+        yield names.ALERTS_LOST, [([reason], n) for reason, n in sorted(lost.items())]
+        ignored = self.feed.ignored if self.feed is not None else 0
+        yield names.META_IGNORED, [([], ignored)]
 
     async def _send(self, alerts: list[dict[str, Any]]) -> None:
         if alerts:

@@ -28,7 +28,7 @@ from snoopbus.proto import DecodeError, SubjectError, decode_map, meta_filter, p
 
 from ..host_reports import hosts_in_stream, last_reports
 from .hosts import HostHealth
-from .resend import Resend
+from .resend import STOPPED, Resend
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ Send = Callable[[list[dict[str, Any]]], Awaitable[None]]
 # A malformed meta message is logged at most this often (the rest are counted):
 # anyone who may publish on a meta subject must not be able to flood the log.
 WARN_EVERY = 60.0
-STOPPED = "stopped"  # snoopbus_alerts_lost_total reason: still unsent when the alerter stopped
 
 
 class HostFeed:

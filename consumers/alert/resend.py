@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Reasons an alert was given up (the `reason` label of snoopbus_alerts_lost_total).
 GAVE_UP = "send_failed"  # still failing give_up_after seconds after the first failure
 QUEUE_FULL = "resend_full"  # more than max_alerts waiting: the oldest go
+STOPPED = "stopped"  # still unsent when the alerter stopped
+REASONS = (GAVE_UP, QUEUE_FULL, STOPPED)
 
 
 class Resend:
