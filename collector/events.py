@@ -296,7 +296,7 @@ class EventBuilder:
         close_write, delete, a plain rename, ...) are built straight from their
         bytes, skipping the decoded-record objects, which cost a third of their
         time; the rest go records.decode -> build_all. Both make the same
-        events (tests/test_events_direct.py)."""
+        events (tests/collector/test_events_direct.py)."""
         out = self._direct(buf) if len(buf) >= FILE_NAMES_AT else None
         return out if out is not None else self.build_all(decode(buf))
 

@@ -8,7 +8,7 @@ Linux rules select on), `user.id`, `group.id`, `container.id`. Alerts
 become `event.kind: alert` with `rule.*`, `tags` and `event.severity`, plus
 the matched event's fields. A rename's old path has no ECS field: it is in
 `message`. Every field emitted is an ECS field of the ECS type (checked by
-tests/test_forward_ecs.py against the ECS reference).
+tests/consumers/forward/test_forward_ecs.py against the ECS reference).
 
 Where documents go: by default the data streams `logs-snoopbus.events-default`
 and `logs-snoopbus.alerts-default` (`namespace=` changes the last part),

@@ -71,8 +71,8 @@ def main() -> int:
     args = p.parse_args()
     if args.fault == "fuzz":
         env = {**os.environ, "SNOOPBUS_FUZZ_EXAMPLES": str(args.examples)}
-        return subprocess.call([sys.executable, "-m", "pytest", "-q", "-s", "tests/test_fuzz.py"],
-                               env=env)
+        return subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-s", "tests/consumers/test_fuzz.py"], env=env)
     with tempfile.TemporaryDirectory(prefix="snoopbus-faults-") as d:
         tmp = Path(d)
         if args.fault == "nats-kill":

@@ -5,7 +5,7 @@ few hundred files: every create event carries that argv, so one flush makes a
 batch far over the server's max_payload. Then root touches a few witness
 files: their events must still reach the bus, and heartbeats keep coming.
 
-Shared by tests/test_publish_attack.py and the bench (tests/bench/oversize.py).
+Shared by tests/collector/test_publish_attack.py and the bench (tests/bench/oversize.py).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snoopbus.collector.redact import MASK
+from tests.support.paths import TESTS
 
-CORPUS = Path(__file__).parents[1] / "data" / "redact_corpus.txt"
+CORPUS = TESTS / "data" / "redact_corpus.txt"
 
 Redact = Callable[[Sequence[str]], list[str] | None]
 

@@ -3,7 +3,7 @@
 Unit level: the escaping itself, tail's lines and the live view's rendering
 with hostile values in every field a user or a host on the bus controls.
 The same attack done for real (a user's file names and argv, through the
-kernel and the collector) is in tests/test_terminal_injection.py.
+kernel and the collector) is in tests/consumers/test_terminal_injection.py.
 """
 
 from __future__ import annotations

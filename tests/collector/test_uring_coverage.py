@@ -1,5 +1,5 @@
 """io_uring records, events and doctor coverage: pure, no root, no kernel
-(tests/test_file_uring.py runs the real thing)."""
+(tests/collector/test_file_uring.py runs the real thing)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def test_every_command_explains_itself(command: str) -> None:
 @pytest.mark.parametrize("command", ["collect", "tail"])
 def test_unreachable_nats_is_one_clear_line(command: str) -> None:
     url = closed_port_url()
-    # collect waits for NATS unless told not to (tests/test_fault_nats_late.py)
+    # collect waits for NATS unless told not to (tests/collector/test_fault_nats_late.py)
     out = run(command, "--nats", url, *(["--require-nats"] if command == "collect" else []))
     assert out.returncode == 3  # exits.BUS
     lines = out.stderr.strip().splitlines()

@@ -2,7 +2,7 @@
 
 The server gives each collector user only its own host's subjects
 (proto/SECURITY.md). The attacker holds host `a`'s credentials and publishes
-as `nobody` from a stdlib program (tests/bus_forger.py), so nothing it does
+as `nobody` from a stdlib program (tests/consumers/bus_forger.py), so nothing it does
 depends on the test's own process:
 
 - it publishes the ids host `b`'s next message would take, first: `b`'s real

@@ -4,7 +4,7 @@ through the rename pairer, alerter, archiver and forwarder (JSON lines), all
 running at once. None dead-letters anything; each output is whole: every id
 archived, one JSON document per forwarded line, renames and alerts valid.
 
-The same text, at random and at length, is in tests/test_fuzz.py (hypothesis).
+The same text, at random and at length, is in tests/consumers/test_fuzz.py (hypothesis).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 FOLDERS = ("proto", "collector", "consumers", "app")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 

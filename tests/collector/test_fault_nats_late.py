@@ -3,7 +3,7 @@
 It loads its probes anyway, collects into memory and the spill, and sends
 everything (its "ready" report included) once a server answers on its URL.
 Figure: files created before the server existed vs create events stored.
-`--require-nats` keeps the old answer instead (tests/test_cli.py).
+`--require-nats` keeps the old answer instead (tests/app/test_cli.py).
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from the future) or in between (odd alert maps, extensions nested ~1000 deep):
   archive's files read back with pyarrow and hold exactly the valid events;
   every forwarded line is one strict JSON document.
 
-Strategies come from tests/test_fuzz.py, and so does the bound: half of
+Strategies come from tests/consumers/test_fuzz.py, and so does the bound: half of
 SNOOPBUS_FUZZ_EXAMPLES (default 200) per consumer, as each example is a whole
 fetch through a consumer (the file takes ~15 s). A longer run:
 
-    SNOOPBUS_FUZZ_EXAMPLES=20000 .venv/bin/pytest -q tests/test_fuzz_handlers.py
+    SNOOPBUS_FUZZ_EXAMPLES=20000 .venv/bin/pytest -q tests/consumers/test_fuzz_handlers.py
 
 At the end, what the fuzzing found, one focused test each.
 """

@@ -2,7 +2,7 @@
 
 Bounded for CI (a few seconds in all). A longer run, same tests:
 
-    SNOOPBUS_FUZZ_EXAMPLES=20000 .venv/bin/pytest -q tests/test_fuzz.py
+    SNOOPBUS_FUZZ_EXAMPLES=20000 .venv/bin/pytest -q tests/consumers/test_fuzz.py
 
 (or `.venv/bin/python -m tests.bench.faults fuzz --examples 20000`).
 """

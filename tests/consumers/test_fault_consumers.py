@@ -3,8 +3,9 @@ once, or at least once where the consumer documents that. A figure per
 consumer.
 
 The rename pairer and the archiver have their own SIGKILL tests, not repeated
-here (tests/test_rename_pairer.py::test_sigkill_mid_stream_loses_no_half_and_duplicates_no_rename:
-3000 renames, every one exactly once; tests/test_archive_crash.py::
+here (tests/consumers/test_rename_pairer.py::
+test_sigkill_mid_stream_loses_no_half_and_duplicates_no_rename:
+3000 renames, every one exactly once; tests/consumers/archive/test_archive_crash.py::
 test_sigkill_at_random_points_leaves_every_event_exactly_once: 9000 events,
 five kills, every one archived exactly once). This file adds the alerter
 (alerts exactly once in the stream, through Nats-Msg-Id dedup) and the
