@@ -31,14 +31,6 @@ async def events_of(watch: EventWatch, pid: int, last_type: str, last_path: str,
 
 
 @pytest.fixture
-async def watch(watch: EventWatch, nc: Any) -> EventWatch:
-    """conftest's watch, once the server surely has its subscription: the
-    children below block the loop, so an unsent SUB would miss their events."""
-    await nc.flush()
-    return watch
-
-
-@pytest.fixture
 def work(tmp_path: Path) -> Path:
     d = tmp_path / "work dir"
     d.mkdir()

@@ -20,12 +20,6 @@ from tests.support.kernel import as_nobody
 
 pytestmark = pytest.mark.kernel
 
-@pytest.fixture
-async def watch(watch: EventWatch, nc: Any) -> EventWatch:
-    await nc.flush()
-    return watch
-
-
 def under(watch: EventWatch, root: Path) -> list[dict[str, Any]]:
     """Events of files under `root`, in the order they were made."""
     found = [e for e in watch.events if "file" in e and str(root) in e["file"].get("path", "")]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,12 +16,6 @@ from tests.support.kernel import NOBODY, as_nobody
 pytestmark = pytest.mark.kernel
 
 BASH = os.path.realpath(shutil.which("bash") or "/bin/bash")
-
-
-@pytest.fixture
-async def watch(watch: EventWatch, nc: Any) -> EventWatch:
-    await nc.flush()
-    return watch
 
 
 async def test_a_subshell_forked_without_exec_is_its_parents_image(
