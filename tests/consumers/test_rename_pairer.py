@@ -22,13 +22,11 @@ from snoopbus.consumers import Partition, Runtime, Settings
 from snoopbus.consumers.pairing import NS
 from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer
 from snoopbus.proto import (
-    SCHEMA_VERSION,
     STREAM_NAME,
     decode_batch,
-    encode_batch,
-    event_subject,
     events_filter,
 )
+from tests.support.events import publish, rename_half
 from tests.support.waits import durable_pulled, durable_settled
 
 FAST = Settings(batch=64, fetch_timeout=0.2, concurrency=1)
@@ -41,21 +39,11 @@ BASE = 1_700_000_000 * NS  # event time of cookie 0
 def half(kind: str, cookie: int, host: str = "h1", at: float | None = None) -> dict:
     """A half at `at` seconds of event time after BASE (default: 1 ms per cookie)."""
     ts = BASE + (cookie * NS // 1000 if at is None else round(at * NS))
-    return {
-        "v": SCHEMA_VERSION, "id": f"{host}-{kind}-{cookie}", "ts": ts, "host": host,
-        "type": kind, "cookie": cookie, "file": {"path": f"/{kind}/{cookie}"},
-        "proc": {"pid": 7, "comm": "mv"},
-    }  # fmt: skip
+    return rename_half(kind, cookie, host=host, ts=ts)
 
 
 def pair(cookie: int, host: str = "h1") -> tuple[dict, dict]:
     return half("moved_from", cookie, host), half("moved_to", cookie, host)
-
-
-async def publish(js: JetStreamContext, *events: dict) -> None:
-    """One message holding `events` (all of one host and type), as a collector batches."""
-    first = events[0]
-    await js.publish(event_subject(first["host"], first["type"]), encode_batch(list(events)))
 
 
 async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
