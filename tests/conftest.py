@@ -7,9 +7,7 @@ Fixtures chain server -> client -> jetstream, as nats.py's own tests do.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -19,12 +17,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from snoopbus.app.natsd import NatsServer
-from snoopbus.proto import alerts_filter, ensure_stream, events_filter
-from tests.support.alert import HOST, AlertWatch
+from snoopbus.proto import ensure_stream, events_filter
 from tests.support.collector import EventWatch, RunningCollector, start_collector
-from tests.support.kernel import NOBODY
 from tests.support.processes import start_consumer, stop_process
-from tests.support.syslog import RSYSLOGD
 
 
 @pytest.fixture
@@ -131,32 +126,3 @@ def spawn_consumer(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-@pytest.fixture
-def rsyslogd_installed() -> None:
-    """What tests/support/syslog.needs_rsyslog asks for."""
-    assert os.path.exists(RSYSLOGD), "rsyslogd not installed: apt-get install rsyslog"
-
-
-@pytest.fixture
-async def alerts(nc: Client, js: JetStreamContext) -> AsyncIterator[AlertWatch]:
-    """Every alert published for the alert tests' host, as it comes."""
-    await ensure_stream(js)
-    watch = AlertWatch()
-    sub = await nc.subscribe(alerts_filter(host=HOST), cb=watch.on_msg)
-    try:
-        yield watch
-    finally:
-        await sub.unsubscribe()
-
-
-@pytest.fixture
-def attic() -> Iterator[Path]:
-    """A directory nobody owns, reachable by nobody (/tmp, not pytest's 0700 tree)."""
-    d = Path(tempfile.mkdtemp(prefix="snoopbus-naming-", dir="/tmp"))
-    os.chown(d, NOBODY.pw_uid, NOBODY.pw_gid)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
