@@ -82,12 +82,17 @@ def make(
             _said = True
         return None
     try:
-        return _fastbuild.Builder(
+        built = _fastbuild.Builder(
             layout(noted_nrs, rename_whiteout), host, instance, subjects, procs, proc_section,
             path_filter, -1 if host_ns is None else host_ns,
         )
     except (ValueError, TypeError, KeyError) as exc:  # a layout it does not read
         if not _said:
-            log.warning("native event builder not used: %s", exc)
+            log.warning("native event builder not used (the Python path makes every event): %s",
+                        exc)
             _said = True
         return None
+    if not _said:
+        log.info("%s", status())
+        _said = True
+    return built

@@ -119,5 +119,10 @@ class RingReader:
                     break
 
     @property
+    def native(self) -> bool:
+        """Whether the native builder makes the common file events."""
+        return self._builder.native
+
+    @property
     def alive(self) -> bool:
         return self.failure is None

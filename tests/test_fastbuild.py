@@ -171,6 +171,10 @@ def test_without_the_native_module_the_python_builder_makes_every_event(
     assert not b.native
     assert "the Python builder makes every event" in caplog.text
     assert "not built (test)" in native.status()
+    from snoopbus.collector.doctor import check_native_builder
+
+    check = check_native_builder()
+    assert not check.ok and "not built (test)" in check.detail and "gcc" in check.hint
     good = R.HDR.pack(1, 0, 100, 100, 1, 0, 0, R.KIND_CREATE, 0, b"x".ljust(16, b"\0")) + \
         R.FILE_TAIL.pack(3, 0, 42, 1, 1, 2, 0, 0, 3, 4, 0, 0, 0) + b"f\0a\0"
     [(_, ev)] = b.build_many([good])
