@@ -161,7 +161,8 @@ def check_close_write() -> Check:
 
 def check_native_builder() -> Check:
     """Whether this install has the native event builder (a C compiler at install)."""
-    return Check("native_builder", native.MISSING is None, native.status(),
+    return Check("native_builder", native.MISSING is None and not native.disabled(),
+                 native.status(),
                  "install gcc and the Python headers, then reinstall snoopbus (make setup): "
                  "the Python path makes the same events, ~5x slower")
 

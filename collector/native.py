@@ -13,6 +13,7 @@ snoopbus_native_build metric (collector/metrics.py).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -61,10 +62,19 @@ def layout(noted_nrs: frozenset[int], rename_whiteout: int) -> dict[str, Any]:
     }
 
 
+def disabled() -> bool:
+    """SNOOPBUS_NATIVE=0: the Python path for every record, built or not (to
+    rule the native builder out when an event looks wrong)."""
+    return os.environ.get("SNOOPBUS_NATIVE", "1") == "0"
+
+
 def status() -> str:
     """One line for the log and `snoopbus doctor`."""
     if _fastbuild is None:
         return f"native event builder: {MISSING}; the Python builder makes every event"
+    if disabled():
+        return "native event builder: built, off (SNOOPBUS_NATIVE=0); the Python builder " \
+               "makes every event"
     return "native event builder: built (collector/fastbuild.c)"
 
 
@@ -76,7 +86,7 @@ def make(
 ) -> Any | None:
     """A native builder, or None (said once in the log) where there is none."""
     global _said
-    if _fastbuild is None:
+    if _fastbuild is None or disabled():
         if not _said:
             log.info("%s", status())
             _said = True

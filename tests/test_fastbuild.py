@@ -181,6 +181,15 @@ def test_without_the_native_module_the_python_builder_makes_every_event(
     assert isinstance(ev, dict) and ev["id"] == "inst-1"
 
 
+@needs_native
+def test_snoopbus_native_0_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SNOOPBUS_NATIVE", "0")
+    assert not builder(False).native
+    assert "off (SNOOPBUS_NATIVE=0)" in native.status()
+    monkeypatch.setenv("SNOOPBUS_NATIVE", "1")
+    assert builder(False).native
+
+
 def test_a_layout_it_does_not_read_disables_it(monkeypatch: pytest.MonkeyPatch) -> None:
     if native.MISSING is not None:
         pytest.skip(native.MISSING)
