@@ -204,3 +204,43 @@ def test_the_native_module_is_built_where_a_compiler_is() -> None:
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler here")
     assert native.MISSING is None
+
+
+@needs_native
+def test_the_benchmarks_records_make_the_same_events() -> None:
+    """The file_ops mix (create, write, close, rename, unlink) as the probes
+    lay it out, from a process with a long argv: all taken natively."""
+    from tests.bench.collector_cpu import PID, iteration
+
+    def made() -> EventBuilder:
+        cache = ProcCache()
+        cache.put(PID, ProcInfo("/usr/local/bin/file_load",
+                                ["/usr/local/bin/file_load", "/tmp/x" * 30, "5", "1"], "/root"))
+        return EventBuilder("bench-host", "a1b2c3d4", cache)
+
+    raw = [buf for i in range(50) for buf in iteration(i)]
+    fast, ref = made(), made()
+    ref.clock_offset = fast.clock_offset
+    got = fast.build_many(raw)
+    assert all(isinstance(e, bytes) for _, e in got) and len(got) == 300
+    assert wire(got) == wire([ev for buf in raw for ev in ref.build_raw(buf)])
+
+
+@needs_native
+def test_an_encoded_event_over_the_limit_is_cut_as_its_map() -> None:
+    from snoopbus.collector.fit import fit_all
+
+    base = b"d\0tmp\0"
+    segs = [b"f" * 200 + b"\0" + base, b"", b"", b""]
+    buf = R.HDR.pack(1, 0, 101, 101, 1, 0, 0, R.KIND_CREATE, 0, b"x".ljust(16, b"\0")) + \
+        R.FILE_TAIL.pack(3, 0, 42, 1, 1, 257, 0, 0, 3, *[len(s) for s in segs]) + b"".join(segs)
+    fast, ref = builder(False), builder(False)
+    ref.clock_offset = fast.clock_offset
+    [(_, packed)] = fast.build_many([buf])
+    [(_, event)] = ref.build_raw(buf)
+    assert isinstance(packed, bytes)
+    budget = len(encode_batch([event])) - 300
+    [(run_a, data_a)], [] = fit_all([packed], budget)
+    [(_, data_b)], [] = fit_all([event], budget)
+    assert data_a == data_b and len(data_a) <= budget
+    assert as_map(run_a[0])["proc"]["argv_truncated"] is True
