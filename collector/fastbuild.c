@@ -203,7 +203,7 @@ typedef struct {
     long long host_ns;  /* -1: every mount namespace is ours */
     int kind_type[256];  /* record kind -> T_*, -1: not taken */
     int kind_rename, kind_close_write;
-    unsigned f_path_trunc, f_path2_trunc, f_fd_gone, f_no_ret, f_exchange, f_other;
+    unsigned f_path_trunc, f_path2_trunc, f_fd_gone, f_no_ret, f_exchange, f_known;
     unsigned rename_whiteout, version;
     uint32_t *noted;
     Py_ssize_t n_noted;
@@ -292,7 +292,7 @@ static int Builder_init(Builder *self, PyObject *args, PyObject *kw) {
         get_uint(layout, "F_FD_GONE", &self->f_fd_gone) < 0 ||
         get_uint(layout, "F_NO_RET", &self->f_no_ret) < 0 ||
         get_uint(layout, "F_EXCHANGE", &self->f_exchange) < 0 ||
-        get_uint(layout, "other_flags", &self->f_other) < 0 ||
+        get_uint(layout, "known_flags", &self->f_known) < 0 ||
         get_uint(layout, "RENAME_WHITEOUT", &self->rename_whiteout) < 0 ||
         get_uint(layout, "version", &self->version) < 0)
         return -1;
@@ -566,7 +566,9 @@ static int build_one(Builder *self, PyObject *list, PyObject *rec, long long off
     unsigned kind = (unsigned)rd(buf + 36, 2), flags = (unsigned)rd(buf + 38, 2);
     int type = kind < 256 ? self->kind_type[kind] : -1;
     int rename = (int)kind == self->kind_rename;
-    if ((type < 0 && (!rename || flags & self->f_exchange)) || flags & self->f_other) return 0;
+    /* A flag it does not know the meaning of (what closed a file, O_TMPFILE,
+     * io_uring, any new one): the Python builder's. */
+    if ((type < 0 && (!rename || flags & self->f_exchange)) || flags & ~self->f_known) return 0;
     const char *t = buf + HDR_SIZE;
     uint32_t nr = (uint32_t)rd(t + 32, 4), oflags = (uint32_t)rd(t + 36, 4);
     if (is_noted(self, nr) || (rename && oflags & self->rename_whiteout)) return 0;

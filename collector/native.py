@@ -53,9 +53,10 @@ def layout(noted_nrs: frozenset[int], rename_whiteout: int) -> dict[str, Any]:
         "F_FD_GONE": R.F_FD_GONE,
         "F_NO_RET": R.F_NO_RET,
         "F_EXCHANGE": R.F_EXCHANGE,
-        # The flags of records the Python builder keeps: what closed a file, an
-        # O_TMPFILE file, an io_uring request.
-        "other_flags": R.F_CLOSED_BY_MASK | R.F_TMPFILE | R.F_URING,
+        # The flags it takes records with; a record with any other (what closed
+        # a file, O_TMPFILE, io_uring, a flag added later) is the Python builder's.
+        "known_flags": (R.F_PATH_TRUNC | R.F_PATH2_TRUNC | R.F_FD_GONE | R.F_NO_RET
+                        | R.F_EXCHANGE | R.F_TOUCHED),
         "RENAME_WHITEOUT": rename_whiteout,
         "noted_nrs": sorted(noted_nrs),
         "truncated": paths.TRUNCATED,

@@ -31,7 +31,8 @@ KINDS = [R.KIND_OPEN, R.KIND_CREATE, R.KIND_MODIFY, R.KIND_CLOSE_WRITE, R.KIND_D
          R.KIND_ATTRIB, R.KIND_MKDIR, R.KIND_RMDIR, R.KIND_RENAME, R.KIND_LINK, R.KIND_SYMLINK,
          R.KIND_XATTR]
 FLAGS = [R.F_PATH_TRUNC, R.F_PATH2_TRUNC, R.F_FD_GONE, R.F_NO_RET, R.F_EXCHANGE,
-         1 << R.F_CLOSED_BY_SHIFT, 2 << R.F_CLOSED_BY_SHIFT, R.F_TMPFILE]
+         1 << R.F_CLOSED_BY_SHIFT, 2 << R.F_CLOSED_BY_SHIFT, R.F_TMPFILE, R.F_TOUCHED,
+         R.F_URING, 1 << 8]  # 8: a flag no table names (yet)
 
 component = st.binary(min_size=1, max_size=12).map(lambda b: b.replace(b"\0", b"x"))
 walked = st.lists(component.map(lambda c: c.replace(b"/", b"_")), max_size=4).map(
