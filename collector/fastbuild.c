@@ -496,11 +496,13 @@ static int emit(Builder *self, PyObject *list, const Common *c, int type, const 
     put_key(b, "v");
     put_uint(b, self->version);
     put_key(b, "id");
-    char num[24];
-    int nd = snprintf(num, sizeof num, "%llu", (unsigned long long)++self->seq);
+    char num[24];  /* the id number in decimal, written from the end */
+    int nd = 0;
+    for (uint64_t v = ++self->seq; v || !nd; v /= 10)
+        num[sizeof num - 1 - nd++] = (char)('0' + v % 10);
     put_str_hdr(b, self->id_prefix_len + (size_t)nd);
     put(b, self->id_prefix, self->id_prefix_len);
-    put(b, num, (size_t)nd);
+    put(b, num + sizeof num - nd, (size_t)nd);
     put_key(b, "ts");
     if (c->ts >= 0) put_uint(b, (uint64_t)c->ts);
     else put_int(b, (int64_t)c->ts);
