@@ -1,4 +1,5 @@
 """The alert map published on `snoopbus.alerts.<host>.<level>` (msgpack, `encode_map`).
+Its fields: proto/fields.py ALERT_FIELDS; its shape: proto/alert_map.py.
 
 v          1
 id         "<rule id>:<event id>" ("...:folded" for a throttle summary)
@@ -20,15 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from snoopbus.proto import ALERT_LEVELS
+from snoopbus.proto import ALERT_LEVELS, ALERT_VERSION
 
 from .correlate import Fired
 from .engine import Hit
-from .wire import ALERT_VERSION
-
-
-def level_rank(level: str) -> int:
-    return ALERT_LEVELS.index(level) if level in ALERT_LEVELS else 0
 
 
 def rule_info(hit: Hit) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .wire import ALERT_VERSION  # not .alerts: this module needs no pySigma
+from snoopbus.proto import ALERT_VERSION
 
 SILENT_AFTER: Final = 60.0
 LOSS_JUMP: Final = 1000
