@@ -152,7 +152,7 @@ _SIGMA: Final = ("match", "folded", "correlation")
 # The alert map the alerter publishes (consumers/alert/alerts.py, hosts.py).
 ALERT_FIELDS: Final = (
     _f("v", "int", _A, "alert map version, 1 (ALERT_VERSION)"),
-    _f("id", "str", _A, '"<rule id>:<event id>" (+ ":folded" for a summary)'),
+    _f("id", "str", _A, '"<rule id>:<event id>" (+ ":folded" for a summary; health: below)'),
     _f("ts", "int", _A, "ns: the (last) matching event's time; health: when it was raised"),
     _f("host", "str", _A, "the event's host, as reported"),
     _f("level", "str", _A, "one of ALERT_LEVELS, as in the subject"),
@@ -194,3 +194,14 @@ def by_name(fields: tuple[Field, ...]) -> dict[str, Field]:
 def within(fields: tuple[Field, ...], parent: str) -> tuple[Field, ...]:
     """The fields of one map ("" for the top level), in table order."""
     return tuple(f for f in fields if f.parent == parent)
+
+
+def markdown_table(fields: tuple[Field, ...]) -> str:
+    """The fields as a table for proto/README.md, which holds the alert map's
+    (tests/test_proto_fields.py checks it is this, and prints it when not)."""
+    lines = ["| Key | Type | Carried by | Meaning |", "|---|---|---|---|"]
+    for f in fields:
+        on = "all" if f.on == ALERT_KINDS or f.on == EVENT_TYPES else ", ".join(f.on)
+        meaning = f.meaning.replace("|", "\\|")
+        lines.append(f"| `{f.name}` | {f.type} | {on} | {meaning} |")
+    return "\n".join(lines) + "\n"
