@@ -92,7 +92,7 @@ EVENT_FIELDS: Final = (
     _f("proc", "map", _ALL, "the process that caused the event"),
     _f("file", "map", _FILE, "the file the event is about"),
     _f("cookie", "int", _MOVES, "shared by the halves of one rename; unique per host and boot"),
-    _f("ret", "int", _ALL, "syscall result where the hook sees one (negative errno)"),
+    _f("ret", "int", _FILE, "syscall result where the hook sees one (negative errno)"),
     _f("exit_code", "int", ("exit",), "exit status (128 + signal when killed)"),
     _f("signal", "int", ("exit",), "the signal that ended the process"),
     _f("via", "str", _URING, '"io_uring": the operation was an io_uring request, not a syscall'),
