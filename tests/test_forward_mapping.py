@@ -1,6 +1,7 @@
 """The ECS and OCSF mappings cover every field of proto/fields.py: each is
 mapped (changing its value changes the document where the mapping says) or
-listed as deliberately unmapped (changing it changes nothing)."""
+listed as deliberately unmapped (changing it changes nothing); every sink's
+severity scale covers the alert levels in their rank order."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from snoopbus.consumers.forward import Item, ecs, ocsf, parse_alert
-from snoopbus.proto.fields import ALERT_FIELDS, EVENT_FIELDS, Field
+from snoopbus.consumers.forward import Item, cef, ecs, ocsf, otlp, parse_alert, syslog
+from snoopbus.proto.fields import ALERT_FIELDS, ALERT_LEVELS, EVENT_FIELDS, Field
 
 MAPPINGS = {"ecs": (ecs, ecs.to_ecs), "ocsf": (ocsf, ocsf.to_ocsf)}
 TS = 1_763_776_800_123_456_789
@@ -132,3 +133,10 @@ def test_alert_field_mapping_holds(mapping: str, name: str) -> None:
     module, to_doc = MAPPINGS[mapping]
     check(name, covered(ALERT_FIELDS)[name], full_alert,
           lambda a: to_doc(Item("alert", parse_alert(a), 0, "s")), module.ALERT_MAPPED)
+
+
+def test_every_sinks_severity_scale_has_every_level() -> None:
+    for scale in (ecs.SEVERITY, ocsf.SEVERITY_ID, syslog.SEVERITY, cef.CEF_SEVERITY,
+                  otlp.SEVERITY):  # fmt: skip
+        assert list(scale) == list(ALERT_LEVELS), scale
+        assert list(scale.values()) == sorted(scale.values(), reverse=scale is syslog.SEVERITY)
