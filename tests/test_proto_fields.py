@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from snoopbus.consumers.archive.columns import ALERT_SCHEMA, EVENT_SCHEMA, RAW_SUFFIX
 from snoopbus.proto import alert_map, fields, schema
@@ -149,3 +150,15 @@ def test_readme_event_tables_list_every_field_with_its_type() -> None:
 def test_readme_alert_table_is_the_generated_one() -> None:
     table = fields.markdown_table(ALERT_FIELDS)
     assert table in README.read_text(), "README.md: the alert map table is out of date:\n" + table
+
+
+def test_the_default_sigma_pipeline_reads_only_table_fields() -> None:
+    """A Sigma field mapped to a path no event has would never match: say so here."""
+    pipeline = README.parents[1] / "consumers" / "alert" / "pipelines" / "snoopbus.yml"
+    known = {f.name for f in EVENT_FIELDS}
+    sources = [spec for item in yaml.safe_load(pipeline.read_text())["transformations"]
+               for spec in item.get("mapping", {}).values()]  # fmt: skip
+    assert len(sources) > 10
+    for spec in sources:
+        path = re.fullmatch(r"(?:\w+\()?([\w.]+)\)?", spec)
+        assert path and path[1] in known, f"{spec}: no such event field"
