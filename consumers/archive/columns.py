@@ -67,8 +67,8 @@ _KINDS: Final = {"int": INT, "uint": UINT, "str": TEXT, "bool": BOOL, "[str]": T
 
 def _columns(within: str | None) -> tuple[Field, ...]:
     """The columns of one map's fields (proto/fields.py), in the table's order:
-    `proc.pid` -> proc_pid. Maps are columns of their own keys; the top level's
-    `ts` and `host` are handled on their own."""
+    `proc.pid` -> proc_pid. A map (`proc`, `file`) is no column, its keys are;
+    the top level's `ts` and `host` are handled on their own."""
     return tuple(
         Field(f.key if within is None else f"{within}_{f.key}", f.key, _KINDS[f.type], within)
         for f in fields_within(WIRE_FIELDS, within or "")
