@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from snoopbus.proto import ALERT_VERSION
+from snoopbus.proto.subjects import REPORTS
 
 SILENT_AFTER: Final = 60.0
 LOSS_JUMP: Final = 1000
@@ -50,7 +51,6 @@ RULES: Final[dict[str, tuple[str, str, str, str]]] = {
     "back": ("snoopbus-host-back", "snoopbus host reporting again", "low",
              "The host's collector reports again after it was silent, stalled or stopped."),
 }  # fmt: skip
-REPORTS: Final = ("status", "heartbeat", "loss")
 
 
 @dataclass(frozen=True)
