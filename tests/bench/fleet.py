@@ -26,9 +26,12 @@ first rate a group (or the cluster, taking the publishes) could not keep up
 with. Per step it prints the offered and achieved rates, each group's
 intake during the load (events/s at or below the last sequence delivered
 to the durable owning their host), its peak and end lag and its drain time,
-and the CPU of every process over the step; after the last step of a count, the exactly-once
-accounting (archive rows against what was sent, renamed against pairs,
-alerter messages processed against the messages its durable took).
+and the CPU of every process over the step. After the last step of a count
+it waits (up to `--catchup` s) until every group is empty and says when,
+then stops the consumers and prints the exactly-once accounting: archive
+rows against what was sent, renamed events (archived and in the stream)
+against pairs, alerter messages processed against those their durable took,
+alerts archived against alerts stored.
 
 All of it shares this machine's CPUs: on 2 cores, 3 replicating servers, a
 publisher and 3 x N consumers are CPU-bound long before the consumers are,
@@ -214,6 +217,8 @@ class Load:
     seconds: float = 10.0  # of load per rate
     flush_s: float = 0.5  # each host sends what it has this often
     drain_s: float = 15.0  # after the load: a group empty again within this kept up
+    replicas: int = 3  # of the stream ([stream] replicas)
+    catchup_s: float = 180.0  # after the last step: until every group is empty, at most
 
 
 @dataclass
@@ -315,6 +320,7 @@ async def run_step(js: JetStreamContext, fleet: Fleet, consumers: Consumers,
     ledger = Ledger(fleet.names, consumers)
     acks: list[tuple[asyncio.Future[Any], Sent]] = []
     frame_s = flush_s / FRAMES
+    sampling = asyncio.create_task(_sample(js, consumers, step))  # beside, not in the way
     t0 = time.perf_counter()
     for f, frame in enumerate(frames):
         delay = t0 + f * frame_s - time.perf_counter()
@@ -322,10 +328,11 @@ async def run_step(js: JetStreamContext, fleet: Fleet, consumers: Consumers,
             await asyncio.sleep(delay)
         for sent in frame:
             acks.append((await js.publish_async(sent.subject, sent.payload), sent))
-        if f % round(1 / frame_s) == 0:  # each second: the lag
-            await _sample(js, consumers, step)
     await js.publish_async_completed()
     load_s = time.perf_counter() - t0
+    sampling.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampling
     for fut, sent in acks:
         ledger.add(fut.result().seq, sent)
     ledger.sort()
@@ -354,10 +361,26 @@ async def run_step(js: JetStreamContext, fleet: Fleet, consumers: Consumers,
     return step
 
 
+async def catch_up(js: JetStreamContext, consumers: Consumers, within: float) -> str:
+    """Waits until every durable is empty (what the accounting needs), and says when."""
+    start = time.perf_counter()
+    lag = 0
+    while time.perf_counter() - start < within:
+        lag = sum(n for n, _ in (await _lags(js, consumers)).values())
+        if not lag:
+            return (f"{'':>19}   every group empty {time.perf_counter() - start:.0f} s "
+                    "after the last load")
+        await asyncio.sleep(0.5)
+    return f"{'':>19}   still {lag:,} messages behind {within:.0f} s after the last load"
+
+
 async def _sample(js: JetStreamContext, consumers: Consumers, step: Step) -> None:
-    lags = await _lags(js, consumers)
-    for group, fig in step.groups.items():
-        fig.peak_lag = max([fig.peak_lag, *(lags[d][0] for d in consumers.durables(group))])
+    """Each second until cancelled: every group's peak lag."""
+    while True:
+        lags = await _lags(js, consumers)
+        for group, fig in step.groups.items():
+            fig.peak_lag = max([fig.peak_lag, *(lags[d][0] for d in consumers.durables(group))])
+        await asyncio.sleep(1)
 
 
 # -- the accounting: every event through every group exactly once ---------------
@@ -507,7 +530,7 @@ async def simulate(
         js = nc.jetstream()
         try:
             for n in instances:
-                await replicated_stream(js, 3)
+                await replicated_stream(js, load.replicas)
                 consumers = start_consumers(urls, n, work)
                 steps: list[Step] = []
                 try:
@@ -520,6 +543,7 @@ async def simulate(
                         _print(out, cpu_line(steps[-1]))
                         if not steps[-1].kept_up:
                             break
+                    _print(out, await catch_up(js, consumers, load.catchup_s))
                 finally:
                     processed = await stop_consumers(js, consumers)
                 run = InstanceRun(n, steps, await account(js, consumers, steps, processed),
@@ -582,16 +606,21 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="load per rate")
-    parser.add_argument("--rates", default="2000,4000,8000,16000",
+    parser.add_argument("--rates", default="500,1000,2000,4000,8000",
                         help="aggregate events/s to try, ascending (comma-separated)")
     parser.add_argument("--instances", default="1,2,4", help="of each consumer group")
     parser.add_argument("--drain", type=float, default=15.0,
                         help="s after the load within which every group must be empty")
     parser.add_argument("--flush-ms", type=float, default=500.0,
                         help="each host sends what it captured this often")
+    parser.add_argument("--catchup", type=float, default=180.0,
+                        help="s to wait for every group to empty after the last step, so that "
+                        "the accounting covers everything sent")
+    parser.add_argument("--replicas", type=int, default=3, help="of the stream (1 to 3)")
     parser.add_argument("--recording", type=Path, help="replay this recording (made if missing)")
     args = parser.parse_args(argv)
-    load = Load(args.hosts, args.seconds, args.flush_ms / 1000, args.drain)
+    load = Load(args.hosts, args.seconds, args.flush_ms / 1000, args.drain, args.replicas,
+                args.catchup)
     rates = sorted(float(r) for r in args.rates.split(","))
     instances = [int(n) for n in args.instances.split(",")]
     if args.recording is not None and not args.recording.exists():
