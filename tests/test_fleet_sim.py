@@ -33,8 +33,8 @@ def test_the_recording_replays_as_hosts_with_pairs_never_split(tmp_path: Path) -
 
 async def test_every_event_reaches_every_group_once_at_1_and_2_instances(tmp_path: Path) -> None:
     out = io.StringIO()
-    runs = await simulate(tmp_path, Load(hosts=5, seconds=3, flush_s=0.5, drain_s=60),
-                          instances=[1, 2], rates=[300], out=out)  # fmt: skip
+    tiny = Load(hosts=5, seconds=3, flush_s=0.5, drain_s=60, archive_roll_s=2)
+    runs = await simulate(tmp_path, tiny, instances=[1, 2], rates=[300], out=out)
     print(out.getvalue())
     assert [r.instances for r in runs] == [1, 2]
     for run in runs:

@@ -12,8 +12,9 @@ type as a collector sends, at an aggregate rate. For 1, 2 and 4 instances of
 each consumer group, spread over the three nodes:
 
 - archive: one process per partition (`--partition I/N`, a durable and a
-  folder each; `--roll-seconds 2` so that acks, which wait for the commit,
-  come within the drain time);
+  folder each; `--roll-seconds` from `--archive-roll`, 10: its acks wait for
+  the commit, so its lag holds a roll's worth of messages, and `--drain` must
+  exceed it; it commits one file per host per roll);
 - rename: one pairer per partition;
 - alert: N alerters sharing the one durable (the default rules; host health off:
   simulated hosts send no heartbeats).
@@ -70,6 +71,7 @@ from snoopbus.collector.natsd import NatsServer, cluster_args, free_port
 from snoopbus.consumers.alert.logsources import all_event_types
 from snoopbus.consumers.settings import Partition
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter, host_token
+from snoopbus.proto.msgid import ID_HEADER
 from snoopbus.proto.stream_limits import StreamLimits
 
 from . import fleet_load
@@ -78,6 +80,7 @@ from .fleet_load import FRAMES, RENAME_TYPES, Fleet, Sent, record
 
 GROUPS = ("archive", "rename", "alert")
 TAKES = {"rename": frozenset(RENAME_TYPES), "alert": frozenset(all_event_types())}  # else all
+PUBLISH_ACK_S = 10.0  # a publish unanswered this long is sent again
 KEPT_UP_PUBLISH = 0.9  # achieved/offered below this: the cluster did not take the load
 
 
@@ -133,7 +136,7 @@ class Consumers:
         return sorted({m.durable for m in self.members if m.group == group})
 
 
-def start_consumers(urls: list[str], n: int, work: Path) -> Consumers:
+def start_consumers(urls: list[str], n: int, work: Path, roll_s: float) -> Consumers:
     """n of each group; process k talks to node k % len(urls)."""
     out = Consumers(n)
     env = {**os.environ, "SNOOPBUS_CONFIG": "", "SNOOPBUS_METRICS_PORT": "0"}
@@ -144,7 +147,7 @@ def start_consumers(urls: list[str], n: int, work: Path) -> Consumers:
         out.archive_dirs.append(adir)
         for group, durable, args in (
             ("archive", part.durable("archive"),
-             ["archive", *parted, "--dir", str(adir), "--roll-seconds", "2"]),
+             ["archive", *parted, "--dir", str(adir), "--roll-seconds", f"{roll_s:g}"]),
             ("rename", part.durable("rename"), ["rename", *parted]),
             ("alert", "alert", ["alert", "--no-host-health"]),
         ):  # fmt: skip
@@ -216,9 +219,12 @@ class Load:
     hosts: int = 200
     seconds: float = 10.0  # of load per rate
     flush_s: float = 0.5  # each host sends what it has this often
-    drain_s: float = 15.0  # after the load: a group empty again within this kept up
+    drain_s: float = 20.0  # after the load: a group empty again within this kept up
     replicas: int = 3  # of the stream ([stream] replicas)
     catchup_s: float = 180.0  # after the last step: until every group is empty, at most
+    # The archiver acks once a file is committed, and commits a file per host
+    # and day: its roll trades lag (acks held) against files (and fsyncs) per s.
+    archive_roll_s: float = 10.0
 
 
 @dataclass
@@ -242,6 +248,7 @@ class Step:
     cpu: dict[str, float] = field(default_factory=dict)  # label -> CPU s over the step
     sent_types: Counter[str] = field(default_factory=Counter)  # events sent, by type
     seconds: float = 0.0  # load plus drain
+    resent: int = 0  # publishes sent again (no answer in PUBLISH_ACK_S, or refused)
 
     @property
     def kept_up(self) -> bool:
@@ -320,21 +327,22 @@ async def run_step(js: JetStreamContext, fleet: Fleet, consumers: Consumers,
     ledger = Ledger(fleet.names, consumers)
     acks: list[tuple[asyncio.Future[Any], Sent]] = []
     frame_s = flush_s / FRAMES
-    sampling = asyncio.create_task(_sample(js, consumers, step))  # beside, not in the way
+    stop = asyncio.Event()
+    sampling = asyncio.create_task(_sample(js, consumers, step, stop))  # beside the publisher
     t0 = time.perf_counter()
     for f, frame in enumerate(frames):
         delay = t0 + f * frame_s - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         for sent in frame:
-            acks.append((await js.publish_async(sent.subject, sent.payload), sent))
-    await js.publish_async_completed()
+            ack = await js.publish_async(sent.subject, sent.payload,
+                                         headers={ID_HEADER: sent.msg_id})
+            acks.append((ack, sent))
+    for seq, sent in await _settled(js, acks, step):
+        ledger.add(seq, sent)
     load_s = time.perf_counter() - t0
-    sampling.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampling
-    for fut, sent in acks:
-        ledger.add(fut.result().seq, sent)
+    stop.set()
+    await sampling
     ledger.sort()
     step.events, step.messages = sum(s.events for _, s in acks), len(acks)
     step.achieved = step.events / load_s
@@ -374,13 +382,49 @@ async def catch_up(js: JetStreamContext, consumers: Consumers, within: float) ->
     return f"{'':>19}   still {lag:,} messages behind {within:.0f} s after the last load"
 
 
-async def _sample(js: JetStreamContext, consumers: Consumers, step: Step) -> None:
-    """Each second until cancelled: every group's peak lag."""
-    while True:
-        lags = await _lags(js, consumers)
+async def _sample(
+    js: JetStreamContext, consumers: Consumers, step: Step, stop: asyncio.Event
+) -> None:
+    """Each second until `stop`: every group's peak lag. (Not cancelled: a
+    cancellation inside a nats-py request can be lost, and the task lives on.)"""
+    while not stop.is_set():
+        try:
+            lags = await _lags(js, consumers)
+        except (nats.errors.Error, OSError):
+            continue  # a busy cluster's slow answer: the next sample
         for group, fig in step.groups.items():
             fig.peak_lag = max([fig.peak_lag, *(lags[d][0] for d in consumers.durables(group))])
-        await asyncio.sleep(1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+
+
+async def _settled(
+    js: JetStreamContext, acks: list[tuple[asyncio.Future[Any], Sent]], step: Step
+) -> list[tuple[int, Sent]]:
+    """Each message's stream sequence. A publish left unanswered (a stream leader
+    elected meanwhile on a starved cluster: the server drops it without a word) or
+    refused is sent again with its message id, as a collector does: a copy that
+    had landed is answered with its first sequence (the stream's dedup window)."""
+    waiting = [f for f, _ in acks if not f.done()]
+    if waiting:
+        await asyncio.wait(waiting, timeout=PUBLISH_ACK_S)
+    out = []
+    for fut, sent in acks:
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            out.append((fut.result().seq, sent))
+            continue
+        fut.cancel()
+        step.resent += 1
+        async with asyncio.timeout(120):
+            while True:
+                try:
+                    ack = await js.publish(sent.subject, sent.payload, timeout=PUBLISH_ACK_S,
+                                           headers={ID_HEADER: sent.msg_id})  # fmt: skip
+                    break
+                except (nats.errors.Error, OSError):
+                    await asyncio.sleep(0.5)
+        out.append((ack.seq, sent))
+    return out
 
 
 # -- the accounting: every event through every group exactly once ---------------
@@ -399,6 +443,7 @@ class Accounting:
     stream_renamed: list[str] = field(default_factory=list)  # ids of renamed events stored
     replicas: int = 0  # of the stream: its config, and the servers holding it
     replicas_holding: int = 0
+    archive_files: int = 0
 
     def problems(self) -> list[str]:
         """What is missing or doubled; empty when every group had each event once."""
@@ -431,7 +476,8 @@ class Accounting:
         rows = sum(self.archived.values())
         return (f"  accounting (stream on {self.replicas_holding} of 3 servers, R{self.replicas}):"
                 f" {sent:,} events sent, archive holds {rows:,} rows ({self.archived['renamed']:,}"
-                f" renamed for {self.pairs:,} pairs, {len(self.stream_renamed):,} in the stream), "
+                f" renamed for {self.pairs:,} pairs, {len(self.stream_renamed):,} in the stream;"
+                f" {self.archive_files:,} files), "
                 f"{self.archived_alerts:,} alerts of {self.stream_alerts:,}; alerters processed "
                 f"{self.alert_processed:,} of {self.stream_event_messages:,} event messages: "
                 + ("exactly once, complete" if not problems else "; ".join(problems)))
@@ -471,6 +517,7 @@ async def account(js: JetStreamContext, consumers: Consumers, steps: list[Step],
         stream_alerts=sum(n for s, n in subjects.items() if s.startswith("snoopbus.alerts.")),
         alert_processed=processed.get("alert", 0), stream_renamed=renamed,
         replicas=info.config.num_replicas or 1,
+        archive_files=sum(len(list(d.rglob("*.parquet"))) for d in consumers.archive_dirs),
         replicas_holding=1 + len(info.cluster.replicas or []) if info.cluster else 1,
     )  # fmt: skip
 
@@ -531,7 +578,7 @@ async def simulate(
         try:
             for n in instances:
                 await replicated_stream(js, load.replicas)
-                consumers = start_consumers(urls, n, work)
+                consumers = start_consumers(urls, n, work, load.archive_roll_s)
                 steps: list[Step] = []
                 try:
                     await consumers_ready(js, consumers)
@@ -587,7 +634,8 @@ def cpu_line(step: Step) -> str:
     shown = ", ".join(f"{label} {100 * cpu / step.seconds:.0f}%"
                       for label, cpu in step.cpu.items())  # fmt: skip
     return (f"{'':>19}   CPU over {step.seconds:.0f} s (% of one core): {shown}; "
-            f"{step.messages:,} messages, {step.events / max(step.messages, 1):.1f} events each")
+            f"{step.messages:,} messages, {step.events / max(step.messages, 1):.1f} events each"
+            + (f", {step.resent:,} sent again" if step.resent else ""))
 
 
 def summary(runs: list[InstanceRun]) -> str:
@@ -609,7 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="500,1000,2000,4000,8000",
                         help="aggregate events/s to try, ascending (comma-separated)")
     parser.add_argument("--instances", default="1,2,4", help="of each consumer group")
-    parser.add_argument("--drain", type=float, default=15.0,
+    parser.add_argument("--archive-roll", type=float, default=10.0,
+                        help="the archiver's --roll-seconds (keep it below --drain)")
+    parser.add_argument("--drain", type=float, default=20.0,
                         help="s after the load within which every group must be empty")
     parser.add_argument("--flush-ms", type=float, default=500.0,
                         help="each host sends what it captured this often")
@@ -620,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recording", type=Path, help="replay this recording (made if missing)")
     args = parser.parse_args(argv)
     load = Load(args.hosts, args.seconds, args.flush_ms / 1000, args.drain, args.replicas,
-                args.catchup)
+                args.catchup, args.archive_roll)
     rates = sorted(float(r) for r in args.rates.split(","))
     instances = [int(n) for n in args.instances.split(",")]
     if args.recording is not None and not args.recording.exists():

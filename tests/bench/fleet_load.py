@@ -24,6 +24,7 @@ from typing import Any, Final
 import msgpack
 
 from snoopbus.proto import SCHEMA_VERSION, encode_batch, event_subject
+from snoopbus.proto.msgid import MessageIds
 
 from .alerter import iter_events
 
@@ -75,6 +76,7 @@ class Sent:
     host: int  # index into the fleet's host names
     type: str
     events: int
+    msg_id: str  # Nats-Msg-Id, as a collector makes it (proto/msgid.py)
 
 
 class Fleet:
@@ -89,6 +91,7 @@ class Fleet:
         self._serial = [0] * hosts  # per host: ids and cookies of its own
         self._owed = [0.0] * hosts  # fractional events carried to the next send
         self.pairs = 0  # rename pairs sent so far
+        self._ids = MessageIds()
 
     def _pair_start(self, i: int) -> int:
         return (i + 1) % len(self.recording) if self.recording[i]["type"] == "moved_to" else i
@@ -126,9 +129,11 @@ class Fleet:
             taken += 1
             i = (i + 1) % len(rec)
         self._cursor[h] = i
-        return [
-            Sent(event_subject(host, kind), encode_batch(events[j : j + MAX_BATCH]), h, kind,
-                 len(events[j : j + MAX_BATCH]))
-            for kind, events in by_type.items()
-            for j in range(0, len(events), MAX_BATCH)
-        ]  # fmt: skip
+        out = []
+        for kind, events in by_type.items():
+            subject = event_subject(host, kind)
+            for j in range(0, len(events), MAX_BATCH):
+                batch = events[j : j + MAX_BATCH]
+                out.append(Sent(subject, encode_batch(batch), h, kind, len(batch),
+                                self._ids.new(subject, len(batch))))  # fmt: skip
+        return out
