@@ -654,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="load per rate")
-    parser.add_argument("--rates", default="500,1000,2000,4000,8000",
+    parser.add_argument("--rates", default="250,500,1000,2000,4000",
                         help="aggregate events/s to try, ascending (comma-separated)")
     parser.add_argument("--instances", default="1,2,4", help="of each consumer group")
     parser.add_argument("--archive-roll", type=float, default=10.0,
