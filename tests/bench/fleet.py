@@ -67,7 +67,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from snoopbus.collector.natsd import NatsServer, cluster_args, free_port
+from snoopbus.app.natsd import NatsServer, cluster_args, free_port
 from snoopbus.consumers.alert.logsources import all_event_types
 from snoopbus.consumers.settings import Partition
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter, host_token
