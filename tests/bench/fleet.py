@@ -133,13 +133,17 @@ class Consumers:
     archive_dirs: list[Path] = field(default_factory=list)
 
     def durables(self, group: str) -> list[str]:
-        return sorted({m.durable for m in self.members if m.group == group})
+        """In partition order (the index `Ledger.done` owns hosts by)."""
+        return list(dict.fromkeys(m.durable for m in self.members if m.group == group))
 
 
-def start_consumers(urls: list[str], n: int, work: Path, roll_s: float) -> Consumers:
+def start_consumers(urls: list[str], n: int, work: Path, roll_s: float,
+                    replicas: int) -> Consumers:  # fmt: skip
     """n of each group; process k talks to node k % len(urls)."""
     out = Consumers(n)
-    env = {**os.environ, "SNOOPBUS_CONFIG": "", "SNOOPBUS_METRICS_PORT": "0"}
+    # [stream] replicas as compose sets it: had a consumer to create the stream, the same
+    env = {**os.environ, "SNOOPBUS_CONFIG": "", "SNOOPBUS_METRICS_PORT": "0",
+           "SNOOPBUS_STREAM_REPLICAS": str(replicas)}
     for i in range(n):
         part = Partition(i, n)
         parted = ["--partition", str(part)] if n > 1 else []
@@ -578,7 +582,7 @@ async def simulate(
         try:
             for n in instances:
                 await replicated_stream(js, load.replicas)
-                consumers = start_consumers(urls, n, work, load.archive_roll_s)
+                consumers = start_consumers(urls, n, work, load.archive_roll_s, load.replicas)
                 steps: list[Step] = []
                 try:
                     await consumers_ready(js, consumers)
