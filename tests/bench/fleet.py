@@ -122,8 +122,20 @@ class Member:
     group: str
     label: str
     durable: str
-    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str]
     log: Path
+    proc: subprocess.Popen[bytes] = field(init=False)  # started when made
+    restarts: int = 0  # exited while starting (a busy cluster's API timing out) and started again
+
+    def __post_init__(self) -> None:
+        self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as f:
+            self.proc = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=self.env)  # fmt: skip
+        return self.proc
 
 
 @dataclass
@@ -158,24 +170,32 @@ def start_consumers(urls: list[str], n: int, work: Path, roll_s: float,
             label = f"{group}-{i}"
             log = work / f"{label}-of{n}.log"
             url = urls[len(out.members) % len(urls)]
-            with log.open("wb") as f:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "snoopbus.consumers", *args, "--nats", url],
-                    stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                )  # fmt: skip
-            out.members.append(Member(group, label, durable, proc, log))
+            member = Member(group, label, durable,
+                            [sys.executable, "-m", "snoopbus.consumers", *args, "--nats", url],
+                            env, log)  # fmt: skip
+            out.members.append(member)
     return out
 
 
-async def consumers_ready(js: JetStreamContext, consumers: Consumers, within: float = 180) -> None:
+async def consumers_ready(js: JetStreamContext, consumers: Consumers, within: float = 180,
+                          restarts: int = 2) -> list[str]:  # fmt: skip
     """Until every process is pulling: each durable has as many waiting requests as
-    processes share it."""
+    processes share it. A process that exits meanwhile is started again (up to
+    `restarts` times; a starved cluster's API can time out a consumer's first
+    requests, which it does not retry); what was restarted, and why, is returned."""
     sharing = Counter(m.durable for m in consumers.members)
+    notes: list[str] = []
     async with asyncio.timeout(within):
         while True:
             for m in consumers.members:
                 if m.proc.poll() is not None:
-                    raise RuntimeError(f"{m.label} exited: {m.log.read_text()[-2000:]}")
+                    last = m.log.read_text(errors="replace").strip().splitlines()[-1:]
+                    if m.restarts >= restarts:
+                        raise RuntimeError(f"{m.label} exited: {m.log.read_text()[-2000:]}")
+                    m.restarts += 1
+                    notes.append(f"{m.label} exited while starting ({''.join(last)[:120]}); "
+                                 "started again")
+                    m.start()
             waiting = {}
             for durable in sharing:
                 try:
@@ -183,7 +203,7 @@ async def consumers_ready(js: JetStreamContext, consumers: Consumers, within: fl
                 except nats.errors.Error:
                     waiting[durable] = 0
             if all((waiting[d] or 0) >= k for d, k in sharing.items()):
-                return
+                return notes
             await asyncio.sleep(0.5)
 
 
@@ -585,7 +605,8 @@ async def simulate(
                 consumers = start_consumers(urls, n, work, load.archive_roll_s, load.replicas)
                 steps: list[Step] = []
                 try:
-                    await consumers_ready(js, consumers)
+                    for note in await consumers_ready(js, consumers):
+                        _print(out, f"  {note}")
                     fleet = Fleet(events, load.hosts)
                     _print(out, header(n, load))
                     for rate in rates:
