@@ -3,6 +3,7 @@
 Everything public is listed in __all__; the modules behind it are details.
 """
 
+from snoopbus.proto.alert_map import ALERT_VERSION, AlertMap, level_rank
 from snoopbus.proto.bus import (
     DEFAULT_NATS_URL,
     NATS_URL_ENV,
@@ -61,6 +62,7 @@ from snoopbus.proto.subjects import (
 
 __all__ = [
     "ALERT_LEVELS",
+    "ALERT_VERSION",
     "DEFAULT_NATS_URL",
     "DERIVED_FILE_TYPES",
     "EVENT_TYPES",
@@ -74,6 +76,7 @@ __all__ = [
     "STREAM_NAME",
     "STREAM_SUBJECTS",
     "TRUNCATED_PREFIX",
+    "AlertMap",
     "BusUnavailable",
     "DecodeError",
     "EncodeError",
@@ -101,6 +104,7 @@ __all__ = [
     "events_filter",
     "family",
     "host_token",
+    "level_rank",
     "meta_filter",
     "meta_subject",
     "nats_url_from_env",
