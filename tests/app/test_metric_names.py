@@ -8,7 +8,8 @@ from snoopbus.proto import metric_names as names
 from tests.support.paths import ROOT
 
 # Gauges that are a state (0/1) or a count of things named by the noun itself.
-UNITLESS = {"snoopbus_collector_ready", "snoopbus_collector_publish_stalled",
+UNITLESS = {"snoopbus_collector_ready", "snoopbus_collector_native_builder",
+            "snoopbus_collector_publish_stalled",
             "snoopbus_up_child_running", "snoopbus_stream_first_seq",
             "snoopbus_stream_warnings"}  # fmt: skip
 UNITS = ("_messages", "_events", "_bytes", "_seconds", "_ratio")
