@@ -44,7 +44,7 @@ from snoopbus.proto import (
     encode_batch,
     event_subject,
 )
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 
 from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
 

@@ -69,7 +69,7 @@ def event(seq: int) -> dict:
 
 def serve_http() -> None:
     """Child process: the tests' HTTP receiver; prints its port, runs until stdin closes."""
-    from tests.test_forward_receivers import HttpReceiver
+    from tests.support.forward import HttpReceiver
 
     async def main() -> None:
         rx = HttpReceiver()
@@ -167,7 +167,8 @@ def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, 
 
 
 async def bench(total: int, only: set[str] | None, work: Path, as_json: bool = False) -> None:
-    from tests.test_forward_syslog import Rsyslog, free_port, make_certs
+    from tests.support.processes import free_port
+    from tests.support.syslog import Rsyslog, make_certs
 
     server = NatsServer(state_dir=work / "nats")
     server.start()
