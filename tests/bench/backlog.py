@@ -272,7 +272,7 @@ def consumer_cpu() -> int | None:
     return cpus[-1] if len(cpus) > 1 else None
 
 
-def table(results: Sequence[Result], title: str) -> str:
+def table(results: Sequence[Result], title: str, *, compare: bool = True) -> str:
     rows = [("", "events/s", "CPU µs/event", "peak RSS MB", "seconds")]
     for r in results:
         rows.append((r.label, f"{r.rate:,.0f}", f"{r.cpu_us_per_event:.2f}",
@@ -282,7 +282,7 @@ def table(results: Sequence[Result], title: str) -> str:
     for row in rows:
         lines.append("  ".join([row[0].ljust(widths[0])]
                                + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]))
-    if len(results) >= 2:
+    if compare and len(results) >= 2:  # the first run against the last
         a, b = results[0], results[-1]
         lines.append(f"{b.label} / {a.label}: {b.rate / a.rate:.2f}x events/s, "
                      f"{a.cpu_s / b.cpu_s:.2f}x less CPU per event")  # fmt: skip
