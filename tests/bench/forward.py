@@ -247,7 +247,7 @@ def backlog_messages(total: int) -> Any:
             yield event_subject("bench-host", type_), encode_batch(group)
 
 
-async def through_nats(total: int, only: set[str] | None, work: Path) -> None:
+async def through_nats(total: int, only: set[str] | None, work: Path, trees: list[Tree]) -> None:
     """`snoopbus consume forward --to URL` as its own process, pinned to one CPU,
     through a backlog stored first (backlog.py): events/s, CPU per event, peak RSS."""
     names = [n for n in SINKS if not only or any(n.startswith(o) for o in only)]
@@ -263,13 +263,14 @@ async def through_nats(total: int, only: set[str] | None, work: Path) -> None:
             for name in names:
                 url, out = sink_url(name, work, http_port, None)
                 durable = parse_spec(url, env=ENV).consumer_name
-                r = await drain(js, nats, Tree.current(), "forward", ["--to", url], total, work,
-                                cpu=consumer_cpu(), durable=durable)  # fmt: skip
-                r.label = name
-                print(table([r], ""), flush=True)
-                results.append(r)
-                if out is not None:
-                    out.unlink(missing_ok=True)
+                for tree in trees:
+                    r = await drain(js, nats, tree, "forward", ["--to", url], total, work,
+                                    cpu=consumer_cpu(), durable=durable)  # fmt: skip
+                    r.label = f"{name} ({tree.label})" if len(trees) > 1 else name
+                    print(table([r], ""), flush=True)
+                    results.append(r)
+                    if out is not None:
+                        out.unlink(missing_ok=True)
     print(table(results, f"\nforward through NATS, {total:,} events stored first, "
                          "one process each, pinned to one CPU:", compare=False))  # fmt: skip
 
@@ -345,6 +346,9 @@ def main() -> None:
     parser.add_argument("--nats-events", type=int, default=0,
                         help="instead: `consume forward` as its own process through a backlog "
                         "of this many events (file and HTTP sinks; backlog.py)")  # fmt: skip
+    parser.add_argument("--nats-before", default="", metavar="REF",
+                        help="with --nats-events: also run this git revision's forwarder, "
+                        "first, on the same backlog")  # fmt: skip
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,14 +357,20 @@ def main() -> None:
         return
     only = {s.strip() for s in args.sinks.split(",") if s.strip()} or None
     work = Path(tempfile.mkdtemp(prefix="snoopbus-bench-forward-"))
+    trees: list[Tree] = []
     try:
         if args.nats_events:
-            asyncio.run(through_nats(args.nats_events, only, work))
+            if args.nats_before:
+                trees.append(Tree.checkout(args.nats_before))
+            trees.append(Tree.current())
+            asyncio.run(through_nats(args.nats_events, only, work, trees))
         elif args.before is not None:
             compare(args.before.resolve(), args.events, only, args.rounds, work)
         else:
             asyncio.run(bench(args.events, only, work, args.json))
     finally:
+        for tree in trees:
+            tree.remove()
         shutil.rmtree(work, ignore_errors=True)
 
 
