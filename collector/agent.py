@@ -58,6 +58,7 @@ from snoopbus.proto import (
     host_token,
     meta_subject,
 )
+from snoopbus.proto.settings_file import CollectorSection, MetricsSection
 from snoopbus.proto.stream_limits import StreamLimits
 
 log = logging.getLogger("snoopbus.collector")
@@ -89,14 +90,15 @@ class CollectorConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
-    heartbeat_interval: float = 30.0
+    heartbeat_interval: float = CollectorSection.heartbeat_interval
     nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
     redact: RedactConfig = field(default_factory=RedactConfig)
     # After loading: keep CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (privileges.py).
-    drop_privileges: bool = True
-    metrics_port: int = 0  # /metrics and /healthz; 0 = off
-    metrics_address: str = "127.0.0.1"
-    require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
+    drop_privileges: bool = CollectorSection.drop_privileges
+    metrics_port: int = MetricsSection.port  # /metrics and /healthz; 0 = off
+    metrics_address: str = MetricsSection.address
+    # exit at start if NATS is unreachable, instead of spilling
+    require_nats: bool = CollectorSection.require_nats
     stream_limits: StreamLimits = field(default_factory=StreamLimits)  # [stream]
 
 

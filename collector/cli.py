@@ -26,7 +26,7 @@ from snoopbus.consumers import fleet, tail
 from snoopbus.consumers.alert import rules_cli
 from snoopbus.consumers.archive import query_cli as archive_query
 from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
-from snoopbus.proto.settings_file import Config
+from snoopbus.proto.settings_file import CollectorSection, Config, UpSection
 from snoopbus.proto.stream_limits import StreamLimits
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -47,12 +47,12 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    "(default: this machine's)")
     p.add_argument(
         "--argv-max", type=int, default=None,
-        help=f"bytes of argv kept per exec, a power of two (default {probes.ProbeLimits.argv_max})",
+        help=f"bytes of argv kept per exec, a power of two (default {CollectorSection.argv_max})",
     )  # fmt: skip
     p.add_argument(
         "--ringbuf-pages", type=int, default=None,
         help="ring buffer size in 4 KiB pages, a power of two "
-        f"(default {probes.ProbeLimits.ringbuf_pages})",
+        f"(default {CollectorSection.ringbuf_pages})",
     )  # fmt: skip
     f = p.add_argument_group(
         "filters", "applied in the kernel where it can decide (see collector/filters.py); "
@@ -77,15 +77,17 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--ebpf", action="store_true",
                    help="print the BPF program as it would be compiled, and exit")
     p.add_argument("--buffer-events", type=int, default=None, metavar="N",
-                   help="events held in memory while NATS is slow or away (200000)")
+                   help="events held in memory while NATS is slow or away "
+                   f"({CollectorSection.buffer_events})")
     p.add_argument("--spill-dir", default=None, metavar="DIR",
                    help="where events wait while NATS is away, once memory is full "
-                   "(default /var/lib/snoopbus/spill; '' = memory only)")
+                   f"(default {CollectorSection.spill_dir}; '' = memory only)")
     p.add_argument("--require-nats", action="store_true", default=None,
                    help="exit (status 2) if NATS is unreachable at start, instead of collecting "
                    "into memory and the spill until it answers")
     p.add_argument("--spill-max-mb", type=int, default=None, metavar="MB",
-                   help="bound of the spill; past it events are dropped and counted (1024)")
+                   help="bound of the spill; past it events are dropped and counted "
+                   f"({CollectorSection.spill_max_mb})")
     p.add_argument("--no-redact", dest="redact", action="store_false", default=None,
                    help="send argv as it is (by default secrets in it become ***)")
     p.add_argument("--redact-pattern", action="append", default=None, metavar="REGEX",
@@ -94,10 +96,11 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                    default=None, help="keep every capability after loading the probes "
                    "(by default only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
-                   help="seconds between heartbeat reports (default 30)")
+                   help="seconds between heartbeat reports "
+                   f"(default {CollectorSection.heartbeat_interval:g})")
     p.add_argument("--stall-after", type=float, default=None, metavar="S",
                    help="report the collector as stalled when it captured events and "
-                   "published none for this long (default 60)")
+                   f"published none for this long (default {CollectorSection.stall_after:g})")
     p.set_defaults(func=_collect)
 
 
@@ -200,9 +203,10 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[typ
     )
     p.add_argument("--state-dir", default=None,
                    help="where the embedded NATS and the archive keep their data "
-                   "([up] state_dir; default /var/lib/snoopbus)")
+                   f"([up] state_dir; default {UpSection.state_dir})")
     p.add_argument("--port", type=int, default=None,
-                   help="loopback port for the embedded NATS ([up] port; default 4222)")
+                   help="loopback port for the embedded NATS "
+                   f"([up] port; default {UpSection.port})")
     p.add_argument("--host", default=None, help="host name in subjects and events")
     p.add_argument("--live", choices=("auto", "on", "off"), default=None,
                    help="the live view: auto (when stdout is a terminal), on, off")

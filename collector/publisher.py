@@ -83,10 +83,10 @@ from snoopbus.collector.loss import (
 from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, SchemaError, decode_batch
 from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
+from snoopbus.proto.settings_file import CollectorSection
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPILL_DIR = Path("/var/lib/snoopbus/spill")
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20  # nats-server's default, until a server says otherwise
 # Bytes kept free for the header block ("NATS/1.0", Nats-Msg-Id, what a server
 # or a later version adds): nats-server counts headers against max_payload,
@@ -105,17 +105,18 @@ class PublisherConfig:
     # at once (light load: latency), else batches fill up to max_batch or flush_interval.
     eager_inflight: int = 4
     max_inflight: int = 64  # messages awaiting a JetStream ack
-    max_buffered: int = 200_000  # events held in memory before the spill (or loss)
+    # events held in memory before the spill (or loss); defaults of [collector] as below
+    max_buffered: int = CollectorSection.buffer_events
     ack_timeout: float = 5.0
     spill_dir: Path | None = None  # None: no spill, memory only
-    spill_max_bytes: int = 1 << 30
+    spill_max_bytes: int = CollectorSection.spill_max_mb << 20
     # s a message meeting a permanent error is retried before it is counted lost;
     # long enough for a cluster to elect a stream leader (no responders meanwhile)
     retry_permanent_s: float = 10.0
     # a denial is the server's configuration, not an election: a short budget, per
     # subject, so that a collector denied every subject does not wait this per type
     retry_denied_s: float = 1.0
-    stall_after: float = 60.0  # s with events captured and none published: stalled
+    stall_after: float = CollectorSection.stall_after  # s captured, none published: stalled
     max_reports: int = 1000  # meta reports held while NATS is away; the oldest go first
 
 

@@ -65,10 +65,14 @@ class NatsSection:
 
 @dataclass(frozen=True)
 class CollectorSection:
-    """[collector]: `snoopbus collect` (and the collector `up` runs)."""
+    """[collector]: `snoopbus collect` (and the collector `up` runs).
+
+    The one place of these defaults: ProbeLimits, PublisherConfig, CollectorConfig
+    and the `collect` flags' help texts read them from here.
+    """
 
     host: str = ""  # name in subjects and events; "" = this machine's host name
-    argv_max: int = 8192  # bytes of argv kept per exec (collector/probes.py ProbeLimits)
+    argv_max: int = 8192  # bytes of argv kept per exec, a power of two
     ringbuf_pages: int = 4096  # ring buffer size in 4 KiB pages
     include_path: tuple[str, ...] = ()
     exclude_path: tuple[str, ...] = ()
