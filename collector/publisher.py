@@ -82,6 +82,7 @@ from snoopbus.collector.loss import (
 )
 from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, SchemaError, decode_batch
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
 from snoopbus.proto.settings_file import CollectorSection
 
@@ -93,6 +94,9 @@ DEFAULT_MAX_PAYLOAD: Final = 1 << 20  # nats-server's default, until a server sa
 # and nats-py only checks the payload; a message over the limit makes the server
 # send -ERR, on which nats-py closes the connection for good.
 HEADER_ROOM: Final = 512
+# s before the first retry of a message or report, doubling up to the cap
+RETRY_FIRST_S: Final = 0.05
+RETRY_CAP_S: Final = 1.0
 JS_MESSAGE_TOO_LARGE: Final = 10054  # JetStream: over the stream's max_msg_size
 _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 
@@ -536,7 +540,7 @@ class Publisher:
         """Until `msg` is stored, or counted lost for a permanent error."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        delay = 0.05
+        failures = 0
         while True:
             reason = loss_reason(exc)
             self.last_error = f"{describe(exc)} (publishing to {msg.subject})"
@@ -549,9 +553,10 @@ class Publisher:
                 if self._give_up(msg, reason, loop.time() - started):
                     self._lost(msg, reason, quiet=known)  # known: said once already
                     return
+            failures += 1
+            delay = backoff_delay(failures, RETRY_FIRST_S, RETRY_CAP_S)
             log.debug("retry of %s in %.2fs (%s)", msg.msg_id, delay, describe(exc))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
             try:
                 await self._attempt(msg)
                 self._delivered(msg)
@@ -639,7 +644,7 @@ class Publisher:
                 self._reports_ready.clear()
                 await self._reports_ready.wait()
             msg = self._reports[0]
-            delay, refusals, first = 0.05, 0, True
+            failures, refusals, first = 0, 0, True
             while True:
                 try:
                     ack = await self._attempt(msg)
@@ -657,8 +662,8 @@ class Publisher:
                             log.warning("report to %s not sent: %s", msg.subject, describe(exc))
                             self.reports_lost += 1
                             break
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, RETRY_FIRST_S, RETRY_CAP_S))
                     first = False
             if self._reports and self._reports[0] is msg:
                 self._reports.popleft()

@@ -57,6 +57,7 @@ from snoopbus.proto import (
     meta_filter,
     roles,
 )
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
 from snoopbus.proto.stream_limits import StreamLimits
 
@@ -240,7 +241,7 @@ class Child:
             if now - self.started_at > 60:
                 self.restarts = 0  # stable again: back-off starts over
             return False
-        delay = min(2.0**self.restarts, 30.0)
+        delay = backoff_delay(self.restarts + 1, 1.0, 30.0)
         self.restarts += 1
         self.deaths += 1
         why = self.last_log_line()

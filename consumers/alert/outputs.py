@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.consumers.lines import format_alert, to_json
 from snoopbus.proto import alert_subject, encode_map, host_token
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER, derived_id
 
 from .alerts import level_rank
@@ -137,7 +139,6 @@ class WebhookOutput(Output):
 
     async def _deliver(self, alert: dict[str, Any]) -> None:
         body = to_json(alert).encode()
-        delay = self.config.backoff
         for attempt in range(self.config.retries + 1):
             self.attempts += 1
             error, retryable = await asyncio.to_thread(self._post, body)
@@ -150,9 +151,9 @@ class WebhookOutput(Output):
                           self.config.url, error, alert["id"])  # fmt: skip
                 return
             if attempt < self.config.retries:
+                delay = backoff_delay(attempt + 1, self.config.backoff, math.inf)
                 log.warning("webhook %s: %s; retry in %.1fs", self.config.url, error, delay)
                 await asyncio.sleep(delay)
-                delay *= 2
             else:
                 self.failed += 1
                 log.error("webhook %s: %s; alert %s given up after %d attempts",

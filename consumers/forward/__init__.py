@@ -5,7 +5,7 @@ jsonl) over a shared core (spec, worker, backoff, http, runtime). See docs/READM
 """
 
 from .alerts import Alert, parse_alert
-from .backoff import Backoff, Gate, backoff_delay
+from .backoff import Backoff, Gate
 from .forwarder import Forwarder
 from .sink import Item, Permanent, Sent, Sink, Transient
 from .spec import SinkSpec, SpecError, parse_spec
@@ -25,7 +25,6 @@ __all__ = [
     "SinkWorker",
     "SpecError",
     "Transient",
-    "backoff_delay",
     "parse_alert",
     "parse_spec",
 ]
