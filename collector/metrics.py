@@ -40,6 +40,7 @@ from snoopbus.collector import build_info, exits, loss, privileges
 from snoopbus.collector import metric_names as names
 from snoopbus.collector.metric_names import Component, Metric
 from snoopbus.proto.msgid import ID_HEADER, id_count
+from snoopbus.proto.subjects import subject_leaf
 
 if TYPE_CHECKING:
     from snoopbus.consumers.runtime import Runtime
@@ -172,10 +173,6 @@ def publish_latency(registry: CollectorRegistry) -> Histogram:
     )
 
 
-def subject_type(subject: str) -> str:
-    return subject.rsplit(".", 1)[-1]
-
-
 class PublishCounter:
     """Stands in for the JetStream context the publisher is given: counts what
     is acknowledged, by subject, and times each publish to its ack. Also wraps
@@ -255,7 +252,7 @@ def _counter(metric: Metric, counts: Mapping[str, int]) -> Family:
 def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for subject, n in per_subject.items():
-        t = subject_type(subject)
+        t = subject_leaf(subject)
         out[t] = out.get(t, 0) + n
     return dict(sorted(out.items()))
 

@@ -83,8 +83,9 @@ from snoopbus.collector.loss import (
 from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, SchemaError, decode_batch
 from snoopbus.proto.backoff import backoff_delay
-from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
+from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host
 from snoopbus.proto.settings_file import CollectorSection
+from snoopbus.proto.subjects import subject_host
 
 log = logging.getLogger(__name__)
 

@@ -60,6 +60,7 @@ from snoopbus.proto import (
 from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
 from snoopbus.proto.stream_limits import StreamLimits
+from snoopbus.proto.subjects import subject_leaf
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
@@ -585,7 +586,7 @@ async def watch_bus(
             body = decode_map(msg.data)
         except (DecodeError, SchemaError):
             return
-        what = msg.subject.rsplit(".", 1)[-1]
+        what = subject_leaf(msg.subject)
         was_ready = view.collector_ready_s is not None
         was_stalled = view.stalled is not None
         view.on_meta(what, body)

@@ -27,15 +27,11 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
+from snoopbus.proto.subjects import subject_host
+
 ID_HEADER: Final = "Nats-Msg-Id"
 # Room an id takes beyond its host token: ".<run>.<seq>.<nonce>+<count>" and spare.
 ID_ROOM: Final = 64
-
-
-def subject_host(subject: str) -> str:
-    """The host token of an events, alerts or meta subject (its third token), or ""."""
-    parts = subject.split(".", 3)
-    return parts[2] if len(parts) > 3 else ""
 
 
 class MessageIds:

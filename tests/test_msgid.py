@@ -30,8 +30,8 @@ from snoopbus.proto.msgid import (
     id_belongs,
     id_count,
     id_host,
-    subject_host,
 )
+from snoopbus.proto.subjects import subject_host
 
 EXEC_A = event_subject("web.a", "exec")  # token "web_a"
 
