@@ -381,7 +381,7 @@ class Collector:
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
                    "ts": time.time_ns(), **body, "version": version()}
         subject = meta_subject(self.cfg.host, what)
-        # count 0: a message of no events (PublishCounter counts events by the id)
+        # count 0: a message of no events
         msg_id = self.publisher.message_id(subject, 0)
         self.publisher.submit_meta(subject, msg_id, encode_map(payload))
 

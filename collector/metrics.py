@@ -39,7 +39,6 @@ from prometheus_client.registry import Collector
 from snoopbus.collector import build_info, exits, loss, privileges
 from snoopbus.collector import metric_names as names
 from snoopbus.collector.metric_names import Component, Metric
-from snoopbus.proto.msgid import ID_HEADER, id_count
 from snoopbus.proto.subjects import subject_leaf
 
 if TYPE_CHECKING:
@@ -174,16 +173,14 @@ def publish_latency(registry: CollectorRegistry) -> Histogram:
 
 
 class PublishCounter:
-    """Stands in for the JetStream context the publisher is given: counts what
-    is acknowledged, by subject, and times each publish to its ack. Also wraps
-    the reader's hand-over to count what was captured. Keeps the publisher
-    itself free of metrics code."""
+    """Stands in for the JetStream context the publisher is given: times each
+    publish to its ack. Also wraps the reader's hand-over to count what was
+    captured. (What was published, by subject, the publisher counts itself.)"""
 
     def __init__(self, js: Any, latency: Callable[[float], None] | None) -> None:
         self._js = js
         self._latency = latency
         self.captured: dict[str, int] = {}
-        self.published: dict[str, int] = {}
 
     def bind(self, js: Any) -> PublishCounter:
         """Stand in for `js` (the collector may reach NATS only after it started)."""
@@ -207,9 +204,6 @@ class PublishCounter:
         ack = await self._js.publish(subject, payload, **kwargs)
         if self._latency is not None:
             self._latency(time.monotonic() - started)
-        # The publisher's message ids end in "+<events in the message>".
-        n = id_count((kwargs.get("headers") or {}).get(ID_HEADER, ""))
-        self.published[subject] = self.published.get(subject, 0) + n
         return ack
 
     def __getattr__(self, name: str) -> Any:
@@ -235,7 +229,7 @@ class CollectorStats(Collector):
             return
         yield value(names.RECORDS_READ, reader.records)
         yield _counter(names.EVENTS_CAPTURED, _by_type(counts.captured))
-        yield _counter(names.EVENTS_PUBLISHED, _by_type(counts.published))
+        yield _counter(names.EVENTS_PUBLISHED, _by_type(pub.published_by_subject))
         yield value(names.PUBLISH_BUFFERED, pub.buffered)
         yield value(names.PUBLISH_STALLED, 1.0 if pub.stalled else 0.0)
         yield value(names.PUBLISH_STALLED_SECONDS, pub.stalled_for())

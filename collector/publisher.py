@@ -227,6 +227,8 @@ class Publisher:
         self.submitted_events = 0
         self.published_events = 0
         self.published_messages = 0
+        # subject -> events acknowledged on it (a report counts 0): the metrics' by type
+        self.published_by_subject: dict[str, int] = {}
         self.largest_message = 0  # payload bytes of the largest message acknowledged
         self.cut_batches = 0  # batches over the limit, split to fit
         self.truncated_events = 0  # events over the limit alone, cut to fit
@@ -615,6 +617,7 @@ class Publisher:
         # Acknowledged: only now does the message count as delivered.
         self.published_events += msg.count
         self.published_messages += 1
+        self._count_published(msg)
         self.largest_message = max(self.largest_message, len(msg.payload))
         self._broken.pop(msg.subject, None)
         self._broken.pop("", None)
@@ -624,6 +627,10 @@ class Publisher:
         if msg.count:
             nothing_waits = not (self._buffered or self.spilled or self._queue)
             self._waiting_since = None if nothing_waits else time.monotonic()
+
+    def _count_published(self, msg: Message) -> None:
+        by_subject = self.published_by_subject
+        by_subject[msg.subject] = by_subject.get(msg.subject, 0) + msg.count
 
     def _lost(self, msg: Message, reason: str, quiet: bool = False) -> None:
         log.log(logging.DEBUG if quiet else logging.WARNING, "%d events to %s counted lost "
@@ -654,6 +661,8 @@ class Publisher:
                         self.reports_lost += 1
                         log.warning("report to %s dropped by the stream: it already held id %s",
                                     msg.subject, msg.msg_id)
+                    else:
+                        self._count_published(msg)
                     break
                 except Exception as exc:
                     reason = loss_reason(exc)
