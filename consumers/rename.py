@@ -403,7 +403,3 @@ def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
         key = f"batch:{len(ids)}:{digest}"
     halves = " ".join([h.id for o in outcomes for h in o.halves])
     return {ID_HEADER: derived_id(host, "rename", key), HALVES_ID: halves}
-
-
-# The entry point: `snoopbus consume rename`.
-consumer = RenamePairer

@@ -28,7 +28,7 @@ import socket
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 
@@ -360,20 +360,6 @@ def load(
         path=file,
         sources=types.MappingProxyType(sources),
     )
-
-
-def with_flags(config: Config, flags: Mapping[str, Any]) -> Config:
-    """`config` with more flags on top (for commands that add their own)."""
-    changes: dict[str, Any] = {}
-    sources = dict(config.sources)
-    for dotted, value in flags.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        current = changes.get(section, getattr(config, section))
-        changes[section] = replace(current, **{key: value})
-        sources[dotted] = "flag"
-    return replace(config, **changes, sources=types.MappingProxyType(sources))
 
 
 # -- showing ------------------------------------------------------------------

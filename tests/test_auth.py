@@ -17,7 +17,7 @@ import nats
 import nkeys
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args, tls_block
+from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -26,6 +26,7 @@ from snoopbus.proto import (
     event_subject,
     meta_subject,
 )
+from tests.natsd_harness import tls_block
 
 PASSWORD = "s3cret-pw"
 TOKEN = "t0ken-abc"

@@ -18,9 +18,11 @@ from pathlib import Path
 import nats
 
 from snoopbus.collector.loss import LossCounters
-from snoopbus.collector.natsd import NatsServer, cluster_args, free_port
+from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import STREAM_NAME, connect, decode_batch, ensure_stream, event_subject
+from tests.conftest import free_port
+from tests.natsd_harness import cluster_args
 
 SUBJECT = event_subject("c1", "exec")
 

@@ -454,7 +454,3 @@ def _row_error(delivery: Delivery) -> RowError:
 
 def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1e9)
-
-
-# The entry point: `snoopbus consume archive`.
-consumer = Archiver
