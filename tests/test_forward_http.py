@@ -11,7 +11,7 @@ from email.utils import formatdate
 import pytest
 
 from snoopbus.consumers.forward import Transient, parse_spec
-from snoopbus.consumers.forward.http import HttpClient, proxy_from_env, retry_after
+from snoopbus.consumers.http import HttpClient, proxy_from_env, retry_after
 from tests.test_forward_receivers import forwarding, http_receiver, make_event, publish_events
 from tests.test_forward_receivers import wait_until as wait_for
 

@@ -45,9 +45,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from snoopbus.proto import ALERT_LEVELS, EVENT_TYPES, alerts_filter, events_filter
 
+from ..http import proxy_from_env
 from .alerts import LEVEL_RANK
 from .backoff import Backoff
-from .http import proxy_from_env
 
 FORMATS = {
     "syslog": ("tcp", "udp", "tls"),
