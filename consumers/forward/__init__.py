@@ -1,7 +1,8 @@
 """Forwarding to SIEMs: `snoopbus consume forward --to SINK ...`.
 
 One module per sink format (syslog, cef, ecs, ocsf, otlp, splunk, webhook,
-jsonl) over a shared core (spec, worker, backoff, http, runtime). See docs/README.md.
+jsonl) over a shared core (spec, worker, backoff, runtime) and the consumers' HTTP
+client (consumers/http.py). See docs/README.md.
 """
 
 from .alerts import Alert, parse_alert
