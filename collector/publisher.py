@@ -110,7 +110,8 @@ class PublisherConfig:
     # at once (light load: latency), else batches fill up to max_batch or flush_interval.
     eager_inflight: int = 4
     max_inflight: int = 64  # messages awaiting a JetStream ack
-    # events held in memory before the spill (or loss); defaults of [collector] as below
+    # events held in memory before the spill (or loss); this and the spill size and
+    # stall_after default to [collector]'s (proto/settings_file.py)
     max_buffered: int = CollectorSection.buffer_events
     ack_timeout: float = 5.0
     spill_dir: Path | None = None  # None: no spill, memory only
