@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, Final
 
-from snoopbus.proto import TRUNCATED_PREFIX, EncodeError, Event, encode_batch
+from snoopbus.proto import TRUNCATED_PREFIX, EncodeError, Event, as_map, encode_batch
 
 # (map, key, keep the end): the order fields are cut in. Paths keep their end, as
 # the kernel's own truncation does (walked from the leaf up); the rest keep the start.
@@ -89,17 +89,19 @@ def fit_all(
     return out, refused
 
 
-def _size(event: Event) -> int:
+def _size(event: Event | bytes) -> int:
     return len(encode_batch([event]))
 
 
-def truncate_event(event: Event, budget: int) -> Event:
+def truncate_event(event: Event | bytes, budget: int) -> Event | bytes:
     """A copy of `event` whose one-event payload fits `budget`, cutting fields in
     CUT_ORDER and then any other text of proc and file, longest first: each by
-    what is still over, down to FLOOR bytes, then (second pass) to nothing."""
+    what is still over, down to FLOOR bytes, then (second pass) to nothing.
+    An encoded event (bytes) is cut as its map."""
     over = _size(event) - budget
     if over <= 0:
         return event
+    event = as_map(event)  # type: ignore[assignment]
     # Copies: proc maps are shared by a process's events (collector/events.py).
     ev: dict[str, Any] = dict(event)
     for part in ("proc", "file"):
