@@ -30,6 +30,7 @@ from snoopbus.collector.stream_watch import StreamView
 from snoopbus.consumers.lines import clock, printable, shown, submap
 from snoopbus.proto import DecodeError, SchemaError, decode_batch
 from snoopbus.proto.stream_limits import human_bytes
+from snoopbus.proto.subjects import subject_leaf
 
 RATE_WINDOW = 5  # s of history behind "events/s"
 SAMPLES_PER_SECOND = 20  # event messages decoded per second for the top-processes table
@@ -88,7 +89,7 @@ class LiveState:
 
     def on_events(self, subject: str, payload: bytes, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        type_ = subject.rsplit(".", 1)[-1]
+        type_ = subject_leaf(subject)
         n = batch_size(payload)
         self.totals[type_] += n
         second = int(now)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -118,7 +117,7 @@ class NatsServer:
         self.stop()
 
 
-# -- helpers for servers with authentication, TLS or a cluster (tests, benchmarks) --
+# -- a server with its own config file (authentication, TLS) --
 
 
 def config_args(path: Path, text: str) -> list[str]:
@@ -127,30 +126,3 @@ def config_args(path: Path, text: str) -> list[str]:
     path.write_text(text)
     path.chmod(0o600)  # it may hold passwords
     return ["-c", str(path)]
-
-
-def tls_block(cert: Path, key: Path, ca: Path | None = None, verify: bool = False) -> str:
-    """A `tls { }` block; `verify` demands a client certificate signed by `ca`."""
-    lines = [f'cert_file: "{cert}"', f'key_file: "{key}"']
-    if ca is not None:
-        lines.append(f'ca_file: "{ca}"')
-    if verify:
-        lines.append("verify: true")
-    return "tls {\n  " + "\n  ".join(lines) + "\n}\n"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now (for cluster routes, which cannot use a ports file)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def cluster_args(name: str, server_name: str, port: int, routes: list[int]) -> list[str]:
-    """`extra_args` for one node of a JetStream cluster on loopback."""
-    return [
-        "--server_name", server_name,
-        "--cluster_name", name,
-        "--cluster", f"nats://127.0.0.1:{port}",
-        "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes),
-    ]

@@ -57,9 +57,11 @@ from snoopbus.proto import (
     meta_filter,
     roles,
 )
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.metrics_server import MetricsError
 from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
 from snoopbus.proto.stream_limits import StreamLimits
+from snoopbus.proto.subjects import subject_leaf
 
 DEFAULT_STATE_DIR = Path(UpSection.state_dir)
 EMBEDDED_PORT = UpSection.port
@@ -241,7 +243,7 @@ class Child:
             if now - self.started_at > 60:
                 self.restarts = 0  # stable again: back-off starts over
             return False
-        delay = min(2.0**self.restarts, 30.0)
+        delay = backoff_delay(self.restarts + 1, 1.0, 30.0)
         self.restarts += 1
         self.deaths += 1
         why = self.last_log_line()
@@ -585,7 +587,7 @@ async def watch_bus(
             body = decode_map(msg.data)
         except (DecodeError, SchemaError):
             return
-        what = msg.subject.rsplit(".", 1)[-1]
+        what = subject_leaf(msg.subject)
         was_ready = view.collector_ready_s is not None
         was_stalled = view.stalled is not None
         view.on_meta(what, body)

@@ -7,6 +7,7 @@ import argparse
 from snoopbus.app.stack import StackConfig, run_stack
 from snoopbus.collector.commands import load_config
 from snoopbus.proto import exits, log_setup, settings_file
+from snoopbus.proto.settings_file import UpSection
 
 UP_FLAGS = {
     "state_dir": "up.state_dir", "port": "up.port", "host": "collector.host",
@@ -23,9 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--state-dir", default=None,
                    help="where the embedded NATS and the archive keep their data "
-                   "([up] state_dir; default /var/lib/snoopbus)")
+                   f"([up] state_dir; default {UpSection.state_dir})")
     p.add_argument("--port", type=int, default=None,
-                   help="loopback port for the embedded NATS ([up] port; default 4222)")
+                   help="loopback port for the embedded NATS "
+                   f"([up] port; default {UpSection.port})")
     p.add_argument("--host", default=None, help="host name in subjects and events")
     p.add_argument("--live", choices=("auto", "on", "off"), default=None,
                    help="the live view: auto (when stdout is a terminal), on, off")

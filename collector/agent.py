@@ -54,6 +54,7 @@ from snoopbus.proto import (
 )
 from snoopbus.proto.build_info import version
 from snoopbus.proto.metrics_server import MetricsServer, new_registry
+from snoopbus.proto.settings_file import CollectorSection, MetricsSection
 from snoopbus.proto.stream_limits import StreamLimits
 
 log = logging.getLogger("snoopbus.collector")
@@ -85,14 +86,15 @@ class CollectorConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     loss_report_interval: float = 2.0  # s between loss checks (reported when changed)
-    heartbeat_interval: float = 30.0
+    heartbeat_interval: float = CollectorSection.heartbeat_interval
     nats_auth: NatsAuth | None = None  # None: from SNOOPBUS_NATS_* (proto/bus.py)
     redact: RedactConfig = field(default_factory=RedactConfig)
     # After loading: keep CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (privileges.py).
-    drop_privileges: bool = True
-    metrics_port: int = 0  # /metrics and /healthz; 0 = off
-    metrics_address: str = "127.0.0.1"
-    require_nats: bool = False  # exit at start if NATS is unreachable, instead of spilling
+    drop_privileges: bool = CollectorSection.drop_privileges
+    metrics_port: int = MetricsSection.port  # /metrics and /healthz; 0 = off
+    metrics_address: str = MetricsSection.address
+    # exit at start if NATS is unreachable, instead of spilling
+    require_nats: bool = CollectorSection.require_nats
     stream_limits: StreamLimits = field(default_factory=StreamLimits)  # [stream]
 
 
@@ -375,7 +377,7 @@ class Collector:
         payload = {"v": 1, "host": self.cfg.host, "instance": self.instance,
                    "ts": time.time_ns(), **body, "version": version()}
         subject = meta_subject(self.cfg.host, what)
-        # count 0: a message of no events (PublishCounter counts events by the id)
+        # count 0: a message of no events
         msg_id = self.publisher.message_id(subject, 0)
         self.publisher.submit_meta(subject, msg_id, encode_map(payload))
 

@@ -22,7 +22,7 @@ from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.spill import SpillError
 from snoopbus.proto import BusUnavailable, NatsAuth, exits, local_stack, settings_file
 from snoopbus.proto.metrics_server import MetricsError
-from snoopbus.proto.settings_file import Config
+from snoopbus.proto.settings_file import CollectorSection, Config
 from snoopbus.proto.stream_limits import StreamLimits
 
 # Conditions the user can fix: one line saying what to do, no traceback.
@@ -43,12 +43,12 @@ def register_collect(subparsers: argparse._SubParsersAction) -> None:  # type: i
                    "(default: this machine's)")
     p.add_argument(
         "--argv-max", type=int, default=None,
-        help=f"bytes of argv kept per exec, a power of two (default {probes.ProbeLimits.argv_max})",
+        help=f"bytes of argv kept per exec, a power of two (default {CollectorSection.argv_max})",
     )  # fmt: skip
     p.add_argument(
         "--ringbuf-pages", type=int, default=None,
         help="ring buffer size in 4 KiB pages, a power of two "
-        f"(default {probes.ProbeLimits.ringbuf_pages})",
+        f"(default {CollectorSection.ringbuf_pages})",
     )  # fmt: skip
     f = p.add_argument_group(
         "filters", "applied in the kernel where it can decide (see collector/filters.py); "
@@ -73,15 +73,17 @@ def register_collect(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--ebpf", action="store_true",
                    help="print the BPF program as it would be compiled, and exit")
     p.add_argument("--buffer-events", type=int, default=None, metavar="N",
-                   help="events held in memory while NATS is slow or away (200000)")
+                   help="events held in memory while NATS is slow or away "
+                   f"({CollectorSection.buffer_events})")
     p.add_argument("--spill-dir", default=None, metavar="DIR",
                    help="where events wait while NATS is away, once memory is full "
-                   "(default /var/lib/snoopbus/spill; '' = memory only)")
+                   f"(default {CollectorSection.spill_dir}; '' = memory only)")
     p.add_argument("--require-nats", action="store_true", default=None,
                    help="exit (status 2) if NATS is unreachable at start, instead of collecting "
                    "into memory and the spill until it answers")
     p.add_argument("--spill-max-mb", type=int, default=None, metavar="MB",
-                   help="bound of the spill; past it events are dropped and counted (1024)")
+                   help="bound of the spill; past it events are dropped and counted "
+                   f"({CollectorSection.spill_max_mb})")
     p.add_argument("--no-redact", dest="redact", action="store_false", default=None,
                    help="send argv as it is (by default secrets in it become ***)")
     p.add_argument("--redact-pattern", action="append", default=None, metavar="REGEX",
@@ -90,10 +92,11 @@ def register_collect(subparsers: argparse._SubParsersAction) -> None:  # type: i
                    default=None, help="keep every capability after loading the probes "
                    "(by default only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="S",
-                   help="seconds between heartbeat reports (default 30)")
+                   help="seconds between heartbeat reports "
+                   f"(default {CollectorSection.heartbeat_interval:g})")
     p.add_argument("--stall-after", type=float, default=None, metavar="S",
                    help="report the collector as stalled when it captured events and "
-                   "published none for this long (default 60)")
+                   f"published none for this long (default {CollectorSection.stall_after:g})")
     p.set_defaults(func=_collect)
 
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
-import tomllib
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from snoopbus.collector import paths
@@ -163,54 +161,3 @@ def defines(cfg: FilterConfig) -> dict[str, int]:
         "UID_FILTER": int(bool(cfg.exclude_uids)),
         "CGROUP_FILTER": int(bool(cfg.exclude_cgroups)),
     }
-
-
-# ---- the config file: TOML, section [collector] ----
-
-# key -> (type check, how it lands in the flag namespace)
-CONFIG_KEYS: dict[str, type] = {
-    "nats": str,
-    "host": str,
-    "argv_max": int,
-    "ringbuf_pages": int,
-    "include_path": list,
-    "exclude_path": list,
-    "exclude_comm": list,
-    "exclude_uid": list,
-    "exclude_cgroup": list,
-    "include_failed": bool,
-    "open_events": bool,
-}
-
-
-def load_config(path: Path) -> dict[str, Any]:
-    """The [collector] section of a TOML file, checked key by key."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config {path}: not valid TOML ({exc})") from None
-    for section in data:
-        if section != "collector":
-            raise ValueError(f"config {path}: unknown section [{section}] (known: [collector])")
-    section = data.get("collector", {})
-    if not isinstance(section, dict):
-        raise ValueError(f"config {path}: collector must be a table")
-    for key, value in section.items():
-        kind = CONFIG_KEYS.get(key)
-        if kind is None:
-            known = ", ".join(sorted(CONFIG_KEYS))
-            raise ValueError(f"config {path}: unknown key {key!r} in [collector] (known: {known})")
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(
-                f"config {path}: [collector] {key} must be {kind.__name__}, "
-                f"got {type(value).__name__}"
-            )
-        if kind is list and not all(isinstance(v, (str, int)) for v in value):
-            raise ValueError(f"config {path}: [collector] {key} must be a list of str or int")
-    return dict(section)
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(FilterConfig)]

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from snoopbus.collector import loss
 from snoopbus.proto import metric_names as names
 from snoopbus.proto.metrics_server import counter, value
-from snoopbus.proto.msgid import ID_HEADER, id_count
+from snoopbus.proto.subjects import subject_leaf
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -30,21 +30,15 @@ def publish_latency(registry: CollectorRegistry) -> Histogram:
     )
 
 
-def subject_type(subject: str) -> str:
-    return subject.rsplit(".", 1)[-1]
-
-
 class PublishCounter:
-    """Stands in for the JetStream context the publisher is given: counts what
-    is acknowledged, by subject, and times each publish to its ack. Also wraps
-    the reader's hand-over to count what was captured. Keeps the publisher
-    itself free of metrics code."""
+    """Stands in for the JetStream context the publisher is given: times each
+    publish to its ack. Also wraps the reader's hand-over to count what was
+    captured. (What was published, by subject, the publisher counts itself.)"""
 
     def __init__(self, js: Any, latency: Callable[[float], None] | None) -> None:
         self._js = js
         self._latency = latency
         self.captured: dict[str, int] = {}
-        self.published: dict[str, int] = {}
 
     def bind(self, js: Any) -> PublishCounter:
         """Stand in for `js` (the collector may reach NATS only after it started)."""
@@ -68,9 +62,6 @@ class PublishCounter:
         ack = await self._js.publish(subject, payload, **kwargs)
         if self._latency is not None:
             self._latency(time.monotonic() - started)
-        # The publisher's message ids end in "+<events in the message>".
-        n = id_count((kwargs.get("headers") or {}).get(ID_HEADER, ""))
-        self.published[subject] = self.published.get(subject, 0) + n
         return ack
 
     def __getattr__(self, name: str) -> Any:
@@ -97,7 +88,7 @@ class CollectorStats(Collector):
         yield value(names.RECORDS_READ, reader.records)
         yield value(names.NATIVE_BUILDER, 1.0 if reader.native else 0.0)
         yield counter(names.EVENTS_CAPTURED, _by_type(counts.captured))
-        yield counter(names.EVENTS_PUBLISHED, _by_type(counts.published))
+        yield counter(names.EVENTS_PUBLISHED, _by_type(pub.published_by_subject))
         yield value(names.PUBLISH_BUFFERED, pub.buffered)
         yield value(names.PUBLISH_STALLED, 1.0 if pub.stalled else 0.0)
         yield value(names.PUBLISH_STALLED_SECONDS, pub.stalled_for())
@@ -109,6 +100,6 @@ class CollectorStats(Collector):
 def _by_type(per_subject: dict[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for subject, n in per_subject.items():
-        t = subject_type(subject)
+        t = subject_leaf(subject)
         out[t] = out.get(t, 0) + n
     return dict(sorted(out.items()))

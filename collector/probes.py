@@ -19,6 +19,7 @@ from snoopbus.collector import btf, syscalls, uring
 from snoopbus.collector.bcc_import import import_bcc
 from snoopbus.collector.filters import FilterConfig, fill_maps
 from snoopbus.collector.filters import defines as filter_defines
+from snoopbus.proto.settings_file import CollectorSection
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,10 @@ PATH_MAX_LEN = 4096
 class ProbeLimits:
     """Sizes the kernel side works within; documented in the README."""
 
-    argv_max: int = 8192  # bytes of argv kept per exec; longer is flagged truncated
+    # defaults: [collector] (proto/settings_file.py)
+    argv_max: int = CollectorSection.argv_max  # bytes of argv per exec; longer is truncated
     path_depth_max: int = 128  # path components (and mount crossings) walked
-    ringbuf_pages: int = 4096  # 16 MiB ring buffer (pages of 4 KiB, a power of two)
+    ringbuf_pages: int = CollectorSection.ringbuf_pages  # pages of 4 KiB, a power of two
     # A CPU wakes the reader when its last wake-up is this old (or every 64 records):
     # the latency of a record under light load, the cost of wake-ups under heavy load.
     wakeup_us: int = 1000

@@ -82,17 +82,22 @@ from snoopbus.collector.loss import (
 )
 from snoopbus.collector.spill import Spill, Spilled
 from snoopbus.proto import Event, SchemaError, as_map, decode_batch
-from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
+from snoopbus.proto.backoff import backoff_delay
+from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host
+from snoopbus.proto.settings_file import CollectorSection
+from snoopbus.proto.subjects import subject_host
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPILL_DIR = Path("/var/lib/snoopbus/spill")
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20  # nats-server's default, until a server says otherwise
 # Bytes kept free for the header block ("NATS/1.0", Nats-Msg-Id, what a server
 # or a later version adds): nats-server counts headers against max_payload,
 # and nats-py only checks the payload; a message over the limit makes the server
 # send -ERR, on which nats-py closes the connection for good.
 HEADER_ROOM: Final = 512
+# s before the first retry of a message or report, doubling up to the cap
+RETRY_FIRST_S: Final = 0.05
+RETRY_CAP_S: Final = 1.0
 JS_MESSAGE_TOO_LARGE: Final = 10054  # JetStream: over the stream's max_msg_size
 _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 
@@ -105,17 +110,19 @@ class PublisherConfig:
     # at once (light load: latency), else batches fill up to max_batch or flush_interval.
     eager_inflight: int = 4
     max_inflight: int = 64  # messages awaiting a JetStream ack
-    max_buffered: int = 200_000  # events held in memory before the spill (or loss)
+    # events held in memory before the spill (or loss); this and the spill size and
+    # stall_after default to [collector]'s (proto/settings_file.py)
+    max_buffered: int = CollectorSection.buffer_events
     ack_timeout: float = 5.0
     spill_dir: Path | None = None  # None: no spill, memory only
-    spill_max_bytes: int = 1 << 30
+    spill_max_bytes: int = CollectorSection.spill_max_mb << 20
     # s a message meeting a permanent error is retried before it is counted lost;
     # long enough for a cluster to elect a stream leader (no responders meanwhile)
     retry_permanent_s: float = 10.0
     # a denial is the server's configuration, not an election: a short budget, per
     # subject, so that a collector denied every subject does not wait this per type
     retry_denied_s: float = 1.0
-    stall_after: float = 60.0  # s with events captured and none published: stalled
+    stall_after: float = CollectorSection.stall_after  # s captured, none published: stalled
     max_reports: int = 1000  # meta reports held while NATS is away; the oldest go first
 
 
@@ -221,6 +228,8 @@ class Publisher:
         self.submitted_events = 0
         self.published_events = 0
         self.published_messages = 0
+        # subject -> events acknowledged on it (a report counts 0): the metrics' by type
+        self.published_by_subject: dict[str, int] = {}
         self.largest_message = 0  # payload bytes of the largest message acknowledged
         self.cut_batches = 0  # batches over the limit, split to fit
         self.truncated_events = 0  # events over the limit alone, cut to fit
@@ -536,7 +545,7 @@ class Publisher:
         """Until `msg` is stored, or counted lost for a permanent error."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        delay = 0.05
+        failures = 0
         while True:
             reason = loss_reason(exc)
             self.last_error = f"{describe(exc)} (publishing to {msg.subject})"
@@ -549,9 +558,10 @@ class Publisher:
                 if self._give_up(msg, reason, loop.time() - started):
                     self._lost(msg, reason, quiet=known)  # known: said once already
                     return
+            failures += 1
+            delay = backoff_delay(failures, RETRY_FIRST_S, RETRY_CAP_S)
             log.debug("retry of %s in %.2fs (%s)", msg.msg_id, delay, describe(exc))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
             try:
                 await self._attempt(msg)
                 self._delivered(msg)
@@ -609,6 +619,7 @@ class Publisher:
         # Acknowledged: only now does the message count as delivered.
         self.published_events += msg.count
         self.published_messages += 1
+        self._count_published(msg)
         self.largest_message = max(self.largest_message, len(msg.payload))
         self._broken.pop(msg.subject, None)
         self._broken.pop("", None)
@@ -618,6 +629,10 @@ class Publisher:
         if msg.count:
             nothing_waits = not (self._buffered or self.spilled or self._queue)
             self._waiting_since = None if nothing_waits else time.monotonic()
+
+    def _count_published(self, msg: Message) -> None:
+        by_subject = self.published_by_subject
+        by_subject[msg.subject] = by_subject.get(msg.subject, 0) + msg.count
 
     def _lost(self, msg: Message, reason: str, quiet: bool = False) -> None:
         log.log(logging.DEBUG if quiet else logging.WARNING, "%d events to %s counted lost "
@@ -639,7 +654,7 @@ class Publisher:
                 self._reports_ready.clear()
                 await self._reports_ready.wait()
             msg = self._reports[0]
-            delay, refusals, first = 0.05, 0, True
+            failures, refusals, first = 0, 0, True
             while True:
                 try:
                     ack = await self._attempt(msg)
@@ -648,6 +663,8 @@ class Publisher:
                         self.reports_lost += 1
                         log.warning("report to %s dropped by the stream: it already held id %s",
                                     msg.subject, msg.msg_id)
+                    else:
+                        self._count_published(msg)
                     break
                 except Exception as exc:
                     reason = loss_reason(exc)
@@ -657,8 +674,8 @@ class Publisher:
                             log.warning("report to %s not sent: %s", msg.subject, describe(exc))
                             self.reports_lost += 1
                             break
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, RETRY_FIRST_S, RETRY_CAP_S))
                     first = False
             if self._reports and self._reports[0] is msg:
                 self._reports.popleft()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import select
 import struct
 
 BUSY_BIT = 1 << 31
@@ -63,8 +62,6 @@ class RingBuffer:
             raise RingBufferError(f"cannot map the ring buffer: {exc}") from exc
         self._base = page
         self._fd = map_fd
-        self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
 
     def fileno(self) -> int:
         """The map's fd: readable while records wait (for a selector or event loop)."""
@@ -82,10 +79,6 @@ class RingBuffer:
     def fill_ratio(self) -> float:
         """Written-but-unread share of the data area (0..1)."""
         return self.pending() / self.size
-
-    def wait(self, timeout_s: float) -> bool:
-        """Blocks until the kernel signals new records or the timeout ends."""
-        return bool(self._epoll.poll(timeout_s))
 
     def drain(self, limit: int = 1 << 30) -> list[bytes]:
         """Every committed record in order (at most `limit` bytes of them),
@@ -113,7 +106,6 @@ class RingBuffer:
         return out
 
     def close(self) -> None:
-        self._epoll.close()
         del self._cons_pos  # a view into the mapping: it must go before the mapping
         self._consumer.close()
         self._data.close()

@@ -180,13 +180,6 @@ class Spill:
             self._save_position()
             self._drop_drained()
 
-    def rewind(self) -> None:
-        """Hand out every unacknowledged message again (after a publisher restart)."""
-        if self._outstanding:
-            self._read = self._outstanding[0]
-        self._outstanding.clear()
-        self._acked.clear()
-
     def _position(self) -> tuple[int, int]:
         return self._outstanding[0] if self._outstanding else self._read
 

@@ -225,11 +225,6 @@ def kernel_table() -> dict[int, ScSpec]:
     return table
 
 
-def is_ia32(nr: int) -> bool:
-    """A record's nr (its sys_spec key) is an ia32 syscall's."""
-    return nr >= NR_IA32_BASE
-
-
 def check_arch() -> None:
     machine = platform.machine()
     if machine != "x86_64":

@@ -51,6 +51,7 @@ from snoopbus.proto import (
 )
 from snoopbus.proto.msgid import ID_HEADER, derived_id
 from snoopbus.proto.roles import RECALL_SUFFIX
+from snoopbus.proto.subjects import subject_host
 
 from .consumer import Consumer, Context
 from .delivery import Batch, Delivery
@@ -393,7 +394,7 @@ class RenamePairer(Consumer):
 def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
     """The message's id, from its outputs' ids (one output: `<host>.rename:<its id>`,
     as before batching), and the ids of the halves it resolves (ids hold no spaces)."""
-    host = subject.split(".", 3)[2]  # the output's subject host
+    host = subject_host(subject)  # the output's subject host
     ids = [o.event["id"] if type(o.event) is dict else o.event.id for o in outcomes]
     if len(ids) == 1:
         key = ids[0]
@@ -402,7 +403,3 @@ def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
         key = f"batch:{len(ids)}:{digest}"
     halves = " ".join([h.id for o in outcomes for h in o.halves])
     return {ID_HEADER: derived_id(host, "rename", key), HALVES_ID: halves}
-
-
-# The entry point: `snoopbus consume rename`.
-consumer = RenamePairer

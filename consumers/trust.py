@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from snoopbus.proto import SubjectError, SubjectParts, host_token, parse_subject
-from snoopbus.proto.msgid import ID_HEADER, id_host
+from snoopbus.proto.msgid import ID_HEADER, id_belongs
 
 KIND = "subject"  # Snoopbus-Dlq-Kind of what fails here
 
@@ -50,7 +50,7 @@ def check_subject(subject: str, headers: dict[str, str] | None) -> SubjectParts 
     if isinstance(parts, str):
         return f"subject: {parts}"
     msg_id = headers.get(ID_HEADER) if headers else None
-    if msg_id is not None and parts.host is not None and id_host(msg_id) != parts.host:
+    if parts.host is not None and not id_belongs(msg_id, parts.host):
         return (f"subject: message id {msg_id[:80]!r} is not of host {parts.host!r} (an id "
                 f"must start with its subject's host token and '.'), on {subject}")
     return parts

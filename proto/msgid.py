@@ -17,7 +17,7 @@ and consumers dead-letter a message whose id starts with another host's token
 run: 8 random hex digits per publisher run; seq: 1, 2, ... in that run;
 nonce: 16 random hex digits (secrets) per message, so that even one who has
 read every earlier id cannot name the next; count: the events in the message
-(0 for a report), read back by the collector's metrics (`id_count`). An id is
+(0 for a report; a reader's hint only: the publisher counts what it sent). An id is
 made once per message and kept with it (retries, the spill), so a retry is
 dropped as the duplicate it is.
 """
@@ -27,15 +27,11 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
+from snoopbus.proto.subjects import subject_host
+
 ID_HEADER: Final = "Nats-Msg-Id"
 # Room an id takes beyond its host token: ".<run>.<seq>.<nonce>+<count>" and spare.
 ID_ROOM: Final = 64
-
-
-def subject_host(subject: str) -> str:
-    """The host token of an events, alerts or meta subject (its third token), or ""."""
-    parts = subject.split(".", 3)
-    return parts[2] if len(parts) > 3 else ""
 
 
 class MessageIds:
@@ -68,8 +64,3 @@ def id_belongs(msg_id: str | None, host_tok: str) -> bool:
     without one (a third-party publisher) collides with nothing and passes."""
     return msg_id is None or id_host(msg_id) == host_tok
 
-
-def id_count(msg_id: str) -> int:
-    """The events a collector's message holds, from its id's "+<count>" (1 if absent)."""
-    _, plus, count = msg_id.rpartition("+")
-    return int(count) if plus and count.isdigit() else 1

@@ -28,7 +28,7 @@ import socket
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 
@@ -65,10 +65,14 @@ class NatsSection:
 
 @dataclass(frozen=True)
 class CollectorSection:
-    """[collector]: `snoopbus collect` (and the collector `up` runs)."""
+    """[collector]: `snoopbus collect` (and the collector `up` runs).
+
+    The one place of these defaults: ProbeLimits, PublisherConfig, CollectorConfig
+    and the `collect` flags' help texts read them from here.
+    """
 
     host: str = ""  # name in subjects and events; "" = this machine's host name
-    argv_max: int = 8192  # bytes of argv kept per exec (collector/probes.py ProbeLimits)
+    argv_max: int = 8192  # bytes of argv kept per exec, a power of two
     ringbuf_pages: int = 4096  # ring buffer size in 4 KiB pages
     include_path: tuple[str, ...] = ()
     exclude_path: tuple[str, ...] = ()
@@ -362,20 +366,6 @@ def load(
         path=file,
         sources=types.MappingProxyType(sources),
     )
-
-
-def with_flags(config: Config, flags: Mapping[str, Any]) -> Config:
-    """`config` with more flags on top (for commands that add their own)."""
-    changes: dict[str, Any] = {}
-    sources = dict(config.sources)
-    for dotted, value in flags.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        current = changes.get(section, getattr(config, section))
-        changes[section] = replace(current, **{key: value})
-        sources[dotted] = "flag"
-    return replace(config, **changes, sources=types.MappingProxyType(sources))
 
 
 # -- showing ------------------------------------------------------------------

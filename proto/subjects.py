@@ -190,3 +190,18 @@ def parse_subject(subject: str) -> SubjectParts:
     if kind == _META:
         return SubjectParts(kind, tokens[2], None, tokens[3])
     return SubjectParts(kind, None, None, tokens[2])
+
+
+# Unchecked slices of a subject the caller knows is one of ours (it built it, or
+# a stream filter delivered it): no error path, for per-message work.
+
+
+def subject_host(subject: str) -> str:
+    """The host token of an events, alerts or meta subject (its third token), or ""."""
+    parts = subject.split(".", 3)
+    return parts[2] if len(parts) > 3 else ""
+
+
+def subject_leaf(subject: str) -> str:
+    """The last token: an event's type, an alert's level, a meta <what>, a dlq consumer."""
+    return subject.rpartition(".")[2]

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from nats.js import JetStreamContext
 
+from snoopbus.consumers.http import HttpClient, Transient, proxy_from_env
 from snoopbus.consumers.lines import format_alert, to_json
 from snoopbus.proto import alert_subject, encode_map, host_token, level_rank
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER, derived_id
 
 log = logging.getLogger(__name__)
@@ -91,12 +95,15 @@ class WebhookConfig:
     retries: int = 3  # attempts after the first
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     timeout: float = 5.0
+    retry_after_cap: float = 60.0  # the receiver's Retry-After is honoured up to this
+    max_answer: int = 64 * 1024  # bytes of an answer read (the rest is not)
     queue: int = 1000  # alerts waiting at most; past it new ones are dropped and counted
     min_level: str = "informational"
 
 
 class WebhookOutput(Output):
-    """POSTs each alert as JSON; retries connection errors, 5xx and 429."""
+    """POSTs each alert as JSON (consumers/http.py: bounded answers, no redirects,
+    proxies from the environment); retries connection errors, 5xx and 429."""
 
     name = "webhook"
 
@@ -108,6 +115,15 @@ class WebhookOutput(Output):
         self.attempts = 0
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(config.queue)
         self._worker: asyncio.Task[None] | None = None
+        url = urlsplit(config.url)
+        origin = f"{url.scheme}://{url.netloc}"
+        self._path = config.url[len(origin):] or "/"
+        self.http = HttpClient(
+            origin, size=1, timeout=config.timeout, max_answer=config.max_answer,
+            ssl_context=ssl.create_default_context() if url.scheme == "https" else None,
+            headers={"User-Agent": "snoopbus-alert"},
+            proxy=proxy_from_env(url.scheme, url.hostname or "", os.environ),
+        )  # fmt: skip
 
     async def send(self, alerts: Sequence[dict[str, Any]]) -> None:
         if self._worker is None:
@@ -124,6 +140,7 @@ class WebhookOutput(Output):
         if self._worker is not None:
             await self._queue.join()
             self._worker.cancel()
+        await self.http.close()
 
     async def _run(self) -> None:
         while True:
@@ -135,10 +152,9 @@ class WebhookOutput(Output):
 
     async def _deliver(self, alert: dict[str, Any]) -> None:
         body = to_json(alert).encode()
-        delay = self.config.backoff
         for attempt in range(self.config.retries + 1):
             self.attempts += 1
-            error, retryable = await asyncio.to_thread(self._post, body)
+            error, retryable, hint = await self._post(body)
             if error is None:
                 self.sent += 1
                 return
@@ -148,30 +164,27 @@ class WebhookOutput(Output):
                           self.config.url, error, alert["id"])  # fmt: skip
                 return
             if attempt < self.config.retries:
+                delay = backoff_delay(attempt + 1, self.config.backoff, math.inf)
+                if hint is not None:  # the receiver's own, within the cap
+                    delay = max(delay, min(hint, self.config.retry_after_cap))
                 log.warning("webhook %s: %s; retry in %.1fs", self.config.url, error, delay)
                 await asyncio.sleep(delay)
-                delay *= 2
             else:
                 self.failed += 1
                 log.error("webhook %s: %s; alert %s given up after %d attempts",
                           self.config.url, error, alert["id"], attempt + 1)  # fmt: skip
 
-    def _post(self, body: bytes) -> tuple[str | None, bool]:
-        """(None, _) on success, else (why, worth retrying). Runs in a worker
-        thread: urllib blocks."""
-        request = urllib.request.Request(
-            self.config.url, data=body, method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "snoopbus-alert"},
-        )  # fmt: skip
+    async def _post(self, body: bytes) -> tuple[str | None, bool, float | None]:
+        """(None, _, _) on success, else (why, worth retrying, Retry-After in s)."""
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
-                response.read()
-            return None, False
-        except urllib.error.HTTPError as exc:
-            # 4xx other than 429: the receiver refuses this alert; retrying cannot help.
-            return f"HTTP {exc.code}", exc.code >= 500 or exc.code == 429
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", True
+            response = await self.http.post(self._path, body, "application/json")
+        except Transient as exc:  # no answer: refused, reset, timed out
+            return exc.answer, True, None
+        if 200 <= response.status < 300:
+            return None, False, None
+        # 4xx other than 429 (and 3xx: not followed): the receiver refuses this alert.
+        retry = response.status >= 500 or response.status == 429
+        return f"HTTP {response.status}", retry, response.retry_after()
 
 
 async def fan_out(outputs: Sequence[Output], alerts: Sequence[dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ from snoopbus.consumers.delivery import Batch, Delivery, State
 from snoopbus.consumers.gctune import tune_gc
 from snoopbus.consumers.settings import Settings
 from snoopbus.proto import alerts_filter, events_filter, host_token, parse_subject
+from snoopbus.proto.backoff import backoff_delay
 
 from . import layout
 from .columns import NS_PER_DAY, RowError, append_alert, check_event, event_table, records_table
@@ -377,7 +378,7 @@ class Archiver(Consumer):
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         self.failures += 1
-        delay = min(_MAX_RETRY, 0.5 * 2 ** (self.failures - 1))
+        delay = backoff_delay(self.failures, 0.5, _MAX_RETRY)
         self._retry_at = now + delay
         w = self.writer.window
         if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
@@ -453,7 +454,3 @@ def _row_error(delivery: Delivery) -> RowError:
 
 def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1e9)
-
-
-# The entry point: `snoopbus consume archive`.
-consumer = Archiver

@@ -274,11 +274,6 @@ class Writer:
 
     # -- gathering -----------------------------------------------------------
 
-    def seen(self, key: Key) -> bool:
-        return self.window.has(*key) or key in self.recent or (
-            self.inflight is not None and self.inflight.has(*key)
-        )
-
     # -- commit --------------------------------------------------------------
 
     def take(self) -> Window:

@@ -1,11 +1,12 @@
 """Forwarding to SIEMs: `snoopbus consume forward --to SINK ...`.
 
 One module per sink format (syslog, cef, ecs, ocsf, otlp, splunk, webhook,
-jsonl) over a shared core (spec, worker, backoff, http, runtime). See docs/README.md.
+jsonl) over a shared core (spec, worker, backoff, runtime) and the consumers' HTTP
+client (consumers/http.py). See docs/README.md.
 """
 
 from .alerts import Alert, parse_alert
-from .backoff import Backoff, Gate, backoff_delay
+from .backoff import Backoff, Gate
 from .forwarder import Forwarder
 from .sink import Item, Permanent, Sent, Sink, Transient
 from .spec import SinkSpec, SpecError, parse_spec
@@ -25,7 +26,6 @@ __all__ = [
     "SinkWorker",
     "SpecError",
     "Transient",
-    "backoff_delay",
     "parse_alert",
     "parse_spec",
 ]

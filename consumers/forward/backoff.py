@@ -1,8 +1,8 @@
 """Exponential back-off with jitter, shared by everything sending to one sink.
 
-`backoff_delay` is the one formula: delays grow base, 2*base, 4*base ... up
-to `cap`, each drawn from [d/2, d] ("equal jitter": spread out, yet never a
-tight loop). `Backoff` holds a sink's base and cap; one `Gate` per sink makes
+The formula is proto/backoff.py's, with jitter: delays grow base, 2*base,
+4*base ... up to `cap`, each drawn from [d/2, d]. `Backoff` holds a sink's
+base and cap; one `Gate` per sink makes
 every worker of that sink wait after a failure, so N concurrent batches do
 not hammer a sink that is down N times over.
 """
@@ -14,15 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
-
-def backoff_delay(
-    failures: int, base: float, cap: float, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait after `failures` consecutive failures (0 after none)."""
-    if failures <= 0:
-        return 0.0
-    ceiling = min(cap, base * 2 ** min(failures - 1, 64))  # 2**64 * base is past any cap
-    return (rng or random).uniform(ceiling / 2, ceiling)
+from snoopbus.proto.backoff import backoff_delay
 
 
 @dataclass(frozen=True)
@@ -31,7 +23,7 @@ class Backoff:
     cap: float = 30.0
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
-        return backoff_delay(failures, self.base, self.cap, rng)
+        return backoff_delay(failures, self.base, self.cap, jitter=True, rng=rng)
 
 
 class Gate:

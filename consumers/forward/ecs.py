@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ..http import HttpClient, basic_auth
 from .alerts import Alert
-from .http import HttpClient, basic_auth
 from .sink import Item, Permanent, Rendered, Sent, Sink, Transient
 from .spec import SinkSpec
 from .syslog import event_summary

@@ -52,8 +52,8 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from ..http import HttpClient, basic_auth
 from .alerts import Alert
-from .http import HttpClient, basic_auth
 from .sink import Item, Rendered, Sent, Sink
 from .spec import SinkSpec
 from .syslog import event_summary

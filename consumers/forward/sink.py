@@ -19,6 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+# A sink's two kinds of failure are the HTTP client's (defined there: it raises them).
+from ..http import Permanent as Permanent
+from ..http import Transient as Transient
+
 if TYPE_CHECKING:
     from .alerts import Alert
     from .spec import SinkSpec
@@ -46,23 +50,6 @@ class Item:
 
 
 Rendered = tuple[Item, bytes]  # an item and the bytes the sink sends for it
-
-
-class Transient(Exception):
-    """Not accepted now; may be later. `retry_after` is the sink's hint, seconds."""
-
-    def __init__(self, answer: str, retry_after: float | None = None) -> None:
-        super().__init__(answer)
-        self.answer = answer
-        self.retry_after = retry_after
-
-
-class Permanent(Exception):
-    """Refused for good: sending the same thing again gives the same answer."""
-
-    def __init__(self, answer: str) -> None:
-        super().__init__(answer)
-        self.answer = answer
 
 
 @dataclass

@@ -46,8 +46,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from snoopbus.proto import ALERT_LEVELS, EVENT_TYPES, alerts_filter, events_filter
 from snoopbus.proto.alert_map import LEVEL_RANK
 
+from ..http import proxy_from_env
 from .backoff import Backoff
-from .http import proxy_from_env
 
 FORMATS = {
     "syslog": ("tcp", "udp", "tls"),

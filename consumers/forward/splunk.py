@@ -39,7 +39,7 @@ import json
 import uuid
 from typing import Any
 
-from .http import HttpClient
+from ..http import HttpClient
 from .jsonl import to_native
 from .sink import Item, Permanent, Rendered, Sent, Sink
 from .spec import SinkSpec

@@ -10,7 +10,7 @@ is sent again. Each document carries the event id for the receiver to dedup on.
 
 from __future__ import annotations
 
-from .http import HttpClient, basic_auth
+from ..http import HttpClient, basic_auth
 from .jsonl import json_formatter
 from .sink import Item, Rendered, Sent, Sink
 from .spec import SinkSpec

@@ -19,6 +19,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
+from snoopbus.proto.subjects import subject_leaf
+
 from ..consumer import Consumer, Context
 from ..delivery import Batch
 from ..pairing import HALF_TYPES
@@ -129,7 +131,7 @@ class SinkWorker(Consumer):
         for slot, delivery in enumerate(batch):
             delivery.hold()
             if delivery.is_alert:
-                level = delivery.subject.rsplit(".", 1)[-1]
+                level = subject_leaf(delivery.subject)
                 try:
                     alert = parse_alert(delivery.events[0], level)  # type: ignore[arg-type]
                 except AlertError as exc:

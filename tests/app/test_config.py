@@ -179,3 +179,26 @@ def test_config_show_names_the_host_in_effect_and_the_file(tmp_path: Path) -> No
     assert shown["collector"]["host"]["value"] == socket.gethostname()
     named = load(path, env={"SNOOPBUS_COLLECTOR_HOST": "web1"})
     assert "host = \"web1\"  # env SNOOPBUS_COLLECTOR_HOST" in format_toml(named)
+
+
+def test_collector_defaults_are_written_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """ProbeLimits, PublisherConfig, CollectorConfig and the `collect` help read
+    [collector]'s defaults: a changed default changes all of them."""
+    from snoopbus.collector.agent import CollectorConfig
+    from snoopbus.collector.publisher import PublisherConfig
+    from snoopbus.proto.settings_file import CollectorSection
+
+    c, limits, pub = CollectorSection(), probes.ProbeLimits(), PublisherConfig()
+    assert (limits.argv_max, limits.ringbuf_pages) == (c.argv_max, c.ringbuf_pages)
+    assert (pub.max_buffered, pub.spill_max_bytes, pub.stall_after) == (
+        c.buffer_events, c.spill_max_mb << 20, c.stall_after)
+    agent = CollectorConfig(nats_url="nats://x", host="h")
+    assert (agent.heartbeat_interval, agent.drop_privileges, agent.require_nats) == (
+        c.heartbeat_interval, c.drop_privileges, c.require_nats)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["collect", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for text in (f"(default {c.argv_max})", f"({c.buffer_events})", f"(default {c.spill_dir};",
+                 f"({c.spill_max_mb})", f"(default {c.heartbeat_interval:g})",
+                 f"(default {c.stall_after:g})"):
+        assert text in shown, text

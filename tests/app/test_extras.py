@@ -78,6 +78,16 @@ def test_an_archive_host_archives_and_queries(tmp_path: Path, wheel: Path) -> No
     assert out.returncode == 2 and "is not an archive" in out.stderr, out.stderr
 
 
+def test_an_alert_host_gets_its_webhook_client_and_no_archive(
+    tmp_path: Path, wheel: Path
+) -> None:
+    bin_dir = install(tmp_path, wheel, "alert")
+    assert {"pysigma", "aiohttp"} <= installed(bin_dir)  # aiohttp: --webhook (consumers/http.py)
+    assert not installed(bin_dir) & (HEAVY - {"pysigma", "aiohttp"})
+    out = snoopbus(bin_dir, "consume", "alert", "--help")
+    assert out.returncode == 0 and "--webhook" in out.stdout, out.stderr
+
+
 def test_all_is_every_role(tmp_path: Path, wheel: Path) -> None:
     bin_dir = install(tmp_path, wheel, "all")
     assert HEAVY <= installed(bin_dir)

@@ -47,7 +47,7 @@ from snoopbus.consumers.archive import layout
 from snoopbus.consumers.archive.columns import NS_PER_DAY, records_table
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
-from snoopbus.consumers.archive.writer import Writer
+from snoopbus.consumers.archive.writer import Key, Writer
 from snoopbus.consumers.gctune import tune_gc
 from snoopbus.proto import (
     SCHEMA_VERSION,
@@ -111,6 +111,13 @@ class Events:
         return ev
 
 
+def seen(w: Writer, key: Key) -> bool:
+    """Whether the archive holds `key` already: window, commit in flight or on disk."""
+    return w.window.has(*key) or key in w.recent or (
+        w.inflight is not None and w.inflight.has(*key)
+    )
+
+
 def write_path(root: Path, total: int, roll: int) -> tuple[float, int]:
     """Seconds to archive `total` events from their payloads, and files written:
     the archiver's own row path (decode to records, dedup by id, columns a
@@ -129,7 +136,7 @@ def write_path(root: Path, total: int, roll: int) -> tuple[float, int]:
             assert records is not None
             for r in records:
                 token = tokens[r.host]
-                if w.seen(("events", token, r.id)):
+                if seen(w, ("events", token, r.id)):
                     continue
                 day = r.ts // NS_PER_DAY
                 text = days.get(day) or days.setdefault(day, day_of(r.ts))

@@ -67,12 +67,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from snoopbus.app.natsd import NatsServer, cluster_args, free_port
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.logsources import all_event_types
 from snoopbus.consumers.settings import Partition
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter, host_token
 from snoopbus.proto.msgid import ID_HEADER
 from snoopbus.proto.stream_limits import StreamLimits
+from tests.conftest import free_port
+from tests.support.natsd import cluster_args
 
 from . import fleet_load
 from .backlog import _cpu_s

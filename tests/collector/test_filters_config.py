@@ -9,7 +9,8 @@ import pytest
 from snoopbus.app.main import build_parser
 from snoopbus.collector.cgroups import container_id
 from snoopbus.collector.commands import collect_settings
-from snoopbus.collector.filters import FilterConfig, PathMatcher, load_config
+from snoopbus.collector.filters import FilterConfig, PathMatcher
+from snoopbus.proto import settings_file
 
 
 def settings(*argv: str) -> FilterConfig:
@@ -42,6 +43,7 @@ def test_config_file_and_flags_over_it(tmp_path: Path) -> None:
         ("[collecter]\n", "unknown section [collecter]"),
         ("[collector]\ninclude_failed = 1\n", "include_failed must be bool, got int"),
         ("[collector]\nargv_max = true\n", "argv_max must be int, got bool"),
+        ("[collector]\nexclude_comm = [1]\n", "exclude_comm must be list of str, got list"),
         ("[collector\n", "not valid TOML"),
     ],
 )
@@ -49,7 +51,7 @@ def test_config_errors_name_key_and_file(tmp_path: Path, text: str, message: str
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     with pytest.raises(ValueError, match=r"config .*bad\.toml") as err:
-        load_config(cfg)
+        settings_file.load(cfg, env={})
     assert message in str(err.value)
 
 

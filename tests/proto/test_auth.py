@@ -16,7 +16,7 @@ import nats
 import nkeys
 import pytest
 
-from snoopbus.app.natsd import NatsServer, tls_block
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -25,6 +25,7 @@ from snoopbus.proto import (
     event_subject,
     meta_subject,
 )
+from tests.support.natsd import tls_block
 from tests.support.servers import serve
 
 PASSWORD = "s3cret-pw"

@@ -23,6 +23,7 @@ from snoopbus.proto import (
     meta_subject,
     parse_subject,
 )
+from snoopbus.proto.subjects import subject_host, subject_leaf
 
 
 def test_stream() -> None:
@@ -156,3 +157,16 @@ def test_parse_foreign_subject(subject: str) -> None:
 def test_parse_inconsistent_subject(subject: str, message: str) -> None:
     with pytest.raises(SubjectError, match=message):
         parse_subject(subject)
+
+
+def test_unchecked_slices_agree_with_parse_subject() -> None:
+    hosts = ["web-1", "a.b c/d", "x" * 250]
+    built = [event_subject(h, t) for h in hosts for t in EVENT_TYPES]
+    built += [alert_subject(h, lv) for h in hosts for lv in ALERT_LEVELS]
+    built += [meta_subject(h, w) for h in hosts for w in ("loss", "heartbeat")]
+    for subject in built:
+        parts = parse_subject(subject)
+        assert subject_host(subject) == parts.host
+        assert subject_leaf(subject) == parts.type
+    assert subject_leaf(dlq_subject("archive")) == parse_subject(dlq_subject("archive")).type
+    assert subject_host(dlq_subject("archive")) == ""  # a dlq subject names no host

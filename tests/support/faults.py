@@ -16,7 +16,7 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
-from snoopbus.app.natsd import NatsServer, cluster_args, free_port
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.loss import LossCounters
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import (
@@ -32,7 +32,8 @@ from snoopbus.proto import (
 from tests.support.bus import stream_events
 from tests.support.collector import start_collector
 from tests.support.events import TS, event
-from tests.support.processes import start_consumer, stop_process
+from tests.support.natsd import cluster_args
+from tests.support.processes import free_port, start_consumer, stop_process
 from tests.support.waits import durables_pulled, durables_settled
 
 # -- a cluster node SIGKILLed mid-stream -------------------------------------------------

@@ -9,7 +9,9 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -133,15 +135,22 @@ async def test_an_alert_whose_publish_failed_is_sent_on_redelivery_not_folded(
 class _Hook(BaseHTTPRequestHandler):
     statuses: ClassVar[list[int]] = []
     bodies: ClassVar[list[dict[str, Any]]] = []
+    paths: ClassVar[list[str]] = []  # request targets as received (absolute via a proxy)
+    retry_after: ClassVar[str | None] = None
+    answer: ClassVar[bytes] = b""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.paths.append(self.path)
         status = self.statuses.pop(0) if self.statuses else 200
         if status == 200:
             self.bodies.append(json.loads(body))
         self.send_response(status)
-        self.send_header("Content-Length", "0")
+        if self.retry_after is not None:
+            self.send_header("Retry-After", self.retry_after)
+        self.send_header("Content-Length", str(len(self.answer)))
         self.end_headers()
+        self.wfile.write(self.answer)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -149,7 +158,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hook() -> Iterator[tuple[str, type[_Hook]]]:
-    handler = type("Hook", (_Hook,), {"statuses": [], "bodies": []})
+    handler = type("Hook", (_Hook,), {"statuses": [], "bodies": [], "paths": []})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -196,6 +205,38 @@ async def test_webhook_gives_up_on_a_client_error_and_after_the_retries(
     await webhook.close()
     assert webhook.failed == 2 and webhook.sent == 0 and webhook.attempts == 3
     assert handler.bodies == []
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_webhook_reads_retry_after_in_both_forms_and_a_bounded_answer(
+    hook: tuple[str, type[_Hook]], monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    url, handler = hook
+    handler.statuses = [503]
+    handler.retry_after = "30" if form == "seconds" else formatdate(time.time() + 30, usegmt=True)
+    handler.answer = b"x" * 200_000  # past max_answer: cut, not read whole
+    webhook = WebhookOutput(WebhookConfig(url, max_answer=1000))
+    try:
+        error, retry, hint = await webhook._post(b"{}")
+    finally:
+        await webhook.http.close()
+    assert error == "HTTP 503" and retry
+    assert hint is not None and 20 < hint <= 30  # the date form: seconds from now
+
+
+async def test_webhook_goes_through_the_proxy_the_environment_names(
+    hook: tuple[str, type[_Hook]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, handler = hook  # the receiver stands in for a proxy: it sees the absolute URL
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy.removesuffix("/alerts"))
+    webhook = WebhookOutput(WebhookConfig("http://siem.invalid:9/in?x=1", retries=0))
+    await webhook.send([{"id": "r:p", "level": "high", "rule": {"title": "x"}}])
+    await webhook.close()
+    assert handler.paths == ["http://siem.invalid:9/in?x=1"] and webhook.sent == 1
+
 
 
 async def test_tail_alerts_prints_them_readably(

@@ -11,7 +11,7 @@ from email.utils import formatdate
 import pytest
 
 from snoopbus.consumers.forward import Transient, parse_spec
-from snoopbus.consumers.forward.http import HttpClient, proxy_from_env, retry_after
+from snoopbus.consumers.http import HttpClient, proxy_from_env, retry_after
 from tests.support.events import nth_event, publish_events
 from tests.support.forward import forwarding, http_receiver
 from tests.support.waits import until

@@ -1,4 +1,7 @@
-"""The forwarder's one HTTP client: aiohttp, kept-alive connections, TLS, proxies.
+"""The consumers' one HTTP client: aiohttp, kept-alive connections, TLS, proxies.
+
+The forwarder's HTTP sinks (forward/) and the alert consumer's webhook output
+(alert/outputs.py) both POST through `HttpClient`.
 
 aiohttp, not httpx: for our bulk POSTs (a few hundred KiB, 4 in flight)
 aiohttp spent 0.26 ms of CPU per request and httpx 1.6 ms, 6x more
@@ -16,6 +19,9 @@ What a receiver cannot make us do:
 
 Proxies: `proxy` as given (the sink's `proxy=` option), else HTTPS_PROXY /
 HTTP_PROXY from the environment with NO_PROXY honoured (`proxy_from_env`).
+
+A failure is `Transient` (worth retrying: no answer, 408, 429, 5xx, with the
+receiver's Retry-After) or `Permanent` (the same request gets the same answer).
 """
 
 from __future__ import annotations
@@ -30,9 +36,24 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from .sink import Permanent, Transient
-
 MAX_ANSWER = 8 * 1024 * 1024  # a _bulk answer for a few thousand documents fits
+
+
+class Transient(Exception):
+    """Not accepted now; may be later. `retry_after` is the receiver's hint, seconds."""
+
+    def __init__(self, answer: str, retry_after: float | None = None) -> None:
+        super().__init__(answer)
+        self.answer = answer
+        self.retry_after = retry_after
+
+
+class Permanent(Exception):
+    """Refused for good: sending the same thing again gives the same answer."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.answer = answer
 
 
 @dataclass(frozen=True)
