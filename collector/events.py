@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
@@ -54,7 +54,14 @@ from snoopbus.collector.records import (
 from snoopbus.collector.resolve import UNCHECKED, resolve_after
 from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
 from snoopbus.collector.uring import OP_NAMES
-from snoopbus.proto import SCHEMA_VERSION, Event, event_subject, text_from_kernel
+from snoopbus.proto import (
+    SCHEMA_VERSION,
+    Event,
+    FileInfo,
+    Proc,
+    event_subject,
+    text_from_kernel,
+)
 
 # build_raw's direct path: the kinds of one path and one event it takes (and renames).
 _ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
@@ -121,7 +128,7 @@ class EventBuilder:
         # (pid, io_uring fixed slot as a record's fd) -> (file map, proc map) of
         # the slot's last open or write: the kernel cannot name a slot a linked
         # open filled when its close completes (bpf/uring.h)
-        self._uring_slots: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._uring_slots: dict[tuple[int, int], tuple[FileInfo, Proc]] = {}
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
@@ -264,7 +271,7 @@ class EventBuilder:
         ev["file"] = f
         if ret is not None:
             ev["ret"] = ret
-        return self._subjects.get(type_) or self.subject(type_), ev  # type: ignore[return-value]
+        return self._subjects.get(type_) or self.subject(type_), cast(Event, ev)
 
     def _file_map(
         self, type_: str, path: bytes | None, truncated: bool, ino: int, dev: int, mnt_ns: int,
@@ -356,9 +363,9 @@ class EventBuilder:
             known = self._uring_slots.pop(key, None)
             if known is None:
                 return []
-            ev = self._base(rec.hdr.ts_boot, "close_write")
-            ev["file"], ev["proc"] = dict(known[0]), known[1]
-            out = [(self.subject("close_write"), ev)]
+            built = self._base(rec.hdr.ts_boot, "close_write")
+            built["file"], built["proc"] = dict(known[0]), known[1]
+            out = [(self.subject("close_write"), cast(Event, built))]
         else:
             out = self._file_events(rec)
             if slot and kind == KIND_CLOSE_WRITE:
@@ -467,7 +474,7 @@ class EventBuilder:
                 ev["file"]["closed_by"] = closed_by
                 exited = self._exited.get(rec.hdr.pid) if closed_by == "exit" else None
                 if exited is not None and exited["tid"] == rec.hdr.tid:
-                    ev["proc"] = exited
+                    ev["proc"] = cast(Proc, exited)
         ev["file"]["tmpfile"] = True
         return [(subject, ev)]
 
@@ -496,7 +503,7 @@ class EventBuilder:
             if parent.argv is not None:
                 self._put_argv(proc, "parent_argv", parent.argv)
         ev["proc"] = proc
-        return self.subject("exec"), ev  # type: ignore[return-value]
+        return self.subject("exec"), cast(Event, ev)
 
     def _exit(self, rec: ExitRecord) -> tuple[str, Event]:
         info = self.cache.pop(rec.hdr.pid)
@@ -508,14 +515,14 @@ class EventBuilder:
         ev["exit_code"] = rec.exit_code
         if rec.signal:
             ev["signal"] = rec.signal
-        return self.subject("exit"), ev  # type: ignore[return-value]
+        return self.subject("exit"), cast(Event, ev)
 
 
-def _syscall_notes(rec: FileRecord) -> dict[str, Any]:
+def _syscall_notes(rec: FileRecord) -> FileInfo:
     """What the file map says beyond its type about the syscall that made it:
     made by an ia32 syscall, a shared mapping, the node mknod made, the
     extended attribute set or removed."""
-    notes: dict[str, Any] = {}
+    notes: FileInfo = {}
     name = NAMES_BY_NR.get(rec.nr, "")
     if name.startswith("ia32:"):
         notes["ia32"] = True

@@ -207,7 +207,7 @@ def load_config(path: Path) -> dict[str, Any]:
                 f"config {path}: [collector] {key} must be {kind.__name__}, "
                 f"got {type(value).__name__}"
             )
-        if kind is list and not all(isinstance(v, (str, int)) for v in value):
+        if isinstance(value, list) and not all(isinstance(v, (str, int)) for v in value):
             raise ValueError(f"config {path}: [collector] {key} must be a list of str or int")
     return dict(section)
 
