@@ -35,7 +35,7 @@ USER_ERRORS = (CollectorError, BusUnavailable, MetricsError, ValueError, SpillEr
 KERNEL_ERRORS = (BtfError, BccUnavailable, probes.ProbeError)
 
 
-def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_collect(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "collect",
         help="run the collector: kernel probes -> events on NATS",
@@ -132,16 +132,16 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict[str, Any], FilterCo
         "heartbeat_interval": c.heartbeat_interval, "config": cfg,
     }  # fmt: skip
     groups = [str(g) for g in c.exclude_cgroup]
-    cgroups = CgroupIndex() if groups else None
+    cgroup_ids: tuple[int, ...] = ()
+    if groups:  # an index only when there are names to look up
+        cgroups = CgroupIndex()
+        cgroup_ids = tuple(int(g) if g.isdigit() else cgroups.id_of(g) for g in groups)
     filters = FilterConfig(
         include_paths=c.include_path,
         exclude_paths=c.exclude_path,
         exclude_comms=c.exclude_comm,
         exclude_uids=tuple(parse_uid(str(u)) for u in c.exclude_uid),
-        exclude_cgroups=tuple(
-            int(g) if g.isdigit() else cgroups.id_of(g)  # type: ignore[union-attr]
-            for g in groups
-        ),
+        exclude_cgroups=cgroup_ids,
         include_failed=c.include_failed,
         open_events=c.open_events,
     )
@@ -191,7 +191,7 @@ UP_FLAGS = {
 }
 
 
-def _add_up(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_up(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "up",
         help="run everything on this host: nats-server, collector, consumers",
@@ -220,7 +220,7 @@ def _up(args: argparse.Namespace) -> int:
     return run_stack(StackConfig.from_config(cfg))
 
 
-def _add_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_config(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "config",
         help="show the effective configuration and where each value came from",

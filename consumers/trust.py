@@ -17,7 +17,7 @@ dead-lettered with the reason (kind "subject") and never reaches a handler:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -76,7 +76,7 @@ def events_mismatch(parts: SubjectParts, events: Sequence[Any], as_maps: bool) -
     return None
 
 
-def alert_mismatch(parts: SubjectParts, alert: dict[Any, Any]) -> str | None:
+def alert_mismatch(parts: SubjectParts, alert: Mapping[str, object]) -> str | None:
     """Why this alert map does not belong on this subject, or None."""
     # Absent is no claim (the contract does not require them): the subject says it.
     host, level = alert.get("host"), alert.get("level")

@@ -216,8 +216,8 @@ async def connect(
             await nc.connect(
                 urls,
                 name=name,
-                # nats-py annotates these two int but takes seconds as float.
-                connect_timeout=connect_timeout,  # type: ignore[arg-type]  # float seconds
+                # nats-py annotates both timings int, and takes float seconds.
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]  # float
                 allow_reconnect=True,
                 # nats-py treats 0 as "forever"; N allows N+1 tries per server.
                 max_reconnect_attempts=max(1, initial_attempts - 1),

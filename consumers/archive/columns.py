@@ -480,14 +480,15 @@ def _record_type(within: str | None, names: tuple[str, ...]) -> pa.StructType:
         elif kind is _TEXT_LIST:
             t = _ARROW[TEXTS]
         else:
-            t = {int: pa.int64(), str: pa.string(), bool: pa.bool_()}[kind]  # type: ignore[index]
+            assert isinstance(kind, type)  # a map (proc, file) is not a field of a struct here
+            t = {int: pa.int64(), str: pa.string(), bool: pa.bool_()}[kind]
         fields.append(pa.field(name, t))
     return pa.struct(fields)
 
 
 _TOP_NAMES: Final = tuple(n for n in fastpath.FIELDS[None] if n not in ("proc", "file"))
 _get_top: Final = attrgetter(*_TOP_NAMES)
-_RECORD_TYPES: Final = {
+_RECORD_TYPES: Final[dict[str | None, pa.StructType]] = {
     None: _record_type(None, _TOP_NAMES),
     **{w: _record_type(w, fastpath.FIELDS[w]) for w in ("proc", "file")},
 }
