@@ -19,11 +19,10 @@ import jsonschema
 import pytest
 import yaml
 
-from snoopbus.collector import exits
-from snoopbus.collector.cli import build_parser
+from snoopbus.app.main import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
-from snoopbus.proto import BusUnavailable, NatsAuth, connect
+from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits
 from snoopbus.proto.settings_file import Config, load
 from tests.conftest import free_port
 
@@ -178,7 +177,7 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
     opts = forward.parse_args([])
     assert opts.start == "new" and len(opts.sinks) == 2  # `to` a list of sinks, parsed
     # `--config` after the name, as a user types it (and nothing else needed)
-    out = subprocess.run([sys.executable, "-m", "snoopbus.collector.cli", "consume", "forward",
+    out = subprocess.run([sys.executable, "-m", "snoopbus.app", "consume", "forward",
                           "--config", str(path), "--help"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -188,7 +187,7 @@ def test_units_notify_restart_sanely_and_are_hardened(tmp_path: Path) -> None:
     collector, consumer = unit("snoopbus-collector.service"), unit("snoopbus-consumer@.service")
     assert "Type=notify" in collector and "WatchdogSec=" in collector
     for text in (collector, consumer):
-        # a config error exits 2 (collector/exits.py): never a restart loop
+        # a config error exits 2 (proto/exits.py): never a restart loop
         assert f"RestartPreventExitStatus={exits.USAGE}" in text
         assert exec_start(text)[0] == "/opt/snoopbus/bin/snoopbus"  # a venv: PEP 668
     analyze = shutil.which("systemd-analyze")
