@@ -49,6 +49,8 @@ class ConsumerStats(Collector):
             yield family(metric, (label, n))
         yield family(names.DEAD_LETTERED, *(
             ([*label, kind], n) for kind, n in sorted(c.dead_letter_reasons.items())))
+        for metric, samples in self.runtime.consumer.metrics():
+            yield family(metric, *samples)
         if c.pending is not None:
             yield family(names.LAG, (label, c.pending))
             yield family(names.ACK_PENDING, (label, c.ack_pending or 0))

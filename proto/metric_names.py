@@ -126,6 +126,13 @@ ALERTS = Metric(
     "snoopbus_alerts_total", "counter",
     "Alerts put on the bus, by Sigma rule id and level (folded summaries count once)",
     ("rule_id", "level"), "consumer")
+ALERTS_LOST = Metric(
+    "snoopbus_alerts_lost_total", "counter",
+    "Alerts made outside the stream (host health, folded summaries) given up unsent, by reason",
+    ("reason",), "consumer")
+META_IGNORED = Metric(
+    "snoopbus_alert_meta_messages_ignored_total", "counter",
+    "Malformed collector meta messages the alerter's host watch ignored", (), "consumer")
 ALERT_RULE_INFO = Metric(
     "snoopbus_alert_rule_info", "info",
     "The title of each Sigma rule counted in snoopbus_alerts_total, by its id",

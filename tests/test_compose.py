@@ -23,7 +23,7 @@ from snoopbus.app.main import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits
-from snoopbus.proto.settings_file import Config, load
+from snoopbus.proto.settings_file import CollectorSection, Config, load
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +127,21 @@ def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any
     # every path a compose.yaml comment names exists
     named = re.findall(r"\b((?:collector|consumers|proto|tests)/[\w./@-]+)", COMPOSE.read_text())
     assert named and all((ROOT / p.rstrip(".")).exists() for p in named), named
+
+
+def test_the_collector_can_write_its_spill_folder_in_the_image(compose: dict[str, Any]) -> None:
+    """The collector runs as root with every capability dropped but those it needs: no
+    CAP_DAC_OVERRIDE, so it can write only root's folders. Its default spill folder
+    must be one the image makes for root, under the volume compose mounts for it
+    (building the image and running it so failed with EACCES before)."""
+    build = compose["services"]["collector"]["build"]
+    text = (ROOT / build["context"] / build["dockerfile"]).read_text()
+    spill = CollectorSection().spill_dir
+    assert re.search(rf"install -d -o root -g root -m 0700 {re.escape(spill)}(\s|$)", text)
+    collector = compose["services"]["collector"]
+    assert "DAC_OVERRIDE" not in collector["cap_add"]
+    mounts = [v.split(":")[1] for v in collector["volumes"] if not v.startswith("/")]
+    assert any(spill.startswith(m.rstrip("/") + "/") for m in mounts), mounts
 
 
 def unit(name: str) -> str:

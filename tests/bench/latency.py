@@ -12,9 +12,13 @@ iteration, paced every millisecond; every so often on the marker, ~50
 alerts/s) for --seconds, and measures, for every event a plain core
 subscriber receives, now - the event's `ts` (the kernel's clock), and for
 every alert, now - the alerting event's `ts`. Prints p50/p99/max in ms and
-the rate reached. With `--before DIR` the same harness runs the code in DIR
-(a checkout of another commit) and this tree's, one after the other, and
-prints both.
+the rate reached. With `--archive-roll S` (default 5; 0: off) the archive
+consumer runs too, rolling its Parquet files every S seconds: a watcher notes
+when each file appears in its final place (queryable: DuckDB and pyarrow read
+it from then on), and each row's visibility is that moment - the event's `ts`,
+which the roll interval bounds (printed in seconds). With `--before DIR` the
+same harness runs the code in DIR (a checkout of another commit) and this
+tree's, one after the other, and prints both.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ level: low
 EVENTS_PER_ITERATION = 4  # create, modify, close_write, delete
 ALERTS_PER_S = 50
 WARMUP_S = 1.0  # events stamped earlier are not counted: the pipeline settles first
+WATCH_EVERY_S = 0.05  # the archive watcher's polling period: the resolution of visibility
 
 
 def build(work: Path) -> Path:
@@ -98,8 +103,42 @@ async def wait_ready(nc: Any, host: str, proc: subprocess.Popen[bytes], log: Pat
         await sub.unsubscribe()
 
 
+class ArchiveWatch:
+    """When each archive file became visible in its final place, and its rows' `ts`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.rows: list[tuple[int, int]] = []  # (event ts, visible at), ns
+        self._seen: set[Path] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.scan()
+            try:
+                await asyncio.wait_for(stop.wait(), WATCH_EVERY_S)
+            except TimeoutError:
+                pass
+        self.scan()
+
+    def scan(self) -> None:
+        import pyarrow.parquet as pq  # the archive extra: only when the archive runs
+
+        for path in sorted((self.root / "events").glob("*/*/*.parquet")):
+            if path in self._seen:
+                continue
+            seen = time.time_ns()
+            self._seen.add(path)
+            ts = pq.read_table(path, columns=["ts"]).column("ts").cast("int64").to_pylist()
+            self.rows += [(t, seen) for t in ts]
+
+    def between(self, start_ns: int, end_ns: int) -> list[float]:
+        """Visibility in seconds of the rows whose event falls in [start, end)."""
+        return [(seen - ts) / 1e9 for ts, seen in self.rows if start_ns <= ts < end_ns]
+
+
 async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, archive: ArchiveWatch | None = None,
+                  roll: float = 0.0) -> dict[str, Any]:
     events: list[float] = []
     alerts: list[float] = []
     types: Counter[str] = Counter()
@@ -127,14 +166,18 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
         str(exe), str(load), str(seconds + WARMUP_S), str(iterations), str(mark_every), MARK,
         stdout=subprocess.DEVNULL)  # fmt: skip
     await proc.communicate()
-    await asyncio.sleep(2.0)  # the last events and alerts arrive
+    end_ns = time.time_ns()
+    # The last events and alerts arrive; with the archive, its last file rolls.
+    await asyncio.sleep(2.0 + (roll + 1.0 if archive is not None else 0.0))
     for sub in subs:
         await sub.unsubscribe()
+    visible = archive.between(start_ns, end_ns) if archive is not None else []
     return {"rate": rate, "reached": len(events) / seconds,  # what the subscriber got
-            "events": percentiles(events), "alerts": percentiles(alerts), "types": types}
+            "events": percentiles(events), "alerts": percentiles(alerts), "types": types,
+            "archive": percentiles(visible), "roll": roll}
 
 
-async def bench(rates: list[int], seconds: float) -> list[dict[str, Any]]:
+async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str, Any]]:
     if os.geteuid() != 0:
         raise SystemExit("latency: run as root (the collector loads eBPF probes)")
     with tempfile.TemporaryDirectory(prefix="snoopbus-lat-") as tmp:
@@ -161,15 +204,33 @@ async def bench(rates: list[int], seconds: float) -> list[dict[str, Any]]:
                 procs.append(subprocess.Popen(
                     cli("consume", "alert", "--nats", url, "--rules", str(work / "rules"),
                         "--throttle", "0"), stdout=f, stderr=f))  # fmt: skip
+            durables = ["alert"]
+            archive: ArchiveWatch | None = None
+            if roll > 0:
+                archive = ArchiveWatch(work / "archive")
+                with (work / "archive.log").open("wb") as f:
+                    procs.append(subprocess.Popen(
+                        cli("consume", "archive", "--nats", url, "--dir", str(archive.root),
+                            "--roll-seconds", str(roll)), stdout=f, stderr=f))  # fmt: skip
+                durables.append("archive")
             js = nc.jetstream()
-            for _ in range(300):  # the alerter's durable, bound
-                try:
-                    await js.consumer_info("SNOOPBUS", "alert")
-                    break
-                except Exception:
-                    await asyncio.sleep(0.1)
+            for durable in durables:
+                for _ in range(300):  # the consumers' durables, bound
+                    try:
+                        await js.consumer_info("SNOOPBUS", durable)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
-            return [await measure(nc, host, exe, load, rate, seconds) for rate in rates]
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(archive.run(stop)) if archive is not None else None
+            try:
+                return [await measure(nc, host, exe, load, rate, seconds, archive, roll)
+                        for rate in rates]  # fmt: skip
+            finally:
+                stop.set()
+                if watcher is not None:
+                    await watcher
         finally:
             await nc.close()
             for p in procs:
@@ -183,13 +244,15 @@ async def bench(rates: list[int], seconds: float) -> list[dict[str, Any]]:
             server.stop()
 
 
-def run_child(tree: Path | None, rates: list[int], seconds: float, work: Path) -> list[dict]:
+def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
+              work: Path) -> list[dict]:
     env = dict(os.environ)
     here = str(HERE.parents[1])
     env["PYTHONPATH"] = code_path(tree, work) if tree is not None else here
     proc = subprocess.run(
         [sys.executable, "-m", "tests.bench.latency", "--json", "--seconds", str(seconds),
-         "--rates", ",".join(map(str, rates))], env=env, capture_output=True, text=True,
+         "--rates", ",".join(map(str, rates)), "--archive-roll", str(roll)],
+        env=env, capture_output=True, text=True,
         timeout=1800, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -205,26 +268,37 @@ def table(label: str, rows: list[dict[str, Any]]) -> None:
         print(f"{label:<7} {r['rate']:>9,} {r['reached']:>10,.0f} | {e['p50']:>10.1f} "
               f"{e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | {a['p50']:>10.1f} "
               f"{a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
+    if any(r.get("roll") for r in rows):  # an older tree (--before) has no archive figures
+        print(f"{label:<7} {'target/s':>9} {'roll s':>10} | {'archive p50':>11} {'p99':>6} "
+              f"{'max':>7} {'rows':>8}  (s, event ts -> file queryable)")
+        for r in rows:
+            v = r.get("archive") or percentiles([])
+            print(f"{label:<7} {r['rate']:>9,} {r.get('roll', 0):>10g} | {v['p50']:>11.2f} "
+                  f"{v['p99']:>6.2f} {v['max']:>7.2f} {v['n']:>8,}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="1000,10000,50000", help="events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=8.0, help="per rate, after a 1 s warm-up")
+    parser.add_argument("--archive-roll", type=float, default=5.0, metavar="S",
+                        help="run the archive rolling every S seconds and print how soon "
+                        "rows are queryable (0: no archive)")
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also run the code in DIR (a checkout) and print both")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     if args.json:
-        print(json.dumps(asyncio.run(bench(rates, args.seconds))))
+        print(json.dumps(asyncio.run(bench(rates, args.seconds, args.archive_roll))))
         return
     if args.before is None:
-        table("after", asyncio.run(bench(rates, args.seconds)))
+        table("after", asyncio.run(bench(rates, args.seconds, args.archive_roll)))
         return
     with tempfile.TemporaryDirectory(prefix="snoopbus-lat-shim-") as tmp:
-        before = run_child(args.before.resolve(), rates, args.seconds, Path(tmp))
-        after = run_child(None, rates, args.seconds, Path(tmp))
+        before = run_child(args.before.resolve(), rates, args.seconds, args.archive_roll,
+                           Path(tmp))
+        after = run_child(None, rates, args.seconds, args.archive_roll, Path(tmp))
     print(f"latency, kernel ts -> subscriber / alert; before = {args.before}, after = this tree")
     table("before", before)
     table("after", after)
