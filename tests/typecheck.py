@@ -10,6 +10,12 @@ A folder added to package-dir is checked with no change here. Paths in the
 report are the repository's own (`collector/cli.py`, not the symlink path),
 and nothing is left behind: the tree and mypy's cache live in the temporary
 directory (set MYPY_CACHE_DIR to keep a cache between runs).
+
+tests/ is not checked yet: even without strict's rules for annotations it
+has 191 errors in 51 files, most of them event maps built as plain dicts
+where the API takes the Event TypedDict, repeated in each copy of the test
+factories. Once the tests share one tests/support whose factories return
+Event (issue 16, item 4), checking them costs a few fixes, not 51 files.
 """
 
 from __future__ import annotations
