@@ -109,7 +109,9 @@ system:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py builds the native event builder (collector/fastbuild.c, ~5 s with gcc);
+# without a compiler the install goes on without it (the Python path).
+$(STAMP): pyproject.toml setup.py collector/fastbuild.c
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,test]'

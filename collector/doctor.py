@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import coverage, doctor_bus, uring
+from snoopbus.collector import coverage, doctor_bus, native, uring
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -159,11 +159,20 @@ def check_close_write() -> Check:
                  "(no sched_prepare_exec before 6.10: close-on-exec fds close unseen)")
 
 
+def check_native_builder() -> Check:
+    """Whether this install has the native event builder (a C compiler at install)."""
+    return Check("native_builder", native.MISSING is None and not native.disabled(),
+                 native.status(),
+                 "install gcc and the Python headers, then reinstall snoopbus (make setup): "
+                 "the Python path makes the same events, ~5x slower")
+
+
 def build_report(fields: Mapping[str, str] | None = None) -> Report:
     checks = detect()
     checks.append(check_bcc_compiles())
     checks.append(check_fsnotify_program())
     checks.append(check_close_write())
+    checks.append(check_native_builder())
     offsets, errors, btf_path, funcs = _resolve_offsets(
         program_fields() if fields is None else fields)
     passed = {c.name for c in checks if c.ok}

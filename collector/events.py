@@ -5,38 +5,26 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from snoopbus.collector import native
 from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.records import (
     F_ARGV_TRUNC,
-    F_CLOSED_BY_MASK,
     F_CWD_TRUNC,
-    F_EXCHANGE,
     F_EXE_TRUNC,
-    F_NO_RET,
-    F_PATH2_TRUNC,
-    F_PATH_TRUNC,
     F_TMPFILE,
-    F_URING,
     FILE_KIND_NAMES,
-    FILE_NAMES_AT,
-    FILE_TAIL,
-    HDR,
-    KIND_ATTRIB,
     KIND_CHDIR,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
-    KIND_DELETE,
     KIND_LINK,
-    KIND_MKDIR,
     KIND_MODIFY,
     KIND_MOUNT,
     KIND_OPEN,
     KIND_RENAME,
-    KIND_RMDIR,
     KIND_SYMLINK,
     KIND_XATTR,
     ExecRecord,
@@ -45,11 +33,8 @@ from snoopbus.collector.records import (
     ForkRecord,
     Header,
     Record,
-    comm_text,
     decode,
     decode_header,
-    file_paths,
-    name_strings,
 )
 from snoopbus.collector.resolve import UNCHECKED, resolve_after
 from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
@@ -59,24 +44,20 @@ from snoopbus.proto import (
     Event,
     FileInfo,
     Proc,
+    encode_map,
     event_subject,
     text_from_kernel,
 )
 
-# build_raw's direct path: the kinds of one path and one event it takes (and renames).
-_ONE_PATH_KINDS = frozenset({KIND_OPEN, KIND_CREATE, KIND_MODIFY, KIND_CLOSE_WRITE, KIND_DELETE,
-                             KIND_ATTRIB, KIND_MKDIR, KIND_RMDIR})
 RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
-# Records whose syscall adds to the file map (_syscall_notes): build_raw takes
-# them the layered way. Every ia32 one, mmap's modify, mknod's create.
+# Records whose syscall adds to the file map (_syscall_notes), which the native
+# builder leaves to this one: every ia32 one, mmap's modify, mknod's create.
 _NOTED_NRS = frozenset(
     nr for nr, name in NAMES_BY_NR.items()
     if nr >= NR_IA32_BASE or name in ("mmap", "mknod", "mknodat")
 )
 _NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
                0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
-_unpack_hdr = HDR.unpack_from
-_unpack_tail = FILE_TAIL.unpack_from
 
 
 def encode_dev(kdev: int) -> int:
@@ -101,13 +82,14 @@ class EventBuilder:
         path_filter: Callable[[bytes], bool] | None = None,
         redact: Callable[[list[str]], list[str] | None] | None = None,
         host_paths: HostPaths | None = None,
+        use_native: bool = True,  # False: the Python path for every record (tests, benches)
     ) -> None:
         self.host = host
         self.instance = instance
         self.cache = cache
         # User-space backstop for paths the kernel could not filter exactly.
         self.path_filter = path_filter
-        self.filtered_in_user = 0
+        self._filtered = 0
         # Secrets in argv never leave the host (collector/redact.py); the cache keeps
         # the real argv, every event gets the masked one. One process's argv list
         # is shown by its exec, its exit and its children's parent_argv: masked
@@ -132,9 +114,17 @@ class EventBuilder:
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
-        self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
+        # The common file records at C speed, when this install has it; it
+        # numbers the events of both paths (one id sequence).
+        self._native = native.make(
+            host, instance, tuple(self.subject(t) for t in native.TYPES), cache.table(),
+            self._proc_section, path_filter, host_paths.own_ns if host_paths is not None else None,
+            _NOTED_NRS, RENAME_WHITEOUT,
+        ) if use_native else None
+        self._seq: Iterator[int] = (self._native if self._native is not None
+                                    else itertools.count(1))
 
     def subject(self, type_: str) -> str:
         subject = self._subjects.get(type_)
@@ -297,60 +287,49 @@ class EventBuilder:
         return f
 
     def build_raw(self, buf: bytes) -> list[tuple[str, Event]]:
-        """Every event of one ring-buffer record; RecordError if it is malformed.
+        """Every event of one ring-buffer record, as maps; RecordError if it is
+        malformed. The reference path: build_many takes the common records
+        natively when it can, and makes the same events, encoded."""
+        return self.build_all(decode(buf))
 
-        The records that are the bulk of a busy host's (create, modify,
-        close_write, delete, a plain rename, ...) are built straight from their
-        bytes, skipping the decoded-record objects, which cost a third of their
-        time; the rest go records.decode -> build_all. Both make the same
-        events (tests/test_events_direct.py)."""
-        out = self._direct(buf) if len(buf) >= FILE_NAMES_AT else None
-        return out if out is not None else self.build_all(decode(buf))
-
-    def _direct(self, buf: bytes) -> list[tuple[str, Event]] | None:
-        """build_raw's direct path; None: not a record it takes (or a malformed
-        one, which the layered decoder then names)."""
-        ts, cg, pid, tid, ppid, uid, gid, kind, flags, comm = _unpack_hdr(buf)
-        one = kind in _ONE_PATH_KINDS
-        if ((not one and (kind != KIND_RENAME or flags & F_EXCHANGE))
-                or flags & (F_CLOSED_BY_MASK | F_TMPFILE | F_URING)):
-            return None
-        ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, _, s0, s1, s2, s3 = _unpack_tail(
-            buf, HDR.size
-        )
-        if nr in _NOTED_NRS or (kind == KIND_RENAME and oflags & RENAME_WHITEOUT):
-            return None
-        if FILE_NAMES_AT + s0 + s1 + s2 + s3 > len(buf) or (one and (s2 or s3)):
-            return None
-        if (s1 or s3) and name_strings(buf, kind, flags, s0, s1, s2, s3) != (None, None):
-            return None  # a name to resolve after the fact: _file does that
-        path, path2 = file_paths(buf, kind, flags, s0, s1, s2, s3)
-        if self.path_filter is not None and not self._wanted(path, path2):
-            return []
-        info = self.cache.lookup(pid, ppid, cg)
-        proc = (self._cached_proc((tid, pid, ppid, uid, gid, cg), info, comm_text(comm))
-                or self._shared_proc(decode_header(buf), info))
-        r = None if flags & F_NO_RET else ret
-        truncated = bool(flags & F_PATH_TRUNC) or path is None
-        if one:
-            type_ = FILE_KIND_NAMES[kind]
-            f = self._file_map(type_, path, truncated, ino, dev, mnt_ns, pid, oflags, mode)
-            return [self._event(type_, ts, proc, f, r)]
-        out = []
-        for type_, p, t in (("moved_from", path, truncated),
-                            ("moved_to", path2, bool(flags & F_PATH2_TRUNC))):
-            f = self._file_map(type_, p, t, ino, dev, mnt_ns, pid, oflags, mode)
-            subject, ev = self._event(type_, ts, proc, f, r)
-            ev["cookie"] = cookie << 1  # as _file numbers the one move of a plain rename
-            out.append((subject, ev))
+    def build_many(
+        self, raw: list[bytes], one: Callable[[bytes], list[tuple[str, Event]]] | None = None,
+    ) -> list[tuple[str, Event | bytes]]:
+        """Every event of a drain's records, in order. With the native builder
+        (collector/native.py) the common file records come out encoded (bytes,
+        spliced into the batch by encode_batch), the others through `one`
+        (default build_raw: the caller may wrap it to count malformed records);
+        without it, every record goes through `one`."""
+        one = one or self.build_raw
+        if self._native is not None:  # the ignore: the C extension's result is untyped
+            return self._native.drain(raw, self.clock_offset, one)  # type: ignore[no-any-return]
+        out: list[tuple[str, Event | bytes]] = []
+        for buf in raw:
+            out.extend(one(buf))
         return out
+
+    @property
+    def native(self) -> bool:
+        """Whether the native builder takes the common records."""
+        return self._native is not None
+
+    @property
+    def filtered_in_user(self) -> int:
+        return self._filtered + (self._native.filtered if self._native is not None else 0)
+
+    def _proc_section(self, buf: bytes) -> tuple[ProcInfo | None, bytes]:
+        """The native builder's proc section for a record it has not seen the
+        process of: the map the Python path makes, encoded."""
+        hdr = decode_header(buf)
+        info = self.cache.lookup(hdr.pid, hdr.ppid, hdr.cgroup)
+        return info, encode_map(self._shared_proc(hdr, info))
 
     def _wanted(self, *paths_: bytes | None) -> bool:
         if self.path_filter is None:
             return True
         if any(p is not None and self.path_filter(p) for p in paths_):
             return True
-        self.filtered_in_user += 1
+        self._filtered += 1
         return False
 
     def _uring(self, rec: FileRecord) -> list[tuple[str, Event]]:

@@ -12,10 +12,10 @@ smaller than its fixed fields) is refused: the caller counts it lost.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Final, cast
 
-from snoopbus.proto import TRUNCATED_PREFIX, EncodeError, Event, encode_batch
+from snoopbus.proto import TRUNCATED_PREFIX, EncodeError, Event, as_map, encode_batch
 
 # (map, key, keep the end): the order fields are cut in. Paths keep their end, as
 # the kernel's own truncation does (walked from the leaf up); the rest keep the start.
@@ -61,7 +61,9 @@ def fit(events: list[Event], budget: int) -> Iterator[tuple[list[Event], bytes]]
         return
     if len(events) == 1:
         event = truncate_event(events[0], budget)
-        yield [event], encode_batch([event])
+        # An encoded event (the native builder's bytes) rides in `events` too:
+        # the publisher's Event-only types have yet to say so.
+        yield [event], encode_batch([event])  # type: ignore[list-item]  # Event | bytes
         return
     parts = max(2, math.ceil(len(data) / budget)) if data else 2
     step = math.ceil(len(events) / parts)
@@ -89,19 +91,21 @@ def fit_all(
     return out, refused
 
 
-def _size(event: Mapping[str, Any]) -> int:
+def _size(event: Event | bytes) -> int:
     return len(encode_batch([event]))
 
 
-def truncate_event(event: Event, budget: int) -> Event:
+def truncate_event(event: Event | bytes, budget: int) -> Event | bytes:
     """A copy of `event` whose one-event payload fits `budget`, cutting fields in
     CUT_ORDER and then any other text of proc and file, longest first: each by
-    what is still over, down to FLOOR bytes, then (second pass) to nothing."""
+    what is still over, down to FLOOR bytes, then (second pass) to nothing.
+    An encoded event (bytes) is cut as its map."""
     over = _size(event) - budget
     if over <= 0:
         return event
+    mapped = as_map(event)
     # Copies: proc maps are shared by a process's events (collector/events.py).
-    ev: dict[str, Any] = dict(event)
+    ev: dict[str, Any] = dict(mapped)
     for part in ("proc", "file"):
         if isinstance(ev.get(part), dict):
             ev[part] = dict(ev[part])
@@ -122,11 +126,11 @@ def truncate_event(event: Event, budget: int) -> Event:
                     break  # not text: nothing to cut here
                 fields[key] = cut
                 fields[f"{key}_truncated"] = True
-                over = _size(ev) - budget
+                over = _size(cast(Event, ev)) - budget
             if over <= 0:
                 return cast(Event, ev)  # the copy, with text cut
     raise EventTooLarge(
-        f"event {event.get('id')} does not fit in {budget} bytes even with its text cut"
+        f"event {mapped.get('id')} does not fit in {budget} bytes even with its text cut"
     )
 
 

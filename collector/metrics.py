@@ -95,6 +95,7 @@ class CollectorStats(Collector):
         if pub is None or reader is None or counts is None:
             return
         yield value(names.RECORDS_READ, reader.records)
+        yield value(names.NATIVE_BUILDER, 1.0 if reader.native else 0.0)
         yield counter(names.EVENTS_CAPTURED, _by_type(counts.captured))
         yield counter(names.EVENTS_PUBLISHED, _by_type(counts.published))
         yield value(names.PUBLISH_BUFFERED, pub.buffered)

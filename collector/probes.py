@@ -235,6 +235,9 @@ class LoadedProbes:
     # Timestamp tracepoints name_touched is attached to (empty: names resolved
     # after the fact cannot be checked against the kernel on this one).
     name_check: list[str] = field(default_factory=list)
+    # What loaded of what this kernel offers: a fallback (logged) loses either.
+    uring: bool = False  # the io_uring hooks
+    task_storage: bool = False  # syscall arguments in task storage (else a map by thread id)
 
     def lost_by_kind(self) -> dict[int, list[int]]:
         """Records the ring buffer had no room for: kind -> count per CPU."""
@@ -326,8 +329,11 @@ def _load(limits: ProbeLimits, offsets: dict[str, int], filters: FilterConfig,
         # Kernels before 5.11 have no task storage for tracing programs.
         log.warning("probes with task storage did not load (%s); using a map keyed by "
                     "thread id for syscall arguments", exc)
+        task_storage = False
         b = _compile(defines(limits, offsets, filters, task_storage=False))
-    return _finish(b, filters)
+    loaded = _finish(b, filters)
+    loaded.uring, loaded.task_storage = bool(offsets["URING"]), task_storage
+    return loaded
 
 
 def _finish(b: Any, filters: FilterConfig) -> LoadedProbes:

@@ -66,6 +66,11 @@ class ProcCache:
             self.put(pid, info)
         return info
 
+    def table(self) -> dict[int, ProcInfo]:
+        """The live pid -> entry map, for the native builder's lookups of known
+        processes (it asks lookup() about the others)."""
+        return self._procs
+
     def __len__(self) -> int:
         return len(self._procs)
 

@@ -81,7 +81,7 @@ from snoopbus.collector.loss import (
     LossCounters,
 )
 from snoopbus.collector.spill import Spill, Spilled
-from snoopbus.proto import Event, SchemaError, decode_batch
+from snoopbus.proto import Event, SchemaError, as_map, decode_batch
 from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host, subject_host
 
 log = logging.getLogger(__name__)
@@ -373,7 +373,8 @@ class Publisher:
             1 for run, _ in runs if len(run) == 1 and not any(e is run[0] for e in events))
         for event, why in refused:
             reason = UNENCODABLE if isinstance(why, Unencodable) else PUBLISH_TOO_LARGE
-            log.warning("event %s on %s not sent (%s): %s", event.get("id"), subject, reason, why)
+            log.warning("event %s on %s not sent (%s): %s", as_map(event).get("id"), subject,
+                        reason, why)
             self._loss.add(reason)
         msgs = [Message(subject, self._ids.new(subject, len(run)), len(run), data)
                 for run, data in runs]

@@ -23,7 +23,8 @@ from snoopbus.proto import Event
 
 log = logging.getLogger(__name__)
 
-Batch = list[tuple[str, Event]]
+# An event is a map, or (the native builder's) its msgpack encoding.
+Batch = list[tuple[str, Event | bytes]]
 
 # Bytes of records taken per drain (~1,500 file records, a few ms of work):
 # bounds how long the loop is held while a full ring buffer is worked off.
@@ -86,16 +87,18 @@ class RingReader:
         if not raw:
             return 0
         self.records += len(raw)
-        batch: Batch = []
-        build_raw = self._builder.build_raw
-        for buf in raw:
-            try:
-                batch.extend(build_raw(buf))
-            except RecordError as exc:
-                self.undecodable[str(exc)] += 1
+        batch: Batch = self._builder.build_many(raw, self._build_one)
         if batch:
             self._deliver(batch)
         return len(raw)
+
+    def _build_one(self, buf: bytes) -> list[tuple[str, Event]]:
+        """The Python builder's events of one record; a malformed one is counted."""
+        try:
+            return self._builder.build_raw(buf)
+        except RecordError as exc:
+            self.undecodable[str(exc)] += 1
+            return []
 
     def _detach(self) -> None:
         if self._loop is None:
@@ -114,6 +117,11 @@ class RingReader:
             for _ in range(64):
                 if not self._drain():
                     break
+
+    @property
+    def native(self) -> bool:
+        """Whether the native builder makes the common file events."""
+        return self._builder.native
 
     @property
     def alive(self) -> bool:

@@ -3,6 +3,7 @@
 Everything public is listed in __all__; the modules behind it are details.
 """
 
+from snoopbus.proto.alert_map import ALERT_VERSION, AlertMap, level_rank
 from snoopbus.proto.bus import (
     DEFAULT_NATS_URL,
     NATS_URL_ENV,
@@ -18,6 +19,7 @@ from snoopbus.proto.codec import (
     MAX_PAYLOAD_BYTES,
     DecodeError,
     EncodeError,
+    as_map,
     decode_batch,
     decode_map,
     decode_records,
@@ -60,6 +62,7 @@ from snoopbus.proto.subjects import (
 
 __all__ = [
     "ALERT_LEVELS",
+    "ALERT_VERSION",
     "DEFAULT_NATS_URL",
     "DERIVED_FILE_TYPES",
     "EVENT_TYPES",
@@ -73,6 +76,7 @@ __all__ = [
     "STREAM_NAME",
     "STREAM_SUBJECTS",
     "TRUNCATED_PREFIX",
+    "AlertMap",
     "BusUnavailable",
     "DecodeError",
     "EncodeError",
@@ -85,6 +89,7 @@ __all__ = [
     "SubjectParts",
     "alert_subject",
     "alerts_filter",
+    "as_map",
     "connect",
     "connect_eventually",
     "decode_batch",
@@ -99,6 +104,7 @@ __all__ = [
     "events_filter",
     "family",
     "host_token",
+    "level_rank",
     "meta_filter",
     "meta_subject",
     "nats_url_from_env",

@@ -317,11 +317,13 @@ async def ensure_stream(
     *,
     name: str = STREAM_NAME,
     subjects: Sequence[str] = STREAM_SUBJECTS,
-    replicas: int = 1,
+    replicas: int | None = None,
     limits: StreamLimits | None = None,
     duplicate_window_s: float = 120,
 ) -> StreamInfo:
     """The stream `name`, created (file storage, `limits`: bounded by default) if missing.
+
+    It is created with `replicas` copies (default: `limits.replicas`, [stream] replicas).
 
     An existing stream keeps its limits and replicas (the operator's), except
     that missing subjects are added, and `limits` are applied when they were
@@ -338,7 +340,7 @@ async def ensure_stream(
             name=name,
             subjects=wanted,
             storage=StorageType.FILE,
-            num_replicas=replicas,
+            num_replicas=limits.replicas if replicas is None else replicas,
             duplicate_window=duplicate_window_s,
         )
         limits.apply(config)

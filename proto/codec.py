@@ -96,11 +96,17 @@ def _bin_for_surrogates(obj: Any, path: str) -> Any:
     return obj
 
 
-def encode_batch(events: Sequence[Mapping[str, Any]]) -> bytes:
+def _array_header(n: int) -> bytes:
+    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+
+
+def encode_batch(events: Sequence[Mapping[str, Any] | bytes]) -> bytes:
     """One message payload: a msgpack array of the event maps (at least one).
 
-    Does not validate the events; callers that build events from untrusted
-    input should call validate_event first.
+    An event may come already encoded: bytes holding its msgpack map, as the
+    collector's native builder makes them (collector/native.py); those are
+    spliced in as they are. Does not validate the events; callers that build
+    events from untrusted input should call validate_event first.
     """
     n = len(events)
     if n == 0:
@@ -109,12 +115,29 @@ def encode_batch(events: Sequence[Mapping[str, Any]]) -> bytes:
         raise EncodeError(
             f"a batch holds at most {MAX_BATCH_EVENTS} events, got {n}: split it"
         )
-    data = _pack(events if isinstance(events, list | tuple) else list(events), "event")
+    # All of them encoded already: one join (the ignore: a map among them is
+    # the TypeError below, not a type to rule out beforehand).
+    try:
+        data = _array_header(n) + b"".join(events)  # type: ignore[arg-type]
+    except TypeError:  # maps among them
+        if any(e.__class__ is bytes for e in events):
+            data = _array_header(n) + b"".join(
+                [e if e.__class__ is bytes else _pack(e, "event") for e in events])
+        else:
+            data = _pack(events if isinstance(events, list | tuple) else list(events), "event")
     if len(data) > MAX_PAYLOAD_BYTES:
         raise EncodeError(
             f"batch encodes to {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit: split it"
         )
     return data
+
+
+def as_map(event: Mapping[str, Any] | bytes) -> Mapping[str, Any]:
+    """An event as a map, whether it is one or comes encoded (bytes): its keys
+    in their wire order (the reference decoder's), text that went as bin as str."""
+    if isinstance(event, bytes):
+        return decode_batch(_array_header(1) + event, fast=False)[0]
+    return event
 
 
 def encode_map(obj: Mapping[str, Any]) -> bytes:

@@ -54,6 +54,10 @@ BUILD_INFO = Metric(
 # The collector (collector/agent.py).
 COLLECTOR_READY = Metric(
     "snoopbus_collector_ready", "gauge", "1 once the probes are loaded", component="collector")
+NATIVE_BUILDER = Metric(
+    "snoopbus_collector_native_builder", "gauge",
+    "1 when the native builder (collector/fastbuild.c) makes the common file events; 0 when "
+    "the Python path makes every event (not built on this host)", component="collector")
 EVENTS_LOST = Metric(
     "snoopbus_collector_events_lost_total", "counter", "Events lost, by reason",
     ("reason",), "collector")

@@ -1,4 +1,7 @@
-"""The event schema, version 1: names, types and the validator.
+"""The event schema, version 1: the validator, and the TypedDicts for type checkers.
+
+Names and types come from the one table of fields (proto/fields.py);
+tests/test_proto_fields.py checks the TypedDicts below against it.
 
 Validation runs on every event a consumer reads, so it is one pass over the
 keys actually present, driven by tables of key -> expected kind, with the
@@ -11,30 +14,32 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal, NoReturn, TypedDict, cast
 
+# The contract's tables; `X as X`: re-exported, importers take them from here.
+from snoopbus.proto.fields import (
+    ALERT_LEVELS as ALERT_LEVELS,
+)
+from snoopbus.proto.fields import (
+    DERIVED_FILE_TYPES as DERIVED_FILE_TYPES,
+)
+from snoopbus.proto.fields import (
+    EVENT_FIELDS,
+    REQUIRED,
+    within,
+)
+from snoopbus.proto.fields import (
+    EVENT_TYPES as EVENT_TYPES,
+)
+from snoopbus.proto.fields import (
+    FILE_TYPES as FILE_TYPES,
+)
+from snoopbus.proto.fields import (
+    PROC_TYPES as PROC_TYPES,
+)
+
 SCHEMA_VERSION: Final = 1
 # Starts a path whose beginning is missing (`*_truncated: true` beside it): real
 # paths are absolute, so a path that starts with this is never mistaken for one.
 TRUNCATED_PREFIX: Final = "<truncated>"
-
-PROC_TYPES: Final = ("exec", "exit")
-FILE_TYPES: Final = (
-    "open",
-    "create",
-    "modify",
-    "close_write",
-    "delete",
-    "moved_from",
-    "moved_to",
-    "attrib",
-    "mkdir",
-    "rmdir",
-    "link",
-    "symlink",
-)
-# Published by the rename pairer, not the collector.
-DERIVED_FILE_TYPES: Final = ("renamed", "moved_in", "moved_out")
-EVENT_TYPES: Final = PROC_TYPES + FILE_TYPES + DERIVED_FILE_TYPES
-ALERT_LEVELS: Final = ("informational", "low", "medium", "high", "critical")
 
 Family = Literal["proc", "file"]
 
@@ -158,70 +163,24 @@ _PROC: Final = _Nested("map")
 _FILE: Final = _Nested("map")
 _Kind = type | _Nested
 
-_TOP_FIELDS: Final[dict[str, _Kind]] = {
-    "v": int,
-    "id": str,
-    "ts": int,
-    "host": str,
-    "type": str,
-    "proc": _PROC,
-    "file": _FILE,
-    "cookie": int,
-    "ret": int,
-    "exit_code": int,
-    "signal": int,
-    "via": str,
-    "io_uring_op": str,
-}
-_PROC_FIELDS: Final[dict[str, _Kind]] = {
-    "pid": int,
-    "tid": int,
-    "ppid": int,
-    "uid": int,
-    "gid": int,
-    "comm": str,
-    "exe": str,
-    "argv": _TEXT_LIST,
-    "cwd": str,
-    "cgroup": int,
-    "container": str,
-    "argv_truncated": bool,
-    "exe_truncated": bool,
-    "cwd_truncated": bool,
-    "parent_exe": str,
-    "parent_argv": _TEXT_LIST,
-    "parent_argv_truncated": bool,
-    "parent_exe_truncated": bool,
-    "container_truncated": bool,
-    "script": str,
-    "script_truncated": bool,
-    "argv_redacted": bool,  # secrets in argv/parent_argv were masked (proto/SECURITY.md)
-}
-_FILE_FIELDS: Final[dict[str, _Kind]] = {
-    "path": str,
-    "old_path": str,
-    "flags": int,
-    "mode": int,
-    "target": str,
-    "inode": int,
-    "dev": int,
-    "path_truncated": bool,
-    "mnt_ns": int,
-    "host_path": str,
-    "closed_by": str,
-    "tmpfile": bool,
-    "whiteout": bool,
-    "ia32": bool,
-    "mapped": bool,
-    "node": str,
-    "xattr": str,
-    "xattr_op": str,
-    "path_resolution": str,
-    "old_path_truncated": bool,
-    "target_truncated": bool,
-    "host_path_truncated": bool,
-}
-_REQUIRED: Final = ("v", "id", "ts", "host", "type")
+_SCALAR: Final[dict[str, _Kind]] = {
+    "int": int, "uint": int, "str": str, "bool": bool, "[str]": _TEXT_LIST,
+}  # fmt: skip
+_MAPS: Final[dict[str, _Kind]] = {"proc": _PROC, "file": _FILE}
+
+
+def _table(parent: str) -> dict[str, _Kind]:
+    """key -> kind of one map's fields (proto/fields.py), in the table's order."""
+    return {
+        f.key: _MAPS[f.key] if f.type == "map" else _SCALAR[f.type]
+        for f in within(EVENT_FIELDS, parent)
+    }
+
+
+_TOP_FIELDS: Final = _table("")
+_PROC_FIELDS: Final = _table("proc")
+_FILE_FIELDS: Final = _table("file")
+_REQUIRED: Final = REQUIRED
 _ID: Final = re.compile(r"[!-~]{1,1024}")
 
 # Python classes as msgpack calls them, for error messages.

@@ -117,6 +117,9 @@ class StreamSection:
     disk_fraction: float = 0.5
     compression: str = "s2"  # "s2" (measured: tests/bench/stream_compression.py) or "none"
     warn_percent: float = 80.0  # warn when the stream holds this much of max_mb
+    # copies of the stream on a cluster's servers (3 survives one node lost); used
+    # when the stream is created: an existing stream keeps its own
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if self.compression.lower() not in ("s2", "none"):
@@ -125,6 +128,9 @@ class StreamSection:
             raise ConfigError(f"[stream] disk_fraction must be in (0, 1], got {self.disk_fraction}")
         if self.max_age_days < 0 or self.max_mb < 0:
             raise ConfigError("[stream] max_age_days and max_mb must be >= 0 (0: see the docs)")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError(f"[stream] replicas must be 1 to 5 (JetStream's limit), "
+                              f"got {self.replicas}")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class StreamLimits:
     max_bytes: int = FALLBACK_MAX_BYTES
     compression: str = "s2"
     enforce: bool = False
+    replicas: int = 1  # at creation only: an existing stream keeps its own
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
@@ -52,6 +53,8 @@ class StreamLimits:
             )
         if self.max_age_s < 0:
             raise StreamLimitsError("[stream] max_age_days must be >= 0 (0: no age limit)")
+        if not 1 <= self.replicas <= 5:
+            raise StreamLimitsError(f"[stream] replicas must be 1 to 5, got {self.replicas}")
 
     @classmethod
     def from_section(cls, section: Any, sources: Mapping[str, str] | None = None) -> StreamLimits:
@@ -65,6 +68,7 @@ class StreamLimits:
             max_bytes=mb << 20 if mb > 0 else FALLBACK_MAX_BYTES,
             compression=str(section.compression).lower(),
             enforce=chosen,
+            replicas=int(getattr(section, "replicas", 1)),
         )
 
     def apply(self, config: StreamConfig) -> None:

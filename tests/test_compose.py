@@ -113,6 +113,38 @@ def test_a_realistic_deployment(compose: dict[str, Any]) -> None:
     assert named <= set(compose["volumes"])
 
 
+def test_the_fleet_shape(compose: dict[str, Any]) -> None:
+    """As tests/bench/fleet.py runs it: a 3-node cluster, the stream on all three,
+    the archiver and the pairer one service per partition, alerters sharing a durable."""
+    services = compose["services"]
+    nats = sorted(n for n in services if n.startswith("nats-"))
+    commands = [services[n]["command"] for n in nats]
+    flag = lambda cmd, name: cmd[cmd.index(name) + 1]  # noqa: E731
+    assert {flag(c, "--cluster_name") for c in commands} == {"snoopbus"}  # one cluster
+    assert sorted(flag(c, "--server_name") for c in commands) == nats  # names its own
+    stores = {v.split(":")[0] for n in nats for v in services[n]["volumes"]
+              if v.split(":")[1] == flag(services[n]["command"], "-sd")}  # fmt: skip
+    assert len(stores) == 3  # each node its own JetStream store
+    ours = {n: s for n, s in services.items() if s.get("image") == "snoopbus:latest"}
+    # whichever snoopbus process creates the stream creates it on all three nodes
+    for service in ours.values():
+        replicas = service["environment"]["SNOOPBUS_STREAM_REPLICAS"]
+        assert int(replicas) == len(nats)
+        cfg = load(None, env={"SNOOPBUS_CONFIG": "", "SNOOPBUS_STREAM_REPLICAS": replicas})
+        assert cfg.stream.replicas == len(nats)
+    consumers: dict[str, list[list[str]]] = {}
+    for service in ours.values():
+        if service["command"][1] == "consume":
+            consumers.setdefault(service["command"][2], []).append(service["command"])
+    for name in ("archive", "rename"):  # one service per partition, every partition once
+        parts = sorted(c[c.index("--partition") + 1] for c in consumers[name])
+        assert parts == [f"{i}/{len(parts)}" for i in range(len(parts))] and len(parts) >= 2
+    [alert] = consumers["alert"]  # one service, scaled: its instances share the durable
+    assert "--partition" not in alert
+    [service] = [s for s in ours.values() if s["command"] == alert]
+    assert service["deploy"]["replicas"] >= 2
+
+
 def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any]) -> None:
     build = compose["services"]["collector"]["build"]
     dockerfile = ROOT / build["context"] / build["dockerfile"]

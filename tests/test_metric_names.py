@@ -9,7 +9,8 @@ from snoopbus.proto import metric_names as names
 
 ROOT = Path(__file__).resolve().parent.parent
 # Gauges that are a state (0/1) or a count of things named by the noun itself.
-UNITLESS = {"snoopbus_collector_ready", "snoopbus_collector_publish_stalled",
+UNITLESS = {"snoopbus_collector_ready", "snoopbus_collector_native_builder",
+            "snoopbus_collector_publish_stalled",
             "snoopbus_up_child_running", "snoopbus_stream_first_seq",
             "snoopbus_stream_warnings"}  # fmt: skip
 UNITS = ("_messages", "_events", "_bytes", "_seconds", "_ratio")

@@ -78,6 +78,18 @@ def test_limits_from_the_config_file(tmp_path: Path) -> None:
     assert "[stream]" in shown and "max_mb = 3" in shown
 
 
+def test_replicas_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[stream]\nreplicas = 3\n")
+    cfg = settings_file.load(path, env={})
+    assert StreamLimits.from_section(cfg.stream, cfg.sources).replicas == 3
+    defaults = settings_file.load(None, env={"SNOOPBUS_CONFIG": ""})
+    assert StreamLimits.from_section(defaults.stream, defaults.sources).replicas == 1
+    path.write_text("[stream]\nreplicas = 7\n")
+    with pytest.raises(ConfigError, match="replicas must be 1 to 5"):
+        settings_file.load(path, env={})
+
+
 def test_bad_stream_values_are_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text('[stream]\ncompression = "zstd"\n')

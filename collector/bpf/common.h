@@ -1,4 +1,5 @@
-/* Shared by every snoopbus probe program and mirrored by collector/records.py.
+/* Shared by every snoopbus probe program and mirrored by collector/records.py
+ * (tests/test_record_layout.py holds the record structs to its formats).
  *
  * Kernel structs are never dereferenced through headers: BCC compiles against
  * whatever headers are installed, which may be from another kernel. Every

@@ -1389,6 +1389,11 @@ int uring_first_name(struct bpf_raw_tracepoint_args *ctx)
     set_pos(s, sizeof(*r));
     const char *name = read_ptr(fname, OFF_FILENAME_NAME);
     int decided = add_name(s, r, task, root, dfd, name, F_PATH_TRUNC, 0, 1);
+    /* The kind again from the record (map memory), not the constant each
+     * branch above set: with that register dead, the verifier prunes the
+     * branches' walks as one; carried live, seven walks and name scans
+     * exceeded its budget whenever a path filter was on. */
+    kind = *(volatile u16 *)&r->h.kind;
     int two = kind == KIND_RENAME || kind == KIND_LINK || kind == KIND_SYMLINK;
     u32 v = get_verdict(s);
     if (!two && ((decided == NAME_IN_BASE && v == VERDICT_EXCLUDE)

@@ -1,34 +1,16 @@
-"""The alert map published on `snoopbus.alerts.<host>.<level>` (msgpack, `encode_map`).
-
-v          1
-id         "<rule id>:<event id>" ("...:folded" for a throttle summary)
-ts         int ns, the (last) matching event's time
-host       str, the event's host
-level      informational | low | medium | high | critical
-rule       {id, title, level, tags, description, status, author, references,
-            falsepositives, source}; tags as written (attack.t1059.004, ...)
-category   Sigma log source category the event was matched as
-selections [str], the named detections that held (e.g. selection_parent)
-fields     {Sigma field: value} of the fields the rule reads
-event      the matching event, whole
-count      int, events this alert stands for (1, or N for a folded summary)
-first_ts, last_ts   int ns, the span of the events counted
-folded     true on a throttle summary
+"""Building the alert map published on `snoopbus.alerts.<host>.<level>` (msgpack,
+`encode_map`): its keys, types and meanings are proto/fields.py's ALERT_FIELDS
+(tabled in proto/README.md "Alert map"), its shape proto/alert_map.py's AlertMap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from snoopbus.proto import ALERT_LEVELS
+from snoopbus.proto import ALERT_LEVELS, ALERT_VERSION
 
 from .correlate import Fired
 from .engine import Hit
-from .wire import ALERT_VERSION
-
-
-def level_rank(level: str) -> int:
-    return ALERT_LEVELS.index(level) if level in ALERT_LEVELS else 0
 
 
 def rule_info(hit: Hit) -> dict[str, Any]:

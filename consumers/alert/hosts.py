@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from snoopbus.proto import ALERT_VERSION
 from snoopbus.proto.subjects import REPORTS
-
-from .wire import ALERT_VERSION  # not .alerts: this module needs no pySigma
 
 SILENT_AFTER: Final = 60.0
 LOSS_JUMP: Final = 1000

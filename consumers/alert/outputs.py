@@ -21,10 +21,8 @@ from typing import Any, TextIO
 from nats.js import JetStreamContext
 
 from snoopbus.consumers.lines import format_alert, to_json
-from snoopbus.proto import alert_subject, encode_map, host_token
+from snoopbus.proto import alert_subject, encode_map, host_token, level_rank
 from snoopbus.proto.msgid import ID_HEADER, derived_id
-
-from .alerts import level_rank
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,11 @@ list column. Two deliberate departures from the wire names:
   which is null whenever the text was valid UTF-8. Readers take `_raw` when
   present; `snoopbus query` does, so such names round-trip exactly.
 
-Keys the archive does not know (extensions newer than this code) are kept as
-JSON in `extra`, so nothing a publisher sent is dropped.
+Every field of proto/fields.py's table has its column, made from the table
+(ints the kernel gives as u64 are unsigned). Keys the table does not know
+(extensions newer than this code) are kept as JSON in `extra`, so nothing a
+publisher sent is dropped. Files written before a field had its column hold
+it in `extra`; readers see the column as null there (query.py).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any, Final
 import pyarrow as pa
 from msgspec.structs import astuple
 
-from snoopbus.proto import fastpath
-from snoopbus.proto.schema import _TEXT_LIST
+from snoopbus.proto import alert_map, fastpath
+from snoopbus.proto.fields import EVENT_FIELDS as WIRE_FIELDS
+from snoopbus.proto.fields import within as fields_within
 
 TEXT, TEXTS, INT, UINT, BOOL = "text", "texts", "int", "uint", "bool"
 _ARROW: Final = {
@@ -58,34 +62,26 @@ class Field:
         return self.kind in (TEXT, TEXTS) and self.column not in ("type", "level")
 
 
-def _sub(within: str, spec: str) -> tuple[Field, ...]:
-    out = []
-    for item in spec.split():
-        key, kind = item.split(":")
-        out.append(Field(f"{within}_{key}", key, kind, within))
-    return tuple(out)
+_KINDS: Final = {"int": INT, "uint": UINT, "str": TEXT, "bool": BOOL, "[str]": TEXTS}
 
 
-# Top-level keys; `ts` and `host` are handled on their own.
-_TOP: Final = (
-    Field("id", "id", TEXT), Field("type", "type", TEXT), Field("v", "v", INT),
-    Field("cookie", "cookie", INT), Field("ret", "ret", INT),
-    Field("exit_code", "exit_code", INT), Field("signal", "signal", INT),
-)  # fmt: skip
-_PROC: Final = _sub(
-    "proc",
-    "pid:int tid:int ppid:int uid:int gid:int comm:text exe:text argv:texts cwd:text "
-    "cgroup:uint container:text argv_truncated:bool cwd_truncated:bool exe_truncated:bool "
-    "parent_exe:text parent_argv:texts",
-)
-_FILE: Final = _sub(
-    "file",
-    "path:text old_path:text flags:int mode:int target:text inode:uint dev:uint "
-    "path_truncated:bool mnt_ns:uint",
-)
+def _columns(within: str | None) -> tuple[Field, ...]:
+    """The columns of one map's fields (proto/fields.py), in the table's order:
+    `proc.pid` -> proc_pid. A map (`proc`, `file`) is no column, its keys are;
+    the top level's `ts` and `host` are handled on their own."""
+    return tuple(
+        Field(f.key if within is None else f"{within}_{f.key}", f.key, _KINDS[f.type], within)
+        for f in fields_within(WIRE_FIELDS, within or "")
+        if f.type != "map" and f.name not in ("ts", "host")
+    )
+
+
+_TOP: Final = _columns(None)
+_PROC: Final = _columns("proc")
+_FILE: Final = _columns("file")
 EVENT_FIELDS: Final = (*_TOP, *_PROC, *_FILE)
 _KNOWN: Final = {
-    None: {"id", "type", "v", "cookie", "ret", "exit_code", "signal", "ts", "host", "proc", "file"},
+    None: {f.key for f in _TOP} | {"ts", "host", "proc", "file"},
     "proc": {f.key for f in _PROC},
     "file": {f.key for f in _FILE},
 }
@@ -105,9 +101,9 @@ EVENT_SCHEMA: Final = _schema(
     EVENT_FIELDS, [pa.field("ts", TS_TYPE), *_HOST], [pa.field("extra", pa.string())]
 )
 
-# Alerts have no fixed map in the wire contract: the keys the alerter sends
-# that people search by become columns (`rule.title` -> title, the triggering
-# `event`'s id, pid, comm, path), and the whole map is kept as JSON in `data`.
+# The alert map's parts people search by become columns (`rule.title` ->
+# title, the triggering `event`'s id, pid, comm, path), found where
+# proto/alert_map.py says; the whole map is kept as JSON in `data`.
 _ALERT_FIELDS: Final = (
     Field("id", "id", TEXT), Field("level", "level", TEXT), Field("title", "title", TEXT),
     Field("rule_id", "rule_id", TEXT), Field("category", "category", TEXT),
@@ -115,11 +111,11 @@ _ALERT_FIELDS: Final = (
     Field("proc_comm", "proc_comm", TEXT), Field("file_path", "file_path", TEXT),
 )  # fmt: skip
 # Where each alert column is looked for, first match wins.
-_ALERT_SOURCES: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
-    "title": (("title",), ("rule", "title")),
-    "rule_id": (("rule_id",), ("rule", "id")),
-    "category": (("category",), ("rule", "category")),
-    "event_id": (("event_id",), ("event", "id")),
+_ALERT_SOURCES: Final[dict[str, tuple[alert_map.Path, ...]]] = {
+    "title": alert_map.TITLE,
+    "rule_id": alert_map.RULE_ID,
+    "category": alert_map.CATEGORY,
+    "event_id": alert_map.EVENT_ID,
     "proc_pid": (("event", "proc", "pid"),),
     "proc_comm": (("event", "proc", "comm"),),
     "file_path": (("event", "file", "path"),),
@@ -467,23 +463,19 @@ def _event_table_by_column(events: list[Mapping[str, Any]]) -> pa.Table:
 # -- from the decoder's typed records (proto/fastpath.py) --------------------------
 
 
+# `ts` and `host` as the decoder gives them, before _assemble makes their columns.
+_AS_DECODED: Final[dict[tuple[str | None, str], pa.DataType]] = {
+    (None, "ts"): pa.int64(), (None, "host"): pa.string(),
+}
+
+
 def _record_type(within: str | None, names: tuple[str, ...]) -> pa.StructType:
-    """A struct's fields, in its order, as an Arrow struct: the archive's column
-    type where it has one, else the schema's kind (for `extra`)."""
-    kinds = fastpath.KINDS[within]
-    fields = []
-    for name in names:
-        f = _TYPED_KEYS.get((within, name))
-        kind = kinds[name]
-        if f is not None:
-            t = _ARROW[f.kind]
-        elif kind is _TEXT_LIST:
-            t = _ARROW[TEXTS]
-        else:
-            assert isinstance(kind, type)  # a map (proc, file) is not a field of a struct here
-            t = {int: pa.int64(), str: pa.string(), bool: pa.bool_()}[kind]
-        fields.append(pa.field(name, t))
-    return pa.struct(fields)
+    """A struct's fields, in its order, as an Arrow struct of their columns'
+    types: every field of the table has its column."""
+    return pa.struct([
+        pa.field(name, _AS_DECODED.get((within, name)) or _ARROW[_TYPED_KEYS[(within, name)].kind])
+        for name in names
+    ])  # fmt: skip
 
 
 _TOP_NAMES: Final = tuple(n for n in fastpath.FIELDS[None] if n not in ("proc", "file"))
@@ -492,24 +484,14 @@ _RECORD_TYPES: Final[dict[str | None, pa.StructType]] = {
     None: _record_type(None, _TOP_NAMES),
     **{w: _record_type(w, fastpath.FIELDS[w]) for w in ("proc", "file")},
 }
-# Schema keys the archive has no column for: kept in `extra`, as unknown keys
-# are; in the order of their labels, as _extra sorts them.
-_RECORD_EXTRA: Final = tuple(sorted(
-    ((within, name, name if within is None else f"{within}.{name}")
-     for within, names in ((None, _TOP_NAMES), ("proc", fastpath.FIELDS["proc"]),
-                           ("file", fastpath.FIELDS["file"]))
-     for name in names if (within, name) not in _TYPED_KEYS and name not in _KNOWN_TOP),
-    key=lambda entry: entry[2],
-))  # fmt: skip
 
 
 def records_table(records: Sequence[Any]) -> pa.Table:
     """The Parquet table of typed records (`Delivery.records`), with no map per
     event: each struct becomes a tuple, which pyarrow converts in one pass per
     map (event, proc, file). Records hold only valid UTF-8 and known keys, so
-    the `_raw` columns are null; schema keys without a column of their own go
-    to `extra` as JSON. Raises what pyarrow raises for a value no column holds
-    (an int past int64): check_event says which."""
+    the `_raw` columns and `extra` are null. Raises what pyarrow raises for a
+    value no column holds (an int past int64): check_event says which."""
     n = len(records)
     cols: dict[str | None, dict[str, pa.Array]] = {}
     for within, rows in (
@@ -518,7 +500,7 @@ def records_table(records: Sequence[Any]) -> pa.Table:
     ):
         array = pa.array(rows, _RECORD_TYPES[within])
         cols[within] = dict(zip(_RECORD_TYPES[within].names, array.flatten(), strict=True))
-    return _assemble(cols, n, _records_extra(cols, n))
+    return _assemble(cols, n, pa.nulls(n, pa.string()))
 
 
 def _sub_tuples(records: Sequence[Any], within: str) -> list[tuple[Any, ...]]:
@@ -526,27 +508,6 @@ def _sub_tuples(records: Sequence[Any], within: str) -> list[tuple[Any, ...]]:
     empty = fastpath.EMPTY[within]
     subs = [empty if s is None else s for s in map(attrgetter(within), records)]
     return list(map(astuple, subs))
-
-
-def _records_extra(cols: dict[str | None, dict[str, pa.Array]], n: int) -> pa.Array:
-    present = [(label, cols[within][name]) for within, name, label in _RECORD_EXTRA
-               if cols[within][name].null_count != n]  # fmt: skip
-    if not present:
-        return pa.nulls(n, pa.string())
-    values = [(label, array.to_pylist()) for label, array in present]
-    out: list[str | None] = []
-    for i in range(n):
-        extra = {label: column[i] for label, column in values if column[i] is not None}
-        out.append(to_json(extra) if extra else None)
-    return pa.array(out, pa.string())
-
-
-def _dig(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def append_alert(
@@ -559,9 +520,7 @@ def append_alert(
         raise RowError(f"alert cannot be stored as JSON: {type(exc).__name__}: {exc}") from None
     values: dict[str, Any] = {"id": alert_id, "level": level}
     for column, paths in _ALERT_SOURCES.items():
-        values[column] = next(
-            (v for v in (_dig(alert, p) for p in paths) if v is not None), None
-        )
+        values[column] = alert_map.find(alert, paths)
     cells: dict[str, tuple[Any, Any]] = {}
     for f in _ALERT_FIELDS:
         value = values[f.key]

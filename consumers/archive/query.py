@@ -26,12 +26,13 @@ import pyarrow.dataset as ds
 from snoopbus.consumers.times import TimeError, parse_when, to_ns
 from snoopbus.proto import host_token
 
-from .columns import RAW_SUFFIX, TS_TYPE, restore_text, restore_texts
+from .columns import ALERT_SCHEMA, EVENT_SCHEMA, RAW_SUFFIX, TS_TYPE, restore_text, restore_texts
 
 ENGINE_ENV = "SNOOPBUS_QUERY_ENGINE"
 _PARTITIONING = ds.partitioning(
     pa.schema([("date", pa.string()), ("host", pa.string())]), flavor="hive"
 )
+_SCHEMAS = {"events": EVENT_SCHEMA, "alerts": ALERT_SCHEMA}
 
 
 class QueryError(ValueError):
@@ -171,7 +172,15 @@ class ArrowEngine:
         base = root / kind
         if not base.is_dir():
             return pa.table({})
-        dataset = ds.dataset(base, format="parquet", partitioning=_PARTITIONING)
+        # The schema is this code's, not the first file's: files written before
+        # a column existed read it as null, and one file's lack of it does not
+        # hide it in the others (DuckDB's union_by_name does the same).
+        found = ds.dataset(base, format="parquet", partitioning=_PARTITIONING)
+        try:
+            schema = pa.unify_schemas([found.schema, _SCHEMAS[kind]])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            schema = found.schema  # a file's column of another type: as before, the first file's
+        dataset = ds.dataset(base, format="parquet", partitioning=_PARTITIONING, schema=schema)
         expr = ds.scalar(True)
         first, last = f.days()
         if first:

@@ -1,7 +1,7 @@
 """Alerts as the forwarder sees them, whatever shape the alerter settles on.
 
 Alerts are one msgpack map per message on `snoopbus.alerts.<host>.<level>`.
-The alerter's map (consumers/alert/alerts.py) is `{v, id, ts, host, level,
+The alerter's map (proto/alert_map.py, proto/fields.py ALERT_FIELDS) is `{v, id, ts, host, level,
 rule: {id, title, level, tags, description, ...}, event, count, ...}`. A flat
 rule (`rule_id`, `title`, `tags` at the top) is read too; the level falls
 back to the subject's, id/ts/host to ones derived from the event.
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snoopbus.proto import ALERT_LEVELS
-
-LEVEL_RANK = {level: rank for rank, level in enumerate(ALERT_LEVELS)}
+from snoopbus.proto.alert_map import LEVEL_RANK, level_rank
 
 
 class AlertError(ValueError):
@@ -56,7 +55,7 @@ class Alert:
 
     @property
     def rank(self) -> int:
-        return LEVEL_RANK.get(self.level, 0)
+        return level_rank(self.level)
 
 
 def parse_alert(obj: Mapping[Any, Any], subject_level: str | None = None) -> Alert:

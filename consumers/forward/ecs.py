@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from .alerts import Alert
 from .http import HttpClient, basic_auth
@@ -51,6 +51,50 @@ EVENT_TYPE = {
     "open": "access",
 }  # fmt: skip
 FILE_TYPE = {"mkdir": "dir", "rmdir": "dir", "symlink": "symlink"}
+# Where each field of proto/fields.py goes: the ECS field its value fills, or
+# why it is left out. tests/test_forward_mapping.py holds these to the table
+# and to what event_doc and alert_doc do.
+EVENT_MAPPED: Final = {
+    "id": "event.id", "ts": "@timestamp", "host": "host.name", "type": "event.action",
+    "ret": "event.outcome", "exit_code": "process.exit_code",
+    "proc.pid": "process.pid", "proc.tid": "process.thread.id", "proc.ppid": "process.parent.pid",
+    "proc.uid": "user.id", "proc.gid": "group.id", "proc.comm": "process.name",
+    "proc.exe": "process.executable", "proc.argv": "process.args",
+    "proc.cwd": "process.working_directory", "proc.container": "container.id",
+    "proc.parent_exe": "process.parent.executable", "proc.parent_argv": "process.parent.args",
+    "file.path": "file.path", "file.old_path": "message", "file.mode": "file.mode",
+    "file.target": "file.target_path", "file.inode": "file.inode", "file.dev": "file.device",
+}  # fmt: skip
+_NO_ECS = "no ECS field for it"
+_MARK = "a snoopbus detail; the event's own fields say what happened"
+EVENT_UNMAPPED: Final = {
+    "v": "the schema's version, not the event's", "cookie": _NO_ECS, "signal": _NO_ECS,
+    "via": _NO_ECS, "io_uring_op": _NO_ECS, "proc.cgroup": _NO_ECS, "proc.script": _NO_ECS,
+    "proc.argv_truncated": _MARK, "proc.exe_truncated": _MARK, "proc.cwd_truncated": _MARK,
+    "proc.parent_argv_truncated": _MARK, "proc.parent_exe_truncated": _MARK,
+    "proc.container_truncated": _MARK, "proc.script_truncated": _MARK,
+    "proc.argv_redacted": _MARK, "file.flags": _NO_ECS, "file.path_truncated": _MARK,
+    "file.mnt_ns": _NO_ECS, "file.host_path": _NO_ECS, "file.closed_by": _NO_ECS,
+    "file.tmpfile": _MARK, "file.whiteout": _MARK, "file.ia32": _MARK, "file.mapped": _MARK,
+    "file.node": _NO_ECS, "file.xattr": _NO_ECS, "file.xattr_op": _NO_ECS,
+    "file.path_resolution": _MARK, "file.old_path_truncated": _MARK,
+    "file.target_truncated": _MARK, "file.host_path_truncated": _MARK,
+}  # fmt: skip
+ALERT_MAPPED: Final = {
+    "id": "event.id", "ts": "@timestamp", "host": "host.name", "rule.id": "rule.id",
+    "rule.title": "rule.name", "rule.level": "event.severity", "rule.tags": "tags",
+    "rule.description": "rule.description", "rule.references": "rule.reference",
+    "rule.author": "rule.author", "category": "rule.category", "event": "process",
+}  # fmt: skip
+ALERT_UNMAPPED: Final = {
+    "v": "the alert map's version", "level": "rule.level is read first (the alerter sends both)",
+    "rule.source": _NO_ECS, "rule.status": _NO_ECS, "rule.falsepositives": _NO_ECS,
+    "selections": _NO_ECS, "fields": "the event's fields are sent whole", "count": _NO_ECS,
+    "first_ts": _NO_ECS, "last_ts": _NO_ECS, "folded": _NO_ECS,
+    "correlation.type": _NO_ECS, "correlation.group": _NO_ECS, "correlation.count": _NO_ECS,
+    "correlation.timespan_s": _NO_ECS, "correlation.rules": _NO_ECS,
+    "correlation.events": _NO_ECS,
+}  # fmt: skip
 OS = {"type": "linux"}  # the ECS allowed value for every host snoopbus runs on
 DATA_STREAM_NAME = re.compile(r"logs-([^-]+)-([^-]+)")
 

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from snoopbus.proto import ALERT_LEVELS, EVENT_TYPES, alerts_filter, events_filter
+from snoopbus.proto.alert_map import LEVEL_RANK
 
-from .alerts import LEVEL_RANK
 from .backoff import Backoff
 from .http import proxy_from_env
 
