@@ -91,14 +91,14 @@ system:
 	fi
 
 	@# strace (Debian) records the real workload the collector is compared against
-	@# (tests/test_workload_strace.py).
+	@# (tests/collector/test_workload_strace.py).
 	@if ! command -v strace >/dev/null; then \
 	  echo "setup: installing strace (Debian) for the workload comparison test"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace; \
 	fi
 
 	@# promtool, from Debian's prometheus package, checks and unit-tests the shipped
-	@# alerting rules (tests/test_observability.py). Debian also starts a Prometheus
+	@# alerting rules (tests/app/test_observability.py). Debian also starts a Prometheus
 	@# server listening on :9090; only the tool is wanted, so that service is stopped
 	@# and disabled (`systemctl enable --now prometheus` to use it).
 	@if ! command -v promtool >/dev/null; then \

@@ -2,7 +2,7 @@
 longer needs (capset(2) and the bounding set, through ctypes; no libcap).
 
 What it still does after loading, and what that needs on Linux >= 6.5
-(measured on this project's 6.18 machine, see tests/test_privileges.py):
+(measured on this project's 6.18 machine, see tests/collector/test_privileges.py):
 
 - poll the ring buffer (epoll on a map fd it holds, pages mmapped at load)
   and read the `lost`/`kstats` maps through their fds: no capability. Since

@@ -55,7 +55,7 @@ FILE_KIND_NAMES = {
 # target, an extended attribute's name.
 TARGET_KINDS = frozenset({KIND_SYMLINK, KIND_XATTR})
 
-# Record flags: bpf/common.h's table, in its order (tests/test_record_constants.py).
+# Record flags: bpf/common.h's table, in its order (tests/collector/test_record_constants.py).
 F_EXE_TRUNC = 1 << 0
 F_CWD_TRUNC = 1 << 1
 F_ARGV_TRUNC = 1 << 2

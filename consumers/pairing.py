@@ -339,7 +339,7 @@ def unpaired(half: Event) -> Event:
     return {**half, "type": kind, "id": derived_id(half["id"], kind)}
 
 
-# The same two on fast-path records, without making maps: tests/test_rename_pairing.py
+# The same two on fast-path records, without making maps: tests/consumers/test_rename_pairing.py
 # holds them to the map versions above (as_event of the result is the same map).
 _FILE = type(EMPTY["file"])
 _EVENT = _Event  # positional: the fields in this order, then exit_code and signal

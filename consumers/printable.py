@@ -14,7 +14,7 @@ line), a log line to end early (CR, LF, U+2028), or a path to read backwards
 
 Everything else, letters of any script included, is shown as it is. The
 class is written out (not built from unicodedata at import, which takes
-0.2 s); tests/test_printable.py checks it against the running Python's
+0.2 s); tests/consumers/test_printable.py checks it against the running Python's
 Unicode database.
 """
 

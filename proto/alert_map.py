@@ -1,7 +1,7 @@
 """The alert map on `snoopbus.alerts.<host>.<level>`: its version, the levels'
 ranking, its shape for type checkers, and where readers find its parts.
 
-The keys are proto/fields.py's ALERT_FIELDS (tests/test_proto_fields.py holds
+The keys are proto/fields.py's ALERT_FIELDS (tests/proto/test_proto_fields.py holds
 the TypedDicts below to them). Alerts are not validated as events are: a
 reader takes what it understands and falls back where a part is missing or
 spelled flat (`rule_id`, `title` at the top, as a bare publisher may send).

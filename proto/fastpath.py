@@ -8,7 +8,7 @@ judge: it accepts only payloads the reference path would accept *unchanged*
 (no bin to convert) — and returns None for anything else (an unknown key,
 text sent as bin, a newer version, any error), which then goes through the
 reference path and gets the same events or the same SchemaError as before.
-tests/test_proto_fastpath.py holds the two paths to that.
+tests/proto/test_proto_fastpath.py holds the two paths to that.
 
 The structs themselves are handed on too (`Delivery.records`): a consumer
 that reads a few fields of many events (the archive) saves making the maps.

@@ -3,7 +3,7 @@
 Plain data. What is built from it: the validator's tables (proto/schema.py),
 the msgspec structs (proto/fastpath.py), the archive's columns
 (consumers/archive/columns.py) and the alert map's accessors (proto/alert_map.py).
-What is checked against it (tests/test_proto_fields.py): the TypedDicts in
+What is checked against it (tests/proto/test_proto_fields.py): the TypedDicts in
 schema.py, the tables in proto/README.md, and the ECS and OCSF mappings'
 coverage (each field mapped, or listed there as deliberately unmapped).
 
@@ -198,7 +198,7 @@ def within(fields: tuple[Field, ...], parent: str) -> tuple[Field, ...]:
 
 def markdown_table(fields: tuple[Field, ...]) -> str:
     """The fields as a table for proto/README.md, which holds the alert map's
-    (tests/test_proto_fields.py checks it is this, and prints it when not)."""
+    (tests/proto/test_proto_fields.py checks it is this, and prints it when not)."""
     lines = ["| Key | Type | Carried by | Meaning |", "|---|---|---|---|"]
     for f in fields:
         on = "all" if f.on == ALERT_KINDS or f.on == EVENT_TYPES else ", ".join(f.on)

@@ -2,9 +2,9 @@
 
 The one place a metric name is written: each process's metrics module
 (collector/metrics.py, consumers/metrics.py, app/stack_metrics.py) builds its
-families from these, README.md's table lists them (tests/test_metric_names.py
+families from these, README.md's table lists them (tests/app/test_metric_names.py
 checks both ways), and the Grafana dashboard and Prometheus rules in
-collector/deploy/ query them (tests/test_observability.py scrapes a running
+collector/deploy/ query them (tests/app/test_observability.py scrapes a running
 stack for each one they use).
 
 Names follow Prometheus' conventions: counters end in `_total`, a gauge ends

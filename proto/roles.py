@@ -2,7 +2,7 @@
 
 The one place the permissions are written: `snoopbus up` renders them into
 its nats-server config, and proto/SECURITY.md's example is this module's
-output (tests/test_security_doc.py checks that and runs it as written).
+output (tests/app/test_security_doc.py checks that and runs it as written).
 
 Roles: a collector per host (publishes its own host's events and meta), a
 consumer per durable (pulls and acks only its own durables, publishes only

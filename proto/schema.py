@@ -1,7 +1,7 @@
 """The event schema, version 1: the validator, and the TypedDicts for type checkers.
 
 Names and types come from the one table of fields (proto/fields.py);
-tests/test_proto_fields.py checks the TypedDicts below against it.
+tests/proto/test_proto_fields.py checks the TypedDicts below against it.
 
 Validation runs on every event a consumer reads, so it is one pass over the
 keys actually present, driven by tables of key -> expected kind, with the

@@ -1,37 +1,25 @@
-"""Test harness: a real nats-server on a free loopback port, per test.
+"""Fixtures: a real nats-server on a free loopback port, per test, and the
+processes started against it. What they use lives in tests/support.
 
 Fixtures chain server -> client -> jetstream, as nats.py's own tests do.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
-import signal
-import socket
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import nats
-import nats.errors
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.app.natsd import NatsServer
-from snoopbus.proto import STREAM_NAME, Event, decode_batch, events_filter, meta_subject
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now (for servers that cannot report the one they bound)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from snoopbus.proto import ensure_stream, events_filter
+from tests.support.collector import EventWatch, RunningCollector, start_collector
+from tests.support.processes import start_consumer, stop_process
 
 
 @pytest.fixture
@@ -59,50 +47,11 @@ def js(nc: Client) -> JetStreamContext:
 
 
 
-@dataclass
-class RunningCollector:
-    host: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-async def start_collector(
-    nats_url: str, nc: Client, tmp_path: Path, *extra: str, prefix: Sequence[str] = ()
-) -> RunningCollector:
-    """Starts `snoopbus collect` (after `prefix`: nsenter ...) and returns once it
-    reports ready on the bus."""
-    host = f"t{secrets.token_hex(4)}"
-    ready = await nc.subscribe(meta_subject(host, "status"))
-    log_path = tmp_path / f"collector-{host}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "snoopbus.app", "collect",
-             "--nats", nats_url, "--host", host, *extra],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    running = RunningCollector(host, proc, log_path)
-    try:
-        await ready.next_msg(timeout=60)
-    except Exception:
-        stop_process(proc)
-        raise AssertionError(f"collector did not become ready:\n{running.log()}") from None
-    finally:
-        await ready.unsubscribe()
-    return running
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+@pytest.fixture
+async def stream(js: JetStreamContext) -> JetStreamContext:
+    """`js` with the stream made."""
+    await ensure_stream(js)
+    return js
 
 
 @pytest.fixture
@@ -115,30 +64,6 @@ async def collector(
     finally:
         code = stop_process(running.process)
         assert code == 0, f"collector exited with {code}:\n{running.log()}"
-
-
-class EventWatch:
-    """Collects every event published for one host, from the moment it is made."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._changed = asyncio.Event()
-
-    async def on_msg(self, msg: Msg) -> None:
-        self.events.extend(decode_batch(msg.data))
-        self._changed.set()
-
-    async def wait_for(
-        self, predicate: Callable[[Event], bool], count: int = 1, within: float = 15
-    ) -> list[Event]:
-        """The events matching `predicate`, once there are at least `count`."""
-        async with asyncio.timeout(within):
-            while True:
-                found = [e for e in self.events if predicate(e)]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @pytest.fixture
@@ -183,25 +108,6 @@ def _stack_descriptor_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterat
             os.environ[name] = before
 
 
-async def durable_settled(js: JetStreamContext, durable: str, within: float = 20) -> None:
-    """Until the durable has nothing pending and nothing unacked."""
-    async with asyncio.timeout(within):
-        while True:
-            info = await js.consumer_info(STREAM_NAME, durable)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            await asyncio.sleep(0.05)
-
-
-def start_consumer(url: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`python -m snoopbus.consumers NAME ...` against `url`, its output in `log_path`."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.consumers", *args, "--nats", url],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-
 @pytest.fixture
 def spawn_consumer(
     tmp_path: Path, nats_server: NatsServer
@@ -220,27 +126,3 @@ def spawn_consumer(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-async def stored_messages(url: str, subject: str, within: float = 5) -> list[Msg]:
-    """Every message the stream holds under `subject`, in order. Each message's
-    num_pending says how many follow it; the consumer's own num_pending would
-    not do, as it leaves out what the server already pushed to the client."""
-    nc = await nats.connect(url)
-    out: list[Msg] = []
-    try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=within)
-                except nats.errors.TimeoutError:
-                    break  # nothing (more) stored
-                out.append(msg)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return out

@@ -8,7 +8,7 @@ Linux rules select on), `user.id`, `group.id`, `container.id`. Alerts
 become `event.kind: alert` with `rule.*`, `tags` and `event.severity`, plus
 the matched event's fields. A rename's old path has no ECS field: it is in
 `message`. Every field emitted is an ECS field of the ECS type (checked by
-tests/test_forward_ecs.py against the ECS reference).
+tests/consumers/forward/test_forward_ecs.py against the ECS reference).
 
 Where documents go: by default the data streams `logs-snoopbus.events-default`
 and `logs-snoopbus.alerts-default` (`namespace=` changes the last part),
@@ -52,7 +52,7 @@ EVENT_TYPE = {
 }  # fmt: skip
 FILE_TYPE = {"mkdir": "dir", "rmdir": "dir", "symlink": "symlink"}
 # Where each field of proto/fields.py goes: the ECS field its value fills, or
-# why it is left out. tests/test_forward_mapping.py holds these to the table
+# why it is left out. tests/consumers/forward/test_forward_mapping.py holds these to the table
 # and to what event_doc and alert_doc do.
 EVENT_MAPPED: Final = {
     "id": "event.id", "ts": "@timestamp", "host": "host.name", "type": "event.action",

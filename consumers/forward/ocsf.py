@@ -48,7 +48,7 @@ SEVERITY_NAME = {1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Criti
 STATUS_NAME = {1: "Success", 2: "Failure"}  # an activity's outcome
 FINDING_STATUS_NAME = {1: "New"}  # a finding's triage state
 # Where each field of proto/fields.py goes: the OCSF attribute its value fills,
-# or why it is left out (tests/test_forward_mapping.py holds these to the
+# or why it is left out (tests/consumers/forward/test_forward_mapping.py holds these to the
 # table and to what event_doc and alert_doc do). Process fields are shown as
 # an exec's; a file event has them under `actor.process`.
 EVENT_MAPPED: Final = {

@@ -36,7 +36,12 @@ def _types_named(text: str) -> list[str]:
 
 # Transient failures never dead-letter: the limit only stops a message that
 # somehow fails forever from circulating for ever.
-SINK_SETTINGS = Settings(batch=256, concurrency=4, max_attempts=100_000, ack_wait=30.0)
+# A fetch is bounded by 1 MiB on the wire as well as 256 messages: decoded into
+# maps, a full-sized batch of 100-event messages took ~60 MB, and four in
+# flight put the forwarder past 300 MB RSS through a backlog (337 MB measured,
+# tests.bench.forward --nats-events); sinks cut their own requests by bytes.
+SINK_SETTINGS = Settings(batch=256, concurrency=4, max_attempts=100_000, ack_wait=30.0,
+                         fetch_bytes=1 << 20)  # fmt: skip
 
 
 @dataclass

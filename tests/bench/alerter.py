@@ -44,9 +44,20 @@ from snoopbus.proto import (
     encode_batch,
     event_subject,
 )
-from tests import sigma_corpus
+from tests.support import sigma_corpus
 
-from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
+from .backlog import (
+    SLOT,
+    Result,
+    Tree,
+    add_flags,
+    consumer_cpu,
+    copies_of,
+    drain,
+    relabelled,
+    stored,
+    table,
+)
 
 CORPUS = sigma_corpus.find() or sigma_corpus.BESIDE / "rules"
 HOSTS = ("web-1", "web-2", "db-1")
@@ -86,7 +97,7 @@ def iter_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     for i in range(n):
         attack = rng.random() < 0.01
         host = rng.choice(HOSTS)
-        base = {"v": SCHEMA_VERSION, "id": f"bench-{i}", "ts": 1_700_000_000_000_000_000 + i,
+        base = {"v": SCHEMA_VERSION, "id": f"bench{SLOT}{i}", "ts": 1_700_000_000_000_000_000 + i,
                 "host": host}  # fmt: skip
         if rng.random() < 0.35:
             argv, parent = rng.choice(ATTACKS if attack else EVERYDAY)
@@ -153,7 +164,10 @@ def messages(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
 async def through_nats(total: int, trees: list[Tree], work: Path) -> list[Result]:
     """Each tree's alerter, as its own process, over the same stored backlog."""
     results = []
-    async with stored(work, messages(iter_events(total)), total) as (js, url):
+    distinct, copies = copies_of(total)
+    total = distinct * copies
+    backlog = relabelled(messages(iter_events(distinct)), copies)
+    async with stored(work, backlog, total) as (js, url):
         for tree in trees:
             args = ["--rules", "default", str(CORPUS), "--throttle", "60"]
             r = await drain(js, url, tree, "alert", args, total, work, cpu=consumer_cpu())

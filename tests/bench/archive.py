@@ -57,7 +57,18 @@ from snoopbus.proto import (
     host_token,
 )
 
-from .backlog import Result, Tree, add_flags, consumer_cpu, drain, stored, table
+from .backlog import (
+    SLOT,
+    Result,
+    Tree,
+    add_flags,
+    consumer_cpu,
+    copies_of,
+    drain,
+    relabelled,
+    stored,
+    table,
+)
 
 DAY0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 HOSTS = ("web-1", "web-2", "db-1", "build.example.com")
@@ -85,7 +96,7 @@ class Events:
         host = HOSTS[n % len(HOSTS)]
         proc = {"pid": pid, "tid": pid, "ppid": 1000 + (pid // 3) % 30_000, "uid": pid % 3 * 500,
                 "gid": 0, "comm": comm, "exe": f"/usr/bin/{comm}", "cgroup": 4242}  # fmt: skip
-        ev: dict[str, Any] = {"v": SCHEMA_VERSION, "id": f"{host}-b1-{n}",
+        ev: dict[str, Any] = {"v": SCHEMA_VERSION, "id": f"{host}{SLOT}{n}",
                               "ts": DAY0 + n * self.step + rng.randrange(1000), "host": host,
                               "proc": proc}  # fmt: skip
         if n % 10 == 0:
@@ -166,7 +177,9 @@ def messages(total: int, seed: int = 2) -> Iterator[tuple[str, bytes]]:
 async def through_nats(total: int, work: Path, trees: list[Tree], roll: int) -> list[Result]:
     """Each tree's archiver, as its own process, over the same stored backlog."""
     results = []
-    async with stored(work, messages(total), total) as (js, url):
+    distinct, copies = copies_of(total)
+    total = distinct * copies
+    async with stored(work, relabelled(messages(distinct), copies), total) as (js, url):
         for i, tree in enumerate(trees):
             out = work / f"nats-archive-{i}"
             # Rolls by size; the last window waits 1 s, not the default 30 s.

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +106,33 @@ async def stored(
         server.stop()
 
 
+# Every event id of a benchmark's backlog holds this slot: copy k of the
+# distinct events has it rewritten in place to `-r{k:03d}-` (same length, so
+# the msgpack stays valid), so a 10M-event backlog is made from 500k made
+# one by one (making and encoding 10M dicts takes longer than consuming them).
+SLOT = "-r000-"
+MOST_DISTINCT = 500_000
+
+
+def copies_of(total: int, most: int = MOST_DISTINCT) -> tuple[int, int]:
+    """(distinct, copies) for a backlog of about `total` events: distinct * copies."""
+    copies = max(1, -(-total // most))
+    if copies > 999:
+        raise ValueError(f"a backlog of {total:,} events needs more than 999 copies")
+    return total // copies, copies
+
+
+def relabelled(messages: Iterable[tuple[str, bytes]], copies: int) -> Iterator[tuple[str, bytes]]:
+    """`messages` (their ids holding SLOT), then copies 1.. with unique ids."""
+    made = list(messages)
+    yield from made
+    slot = SLOT.encode()
+    for k in range(1, copies):
+        label = b"-r%03d-" % k
+        for subject, payload in made:
+            yield subject, payload.replace(slot, label)
+
+
 async def fill(js: JetStreamContext, messages: Iterable[tuple[str, bytes]]) -> tuple[int, int]:
     """Store every (subject, payload); (messages, bytes)."""
     count = size = 0
@@ -181,6 +208,8 @@ async def drain(
         deadline = time.monotonic() + timeout
         start = cpu0 = None
         peak_seen = 0.0
+        report_every = 30.0
+        report_at = time.monotonic() + report_every
         async for pending, ack_pending in _durable(js, durable):
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} ({tree.label}) exited early; see {log_path}")
@@ -188,7 +217,14 @@ async def drain(
                 raise RuntimeError(f"{name} ({tree.label}) not drained in {timeout}s")
             if pending >= 0 and start is None:
                 start, cpu0 = time.perf_counter(), _cpu_s(proc.pid)
-            peak_seen = max(peak_seen, _status_mb(proc.pid, "VmRSS"))
+            rss = _status_mb(proc.pid, "VmRSS")
+            peak_seen = max(peak_seen, rss)
+            if start is not None and time.monotonic() >= report_at:
+                # The trend through a long backlog: RSS must level off, not grow with it.
+                report_at = time.monotonic() + report_every
+                print(f"  {name} ({tree.label}): {pending:,} messages pending, "
+                      f"{time.perf_counter() - start:,.0f}s, RSS {rss:,.0f} MB "
+                      f"(peak {peak_seen:,.0f})", flush=True)  # fmt: skip
             if start is not None and pending == 0 and ack_pending == 0:
                 break
             await asyncio.sleep(0.05 if start is None else 0.2)
@@ -236,7 +272,7 @@ def consumer_cpu() -> int | None:
     return cpus[-1] if len(cpus) > 1 else None
 
 
-def table(results: Sequence[Result], title: str) -> str:
+def table(results: Sequence[Result], title: str, *, compare: bool = True) -> str:
     rows = [("", "events/s", "CPU µs/event", "peak RSS MB", "seconds")]
     for r in results:
         rows.append((r.label, f"{r.rate:,.0f}", f"{r.cpu_us_per_event:.2f}",
@@ -246,7 +282,7 @@ def table(results: Sequence[Result], title: str) -> str:
     for row in rows:
         lines.append("  ".join([row[0].ljust(widths[0])]
                                + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]))
-    if len(results) >= 2:
+    if compare and len(results) >= 2:  # the first run against the last
         a, b = results[0], results[-1]
         lines.append(f"{b.label} / {a.label}: {b.rate / a.rate:.2f}x events/s, "
                      f"{a.cpu_s / b.cpu_s:.2f}x less CPU per event")  # fmt: skip

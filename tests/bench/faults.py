@@ -23,10 +23,12 @@ from pathlib import Path
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import connect, ensure_stream
-from tests.test_fault_cluster import run_cluster_kill
-from tests.test_fault_consumers import kill_mid_stream
-from tests.test_fault_nats_kill import run_nats_kill
-from tests.test_fault_ringbuf import run_ringbuf_overrun
+from tests.support.faults import (
+    kill_mid_stream,
+    run_cluster_kill,
+    run_nats_kill,
+    run_ringbuf_overrun,
+)
 
 
 async def consumers(tmp: Path, events: int, kills: int) -> dict[str, object]:
@@ -69,8 +71,8 @@ def main() -> int:
     args = p.parse_args()
     if args.fault == "fuzz":
         env = {**os.environ, "SNOOPBUS_FUZZ_EXAMPLES": str(args.examples)}
-        return subprocess.call([sys.executable, "-m", "pytest", "-q", "-s", "tests/test_fuzz.py"],
-                               env=env)
+        return subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-s", "tests/consumers/test_fuzz.py"], env=env)
     with tempfile.TemporaryDirectory(prefix="snoopbus-faults-") as d:
         tmp = Path(d)
         if args.fault == "nats-kill":

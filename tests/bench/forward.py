@@ -47,13 +47,15 @@ from snoopbus.consumers.forward import Forwarder, parse_spec
 from snoopbus.consumers.forward.worker import SINK_SETTINGS
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
 
+from .backlog import SLOT, Tree, consumer_cpu, copies_of, drain, relabelled, stored, table
+
 PER_MESSAGE = 100
 
 
 def event(seq: int) -> dict:
     kind = ("exec", "open", "close_write", "exit")[seq % 4]
     e = {
-        "v": 1, "id": f"bench-{seq}", "ts": 1_763_776_800_000_000_000 + seq * 1000,
+        "v": 1, "id": f"bench{SLOT}{seq}", "ts": 1_763_776_800_000_000_000 + seq * 1000,
         "host": "bench-host", "type": kind,
         "proc": {"pid": 1000 + seq % 5000, "tid": 1000 + seq % 5000, "ppid": 1, "uid": 1000,
                  "gid": 1000, "comm": "python3", "exe": "/usr/bin/python3.11",
@@ -69,7 +71,7 @@ def event(seq: int) -> dict:
 
 def serve_http() -> None:
     """Child process: the tests' HTTP receiver; prints its port, runs until stdin closes."""
-    from tests.test_forward_receivers import HttpReceiver
+    from tests.support.forward import HttpReceiver
 
     async def main() -> None:
         rx = HttpReceiver()
@@ -167,7 +169,8 @@ def sink_url(name: str, work: Path, http_port: int, rsyslog: Any) -> tuple[str, 
 
 
 async def bench(total: int, only: set[str] | None, work: Path, as_json: bool = False) -> None:
-    from tests.test_forward_syslog import Rsyslog, free_port, make_certs
+    from tests.support.processes import free_port
+    from tests.support.syslog import Rsyslog, make_certs
 
     server = NatsServer(state_dir=work / "nats")
     server.start()
@@ -228,6 +231,49 @@ async def bench(total: int, only: set[str] | None, work: Path, as_json: bool = F
         shown = f"{received:,}" if isinstance(received, int) else received
         print(f"{name:<14} {seconds:>8.2f} {total / seconds:>10,.0f} {total / cpu:>13,.0f} "
               f"{shown:>10}")  # fmt: skip
+
+
+def backlog_messages(total: int) -> Any:
+    """`total` events as a collector sends them: up to 100 of one type per message."""
+    groups: dict[str, list[dict]] = {}
+    for seq in range(total):
+        e = event(seq)
+        group = groups.setdefault(e["type"], [])
+        group.append(e)
+        if len(group) == PER_MESSAGE:
+            yield event_subject("bench-host", e["type"]), encode_batch(group)
+            group.clear()
+    for type_, group in groups.items():
+        if group:
+            yield event_subject("bench-host", type_), encode_batch(group)
+
+
+async def through_nats(total: int, only: set[str] | None, work: Path, trees: list[Tree]) -> None:
+    """`snoopbus consume forward --to URL` as its own process, pinned to one CPU,
+    through a backlog stored first (backlog.py): events/s, CPU per event, peak RSS."""
+    names = [n for n in SINKS if not only or any(n.startswith(o) for o in only)]
+    names = [n for n in names if n.endswith(("+file", "+http"))]  # rsyslogd: the in-process run
+    distinct, copies = copies_of(total)
+    total = distinct * copies
+    os.environ.update(ENV)
+    results = []
+    with contextlib.ExitStack() as stack:
+        http_port = stack.enter_context(http_receiver_process())
+        backlog = relabelled(backlog_messages(distinct), copies)
+        async with stored(work, backlog, total) as (js, nats):
+            for name in names:
+                url, out = sink_url(name, work, http_port, None)
+                durable = parse_spec(url, env=ENV).consumer_name
+                for tree in trees:
+                    r = await drain(js, nats, tree, "forward", ["--to", url], total, work,
+                                    cpu=consumer_cpu(), durable=durable)  # fmt: skip
+                    r.label = f"{name} ({tree.label})" if len(trees) > 1 else name
+                    print(table([r], ""), flush=True)
+                    results.append(r)
+                    if out is not None:
+                        out.unlink(missing_ok=True)
+    print(table(results, f"\nforward through NATS, {total:,} events stored first, "
+                         "one process each, pinned to one CPU:", compare=False))  # fmt: skip
 
 
 def code_path(tree: Path, work: Path) -> str:
@@ -298,6 +344,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also run the code in DIR (a checkout) and print both")
     parser.add_argument("--rounds", type=int, default=1, help="with --before: rounds, best kept")
+    parser.add_argument("--nats-events", type=int, default=0,
+                        help="instead: `consume forward` as its own process through a backlog "
+                        "of this many events (file and HTTP sinks; backlog.py)")  # fmt: skip
+    parser.add_argument("--nats-before", default="", metavar="REF",
+                        help="with --nats-events: also run this git revision's forwarder, "
+                        "first, on the same backlog")  # fmt: skip
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,12 +358,20 @@ def main() -> None:
         return
     only = {s.strip() for s in args.sinks.split(",") if s.strip()} or None
     work = Path(tempfile.mkdtemp(prefix="snoopbus-bench-forward-"))
+    trees: list[Tree] = []
     try:
-        if args.before is not None:
+        if args.nats_events:
+            if args.nats_before:
+                trees.append(Tree.checkout(args.nats_before))
+            trees.append(Tree.current())
+            asyncio.run(through_nats(args.nats_events, only, work, trees))
+        elif args.before is not None:
             compare(args.before.resolve(), args.events, only, args.rounds, work)
         else:
             asyncio.run(bench(args.events, only, work, args.json))
     finally:
+        for tree in trees:
+            tree.remove()
         shutil.rmtree(work, ignore_errors=True)
 
 

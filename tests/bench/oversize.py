@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.publish_attack import run_attack
+from tests.support.publish_attack import run_attack
 
 # (argv bytes, collector --argv-max, server max_payload or None for the default)
 ROWS = [

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from snoopbus.collector.redact import SHELL_WORDS, Redactor
-from tests.redact_corpus import Corpus, load, score
+from tests.support.redact_corpus import Corpus, load, score
 
 TYPICAL = [
     ["/bin/true"], ["ls", "-la", "/tmp"], ["git", "status"], ["cat", "/etc/os-release"],

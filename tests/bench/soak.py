@@ -76,7 +76,7 @@ from snoopbus.proto import (
 from snoopbus.proto.settings_file import UpSection
 from tests.bench.soak_load import EVENTS_PER_OP
 from tests.bench.soak_report import report
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = frozenset(k for per in EVENTS_PER_OP.values() for k in per)

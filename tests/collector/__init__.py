@@ -1,0 +1,1 @@
+"""Tests of the collector (collector/): probes, records, events, publisher, spill, doctor."""

@@ -1,0 +1,1 @@
+"""Tests of the consumers (consumers/): runtime, rename pairer, tail, fuzzing, bus trust."""

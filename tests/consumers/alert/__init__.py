@@ -1,0 +1,1 @@
+"""Tests of the alert consumer (consumers/alert/): Sigma rules, matching, correlation, reload."""

@@ -1,0 +1,1 @@
+"""Tests of the archive consumer (consumers/archive/) and `snoopbus query`."""

@@ -1,0 +1,1 @@
+"""Tests of the forward consumer (consumers/forward/): sinks and their receivers."""
