@@ -8,20 +8,25 @@ KREL := $(shell uname -r)
 BCC_DIR := /usr/lib/python3/dist-packages/bcc
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench-exec bench-files setup system venv clean
+.PHONY: up test lint typecheck bench-exec bench-files setup system venv clean
 
 up: setup
 	$(VENV)/bin/snoopbus up
 
-# Both must pass; the tests run first so one run reports both.
+# All three must pass; each runs whatever the others found, so one run reports all.
 test: setup
 	@status=0; \
 	$(PY) -m pytest -q -p no:cacheprovider || status=$$?; \
 	$(VENV)/bin/ruff check . || status=$$((status ? status : 1)); \
+	$(PY) -m tests.typecheck || status=$$((status ? status : 1)); \
 	exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# mypy on the shipped package, as pyproject.toml's package-dir maps it (tests/typecheck.py).
+typecheck: setup
+	$(PY) -m tests.typecheck
 
 bench-exec: setup
 	$(PY) -m tests.bench.exec_storm

@@ -31,12 +31,15 @@ class AuthError(RuntimeError):
     """A credentials file that cannot be trusted or made; the message says what to do."""
 
 
+# nkeys is untyped: the annotated names say what its calls return.
 def new_seed() -> bytes:
-    return nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    return seed
 
 
 def public_key(seed: bytes) -> str:
-    return nkeys.from_seed(bytearray(seed)).public_key.decode()
+    key: bytes = nkeys.from_seed(bytearray(seed)).public_key
+    return key.decode()
 
 
 def seed_file(auth_dir: Path, role: str) -> Path:

@@ -15,7 +15,7 @@ UP_FLAGS = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "up",
         help="run everything on this host: nats-server, collector, consumers",

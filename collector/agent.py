@@ -148,11 +148,12 @@ class Collector:
         # dropped: its threads (resolving the NATS host name) start before that.
         asyncio.get_running_loop().set_default_executor(self._executor)
         name = f"snoopbus-collector-{self.cfg.host}"
+        js: JetStreamContext | None = None
         stream: StreamInfo | None = None
         try:
             self._nc = await connect(self.cfg.nats_url, name=name, auth=self.cfg.nats_auth,
                                      error_cb=self._on_nats_error)
-            js: JetStreamContext | None = self._nc.jetstream()
+            js = self._nc.jetstream()
             stream = await ensure_stream(js, limits=self.cfg.stream_limits)
         except BusUnavailable as exc:
             if self.cfg.require_nats or not exc.unreachable:
@@ -235,8 +236,9 @@ class Collector:
             host_paths=HostPaths(),
         )
         submit: Callable[[list[Any]], None]
-        if self.cfg.metrics_port:  # counted per type, and the publish latency
-            self.publishing = PublishCounter(None, self.latency)
+        # Counted per type, and the publish latency.
+        publishing = PublishCounter(None, self.latency) if self.cfg.metrics_port else None
+        self.publishing = publishing
         publisher = self.publisher
         assert publisher is not None
         attach: asyncio.Task[None] | None = None
@@ -245,11 +247,13 @@ class Collector:
         else:
             attach = asyncio.create_task(self._attach_when_reachable(publisher))
         submit = publisher.submit
-        if self.cfg.metrics_port:
-            submit = self.publishing.counting(publisher.submit)
+        if publishing is not None:
+            submit = publishing.counting(publisher.submit)
         ring = RingBuffer(loaded.bpf[b"events"].map_fd,
                           self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
-        reader = RingReader(ring, builder, submit)
+        # The batches hold encoded events (bytes) too, which the publisher's types
+        # have yet to say.
+        reader = RingReader(ring, builder, submit)  # type: ignore[arg-type]  # Event | bytes
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start(loop)
@@ -323,7 +327,7 @@ class Collector:
         self, publisher: Publisher, js: JetStreamContext, stream: StreamInfo | None
     ) -> None:
         publisher.attach(
-            self.publishing.bind(js) if self.publishing is not None else js,  # type: ignore[arg-type]
+            self.publishing.bind(js) if self.publishing is not None else js,
             self._nc, stream.config.max_msg_size if stream is not None else None,
         )
 

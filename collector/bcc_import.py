@@ -23,7 +23,8 @@ def import_bcc() -> ModuleType:
     try:
         import bcc
 
-        return bcc
+        module: ModuleType = bcc  # untyped: mypy sees Any
+        return module
     except ImportError:
         pass
     init = SYSTEM_BCC / "__init__.py"

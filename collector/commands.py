@@ -31,7 +31,7 @@ USER_ERRORS = (CollectorError, BusUnavailable, MetricsError, ValueError, SpillEr
 KERNEL_ERRORS = (BtfError, BccUnavailable, probes.ProbeError)
 
 
-def register_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_collect(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "collect",
         help="run the collector: kernel probes -> events on NATS",
@@ -131,16 +131,16 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict[str, Any], FilterCo
         "heartbeat_interval": c.heartbeat_interval, "config": cfg,
     }  # fmt: skip
     groups = [str(g) for g in c.exclude_cgroup]
-    cgroups = CgroupIndex() if groups else None
+    cgroup_ids: tuple[int, ...] = ()
+    if groups:  # an index only when there are names to look up
+        cgroups = CgroupIndex()
+        cgroup_ids = tuple(int(g) if g.isdigit() else cgroups.id_of(g) for g in groups)
     filters = FilterConfig(
         include_paths=c.include_path,
         exclude_paths=c.exclude_path,
         exclude_comms=c.exclude_comm,
         exclude_uids=tuple(parse_uid(str(u)) for u in c.exclude_uid),
-        exclude_cgroups=tuple(
-            int(g) if g.isdigit() else cgroups.id_of(g)  # type: ignore[union-attr]
-            for g in groups
-        ),
+        exclude_cgroups=cgroup_ids,
         include_failed=c.include_failed,
         open_events=c.open_events,
     )
@@ -184,7 +184,7 @@ def _collect(args: argparse.Namespace) -> int:
         return exits.fail("collect", exc)
 
 
-def register_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_config(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "config",
         help="show the effective configuration and where each value came from",

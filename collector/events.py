@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from snoopbus.collector import native
 from snoopbus.collector.mounts import HostPaths
@@ -39,7 +39,15 @@ from snoopbus.collector.records import (
 from snoopbus.collector.resolve import UNCHECKED, resolve_after
 from snoopbus.collector.syscalls import NAMES_BY_NR, NR_IA32_BASE
 from snoopbus.collector.uring import OP_NAMES
-from snoopbus.proto import SCHEMA_VERSION, Event, encode_map, event_subject, text_from_kernel
+from snoopbus.proto import (
+    SCHEMA_VERSION,
+    Event,
+    FileInfo,
+    Proc,
+    encode_map,
+    event_subject,
+    text_from_kernel,
+)
 
 RENAME_WHITEOUT = 1 << 2  # renameat2 flag (include/uapi/linux/fs.h)
 # Records whose syscall adds to the file map (_syscall_notes), which the native
@@ -102,7 +110,7 @@ class EventBuilder:
         # (pid, io_uring fixed slot as a record's fd) -> (file map, proc map) of
         # the slot's last open or write: the kernel cannot name a slot a linked
         # open filled when its close completes (bpf/uring.h)
-        self._uring_slots: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._uring_slots: dict[tuple[int, int], tuple[FileInfo, Proc]] = {}
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
@@ -253,7 +261,7 @@ class EventBuilder:
         ev["file"] = f
         if ret is not None:
             ev["ret"] = ret
-        return self._subjects.get(type_) or self.subject(type_), ev  # type: ignore[return-value]
+        return self._subjects.get(type_) or self.subject(type_), cast(Event, ev)
 
     def _file_map(
         self, type_: str, path: bytes | None, truncated: bool, ino: int, dev: int, mnt_ns: int,
@@ -293,7 +301,7 @@ class EventBuilder:
         (default build_raw: the caller may wrap it to count malformed records);
         without it, every record goes through `one`."""
         one = one or self.build_raw
-        if self._native is not None:
+        if self._native is not None:  # the ignore: the C extension's result is untyped
             return self._native.drain(raw, self.clock_offset, one)  # type: ignore[no-any-return]
         out: list[tuple[str, Event | bytes]] = []
         for buf in raw:
@@ -334,9 +342,9 @@ class EventBuilder:
             known = self._uring_slots.pop(key, None)
             if known is None:
                 return []
-            ev = self._base(rec.hdr.ts_boot, "close_write")
-            ev["file"], ev["proc"] = dict(known[0]), known[1]
-            out = [(self.subject("close_write"), ev)]
+            built = self._base(rec.hdr.ts_boot, "close_write")
+            built["file"], built["proc"] = dict(known[0]), known[1]
+            out = [(self.subject("close_write"), cast(Event, built))]
         else:
             out = self._file_events(rec)
             if slot and kind == KIND_CLOSE_WRITE:
@@ -445,7 +453,7 @@ class EventBuilder:
                 ev["file"]["closed_by"] = closed_by
                 exited = self._exited.get(rec.hdr.pid) if closed_by == "exit" else None
                 if exited is not None and exited["tid"] == rec.hdr.tid:
-                    ev["proc"] = exited
+                    ev["proc"] = cast(Proc, exited)
         ev["file"]["tmpfile"] = True
         return [(subject, ev)]
 
@@ -474,7 +482,7 @@ class EventBuilder:
             if parent.argv is not None:
                 self._put_argv(proc, "parent_argv", parent.argv)
         ev["proc"] = proc
-        return self.subject("exec"), ev  # type: ignore[return-value]
+        return self.subject("exec"), cast(Event, ev)
 
     def _exit(self, rec: ExitRecord) -> tuple[str, Event]:
         info = self.cache.pop(rec.hdr.pid)
@@ -486,14 +494,14 @@ class EventBuilder:
         ev["exit_code"] = rec.exit_code
         if rec.signal:
             ev["signal"] = rec.signal
-        return self.subject("exit"), ev  # type: ignore[return-value]
+        return self.subject("exit"), cast(Event, ev)
 
 
-def _syscall_notes(rec: FileRecord) -> dict[str, Any]:
+def _syscall_notes(rec: FileRecord) -> FileInfo:
     """What the file map says beyond its type about the syscall that made it:
     made by an ia32 syscall, a shared mapping, the node mknod made, the
     extended attribute set or removed."""
-    notes: dict[str, Any] = {}
+    notes: FileInfo = {}
     name = NAMES_BY_NR.get(rec.nr, "")
     if name.startswith("ia32:"):
         notes["ia32"] = True

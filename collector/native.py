@@ -23,7 +23,7 @@ from snoopbus.proto import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-try:
+try:  # the ignore: a C extension built at install, with no stubs
     from snoopbus.collector import _fastbuild  # type: ignore[attr-defined]
 except ImportError as exc:  # no compiler at install time: the Python path
     _fastbuild = None

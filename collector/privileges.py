@@ -78,7 +78,9 @@ def effective() -> int:
     data = (_Data * 2)()
     if _libc.capget(ctypes.byref(_Header(_VERSION_3, 0)), data) != 0:
         raise OSError(ctypes.get_errno(), "capget failed")
-    return data[0].effective | data[1].effective << 32
+    low: int = data[0].effective  # ctypes fields read as Python ints
+    high: int = data[1].effective
+    return low | high << 32
 
 
 # What drop_to kept, for threads that started before it to follow (follow()).

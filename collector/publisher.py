@@ -55,14 +55,14 @@ import logging
 import re
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from snoopbus.collector.fit import Unencodable, fit_all
@@ -180,12 +180,22 @@ def describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class JetStreamPublish(Protocol):
+    """What the publisher uses of a JetStream context: nats-py's own, or the
+    metrics' PublishCounter standing in for it (collector/metrics.py)."""
+
+    def publish(
+        self, subject: str, payload: bytes, *, timeout: float | None,
+        headers: dict[str, Any] | None,
+    ) -> Awaitable[PubAck]: ...
+
+
 class Publisher:
     def __init__(
-        self, js: JetStreamContext | None, loss: LossCounters, config: PublisherConfig,
+        self, js: JetStreamPublish | None, loss: LossCounters, config: PublisherConfig,
         nc: Client | None = None,
     ) -> None:
-        self._js: JetStreamContext = js  # type: ignore[assignment]  # None until attach()
+        self._js = js  # None until attach()
         self._nc = nc  # for its max_payload and state; None: assume DEFAULT_MAX_PAYLOAD
         self._stream_max = -1  # the stream's max_msg_size, when it has one
         self._online = asyncio.Event()
@@ -274,7 +284,7 @@ class Publisher:
     def stalled(self) -> bool:
         return self.stalled_for() > self._cfg.stall_after
 
-    def attach(self, js: JetStreamContext, nc: Client | None = None,
+    def attach(self, js: JetStreamPublish, nc: Client | None = None,
                stream_max_msg: int | None = None) -> None:
         """NATS became reachable and the stream exists: start sending."""
         self._js = js
@@ -494,7 +504,9 @@ class Publisher:
                 await self._recover(msg, exc)
         finally:
             self._slots.release()
-        self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.pop(task, None)
 
     async def _attempt(self, msg: Message) -> PubAck:
         """One publish, until its ack. PublishDenied when the server's -ERR says the
@@ -507,7 +519,9 @@ class Publisher:
         key = msg.subject.lower()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        fut = asyncio.ensure_future(self._js.publish(
+        js = self._js
+        assert js is not None  # sending starts (_online) only once attached
+        fut = asyncio.ensure_future(js.publish(
             msg.subject, msg.payload, timeout=self._cfg.ack_timeout,
             headers={ID_HEADER: msg.msg_id},
         ))
@@ -571,7 +585,7 @@ class Publisher:
 
     async def _deliver_all(self, whole: Message, pieces: list[Message]) -> None:
         """Publishes the pieces a message was cut into, in order."""
-        holder = self._inflight.get(asyncio.current_task())  # type: ignore[arg-type]
+        holder = self._held()
         if holder is not None:
             holder[holder.index(whole) : holder.index(whole) + 1] = pieces
         for piece in pieces:
@@ -580,6 +594,11 @@ class Publisher:
                 self._delivered(piece)
             except Exception as exc:
                 await self._retry(piece, exc)
+
+    def _held(self) -> list[Message] | None:
+        """The messages the current task is publishing, if it is one of the sender's."""
+        task = asyncio.current_task()
+        return self._inflight.get(task) if task is not None else None
 
     def _give_up(self, msg: Message, reason: str, retried_s: float) -> bool:
         if reason in (PUBLISH_TOO_LARGE, PUBLISH_BAD_SUBJECT):
@@ -598,7 +617,7 @@ class Publisher:
 
     def _settle(self, msg: Message) -> None:
         """`msg` is done with (stored, or counted lost): free it in memory or the spill."""
-        holder = self._inflight.get(asyncio.current_task())  # type: ignore[arg-type]
+        holder = self._held()
         if holder is not None and msg in holder:
             holder.remove(msg)
         self._progress.set()

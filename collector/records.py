@@ -310,7 +310,8 @@ def file_paths(
     if kind not in TARGET_KINDS and (s2 or s3):
         # A second name always has its string (empty when the probe read none).
         path2 = _resolve_segments(buf[e1:e2], buf[e2 : e2 + s3] or b"\0", False)
-        if flags & F_PATH2_TRUNC:
+        # None: relative to a dirfd that did not resolve (nothing to mark).
+        if path2 is not None and flags & F_PATH2_TRUNC:
             path2 = paths.mark_truncated(path2)
     return path1, path2
 

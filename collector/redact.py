@@ -556,7 +556,8 @@ def _walk_shell(text: str, depth: int, work: _Work) -> str:
             if new != old:
                 changes.append((start, end, _requote(raw, new)))
     if changes:
-        parts, at = [], 0
+        parts: list[str] = []
+        at = 0
         for start, end, new in sorted(changes):
             parts += (text[at:start], new)
             at = end

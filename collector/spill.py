@@ -27,6 +27,7 @@ link planted there makes a clear error, never a write through it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -114,7 +115,8 @@ class Spill:
 
     # -- writing ----------------------------------------------------------------
 
-    def append(self, subject: str, msg_id: str, count: int, payload: bytes) -> bool:
+    # builtins.bytes: in the class body, plain `bytes` names the property above.
+    def append(self, subject: str, msg_id: str, count: int, payload: builtins.bytes) -> bool:
         """Writes one message; False (nothing written) when the bound is reached."""
         body = msgpack.packb([subject, msg_id, payload], use_bin_type=True)
         if not self.room(len(body)):
@@ -294,7 +296,7 @@ class Spill:
             self._write_seg = max(segs, default=pos[0]) + (1 if segs else 0)
             self._read = (self._write_seg, 0)
 
-    def _read_file(self, name: str) -> bytes:
+    def _read_file(self, name: str) -> builtins.bytes:
         fd = self._open_file(name, os.O_RDONLY)
         try:
             with os.fdopen(fd, "rb", closefd=False) as f:

@@ -63,7 +63,7 @@ class Spec:
     target: int = NONE
     flags: int = NONE
     mode: int = NONE
-    how: bool = False
+    how: int = 0  # 1 (openat2): the open flags are read from its struct open_how
     const_flags: int = 0
 
     def to_c(self, ia32: bool = False) -> ScSpec:
@@ -72,8 +72,8 @@ class Spec:
                       self.const_flags)
 
 
-def _fdret(nr: int, **kw: int | bool) -> Spec:
-    return Spec(nr, SHAPE_FDRET, R.KIND_CREATE, **kw)  # type: ignore[arg-type]
+def _fdret(nr: int, **kw: int) -> Spec:
+    return Spec(nr, SHAPE_FDRET, R.KIND_CREATE, **kw)
 
 
 def _fd(nr: int, kind: int, fd: int = 0, **kw: int) -> Spec:
@@ -88,7 +88,7 @@ SPECS: dict[str, Spec] = {
     # fd-returning: create (FMODE_CREATED) or open
     "open": _fdret(2, name=0, flags=1, mode=2),
     "openat": _fdret(257, dfd=0, name=1, flags=2, mode=3),
-    "openat2": _fdret(437, dfd=0, name=1, flags=2, how=True),
+    "openat2": _fdret(437, dfd=0, name=1, flags=2, how=1),
     "creat": _fdret(85, name=0, mode=1, const_flags=O_CREAT_WRONLY_TRUNC),
     # first write through an fd
     "write": _fd(1, R.KIND_MODIFY),

@@ -29,7 +29,7 @@ from .settings import Partition, Settings
 from .times import TimeError, parse_when
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "consume",
         help="run a consumer (built-in or plugin)",
@@ -153,9 +153,10 @@ def apply_config(parser: argparse.ArgumentParser, name: str, cfg: Config) -> Non
             )
         if action.required:
             action.required = False  # the file provides it
-        if isinstance(value, list) and action.type is not None:
+        convert = action.type  # None, or a callable (argparse's type names are not used)
+        if isinstance(value, list) and callable(convert):
             try:
-                value = [action.type(v) if isinstance(v, str) else v for v in value]
+                value = [convert(v) if isinstance(v, str) else v for v in value]
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: [consumer.{name}] {key}: {exc}") from None
         parser.set_defaults(**{action.dest: value})
@@ -169,7 +170,7 @@ def _expected_type(action: argparse.Action) -> type | None:
     if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
         return bool
     if action.type in (int, float):
-        return action.type  # type: ignore[return-value]
+        return action.type
     if action.type is None or callable(action.type):
         return str  # Path, Partition.parse and friends take text
     return None

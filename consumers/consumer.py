@@ -111,6 +111,8 @@ class FunctionConsumer(Consumer):
         self.description = description
         self._handler = handler
 
+    # An instance is what the decorator registers, so its from_args is an
+    # instance method where the base's is a classmethod: callers use either alike.
     def from_args(self, args: argparse.Namespace, settings: Settings) -> Consumer:  # type: ignore[override]
         return FunctionConsumer(self.name, self.filters, self._handler, settings, self.description)
 

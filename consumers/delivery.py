@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from snoopbus.proto import Event, SubjectError, alerts_filter, parse_subject
 from snoopbus.proto.fastpath import to_events as events_from_records
@@ -94,7 +94,9 @@ class Delivery:
     @property
     def count(self) -> int:
         """Events in the message (without making their maps)."""
-        return len(self.records) if self._events is None else len(self._events)  # type: ignore[arg-type]
+        if self._events is None and self.records is not None:
+            return len(self.records)
+        return len(self.events)  # the maps made already, or the error of a released one
 
     def release(self) -> None:
         """Free the decoded events and the payload of a held message whose
@@ -169,7 +171,11 @@ class Batch(Sequence[Delivery]):
     def events(self) -> list[Event]:
         return [event for delivery in self.deliveries for event in delivery.events]
 
-    def __getitem__(self, index):  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> Delivery: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Delivery]: ...
+    def __getitem__(self, index: int | slice) -> Delivery | list[Delivery]:
         return self.deliveries[index]
 
     def __len__(self) -> int:

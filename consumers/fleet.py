@@ -123,7 +123,7 @@ def render(rows: list[HostRow], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "fleet",
         help="list every host seen on the bus, and how its collector is",

@@ -121,7 +121,9 @@ def proxy_from_env(scheme: str, host: str, env: Mapping[str, str]) -> str | None
     if proxy is None:
         return None
     no_proxy = get("no_proxy")
-    if no_proxy and urllib.request.proxy_bypass_environment(host, {"no": no_proxy}):
+    # Undocumented, so typeshed leaves it out; urllib's own NO_PROXY matching.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in stubs
+    if no_proxy and bypass(host, {"no": no_proxy}):
         return None
     return proxy
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -303,7 +303,9 @@ class PairTable:
         kind = UNPAIRED[half.type]
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
         event = half.event
-        return Outcome(unpaired(event) if type(event) is dict else unpaired_record(event), [half])
+        if type(event) is dict:  # a map (the reference path), else a fast-path record
+            return Outcome(unpaired(cast(Event, event)), [half])
+        return Outcome(unpaired_record(event), [half])
 
 
 def renamed(src: Event, dst: Event) -> Event:
@@ -328,13 +330,13 @@ def renamed(src: Event, dst: Event) -> Event:
         event["proc"] = proc
     if "ret" in dst or "ret" in src:
         event["ret"] = dst.get("ret", src.get("ret"))
-    return event  # type: ignore[return-value]
+    return cast(Event, event)  # built as a plain map: "cookie" may be None
 
 
 def unpaired(half: Event) -> Event:
     """A half with no partner, as moved_out (from) or moved_in (to)."""
     kind = UNPAIRED[half["type"]]
-    return {**half, "type": kind, "id": derived_id(half["id"], kind)}  # type: ignore[typeddict-item]
+    return {**half, "type": kind, "id": derived_id(half["id"], kind)}
 
 
 # The same two on fast-path records, without making maps: tests/consumers/test_rename_pairing.py
@@ -377,7 +379,7 @@ def unpaired_record(half: Any) -> Any:
 
 def as_event(event: Any) -> Event:
     """An output or half as an event map, whichever it is."""
-    return event if type(event) is dict else to_events([event])[0]
+    return cast(Event, event) if type(event) is dict else to_events([event])[0]
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -39,7 +39,7 @@ from typing import cast
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from snoopbus.proto import (
@@ -200,8 +200,8 @@ class RenamePairer(Consumer):
         except SubjectError:
             got = None
         if len(self._subjects) < 65_536:
-            self._subjects[subject] = got  # type: ignore[assignment]
-        return got  # type: ignore[return-value]
+            self._subjects[subject] = got
+        return got
 
     async def _expire_loop(self) -> None:
         """The quiet clock and the holds are wall-clock matters: look every
@@ -225,7 +225,7 @@ class RenamePairer(Consumer):
     async def _caught_up(self, default: bool) -> bool:
         assert self._js is not None
         try:
-            info = await self._js.consumer_info(STREAM_NAME, self._durable)
+            info: ConsumerInfo = await self._js.consumer_info(STREAM_NAME, self._durable)
         except Exception as exc:  # the next look asks again
             log.debug("rename: consumer info: %s", exc)
             return default
@@ -319,14 +319,15 @@ class RenamePairer(Consumer):
         for outcome in outcomes:
             for half in outcome.halves:
                 for token in half.tokens:
-                    left = open_.get(token)  # type: ignore[call-overload]
+                    delivery = cast(Delivery, token)  # the table's tokens: deliveries
+                    left = open_.get(delivery)
                     if left is None:
                         continue  # released or nak'd already; its redelivery carries on
                     if left > 1:
-                        open_[token] = left - 1  # type: ignore[index]
+                        open_[delivery] = left - 1
                     else:
-                        del open_[token]  # type: ignore[arg-type]
-                        done.append(cast(Delivery, token))  # the table's tokens: deliveries
+                        del open_[delivery]
+                        done.append(delivery)
         for delivery in done:
             await delivery.ack()
 

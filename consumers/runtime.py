@@ -137,7 +137,8 @@ class Runtime:
             if prior is not None:
                 config = self._keep_start(prior.config, config)
             info = await js.add_consumer(STREAM_NAME, config)
-            self._last_seq = info.delivered.stream_seq or 0
+            delivered = info.delivered  # None if the server left it out
+            self._last_seq = (delivered.stream_seq or 0) if delivered is not None else 0
             if prior is None:  # a new durable missed nothing that came before it
                 first = (await js.stream_info(STREAM_NAME)).state.first_seq
                 self._last_seq = max(self._last_seq, first - 1)
@@ -193,7 +194,8 @@ class Runtime:
 
     async def _prior(self, js: JetStreamContext) -> ConsumerInfo | None:
         try:
-            return await js.consumer_info(STREAM_NAME, self.durable)
+            info: ConsumerInfo = await js.consumer_info(STREAM_NAME, self.durable)  # nats-py: Any
+            return info
         except NotFoundError:
             return None
 
@@ -251,7 +253,7 @@ class Runtime:
                 continue
             try:
                 delivery = self._decode(msg)
-                why = (trust.alert_mismatch(parts, delivery.events[0])  # type: ignore[arg-type]
+                why = (trust.alert_mismatch(parts, delivery.events[0])
                        if parts.kind == "alerts" else
                        trust.events_mismatch(parts, delivery.records, False)
                        if delivery.records is not None else
@@ -296,7 +298,8 @@ class Runtime:
         """An event batch (as records when they are valid as sent: maps only
         when read); on an alert subject, the one alert map as a list."""
         if is_alert_subject(msg.subject):
-            return Delivery(msg, [decode_map(msg.data)], self)  # type: ignore[list-item]
+            # events holds the one alert map on an alert subject: an alert is no Event.
+            return Delivery(msg, [decode_map(msg.data)], self)  # type: ignore[list-item]  # alert
         records = decode_records(msg.data)
         if records is not None:
             return Delivery(msg, None, self, records)

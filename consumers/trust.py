@@ -17,7 +17,7 @@ dead-lettered with the reason (kind "subject") and never reaches a handler:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -50,7 +50,7 @@ def check_subject(subject: str, headers: dict[str, str] | None) -> SubjectParts 
     if isinstance(parts, str):
         return f"subject: {parts}"
     msg_id = headers.get(ID_HEADER) if headers else None
-    if parts.host is not None and not id_belongs(msg_id, parts.host):
+    if parts.host is not None and msg_id is not None and not id_belongs(msg_id, parts.host):
         return (f"subject: message id {msg_id[:80]!r} is not of host {parts.host!r} (an id "
                 f"must start with its subject's host token and '.'), on {subject}")
     return parts
@@ -76,7 +76,7 @@ def events_mismatch(parts: SubjectParts, events: Sequence[Any], as_maps: bool) -
     return None
 
 
-def alert_mismatch(parts: SubjectParts, alert: dict[Any, Any]) -> str | None:
+def alert_mismatch(parts: SubjectParts, alert: Mapping[str, object]) -> str | None:
     """Why this alert map does not belong on this subject, or None."""
     # Absent is no claim (the contract does not require them): the subject says it.
     host, level = alert.get("host"), alert.get("level")

@@ -203,14 +203,11 @@ async def connect(
         if connected:
             log.info("nats %s: connection closed", name)
 
-    callbacks = {
-        "error_cb": on_error,
-        "disconnected_cb": on_disconnected,
-        "reconnected_cb": on_reconnected,
-        "closed_cb": on_closed,
-    }
-    for key, ours in callbacks.items():
-        callbacks[key] = _chain(ours, options.pop(key, None))
+    # Ours run first, then the caller's own if it gave one.
+    error_cb = _chain(on_error, options.pop("error_cb", None))
+    disconnected_cb = _chain(on_disconnected, options.pop("disconnected_cb", None))
+    reconnected_cb = _chain(on_reconnected, options.pop("reconnected_cb", None))
+    closed_cb = _chain(on_closed, options.pop("closed_cb", None))
     # asyncio's start_tls can hang on a failed certificate check (nats-py then
     # never returns): bound the whole first connect, and diagnose TLS apart.
     budget = len(urls) * max(2, initial_attempts) * (connect_timeout + 0.5) + 1
@@ -219,12 +216,16 @@ async def connect(
             await nc.connect(
                 urls,
                 name=name,
-                connect_timeout=connect_timeout,  # type: ignore[arg-type]
+                # nats-py annotates both timings int, and takes float seconds.
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]  # float
                 allow_reconnect=True,
                 # nats-py treats 0 as "forever"; N allows N+1 tries per server.
                 max_reconnect_attempts=max(1, initial_attempts - 1),
-                reconnect_time_wait=min(reconnect_wait, 0.5),  # type: ignore[arg-type]
-                **callbacks,
+                reconnect_time_wait=min(reconnect_wait, 0.5),  # type: ignore[arg-type]  # float
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                closed_cb=closed_cb,
                 **options,
             )
     except Exception as e:
@@ -232,7 +233,8 @@ async def connect(
         cause = last_error[0] if last_error else e
         tls = options.get("tls")
         if isinstance(e, TimeoutError) and isinstance(tls, ssl.SSLContext):
-            cause = await asyncio.to_thread(_tls_check, urls[0], tls, connect_timeout) or cause
+            found = await asyncio.to_thread(_tls_check, urls[0], tls, connect_timeout)
+            cause = found or cause
         raise BusUnavailable(
             f"cannot connect to NATS at {shown}: {_describe(cause)}. Is nats-server "
             "running? Start the embedded one with `snoopbus up`, or pass --nats / "

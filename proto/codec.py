@@ -115,7 +115,9 @@ def encode_batch(events: Sequence[Mapping[str, Any] | bytes]) -> bytes:
         raise EncodeError(
             f"a batch holds at most {MAX_BATCH_EVENTS} events, got {n}: split it"
         )
-    try:  # all of them encoded already: one join
+    # All of them encoded already: one join (the ignore: a map among them is
+    # the TypeError below, not a type to rule out beforehand).
+    try:
         data = _array_header(n) + b"".join(events)  # type: ignore[arg-type]
     except TypeError:  # maps among them
         if any(e.__class__ is bytes for e in events):

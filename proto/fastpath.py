@@ -18,7 +18,7 @@ Absent keys read None; the structs are not tracked by the garbage collector
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
 
@@ -37,7 +37,9 @@ from snoopbus.proto.schema import (
 )
 
 
-def _struct(name: str, table: dict[str, _Kind], required: dict[str, Any]) -> type:
+def _struct(
+    name: str, table: dict[str, _Kind], required: dict[str, Any]
+) -> type[msgspec.Struct]:
     """A struct of `table`'s keys, each optional unless in `required`; keys
     outside the table fail the decode. An absent key reads None: its type
     does not admit nil, so msgspec refuses a nil sent for it (as the schema
@@ -63,16 +65,18 @@ def _struct(name: str, table: dict[str, _Kind], required: dict[str, Any]) -> typ
 _Proc = _struct("Proc", _PROC_FIELDS, {})
 _File = _struct("File", _FILE_FIELDS, {})
 _REQUIRED_TYPES: Final[dict[str, Any]] = {
-    "v": Literal[SCHEMA_VERSION],  # type: ignore[valid-type]
+    "v": Literal[SCHEMA_VERSION],
     # The id's character set is checked after the decode, over the whole batch at once.
     "id": Annotated[str, msgspec.Meta(min_length=1, max_length=1024)],
     "ts": int,
     "host": Annotated[str, msgspec.Meta(min_length=1)],
-    "type": Literal[EVENT_TYPES],  # type: ignore[valid-type]
+    "type": Literal[EVENT_TYPES],
 }
 assert set(_REQUIRED_TYPES) == set(_REQUIRED)
 _Event = _struct("Event", _TOP_FIELDS, _REQUIRED_TYPES)
-_DECODER: Final = msgspec.msgpack.Decoder(list[_Event])  # type: ignore[valid-type]
+_DECODER: Final[msgspec.msgpack.Decoder[list[Any]]] = msgspec.msgpack.Decoder(
+    list[_Event]  # type: ignore[valid-type]  # made at run time: records are read as Any
+)
 # A struct's fields in order (what msgspec.structs.astuple gives), by map: the
 # event itself (None), "proc" and "file"; and a struct with every field absent.
 KINDS: Final[dict[str | None, dict[str, _Kind]]] = {
@@ -106,4 +110,4 @@ def decode(data: bytes, max_events: int, max_bytes: int) -> list[Any] | None:
 
 def to_events(records: list[Any]) -> list[Event]:
     """Structs from `decode` as the event maps the reference path makes (absent keys left out)."""
-    return _to_builtins(records)  # type: ignore[no-any-return]
+    return cast(list[Event], _to_builtins(records))

@@ -44,7 +44,9 @@ def family(metric: Metric, *samples: tuple[list[str], float]) -> Family:
     """The family of a catalogued metric (proto/metric_names.py), with its samples."""
     labels = list(metric.labels)
     if metric.kind == "counter":
-        out: Family = CounterMetricFamily(metric.family, metric.help, labels=labels)
+        out: CounterMetricFamily | GaugeMetricFamily = CounterMetricFamily(
+            metric.family, metric.help, labels=labels
+        )
     elif metric.kind == "gauge":
         out = GaugeMetricFamily(metric.family, metric.help, labels=labels)
     else:

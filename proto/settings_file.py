@@ -429,7 +429,7 @@ def format_toml(config: Config) -> str:
 # -- flags shared by every command ----------------------------------------------
 
 
-def add_config_flag(parser: argparse.ArgumentParser) -> None:
+def add_config_flag(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, metavar="PATH",
         help=f"TOML config file (default: ${CONFIG_ENV}, else {DEFAULT_PATH} if present); "

@@ -16,17 +16,19 @@ what the condition can still use: `count` hit times, `count` distinct values
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sigma.correlations import (
-    SigmaCorrelationConditionOperator as Op,
-)
-from sigma.correlations import (
+    SigmaCorrelationCondition,
     SigmaCorrelationRule,
     SigmaCorrelationType,
+)
+from sigma.correlations import (
+    SigmaCorrelationConditionOperator as Op,
 )
 
 from .matcher import RuleIdentity
@@ -75,6 +77,8 @@ def compile_correlation(
         raise Unsupported(f"correlation type {rule.type} (supported: {', '.join(KINDS.values())})")
     ids: list[str] = []
     categories: set[str] = set()
+    if rule.rules is None:
+        raise Unsupported("correlation without rules")
     for ref in rule.rules:  # by name or id, among the rules of its file that loaded
         base = bases.get(str(ref.reference))
         if base is None:
@@ -89,11 +93,15 @@ def compile_correlation(
     if kind == "temporal":
         threshold = len(ids)
     else:
-        if cond is None or cond.op not in (Op.GT, Op.GTE, Op.EQ):
-            what = cond.op.name.lower() if cond is not None else "none"
-            raise Unsupported(f"correlation condition {what} (only gt, gte, eq: a live "
-                              "stream can tell when a count is reached, not when it stays low)")
-        threshold = cond.count + 1 if cond.op is Op.GT else cond.count
+        if not isinstance(cond, SigmaCorrelationCondition):  # None, or an and/or expression
+            raise Unsupported(f"correlation condition {'none' if cond is None else 'expression'} "
+                              "(only a count with gt, gte or eq)")
+        if cond.op not in (Op.GT, Op.GTE, Op.EQ):
+            raise Unsupported(f"correlation condition {cond.op.name.lower()} (only gt, gte, "
+                              "eq: a live stream can tell when a count is reached, not when it "
+                              "stays low)")
+        # The least whole count that meets it (Sigma allows a fractional bound).
+        threshold = math.floor(cond.count) + 1 if cond.op is Op.GT else math.ceil(cond.count)
         if kind == "value_count":
             value_field = cond.fieldref if isinstance(cond.fieldref, str) else None
             if not value_field:

@@ -75,8 +75,8 @@ class Engine:
             by_category.setdefault(rule.category, []).append(rule)
         extra: dict[str, frozenset[str]] = {}
         for c in correlations:  # their hits' records must hold the group-by fields
-            for category in c.categories:
-                extra[category] = extra.get(category, frozenset()) | c.fields
+            for name in c.categories:
+                extra[name] = extra.get(name, frozenset()) | c.fields
         self.categories = {name: _Category(name, rs, fmap, extra.get(name, frozenset()))
                            for name, rs in by_category.items()}  # fmt: skip
         self.errors: Counter[str] = Counter()  # rule id -> events it raised on

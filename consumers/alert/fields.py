@@ -97,12 +97,16 @@ def fields_of_pipeline(text: str, where: str) -> dict[str, dict[str, str]]:
         t, conds = item.transformation, item.rule_conditions
         if not isinstance(t, FieldMappingTransformation):
             raise FieldMapError(f"{name}: only field_name_mapping is read here")
-        if (len(conds) != 1 or not isinstance(conds[0], LogsourceCondition)
+        # pySigma gives a map when the conditions are named: a field map names none.
+        if (not isinstance(conds, list) or len(conds) != 1
+                or not isinstance(conds[0], LogsourceCondition)
                 or conds[0].product != "linux" or not conds[0].category):  # fmt: skip
             raise FieldMapError(f"{name}: needs one logsource condition, product linux "
                                 "and a category")  # fmt: skip
         table = out.setdefault(str(conds[0].category), {})
         for field, spec in t.mapping.items():
+            if field is None:  # YAML's null as a key
+                raise FieldMapError(f"{name}: a mapping without a field name")
             if not isinstance(spec, str):
                 raise FieldMapError(f"{name}: {field}: one source, not a list")
             getter(spec)  # a bad source fails here, naming it
@@ -249,7 +253,8 @@ def _recorder(specs: list[tuple[str, str]], *, typed: bool) -> Recorder:
     namespace = dict(consts)
     # Field names and keys reach the code only through repr(): a field map cannot inject code.
     exec(compile("\n".join(lines) + "\n", "<sigma record>", "exec"), namespace)
-    return namespace["_record"]  # type: ignore[no-any-return]
+    record: Recorder = namespace["_record"]
+    return record
 
 
 DEFAULT_FIELD_MAP: dict[str, dict[str, str]] = fields_of_pipeline(

@@ -136,7 +136,7 @@ class HostHealth:
             return alerts
         if state in ("ready", "running", "stalled") or (what == "heartbeat" and "stalled" in body):
             view.stalled = state == "stalled" or bool(body.get("stalled"))
-        back = [c for c in ("silent", "stopped") if c in view.open]
+        back: list[str] = [c for c in ("silent", "stopped") if c in view.open]
         if "stalled" in view.open and not view.stalled:
             back.append("stalled")
         if back:

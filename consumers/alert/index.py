@@ -139,13 +139,13 @@ class _Field:
                 lines.append(f"if {needle!r} in {x}: "
                              f"found = {name} if found is None else found | {name}")  # fmt: skip
         else:
-            scan, rules, words = f"_ac{n}", f"_r{n}", f"_w{n}"
+            scan, by_word, words = f"_ac{n}", f"_r{n}", f"_w{n}"
             consts[scan] = _scan(self.scanner)
-            consts[rules] = [frozenset(r) for r in self.needle_rules]
+            consts[by_word] = [frozenset(r) for r in self.needle_rules]
             consts[words] = list(self.needles)
             lines += [
                 f"for i in {scan}({x}, {words}):",
-                f"    found = {rules}[i] if found is None else found | {rules}[i]",
+                f"    found = {by_word}[i] if found is None else found | {by_word}[i]",
             ]
         return lines
 
@@ -202,4 +202,5 @@ class RuleIndex:
         ]
         namespace = dict(consts)
         exec(compile("\n".join(lines) + "\n", "<sigma index>", "exec"), namespace)
-        return namespace["candidates"]  # type: ignore[no-any-return]
+        candidates: Callable[[Lowered], list[int]] = namespace["candidates"]
+        return candidates

@@ -35,7 +35,7 @@ class RulesError(ValueError):
     """One line: what is wrong and what to do (exit status 2)."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "rules",
         help="check Sigma rules and test them on an event, offline",

@@ -73,7 +73,7 @@ def group_name(gid: int) -> str:
 class Archiver(Consumer):
     name = "archive"
     description = "write every event and alert to Parquet files (date/host partitions)"
-    filters = (events_filter(),)
+    filters: tuple[str, ...] = (events_filter(),)
     # One batch at a time: commits are the bottleneck and order is simpler.
     # Held messages count against max_ack_pending, and keep their decoded
     # events in memory: this bounds memory while a full disk blocks commits
@@ -193,12 +193,12 @@ class Archiver(Consumer):
                 events.append(delivery)
                 continue
             try:
-                self._add_alert(delivery, delivery.events[0])  # type: ignore[arg-type]
+                self._add_alert(delivery, delivery.events[0])
             except RowError as exc:
                 await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
-        for delivery, exc in self._add_deliveries(events):
+        for delivery, err in self._add_deliveries(events):
             # No retry makes an unstorable value storable: file it now, none of its rows kept.
-            await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
+            await delivery.dead_letter(f"seq {delivery.stream_seq}: {err}", kind="schema")
         await self._roll_if_full()
         for delivery in events:
             if delivery.state is State.HELD:
@@ -238,7 +238,7 @@ class Archiver(Consumer):
                 duplicates += delivery.count  # all of it is on disk: acked on return
                 continue
             records = delivery.records
-            rows = delivery.events if records is None else records
+            rows: list[Any] = delivery.events if records is None else records  # maps or structs
             as_maps = records is None
             new = 0
             waiting = False  # some event is in a window not yet on disk
@@ -305,7 +305,8 @@ class Archiver(Consumer):
         host = alert.get("host")
         part = PartKey("alerts", self._day(ts), token)
         append_alert(
-            window.buffer(part), alert, ts=ts, host=host if isinstance(host, str) else token,
+            window.buffer(part),  # type: ignore[arg-type]  # an alerts part
+            alert, ts=ts, host=host if isinstance(host, str) else token,
             level=parse_subject(msg.subject).type, seq=seq, alert_id=alert_id,
         )  # fmt: skip
         window.add_ids("alerts", token, [alert_id])

@@ -464,7 +464,9 @@ def _event_table_by_column(events: list[Mapping[str, Any]]) -> pa.Table:
 
 
 # `ts` and `host` as the decoder gives them, before _assemble makes their columns.
-_AS_DECODED: Final = {(None, "ts"): pa.int64(), (None, "host"): pa.string()}
+_AS_DECODED: Final[dict[tuple[str | None, str], pa.DataType]] = {
+    (None, "ts"): pa.int64(), (None, "host"): pa.string(),
+}
 
 
 def _record_type(within: str | None, names: tuple[str, ...]) -> pa.StructType:
@@ -478,7 +480,7 @@ def _record_type(within: str | None, names: tuple[str, ...]) -> pa.StructType:
 
 _TOP_NAMES: Final = tuple(n for n in fastpath.FIELDS[None] if n not in ("proc", "file"))
 _get_top: Final = attrgetter(*_TOP_NAMES)
-_RECORD_TYPES: Final = {
+_RECORD_TYPES: Final[dict[str | None, pa.StructType]] = {
     None: _record_type(None, _TOP_NAMES),
     **{w: _record_type(w, fastpath.FIELDS[w]) for w in ("proc", "file")},
 }

@@ -115,7 +115,8 @@ class DuckDBEngine:
         files = sorted(str(p) for p in (root / kind).glob("date=*/host=*/*.parquet"))
         if not files:
             return pa.table({})
-        conds, params = [], []
+        conds: list[str] = []
+        params: list[str | int] = []  # duckdb's ? placeholders, in order
         first, last = f.days()
         if first:
             conds.append("date >= ?")
@@ -244,7 +245,7 @@ def rows(table: pa.Table) -> list[dict[str, Any]]:
     # Only columns that hold a raw value anywhere need the per-row fix-up.
     needed = [(col, raw) for col, raw in raw_pairs if table.column(raw).null_count < table.num_rows]
     out = table.drop_columns([raw for _, raw in raw_pairs])
-    result = out.to_pylist()
+    result: list[dict[str, Any]] = out.to_pylist()  # pyarrow is untyped
     for col, raw in needed:
         values = table.column(raw).to_pylist()
         for row, raw_value in zip(result, values, strict=True):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pyarrow loads only when a query runs
     from .query import Engine, Filters
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "query",
         help="search the archive written by `consume archive`",

@@ -229,7 +229,9 @@ def event_doc(event: dict[str, Any], stream: DataStream | None = DEFAULT_STREAM)
 
 def alert_doc(alert: Alert, stream: DataStream | None = DEFAULT_STREAM) -> dict[str, Any]:
     event = dict(alert.event)
-    doc = event_doc(event, stream) if event else {"ecs": {"version": ECS_VERSION}, "event": {}}
+    doc: dict[str, Any] = (
+        event_doc(event, stream) if event else {"ecs": {"version": ECS_VERSION}, "event": {}}
+    )
     if alert.ts is not None:
         doc["@timestamp"] = iso_time(alert.ts)
     doc["host"] = {"name": display(alert.host), "hostname": display(alert.host), "os": OS}

@@ -25,7 +25,7 @@ import asyncio
 import functools
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,6 +172,7 @@ class SyslogSink(Sink):
     def __init__(self, spec: SinkSpec) -> None:
         super().__init__(spec)
         self.delivery = "at most once" if spec.transport == "udp" else "at least once"
+        self.format: Callable[[Item], str]
         if spec.format == "cef":
             from .cef import render_cef_syslog
 
@@ -214,9 +215,11 @@ class SyslogSink(Sink):
 
     async def _send_udp(self, batch: list[Rendered], refused: dict[int, str]) -> None:
         if self._udp is None:
+            port = self.spec.port
+            assert port is not None  # parse_spec gives every network sink one
             loop = asyncio.get_running_loop()
             self._udp, _ = await loop.create_datagram_endpoint(
-                asyncio.DatagramProtocol, remote_addr=(self.spec.host, self.spec.port),
+                asyncio.DatagramProtocol, remote_addr=(self.spec.host, port),
                 family=socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET,
             )  # fmt: skip
         for index, (_, datagram) in enumerate(batch):

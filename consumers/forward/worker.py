@@ -133,7 +133,7 @@ class SinkWorker(Consumer):
             if delivery.is_alert:
                 level = subject_leaf(delivery.subject)
                 try:
-                    alert = parse_alert(delivery.events[0], level)  # type: ignore[arg-type]
+                    alert = parse_alert(delivery.events[0], level)
                 except AlertError as exc:
                     refused[slot] = str(exc)
                     continue
