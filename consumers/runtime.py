@@ -15,6 +15,7 @@ and the runtime then dead-letters it unopened instead of it vanishing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -22,12 +23,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import nats.errors
 from asyncio_pool import AioPool
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from snoopbus.proto import (
     STREAM_NAME,
@@ -42,6 +44,7 @@ from snoopbus.proto import (
     ensure_stream,
     parse_subject,
 )
+from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER
 from snoopbus.proto.stream_limits import MISSED_KEY, MissedCounter, StreamLimits, missed_of
 
@@ -54,6 +57,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL = 5.0  # s between consumer_info calls for the lag figures
+# Binding the durable: answers that may come right on a later try.
+BIND_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                  ServiceUnavailableError)  # fmt: skip
+BIND_ATTEMPTS = 9  # 0.5 s doubling to 10 s, jittered: 23-46 s of waits in all
 
 
 @dataclass
@@ -129,19 +136,7 @@ class Runtime:
         )
         try:
             js = self._js = nc.jetstream()
-            await ensure_stream(js, limits=self._stream_limits)
-            prior = await self._prior(js)
-            if prior is not None:
-                self.counters.missed = self._missed.missed = missed_of(prior.config.metadata)
-            config = self._consumer_config()  # after `missed`: it is kept in the metadata
-            if prior is not None:
-                config = self._keep_start(prior.config, config)
-            info = await js.add_consumer(STREAM_NAME, config)
-            delivered = info.delivered  # None if the server left it out
-            self._last_seq = (delivered.stream_seq or 0) if delivered is not None else 0
-            if prior is None:  # a new durable missed nothing that came before it
-                first = (await js.stream_info(STREAM_NAME)).state.first_seq
-                self._last_seq = max(self._last_seq, first - 1)
+            await self._bind(js)
             puller = Puller(nc, js, STREAM_NAME, self.durable, batch=self.settings.batch,
                             max_bytes=self.settings.fetch_bytes)  # fmt: skip
             await puller.start()
@@ -170,6 +165,39 @@ class Runtime:
         finally:
             if own and not nc.is_closed:
                 await nc.drain()
+
+    async def _bind(self, js: JetStreamContext) -> None:
+        """The stream and this consumer's durable, made or found. A server still
+        starting JetStream, or a cluster electing a leader or starved of CPU,
+        answers late or with 503: tried again with back-off, BIND_ATTEMPTS times
+        in all (23-46 s of waits), before the error ends the run."""
+        for failures in range(1, BIND_ATTEMPTS + 1):
+            try:
+                await self._bind_once(js)
+                return
+            except BIND_TRANSIENT as exc:
+                if failures == BIND_ATTEMPTS or self._stop.is_set():
+                    raise
+                delay = backoff_delay(failures, 0.5, 10.0, jitter=True)
+                log.warning("%s: binding the durable failed (%s); trying again in %.1fs",
+                            self.durable, exc or type(exc).__name__, delay)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _bind_once(self, js: JetStreamContext) -> None:
+        await ensure_stream(js, limits=self._stream_limits)
+        prior = await self._prior(js)
+        if prior is not None:
+            self.counters.missed = self._missed.missed = missed_of(prior.config.metadata)
+        config = self._consumer_config()  # after `missed`: it is kept in the metadata
+        if prior is not None:
+            config = self._keep_start(prior.config, config)
+        info = await js.add_consumer(STREAM_NAME, config)
+        delivered = info.delivered  # None if the server left it out
+        self._last_seq = (delivered.stream_seq or 0) if delivered is not None else 0
+        if prior is None:  # a new durable missed nothing that came before it
+            first = (await js.stream_info(STREAM_NAME)).state.first_seq
+            self._last_seq = max(self._last_seq, first - 1)
 
     def _consumer_config(self) -> ConsumerConfig:
         s = self.settings

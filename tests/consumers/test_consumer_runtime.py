@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+from pathlib import Path
 
 import msgpack
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.app.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer, find_binary
 from snoopbus.consumers import Batch, Consumer, Runtime, Settings, consumer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.proto import (
@@ -20,6 +24,7 @@ from snoopbus.proto import (
 from tests.support.bus import dead_letters
 from tests.support.consumers import FAST, Collector, running
 from tests.support.events import bare_exec, publish
+from tests.support.processes import free_port
 from tests.support.waits import until
 
 
@@ -233,3 +238,46 @@ async def test_tick_comes_periodically_survives_a_failure_and_stops_with_the_con
     async with running(quiet, nats_server.url):
         await asyncio.sleep(0.3)
     assert len(ticks) == before
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_a_consumer_started_before_jetstream_binds_once_it_is_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that has no JetStream yet (a node starting, a cluster electing its
+    leader) answers the durable's requests with 503 or not at all: the runtime
+    tries again with back-off instead of ending at the first answer."""
+    port = free_port()
+    plain = subprocess.Popen([find_binary(), "-a", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = NatsServer(tmp_path / "nats", port=port)
+    c = Collector()
+    runtime = Runtime(c, servers=f"nats://127.0.0.1:{port}", settings=FAST)
+    task: asyncio.Task[None] | None = None
+    try:
+        await until(lambda: listening(port))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: "binding the durable failed" in caplog.text, within=30)
+        assert not task.done() and not runtime.ready.is_set()
+        plain.terminate()
+        plain.wait(10)
+        server.start()  # the same port, now with JetStream
+        await asyncio.wait_for(runtime.ready.wait(), 60)
+        nc = await nats.connect(server.url)
+        try:
+            await publish(nc.jetstream(), bare_exec())
+            await until(lambda: len(c.events) == 1)
+        finally:
+            await nc.close()
+    finally:
+        runtime.stop()
+        if task is not None:
+            await asyncio.wait_for(task, 20)
+        if plain.poll() is None:
+            plain.kill()
+            plain.wait()
+        server.stop()
