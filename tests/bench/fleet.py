@@ -73,8 +73,8 @@ from snoopbus.consumers.settings import Partition
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter, host_token
 from snoopbus.proto.msgid import ID_HEADER
 from snoopbus.proto.stream_limits import StreamLimits
-from tests.conftest import free_port
 from tests.support.natsd import cluster_args
+from tests.support.processes import free_port
 
 from . import fleet_load
 from .backlog import _cpu_s
