@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,12 +31,16 @@ from snoopbus.collector.records import (
     KIND_CLOSE_WRITE,
     KIND_CREATE,
     KIND_DELETE,
+    KIND_EXEC,
+    KIND_EXIT,
+    KIND_FORK,
     KIND_LINK,
     KIND_MKDIR,
     KIND_MODIFY,
     KIND_MOUNT,
     KIND_OPEN,
     KIND_RENAME,
+    KIND_REPEAT,
     KIND_RMDIR,
     KIND_SYMLINK,
     KIND_XATTR,
@@ -45,6 +50,7 @@ from snoopbus.collector.records import (
     ForkRecord,
     Header,
     Record,
+    RepeatRecord,
     comm_text,
     decode,
     decode_header,
@@ -69,6 +75,12 @@ _NOTED_NRS = frozenset(
 _NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
                0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
 _unpack_hdr = HDR.unpack_from
+# tid and kind of a record's header (rec_hdr: tid at 20, kind at 36)
+_unpack_tid_kind = struct.Struct("<I12xH").unpack_from
+_NOT_FILE_KINDS = frozenset({KIND_EXEC, KIND_EXIT, KIND_FORK})
+# Threads whose last file record's events are kept for its repeats (as the
+# kernel's coal map: bpf/snoopbus.bpf.c).
+LAST_PER_THREAD = 65536
 _unpack_tail = FILE_TAIL.unpack_from
 
 
@@ -125,6 +137,10 @@ class EventBuilder:
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
+        # tid -> (kind, events) of its last file record: a KIND_REPEAT record
+        # says that record happened `count` more times (coalesced in the kernel).
+        self._last: dict[int, tuple[int, list[tuple[str, Event]]]] = {}
+        self.orphan_repeats = 0  # repeats whose base was forgotten: counted as lost
         self._seq = itertools.count(1)
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -297,8 +313,70 @@ class EventBuilder:
         bytes, skipping the decoded-record objects, which cost a third of their
         time; the rest go records.decode -> build_all. Both make the same
         events (tests/test_events_direct.py)."""
+        tid, kind = _unpack_tid_kind(buf, 20)
+        if kind == KIND_REPEAT:
+            rec = decode(buf)
+            assert isinstance(rec, RepeatRecord)
+            return self.repeat(rec)
         out = self._direct(buf) if len(buf) >= FILE_NAMES_AT else None
-        return out if out is not None else self.build_all(decode(buf))
+        if out is None:
+            out = self.build_all(decode(buf))
+        if kind not in _NOT_FILE_KINDS:
+            self._remember(tid, kind, out)
+        return out
+
+    def _remember(self, tid: int, kind: int, out: list[tuple[str, Event]]) -> None:
+        last = self._last
+        if tid in last:
+            del last[tid]  # re-inserted last: the dict's order is recency
+        elif len(last) >= LAST_PER_THREAD:
+            del last[next(iter(last))]
+        last[tid] = (kind, out)
+
+    def repeat(self, rec: RepeatRecord) -> list[tuple[str, Event]]:
+        """The thread's last file record's events once more, standing for
+        `count` identical ones (none when that record made none: filtered)."""
+        known = self._last.get(rec.hdr.tid)
+        if known is None or known[0] != rec.of_kind:
+            self.orphan_repeats += rec.count
+            return []
+        out = []
+        for subject, ev in known[1]:
+            again = self._base(rec.hdr.ts_boot, ev["type"])
+            again.update({k: v for k, v in ev.items() if k not in again})
+            again["count"] = rec.count
+            out.append((subject, again))  # type: ignore[arg-type]
+        return out
+
+    def summary(self, pid: int, uid: int, kind: int, count: int, lost: int, since_boot: int,
+                until_boot: int, ino: int, dev: int) -> tuple[str, Event]:
+        """A `summary` event: `count` file events of type `of` by `pid` over
+        its fair share (and `lost` the ring buffer had no room for), not
+        delivered one by one, between `since` and `ts` (proto/README.md)."""
+        ev = self._base(until_boot, "summary")
+        info = self.cache.get(pid)
+        exited = self._exited.get(pid)
+        if info is None and exited is not None:
+            proc = dict(exited)
+            proc.pop("tid", None)
+        else:
+            proc = {"pid": pid, "uid": uid}
+            if info is not None:
+                proc.update({k: v for k, v in self._proc(
+                    Header(0, 0, pid, pid, 0, uid, 0, 0, 0, ""), info).items()
+                    if k not in ("tid", "ppid", "gid", "comm", "cgroup")})
+        ev["proc"] = proc
+        f: dict[str, Any] = {}
+        if ino:
+            f["inode"] = ino
+            f["dev"] = encode_dev(dev)
+        ev["file"] = f
+        ev["of"] = FILE_KIND_NAMES.get(kind, str(kind))
+        ev["count"] = count
+        if lost:
+            ev["lost"] = lost
+        ev["since"] = since_boot + self.clock_offset
+        return self.subject("summary"), ev  # type: ignore[return-value]
 
     def _direct(self, buf: bytes) -> list[tuple[str, Event]] | None:
         """build_raw's direct path; None: not a record it takes (or a malformed

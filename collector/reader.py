@@ -37,9 +37,18 @@ class RingReader:
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
+        proc_ring: RingBuffer | None = None,
+        consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.ring = ring
-        self._builder = builder
+        # Exec, exit and fork records (their own ring buffer: file traffic cannot
+        # take their room), drained before each drain of `ring`: a process's exec
+        # is seen before the file records its new image made after it.
+        self.proc_ring = proc_ring
+        # Told `ring`'s consumer position after each drain: the probes compare
+        # it with what they wrote to know when the ring buffer fills (fair shares).
+        self._consumed = consumed
+        self.builder = builder
         self._deliver = deliver
         self._poll_s = poll_ms / 1000
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -52,6 +61,8 @@ class RingReader:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_reader(self.ring.fileno(), self._ready)
+        if self.proc_ring is not None:
+            loop.add_reader(self.proc_ring.fileno(), self._ready)
         self._tick()
 
     def _tick(self) -> None:
@@ -67,7 +78,8 @@ class RingReader:
         try:
             # More waiting past what a drain takes: again, after the loop's other
             # work. (Not when it stopped at a record still being written.)
-            more = self._drain() and self.ring.pending()
+            more = self._drain() and (self.ring.pending() or (
+                self.proc_ring is not None and self.proc_ring.pending()))
         except Exception as exc:  # never die silently: the collector checks `alive`
             log.exception("ring buffer reader failed")
             self.failure = exc
@@ -82,12 +94,15 @@ class RingReader:
 
     def _drain(self) -> int:
         """One bounded drain; returns how many records it took."""
-        raw = self.ring.drain(DRAIN_BYTES)
+        raw = self.proc_ring.drain(DRAIN_BYTES) if self.proc_ring is not None else []
+        raw += self.ring.drain(DRAIN_BYTES)
+        if self._consumed is not None:
+            self._consumed(self.ring.positions()[0])
         if not raw:
             return 0
         self.records += len(raw)
         batch: Batch = []
-        build_raw = self._builder.build_raw
+        build_raw = self.builder.build_raw
         for buf in raw:
             try:
                 batch.extend(build_raw(buf))
@@ -101,6 +116,8 @@ class RingReader:
         if self._loop is None:
             return
         self._loop.remove_reader(self.ring.fileno())
+        if self.proc_ring is not None:
+            self._loop.remove_reader(self.proc_ring.fileno())
         for handle in (self._timer, self._again):
             if handle is not None:
                 handle.cancel()

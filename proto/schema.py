@@ -33,14 +33,17 @@ FILE_TYPES: Final = (
 )
 # Published by the rename pairer, not the collector.
 DERIVED_FILE_TYPES: Final = ("renamed", "moved_in", "moved_out")
-EVENT_TYPES: Final = PROC_TYPES + FILE_TYPES + DERIVED_FILE_TYPES
+# Published by the collector for what a process did beyond its fair share
+# (proto/README.md, "Isolation"): a file subject, proc the process, `of` the type.
+SUMMARY_TYPES: Final = ("summary",)
+EVENT_TYPES: Final = PROC_TYPES + FILE_TYPES + DERIVED_FILE_TYPES + SUMMARY_TYPES
 ALERT_LEVELS: Final = ("informational", "low", "medium", "high", "critical")
 
 Family = Literal["proc", "file"]
 
 _FAMILY: Final[dict[str, Family]] = {
     **dict.fromkeys(PROC_TYPES, "proc"),
-    **dict.fromkeys(FILE_TYPES + DERIVED_FILE_TYPES, "file"),
+    **dict.fromkeys(FILE_TYPES + DERIVED_FILE_TYPES + SUMMARY_TYPES, "file"),
 }
 
 
@@ -124,6 +127,13 @@ class Event(TypedDict, total=False):
     signal: int  # exit: the signal that ended the process
     via: str  # "io_uring": the operation was an io_uring request, not a syscall
     io_uring_op: str  # with via: the request's opcode name (IORING_OP_*, lower case)
+    # Isolation (proto/README.md): events this one stands for; absent means 1.
+    # A file event: it and count - 1 identical ones (same thread, type and file)
+    # right before it. A summary: events of type `of` not delivered one by one.
+    count: int
+    of: str  # summary: the type it counts ("rename": moved_from + moved_to pairs)
+    lost: int  # summary: events of type `of` the ring buffer had no room for
+    since: int  # summary: start of the span it covers (ns since the Unix epoch)
 
 
 class SchemaError(ValueError):
@@ -172,6 +182,10 @@ _TOP_FIELDS: Final[dict[str, _Kind]] = {
     "signal": int,
     "via": str,
     "io_uring_op": str,
+    "count": int,
+    "of": str,
+    "lost": int,
+    "since": int,
 }
 _PROC_FIELDS: Final[dict[str, _Kind]] = {
     "pid": int,

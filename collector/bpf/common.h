@@ -15,6 +15,9 @@
 /* Record kinds: the first field the user-space decoder dispatches on. */
 #define KIND_EXEC 1
 #define KIND_EXIT 2
+/* N more file records of the thread identical to its last one (isolation:
+ * coalesced in the kernel, see emit_file in snoopbus.bpf.c). */
+#define KIND_REPEAT 26
 #define KIND_MAX 32
 
 /* Record flags (rec_hdr.flags, 16 bits): the one table of them, for every
@@ -49,6 +52,14 @@ struct rec_hdr {
     u16 kind;
     u16 flags;
     char comm[16];
+};
+
+/* KIND_REPEAT: the thread's last file record stands for `count` more. */
+struct repeat_rec {
+    struct rec_hdr h;
+    u32 count;
+    u16 of_kind;  /* the kind of the record repeated */
+    u16 _pad;
 };
 
 /* Per-CPU scratch where a variable-length record is assembled before it is
