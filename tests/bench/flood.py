@@ -144,7 +144,10 @@ class Tally:
                 + self.lost[type_])
 
 
-def tally(events: list[Event], victim: dict[str, Any], flood_dir: Path) -> Tally:
+def tally(events: list[Event], victim: dict[str, Any], flood_dir: Path,
+          flood_exe: Path | None = None) -> Tally:
+    """`flood_exe`: count only the summaries of processes of that image (or of
+    none known): another nobody process on the host has its own."""
     t = Tally()
     dirs, kids = set(victim["dirs"]), set(victim["kids"])
     prefix = str(flood_dir) + "/"
@@ -158,7 +161,8 @@ def tally(events: list[Event], victim: dict[str, Any], flood_dir: Path) -> Tally
             t.execs += 1
         elif type_ == "exit" and proc.get("pid") in kids:
             t.exits += 1
-        elif type_ == "summary" and proc.get("uid") == NOBODY:
+        elif type_ == "summary" and proc.get("uid") == NOBODY and (
+                flood_exe is None or proc.get("exe") in (None, str(flood_exe))):
             of = ev["of"]  # type: ignore[typeddict-item]
             t.summarized[of] += ev["count"]  # type: ignore[typeddict-item]
             t.lost[of] += ev.get("lost", 0)  # type: ignore[misc]
@@ -229,7 +233,7 @@ async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: f
         await nc.close()
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Result(name, flood, victim, tally(events, victim, flood_dir),
+    return Result(name, flood, victim, tally(events, victim, flood_dir, exe),
                   final.get("lost_by_type", {}))
 
 
