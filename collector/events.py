@@ -313,6 +313,8 @@ class EventBuilder:
         bytes, skipping the decoded-record objects, which cost a third of their
         time; the rest go records.decode -> build_all. Both make the same
         events (tests/test_events_direct.py)."""
+        if len(buf) < HDR.size:
+            return self.build_all(decode(buf))  # RecordError
         tid, kind = _unpack_tid_kind(buf, 20)
         if kind == KIND_REPEAT:
             rec = decode(buf)
