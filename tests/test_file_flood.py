@@ -124,3 +124,28 @@ async def test_a_flood_blinds_no_one_and_is_accounted_exactly(
         assert t.accounted(type_) == generated, (type_, t)
     if mode == "same":  # one file: coalesced in the kernel into a few events with counts
         assert t.coalesced["close_write"] > t.delivered["close_write"], t
+
+
+async def test_with_a_tiny_ring_buffer_loss_is_counted_per_process_and_execs_still_go(
+    nats_server: NatsServer, nc: Client, tmp_path: Path, open_tmp: Path
+) -> None:
+    """A one-page file ring buffer overflows under the flood: what it had no
+    room for is counted per process and type (summary `lost`), so the
+    flooder's accounting still holds exactly; exec and exit records have
+    their own ring buffer and all arrive."""
+    exe = build(open_tmp)
+    running = await start_collector(nats_server.url, nc, tmp_path, "--ringbuf-pages", "1")
+    try:
+        flood_dir = open_tmp / "flood"
+        flooder = start_flood(exe, flood_dir, "unique", 3.0)
+        await asyncio.sleep(0.5)
+        victim = await asyncio.to_thread(run_victim, open_tmp / "victim", 1.5)
+        flood = await asyncio.to_thread(finish_flood, flooder, 60)
+    finally:
+        assert stop_process(running.process) == 0, running.log()
+    events = await stored_events(nc.jetstream(), running.host)
+    t = tally(events, victim, flood_dir, exe)
+    assert (t.execs, t.exits) == (len(victim["kids"]), len(victim["kids"])), t
+    assert sum(t.lost.values()) + sum(t.summarized.values()) > 0, t
+    for type_, generated in flood.generated.items():
+        assert t.accounted(type_) == generated, (type_, t)
