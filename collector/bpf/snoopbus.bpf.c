@@ -201,8 +201,10 @@ struct over_val {
 /* Cumulative: user space reports the growth; it deletes the entries of
  * processes gone once reported (collector/summary.py). */
 BPF_HASH(overflow, struct over_key, struct over_val, 16384);
-/* [0] bytes the probes wrote to `events` (ring buffer positions: headers and
- * padding included), [1] bytes the reader consumed, stored by it per drain. */
+/* [0] bytes the probes wrote to `events` (as ring buffer positions count
+ * them: headers and padding included), [1] bytes the reader consumed, stored
+ * by it after each drain (LoadedProbes.consumer_position). Two elements: each
+ * has one writer. Array lookups are inlined: a few instructions each. */
 BPF_ARRAY(ring_pos, u64, 2);
 
 static __always_inline void count_lost_n(u32 kind, u64 n)
@@ -299,29 +301,30 @@ static __always_inline void coal_end(void *task, int forget)
         coal.delete(&tid);
 }
 
-/* Whether the source of `h` may write now: always below the pressure mark,
- * else within its rate (GCRA: one u64 per source, races only blur it). */
+/* Whether the source of `h` may write now: always while the ring buffer has
+ * room (no source's state is looked at then), else within its rate (GCRA:
+ * one u64 per source; races between CPUs only blur it). A source gets its
+ * burst afresh when pressure begins: SOURCE_BURST_NS worth of records, far
+ * less than the room left above PRESSURE_BYTES. */
 static __always_inline int within_share(struct rec_hdr *h)
 {
     u32 zero = 0, one = 1;
     u64 *prod = ring_pos.lookup(&zero);
     u64 *cons = ring_pos.lookup(&one);
+    if (!prod || !cons || (s64)(*prod - *cons) <= PRESSURE_BYTES)
+        return 1;
     u64 now = h->ts;
     u64 src = h->uid ? ((u64)1 << 32) | h->uid : h->pid;
-    u64 *tat = budget.lookup(&src);
     u64 cost = 1000000000ULL / SOURCE_RATE;
-    if (!tat) {
-        u64 t = now + cost;
+    u64 *tat = budget.lookup(&src);
+    if (!tat || *tat + SOURCE_BURST_NS < now) {
+        u64 t = now + cost;  /* new, or idle for a burst's time: a full burst */
         budget.update(&src, &t);
         return 1;
     }
     u64 t = *tat < now ? now : *tat;
-    int pressure = prod && cons && *prod - *cons > PRESSURE_BYTES;
-    if (t - now > SOURCE_BURST_NS) {
-        if (pressure)
-            return 0;  /* over its share: not charged, summarized */
-        t = now + SOURCE_BURST_NS - cost;  /* no debt beyond one burst from quiet times */
-    }
+    if (t - now > SOURCE_BURST_NS)
+        return 0;  /* over its share: not charged, summarized */
     *tat = t + cost;
     return 1;
 }
