@@ -1,12 +1,13 @@
 """Isolation under a flood: what a quiet process gets delivered while another floods.
 
-    .venv/bin/python -m tests.bench.flood [--seconds 5] [--modes same,unique,children]
+    .venv/bin/python -m tests.bench.flood [--seconds 5] [--modes same,unique,children,threads]
                                           [--before DIR]
 
 Compiles tests/bench/flood_load.c: as `nobody`, on CPU 0, one of
   same      open(O_WRONLY) + close of one file (close_write each time)
   unique    create + close + unlink of a new name each time
   children  the same as unique from a short-lived child after another
+  threads   same, from 4 threads at once
 while a victim (root, CPU 1) makes a directory every 5 ms and runs /bin/true
 every 20 ms. For each mode it runs the flooder bare, then under the collector
 of this tree, then (with --before DIR, a checkout such as `git archive main |
@@ -76,7 +77,8 @@ def build(tmp: Path) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc)")
-    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "flood_load.c")], check=True)
+    subprocess.run([cc, "-O2", "-pthread", "-o", str(exe), str(HERE / "flood_load.c")],
+                   check=True)
     exe.chmod(0o755)
     return exe
 
@@ -274,7 +276,7 @@ def code_env(tree: Path, tmp: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--modes", default="same,unique,children")
+    parser.add_argument("--modes", default="same,unique,children,threads")
     parser.add_argument("--before", type=Path, help="a checkout to compare with (main)")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -10,9 +10,11 @@
  *             time (create, close_write, delete)
  *   children  a short-lived child after another, each doing CHILD_ITERS of
  *             unique and exiting (a flooder that is many processes)
+ *   threads   THREADS threads doing `same` on one file at once
  * Prints "<iterations> <seconds>" then "<type> <n>" per event type made. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,33 @@
 #include "monotonic.h"
 
 #define CHILD_ITERS 64
+#define THREADS 4
+
+struct same_job {
+    int dir;
+    double end;
+    long n;
+    int failed;
+};
+
+/* openat(one, O_WRONLY) + close until `end`, counted in job->n. */
+static void *same_ops(void *arg)
+{
+    struct same_job *job = arg;
+    double t = 0;
+    while (t < job->end) {
+        for (int i = 0; i < 256; i++, job->n++) {
+            int fd = openat(job->dir, "one", O_WRONLY);
+            if (fd < 0 || close(fd) != 0) {
+                perror("same");
+                job->failed = 1;
+                return 0;
+            }
+        }
+        t = now();
+    }
+    return 0;
+}
 
 static int unique_ops(int dir, long from, long n)
 {
@@ -59,23 +88,34 @@ int main(int argc, char **argv)
     double seconds = atof(argv[3]);
     long n = 0, creates = 0, closes = 0, deletes = 0;
     double start = now(), end = start + seconds, t = start;
-    if (!strcmp(mode, "same")) {
+    if (!strcmp(mode, "same") || !strcmp(mode, "threads")) {
         int fd = openat(dir, "one", O_CREAT | O_EXCL | O_WRONLY, 0644);
         if (fd < 0 || close(fd) != 0) {
             perror("one");
             return 1;
         }
         creates = closes = 1;
-        while (t < end) {
-            for (int i = 0; i < 256; i++, n++) {
-                fd = openat(dir, "one", O_WRONLY);
-                if (fd < 0 || close(fd) != 0) {
-                    perror("same");
-                    return 1;
-                }
+        int nt = strcmp(mode, "same") ? THREADS : 1;
+        struct same_job jobs[THREADS] = {};
+        pthread_t ids[THREADS];
+        for (int i = 0; i < nt; i++) {
+            jobs[i].dir = dir;
+            jobs[i].end = end;
+            if (nt > 1 && pthread_create(&ids[i], 0, same_ops, &jobs[i]) != 0) {
+                perror("pthread_create");
+                return 1;
             }
-            t = now();
         }
+        if (nt == 1)
+            same_ops(&jobs[0]);
+        for (int i = 0; i < nt; i++) {
+            if (nt > 1)
+                pthread_join(ids[i], 0);
+            if (jobs[i].failed)
+                return 1;
+            n += jobs[i].n;
+        }
+        t = now();
         closes += n;
     } else if (!strcmp(mode, "unique")) {
         while (t < end) {
