@@ -32,6 +32,7 @@ from tests.bench.flood import (
     build,
     finish_flood,
     run_victim,
+    settle,
     start_flood,
     stored_events,
     tally,
@@ -114,6 +115,7 @@ async def test_a_flood_blinds_no_one_and_is_accounted_exactly(
         await asyncio.sleep(0.5)
         victim = await asyncio.to_thread(run_victim, open_tmp / "victim", 1.5)
         flood = await asyncio.to_thread(finish_flood, flooder, 60)
+        await settle(nc.jetstream())
     finally:
         assert stop_process(running.process) == 0, running.log()
     events = await stored_events(nc.jetstream(), running.host)
@@ -141,6 +143,7 @@ async def test_with_a_tiny_ring_buffer_loss_is_counted_per_process_and_execs_sti
         await asyncio.sleep(0.5)
         victim = await asyncio.to_thread(run_victim, open_tmp / "victim", 1.5)
         flood = await asyncio.to_thread(finish_flood, flooder, 60)
+        await settle(nc.jetstream())
     finally:
         assert stop_process(running.process) == 0, running.log()
     events = await stored_events(nc.jetstream(), running.host)

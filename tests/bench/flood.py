@@ -43,7 +43,15 @@ import nats.errors
 from nats.js import JetStreamContext
 
 from snoopbus.collector.natsd import NatsServer
-from snoopbus.proto import Event, connect, decode_batch, decode_map, events_filter, meta_subject
+from snoopbus.proto import (
+    STREAM_NAME,
+    Event,
+    connect,
+    decode_batch,
+    decode_map,
+    events_filter,
+    meta_subject,
+)
 
 HERE = Path(__file__).resolve().parent
 NOBODY = 65534
@@ -174,6 +182,18 @@ def tally(events: list[Event], victim: dict[str, Any], flood_dir: Path,
     return t
 
 
+async def settle(js: JetStreamContext, quiet_s: float = 2.0, most_s: float = 120.0) -> None:
+    """Until the collector has published what it read: the stream stops growing
+    (stopping it with a backlog would leave that in its spill, not the stream)."""
+    last, still, waited = -1, 0.0, 0.0
+    while still < quiet_s and waited < most_s:
+        stored = (await js.stream_info(STREAM_NAME)).state.messages
+        still = still + 0.25 if stored == last else 0.0
+        last = stored
+        await asyncio.sleep(0.25)
+        waited += 0.25
+
+
 async def stored_events(js: JetStreamContext, host: str) -> list[Event]:
     """Every event of `host` in the stream."""
     out: list[Event] = []
@@ -198,6 +218,7 @@ class Result:
     victim: dict[str, Any]
     tally: Tally
     kernel_lost: dict[str, int] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)  # the collector's last
 
 
 async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: float,
@@ -221,6 +242,7 @@ async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: f
         await asyncio.sleep(min(0.5, seconds / 4))  # the flood is at full speed
         victim = await asyncio.to_thread(run_victim, run_dir / "victim", seconds / 2)
         flood = await asyncio.to_thread(finish_flood, flooder, seconds + 60)
+        await settle(nc.jetstream())
         collector.send_signal(2)
         final: dict[str, Any] = {}
         while final.get("state") != "stopped":
@@ -236,7 +258,7 @@ async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: f
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     return Result(name, flood, victim, tally(events, victim, flood_dir, exe),
-                  final.get("lost_by_type", {}))
+                  final.get("lost_by_type", {}), final)
 
 
 def bare(exe: Path, tmp: Path, mode: str, seconds: float) -> Flood:
@@ -256,7 +278,8 @@ def report(mode: str, base: Flood, results: list[Result]) -> str:
         lines.append(
             f"  {r.name:<8} flooder {r.flood.ops_per_s:,.0f}/s ({slow:.2f}x slower); victim: "
             f"mkdir {t.mkdirs}/{len(v['dirs'])}, exec {t.execs}/{len(v['kids'])}, "
-            f"exit {t.exits}/{len(v['kids'])}")
+            f"exit {t.exits}/{len(v['kids'])}; collector lost {r.status.get('lost', 0)}, "
+            f"spilled {r.status.get('spilled_total', 0)}")
         for type_, gen in sorted(r.flood.generated.items()):
             lost = t.lost[type_] if t.summarized or t.lost else r.kernel_lost.get(type_, 0)
             total = t.delivered[type_] + t.coalesced[type_] + t.summarized[type_] + lost
