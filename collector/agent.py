@@ -21,19 +21,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
-from snoopbus.collector import exits, privileges, probes, sd_notify
-from snoopbus.collector.build_info import version
+from snoopbus.collector import privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
 from snoopbus.collector.loss import REPEAT_ORPHANED, UNDECODABLE, LossCounters
-from snoopbus.collector.metrics import (
-    CollectorStats,
-    MetricsServer,
-    PublishCounter,
-    new_registry,
-    publish_latency,
-)
+from snoopbus.collector.metrics import CollectorStats, PublishCounter, publish_latency
 from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.publisher import Publisher, PublisherConfig
@@ -56,9 +49,12 @@ from snoopbus.proto import (
     connect_eventually,
     encode_map,
     ensure_stream,
+    exits,
     host_token,
     meta_subject,
 )
+from snoopbus.proto.build_info import version
+from snoopbus.proto.metrics_server import MetricsServer, new_registry
 from snoopbus.proto.stream_limits import StreamLimits
 
 log = logging.getLogger("snoopbus.collector")
@@ -418,7 +414,8 @@ def serve_metrics(collector: Collector) -> MetricsServer | None:
             return False, "ring buffer reader stopped"
         return True, "ok"
 
-    server = MetricsServer(registry, health)
+    # The server's thread began before the probes were loaded and privileges dropped.
+    server = MetricsServer(registry, health, each_turn=privileges.follow)
     server.start(cfg.metrics_port, cfg.metrics_address)
     log.info("metrics on http://%s:%d/metrics", cfg.metrics_address, server.port)
     return server

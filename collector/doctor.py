@@ -20,7 +20,7 @@ from typing import Any
 
 import nats.errors
 
-from snoopbus.collector import coverage, doctor_bus, exits, uring
+from snoopbus.collector import coverage, doctor_bus, uring
 from snoopbus.collector.btf import KERNEL_FIELDS, Btf, BtfError
 from snoopbus.collector.capabilities import (
     Check,
@@ -31,7 +31,7 @@ from snoopbus.collector.capabilities import (
     detect,
 )
 from snoopbus.collector.uring import Coverage
-from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, exits, local_stack, settings_file
 from snoopbus.proto.settings_file import ConfigError
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]

@@ -17,7 +17,6 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from snoopbus.collector.stream_watch import StreamView, read_stream
-from snoopbus.consumers.alert.hosts import REPORTS
 from snoopbus.proto import (
     STREAM_NAME,
     DecodeError,
@@ -27,6 +26,7 @@ from snoopbus.proto import (
     meta_subject,
 )
 from snoopbus.proto.stream_limits import human_bytes
+from snoopbus.proto.subjects import REPORTS
 
 
 @dataclass

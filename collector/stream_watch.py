@@ -22,7 +22,6 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from snoopbus.consumers.runtime import missed_of
 from snoopbus.proto import STREAM_NAME
 from snoopbus.proto.settings_file import StreamSection, env_name
 from snoopbus.proto.stream_limits import (
@@ -30,6 +29,7 @@ from snoopbus.proto.stream_limits import (
     disk_warning,
     fill_warning,
     human_bytes,
+    missed_of,
     removed_unread,
 )
 

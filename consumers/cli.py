@@ -15,10 +15,10 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from snoopbus.collector import exits, log_setup
-from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
-from snoopbus.proto import BusUnavailable, NatsAuth, settings_file
+from snoopbus.consumers.metrics import serve_consumer
+from snoopbus.proto import BusUnavailable, NatsAuth, exits, log_setup, settings_file
 from snoopbus.proto.local_stack import LocalStackRefused, apply
+from snoopbus.proto.metrics_server import MetricsError, MetricsServer
 from snoopbus.proto.settings_file import Config, ConfigError
 from snoopbus.proto.stream_limits import StreamLimits
 

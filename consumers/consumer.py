@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+
+from snoopbus.proto.metric_names import Metric
 
 from .delivery import Batch
 from .settings import Settings
@@ -84,6 +86,11 @@ class Consumer:
         for slow work. By default there is nothing to reload, and SIGHUP is only
         logged (never the end of the process, as its default action would be)."""
         log.info("%s: SIGHUP: nothing to reload", self.name)
+
+    def metrics(self) -> Iterable[tuple[Metric, list[tuple[list[str], float]]]]:
+        """Metrics of the consumer's own beyond the runtime's, each with its samples
+        (label values, value), read at each scrape. None by default."""
+        return ()
 
     def counters(self, own: Counters) -> Counters:
         """The tallies to report (stop log, metrics): the runtime's own, unless

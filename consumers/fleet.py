@@ -22,8 +22,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from snoopbus.collector import exits
-from snoopbus.proto import BusUnavailable, NatsAuth, connect, local_stack, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits, local_stack, settings_file
 from snoopbus.proto.local_stack import LocalStackRefused
 from snoopbus.proto.settings_file import ConfigError
 

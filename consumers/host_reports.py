@@ -25,8 +25,7 @@ from snoopbus.proto import (
     meta_subject,
     parse_subject,
 )
-
-from .alert.hosts import REPORTS
+from snoopbus.proto.subjects import REPORTS
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from snoopbus.proto import (
     parse_subject,
 )
 from snoopbus.proto.msgid import ID_HEADER
-from snoopbus.proto.stream_limits import MissedCounter, StreamLimits
+from snoopbus.proto.stream_limits import MISSED_KEY, MissedCounter, StreamLimits, missed_of
 
 from . import dlq, trust
 from .consumer import Consumer, Context
@@ -53,7 +53,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-MISSED_KEY = "snoopbus.missed"  # durable metadata: messages retention removed before it read them
 LAG_INTERVAL = 5.0  # s between consumer_info calls for the lag figures
 
 
@@ -441,14 +440,6 @@ class Runtime:
                 await delivery.msg.nak()
                 self.counters.released += 1
         self._held.clear()
-
-
-def missed_of(metadata: dict[str, str] | None) -> int:
-    """The missed count a runtime recorded in its durable's metadata (0 if none)."""
-    try:
-        return int((metadata or {}).get(MISSED_KEY, 0))
-    except ValueError:
-        return 0
 
 
 async def serve(

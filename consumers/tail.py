@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from snoopbus.collector import exits
 from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.consumers.follow import Follower, FollowError
 from snoopbus.consumers.lines import (
@@ -47,6 +46,7 @@ from snoopbus.proto import (
     connect,
     decode_batch,
     events_filter,
+    exits,
     local_stack,
     settings_file,
 )

@@ -137,6 +137,18 @@ class MissedCounter:
         return added
 
 
+# A durable's metadata key: the messages retention removed before its runtime read them.
+MISSED_KEY: Final = "snoopbus.missed"
+
+
+def missed_of(metadata: dict[str, str] | None) -> int:
+    """The missed count a runtime recorded in its durable's metadata (0 if none)."""
+    try:
+        return int((metadata or {}).get(MISSED_KEY, 0))
+    except ValueError:
+        return 0
+
+
 def fill_warning(stream_bytes: int, max_bytes: int, warn_percent: float) -> str | None:
     """A warning once the stream holds warn_percent of its max_bytes, else None."""
     if max_bytes <= 0 or stream_bytes < max_bytes * warn_percent / 100:

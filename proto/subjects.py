@@ -21,6 +21,8 @@ _EVENTS: Final = "events"
 _ALERTS: Final = "alerts"
 _META: Final = "meta"
 _DLQ: Final = "dlq"
+# The meta <what>s a collector reports about itself (host health, `doctor --nats`).
+REPORTS: Final = ("status", "heartbeat", "loss")
 
 # Anything that would split, wildcard or break a subject token: the token
 # separator, wildcards, whitespace, control characters, and lone surrogates

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, Event, decode_batch, events_filter, meta_subject
 
 
@@ -79,7 +79,7 @@ async def start_collector(
     log_path = tmp_path / f"collector-{host}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "snoopbus.collector.cli", "collect",
+            [*prefix, sys.executable, "-m", "snoopbus.app", "collect",
              "--nats", nats_url, "--host", host, *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )

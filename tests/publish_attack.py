@@ -21,7 +21,7 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from snoopbus.collector.natsd import NatsServer, config_args
+from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.proto import decode_batch, decode_map, events_filter, meta_subject
 from tests.conftest import start_collector, stop_process
 

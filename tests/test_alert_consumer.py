@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Runtime, Settings, plugin
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.outputs import (
@@ -285,7 +285,7 @@ async def test_tail_alerts_prints_them_readably(
     out = tmp_path / "tail.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.collector.cli", "tail", "--alerts",
+            [sys.executable, "-m", "snoopbus.app", "tail", "--alerts",
              "--nats", nats_server.url], stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert import ruleset
 from snoopbus.consumers.alert.alerts import build_correlation_alert
 from snoopbus.consumers.alert.correlate import Correlator

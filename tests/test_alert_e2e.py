@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.proto import STREAM_NAME, alerts_filter, decode_map
 from tests import sigma_corpus

@@ -15,8 +15,7 @@ from sigma.collection import SigmaCollection
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
-from snoopbus.collector import exits
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.fields import (
@@ -26,12 +25,13 @@ from snoopbus.consumers.alert.fields import (
     fields_of_pipeline,
 )
 from snoopbus.consumers.alert.loader import load_pipelines, load_rules, resolve_paths, rule_files
+from snoopbus.proto import exits
 from tests import sigma_corpus
 from tests.test_alert_consumer import AlertWatch, alerts, exec_event, publish, running
 
 __all__ = ["alerts"]  # the fixture, used by name below
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 LOGON = """
 title: root logon session

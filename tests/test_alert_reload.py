@@ -20,7 +20,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream
 from tests.conftest import stop_process
 from tests.test_alert_consumer import HOST, AlertWatch, exec_event, publish

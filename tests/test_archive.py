@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Runtime, dlq
 from snoopbus.consumers.archive import columns, layout
 from snoopbus.consumers.archive.archiver import Archiver

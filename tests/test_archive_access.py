@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import encode_batch, ensure_stream, event_subject
 from tests.test_forward_receivers import make_event
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 Spawn = Callable[..., subprocess.Popen[bytes]]
 OUTSIDER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

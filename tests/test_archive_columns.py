@@ -24,7 +24,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings
 from snoopbus.consumers.archive.archiver import Archiver
 from snoopbus.consumers.archive.columns import (

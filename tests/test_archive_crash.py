@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.proto import STREAM_NAME, encode_batch, ensure_stream, event_subject
 

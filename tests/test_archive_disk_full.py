@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, ensure_stream
 
 from .test_archive_support import archived_ids, archiver, make_event, publish_events, settled

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive import layout
 from snoopbus.consumers.archive.columns import append_alert, append_event
 from snoopbus.consumers.archive.layout import PartKey, day_of

@@ -17,7 +17,7 @@ import nats
 import nkeys
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args, tls_block
+from snoopbus.app.natsd import NatsServer, config_args, tls_block
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,

@@ -13,7 +13,7 @@ from pathlib import Path
 import nkeys
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args
+from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.proto import BusUnavailable, NatsAuth, connect
 
 LIMITS = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,

@@ -1,6 +1,6 @@
 """The embedded bus is closed: each attack on `up`'s nats-server, performed for real.
 
-The server is started by `up`'s own code (collector/stack.py start_server,
+The server is started by `up`'s own code (app/stack.py start_server,
 create_stream) with its generated credentials and permissions, on a free
 loopback port. Each refusal is shown next to the same action by the role
 that owns it, which succeeds: a test that passes because nothing works
@@ -22,8 +22,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
-from snoopbus.collector.stack import StackConfig, create_stream, secure_state_dir, start_server
-from snoopbus.collector.stack_auth import StackAuth
+from snoopbus.app.stack import StackConfig, create_stream, secure_state_dir, start_server
+from snoopbus.app.stack_auth import StackAuth
 from snoopbus.consumers.alert.consumer import AlertConsumer
 from snoopbus.consumers.alert.hosts import HealthConfig
 from snoopbus.consumers.alert.wire import decode_alert

@@ -32,8 +32,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.loss import DUPLICATE_ID, LossCounters
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.consumers.consumer import consumer
 from snoopbus.consumers.delivery import Batch

@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import APIError, ServiceUnavailableError
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter
 from tests.conftest import start_collector, stop_process
 
@@ -85,7 +85,7 @@ async def test_events_flow_through_a_three_node_cluster(
     # The rename pairer on node 2; what it derives is read on node 3.
     log = (tmp_path / "rename.log").open("wb")
     rename = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.collector.cli", "consume", "rename",
+        [sys.executable, "-m", "snoopbus.app", "consume", "rename",
          "--nats", cluster[1].url],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

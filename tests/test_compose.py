@@ -19,12 +19,11 @@ import jsonschema
 import pytest
 import yaml
 
-from snoopbus.collector import exits
-from snoopbus.collector.cli import build_parser
+from snoopbus.app.main import build_parser
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
-from snoopbus.proto import BusUnavailable, NatsAuth, connect
-from snoopbus.proto.settings_file import Config, load
+from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits
+from snoopbus.proto.settings_file import CollectorSection, Config, load
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +129,21 @@ def test_the_image_is_built_from_a_dockerfile_that_exists(compose: dict[str, Any
     assert named and all((ROOT / p.rstrip(".")).exists() for p in named), named
 
 
+def test_the_collector_can_write_its_spill_folder_in_the_image(compose: dict[str, Any]) -> None:
+    """The collector runs as root with every capability dropped but those it needs: no
+    CAP_DAC_OVERRIDE, so it can write only root's folders. Its default spill folder
+    must be one the image makes for root, under the volume compose mounts for it
+    (building the image and running it so failed with EACCES before)."""
+    build = compose["services"]["collector"]["build"]
+    text = (ROOT / build["context"] / build["dockerfile"]).read_text()
+    spill = CollectorSection().spill_dir
+    assert re.search(rf"install -d -o root -g root -m 0700 {re.escape(spill)}(\s|$)", text)
+    collector = compose["services"]["collector"]
+    assert "DAC_OVERRIDE" not in collector["cap_add"]
+    mounts = [v.split(":")[1] for v in collector["volumes"] if not v.startswith("/")]
+    assert any(spill.startswith(m.rstrip("/") + "/") for m in mounts), mounts
+
+
 def unit(name: str) -> str:
     return (DEPLOY / name).read_text()
 
@@ -178,7 +192,7 @@ def test_the_example_config_loads_and_fits_each_consumer(tmp_path: Path) -> None
     opts = forward.parse_args([])
     assert opts.start == "new" and len(opts.sinks) == 2  # `to` a list of sinks, parsed
     # `--config` after the name, as a user types it (and nothing else needed)
-    out = subprocess.run([sys.executable, "-m", "snoopbus.collector.cli", "consume", "forward",
+    out = subprocess.run([sys.executable, "-m", "snoopbus.app", "consume", "forward",
                           "--config", str(path), "--help"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -188,7 +202,7 @@ def test_units_notify_restart_sanely_and_are_hardened(tmp_path: Path) -> None:
     collector, consumer = unit("snoopbus-collector.service"), unit("snoopbus-consumer@.service")
     assert "Type=notify" in collector and "WatchdogSec=" in collector
     for text in (collector, consumer):
-        # a config error exits 2 (collector/exits.py): never a restart loop
+        # a config error exits 2 (proto/exits.py): never a restart loop
         assert f"RestartPreventExitStatus={exits.USAGE}" in text
         assert exec_start(text)[0] == "/opt/snoopbus/bin/snoopbus"  # a venv: PEP 668
     analyze = shutil.which("systemd-analyze")

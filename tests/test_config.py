@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from snoopbus.app.main import build_parser
 from snoopbus.collector import probes
-from snoopbus.collector.cli import build_parser, collect_settings
+from snoopbus.collector.commands import collect_settings
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto.settings_file import (
@@ -22,7 +23,7 @@ from snoopbus.proto.settings_file import (
     load,
 )
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,7 @@ import asyncio
 
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Batch, Consumer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.proto import alert_subject, alerts_filter, encode_map, events_filter

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import SCHEMA_VERSION, encode_batch, ensure_stream, event_subject
 
 EXAMPLE = Path(__file__).parent / "plugin_example"

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Batch, Consumer, Runtime, Settings, consumer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.proto import (

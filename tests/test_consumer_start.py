@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import cli, plugin
 from snoopbus.consumers.settings import Settings
 from snoopbus.proto import STREAM_NAME, ensure_stream

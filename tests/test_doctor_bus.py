@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.doctor_bus import BusReport, render
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.proto import decode_map, meta_subject
 from tests.conftest import start_collector, stop_process
 
@@ -29,7 +29,7 @@ for i in range(5000):
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "snoopbus.collector.cli", "doctor", *args],
+    return subprocess.run([sys.executable, "-m", "snoopbus.app", "doctor", *args],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -1,4 +1,4 @@
-"""One exit-status table for every command (collector/exits.py, README), --version,
+"""One exit-status table for every command (proto/exits.py, README), --version,
 and logging flags (--log-format, --log-level, -v) wherever they are given."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.collector import exits, log_setup
-from snoopbus.collector.stack import Child
+from snoopbus.app.stack import Child
+from snoopbus.proto import exits, log_setup
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 README = Path(__file__).resolve().parents[1] / "README.md"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import nats
 
+from snoopbus.app.natsd import NatsServer, cluster_args, free_port
 from snoopbus.collector.loss import LossCounters
-from snoopbus.collector.natsd import NatsServer, cluster_args, free_port
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import STREAM_NAME, connect, decode_batch, ensure_stream, event_subject
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     STREAM_NAME,
     alerts_filter,

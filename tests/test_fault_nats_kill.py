@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import pytest
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_batch, decode_map, event_subject, meta_subject
 from tests.conftest import start_collector, stop_process, stored_messages
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from nats.js.errors import NotFoundError
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
 from tests.conftest import free_port, stop_process, stored_messages
 from tests.test_fault_nats_kill import stream_events
@@ -48,7 +48,7 @@ async def test_a_collector_started_before_nats_spills_then_delivers_everything(
     log = tmp_path / "collector.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", url,
+            [sys.executable, "-m", "snoopbus.app", "collect", "--nats", url,
              "--host", host, "--include-path", str(work), "--buffer-events", "300",
              "--spill-dir", str(spill)],
             stdout=out, stderr=subprocess.STDOUT,

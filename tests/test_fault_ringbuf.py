@@ -18,7 +18,7 @@ from typing import Any
 import nats
 import pytest
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_map, event_subject, meta_subject
 from tests.conftest import start_collector, stop_process
 from tests.test_fault_nats_kill import stream_events

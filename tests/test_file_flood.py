@@ -23,7 +23,7 @@ from nats.aio.client import Client
 
 from snoopbus.collector import probes
 from snoopbus.collector.events import EventBuilder
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.collector.summary import SummaryDrain, read_overflow

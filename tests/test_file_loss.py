@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_map, meta_subject
 from tests.conftest import start_collector, stop_process
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from snoopbus.app.main import build_parser
 from snoopbus.collector.cgroups import container_id
-from snoopbus.collector.cli import build_parser, collect_settings
+from snoopbus.collector.commands import collect_settings
 from snoopbus.collector.filters import FilterConfig, PathMatcher, load_config
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import decode_map, events_filter, meta_subject
 from tests.conftest import EventWatch, start_collector, stop_process
 

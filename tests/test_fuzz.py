@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import dlq as dlq_headers
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.loader import default_rules_dir, load_rules

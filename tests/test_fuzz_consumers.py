@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     STREAM_NAME,
     decode_batch,

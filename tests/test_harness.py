@@ -3,7 +3,7 @@
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 
 
 async def test_server_runs_jetstream_on_loopback(

@@ -23,10 +23,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from snoopbus.collector.build_info import version
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.wire import decode_alert
 from snoopbus.proto import STREAM_NAME, alert_subject, alerts_filter, encode_map, meta_subject
+from snoopbus.proto.build_info import version
 from tests.conftest import RunningCollector, start_collector, stop_process
 
 pytestmark = pytest.mark.kernel
@@ -102,7 +102,7 @@ async def first_heartbeat(nc: Client, host: str) -> None:
 
 def fleet_json(url: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.collector.cli", "fleet", "--json", "--nats", url,
+        [sys.executable, "-m", "snoopbus.app", "fleet", "--json", "--nats", url,
          "--silent-after", str(SILENT)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

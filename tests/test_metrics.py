@@ -19,15 +19,16 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector import loss, metrics
 from snoopbus.collector.loss import LossCounters
-from snoopbus.collector.metrics import MetricsError, MetricsServer, serve_consumer
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
+from snoopbus.consumers.metrics import count_alerts, serve_consumer
 from snoopbus.proto import encode_batch, event_subject, events_filter
+from snoopbus.proto.metrics_server import MetricsError, MetricsServer, new_registry
 from tests.conftest import free_port, start_collector, stop_process
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 
 def get(url: str) -> tuple[int, str]:
@@ -109,7 +110,7 @@ def test_alerts_are_counted_by_rule_id_not_title() -> None:
     class Alerting:
         extra_outputs: list = []  # noqa: RUF012 -- the alert consumer's plug point
 
-    tally = metrics.count_alerts(Alerting())
+    tally = count_alerts(Alerting())
     assert tally is not None
     # Two rules sharing a title stay apart; one rule's levels too.
     first = {"rule": {"id": "r-1", "title": "Exec from /tmp"}, "level": "high"}
@@ -117,11 +118,11 @@ def test_alerts_are_counted_by_rule_id_not_title() -> None:
     asyncio.run(Alerting.extra_outputs[0].send([first, first, second]))
     assert tally.counts == {("r-1", "high"): 2, ("r-2", "high"): 1}
     assert tally.titles == {"r-1": "Exec from /tmp", "r-2": "Exec from /tmp"}
-    assert metrics.count_alerts(object()) is None
+    assert count_alerts(object()) is None
 
 
 def test_every_registry_has_build_info_and_process_figures() -> None:
-    registry = metrics.new_registry("consumer")
+    registry = new_registry("consumer")
     server = MetricsServer(registry, lambda: (True, "ok"))
     port = server.start(0)
     try:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from snoopbus.collector import metric_names as names
+from snoopbus.proto import metric_names as names
 from tests.conftest import free_port
 from tests.test_up import free_ports, read_until
 
@@ -211,7 +211,7 @@ async def test_a_running_stack_serves_every_metric_the_dashboard_and_rules_use(
     ports = list(range(base, base + 5))
     env = {**os.environ, "SNOOPBUS_RUN_DIR": str(tmp_path / "run")}  # not the host's stack
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        sys.executable, "-m", "snoopbus.app", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(base), "--live", "off",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"proto": "snoopbus/proto", "collector": "snoopbus/collector",
-           "consumers": "snoopbus/consumers"}
+           "consumers": "snoopbus/consumers", "app": "snoopbus/app"}
 
 
 # Probe sources, rule sets and schemas are data the code loads at run time.
@@ -41,7 +41,7 @@ def test_wheel_contains_every_module_and_probe_source(tmp_path: Path) -> None:
     assert "snoopbus/collector/bpf/snoopbus.bpf.c" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "snoopbus = snoopbus.collector.cli:main" in text
+    assert "snoopbus = snoopbus.app.main:main" in text
     assert "[snoopbus.consumers]" in text
 
 

@@ -14,7 +14,7 @@ import unicodedata
 
 from rich.console import Console
 
-from snoopbus.collector.live import ChildView, LiveState
+from snoopbus.app.live import ChildView, LiveState
 from snoopbus.consumers.lines import format_alert, format_event, to_json
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import encode_batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.privileges import CAP_SYS_PTRACE, KEEP_MASK
 from tests.conftest import (
     EventWatch,

@@ -16,7 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args
+from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.collector.publisher import HEADER_ROOM
 from snoopbus.proto import events_filter, meta_subject
 from tests.conftest import start_collector, stop_process

@@ -17,6 +17,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.collector.loss import (
     PUBLISH_BAD_SUBJECT,
     PUBLISH_DENIED,
@@ -24,7 +25,6 @@ from snoopbus.collector.loss import (
     PUBLISH_NO_STREAM,
     LossCounters,
 )
-from snoopbus.collector.natsd import NatsServer, config_args
 from snoopbus.collector.publisher import HEADER_ROOM, Publisher, PublisherConfig
 from snoopbus.proto import (
     STREAM_NAME,

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from snoopbus.collector.live import LiveState
+from snoopbus.app.live import LiveState
+from snoopbus.app.natsd import NatsServer, config_args
+from snoopbus.app.stack import watch_bus
 from snoopbus.collector.loss import PUBLISH_DENIED
-from snoopbus.collector.natsd import NatsServer, config_args
-from snoopbus.collector.stack import watch_bus
 from snoopbus.proto import connect, decode_map, encode_map, meta_subject
 from tests.conftest import free_port, start_collector, stop_process
 from tests.test_metrics import get, samples
@@ -69,7 +69,7 @@ async def test_a_collector_denied_its_events_is_reported_stalled_while_heartbeat
             assert all(b["stalled"] and b["published"] == 0 for b in later), later
             assert "permissions violation" in stalled["last_error"]
             doctor = subprocess.run(
-                [sys.executable, "-m", "snoopbus.collector.cli", "doctor", "--nats",
+                [sys.executable, "-m", "snoopbus.app", "doctor", "--nats",
                  server.url, "--host", running.host],
                 capture_output=True, text=True, timeout=120, env=env_as("admin", "admin-pw"))
             assert doctor.returncode == 0, doctor.stderr

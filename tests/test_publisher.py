@@ -10,8 +10,8 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.loss import PUBLISH_BACKLOG, LossCounters
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import STREAM_NAME, connect, decode_batch, ensure_stream, event_subject
 from snoopbus.proto.msgid import id_count, id_host

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from snoopbus.collector.cli import main as snoopbus_main
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.main import main as snoopbus_main
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.archive.columns import append_event
 from snoopbus.consumers.archive.layout import PartKey, day_of
 from snoopbus.consumers.archive.query import (

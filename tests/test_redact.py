@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snoopbus.collector.cli import COLLECT_FLAGS, build_parser, load_config, security_settings
+from snoopbus.app.main import build_parser
+from snoopbus.collector.commands import COLLECT_FLAGS, load_config, security_settings
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.records import KIND_EXEC, KIND_EXIT, ExecRecord, ExitRecord, Header

@@ -17,7 +17,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Partition, Runtime, Settings
 from snoopbus.consumers.pairing import NS
 from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from snoopbus.collector import exits
 from snoopbus.consumers.alert.engine import Engine
 from snoopbus.consumers.alert.fields import default_field_map
 from snoopbus.consumers.alert.loader import load_rules, resolve_paths
 from snoopbus.consumers.alert.matcher import UnmappedFields
 from snoopbus.consumers.alert.rules_cli import match_report
+from snoopbus.proto import exits
 from tests import sigma_corpus
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 GOOD = """
 title: netcat started

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector import sd_notify
-from snoopbus.collector.natsd import NatsServer
 from tests.conftest import start_collector, stop_process
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from snoopbus.collector.natsd import NatsServer, config_args
+from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.consumers.rename import RenamePairer
 from snoopbus.consumers.runtime import Runtime
 from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject, roles

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.loss import PUBLISH_BACKLOG, SPILL_TORN, LossCounters
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.collector.spill import Spill
 from snoopbus.proto import connect, ensure_stream

@@ -131,7 +131,7 @@ def test_the_collector_refuses_a_planted_spill_before_loading_anything(
     host = "plantedhost"
     as_nobody(PLANT, str(shared / host), str(victim))
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats",
+        [sys.executable, "-m", "snoopbus.app", "collect", "--nats",
          "nats://127.0.0.1:1", "--host", host, "--spill-dir", str(shared)],
         capture_output=True, text=True, timeout=60,
     )

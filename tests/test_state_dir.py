@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.collector.stack import StackError, secure_state_dir
+from snoopbus.app.stack import StackError, secure_state_dir
 from tests.conftest import free_port
 
 NOBODY = 65534
@@ -62,7 +62,7 @@ def test_up_refuses_it_in_one_line_before_starting_anything(tmp_path: Path) -> N
     theirs.mkdir()
     os.chown(theirs, NOBODY, NOBODY)
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.collector.cli", "up", "--state-dir", str(theirs),
+        [sys.executable, "-m", "snoopbus.app", "up", "--state-dir", str(theirs),
          "--port", str(free_port())], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2

@@ -15,19 +15,21 @@ from nats.js import JetStreamContext
 from nats.js.api import StoreCompression
 from rich.console import Console
 
-from snoopbus.collector.live import ChildView, LiveState
-from snoopbus.collector.metrics import ConsumerStats, StackStats
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.live import ChildView, LiveState
+from snoopbus.app.natsd import NatsServer
+from snoopbus.app.stack_metrics import StackStats
 from snoopbus.collector.stream_watch import choose_max_mb, read_stream
-from snoopbus.consumers.runtime import MISSED_KEY, missed_of
+from snoopbus.consumers.metrics import ConsumerStats
 from snoopbus.proto import STREAM_NAME, ensure_stream, settings_file
 from snoopbus.proto.settings_file import ConfigError
 from snoopbus.proto.stream_limits import (
     FALLBACK_MAX_BYTES,
+    MISSED_KEY,
     MissedCounter,
     StreamLimits,
     auto_max_bytes,
     fill_warning,
+    missed_of,
     removed_unread,
 )
 from tests.test_consumer_runtime import Collector, exec_event, publish, running, wait_for
@@ -154,7 +156,7 @@ async def test_doctor_up_and_metrics_show_the_missed_count_and_the_fill_warning(
     first = (await js.stream_info(STREAM_NAME)).state.first_seq
     assert first > 2
     out = subprocess.run(
-        [sys.executable, "-m", "snoopbus.collector.cli", "doctor", "--nats", nats_server.url,
+        [sys.executable, "-m", "snoopbus.app", "doctor", "--nats", nats_server.url,
          "--host", "nobody"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "SNOOPBUS_STREAM_WARN_PERCENT": "50"},
     )  # fmt: skip
@@ -195,7 +197,7 @@ def test_up_chooses_max_bytes_from_the_free_space_and_says_so(tmp_path: Path) ->
 def test_up_creates_the_stream_with_what_it_chose(tmp_path: Path) -> None:
     """Under per-role permissions only up's admin may set the limits: it must
     use the size it chose (auto) or the one configured, and enforce either."""
-    from snoopbus.collector.stack import StackConfig, stack_limits
+    from snoopbus.app.stack import StackConfig, stack_limits
 
     auto = StackConfig(state_dir=tmp_path)
     env, _ = choose_max_mb(tmp_path, auto.stream)

@@ -13,13 +13,13 @@ from functools import partial
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from snoopbus.collector.cli import build_parser
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.main import build_parser
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.lines import colour_alert, colour_event, format_event
 from snoopbus.consumers.tail import Match, subjects, use_colour
 from snoopbus.proto import alert_subject, encode_batch, encode_map, ensure_stream, event_subject
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 BASE = {"v": 1, "ts": 1_700_000_000_000_000_000, "host": "web1"}
 
 

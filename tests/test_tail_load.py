@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     STREAM_NAME,
     STREAM_SUBJECTS,
@@ -23,7 +23,7 @@ from snoopbus.proto import (
     event_subject,
 )
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 PAUSE_S = 12.0  # the reader takes nothing this long: past the server's 10 s write deadline
 _MISSED = re.compile(rb"\((\d+) in all\)")
 

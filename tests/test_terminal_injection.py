@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.live import LiveState
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.live import LiveState
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.printable import UNSAFE, printable
 from snoopbus.proto import STREAM_NAME, decode_batch, events_filter
 from tests.conftest import RunningCollector
@@ -29,7 +29,7 @@ from tests.test_printable import rendered
 
 pytestmark = pytest.mark.kernel
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 # The program's name: retitles the terminal, clears it. 15 bytes, so it is
 # the process's whole comm too.

@@ -17,8 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from snoopbus.collector import exits
-from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter
+from snoopbus.proto import BusUnavailable, NatsAuth, connect, decode_batch, events_filter, exits
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.kernel
@@ -65,7 +64,7 @@ def scrape(port: int, path: str = "/metrics") -> str:
         return r.read().decode()
 
 
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
@@ -134,7 +133,7 @@ async def test_up_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(tmp_pat
     # As a user runs it: no spill folder chosen, so up's own is used (not the harness's).
     env = {k: v for k, v in os.environ.items() if k != "SNOOPBUS_COLLECTOR_SPILL_DIR"}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "--log-format", "json", "up",
+        sys.executable, "-m", "snoopbus.app", "--log-format", "json", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(port), "--host", host,
         "--metrics-port", str(metrics),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -216,7 +215,7 @@ def test_up_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "snoopbus.collector.cli", "up", "--state-dir",
+            [sys.executable, "-m", "snoopbus.app", "up", "--state-dir",
              str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
@@ -228,7 +227,7 @@ async def test_a_closed_terminal_sighup_stops_every_child(tmp_path: Path) -> Non
     # The children run in sessions of their own: had `up` died of SIGHUP, they
     # would have kept running with nobody to stop them.
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up",
+        sys.executable, "-m", "snoopbus.app", "up",
         "--state-dir", str(tmp_path / "state"), "--port", str(free_port()),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )

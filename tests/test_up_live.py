@@ -23,7 +23,7 @@ pytestmark = pytest.mark.kernel
 # first event of a command run beside it on screen. Measured ~3 s on the
 # 2-core development machine; the bound leaves room for a loaded machine.
 STARTUP_BOUND_S = 30.0
-SNOOPBUS = [sys.executable, "-m", "snoopbus.collector.cli"]
+SNOOPBUS = [sys.executable, "-m", "snoopbus.app"]
 
 
 def children(pid: int) -> list[int]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.collector import exits, leftovers
+from snoopbus.app import leftovers
+from snoopbus.proto import exits
 from tests.conftest import free_port
 from tests.test_up import read_until
 
@@ -59,7 +60,7 @@ async def gone(marker: str, within: float) -> list[int]:
 @asynccontextmanager
 async def up(state: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "snoopbus.collector.cli", "up", "--live", "off",
+        sys.executable, "-m", "snoopbus.app", "up", "--live", "off",
         "--state-dir", str(state), "--port", str(port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -107,7 +108,7 @@ async def test_the_next_up_stops_what_a_dead_one_left(tmp_path: Path) -> None:
             held.bind(("127.0.0.1", 0))
             held.listen()
             out = subprocess.run(
-                [sys.executable, "-m", "snoopbus.collector.cli", "up", "--live", "off",
+                [sys.executable, "-m", "snoopbus.app", "up", "--live", "off",
                  "--state-dir", str(state), "--port", str(held.getsockname()[1])],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
@@ -128,7 +129,7 @@ def test_a_live_up_of_the_same_folder_is_refused(tmp_path: Path) -> None:
             json.dumps([["up", other.pid, leftovers.start_time(other.pid)]])
         )
         out = subprocess.run(
-            [sys.executable, "-m", "snoopbus.collector.cli", "up", "--live", "off",
+            [sys.executable, "-m", "snoopbus.app", "up", "--live", "off",
              "--state-dir", str(state), "--port", str(free_port())],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -152,7 +153,7 @@ async def test_ctrl_c_stops_everything_even_with_a_hung_collector(tmp_path: Path
     cfg.write_text("[up]\nstop_timeout = 4.0\n")
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "snoopbus.collector.cli", "up", "--live", "off",
+            sys.executable, "-m", "snoopbus.app", "up", "--live", "off",
             "--config", str(cfg), "--state-dir", str(state), "--port", str(free_port()),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

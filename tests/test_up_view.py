@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from snoopbus.collector.live import ChildView, LiveState, batch_size
-from snoopbus.collector.stack import StackConfig
+from snoopbus.app.live import ChildView, LiveState, batch_size
+from snoopbus.app.stack import StackConfig
 from snoopbus.consumers import cli as consumers_cli
 from snoopbus.consumers import plugin
 from snoopbus.proto import encode_batch

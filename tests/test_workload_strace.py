@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import Event, events_filter
 from tests.conftest import EventWatch, start_collector, stop_process
 from tests.strace_truth import STRACE_ARGS, Key, derive, split_args

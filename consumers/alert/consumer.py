@@ -15,12 +15,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snoopbus.proto import ALERT_LEVELS, events_filter
+from snoopbus.proto import metric_names as names
+from snoopbus.proto.metric_names import Metric
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
@@ -35,6 +38,8 @@ from .hosts import LOSS_JUMP, LOSS_WINDOW, SILENT_AFTER, HealthConfig, HostHealt
 from .loader import LoadReport, resolve_paths
 from .logsources import all_event_types
 from .outputs import NatsOutput, Output, StdoutOutput, WebhookConfig, WebhookOutput, fan_out
+from .resend import REASONS as LOST_REASONS
+from .resend import Resend
 from .ruleset import RuleSet, RuleSetError
 from .throttle import DEFAULT_KEY_FIELDS, Throttle
 
@@ -52,6 +57,8 @@ class AlertStats:
     published: int = 0  # alerts sent (summaries included)
     reloads: int = 0  # rule sets swapped in on SIGHUP
     reloads_refused: int = 0  # SIGHUPs whose new set was refused (the old one stayed)
+    # Alerts made outside the stream (host health, folded summaries) given up, by reason.
+    lost: Counter[str] = field(default_factory=Counter)
 
 
 class AlertConsumer(Consumer):
@@ -211,7 +218,8 @@ class AlertConsumer(Consumer):
             self._ticker = asyncio.create_task(self._summaries())
         if self.health is not None:
             owns = ctx.settings.partition.owns
-            self.feed = HostFeed(self.health, self._send, self.watch_hosts, owns)
+            self.feed = HostFeed(self.health, self._send, self.watch_hosts, owns,
+                                 Resend("host alerts", self.stats.lost))
             await self.feed.start(ctx.nc, ctx.js)
             log.info("alert: watching the collectors of %s (silent after %gs)",
                      ", ".join(self.watch_hosts), self.health.config.silent_after)  # fmt: skip
@@ -310,6 +318,12 @@ class AlertConsumer(Consumer):
             if not self._reload_again:
                 return swapped
 
+    def metrics(self) -> Iterable[tuple[Metric, list[tuple[list[str], float]]]]:
+        lost = {reason: 0 for reason in LOST_REASONS} | self.stats.lost
+        yield names.ALERTS_LOST, [([reason], n) for reason, n in sorted(lost.items())]
+        ignored = self.feed.ignored if self.feed is not None else 0
+        yield names.META_IGNORED, [([], ignored)]
+
     async def _send(self, alerts: list[dict[str, Any]]) -> None:
         if alerts:
             await fan_out(self.outputs, alerts)
@@ -318,13 +332,15 @@ class AlertConsumer(Consumer):
     async def _summaries(self) -> None:
         """Send folded summaries when windows close, even while no events come."""
         period = min(1.0, self.throttle.window / 4)
+        resend = Resend("folded summaries", self.stats.lost)
         while not self._closing.is_set():
             try:
                 await asyncio.wait_for(self._closing.wait(), period)
             except TimeoutError:
-                summaries = self.throttle.expire(time.monotonic())
+                batch: list[tuple[float | None, dict[str, Any]]] = [
+                    *resend.take(), *((None, s) for s in self.throttle.expire(time.monotonic()))]
                 try:
-                    await self._send(summaries)
+                    await self._send([summary for _, summary in batch])
                 except Exception as exc:
-                    self.throttle.requeue(summaries)
+                    resend.failed(batch, time.monotonic())
                     log.error("alert: could not send folded summaries (will retry): %s", exc)

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from snoopbus.proto.subjects import REPORTS
+
 from .wire import ALERT_VERSION  # not .alerts: this module needs no pySigma
 
 SILENT_AFTER: Final = 60.0
@@ -50,7 +52,6 @@ RULES: Final[dict[str, tuple[str, str, str, str]]] = {
     "back": ("snoopbus-host-back", "snoopbus host reporting again", "low",
              "The host's collector reports again after it was silent, stalled or stopped."),
 }  # fmt: skip
-REPORTS: Final = ("status", "heartbeat", "loss")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Offline: no NATS. Both load rules with the alerter's own loader (loader.py)
 and `test` matches with its own engine (engine.py), so what they say is
 what `consume alert` does with the same rules, field map and event.
 
-Exit statuses (collector/exits.py):
+Exit statuses (proto/exits.py):
   check  0 every rule loads, or is skipped only as meant for another log source
          1 a rule that could apply will not run (invalid, unmapped fields,
            unsupported construct, duplicate id), or no rule loads at all
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snoopbus.collector import exits, log_setup
+from snoopbus.proto import exits, log_setup
 
 if TYPE_CHECKING:  # pySigma loads only when a command runs (the alert role's extra)
     from .fields import FieldMap

@@ -9,9 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snoopbus.collector import exits
 from snoopbus.consumers.printable import printable
-from snoopbus.proto import local_stack
+from snoopbus.proto import exits, local_stack
 
 if TYPE_CHECKING:  # pyarrow loads only when a query runs
     from .query import Engine, Filters

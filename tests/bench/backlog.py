@@ -33,7 +33,7 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import STREAM_NAME, connect, ensure_stream
 
 REPO = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import connect, decode_batch, decode_map, events_filter, meta_subject
 
 STORM_C = r"""
@@ -167,7 +167,7 @@ async def measure(
     spawned = time.perf_counter()
     with (workdir / "collector.log").open("wb") as log:
         collector = subprocess.Popen(
-            [sys.executable, "-m", "snoopbus.collector.cli", "collect",
+            [sys.executable, "-m", "snoopbus.app", "collect",
              "--nats", server.url, "--host", host],
             stderr=log,
         )

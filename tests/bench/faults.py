@@ -21,7 +21,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import connect, ensure_stream
 from tests.test_fault_cluster import run_cluster_kill
 from tests.test_fault_consumers import kill_mid_stream

@@ -50,7 +50,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     STREAM_NAME,
     connect,
@@ -187,7 +187,7 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
     await nc.flush()
     log = (tmp / "collector.log").open("wb")
     collector = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
+        [sys.executable, "-m", "snoopbus.app", "collect", "--nats", server.url,
          "--host", host], stdout=log, stderr=subprocess.STDOUT,
         env=None if tree is None else code_from(tree, tmp))
     final: dict[str, Any] = {}

@@ -42,7 +42,7 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import (
     STREAM_NAME,
     Event,
@@ -222,7 +222,8 @@ class Result:
 
 
 async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: float,
-                          env: dict[str, str] | None, extra: list[str]) -> Result:
+                          env: dict[str, str] | None, extra: list[str],
+                          module: str = "snoopbus.app") -> Result:
     run_dir = Path(tempfile.mkdtemp(prefix=f"flood-{name}-", dir=tmp))
     run_dir.chmod(0o755)
     server = NatsServer(state_dir=run_dir / "nats")
@@ -233,7 +234,7 @@ async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: f
     await nc.flush()
     log = (run_dir / "collector.log").open("wb")
     collector = subprocess.Popen(
-        [sys.executable, "-m", "snoopbus.collector.cli", "collect", "--nats", server.url,
+        [sys.executable, "-m", module, "collect", "--nats", server.url,
          "--host", host, *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         await status.next_msg(timeout=120)  # ready
@@ -290,10 +291,17 @@ def report(mode: str, base: Flood, results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def code_env(tree: Path, tmp: Path) -> dict[str, str]:
-    from tests.bench.file_ops import code_from
-
-    return code_from(tree, tmp)
+def code_env(tree: Path, tmp: Path) -> tuple[dict[str, str], str]:
+    """(an environment in which `snoopbus` is checkout `tree`'s code, the
+    module of its collector command): links to its top-level folders in a
+    package first on PYTHONPATH, ahead of the editable install's finder."""
+    shim = tmp / "before-code" / "snoopbus"
+    shim.mkdir(parents=True, exist_ok=True)
+    for part in ("proto", "collector", "consumers", "app"):
+        if (tree / part).is_dir() and not (shim / part).exists():
+            (shim / part).symlink_to((tree / part).resolve())
+    module = "snoopbus.app" if (tree / "app").is_dir() else "snoopbus.collector.cli"
+    return {**os.environ, "PYTHONPATH": str(shim.parent)}, module
 
 
 def main() -> None:
@@ -313,8 +321,9 @@ def main() -> None:
             results = [asyncio.run(under_collector("after", exe, tmp, mode, args.seconds,
                                                    None, []))]
             if args.before is not None:
+                env, module = code_env(args.before, tmp)
                 results.insert(0, asyncio.run(under_collector(
-                    "before", exe, tmp, mode, args.seconds, code_env(args.before, tmp), [])))
+                    "before", exe, tmp, mode, args.seconds, env, [], module)))
             print(report(mode, base, results), flush=True)
             time.sleep(0.5)
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import nats
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Runtime
 from snoopbus.consumers.forward import Forwarder, parse_spec
 from snoopbus.consumers.forward.worker import SINK_SETTINGS

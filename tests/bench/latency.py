@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import nats
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream, events_filter, meta_subject
 from tests.bench.forward import code_path
 
@@ -77,7 +77,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snoopbus.collector.cli", *args]
+    return [sys.executable, "-m", "snoopbus.app", *args]
 
 
 async def wait_ready(nc: Any, host: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -27,8 +27,8 @@ from typing import Any
 
 import nats
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.loss import LossCounters
-from snoopbus.collector.natsd import NatsServer
 from snoopbus.collector.publisher import Publisher, PublisherConfig
 from snoopbus.proto import ensure_stream, event_subject
 from tests.bench.forward import code_path, event

@@ -57,7 +57,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from snoopbus.collector.leftovers import die_with_parent, read_record
+from snoopbus.app.leftovers import die_with_parent, read_record
 from snoopbus.collector.stream_watch import folder_bytes, read_stream
 from snoopbus.proto import (
     STREAM_NAME,
@@ -300,7 +300,7 @@ class Soak:
         log = (self.base / "up.log").open("wb")
         with log:
             self.up = subprocess.Popen(
-                [sys.executable, "-m", "snoopbus.collector.cli", "up", "--config",
+                [sys.executable, "-m", "snoopbus.app", "up", "--config",
                  str(self.config()), "--state-dir", str(self.state), "--port", str(self.port),
                  "--host", self.host, "--live", "off"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -24,7 +24,7 @@ from pathlib import Path
 import nats
 from nats.js.api import StorageType, StoreCompression, StreamConfig
 
-from snoopbus.collector.natsd import NatsServer
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.stream_watch import folder_bytes
 from snoopbus.proto import encode_batch
 from tests.bench.forward import event

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snoopbus.collector import exits, leftovers
+from snoopbus.app import leftovers
+from snoopbus.proto import exits
 
 
 class NatsServerError(RuntimeError):

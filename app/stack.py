@@ -7,7 +7,7 @@ reported. Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops them all,
 children first, and nothing is left running. Children and the server run in their own sessions, so a
 terminal's Ctrl-C reaches only `up`, which stops them in order.
 
-On a terminal, `up` shows a live view (collector/live.py) fed from the bus
+On a terminal, `up` shows a live view (app/live.py) fed from the bus
 itself: a core subscription to events, alerts and meta, and JetStream
 consumer_info for each consumer's lag. Children then log to
 <state_dir>/logs/NAME.log. Elsewhere (a pipe, systemd) it prints plain lines
@@ -36,12 +36,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from snoopbus.collector import exits
-from snoopbus.collector.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
-from snoopbus.collector.live import ChildView, LiveState
-from snoopbus.collector.metrics import MetricsError, serve_stack
-from snoopbus.collector.natsd import NatsServer, NatsServerError, config_args
-from snoopbus.collector.stack_auth import AuthError, StackAuth
+from snoopbus.app.leftovers import UpRecord, UpRunning, die_with_parent, stop_leftovers
+from snoopbus.app.live import ChildView, LiveState
+from snoopbus.app.natsd import NatsServer, NatsServerError, config_args
+from snoopbus.app.stack_auth import AuthError, StackAuth
+from snoopbus.app.stack_metrics import serve_stack
 from snoopbus.collector.stream_watch import choose_max_mb, read_stream
 from snoopbus.proto import (
     BusUnavailable,
@@ -53,10 +52,12 @@ from snoopbus.proto import (
     decode_map,
     ensure_stream,
     events_filter,
+    exits,
     local_stack,
     meta_filter,
     roles,
 )
+from snoopbus.proto.metrics_server import MetricsError
 from snoopbus.proto.settings_file import Config, StreamSection, UpSection, env_name
 from snoopbus.proto.stream_limits import StreamLimits
 
@@ -213,7 +214,7 @@ class Child:
     env: dict[str, str] | None = None  # None: up's own environment
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "snoopbus.collector.cli", *self.args]
+        command = [sys.executable, "-m", "snoopbus.app", *self.args]
         out: IO[bytes] | None = None
         if self.log_path is not None:
             out = self.log_path.open("ab")

@@ -1,31 +1,27 @@
-"""The `snoopbus` command: one parser, subcommands registered by their modules."""
+"""The collector's commands: `snoopbus collect` and `snoopbus config show`.
+
+Registered in the entry point group `snoopbus.commands` (app/main.py builds the parser).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
-from snoopbus.collector import doctor, exits, log_setup, probes
+from snoopbus.collector import probes
 from snoopbus.collector.agent import CollectorConfig, CollectorError, run_collector
 from snoopbus.collector.bcc_import import BccUnavailable
 from snoopbus.collector.btf import BtfError
-from snoopbus.collector.build_info import version
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.filters import FilterConfig, parse_uid
-from snoopbus.collector.metrics import MetricsError
 from snoopbus.collector.publisher import PublisherConfig
 from snoopbus.collector.redact import RedactConfig
 from snoopbus.collector.spill import SpillError
-from snoopbus.collector.stack import StackConfig, run_stack
-from snoopbus.consumers import cli as consumers_cli
-from snoopbus.consumers import fleet, tail
-from snoopbus.consumers.alert import rules_cli
-from snoopbus.consumers.archive import query_cli as archive_query
-from snoopbus.proto import BusUnavailable, NatsAuth, local_stack, settings_file
+from snoopbus.proto import BusUnavailable, NatsAuth, exits, local_stack, settings_file
+from snoopbus.proto.metrics_server import MetricsError
 from snoopbus.proto.settings_file import Config
 from snoopbus.proto.stream_limits import StreamLimits
 
@@ -35,7 +31,7 @@ USER_ERRORS = (CollectorError, BusUnavailable, MetricsError, ValueError, SpillEr
 KERNEL_ERRORS = (BtfError, BccUnavailable, probes.ProbeError)
 
 
-def _add_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_collect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "collect",
         help="run the collector: kernel probes -> events on NATS",
@@ -185,42 +181,7 @@ def _collect(args: argparse.Namespace) -> int:
         return exits.fail("collect", exc)
 
 
-UP_FLAGS = {
-    "state_dir": "up.state_dir", "port": "up.port", "host": "collector.host",
-    "live": "up.live", "metrics_port": "metrics.port",
-}
-
-
-def _add_up(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "up",
-        help="run everything on this host: nats-server, collector, consumers",
-        description="Start a private nats-server with JetStream, the collector and the "
-        "built-in consumers; Ctrl-C stops them all.",
-    )
-    p.add_argument("--state-dir", default=None,
-                   help="where the embedded NATS and the archive keep their data "
-                   "([up] state_dir; default /var/lib/snoopbus)")
-    p.add_argument("--port", type=int, default=None,
-                   help="loopback port for the embedded NATS ([up] port; default 4222)")
-    p.add_argument("--host", default=None, help="host name in subjects and events")
-    p.add_argument("--live", choices=("auto", "on", "off"), default=None,
-                   help="the live view: auto (when stdout is a terminal), on, off")
-    settings_file.add_config_flag(p)
-    settings_file.add_metrics_flag(p)
-    p.set_defaults(func=_up)
-
-
-def _up(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args, UP_FLAGS)
-    except settings_file.ConfigError as exc:
-        return exits.fail("up", exc)
-    log_setup.export()  # every child logs as `up` does
-    return run_stack(StackConfig.from_config(cfg))
-
-
-def _add_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_config(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "config",
         help="show the effective configuration and where each value came from",
@@ -247,42 +208,3 @@ def _config_show(args: argparse.Namespace) -> int:
     else:
         print(settings_file.format_toml(cfg))
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="snoopbus",
-        description="eBPF file-and-process monitoring, published on NATS.",
-    )
-    parser.add_argument("--version", action="version", version=f"snoopbus {version()}")
-    log_setup.add_flags(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_up(sub)
-    _add_collect(sub)
-    _add_config(sub)
-    tail.register(sub)
-    consumers_cli.register(sub)
-    archive_query.register(sub)
-    rules_cli.register(sub)
-    doctor.register(sub)
-    fleet.register(sub)
-    # After the command too: `snoopbus tail --log-format json`.
-    for command in sub.choices.values():
-        log_setup.add_flags(command)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        log_setup.configure(args)
-    except ValueError as exc:
-        return exits.fail(args.command, exc)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return exits.INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

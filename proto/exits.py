@@ -51,7 +51,7 @@ def code_for(exc: BaseException) -> int:
 def fail(command: str, exc: BaseException) -> int:
     """Print `snoopbus COMMAND: what is wrong` on stderr (a JSON log line under
     --log-format json); the status for it."""
-    from snoopbus.collector import log_setup
+    from snoopbus.proto import log_setup
 
     code = code_for(exc)
     if log_setup.active[0] == "json":

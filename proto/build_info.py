@@ -1,7 +1,7 @@
 """What this process is built from: snoopbus's version, Python's, the kernel's.
 
 `snoopbus --version` prints the first; every /metrics serves all three as
-`snoopbus_build_info` (collector/metric_names.py).
+`snoopbus_build_info` (proto/metric_names.py).
 """
 
 from __future__ import annotations

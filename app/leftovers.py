@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from snoopbus.collector import exits
+from snoopbus.proto import exits
 
 log = logging.getLogger(__name__)
 

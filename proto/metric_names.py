@@ -1,6 +1,7 @@
 """Every snoopbus metric: its name as PromQL sees it, kind, labels, help and former name.
 
-The one place a metric name is written: collector/metrics.py builds its
+The one place a metric name is written: each process's metrics module
+(collector/metrics.py, consumers/metrics.py, app/stack_metrics.py) builds its
 families from these, README.md's table lists them (tests/test_metric_names.py
 checks both ways), and the Grafana dashboard and Prometheus rules in
 collector/deploy/ query them (tests/test_observability.py scrapes a running
@@ -125,12 +126,19 @@ ALERTS = Metric(
     "snoopbus_alerts_total", "counter",
     "Alerts put on the bus, by Sigma rule id and level (folded summaries count once)",
     ("rule_id", "level"), "consumer")
+ALERTS_LOST = Metric(
+    "snoopbus_alerts_lost_total", "counter",
+    "Alerts made outside the stream (host health, folded summaries) given up unsent, by reason",
+    ("reason",), "consumer")
+META_IGNORED = Metric(
+    "snoopbus_alert_meta_messages_ignored_total", "counter",
+    "Malformed collector meta messages the alerter's host watch ignored", (), "consumer")
 ALERT_RULE_INFO = Metric(
     "snoopbus_alert_rule_info", "info",
     "The title of each Sigma rule counted in snoopbus_alerts_total, by its id",
     ("rule_id", "title"), "consumer")
 
-# `snoopbus up` (collector/stack.py): its children and the stream.
+# `snoopbus up` (app/stack.py): its children and the stream.
 CHILD_RUNNING = Metric(
     "snoopbus_up_child_running", "gauge", "1 while the supervised child runs", ("child",), "up")
 CHILD_RESTARTS = Metric(

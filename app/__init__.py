@@ -1,0 +1,1 @@
+"""snoopbus's application layer: the `snoopbus` command itself and `snoopbus up`."""
