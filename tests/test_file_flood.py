@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from snoopbus.app.natsd import NatsServer
 from snoopbus.collector import probes
 from snoopbus.collector.events import EventBuilder
-from snoopbus.app.natsd import NatsServer
 from snoopbus.collector.proc_cache import ProcCache
 from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.collector.summary import SummaryDrain, read_overflow
