@@ -282,7 +282,8 @@ class LoadedProbes:
     def kernel_stats(self) -> dict[str, int]:
         """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
         table = self.bpf[b"kstats"]
-        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut")
+        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut",
+                 "overflow_table_full")
         return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
     def close(self) -> None:

@@ -200,7 +200,7 @@ struct over_val {
 };
 /* Cumulative: user space reports the growth; it deletes the entries of
  * processes gone once reported (collector/summary.py). */
-BPF_HASH(overflow, struct over_key, struct over_val, 16384);
+BPF_HASH(overflow, struct over_key, struct over_val, 65536);
 /* [0] bytes the probes wrote to `events` (as ring buffer positions count
  * them: headers and padding included), [1] bytes the reader consumed, stored
  * by it after each drain (LoadedProbes.consumer_position). Two elements: each
@@ -225,6 +225,7 @@ static __always_inline void overflow_add(struct rec_hdr *h, u16 kind, u64 summar
         v = overflow.lookup(&k);
         if (!v) {  /* table full: still counted, as lost, per kind */
             count_lost_n(kind, summarized + gone);
+            kstat(KS_OVERFLOW_FULL);
             return;
         }
     }
