@@ -199,14 +199,6 @@ class EventBuilder:
             proc[key] = masked
             proc["argv_redacted"] = True
 
-    def build(self, rec: Record) -> tuple[str, Event]:
-        """The one event of an exec or exit record."""
-        if isinstance(rec, ExecRecord):
-            return self._exec(rec)
-        if isinstance(rec, ExitRecord):
-            return self._exit(rec)
-        raise TypeError("file and fork records make zero or several events: use build_all")
-
     def build_all(self, rec: Record) -> list[tuple[str, Event]]:
         """Every event of a record: a rename makes two, an exchange four; a
         fork none (the child gets its parent's image in the process cache)."""
