@@ -8,7 +8,7 @@ KREL := $(shell uname -r)
 BCC_DIR := /usr/lib/python3/dist-packages/bcc
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck bench-exec bench-files setup system venv clean
+.PHONY: up test lint typecheck bench-exec bench-files bench-tree bpftrace setup system venv clean
 
 up: setup
 	$(VENV)/bin/snoopbus up
@@ -31,12 +31,19 @@ typecheck: setup
 bench-exec: setup
 	$(PY) -m tests.bench.exec_storm
 
-# The file-operation load with and without the collector, beside a bpftrace
-# one-liner printing the same operations (Debian's bpftrace, installed here only).
-bench-files: setup
+# Debian's bpftrace, for the benches' third column (installed here only).
+bpftrace:
 	@command -v bpftrace >/dev/null || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace; }
+
+# The file-operation load with and without the collector, beside a bpftrace
+# one-liner printing the same operations.
+bench-files: setup bpftrace
 	$(PY) -m tests.bench.file_ops --seconds 5 --rounds 3
+
+# Real work: tar -x then rm -rf of a 38k-entry tree, bare, watched, beside bpftrace.
+bench-tree: setup bpftrace
+	$(PY) -m tests.bench.tree_ops --rounds 3
 
 setup: system venv
 

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,15 +160,28 @@ def code_from(tree: Path, tmp: Path) -> dict[str, str]:
     shim = tmp / "before-code" / "snoopbus"
     if not shim.exists():
         shim.mkdir(parents=True)
-        for part in ("proto", "collector", "consumers"):
+        for part in ("proto", "collector", "consumers", "app"):
+            if part == "app" and not (tree / part).is_dir():
+                continue  # a checkout from before app/ existed
             if not (tree / part).is_dir():
                 sys.exit(f"file_ops: --before {tree}: no {part}/ there (give a checkout)")
             (shim / part).symlink_to((tree / part).resolve())
     return {**os.environ, "PYTHONPATH": str(shim.parent)}
 
 
-async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
-                         tree: Path | None = None) -> Run:
+# A load: runs once, returns (iterations, seconds, which events are its own).
+Load = Callable[[], tuple[int, float, Callable[[dict[str, Any]], bool]]]
+
+
+def file_load(exe: Path, work: Path, seconds: float, cpu: int) -> Load:
+    """The generator as a Load: its events are its process's."""
+    def run() -> tuple[int, float, Callable[[dict[str, Any]], bool]]:
+        n, secs, pid = load(exe, work, seconds, cpu)
+        return n, secs, lambda ev: ev.get("proc", {}).get("pid") == pid
+    return run
+
+
+async def with_collector(work: Load, tmp: Path, tree: Path | None = None) -> Run:
     run = Run("collector" if tree is None else "collector (before)")
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
@@ -198,7 +212,7 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
         STATS.write_text("1")  # per-program run time, for this run only
         try:
             ns0, cnt0 = bpf_prog_stats(collector.pid)
-            n, secs, pid = await asyncio.to_thread(load, exe, work, seconds, cpu)
+            n, secs, own = await asyncio.to_thread(work)
             ns1, cnt1 = bpf_prog_stats(collector.pid)
         finally:
             STATS.write_text(stats_before)
@@ -221,7 +235,7 @@ async def with_collector(exe: Path, work: Path, tmp: Path, seconds: float, cpu: 
         while final.get("state") != "stopped":
             final = decode_map((await status.next_msg(timeout=60)).data)
         collector.wait(30)
-        run.by_type = await stored_types(js, host, pid)
+        run.by_type = await stored_types(js, host, own)
     finally:
         if collector.poll() is None:
             collector.kill()
@@ -240,8 +254,9 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str]:
-    """File events of `pid` in the stream, by type (exec and exit left out)."""
+async def stored_types(js: JetStreamContext, host: str,
+                       own: Callable[[dict[str, Any]], bool]) -> Counter[str]:
+    """The load's own file events in the stream, by type (exec and exit left out)."""
     seen: Counter[str] = Counter()
     sub = await js.pull_subscribe(events_filter(host=host), durable=None)
     try:
@@ -252,14 +267,26 @@ async def stored_types(js: JetStreamContext, host: str, pid: int) -> Counter[str
                 return seen
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
-                    if ev.get("proc", {}).get("pid") == pid and ev["type"] not in ("exec", "exit"):
+                    if ev["type"] not in ("exec", "exit") and own(ev):
                         seen[ev["type"]] += 1
                 await msg.ack()
     finally:
         await sub.unsubscribe()
 
 
-def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) -> Run:
+# A load for bpftrace: (iterations, seconds, which printed lines are its own).
+TraceLoad = Callable[[], tuple[int, float, Callable[[list[str]], bool]]]
+
+
+def file_trace_load(exe: Path, work: Path, seconds: float, cpu: int) -> TraceLoad:
+    """The generator under BPFTRACE: its lines carry its pid second."""
+    def run() -> tuple[int, float, Callable[[list[str]], bool]]:
+        n, secs, pid = load(exe, work, seconds, cpu)
+        return n, secs, lambda words: len(words) > 2 and words[1] == str(pid)
+    return run
+
+
+def with_bpftrace(program: str, work: TraceLoad, tmp: Path) -> Run:
     run = Run("bpftrace")
     bpftrace = shutil.which("bpftrace")
     if bpftrace is None:
@@ -272,7 +299,7 @@ def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) ->
     out_path = tmp / "bpftrace.out"
     try:
         with out_path.open("wb") as out:
-            proc = subprocess.Popen([bpftrace, "-e", BPFTRACE], stdout=out,
+            proc = subprocess.Popen([bpftrace, "-e", program], stdout=out,
                                     stderr=subprocess.STDOUT)
             try:
                 # bpftrace prints "Attaching N probes..." once it is live.
@@ -284,7 +311,7 @@ def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) ->
                     time.sleep(0.2)
                 time.sleep(0.5)
                 cpu0 = cpu_seconds(proc.pid)
-                run.iterations, run.seconds, pid = load(exe, work, seconds, cpu)
+                run.iterations, run.seconds, own = work()
                 time.sleep(1.0)
                 run.cpu_s = cpu_seconds(proc.pid) - cpu0
                 run.rss_kib = peak_rss_kib(proc.pid)
@@ -292,8 +319,8 @@ def with_bpftrace(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int) ->
                 proc.send_signal(2)
                 proc.wait(60)
         text = out_path.read_bytes().decode(errors="replace")
-        lines = Counter(ln.split()[0] for ln in text.splitlines()
-                        if len(ln.split()) > 2 and ln.split()[1] == str(pid))
+        lines = Counter(words[0] for words in map(str.split, text.splitlines())
+                        if words and own(words))
         run.by_type = lines
         run.delivered = sum(lines.values())
         lost = sum(int(m) for m in re.findall(r"Lost (\d+) events", text))
@@ -332,16 +359,16 @@ def one_round(exe: Path, work: Path, tmp: Path, seconds: float, cpu: int,
     slower."""
     def other() -> Run:
         if tree is not None:
-            return asyncio.run(with_collector(exe, work, tmp, seconds, cpu, tree))
-        return with_bpftrace(exe, work, tmp, seconds, cpu)
+            return asyncio.run(with_collector(file_load(exe, work, seconds, cpu), tmp, tree))
+        return with_bpftrace(BPFTRACE, file_trace_load(exe, work, seconds, cpu), tmp)
 
     before = Run("no collector")
     before.iterations, before.seconds, _ = load(exe, work, seconds, cpu)
     if bpftrace_first:
         trace = other()
-        coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
+        coll = asyncio.run(with_collector(file_load(exe, work, seconds, cpu), tmp))
     else:
-        coll = asyncio.run(with_collector(exe, work, tmp, seconds, cpu))
+        coll = asyncio.run(with_collector(file_load(exe, work, seconds, cpu), tmp))
         trace = other()
     after = Run("no collector")
     after.iterations, after.seconds, _ = load(exe, work, seconds, cpu)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,20 @@ def test_file_ops_bench_accounts_for_every_event() -> None:
     assert "round 1 (collector, then bpftrace" in text
     assert "median slowdown: collector" in text
     assert "in the stream + counted lost == generated" in text
+
+
+@pytest.mark.kernel
+def test_tree_ops_bench_finds_every_event_of_the_tree(tmp_path: Path) -> None:
+    # Every kind tar makes: files (one empty), folders with missing parents, a
+    # hard link, links inside and outside (GNU tar's placeholder for the latter).
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    for i in range(20):
+        (src / "a" / "b" / f"f{i}").write_text("x" * i)
+    (src / "a" / "lnk_in").symlink_to("b/f1")
+    (src / "a" / "lnk_out").symlink_to("../../etc/hostname")
+    (src / "a" / "lnk_abs").symlink_to("/etc/hostname")
+    os.link(src / "a" / "b" / "f3", src / "a" / "hard")
+    text = run_bench("tests.bench.tree_ops", "--rounds", "1", "--source", str(src / "a"))
+    assert "round 1" in text and "median slowdown: collector" in text
+    assert "collector runs with exactly the tree's events and none lost: 1 of 1" in text
