@@ -293,7 +293,8 @@ def _seen_attr(key: str, v: Any) -> bytes:
 
 _PROC_ATTRIBUTES = (("process.pid", "pid", _attr), ("thread.id", "tid", _attr),
                     ("process.parent_pid", "ppid", _seen_attr),
-                    ("process.user.id", "uid", _seen_attr), ("snoopbus.proc.gid", "gid", _seen_attr),
+                    ("process.user.id", "uid", _seen_attr),
+                    ("snoopbus.proc.gid", "gid", _seen_attr),
                     ("process.executable.name", "comm", _seen_attr),
                     ("process.executable.path", "exe", _seen_attr),
                     ("process.working_directory", "cwd", _seen_attr))  # fmt: skip
