@@ -253,7 +253,7 @@ _ARRAY = _tag(_AV["array_value"].number, 2)
 
 def _args_attr(key: str, argv: list[Any]) -> bytes:
     """`_attribute(key, tuple(argv))`, for argv of short text framed here."""
-    parts = []
+    parts: list[bytes] = []
     for arg in argv:
         if type(arg) is not str:
             return _attribute(key, tuple(argv))
