@@ -25,6 +25,7 @@ from snoopbus.proto import STREAM_NAME, meta_filter
 
 from ..consumer import Consumer, Context
 from ..delivery import Batch
+from ..gctune import tune_gc
 from ..rename import RenamePairer
 from ..runtime import Counters
 from ..settings import Settings
@@ -83,7 +84,7 @@ class Forwarder(Consumer):
 
     def __init__(
         self, specs: list[SinkSpec], settings: Settings | None = None,
-        sink_settings: Settings = SINK_SETTINGS,
+        sink_settings: Settings = SINK_SETTINGS, gc_tuning: bool = False,
     ) -> None:  # fmt: skip
         if not specs:
             raise ValueError("forward: give at least one --to SINK")
@@ -101,6 +102,7 @@ class Forwarder(Consumer):
         self._closing = asyncio.Event()
         self._started = asyncio.Event()  # every sink has a runtime
         self.restart_backoff = Backoff(base=1.0, cap=30.0)
+        self.gc_tuning = gc_tuning  # process-wide (gctune.py): on when run as `consume forward`
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -119,9 +121,12 @@ class Forwarder(Consumer):
             key: getattr(args, key, None) for key in ("batch", "ack_wait", "max_attempts")
         }
         sink_settings = replace(SINK_SETTINGS, **{k: v for k, v in given.items() if v is not None})
-        return cls(list(args.sinks), settings=settings, sink_settings=sink_settings)
+        return cls(list(args.sinks), settings=settings, sink_settings=sink_settings,
+                   gc_tuning=True)  # fmt: skip
 
     async def setup(self, ctx: Context) -> None:
+        if self.gc_tuning:
+            tune_gc()  # every event becomes a document or a record: thousands of objects a batch
         pairer = await pairer_durable(ctx.js)
         for worker in self.workers:
             worker.choose_halves(pairer)

@@ -119,10 +119,10 @@ def _process(proc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _base(class_uid: int, activity_id: int, event: dict[str, Any]) -> dict[str, Any]:
-    ts = int(event.get("ts", 0))
+def _head(class_uid: int, activity_id: int) -> dict[str, Any]:
+    """What a record of this class and activity always starts with."""
     class_name, activity_name = CLASS_NAME[class_uid], ACTIVITY_NAME[class_uid][activity_id]
-    doc: dict[str, Any] = {
+    return {
         "class_uid": class_uid,
         "class_name": class_name,
         "category_uid": class_uid // 1000,
@@ -133,6 +133,17 @@ def _base(class_uid: int, activity_id: int, event: dict[str, Any]) -> dict[str, 
         "type_name": f"{class_name}: {activity_name}",
         "severity_id": 1,
         "severity": SEVERITY_NAME[1],
+    }
+
+
+# Made once: copied into each record (its first keys), never shared.
+_HEADS = {(c, a): _head(c, a) for c, activities in ACTIVITY_NAME.items() for a in activities}
+
+
+def _base(class_uid: int, activity_id: int, event: dict[str, Any]) -> dict[str, Any]:
+    ts = int(event.get("ts", 0))
+    doc: dict[str, Any] = {
+        **_HEADS[class_uid, activity_id],
         "time": ts // 1_000_000,
         "metadata": {"version": OCSF_VERSION, "product": PRODUCT,
                      "uid": display(event.get("id", "")), "original_time": str(ts)},

@@ -59,15 +59,38 @@ def param_value(value: object, limit: int = 8192) -> str:
 
 def header_field(value: object, limit: int) -> str:
     """HOSTNAME/APP-NAME/PROCID/MSGID: 1*limit PRINTUSASCII, or the NILVALUE."""
-    text = _NOT_PRINTUSASCII.sub("_", display(value))[:limit]
-    return text or "-"
+    if type(value) is int:  # a PROCID: digits and "-" are PRINTUSASCII already
+        return str(value)[:limit] or "-"
+    key = (value, limit) if type(value) is str else None
+    if key is not None and (known := _HEADERS.get(key)) is not None:
+        return known  # a host and a MSGID repeat in almost every message
+    text = _NOT_PRINTUSASCII.sub("_", display(value))[:limit] or "-"
+    if key is not None:
+        if len(_HEADERS) >= 1024:  # bounded by entries, not by traffic
+            _HEADERS.clear()
+        _HEADERS[key] = text
+    return text
+
+
+_HEADERS: dict[tuple[str, int], str] = {}
 
 
 def sd_element(sd_id: str, params: Iterable[tuple[str, object]], limit: int = 8192) -> str:
-    body = "".join(
-        f' {name}="{param_value(value, limit)}"' for name, value in params if value is not None
-    )
-    return f"[{sd_id}@{PEN}{body}]"
+    parts = [f"[{sd_id}@{PEN}"]
+    for name, value in params:
+        if value is None:
+            continue
+        # param_value's common cases tested here: a call less per value.
+        if type(value) is int:
+            text = str(value)
+        elif (type(value) is str and len(value) <= limit and value.isascii()
+              and value.isprintable() and not _SD_SPECIAL.search(value)):  # fmt: skip
+            text = value
+        else:
+            text = param_value(value, limit)
+        parts.append(f' {name}="{text}"')
+    parts.append("]")
+    return "".join(parts)
 
 
 @functools.lru_cache(maxsize=64)

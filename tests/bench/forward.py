@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -129,8 +130,10 @@ async def settle(path: Path, since: int, want: int, within: float = 30.0) -> int
 async def run_sink(nc, url: str, messages: int) -> tuple[float, float]:
     spec = parse_spec(url, env=ENV)
     settings = replace(SINK_SETTINGS, fetch_timeout=0.2)
+    # As `consume forward` runs it: collector tuned (a tree from before the option runs without).
+    tuned = {"gc_tuning": True} if "gc_tuning" in inspect.signature(Forwarder).parameters else {}
     fwd = Forwarder([spec], settings=replace(Forwarder.settings, fetch_timeout=0.2),
-                    sink_settings=settings)  # fmt: skip
+                    sink_settings=settings, **tuned)  # fmt: skip
     runtime = Runtime(fwd, nc=nc)
     task = asyncio.create_task(runtime.run())
     await fwd.ready()

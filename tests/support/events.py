@@ -120,6 +120,55 @@ def mixed_event(n: int, host: str = "h1", ts: int | None = None, rng: random.Ran
                  proc=proc, file=file, ret=3)  # fmt: skip
 
 
+_ODD_TEXT = ("", "a", "x" * 120, "x" * 125, "x" * 126, "x" * 300, "é" * 70, "ünï ✓", ".hidden",
+             "caf" + b"\xe9\xff".decode("utf-8", "surrogateescape"), 'q"b\\]|=', "nl\nx",
+             "\u2028", "a b", "/usr/bin/x.tar.gz", "/", "dir/")  # fmt: skip
+_ODD_INTS = (0, 1, 127, 128, 300, 2**31, 2**63 - 1, 2**63, 2**70, -1, -(2**63), True)
+EVENT_TYPES_ALL = ("exec", "exit", "open", "create", "mkdir", "link", "symlink", "moved_to",
+                   "moved_in", "delete", "rmdir", "moved_from", "moved_out", "modify",
+                   "close_write", "attrib", "renamed")  # fmt: skip
+
+
+def varied_event(seq: int) -> dict[str, Any]:
+    """nth_event `seq` of any type, with values a mapper must treat alike or apart:
+    text long and short, not ASCII, not UTF-8, with quotes, brackets and line
+    breaks; ints at varint and int64 edges, negative, bool; fields left out.
+    For comparing two ways of writing one format (a fast path with the plain one)."""
+    rng = random.Random(seq)
+    ev = nth_event(seq, rng.choice(EVENT_TYPES_ALL), host=rng.choice(["h1", "web-1", "h é"]))
+    proc, file = ev["proc"], ev.get("file")
+    for key in ("pid", "tid", "ppid", "uid", "gid"):
+        if rng.random() < 0.2:
+            proc[key] = rng.choice(_ODD_INTS)
+        if rng.random() < 0.05:
+            del proc[key]
+    for key in ("comm", "exe", "cwd", "parent_exe", "container"):
+        if rng.random() < 0.3:
+            proc[key] = rng.choice(_ODD_TEXT)
+        if rng.random() < 0.05:
+            proc.pop(key, None)
+    for key in ("argv", "parent_argv"):
+        if rng.random() < 0.3:
+            proc[key] = [rng.choice(_ODD_TEXT) for _ in range(rng.randrange(6))]
+    if rng.random() < 0.05:
+        del proc["argv"]
+    if file is not None:
+        for key in ("path", "old_path", "target"):
+            if rng.random() < 0.3:
+                file[key] = rng.choice(_ODD_TEXT)
+        for key in ("inode", "mode", "dev", "flags"):
+            if rng.random() < 0.3:
+                file[key] = rng.choice(_ODD_INTS)
+        if rng.random() < 0.05:
+            del file["path"]
+    for key in ("ret", "exit_code", "cookie", "ts"):
+        if rng.random() < 0.15:
+            ev[key] = rng.choice(_ODD_INTS)
+    if rng.random() < 0.03:
+        del ev["proc"]
+    return ev
+
+
 def rename_half(kind: str, cookie: int | None, *, host: str = "h1", id: str | None = None,
                 ts: int = 1, proc: dict[str, Any] | None = None,
                 **file: Any) -> dict[str, Any]:  # fmt: skip

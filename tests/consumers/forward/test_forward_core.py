@@ -3,6 +3,7 @@ webhook sinks end to end on a real nats-server, including faults."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -16,9 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from snoopbus.consumers.forward import Backoff, Gate, SpecError, parse_alert, parse_spec
+from snoopbus.consumers.forward import (
+    Backoff,
+    Forwarder,
+    Gate,
+    SpecError,
+    parse_alert,
+    parse_spec,
+)
 from snoopbus.consumers.forward.alerts import AlertError
 from snoopbus.consumers.forward.text import display
+from snoopbus.consumers.settings import Settings
 from snoopbus.proto import (
     alert_subject,
     alerts_filter,
@@ -407,3 +416,14 @@ async def test_while_a_pairer_durable_exists_renames_are_forwarded_once(
     out = tmp_path / "c.jsonl"
     both = await forwarded_types(nc, js, out, f"jsonl+file://{out}?halves=1&start=new", 20)
     assert both == ["exec", "moved_from", "moved_to", "renamed"]
+
+
+def test_consume_forward_tunes_the_collector_and_an_embedded_forwarder_does_not() -> None:
+    # Process-wide (gctune.py): `consume forward` owns its process; a test or
+    # another program embedding a Forwarder keeps its own collector settings.
+    parser = argparse.ArgumentParser()
+    Forwarder.add_arguments(parser)
+    args = parser.parse_args(["--to", "jsonl:-"])
+    run = Forwarder.from_args(args, Settings())
+    assert isinstance(run, Forwarder) and run.gc_tuning
+    assert not Forwarder([parse_spec("jsonl:-")]).gc_tuning

@@ -18,12 +18,21 @@ from typing import Any
 import pytest
 
 from snoopbus.consumers.forward import Item, parse_alert, parse_spec
-from snoopbus.consumers.forward.ecs import to_ecs
+from snoopbus.consumers.forward.ecs import _args, to_ecs
+from snoopbus.consumers.forward.text import command_line, display
 from snoopbus.proto import EVENT_TYPES
 from tests.support.bus import dead_letters
-from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.events import (
+    nth_alert,
+    nth_event,
+    publish_alert,
+    publish_events,
+    varied_event,
+)
 from tests.support.forward import forwarding, http_receiver
 from tests.support.waits import until
+
+NON_UTF8 = b"caf\xe9".decode("utf-8", "surrogateescape")
 
 ECS_FIELDS: dict[str, str] = {
     "@timestamp": "date", "message": "match_only_text", "tags": "keyword",
@@ -281,3 +290,14 @@ def test_namespace_errors_are_clear() -> None:
         parse_spec("elastic+http://es?namespace=Prod-1", env={})
     with pytest.raises(SpecError, match="names its INDEX"):
         parse_spec("elastic+http://es/myindex?namespace=prod", env={})
+
+
+def test_args_in_one_check_are_what_each_shown_alone_gives() -> None:
+    # _args tells the common case (all ASCII) by one check of the joined argv;
+    # showing each element (and the command line) is the reference.
+    argvs = [(varied_event(seq).get("proc") or {}).get("argv") for seq in range(2000)]
+    argvs += [["a", NON_UTF8], [NON_UTF8], ["a", b"\xff"], ["x", 1], []]
+    for argv in argvs:
+        if argv is None:
+            continue
+        assert _args(argv) == ([display(a) for a in argv], command_line(argv)), argv

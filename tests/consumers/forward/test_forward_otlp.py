@@ -9,9 +9,20 @@ from typing import Any
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from snoopbus.consumers.forward import Item, parse_alert
-from snoopbus.consumers.forward.otlp import log_record
+from snoopbus.consumers.forward.otlp import (
+    _attributes,
+    _event_attributes,
+    _event_pairs,
+    log_record,
+)
 from tests.support.bus import dead_letters
-from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.events import (
+    nth_alert,
+    nth_event,
+    publish_alert,
+    publish_events,
+    varied_event,
+)
 from tests.support.forward import attrs, forwarding, http_receiver, records
 from tests.support.waits import until
 
@@ -84,3 +95,11 @@ def test_text_that_is_not_utf8_and_huge_numbers_still_encode() -> None:
     alert = LogRecord.FromString(
         log_record(Item("alert", parse_alert({"rule": {"id": "r", "level": "low"}}), 0, "s")))
     assert attrs(alert.attributes)["log.record.uid"] == "r:" and alert.severity_text == "WARN"
+
+
+def test_the_event_writer_is_byte_for_byte_the_generic_one() -> None:
+    # Events are written by straight-line code; the generic pairs path
+    # (alerts use it) is the reference, for every kind of value.
+    for seq in range(3000):
+        event = varied_event(seq)
+        assert _event_attributes(event) == _attributes(_event_pairs(event)), event

@@ -14,11 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snoopbus.consumers.forward import Item, parse_alert
-from snoopbus.consumers.forward.cef import ext_value, header, render_cef
-from snoopbus.consumers.forward.syslog import header_field, param_value, render_5424
+from snoopbus.consumers.forward.cef import ext_value, extension, header, render_cef
+from snoopbus.consumers.forward.syslog import (
+    header_field,
+    param_value,
+    render_5424,
+    sd_element,
+)
 from snoopbus.consumers.printable import UNSAFE, printable
 from tests.support.bus import dead_letters
-from tests.support.events import nth_alert, nth_event, publish_alert, publish_events
+from tests.support.events import (
+    nth_alert,
+    nth_event,
+    publish_alert,
+    publish_events,
+    varied_event,
+)
 from tests.support.forward import forwarding
 from tests.support.processes import free_port
 from tests.support.syslog import Rsyslog, make_certs, needs_rsyslog, parse_5424, parse_cef
@@ -244,3 +255,18 @@ async def test_udp_message_too_large_is_dead_lettered(nc, js, rsyslog: Rsyslog) 
         await publish_events(js, [big])
         (letter,) = await dead_letters(js, "forward-udp", 1)
     assert "do not fit one UDP datagram" in letter.headers["Snoopbus-Dlq-Reason"]
+
+
+@pytest.mark.parametrize("limit", [8192, 20])
+def test_fast_paths_write_what_the_per_value_escapes_write(limit: int) -> None:
+    # sd_element and extension test the common values inline; param_value and
+    # ext_value (one call per value) are the reference, for every kind of value.
+    for seq in range(2000):
+        event = varied_event(seq)
+        proc, file = event.get("proc") or {}, event.get("file") or {}
+        params = [*proc.items(), *file.items(), *event.items()]
+        params = [(k, v) for k, v in params if not isinstance(v, dict | list)] + [("n", None)]
+        body = "".join(f' {k}="{param_value(v, limit)}"' for k, v in params if v is not None)
+        assert sd_element("x", params, limit) == f"[x@32473{body}]"
+        ext = " ".join(f"{k}={ext_value(v, limit)}" for k, v in params if v is not None)
+        assert extension(params, limit) == ext
