@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -42,6 +43,7 @@ import nats
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream, events_filter, meta_subject
+from snoopbus.proto.msgid import ID_HEADER
 from tests.bench.forward import code_path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +63,8 @@ level: low
 EVENTS_PER_ITERATION = 4  # create, modify, close_write, delete
 ALERTS_PER_S = 50
 WARMUP_S = 1.0  # events stamped earlier are not counted: the pipeline settles first
+# collector/stagetrace.py's variable, spelled here: a --before tree may not have that module
+TRACE_ENV = "SNOOPBUS_LATENCY_TRACE"
 WATCH_EVERY_S = 0.05  # the archive watcher's polling period: the resolution of visibility
 
 
@@ -142,15 +146,21 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
     events: list[float] = []
     alerts: list[float] = []
     types: Counter[str] = Counter()
+    # per message received: (Nats-Msg-Id, received at, its oldest event's ts), for stages()
+    received: list[tuple[str, int, int]] = []
     start_ns = time.time_ns() + int(WARMUP_S * 1e9)
 
     async def on_events(msg: Any) -> None:
         now = time.time_ns()
+        oldest = 0
         for ev in msgpack.unpackb(msg.data):
             ts = ev.get("ts", 0)
             if ts >= start_ns:
                 events.append((now - ts) / 1e6)
                 types[ev.get("type", "?")] += 1
+                oldest = min(oldest, ts) if oldest else ts
+        if oldest and msg.headers:
+            received.append((msg.headers.get(ID_HEADER, ""), now, oldest))
 
     async def on_alert(msg: Any) -> None:
         now = time.time_ns()
@@ -158,23 +168,76 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
         if ts >= start_ns:
             alerts.append((now - ts) / 1e6)
 
+    lags: list[float] = []  # this process's loop: how late a 1 ms sleep wakes (ms)
+
+    async def watch_lag() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append((loop.time() - t - 0.001) * 1e3)
+
+    lag_task = asyncio.create_task(watch_lag())
+    gc.freeze()  # this process's own pauses are not the pipeline's: none while measuring
+    gc.disable()
     subs = [await nc.subscribe(events_filter(host=host), cb=on_events),
             await nc.subscribe(alerts_filter(host=host), cb=on_alert)]
     iterations = rate / EVENTS_PER_ITERATION
     mark_every = max(1, int(iterations / ALERTS_PER_S))
     proc = await asyncio.create_subprocess_exec(
         str(exe), str(load), str(seconds + WARMUP_S), str(iterations), str(mark_every), MARK,
-        stdout=subprocess.DEVNULL)  # fmt: skip
-    await proc.communicate()
+        stdout=subprocess.PIPE)  # fmt: skip
+    out, _ = await proc.communicate()
     end_ns = time.time_ns()
+    done, took = out.split()  # iterations made, in seconds
     # The last events and alerts arrive; with the archive, its last file rolls.
     await asyncio.sleep(2.0 + (roll + 1.0 if archive is not None else 0.0))
     for sub in subs:
         await sub.unsubscribe()
+    lag_task.cancel()
+    gc.enable()
     visible = archive.between(start_ns, end_ns) if archive is not None else []
-    return {"rate": rate, "reached": len(events) / seconds,  # what the subscriber got
+    window = (end_ns - start_ns) / 1e9  # the load's time after the warm-up
+    return {"rate": rate, "made": int(done) * EVENTS_PER_ITERATION / float(took),
+            "reached": len(events) / window,  # what the subscriber got
             "events": percentiles(events), "alerts": percentiles(alerts), "types": types,
-            "archive": percentiles(visible), "roll": roll}
+            "archive": percentiles(visible), "roll": roll, "received": received,
+            "lag": percentiles(lags)}
+
+
+STAGES = ("ring", "build", "buffer", "queue", "bus")
+
+
+def stages(received: list[tuple[str, int, int]], trace: dict[str, list[int]]) -> dict[str, Any]:
+    """Per message, its oldest event's time in each stage (ms): kernel ts -> drain
+    start (ring), -> built (build), -> cut into a message (buffer), -> handed to
+    nats-py (queue), -> received here (bus: nats-py, the server, this subscriber);
+    percentiles of each, and each stage's mean share of the slowest 1% of messages."""
+    rows: list[tuple[float, ...]] = []
+    for msg_id, got, ts in received:
+        t = trace.get(msg_id)
+        if t is None:
+            continue
+        read, built, cut, handed = t
+        rows.append(tuple((b - a) / 1e6 for a, b in
+                          ((ts, read), (read, built), (built, cut), (cut, handed), (handed, got),
+                           (ts, got))))  # fmt: skip
+    out: dict[str, Any] = {name: percentiles([r[i] for r in rows]) for i, name in
+                           enumerate(STAGES)}  # fmt: skip
+    out["total"] = percentiles([r[-1] for r in rows])
+    slow = sorted(rows, key=lambda r: r[-1])[-max(1, len(rows) // 100):] if rows else []
+    out["tail"] = {name: sum(r[i] for r in slow) / len(slow) if slow else float("nan")
+                   for i, name in enumerate(STAGES)}  # fmt: skip
+    return out
+
+
+def read_trace(path: Path) -> dict[str, list[int]]:
+    trace: dict[str, list[int]] = {}
+    if path.exists():  # an older tree (--before) writes none
+        for line in path.read_text().splitlines():
+            msg_id, *stamps = line.split()
+            trace[msg_id] = [int(s) for s in stamps]
+    return trace
 
 
 async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str, Any]]:
@@ -195,10 +258,12 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
             await ensure_stream(nc.jetstream())
             host = f"lat{secrets.token_hex(3)}"
             log = work / "collector.log"
+            trace = work / "stages.trace"
             with log.open("wb") as f:
                 procs.append(subprocess.Popen(
                     cli("collect", "--nats", url, "--host", host, "--include-path", str(load),
-                        "--spill-dir", str(work / "spill")), stdout=f, stderr=f))  # fmt: skip
+                        "--spill-dir", str(work / "spill")), stdout=f, stderr=f,
+                    env={**os.environ, TRACE_ENV: str(trace)}))  # fmt: skip
             await wait_ready(nc, host, procs[0], log)
             with (work / "alert.log").open("wb") as f:
                 procs.append(subprocess.Popen(
@@ -225,7 +290,7 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
             stop = asyncio.Event()
             watcher = asyncio.create_task(archive.run(stop)) if archive is not None else None
             try:
-                return [await measure(nc, host, exe, load, rate, seconds, archive, roll)
+                rows = [await measure(nc, host, exe, load, rate, seconds, archive, roll)
                         for rate in rates]  # fmt: skip
             finally:
                 stop.set()
@@ -242,6 +307,10 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
                     p.kill()
                     p.wait()
             server.stop()
+        stamps = read_trace(trace)  # complete once the collector has stopped
+        for row in rows:
+            row["stages"] = stages(row.pop("received"), stamps)
+        return rows
 
 
 def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
@@ -261,13 +330,30 @@ def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
 
 
 def table(label: str, rows: list[dict[str, Any]]) -> None:
-    print(f"{label:<7} {'target/s':>9} {'events/s':>10} | {'events p50':>10} {'p99':>7} "
-          f"{'max':>7} {'n':>8} | {'alerts p50':>10} {'p99':>7} {'max':>7} {'n':>5}  (ms)")
+    print(f"{label:<7} {'target/s':>9} {'made/s':>8} {'got/s':>8} | {'events p50':>10} "
+          f"{'p99':>7} {'max':>7} {'n':>8} | {'alerts p50':>10} {'p99':>7} {'max':>7} "
+          f"{'n':>5}  (ms)")
     for r in rows:
         e, a = r["events"], r["alerts"]
-        print(f"{label:<7} {r['rate']:>9,} {r['reached']:>10,.0f} | {e['p50']:>10.1f} "
-              f"{e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | {a['p50']:>10.1f} "
-              f"{a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
+        print(f"{label:<7} {r['rate']:>9,} {r.get('made', 0):>8,.0f} {r['reached']:>8,.0f} | "
+              f"{e['p50']:>10.1f} {e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | "
+              f"{a['p50']:>10.1f} {a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
+    short = [r for r in rows if r["made"] < 0.95 * r["rate"]]
+    for r in short:
+        print(f"{label:<7} {r['rate']:>9,}: the load generator made only {r['made']:,.0f} "
+              "events/s on this machine")
+    if any(r.get("stages", {}).get("total", {}).get("n") for r in rows):
+        print(f"{label:<7} {'target/s':>9} stage p50/p99/max per message's oldest event (ms); "
+              "tail = mean ms in the slowest 1%")
+        for r in rows:
+            st = r["stages"]
+            cells = "  ".join(f"{name} {st[name]['p50']:.1f}/{st[name]['p99']:.1f}/"
+                              f"{st[name]['max']:.1f}" for name in (*STAGES, "total"))
+            tail = " ".join(f"{name} {st['tail'][name]:.1f}" for name in STAGES)
+            lag = r["lag"]
+            print(f"{label:<7} {r['rate']:>9,}  {cells}  | tail: {tail}  "
+                  f"({st['total']['n']:,} msgs; this subscriber's loop late by "
+                  f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['max']:.1f})")
     if any(r.get("roll") for r in rows):  # an older tree (--before) has no archive figures
         print(f"{label:<7} {'target/s':>9} {'roll s':>10} | {'archive p50':>11} {'p99':>6} "
               f"{'max':>7} {'rows':>8}  (s, event ts -> file queryable)")
