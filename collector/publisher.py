@@ -2,11 +2,12 @@
 
 The ring-buffer reader hands batches to submit() (both run on the event
 loop); submit only appends to per-subject buffers. Batching adapts to the
-load: while the sender is idle (nothing queued, fewer than `eager_inflight`
-acks out) a submit is flushed at once, so a lone event is not held back;
-under load the buffers fill, and at `max_batch` events or every
-`flush_interval` (whichever first) become messages of up to `max_batch`
-events, cut to the connected server's max_payload (collector/fit.py: split,
+load (collector/flush_policy.py): while the sender is idle (nothing queued,
+fewer than `eager_inflight` acks out) a submit is flushed at once, so a lone
+event is not held back; while it keeps up with acks out, buffers wait
+`linger` (2 ms) from their oldest event; while messages queue, they wait up
+to `flush_interval`, or `max_batch` events, and become messages of up to
+`max_batch` events, cut to the connected server's max_payload (collector/fit.py: split,
 and an event too large alone truncated field by field), each with a
 Nats-Msg-Id made once (proto/msgid.py: namespaced by host, unguessable, kept
 through retries and the spill). A

@@ -1,7 +1,7 @@
 """Where an event's time goes inside the collector: stage timestamps per message.
 
 A diagnostic for tests/bench/latency.py, off unless SNOOPBUS_LATENCY_TRACE
-names a file. Then, for every message the publisher hands to nats-py, one line
+names a file. Then, for messages the publisher hands to nats-py, a line
 
     <Nats-Msg-Id> <read> <built> <cut> <handed>
 
@@ -9,9 +9,9 @@ names a file. Then, for every message the publisher hands to nats-py, one line
 its record from the ring started, when that drain's events were built, when
 the flush cut the message from the subject's buffer, and when it was first
 handed to nats-py. The bench joins these lines on the id with the kernel's
-`ts` and the moment its subscriber received the message. Later messages cut
-from one buffer in one flush carry that buffer's first stamps (an upper
-bound on their events' read and build times).
+`ts` and the moment its subscriber received the message. Only the first
+message cut from a buffer in a flush has a line: it holds that buffer's
+oldest event, whose drain the stamps are; later ones hold later drains'.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class StageTrace:
         now = time.time_ns()
         first = self._first
         for subject, msg_id in messages:
-            stamp = first.get(subject)
+            stamp = first.pop(subject, None)  # the first message only: it has the oldest
             if stamp is not None:
                 self._cut[msg_id] = (*stamp, now)
         first.clear()  # a flush empties every buffer

@@ -77,6 +77,21 @@ def build(work: Path) -> Path:
     return exe
 
 
+def run_delay(pids: dict[str, int]) -> dict[str, int]:
+    """ns each process's threads have spent runnable but waiting for a CPU
+    (/proc/<pid>/task/*/schedstat, field 2): the machine's share of a latency."""
+    out: dict[str, int] = {}
+    for name, pid in pids.items():
+        total = 0
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # a thread that ended meanwhile
+        out[name] = total
+    return out
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
@@ -141,7 +156,7 @@ class ArchiveWatch:
 
 
 async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
-                  seconds: float, archive: ArchiveWatch | None = None,
+                  seconds: float, pids: dict[str, int], archive: ArchiveWatch | None = None,
                   roll: float = 0.0) -> dict[str, Any]:
     events: list[float] = []
     alerts: list[float] = []
@@ -184,12 +199,16 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
             await nc.subscribe(alerts_filter(host=host), cb=on_alert)]
     iterations = rate / EVENTS_PER_ITERATION
     mark_every = max(1, int(iterations / ALERTS_PER_S))
+    waited_from = run_delay(pids)
+    began = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         str(exe), str(load), str(seconds + WARMUP_S), str(iterations), str(mark_every), MARK,
         stdout=subprocess.PIPE)  # fmt: skip
     out, _ = await proc.communicate()
     end_ns = time.time_ns()
     done, took = out.split()  # iterations made, in seconds
+    waited = {name: (ns - waited_from[name]) / 1e6 / (time.monotonic() - began)
+              for name, ns in run_delay(pids).items()}  # fmt: skip
     # The last events and alerts arrive; with the archive, its last file rolls.
     await asyncio.sleep(2.0 + (roll + 1.0 if archive is not None else 0.0))
     for sub in subs:
@@ -202,7 +221,7 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
             "reached": len(events) / window,  # what the subscriber got
             "events": percentiles(events), "alerts": percentiles(alerts), "types": types,
             "archive": percentiles(visible), "roll": roll, "received": received,
-            "lag": percentiles(lags)}
+            "lag": percentiles(lags), "waited": waited}
 
 
 STAGES = ("ring", "build", "buffer", "queue", "bus")
@@ -290,7 +309,10 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
             stop = asyncio.Event()
             watcher = asyncio.create_task(archive.run(stop)) if archive is not None else None
             try:
-                rows = [await measure(nc, host, exe, load, rate, seconds, archive, roll)
+                assert server.process is not None
+                pids = {"collector": procs[0].pid, "nats-server": server.process.pid,
+                        "alerter": procs[1].pid, "bench": os.getpid()}
+                rows = [await measure(nc, host, exe, load, rate, seconds, pids, archive, roll)
                         for rate in rates]  # fmt: skip
             finally:
                 stop.set()
@@ -314,7 +336,7 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
 
 
 def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
-              work: Path) -> list[dict]:
+              work: Path) -> list[dict[str, Any]]:
     env = dict(os.environ)
     here = str(HERE.parents[1])
     env["PYTHONPATH"] = code_path(tree, work) if tree is not None else here
@@ -326,7 +348,8 @@ def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"latency ({tree or 'this tree'}): {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rows
 
 
 def table(label: str, rows: list[dict[str, Any]]) -> None:
@@ -354,6 +377,12 @@ def table(label: str, rows: list[dict[str, Any]]) -> None:
             print(f"{label:<7} {r['rate']:>9,}  {cells}  | tail: {tail}  "
                   f"({st['total']['n']:,} msgs; this subscriber's loop late by "
                   f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['max']:.1f})")
+    if any(r.get("waited") for r in rows):
+        print(f"{label:<7} {'target/s':>9} ms per s each process sat runnable waiting for a CPU "
+              "(run queue)")
+        for r in rows:
+            print(f"{label:<7} {r['rate']:>9,}  " + "  ".join(
+                f"{name} {ms:.0f}" for name, ms in r.get("waited", {}).items()))
     if any(r.get("roll") for r in rows):  # an older tree (--before) has no archive figures
         print(f"{label:<7} {'target/s':>9} {'roll s':>10} | {'archive p50':>11} {'p99':>6} "
               f"{'max':>7} {'rows':>8}  (s, event ts -> file queryable)")
@@ -372,6 +401,8 @@ def main() -> None:
                         "rows are queryable (0: no archive)")
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also run the code in DIR (a checkout) and print both")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --before: before, after, before, after ... this many times")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -381,13 +412,16 @@ def main() -> None:
     if args.before is None:
         table("after", asyncio.run(bench(rates, args.seconds, args.archive_roll)))
         return
+    # Alternately, round by round: the machine's load drifts within minutes.
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
     with tempfile.TemporaryDirectory(prefix="snoopbus-lat-shim-") as tmp:
-        before = run_child(args.before.resolve(), rates, args.seconds, args.archive_roll,
-                           Path(tmp))
-        after = run_child(None, rates, args.seconds, args.archive_roll, Path(tmp))
+        for n in range(1, args.rounds + 1):
+            for label, tree in (("before", args.before.resolve()), ("after", None)):
+                rows = run_child(tree, rates, args.seconds, args.archive_roll, Path(tmp))
+                tables.append((f"{label}{n}" if args.rounds > 1 else label, rows))
     print(f"latency, kernel ts -> subscriber / alert; before = {args.before}, after = this tree")
-    table("before", before)
-    table("after", after)
+    for label, rows in tables:
+        table(label, rows)
 
 
 if __name__ == "__main__":
