@@ -12,13 +12,22 @@ iteration, paced every millisecond; every so often on the marker, ~50
 alerts/s) for --seconds, and measures, for every event a plain core
 subscriber receives, now - the event's `ts` (the kernel's clock), and for
 every alert, now - the alerting event's `ts`. Prints p50/p99/max in ms and
-the rate reached. With `--archive-roll S` (default 5; 0: off) the archive
+the rate reached: what the load made (the machine may not allow the target:
+the table says so) and what the subscriber got, with events per message.
+For this tree's collector it also prints, per stage, where each message's
+oldest event spent its time (collector/stagetrace.py: kernel ts -> ring
+drain -> built -> cut into a message -> handed to nats-py -> received here),
+this subscriber's own loop lag, and how long each process (collector,
+nats-server, alerter, this bench) sat runnable waiting for a CPU, per
+second of load: on a shared machine that wait, not batching, is the tail.
+With `--archive-roll S` (default 5; 0: off) the archive
 consumer runs too, rolling its Parquet files every S seconds: a watcher notes
 when each file appears in its final place (queryable: DuckDB and pyarrow read
 it from then on), and each row's visibility is that moment - the event's `ts`,
 which the roll interval bounds (printed in seconds). With `--before DIR` the
 same harness runs the code in DIR (a checkout of another commit) and this
-tree's, one after the other, and prints both.
+tree's, one after the other (`--rounds N`: N times, alternately), and prints
+each.
 """
 
 from __future__ import annotations
@@ -219,6 +228,7 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
     window = (end_ns - start_ns) / 1e9  # the load's time after the warm-up
     return {"rate": rate, "made": int(done) * EVENTS_PER_ITERATION / float(took),
             "reached": len(events) / window,  # what the subscriber got
+            "per_msg": len(events) / max(1, len(received)),
             "events": percentiles(events), "alerts": percentiles(alerts), "types": types,
             "archive": percentiles(visible), "roll": roll, "received": received,
             "lag": percentiles(lags), "waited": waited}
@@ -353,12 +363,13 @@ def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
 
 
 def table(label: str, rows: list[dict[str, Any]]) -> None:
-    print(f"{label:<7} {'target/s':>9} {'made/s':>8} {'got/s':>8} | {'events p50':>10} "
-          f"{'p99':>7} {'max':>7} {'n':>8} | {'alerts p50':>10} {'p99':>7} {'max':>7} "
-          f"{'n':>5}  (ms)")
+    print(f"{label:<7} {'target/s':>9} {'made/s':>8} {'got/s':>8} {'ev/msg':>6} | "
+          f"{'events p50':>10} {'p99':>7} {'max':>7} {'n':>8} | {'alerts p50':>10} "
+          f"{'p99':>7} {'max':>7} {'n':>5}  (ms)")
     for r in rows:
         e, a = r["events"], r["alerts"]
-        print(f"{label:<7} {r['rate']:>9,} {r.get('made', 0):>8,.0f} {r['reached']:>8,.0f} | "
+        print(f"{label:<7} {r['rate']:>9,} {r.get('made', 0):>8,.0f} {r['reached']:>8,.0f} "
+              f"{r['per_msg']:>6.1f} | "
               f"{e['p50']:>10.1f} {e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | "
               f"{a['p50']:>10.1f} {a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
     short = [r for r in rows if r["made"] < 0.95 * r["rate"]]
