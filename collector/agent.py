@@ -41,6 +41,7 @@ from snoopbus.collector.records import (
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
 from snoopbus.collector.ringbuf import RingBuffer
+from snoopbus.collector.stagetrace import StageTrace
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -128,6 +129,7 @@ class Collector:
         self.reader: RingReader | None = None
         self.publishing: PublishCounter | None = None
         self.latency: Callable[[float], None] | None = None
+        self._trace = StageTrace.from_env()  # the latency bench's stage stamps; None: off
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -215,7 +217,7 @@ class Collector:
         pub_cfg = self.cfg.publisher
         if pub_cfg.spill_dir is not None:  # one spill per host name: test hosts share a machine
             pub_cfg = replace(pub_cfg, spill_dir=pub_cfg.spill_dir / host_token(self.cfg.host))
-        return Publisher(None, self.loss, pub_cfg)
+        return Publisher(None, self.loss, pub_cfg, trace=self._trace)
 
     async def _serve(
         self, js: JetStreamContext | None, stream: StreamInfo | None,
@@ -253,7 +255,8 @@ class Collector:
                           self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
         # The batches hold encoded events (bytes) too, which the publisher's types
         # have yet to say.
-        reader = RingReader(ring, builder, submit)  # type: ignore[arg-type]  # Event | bytes
+        reader = RingReader(ring, builder, submit,  # type: ignore[arg-type]  # Event | bytes
+                            trace=self._trace)
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start(loop)
@@ -316,6 +319,8 @@ class Collector:
             stats = self._stats(reader, publisher, loaded, builder)
             self._publish_meta("status", {"state": "stopped", **stats})
             await publisher.close(grace=5.0)
+            if self._trace is not None:
+                self._trace.close()
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             log.info(

@@ -2,11 +2,12 @@
 
 The ring-buffer reader hands batches to submit() (both run on the event
 loop); submit only appends to per-subject buffers. Batching adapts to the
-load: while the sender is idle (nothing queued, fewer than `eager_inflight`
-acks out) a submit is flushed at once, so a lone event is not held back;
-under load the buffers fill, and at `max_batch` events or every
-`flush_interval` (whichever first) become messages of up to `max_batch`
-events, cut to the connected server's max_payload (collector/fit.py: split,
+load (collector/flush_policy.py): while the sender is idle (nothing queued,
+fewer than `eager_inflight` acks out) a submit is flushed at once, so a lone
+event is not held back; while it keeps up with acks out, buffers wait
+`linger` (2 ms) from their oldest event; while messages queue, they wait up
+to `flush_interval`, or `max_batch` events, and become messages of up to
+`max_batch` events, cut to the connected server's max_payload (collector/fit.py: split,
 and an event too large alone truncated field by field), each with a
 Nats-Msg-Id made once (proto/msgid.py: namespaced by host, unguessable, kept
 through retries and the spill). A
@@ -66,6 +67,7 @@ from nats.aio.client import Client
 from nats.js.api import PubAck
 
 from snoopbus.collector.fit import Unencodable, fit_all
+from snoopbus.collector.flush_policy import FlushPolicy
 from snoopbus.collector.loss import (
     DUPLICATE_ID,
     PUBLISH_BACKLOG,
@@ -81,6 +83,7 @@ from snoopbus.collector.loss import (
     LossCounters,
 )
 from snoopbus.collector.spill import Spill, Spilled
+from snoopbus.collector.stagetrace import StageTrace
 from snoopbus.proto import Event, SchemaError, as_map, decode_batch
 from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER, ID_ROOM, MessageIds, id_host
@@ -105,10 +108,12 @@ _DENIED: Final = re.compile(r'permissions violation for publish to "([^"]+)"', r
 @dataclass(frozen=True)
 class PublisherConfig:
     max_batch: int = 256  # events per NATS message (fewer when max_payload says so)
-    flush_interval: float = 0.02  # s: latency bound for a partial batch under load
-    # Acks outstanding below which the sender counts as idle: what is submitted then goes
-    # at once (light load: latency), else batches fill up to max_batch or flush_interval.
+    # When partial batches are cut (collector/flush_policy.py): at once while fewer than
+    # `eager_inflight` acks are out and nothing is queued; `linger` s after the oldest
+    # buffered event while the sender keeps up; `flush_interval` s while it is behind.
     eager_inflight: int = 4
+    linger: float = 0.002
+    flush_interval: float = 0.02
     max_inflight: int = 64  # messages awaiting a JetStream ack
     # events held in memory before the spill (or loss); this and the spill size and
     # stall_after default to [collector]'s (proto/settings_file.py)
@@ -193,9 +198,10 @@ class JetStreamPublish(Protocol):
 class Publisher:
     def __init__(
         self, js: JetStreamPublish | None, loss: LossCounters, config: PublisherConfig,
-        nc: Client | None = None,
+        nc: Client | None = None, trace: StageTrace | None = None,
     ) -> None:
         self._js = js  # None until attach()
+        self._trace = trace
         self._nc = nc  # for its max_payload and state; None: assume DEFAULT_MAX_PAYLOAD
         self._stream_max = -1  # the stream's max_msg_size, when it has one
         self._online = asyncio.Event()
@@ -209,6 +215,9 @@ class Publisher:
         self._queue: deque[Message] = deque()
         self._buffered = 0  # events in memory: buffers, queue and in flight
         self._wake = asyncio.Event()
+        self._policy = FlushPolicy(config.max_batch, config.eager_inflight, config.linger,
+                                   config.flush_interval)
+        self._oldest: float | None = None  # time.monotonic() of the oldest buffered event
         self._ready = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_inflight)
         self._healthy = asyncio.Event()  # cleared while failed publishes are retried
@@ -335,33 +344,44 @@ class Publisher:
             self._buffers[subject].append(event)
         kept = min(room, len(batch))
         self._buffered += kept
+        if kept and self._oldest is None:
+            self._oldest = time.monotonic()
         rest = len(batch) - kept
+        if self._trace is not None:
+            self._trace.submitted({subject for subject, _ in batch[:kept]})
         if rest and self.spill is None:
             self._loss.add(PUBLISH_BACKLOG, rest)
         elif rest:
             for subject, event in batch[kept:]:
                 self._overflow[subject].append(event)
             self._overflow_n += rest
-        if self._eager() or any(len(b) >= self._cfg.max_batch for b in self._buffers.values()):
+        if self._flush_wait() == 0.0:
             self._wake.set()
 
-    def _eager(self) -> bool:
-        """Adaptive batching: the sender has nothing queued and few acks out, so
-        waiting for a fuller batch would only add latency. Under load the queue
-        or the acks in flight grow, and batches fill instead."""
-        return (not self._queue and len(self._inflight) < self._cfg.eager_inflight
-                and self._online.is_set() and self._healthy.is_set())  # fmt: skip
+    def _flush_wait(self) -> float | None:
+        """Adaptive batching (collector/flush_policy.py): s until the buffers are
+        due, 0 now; None when they are empty. Offline or retrying counts as behind."""
+        fullest = max(map(len, self._buffers.values()), default=0)
+        behind = bool(self._queue) or not (self._online.is_set() and self._healthy.is_set())
+        age = time.monotonic() - self._oldest if self._oldest is not None else 0.0
+        return self._policy.wait(age=age, fullest=fullest, queued=int(behind),
+                                 inflight=len(self._inflight))
 
     async def run(self) -> None:
         """Flushes until close(); call as a task."""
         self._start_senders()
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._cfg.flush_interval)
-            except TimeoutError:
-                pass
+            wait = self._flush_wait()
+            if wait != 0.0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(),
+                                           self._cfg.flush_interval if wait is None else wait)
+                except TimeoutError:
+                    pass
             self._wake.clear()
-            self._flush()
+            # Empty buffers too: that kicks the sender for the spill every flush_interval.
+            if self._flush_wait() in (0.0, None) or self._overflow_n:
+                self._flush()
 
     def _start_senders(self) -> None:
         if self._sender is None and not self._events_stopped:
@@ -429,8 +449,11 @@ class Publisher:
     def _flush(self) -> None:
         """Buffers -> messages in the memory queue; overflow -> messages in the spill."""
         buffers, self._buffers = self._buffers, defaultdict(list)
+        self._oldest = None
         msgs, refused = self._chunks(buffers)
         self._buffered -= refused
+        if self._trace is not None:
+            self._trace.cut((m.subject, m.msg_id) for m in msgs)
         self._queue.extend(msgs)
         if self._overflow_n:
             overflow, self._overflow = self._overflow, defaultdict(list)
@@ -526,6 +549,8 @@ class Publisher:
             headers={ID_HEADER: msg.msg_id},
         ))
         self._attempts[fut] = key
+        if self._trace is not None:
+            self._trace.handed(msg.msg_id)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -643,7 +668,7 @@ class Publisher:
         self._broken.pop(msg.subject, None)
         self._broken.pop("", None)
         self._settle(msg)
-        if self._buffers and self._eager():  # the sender just freed up: what waits goes now
+        if self._buffers and self._flush_wait() == 0.0:  # the sender freed up: what waits goes
             self._wake.set()
         if msg.count:
             nothing_waits = not (self._buffered or self.spilled or self._queue)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.records import RecordError
 from snoopbus.collector.ringbuf import RingBuffer
+from snoopbus.collector.stagetrace import StageTrace
 from snoopbus.proto import Event
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,9 @@ class RingReader:
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
+        trace: StageTrace | None = None,
     ) -> None:
+        self._trace = trace
         self.ring = ring
         self._builder = builder
         self._deliver = deliver
@@ -83,11 +87,14 @@ class RingReader:
 
     def _drain(self) -> int:
         """One bounded drain; returns how many records it took."""
+        read_ns = time.time_ns() if self._trace is not None else 0
         raw = self.ring.drain(DRAIN_BYTES)
         if not raw:
             return 0
         self.records += len(raw)
         batch: Batch = self._builder.build_many(raw, self._build_one)
+        if self._trace is not None:
+            self._trace.drained(read_ns, time.time_ns())
         if batch:
             self._deliver(batch)
         return len(raw)

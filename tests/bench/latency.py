@@ -12,19 +12,29 @@ iteration, paced every millisecond; every so often on the marker, ~50
 alerts/s) for --seconds, and measures, for every event a plain core
 subscriber receives, now - the event's `ts` (the kernel's clock), and for
 every alert, now - the alerting event's `ts`. Prints p50/p99/max in ms and
-the rate reached. With `--archive-roll S` (default 5; 0: off) the archive
+the rate reached: what the load made (the machine may not allow the target:
+the table says so) and what the subscriber got, with events per message.
+For this tree's collector it also prints, per stage, where each message's
+oldest event spent its time (collector/stagetrace.py: kernel ts -> ring
+drain -> built -> cut into a message -> handed to nats-py -> received here),
+this subscriber's own loop lag, and how long each process (collector,
+nats-server, alerter, this bench) sat runnable waiting for a CPU, per
+second of load: on a shared machine that wait, not batching, is the tail.
+With `--archive-roll S` (default 5; 0: off) the archive
 consumer runs too, rolling its Parquet files every S seconds: a watcher notes
 when each file appears in its final place (queryable: DuckDB and pyarrow read
 it from then on), and each row's visibility is that moment - the event's `ts`,
 which the roll interval bounds (printed in seconds). With `--before DIR` the
 same harness runs the code in DIR (a checkout of another commit) and this
-tree's, one after the other, and prints both.
+tree's, one after the other (`--rounds N`: N times, alternately), and prints
+each.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -42,6 +52,7 @@ import nats
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.proto import alerts_filter, ensure_stream, events_filter, meta_subject
+from snoopbus.proto.msgid import ID_HEADER
 from tests.bench.forward import code_path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +72,8 @@ level: low
 EVENTS_PER_ITERATION = 4  # create, modify, close_write, delete
 ALERTS_PER_S = 50
 WARMUP_S = 1.0  # events stamped earlier are not counted: the pipeline settles first
+# collector/stagetrace.py's variable, spelled here: a --before tree may not have that module
+TRACE_ENV = "SNOOPBUS_LATENCY_TRACE"
 WATCH_EVERY_S = 0.05  # the archive watcher's polling period: the resolution of visibility
 
 
@@ -71,6 +84,21 @@ def build(work: Path) -> Path:
         raise SystemExit("latency: needs a C compiler (apt-get install gcc)")
     subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "rate_load.c")], check=True)
     return exe
+
+
+def run_delay(pids: dict[str, int]) -> dict[str, int]:
+    """ns each process's threads have spent runnable but waiting for a CPU
+    (/proc/<pid>/task/*/schedstat, field 2): the machine's share of a latency."""
+    out: dict[str, int] = {}
+    for name, pid in pids.items():
+        total = 0
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # a thread that ended meanwhile
+        out[name] = total
+    return out
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -137,20 +165,26 @@ class ArchiveWatch:
 
 
 async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
-                  seconds: float, archive: ArchiveWatch | None = None,
+                  seconds: float, pids: dict[str, int], archive: ArchiveWatch | None = None,
                   roll: float = 0.0) -> dict[str, Any]:
     events: list[float] = []
     alerts: list[float] = []
     types: Counter[str] = Counter()
+    # per message received: (Nats-Msg-Id, received at, its oldest event's ts), for stages()
+    received: list[tuple[str, int, int]] = []
     start_ns = time.time_ns() + int(WARMUP_S * 1e9)
 
     async def on_events(msg: Any) -> None:
         now = time.time_ns()
+        oldest = 0
         for ev in msgpack.unpackb(msg.data):
             ts = ev.get("ts", 0)
             if ts >= start_ns:
                 events.append((now - ts) / 1e6)
                 types[ev.get("type", "?")] += 1
+                oldest = min(oldest, ts) if oldest else ts
+        if oldest and msg.headers:
+            received.append((msg.headers.get(ID_HEADER, ""), now, oldest))
 
     async def on_alert(msg: Any) -> None:
         now = time.time_ns()
@@ -158,23 +192,81 @@ async def measure(nc: Any, host: str, exe: Path, load: Path, rate: int,
         if ts >= start_ns:
             alerts.append((now - ts) / 1e6)
 
+    lags: list[float] = []  # this process's loop: how late a 1 ms sleep wakes (ms)
+
+    async def watch_lag() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append((loop.time() - t - 0.001) * 1e3)
+
+    lag_task = asyncio.create_task(watch_lag())
+    gc.freeze()  # this process's own pauses are not the pipeline's: none while measuring
+    gc.disable()
     subs = [await nc.subscribe(events_filter(host=host), cb=on_events),
             await nc.subscribe(alerts_filter(host=host), cb=on_alert)]
     iterations = rate / EVENTS_PER_ITERATION
     mark_every = max(1, int(iterations / ALERTS_PER_S))
+    waited_from = run_delay(pids)
+    began = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         str(exe), str(load), str(seconds + WARMUP_S), str(iterations), str(mark_every), MARK,
-        stdout=subprocess.DEVNULL)  # fmt: skip
-    await proc.communicate()
+        stdout=subprocess.PIPE)  # fmt: skip
+    out, _ = await proc.communicate()
     end_ns = time.time_ns()
+    done, took = out.split()  # iterations made, in seconds
+    waited = {name: (ns - waited_from[name]) / 1e6 / (time.monotonic() - began)
+              for name, ns in run_delay(pids).items()}  # fmt: skip
     # The last events and alerts arrive; with the archive, its last file rolls.
     await asyncio.sleep(2.0 + (roll + 1.0 if archive is not None else 0.0))
     for sub in subs:
         await sub.unsubscribe()
+    lag_task.cancel()
+    gc.enable()
     visible = archive.between(start_ns, end_ns) if archive is not None else []
-    return {"rate": rate, "reached": len(events) / seconds,  # what the subscriber got
+    window = (end_ns - start_ns) / 1e9  # the load's time after the warm-up
+    return {"rate": rate, "made": int(done) * EVENTS_PER_ITERATION / float(took),
+            "reached": len(events) / window,  # what the subscriber got
+            "per_msg": len(events) / max(1, len(received)),
             "events": percentiles(events), "alerts": percentiles(alerts), "types": types,
-            "archive": percentiles(visible), "roll": roll}
+            "archive": percentiles(visible), "roll": roll, "received": received,
+            "lag": percentiles(lags), "waited": waited}
+
+
+STAGES = ("ring", "build", "buffer", "queue", "bus")
+
+
+def stages(received: list[tuple[str, int, int]], trace: dict[str, list[int]]) -> dict[str, Any]:
+    """Per message, its oldest event's time in each stage (ms): kernel ts -> drain
+    start (ring), -> built (build), -> cut into a message (buffer), -> handed to
+    nats-py (queue), -> received here (bus: nats-py, the server, this subscriber);
+    percentiles of each, and each stage's mean share of the slowest 1% of messages."""
+    rows: list[tuple[float, ...]] = []
+    for msg_id, got, ts in received:
+        t = trace.get(msg_id)
+        if t is None:
+            continue
+        read, built, cut, handed = t
+        rows.append(tuple((b - a) / 1e6 for a, b in
+                          ((ts, read), (read, built), (built, cut), (cut, handed), (handed, got),
+                           (ts, got))))  # fmt: skip
+    out: dict[str, Any] = {name: percentiles([r[i] for r in rows]) for i, name in
+                           enumerate(STAGES)}  # fmt: skip
+    out["total"] = percentiles([r[-1] for r in rows])
+    slow = sorted(rows, key=lambda r: r[-1])[-max(1, len(rows) // 100):] if rows else []
+    out["tail"] = {name: sum(r[i] for r in slow) / len(slow) if slow else float("nan")
+                   for i, name in enumerate(STAGES)}  # fmt: skip
+    return out
+
+
+def read_trace(path: Path) -> dict[str, list[int]]:
+    trace: dict[str, list[int]] = {}
+    if path.exists():  # an older tree (--before) writes none
+        for line in path.read_text().splitlines():
+            msg_id, *stamps = line.split()
+            trace[msg_id] = [int(s) for s in stamps]
+    return trace
 
 
 async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str, Any]]:
@@ -195,10 +287,12 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
             await ensure_stream(nc.jetstream())
             host = f"lat{secrets.token_hex(3)}"
             log = work / "collector.log"
+            trace = work / "stages.trace"
             with log.open("wb") as f:
                 procs.append(subprocess.Popen(
                     cli("collect", "--nats", url, "--host", host, "--include-path", str(load),
-                        "--spill-dir", str(work / "spill")), stdout=f, stderr=f))  # fmt: skip
+                        "--spill-dir", str(work / "spill")), stdout=f, stderr=f,
+                    env={**os.environ, TRACE_ENV: str(trace)}))  # fmt: skip
             await wait_ready(nc, host, procs[0], log)
             with (work / "alert.log").open("wb") as f:
                 procs.append(subprocess.Popen(
@@ -225,7 +319,10 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
             stop = asyncio.Event()
             watcher = asyncio.create_task(archive.run(stop)) if archive is not None else None
             try:
-                return [await measure(nc, host, exe, load, rate, seconds, archive, roll)
+                assert server.process is not None
+                pids = {"collector": procs[0].pid, "nats-server": server.process.pid,
+                        "alerter": procs[1].pid, "bench": os.getpid()}
+                rows = [await measure(nc, host, exe, load, rate, seconds, pids, archive, roll)
                         for rate in rates]  # fmt: skip
             finally:
                 stop.set()
@@ -242,10 +339,14 @@ async def bench(rates: list[int], seconds: float, roll: float) -> list[dict[str,
                     p.kill()
                     p.wait()
             server.stop()
+        stamps = read_trace(trace)  # complete once the collector has stopped
+        for row in rows:
+            row["stages"] = stages(row.pop("received"), stamps)
+        return rows
 
 
 def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
-              work: Path) -> list[dict]:
+              work: Path) -> list[dict[str, Any]]:
     env = dict(os.environ)
     here = str(HERE.parents[1])
     env["PYTHONPATH"] = code_path(tree, work) if tree is not None else here
@@ -257,17 +358,42 @@ def run_child(tree: Path | None, rates: list[int], seconds: float, roll: float,
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"latency ({tree or 'this tree'}): {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rows
 
 
 def table(label: str, rows: list[dict[str, Any]]) -> None:
-    print(f"{label:<7} {'target/s':>9} {'events/s':>10} | {'events p50':>10} {'p99':>7} "
-          f"{'max':>7} {'n':>8} | {'alerts p50':>10} {'p99':>7} {'max':>7} {'n':>5}  (ms)")
+    print(f"{label:<7} {'target/s':>9} {'made/s':>8} {'got/s':>8} {'ev/msg':>6} | "
+          f"{'events p50':>10} {'p99':>7} {'max':>7} {'n':>8} | {'alerts p50':>10} "
+          f"{'p99':>7} {'max':>7} {'n':>5}  (ms)")
     for r in rows:
         e, a = r["events"], r["alerts"]
-        print(f"{label:<7} {r['rate']:>9,} {r['reached']:>10,.0f} | {e['p50']:>10.1f} "
-              f"{e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | {a['p50']:>10.1f} "
-              f"{a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
+        print(f"{label:<7} {r['rate']:>9,} {r.get('made', 0):>8,.0f} {r['reached']:>8,.0f} "
+              f"{r['per_msg']:>6.1f} | "
+              f"{e['p50']:>10.1f} {e['p99']:>7.1f} {e['max']:>7.1f} {e['n']:>8,} | "
+              f"{a['p50']:>10.1f} {a['p99']:>7.1f} {a['max']:>7.1f} {a['n']:>5,}")  # fmt: skip
+    short = [r for r in rows if r["made"] < 0.95 * r["rate"]]
+    for r in short:
+        print(f"{label:<7} {r['rate']:>9,}: the load generator made only {r['made']:,.0f} "
+              "events/s on this machine")
+    if any(r.get("stages", {}).get("total", {}).get("n") for r in rows):
+        print(f"{label:<7} {'target/s':>9} stage p50/p99/max per message's oldest event (ms); "
+              "tail = mean ms in the slowest 1%")
+        for r in rows:
+            st = r["stages"]
+            cells = "  ".join(f"{name} {st[name]['p50']:.1f}/{st[name]['p99']:.1f}/"
+                              f"{st[name]['max']:.1f}" for name in (*STAGES, "total"))
+            tail = " ".join(f"{name} {st['tail'][name]:.1f}" for name in STAGES)
+            lag = r["lag"]
+            print(f"{label:<7} {r['rate']:>9,}  {cells}  | tail: {tail}  "
+                  f"({st['total']['n']:,} msgs; this subscriber's loop late by "
+                  f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['max']:.1f})")
+    if any(r.get("waited") for r in rows):
+        print(f"{label:<7} {'target/s':>9} ms per s each process sat runnable waiting for a CPU "
+              "(run queue)")
+        for r in rows:
+            print(f"{label:<7} {r['rate']:>9,}  " + "  ".join(
+                f"{name} {ms:.0f}" for name, ms in r.get("waited", {}).items()))
     if any(r.get("roll") for r in rows):  # an older tree (--before) has no archive figures
         print(f"{label:<7} {'target/s':>9} {'roll s':>10} | {'archive p50':>11} {'p99':>6} "
               f"{'max':>7} {'rows':>8}  (s, event ts -> file queryable)")
@@ -286,6 +412,8 @@ def main() -> None:
                         "rows are queryable (0: no archive)")
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also run the code in DIR (a checkout) and print both")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --before: before, after, before, after ... this many times")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -295,13 +423,16 @@ def main() -> None:
     if args.before is None:
         table("after", asyncio.run(bench(rates, args.seconds, args.archive_roll)))
         return
+    # Alternately, round by round: the machine's load drifts within minutes.
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
     with tempfile.TemporaryDirectory(prefix="snoopbus-lat-shim-") as tmp:
-        before = run_child(args.before.resolve(), rates, args.seconds, args.archive_roll,
-                           Path(tmp))
-        after = run_child(None, rates, args.seconds, args.archive_roll, Path(tmp))
+        for n in range(1, args.rounds + 1):
+            for label, tree in (("before", args.before.resolve()), ("after", None)):
+                rows = run_child(tree, rates, args.seconds, args.archive_roll, Path(tmp))
+                tables.append((f"{label}{n}" if args.rounds > 1 else label, rows))
     print(f"latency, kernel ts -> subscriber / alert; before = {args.before}, after = this tree")
-    table("before", before)
-    table("after", after)
+    for label, rows in tables:
+        table(label, rows)
 
 
 if __name__ == "__main__":
