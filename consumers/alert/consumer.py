@@ -232,7 +232,7 @@ class AlertConsumer(Consumer):
         for delivery in batch:
             records = delivery.records
             if records is not None:  # the decoder's fast path: no event maps unless a rule hits
-                hits = [hit for record in records for hit in engine.match_record(record)]
+                hits = engine.match_records(records)
                 self.stats.events += len(records)
             else:
                 hits = [hit for event in delivery.events for hit in engine.match(event)]

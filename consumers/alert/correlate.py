@@ -180,7 +180,7 @@ class Correlator:
             group = groups[key] = _Group()
         else:
             groups.move_to_end(key)
-        ts = int(hit.event.get("ts", 0))
+        ts = hit.ts
         start = ts - c.window_ns
         if c.kind == "event_count":
             group.times.append(ts)
@@ -199,7 +199,7 @@ class Correlator:
             group.seen[hit.rule.id] = ts
             group.seen = {r: t for r, t in group.seen.items() if t >= start}
             count, first = len(group.seen), min(group.seen.values())
-        group.events.append(str(hit.event.get("id", "?")))
+        group.events.append(str(hit.id or "?"))
         if count < c.threshold:
             return None
         del groups[key]  # fired: the next alert needs a fresh window
