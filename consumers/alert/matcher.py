@@ -8,7 +8,6 @@ modifiers already applied (values.py), and the condition's parse tree with
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
