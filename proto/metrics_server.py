@@ -43,6 +43,11 @@ Family = CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily
 def family(metric: Metric, *samples: tuple[list[str], float]) -> Family:
     """The family of a catalogued metric (proto/metric_names.py), with its samples."""
     labels = list(metric.labels)
+    if metric.kind == "info":  # each sample's label values, its value ignored (1)
+        info = InfoMetricFamily(metric.family, metric.help)
+        for values, _ in samples:
+            info.add_metric([], dict(zip(labels, values, strict=True)))
+        return info
     if metric.kind == "counter":
         out: CounterMetricFamily | GaugeMetricFamily = CounterMetricFamily(
             metric.family, metric.help, labels=labels

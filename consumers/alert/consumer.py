@@ -61,6 +61,23 @@ class AlertStats:
     lost: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass
+class AlertTally:
+    """Alerts put on the bus, by (rule id, level), and each counted rule's title
+    (snoopbus_alerts_total and snoopbus_alert_rule_info). The id, not the
+    title: titles are not unique and may change between rule versions."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    def add(self, alerts: Iterable[dict[str, Any]]) -> None:
+        for alert in alerts:
+            rule = alert.get("rule") or {}
+            rule_id = str(rule.get("id") or "?")
+            self.counts[rule_id, str(alert.get("level", "?"))] += 1
+            self.titles[rule_id] = str(rule.get("title") or "")
+
+
 class AlertConsumer(Consumer):
     name = "alert"
     description = "Sigma rules on live events: alerts on snoopbus.alerts.<host>.<level>"
@@ -100,6 +117,7 @@ class AlertConsumer(Consumer):
         self.extra_outputs = list(outputs)
         self.outputs: list[Output] = []
         self.stats = AlertStats()
+        self.tally = AlertTally()
         self._ticker: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         # Host health (hosts.py): None turns it off (tests of the rules alone).
@@ -232,7 +250,7 @@ class AlertConsumer(Consumer):
         for delivery in batch:
             records = delivery.records
             if records is not None:  # the decoder's fast path: no event maps unless a rule hits
-                hits = [hit for record in records for hit in engine.match_record(record)]
+                hits = engine.match_records(records)
                 self.stats.events += len(records)
             else:
                 hits = [hit for event in delivery.events for hit in engine.match(event)]
@@ -319,6 +337,10 @@ class AlertConsumer(Consumer):
                 return swapped
 
     def metrics(self) -> Iterable[tuple[Metric, list[tuple[list[str], float]]]]:
+        counts = sorted(self.tally.counts.items())
+        yield names.ALERTS, [([rule_id, level], n) for (rule_id, level), n in counts]
+        titles = sorted(self.tally.titles.items())
+        yield names.ALERT_RULE_INFO, [([rule_id, title], 1) for rule_id, title in titles]
         lost = {reason: 0 for reason in LOST_REASONS} | self.stats.lost
         yield names.ALERTS_LOST, [([reason], n) for reason, n in sorted(lost.items())]
         ignored = self.feed.ignored if self.feed is not None else 0
@@ -326,8 +348,9 @@ class AlertConsumer(Consumer):
 
     async def _send(self, alerts: list[dict[str, Any]]) -> None:
         if alerts:
-            await fan_out(self.outputs, alerts)
+            await fan_out(self.outputs, alerts)  # raises unless NATS stored them
             self.stats.published += len(alerts)
+            self.tally.add(alerts)
 
     async def _summaries(self) -> None:
         """Send folded summaries when windows close, even while no events come."""

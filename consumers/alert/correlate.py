@@ -1,7 +1,8 @@
 """Sigma correlation rules on the live stream: event_count, value_count, temporal.
 
-A correlation counts the hits of its base rules per group (the `group-by`
-fields' values) within `timespan`, in event time (the events' `ts`), and
+A correlation counts the hits of its base rules per group (the host and the
+`group-by` fields' values: never across hosts, so alerters that split the
+hosts give the alerts of one) within `timespan`, in event time (the events' `ts`), and
 fires once the condition holds: one alert, then the group starts afresh.
 Only conditions that can hold while events arrive are evaluated (`gt`,
 `gte`, and `eq` as "reached"); "fewer than" needs the end of a window and is
@@ -170,7 +171,10 @@ class Correlator:
 
     def _feed(self, c: Correlation, hit: Any) -> Fired | None:
         values = hit.values
-        key = tuple(_hashable(values.get(f)) for f in c.group_by)
+        # Per host, whatever the group-by: a ProcessId or a path names different
+        # things on two hosts, and alerters that split the hosts (--partition)
+        # then count exactly what one alerter would.
+        key = (hit.host, *(_hashable(values.get(f)) for f in c.group_by))
         groups = self.groups[c.id]
         group = groups.get(key)
         if group is None:
@@ -180,7 +184,7 @@ class Correlator:
             group = groups[key] = _Group()
         else:
             groups.move_to_end(key)
-        ts = int(hit.event.get("ts", 0))
+        ts = hit.ts
         start = ts - c.window_ns
         if c.kind == "event_count":
             group.times.append(ts)
@@ -199,11 +203,11 @@ class Correlator:
             group.seen[hit.rule.id] = ts
             group.seen = {r: t for r, t in group.seen.items() if t >= start}
             count, first = len(group.seen), min(group.seen.values())
-        group.events.append(str(hit.event.get("id", "?")))
+        group.events.append(str(hit.id or "?"))
         if count < c.threshold:
             return None
         del groups[key]  # fired: the next alert needs a fresh window
-        fields = dict(zip(c.group_by, key, strict=True))
+        fields = dict(zip(c.group_by, key[1:], strict=True))
         return Fired(c, hit, fields, count, first, list(group.events))
 
     @property

@@ -25,13 +25,53 @@ from .values import Lowered, Values
 
 log = logging.getLogger(__name__)
 
+# Record keys whose matches are kept per category (typed records), and their bytes, roughly.
+SEEN_MAX = 8192
+SEEN_BYTES = 8 << 20
+# Of one record key: its record's values, the rules matched with their selections,
+# the rules that raised, its cost in bytes.
+Outcome = tuple[Values, list[tuple[CompiledRule, list[str]]], list[CompiledRule], int]
 
-@dataclass(frozen=True)
+
+def _cost(values: Values) -> int:
+    """Bytes a kept outcome holds, roughly: the key, the values and their lower case."""
+    return 600 + 3 * sum(len(v) for v in values.values() if isinstance(v, str))
+
+
 class Hit:
-    rule: CompiledRule
-    event: Mapping[str, Any]
-    values: Values  # the Sigma fields of the record, for the alert
-    selections: list[str]
+    """One rule matched one event. `event` is its map: given, or made from the
+    decoder's typed record when first read (most hits are repeats the throttle
+    folds: their map is never needed). `host`, `ts` and `id` read either."""
+
+    __slots__ = ("_event", "_record", "rule", "selections", "values")
+
+    def __init__(self, rule: CompiledRule, event: Any, values: Values,
+                 selections: list[str]) -> None:  # fmt: skip
+        self.rule = rule
+        self.values = values  # the Sigma fields of the record, for the alert
+        self.selections = selections
+        is_map = isinstance(event, Mapping)
+        self._event: Mapping[str, Any] | None = event if is_map else None
+        self._record: Any = None if is_map else event
+
+    @property
+    def event(self) -> Mapping[str, Any]:
+        if self._event is None:
+            self._event = to_events([self._record])[0]
+            self._record = None
+        return self._event
+
+    @property
+    def host(self) -> Any:
+        return self._record.host if self._record is not None else self.event.get("host")
+
+    @property
+    def ts(self) -> int:
+        return int(self._record.ts if self._record is not None else self.event.get("ts", 0))
+
+    @property
+    def id(self) -> Any:
+        return self._record.id if self._record is not None else self.event.get("id")
 
 
 @dataclass(frozen=True)
@@ -62,7 +102,21 @@ class _Category:
         self.getters: list[tuple[str, Getter]] = field_map.getters(name, wanted)
         # Of an event map, and of the decoder's typed record of one.
         self.record, self.record_of = field_map.recorders(name, wanted)
+        self.key_of = field_map.record_key(name, wanted)
         self.index = RuleIndex([rule.needs for rule in rules])
+        # Matching is a function of the record alone, and a busy host repeats
+        # itself (the same command lines, the same files written): the outcome
+        # of a record key is kept, bounded by count and bytes, oldest out first.
+        self.seen: dict[Any, Outcome] = {}
+        self.seen_bytes = 0
+
+    def keep(self, key: Any, outcome: Outcome) -> None:
+        seen = self.seen
+        while seen and (len(seen) >= SEEN_MAX or self.seen_bytes + outcome[3] > SEEN_BYTES):
+            self.seen_bytes -= seen.pop(next(iter(seen)))[3]
+        if outcome[3] <= SEEN_BYTES:
+            seen[key] = outcome
+            self.seen_bytes += outcome[3]
 
 
 class Engine:
@@ -118,22 +172,53 @@ class Engine:
 
     def match_record(self, record: Any) -> list[Hit]:
         """match() for a typed record (Delivery.records): the same hits, the
-        event map made only when there is one."""
+        event map made only when read (Hit.event)."""
+        return self.match_records((record,))
+
+    def match_records(self, records: Sequence[Any]) -> list[Hit]:
+        """match_record() of each record in turn: one call per message, the
+        log sources looked up once per run of one type (a message holds one)."""
         hits: list[Hit] = []
-        ret = record.ret
-        if ret is not None and ret < 0:
-            return hits
-        event: Mapping[str, Any] | None = None
-        for category in self._by_type.get(record.type, ()):
-            values, low = category.record_of(record)
-            for rule, selected in self._run(category, values, low, record):
-                if event is None:
-                    event = to_events([record])[0]
-                hits.append(Hit(rule, event, values, selected))
+        last_type: str | None = None
+        categories: Sequence[_Category] = ()
+        errors = self.errors
+        for record in records:
+            ret = record.ret
+            if ret is not None and ret < 0:
+                continue  # a failed syscall changed nothing
+            if record.type != last_type:
+                last_type = record.type
+                categories = self._by_type.get(last_type, ())
+            for category in categories:
+                key_of = category.key_of
+                if key_of is None:
+                    values, low = category.record_of(record)
+                    matched = self._run(category, values, low, record)
+                else:
+                    key = key_of(record)
+                    seen = category.seen.get(key)
+                    if seen is None:
+                        seen = self._first(category, key, record)
+                    else:
+                        for rule in seen[2]:  # counted per event, as if run again
+                            errors[rule.id] += 1
+                    values, matched = seen[0], seen[1]
+                for rule, selected in matched:
+                    hits.append(Hit(rule, record, values, selected))
         return hits
 
+    def _first(self, category: _Category, key: Any, record: Any) -> Outcome:
+        """Match a record whose key is not in `category.seen`, and keep the outcome."""
+        values, low = category.record_of(record)
+        failed: list[CompiledRule] = []
+        matched = self._run(category, values, low, record, failed)
+        outcome = (values, matched, failed, _cost(values))
+        category.keep(key, outcome)
+        return outcome
+
     def _run(
-        self, category: _Category, values: Values, low: Lowered, event: Any
+        self, category: _Category, values: Values, low: Lowered, event: Any,
+        failed: list[CompiledRule] | None = None,
     ) -> list[tuple[CompiledRule, list[str]]]:
         """The rules of `category` the record matches (those the index cannot rule out run)."""
         out = []
@@ -146,6 +231,8 @@ class Engine:
                 selected = rule.matched_selections(values, low)
             except Exception as exc:  # one rule's bug must not fail the batch for all
                 self._failed(rule, event, exc)
+                if failed is not None:
+                    failed.append(rule)
                 continue
             out.append((rule, selected))
         return out

@@ -27,6 +27,7 @@ from snoopbus.proto import fastpath, schema
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Recorder = Callable[[Any], tuple[dict[str, Any], dict[str, str]]]
+RecordKey = Callable[[Any], tuple[Any, ...]]
 
 # The default map is a pySigma processing pipeline, shipped beside this module;
 # it is read, not applied (fields_of_pipeline): alerts keep the Sigma names.
@@ -175,6 +176,13 @@ class FieldMap:
         specs = self._specs(category, wanted)
         return _recorder(specs, typed=False), _recorder(specs, typed=True)
 
+    def record_key(self, category: str, wanted: set[str] | None = None) -> RecordKey | None:
+        """A function giving, of the decoder's typed record, a hashable key of
+        every event value the category's record is made from (lists as
+        tuples): records with equal keys have equal records, so matching
+        them gives the same rules. None when a source is a whole map."""
+        return _keyer(self._specs(category, wanted))
+
     def _specs(self, category: str, wanted: set[str] | None) -> list[tuple[str, str]]:
         """(field, source) of the map's fields (those in `wanted` if given), and
         of the wanted fields named as event sources."""
@@ -255,6 +263,42 @@ def _recorder(specs: list[tuple[str, str]], *, typed: bool) -> Recorder:
     exec(compile("\n".join(lines) + "\n", "<sigma record>", "exec"), namespace)
     record: Recorder = namespace["_record"]
     return record
+
+
+def _keyer(specs: list[tuple[str, str]]) -> RecordKey | None:
+    """Generated code for record_key(): the sources' raw values, one tuple."""
+    paths: list[tuple[str, ...]] = []
+    for _, spec in specs:
+        path = _parse(spec)[1]
+        if len(path) == 1 and path[0] in ("proc", "file"):
+            return None  # a map: not hashable as it is (and rare: let it go uncached)
+        if path not in paths:
+            paths.append(path)
+    lines = ["def _key(e):"]
+    parents: set[str] = set()
+    parts: list[str] = []
+    for path in paths:
+        parent = None if len(path) == 1 else path[0]
+        key = path[-1]
+        if len(path) > 2 or parent not in fastpath.KINDS or key not in fastpath.FIELDS[parent]:
+            continue  # no such field in a typed record: always absent, the same in every key
+        kind = fastpath.KINDS[parent][key]
+        x = f"e.{key}"
+        if parent is not None:
+            if parent not in parents:
+                parents.add(parent)
+                lines.append(f"    _{parent} = e.{parent}")
+            x = f"(None if _{parent} is None else _{parent}.{key})"
+        if kind is schema._TEXT_LIST:
+            lines.append(f"    x{len(parts)} = {x}")
+            x = f"(None if x{len(parts)} is None else tuple(x{len(parts)}))"
+        parts.append(x)
+    lines.append(f"    return ({''.join(p + ', ' for p in parts)})")
+    namespace: dict[str, Any] = {}
+    # Only names the schema defines (fastpath.FIELDS) reach the code.
+    exec(compile("\n".join(lines) + "\n", "<sigma record key>", "exec"), namespace)
+    key_of: RecordKey = namespace["_key"]
+    return key_of
 
 
 DEFAULT_FIELD_MAP: dict[str, dict[str, str]] = fields_of_pipeline(

@@ -7,6 +7,7 @@ modifiers already applied (values.py), and the condition's parse tree with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class RuleIdentity:
     rule: Any
     source: str
 
-    @property
+    @functools.cached_property  # read per hit (throttle keys, correlations): a UUID's str is slow
     def id(self) -> str:
         return str(self.rule.id) if self.rule.id else f"{self.source}:{self.rule.title}"
 

@@ -63,7 +63,7 @@ class Throttle:
         self._summaries: list[dict[str, Any]] = []  # closed windows not yet collected
 
     def key(self, hit: Hit) -> tuple[Any, ...]:
-        host = hit.event.get("host")
+        host = hit.host
         return (hit.rule.id, host, *(hit.values.get(f) for f in self.key_fields))
 
     def admit(self, hit: Hit, now: float, opened: list[tuple[Any, ...]] | None = None) -> bool:
@@ -84,11 +84,12 @@ class Throttle:
                 opened.append(key)
             return True
         if not open_.repeats:
-            open_.first_ts = int(hit.event.get("ts", 0))
+            open_.first_ts = hit.ts
+            # Counted once: the repeats of one key are about the same size.
+            cost = _key_cost(key) + _hit_cost(hit)
+            self.nbytes += cost - open_.cost
+            open_.cost = cost
         open_.repeats += 1
-        cost = _key_cost(key) + _hit_cost(hit)
-        self.nbytes += cost - open_.cost
-        open_.cost = cost
         open_.last = hit
         self.folded += 1
         self._shrink(0)  # this window may be the oldest: then its summary has this repeat

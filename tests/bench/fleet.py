@@ -16,8 +16,9 @@ each consumer group, spread over the three nodes:
   the commit, so its lag holds a roll's worth of messages, and `--drain` must
   exceed it; it commits one file per host per roll);
 - rename: one pairer per partition;
-- alert: N alerters sharing the one durable (the default rules; host health off:
-  simulated hosts send no heartbeats).
+- alert: one alerter per partition (the default rules; host health off:
+  simulated hosts send no heartbeats): a host's throttle windows and
+  correlation groups live in one of them, so the alerts do not depend on N.
 
 For each rate (`--rates`, ascending) it sends for `--seconds`, samples every
 durable's lag (pending + unacked, in messages) each second, and then waits
@@ -31,7 +32,7 @@ and the CPU of every process over the step. After the last step of a count
 it waits (up to `--catchup` s) until every group is empty and says when,
 then stops the consumers and prints the exactly-once accounting: archive
 rows against what was sent, renamed events (archived and in the stream)
-against pairs, alerter messages processed against those their durable took,
+against pairs, alerter messages processed against those their durables took,
 alerts archived against alerts stored.
 
 All of it shares this machine's CPUs: on 2 cores, 3 replicating servers, a
@@ -167,7 +168,7 @@ def start_consumers(urls: list[str], n: int, work: Path, roll_s: float,
             ("archive", part.durable("archive"),
              ["archive", *parted, "--dir", str(adir), "--roll-seconds", f"{roll_s:g}"]),
             ("rename", part.durable("rename"), ["rename", *parted]),
-            ("alert", "alert", ["alert", "--no-host-health"]),
+            ("alert", part.durable("alert"), ["alert", *parted, "--no-host-health"]),
         ):  # fmt: skip
             label = f"{group}-{i}"
             log = work / f"{label}-of{n}.log"
@@ -638,8 +639,8 @@ def _print(out: Any, text: str) -> None:
 
 def header(n: int, load: Load) -> str:
     parts = "one process" if n == 1 else f"{n} partitions"
-    return (f"\n{n} instance(s) of each: archive {parts}, rename {parts}, {n} alerter(s) sharing "
-            f"one durable; {load.hosts} hosts, {load.seconds:g} s per rate, drained within "
+    return (f"\n{n} instance(s) of each: archive {parts}, rename {parts}, alert {parts}; "
+            f"{load.hosts} hosts, {load.seconds:g} s per rate, drained within "
             f"{load.drain_s:g} s = kept up\n"
             f"{'offered':>9} {'achieved':>9} | {'group':<7} {'events/s':>9} {'peak lag':>9} "
             f"{'end lag':>8} {'drained':>8} {'ev/CPU-s':>9} | kept up")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -19,7 +20,7 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.collector import loss, metrics
 from snoopbus.collector.loss import LossCounters
 from snoopbus.consumers import Batch, Runtime, Settings, consumer, runtime
-from snoopbus.consumers.metrics import count_alerts, serve_consumer
+from snoopbus.consumers.metrics import serve_consumer
 from snoopbus.proto import encode_batch, event_subject, events_filter
 from snoopbus.proto.metrics_server import MetricsError, MetricsServer, new_registry
 from tests.support.collector import start_collector
@@ -87,18 +88,33 @@ async def test_a_consumer_reports_processed_failed_dead_letters_and_lag(
 
 
 def test_alerts_are_counted_by_rule_id_not_title() -> None:
-    class Alerting:
-        extra_outputs: list = []  # noqa: RUF012 -- the alert consumer's plug point
+    from snoopbus.consumers.alert.consumer import AlertConsumer
+    from snoopbus.consumers.alert.outputs import Output
+    from snoopbus.consumers.metrics import ConsumerStats
 
-    tally = count_alerts(Alerting())
-    assert tally is not None
+    class Sent(Output):
+        name = "sent"
+
+        async def send(self, alerts: Any) -> None:
+            pass
+
+    alerter = AlertConsumer(["default"])
+    alerter.outputs = [Sent()]
     # Two rules sharing a title stay apart; one rule's levels too.
     first = {"rule": {"id": "r-1", "title": "Exec from /tmp"}, "level": "high"}
     second = {"rule": {"id": "r-2", "title": "Exec from /tmp"}, "level": "high"}
-    asyncio.run(Alerting.extra_outputs[0].send([first, first, second]))
-    assert tally.counts == {("r-1", "high"): 2, ("r-2", "high"): 1}
-    assert tally.titles == {"r-1": "Exec from /tmp", "r-2": "Exec from /tmp"}
-    assert count_alerts(object()) is None
+    asyncio.run(alerter._send([first, first, second]))
+    rt = Runtime(alerter, servers="nats://127.0.0.1:1")
+    registry = CollectorRegistry()
+    registry.register(ConsumerStats(rt))
+    alerts = {(s.labels["rule_id"], s.labels["level"]): s.value
+              for m in registry.collect() if m.name == "snoopbus_alerts" for s in m.samples
+              if s.name == "snoopbus_alerts_total"}  # fmt: skip
+    assert alerts == {("r-1", "high"): 2, ("r-2", "high"): 1}
+    info = [s.labels for m in registry.collect() for s in m.samples
+            if s.name == "snoopbus_alert_rule_info"]  # fmt: skip
+    assert info == [{"rule_id": "r-1", "title": "Exec from /tmp"},
+                    {"rule_id": "r-2", "title": "Exec from /tmp"}]  # fmt: skip
 
 
 def test_every_registry_has_build_info_and_process_figures() -> None:

@@ -132,3 +132,46 @@ def test_text_that_is_not_utf8_is_scanned_too() -> None:
     index = RuleIndex([[("sub", "CommandLine", f"needle{i}")] for i in range(20)])
     low = {"CommandLine": "x \udcff needle7 needle12"}
     assert list(index.candidates(low)) == [1, 7, 12]  # "needle1" is in "needle12"
+
+
+def _messages(events: list[dict[str, Any]], size: int = 50) -> Iterator[list[Any]]:
+    for i in range(0, len(events), size):
+        records = decode_records(encode_batch(events[i : i + size]))
+        assert records is not None
+        yield records
+
+
+def test_kept_outcomes_give_the_hits_of_matching_afresh(monkeypatch: Any) -> None:
+    """A record key's matches are kept (bounded): a repeat, a key pushed out
+    and matched again, and a new key all give the reference's hits."""
+    sigma_corpus.require()
+    import snoopbus.consumers.alert.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SEEN_MAX", 16)  # evictions within the mix
+    fast, reference = Engine(RULES), EveryRule(RULES)
+    events = list(iter_events(1500, seed=11)) + list(targeted_events())[:300]
+    events += events  # every key again, most of them pushed out meanwhile
+    got = [h for records in _messages(events) for h in fast.match_records(records)]
+    want = [h for event in events for h in reference.match(event)]
+    assert summary(got) == summary(want)
+    assert len(want) > 200
+    for category in fast.categories.values():
+        assert len(category.seen) <= 16
+        assert category.seen_bytes == sum(o[3] for o in category.seen.values())
+
+
+def test_a_rule_that_raises_is_counted_per_event_when_its_outcome_is_kept() -> None:
+    sigma_corpus.require()
+    from dataclasses import replace
+
+    def broken(values: Values, low: Lowered) -> bool:
+        raise ValueError("broken")
+
+    first = next(i for i, r in enumerate(RULES) if r.category == "process_creation")
+    rules = list(RULES)
+    rules[first] = replace(rules[first], match=broken, needs=None)
+    engine = Engine(rules)
+    execs = [e for e in iter_events(400, seed=2) if e["type"] == "exec"][:60]
+    for records in _messages(execs, size=20):
+        engine.match_records(records)
+    assert engine.errors == {rules[first].id: 60}  # each event, though most were repeats
