@@ -55,12 +55,17 @@ class Tree:
 
     @classmethod
     def checkout(cls, ref: str) -> Tree:
+        """`ref` as a temporary git worktree, or, when it names a folder (an
+        exported tree: `git archive main | tar -x -C DIR`), that folder as it is."""
         base = Path(tempfile.mkdtemp(prefix="snoopbus-bench-tree-"))
-        root = base / "tree"
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(root), ref],
-            check=True,
-        )
+        if Path(ref).is_dir():
+            root = Path(ref).resolve()
+        else:
+            root = base / "tree"
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(root), ref],
+                check=True,
+            )
         shim = base / "shim"
         (shim / "snoopbus").mkdir(parents=True)
         (shim / "snoopbus" / "__init__.py").write_text("")
@@ -78,8 +83,9 @@ class Tree:
     def remove(self) -> None:
         if self.shim is None:
             return
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.root)],
-                       check=False)  # fmt: skip
+        if self.root.parent == self.shim.parent:  # a worktree of ours, not a given folder
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(self.root)], check=False)  # fmt: skip
         subprocess.run(["rm", "-rf", str(self.shim.parent)], check=False)
 
 
@@ -258,8 +264,9 @@ def add_flags(parser: argparse.ArgumentParser, consumer: str) -> None:
                         help="events of the backlog stored in NATS for the consumer runs "
                         "(default 1M; the issue's figure is 10M; 0 skips)")  # fmt: skip
     parser.add_argument("--before", default="main", metavar="REF",
-                        help=f"also run this git revision's {consumer} on the same backlog, "
-                        "first (default main; '' for this branch only)")  # fmt: skip
+                        help=f"also run this git revision's {consumer} (or the one of a folder "
+                        "holding an exported tree) on the same backlog, first (default main; "
+                        "'' for this branch only)")  # fmt: skip
     parser.add_argument("--dir", type=Path,
                         help="work here (kept); default: a temporary folder")  # fmt: skip
 
