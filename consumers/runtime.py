@@ -329,13 +329,15 @@ class Runtime:
 
     def _batch_decode(self, msgs: list[Msg]) -> tuple[Columns | None, dict[int, Span]]:
         """The consumer's own decoding of the batch's event payloads, if it has
-        one: its columns, and the span of each message it took, by index."""
+        one: its columns, and the span of each message it took, by index. The
+        payloads go in subject order, so one host's rows are adjacent."""
         decoder = self.consumer.batch_decoder
         if decoder is None:
             return None, {}
         picked = [i for i, msg in enumerate(msgs) if not is_alert_subject(msg.subject)]
         if not picked:
             return None, {}
+        picked.sort(key=lambda i: msgs[i].subject)
         columns = decoder.decode([msgs[i].data for i in picked])
         return columns, {i: span for i, span in zip(picked, columns.spans, strict=True)
                          if span is not None}  # fmt: skip

@@ -270,7 +270,9 @@ class Archiver(Consumer):
             if not rows:
                 continue
             table = decoded.table()
-            if len(rows) < table.num_rows:  # rows are ascending: all of them, or a take
+            if rows[-1] - rows[0] + 1 == len(rows):  # ascending: adjacent, as the runtime orders
+                table = table.slice(rows[0], len(rows))  # them by subject (no copy)
+            else:
                 table = table.take(pa.array(rows, pa.int32()))
             part = PartKey("events", self._day_text(day), token)
             window.buffer(part).add(table, ids)  # type: ignore[union-attr]  # an events part

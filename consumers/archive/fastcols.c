@@ -23,6 +23,7 @@ enum { W_TOP, W_PROC, W_FILE, NWITHIN };
 enum { R_V, R_ID, R_TS, R_HOST, R_TYPE, NREQ };
 #define MAXCOLS 64
 #define MAXTYPES 32
+#define SLOTS 256 /* per map: a key's hash -> its column + 1 */
 
 typedef struct {
     char *p;
@@ -55,6 +56,7 @@ typedef struct {
     Buf chars;  /* text bytes */
     int32_t nchild; /* texts: items so far */
     size_t nulls;
+    size_t n; /* rows filled; absent values are padded with nulls when a later row comes */
 } Col;
 
 typedef struct {
@@ -67,13 +69,15 @@ typedef struct {
     PyObject *subkeys;
     const char *subname[NWITHIN];
     Py_ssize_t sublen[NWITHIN];
+    uint8_t slots[NWITHIN][SLOTS];
     int ntypes;
     const char *types[MAXTYPES];
     Py_ssize_t typelen[MAXTYPES];
     PyObject *typelist;
     long long day_ns;
     Py_ssize_t max_events, max_bytes;
-    size_t rows;
+    size_t rows; /* rows of the messages taken */
+    size_t row;  /* the row being decoded */
 } Decoder;
 
 /* -- reading msgpack ---------------------------------------------------- */
@@ -250,14 +254,15 @@ static int utf8_ok(const uint8_t *s, size_t n) {
 /* -- building columns ---------------------------------------------------- */
 
 typedef struct {
-    size_t valid, data, child, chars, nulls;
+    size_t valid, data, child, chars, nulls, n;
     int32_t nchild;
 } Mark;
 
 static void mark_all(Decoder *d, Mark *m) {
     for (int i = 0; i < d->ncols; i++) {
         Col *c = &d->cols[i];
-        m[i] = (Mark){c->valid.len, c->data.len, c->child.len, c->chars.len, c->nulls, c->nchild};
+        m[i] = (Mark){c->valid.len, c->data.len, c->child.len, c->chars.len, c->nulls, c->n,
+                      c->nchild};
     }
 }
 
@@ -269,38 +274,45 @@ static void rewind_all(Decoder *d, const Mark *m) {
         c->child.len = m[i].child;
         c->chars.len = m[i].chars;
         c->nulls = m[i].nulls;
+        c->n = m[i].n;
         c->nchild = m[i].nchild;
     }
 }
 
-static int put_null(Col *c) {
-    if (buf_reserve(&c->valid, 1) < 0)
+/* Nulls up to row `upto` (exclusive): the rows where this column's key was absent. */
+static int pad(Col *c, size_t upto) {
+    if (c->n >= upto)
+        return 0;
+    size_t k = upto - c->n;
+    if (buf_reserve(&c->valid, k) < 0)
         return -1;
-    c->valid.p[c->valid.len++] = 0;
-    c->nulls++;
-    if (c->kind == K_INT || c->kind == K_UINT) {
-        if (buf_reserve(&c->data, 8) < 0)
+    memset(c->valid.p + c->valid.len, 0, k);
+    c->valid.len += k;
+    c->nulls += k;
+    c->n = upto;
+    if (c->kind == K_INT || c->kind == K_UINT || c->kind == K_BOOL) {
+        size_t w = c->kind == K_BOOL ? 1 : 8;
+        if (buf_reserve(&c->data, k * w) < 0)
             return -1;
-        memset(c->data.p + c->data.len, 0, 8);
-        c->data.len += 8;
-    } else if (c->kind == K_BOOL) {
-        if (buf_reserve(&c->data, 1) < 0)
-            return -1;
-        c->data.p[c->data.len++] = 0;
-    } else { /* the next offset repeats the last */
-        if (buf_reserve(&c->data, 4) < 0)
+        memset(c->data.p + c->data.len, 0, k * w);
+        c->data.len += k * w;
+    } else { /* the next offsets repeat the last */
+        if (buf_reserve(&c->data, k * 4) < 0)
             return -1;
         int32_t at = c->kind == K_TEXT ? (int32_t)c->chars.len : c->nchild;
-        memcpy(c->data.p + c->data.len, &at, 4);
-        c->data.len += 4;
+        for (size_t i = 0; i < k; i++)
+            memcpy(c->data.p + c->data.len + 4 * i, &at, 4);
+        c->data.len += k * 4;
     }
     return 0;
 }
 
-static inline int put_valid(Col *c) {
-    if (buf_reserve(&c->valid, 1) < 0)
+/* The value of row `row` comes next: nulls before it, then its validity. */
+static inline int put_valid(Col *c, size_t row) {
+    if (pad(c, row) < 0 || buf_reserve(&c->valid, 1) < 0)
         return -1;
     c->valid.p[c->valid.len++] = 1;
+    c->n = row + 1;
     return 0;
 }
 
@@ -319,13 +331,20 @@ static int put_text(Buf *offsets, Buf *chars, const uint8_t *s, size_t n) {
  * to the reference path), or a Python error. */
 enum { OK = 0, SKIP = 1, ERR = -1 };
 
+static inline unsigned hash(const uint8_t *k, size_t n) {
+    return (unsigned)(n * 31 + (n ? k[0] * 7u + k[n - 1] * 13u + k[n / 2] : 0)) % SLOTS;
+}
+
 static int find(Decoder *d, int within, const uint8_t *k, size_t n) {
-    for (int i = 0; i < d->ncols; i++) {
+    const uint8_t *slots = d->slots[within];
+    for (unsigned h = hash(k, n);; h = (h + 1) % SLOTS) {
+        int i = slots[h] - 1;
+        if (i < 0)
+            return -1;
         Col *c = &d->cols[i];
-        if (c->within == within && (size_t)c->keylen == n && memcmp(c->key, k, n) == 0)
+        if ((size_t)c->keylen == n && memcmp(c->key, k, n) == 0)
             return i;
     }
-    return -1;
 }
 
 static int value(Decoder *d, Col *c, Rd *r) {
@@ -342,7 +361,7 @@ static int value(Decoder *d, Col *c, Rd *r) {
             return SKIP; /* fits no int64 column: the reference path says so */
         if (c->kind == K_UINT && neg)
             return SKIP;
-        if (put_valid(c) < 0 || buf_reserve(&c->data, 8) < 0)
+        if (put_valid(c, d->row) < 0 || buf_reserve(&c->data, 8) < 0)
             return ERR;
         memcpy(c->data.p + c->data.len, &v, 8);
         c->data.len += 8;
@@ -350,7 +369,7 @@ static int value(Decoder *d, Col *c, Rd *r) {
     case K_BOOL:
         if (!rd_need(r, 1) || (*r->p != 0xc2 && *r->p != 0xc3))
             return SKIP;
-        if (put_valid(c) < 0 || buf_reserve(&c->data, 1) < 0)
+        if (put_valid(c, d->row) < 0 || buf_reserve(&c->data, 1) < 0)
             return ERR;
         c->data.p[c->data.len++] = *r->p == 0xc3;
         r->p++;
@@ -359,13 +378,15 @@ static int value(Decoder *d, Col *c, Rd *r) {
         s = rd_str(r, &n);
         if (s == NULL || !utf8_ok(s, n))
             return SKIP;
-        if (put_valid(c) < 0 || put_text(&c->data, &c->chars, s, n) < 0)
+        if (put_valid(c, d->row) < 0 || put_text(&c->data, &c->chars, s, n) < 0)
             return ERR;
         return OK;
     default: { /* K_TEXTS */
         long long items = rd_array(r);
         if (items < 0)
             return SKIP;
+        if (pad(c, d->row) < 0) /* before the items: the nulls' offsets are the last list's end */
+            return ERR;
         for (long long i = 0; i < items; i++) {
             s = rd_str(r, &n);
             if (s == NULL || !utf8_ok(s, n))
@@ -374,7 +395,7 @@ static int value(Decoder *d, Col *c, Rd *r) {
                 return ERR;
         }
         c->nchild += (int32_t)items;
-        if (put_valid(c) < 0 || buf_reserve(&c->data, 4) < 0)
+        if (put_valid(c, d->row) < 0 || buf_reserve(&c->data, 4) < 0)
             return ERR;
         memcpy(c->data.p + c->data.len, &c->nchild, 4);
         c->data.len += 4;
@@ -478,16 +499,7 @@ static int map_fields(Decoder *d, Rd *r, int within, uint64_t *seen, Seen *ev) {
             }
         }
     }
-    if (within == W_TOP) /* a map not sent: all its columns null */
-        for (int w = W_PROC; w < NWITHIN; w++)
-            if (!subseen[w])
-                for (int i = 0; i < d->ncols; i++)
-                    if (d->cols[i].within == w && put_null(&d->cols[i]) < 0)
-                        return ERR;
-    for (int i = 0; i < d->ncols; i++)
-        if (d->cols[i].within == within && !(*seen >> i & 1) && put_null(&d->cols[i]) < 0)
-            return ERR;
-    return OK;
+    return OK; /* absent keys: padded with nulls when their column's next value comes */
 }
 
 static long long floor_div(long long a, long long b) {
@@ -510,6 +522,7 @@ static int message(Decoder *d, const uint8_t *p, size_t len, Mark *marks, PyObje
     long long lo = 0, hi = 0;
     for (long long i = 0; i < n; i++) {
         Seen ev = {0};
+        d->row = d->rows + (size_t)i;
         rc = event(d, &r, &ev);
         if (rc != OK)
             break;
@@ -529,7 +542,9 @@ static int message(Decoder *d, const uint8_t *p, size_t len, Mark *marks, PyObje
         memcpy(&end, c->data.p + c->data.len - 4, 4);
         if (c->data.len >= 8)
             memcpy(&start, c->data.p + c->data.len - 8, 4);
-        PyObject *id = PyUnicode_FromStringAndSize(c->chars.p + start, end - start);
+        PyObject *id = PyUnicode_New(end - start, 127); /* checked: printable ASCII */
+        if (id != NULL)
+            memcpy(PyUnicode_1BYTE_DATA(id), c->chars.p + start, (size_t)(end - start));
         if (id == NULL || PyList_Append(ids, id) < 0) {
             Py_XDECREF(id);
             rc = ERR;
@@ -625,6 +640,7 @@ static void reset(Decoder *d) {
         c->valid.len = c->data.len = c->child.len = c->chars.len = 0;
         c->nchild = 0;
         c->nulls = 0;
+        c->n = 0;
     }
     d->rows = 0;
 }
@@ -667,6 +683,8 @@ static PyObject *Decoder_decode(Decoder *d, PyObject *arg) {
     if (cols == NULL)
         goto done;
     for (int i = 0; i < d->ncols; i++) {
+        if (pad(&d->cols[i], d->rows) < 0)
+            goto done;
         PyObject *c = column(&d->cols[i], d->rows);
         if (c == NULL)
             goto done;
@@ -726,6 +744,14 @@ static int Decoder_init(Decoder *d, PyObject *args, PyObject *kw) {
         Py_DECREF(t);
         if (c->key == NULL)
             return -1;
+    }
+    memset(d->slots, 0, sizeof d->slots);
+    for (int i = 0; i < d->ncols; i++) {
+        Col *c = &d->cols[i];
+        unsigned h = hash((const uint8_t *)c->key, (size_t)c->keylen);
+        while (d->slots[c->within][h])
+            h = (h + 1) % SLOTS;
+        d->slots[c->within][h] = (uint8_t)(i + 1);
     }
     if (!PyArg_ParseTuple(required, "iiiii", &d->req[R_V], &d->req[R_ID], &d->req[R_TS],
                           &d->req[R_HOST], &d->req[R_TYPE]))
