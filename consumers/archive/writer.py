@@ -108,6 +108,7 @@ class Window:
 # Files of one commit written at once: enough to overlap a fleet's fsyncs, few
 # enough that their encoders' buffers stay small beside the window.
 _WRITERS: Final = 8
+_PARALLEL_BYTES: Final = 2 << 20  # window parts up to this are written side by side
 
 # What one remembered id costs: the str (49 bytes + its text) and its share of a set.
 _ID_OVERHEAD = 49 + 40
@@ -340,8 +341,8 @@ class Writer:
 
     def _stage(self, jobs: list[tuple[PartKey, Buffer, Path]]) -> list[tuple[PartKey, Path, Path]]:
         """Each partition's file encoded and fsynced as a temporary beside its
-        final name: (part, temporary, final). Files go in parallel: a fleet's
-        commit holds one small file per host, and each waits on its fsync
+        final name: (part, temporary, final). Small files go in parallel: a
+        fleet's commit holds one per host, and each waits on its fsync
         (encoding and fsync release the GIL). If one fails, the ones written
         are removed and its error raised."""
 
@@ -350,10 +351,19 @@ class Writer:
             data = self._encode(buf.table())
             return part, layout.write_durable_temp(final, data, self.gid), final
 
-        if len(jobs) <= 1:
-            return [stage(job) for job in jobs]
-        futures = [self._pool.submit(stage, job) for job in jobs]
+        # Big files one at a time: an encoder's buffers grow with its file.
+        small = [job for job in jobs if job[1].nbytes <= _PARALLEL_BYTES]
+        if len(small) <= 1:
+            small = []
+        futures = [self._pool.submit(stage, job) for job in small]
         staged, failure = [], None
+        for job in jobs:
+            if job[1].nbytes > _PARALLEL_BYTES or not small:
+                try:
+                    staged.append(stage(job))
+                except BaseException as exc:
+                    failure = exc
+                    break
         for future in futures:
             try:
                 staged.append(future.result())
