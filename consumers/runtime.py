@@ -334,7 +334,9 @@ class Runtime:
         decoder = self.consumer.batch_decoder
         if decoder is None:
             return None, {}
-        picked = [i for i, msg in enumerate(msgs) if not is_alert_subject(msg.subject)]
+        owned = self.settings.partition.count == 1
+        picked = [i for i, msg in enumerate(msgs) if not is_alert_subject(msg.subject)
+                  and (owned or self._owns(msg.subject))]  # fmt: skip
         if not picked:
             return None, {}
         picked.sort(key=lambda i: msgs[i].subject)
