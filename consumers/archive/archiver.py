@@ -224,7 +224,8 @@ class Archiver(Consumer):
         groups: dict[tuple[int, int, str], tuple[Decoded, list[int], list[str]]] = {}
         plan: list[tuple[Delivery, int, bool]] = []
         duplicates = 0
-        for delivery in deliveries:
+        # In row order (the runtime decodes by subject): a partition's rows are then one slice.
+        for delivery in sorted(deliveries, key=_row_order):
             span, decoded = delivery.span, delivery.columns
             assert isinstance(span, Span) and isinstance(decoded, Decoded)
             if delivery.attempt > 1 and message_key(delivery.msg) in self.writer.messages:
@@ -499,6 +500,11 @@ class Archiver(Consumer):
 
 _NONE: frozenset[str] = frozenset()
 _HELD = 600  # bytes a held, released message still costs (Msg, Delivery, reply subject)
+
+
+def _row_order(delivery: Delivery) -> int:
+    span = delivery.span
+    return span.start if isinstance(span, Span) else 0
 
 
 def _table(rows: list[Any], maps: bool) -> pa.Table:
