@@ -1,19 +1,22 @@
-"""The one native module: collector/fastbuild.c, the collector's hot path.
+"""The native modules: the hot paths of the collector and of the archive.
 
-Everything else is in pyproject.toml. The extension is optional: on a host
-without a C compiler the install still succeeds without it, and the collector
-runs its Python path (collector/native.py says so in its log and doctor line).
+Everything else is in pyproject.toml. The extensions are optional: on a host
+without a C compiler the install still succeeds without them, and each runs
+its Python path (collector/native.py and consumers/archive/native.py say so
+in their logs).
 """
 
 from setuptools import Extension, setup
 
+_FLAGS = ["-O2", "-std=gnu11", "-Wall"]
+
 setup(
     ext_modules=[
-        Extension(
-            "snoopbus.collector._fastbuild",
-            ["collector/fastbuild.c"],
-            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
-            optional=True,
-        )
+        # collector/fastbuild.c: kernel records -> msgpack events.
+        Extension("snoopbus.collector._fastbuild", ["collector/fastbuild.c"],
+                  extra_compile_args=_FLAGS, optional=True),
+        # consumers/archive/fastcols.c: msgpack events -> Arrow column buffers.
+        Extension("snoopbus.consumers.archive._fastcols", ["consumers/archive/fastcols.c"],
+                  extra_compile_args=_FLAGS, optional=True),
     ]
 )

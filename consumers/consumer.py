@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from snoopbus.proto.metric_names import Metric
 
-from .delivery import Batch
+from .delivery import Batch, BatchDecoder
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ class Consumer:
     filters: Sequence[str] = ()
     settings: Settings = Settings()
     tick_every: float = 0.0  # seconds between tick() calls while consuming; 0: never
+    # Decodes a batch's event payloads the consumer's own way (delivery.py);
+    # None: the runtime's decoding, events as maps or records.
+    batch_decoder: BatchDecoder | None = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

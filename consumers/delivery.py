@@ -23,7 +23,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
-from snoopbus.proto import Event, SubjectError, alerts_filter, parse_subject
+from snoopbus.proto import Event, SubjectError, alerts_filter, decode_batch, parse_subject
 from snoopbus.proto.fastpath import to_events as events_from_records
 
 if TYPE_CHECKING:
@@ -36,6 +36,34 @@ class State(enum.Enum):
     ACKED = "acked"
     NAKED = "naked"
     DEAD = "dead"  # dead-lettered, then taken out of the stream's redelivery
+
+
+class Span(Protocol):
+    """One message's events as rows of its batch's columns (BatchDecoder)."""
+
+    @property
+    def host(self) -> str: ...  # every event's, as sent
+    @property
+    def type(self) -> str: ...  # every event's
+    @property
+    def count(self) -> int: ...
+
+
+class Columns(Protocol):
+    """What a BatchDecoder made of a batch's payloads: spans[i] for payload i,
+    None for one it left to the runtime's own decoding."""
+
+    @property
+    def spans(self) -> Sequence[Span | None]: ...
+
+
+class BatchDecoder(Protocol):
+    """A consumer's own decoder of a whole batch's event payloads, straight
+    into its own form (the archive: Arrow columns). It takes only payloads the
+    runtime's decoding would accept unchanged, of one host and one type each;
+    the runtime still checks those against the subject."""
+
+    def decode(self, payloads: Sequence[bytes]) -> Columns: ...
 
 
 class Settler(Protocol):
@@ -65,30 +93,38 @@ class Delivery:
     `events` are maps. When the payload took the decoder's fast path, the same
     events are also `records`, typed structs (attributes named as the keys,
     absent ones None), and the maps are made only when `events` is first
-    read: a consumer that reads records only never pays for them.
+    read: a consumer that reads records only never pays for them. When the
+    consumer's BatchDecoder took it, its rows are `span` of `columns`, and
+    the maps are decoded from the payload only if `events` is read.
     """
 
-    __slots__ = ("_events", "_settler", "msg", "records", "state")
+    __slots__ = ("_events", "_settler", "columns", "msg", "records", "span", "state")
 
     def __init__(
         self, msg: Msg, events: list[Event] | None, settler: Settler,
-        records: list[Any] | None = None,
+        records: list[Any] | None = None, *, span: Span | None = None,
+        columns: Columns | None = None,
     ) -> None:  # fmt: skip
-        if events is None and records is None:
-            raise ValueError("a delivery needs its events or their records")
+        if events is None and records is None and span is None:
+            raise ValueError("a delivery needs its events, their records or their span")
         self.msg = msg
         self._events = events
         self.records = records
+        self.span = span
+        self.columns = columns
         self.state = State.OPEN
         self._settler = settler
 
     @property
     def events(self) -> list[Event]:
         if self._events is None:
-            if self.records is None:
+            if self.records is not None:
+                self._events = events_from_records(self.records)
+            elif self.span is not None:
+                self._events = decode_batch(self.msg.data)
+            else:
                 # Never an empty list: a handler run again on it would ack it unread.
                 raise RuntimeError(f"{self.subject}: the events of this delivery were released")
-            self._events = events_from_records(self.records)
         return self._events
 
     @property
@@ -96,6 +132,8 @@ class Delivery:
         """Events in the message (without making their maps)."""
         if self._events is None and self.records is not None:
             return len(self.records)
+        if self._events is None and self.span is not None:
+            return self.span.count
         return len(self.events)  # the maps made already, or the error of a released one
 
     def release(self) -> None:
@@ -104,12 +142,12 @@ class Delivery:
         columns): held, it then costs a few hundred bytes. Reading `events`
         afterwards is an error; it can still be acked or nak'd, and is never
         dead-lettered (the runtime naks it instead: the server has the payload)."""
-        self._events = self.records = None
+        self._events = self.records = self.span = self.columns = None
         self.msg.data = b""
 
     @property
     def released(self) -> bool:
-        return self._events is None and self.records is None
+        return self._events is None and self.records is None and self.span is None
 
     @property
     def subject(self) -> str:

@@ -50,7 +50,7 @@ from snoopbus.proto.stream_limits import MISSED_KEY, MissedCounter, StreamLimits
 
 from . import dlq, trust
 from .consumer import Consumer, Context
-from .delivery import Batch, Delivery, State, is_alert_subject
+from .delivery import Batch, Columns, Delivery, Span, State, is_alert_subject
 from .fetch import Puller
 from .settings import Settings
 
@@ -259,7 +259,8 @@ class Runtime:
         """Decode what this instance should handle; dead-letter what cannot be."""
         s = self.settings
         out: list[Delivery] = []
-        for msg in msgs:
+        columns, spans = self._batch_decode(msgs)
+        for i, msg in enumerate(msgs):
             self.counters.fetched += 1
             if s.partition.count > 1 and not self._owns(msg.subject):
                 await msg.ack()
@@ -279,6 +280,10 @@ class Runtime:
             if isinstance(parts, str):
                 await self._dead_letter(msg, trust.KIND, parts)
                 continue
+            span = spans.get(i)
+            if span is not None and trust.events_mismatch(parts, [span], False) is None:
+                out.append(Delivery(msg, None, self, span=span, columns=columns))
+                continue  # else the reference path, for its exact reason
             try:
                 delivery = self._decode(msg)
                 why = (trust.alert_mismatch(parts, delivery.events[0])
@@ -321,6 +326,23 @@ class Runtime:
             log.warning("%s: %d messages were removed from the stream (retention limits) before "
                         "this consumer read them; %d in all", self.durable, added,
                         self._missed.missed)  # fmt: skip
+
+    def _batch_decode(self, msgs: list[Msg]) -> tuple[Columns | None, dict[int, Span]]:
+        """The consumer's own decoding of the batch's event payloads, if it has
+        one: its columns, and the span of each message it took, by index. The
+        payloads go in subject order, so one host's rows are adjacent."""
+        decoder = self.consumer.batch_decoder
+        if decoder is None:
+            return None, {}
+        owned = self.settings.partition.count == 1
+        picked = [i for i, msg in enumerate(msgs) if not is_alert_subject(msg.subject)
+                  and (owned or self._owns(msg.subject))]  # fmt: skip
+        if not picked:
+            return None, {}
+        picked.sort(key=lambda i: msgs[i].subject)
+        columns = decoder.decode([msgs[i].data for i in picked])
+        return columns, {i: span for i, span in zip(picked, columns.spans, strict=True)
+                         if span is not None}  # fmt: skip
 
     def _decode(self, msg: Msg) -> Delivery:
         """An event batch (as records when they are valid as sent: maps only

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,10 @@ from snoopbus.consumers.settings import Settings
 from snoopbus.proto import alerts_filter, events_filter, host_token, parse_subject
 from snoopbus.proto.backoff import backoff_delay
 
-from . import layout
+from . import layout, native
 from .columns import NS_PER_DAY, RowError, append_alert, check_event, event_table, records_table
 from .layout import PartKey
+from .native import Decoded, Span
 from .retention import Retention
 from .writer import Writer, message_key
 
@@ -108,6 +110,7 @@ class Archiver(Consumer):
         self._closing = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self._tokens: dict[str, str] = {}
+        self.batch_decoder = native.decoder()  # None: the runtime's records or maps
         self._days: dict[int, str] = {}
 
     # -- options ----------------------------------------------------------
@@ -157,8 +160,8 @@ class Archiver(Consumer):
         removed, recalled = await asyncio.to_thread(self.writer.recover)
         log.info(
             "archive: writing to %s (files %o, folders %o, group %s); removed %d temporary "
-            "files, recalled %d recent ids", self.writer.root, layout.FILE_MODE,
-            layout.DIR_MODE, group_name(self.writer.gid), removed, recalled,
+            "files, recalled %d recent ids; %s", self.writer.root, layout.FILE_MODE,
+            layout.DIR_MODE, group_name(self.writer.gid), removed, recalled, native.status(),
         )  # fmt: skip
         blocked = layout.unreachable(self.writer.root, self.writer.gid)
         if blocked is not None and self.writer.gid != os.getegid():
@@ -196,13 +199,86 @@ class Archiver(Consumer):
                 self._add_alert(delivery, delivery.events[0])
             except RowError as exc:
                 await delivery.dead_letter(f"seq {delivery.stream_seq}: {exc}", kind="schema")
-        for delivery, err in self._add_deliveries(events):
+        self._add_spans([d for d in events if d.span is not None])
+        for delivery, err in self._add_deliveries([d for d in events if d.span is None]):
             # No retry makes an unstorable value storable: file it now, none of its rows kept.
             await delivery.dead_letter(f"seq {delivery.stream_seq}: {err}", kind="schema")
         await self._roll_if_full()
         for delivery in events:
             if delivery.state is State.HELD:
                 delivery.release()  # its rows are columns in the window now; no payload kept
+
+    def _add_spans(self, deliveries: list[Delivery]) -> None:
+        """Add the events the native decoder took (native.py): their rows are
+        taken from the batch's table, less the ones already archived. Their
+        values all fit their columns: nothing to dead-letter."""
+        if not deliveries:
+            return
+        window, inflight = self.writer.window, self.writer.inflight
+        mine_by_token = window.ids["events"]
+        theirs_by_token = inflight.ids["events"] if inflight is not None else {}
+        done_by_token = self.writer.recent.tokens("events")
+        # token -> (ids in the window, ids being committed, ids on disk)
+        scopes: dict[str, tuple[set[str], AbstractSet[str], AbstractSet[str]]] = {}
+        # (batch, day, token) -> (its table, rows taken, their ids)
+        groups: dict[tuple[int, int, str], tuple[Decoded, list[int], list[str]]] = {}
+        plan: list[tuple[Delivery, int, bool]] = []
+        duplicates = 0
+        # In row order (the runtime decodes by subject): a partition's rows are then one slice.
+        for delivery in sorted(deliveries, key=_row_order):
+            span, decoded = delivery.span, delivery.columns
+            assert isinstance(span, Span) and isinstance(decoded, Decoded)
+            if delivery.attempt > 1 and message_key(delivery.msg) in self.writer.messages:
+                duplicates += span.count  # all of it is on disk: acked on return
+                continue
+            token = self._token(span.host)
+            scope = scopes.get(token)
+            if scope is None:
+                scope = scopes[token] = (mine_by_token.setdefault(token, set()),
+                                         theirs_by_token.get(token, _NONE),
+                                         done_by_token.get(token, _NONE))  # fmt: skip
+            mine, theirs, done = scope
+            key = (id(decoded), span.day, token)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (decoded, [], [])
+            ids = decoded.ids[span.start:span.stop]
+            if mine.isdisjoint(ids) and theirs.isdisjoint(ids) and done.isdisjoint(ids):
+                before = len(mine)
+                mine.update(ids)
+                if len(mine) - before == len(ids):  # the common case: all of them new
+                    group[1].extend(range(span.start, span.stop))
+                    group[2].extend(ids)
+                    plan.append((delivery, len(ids), False))
+                    continue
+                mine.difference_update(ids)  # an id twice in the message: one by one
+            new = 0
+            waiting = False  # some event is in a window not yet on disk
+            for row, id_ in enumerate(ids, span.start):
+                if id_ in mine or id_ in theirs:
+                    waiting = True
+                    continue
+                if id_ in done:
+                    duplicates += 1
+                    continue
+                mine.add(id_)
+                group[1].append(row)
+                group[2].append(id_)
+                new += 1
+            plan.append((delivery, new, waiting))
+        self.writer.duplicates += duplicates
+        for (_, day, token), (decoded, rows, ids) in groups.items():
+            if not rows:
+                continue
+            table = decoded.table()
+            if rows[-1] - rows[0] + 1 == len(rows):  # ascending: adjacent, as the runtime orders
+                table = table.slice(rows[0], len(rows))  # them by subject (no copy)
+            else:
+                table = table.take(pa.array(rows, pa.int32()))
+            part = PartKey("events", self._day_text(day), token)
+            window.buffer(part).add(table, ids)  # type: ignore[union-attr]  # an events part
+        for delivery, new, waiting in plan:
+            self._attach(delivery, new, waiting, _HELD)
 
     def _add_deliveries(self, deliveries: list[Delivery]) -> list[tuple[Delivery, RowError]]:
         """Add the events of every delivery; the ones that cannot be stored, and why."""
@@ -424,6 +500,11 @@ class Archiver(Consumer):
 
 _NONE: frozenset[str] = frozenset()
 _HELD = 600  # bytes a held, released message still costs (Msg, Delivery, reply subject)
+
+
+def _row_order(delivery: Delivery) -> int:
+    span = delivery.span
+    return span.start if isinstance(span, Span) else 0
 
 
 def _table(rows: list[Any], maps: bool) -> pa.Table:

@@ -23,7 +23,8 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -103,6 +104,11 @@ class Window:
     def __bool__(self) -> bool:
         return bool(self.rows or self.deliveries)
 
+
+# Files of one commit written at once: enough to overlap a fleet's fsyncs, few
+# enough that their encoders' buffers stay small beside the window.
+_WRITERS: Final = 8
+_PARALLEL_BYTES: Final = 2 << 20  # window parts up to this are written side by side
 
 # What one remembered id costs: the str (49 bytes + its text) and its share of a set.
 _ID_OVERHEAD = 49 + 40
@@ -238,6 +244,8 @@ class Writer:
         self.messages = RecentMessages(horizon)
         self.window = Window()
         self.inflight: Window | None = None  # being committed
+        # Writes a commit's files side by side (made on first use, its threads idle between).
+        self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="archive-write")
         self._seq = 0
         self.files_written = 0
         self.rows_written = 0
@@ -303,22 +311,21 @@ class Writer:
         staged: list[tuple[PartKey, Path, Path]] = []
         done: list[PartKey] = []
         try:
+            jobs: list[tuple[PartKey, Buffer, Path]] = []
             for part, buf in sorted(window.parts.items()):
                 if not buf.rows:
                     continue
                 folder = part.folder(self.root)
                 layout.make_dirs(folder, self.gid)
                 self._seq += 1
-                final = folder / layout.file_name(self.name, self._seq)
-                tmp = layout.write_durable_temp(final, self._encode(buf.table()), self.gid)
-                staged.append((part, tmp, final))
+                jobs.append((part, buf, folder / layout.file_name(self.name, self._seq)))
+            staged += self._stage(jobs)
             folders = set()
             for part, tmp, final in staged:
                 tmp.rename(final)
                 done.append(part)
                 folders.add(final.parent)
-            for folder in folders:
-                layout.fsync_dir(folder)
+            self._each(layout.fsync_dir, sorted(folders))
         except BaseException:
             for part, tmp, final in staged:
                 tmp.unlink(missing_ok=True)
@@ -331,6 +338,51 @@ class Writer:
             raise
         self.files_written += len(done)
         self.rows_written += sum(window.parts[p].rows for p in done)
+
+    def _stage(self, jobs: list[tuple[PartKey, Buffer, Path]]) -> list[tuple[PartKey, Path, Path]]:
+        """Each partition's file encoded and fsynced as a temporary beside its
+        final name: (part, temporary, final). Small files go in parallel: a
+        fleet's commit holds one per host, and each waits on its fsync
+        (encoding and fsync release the GIL). If one fails, the ones written
+        are removed and its error raised."""
+
+        def stage(job: tuple[PartKey, Buffer, Path]) -> tuple[PartKey, Path, Path]:
+            part, buf, final = job
+            data = self._encode(buf.table())
+            return part, layout.write_durable_temp(final, data, self.gid), final
+
+        # Big files one at a time: an encoder's buffers grow with its file.
+        small = [job for job in jobs if job[1].nbytes <= _PARALLEL_BYTES]
+        if len(small) <= 1:
+            small = []
+        futures = [self._pool.submit(stage, job) for job in small]
+        staged, failure = [], None
+        for job in jobs:
+            if job[1].nbytes > _PARALLEL_BYTES or not small:
+                try:
+                    staged.append(stage(job))
+                except BaseException as exc:
+                    failure = exc
+                    break
+        for future in futures:
+            try:
+                staged.append(future.result())
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            for _, tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise failure
+        return staged
+
+    def _each(self, fn: Callable[[Path], None], paths: list[Path]) -> None:
+        """fn on every path, in parallel (fsyncs); the first error raised."""
+        if len(paths) <= 1:
+            for path in paths:
+                fn(path)
+            return
+        for future in [self._pool.submit(fn, path) for path in paths]:
+            future.result()
 
     def _drop_committed(self, window: Window, done: list[PartKey]) -> None:
         # Renamed but maybe not fsynced: on disk for every reader from now on,

@@ -13,11 +13,13 @@ events over a pool of paths, 4 hosts), spread evenly over one UTC day, then:
    CPU, timed from its durable's creation until nothing is pending or unacked:
    events/s, CPU µs per event (its own user+system time) and peak RSS. The
    same backlog is then archived by `--before`'s code (default main, from a
-   temporary git worktree, removed afterwards), first, so both columns come
-   from one run; every row is checked to be on disk;
-2. write path, in process (`--events`): the archiver's own row path (decode
-   to records, dedup, columns per fetched batch) and commits (Parquet+zstd,
-   temp, fsync, rename, dir fsync) in windows of `--roll-events`;
+   temporary git worktree, removed afterwards; or a folder holding an
+   exported tree, `git archive main | tar -x -C DIR`), first, so both columns
+   come from one run; every row is checked to be on disk;
+2. write path, in process (`--events`): the archiver's reference row path
+   (decode to records, dedup, columns per fetched batch; not the native
+   decoder, which only step 1 measures) and commits (Parquet+zstd, temp,
+   fsync, rename, dir fsync) in windows of `--roll-events`;
 3. queries over the archive of step 2, each with DuckDB and with pyarrow:
    a point lookup (one exact path, whole archive), a narrow lookup (one pid in
    one minute) and a day's scan (a path glob no statistic can prune, over the

@@ -15,7 +15,6 @@ assertions are on the buffers' own accounting, not on timing.
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,8 +27,6 @@ from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Batch, Runtime, Settings
 from snoopbus.consumers.archive.archiver import Archiver
 from snoopbus.consumers.archive.columns import (
-    check_event,
-    event_table,
     records_table,
 )
 from snoopbus.consumers.archive.writer import RecentIds
@@ -40,50 +37,9 @@ from snoopbus.proto import (
     encode_batch,
     ensure_stream,
     event_subject,
-    text_from_kernel,
 )
-from tests.bench.archive import Events
-from tests.support.archive import archived_rows, archiver, settled
+from tests.support.archive import archived_rows, archiver, corpus, reference_table, settled
 from tests.support.events import mixed_event
-
-
-def corpus() -> list[list[dict[str, Any]]]:
-    """Message payloads' events: a busy host's mix, then every kind of odd one."""
-    events = Events(2000, seed=4)
-    batches = [[events.make(n) for n in range(i, i + 100)] for i in range(0, 2000, 100)]
-    rng = random.Random(2)
-    odd: list[dict[str, Any]] = []
-    for n in range(60):
-        ev = mixed_event(5000 + n, host=rng.choice(["h1", "web.2", "db-3"]), rng=rng)
-        proc, file = ev["proc"], ev.get("file")
-        pick = n % 10
-        if pick == 0 and file:
-            file.update(closed_by="exit", host_path="/var/lib/c/x", mnt_ns=4026532000)
-        elif pick == 1:
-            proc.update(argv_redacted=True, parent_exe="/bin/sh", parent_argv=["sh", "-c", "x"],
-                        parent_argv_truncated=True, container="c0ffee")  # fmt: skip
-        elif pick == 2 and file:
-            file.update(path_truncated=True, old_path="/a", old_path_truncated=True)
-        elif pick == 3:
-            ev.update(type="exit", exit_code=137, signal=9)
-            ev.pop("file", None)
-        elif pick == 4:
-            ev["future"] = {"nested": [1, "two"]}  # unknown: the reference path, kept in `extra`
-        elif pick == 5 and file:
-            file["path"] = text_from_kernel(b"/tmp/caf\xe9")  # bin on the wire: the reference path
-        elif pick == 6:
-            ev.pop("proc")
-        elif pick == 7 and file:
-            file.update(inode=2**64 - 1, dev=0, target="../t")  # unsigned columns: the whole range
-        odd.append(ev)
-    batches += [odd[i : i + 7] for i in range(0, len(odd), 7)]
-    return batches
-
-
-def reference_table(events: list[dict[str, Any]]) -> pa.Table:
-    for ev in events:
-        check_event(ev)
-    return event_table(events)
 
 
 def test_record_columns_equal_the_reference_columns() -> None:
@@ -109,9 +65,12 @@ def test_a_value_no_column_holds_fails_the_fast_build() -> None:
         records_table(records)
 
 
+@pytest.mark.parametrize("native", ["1", "0"])  # the native decoder (if built), then without
 async def test_the_archive_holds_exactly_the_reference_rows(
-    nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
+    nats_server: NatsServer, js: JetStreamContext, tmp_path: Path, native: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("SNOOPBUS_NATIVE", native)
     await ensure_stream(js)
     batches = corpus()
     for batch in batches:  # each message of one subject's host and type, as the contract says
