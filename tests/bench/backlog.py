@@ -55,12 +55,17 @@ class Tree:
 
     @classmethod
     def checkout(cls, ref: str) -> Tree:
+        """A revision (a temporary git worktree), or a directory holding one's
+        code (e.g. `git archive main | tar -x -C DIR`), used as it is."""
         base = Path(tempfile.mkdtemp(prefix="snoopbus-bench-tree-"))
-        root = base / "tree"
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(root), ref],
-            check=True,
-        )
+        if Path(ref).is_dir():
+            root = Path(ref).resolve()
+        else:
+            root = base / "tree"
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(root), ref],
+                check=True,
+            )
         shim = base / "shim"
         (shim / "snoopbus").mkdir(parents=True)
         (shim / "snoopbus" / "__init__.py").write_text("")
@@ -78,8 +83,9 @@ class Tree:
     def remove(self) -> None:
         if self.shim is None:
             return
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.root)],
-                       check=False)  # fmt: skip
+        if self.root.parent == self.shim.parent:  # a worktree of ours, not a directory given
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(self.root)], check=False)  # fmt: skip
         subprocess.run(["rm", "-rf", str(self.shim.parent)], check=False)
 
 
