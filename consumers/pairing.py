@@ -211,7 +211,7 @@ class PairTable:
             return False
         ids = list(map(_ID, records))
         own = set(ids)
-        keys = list(zip(repeat(host, n), ids))
+        keys = list(zip(repeat(host, n), ids, strict=True))
         if len(own) != n or not (self._resolved.isdisjoint(keys)
                                  and self._resolved_before.isdisjoint(keys)):  # fmt: skip
             return False
@@ -228,7 +228,7 @@ class PairTable:
         pop = partners.pop
         done: list[HalfId] = []  # resolved by pairing
         parked = 0
-        for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys):
+        for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys, strict=True):
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
                         [token])  # fmt: skip
             partner = pop(cookie, None)

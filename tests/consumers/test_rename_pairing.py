@@ -378,8 +378,11 @@ def _summary(outcomes: list) -> list:
         st.tuples(
             st.sampled_from(["moved_from", "moved_to"]),
             st.sampled_from(["h1", "h2"]),
-            st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 12)), st.integers(0, 15),
-                               st.integers(0, 4000)), min_size=1, max_size=6),  # fmt: skip
+            st.lists(
+                st.tuples(st.one_of(st.none(), st.integers(0, 12)), st.integers(0, 15),
+                          st.integers(0, 4000)),
+                min_size=1, max_size=6,
+            ),
             st.booleans(),  # as maps (the reference path)
         ),
         max_size=25,
@@ -395,9 +398,9 @@ def test_a_message_at_once_gives_what_one_half_at_a_time_gives(messages, max_pen
     got: list[list] = [[], []]
     for token, (kind, host, halves, maps) in enumerate(messages):
         records = _message(kind, halves, host)
-        for table, out in zip((fast, slow), got):
+        for table, out in zip((fast, slow), got, strict=True):
             table.add_many(out, [as_event(r) for r in records] if maps else records, token, host)
-    for table, out in zip((fast, slow), got):
+    for table, out in zip((fast, slow), got, strict=True):
         out += table.expire(0)  # whatever the watermarks gave up
     assert _summary(got[0]) == _summary(got[1])
     assert fast.stats == slow.stats and len(fast) == len(slow)
