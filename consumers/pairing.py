@@ -23,10 +23,11 @@ cannot push out the others' halves.
 Halves are fast-path records (proto/fastpath.py structs) or, for what took
 the reference path, event maps; outputs are of the same kind (`renamed`,
 `unpaired`; `as_event` makes a map of either). Each half carries opaque
-`tokens` (the runtime's deliveries) that the caller settles once the outcome
-is published. Halves already resolved (paired or given up) are remembered,
-boundedly (the last `remember`/2 at least, `remember` at most), by (host
-token, event id), so a duplicate delivery of one yields no output.
+`tokens` (the runtime's deliveries: `token`, and `more` for repeats) that
+the caller settles once the outcome is published. Halves already resolved
+(paired or given up) are remembered, boundedly (the last `remember`/2 at
+least, `remember` and one message's more at most), by (host token, event
+id), so a duplicate delivery of one yields no output.
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ class Half(msgspec.Struct, gc=False):
     type: str
     deadline: int  # event time (ns): gives up once its host's watermark reaches it
     quiet: float  # the quiet clock when it arrived
-    tokens: list[Hashable] = msgspec.field(default_factory=list)
+    token: Hashable  # of the delivery that brought it
+    more: list[Hashable] | None = None  # of deliveries that brought it again (duplicates)
+
+    @property
+    def tokens(self) -> list[Hashable]:
+        return [self.token] if self.more is None else [self.token, *self.more]
 
 
 class Outcome(msgspec.Struct, gc=False):
@@ -230,7 +236,7 @@ class PairTable:
         parked = 0
         for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys, strict=True):
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
-                        [token])  # fmt: skip
+                        token)  # fmt: skip
             partner = pop(cookie, None)
             if partner is None:
                 same[cookie] = half
@@ -282,7 +288,7 @@ class PairTable:
             # come from, is `window` past it, and past where that stream stood now.
             other = marks[1 - k]
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
-                        [token])  # fmt: skip
+                        token)  # fmt: skip
             half_id = (host, eid)
             if half_id in self._resolved or half_id in self._resolved_before:
                 self.stats.duplicates += 1
@@ -306,7 +312,10 @@ class PairTable:
                     out += self._evict_over_limit()
                 continue
             if waiting.id == eid:
-                waiting.tokens.append(token)  # same half again: settle both together
+                if waiting.more is None:  # same half again: settle both together
+                    waiting.more = [token]
+                else:
+                    waiting.more.append(token)
                 self.stats.duplicates += 1
                 continue
             # A cookie reused for the same kind: the older half lost its chance.

@@ -319,7 +319,10 @@ class RenamePairer(Consumer):
 
     async def _resolve(self, outcomes: list[Outcome]) -> None:
         """Their halves are settled: ack each delivery whose last half this was."""
-        settled = Counter([t for o in outcomes for h in o.halves for t in h.tokens])
+        halves = [h for o in outcomes for h in o.halves]
+        settled = Counter([h.token for h in halves])
+        for half in [h for h in halves if h.more is not None]:  # delivered more than once
+            settled.update(half.tokens[1:])
         open_ = self._open
         done: list[Delivery] = []
         for token, n in settled.items():
