@@ -23,17 +23,20 @@ cannot push out the others' halves.
 Halves are fast-path records (proto/fastpath.py structs) or, for what took
 the reference path, event maps; outputs are of the same kind (`renamed`,
 `unpaired`; `as_event` makes a map of either). Each half carries opaque
-`tokens` (the runtime's deliveries) that the caller settles once the outcome
-is published. Halves already resolved (paired or given up) are remembered,
-boundedly (the last `remember`/2 at least, `remember` at most), by (host
-token, event id), so a duplicate delivery of one yields no output.
+`tokens` (the runtime's deliveries: `token`, and `more` for repeats) that
+the caller settles once the outcome is published. Halves already resolved
+(paired or given up) are remembered, boundedly (the last `remember`/2 at
+least, `remember` and one message's more at most), by (host token, event
+id), so a duplicate delivery of one yields no output.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
@@ -49,19 +52,26 @@ HalfId = tuple[str, str]  # (host token, event id)
 NS = 1_000_000_000
 
 
-@dataclass(slots=True)
-class Half:
+# Half and Outcome are made per half and per output: msgspec structs, made in C
+# and not tracked by the garbage collector (a full table is 100,000 of them).
+# A cycle through one would never be collected: what they hold (events,
+# the runtime's deliveries) lives no longer than the process's pairer anyway.
+class Half(msgspec.Struct, gc=False):
     event: Any  # a fast-path record, or an event map
     host: str  # subject token of the event's host
     id: str
     type: str
     deadline: int  # event time (ns): gives up once its host's watermark reaches it
     quiet: float  # the quiet clock when it arrived
-    tokens: list[Hashable] = field(default_factory=list)
+    token: Hashable  # of the delivery that brought it
+    more: list[Hashable] | None = None  # of deliveries that brought it again (duplicates)
+
+    @property
+    def tokens(self) -> list[Hashable]:
+        return [self.token] if self.more is None else [self.token, *self.more]
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, gc=False):
     """What to publish (None: a duplicate, nothing to publish) and which halves it settles."""
 
     event: Any  # a record or an event map, or None
@@ -102,6 +112,8 @@ class _Host:
 
 
 _KIND = {FROM: 0, TO: 1}
+# A record's fields, mapped over a message's records in C.
+_ID, _TS, _TYPE, _COOKIE = (attrgetter(f) for f in ("id", "ts", "type", "cookie"))
 
 
 class PairTable:
@@ -180,6 +192,89 @@ class PairTable:
         h = self._hosts.get(host)
         if h is None:
             h = self._hosts[host] = _Host()
+        if maps or not self._add_records(out, events, token, host, h):
+            self._add_each(out, events, token, host, h, maps)
+
+    def _add_records(
+        self, out: list[Outcome], records: list[Any], token: Hashable, host: str, h: _Host
+    ) -> bool:
+        """The common case at a message's pace: fast-path records of one kind,
+        none a duplicate, none without a cookie or reusing one, room for all.
+        False, having changed nothing, for anything else (then `_add_each`,
+        which gives the same outcomes one half at a time: test_rename_pairing.py).
+        The checks run over the whole message in C (map, set operations)."""
+        kinds = set(map(_TYPE, records))
+        if len(kinds) != 1:
+            return False
+        (kind,) = kinds
+        k = _KIND.get(kind)
+        n = len(records)
+        if k is None or self._count + n > self.max_pending:
+            return False
+        cookies = list(map(_COOKIE, records))
+        same = h.waiting[k]
+        if None in cookies or len(set(cookies)) != n or not same.keys().isdisjoint(cookies):
+            return False
+        ids = list(map(_ID, records))
+        own = set(ids)
+        keys = list(zip(repeat(host, n), ids, strict=True))
+        if len(own) != n or not (self._resolved.isdisjoint(keys)
+                                 and self._resolved_before.isdisjoint(keys)):  # fmt: skip
+            return False
+        tss = list(map(_TS, records))
+        marks = h.marks
+        top = max(tss)
+        if top > marks[k]:
+            marks[k] = top
+        # The other kind's mark does not move within the message: each half's
+        # deadline as _add_each computes it.
+        other = marks[1 - k]
+        window, quiet = self.window_ns, self.quiet
+        partners = h.waiting[1 - k]
+        pop = partners.pop
+        done: list[HalfId] = []  # resolved by pairing
+        parked = 0
+        for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys, strict=True):
+            half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
+                        token)  # fmt: skip
+            partner = pop(cookie, None)
+            if partner is None:
+                same[cookie] = half
+                parked += 1
+                continue
+            done.append(key)
+            done.append((host, partner.id))
+            src, dst = (partner, half) if k else (half, partner)
+            if type(partner.event) is dict:  # the partner took the reference path: maps
+                out.append(Outcome(renamed(as_event(src.event), as_event(dst.event)),
+                                   [src, dst]))  # fmt: skip
+            else:
+                out.append(Outcome(renamed_record(src.event, dst.event), [src, dst]))
+            if partner.id in own:  # a later half of this message may now be a duplicate
+                self._settle_records(done, parked)
+                rest = records[records.index(event) + 1 :]  # ids are unique: so are records
+                if rest:
+                    self._add_each(out, rest, token, host, h, False)
+                return True
+        self._settle_records(done, parked)
+        return True
+
+    def _settle_records(self, done: list[HalfId], parked: int) -> None:
+        """_add_records' counts, and the halves it paired remembered."""
+        paired = len(done) // 2
+        self._count += parked - paired
+        self.stats.paired += paired
+        if done:
+            resolved = self._resolved
+            resolved.update(done)
+            if len(resolved) >= self._generation:
+                self._resolved_before, self._resolved = resolved, set()
+
+    def _add_each(
+        self, out: list[Outcome], events: list[Any], token: Hashable, host: str, h: _Host,
+        maps: bool,
+    ) -> None:  # fmt: skip
+        """add_many one half at a time: any mix, duplicates, reused cookies, eviction."""
         marks, window, quiet = h.marks, self.window_ns, self.quiet
         for event in events:
             if maps:
@@ -193,7 +288,7 @@ class PairTable:
             # come from, is `window` past it, and past where that stream stood now.
             other = marks[1 - k]
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
-                        [token])  # fmt: skip
+                        token)  # fmt: skip
             half_id = (host, eid)
             if half_id in self._resolved or half_id in self._resolved_before:
                 self.stats.duplicates += 1
@@ -217,7 +312,10 @@ class PairTable:
                     out += self._evict_over_limit()
                 continue
             if waiting.id == eid:
-                waiting.tokens.append(token)  # same half again: settle both together
+                if waiting.more is None:  # same half again: settle both together
+                    waiting.more = [token]
+                else:
+                    waiting.more.append(token)
                 self.stats.duplicates += 1
                 continue
             # A cookie reused for the same kind: the older half lost its chance.
@@ -352,6 +450,9 @@ _to_builtins = msgspec.to_builtins
 
 def renamed_record(src: Any, dst: Any) -> Any:
     sf, df = src.file, dst.file
+    rid = f"{src.id}+{dst.id}"
+    if len(rid) > MAX_ID:
+        rid = derived_id(src.id, dst.id)
     if df is None:
         file = _replace(sf or _NO_FILE, old_path=(sf and sf.path) or "")
     elif sf is None:
@@ -367,7 +468,7 @@ def renamed_record(src: Any, dst: Any) -> Any:
             proc = None
     ret = dst.ret
     return _EVENT(
-        dst.v, derived_id(src.id, dst.id), min(src.ts, dst.ts), src.host, "renamed", proc,
+        dst.v, rid, src.ts if src.ts < dst.ts else dst.ts, src.host, "renamed", proc,
         file, src.cookie, src.ret if ret is None else ret,
     )  # fmt: skip
 
@@ -388,7 +489,7 @@ _ENCODER = msgspec.msgpack.Encoder()
 def encode_outputs(events: list[Any]) -> bytes:
     """One message payload of outputs: records encoded directly, anything
     else (maps from the reference path) as codec.encode_batch does."""
-    if all(type(e) is not dict for e in events):
+    if dict not in set(map(type, events)):
         return _ENCODER.encode(events)
     return encode_batch([as_event(e) for e in events])
 

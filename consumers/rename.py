@@ -33,8 +33,10 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import cast
 
 from nats.aio.client import Client
@@ -70,6 +72,7 @@ OUTPUT_BATCH = 500  # outputs per message at most
 REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
 # Room a message takes beyond its payload and the halves header: subject, id, framing.
 _ENVELOPE = 1024
+_ID = attrgetter("id")
 
 
 @dataclass
@@ -240,21 +243,23 @@ class RenamePairer(Consumer):
             return
         groups: dict[str, list[Outcome]] = {}
         duplicates = []
+        last: tuple[str, str] | None = None
+        group: list[Outcome] = []
         for outcome in outcomes:
-            if outcome.event is None:  # a duplicate: nothing to publish
+            event = outcome.event
+            if event is None:  # a duplicate: nothing to publish
                 duplicates.append(outcome)
                 continue
-            half = outcome.halves[0]
-            key = (half.host, outcome.event["type"] if type(outcome.event) is dict
-                   else outcome.event.type)  # fmt: skip
-            subject = self._outputs.get(key)
-            if subject is None:
-                subject = self._outputs[key] = event_subject(*key)
-            group = groups.get(subject)
-            if group is None:
-                groups[subject] = [outcome]
-            else:
-                group.append(outcome)
+            # Runs of one host and type: the outcomes of one message's halves.
+            key = (outcome.halves[0].host, event.type if type(event) is not dict
+                   else event["type"])  # fmt: skip
+            if key != last:
+                last = key
+                subject = self._outputs.get(key)
+                if subject is None:
+                    subject = self._outputs[key] = event_subject(*key)
+                group = groups.setdefault(subject, [])
+            group.append(outcome)
         await self._resolve(duplicates)
         for subject, group in groups.items():
             for start in range(0, len(group), OUTPUT_BATCH):
@@ -314,20 +319,22 @@ class RenamePairer(Consumer):
 
     async def _resolve(self, outcomes: list[Outcome]) -> None:
         """Their halves are settled: ack each delivery whose last half this was."""
+        halves = [h for o in outcomes for h in o.halves]
+        settled = Counter([h.token for h in halves])
+        for half in [h for h in halves if h.more is not None]:  # delivered more than once
+            settled.update(half.tokens[1:])
         open_ = self._open
-        done = []
-        for outcome in outcomes:
-            for half in outcome.halves:
-                for token in half.tokens:
-                    delivery = cast(Delivery, token)  # the table's tokens: deliveries
-                    left = open_.get(delivery)
-                    if left is None:
-                        continue  # released or nak'd already; its redelivery carries on
-                    if left > 1:
-                        open_[delivery] = left - 1
-                    else:
-                        del open_[delivery]
-                        done.append(delivery)
+        done: list[Delivery] = []
+        for token, n in settled.items():
+            delivery = cast(Delivery, token)  # the table's tokens: deliveries
+            left = open_.get(delivery)
+            if left is None:
+                continue  # released or nak'd already; its redelivery carries on
+            if left > n:
+                open_[delivery] = left - n
+            else:
+                del open_[delivery]
+                done.append(delivery)
         for delivery in done:
             await delivery.ack()
 
@@ -396,7 +403,9 @@ def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
     """The message's id, from its outputs' ids (one output: `<host>.rename:<its id>`,
     as before batching), and the ids of the halves it resolves (ids hold no spaces)."""
     host = subject_host(subject)  # the output's subject host
-    ids = [o.event["id"] if type(o.event) is dict else o.event.id for o in outcomes]
+    events = [o.event for o in outcomes]
+    ids = ([e["id"] if type(e) is dict else e.id for e in events] if dict in set(map(type, events))
+           else list(map(_ID, events)))  # fmt: skip
     if len(ids) == 1:
         key = ids[0]
     else:

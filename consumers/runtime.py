@@ -115,7 +115,10 @@ class Runtime:
         self._nc = nc
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
-        self._held: dict[Delivery, float] = {}  # delivery -> last keep-alive
+        # Every delivery handed on and not yet settled (waiting for a handler's
+        # slot, being handled, or held) -> when the server last heard of it: its
+        # delivery, or the last in-progress ack (_keep_alive).
+        self._unsettled: dict[Delivery, float] = {}
         self.puller: Puller | None = None  # once running: its `largest` batch in bytes
         self._missed = MissedCounter()
         self._last_seq = 0  # highest stream sequence first delivered to this durable
@@ -127,7 +130,7 @@ class Runtime:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return sum(1 for d in self._unsettled if d.state is State.HELD)
 
     async def run(self) -> None:
         own = self._nc is None
@@ -252,6 +255,9 @@ class Runtime:
                 self.counters.released += len(msgs)
                 break
             deliveries = await self._admit(msgs)
+            now = time.monotonic()
+            for delivery in deliveries:
+                self._unsettled[delivery] = now
             if deliveries:
                 await pool.spawn(self._handle(Batch(deliveries)))
 
@@ -374,7 +380,6 @@ class Runtime:
         # One bad message must not drag its neighbours to the dead-letter
         # subject: retry them one at a time (handlers are at-least-once anyway).
         for delivery in unsettled:
-            self._held.pop(delivery, None)
             delivery.state = State.OPEN
             failure = await self._attempt(Batch([delivery]))
             if failure is not None and not delivery.settled:
@@ -397,12 +402,12 @@ class Runtime:
 
     async def ack(self, delivery: Delivery) -> None:
         delivery.state = State.ACKED
-        self._held.pop(delivery, None)
+        self._unsettled.pop(delivery, None)
         await delivery.msg.ack()
         self.counters.processed += 1
 
     async def nak(self, delivery: Delivery, reason: str, delay: float | None) -> None:
-        self._held.pop(delivery, None)
+        self._unsettled.pop(delivery, None)
         self.counters.failed += 1
         attempt, limit = delivery.attempt, self.settings.max_attempts
         if attempt >= limit and not delivery.released:
@@ -416,7 +421,7 @@ class Runtime:
 
     def hold(self, delivery: Delivery) -> None:
         delivery.state = State.HELD
-        self._held[delivery] = time.monotonic()
+        self._unsettled.setdefault(delivery, time.monotonic())
 
     async def dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         if delivery.settled:
@@ -426,7 +431,7 @@ class Runtime:
                       self.durable, delivery.stream_seq, reason)  # fmt: skip
             await self.nak(delivery, reason, None)
             return
-        self._held.pop(delivery, None)
+        self._unsettled.pop(delivery, None)
         delivery.state = State.DEAD
         self.counters.failed += 1
         await self._dead_letter(delivery.msg, kind, reason)
@@ -464,16 +469,18 @@ class Runtime:
                 log.exception("%s: tick failed", self.durable)
 
     async def _keep_alive(self) -> None:
-        """Held messages would be redelivered after ack_wait: tell the server
-        they are still being worked on."""
+        """Unsettled messages would be redelivered after ack_wait, and then
+        handled twice: tell the server they are still being worked on. Held
+        ones, and as much those fetched but still waiting for a handler's slot
+        (a slow batch before them). Each hears from us by half its ack_wait."""
         period = self.settings.ack_wait / 3
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(period / 2)
             now = time.monotonic()
-            for delivery, since in list(self._held.items()):
-                if now - since >= period and delivery.state is State.HELD:
+            for delivery, since in list(self._unsettled.items()):
+                if now - since >= period and not delivery.settled:
                     await delivery.msg.in_progress()
-                    self._held[delivery] = now
+                    self._unsettled[delivery] = now
 
     async def _track_lag(self, js: JetStreamContext) -> None:
         """Lag for metrics and `up`: what the server still has for this durable."""
@@ -487,12 +494,12 @@ class Runtime:
             await asyncio.sleep(LAG_INTERVAL)
 
     async def _release_held(self) -> None:
-        for delivery in list(self._held):
+        for delivery in list(self._unsettled):
             if delivery.state is State.HELD:
                 delivery.state = State.NAKED
                 await delivery.msg.nak()
                 self.counters.released += 1
-        self._held.clear()
+        self._unsettled.clear()
 
 
 async def serve(

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from snoopbus.proto import SubjectError, SubjectParts, host_token, parse_subject
 from snoopbus.proto.msgid import ID_HEADER, id_belongs
 
 KIND = "subject"  # Snoopbus-Dlq-Kind of what fails here
+_HOST, _TYPE = attrgetter("host"), attrgetter("type")
 
 
 @lru_cache(maxsize=4096)
@@ -64,8 +66,8 @@ def events_mismatch(parts: SubjectParts, events: Sequence[Any], as_maps: bool) -
         hosts = {e["host"] for e in events}
         types = {e["type"] for e in events}
     else:
-        hosts = {r.host for r in events}
-        types = {r.type for r in events}
+        hosts = set(map(_HOST, events))
+        types = set(map(_TYPE, events))
     for host in hosts:
         if host != parts.host and _token(host) != parts.host:
             return (f"subject: an event claims host {host[:80]!r}, not the subject's "

@@ -240,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-after", type=float, default=5.0,
                         help="pairer --idle-after, seconds (revisions that have it)")
     parser.add_argument("--before", default="main", metavar="REF",
-                        help="also run this git revision's pairer on the same halves, first "
-                        "(default main; '' for this branch only)")  # fmt: skip
+                        help="also run this git revision's pairer (or the code in this "
+                        "directory) on the same halves, first (default main; '' for this "
+                        "branch only)")  # fmt: skip
     args = parser.parse_args(argv)
     trees = [Tree.current()]
     results: list[tuple[str, dict[str, float]]] = []

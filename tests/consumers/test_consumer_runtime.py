@@ -281,3 +281,28 @@ async def test_a_consumer_started_before_jetstream_binds_once_it_is_there(
             plain.kill()
             plain.wait()
         server.stop()
+
+
+async def test_messages_waiting_behind_a_slow_batch_are_not_redelivered(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    """A fetched message waits for a handler's slot while the batch before it takes
+    longer than ack_wait, then is held (as the rename pairer holds halves): it was
+    kept ours from the fetch on, so nothing is delivered twice."""
+    seen: list[tuple[str, int]] = []
+
+    @consumer("slow", filters=[events_filter(family="proc")])
+    async def slow(batch: Batch) -> None:
+        for delivery in batch:
+            delivery.hold()
+            seen.append((delivery.events[0]["proc"]["comm"], delivery.attempt))
+        if len(seen) == 1:
+            await asyncio.sleep(1.5)  # 2.5 ack_waits, with the next message fetched meanwhile
+
+    for i in range(3):
+        await publish(stream, bare_exec(comm=f"c{i}"))
+    settings = Settings(batch=1, fetch_timeout=0.2, ack_wait=0.6, concurrency=1)
+    async with running(slow, nats_server.url, settings):
+        await until(lambda: len(seen) >= 3)
+        await asyncio.sleep(1.2)  # two more ack_waits: a redelivery would show by now
+    assert seen == [("c0", 1), ("c1", 1), ("c2", 1)]

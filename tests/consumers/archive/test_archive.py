@@ -117,7 +117,7 @@ class LosesItsFirstAcks(Archiver):
             self.writer.committed(window)
             for delivery in window.deliveries:  # settled here, never told to the server
                 delivery.state = State.ACKED
-                delivery._settler._held.pop(delivery, None)
+                delivery._settler._unsettled.pop(delivery, None)
             self.lost = True
         return True
 
