@@ -25,7 +25,7 @@ from snoopbus.collector import privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
-from snoopbus.collector.loss import UNDECODABLE, LossCounters
+from snoopbus.collector.loss import REPEAT_ORPHANED, UNDECODABLE, LossCounters
 from snoopbus.collector.metrics import CollectorStats, PublishCounter, publish_latency
 from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache
@@ -41,6 +41,7 @@ from snoopbus.collector.records import (
 )
 from snoopbus.collector.redact import RedactConfig, Redactor
 from snoopbus.collector.ringbuf import RingBuffer
+from snoopbus.collector.summary import SummaryDrain, delete_overflow, read_overflow
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -251,9 +252,13 @@ class Collector:
             submit = publishing.counting(publisher.submit)
         ring = RingBuffer(loaded.bpf[b"events"].map_fd,
                           self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
+        proc_ring = RingBuffer(loaded.bpf[b"proc_events"].map_fd,
+                               self.cfg.limits.proc_ringbuf_pages * mmap.PAGESIZE)
         # The batches hold encoded events (bytes) too, which the publisher's types
         # have yet to say.
-        reader = RingReader(ring, builder, submit)  # type: ignore[arg-type]  # Event | bytes
+        reader = RingReader(ring, builder, submit,  # type: ignore[arg-type]  # Event | bytes
+                            proc_ring=proc_ring, consumed=loaded.consumer_position())
+        summaries = SummaryDrain(builder)
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start(loop)
@@ -285,6 +290,7 @@ class Collector:
                     log.warning("the NATS connection was closed (%s); connecting again",
                                 self._nc.last_error or "no reason given")
                     attach = asyncio.create_task(self._attach_when_reachable(publisher))
+                self._summarize(loaded, summaries, submit)
                 reported_total = self._report_loss(loaded, reader, reported_total)
                 if publisher.stalled != stalled:
                     stalled = publisher.stalled
@@ -311,6 +317,8 @@ class Collector:
                 await asyncio.gather(attach, return_exceptions=True)
             # What NATS did not take goes to the spill, or is counted: before the
             # last reports, so that they account for it.
+            if reader.alive:
+                self._summarize(loaded, summaries, submit)
             await publisher.stop_events()
             self._report_loss(loaded, reader, reported_total, final=True)
             stats = self._stats(reader, publisher, loaded, builder)
@@ -358,6 +366,15 @@ class Collector:
             "interval": self.cfg.heartbeat_interval,
         }
 
+    def _summarize(self, loaded: probes.LoadedProbes, summaries: SummaryDrain,
+                   submit: Callable[[list[Any]], None]) -> None:
+        """Summary events for what processes did beyond their fair share."""
+        table = loaded.bpf[b"overflow"]
+        events, gone = summaries.drain(read_overflow(table))
+        if events:
+            submit(events)
+        delete_overflow(table, gone)
+
     def _report_loss(
         self,
         loaded: probes.LoadedProbes,
@@ -368,6 +385,7 @@ class Collector:
         by_kind = loaded.lost_by_kind()
         self.loss.set_kernel({KIND_NAMES.get(k, str(k)): v for k, v in by_kind.items()})
         self.loss.dropped[UNDECODABLE] = sum(reader.undecodable.values())
+        self.loss.dropped[REPEAT_ORPHANED] = reader.builder.orphan_repeats
         if self.loss.total != reported or (final and self.loss.total):
             by_type = ", ".join(f"{k}={sum(v)}" for k, v in sorted(self.loss.kernel.items()))
             log.warning("loss: %s%s", self.loss.summary(),
@@ -426,4 +444,6 @@ def run_collector(config: CollectorConfig) -> int:
             metrics.stop()  # it reads the ring buffer's fill from the mapping
         if collector.reader is not None:
             collector.reader.ring.close()
+            if collector.reader.proc_ring is not None:
+                collector.reader.proc_ring.close()
     return 0

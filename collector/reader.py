@@ -38,9 +38,18 @@ class RingReader:
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
+        proc_ring: RingBuffer | None = None,
+        consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.ring = ring
-        self._builder = builder
+        # Exec, exit and fork records (their own ring buffer: file traffic cannot
+        # take their room), drained before each drain of `ring`: a process's exec
+        # is seen before the file records its new image made after it.
+        self.proc_ring = proc_ring
+        # Told `ring`'s consumer position after each drain: the probes compare
+        # it with what they wrote to know when the ring buffer fills (fair shares).
+        self._consumed = consumed
+        self.builder = builder
         self._deliver = deliver
         self._poll_s = poll_ms / 1000
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,6 +62,8 @@ class RingReader:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_reader(self.ring.fileno(), self._ready)
+        if self.proc_ring is not None:
+            loop.add_reader(self.proc_ring.fileno(), self._ready)
         self._tick()
 
     def _tick(self) -> None:
@@ -68,7 +79,8 @@ class RingReader:
         try:
             # More waiting past what a drain takes: again, after the loop's other
             # work. (Not when it stopped at a record still being written.)
-            more = self._drain() and self.ring.pending()
+            more = self._drain() and (self.ring.pending() or (
+                self.proc_ring is not None and self.proc_ring.pending()))
         except Exception as exc:  # never die silently: the collector checks `alive`
             log.exception("ring buffer reader failed")
             self.failure = exc
@@ -83,11 +95,14 @@ class RingReader:
 
     def _drain(self) -> int:
         """One bounded drain; returns how many records it took."""
-        raw = self.ring.drain(DRAIN_BYTES)
+        raw = self.proc_ring.drain(DRAIN_BYTES) if self.proc_ring is not None else []
+        raw += self.ring.drain(DRAIN_BYTES)
+        if self._consumed is not None:
+            self._consumed(self.ring.positions()[0])
         if not raw:
             return 0
         self.records += len(raw)
-        batch: Batch = self._builder.build_many(raw, self._build_one)
+        batch: Batch = self.builder.build_many(raw, self._build_one)
         if batch:
             self._deliver(batch)
         return len(raw)
@@ -95,7 +110,7 @@ class RingReader:
     def _build_one(self, buf: bytes) -> list[tuple[str, Event]]:
         """The Python builder's events of one record; a malformed one is counted."""
         try:
-            return self._builder.build_raw(buf)
+            return self.builder.build_raw(buf)
         except RecordError as exc:
             self.undecodable[str(exc)] += 1
             return []
@@ -104,6 +119,8 @@ class RingReader:
         if self._loop is None:
             return
         self._loop.remove_reader(self.ring.fileno())
+        if self.proc_ring is not None:
+            self._loop.remove_reader(self.proc_ring.fileno())
         for handle in (self._timer, self._again):
             if handle is not None:
                 handle.cancel()
@@ -121,7 +138,7 @@ class RingReader:
     @property
     def native(self) -> bool:
         """Whether the native builder makes the common file events."""
-        return self._builder.native
+        return self.builder.native
 
     @property
     def alive(self) -> bool:

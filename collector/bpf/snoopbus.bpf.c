@@ -1,14 +1,20 @@
-/* All snoopbus probes in one BCC module: one ring buffer, one loss table.
+/* All snoopbus probes in one BCC module: two ring buffers (process, file
+ * records), one loss table.
  *
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
- * Extra -D constants: ARGV_MAX, TASK_STORAGE, and those files.h lists. */
+ * Extra -D constants: ARGV_MAX, TASK_STORAGE, PROC_RINGBUF_PAGES, COALESCE_NS,
+ * COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES, and those
+ * files.h lists. */
 #include "common.h"
 #include "proc.h"
 #include "files.h"
 #include "closes.h"
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* Exec, exit and fork records have a ring buffer of their own: file traffic,
+ * however heavy, can never take their room. */
+BPF_RINGBUF_OUTPUT(proc_events, PROC_RINGBUF_PAGES);
 BPF_ARRAY(scratch_map, struct scratch, MAX_CPUS);
 /* Records the ring buffer had no room for, per CPU and per kind. */
 BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
@@ -144,8 +150,93 @@ struct wake_state {
 };
 BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
 
-/* Copies the assembled record into the ring buffer; counts it lost if full. */
-static __always_inline void emit(u8 *buf, u32 size, u16 kind)
+/* ---- Isolation: one source cannot blind the collector (proto/README.md) ----
+ *
+ * Coalescing: a thread's file record identical to its last one (same kind,
+ * flags, file by inode, open flags, failed or not) is not emitted; it is
+ * counted in the thread's `coal` entry, and the count goes out as one
+ * KIND_REPEAT record (user space: the last event again, with `count`) when
+ * the thread's next different record comes, when COALESCE_NS passed since the
+ * chain's last record went out, at its exec or its exit. A chain starts only
+ * at a record that reached the ring buffer, so a repeat always has its base.
+ *
+ * Fair share: while the file ring buffer holds more than PRESSURE_BYTES not
+ * yet read, each source may emit SOURCE_RATE records/s (a burst of
+ * SOURCE_BURST_NS worth); what it emits beyond is not written but counted per
+ * (tgid, kind) in `overflow`, which user space drains as `summary` events.
+ * Below the pressure mark every record goes (nothing is withheld while there
+ * is room). A source is a uid for uids other than root: an unprivileged user
+ * cannot change uid, and threads, children and sessions all share it; root
+ * (which can unload the probes anyway) is one source per process. Records
+ * the ring had no room for are counted there too (`lost`), so every file
+ * event of every process is delivered, coalesced, summarized or counted.
+ */
+struct coal_state {
+    u64 ino;
+    u64 since;    /* when the chain's last record (first or repeat) went out */
+    u32 dev;
+    u32 mnt_ns;
+    u32 oflags;
+    u32 pending;  /* identical records not yet reported */
+    u16 kind;     /* 0: no chain */
+    u16 flags;
+    u32 failed;
+};
+BPF_HASH(coal, u32, struct coal_state, 65536);  /* by thread; freed at its exit */
+/* Source -> the GCRA's theoretical arrival time (boot ns). */
+BPF_TABLE("lru_hash", u64, u64, budget, 16384);
+struct over_key {
+    u32 tgid;
+    u32 kind;
+};
+struct over_val {
+    u64 summarized;  /* over the fair share under pressure: not written */
+    u64 lost;        /* no room in the ring buffer */
+    u64 first_ts;
+    u64 last_ts;
+    u64 ino;         /* the last such record's file, when it had one */
+    u32 dev;
+    u32 uid;
+};
+/* Cumulative: user space reports the growth; it deletes the entries of
+ * processes gone once reported (collector/summary.py). */
+BPF_HASH(overflow, struct over_key, struct over_val, 65536);
+/* [0] bytes the probes wrote to `events` (as ring buffer positions count
+ * them: headers and padding included), [1] bytes the reader consumed, stored
+ * by it after each drain (LoadedProbes.consumer_position). Two elements: each
+ * has one writer. Array lookups are inlined: a few instructions each. */
+BPF_ARRAY(ring_pos, u64, 2);
+
+static __always_inline void count_lost_n(u32 kind, u64 n)
+{
+    u64 *c = lost.lookup(&kind);
+    if (c)
+        *c += n;
+}
+
+static __always_inline void overflow_add(struct rec_hdr *h, u16 kind, u64 summarized, u64 gone,
+                                         u64 ino, u32 dev)
+{
+    struct over_key k = {.tgid = h->pid, .kind = kind};
+    struct over_val *v = overflow.lookup(&k);
+    if (!v) {
+        struct over_val init = {.first_ts = h->ts, .uid = h->uid};
+        overflow.update(&k, &init);
+        v = overflow.lookup(&k);
+        if (!v) {  /* table full: still counted, as lost, per kind */
+            count_lost_n(kind, summarized + gone);
+            kstat(KS_OVERFLOW_FULL);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&v->summarized, summarized);
+    __sync_fetch_and_add(&v->lost, gone);
+    v->last_ts = h->ts;
+    v->ino = ino;
+    v->dev = dev;
+}
+
+static __always_inline u64 wake_flags(void)
 {
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP_F;
@@ -157,10 +248,162 @@ static __always_inline void emit(u8 *buf, u32 size, u16 kind)
             w->last = now;
         }
     }
-    /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
+    return flags;
+}
+
+/* Writes a record to `events`, keeping count of the bytes written. */
+static __always_inline int file_out(void *buf, u32 size)
+{
     size &= DATA_SIZE - 1;
-    if (events.ringbuf_output(buf, size, flags) < 0)
+    if (events.ringbuf_output(buf, size, wake_flags()) < 0)
+        return -1;
+    u32 zero = 0;
+    u64 *p = ring_pos.lookup(&zero);
+    if (p)
+        __sync_fetch_and_add(p, (size + 8 + 7) & ~7);
+    return 0;
+}
+
+/* The chain's pending count as a KIND_REPEAT record (ts: now); counted per
+ * (tgid, kind) as lost when the ring buffer has no room for it. */
+static __always_inline void coal_flush(struct coal_state *st, struct rec_hdr *h)
+{
+    u32 n = st->pending;
+    if (!n)
+        return;
+    st->pending = 0;
+    struct repeat_rec rr = {};
+    rr.h = *h;
+    rr.h.kind = KIND_REPEAT;
+    rr.h.flags = 0;
+    rr.count = n;
+    rr.of_kind = st->kind;
+    if (file_out(&rr, sizeof(rr)) < 0) {
+        count_lost_n(st->kind, n);
+        overflow_add(h, st->kind, 0, n, st->ino, st->dev);
+        st->kind = 0;  /* the chain has no more base */
+    }
+}
+
+/* Ends the calling thread's chain (exec, exit): its pending count goes out. */
+static __always_inline void coal_end(void *task, int forget)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct coal_state *st = coal.lookup(&tid);
+    if (!st)
+        return;
+    if (st->pending) {
+        struct rec_hdr h;
+        fill_hdr(&h, task, KIND_REPEAT);
+        coal_flush(st, &h);
+    }
+    st->kind = 0;
+    if (forget)
+        coal.delete(&tid);
+}
+
+/* Whether the source of `h` may write now: always while the ring buffer has
+ * room (no source's state is looked at then), else within its rate (GCRA:
+ * one u64 per source; races between CPUs only blur it). A source gets its
+ * burst afresh when pressure begins: SOURCE_BURST_NS worth of records, far
+ * less than the room left above PRESSURE_BYTES. */
+#if SOURCE_RATE
+static __always_inline int within_share(struct rec_hdr *h)
+{
+    u32 zero = 0, one = 1;
+    u64 *prod = ring_pos.lookup(&zero);
+    u64 *cons = ring_pos.lookup(&one);
+    if (!prod || !cons || (s64)(*prod - *cons) <= PRESSURE_BYTES)
+        return 1;
+    u64 now = h->ts;
+    u64 src = h->uid ? ((u64)1 << 32) | h->uid : h->pid;
+    u64 cost = 1000000000ULL / SOURCE_RATE;
+    u64 *tat = budget.lookup(&src);
+    if (!tat || *tat + SOURCE_BURST_NS < now) {
+        u64 t = now + cost;  /* new, or idle for a burst's time: a full burst */
+        budget.update(&src, &t);
+        return 1;
+    }
+    u64 t = *tat < now ? now : *tat;
+    if (t - now > SOURCE_BURST_NS)
+        return 0;  /* over its share: not charged, summarized */
+    *tat = t + cost;
+    return 1;
+}
+#else
+/* Fair shares off (SOURCE_RATE 0, the default): every source may always write. */
+static __always_inline int within_share(struct rec_hdr *h)
+{
+    return 1;
+}
+#endif
+
+static __always_inline int coal_same(struct coal_state *st, struct file_rec *r)
+{
+    return st->kind == r->h.kind && st->ino == r->ino && st->dev == r->dev
+        && st->mnt_ns == r->mnt_ns && st->oflags == r->oflags && st->flags == r->h.flags
+        && st->failed == (r->ret < 0);
+}
+
+static __always_inline void emit_file(struct file_rec *r, u32 size, u16 kind)
+{
+    u32 tid = r->h.tid;
+    struct coal_state *st = coal.lookup(&tid);
+    if (st && st->kind && r->ino && coal_same(st, r)) {
+        st->pending++;
+        if (r->h.ts - st->since < COALESCE_NS && st->pending < COALESCE_MAX)
+            return;  /* coalesced */
+        coal_flush(st, &r->h);
+        st->since = r->h.ts;
+        return;
+    }
+    if (st) {
+        coal_flush(st, &r->h);
+        st->kind = 0;
+    }
+    if (!within_share(&r->h)) {
+        overflow_add(&r->h, kind, 1, 0, r->ino, r->dev);
+        return;
+    }
+    if (file_out(r, size) < 0) {
         count_lost(kind);
+        overflow_add(&r->h, kind, 0, 1, r->ino, r->dev);
+        return;
+    }
+    /* Fd-table scans (exit, exec, close_range) start no chain: at an exit
+     * the thread's entry is gone already, and would stay. */
+    if (!r->ino || (r->h.flags & F_CLOSED_BY_MASK))
+        return;
+    if (!st) {
+        struct coal_state init = {};
+        coal.update(&tid, &init);  /* full: this thread is not coalesced */
+        st = coal.lookup(&tid);
+        if (!st)
+            return;
+    }
+    st->kind = kind;
+    st->ino = r->ino;
+    st->dev = r->dev;
+    st->mnt_ns = r->mnt_ns;
+    st->oflags = r->oflags;
+    st->flags = r->h.flags;
+    st->failed = r->ret < 0;
+    st->since = r->h.ts;
+    st->pending = 0;
+}
+
+/* Copies the assembled record into its ring buffer: exec, exit and fork to
+ * proc_events (counted lost if full), file records through emit_file. */
+static __always_inline void emit(u8 *buf, u32 size, u16 kind)
+{
+    if (kind == KIND_EXEC || kind == KIND_EXIT || kind == KIND_FORK) {
+        /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
+        size &= DATA_SIZE - 1;
+        if (proc_events.ringbuf_output(buf, size, wake_flags()) < 0)
+            count_lost(kind);
+        return;
+    }
+    emit_file((struct file_rec *)buf, size, kind);
 }
 
 /* Exec and exit, from scheduler raw tracepoints: no tracefs, no kprobes. */
@@ -225,6 +468,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
         }
     }
     emit(s->data, end, KIND_EXEC);
+    coal_end(task, 0);  /* repeats before it were the old image's */
     return 0;
 }
 
@@ -255,6 +499,7 @@ static __always_inline void exit_closes(void *ctx, void *task, void *signal, int
 RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
     void *task = (void *)bpf_get_current_task();
+    coal_end(task, 1);  /* every thread: its chain's count, and its entry */
     /* signal->live reaches 0 when the last thread exits: only then has the
      * process exited (a leader may leave before its threads). */
     void *signal = read_ptr(task, OFF_TASK_SIGNAL);
