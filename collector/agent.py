@@ -252,12 +252,10 @@ class Collector:
             submit = publishing.counting(publisher.submit)
         ring = RingBuffer(loaded.bpf[b"events"].map_fd,
                           self.cfg.limits.ringbuf_pages * mmap.PAGESIZE)
-        proc_ring = RingBuffer(loaded.bpf[b"proc_events"].map_fd,
-                               self.cfg.limits.proc_ringbuf_pages * mmap.PAGESIZE)
         # The batches hold encoded events (bytes) too, which the publisher's types
         # have yet to say.
         reader = RingReader(ring, builder, submit,  # type: ignore[arg-type]  # Event | bytes
-                            proc_ring=proc_ring, consumed=loaded.consumer_position())
+                            consumed=loaded.consumer_position())
         summaries = SummaryDrain(builder)
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
@@ -444,6 +442,4 @@ def run_collector(config: CollectorConfig) -> int:
             metrics.stop()  # it reads the ring buffer's fill from the mapping
         if collector.reader is not None:
             collector.reader.ring.close()
-            if collector.reader.proc_ring is not None:
-                collector.reader.proc_ring.close()
     return 0

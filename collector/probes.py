@@ -112,7 +112,8 @@ class ProbeLimits:
     # the latency of a record under light load, the cost of wake-ups under heavy load.
     wakeup_us: int = 1000
     # Isolation (bpf/snoopbus.bpf.c, proto/README.md "Isolation"):
-    proc_ringbuf_pages: int = 1024  # exec, exit, fork: their own 4 MiB ring buffer
+    # Ring buffer pages file records leave to exec, exit and fork records.
+    reserve_pages: int = 256
     coalesce_ms: int = 1000  # a chain of identical records is reported at least this often
     # Records/s each source may write while the ring buffer fills; 0 (the default):
     # no fair share (its accounting under a full ring is not exact yet: issue 15).
@@ -122,13 +123,11 @@ class ProbeLimits:
     def __post_init__(self) -> None:
         if self.argv_max < NAME_SZ or self.argv_max & (self.argv_max - 1):
             raise ValueError(f"argv_max must be a power of two >= {NAME_SZ}, got {self.argv_max}")
-        for name in ("ringbuf_pages", "proc_ringbuf_pages"):
-            n = getattr(self, name)
-            if n < 1 or n & (n - 1):
-                raise ValueError(f"{name} must be a power of two, got {n}")
-        if self.source_rate < 0 or self.coalesce_ms < 0 or self.source_burst_ms < 0:
-            raise ValueError("source_rate, coalesce_ms and source_burst_ms must not be "
-                             "negative")
+        if self.ringbuf_pages < 1 or self.ringbuf_pages & (self.ringbuf_pages - 1):
+            raise ValueError(f"ringbuf_pages must be a power of two, got {self.ringbuf_pages}")
+        if min(self.source_rate, self.coalesce_ms, self.source_burst_ms, self.reserve_pages) < 0:
+            raise ValueError("source_rate, coalesce_ms, source_burst_ms and reserve_pages must "
+                             "not be negative")
         if not 1 <= self.path_depth_max <= 1024:
             raise ValueError(f"path_depth_max must be within 1..1024, got {self.path_depth_max}")
 
@@ -172,7 +171,12 @@ def defines(
         "RINGBUF_PAGES": limits.ringbuf_pages,
         "ARGV_MAX": limits.argv_max,
         "WAKEUP_NS": limits.wakeup_us * 1000,
-        "PROC_RINGBUF_PAGES": limits.proc_ringbuf_pages,
+        "RINGBUF_BYTES": limits.ringbuf_pages * 4096,
+        # Room file records leave to exec, exit, fork: at most an eighth of the ring.
+        "RESERVE_BYTES": min(limits.reserve_pages, limits.ringbuf_pages // 8) * 4096,
+        # Seeds the coalescing hash (bpf/snoopbus.bpf.c rec_hash): unknown to the
+        # processes whose records it compares.
+        "COAL_SEED": int.from_bytes(os.urandom(8), "little") >> 1,
         "COALESCE_NS": limits.coalesce_ms * 1_000_000,
         "COALESCE_MAX": 1 << 30,
         "SOURCE_RATE": limits.source_rate,

@@ -38,16 +38,12 @@ class RingReader:
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
-        proc_ring: RingBuffer | None = None,
         consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.ring = ring
-        # Exec, exit and fork records (their own ring buffer: file traffic cannot
-        # take their room), drained before each drain of `ring`: a process's exec
-        # is seen before the file records its new image made after it.
-        self.proc_ring = proc_ring
         # Told `ring`'s consumer position after each drain: the probes compare
-        # it with what they wrote to know when the ring buffer fills (fair shares).
+        # it with what they wrote to keep room for exec and exit records
+        # (bpf/snoopbus.bpf.c, ring_out): the collector must pass it.
         self._consumed = consumed
         self.builder = builder
         self._deliver = deliver
@@ -62,8 +58,6 @@ class RingReader:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_reader(self.ring.fileno(), self._ready)
-        if self.proc_ring is not None:
-            loop.add_reader(self.proc_ring.fileno(), self._ready)
         self._tick()
 
     def _tick(self) -> None:
@@ -79,8 +73,7 @@ class RingReader:
         try:
             # More waiting past what a drain takes: again, after the loop's other
             # work. (Not when it stopped at a record still being written.)
-            more = self._drain() and (self.ring.pending() or (
-                self.proc_ring is not None and self.proc_ring.pending()))
+            more = self._drain() and self.ring.pending()
         except Exception as exc:  # never die silently: the collector checks `alive`
             log.exception("ring buffer reader failed")
             self.failure = exc
@@ -95,8 +88,7 @@ class RingReader:
 
     def _drain(self) -> int:
         """One bounded drain; returns how many records it took."""
-        raw = self.proc_ring.drain(DRAIN_BYTES) if self.proc_ring is not None else []
-        raw += self.ring.drain(DRAIN_BYTES)
+        raw = self.ring.drain(DRAIN_BYTES)
         if self._consumed is not None:
             self._consumed(self.ring.positions()[0])
         if not raw:
@@ -119,8 +111,6 @@ class RingReader:
         if self._loop is None:
             return
         self._loop.remove_reader(self.ring.fileno())
-        if self.proc_ring is not None:
-            self._loop.remove_reader(self.proc_ring.fileno())
         for handle in (self._timer, self._again):
             if handle is not None:
                 handle.cancel()

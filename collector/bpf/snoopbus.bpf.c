@@ -1,20 +1,19 @@
-/* All snoopbus probes in one BCC module: two ring buffers (process, file
- * records), one loss table.
+/* All snoopbus probes in one BCC module: one ring buffer, one loss table.
  *
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
- * Extra -D constants: ARGV_MAX, TASK_STORAGE, PROC_RINGBUF_PAGES, COALESCE_NS,
- * COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES, and those
+ * Extra -D constants: ARGV_MAX, TASK_STORAGE, RINGBUF_BYTES, RESERVE_BYTES,
+ * COAL_SEED, COALESCE_NS, COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES, and those
  * files.h lists. */
 #include "common.h"
 #include "proc.h"
 #include "files.h"
 #include "closes.h"
 
+/* Every record, exec and exit among file records: a thread's exec is read
+ * before the file records of its new image. File records leave RESERVE_BYTES
+ * of it to exec, exit and fork (ring_out). */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-/* Exec, exit and fork records have a ring buffer of their own: file traffic,
- * however heavy, can never take their room. */
-BPF_RINGBUF_OUTPUT(proc_events, PROC_RINGBUF_PAGES);
 BPF_ARRAY(scratch_map, struct scratch, MAX_CPUS);
 /* Records the ring buffer had no room for, per CPU and per kind. */
 BPF_PERCPU_ARRAY(lost, u64, KIND_MAX);
@@ -152,8 +151,9 @@ BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
 
 /* ---- Isolation: one source cannot blind the collector (proto/README.md) ----
  *
- * Coalescing: a thread's file record identical to its last one (same kind,
- * flags, file by inode, open flags, failed or not) is not emitted; it is
+ * Coalescing: a thread's file record identical to its last one but for its
+ * time (same kind, inode and size, and the same rec_hash of every other byte:
+ * header, fields, names; so the same event on the wire) is not emitted; it is
  * counted in the thread's `coal` entry, and the count goes out as one
  * KIND_REPEAT record (user space: the last event again, with `count`) when
  * the thread's next different record comes, when COALESCE_NS passed since the
@@ -173,14 +173,13 @@ BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
  */
 struct coal_state {
     u64 ino;
+    u64 hash;     /* rec_hash of the chain's first record */
     u64 since;    /* when the chain's last record (first or repeat) went out */
     u32 dev;
-    u32 mnt_ns;
-    u32 oflags;
+    u32 size;
     u32 pending;  /* identical records not yet reported */
     u16 kind;     /* 0: no chain */
-    u16 flags;
-    u32 failed;
+    u16 _pad;
 };
 BPF_HASH(coal, u32, struct coal_state, 65536);  /* by thread; freed at its exit */
 /* Source -> the GCRA's theoretical arrival time (boot ns). */
@@ -223,8 +222,9 @@ static __always_inline void overflow_add(struct rec_hdr *h, u16 kind, u64 summar
         struct over_val init = {.first_ts = h->ts, .uid = h->uid};
         overflow.update(&k, &init);
         v = overflow.lookup(&k);
-        if (!v) {  /* table full: still counted, as lost, per kind */
-            count_lost_n(kind, summarized + gone);
+        if (!v) {  /* table full: still counted, as lost, per kind (callers
+                    * counted `gone` there already) */
+            count_lost_n(kind, summarized);
             kstat(KS_OVERFLOW_FULL);
             return;
         }
@@ -251,17 +251,51 @@ static __always_inline u64 wake_flags(void)
     return flags;
 }
 
-/* Writes a record to `events`, keeping count of the bytes written. */
-static __always_inline int file_out(void *buf, u32 size)
+/* Writes a record to `events`, keeping count of the bytes written (ring_pos[0]).
+ * A file record (file != 0) is refused, as if the ring buffer were full, when
+ * it would leave less than RESERVE_BYTES free as far as the probes can tell
+ * (the reader's position is stored after each drain, so they see the ring
+ * fuller than it is, never emptier): exec, exit and fork records may use that
+ * reserve, so file traffic never takes their room. Concurrent writers can
+ * pass the check together: a CPU's record at most each, far below the reserve. */
+static __always_inline int ring_out(void *buf, u32 size, int file)
 {
+    u32 zero = 0, one = 1;
+    u64 *prod = ring_pos.lookup(&zero);
+    if (!prod)
+        return -1;
     size &= DATA_SIZE - 1;
+    u64 need = (size + 8 + 7) & ~7;  /* as ring buffer positions count it */
+    if (file) {
+        u64 *cons = ring_pos.lookup(&one);
+        if (cons && (s64)(*prod + need - *cons) > (s64)RINGBUF_BYTES - RESERVE_BYTES)
+            return -1;
+    }
     if (events.ringbuf_output(buf, size, wake_flags()) < 0)
         return -1;
-    u32 zero = 0;
-    u64 *p = ring_pos.lookup(&zero);
-    if (p)
-        __sync_fetch_and_add(p, (size + 8 + 7) & ~7);
+    __sync_fetch_and_add(prod, need);
     return 0;
+}
+
+/* Every byte of a record of up to COAL_BYTES but its time (the first 8),
+ * under a per-load secret seed: two file records of a thread with the same
+ * kind, inode, size and hash make the same event but for `ts`. Longer records
+ * are not coalesced (the bound keeps the verifier's work small). */
+#define COAL_BYTES 512
+static __always_inline u64 rec_hash(u8 *buf, u32 size)
+{
+    u64 h = (u64)COAL_SEED ^ size;
+    for (u32 off = 8; off < COAL_BYTES; off += 8) {
+        if (off >= size)
+            break;
+        u64 w = *(u64 *)(buf + (off & (COAL_BYTES - 1)));
+        u32 left = size - off;
+        if (left < 8)
+            w &= ((u64)1 << (left * 8)) - 1;
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 31;
+    }
+    return h;
 }
 
 /* The chain's pending count as a KIND_REPEAT record (ts: now); counted per
@@ -278,7 +312,7 @@ static __always_inline void coal_flush(struct coal_state *st, struct rec_hdr *h)
     rr.h.flags = 0;
     rr.count = n;
     rr.of_kind = st->kind;
-    if (file_out(&rr, sizeof(rr)) < 0) {
+    if (ring_out(&rr, sizeof(rr), 1) < 0) {
         count_lost_n(st->kind, n);
         overflow_add(h, st->kind, 0, n, st->ino, st->dev);
         st->kind = 0;  /* the chain has no more base */
@@ -338,18 +372,19 @@ static __always_inline int within_share(struct rec_hdr *h)
 }
 #endif
 
-static __always_inline int coal_same(struct coal_state *st, struct file_rec *r)
-{
-    return st->kind == r->h.kind && st->ino == r->ino && st->dev == r->dev
-        && st->mnt_ns == r->mnt_ns && st->oflags == r->oflags && st->flags == r->h.flags
-        && st->failed == (r->ret < 0);
-}
-
 static __always_inline void emit_file(struct file_rec *r, u32 size, u16 kind)
 {
     u32 tid = r->h.tid;
     struct coal_state *st = coal.lookup(&tid);
-    if (st && st->kind && r->ino && coal_same(st, r)) {
+    /* Fd-table scans (exit, exec, close_range) neither start nor join a
+     * chain: at an exit the thread's entry is gone already, and would stay. */
+    int chained = r->ino && !(r->h.flags & F_CLOSED_BY_MASK) && size <= COAL_BYTES;
+    u64 hash = 0;
+    size &= DATA_SIZE - 1;
+    if (chained)
+        hash = rec_hash((u8 *)r, size);
+    if (st && st->kind && chained && st->kind == kind && st->ino == r->ino
+        && st->size == size && st->hash == hash) {
         st->pending++;
         if (r->h.ts - st->since < COALESCE_NS && st->pending < COALESCE_MAX)
             return;  /* coalesced */
@@ -365,14 +400,12 @@ static __always_inline void emit_file(struct file_rec *r, u32 size, u16 kind)
         overflow_add(&r->h, kind, 1, 0, r->ino, r->dev);
         return;
     }
-    if (file_out(r, size) < 0) {
+    if (ring_out(r, size, 1) < 0) {
         count_lost(kind);
         overflow_add(&r->h, kind, 0, 1, r->ino, r->dev);
         return;
     }
-    /* Fd-table scans (exit, exec, close_range) start no chain: at an exit
-     * the thread's entry is gone already, and would stay. */
-    if (!r->ino || (r->h.flags & F_CLOSED_BY_MASK))
+    if (!chained)
         return;
     if (!st) {
         struct coal_state init = {};
@@ -384,22 +417,19 @@ static __always_inline void emit_file(struct file_rec *r, u32 size, u16 kind)
     st->kind = kind;
     st->ino = r->ino;
     st->dev = r->dev;
-    st->mnt_ns = r->mnt_ns;
-    st->oflags = r->oflags;
-    st->flags = r->h.flags;
-    st->failed = r->ret < 0;
+    st->size = size;
+    st->hash = hash;
     st->since = r->h.ts;
     st->pending = 0;
 }
 
-/* Copies the assembled record into its ring buffer: exec, exit and fork to
- * proc_events (counted lost if full), file records through emit_file. */
+/* Copies the assembled record into the ring buffer: exec, exit and fork
+ * (counted lost if full; they may use the reserve), file records through
+ * emit_file. */
 static __always_inline void emit(u8 *buf, u32 size, u16 kind)
 {
     if (kind == KIND_EXEC || kind == KIND_EXIT || kind == KIND_FORK) {
-        /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
-        size &= DATA_SIZE - 1;
-        if (proc_events.ringbuf_output(buf, size, wake_flags()) < 0)
+        if (ring_out(buf, size, 0) < 0)
             count_lost(kind);
         return;
     }
@@ -467,8 +497,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
             end += n & (PATH_MAX_LEN * 2 - 1);
         }
     }
-    emit(s->data, end, KIND_EXEC);
     coal_end(task, 0);  /* repeats before it were the old image's */
+    emit(s->data, end, KIND_EXEC);
     return 0;
 }
 

@@ -56,16 +56,15 @@ def open_tmp() -> Iterator[Path]:
 
 
 def test_fair_share_summarizes_the_excess_exactly(open_tmp: Path) -> None:
-    """The probes alone, read here: the consumer position is never stored, so
-    the ring buffer always counts as filling and fair shares always apply. The
-    flooder's excess over 1,000 records/s is summarized, counted per type; the
-    victim (another source, well within its share) loses nothing."""
+    """The probes alone, read here by a Python loop slower than the flooder, so
+    the ring buffer fills and fair shares apply. The flooder's excess over
+    1,000 records/s is summarized, counted per type; the victim (another
+    source, well within its share) loses nothing."""
     exe = build(open_tmp)
     limits = probes.ProbeLimits(ringbuf_pages=256, source_rate=1000, source_burst_ms=100)
     loaded = probes.load(limits)
     ring = RingBuffer(loaded.bpf[b"events"].map_fd, limits.ringbuf_pages * mmap.PAGESIZE)
-    proc_ring = RingBuffer(loaded.bpf[b"proc_events"].map_fd,
-                           limits.proc_ringbuf_pages * mmap.PAGESIZE)
+    consumed = loaded.consumer_position()
     builder = EventBuilder("flood-test", "i", ProcCache())
     events: list[Event] = []
     stop = threading.Event()
@@ -74,8 +73,9 @@ def test_fair_share_summarizes_the_excess_exactly(open_tmp: Path) -> None:
         while True:
             last = stop.is_set()
             select.select([ring.fileno()], [], [], 0.05)  # as the reader: data or the timer
-            for buf in proc_ring.drain() + ring.drain():
+            for buf in ring.drain():
                 events.extend(ev for _, ev in builder.build_raw(buf))
+            consumed(ring.positions()[0])
             if last:
                 return
 
@@ -93,7 +93,6 @@ def test_fair_share_summarizes_the_excess_exactly(open_tmp: Path) -> None:
         reader.join()
         summaries, _ = SummaryDrain(builder).drain(read_overflow(loaded.bpf[b"overflow"]))
         ring.close()
-        proc_ring.close()
         loaded.close()
     for _, ev in summaries:
         validate_event(ev)
