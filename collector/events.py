@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import struct
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -18,7 +17,6 @@ from snoopbus.collector.records import (
     F_EXE_TRUNC,
     F_TMPFILE,
     FILE_KIND_NAMES,
-    HDR,
     KIND_CHDIR,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
@@ -65,9 +63,8 @@ _NOTED_NRS = frozenset(
 )
 _NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
                0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
-# tid and kind of a record's header (rec_hdr: tid at 20, kind at 36)
-_unpack_tid_kind = struct.Struct("<I12xH").unpack_from
-_NOT_FILE_KINDS = frozenset({KIND_EXEC, KIND_EXIT, KIND_FORK})
+# Kinds no repeat stands on (what fastbuild.c's remember() skips too).
+_NOT_FILE_KINDS = (KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_REPEAT)
 # Threads whose last file record is kept for its repeats (as the kernel's
 # coal map: bpf/snoopbus.bpf.c).
 LAST_PER_THREAD = 65536
@@ -127,10 +124,10 @@ class EventBuilder:
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
-        # tid -> (kind, the record or its events) of its last file record: a
-        # KIND_REPEAT record says that record happened `count` more times
-        # (coalesced in the kernel).
-        self._last: dict[int, tuple[int, bytes | list[tuple[str, Event]]]] = {}
+        # tid -> its last file record as read, or (kind, its events) once a
+        # repeat built them: a KIND_REPEAT record says that record happened
+        # `count` more times (coalesced in the kernel).
+        self._last: dict[int, bytes | tuple[int, list[tuple[str, Event]]]] = {}
         self.orphan_repeats = 0  # repeats whose base was forgotten: counted as lost
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
@@ -139,7 +136,7 @@ class EventBuilder:
         self._native = native.make(
             host, instance, tuple(self.subject(t) for t in native.TYPES), cache.table(),
             self._proc_section, path_filter, host_paths.own_ns if host_paths is not None else None,
-            _NOTED_NRS, RENAME_WHITEOUT,
+            _NOTED_NRS, RENAME_WHITEOUT, self._last, LAST_PER_THREAD, _NOT_FILE_KINDS,
         ) if use_native else None
         self._seq: Iterator[int] = (self._native if self._native is not None
                                     else itertools.count(1))
@@ -303,10 +300,10 @@ class EventBuilder:
         malformed. The reference path: build_many takes the common records
         natively when it can, and makes the same events, encoded."""
         rec = decode(buf)
-        out = self.build_all(rec)
-        if rec.hdr.kind not in _NOT_FILE_KINDS and not isinstance(rec, RepeatRecord):
-            self._remember(rec.hdr.tid, rec.hdr.kind, out)
-        return out
+        # (The native builder's drain has kept it already: the same again.)
+        if rec.hdr.kind not in _NOT_FILE_KINDS:
+            self._remember(rec.hdr.tid, buf)
+        return self.build_all(rec)
 
     def build_many(
         self, raw: list[bytes], one: Callable[[bytes], list[tuple[str, Event]]] | None = None,
@@ -315,69 +312,37 @@ class EventBuilder:
         (collector/native.py) the common file records come out encoded (bytes,
         spliced into the batch by encode_batch), the others through `one`
         (default build_raw: the caller may wrap it to count malformed records);
-        without it, every record goes through `one`.
-
-        Each thread's last file record is kept as read, for a KIND_REPEAT record
-        (the kernel coalesced that many more like it) to stand on; the records
-        between two repeats are built together, the repeat after them."""
+        without it, every record goes through `one`. Either way each thread's
+        last file record is kept as read (in C by the native builder), for a
+        KIND_REPEAT record (the kernel coalesced that many more) to stand on."""
         one = one or self.build_raw
+        if self._native is not None:  # the ignore: the C extension's result is untyped
+            return self._native.drain(raw, self.clock_offset, one)  # type: ignore[no-any-return]
         out: list[tuple[str, Event | bytes]] = []
-        run: list[tuple[int, int, bytes]] = []  # (tid, kind, record) since the last repeat
         for buf in raw:
-            if len(buf) < HDR.size:
-                run.append((-1, -1, buf))  # malformed: `one` names it
-                continue
-            tid, kind = _unpack_tid_kind(buf, 20)
-            if kind == KIND_REPEAT:
-                out += self._build_run(run, one)
-                out += one(buf)
-                run = []
-            else:
-                run.append((tid, kind, buf))
-        out += self._build_run(run, one)
+            out.extend(one(buf))
         return out
 
-    def _build_run(self, run: list[tuple[int, int, bytes]],
-                   one: Callable[[bytes], list[tuple[str, Event]]],
-                   ) -> list[tuple[str, Event | bytes]]:  # fmt: skip
-        """The events of records with no repeat among them; then each thread's
-        last file record of them is kept as read (build_raw keeps events, but
-        the native builder keeps nothing)."""
-        if not run:
-            return []
-        raw = [buf for _, _, buf in run]
-        out: list[tuple[str, Event | bytes]]
-        if self._native is not None:
-            out = self._native.drain(raw, self.clock_offset, one)
-        else:
-            out = []
-            for buf in raw:
-                out.extend(one(buf))
-        for tid, kind, buf in run:
-            if kind >= 0 and kind not in _NOT_FILE_KINDS:
-                self._remember(tid, kind, buf)
-        return out
-
-    def _remember(self, tid: int, kind: int,
-                  base: bytes | list[tuple[str, Event]]) -> None:  # fmt: skip
+    def _remember(self, tid: int, buf: bytes) -> None:
+        """As fastbuild.c's remember(): the dict's order is recency."""
         last = self._last
         if tid in last:
-            del last[tid]  # re-inserted last: the dict's order is recency
+            del last[tid]
         elif len(last) >= LAST_PER_THREAD:
             del last[next(iter(last))]
-        last[tid] = (kind, base)
+        last[tid] = buf
 
     def repeat(self, rec: RepeatRecord) -> list[tuple[str, Event]]:
         """The thread's last file record's events once more, standing for
         `count` identical ones (none when that record made none: filtered)."""
         known = self._last.get(rec.hdr.tid)
+        if isinstance(known, bytes):  # kept as read: its events once, for every repeat
+            base_rec = decode(known)
+            known = self._last[rec.hdr.tid] = (base_rec.hdr.kind, self.build_all(base_rec))
         if known is None or known[0] != rec.of_kind:
             self.orphan_repeats += rec.count
             return []
         base = known[1]
-        if isinstance(base, bytes):  # kept as read: its events once, for every repeat
-            base = self.build_all(decode(base))
-            self._last[rec.hdr.tid] = (known[0], base)
         out: list[tuple[str, Event]] = []
         for subject, ev in base:
             again = self._base(rec.hdr.ts_boot, ev["type"])

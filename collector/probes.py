@@ -172,8 +172,8 @@ def defines(
         "ARGV_MAX": limits.argv_max,
         "WAKEUP_NS": limits.wakeup_us * 1000,
         "RINGBUF_BYTES": limits.ringbuf_pages * 4096,
-        # Room file records leave to exec, exit, fork: at most an eighth of the ring.
-        "RESERVE_BYTES": min(limits.reserve_pages, limits.ringbuf_pages // 8) * 4096,
+        # Room file records leave to exec, exit, fork: at most a quarter of the ring.
+        "RESERVE_BYTES": min(limits.reserve_pages * 4096, limits.ringbuf_pages * 4096 // 4),
         # Seeds the coalescing hash (bpf/snoopbus.bpf.c rec_hash): unknown to the
         # processes whose records it compares.
         "COAL_SEED": int.from_bytes(os.urandom(8), "little") >> 1,

@@ -8,7 +8,7 @@ from snoopbus.collector import records as R
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.proc_cache import ProcCache, ProcInfo
 from snoopbus.collector.summary import Overflow, SummaryDrain
-from snoopbus.proto import event_subject, family, validate_event
+from snoopbus.proto import as_map, event_subject, family, validate_event
 
 COMM = b"flood".ljust(16, b"\0")
 
@@ -96,3 +96,15 @@ def test_overflow_growth_becomes_summary_events_exactly_once() -> None:
     out, gone = drain.drain([over(1700, 3, last_ts=500)])
     assert [e["count"] for _, e in out] == [100] and gone == [(100, R.KIND_CREATE)]
     assert (drain.summarized, drain.lost) == (1700, 3)
+
+
+def test_the_builders_drain_keeps_each_threads_last_record_for_its_repeats() -> None:
+    """build_many (natively, where built: fastbuild.c keeps the records) and
+    the Python path: a repeat in the same drain as its base, and in a later one."""
+    for native in (True, False):
+        b = builder(use_native=native)
+        first = b.build_many([file_rec(101), file_rec(102, R.KIND_MODIFY), repeat_rec(101, 5)])
+        later = b.build_many([repeat_rec(102, 2, R.KIND_MODIFY)])
+        counts = [(as_map(e) if isinstance(e, bytes) else e).get("count") for _, e in first + later]
+        assert counts == [None, None, 5, 2], native
+        assert b.orphan_repeats == 0
