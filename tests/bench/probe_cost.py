@@ -33,10 +33,9 @@ from snoopbus.collector import probes
 loaded = probes.load(probes.ProbeLimits())
 b = loaded.bpf
 b[b"events"].open_ring_buffer(lambda ctx, data, size: 0)
-# A tree with a ring buffer for exec/exit (isolation) drains it too, and tells
-# the probes how far it read, as the collector does (or fair shares would apply).
+# A tree with isolation is told how far the reader got, as the collector does
+# (or its probes would see the ring buffer fill and refuse file records).
 try:
-    b[b"proc_events"].open_ring_buffer(lambda ctx, data, size: 0)
     pos = b[b"ring_pos"]
 except KeyError:
     pos = None

@@ -121,7 +121,7 @@ async def test_a_flood_blinds_no_one_and_is_accounted_exactly(
         assert stop_process(running.process) == 0, running.log()
     events = await stored_events(nc.jetstream(), running.host)
     t = tally(events, victim, flood_dir, exe)
-    # Exec and exit have their own ring buffer: never lost to file traffic.
+    # Exec and exit have a reserve in the ring buffer: never lost to file traffic.
     assert (t.execs, t.exits) == (len(victim["kids"]), len(victim["kids"])), t
     if mode in ("same", "threads"):  # coalesced in the kernel: the victim's files get through
         assert t.mkdirs == len(victim["dirs"]), t
@@ -136,8 +136,8 @@ async def test_a_flood_blinds_no_one_and_is_accounted_exactly(
 async def test_with_a_tiny_ring_buffer_loss_is_counted_per_process_and_execs_still_go(
     nats_server: NatsServer, nc: Client, tmp_path: Path, open_tmp: Path
 ) -> None:
-    """A one-page file ring buffer overflows under the flood: exec and exit
-    records have their own ring buffer and all arrive; what the file ring had
+    """A one-page ring buffer overflows under the flood: exec and exit
+    records have their reserve in it and all arrive; what the ring had
     no room for is counted (summary `lost`, per process and type), and nothing
     is counted twice: the flooder's accounting holds exactly (fair shares off,
     the default: with them on and the ring always full, part of what they
