@@ -288,10 +288,9 @@ static __always_inline u64 rec_hash(u8 *buf, u32 size)
     for (u32 off = 8; off < COAL_BYTES; off += 8) {
         if (off >= size)
             break;
+        /* The last word may reach past the record: stale scratch bytes, which
+         * can only make two hashes differ (a repeat not seen), never agree. */
         u64 w = *(u64 *)(buf + (off & (COAL_BYTES - 1)));
-        u32 left = size - off;
-        if (left < 8)
-            w &= ((u64)1 << (left * 8)) - 1;
         h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
         h ^= h >> 31;
     }
