@@ -219,6 +219,7 @@ typedef struct {
      * kept here in record order, by both paths. */
     PyObject *last;
     Py_ssize_t last_max;
+    PyObject *last_tid;  /* the tid remembered last (an int), at the dict's end */
     unsigned not_file[4];  /* exec, exit, fork, repeat: kinds not remembered */
 } Builder;
 
@@ -231,6 +232,7 @@ static void Builder_dealloc(Builder *self) {
     Py_XDECREF(self->last_info);
     Py_XDECREF(self->last_packed);
     Py_XDECREF(self->last);
+    Py_XDECREF(self->last_tid);
     for (int i = 0; i < NTYPES; i++) Py_XDECREF(self->subjects[i]);
     PyMem_Free(self->noted);
     PyMem_Free(self->out.p);
@@ -664,7 +666,11 @@ static int remember(Builder *self, PyObject *rec) {
     unsigned kind = (unsigned)rd(buf + 36, 2);
     for (int i = 0; i < 4; i++)
         if (kind == self->not_file[i]) return 0;
-    PyObject *tid = PyLong_FromUnsignedLong((unsigned long)rd(buf + 20, 4));
+    unsigned long t = (unsigned long)rd(buf + 20, 4);
+    /* A thread's records come in runs: its key is the dict's last already. */
+    if (self->last_tid != NULL && PyLong_AsUnsignedLong(self->last_tid) == t)
+        return PyDict_SetItem(self->last, self->last_tid, rec);
+    PyObject *tid = PyLong_FromUnsignedLong(t);
     if (tid == NULL) return -1;
     int had = PyDict_Contains(self->last, tid);
     if (had < 0 || (had && PyDict_DelItem(self->last, tid) < 0)) goto fail;
@@ -679,7 +685,7 @@ static int remember(Builder *self, PyObject *rec) {
         }
     }
     int r = PyDict_SetItem(self->last, tid, rec);
-    Py_DECREF(tid);
+    Py_XSETREF(self->last_tid, tid);
     return r;
 fail:
     Py_DECREF(tid);
