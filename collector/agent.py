@@ -25,7 +25,7 @@ from snoopbus.collector import privileges, probes, sd_notify
 from snoopbus.collector.cgroups import CgroupIndex
 from snoopbus.collector.events import EventBuilder
 from snoopbus.collector.filters import FilterConfig
-from snoopbus.collector.loss import UNDECODABLE, LossCounters
+from snoopbus.collector.loss import REPEAT_ORPHANED, UNDECODABLE, LossCounters
 from snoopbus.collector.metrics import CollectorStats, PublishCounter, publish_latency
 from snoopbus.collector.mounts import HostPaths
 from snoopbus.collector.proc_cache import ProcCache
@@ -42,6 +42,7 @@ from snoopbus.collector.records import (
 from snoopbus.collector.redact import RedactConfig, Redactor
 from snoopbus.collector.ringbuf import RingBuffer
 from snoopbus.collector.stagetrace import StageTrace
+from snoopbus.collector.summary import SummaryDrain, delete_overflow, read_overflow
 from snoopbus.proto import (
     BusUnavailable,
     NatsAuth,
@@ -256,7 +257,8 @@ class Collector:
         # The batches hold encoded events (bytes) too, which the publisher's types
         # have yet to say.
         reader = RingReader(ring, builder, submit,  # type: ignore[arg-type]  # Event | bytes
-                            trace=self._trace)
+                            consumed=loaded.consumer_position(), trace=self._trace)
+        summaries = SummaryDrain(builder)
         self.reader = reader
         flusher = asyncio.create_task(publisher.run())
         reader.start(loop)
@@ -288,6 +290,7 @@ class Collector:
                     log.warning("the NATS connection was closed (%s); connecting again",
                                 self._nc.last_error or "no reason given")
                     attach = asyncio.create_task(self._attach_when_reachable(publisher))
+                self._summarize(loaded, summaries, submit)
                 reported_total = self._report_loss(loaded, reader, reported_total)
                 if publisher.stalled != stalled:
                     stalled = publisher.stalled
@@ -314,6 +317,8 @@ class Collector:
                 await asyncio.gather(attach, return_exceptions=True)
             # What NATS did not take goes to the spill, or is counted: before the
             # last reports, so that they account for it.
+            if reader.alive:
+                self._summarize(loaded, summaries, submit)
             await publisher.stop_events()
             self._report_loss(loaded, reader, reported_total, final=True)
             stats = self._stats(reader, publisher, loaded, builder)
@@ -363,6 +368,15 @@ class Collector:
             "interval": self.cfg.heartbeat_interval,
         }
 
+    def _summarize(self, loaded: probes.LoadedProbes, summaries: SummaryDrain,
+                   submit: Callable[[list[Any]], None]) -> None:
+        """Summary events for what processes did beyond their fair share."""
+        table = loaded.bpf[b"overflow"]
+        events, gone = summaries.drain(read_overflow(table))
+        if events:
+            submit(events)
+        delete_overflow(table, gone)
+
     def _report_loss(
         self,
         loaded: probes.LoadedProbes,
@@ -373,6 +387,7 @@ class Collector:
         by_kind = loaded.lost_by_kind()
         self.loss.set_kernel({KIND_NAMES.get(k, str(k)): v for k, v in by_kind.items()})
         self.loss.dropped[UNDECODABLE] = sum(reader.undecodable.values())
+        self.loss.dropped[REPEAT_ORPHANED] = reader.builder.orphan_repeats
         if self.loss.total != reported or (final and self.loss.total):
             by_type = ", ".join(f"{k}={sum(v)}" for k, v in sorted(self.loss.kernel.items()))
             log.warning("loss: %s%s", self.loss.summary(),

@@ -20,11 +20,15 @@ from snoopbus.collector.records import (
     KIND_CHDIR,
     KIND_CLOSE_WRITE,
     KIND_CREATE,
+    KIND_EXEC,
+    KIND_EXIT,
+    KIND_FORK,
     KIND_LINK,
     KIND_MODIFY,
     KIND_MOUNT,
     KIND_OPEN,
     KIND_RENAME,
+    KIND_REPEAT,
     KIND_SYMLINK,
     KIND_XATTR,
     ExecRecord,
@@ -33,6 +37,7 @@ from snoopbus.collector.records import (
     ForkRecord,
     Header,
     Record,
+    RepeatRecord,
     decode,
     decode_header,
 )
@@ -58,6 +63,11 @@ _NOTED_NRS = frozenset(
 )
 _NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o100000: "regular",
                0o140000: "socket", 0: "regular"}  # mknod's mode 0 makes a regular file
+# Kinds no repeat stands on (what fastbuild.c's remember() skips too).
+_NOT_FILE_KINDS = (KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_REPEAT)
+# Threads whose last file record is kept for its repeats (as the kernel's
+# coal map: bpf/snoopbus.bpf.c).
+LAST_PER_THREAD = 65536
 
 
 def encode_dev(kdev: int) -> int:
@@ -114,6 +124,11 @@ class EventBuilder:
         # Names are resolved after the fact only in our own mount namespace.
         self.own_ns = (host_paths.own_ns if host_paths is not None
                        else os.stat("/proc/self/ns/mnt").st_ino)
+        # tid -> its last file record as read, or (kind, its events) once a
+        # repeat built them: a KIND_REPEAT record says that record happened
+        # `count` more times (coalesced in the kernel).
+        self._last: dict[int, bytes | tuple[int, list[tuple[str, Event]]]] = {}
+        self.orphan_repeats = 0  # repeats whose base was forgotten: counted as lost
         self._subjects: dict[str, str] = {}
         self.clock_offset = boot_to_epoch_offset()
         # The common file records at C speed, when this install has it; it
@@ -121,7 +136,7 @@ class EventBuilder:
         self._native = native.make(
             host, instance, tuple(self.subject(t) for t in native.TYPES), cache.table(),
             self._proc_section, path_filter, host_paths.own_ns if host_paths is not None else None,
-            _NOTED_NRS, RENAME_WHITEOUT,
+            _NOTED_NRS, RENAME_WHITEOUT, self._last, LAST_PER_THREAD, _NOT_FILE_KINDS,
         ) if use_native else None
         self._seq: Iterator[int] = (self._native if self._native is not None
                                     else itertools.count(1))
@@ -204,6 +219,8 @@ class EventBuilder:
             return self._file(rec)
         if isinstance(rec, ExitRecord):
             return [self._exit(rec)]
+        if isinstance(rec, RepeatRecord):
+            return self.repeat(rec)
         return [self._exec(rec)]
 
     def _cached_proc(
@@ -282,7 +299,11 @@ class EventBuilder:
         """Every event of one ring-buffer record, as maps; RecordError if it is
         malformed. The reference path: build_many takes the common records
         natively when it can, and makes the same events, encoded."""
-        return self.build_all(decode(buf))
+        rec = decode(buf)
+        # (The native builder's drain has kept it already: the same again.)
+        if rec.hdr.kind not in _NOT_FILE_KINDS:
+            self._remember(rec.hdr.tid, buf)
+        return self.build_all(rec)
 
     def build_many(
         self, raw: list[bytes], one: Callable[[bytes], list[tuple[str, Event]]] | None = None,
@@ -291,7 +312,9 @@ class EventBuilder:
         (collector/native.py) the common file records come out encoded (bytes,
         spliced into the batch by encode_batch), the others through `one`
         (default build_raw: the caller may wrap it to count malformed records);
-        without it, every record goes through `one`."""
+        without it, every record goes through `one`. Either way each thread's
+        last file record is kept as read (in C by the native builder), for a
+        KIND_REPEAT record (the kernel coalesced that many more) to stand on."""
         one = one or self.build_raw
         if self._native is not None:  # the ignore: the C extension's result is untyped
             return self._native.drain(raw, self.clock_offset, one)  # type: ignore[no-any-return]
@@ -299,6 +322,65 @@ class EventBuilder:
         for buf in raw:
             out.extend(one(buf))
         return out
+
+    def _remember(self, tid: int, buf: bytes) -> None:
+        """As fastbuild.c's remember(): the dict's order is recency."""
+        last = self._last
+        if tid in last:
+            del last[tid]
+        elif len(last) >= LAST_PER_THREAD:
+            del last[next(iter(last))]
+        last[tid] = buf
+
+    def repeat(self, rec: RepeatRecord) -> list[tuple[str, Event]]:
+        """The thread's last file record's events once more, standing for
+        `count` identical ones (none when that record made none: filtered)."""
+        known = self._last.get(rec.hdr.tid)
+        if isinstance(known, bytes):  # kept as read: its events once, for every repeat
+            base_rec = decode(known)
+            known = self._last[rec.hdr.tid] = (base_rec.hdr.kind, self.build_all(base_rec))
+        if known is None or known[0] != rec.of_kind:
+            self.orphan_repeats += rec.count
+            return []
+        base = known[1]
+        out: list[tuple[str, Event]] = []
+        for subject, ev in base:
+            again = self._base(rec.hdr.ts_boot, ev["type"])
+            again.update({k: v for k, v in ev.items() if k not in again})
+            again["count"] = rec.count
+            out.append((subject, cast(Event, again)))
+        return out
+
+    def summary(self, pid: int, uid: int, kind: int, count: int, lost: int, since_boot: int,
+                until_boot: int, ino: int, dev: int) -> tuple[str, Event]:
+        """A `summary` event: `count` file events of type `of` by `pid` over
+        its fair share (and `lost` the ring buffer had no room for), not
+        delivered one by one, between `since` and `ts` (proto/README.md)."""
+        ev = self._base(until_boot, "summary")
+        info = self.cache.get(pid)
+        exited = self._exited.get(pid)
+        if info is None and exited is not None:
+            proc = dict(exited)
+            proc.pop("tid", None)
+        else:
+            proc = {"pid": pid, "uid": uid}
+            if info is not None:
+                proc.update({k: v for k, v in self._proc(
+                    Header(0, 0, pid, pid, 0, uid, 0, 0, 0, ""), info).items()
+                    if k not in ("tid", "ppid", "gid", "comm", "cgroup")})
+        ev["proc"] = proc
+        f: dict[str, Any] = {}
+        if ino:
+            f["inode"] = ino
+            f["dev"] = encode_dev(dev)
+        ev["file"] = f
+        ev["of"] = FILE_KIND_NAMES.get(kind, str(kind))
+        ev["count"] = count
+        if lost:
+            ev["lost"] = lost
+        ev["since"] = since_boot + self.clock_offset
+        return self.subject("summary"), ev  # type: ignore[return-value]
+
 
     @property
     def native(self) -> bool:

@@ -214,6 +214,13 @@ typedef struct {
     /* The last proc section used: a thread's records come in runs. */
     char last_key[44];
     PyObject *last_info, *last_packed;
+    /* tid -> its last file record (bytes), oldest first: what a repeat record
+     * (the kernel coalesced N more like it) stands on. EventBuilder's own dict,
+     * kept here in record order, by both paths. */
+    PyObject *last;
+    Py_ssize_t last_max;
+    PyObject *last_tid;  /* the tid remembered last (an int), at the dict's end */
+    unsigned not_file[4];  /* exec, exit, fork, repeat: kinds not remembered */
 } Builder;
 
 static void Builder_dealloc(Builder *self) {
@@ -224,6 +231,8 @@ static void Builder_dealloc(Builder *self) {
     Py_XDECREF(self->truncated);
     Py_XDECREF(self->last_info);
     Py_XDECREF(self->last_packed);
+    Py_XDECREF(self->last);
+    Py_XDECREF(self->last_tid);
     for (int i = 0; i < NTYPES; i++) Py_XDECREF(self->subjects[i]);
     PyMem_Free(self->noted);
     PyMem_Free(self->out.p);
@@ -296,6 +305,22 @@ static int Builder_init(Builder *self, PyObject *args, PyObject *kw) {
         get_uint(layout, "RENAME_WHITEOUT", &self->rename_whiteout) < 0 ||
         get_uint(layout, "version", &self->version) < 0)
         return -1;
+    PyObject *last = PyDict_GetItemString(layout, "last");
+    PyObject *not_file = PyDict_GetItemString(layout, "not_file_kinds");
+    unsigned last_max;
+    if (last == NULL || !PyDict_Check(last) || not_file == NULL || !PyTuple_Check(not_file) ||
+        PyTuple_GET_SIZE(not_file) != 4 || get_uint(layout, "last_max", &last_max) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "layout has no last, "
+                                               "last_max or not_file_kinds");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        self->not_file[i] = (unsigned)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(not_file, i));
+        if (PyErr_Occurred()) return -1;
+    }
+    Py_INCREF(last);
+    self->last = last;
+    self->last_max = (Py_ssize_t)last_max;
     PyObject *noted = PyDict_GetItemString(layout, "noted_nrs");
     PyObject *seq = noted ? PySequence_Fast(noted, "noted_nrs") : NULL;
     if (seq == NULL) {
@@ -633,6 +658,40 @@ static int build_one(Builder *self, PyObject *list, PyObject *rec, long long off
     return emit(self, list, &c, T_MOVED_TO, &p2, trunc2, 1, cookie << 1) < 0 ? -1 : 1;
 }
 
+/* Keeps a file record as its thread's last (re-inserted: the dict's order is
+ * recency; the oldest goes past last_max), as EventBuilder._remember does. */
+static int remember(Builder *self, PyObject *rec) {
+    const char *buf = PyBytes_AS_STRING(rec);
+    if (PyBytes_GET_SIZE(rec) < HDR_SIZE) return 0;
+    unsigned kind = (unsigned)rd(buf + 36, 2);
+    for (int i = 0; i < 4; i++)
+        if (kind == self->not_file[i]) return 0;
+    unsigned long t = (unsigned long)rd(buf + 20, 4);
+    /* A thread's records come in runs: its key is the dict's last already. */
+    if (self->last_tid != NULL && PyLong_AsUnsignedLong(self->last_tid) == t)
+        return PyDict_SetItem(self->last, self->last_tid, rec);
+    PyObject *tid = PyLong_FromUnsignedLong(t);
+    if (tid == NULL) return -1;
+    int had = PyDict_Contains(self->last, tid);
+    if (had < 0 || (had && PyDict_DelItem(self->last, tid) < 0)) goto fail;
+    if (!had && PyDict_GET_SIZE(self->last) >= self->last_max) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        if (PyDict_Next(self->last, &pos, &k, &v)) {
+            Py_INCREF(k);
+            int bad = PyDict_DelItem(self->last, k);
+            Py_DECREF(k);
+            if (bad) goto fail;
+        }
+    }
+    int r = PyDict_SetItem(self->last, tid, rec);
+    Py_XSETREF(self->last_tid, tid);
+    return r;
+fail:
+    Py_DECREF(tid);
+    return -1;
+}
+
 static PyObject *Builder_drain(Builder *self, PyObject *args) {
     PyObject *records, *fallback;
     long long offset;
@@ -644,6 +703,9 @@ static PyObject *Builder_drain(Builder *self, PyObject *args) {
         PyObject *rec = PyList_GET_ITEM(records, i);
         int r = PyBytes_CheckExact(rec) ? build_one(self, out, rec, offset) : 0;
         if (r < 0) goto fail;
+        /* Before a fallback: a repeat record (the Python builder's) finds its
+         * base here, the record itself is not one. */
+        if (PyBytes_CheckExact(rec) && remember(self, rec) < 0) goto fail;
         if (r == 0) {
             PyObject *evs = PyObject_CallOneArg(fallback, rec);
             if (evs == NULL) goto fail;

@@ -15,6 +15,9 @@ PUBLISH_BACKLOG = "publish_backlog"
 PUBLISH_FAILED = "publish_failed"  # a publish that still failed when the collector stopped
 SPILL_TORN = "spill_torn"  # events in a spill frame a crash had cut short, found at start
 SPILL_IO_ERROR = "spill_io_error"  # events the spill could not write (disk error)
+# Coalesced repeats (isolation) whose first event user space no longer knew
+# (collector/events.py keeps the last of LAST_PER_THREAD threads)
+REPEAT_ORPHANED = "repeat_orphaned"
 # Permanent publish errors (collector/publisher.py): retried a bounded number of
 # times, then the message is counted here and the queue moves on.
 PUBLISH_TOO_LARGE = "publish_too_large"  # an event over max_payload even with its text cut
@@ -32,7 +35,8 @@ DUPLICATE_ID = "duplicate_id"
 # has no increase).
 REASONS = (KERNEL_RINGBUF_FULL, UNDECODABLE, PUBLISH_BACKLOG, PUBLISH_FAILED, SPILL_TORN,
            SPILL_IO_ERROR, PUBLISH_TOO_LARGE, PUBLISH_DENIED, PUBLISH_NO_STREAM,
-           PUBLISH_BAD_SUBJECT, PUBLISH_REJECTED, UNENCODABLE, DUPLICATE_ID)  # fmt: skip
+           PUBLISH_BAD_SUBJECT, PUBLISH_REJECTED, UNENCODABLE, DUPLICATE_ID,
+           REPEAT_ORPHANED)  # fmt: skip
 
 
 @dataclass

@@ -37,7 +37,8 @@ TYPES: Final = ("open", "create", "modify", "close_write", "delete", "attrib", "
 _said = False
 
 
-def layout(noted_nrs: frozenset[int], rename_whiteout: int) -> dict[str, Any]:
+def layout(noted_nrs: frozenset[int], rename_whiteout: int, last: dict[int, Any], last_max: int,
+           not_file_kinds: tuple[int, ...]) -> dict[str, Any]:
     """What fastbuild.c needs of records.py: the formats it checks against its
     own, and the kind and flag numbers it uses."""
     kinds = {name: kind for kind, name in R.FILE_KIND_NAMES.items()
@@ -60,6 +61,11 @@ def layout(noted_nrs: frozenset[int], rename_whiteout: int) -> dict[str, Any]:
         "RENAME_WHITEOUT": rename_whiteout,
         "noted_nrs": sorted(noted_nrs),
         "truncated": paths.TRUNCATED,
+        # EventBuilder._last: tid -> its last file record, kept by the builder
+        # for repeat records (at most last_max threads; not those kinds).
+        "last": last,
+        "last_max": last_max,
+        "not_file_kinds": tuple(not_file_kinds),
     }
 
 
@@ -83,7 +89,8 @@ def make(
     host: str, instance: str, subjects: tuple[str, ...], procs: dict[int, Any],
     proc_section: Callable[[bytes], tuple[Any, bytes]],
     path_filter: Callable[[bytes], bool] | None, host_ns: int | None,
-    noted_nrs: frozenset[int], rename_whiteout: int,
+    noted_nrs: frozenset[int], rename_whiteout: int, last: dict[int, Any],
+    last_max: int, not_file_kinds: tuple[int, ...],
 ) -> Any | None:
     """A native builder, or None (said once in the log) where there is none."""
     global _said
@@ -94,7 +101,8 @@ def make(
         return None
     try:
         built = _fastbuild.Builder(
-            layout(noted_nrs, rename_whiteout), host, instance, subjects, procs, proc_section,
+            layout(noted_nrs, rename_whiteout, last, last_max, not_file_kinds), host, instance,
+            subjects, procs, proc_section,
             path_filter, -1 if host_ns is None else host_ns,
         )
     except (ValueError, TypeError, KeyError) as exc:  # a layout it does not read

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -110,12 +111,23 @@ class ProbeLimits:
     # A CPU wakes the reader when its last wake-up is this old (or every 64 records):
     # the latency of a record under light load, the cost of wake-ups under heavy load.
     wakeup_us: int = 1000
+    # Isolation (bpf/snoopbus.bpf.c, proto/README.md "Isolation"):
+    # Ring buffer pages file records leave to exec, exit and fork records.
+    reserve_pages: int = 256
+    coalesce_ms: int = 1000  # a chain of identical records is reported at least this often
+    # Records/s each source may write while the ring buffer fills; 0 (the default):
+    # no fair share (its accounting under a full ring is not exact yet: issue 15).
+    source_rate: int = 0
+    source_burst_ms: int = 500  # ... after a burst of this many ms' worth
 
     def __post_init__(self) -> None:
         if self.argv_max < NAME_SZ or self.argv_max & (self.argv_max - 1):
             raise ValueError(f"argv_max must be a power of two >= {NAME_SZ}, got {self.argv_max}")
         if self.ringbuf_pages < 1 or self.ringbuf_pages & (self.ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, got {self.ringbuf_pages}")
+        if min(self.source_rate, self.coalesce_ms, self.source_burst_ms, self.reserve_pages) < 0:
+            raise ValueError("source_rate, coalesce_ms, source_burst_ms and reserve_pages must "
+                             "not be negative")
         if not 1 <= self.path_depth_max <= 1024:
             raise ValueError(f"path_depth_max must be within 1..1024, got {self.path_depth_max}")
 
@@ -159,6 +171,18 @@ def defines(
         "RINGBUF_PAGES": limits.ringbuf_pages,
         "ARGV_MAX": limits.argv_max,
         "WAKEUP_NS": limits.wakeup_us * 1000,
+        "RINGBUF_BYTES": limits.ringbuf_pages * 4096,
+        # Room file records leave to exec, exit, fork: at most a quarter of the ring.
+        "RESERVE_BYTES": min(limits.reserve_pages * 4096, limits.ringbuf_pages * 4096 // 4),
+        # Seeds the coalescing hash (bpf/snoopbus.bpf.c rec_hash): unknown to the
+        # processes whose records it compares.
+        "COAL_SEED": int.from_bytes(os.urandom(8), "little") >> 1,
+        "COALESCE_NS": limits.coalesce_ms * 1_000_000,
+        "COALESCE_MAX": 1 << 30,
+        "SOURCE_RATE": limits.source_rate,
+        "SOURCE_BURST_NS": limits.source_burst_ms * 1_000_000,
+        # Fair shares apply while more than an eighth of the file ring buffer is unread.
+        "PRESSURE_BYTES": limits.ringbuf_pages * 4096 // 8,
     }
 
 
@@ -251,10 +275,26 @@ class LoadedProbes:
                 out[key.value] = counts
         return out
 
+    def consumer_position(self) -> Callable[[int], None]:
+        """Stores the file ring buffer's consumer position where the probes
+        read it (ring_pos[1]): how they tell the ring buffer is filling."""
+        table = self.bpf[b"ring_pos"]
+        key = ctypes.c_int(1)
+        last = -1
+
+        def store(pos: int) -> None:
+            nonlocal last
+            if pos != last:
+                table[key] = ctypes.c_uint64(pos)
+                last = pos
+
+        return store
+
     def kernel_stats(self) -> dict[str, int]:
         """What the kernel side filtered out, summed over CPUs (KS_* in files.h)."""
         table = self.bpf[b"kstats"]
-        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut")
+        names = ("filtered_task", "filtered_path", "failed_skipped", "close_scan_cut",
+                 "overflow_table_full")
         return {name: sum(int(v) for v in table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
     def close(self) -> None:

@@ -40,11 +40,16 @@ class RingReader:
         builder: EventBuilder,
         deliver: Callable[[Batch], None],
         poll_ms: int = 10,  # bounds the wait of a quiet CPU's last records
+        consumed: Callable[[int], None] | None = None,
         trace: StageTrace | None = None,
     ) -> None:
         self._trace = trace
         self.ring = ring
-        self._builder = builder
+        # Told `ring`'s consumer position after each drain: the probes compare
+        # it with what they wrote to keep room for exec and exit records
+        # (bpf/snoopbus.bpf.c, ring_out): the collector must pass it.
+        self._consumed = consumed
+        self.builder = builder
         self._deliver = deliver
         self._poll_s = poll_ms / 1000
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,10 +94,12 @@ class RingReader:
         """One bounded drain; returns how many records it took."""
         read_ns = time.time_ns() if self._trace is not None else 0
         raw = self.ring.drain(DRAIN_BYTES)
+        if self._consumed is not None:
+            self._consumed(self.ring.positions()[0])
         if not raw:
             return 0
         self.records += len(raw)
-        batch: Batch = self._builder.build_many(raw, self._build_one)
+        batch: Batch = self.builder.build_many(raw, self._build_one)
         if self._trace is not None:
             self._trace.drained(read_ns, time.time_ns())
         if batch:
@@ -102,7 +109,7 @@ class RingReader:
     def _build_one(self, buf: bytes) -> list[tuple[str, Event]]:
         """The Python builder's events of one record; a malformed one is counted."""
         try:
-            return self._builder.build_raw(buf)
+            return self.builder.build_raw(buf)
         except RecordError as exc:
             self.undecodable[str(exc)] += 1
             return []
@@ -128,7 +135,7 @@ class RingReader:
     @property
     def native(self) -> bool:
         """Whether the native builder makes the common file events."""
-        return self._builder.native
+        return self.builder.native
 
     @property
     def alive(self) -> bool:

@@ -33,6 +33,7 @@ KIND_MOUNT = 15  # no event: the caller's namespace has other mounts now
 KIND_XATTR = 20  # attrib of an extended attribute, its name as `target`
 KIND_FORK = 24  # no event: a new process, its parent's image until it execs
 KIND_CHDIR = 25  # no event: the process's cwd is now the record's path
+KIND_REPEAT = 26  # the thread's last file record `count` more times (coalesced in the kernel)
 LOST_INFLIGHT_FULL = 30  # lost-map slot, not a record kind
 
 FILE_KIND_NAMES = {
@@ -81,6 +82,7 @@ HDR = struct.Struct("<QQIIIIIHH16s")
 EXEC_TAIL = struct.Struct("<HHI")  # exe_len, cwd_len, argv_len
 EXIT_TAIL = struct.Struct("<II")  # exit_code (wait status), pad
 FORK_TAIL = struct.Struct("<II")  # child tgid, pad
+REPEAT_TAIL = struct.Struct("<IHH")  # count, of_kind, pad
 # struct file_rec after the header: ret, cookie, ino, dev, mnt_ns, nr, oflags, mode, fd, seg[4]
 FILE_TAIL = struct.Struct("<qQQIIIIIi4H")
 
@@ -175,7 +177,14 @@ class FileRecord:
         return bool(self.hdr.flags & F_URING)
 
 
-Record = ExecRecord | ExitRecord | FileRecord | ForkRecord
+@dataclass(slots=True)
+class RepeatRecord:
+    hdr: Header  # the thread's; ts: when the last of the repeats was seen
+    count: int  # records identical to the thread's last one, not written
+    of_kind: int
+
+
+Record = ExecRecord | ExitRecord | FileRecord | ForkRecord | RepeatRecord
 
 
 def join_path(names: bytes, truncated: bool = False) -> str:
@@ -372,7 +381,15 @@ def _decode_file(hdr: Header, buf: bytes) -> FileRecord:
     )
 
 
+def _decode_repeat(hdr: Header, buf: bytes) -> RepeatRecord:
+    if len(buf) < HDR.size + REPEAT_TAIL.size:
+        raise RecordError("repeat record too short")
+    count, of_kind, _ = REPEAT_TAIL.unpack_from(buf, HDR.size)
+    return RepeatRecord(hdr, count, of_kind)
+
+
 DECODERS: dict[int, Callable[[Header, bytes], Record]] = {
+    KIND_REPEAT: _decode_repeat,
     KIND_EXEC: _decode_exec,
     KIND_EXIT: _decode_exit,
     KIND_FORK: _decode_fork,

@@ -42,7 +42,10 @@ FILE_TYPES: Final = (
 )
 # Published by the rename pairer, not the collector.
 DERIVED_FILE_TYPES: Final = ("renamed", "moved_in", "moved_out")
-EVENT_TYPES: Final = PROC_TYPES + FILE_TYPES + DERIVED_FILE_TYPES
+# Published by the collector for what a process did beyond its fair share
+# (proto/README.md, "Isolation"): a file subject, proc the process, `of` the type.
+SUMMARY_TYPES: Final = ("summary",)
+EVENT_TYPES: Final = PROC_TYPES + FILE_TYPES + DERIVED_FILE_TYPES + SUMMARY_TYPES
 # Lowest first: a level's index is its rank (proto/alert_map.py).
 ALERT_LEVELS: Final = ("informational", "low", "medium", "high", "critical")
 # Kinds of alert map: a Sigma rule's match, a throttle's summary of several
@@ -71,7 +74,7 @@ class Field:
 
 
 _ALL: Final = EVENT_TYPES
-_FILE: Final = FILE_TYPES + DERIVED_FILE_TYPES
+_FILE: Final = FILE_TYPES + DERIVED_FILE_TYPES + SUMMARY_TYPES
 _MOVES: Final = ("moved_from", "moved_to", "renamed", "moved_in", "moved_out")
 # File types an io_uring request can make (proto/README.md, "... through io_uring").
 _URING: Final = ("open", "create", "modify", "close_write", "delete", "rmdir", "mkdir",
@@ -97,6 +100,12 @@ EVENT_FIELDS: Final = (
     _f("signal", "int", ("exit",), "the signal that ended the process"),
     _f("via", "str", _URING, '"io_uring": the operation was an io_uring request, not a syscall'),
     _f("io_uring_op", "str", _URING, "with via: the opcode (IORING_OP_*, lower case)"),
+    _f("count", "int", FILE_TYPES + SUMMARY_TYPES,
+       "events this one stands for, absent = 1: a file event and count - 1 identical ones "
+       "(same thread, type, file) coalesced in the kernel; a summary: events of type `of`"),
+    _f("of", "str", SUMMARY_TYPES, "the type a summary counts"),
+    _f("lost", "int", SUMMARY_TYPES, "of those, how many the ring buffer had no room for"),
+    _f("since", "int", SUMMARY_TYPES, "start of the span a summary covers (ns since the epoch)"),
     # proc
     _f("proc.pid", "int", _ALL, "thread-group id (what userspace calls the pid)"),
     _f("proc.tid", "int", _ALL, "thread id"),

@@ -35,6 +35,9 @@ from snoopbus.proto.fields import (
 from snoopbus.proto.fields import (
     PROC_TYPES as PROC_TYPES,
 )
+from snoopbus.proto.fields import (
+    SUMMARY_TYPES as SUMMARY_TYPES,
+)
 
 SCHEMA_VERSION: Final = 1
 # Starts a path whose beginning is missing (`*_truncated: true` beside it): real
@@ -45,7 +48,7 @@ Family = Literal["proc", "file"]
 
 _FAMILY: Final[dict[str, Family]] = {
     **dict.fromkeys(PROC_TYPES, "proc"),
-    **dict.fromkeys(FILE_TYPES + DERIVED_FILE_TYPES, "file"),
+    **dict.fromkeys(FILE_TYPES + DERIVED_FILE_TYPES + SUMMARY_TYPES, "file"),
 }
 
 
@@ -129,6 +132,13 @@ class Event(TypedDict, total=False):
     signal: int  # exit: the signal that ended the process
     via: str  # "io_uring": the operation was an io_uring request, not a syscall
     io_uring_op: str  # with via: the request's opcode name (IORING_OP_*, lower case)
+    # Isolation (proto/README.md): events this one stands for; absent means 1.
+    # A file event: it and count - 1 identical ones (same thread, type and file)
+    # right before it. A summary: events of type `of` not delivered one by one.
+    count: int
+    of: str  # summary: the type it counts ("rename": moved_from + moved_to pairs)
+    lost: int  # summary: events of type `of` the ring buffer had no room for
+    since: int  # summary: start of the span it covers (ns since the Unix epoch)
 
 
 class SchemaError(ValueError):

@@ -1,5 +1,5 @@
 /* Shared by every snoopbus probe program and mirrored by collector/records.py
- * (tests/test_record_layout.py holds the record structs to its formats).
+ * (tests/collector/test_record_layout.py holds the record structs to its formats).
  *
  * Kernel structs are never dereferenced through headers: BCC compiles against
  * whatever headers are installed, which may be from another kernel. Every
@@ -16,11 +16,14 @@
 /* Record kinds: the first field the user-space decoder dispatches on. */
 #define KIND_EXEC 1
 #define KIND_EXIT 2
+/* N more file records of the thread identical to its last one (isolation:
+ * coalesced in the kernel, see emit_file in snoopbus.bpf.c). */
+#define KIND_REPEAT 26
 #define KIND_MAX 32
 
 /* Record flags (rec_hdr.flags, 16 bits): the one table of them, for every
  * record kind; collector/records.py mirrors it and
- * tests/test_record_constants.py checks that both agree and no two overlap. */
+ * tests/collector/test_record_constants.py checks that both agree and no two overlap. */
 #define F_EXE_TRUNC   (1 << 0)  /* exe path deeper or longer than the limits */
 #define F_CWD_TRUNC   (1 << 1)
 #define F_ARGV_TRUNC  (1 << 2)  /* argv longer than ARGV_MAX */
@@ -50,6 +53,14 @@ struct rec_hdr {
     u16 kind;
     u16 flags;
     char comm[16];
+};
+
+/* KIND_REPEAT: the thread's last file record stands for `count` more. */
+struct repeat_rec {
+    struct rec_hdr h;
+    u32 count;
+    u16 of_kind;  /* the kind of the record repeated */
+    u16 _pad;
 };
 
 /* Per-CPU scratch where a variable-length record is assembled before it is

@@ -98,7 +98,8 @@
 #define KS_FILTERED_TASK 0  /* excluded comm, uid or cgroup */
 #define KS_FILTERED_PATH 1  /* excluded (or not included) path prefix */
 #define KS_FAILED        2  /* failed call, not reported without INCLUDE_FAILED */
-#define KS_MAX           4
+#define KS_OVERFLOW_FULL 4  /* isolation: no room in `overflow`, counted lost per kind only */
+#define KS_MAX           5
 
 #define ARG_NONE (-1)
 

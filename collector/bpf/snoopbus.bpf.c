@@ -2,12 +2,17 @@
  *
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
- * Extra -D constants: ARGV_MAX, TASK_STORAGE, and those files.h lists. */
+ * Extra -D constants: ARGV_MAX, TASK_STORAGE, RINGBUF_BYTES, RESERVE_BYTES,
+ * COAL_SEED, COALESCE_NS, COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES, and those
+ * files.h lists. */
 #include "common.h"
 #include "proc.h"
 #include "files.h"
 #include "closes.h"
 
+/* Every record, exec and exit among file records: a thread's exec is read
+ * before the file records of its new image. File records leave RESERVE_BYTES
+ * of it to exec, exit and fork (ring_out). */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(scratch_map, struct scratch, MAX_CPUS);
 /* Records the ring buffer had no room for, per CPU and per kind. */
@@ -144,8 +149,94 @@ struct wake_state {
 };
 BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
 
-/* Copies the assembled record into the ring buffer; counts it lost if full. */
-static __always_inline void emit(u8 *buf, u32 size, u16 kind)
+/* ---- Isolation: one source cannot blind the collector (proto/README.md) ----
+ *
+ * Coalescing: a thread's file record identical to its last one but for its
+ * time (same kind, inode and size, and the same rec_hash of every other byte:
+ * header, fields, names; so the same event on the wire) is not emitted; it is
+ * counted in the thread's `coal` entry, and the count goes out as one
+ * KIND_REPEAT record (user space: the last event again, with `count`) when
+ * the thread's next different record comes, when COALESCE_NS passed since the
+ * chain's last record went out, at its exec or its exit. A chain starts only
+ * at a record that reached the ring buffer, so a repeat always has its base.
+ *
+ * Fair share: while the file ring buffer holds more than PRESSURE_BYTES not
+ * yet read, each source may emit SOURCE_RATE records/s (a burst of
+ * SOURCE_BURST_NS worth); what it emits beyond is not written but counted per
+ * (tgid, kind) in `overflow`, which user space drains as `summary` events.
+ * Below the pressure mark every record goes (nothing is withheld while there
+ * is room). A source is a uid for uids other than root: an unprivileged user
+ * cannot change uid, and threads, children and sessions all share it; root
+ * (which can unload the probes anyway) is one source per process. Records
+ * the ring had no room for are counted there too (`lost`), so every file
+ * event of every process is delivered, coalesced, summarized or counted.
+ */
+struct coal_state {
+    u64 ino;
+    u64 hash;     /* rec_hash of the chain's first record */
+    u64 since;    /* when the chain's last record (first or repeat) went out */
+    u32 dev;
+    u32 size;
+    u32 pending;  /* identical records not yet reported */
+    u16 kind;     /* 0: no chain */
+    u16 _pad;
+};
+BPF_HASH(coal, u32, struct coal_state, 65536);  /* by thread; freed at its exit */
+/* Source -> the GCRA's theoretical arrival time (boot ns). */
+BPF_TABLE("lru_hash", u64, u64, budget, 16384);
+struct over_key {
+    u32 tgid;
+    u32 kind;
+};
+struct over_val {
+    u64 summarized;  /* over the fair share under pressure: not written */
+    u64 lost;        /* no room in the ring buffer */
+    u64 first_ts;
+    u64 last_ts;
+    u64 ino;         /* the last such record's file, when it had one */
+    u32 dev;
+    u32 uid;
+};
+/* Cumulative: user space reports the growth; it deletes the entries of
+ * processes gone once reported (collector/summary.py). */
+BPF_HASH(overflow, struct over_key, struct over_val, 65536);
+/* [0] bytes the probes wrote to `events` (as ring buffer positions count
+ * them: headers and padding included), [1] bytes the reader consumed, stored
+ * by it after each drain (LoadedProbes.consumer_position). Two elements: each
+ * has one writer. Array lookups are inlined: a few instructions each. */
+BPF_ARRAY(ring_pos, u64, 2);
+
+static __always_inline void count_lost_n(u32 kind, u64 n)
+{
+    u64 *c = lost.lookup(&kind);
+    if (c)
+        *c += n;
+}
+
+static __always_inline void overflow_add(struct rec_hdr *h, u16 kind, u64 summarized, u64 gone,
+                                         u64 ino, u32 dev)
+{
+    struct over_key k = {.tgid = h->pid, .kind = kind};
+    struct over_val *v = overflow.lookup(&k);
+    if (!v) {
+        struct over_val init = {.first_ts = h->ts, .uid = h->uid};
+        overflow.update(&k, &init);
+        v = overflow.lookup(&k);
+        if (!v) {  /* table full: still counted, as lost, per kind (callers
+                    * counted `gone` there already) */
+            count_lost_n(kind, summarized);
+            kstat(KS_OVERFLOW_FULL);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&v->summarized, summarized);
+    __sync_fetch_and_add(&v->lost, gone);
+    v->last_ts = h->ts;
+    v->ino = ino;
+    v->dev = dev;
+}
+
+static __always_inline u64 wake_flags(void)
 {
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP_F;
@@ -157,10 +248,191 @@ static __always_inline void emit(u8 *buf, u32 size, u16 kind)
             w->last = now;
         }
     }
-    /* Records are shorter than DATA_SIZE; the mask is for the verifier. */
+    return flags;
+}
+
+/* Writes a record to `events`, keeping count of the bytes written (ring_pos[0]).
+ * A file record (file != 0) is refused, as if the ring buffer were full, when
+ * it would leave less than RESERVE_BYTES free as far as the probes can tell
+ * (the reader's position is stored after each drain, so they see the ring
+ * fuller than it is, never emptier): exec, exit and fork records may use that
+ * reserve, so file traffic never takes their room. Concurrent writers can
+ * pass the check together: a CPU's record at most each, far below the reserve. */
+static __always_inline int ring_out(void *buf, u32 size, int file)
+{
+    u32 zero = 0, one = 1;
+    u64 *prod = ring_pos.lookup(&zero);
+    if (!prod)
+        return -1;
     size &= DATA_SIZE - 1;
-    if (events.ringbuf_output(buf, size, flags) < 0)
+    u64 need = (size + 8 + 7) & ~7;  /* as ring buffer positions count it */
+    if (file) {
+        u64 *cons = ring_pos.lookup(&one);
+        if (cons && (s64)(*prod + need - *cons) > (s64)RINGBUF_BYTES - RESERVE_BYTES)
+            return -1;
+    }
+    if (events.ringbuf_output(buf, size, wake_flags()) < 0)
+        return -1;
+    __sync_fetch_and_add(prod, need);
+    return 0;
+}
+
+/* Every byte of a record of up to COAL_BYTES but its time (the first 8),
+ * under a per-load secret seed: two file records of a thread with the same
+ * kind, inode, size and hash make the same event but for `ts`. Longer records
+ * are not coalesced (the bound keeps the verifier's work small). */
+#define COAL_BYTES 512
+static __always_inline u64 rec_hash(u8 *buf, u32 size)
+{
+    u64 h = (u64)COAL_SEED ^ size;
+    for (u32 off = 8; off < COAL_BYTES; off += 8) {
+        if (off >= size)
+            break;
+        /* The last word may reach past the record: stale scratch bytes, which
+         * can only make two hashes differ (a repeat not seen), never agree. */
+        u64 w = *(u64 *)(buf + (off & (COAL_BYTES - 1)));
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 31;
+    }
+    return h;
+}
+
+/* The chain's pending count as a KIND_REPEAT record (ts: now); counted per
+ * (tgid, kind) as lost when the ring buffer has no room for it. */
+static __always_inline void coal_flush(struct coal_state *st, struct rec_hdr *h)
+{
+    u32 n = st->pending;
+    if (!n)
+        return;
+    st->pending = 0;
+    struct repeat_rec rr = {};
+    rr.h = *h;
+    rr.h.kind = KIND_REPEAT;
+    rr.h.flags = 0;
+    rr.count = n;
+    rr.of_kind = st->kind;
+    if (ring_out(&rr, sizeof(rr), 1) < 0) {
+        count_lost_n(st->kind, n);
+        overflow_add(h, st->kind, 0, n, st->ino, st->dev);
+        st->kind = 0;  /* the chain has no more base */
+    }
+}
+
+/* Ends the calling thread's chain (exec, exit): its pending count goes out. */
+static __always_inline void coal_end(void *task, int forget)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct coal_state *st = coal.lookup(&tid);
+    if (!st)
+        return;
+    if (st->pending) {
+        struct rec_hdr h;
+        fill_hdr(&h, task, KIND_REPEAT);
+        coal_flush(st, &h);
+    }
+    st->kind = 0;
+    if (forget)
+        coal.delete(&tid);
+}
+
+/* Whether the source of `h` may write now: always while the ring buffer has
+ * room (no source's state is looked at then), else within its rate (GCRA:
+ * one u64 per source; races between CPUs only blur it). A source gets its
+ * burst afresh when pressure begins: SOURCE_BURST_NS worth of records, far
+ * less than the room left above PRESSURE_BYTES. */
+#if SOURCE_RATE
+static __always_inline int within_share(struct rec_hdr *h)
+{
+    u32 zero = 0, one = 1;
+    u64 *prod = ring_pos.lookup(&zero);
+    u64 *cons = ring_pos.lookup(&one);
+    if (!prod || !cons || (s64)(*prod - *cons) <= PRESSURE_BYTES)
+        return 1;
+    u64 now = h->ts;
+    u64 src = h->uid ? ((u64)1 << 32) | h->uid : h->pid;
+    u64 cost = 1000000000ULL / SOURCE_RATE;
+    u64 *tat = budget.lookup(&src);
+    if (!tat || *tat + SOURCE_BURST_NS < now) {
+        u64 t = now + cost;  /* new, or idle for a burst's time: a full burst */
+        budget.update(&src, &t);
+        return 1;
+    }
+    u64 t = *tat < now ? now : *tat;
+    if (t - now > SOURCE_BURST_NS)
+        return 0;  /* over its share: not charged, summarized */
+    *tat = t + cost;
+    return 1;
+}
+#else
+/* Fair shares off (SOURCE_RATE 0, the default): every source may always write. */
+static __always_inline int within_share(struct rec_hdr *h)
+{
+    return 1;
+}
+#endif
+
+static __always_inline void emit_file(struct file_rec *r, u32 size, u16 kind)
+{
+    u32 tid = r->h.tid;
+    struct coal_state *st = coal.lookup(&tid);
+    /* Fd-table scans (exit, exec, close_range) neither start nor join a
+     * chain: at an exit the thread's entry is gone already, and would stay. */
+    int chained = r->ino && !(r->h.flags & F_CLOSED_BY_MASK) && size <= COAL_BYTES;
+    u64 hash = 0;
+    size &= DATA_SIZE - 1;
+    if (chained)
+        hash = rec_hash((u8 *)r, size);
+    if (st && st->kind && chained && st->kind == kind && st->ino == r->ino
+        && st->size == size && st->hash == hash) {
+        st->pending++;
+        if (r->h.ts - st->since < COALESCE_NS && st->pending < COALESCE_MAX)
+            return;  /* coalesced */
+        coal_flush(st, &r->h);
+        st->since = r->h.ts;
+        return;
+    }
+    if (st) {
+        coal_flush(st, &r->h);
+        st->kind = 0;
+    }
+    if (!within_share(&r->h)) {
+        overflow_add(&r->h, kind, 1, 0, r->ino, r->dev);
+        return;
+    }
+    if (ring_out(r, size, 1) < 0) {
         count_lost(kind);
+        overflow_add(&r->h, kind, 0, 1, r->ino, r->dev);
+        return;
+    }
+    if (!chained)
+        return;
+    if (!st) {
+        struct coal_state init = {};
+        coal.update(&tid, &init);  /* full: this thread is not coalesced */
+        st = coal.lookup(&tid);
+        if (!st)
+            return;
+    }
+    st->kind = kind;
+    st->ino = r->ino;
+    st->dev = r->dev;
+    st->size = size;
+    st->hash = hash;
+    st->since = r->h.ts;
+    st->pending = 0;
+}
+
+/* Copies the assembled record into the ring buffer: exec, exit and fork
+ * (counted lost if full; they may use the reserve), file records through
+ * emit_file. */
+static __always_inline void emit(u8 *buf, u32 size, u16 kind)
+{
+    if (kind == KIND_EXEC || kind == KIND_EXIT || kind == KIND_FORK) {
+        if (ring_out(buf, size, 0) < 0)
+            count_lost(kind);
+        return;
+    }
+    emit_file((struct file_rec *)buf, size, kind);
 }
 
 /* Exec and exit, from scheduler raw tracepoints: no tracefs, no kprobes. */
@@ -224,6 +496,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
             end += n & (PATH_MAX_LEN * 2 - 1);
         }
     }
+    coal_end(task, 0);  /* repeats before it were the old image's */
     emit(s->data, end, KIND_EXEC);
     return 0;
 }
@@ -255,6 +528,7 @@ static __always_inline void exit_closes(void *ctx, void *task, void *signal, int
 RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
     void *task = (void *)bpf_get_current_task();
+    coal_end(task, 1);  /* every thread: its chain's count, and its entry */
     /* signal->live reaches 0 when the last thread exits: only then has the
      * process exited (a leader may leave before its threads). */
     void *signal = read_ptr(task, OFF_TASK_SIGNAL);

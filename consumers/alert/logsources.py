@@ -7,6 +7,7 @@
 | `file_delete`      | `delete`                                              |
 | `file_rename`      | `renamed`                                             |
 | `file_attrib`      | `attrib` (snoopbus's own category: chmod/chown)       |
+| `file_summary`     | `summary` (snoopbus's own: a flood's counts, proto/README.md) |
 
 A rule for any other product, category or a `service` is skipped: this
 stream never produces those events.
@@ -24,6 +25,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "file_delete": ("delete",),
     "file_rename": ("renamed",),
     "file_attrib": ("attrib",),
+    "file_summary": ("summary",),
 }
 
 

@@ -72,6 +72,7 @@ _MARK = "a snoopbus detail; the event's own fields say what happened"
 EVENT_UNMAPPED: Final = {
     "v": "the schema's version, not the event's", "cookie": _NO_ECS, "signal": _NO_ECS,
     "via": _NO_ECS, "io_uring_op": _NO_ECS, "proc.cgroup": _NO_ECS, "proc.script": _NO_ECS,
+    "count": _NO_ECS, "of": _NO_ECS, "lost": _NO_ECS, "since": _NO_ECS,
     "proc.argv_truncated": _MARK, "proc.exe_truncated": _MARK, "proc.cwd_truncated": _MARK,
     "proc.parent_argv_truncated": _MARK, "proc.parent_exe_truncated": _MARK,
     "proc.container_truncated": _MARK, "proc.script_truncated": _MARK,

@@ -31,6 +31,7 @@ FILE_ACTIVITY_ID = {
     "create": 1, "mkdir": 1, "link": 1, "symlink": 1, "moved_to": 1, "moved_in": 1,
     "open": 14, "modify": 3, "close_write": 3, "attrib": 6,
     "delete": 4, "rmdir": 4, "moved_from": 4, "moved_out": 4, "renamed": 5,
+    "summary": 99,  # what a process did beyond its fair share, counted (`count`)
 }  # fmt: skip
 FILE_TYPE_ID = {"mkdir": 2, "rmdir": 2, "symlink": 7}  # else 1, regular file
 SEVERITY_ID = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
@@ -41,7 +42,7 @@ CATEGORY_NAME = {1: "System Activity", 2: "Findings"}
 ACTIVITY_NAME = {
     PROCESS_ACTIVITY: {1: "Launch", 2: "Terminate"},
     FILE_ACTIVITY: {1: "Create", 3: "Update", 4: "Delete", 5: "Rename", 6: "Set Attributes",
-                    14: "Open"},
+                    14: "Open", 99: "Other"},
     DETECTION_FINDING: {1: "Create"},
 }  # fmt: skip
 SEVERITY_NAME = {1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical"}
@@ -59,6 +60,7 @@ EVENT_MAPPED: Final = {
     "proc.argv": "process.cmd_line", "proc.parent_exe": "process.parent_process.file",
     "proc.parent_argv": "process.parent_process.cmd_line",
     "file.path": "file.path", "file.old_path": "file.path", "file.inode": "file.uid",
+    "count": "count",
 }  # fmt: skip
 _NOT_SENT = "not sent (no attribute of these classes filled from it)"
 EVENT_UNMAPPED: Final = dict.fromkeys((
@@ -70,6 +72,7 @@ EVENT_UNMAPPED: Final = dict.fromkeys((
     "file.host_path", "file.closed_by", "file.tmpfile", "file.whiteout", "file.ia32",
     "file.mapped", "file.node", "file.xattr", "file.xattr_op", "file.path_resolution",
     "file.old_path_truncated", "file.target_truncated", "file.host_path_truncated",
+    "of", "lost", "since",
 ), _NOT_SENT)  # fmt: skip
 ALERT_MAPPED: Final = {
     "id": "finding_info.uid", "ts": "time", "host": "device.hostname",
@@ -149,6 +152,8 @@ def _base(class_uid: int, activity_id: int, event: dict[str, Any]) -> dict[str, 
                      "uid": display(event.get("id", "")), "original_time": str(ts)},
         "device": {"hostname": display(event.get("host", "")), "type_id": 0},
     }  # fmt: skip
+    if isinstance(event.get("count"), int):  # coalesced: OCSF's count of a logical group
+        doc["count"] = event["count"]
     if isinstance(event.get("ret"), int):
         doc["status_id"] = 2 if event["ret"] < 0 else 1
         doc["status"] = STATUS_NAME[doc["status_id"]]

@@ -33,10 +33,19 @@ from snoopbus.collector import probes
 loaded = probes.load(probes.ProbeLimits())
 b = loaded.bpf
 b[b"events"].open_ring_buffer(lambda ctx, data, size: 0)
-stop = False
+# A tree with isolation is told how far the reader got, as the collector does
+# (or its probes would see the ring buffer fill and refuse file records).
+try:
+    pos = b[b"ring_pos"]
+except KeyError:
+    pos = None
+import ctypes
 def drain():
     while not stop:
         b.ring_buffer_poll(100)
+        if pos is not None:
+            pos[ctypes.c_int(1)] = pos[ctypes.c_int(0)]  # all written was read
+stop = False
 threading.Thread(target=drain, daemon=True).start()
 names = {}
 for fn in b.funcs.values():

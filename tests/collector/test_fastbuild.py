@@ -70,6 +70,16 @@ def record(draw: st.DrawFn) -> bytes:
     return hdr + tail + b"".join(segs)
 
 
+@st.composite
+def repeat(draw: st.DrawFn) -> bytes:
+    """A KIND_REPEAT record of a thread record() may have made the last one of."""
+    pid = draw(st.sampled_from([100, 101, 102, 103]))
+    hdr = R.HDR.pack(draw(st.integers(0, (1 << 63) - 1)), 0, pid, pid + draw(st.integers(0, 1)),
+                     1, 0, 0, R.KIND_REPEAT, 0, b"x".ljust(16, b"\0"))
+    return hdr + R.REPEAT_TAIL.pack(draw(st.integers(1, 1 << 20)), draw(st.sampled_from(KINDS)),
+                                    0)
+
+
 def builder(path_filter: bool) -> EventBuilder:
     cache = ProcCache()
     cache.put(100, ProcInfo("/usr/bin/touch", ["touch", "f", "\udcff"], "/tmp", container="c1"))
@@ -81,7 +91,8 @@ def builder(path_filter: bool) -> EventBuilder:
 
 @needs_native
 @settings(max_examples=EXAMPLES * 2, deadline=None)
-@given(st.lists(record(), min_size=1, max_size=12), st.booleans(), st.integers(-(1 << 62), 0))
+@given(st.lists(st.one_of(record(), record(), repeat()), min_size=1, max_size=12), st.booleans(),
+       st.integers(-(1 << 62), 0))
 def test_native_and_python_builders_make_the_same_events(
     recs: list[bytes], filtered: bool, offset: int
 ) -> None:
@@ -102,6 +113,7 @@ def test_native_and_python_builders_make_the_same_events(
         decode_batch(encode_batch([want[i][1]]))[0] for i in natives]
     assert fast.filtered_in_user == ref.filtered_in_user
     assert next(fast._seq) == next(ref._seq)  # one id sequence for both paths
+    assert fast.orphan_repeats == ref.orphan_repeats  # the same base kept for each repeat
 
 
 @needs_native

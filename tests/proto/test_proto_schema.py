@@ -13,6 +13,7 @@ from snoopbus.proto import (
     FILE_TYPES,
     PROC_TYPES,
     SCHEMA_VERSION,
+    SUMMARY_TYPES,
     SchemaError,
     family,
     validate_event,
@@ -23,7 +24,8 @@ from tests.support.events import full_event
 def test_type_lists() -> None:
     assert SCHEMA_VERSION == 1
     assert len(FILE_TYPES) == 12
-    assert set(EVENT_TYPES) == set(PROC_TYPES) | set(FILE_TYPES) | set(DERIVED_FILE_TYPES)
+    assert set(EVENT_TYPES) == (set(PROC_TYPES) | set(FILE_TYPES) | set(DERIVED_FILE_TYPES)
+                                | set(SUMMARY_TYPES))
     assert len(set(EVENT_TYPES)) == len(EVENT_TYPES)
 
 

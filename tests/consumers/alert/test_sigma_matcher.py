@@ -318,6 +318,20 @@ def test_setuid_mode_as_octal_text() -> None:
     assert not Engine([r]).match(event)
 
 
+def test_a_flood_summary_can_be_alerted_on() -> None:
+    """A summary event (proto/README.md, "Isolation"): fields named by their
+    event keys, in snoopbus's own category file_summary."""
+    r = rule(sel("of: close_write\ncount|gte: 100000"), category="file_summary")
+    event = {"v": 1, "id": "s", "ts": 2, "host": "h", "type": "summary", "of": "close_write",
+             "count": 2_100_000, "since": 1, "proc": {"pid": 7, "uid": 65534},
+             "file": {"inode": 42, "dev": 2049}}  # fmt: skip
+    assert Engine([r]).match(event)
+    event["count"] = 99_999
+    assert not Engine([r]).match(event)
+    event["count"], event["of"] = 2_100_000, "create"
+    assert not Engine([r]).match(event)
+
+
 # -- what is refused ----------------------------------------------------------
 
 
