@@ -299,7 +299,10 @@ def _check_perf_buffer() -> str:
 
 def _mounted_tracefs() -> Path | None:
     for root in _TRACEFS_DIRS:
-        if (root / "events").is_dir():
+        try:
+            if (root / "events").is_dir():
+                return root
+        except PermissionError:  # mounted, for root only (0700): what reads it says so
             return root
     return None
 

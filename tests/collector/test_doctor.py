@@ -184,9 +184,17 @@ def test_module_entry_point_json() -> None:
 @pytest.mark.kernel
 @as_root
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
-def test_non_root_is_told_to_run_as_root() -> None:
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+@pytest.mark.parametrize("tracefs", ["mounted", "unmounted"])
+def test_non_root_is_told_to_run_as_root(tracefs: str) -> None:
+    # Either way, in a mount namespace of its own: mounted, tracefs is root's alone (0700),
+    # and reading it as nobody once ended the doctor in a traceback.
+    state = {"mounted": "mountpoint -q {t} || mount -t tracefs nodev {t}",
+             "unmounted": "while mountpoint -q {t}; do umount {t}; done"}[tracefs]
+    nobody = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+              state.format(t="/sys/kernel/tracing") + ' && exec "$@"', "sh",
+              "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     done = _module(user=nobody)
+    assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 1, done.stdout + done.stderr
     assert "run as root" in done.stdout
     assert "  FAIL  privileges" in done.stdout
