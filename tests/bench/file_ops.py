@@ -110,9 +110,11 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def load(exe: Path, work: Path, seconds: float, cpu: int) -> tuple[int, float, int]:
-    """Runs the generator; returns (iterations, seconds, its pid)."""
-    proc = subprocess.Popen([str(exe), str(work), str(seconds), str(cpu)],
+def load(exe: Path, work: Path, seconds: float, cpu: int,
+         rate: float = 0) -> tuple[int, float, int]:
+    """Runs the generator (at full speed, or `rate` iterations/s); returns
+    (iterations, seconds, its pid)."""
+    proc = subprocess.Popen([str(exe), str(work), str(seconds), str(cpu), str(rate)],
                             stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=seconds + 60)
     if proc.returncode != 0:
@@ -173,10 +175,10 @@ def code_from(tree: Path, tmp: Path) -> dict[str, str]:
 Load = Callable[[], tuple[int, float, Callable[[dict[str, Any]], bool]]]
 
 
-def file_load(exe: Path, work: Path, seconds: float, cpu: int) -> Load:
+def file_load(exe: Path, work: Path, seconds: float, cpu: int, rate: float = 0) -> Load:
     """The generator as a Load: its events are its process's."""
     def run() -> tuple[int, float, Callable[[dict[str, Any]], bool]]:
-        n, secs, pid = load(exe, work, seconds, cpu)
+        n, secs, pid = load(exe, work, seconds, cpu, rate)
         return n, secs, lambda ev: ev.get("proc", {}).get("pid") == pid
     return run
 
