@@ -32,6 +32,7 @@ from snoopbus.collector.capabilities import (
 )
 from snoopbus.collector.uring import Coverage
 from snoopbus.proto import BusUnavailable, NatsAuth, exits, local_stack, settings_file
+from snoopbus.proto.native import disabled
 from snoopbus.proto.settings_file import ConfigError
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
@@ -161,7 +162,7 @@ def check_close_write() -> Check:
 
 def check_native_builder() -> Check:
     """Whether this install has the native event builder (a C compiler at install)."""
-    return Check("native_builder", native.MISSING is None and not native.disabled(),
+    return Check("native_builder", native.MISSING is None and not disabled(),
                  native.status(),
                  "install gcc and the Python headers, then reinstall snoopbus (make setup): "
                  "the Python path makes the same events, ~5x slower")
