@@ -9,14 +9,19 @@ in their logs).
 from setuptools import Extension, setup
 
 _FLAGS = ["-O2", "-std=gnu11", "-Wall"]
+# proto/native_buf.h: the byte buffer both modules write into.
+_INCLUDE = ["proto"]
+_DEPENDS = ["proto/native_buf.h"]
 
 setup(
     ext_modules=[
         # collector/fastbuild.c: kernel records -> msgpack events.
         Extension("snoopbus.collector._fastbuild", ["collector/fastbuild.c"],
-                  extra_compile_args=_FLAGS, optional=True),
+                  extra_compile_args=_FLAGS, optional=True,
+                  include_dirs=_INCLUDE, depends=_DEPENDS),
         # consumers/archive/fastcols.c: msgpack events -> Arrow column buffers.
         Extension("snoopbus.consumers.archive._fastcols", ["consumers/archive/fastcols.c"],
-                  extra_compile_args=_FLAGS, optional=True),
+                  extra_compile_args=_FLAGS, optional=True,
+                  include_dirs=_INCLUDE, depends=_DEPENDS),
     ]
 )

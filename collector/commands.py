@@ -201,10 +201,8 @@ def register_config(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _config_show(args: argparse.Namespace) -> int:
     try:
-        cfg = local_stack.apply(settings_file.load(args.config), "reader", "config show")
-    except settings_file.ConfigError as exc:
-        return exits.fail("config", exc)
-    except local_stack.LocalStackRefused as exc:
+        cfg = local_stack.load_config(args.config, "reader", "config show")
+    except local_stack.CONFIG_ERRORS as exc:
         return exits.fail("config", exc)
     if args.json:
         print(json.dumps(settings_file.as_dict(cfg), indent=2))

@@ -32,7 +32,7 @@ from snoopbus.collector.capabilities import (
 )
 from snoopbus.collector.uring import Coverage
 from snoopbus.proto import BusUnavailable, NatsAuth, exits, local_stack, settings_file
-from snoopbus.proto.settings_file import ConfigError
+from snoopbus.proto.native import disabled
 
 __all__ = ["Report", "blockers", "build_report", "main", "program_fields", "register", "run"]
 
@@ -161,7 +161,7 @@ def check_close_write() -> Check:
 
 def check_native_builder() -> Check:
     """Whether this install has the native event builder (a C compiler at install)."""
-    return Check("native_builder", native.MISSING is None and not native.disabled(),
+    return Check("native_builder", native.MISSING is None and not disabled(),
                  native.status(),
                  "install gcc and the Python headers, then reinstall snoopbus (make setup): "
                  "the Python path makes the same events, ~5x slower")
@@ -243,7 +243,7 @@ def render(report: Report, verbose: bool = False) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         bus = _bus_report(args)
-    except (ConfigError, local_stack.LocalStackRefused) as exc:
+    except local_stack.CONFIG_ERRORS as exc:
         return exits.fail("doctor", exc)
     report = build_report()
     if getattr(args, "json", False):
@@ -262,8 +262,8 @@ def _bus_report(args: argparse.Namespace) -> doctor_bus.BusReport | None:
     """The running collector's last reports, when --nats or --host asks for them."""
     if getattr(args, "nats", None) is None and getattr(args, "host", None) is None:
         return None
-    cfg = settings_file.load(getattr(args, "config", None), flags={"nats.url": args.nats or None})
-    cfg = local_stack.apply(cfg, "reader", "doctor --nats")
+    cfg = local_stack.load_config(getattr(args, "config", None), "reader", "doctor --nats",
+                                  args.nats or None)
     host = args.host or cfg.collector.host or socket.gethostname()
     try:
         return asyncio.run(doctor_bus.last_reports(cfg.nats.url, host,

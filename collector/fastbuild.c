@@ -30,26 +30,8 @@ enum { T_OPEN, T_CREATE, T_MODIFY, T_CLOSE_WRITE, T_DELETE, T_ATTRIB, T_MKDIR, T
 static const char *TYPE_NAMES[NTYPES] = {"open", "create", "modify", "close_write", "delete",
                                          "attrib", "mkdir", "rmdir", "moved_from", "moved_to"};
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} Buf;
-
-static int buf_reserve(Buf *b, size_t more) {
-    if (b->len + more <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *p = PyMem_Realloc(b->p, cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
+#define BUF_FIRST_CAP 256
+#include "native_buf.h" /* Buf, buf_reserve */
 
 /* The write helpers assume room was reserved: a whole event reserves its bound first. */
 static inline void put(Buf *b, const void *src, size_t n) {

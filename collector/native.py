@@ -13,23 +13,17 @@ snoopbus_native_build metric (collector/metrics.py).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
 from snoopbus.collector import paths
 from snoopbus.collector import records as R
 from snoopbus.proto import SCHEMA_VERSION
+from snoopbus.proto.native import disabled, optional_extension
 
 log = logging.getLogger(__name__)
 
-try:  # the ignore: a C extension built at install, with no stubs
-    from snoopbus.collector import _fastbuild  # type: ignore[attr-defined]
-except ImportError as exc:  # no compiler at install time: the Python path
-    _fastbuild = None
-    MISSING: str | None = f"not built ({exc})"
-else:
-    MISSING = None
+_fastbuild, MISSING = optional_extension("snoopbus.collector._fastbuild")
 
 # The event types fastbuild.c makes, in the order it takes their subjects.
 TYPES: Final = ("open", "create", "modify", "close_write", "delete", "attrib", "mkdir",
@@ -67,12 +61,6 @@ def layout(noted_nrs: frozenset[int], rename_whiteout: int, last: dict[int, Any]
         "last_max": last_max,
         "not_file_kinds": tuple(not_file_kinds),
     }
-
-
-def disabled() -> bool:
-    """SNOOPBUS_NATIVE=0: the Python path for every record, built or not (to
-    rule the native builder out when an event looks wrong)."""
-    return os.environ.get("SNOOPBUS_NATIVE", "1") == "0"
 
 
 def status() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from snoopbus.consumers.metrics import serve_consumer
 from snoopbus.proto import BusUnavailable, NatsAuth, exits, log_setup, settings_file
-from snoopbus.proto.local_stack import LocalStackRefused, apply
+from snoopbus.proto.local_stack import CONFIG_ERRORS, load_config
 from snoopbus.proto.metrics_server import MetricsError, MetricsServer
 from snoopbus.proto.settings_file import Config, ConfigError
 from snoopbus.proto.stream_limits import StreamLimits
@@ -62,11 +62,10 @@ def run(args: argparse.Namespace) -> int:
         # --config is read before the consumer's flags: its [consumer.NAME] sets their defaults.
         config, args.options = take_config(args.options)
         args.config = config or args.config
-        cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
-        cfg = apply(cfg, args.name, f"consume {args.name}")
+        cfg = load_config(args.config, args.name, f"consume {args.name}", args.nats)
         parser = _consumer_parser(args.name, target, cfg.nats.url)
         apply_config(parser, args.name, cfg)
-    except (ConfigError, LocalStackRefused) as exc:
+    except CONFIG_ERRORS as exc:
         return exits.fail("consume", exc)
     opts = parser.parse_args(args.options)
     hold_sighup()  # building the consumer may take seconds (the alerter's rules)

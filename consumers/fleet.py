@@ -23,8 +23,6 @@ import nats.errors
 import nats.js.errors
 
 from snoopbus.proto import BusUnavailable, NatsAuth, connect, exits, local_stack, settings_file
-from snoopbus.proto.local_stack import LocalStackRefused
-from snoopbus.proto.settings_file import ConfigError
 
 from .alert.hosts import SILENT_AFTER, HealthConfig, HostHealth
 from .host_reports import hosts_in_stream, last_event_time, last_reports
@@ -141,14 +139,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
-        cfg = local_stack.apply(cfg, "reader", "fleet")
+        cfg = local_stack.load_config(args.config, "reader", "fleet", args.nats)
         silent_after = args.silent_after
         if silent_after is None:
             silent_after = float(cfg.consumer_options("alert").get("silent_after", SILENT_AFTER))
         rows = asyncio.run(read_fleet(cfg.nats.url, NatsAuth.from_section(cfg.nats),
                                       silent_after))  # fmt: skip
-    except (ConfigError, BusUnavailable, LocalStackRefused, FleetError, ValueError) as exc:
+    except (*local_stack.CONFIG_ERRORS, BusUnavailable, FleetError, ValueError) as exc:
         return exits.fail("fleet", exc)
     if args.json:
         json.dump([asdict(r) for r in rows], sys.stdout, indent=2)

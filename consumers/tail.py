@@ -50,8 +50,6 @@ from snoopbus.proto import (
     local_stack,
     settings_file,
 )
-from snoopbus.proto.local_stack import LocalStackRefused
-from snoopbus.proto.settings_file import ConfigError
 
 
 def _list(text: str) -> list[str]:
@@ -202,14 +200,13 @@ def _say_missed(now: int, total: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = settings_file.load(args.config, flags={"nats.url": args.nats})
-        cfg = local_stack.apply(cfg, "reader", "tail")
+        cfg = local_stack.load_config(args.config, "reader", "tail", args.nats)
         url = cfg.nats.url
         wanted = subjects(args)
         match = Match(tuple(args.path), frozenset(args.pid), frozenset(args.comm))
         asyncio.run(tail(url, wanted, args.json, match, use_colour(args.color, args.json),
                          auth=NatsAuth.from_section(cfg.nats)))
-    except (ConfigError, SubjectError, BusUnavailable, FollowError, LocalStackRefused) as exc:
+    except (*local_stack.CONFIG_ERRORS, SubjectError, BusUnavailable, FollowError) as exc:
         return exits.fail("tail", exc)
     except BrokenPipeError:
         pass  # `snoopbus tail | head` closed the pipe

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from snoopbus.proto.roles import inbox_prefix
-from snoopbus.proto.settings_file import Config
+from snoopbus.proto.settings_file import Config, ConfigError, load
 
 RUN_DIR_ENV: Final = "SNOOPBUS_RUN_DIR"
 DEFAULT_RUN_DIR: Final = Path("/run/snoopbus")
@@ -129,6 +129,18 @@ def apply(cfg: Config, role: str, command: str, path: Path | None = None) -> Con
     nats = replace(cfg.nats, url=stack.url, nkey=str(seed), inbox_prefix=inbox_prefix(role))
     sources = {**cfg.sources, "nats.url": where, "nats.nkey": where, "nats.inbox_prefix": where}
     return replace(cfg, nats=nats, sources=sources)
+
+
+def load_config(path: Path | None, role: str, command: str, nats_url: str | None = None) -> Config:
+    """A command's effective config (settings_file.load, with its --nats URL if
+    given), on the local stack as `role` where it names no server of its own
+    (apply). Raises one of CONFIG_ERRORS: what the user fixes."""
+    return apply(load(path, flags={"nats.url": nats_url}), role, command)
+
+
+# A bad config file or value, or a local stack this user may not use: one line
+# (exits.fail), no traceback.
+CONFIG_ERRORS: Final = (ConfigError, LocalStackRefused)
 
 
 def archive_dir(command: str) -> Path | None:

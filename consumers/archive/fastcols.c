@@ -25,26 +25,8 @@ enum { R_V, R_ID, R_TS, R_HOST, R_TYPE, NREQ };
 #define MAXTYPES 32
 #define SLOTS 256 /* per map: a key's hash -> its column + 1 */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} Buf;
-
-static int buf_reserve(Buf *b, size_t more) {
-    if (b->len + more <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *p = PyMem_Realloc(b->p, cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
+#define BUF_FIRST_CAP 1024
+#include "native_buf.h" /* Buf, buf_reserve */
 
 typedef struct {
     int kind, within;

@@ -12,7 +12,6 @@ reference path: the same rows, slower. The archiver says which in its log.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,6 +19,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from snoopbus.proto import EVENT_TYPES, MAX_BATCH_EVENTS, MAX_PAYLOAD_BYTES
+from snoopbus.proto.native import disabled, optional_extension
 
 from .columns import (
     _RAW_ARROW,
@@ -35,13 +35,7 @@ from .columns import (
     UINT,
 )
 
-try:  # the ignore: a C extension built at install, with no stubs
-    from snoopbus.consumers.archive import _fastcols  # type: ignore[attr-defined]
-except ImportError as exc:  # no compiler at install time: the reference path
-    _fastcols = None
-    MISSING: str | None = f"not built ({exc})"
-else:
-    MISSING = None
+_fastcols, MISSING = optional_extension("snoopbus.consumers.archive._fastcols")
 
 _KIND_CODES: Final = {INT: 0, UINT: 1, TEXT: 2, TEXTS: 3, BOOL: 4}
 _WITHIN: Final = {None: 0, "proc": 1, "file": 2}
@@ -51,11 +45,6 @@ _COLUMNS: Final = [(0, "ts", INT), (0, "host", TEXT)] + [
 ]
 _ARROW_TYPES: Final = {INT: pa.int64(), UINT: pa.uint64(), TEXT: pa.string(),
                        TEXTS: pa.list_(pa.string()), BOOL: pa.bool_()}  # fmt: skip
-
-
-def disabled() -> bool:
-    """SNOOPBUS_NATIVE=0: the reference path for every message, built or not."""
-    return os.environ.get("SNOOPBUS_NATIVE", "1") == "0"
 
 
 def status() -> str:

@@ -29,7 +29,7 @@ from snoopbus.consumers.printable import printable
 from .alerts import Alert
 from .sink import Item
 from .syslog import EVENT_SEVERITY, SEVERITY, message
-from .text import bounded_escaped, command_line
+from .text import bounded_escaped, command_line, escaped_fields
 
 try:
     VERSION = version("snoopbus")
@@ -56,20 +56,7 @@ def ext_value(value: object, limit: int = 8192) -> str:
 
 
 def extension(pairs: list[tuple[str, Any]], limit: int) -> str:
-    parts = []
-    for key, value in pairs:
-        if value is None:
-            continue
-        # ext_value's common cases tested here: a call less per value.
-        if type(value) is int:
-            text = str(value)
-        elif (type(value) is str and len(value) <= limit and value.isascii()
-              and value.isprintable() and not _EXT_SPECIAL.search(value)):  # fmt: skip
-            text = value
-        else:
-            text = ext_value(value, limit)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
+    return " ".join(escaped_fields(pairs, limit, _EXT_SPECIAL, ext_value, "", "=", ""))
 
 
 def _event_pairs(event: dict[str, Any]) -> list[tuple[str, Any]]:

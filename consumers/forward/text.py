@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -57,6 +57,29 @@ def bounded_escaped(
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return escape(text)
+
+
+def escaped_fields(
+    pairs: Iterable[tuple[str, object]], limit: int, special: re.Pattern[str],
+    escape_value: Callable[[object, int], str], lead: str, eq: str, close: str,
+) -> list[str]:  # fmt: skip
+    """`{lead}{key}{eq}{text}{close}` for each pair that has a value, its text a
+    text format's field: `escape_value(value, limit)` (the format's reference),
+    with its common cases done here, a call less per value: an int, or short
+    printable ASCII with none of the format's `special` characters, as it is."""
+    parts = []
+    for key, value in pairs:
+        if value is None:
+            continue
+        if type(value) is int:
+            text = str(value)
+        elif (type(value) is str and len(value) <= limit and value.isascii()
+              and value.isprintable() and not special.search(value)):  # fmt: skip
+            text = value
+        else:
+            text = escape_value(value, limit)
+        parts.append(f"{lead}{key}{eq}{text}{close}")
+    return parts
 
 
 def jsonable(value: Any) -> Any:

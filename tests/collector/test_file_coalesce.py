@@ -5,7 +5,6 @@ as one event with `count`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.support.kernel import file_events
+from tests.support.kernel import settled_file_events
 
 pytestmark = pytest.mark.kernel
 
@@ -38,13 +37,7 @@ async def settled(watch: EventWatch, pid: int) -> list[dict[str, Any]]:
     """pid's file events once it exited and no more came for a second (each
     type has its own subject: batches of others may still be on their way)."""
     await watch.wait_for(lambda e: e["type"] == "exit" and e["proc"]["pid"] == pid)
-    count, still = -1, 0.0
-    while still < 1.0:
-        now = len(file_events(watch, pid))
-        still = still + 0.1 if now == count else 0.0
-        count = now
-        await asyncio.sleep(0.1)
-    return file_events(watch, pid)
+    return await settled_file_events(watch, pid)
 
 
 async def test_only_identical_events_are_coalesced(

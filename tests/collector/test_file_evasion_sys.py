@@ -5,7 +5,6 @@ fallocate), shared writable mappings, mknod, extended attributes."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector import EventWatch, RunningCollector
-from tests.support.kernel import file_events, summary
+from tests.support.kernel import file_events, settled_file_events, summary
 from tests.support.paths import TESTS
 from tests.support.processes import AS_NOBODY
 
@@ -56,13 +55,7 @@ async def events_by(watch: EventWatch, pid: int, exe: str,
     await watch.wait_for(lambda e: e["proc"]["pid"] == pid and (
         e["type"] == "close_write" and e["file"].get("closed_by") == "exit"
         if closed_by_exit else e["type"] == "exit"))
-    # Each type has its own subject: other batches may still be on their way.
-    count, still = -1, 0.0
-    while still < 1.0:
-        now = len(file_events(watch, pid))
-        still = still + 0.1 if now == count else 0.0
-        count = now
-        await asyncio.sleep(0.1)
+    await settled_file_events(watch, pid)
     [exec_event] = [e for e in watch.events if e["type"] == "exec"
                     and e["proc"]["pid"] == pid and e["proc"].get("exe") == exe]
     seq = int(exec_event["id"].rsplit("-", 1)[1])  # ids number the kernel's records in order

@@ -26,10 +26,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats.errors
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from snoopbus.app.natsd import NatsServer
@@ -53,6 +51,7 @@ from snoopbus.proto import (
 from snoopbus.proto.msgid import id_host
 from snoopbus.proto.subjects import is_host_token
 from tests.support.archive import archived_ids
+from tests.support.bus import read_stored
 from tests.support.events import TS, full_proc
 from tests.support.events import event as build_event
 from tests.support.processes import AS_NOBODY
@@ -127,28 +126,10 @@ async def b_publisher(server: NatsServer) -> tuple[Publisher, Client, LossCounte
     return pub, nc, loss, asyncio.create_task(pub.run())
 
 
-async def stored_messages(nc: Client, subject: str, within: float = 2) -> list[Msg]:
-    """Every message the stream holds under `subject`, in order (as conftest's, as ops)."""
-    out: list[Msg] = []
-    sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=within)
-            except nats.errors.TimeoutError:
-                break
-            out.append(msg)
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
-
-
 async def dead_letters(nc: Client) -> list[tuple[str, dict[str, str]]]:
     """(dlq subject, headers) of every dead letter."""
     return [(m.subject, dict(m.headers or {}))
-            for m in await stored_messages(nc, "snoopbus.dlq.>")]
+            for m in await read_stored(nc, "snoopbus.dlq.>", within=2)]
 
 
 async def test_another_hosts_next_ids_published_first_drop_nothing(
@@ -157,7 +138,7 @@ async def test_another_hosts_next_ids_published_first_drop_nothing(
     pub, nc, loss, task = await b_publisher(server)
     pub.submit(b_events(0, 10))
     await pub.drain()
-    (first,) = await stored_messages(ops, events_filter(host="b"))
+    (first,) = await read_stored(ops, events_filter(host="b"), within=2)
     known = first.headers["Nats-Msg-Id"]  # as if it had leaked: b.<run>.1.<nonce>+10
     _, run, seq, rest = known.split(".")
     nonce = rest.split("+")[0]
@@ -176,7 +157,7 @@ async def test_another_hosts_next_ids_published_first_drop_nothing(
     await task
     await nc.close()
     assert loss.total == 0 and pub.duplicate_ids == 0 and pub.published_events == 20
-    stored = [e["id"] for m in await stored_messages(ops, events_filter(host="b"))
+    stored = [e["id"] for m in await read_stored(ops, events_filter(host="b"), within=2)
               for e in decode_batch(m.data)]
     assert stored == [f"binst-{i}" for i in range(20)]
 
@@ -217,7 +198,7 @@ async def test_a_colliding_id_is_counted_lost_not_silent(server: NatsServer, ops
     await nc.close()
     assert loss.dropped[DUPLICATE_ID] == 3 and pub.duplicate_ids == 1
     assert "already held id" in pub.last_error
-    stored = [e["id"] for m in await stored_messages(ops, events_filter(host="b"))
+    stored = [e["id"] for m in await read_stored(ops, events_filter(host="b"), within=2)
               for e in decode_batch(m.data)]
     assert stored == ["binst-3", "binst-4"]  # the rest still flows
 
@@ -330,7 +311,7 @@ async def test_every_consumer_trusts_the_subject_not_the_payload(
     info = await js.stream_info(STREAM_NAME, subjects_filter="snoopbus.>")
     subjects = set(info.state.subjects or {})
     assert not [s for s in subjects if s.startswith("snoopbus.events.b.")], subjects
-    alerts_about = [m for m in await stored_messages(ops, "snoopbus.alerts.*.*")]
+    alerts_about = [m for m in await read_stored(ops, "snoopbus.alerts.*.*", within=2)]
     assert any(b"ok-1" in m.data for m in alerts_about)  # the alerter is running
     assert not [m for m in alerts_about if any(i.encode() in m.data for i in forged_ids)]
     # No archive partition but plain host=<token> folders, all inside the archive.

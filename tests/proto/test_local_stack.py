@@ -86,3 +86,29 @@ def test_another_user_is_refused_in_one_line(stack: tuple[LocalStack, Path]) -> 
                          env=env, timeout=60)
     assert "LocalStackRefused: the local stack" in out.stderr, out.stderr
     assert "run `sudo snoopbus tail`" in out.stderr
+
+
+def test_load_config_is_the_file_and_flag_then_the_stack(
+    stack: tuple[LocalStack, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every command reads its config with: settings_file.load, then apply."""
+    s, path = stack
+    monkeypatch.setenv(local_stack.RUN_DIR_ENV, str(path.parent))
+    for name in [k for k in os.environ if k.startswith("SNOOPBUS_NATS_")]:
+        monkeypatch.delenv(name)
+    file = tmp_path / "snoopbus.toml"
+    file.write_text("[collector]\nhost = 'web1'\n")
+    cfg = local_stack.load_config(file, "reader", "tail")
+    assert (cfg.collector.host, cfg.nats.url) == ("web1", s.url)
+    assert cfg.nats.nkey.endswith("reader.nk")
+    given = local_stack.load_config(file, "reader", "tail", "nats://elsewhere:4222")
+    assert (given.nats.url, given.nats.nkey) == ("nats://elsewhere:4222", "")
+
+
+def test_load_config_raises_only_what_the_user_fixes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nats\n")
+    with pytest.raises(local_stack.CONFIG_ERRORS):
+        local_stack.load_config(bad, "reader", "config show")
+    with pytest.raises(local_stack.CONFIG_ERRORS):
+        local_stack.load_config(tmp_path / "missing.toml", "reader", "config show")

@@ -7,6 +7,7 @@ from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -14,26 +15,32 @@ from snoopbus.proto import STREAM_NAME, decode_batch, dlq_subject
 
 
 async def stored_messages(url: str, subject: str, within: float = 5) -> list[Msg]:
-    """Every message the stream holds under `subject`, in order. Each message's
-    num_pending says how many follow it; the consumer's own num_pending would
-    not do, as it leaves out what the server already pushed to the client."""
+    """Every message the stream holds under `subject`, in order (read_stored)."""
     nc = await nats.connect(url)
-    out: list[Msg] = []
     try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=within)
-                except nats.errors.TimeoutError:
-                    break  # nothing (more) stored
-                out.append(msg)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
+        return await read_stored(nc, subject, within)
     finally:
         await nc.close()
+
+
+async def read_stored(nc: Client, subject: str, within: float = 5) -> list[Msg]:
+    """stored_messages on a connection of the caller's (one with credentials).
+    Each message's num_pending says how many follow it; the consumer's own
+    num_pending would not do, as it leaves out what the server already pushed
+    to the client."""
+    out: list[Msg] = []
+    sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=within)
+            except nats.errors.TimeoutError:
+                break  # nothing (more) stored
+            out.append(msg)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
     return out
 
 

@@ -4,6 +4,7 @@ checks of what this kernel allows."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import subprocess
@@ -65,6 +66,18 @@ def file_events(watch: EventWatch, pid: int) -> list[dict[str, Any]]:
     found = [e for e in watch.events
              if e.get("proc", {}).get("pid") == pid and e["type"] in FILE_TYPES]
     return sorted(found, key=lambda e: int(e["id"].rsplit("-", 1)[1]))
+
+
+async def settled_file_events(watch: EventWatch, pid: int) -> list[dict[str, Any]]:
+    """file_events once no more came for a second (each type has its own
+    subject: batches of others may still be on their way)."""
+    count, still = -1, 0.0
+    while still < 1.0:
+        now = len(file_events(watch, pid))
+        still = still + 0.1 if now == count else 0.0
+        count = now
+        await asyncio.sleep(0.1)
+    return file_events(watch, pid)
 
 
 def summary(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
