@@ -180,6 +180,25 @@ async def publish(runs: list[Run], load: Load, args: argparse.Namespace) -> int:
     return sent
 
 
+def commits(root: Path) -> str:
+    """Files, commits (files named within 1 s of each other), and how long a
+    commit took: from its first name (taken before encoding) to its last
+    file's mtime (written and fsynced)."""
+    named = sorted((layout.commit_ns(f.path) or 0, f.path.stat().st_mtime_ns)
+                   for f in layout.files(root))  # fmt: skip
+    spans: list[list[int]] = []
+    for ns, mtime in named:
+        if spans and ns - spans[-1][0] < 10**9:
+            spans[-1][1] = max(spans[-1][1], mtime)
+            spans[-1][2] += 1
+        else:
+            spans.append([ns, mtime, 1])
+    took = sorted((end - start) / 1e9 for start, end, _ in spans) or [0.0]
+    median = took[len(took) // 2]
+    return (f"{len(named):,} files in {len(spans)} commits; a commit took {median:.2f}s "
+            f"(median), {took[-1]:.2f}s at most")  # fmt: skip
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     label, _, pairs = text.partition(":")
     env = dict(p.split("=", 1) for p in pairs.split(",") if p)
@@ -199,8 +218,7 @@ async def run_all(runs: list[Run], args: argparse.Namespace) -> None:
         assert run.proc is not None and run.nc is not None
         run.cpu_s = _cpu_s(run.proc.pid) - run.cpu0
         await run.nc.close()
-        rows = sum(1 for _ in layout.files(run.work / "archive"))
-        print(f"{run.label}: {rows:,} files", flush=True)
+        print(f"{run.label}: {commits(run.work / 'archive')}", flush=True)
     print()
     print(f"archive, steady {args.rate:,.0f} events/s for {args.duration:.0f}s over "
           f"{args.hosts} hosts, roll {args.roll_seconds:g}s; load average "
