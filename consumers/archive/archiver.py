@@ -41,9 +41,10 @@ from snoopbus.proto.backoff import backoff_delay
 from . import layout, native
 from .columns import NS_PER_DAY, RowError, append_alert, check_event, event_table, records_table
 from .layout import PartKey
+from .memory import Trimmer
 from .native import Decoded, Span
 from .retention import Retention
-from .writer import Writer, message_key
+from .writer import Window, Writer, message_key
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class Archiver(Consumer):
         # Alerts come through the same durable: the runtime decodes them as maps.
         self.filters = (events_filter(), alerts_filter()) if alerts else (events_filter(),)
         self.gc_tuning = gc_tuning  # process-wide: off when embedded (tests, a host process)
+        # Freed memory back to the system after commits (memory.py); process-wide too.
+        self.trimmer = Trimmer() if gc_tuning else None
         self.commits = 0
         self.failures = 0  # commits that failed, in a row
         self.last_error: str | None = None
@@ -435,7 +438,7 @@ class Archiver(Consumer):
                 return False
             window = self.writer.take()
             try:
-                await asyncio.to_thread(self.writer.commit, window)
+                await asyncio.to_thread(self._commit, window)
             except Exception as exc:
                 self.writer.give_back(window)
                 self._failed(exc)
@@ -451,6 +454,11 @@ class Archiver(Consumer):
             for delivery in window.deliveries:
                 await delivery.ack()
             return True
+
+    def _commit(self, window: Window) -> None:
+        self.writer.commit(window)
+        if self.trimmer is not None:
+            self.trimmer.after_commit()
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()

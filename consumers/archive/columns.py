@@ -220,18 +220,43 @@ class ColumnBuffer:
         self.rows = rows
 
 
+_NULLS: dict[pa.DataType, pa.Array] = {}
+
+
+def nulls(n: int, type: pa.DataType) -> pa.Array:
+    """n nulls of `type`: slices of one array per type, shared by every batch
+    (a window's ~30 all-null `_raw` columns would otherwise cost their
+    offsets, 4 bytes a row each)."""
+    have = _NULLS.get(type)
+    if have is None or len(have) < n:
+        have = _NULLS[type] = pa.nulls(max(n, 2 * len(have) if have is not None else 16_384),
+                                       type)  # fmt: skip
+    return have.slice(0, n)
+
+
+# A table costs objects beside its buffers (an Array, its ArrayData and Buffers
+# per column, ~90 columns): 38 KB for a slice of a batch's table, measured, and
+# ~90 KB for a 40-row table of its own, 4 times its rows. A trickle's fetches
+# bring a few rows each, so a partition's tables are merged into one every
+# _MERGE_AT of them (a window of them then costs about its rows' bytes).
+_MERGE_AT: Final = 32
+_TABLE_COST: Final = 40 << 10
+
+
 class EventBuffer:
     """The event rows of one partition, as Arrow tables built a batch at a
     time (`add`), so a window costs its columns' bytes, not a million maps.
     `append_event` keeps single maps too (tests, tools); they become a table
-    when the buffer is read."""
+    when the buffer is read. Tables past the first `_merged` are merged into
+    one every _MERGE_AT of them: each row is copied at most once."""
 
-    __slots__ = ("_ids", "_pending", "_table_bytes", "tables")
+    __slots__ = ("_ids", "_merged", "_pending", "_table_bytes", "tables")
 
     def __init__(self) -> None:
         self.tables: list[pa.Table] = []
         self._ids: list[str] = []  # of the tables' rows, in order
-        self._table_bytes = 0
+        self._table_bytes = 0  # their buffers, and _TABLE_COST each
+        self._merged = 0  # tables[:_merged] are merged ones, left as they are
         self._pending: list[Mapping[str, Any]] = []  # maps not yet in a table
 
     @property
@@ -247,7 +272,24 @@ class EventBuffer:
         self._flush()
         self.tables.append(table)
         self._ids += ids
-        self._table_bytes += table.nbytes
+        self._table_bytes += table.nbytes + _TABLE_COST
+        if len(self.tables) - self._merged >= _MERGE_AT:
+            self._merge()
+
+    def _merge(self) -> None:
+        """The tables past `_merged` as one, its buffers contiguous: all-null
+        columns (most `_raw` ones) stay shared slices."""
+        tail = self.tables[self._merged :]
+        merged = pa.concat_tables(tail)
+        n = merged.num_rows
+        merged = pa.Table.from_arrays(
+            [nulls(n, c.type) if c.null_count == n else c.combine_chunks() for c in merged.columns],
+            schema=merged.schema,
+        )  # fmt: skip
+        self._table_bytes -= sum(t.nbytes for t in tail) + _TABLE_COST * (len(tail) - 1)
+        self._table_bytes += merged.nbytes
+        self.tables[self._merged :] = [merged]
+        self._merged = len(self.tables)
 
     def ids(self) -> list[str]:
         return self._ids + [e["id"] for e in self._pending]
@@ -258,6 +300,8 @@ class EventBuffer:
         self.tables += other.tables
         self._ids += other._ids
         self._table_bytes += other._table_bytes
+        if len(self.tables) - self._merged >= _MERGE_AT:
+            self._merge()
 
     def truncate(self, rows: int) -> None:
         self._flush()
@@ -269,8 +313,9 @@ class EventBuffer:
                 keep.append(t)
             kept += t.num_rows
         self.tables = keep
+        self._merged = min(self._merged, len(keep))
         del self._ids[rows:]
-        self._table_bytes = sum(t.nbytes for t in keep)
+        self._table_bytes = sum(t.nbytes for t in keep) + _TABLE_COST * len(keep)
 
     def table(self) -> pa.Table:
         self._flush()

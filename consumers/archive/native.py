@@ -33,6 +33,7 @@ from .columns import (
     TEXTS,
     TS_TYPE,
     UINT,
+    nulls,
 )
 
 _fastcols, MISSING = optional_extension("snoopbus.consumers.archive._fastcols")
@@ -96,28 +97,14 @@ class Decoded:
         self._buffers = []  # the table holds them now
         ts, host, *fields = arrays
         out: dict[str, pa.Array] = {
-            "ts": ts.view(TS_TYPE), "host_name": host, "host_name_raw": _nulls(n, pa.binary()),
+            "ts": ts.view(TS_TYPE), "host_name": host, "host_name_raw": nulls(n, pa.binary()),
         }  # fmt: skip
         for f, arr in zip(EVENT_FIELDS, fields, strict=True):
             out[f.column] = arr
             if f.has_raw:  # text the decoder took is valid UTF-8: never needed
-                out[f.column + RAW_SUFFIX] = _nulls(n, _RAW_ARROW[f.kind])
-        out["extra"] = _nulls(n, pa.string())
+                out[f.column + RAW_SUFFIX] = nulls(n, _RAW_ARROW[f.kind])
+        out["extra"] = nulls(n, pa.string())
         return pa.Table.from_pydict(out, schema=EVENT_SCHEMA)
-
-
-_NULLS: dict[pa.DataType, pa.Array] = {}
-
-
-def _nulls(n: int, type: pa.DataType) -> pa.Array:
-    """n nulls of `type`: slices of one array per type, shared by every batch
-    (a window's ~30 all-null `_raw` columns would otherwise cost their
-    offsets, 4 bytes a row each)."""
-    have = _NULLS.get(type)
-    if have is None or len(have) < n:
-        have = _NULLS[type] = pa.nulls(max(n, 2 * len(have) if have is not None else 16_384),
-                                       type)  # fmt: skip
-    return have.slice(0, n)
 
 
 def _array(kind: str, n: int, bufs: tuple[Any, ...]) -> pa.Array:
