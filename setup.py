@@ -18,5 +18,8 @@ setup(
         # consumers/archive/fastcols.c: msgpack events -> Arrow column buffers.
         Extension("snoopbus.consumers.archive._fastcols", ["consumers/archive/fastcols.c"],
                   extra_compile_args=_FLAGS, optional=True),
+        # consumers/fastpair.c: the rename pairer's loop over a message's halves.
+        Extension("snoopbus.consumers._fastpair", ["consumers/fastpair.c"],
+                  extra_compile_args=_FLAGS, optional=True),
     ]
 )

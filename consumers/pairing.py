@@ -33,11 +33,12 @@ id), so a duplicate delivery of one yields no output.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -57,7 +58,7 @@ NS = 1_000_000_000
 # A cycle through one would never be collected: what they hold (events,
 # the runtime's deliveries) lives no longer than the process's pairer anyway.
 class Half(msgspec.Struct, gc=False):
-    event: Any  # a fast-path record, or an event map
+    event: Any  # a fast-path record, or an event map; None once paired (the output has it)
     host: str  # subject token of the event's host
     id: str
     type: str
@@ -74,7 +75,7 @@ class Half(msgspec.Struct, gc=False):
 class Outcome(msgspec.Struct, gc=False):
     """What to publish (None: a duplicate, nothing to publish) and which halves it settles."""
 
-    event: Any  # a record or an event map, or None
+    event: Any  # a record or an event map, or None (also once the pairer encoded it)
     halves: list[Half]
     evicted: bool = False
 
@@ -119,7 +120,7 @@ _ID, _TS, _TYPE, _COOKIE = (attrgetter(f) for f in ("id", "ts", "type", "cookie"
 class PairTable:
     def __init__(
         self, window: float, max_pending: int, remember: int = 65_536,
-        idle_after: float | None = None,
+        idle_after: float | None = None, native: bool | None = None,
     ) -> None:  # fmt: skip
         if window <= 0 or max_pending < 1 or remember < 1:
             raise ValueError("pairing: window, max_pending and remember must be positive")
@@ -128,6 +129,10 @@ class PairTable:
             raise ValueError(
                 f"pairing: idle_after ({idle_after}s) must be at least the window ({window}s)"
             )
+        if native and _fastpair is None:
+            raise ValueError(f"pairing: the native pairing loop is {MISSING}")
+        # fastpair.c's loop (None: when built and not SNOOPBUS_NATIVE=0), else _pair_records.
+        self.native = NATIVE if native is None else native
         self.window = window
         self.window_ns = round(window * NS)
         self.idle_after = idle_after
@@ -228,35 +233,12 @@ class PairTable:
             marks[k] = top
         # The other kind's mark does not move within the message: each half's
         # deadline as _add_each computes it.
-        other = marks[1 - k]
-        window, quiet = self.window_ns, self.quiet
-        partners = h.waiting[1 - k]
-        pop = partners.pop
-        done: list[HalfId] = []  # resolved by pairing
-        parked = 0
-        for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys, strict=True):
-            half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
-                        token)  # fmt: skip
-            partner = pop(cookie, None)
-            if partner is None:
-                same[cookie] = half
-                parked += 1
-                continue
-            done.append(key)
-            done.append((host, partner.id))
-            src, dst = (partner, half) if k else (half, partner)
-            if type(partner.event) is dict:  # the partner took the reference path: maps
-                out.append(Outcome(renamed(as_event(src.event), as_event(dst.event)),
-                                   [src, dst]))  # fmt: skip
-            else:
-                out.append(Outcome(renamed_record(src.event, dst.event), [src, dst]))
-            if partner.id in own:  # a later half of this message may now be a duplicate
-                self._settle_records(done, parked)
-                rest = records[records.index(event) + 1 :]  # ids are unique: so are records
-                if rest:
-                    self._add_each(out, rest, token, host, h, False)
-                return True
+        args = (out, records, ids, tss, cookies, keys, same, h.waiting[1 - k], own, host, kind,
+                k, marks[1 - k], self.window_ns, self.quiet, token, done := [])  # fmt: skip
+        parked, stop = (_fastpair.add_records if self.native else _pair_records)(*args)
         self._settle_records(done, parked)
+        if stop >= 0 and stop < n:  # a later half of this message may now be a duplicate
+            self._add_each(out, records[stop:], token, host, h, False)
         return True
 
     def _settle_records(self, done: list[HalfId], parked: int) -> None:
@@ -406,6 +388,48 @@ class PairTable:
         return Outcome(unpaired_record(event), [half])
 
 
+def _pair_records(
+    out: list[Outcome], records: list[Any], ids: list[str], tss: list[int],
+    cookies: list[Any], keys: list[HalfId], same: dict[Any, Half], partners: dict[Any, Half],
+    own: set[str], host: str, kind: str, k: int, other: int, window: int, quiet: float,
+    token: Hashable, done: list[HalfId],
+) -> tuple[int, int]:  # fmt: skip
+    """PairTable._add_records' loop over checked records (the reference of
+    fastpair.c's add_records): each half parked in `same` or paired with its
+    partner from `partners`, the pairs' half ids added to `done`. The count
+    parked, and the index after a pairing whose partner's id is one of this
+    message's own (-1 if none): the rest must then go one at a time."""
+    parked = 0
+    for i, (event, eid, ts, cookie, key) in enumerate(
+        zip(records, ids, tss, cookies, keys, strict=True)
+    ):
+        deadline = (ts if ts > other else other) + window
+        partner = partners.pop(cookie, None)
+        if partner is None:
+            same[cookie] = Half(event, host, eid, kind, deadline, quiet, token)
+            parked += 1
+            continue
+        # A paired half keeps no record: the output holds what it needs, and the
+        # records are freed now, while still in the cache, not once it is stored.
+        half = Half(None, host, eid, kind, deadline, quiet, token)
+        done.append(key)
+        done.append((host, partner.id))
+        src, dst = (partner.event, event) if k else (event, partner.event)
+        partner.event = None
+        pair = [partner, half] if k else [half, partner]
+        if type(src) is dict or type(dst) is dict:  # the partner took the reference path
+            out.append(Outcome(_renamed_maps(src, dst), pair))
+        else:
+            out.append(Outcome(renamed_record(src, dst), pair))
+        if partner.id in own:
+            return parked, i + 1
+    return parked, -1
+
+
+def _renamed_maps(src: Any, dst: Any) -> Event:
+    return renamed(as_event(src), as_event(dst))
+
+
 def renamed(src: Event, dst: Event) -> Event:
     """One `renamed` event from a moved_from (`src`) and moved_to (`dst`) half.
 
@@ -504,3 +528,16 @@ def derived_id(*parts: str) -> str:
     if len(joined) <= MAX_ID:
         return joined
     return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
+# fastpair.c: _pair_records and renamed_record's common case in C, when built
+# (setup.py; without a C compiler the install goes on without it).
+try:  # the ignore: a C extension built at install, with no stubs
+    from snoopbus.consumers import _fastpair  # type: ignore[attr-defined]
+except ImportError as exc:
+    _fastpair = None
+    MISSING: str | None = f"not built ({exc})"
+else:
+    MISSING = None
+    _fastpair.setup(Half, Outcome, _EVENT, _replace, _NO_PROC, renamed_record, _renamed_maps, MAX_ID)
+NATIVE: Final = _fastpair is not None and os.environ.get("SNOOPBUS_NATIVE", "1") != "0"

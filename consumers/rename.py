@@ -184,6 +184,9 @@ class RenamePairer(Consumer):
             delivery.hold()
             self._open[delivery] = len(halves)
             table.add_many(outcomes, halves, delivery, host)
+            # The table keeps what it needs (a waiting half's record): the
+            # rest is freed now, still in the cache, not once the output is stored.
+            delivery.release()
         now = time.monotonic()
         # Caught up when the server had nothing more for this durable after the last one.
         table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
@@ -273,6 +276,8 @@ class RenamePairer(Consumer):
                             outputs += self._outputs_of(subject, [outcome])
                         except Exception as exc:
                             await self._give_back(outcome, f"encode: {type(exc).__name__}: {exc}")
+                for outcome in chunk:  # encoded: freed now, while still in the cache
+                    outcome.event = None
                 for output in outputs:
                     task = asyncio.create_task(self._store(output))
                     self._storing.add(task)
