@@ -120,25 +120,25 @@ static PyObject *py_renamed(PyObject *self, PyObject *const *args, Py_ssize_t na
     return renamed_c(args[0], args[1]);
 }
 
-/* add_records(out, records, ids, tss, cookies, keys, same, partners, own, host,
+/* add_records(out, records, ids, tss, cookies, same, partners, own, host,
  *             kind, to, other, window, quiet, token, done) -> (parked, stop)
  * As _add_records_py's loop: `stop` is the index after a pairing whose
  * partner's id is among this message's own (the rest then goes one at a
  * time, in Python), else -1. */
 static PyObject *add_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 17) {
-        PyErr_SetString(PyExc_TypeError, "add_records: 17 arguments");
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "add_records: 16 arguments");
         return NULL;
     }
     PyObject *out = args[0], *records = args[1], *ids = args[2], *tss = args[3],
-             *cookies = args[4], *keys = args[5], *same = args[6], *partners = args[7],
-             *own = args[8], *host = args[9], *kind = args[10], *other = args[12],
-             *window = args[13], *quiet = args[14], *token = args[15], *done = args[16];
-    int to = PyObject_IsTrue(args[11]);
+             *cookies = args[4], *same = args[5], *partners = args[6], *own = args[7],
+             *host = args[8], *kind = args[9], *other = args[11], *window = args[12],
+             *quiet = args[13], *token = args[14], *done = args[15];
+    int to = PyObject_IsTrue(args[10]);
     if (to < 0)
         return NULL;
     if (!PyList_CheckExact(out) || !PyList_CheckExact(records) || !PyList_CheckExact(ids) ||
-        !PyList_CheckExact(tss) || !PyList_CheckExact(cookies) || !PyList_CheckExact(keys) ||
+        !PyList_CheckExact(tss) || !PyList_CheckExact(cookies) ||
         !PyDict_CheckExact(same) || !PyDict_CheckExact(partners) || !PyAnySet_Check(own) ||
         !PyList_CheckExact(done)) {
         PyErr_SetString(PyExc_TypeError, "add_records: lists, dicts and a set expected");
@@ -146,7 +146,7 @@ static PyObject *add_records(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     Py_ssize_t n = PyList_GET_SIZE(records), parked = 0, stop = -1;
     if (PyList_GET_SIZE(ids) != n || PyList_GET_SIZE(tss) != n ||
-        PyList_GET_SIZE(cookies) != n || PyList_GET_SIZE(keys) != n) {
+        PyList_GET_SIZE(cookies) != n) {
         PyErr_SetString(PyExc_ValueError, "add_records: lists of different lengths");
         return NULL;
     }
@@ -182,14 +182,11 @@ static PyObject *add_records(PyObject *self, PyObject *const *args, Py_ssize_t n
             parked++;
             continue;
         }
-        PyObject *pid = NULL, *pair = NULL, *pev = NULL, *event = NULL, *halves = NULL,
+        PyObject *pid = NULL, *pev = NULL, *event = NULL, *halves = NULL,
                  *outcome = NULL;
         int ok = 0, mine = 0;
-        if (PyDict_DelItem(partners, cookie) < 0 ||
-            PyList_Append(done, PyList_GET_ITEM(keys, i)) < 0)
-            goto fail;
-        if (!(pid = PyObject_GetAttr(partner, s_id)) || !(pair = PyTuple_Pack(2, host, pid)) ||
-            PyList_Append(done, pair) < 0)
+        if (PyDict_DelItem(partners, cookie) < 0 || PyList_Append(done, eid) < 0 ||
+            !(pid = PyObject_GetAttr(partner, s_id)) || PyList_Append(done, pid) < 0)
             goto fail;
         PyObject *src = to ? partner : half, *dst = to ? half : partner;
         if (!(pev = PyObject_GetAttr(partner, s_event)))
@@ -212,7 +209,7 @@ static PyObject *add_records(PyObject *self, PyObject *const *args, Py_ssize_t n
             goto fail;
         ok = 1;
     fail:
-        Py_XDECREF(pid); Py_XDECREF(pair); Py_XDECREF(pev); Py_XDECREF(event);
+        Py_XDECREF(pid); Py_XDECREF(pev); Py_XDECREF(event);
         Py_XDECREF(halves); Py_XDECREF(outcome); Py_DECREF(partner); Py_DECREF(half);
         if (!ok)
             return NULL;

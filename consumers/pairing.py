@@ -36,7 +36,6 @@ import hashlib
 import os
 from collections.abc import Hashable
 from dataclasses import dataclass
-from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final, cast
 
@@ -112,6 +111,52 @@ class _Host:
         return len(self.waiting[0]) + len(self.waiting[1])
 
 
+class _Resolved:
+    """Ids of resolved halves by host token, in two generations of up to
+    `generation` each (cheaper than one ordered map): the newer fills, then
+    replaces the older. Sets of a host's ids, not (host, id) pairs: a
+    message's halves are checked and added at once, without a tuple each."""
+
+    __slots__ = ("count", "generation", "new", "old")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.new: dict[str, set[str]] = {}
+        self.old: dict[str, set[str]] = {}
+        self.count = 0  # ids in `new`
+
+    def __contains__(self, half_id: HalfId) -> bool:
+        host, eid = half_id
+        ids = self.new.get(host)
+        if ids is not None and eid in ids:
+            return True
+        ids = self.old.get(host)
+        return ids is not None and eid in ids
+
+    def disjoint(self, host: str, eids: set[str]) -> bool:
+        """None of these ids of `host` is resolved."""
+        new, old = self.new.get(host), self.old.get(host)
+        return (new is None or new.isdisjoint(eids)) and (old is None or old.isdisjoint(eids))
+
+    def update(self, host: str, eids: list[str]) -> None:
+        ids = self.new.get(host)
+        if ids is None:
+            ids = self.new[host] = set()
+        before = len(ids)
+        ids.update(eids)
+        self.count += len(ids) - before
+        if self.count >= self.generation:
+            self.old, self.new, self.count = self.new, {}, 0
+
+    def discard(self, host: str, eid: str) -> None:
+        for generation in (self.new, self.old):
+            ids = generation.get(host)
+            if ids is not None and eid in ids:
+                ids.discard(eid)
+                if generation is self.new:
+                    self.count -= 1
+
+
 _KIND = {FROM: 0, TO: 1}
 # A record's fields, mapped over a message's records in C.
 _ID, _TS, _TYPE, _COOKIE = (attrgetter(f) for f in ("id", "ts", "type", "cookie"))
@@ -149,10 +194,7 @@ class PairTable:
         self._hosts: dict[str, _Host] = {}
         self._count = 0
         self._tokens: dict[str, str] = {}  # event host -> host token
-        # Resolved halves, in two generations of up to remember/2 each (cheaper
-        # than one ordered map): the newer fills, then replaces the older.
-        self._resolved: set[HalfId] = set()
-        self._resolved_before: set[HalfId] = set()
+        self._resolved = _Resolved(self._generation)
 
     def __len__(self) -> int:
         return self._count
@@ -222,9 +264,7 @@ class PairTable:
             return False
         ids = list(map(_ID, records))
         own = set(ids)
-        keys = list(zip(repeat(host, n), ids, strict=True))
-        if len(own) != n or not (self._resolved.isdisjoint(keys)
-                                 and self._resolved_before.isdisjoint(keys)):  # fmt: skip
+        if len(own) != n or not self._resolved.disjoint(host, own):
             return False
         tss = list(map(_TS, records))
         marks = h.marks
@@ -233,24 +273,21 @@ class PairTable:
             marks[k] = top
         # The other kind's mark does not move within the message: each half's
         # deadline as _add_each computes it.
-        args = (out, records, ids, tss, cookies, keys, same, h.waiting[1 - k], own, host, kind,
+        args = (out, records, ids, tss, cookies, same, h.waiting[1 - k], own, host, kind,
                 k, marks[1 - k], self.window_ns, self.quiet, token, done := [])  # fmt: skip
         parked, stop = (_fastpair.add_records if self.native else _pair_records)(*args)
-        self._settle_records(done, parked)
+        self._settle_records(host, done, parked)
         if stop >= 0 and stop < n:  # a later half of this message may now be a duplicate
             self._add_each(out, records[stop:], token, host, h, False)
         return True
 
-    def _settle_records(self, done: list[HalfId], parked: int) -> None:
-        """_add_records' counts, and the halves it paired remembered."""
+    def _settle_records(self, host: str, done: list[str], parked: int) -> None:
+        """_add_records' counts, and the halves it paired (their ids) remembered."""
         paired = len(done) // 2
         self._count += parked - paired
         self.stats.paired += paired
         if done:
-            resolved = self._resolved
-            resolved.update(done)
-            if len(resolved) >= self._generation:
-                self._resolved_before, self._resolved = resolved, set()
+            self._resolved.update(host, done)
 
     def _add_each(
         self, out: list[Outcome], events: list[Any], token: Hashable, host: str, h: _Host,
@@ -272,7 +309,7 @@ class PairTable:
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
                         token)  # fmt: skip
             half_id = (host, eid)
-            if half_id in self._resolved or half_id in self._resolved_before:
+            if half_id in self._resolved:
                 self.stats.duplicates += 1
                 out.append(Outcome(None, [half]))
                 continue
@@ -341,8 +378,7 @@ class PairTable:
     def unresolve(self, outcome: Outcome) -> None:
         """Its publish failed: let a redelivery of its halves count again."""
         for half in outcome.halves:
-            self._resolved.discard((half.host, half.id))
-            self._resolved_before.discard((half.host, half.id))
+            self._resolved.discard(half.host, half.id)
 
     def _evict_over_limit(self) -> list[Outcome]:
         out = []
@@ -358,18 +394,12 @@ class PairTable:
         return out
 
     def _remember(self, half_id: HalfId) -> None:
-        resolved = self._resolved
-        resolved.add(half_id)
-        if len(resolved) >= self._generation:
-            self._resolved_before, self._resolved = resolved, set()
+        self._resolved.update(half_id[0], [half_id[1]])
 
     def _pair(self, a: Half, b: Half) -> Outcome:
         src, dst = (a, b) if a.type == FROM else (b, a)
-        resolved = self._resolved
-        resolved.add((src.host, src.id))
-        resolved.add((dst.host, dst.id))
-        if len(resolved) >= self._generation:
-            self._resolved_before, self._resolved = resolved, set()
+        self._resolved.update(src.host, [src.id])
+        self._resolved.update(dst.host, [dst.id])
         self.stats.paired += 1
         s, d = src.event, dst.event
         if type(s) is dict or type(d) is dict:  # one took the reference path: maps
@@ -390,19 +420,17 @@ class PairTable:
 
 def _pair_records(
     out: list[Outcome], records: list[Any], ids: list[str], tss: list[int],
-    cookies: list[Any], keys: list[HalfId], same: dict[Any, Half], partners: dict[Any, Half],
-    own: set[str], host: str, kind: str, k: int, other: int, window: int, quiet: float,
-    token: Hashable, done: list[HalfId],
+    cookies: list[Any], same: dict[Any, Half], partners: dict[Any, Half], own: set[str],
+    host: str, kind: str, k: int, other: int, window: int, quiet: float, token: Hashable,
+    done: list[str],
 ) -> tuple[int, int]:  # fmt: skip
     """PairTable._add_records' loop over checked records (the reference of
     fastpair.c's add_records): each half parked in `same` or paired with its
-    partner from `partners`, the pairs' half ids added to `done`. The count
+    partner from `partners`, the pairs' event ids added to `done`. The count
     parked, and the index after a pairing whose partner's id is one of this
     message's own (-1 if none): the rest must then go one at a time."""
     parked = 0
-    for i, (event, eid, ts, cookie, key) in enumerate(
-        zip(records, ids, tss, cookies, keys, strict=True)
-    ):
+    for i, (event, eid, ts, cookie) in enumerate(zip(records, ids, tss, cookies, strict=True)):
         deadline = (ts if ts > other else other) + window
         partner = partners.pop(cookie, None)
         if partner is None:
@@ -412,8 +440,8 @@ def _pair_records(
         # A paired half keeps no record: the output holds what it needs, and the
         # records are freed now, while still in the cache, not once it is stored.
         half = Half(None, host, eid, kind, deadline, quiet, token)
-        done.append(key)
-        done.append((host, partner.id))
+        done.append(eid)
+        done.append(partner.id)
         src, dst = (partner.event, event) if k else (event, partner.event)
         partner.event = None
         pair = [partner, half] if k else [half, partner]
