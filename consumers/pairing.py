@@ -273,9 +273,11 @@ class PairTable:
             marks[k] = top
         # The other kind's mark does not move within the message: each half's
         # deadline as _add_each computes it.
-        args = (out, records, ids, tss, cookies, same, h.waiting[1 - k], own, host, kind,
-                k, marks[1 - k], self.window_ns, self.quiet, token, done := [])  # fmt: skip
-        parked, stop = (_fastpair.add_records if self.native else _pair_records)(*args)
+        done: list[str] = []
+        parked, stop = (_fastpair.add_records if self.native else _pair_records)(
+            out, records, ids, tss, cookies, same, h.waiting[1 - k], own, host, kind, k,
+            marks[1 - k], self.window_ns, self.quiet, token, done,
+        )  # fmt: skip
         self._settle_records(host, done, parked)
         if stop >= 0 and stop < n:  # a later half of this message may now be a duplicate
             self._add_each(out, records[stop:], token, host, h, False)
@@ -567,5 +569,7 @@ except ImportError as exc:
     MISSING: str | None = f"not built ({exc})"
 else:
     MISSING = None
-    _fastpair.setup(Half, Outcome, _EVENT, _replace, _NO_PROC, renamed_record, _renamed_maps, MAX_ID)
+    _fastpair.setup(
+        Half, Outcome, _EVENT, _replace, _NO_PROC, renamed_record, _renamed_maps, MAX_ID
+    )
 NATIVE: Final = _fastpair is not None and os.environ.get("SNOOPBUS_NATIVE", "1") != "0"

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import chain
 from operator import attrgetter
 from typing import cast
 
@@ -72,7 +73,7 @@ OUTPUT_BATCH = 500  # outputs per message at most
 REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
 # Room a message takes beyond its payload and the halves header: subject, id, framing.
 _ENVELOPE = 1024
-_ID = attrgetter("id")
+_ID, _HALVES, _TOKEN, _MORE = (attrgetter(f) for f in ("id", "halves", "token", "more"))
 
 
 @dataclass
@@ -246,7 +247,7 @@ class RenamePairer(Consumer):
             return
         groups: dict[str, list[Outcome]] = {}
         duplicates = []
-        last: tuple[str, str] | None = None
+        last_host = last_type = ""
         group: list[Outcome] = []
         for outcome in outcomes:
             event = outcome.event
@@ -254,10 +255,11 @@ class RenamePairer(Consumer):
                 duplicates.append(outcome)
                 continue
             # Runs of one host and type: the outcomes of one message's halves.
-            key = (outcome.halves[0].host, event.type if type(event) is not dict
-                   else event["type"])  # fmt: skip
-            if key != last:
-                last = key
+            host = outcome.halves[0].host
+            kind = event.type if type(event) is not dict else event["type"]
+            if host != last_host or kind != last_type:
+                last_host, last_type = host, kind
+                key = (host, kind)
                 subject = self._outputs.get(key)
                 if subject is None:
                     subject = self._outputs[key] = event_subject(*key)
@@ -324,10 +326,10 @@ class RenamePairer(Consumer):
 
     async def _resolve(self, outcomes: list[Outcome]) -> None:
         """Their halves are settled: ack each delivery whose last half this was."""
-        halves = [h for o in outcomes for h in o.halves]
-        settled = Counter([h.token for h in halves])
-        for half in [h for h in halves if h.more is not None]:  # delivered more than once
-            settled.update(half.tokens[1:])
+        halves = list(chain.from_iterable(map(_HALVES, outcomes)))
+        settled = Counter(map(_TOKEN, halves))
+        for more in filter(None, map(_MORE, halves)):  # delivered more than once
+            settled.update(more)
         open_ = self._open
         done: list[Delivery] = []
         for token, n in settled.items():
@@ -416,5 +418,5 @@ def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
     else:
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:40]
         key = f"batch:{len(ids)}:{digest}"
-    halves = " ".join([h.id for o in outcomes for h in o.halves])
+    halves = " ".join(map(_ID, chain.from_iterable(map(_HALVES, outcomes))))
     return {ID_HEADER: derived_id(host, "rename", key), HALVES_ID: halves}

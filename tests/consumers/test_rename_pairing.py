@@ -10,12 +10,12 @@ from snoopbus.consumers.pairing import (
     NATIVE,
     NS,
     PairTable,
+    _fastpair,
     as_event,
     encode_outputs,
     renamed,
     renamed_record,
     unpaired,
-    _fastpair,
     unpaired_record,
 )
 from snoopbus.proto import decode_batch, encode_batch, validate_event
