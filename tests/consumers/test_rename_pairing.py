@@ -426,3 +426,18 @@ def test_a_half_whose_id_a_pairing_just_resolved_is_a_duplicate_either_way() -> 
         table.add_many(out, _message("moved_from", [(1, 5, 0)], "h1"), "F", "h1")
         table.add_many(out, _message("moved_to", [(1, 6, 0), (2, 5, 0)], "h1"), "T", "h1")
         assert types(out) == ["renamed", None] and table.stats.duplicates == 1
+
+
+def test_a_paired_half_keeps_no_record_in_either_loop() -> None:
+    """Its record is freed at once (the output holds what it needs); a waiting
+    half keeps its own, to give up with."""
+    for native in (False, *((True,) if NATIVE else ())):
+        table = PairTable(window=1, max_pending=10, native=native)
+        out: list = []
+        table.add_many(out, _message("moved_from", [(1, 1, 0), (2, 2, 0)], "h1"), "F", "h1")
+        table.add_many(out, _message("moved_to", [(1, 3, 0)], "h1"), "T", "h1")
+        (paired,) = out
+        assert [h.event for h in paired.halves] == [None, None]
+        assert as_event(paired.event)["file"]["old_path"] == "/moved_from/1"
+        (waiting,) = [h for w in table._hosts["h1"].waiting for h in w.values()]
+        assert waiting.event is not None and waiting.id == "h1-2"
