@@ -15,7 +15,7 @@
 /* Set once by setup(): the types and helpers of pairing.py. */
 static PyObject *HalfT, *OutcomeT, *EventT, *Replace, *EmptyProc, *PyRenamed, *RenamedMaps;
 static Py_ssize_t MaxId;
-static PyObject *s_id, *s_ts, *s_host, *s_file, *s_path, *s_proc, *s_ret, *s_v, *s_cookie,
+static PyObject *s_type, *s_id, *s_ts, *s_host, *s_file, *s_path, *s_proc, *s_ret, *s_v, *s_cookie,
     *s_event, *s_renamed, *s_empty, *s_plus, *kw_path, *kw_old_path;
 
 static PyObject *setup(PyObject *self, PyObject *args) {
@@ -221,10 +221,118 @@ static PyObject *add_records(PyObject *self, PyObject *const *args, Py_ssize_t n
     return Py_BuildValue("nn", parked, stop);
 }
 
+/* check_records(records, kinds, waiting, new_ids, old_ids) as _check_records:
+ * None unless the records are of one kind (kinds: its index in waiting), each
+ * with a cookie, none reused or waiting already, ids unique and none in
+ * new_ids or old_ids (None: empty); else (k, kind, ids, tss, cookies, own ids,
+ * greatest ts). */
+static PyObject *check_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "check_records: 5 arguments");
+        return NULL;
+    }
+    PyObject *records = args[0], *kinds = args[1], *waiting = args[2], *new_ids = args[3],
+             *old_ids = args[4];
+    if (!PyList_CheckExact(records) || !PyDict_CheckExact(kinds) ||
+        !PyTuple_CheckExact(waiting) || PyTuple_GET_SIZE(waiting) != 2 ||
+        (new_ids != Py_None && !PyAnySet_Check(new_ids)) ||
+        (old_ids != Py_None && !PyAnySet_Check(old_ids))) {
+        PyErr_SetString(PyExc_TypeError, "check_records: a list, a dict, two dicts, sets");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    if (n == 0)
+        Py_RETURN_NONE;
+    PyObject *ids = PyList_New(n), *tss = PyList_New(n), *cookies = PyList_New(n),
+             *own = PySet_New(NULL), *seen = PySet_New(NULL), *kind = NULL, *top = NULL,
+             *res = NULL;
+    Py_ssize_t k = -1;
+    if (!ids || !tss || !cookies || !own || !seen)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i), *type, *cookie, *eid, *ts;
+        int r = 0;
+        if (!(type = PyObject_GetAttr(rec, s_type)))
+            goto done;
+        if (kind == NULL) {
+            kind = type;
+        } else {
+            r = PyObject_RichCompareBool(type, kind, Py_EQ);
+            Py_DECREF(type);
+            if (r <= 0)
+                goto done;  /* an error, or two kinds: None */
+        }
+        if (!(cookie = PyObject_GetAttr(rec, s_cookie)))
+            goto done;
+        PyList_SET_ITEM(cookies, i, cookie);
+        if (cookie == Py_None)
+            goto none;
+        if (!(eid = PyObject_GetAttr(rec, s_id)))
+            goto done;
+        PyList_SET_ITEM(ids, i, eid);
+        if (!(ts = PyObject_GetAttr(rec, s_ts)))
+            goto done;
+        PyList_SET_ITEM(tss, i, ts);
+        if (top == NULL || (r = PyObject_RichCompareBool(ts, top, Py_GT)) > 0)
+            Py_XSETREF(top, Py_NewRef(ts));
+        else if (r < 0)
+            goto done;
+        if (PySet_Add(seen, cookie) < 0 || PySet_Add(own, eid) < 0)
+            goto done;
+    }
+    if (PySet_GET_SIZE(seen) != n || PySet_GET_SIZE(own) != n)
+        goto none;  /* a cookie or an id twice */
+    {
+        PyObject *index = PyDict_GetItemWithError(kinds, kind);
+        if (!index) {
+            if (PyErr_Occurred())
+                goto done;
+            goto none;
+        }
+        if ((k = PyLong_AsSsize_t(index)) == -1 && PyErr_Occurred())
+            goto done;
+        if (k < 0 || k > 1) {
+            PyErr_SetString(PyExc_ValueError, "check_records: a kind's index is 0 or 1");
+            goto done;
+        }
+    }
+    PyObject *same = PyTuple_GET_ITEM(waiting, k);
+    if (!PyDict_CheckExact(same)) {
+        PyErr_SetString(PyExc_TypeError, "check_records: waiting holds dicts");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = PyDict_Contains(same, PyList_GET_ITEM(cookies, i));
+        if (r < 0)
+            goto done;
+        if (r)
+            goto none;
+        for (int g = 0; g < 2; g++) {
+            PyObject *resolved = g ? old_ids : new_ids;
+            if (resolved == Py_None)
+                continue;
+            if ((r = PySet_Contains(resolved, PyList_GET_ITEM(ids, i))) < 0)
+                goto done;
+            if (r)
+                goto none;
+        }
+    }
+    res = Py_BuildValue("nOOOOOO", k, kind, ids, tss, cookies, own, top);
+    goto done;
+none:
+    res = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(ids); Py_XDECREF(tss); Py_XDECREF(cookies); Py_XDECREF(own);
+    Py_XDECREF(seen); Py_XDECREF(kind); Py_XDECREF(top);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "the types and helpers of pairing.py"},
     {"renamed", (PyCFunction)(void (*)(void))py_renamed, METH_FASTCALL,
      "renamed_record(src, dst)"},
+    {"check_records", (PyCFunction)(void (*)(void))check_records, METH_FASTCALL,
+     "a message's halves checked for the one-pass loop"},
     {"add_records", (PyCFunction)(void (*)(void))add_records, METH_FASTCALL,
      "one message's halves parked or paired"},
     {NULL, NULL, 0, NULL},
@@ -234,7 +342,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpair", NULL, -1
 
 PyMODINIT_FUNC PyInit__fastpair(void) {
 #define INTERN(var, text) if (!(var = PyUnicode_InternFromString(text))) return NULL
-    INTERN(s_id, "id"); INTERN(s_ts, "ts"); INTERN(s_host, "host"); INTERN(s_file, "file");
+    INTERN(s_type, "type"); INTERN(s_id, "id"); INTERN(s_ts, "ts"); INTERN(s_host, "host"); INTERN(s_file, "file");
     INTERN(s_path, "path"); INTERN(s_proc, "proc"); INTERN(s_ret, "ret"); INTERN(s_v, "v");
     INTERN(s_cookie, "cookie"); INTERN(s_event, "event"); INTERN(s_renamed, "renamed");
     INTERN(s_empty, ""); INTERN(s_plus, "+");

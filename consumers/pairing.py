@@ -133,10 +133,9 @@ class _Resolved:
         ids = self.old.get(host)
         return ids is not None and eid in ids
 
-    def disjoint(self, host: str, eids: set[str]) -> bool:
-        """None of these ids of `host` is resolved."""
-        new, old = self.new.get(host), self.old.get(host)
-        return (new is None or new.isdisjoint(eids)) and (old is None or old.isdisjoint(eids))
+    def of(self, host: str) -> tuple[set[str] | None, set[str] | None]:
+        """The resolved ids of `host`, newer and older generation (None: none)."""
+        return self.new.get(host), self.old.get(host)
 
     def update(self, host: str, eids: list[str]) -> None:
         ids = self.new.get(host)
@@ -249,26 +248,18 @@ class PairTable:
         none a duplicate, none without a cookie or reusing one, room for all.
         False, having changed nothing, for anything else (then `_add_each`,
         which gives the same outcomes one half at a time: test_rename_pairing.py).
-        The checks run over the whole message in C (map, set operations)."""
-        kinds = set(map(_TYPE, records))
-        if len(kinds) != 1:
-            return False
-        (kind,) = kinds
-        k = _KIND.get(kind)
+        The checks run over the whole message at once (_check_records)."""
         n = len(records)
-        if k is None or self._count + n > self.max_pending:
+        if self._count + n > self.max_pending:
             return False
-        cookies = list(map(_COOKIE, records))
+        got = (_fastpair.check_records if self.native else _check_records)(
+            records, _KIND, h.waiting, *self._resolved.of(host)
+        )
+        if got is None:
+            return False
+        k, kind, ids, tss, cookies, own, top = got
         same = h.waiting[k]
-        if None in cookies or len(set(cookies)) != n or not same.keys().isdisjoint(cookies):
-            return False
-        ids = list(map(_ID, records))
-        own = set(ids)
-        if len(own) != n or not self._resolved.disjoint(host, own):
-            return False
-        tss = list(map(_TS, records))
         marks = h.marks
-        top = max(tss)
         if top > marks[k]:
             marks[k] = top
         # The other kind's mark does not move within the message: each half's
@@ -418,6 +409,39 @@ class PairTable:
         if type(event) is dict:  # a map (the reference path), else a fast-path record
             return Outcome(unpaired(cast(Event, event)), [half])
         return Outcome(unpaired_record(event), [half])
+
+
+_Checked = tuple[int, str, list[str], list[int], list[Any], set[str], int]
+
+
+def _check_records(
+    records: list[Any], kinds: dict[str, int], waiting: tuple[dict[Any, Half], dict[Any, Half]],
+    new_ids: set[str] | None, old_ids: set[str] | None,
+) -> _Checked | None:  # fmt: skip
+    """None unless the records are of one kind (its index in `waiting` by
+    `kinds`), each with a cookie, none reused or waiting already, their ids
+    unique and none in new_ids or old_ids (resolved); else the kind's index,
+    the kind, ids, tss, cookies, the ids as a set, and the greatest ts. The
+    reference of fastpair.c's check_records; checks over the whole message in
+    C (map, set operations)."""
+    types = set(map(_TYPE, records))
+    if len(types) != 1:
+        return None
+    (kind,) = types
+    k = kinds.get(kind)
+    if k is None:
+        return None
+    n = len(records)
+    cookies = list(map(_COOKIE, records))
+    if None in cookies or len(set(cookies)) != n or not waiting[k].keys().isdisjoint(cookies):
+        return None
+    ids = list(map(_ID, records))
+    own = set(ids)
+    if len(own) != n or not ((new_ids is None or new_ids.isdisjoint(own))
+                             and (old_ids is None or old_ids.isdisjoint(own))):  # fmt: skip
+        return None
+    tss = list(map(_TS, records))
+    return k, kind, ids, tss, cookies, own, max(tss)
 
 
 def _pair_records(

@@ -38,7 +38,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from itertools import chain
 from operator import attrgetter
-from typing import cast
+from typing import Any, cast
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -73,7 +73,9 @@ OUTPUT_BATCH = 500  # outputs per message at most
 REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
 # Room a message takes beyond its payload and the halves header: subject, id, framing.
 _ENVELOPE = 1024
-_ID, _HALVES, _TOKEN, _MORE = (attrgetter(f) for f in ("id", "halves", "token", "more"))
+_ID, _HALVES, _TOKEN, _MORE, _EVENT = (
+    attrgetter(f) for f in ("id", "halves", "token", "more", "event")
+)
 
 
 @dataclass
@@ -287,8 +289,9 @@ class RenamePairer(Consumer):
 
     def _outputs_of(self, subject: str, outcomes: list[Outcome]) -> list[_Output]:
         """Messages of these outcomes, each within the server's max_payload."""
-        payload = encode_outputs([o.event for o in outcomes])
-        headers = output_headers(subject, outcomes)
+        events = list(map(_EVENT, outcomes))
+        payload = encode_outputs(events)
+        headers = output_headers(subject, outcomes, events)
         limit = (self._nc.max_payload if self._nc is not None else 0) or 1 << 20
         if len(outcomes) > 1 and len(payload) + len(headers[HALVES_ID]) + _ENVELOPE > limit:
             half = len(outcomes) // 2
@@ -406,11 +409,15 @@ class RenamePairer(Consumer):
             log.info("rename: recalled %d halves resolved before the last stop", recalled)
 
 
-def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
+def output_headers(
+    subject: str, outcomes: list[Outcome], events: list[Any] | None = None
+) -> dict[str, str]:
     """The message's id, from its outputs' ids (one output: `<host>.rename:<its id>`,
-    as before batching), and the ids of the halves it resolves (ids hold no spaces)."""
+    as before batching), and the ids of the halves it resolves (ids hold no spaces).
+    `events`: the outcomes' events, when the caller has them listed already."""
     host = subject_host(subject)  # the output's subject host
-    events = [o.event for o in outcomes]
+    if events is None:
+        events = list(map(_EVENT, outcomes))
     ids = ([e["id"] if type(e) is dict else e.id for e in events] if dict in set(map(type, events))
            else list(map(_ID, events)))  # fmt: skip
     if len(ids) == 1:
