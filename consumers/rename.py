@@ -94,12 +94,7 @@ class RenamePairer(Consumer):
     filters = (events_filter(type=FROM), events_filter(type=TO))
     # One batch at a time (pairing is CPU work); a short ack_wait so that a
     # crashed instance's held halves come back soon (held ones are kept alive).
-    # Big batches (and a byte bound that lets them through: a collector's
-    # message of 100 halves is ~25 kB): 8.2 CPU µs per renamed at 1024 messages
-    # against 10.1 at 256, measured in one run of tests/bench/rename_pairer.py,
-    # for 250 MB of peak RSS against 103. A batch is decoded and paired without
-    # yielding (~0.6 s of CPU at 1024): well within ack_wait, on a core of its own.
-    settings = Settings(concurrency=1, ack_wait=10.0, batch=1024, fetch_bytes=32 << 20)
+    settings = Settings(concurrency=1, ack_wait=10.0)
 
     def __init__(
         self, window: float = 2.0, max_pending: int = 100_000, settings: Settings | None = None,
