@@ -117,9 +117,9 @@ system:
 venv: $(STAMP)
 
 # setup.py builds the native modules (collector/fastbuild.c, consumers/archive/fastcols.c,
-# both including proto/native_buf.h; ~10 s with gcc);
+# consumers/fastpair.c; the first two include proto/native_buf.h; ~10 s with gcc);
 # without a compiler the install goes on without it (the Python path).
-$(STAMP): pyproject.toml setup.py collector/fastbuild.c consumers/archive/fastcols.c proto/native_buf.h
+$(STAMP): pyproject.toml setup.py collector/fastbuild.c consumers/archive/fastcols.c consumers/fastpair.c proto/native_buf.h
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,test]'

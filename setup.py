@@ -23,5 +23,8 @@ setup(
         Extension("snoopbus.consumers.archive._fastcols", ["consumers/archive/fastcols.c"],
                   extra_compile_args=_FLAGS, optional=True,
                   include_dirs=_INCLUDE, depends=_DEPENDS),
+        # consumers/fastpair.c: the rename pairer's loop over a message's halves.
+        Extension("snoopbus.consumers._fastpair", ["consumers/fastpair.c"],
+                  extra_compile_args=_FLAGS, optional=True),
     ]
 )

@@ -35,14 +35,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
-from itertools import repeat
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 
 from snoopbus.proto import SCHEMA_VERSION, Event, encode_batch, host_token
 from snoopbus.proto.fastpath import EMPTY, FIELDS, _Event, to_events
+from snoopbus.proto.native import disabled, optional_extension
 
 FROM, TO = "moved_from", "moved_to"
 HALF_TYPES = (FROM, TO)
@@ -57,7 +57,7 @@ NS = 1_000_000_000
 # A cycle through one would never be collected: what they hold (events,
 # the runtime's deliveries) lives no longer than the process's pairer anyway.
 class Half(msgspec.Struct, gc=False):
-    event: Any  # a fast-path record, or an event map
+    event: Any  # a fast-path record, or an event map; None once paired (the output has it)
     host: str  # subject token of the event's host
     id: str
     type: str
@@ -74,7 +74,7 @@ class Half(msgspec.Struct, gc=False):
 class Outcome(msgspec.Struct, gc=False):
     """What to publish (None: a duplicate, nothing to publish) and which halves it settles."""
 
-    event: Any  # a record or an event map, or None
+    event: Any  # a record or an event map, or None (also once the pairer encoded it)
     halves: list[Half]
     evicted: bool = False
 
@@ -111,6 +111,51 @@ class _Host:
         return len(self.waiting[0]) + len(self.waiting[1])
 
 
+class _Resolved:
+    """Ids of resolved halves by host token, in two generations of up to
+    `generation` each (cheaper than one ordered map): the newer fills, then
+    replaces the older. Sets of a host's ids, not (host, id) pairs: a
+    message's halves are checked and added at once, without a tuple each."""
+
+    __slots__ = ("count", "generation", "new", "old")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.new: dict[str, set[str]] = {}
+        self.old: dict[str, set[str]] = {}
+        self.count = 0  # ids in `new`
+
+    def __contains__(self, half_id: HalfId) -> bool:
+        host, eid = half_id
+        ids = self.new.get(host)
+        if ids is not None and eid in ids:
+            return True
+        ids = self.old.get(host)
+        return ids is not None and eid in ids
+
+    def of(self, host: str) -> tuple[set[str] | None, set[str] | None]:
+        """The resolved ids of `host`, newer and older generation (None: none)."""
+        return self.new.get(host), self.old.get(host)
+
+    def update(self, host: str, eids: list[str]) -> None:
+        ids = self.new.get(host)
+        if ids is None:
+            ids = self.new[host] = set()
+        before = len(ids)
+        ids.update(eids)
+        self.count += len(ids) - before
+        if self.count >= self.generation:
+            self.old, self.new, self.count = self.new, {}, 0
+
+    def discard(self, host: str, eid: str) -> None:
+        for generation in (self.new, self.old):
+            ids = generation.get(host)
+            if ids is not None and eid in ids:
+                ids.discard(eid)
+                if generation is self.new:
+                    self.count -= 1
+
+
 _KIND = {FROM: 0, TO: 1}
 # A record's fields, mapped over a message's records in C.
 _ID, _TS, _TYPE, _COOKIE = (attrgetter(f) for f in ("id", "ts", "type", "cookie"))
@@ -119,7 +164,7 @@ _ID, _TS, _TYPE, _COOKIE = (attrgetter(f) for f in ("id", "ts", "type", "cookie"
 class PairTable:
     def __init__(
         self, window: float, max_pending: int, remember: int = 65_536,
-        idle_after: float | None = None,
+        idle_after: float | None = None, native: bool | None = None,
     ) -> None:  # fmt: skip
         if window <= 0 or max_pending < 1 or remember < 1:
             raise ValueError("pairing: window, max_pending and remember must be positive")
@@ -128,6 +173,10 @@ class PairTable:
             raise ValueError(
                 f"pairing: idle_after ({idle_after}s) must be at least the window ({window}s)"
             )
+        if native and _fastpair is None:
+            raise ValueError(f"pairing: the native pairing loop is {MISSING}")
+        # fastpair.c's loop (None: when built and not SNOOPBUS_NATIVE=0), else _pair_records.
+        self.native = NATIVE if native is None else native
         self.window = window
         self.window_ns = round(window * NS)
         self.idle_after = idle_after
@@ -144,10 +193,7 @@ class PairTable:
         self._hosts: dict[str, _Host] = {}
         self._count = 0
         self._tokens: dict[str, str] = {}  # event host -> host token
-        # Resolved halves, in two generations of up to remember/2 each (cheaper
-        # than one ordered map): the newer fills, then replaces the older.
-        self._resolved: set[HalfId] = set()
-        self._resolved_before: set[HalfId] = set()
+        self._resolved = _Resolved(self._generation)
 
     def __len__(self) -> int:
         return self._count
@@ -202,73 +248,39 @@ class PairTable:
         none a duplicate, none without a cookie or reusing one, room for all.
         False, having changed nothing, for anything else (then `_add_each`,
         which gives the same outcomes one half at a time: test_rename_pairing.py).
-        The checks run over the whole message in C (map, set operations)."""
-        kinds = set(map(_TYPE, records))
-        if len(kinds) != 1:
-            return False
-        (kind,) = kinds
-        k = _KIND.get(kind)
+        The checks run over the whole message at once (_check_records)."""
         n = len(records)
-        if k is None or self._count + n > self.max_pending:
+        if self._count + n > self.max_pending:
             return False
-        cookies = list(map(_COOKIE, records))
+        got = (_fastpair.check_records if self.native else _check_records)(
+            records, _KIND, h.waiting, *self._resolved.of(host)
+        )
+        if got is None:
+            return False
+        k, kind, ids, tss, cookies, own, top = got
         same = h.waiting[k]
-        if None in cookies or len(set(cookies)) != n or not same.keys().isdisjoint(cookies):
-            return False
-        ids = list(map(_ID, records))
-        own = set(ids)
-        keys = list(zip(repeat(host, n), ids, strict=True))
-        if len(own) != n or not (self._resolved.isdisjoint(keys)
-                                 and self._resolved_before.isdisjoint(keys)):  # fmt: skip
-            return False
-        tss = list(map(_TS, records))
         marks = h.marks
-        top = max(tss)
         if top > marks[k]:
             marks[k] = top
         # The other kind's mark does not move within the message: each half's
         # deadline as _add_each computes it.
-        other = marks[1 - k]
-        window, quiet = self.window_ns, self.quiet
-        partners = h.waiting[1 - k]
-        pop = partners.pop
-        done: list[HalfId] = []  # resolved by pairing
-        parked = 0
-        for event, eid, ts, cookie, key in zip(records, ids, tss, cookies, keys, strict=True):
-            half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
-                        token)  # fmt: skip
-            partner = pop(cookie, None)
-            if partner is None:
-                same[cookie] = half
-                parked += 1
-                continue
-            done.append(key)
-            done.append((host, partner.id))
-            src, dst = (partner, half) if k else (half, partner)
-            if type(partner.event) is dict:  # the partner took the reference path: maps
-                out.append(Outcome(renamed(as_event(src.event), as_event(dst.event)),
-                                   [src, dst]))  # fmt: skip
-            else:
-                out.append(Outcome(renamed_record(src.event, dst.event), [src, dst]))
-            if partner.id in own:  # a later half of this message may now be a duplicate
-                self._settle_records(done, parked)
-                rest = records[records.index(event) + 1 :]  # ids are unique: so are records
-                if rest:
-                    self._add_each(out, rest, token, host, h, False)
-                return True
-        self._settle_records(done, parked)
+        done: list[str] = []
+        parked, stop = (_fastpair.add_records if self.native else _pair_records)(
+            out, records, ids, tss, cookies, same, h.waiting[1 - k], own, host, kind, k,
+            marks[1 - k], self.window_ns, self.quiet, token, done,
+        )  # fmt: skip
+        self._settle_records(host, done, parked)
+        if stop >= 0 and stop < n:  # a later half of this message may now be a duplicate
+            self._add_each(out, records[stop:], token, host, h, False)
         return True
 
-    def _settle_records(self, done: list[HalfId], parked: int) -> None:
-        """_add_records' counts, and the halves it paired remembered."""
+    def _settle_records(self, host: str, done: list[str], parked: int) -> None:
+        """_add_records' counts, and the halves it paired (their ids) remembered."""
         paired = len(done) // 2
         self._count += parked - paired
         self.stats.paired += paired
         if done:
-            resolved = self._resolved
-            resolved.update(done)
-            if len(resolved) >= self._generation:
-                self._resolved_before, self._resolved = resolved, set()
+            self._resolved.update(host, done)
 
     def _add_each(
         self, out: list[Outcome], events: list[Any], token: Hashable, host: str, h: _Host,
@@ -290,7 +302,7 @@ class PairTable:
             half = Half(event, host, eid, kind, (ts if ts > other else other) + window, quiet,
                         token)  # fmt: skip
             half_id = (host, eid)
-            if half_id in self._resolved or half_id in self._resolved_before:
+            if half_id in self._resolved:
                 self.stats.duplicates += 1
                 out.append(Outcome(None, [half]))
                 continue
@@ -359,8 +371,7 @@ class PairTable:
     def unresolve(self, outcome: Outcome) -> None:
         """Its publish failed: let a redelivery of its halves count again."""
         for half in outcome.halves:
-            self._resolved.discard((half.host, half.id))
-            self._resolved_before.discard((half.host, half.id))
+            self._resolved.discard(half.host, half.id)
 
     def _evict_over_limit(self) -> list[Outcome]:
         out = []
@@ -376,18 +387,12 @@ class PairTable:
         return out
 
     def _remember(self, half_id: HalfId) -> None:
-        resolved = self._resolved
-        resolved.add(half_id)
-        if len(resolved) >= self._generation:
-            self._resolved_before, self._resolved = resolved, set()
+        self._resolved.update(half_id[0], [half_id[1]])
 
     def _pair(self, a: Half, b: Half) -> Outcome:
         src, dst = (a, b) if a.type == FROM else (b, a)
-        resolved = self._resolved
-        resolved.add((src.host, src.id))
-        resolved.add((dst.host, dst.id))
-        if len(resolved) >= self._generation:
-            self._resolved_before, self._resolved = resolved, set()
+        self._resolved.update(src.host, [src.id])
+        self._resolved.update(dst.host, [dst.id])
         self.stats.paired += 1
         s, d = src.event, dst.event
         if type(s) is dict or type(d) is dict:  # one took the reference path: maps
@@ -404,6 +409,79 @@ class PairTable:
         if type(event) is dict:  # a map (the reference path), else a fast-path record
             return Outcome(unpaired(cast(Event, event)), [half])
         return Outcome(unpaired_record(event), [half])
+
+
+_Checked = tuple[int, str, list[str], list[int], list[Any], set[str], int]
+
+
+def _check_records(
+    records: list[Any], kinds: dict[str, int], waiting: tuple[dict[Any, Half], dict[Any, Half]],
+    new_ids: set[str] | None, old_ids: set[str] | None,
+) -> _Checked | None:  # fmt: skip
+    """None unless the records are of one kind (its index in `waiting` by
+    `kinds`), each with a cookie, none reused or waiting already, their ids
+    unique and none in new_ids or old_ids (resolved); else the kind's index,
+    the kind, ids, tss, cookies, the ids as a set, and the greatest ts. The
+    reference of fastpair.c's check_records; checks over the whole message in
+    C (map, set operations)."""
+    types = set(map(_TYPE, records))
+    if len(types) != 1:
+        return None
+    (kind,) = types
+    k = kinds.get(kind)
+    if k is None:
+        return None
+    n = len(records)
+    cookies = list(map(_COOKIE, records))
+    if None in cookies or len(set(cookies)) != n or not waiting[k].keys().isdisjoint(cookies):
+        return None
+    ids = list(map(_ID, records))
+    own = set(ids)
+    if len(own) != n or not ((new_ids is None or new_ids.isdisjoint(own))
+                             and (old_ids is None or old_ids.isdisjoint(own))):  # fmt: skip
+        return None
+    tss = list(map(_TS, records))
+    return k, kind, ids, tss, cookies, own, max(tss)
+
+
+def _pair_records(
+    out: list[Outcome], records: list[Any], ids: list[str], tss: list[int],
+    cookies: list[Any], same: dict[Any, Half], partners: dict[Any, Half], own: set[str],
+    host: str, kind: str, k: int, other: int, window: int, quiet: float, token: Hashable,
+    done: list[str],
+) -> tuple[int, int]:  # fmt: skip
+    """PairTable._add_records' loop over checked records (the reference of
+    fastpair.c's add_records): each half parked in `same` or paired with its
+    partner from `partners`, the pairs' event ids added to `done`. The count
+    parked, and the index after a pairing whose partner's id is one of this
+    message's own (-1 if none): the rest must then go one at a time."""
+    parked = 0
+    for i, (event, eid, ts, cookie) in enumerate(zip(records, ids, tss, cookies, strict=True)):
+        deadline = (ts if ts > other else other) + window
+        partner = partners.pop(cookie, None)
+        if partner is None:
+            same[cookie] = Half(event, host, eid, kind, deadline, quiet, token)
+            parked += 1
+            continue
+        # A paired half keeps no record: the output holds what it needs, and the
+        # records are freed now, while still in the cache, not once it is stored.
+        half = Half(None, host, eid, kind, deadline, quiet, token)
+        done.append(eid)
+        done.append(partner.id)
+        src, dst = (partner.event, event) if k else (event, partner.event)
+        partner.event = None
+        pair = [partner, half] if k else [half, partner]
+        if type(src) is dict or type(dst) is dict:  # the partner took the reference path
+            out.append(Outcome(_renamed_maps(src, dst), pair))
+        else:
+            out.append(Outcome(renamed_record(src, dst), pair))
+        if partner.id in own:
+            return parked, i + 1
+    return parked, -1
+
+
+def _renamed_maps(src: Any, dst: Any) -> Event:
+    return renamed(as_event(src), as_event(dst))
 
 
 def renamed(src: Event, dst: Event) -> Event:
@@ -504,3 +582,13 @@ def derived_id(*parts: str) -> str:
     if len(joined) <= MAX_ID:
         return joined
     return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
+# fastpair.c: _pair_records and renamed_record's common case in C, when built
+# (setup.py; without a C compiler the install goes on without it).
+_fastpair, MISSING = optional_extension("snoopbus.consumers._fastpair")
+if _fastpair is not None:
+    _fastpair.setup(
+        Half, Outcome, _EVENT, _replace, _NO_PROC, renamed_record, _renamed_maps, MAX_ID
+    )
+NATIVE: Final = _fastpair is not None and not disabled()

@@ -36,8 +36,9 @@ import time
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import chain
 from operator import attrgetter
-from typing import cast
+from typing import Any, cast
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -72,7 +73,9 @@ OUTPUT_BATCH = 500  # outputs per message at most
 REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
 # Room a message takes beyond its payload and the halves header: subject, id, framing.
 _ENVELOPE = 1024
-_ID = attrgetter("id")
+_ID, _HALVES, _TOKEN, _MORE, _EVENT = (
+    attrgetter(f) for f in ("id", "halves", "token", "more", "event")
+)
 
 
 @dataclass
@@ -184,6 +187,9 @@ class RenamePairer(Consumer):
             delivery.hold()
             self._open[delivery] = len(halves)
             table.add_many(outcomes, halves, delivery, host)
+            # The table keeps what it needs (a waiting half's record): the
+            # rest is freed now, still in the cache, not once the output is stored.
+            delivery.release()
         now = time.monotonic()
         # Caught up when the server had nothing more for this durable after the last one.
         table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
@@ -243,7 +249,7 @@ class RenamePairer(Consumer):
             return
         groups: dict[str, list[Outcome]] = {}
         duplicates = []
-        last: tuple[str, str] | None = None
+        last_host = last_type = ""
         group: list[Outcome] = []
         for outcome in outcomes:
             event = outcome.event
@@ -251,10 +257,11 @@ class RenamePairer(Consumer):
                 duplicates.append(outcome)
                 continue
             # Runs of one host and type: the outcomes of one message's halves.
-            key = (outcome.halves[0].host, event.type if type(event) is not dict
-                   else event["type"])  # fmt: skip
-            if key != last:
-                last = key
+            host = outcome.halves[0].host
+            kind = event.type if type(event) is not dict else event["type"]
+            if host != last_host or kind != last_type:
+                last_host, last_type = host, kind
+                key = (host, kind)
                 subject = self._outputs.get(key)
                 if subject is None:
                     subject = self._outputs[key] = event_subject(*key)
@@ -273,6 +280,8 @@ class RenamePairer(Consumer):
                             outputs += self._outputs_of(subject, [outcome])
                         except Exception as exc:
                             await self._give_back(outcome, f"encode: {type(exc).__name__}: {exc}")
+                for outcome in chunk:  # encoded: freed now, while still in the cache
+                    outcome.event = None
                 for output in outputs:
                     task = asyncio.create_task(self._store(output))
                     self._storing.add(task)
@@ -280,8 +289,9 @@ class RenamePairer(Consumer):
 
     def _outputs_of(self, subject: str, outcomes: list[Outcome]) -> list[_Output]:
         """Messages of these outcomes, each within the server's max_payload."""
-        payload = encode_outputs([o.event for o in outcomes])
-        headers = output_headers(subject, outcomes)
+        events = list(map(_EVENT, outcomes))
+        payload = encode_outputs(events)
+        headers = output_headers(subject, outcomes, events)
         limit = (self._nc.max_payload if self._nc is not None else 0) or 1 << 20
         if len(outcomes) > 1 and len(payload) + len(headers[HALVES_ID]) + _ENVELOPE > limit:
             half = len(outcomes) // 2
@@ -319,10 +329,10 @@ class RenamePairer(Consumer):
 
     async def _resolve(self, outcomes: list[Outcome]) -> None:
         """Their halves are settled: ack each delivery whose last half this was."""
-        halves = [h for o in outcomes for h in o.halves]
-        settled = Counter([h.token for h in halves])
-        for half in [h for h in halves if h.more is not None]:  # delivered more than once
-            settled.update(half.tokens[1:])
+        halves = list(chain.from_iterable(map(_HALVES, outcomes)))
+        settled = Counter(map(_TOKEN, halves))
+        for more in filter(None, map(_MORE, halves)):  # delivered more than once
+            settled.update(more)
         open_ = self._open
         done: list[Delivery] = []
         for token, n in settled.items():
@@ -399,11 +409,15 @@ class RenamePairer(Consumer):
             log.info("rename: recalled %d halves resolved before the last stop", recalled)
 
 
-def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
+def output_headers(
+    subject: str, outcomes: list[Outcome], events: list[Any] | None = None
+) -> dict[str, str]:
     """The message's id, from its outputs' ids (one output: `<host>.rename:<its id>`,
-    as before batching), and the ids of the halves it resolves (ids hold no spaces)."""
+    as before batching), and the ids of the halves it resolves (ids hold no spaces).
+    `events`: the outcomes' events, when the caller has them listed already."""
     host = subject_host(subject)  # the output's subject host
-    events = [o.event for o in outcomes]
+    if events is None:
+        events = list(map(_EVENT, outcomes))
     ids = ([e["id"] if type(e) is dict else e.id for e in events] if dict in set(map(type, events))
            else list(map(_ID, events)))  # fmt: skip
     if len(ids) == 1:
@@ -411,5 +425,5 @@ def output_headers(subject: str, outcomes: list[Outcome]) -> dict[str, str]:
     else:
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:40]
         key = f"batch:{len(ids)}:{digest}"
-    halves = " ".join([h.id for o in outcomes for h in o.halves])
+    halves = " ".join(map(_ID, chain.from_iterable(map(_HALVES, outcomes))))
     return {ID_HEADER: derived_id(host, "rename", key), HALVES_ID: halves}

@@ -1,5 +1,5 @@
 """The guard of the optional C extensions (collector/native.py,
-consumers/archive/native.py): each is built by `pip install` (setup.py)
+consumers/archive/native.py, consumers/pairing.py): each is built by `pip install` (setup.py)
 where a C compiler is found. Where it is not, or where SNOOPBUS_NATIVE=0
 turns it off, its module takes the pure-Python path (the same output,
 slower) and says why in its log.

@@ -7,8 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snoopbus.consumers.pairing import (
+    NATIVE,
     NS,
     PairTable,
+    _fastpair,
     as_event,
     encode_outputs,
     renamed,
@@ -291,6 +293,8 @@ def test_records_give_the_same_outputs_as_maps() -> None:
             from_records = renamed_record(record(src), record(dst))
             assert as_event(from_records) == from_maps, (a, b)
             validate_event(as_event(from_records))
+            if _fastpair is not None:  # fastpair.c's, the same struct
+                assert _fastpair.renamed(record(src), record(dst)) == from_records, (a, b)
     for event in (varied("moved_from", 2, 1), varied("moved_to", 2, 12)):
         assert as_event(unpaired_record(record(event))) == unpaired(event)
 
@@ -393,18 +397,22 @@ def test_a_message_at_once_gives_what_one_half_at_a_time_gives(messages, max_pen
     """add_many takes a message's records in one pass when nothing is unusual (no
     duplicate, reused or missing cookie, room in the table) and otherwise one half
     at a time: the outcomes, counts and what is left waiting are the same."""
-    fast, slow = (PairTable(window=1, max_pending=max_pending) for _ in range(2))
+    # The message loop in Python, in C (fastpair.c) when built, and one half at a time.
+    tables = [PairTable(window=1, max_pending=max_pending, native=native)
+              for native in (False, *((True,) if NATIVE else ()), False)]  # fmt: skip
+    slow = tables[-1]
     slow._add_records = lambda *args: False  # type: ignore[method-assign]  # one at a time
-    got: list[list] = [[], []]
+    got: list[list] = [[] for _ in tables]
     for token, (kind, host, halves, maps) in enumerate(messages):
         records = _message(kind, halves, host)
-        for table, out in zip((fast, slow), got, strict=True):
+        for table, out in zip(tables, got, strict=True):
             table.add_many(out, [as_event(r) for r in records] if maps else records, token, host)
-    for table, out in zip((fast, slow), got, strict=True):
+    for table, out in zip(tables, got, strict=True):
         out += table.expire(0)  # whatever the watermarks gave up
-    assert _summary(got[0]) == _summary(got[1])
-    assert fast.stats == slow.stats and len(fast) == len(slow)
-    assert [h.marks for h in fast._hosts.values()] == [h.marks for h in slow._hosts.values()]
+    for fast, out in zip(tables[:-1], got, strict=False):
+        assert _summary(out) == _summary(got[-1])
+        assert fast.stats == slow.stats and len(fast) == len(slow)
+        assert [h.marks for h in fast._hosts.values()] == [h.marks for h in slow._hosts.values()]
 
 
 def test_a_half_whose_id_a_pairing_just_resolved_is_a_duplicate_either_way() -> None:
@@ -418,3 +426,18 @@ def test_a_half_whose_id_a_pairing_just_resolved_is_a_duplicate_either_way() -> 
         table.add_many(out, _message("moved_from", [(1, 5, 0)], "h1"), "F", "h1")
         table.add_many(out, _message("moved_to", [(1, 6, 0), (2, 5, 0)], "h1"), "T", "h1")
         assert types(out) == ["renamed", None] and table.stats.duplicates == 1
+
+
+def test_a_paired_half_keeps_no_record_in_either_loop() -> None:
+    """Its record is freed at once (the output holds what it needs); a waiting
+    half keeps its own, to give up with."""
+    for native in (False, *((True,) if NATIVE else ())):
+        table = PairTable(window=1, max_pending=10, native=native)
+        out: list = []
+        table.add_many(out, _message("moved_from", [(1, 1, 0), (2, 2, 0)], "h1"), "F", "h1")
+        table.add_many(out, _message("moved_to", [(1, 3, 0)], "h1"), "T", "h1")
+        (paired,) = out
+        assert [h.event for h in paired.halves] == [None, None]
+        assert as_event(paired.event)["file"]["old_path"] == "/moved_from/1"
+        (waiting,) = [h for w in table._hosts["h1"].waiting for h in w.values()]
+        assert waiting.event is not None and waiting.id == "h1-2"
