@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.soak [--duration 1h] [--rate 200] [--state-dir D]
                                          [--sample-every 10s] [--drain 5m] [--whole-host]
-                                         [--samples FILE] [--report FILE]
+                                         [--stream-mb 256] [--samples FILE] [--report FILE]
 
 Runs `snoopbus up` as a user does (its own nats-server on a free loopback
 port, the collector, the rename, alert and archive consumers), with its
@@ -13,6 +13,11 @@ The load (tests/bench/soak_load.py) makes execs and a compile-like build
 default the collector's file events are limited to the load's folder
 ([collector] include_path: other users of this shared machine then do not
 change the figures; execs stay host-wide); --whole-host watches everything.
+The stream is capped at --stream-mb ([stream] max_mb; 0: `up`'s own choice
+from the free disk): a host that runs for months sits at its limit, removing
+the oldest events as new ones come, and the default (256 MB, reached in about
+a quarter of an hour at the default rate) makes the hour measure that steady
+state, nats-server's memory included, rather than a stream still filling.
 
 Every --sample-every seconds while the load runs: RSS and CPU time of `up`,
 nats-server, the collector and each consumer (their pids from up.json in the
@@ -290,7 +295,8 @@ class Soak:
                    else f"include_path = [{json.dumps(str(self.folder))}]\n")
         roll = self.args.archive_roll
         archive = f"\n[consumer.archive]\nroll_seconds = {roll:g}\n" if roll else ""
-        path.write_text(f"[collector]\n{include}{archive}")
+        stream = f"\n[stream]\nmax_mb = {self.args.stream_mb}\n"
+        path.write_text(f"[collector]\n{include}{archive}{stream}")
         return path
 
     def start_up(self) -> None:
@@ -493,6 +499,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-every", type=duration, default=10.0, help="seconds (default 10)")
     p.add_argument("--drain", type=duration, default=300.0,
                    help="after the load, the longest wait for consumers to catch up (5m)")
+    p.add_argument("--stream-mb", type=int, default=256, metavar="MB",
+                   help="[stream] max_mb: the stream's cap (default 256; 0: up's own choice)")
     p.add_argument("--whole-host", action="store_true",
                    help="the collector watches every file, not only the load's folder")
     p.add_argument("--archive-roll", type=duration, default=None, metavar="S",
