@@ -70,6 +70,8 @@ HALVES_ID = "Snoopbus-Rename-Halves"  # header: the ids of the halves a message 
 FROM_ID, TO_ID = "Snoopbus-Rename-From", "Snoopbus-Rename-To"
 OUTPUT_TYPES = ("renamed", *UNPAIRED.values())
 OUTPUT_BATCH = 500  # outputs per message at most
+# Longest stretch of a batch's pairing without a look at the event loop (s).
+YIELD_AFTER = 0.05
 REPUBLISH = 3  # sends of an output message that got no answer before its halves go back
 # Room a message takes beyond its payload and the halves header: subject, id, framing.
 _ENVELOPE = 1024
@@ -118,6 +120,7 @@ class RenamePairer(Consumer):
         self._subjects: dict[str, tuple[str, str] | None] = {}  # input -> (host token, type)
         self._outputs: dict[tuple[str, str], str] = {}  # (host token, type) -> its subject
         self._closing = asyncio.Event()
+        self._handling = False  # a batch is being added to the table
         self._ticker: asyncio.Task[None] | None = None
         self._storing: set[asyncio.Task[None]] = set()  # publishes awaiting the server's ack
 
@@ -177,7 +180,28 @@ class RenamePairer(Consumer):
     async def handle(self, batch: Batch) -> None:
         table = self.table
         outcomes: list[Outcome] = []
+        self._handling = True  # the expire loop waits: the batch's partners are not all in yet
+        try:
+            await self._add(batch, outcomes)
+        finally:
+            self._handling = False
+        now = time.monotonic()
+        # Caught up when the server had nothing more for this durable after the last one.
+        table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
+                   table.caught_up)  # fmt: skip
+        outcomes += table.expire(now)
+        await self._emit(outcomes)
+
+    async def _add(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        table = self.table
+        looked = time.monotonic()
         for delivery in batch:
+            if time.monotonic() - looked > YIELD_AFTER:
+                # A batch of big messages can be seconds on a loaded host: let the
+                # runtime keep held and waiting messages alive meanwhile, or the
+                # server redelivers them past ack_wait and halves come twice.
+                await asyncio.sleep(0)
+                looked = time.monotonic()
             parts = self._input(delivery.subject)
             if parts is None:
                 continue  # not a half's subject: left open, the runtime acks it
@@ -190,12 +214,6 @@ class RenamePairer(Consumer):
             # The table keeps what it needs (a waiting half's record): the
             # rest is freed now, still in the cache, not once the output is stored.
             delivery.release()
-        now = time.monotonic()
-        # Caught up when the server had nothing more for this durable after the last one.
-        table.tick(now, batch[-1].msg.metadata.num_pending == 0 if len(batch) else
-                   table.caught_up)  # fmt: skip
-        outcomes += table.expire(now)
-        await self._emit(outcomes)
 
     def _input(self, subject: str) -> tuple[str, str] | None:
         """(host token, type) of a rename half's subject, else None."""
@@ -223,6 +241,8 @@ class RenamePairer(Consumer):
             try:
                 await asyncio.wait_for(self._closing.wait(), period)
             except TimeoutError:
+                if self._handling:
+                    continue
                 now = time.monotonic()
                 caught_up = self.table.caught_up
                 if len(self.table) and now - asked >= 1.0:

@@ -7,11 +7,13 @@ import os
 import random
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
@@ -19,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers import Partition, Runtime, Settings
-from snoopbus.consumers.pairing import NS
+from snoopbus.consumers.pairing import NS, PairTable
 from snoopbus.consumers.rename import HALVES_ID, OUTPUT_TYPES, RenamePairer
 from snoopbus.proto import (
     STREAM_NAME,
@@ -418,3 +420,27 @@ async def test_sigterm_releases_held_halves_for_the_next_run(
         got = await wait_outputs(stream, 1, limit=5)
         await settled(stream)
     assert by_type(got) == {"renamed": 1}
+
+
+async def test_a_batch_paired_slowly_is_not_redelivered(
+    nats_server: NatsServer, stream: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a host whose CPUs are all busy, pairing a batch can take longer than
+    ack_wait: the held and waiting messages must still hear from the pairer
+    meanwhile, or the server hands them out again and halves come twice."""
+    for cookie in range(40):  # stored first: the pairer fetches full batches
+        for event in pair(cookie):
+            await publish(stream, event)
+    add_many = PairTable.add_many
+
+    def starved(*args: Any, **kw: Any) -> Any:
+        time.sleep(0.06)  # a CPU-starved message: a batch of 64 takes ~4 ack_waits
+        return add_many(*args, **kw)
+
+    monkeypatch.setattr(PairTable, "add_many", starved)
+    async with pairer(nats_server.url, settings=replace(FAST, ack_wait=1.0)) as (_, rt):
+        got = await wait_outputs(stream, 40, limit=60)
+        await settled(stream, limit=60)
+    assert rt.counters.fetched == 80, "the server handed messages out again"
+    assert by_type(got) == {"renamed": 40}
+    assert rt.counters.processed == 80
