@@ -597,7 +597,7 @@ static __always_inline void scan_start(void *ctx, void *task, u32 mode, u32 firs
 
 /* ---- ia32 syscalls: TS_COMPAT, their own numbers and argument registers ---- */
 
-static __always_inline int task_compat(void *task)
+static __always_inline int task_compat(void)
 {
 #if TASK_STORAGE
     /* A direct load through the task's BTF pointer (5.11+, as task storage):
@@ -606,13 +606,13 @@ static __always_inline int task_compat(void *task)
     u8 *t = (u8 *)bpf_get_current_task_btf();
     return (*(volatile u32 *)(t + OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
 #else
-    return (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
+    return (read_u32((void *)bpf_get_current_task(), OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
 #endif
 }
 
 /* The spec of the syscall the current task makes as `nr` (a 64-bit number,
  * or an ia32 one under TS_COMPAT); its sys_spec key in *key. NULL: unwanted. */
-static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int *compat)
+static __always_inline struct sc_spec *spec_of(u32 nr, u32 *key, int *compat)
 {
     nr &= ~X32_SYSCALL_BIT;  /* x32 calls the 64-bit ones with bit 30 set */
     if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high but x32's own (512..547) */
@@ -620,7 +620,7 @@ static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !(sp->shape | sp->ia32))
         return 0;
-    *compat = task_compat(task);
+    *compat = task_compat();
     *key = nr;
     if (*compat) {
         *key = nr + NR_IA32_BASE;
@@ -658,12 +658,12 @@ static __always_inline void read_args(void *regs, int compat, u64 *v)
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    void *task = (void *)bpf_get_current_task();
     u32 nr = 0;
     int compat = 0;
-    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    struct sc_spec *sp = spec_of(ctx->args[1], &nr, &compat);
     if (!sp)
-        return 0;
+        return 0;  /* most syscalls: one array lookup, no helper call */
+    void *task = (void *)bpf_get_current_task();
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (task_excluded(pid_tgid)) {
         if ((pid_tgid >> 32) != SELF_TGID)
@@ -948,6 +948,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !(sp->shape | sp->ia32))
         return 0;
+    if ((sp->shape == SHAPE_CLOSE || sp->shape == SHAPE_SCAN) && !sp->ia32)
+        return 0;  /* handled at enter: nothing saved to look up */
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct sc_args *a = inflight_get(0);
     if (!a || !a->live)
