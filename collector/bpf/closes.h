@@ -68,9 +68,11 @@ struct scan_ref_key {
  * regular file (as close_at_enter decides for one fd). */
 static __always_inline int writable_regular(void *file)
 {
-    if (!(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F))
+    struct file_head fh;
+    read_file_head(file, &fh);
+    if (!(fh.mode & FMODE_WRITE_F))
         return 0;
-    return (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) == S_IFREG_F;
+    return (inode_mode(fh.inode) & S_IFMT_F) == S_IFREG_F;
 }
 
 /* The words of a scan's fd bitmap: open fds, and only the close-on-exec

@@ -74,6 +74,10 @@ struct scratch {
      * early exit re-verifying all that follows (which exceeds its budget). */
     u32 pos;
     u32 verdict;  /* path filter verdict of the last walk (VERDICT_*), same technique */
+    /* Handed from sys_enter to its close_at_enter tail call on this CPU: the
+     * fd closing and the syscall's sys_spec key (no second decode there). */
+    u32 close_fd;
+    u32 close_nr;
     u8 data[DATA_SIZE + SLACK];
 };
 
@@ -131,17 +135,34 @@ static __always_inline u32 read_u32(const void *base, long off)
     return v;
 }
 
+/* Reads along pointer chains from the current task (its parent, nsproxy,
+ * files, fs, mm). With TASK_STORAGE (5.11+, which has
+ * bpf_get_current_task_btf) they are plain loads through the task's BTF
+ * pointer: the verifier types each one against the kernel's BTF and the JIT
+ * makes it a load that reads 0 on a fault, as a failed probe read does; a
+ * helper call saved per field, on every record. Without, probe reads from
+ * `task`. Every `task` passed here is the current task. */
+#if TASK_STORAGE
+#define CUR_TASK(task) ((void *)bpf_get_current_task_btf())
+#define CUR_PTR(base, off) (*(void *volatile *)((char *)(base) + (off)))
+#define CUR_U32(base, off) (*(volatile u32 *)((char *)(base) + (off)))
+#else
+#define CUR_TASK(task) ((void *)(task))
+#define CUR_PTR(base, off) read_ptr(base, off)
+#define CUR_U32(base, off) read_u32(base, off)
+#endif
+
 static __always_inline void fill_hdr(struct rec_hdr *h, void *task, u16 kind)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u64 uid_gid = bpf_get_current_uid_gid();
-    void *parent = read_ptr(task, OFF_TASK_REAL_PARENT);
+    void *parent = CUR_PTR(CUR_TASK(task), OFF_TASK_REAL_PARENT);
 
     h->ts = bpf_ktime_get_boot_ns();
     h->cgroup = bpf_get_current_cgroup_id();
     h->pid = pid_tgid >> 32;
     h->tid = (u32)pid_tgid;
-    h->ppid = read_u32(parent, OFF_TASK_TGID);
+    h->ppid = CUR_U32(parent, OFF_TASK_TGID);
     h->uid = (u32)uid_gid;
     h->gid = uid_gid >> 32;
     h->kind = kind;

@@ -178,17 +178,26 @@ static __always_inline u64 sc_arg(struct sc_args *a, s8 idx)
     return a->args[idx & 7];
 }
 
+/* The open file behind the current task's fd (0: none). */
 static __always_inline void *fd_file(void *task, u32 fd)
 {
-    void *files = read_ptr(task, OFF_TASK_FILES);
-    void *fdt = read_ptr(files, OFF_FILES_FDT);
+    void *files = CUR_PTR(CUR_TASK(task), OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    void *fdt = CUR_PTR(files, OFF_FILES_FDT);
     if (!fdt)
         return 0;
-    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
+    u32 max = CUR_U32(fdt, OFF_FDTABLE_MAX_FDS);
     if (fd >= max)
         return 0;
-    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
+    void *arr = CUR_PTR(fdt, OFF_FDTABLE_FD);
     return read_ptr(arr, (long)fd * 8);
+}
+
+/* The current task's root (a struct path *): where its paths stop. */
+static __always_inline void *task_root(void *task)
+{
+    return (char *)CUR_PTR(CUR_TASK(task), OFF_TASK_FS) + OFF_FS_ROOT;
 }
 
 /* References to an open file: fds in any table, mappings, in-flight calls.
@@ -206,9 +215,13 @@ static __always_inline s64 file_refs(void *file)
 
 static __always_inline u32 mnt_ns_inum(void *task)
 {
-    void *nsproxy = read_ptr(task, OFF_TASK_NSPROXY);
-    void *mnt_ns = read_ptr(nsproxy, OFF_NSPROXY_MNT_NS);
-    return read_u32(mnt_ns, OFF_MNT_NS_INUM);
+    void *nsproxy = CUR_PTR(CUR_TASK(task), OFF_TASK_NSPROXY);
+    if (!nsproxy)
+        return 0;  /* an exiting task's is gone */
+    void *mnt_ns = CUR_PTR(nsproxy, OFF_NSPROXY_MNT_NS);
+    if (!mnt_ns)
+        return 0;
+    return CUR_U32(mnt_ns, OFF_MNT_NS_INUM);
 }
 
 static __always_inline u16 inode_mode(void *inode)
@@ -218,12 +231,56 @@ static __always_inline u16 inode_mode(void *inode)
     return m;
 }
 
+/* An open file's f_mode, f_flags and f_inode, in one read when they lie
+ * within FILE_HEAD_MAX bytes (as on x86-64 since 6.x): records ask for all
+ * three, and each probe read saved is on every record. */
+struct file_head {
+    u32 mode;
+    u32 flags;
+    void *inode;
+};
+#define MIN2(a, b) ((a) < (b) ? (a) : (b))
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define FILE_HEAD_LO (MIN2(MIN2(OFF_FILE_F_MODE, OFF_FILE_F_FLAGS), OFF_FILE_F_INODE) & ~7)
+#define FILE_HEAD_HI MAX2(MAX2(OFF_FILE_F_MODE + 4, OFF_FILE_F_FLAGS + 4), OFF_FILE_F_INODE + 8)
+#define FILE_HEAD_MAX 48
+
+static __always_inline void read_file_head(void *file, struct file_head *fh)
+{
+#if FILE_HEAD_HI - FILE_HEAD_LO <= FILE_HEAD_MAX
+    u64 b[FILE_HEAD_MAX / 8] = {};
+    bpf_probe_read_kernel(b, FILE_HEAD_HI - FILE_HEAD_LO, (char *)file + FILE_HEAD_LO);
+    fh->mode = *(u32 *)((u8 *)b + OFF_FILE_F_MODE - FILE_HEAD_LO);
+    fh->flags = *(u32 *)((u8 *)b + OFF_FILE_F_FLAGS - FILE_HEAD_LO);
+    fh->inode = *(void **)((u8 *)b + OFF_FILE_F_INODE - FILE_HEAD_LO);
+#else
+    fh->mode = read_u32(file, OFF_FILE_F_MODE);
+    fh->flags = read_u32(file, OFF_FILE_F_FLAGS);
+    fh->inode = read_ptr(file, OFF_FILE_F_INODE);
+#endif
+}
+
+/* The record's ino and dev from the inode: i_sb and i_ino in one read when
+ * they lie within 32 bytes. */
+static __always_inline void fill_inode_of(struct file_rec *r, void *inode)
+{
+    void *sb;
+#if OFF_INODE_I_INO > OFF_INODE_I_SB && OFF_INODE_I_INO - OFF_INODE_I_SB <= 24 \
+    && (OFF_INODE_I_INO - OFF_INODE_I_SB) % 8 == 0
+    u64 w[4] = {};
+    bpf_probe_read_kernel(w, OFF_INODE_I_INO - OFF_INODE_I_SB + 8, (char *)inode + OFF_INODE_I_SB);
+    sb = (void *)w[0];
+    r->ino = w[(OFF_INODE_I_INO - OFF_INODE_I_SB) / 8];
+#else
+    sb = read_ptr(inode, OFF_INODE_I_SB);
+    r->ino = read_u64(inode, OFF_INODE_I_INO);
+#endif
+    r->dev = read_u32(sb, OFF_SB_S_DEV);
+}
+
 static __always_inline void fill_inode(struct file_rec *r, void *file)
 {
-    void *inode = read_ptr(file, OFF_FILE_F_INODE);
-    void *sb = read_ptr(inode, OFF_INODE_I_SB);
-    r->ino = read_u64(inode, OFF_INODE_I_INO);
-    r->dev = read_u32(sb, OFF_SB_S_DEV);
+    fill_inode_of(r, read_ptr(file, OFF_FILE_F_INODE));
 }
 
 #endif

@@ -70,9 +70,17 @@ BPF_TABLE("lru_hash", struct written_key, u8, written, 65536);
 static __always_inline struct written_key written_key(void *task, u64 pid_tgid, u32 fd)
 {
     struct written_key k = {
-        .mm = (u64)read_ptr(task, OFF_TASK_MM), .tgid = pid_tgid >> 32, .fd = fd,
+        .mm = (u64)CUR_PTR(CUR_TASK(task), OFF_TASK_MM), .tgid = pid_tgid >> 32, .fd = fd,
     };
     return k;
+}
+
+/* Drops an fd's written mark. Most fds carry none (read-only ones, or one
+ * never written): a lookup takes no lock, a delete takes the bucket's. */
+static __always_inline void written_forget(struct written_key *k)
+{
+    if (written.lookup(k))
+        written.delete(k);
 }
 BPF_PROG_ARRAY(tails, 4);
 /* closes.h: scans of the fd table at exit, exec and close_range. */
@@ -589,7 +597,7 @@ static __always_inline void scan_start(void *ctx, void *task, u32 mode, u32 firs
 
 /* ---- ia32 syscalls: TS_COMPAT, their own numbers and argument registers ---- */
 
-static __always_inline int task_compat(void *task)
+static __always_inline int task_compat(void)
 {
 #if TASK_STORAGE
     /* A direct load through the task's BTF pointer (5.11+, as task storage):
@@ -598,13 +606,13 @@ static __always_inline int task_compat(void *task)
     u8 *t = (u8 *)bpf_get_current_task_btf();
     return (*(volatile u32 *)(t + OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
 #else
-    return (read_u32(task, OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
+    return (read_u32((void *)bpf_get_current_task(), OFF_TASK_TI_STATUS) & TS_COMPAT_F) != 0;
 #endif
 }
 
 /* The spec of the syscall the current task makes as `nr` (a 64-bit number,
  * or an ia32 one under TS_COMPAT); its sys_spec key in *key. NULL: unwanted. */
-static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int *compat)
+static __always_inline struct sc_spec *spec_of(u32 nr, u32 *key, int *compat)
 {
     nr &= ~X32_SYSCALL_BIT;  /* x32 calls the 64-bit ones with bit 30 set */
     if (nr >= NR_IA32_BASE)  /* no 64-bit syscall this high but x32's own (512..547) */
@@ -612,7 +620,7 @@ static __always_inline struct sc_spec *spec_of(void *task, u32 nr, u32 *key, int
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !(sp->shape | sp->ia32))
         return 0;
-    *compat = task_compat(task);
+    *compat = task_compat();
     *key = nr;
     if (*compat) {
         *key = nr + NR_IA32_BASE;
@@ -650,12 +658,12 @@ static __always_inline void read_args(void *regs, int compat, u64 *v)
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    void *task = (void *)bpf_get_current_task();
     u32 nr = 0;
     int compat = 0;
-    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
+    struct sc_spec *sp = spec_of(ctx->args[1], &nr, &compat);
     if (!sp)
-        return 0;
+        return 0;  /* most syscalls: one array lookup, no helper call */
+    void *task = (void *)bpf_get_current_task();
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (task_excluded(pid_tgid)) {
         if ((pid_tgid >> 32) != SELF_TGID)
@@ -708,7 +716,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
                 return 0;
         }
         struct written_key key = written_key(task, pid_tgid, fd);
-        written.delete(&key);
+        written_forget(&key);
+        struct scratch *s = get_scratch();
+        if (!s)
+            return 0;
+        s->close_fd = fd;
+        s->close_nr = nr;
         tails.call(ctx, 1);  /* close_at_enter */
         return 0;
     }
@@ -918,7 +931,7 @@ static __always_inline void fill_common(struct file_rec *r, void *task, u16 kind
     r->dev = 0;
     r->mnt_ns = mnt_ns_inum(task);
     r->nr = a->nr;
-    r->oflags = a->sp.flags >= 0 ? (u32)sc_arg(a, a->sp.flags) : a->sp.const_flags;
+    r->oflags = 0;  /* the caller's: sys_exit may have read open_how */
     r->mode = a->sp.mode >= 0 ? (u32)sc_arg(a, a->sp.mode) : 0;
     r->fd = a->sp.fd >= 0 ? (s32)sc_arg(a, a->sp.fd) : -1;
     r->seg[0] = r->seg[1] = r->seg[2] = r->seg[3] = 0;
@@ -935,6 +948,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     struct sc_spec *sp = sys_spec.lookup(&nr);
     if (!sp || !(sp->shape | sp->ia32))
         return 0;
+    if ((sp->shape == SHAPE_CLOSE || sp->shape == SHAPE_SCAN) && !sp->ia32)
+        return 0;  /* handled at enter: nothing saved to look up */
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct sc_args *a = inflight_get(0);
     if (!a || !a->live)
@@ -950,7 +965,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         if (ret >= 0) {
             struct written_key key =
                 written_key((void *)bpf_get_current_task(), pid_tgid, (u32)ret);
-            written.delete(&key);
+            written_forget(&key);
         }
         inflight_done(a);
         return 0;
@@ -960,65 +975,78 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         inflight_done(a);
         return 0;
     }
-    struct scratch *s = get_scratch();
-    if (!s) {
-        inflight_done(a);
-        return 0;
-    }
-    struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
     u16 kind = a->sp.kind;
+    void *file = 0;
+    u32 oflags = a->sp.flags >= 0 ? (u32)sc_arg(a, a->sp.flags) : a->sp.const_flags;
+    struct file_head fh = {};  /* the file's, read once where there is one */
+    if (a->sp.shape == SHAPE_FDRET) {
+        /* The open family: which event it is, decided before any record is
+         * built, as most opens make none (no open events: only creates and
+         * truncations are reported). */
+        if (ret >= 0) {
+            file = fd_file(task, (u32)ret);
+            if (file)
+                read_file_head(file, &fh);
+            if (a->sp.how) {
+                u64 f = 0;
+                bpf_probe_read_user(&f, sizeof(f), (void *)sc_arg(a, 2));
+                oflags = (u32)f;
+            }
+            struct written_key key = written_key(task, pid_tgid, (u32)ret);
+            if (file && (fh.mode & FMODE_CREATED_F))
+                kind = KIND_CREATE;
+            else if (file && (oflags & O_TRUNC_F)
+                     && (inode_mode(fh.inode) & S_IFMT_F) == S_IFREG_F)
+                kind = KIND_MODIFY;  /* O_TRUNC truncated an existing file (IN_MODIFY) */
+            else
+                kind = KIND_OPEN;
+            if (kind == KIND_MODIFY) {
+                u8 one = 1;
+                written.update(&key, &one);  /* its first write is not another modify */
+            } else {
+                written_forget(&key);  /* a new file behind this fd number */
+            }
+        } else {
+            /* Failed open: reported as the create or open it tried to be. */
+            kind = (oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
+        }
+        if (kind == KIND_OPEN && !OPEN_EVENTS)
+            goto done;
+    }
+    struct scratch *s = get_scratch();
+    if (!s)
+        goto done;
+    struct file_rec *r = (struct file_rec *)s->data;
+    void *root = task_root(task);
     fill_common(r, task, kind, ret, a);
+    r->oflags = oflags;
     set_pos(s, sizeof(*r));
     set_verdict(s, VERDICT_NONE);
 
-    void *file = 0;
-    if (a->sp.shape == SHAPE_FDRET && ret >= 0) {
-        file = fd_file(task, (u32)ret);
-        r->fd = (s32)ret;
-        if (a->sp.how) {
-            u64 f = 0;
-            bpf_probe_read_user(&f, sizeof(f), (void *)sc_arg(a, 2));
-            r->oflags = (u32)f;
-        }
-        struct written_key key = written_key(task, pid_tgid, (u32)ret);
-        if (file && (read_u32(file, OFF_FILE_F_MODE) & FMODE_CREATED_F))
-            kind = KIND_CREATE;
-        else if (file && (r->oflags & O_TRUNC_F)
-                 && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) == S_IFREG_F)
-            kind = KIND_MODIFY;  /* O_TRUNC truncated an existing file (IN_MODIFY) */
-        else
-            kind = KIND_OPEN;
-        if (kind == KIND_MODIFY) {
-            u8 one = 1;
-            written.update(&key, &one);  /* its first write is not another modify */
-        } else {
-            written.delete(&key);  /* a new file behind this fd number */
-        }
-        if (kind == KIND_OPEN && !OPEN_EVENTS)
-            goto done;
-    } else if (a->sp.shape == SHAPE_FDRET) {
-        /* Failed open: reported as the create or open it tried to be. */
-        kind = (r->oflags & O_CREAT_F) ? KIND_CREATE : KIND_OPEN;
-        if (kind == KIND_OPEN && !OPEN_EVENTS)
-            goto done;
+    if (a->sp.shape == SHAPE_FDRET) {
+        if (ret >= 0)
+            r->fd = (s32)ret;
     } else if (a->sp.shape == SHAPE_FD) {
         file = fd_file(task, (u32)r->fd);
+        if (file)
+            read_file_head(file, &fh);
         if (kind == KIND_MODIFY) {
             struct written_key key = written_key(task, pid_tgid, (u32)r->fd);
             u8 one = 1;
             if (ret >= 0)  /* a failed write (--include-failed) changed nothing */
                 written.update(&key, &one);
-            if (file && (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+            if (file && (inode_mode(fh.inode) & S_IFMT_F) != S_IFREG_F)
                 goto done;  /* pipes, sockets, ttys: not file changes */
         }
     } else if (a->sp.shape == SHAPE_MMAP) {
         /* A shared mapping of a file open for writing: writable now, or by
          * mprotect later. Each is reported: the mapping outlives its fd. */
         file = fd_file(task, (u32)r->fd);
-        if (!file || !(read_u32(file, OFF_FILE_F_MODE) & FMODE_WRITE_F)
-            || (inode_mode(read_ptr(file, OFF_FILE_F_INODE)) & S_IFMT_F) != S_IFREG_F)
+        if (file)
+            read_file_head(file, &fh);
+        if (!file || !(fh.mode & FMODE_WRITE_F)
+            || (inode_mode(fh.inode) & S_IFMT_F) != S_IFREG_F)
             goto done;
         if (ret >= 0)
             r->ret = 0;  /* the mapping's address: not for the bus */
@@ -1033,8 +1061,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         walk = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_PWD;
     if (walk) {
         if (file) {
-            fill_inode(r, file);
-            if (is_tmpfile(file))
+            fill_inode_of(r, fh.inode);
+            if (fh.flags & O_TMPFILE_F)
                 r->h.flags |= F_TMPFILE;  /* its dentry's name is made up ("#ino") */
         }
         walk_path(s, walk, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
@@ -1073,7 +1101,7 @@ int exit_first_name(struct bpf_raw_tracepoint_args *ctx)
         goto done;
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    void *root = task_root(task);
     const char *name = (const char *)sc_arg(a, a->sp.name);
     s64 dfd = a->sp.dfd >= 0 ? (s64)(s32)sc_arg(a, a->sp.dfd) : AT_FDCWD_VAL;
     if (!name) {
@@ -1142,7 +1170,7 @@ int exit_second_name(struct bpf_raw_tracepoint_args *ctx)
         goto done;
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    void *root = task_root(task);
     if (r->h.kind == KIND_LINK && a->sp.flags >= 0) {
         /* linkat of an O_TMPFILE file (closes.h): its create, under the new name */
         void *src = 0;
@@ -1202,7 +1230,7 @@ static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32
     if (!s)
         return;
     struct file_rec *r = (struct file_rec *)s->data;
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    void *root = task_root(task);
     fill_hdr(&r->h, task, KIND_CLOSE_WRITE);
     if (ts)
         r->h.ts = ts;
@@ -1211,12 +1239,14 @@ static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32
     r->cookie = 0;
     r->mnt_ns = mnt_ns_inum(task);
     r->nr = nr;
-    r->oflags = read_u32(file, OFF_FILE_F_FLAGS);
+    struct file_head fh;
+    read_file_head(file, &fh);
+    r->oflags = fh.flags;
     r->mode = 0;
     r->fd = fd;
     r->seg[1] = r->seg[2] = r->seg[3] = 0;
-    fill_inode(r, file);
-    if (is_tmpfile(file))
+    fill_inode_of(r, fh.inode);
+    if (fh.flags & O_TMPFILE_F)
         r->h.flags |= F_TMPFILE;
     set_pos(s, sizeof(*r));
     walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC, PATH_FILTERS);
@@ -1236,16 +1266,11 @@ static __always_inline void emit_close_write(void *task, void *file, u32 fd, u32
  * close releases a valid fd even when it reports an error. */
 int close_at_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *regs = (void *)ctx->args[0];
+    struct scratch *s = get_scratch();
+    if (!s)
+        return 0;
+    u32 fd = s->close_fd, nr = s->close_nr;  /* sys_enter decoded them */
     void *task = (void *)bpf_get_current_task();
-    u32 nr = 0;
-    int compat = 0;
-    struct sc_spec *sp = spec_of(task, ctx->args[1], &nr, &compat);
-    u64 v[6] = {};
-    read_args(regs, compat, v);
-    u32 fd = v[0];
-    if (sp && sp->fd == 1)
-        fd = v[1];
     void *file = fd_file(task, fd);
     if (!file || !writable_regular(file))
         return 0;
@@ -1343,25 +1368,45 @@ static __always_inline u64 scan_bits(void *fdt, struct scan_state *st, u32 w, u3
     return bits;
 }
 
+/* The fd table a tail pass of the thread's scan works on. */
+struct scan_table {
+    void *task;
+    void *fdt;
+    void *arr;  /* fdt->fd */
+    u32 max;    /* fdt->max_fds */
+};
+
+/* Both passes' prologue: the thread's scan, if its fd table is still the one
+ * the scan started on (else the scan ends), and that table. */
+static __always_inline struct scan_state *scan_resume(u32 tid, struct scan_table *t)
+{
+    struct scan_state *st = scans.lookup(&tid);
+    if (!st)
+        return 0;
+    t->task = (void *)bpf_get_current_task();
+    void *files = read_ptr(t->task, OFF_TASK_FILES);
+    if ((u64)files != st->files) {
+        scans.delete(&tid);
+        return 0;
+    }
+    t->fdt = read_ptr(files, OFF_FILES_FDT);
+    t->max = read_u32(t->fdt, OFF_FDTABLE_MAX_FDS);
+    t->arr = read_ptr(t->fdt, OFF_FDTABLE_FD);
+    return st;
+}
+
 /* Pass one: per open file, how many of the closing fds name it; a range's
  * fds lose their written marks. */
 int scan_count(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    struct scan_state *st = scans.lookup(&tid);
+    struct scan_table t;
+    struct scan_state *st = scan_resume(tid, &t);
     if (!st)
         return 0;
-    void *task = (void *)bpf_get_current_task();
-    void *files = read_ptr(task, OFF_TASK_FILES);
-    if ((u64)files != st->files) {
-        scans.delete(&tid);
-        return 0;
-    }
-    void *fdt = read_ptr(files, OFF_FILES_FDT);
-    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
-    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
-    u32 first = st->first, end = st->end < max ? st->end : max;
+    void *task = t.task, *fdt = t.fdt, *arr = t.arr;
+    u32 first = st->first, end = st->end < t.max ? st->end : t.max;
     struct written_key wk = written_key(task, pid_tgid, 0);
     struct scan_ref_key k = {.ts = st->ts, .tid = tid};
     u32 one = 1;
@@ -1408,22 +1453,14 @@ int scan_count(struct bpf_raw_tracepoint_args *ctx)
  * fds gets its close_write; then the next, by a tail call to itself. */
 int scan_emit(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    struct scan_state *st = scans.lookup(&tid);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct scan_table t;
+    struct scan_state *st = scan_resume(tid, &t);
     if (!st)
         return 0;
-    void *task = (void *)bpf_get_current_task();
-    void *files = read_ptr(task, OFF_TASK_FILES);
-    if ((u64)files != st->files) {
-        scans.delete(&tid);
-        return 0;
-    }
-    void *fdt = read_ptr(files, OFF_FILES_FDT);
-    u32 max = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
-    void *arr = read_ptr(fdt, OFF_FDTABLE_FD);
+    void *task = t.task, *fdt = t.fdt, *arr = t.arr;
     u32 first = st->first, next = st->next;
-    u32 end = st->end < max ? st->end : max;
+    u32 end = st->end < t.max ? st->end : t.max;
     u32 limit = (first / 64 + SCAN_WORDS) * 64;
     if (end > limit)
         end = limit;
@@ -1503,7 +1540,7 @@ static __always_inline void uring_emit_file(struct scratch *s, struct file_rec *
 {
     set_pos(s, sizeof(*r));
     if (file) {
-        void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+        void *root = task_root(task);
         fill_inode(r, file);
         walk_path(s, (char *)file + OFF_FILE_F_PATH, root, &r->h.flags, F_PATH_TRUNC,
                   PATH_FILTERS);
@@ -1655,7 +1692,7 @@ int uring_first_name(struct bpf_raw_tracepoint_args *ctx)
         return 0;
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    void *root = task_root(task);
     uring_fill(r, task, kind, op);
     r->h.flags |= F_NO_RET;
     r->oflags = oflags;
@@ -1695,7 +1732,7 @@ int uring_second_name(struct bpf_raw_tracepoint_args *ctx)
         return 0;
     struct file_rec *r = (struct file_rec *)s->data;
     void *task = (void *)bpf_get_current_task();
-    void *root = (char *)read_ptr(task, OFF_TASK_FS) + OFF_FS_ROOT;
+    void *root = task_root(task);
     if (op == UOP_SYMLINKAT) {
         const char *target = read_ptr(read_ptr(cmd, OFF_IO_LINK_OLDPATH), OFF_FILENAME_NAME);
         u32 pos = get_pos(s);

@@ -11,14 +11,17 @@ Compiles tests/bench/flood_load.c: as `nobody`, on CPU 0, one of
 while a victim (root, CPU 1) makes a directory every 5 ms and runs /bin/true
 every 20 ms. For each mode it runs the flooder bare, then under the collector
 of this tree, then (with --before DIR, a checkout such as `git archive main |
-tar -x -C DIR`) under DIR's collector, each with its own nats-server, and
+tar -x -C DIR`) under DIR's collector, each with its own nats-server, then
+under a bpftrace one-liner printing every open, close and unlink (skipped
+when bpftrace is missing: `make bpftrace`; --no-bpftrace leaves it out), and
 prints:
   - the victim's delivery: mkdirs, execs and exits delivered / made;
   - the flooder's accounting per type: generated (counted by the flooder),
     delivered (events), coalesced (their `count` beyond 1), summarized and
     lost (summary events; for a tree without them, the kernel's loss count
     for that type, of every process);
-  - the flooder's ops/s bare and under each collector.
+  - the flooder's ops/s bare, under each collector and under bpftrace (with
+    the lines bpftrace printed for the flooder and its own loss count).
 Needs root. The machine is shared: compare within one run.
 """
 
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ from snoopbus.proto import (
     events_filter,
     meta_subject,
 )
+from tests.bench.file_ops import Run, TraceLoad, with_bpftrace
 
 HERE = Path(__file__).resolve().parent
 NOBODY = 65534
@@ -271,7 +276,34 @@ def bare(exe: Path, tmp: Path, mode: str, seconds: float) -> Flood:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def report(mode: str, base: Flood, results: list[Result]) -> str:
+# What the flooder does, printed with the process's name (its children and
+# threads share it) and the path or fd, as a bpftrace one-liner.
+BPFTRACE = (
+    't:syscalls:sys_enter_openat { printf("open %s %s\\n", comm, str(args->filename)); }'
+    ' t:syscalls:sys_enter_close { printf("close %s %d\\n", comm, args->fd); }'
+    ' t:syscalls:sys_enter_unlinkat { printf("unlink %s %s\\n", comm, str(args->pathname)); }'
+)
+
+
+def flood_trace_load(exe: Path, tmp: Path, mode: str, seconds: float) -> TraceLoad:
+    """The flooder under BPFTRACE: its lines name it (comm) second."""
+    def run() -> tuple[int, float, Callable[[list[str]], bool]]:
+        flood = bare(exe, tmp, mode, seconds)
+        return flood.iterations, flood.seconds, lambda words: (
+            len(words) > 2 and words[1] == exe.name)
+    return run
+
+
+def trace_line(base: Flood, r: Run) -> str:
+    if not r.seconds:
+        return f"  bpftrace {r.note}"
+    per_s = r.iterations / r.seconds
+    slow = base.ops_per_s / per_s if per_s else 0.0
+    return (f"  bpftrace flooder {per_s:,.0f}/s ({slow:.2f}x slower); printed "
+            f"{r.delivered or 0:,} lines for it, its own lost {r.lost.get('total', 0)}")
+
+
+def report(mode: str, base: Flood, results: list[Result], trace: Run | None = None) -> str:
     lines = [f"mode {mode}: flooder bare {base.ops_per_s:,.0f} iterations/s"]
     for r in results:
         v, t = r.victim, r.tally
@@ -288,6 +320,8 @@ def report(mode: str, base: Flood, results: list[Result]) -> str:
                 f"    {type_:<12} generated {gen:>9,}  delivered {t.delivered[type_]:>8,}  "
                 f"coalesced {t.coalesced[type_]:>9,}  summarized {t.summarized[type_]:>9,}  "
                 f"lost {lost:>8,}  sum {total:>9,}  {'exact' if total == gen else 'MISSING'}")
+    if trace is not None:
+        lines.append(trace_line(base, trace))
     return "\n".join(lines)
 
 
@@ -309,6 +343,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--modes", default="same,unique,children,threads")
     parser.add_argument("--before", type=Path, help="a checkout to compare with (main)")
+    parser.add_argument("--no-bpftrace", action="store_true", help="no bpftrace column")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("flood: needs root")
@@ -324,7 +359,9 @@ def main() -> None:
                 env, module = code_env(args.before, tmp)
                 results.insert(0, asyncio.run(under_collector(
                     "before", exe, tmp, mode, args.seconds, env, [], module)))
-            print(report(mode, base, results), flush=True)
+            trace = None if args.no_bpftrace else with_bpftrace(
+                BPFTRACE, flood_trace_load(exe, tmp, mode, args.seconds), tmp)
+            print(report(mode, base, results, trace), flush=True)
             time.sleep(0.5)
 
 

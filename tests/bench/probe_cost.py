@@ -10,7 +10,8 @@ rename+unlink) and --execs fork+execs of /bin/true (what exits and execs
 cost). kernel.bpf_stats_enabled gives each program's run time and runs; a
 tail program's time counts in the program that called it.
 Prints ns per run and total ms per program and load, per round: compare the
-two trees within a round (the machine is shared). Needs root.
+two trees within a round (the machine is shared); then, per program and load,
+the median over the rounds of each tree's ns per run. Needs root.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +121,7 @@ def main() -> None:
             work = tmp / "work"
             work.mkdir()
             exe = build(tmp)
+            per_run: dict[tuple[str, str, str], list[float]] = {}  # (load, program, tree)
             for r in range(1, args.rounds + 1):
                 runs = {label: measure(tree, tmp, exe, work, args.seconds, args.execs, args.cpu)
                         for label, tree in (("before", args.before), ("after", None))}
@@ -131,6 +134,8 @@ def main() -> None:
                         cells = []
                         for label in ("before", "after"):
                             ns, n = runs[label][load_name].get(p, (0, 0))
+                            if n:
+                                per_run.setdefault((load_name, p, label), []).append(ns / n)
                             cells.append((f"{ns / n:.0f}" if n else "-", f"{ns / 1e6:.1f}"))
                         print(f"  {'':<9} {p:<28} {cells[0][0]:>14} {cells[1][0]:>13} "
                               f"{cells[0][1]:>10} {cells[1][1]:>9}")
@@ -138,6 +143,12 @@ def main() -> None:
                         total = sum(ns for ns, _ in runs[label][load_name].values())
                         print(f"  {'':<9} {'total ' + label:<28} {total / 1e6:>10.1f} ms")
                 time.sleep(0.1)
+            print(f"median over {args.rounds} rounds, ns per run (before -> after)")
+            for load_name, p in sorted({(ld, p) for ld, p, _ in per_run}):
+                b, a = (per_run.get((load_name, p, t)) for t in ("before", "after"))
+                cell = [f"{statistics.median(v):.0f}" if v else "-" for v in (b, a)]
+                ratio = f"  ({statistics.median(a) / statistics.median(b):.2f}x)" if a and b else ""
+                print(f"  {load_name:<9} {p:<36} {cell[0]:>6} -> {cell[1]:>6}{ratio}")
     finally:
         STATS.write_text(old)
 

@@ -18,8 +18,9 @@ folder:
    delete per non-folder and an rmdir per folder (the folder's own too);
    GNU tar's placeholder files for links pointing outside are counted, and
    failed calls (reported with their ret) are left out,
-3. a bpftrace one-liner printing every path opened, made and unlinked (or,
-   with --before DIR, the collector of the checkout DIR),
+3. with --before DIR, the collector of the checkout DIR, then a bpftrace
+   one-liner printing every path opened, made and unlinked (--no-bpftrace:
+   not),
 4. nobody watching again: the round's baseline is the mean of 1 and 4.
 
 Prints per round the seconds of tar, rm and both, the slowdown against the
@@ -148,24 +149,28 @@ class Tree:
         return work
 
 
-def one_round(tree: Tree, tmp: Path, before: Path | None, other_first: bool) -> list[Run]:
+def one_round(tree: Tree, tmp: Path, before: Path | None, other_first: bool,
+              trace: bool = True) -> list[Run]:
     def collector() -> Run:
         return asyncio.run(with_collector(tree.for_collector("collector"), tmp))
 
-    def other() -> Run:
-        if before is not None:
-            return asyncio.run(with_collector(tree.for_collector("collector (before)"), tmp,
-                                              before))
-        return with_bpftrace(BPFTRACE, tree.for_bpftrace(), tmp)
+    others: list[Callable[[], Run]] = []
+    if before is not None:
+        others.append(lambda: asyncio.run(with_collector(
+            tree.for_collector("collector (before)"), tmp, before)))
+    if trace:
+        others.append(lambda: with_bpftrace(BPFTRACE, tree.for_bpftrace(), tmp))
 
     first = tree.bare("no collector 1")
     if other_first:
-        o, c = other(), collector()
+        o = [run() for run in others]
+        c = collector()
     else:
-        c, o = collector(), other()
+        c = collector()
+        o = [run() for run in others]
     last = tree.bare("no collector 2")
     base = Run("no collector (mean)", 2, first.seconds + last.seconds)
-    return [base, c, o]
+    return [base, c, *o]
 
 
 def row(r: Run, base: Run, tree: Tree, want: Counter[str]) -> str:
@@ -192,7 +197,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=1, help="CPU tar and rm run on")
     parser.add_argument("--before", type=Path, default=None,
-                        help="a checkout whose collector runs in bpftrace's place")
+                        help="a checkout whose collector runs too, before bpftrace")
+    parser.add_argument("--no-bpftrace", action="store_true", help="no bpftrace column")
     parser.add_argument("--source", action="append", default=None, metavar="DIR",
                         help="a folder to pack (repeatable; default: " + ", ".join(SOURCES) + ")")
     args = parser.parse_args()
@@ -215,7 +221,7 @@ def main() -> None:
             exact: list[bool] = []  # per collector run: the tree's events, no more, none lost
             for i in range(args.rounds):
                 tree = Tree(tar, mnt, args.cpu)
-                runs = one_round(tree, tmp, args.before, i % 2 == 1)
+                runs = one_round(tree, tmp, args.before, i % 2 == 1, not args.no_bpftrace)
                 base = runs[0]
                 print(f"round {i + 1}")
                 for r in runs:
