@@ -115,10 +115,13 @@ class ProbeLimits:
     # Ring buffer pages file records leave to exec, exit and fork records.
     reserve_pages: int = 256
     coalesce_ms: int = 1000  # a chain of identical records is reported at least this often
-    # Records/s each source may write while the ring buffer fills; 0 (the default):
-    # no fair share (its accounting under a full ring is not exact yet: issue 15).
-    source_rate: int = 0
-    source_burst_ms: int = 500  # ... after a burst of this many ms' worth
+    # Records/s each source may write while the ring buffer fills (0: no fair
+    # share), after a burst of source_burst_ms' worth. A few times what a busy
+    # legitimate process makes (a build, a `tar x`: hundreds to a few thousand
+    # files/s) and a small part of what the reader takes, so one flooder cannot
+    # crowd out the rest; nothing is withheld while there is room.
+    source_rate: int = 4000
+    source_burst_ms: int = 500
 
     def __post_init__(self) -> None:
         if self.argv_max < NAME_SZ or self.argv_max & (self.argv_max - 1):
@@ -130,6 +133,11 @@ class ProbeLimits:
                              "not be negative")
         if not 1 <= self.path_depth_max <= 1024:
             raise ValueError(f"path_depth_max must be within 1..1024, got {self.path_depth_max}")
+
+    @property
+    def reserve_bytes(self) -> int:
+        # Room file records leave to exec, exit, fork: at most a quarter of the ring.
+        return min(self.reserve_pages * 4096, self.ringbuf_pages * 4096 // 4)
 
     @property
     def data_size(self) -> int:
@@ -172,8 +180,7 @@ def defines(
         "ARGV_MAX": limits.argv_max,
         "WAKEUP_NS": limits.wakeup_us * 1000,
         "RINGBUF_BYTES": limits.ringbuf_pages * 4096,
-        # Room file records leave to exec, exit, fork: at most a quarter of the ring.
-        "RESERVE_BYTES": min(limits.reserve_pages * 4096, limits.ringbuf_pages * 4096 // 4),
+        "RESERVE_BYTES": limits.reserve_bytes,
         # Seeds the coalescing hash (bpf/snoopbus.bpf.c rec_hash): unknown to the
         # processes whose records it compares.
         "COAL_SEED": int.from_bytes(os.urandom(8), "little") >> 1,
@@ -181,8 +188,10 @@ def defines(
         "COALESCE_MAX": 1 << 30,
         "SOURCE_RATE": limits.source_rate,
         "SOURCE_BURST_NS": limits.source_burst_ms * 1_000_000,
-        # Fair shares apply while more than an eighth of the file ring buffer is unread.
+        # Fair shares apply while more than an eighth of the file ring buffer is unread;
+        # past half the room file records may take, a source at its rate is held back.
         "PRESSURE_BYTES": limits.ringbuf_pages * 4096 // 8,
+        "HEAVY_BYTES": (limits.ringbuf_pages * 4096 - limits.reserve_bytes) // 2,
     }
 
 

@@ -3,7 +3,8 @@
  * Maps, and every helper that calls a map method, live in this file because
  * BCC rewrites map method calls only in the main source, not in headers.
  * Extra -D constants: ARGV_MAX, TASK_STORAGE, RINGBUF_BYTES, RESERVE_BYTES,
- * COAL_SEED, COALESCE_NS, COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES, and those
+ * COAL_SEED, COALESCE_NS, COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES,
+ * HEAVY_BYTES, and those
  * files.h lists. */
 #include "common.h"
 #include "proc.h"
@@ -228,7 +229,9 @@ static __always_inline void overflow_add(struct rec_hdr *h, u16 kind, u64 summar
     struct over_val *v = overflow.lookup(&k);
     if (!v) {
         struct over_val init = {.first_ts = h->ts, .uid = h->uid};
-        overflow.update(&k, &init);
+        /* Only if still absent: an entry another CPU made meanwhile keeps
+         * the counts it already has (an update would zero them). */
+        overflow.insert(&k, &init);
         v = overflow.lookup(&k);
         if (!v) {  /* table full: still counted, as lost, per kind (callers
                     * counted `gone` there already) */
@@ -347,14 +350,19 @@ static __always_inline void coal_end(void *task, int forget)
  * room (no source's state is looked at then), else within its rate (GCRA:
  * one u64 per source; races between CPUs only blur it). A source gets its
  * burst afresh when pressure begins: SOURCE_BURST_NS worth of records, far
- * less than the room left above PRESSURE_BYTES. */
+ * less than the room left above PRESSURE_BYTES. Past HEAVY_BYTES unread (a
+ * reader slower than the shares: a loaded host) only sources that used less
+ * than half their burst may write; one at its rate (the flooder) is refused,
+ * and charged for each refusal, so it stays held back while it keeps trying
+ * and for a burst's time after: the room up to the reserve is the others'. */
 #if SOURCE_RATE
 static __always_inline int within_share(struct rec_hdr *h)
 {
     u32 zero = 0, one = 1;
     u64 *prod = ring_pos.lookup(&zero);
     u64 *cons = ring_pos.lookup(&one);
-    if (!prod || !cons || (s64)(*prod - *cons) <= PRESSURE_BYTES)
+    s64 unread = prod && cons ? (s64)(*prod - *cons) : 0;
+    if (unread <= PRESSURE_BYTES)
         return 1;
     u64 now = h->ts;
     u64 src = h->uid ? ((u64)1 << 32) | h->uid : h->pid;
@@ -366,13 +374,19 @@ static __always_inline int within_share(struct rec_hdr *h)
         return 1;
     }
     u64 t = *tat < now ? now : *tat;
+    if (unread > HEAVY_BYTES && t - now > SOURCE_BURST_NS / 2) {
+        /* Charged, up to two bursts ahead: held back while it keeps trying. */
+        u64 cap = now + 2 * SOURCE_BURST_NS;
+        *tat = t + cost < cap ? t + cost : cap;
+        return 0;
+    }
     if (t - now > SOURCE_BURST_NS)
         return 0;  /* over its share: not charged, summarized */
     *tat = t + cost;
     return 1;
 }
 #else
-/* Fair shares off (SOURCE_RATE 0, the default): every source may always write. */
+/* Fair shares off (SOURCE_RATE 0): every source may always write. */
 static __always_inline int within_share(struct rec_hdr *h)
 {
     return 1;
