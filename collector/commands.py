@@ -50,6 +50,12 @@ def register_collect(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="ring buffer size in 4 KiB pages, a power of two "
         f"(default {CollectorSection.ringbuf_pages})",
     )  # fmt: skip
+    p.add_argument(
+        "--source-rate", type=int, default=None, metavar="N",
+        help="file records/s one source (a non-root uid, or a root process) may write "
+        "while the ring buffer fills; past it they are summarized; 0 = no fair share "
+        f"(default {CollectorSection.source_rate})",
+    )  # fmt: skip
     f = p.add_argument_group(
         "filters", "applied in the kernel where it can decide (see collector/filters.py); "
         "repeat a flag for several values"
@@ -103,7 +109,8 @@ def register_collect(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 # flag dest -> config key; flags left unset (None) fall through to env, file, default.
 COLLECT_FLAGS = {
     "nats": "nats.url", "host": "collector.host", "argv_max": "collector.argv_max",
-    "ringbuf_pages": "collector.ringbuf_pages", "include_path": "collector.include_path",
+    "ringbuf_pages": "collector.ringbuf_pages", "source_rate": "collector.source_rate",
+    "include_path": "collector.include_path",
     "exclude_path": "collector.exclude_path", "exclude_comm": "collector.exclude_comm",
     "exclude_uid": "collector.exclude_uid", "exclude_cgroup": "collector.exclude_cgroup",
     "include_failed": "collector.include_failed", "open_events": "collector.open_events",
@@ -127,7 +134,7 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict[str, Any], FilterCo
     c = cfg.collector
     s: dict[str, Any] = {
         "nats": cfg.nats.url, "host": c.host or socket.gethostname(),
-        "argv_max": c.argv_max, "ringbuf_pages": c.ringbuf_pages,
+        "argv_max": c.argv_max, "ringbuf_pages": c.ringbuf_pages, "source_rate": c.source_rate,
         "heartbeat_interval": c.heartbeat_interval, "config": cfg,
     }  # fmt: skip
     groups = [str(g) for g in c.exclude_cgroup]
@@ -166,7 +173,8 @@ def security_settings(cfg: Config) -> dict[str, Any]:
 def _collect(args: argparse.Namespace) -> int:
     try:
         s, filters = collect_settings(args)
-        limits = probes.ProbeLimits(argv_max=s["argv_max"], ringbuf_pages=s["ringbuf_pages"])
+        limits = probes.ProbeLimits(argv_max=s["argv_max"], ringbuf_pages=s["ringbuf_pages"],
+                                    source_rate=s["source_rate"])
         if args.ebpf:
             print(probes.dump_program(limits, {**probes.proc_offsets(), **probes.uring_offsets()},
                                       filters))

@@ -120,7 +120,7 @@ class ProbeLimits:
     # legitimate process makes (a build, a `tar x`: hundreds to a few thousand
     # files/s) and a small part of what the reader takes, so one flooder cannot
     # crowd out the rest; nothing is withheld while there is room.
-    source_rate: int = 4000
+    source_rate: int = CollectorSection.source_rate
     source_burst_ms: int = 500
 
     def __post_init__(self) -> None:

@@ -74,6 +74,9 @@ class CollectorSection:
     host: str = ""  # name in subjects and events; "" = this machine's host name
     argv_max: int = 8192  # bytes of argv kept per exec, a power of two
     ringbuf_pages: int = 4096  # ring buffer size in 4 KiB pages
+    # file records/s one source (a non-root uid, or a root process) may write while
+    # the ring buffer fills; past it, summarized (proto/README.md "Isolation"); 0 = off
+    source_rate: int = 4000
     include_path: tuple[str, ...] = ()
     exclude_path: tuple[str, ...] = ()
     exclude_comm: tuple[str, ...] = ()

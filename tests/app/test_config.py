@@ -189,7 +189,8 @@ def test_collector_defaults_are_written_once(capsys: pytest.CaptureFixture[str])
     from snoopbus.proto.settings_file import CollectorSection
 
     c, limits, pub = CollectorSection(), probes.ProbeLimits(), PublisherConfig()
-    assert (limits.argv_max, limits.ringbuf_pages) == (c.argv_max, c.ringbuf_pages)
+    assert (limits.argv_max, limits.ringbuf_pages, limits.source_rate) == (
+        c.argv_max, c.ringbuf_pages, c.source_rate)
     assert (pub.max_buffered, pub.spill_max_bytes, pub.stall_after) == (
         c.buffer_events, c.spill_max_mb << 20, c.stall_after)
     agent = CollectorConfig(nats_url="nats://x", host="h")
@@ -200,5 +201,5 @@ def test_collector_defaults_are_written_once(capsys: pytest.CaptureFixture[str])
     shown = " ".join(capsys.readouterr().out.split())
     for text in (f"(default {c.argv_max})", f"({c.buffer_events})", f"(default {c.spill_dir};",
                  f"({c.spill_max_mb})", f"(default {c.heartbeat_interval:g})",
-                 f"(default {c.stall_after:g})"):
+                 f"(default {c.stall_after:g})", f"(default {c.source_rate})"):
         assert text in shown, text

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from snoopbus.app.main import build_parser
+from snoopbus.collector import probes
 from snoopbus.collector.cgroups import container_id
 from snoopbus.collector.commands import collect_settings
 from snoopbus.collector.filters import FilterConfig, PathMatcher
@@ -24,6 +25,21 @@ def test_flags() -> None:
     assert f.exclude_paths == ("/proc", "/sys") and f.include_paths == ("/data",)
     assert f.exclude_comms == ("sshd",) and f.exclude_uids == (0, 0)
     assert f.exclude_cgroups == (123,) and f.include_failed and f.open_events
+
+
+def test_source_rate_from_file_and_flag_to_the_kernel(tmp_path: Path) -> None:
+    """The fair share is a setting: file, then flag over it, then the probes' constant."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[collector]\nsource_rate = 0\n")
+    parse = build_parser().parse_args
+    assert collect_settings(parse(["collect"]))[0]["source_rate"] == 4000
+    assert collect_settings(parse(["collect", "--config", str(cfg)]))[0]["source_rate"] == 0
+    s = collect_settings(parse(["collect", "--config", str(cfg), "--source-rate", "250"]))[0]
+    assert s["source_rate"] == 250
+    limits = probes.ProbeLimits(source_rate=s["source_rate"])
+    assert probes.defines(limits, {}, self_tgid=1)["SOURCE_RATE"] == 250
+    with pytest.raises(ValueError, match="must not be negative"):
+        probes.ProbeLimits(source_rate=-1)
 
 
 def test_config_file_and_flags_over_it(tmp_path: Path) -> None:
