@@ -33,7 +33,7 @@ id), so a duplicate delivery of one yields no output.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, cast
@@ -177,6 +177,10 @@ class PairTable:
             raise ValueError(f"pairing: the native pairing loop is {MISSING}")
         # fastpair.c's loop (None: when built and not SNOOPBUS_NATIVE=0), else _pair_records.
         self.native = NATIVE if native is None else native
+        self._check_batch: Callable[..., Any] = _check_records
+        self._pair_batch: Callable[..., Any] = _pair_records
+        if self.native and _fastpair is not None:
+            self._check_batch, self._pair_batch = _fastpair.check_records, _fastpair.add_records
         self.window = window
         self.window_ns = round(window * NS)
         self.idle_after = idle_after
@@ -252,9 +256,7 @@ class PairTable:
         n = len(records)
         if self._count + n > self.max_pending:
             return False
-        got = (_fastpair.check_records if self.native else _check_records)(
-            records, _KIND, h.waiting, *self._resolved.of(host)
-        )
+        got = self._check_batch(records, _KIND, h.waiting, *self._resolved.of(host))
         if got is None:
             return False
         k, kind, ids, tss, cookies, own, top = got
@@ -265,7 +267,7 @@ class PairTable:
         # The other kind's mark does not move within the message: each half's
         # deadline as _add_each computes it.
         done: list[str] = []
-        parked, stop = (_fastpair.add_records if self.native else _pair_records)(
+        parked, stop = self._pair_batch(
             out, records, ids, tss, cookies, same, h.waiting[1 - k], own, host, kind, k,
             marks[1 - k], self.window_ns, self.quiet, token, done,
         )  # fmt: skip
