@@ -1,9 +1,11 @@
 """`snoopbus doctor --nats URL --host H`: what that host's collector last
 reported, read back from the stream (a real nats-server, a real collector
-with a ring buffer too small for its load, so there is loss to show)."""
+with a ring buffer too small for its load and no fair shares, so there is
+loss to show)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -37,12 +39,14 @@ def doctor(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_doctor_shows_the_last_reports_and_loss_of_a_host(
     nats_server: NatsServer, nc: Client, tmp_path: Path
 ) -> None:
+    # Fair shares off: the burst must overflow the ring, not be summarized.
     running = await start_collector(nats_server.url, nc, tmp_path, "--ringbuf-pages", "1",
-                                    "--heartbeat-interval", "0.5")
+                                    "--source-rate", "0", "--heartbeat-interval", "0.5")
     loss = await nc.subscribe(meta_subject(running.host, "loss"))
+    await nc.flush()  # subscribed on the server before the burst makes its report
     try:
-        subprocess.run([sys.executable, "-I", "-c", BURST], cwd=tmp_path, check=True,
-                       timeout=120)
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-I", "-c", BURST],
+                                cwd=tmp_path, check=True, timeout=120)
         reported = decode_map((await loss.next_msg(timeout=15)).data)
     finally:
         assert stop_process(running.process) == 0, running.log()
