@@ -190,3 +190,17 @@ def test_report_fails_a_restart_a_missing_process_a_leak_and_a_loss() -> None:
     fails = [ln for ln in text.splitlines() if ln.startswith("FAIL")]
     assert [f.split(":")[0] for f in fails] == [
         "FAIL collector", "FAIL archive", "FAIL alert", "FAIL accounting"], fails
+
+
+def test_memory_is_judged_on_anonymous_pages_when_sampled() -> None:
+    # RSS that grows by file pages (libraries, the page cache) is no leak;
+    # anonymous memory that grows is, whatever RSS shows.
+    r = results()
+    r["processes"]["archive"]["rss_mb"] = series(lambda t: 100 + 30 * t / HOUR)
+    r["processes"]["archive"]["anon_mb"] = series(lambda t: 60.0)
+    failed, text = report(r)
+    assert not failed, text
+    assert "ok   archive: memory flat" in text
+    r["processes"]["collector"]["anon_mb"] = series(lambda t: 60 + 30 * t / HOUR)
+    failed, text = report(r)
+    assert failed and "FAIL collector: memory grows" in text

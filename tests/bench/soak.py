@@ -102,11 +102,13 @@ def duration(text: str) -> float:
 
 @dataclass
 class Track:
-    """One process name across restarts: RSS samples (s, MB) and CPU seconds."""
+    """One process name across restarts: RSS and anonymous RSS samples (s, MB),
+    and CPU seconds."""
 
     name: str
     pids: list[int] = field(default_factory=list)
     rss: list[tuple[float, float]] = field(default_factory=list)
+    anon: list[tuple[float, float]] = field(default_factory=list)
     cpu_done: float = 0.0  # CPU s of earlier pids, over the load
     cpu_first: float | None = None  # the current pid's CPU s at its first sample
     cpu_last: float = 0.0
@@ -115,7 +117,7 @@ class Track:
         got = proc_usage(pid)
         if got is None:
             return
-        rss_mb, cpu = got
+        rss_mb, anon_mb, cpu = got
         if not self.pids or self.pids[-1] != pid:
             if self.pids and self.cpu_first is not None:
                 self.cpu_done += self.cpu_last - self.cpu_first
@@ -123,6 +125,7 @@ class Track:
             self.cpu_first = cpu
         self.cpu_last = cpu
         self.rss.append((t, rss_mb))
+        self.anon.append((t, anon_mb))
 
     @property
     def restarts(self) -> int:
@@ -133,18 +136,23 @@ class Track:
         return self.cpu_done + current
 
 
-def proc_usage(pid: int) -> tuple[float, float] | None:
-    """(RSS in MB, user+system CPU seconds) of a live process; None if gone."""
+def proc_usage(pid: int) -> tuple[float, float, float] | None:
+    """(RSS and its anonymous part in MB, user+system CPU seconds) of a live
+    process; None if gone. Anonymous memory is what a leak grows: RSS also
+    counts the file pages (libraries, mapped files) the process touched,
+    which come and go with the page cache."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    if m is None:  # a zombie
+    a = re.search(r"^RssAnon:\s+(\d+) kB", status, re.M)
+    if m is None or a is None:  # a zombie
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    return int(m.group(1)) / 1024, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(m.group(1)) / 1024, int(a.group(1)) / 1024, cpu
 
 
 @dataclass
@@ -467,7 +475,8 @@ class Soak:
         """Everything the verdicts need, as JSON (--samples writes it, --report reads it)."""
         return {
             "rate": self.args.rate, "load_seconds": self.load_seconds, "load": self.load_result,
-            "processes": {n: {"pids": t.pids, "rss_mb": t.rss, "cpu_s": t.cpu_seconds()}
+            "processes": {n: {"pids": t.pids, "rss_mb": t.rss, "anon_mb": t.anon,
+                               "cpu_s": t.cpu_seconds()}
                           for n, t in self.tracks.items()},
             "stream_mb": self.stream.bytes, "messages": self.stream.messages,
             "spill_mb": self.stream.spill, "lag": self.stream.lag, "missed": self.stream.missed,

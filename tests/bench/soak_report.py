@@ -24,7 +24,8 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
     lines = [f"\nsoak: {seconds:.0f}s of load at {r['rate']:g} ops/s asked, "
              f"{ops / seconds:.0f} done (done {load.get('done')}, failed {load.get('failed')})",
              f"{'process':<12} {'pids':>5} {'RSS start':>10} {'end':>8} {'peak':>8} "
-             f"{'MB/h 1st':>9} {'MB/h 2nd':>9} {'CPU %':>6}"]  # fmt: skip
+             f"{'MB/h 1st':>9} {'MB/h 2nd':>9} {'anon end':>9} {'MB/h 1st':>9} {'MB/h 2nd':>9} "
+             f"{'CPU %':>6}"]  # fmt: skip
     verdicts: list[str] = []
     for name, p in r["processes"].items():
         rss = [tuple(x) for x in p["rss_mb"]]
@@ -33,14 +34,18 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
                 failed = True
                 verdicts.append(f"FAIL {name}: never sampled (not running?)")
             continue
-        tt = trend(rss)
+        # Judged on anonymous memory (what a leak grows) where it was sampled;
+        # samples from before it was, on RSS.
+        anon = [tuple(x) for x in p.get("anon_mb", [])]
+        tt, ta = trend(rss), trend(anon)
         cpu = float(p["cpu_s"]) / seconds * 100
+        shown = f"{anon[-1][1]:>9.1f} {ta.first:>+9.1f} {ta.last:>+9.1f}" if anon else f"{'-':>29}"
         lines.append(f"{name:<12} {len(p['pids']):>5} {rss[0][1]:>10.1f} {rss[-1][1]:>8.1f} "
                      f"{max(v for _, v in rss):>8.1f} {tt.first:>+9.1f} {tt.last:>+9.1f} "
-                     f"{cpu:>6.1f}")  # fmt: skip
+                     f"{shown} {cpu:>6.1f}")  # fmt: skip
         if name in SILENT:
             continue
-        bad, line = memory_verdict(name, rss)
+        bad, line = memory_verdict(name, anon or rss)
         verdicts.append(line)
         if len(p["pids"]) > 1:
             bad = True

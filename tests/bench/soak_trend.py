@@ -1,6 +1,7 @@
 """The soak benchmark's verdicts, from its samples: pure functions, unit-tested.
 
-Growth that does not level off (memory, RSS per process). The samples
+Growth that does not level off (memory per process: its anonymous RSS, what
+a leak grows; RSS for samples that have none). The samples
 after the warm-up (the first WARMUP of the run: imports, caches, the
 stream's first blocks) are cut in two halves by time, and each half gets a
 least-squares slope in MB/hour. A process is **growing** when, in the last
