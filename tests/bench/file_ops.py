@@ -87,6 +87,8 @@ class Run:
     seconds: float = 0.0
     delivered: int | None = None
     by_type: Counter[str] = field(default_factory=Counter)
+    # Held back by a fair share, by type: `summary` events' counts (whole host).
+    summarized: Counter[str] = field(default_factory=Counter)
     lost: dict[str, Any] = field(default_factory=dict)
     cpu_s: float | None = None
     nats_cpu_s: float | None = None  # nats-server, over the same window (collector run)
@@ -237,7 +239,7 @@ async def with_collector(work: Load, tmp: Path, tree: Path | None = None) -> Run
         while final.get("state") != "stopped":
             final = decode_map((await status.next_msg(timeout=60)).data)
         collector.wait(30)
-        run.by_type = await stored_types(js, host, own)
+        run.by_type, run.summarized = await stored_types(js, host, own)
     finally:
         if collector.poll() is None:
             collector.kill()
@@ -257,19 +259,24 @@ def own_cpu() -> float:
 
 
 async def stored_types(js: JetStreamContext, host: str,
-                       own: Callable[[dict[str, Any]], bool]) -> Counter[str]:
-    """The load's own file events in the stream, by type (exec and exit left out)."""
+                       own: Callable[[dict[str, Any]], bool]) -> tuple[Counter[str], Counter[str]]:
+    """The load's own file events in the stream, by type (exec and exit left out),
+    and what `summary` events say fair shares held back, by type (a summary
+    names no file: all of the host's, the collector watching only the load)."""
     seen: Counter[str] = Counter()
+    summarized: Counter[str] = Counter()
     sub = await js.pull_subscribe(events_filter(host=host), durable=None)
     try:
         while True:
             try:
                 msgs = await sub.fetch(512, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                return seen
+                return seen, summarized
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
-                    if ev["type"] not in ("exec", "exit") and own(ev):
+                    if ev["type"] == "summary":
+                        summarized[ev["of"]] += ev["count"]
+                    elif ev["type"] not in ("exec", "exit") and own(ev):
                         seen[ev["type"]] += 1
                 await msg.ack()
     finally:
