@@ -176,10 +176,9 @@ class PairTable:
         if native and _fastpair is None:
             raise ValueError(f"pairing: the native pairing loop is {MISSING}")
         # fastpair.c's loop (None: when built and not SNOOPBUS_NATIVE=0), else _pair_records.
-        self.native = NATIVE if native is None else native
         self._check_batch: Callable[..., Any] = _check_records
         self._pair_batch: Callable[..., Any] = _pair_records
-        if self.native and _fastpair is not None:
+        if (NATIVE if native is None else native) and _fastpair is not None:
             self._check_batch, self._pair_batch = _fastpair.check_records, _fastpair.add_records
         self.window = window
         self.window_ns = round(window * NS)

@@ -87,7 +87,7 @@ class Run:
     seconds: float = 0.0
     delivered: int | None = None
     by_type: Counter[str] = field(default_factory=Counter)
-    # Held back by a fair share, by type: `summary` events' counts (whole host).
+    # Held back by a fair share, by type: the load's `summary` events' counts.
     summarized: Counter[str] = field(default_factory=Counter)
     lost: dict[str, Any] = field(default_factory=dict)
     cpu_s: float | None = None
@@ -261,8 +261,7 @@ def own_cpu() -> float:
 async def stored_types(js: JetStreamContext, host: str,
                        own: Callable[[dict[str, Any]], bool]) -> tuple[Counter[str], Counter[str]]:
     """The load's own file events in the stream, by type (exec and exit left out),
-    and what `summary` events say fair shares held back, by type (a summary
-    names no file: all of the host's, the collector watching only the load)."""
+    and what its own `summary` events say fair shares held back, by type."""
     seen: Counter[str] = Counter()
     summarized: Counter[str] = Counter()
     sub = await js.pull_subscribe(events_filter(host=host), durable=None)
@@ -274,9 +273,11 @@ async def stored_types(js: JetStreamContext, host: str,
                 return seen, summarized
             for msg in msgs:
                 for ev in decode_batch(msg.data, validate=False):
+                    if not own(ev):
+                        continue
                     if ev["type"] == "summary":
                         summarized[ev["of"]] += ev["count"]
-                    elif ev["type"] not in ("exec", "exit") and own(ev):
+                    elif ev["type"] not in ("exec", "exit"):
                         seen[ev["type"]] += 1
                 await msg.ack()
     finally:
