@@ -4,7 +4,7 @@
  * BCC rewrites map method calls only in the main source, not in headers.
  * Extra -D constants: ARGV_MAX, TASK_STORAGE, RINGBUF_BYTES, RESERVE_BYTES,
  * COAL_SEED, COALESCE_NS, COALESCE_MAX, SOURCE_RATE, SOURCE_BURST_NS, PRESSURE_BYTES,
- * HEAVY_BYTES, and those
+ * and those
  * files.h lists. */
 #include "common.h"
 #include "proc.h"
@@ -170,9 +170,9 @@ BPF_PERCPU_ARRAY(emitted, struct wake_state, 1);
  * at a record that reached the ring buffer, so a repeat always has its base.
  *
  * Fair share: while the file ring buffer holds more than PRESSURE_BYTES not
- * yet read, each source may emit SOURCE_RATE records/s (a burst of
- * SOURCE_BURST_NS worth); what it emits beyond is not written but counted per
- * (tgid, kind) in `overflow`, which user space drains as `summary` events.
+ * yet read, each source may emit SOURCE_RATE records/s (within half a burst
+ * of SOURCE_BURST_NS worth); what it emits beyond is not written but counted
+ * per (tgid, kind) in `overflow`, which user space drains as `summary` events.
  * Below the pressure mark every record goes (nothing is withheld while there
  * is room). A source is a uid for uids other than root: an unprivileged user
  * cannot change uid, and threads, children and sessions all share it; root
@@ -346,15 +346,16 @@ static __always_inline void coal_end(void *task, int forget)
         coal.delete(&tid);
 }
 
-/* Whether the source of `h` may write now: always while the ring buffer has
- * room (no source's state is looked at then), else within its rate (GCRA:
- * one u64 per source; races between CPUs only blur it). A source gets its
- * burst afresh when pressure begins: SOURCE_BURST_NS worth of records, far
- * less than the room left above PRESSURE_BYTES. Past HEAVY_BYTES unread (a
- * reader slower than the shares: a loaded host) only sources that used less
- * than half their burst may write; one at its rate (the flooder) is refused,
- * and charged for each refusal, so it stays held back while it keeps trying
- * and for a burst's time after: the room up to the reserve is the others'. */
+/* Whether the source of `h` may write now: always while no more than
+ * PRESSURE_BYTES are unread (half the room file records may take; no source's
+ * state is looked at then), so a legitimate burst (a `tar x` the reader is
+ * briefly behind on) is delivered whole. Past it (a reader slower than the
+ * writers), a source may write while within half a burst of its rate (GCRA:
+ * one u64 per source; races between CPUs only blur it); one beyond (the
+ * flooder) is refused and charged for each refusal, up to two bursts ahead,
+ * so it stays held back while it keeps trying and for a burst's time after:
+ * the rest of the room, up to the reserve, is the others'. A source idle for
+ * a burst's time starts afresh. */
 #if SOURCE_RATE
 static __always_inline int within_share(struct rec_hdr *h)
 {
@@ -369,19 +370,16 @@ static __always_inline int within_share(struct rec_hdr *h)
     u64 cost = 1000000000ULL / SOURCE_RATE;
     u64 *tat = budget.lookup(&src);
     if (!tat || *tat + SOURCE_BURST_NS < now) {
-        u64 t = now + cost;  /* new, or idle for a burst's time: a full burst */
+        u64 t = now + cost;
         budget.update(&src, &t);
         return 1;
     }
     u64 t = *tat < now ? now : *tat;
-    if (unread > HEAVY_BYTES && t - now > SOURCE_BURST_NS / 2) {
-        /* Charged, up to two bursts ahead: held back while it keeps trying. */
+    if (t - now > SOURCE_BURST_NS / 2) {
         u64 cap = now + 2 * SOURCE_BURST_NS;
         *tat = t + cost < cap ? t + cost : cap;
         return 0;
     }
-    if (t - now > SOURCE_BURST_NS)
-        return 0;  /* over its share: not charged, summarized */
     *tat = t + cost;
     return 1;
 }

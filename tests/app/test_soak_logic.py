@@ -16,6 +16,7 @@ from tests.bench.soak_load import CYCLE, EVENTS_PER_OP, Load, expected_events, r
 from tests.bench.soak_report import report
 from tests.bench.soak_trend import (
     Accounting,
+    floors,
     lag_verdict,
     memory_verdict,
     slope_per_hour,
@@ -71,6 +72,32 @@ def test_noise_and_a_sawtooth_are_not_a_trend() -> None:
     # Within its floor (2 % of its RSS over the last half): not judged a leak.
     bad, _ = memory_verdict("alert", series(lambda t: 56 + 2 * t / HOUR))
     assert not bad
+
+
+def test_a_sawtooth_whose_peaks_wander_is_judged_on_its_floor() -> None:
+    # The archive in soak6: anonymous memory back to ~75 MB after every write, peaks
+    # 85-95 MB, the high ones late. A line through every sample reads a leak.
+    def teeth(t: float) -> float:
+        peak = 10.0 if t < 2400 else 20.0
+        return 75 + peak * ((t % 180) / 180)
+
+    raw = series(teeth)
+    assert trend(raw).last > 5.0  # what the verdict read before it judged floors
+    bad, line = memory_verdict("archive", raw)
+    assert not bad and "flat" in line, line
+    # The same teeth on a floor that rises 20 MB/h: a leak under the noise.
+    bad, line = memory_verdict("archive", series(lambda t: teeth(t) + 20 * t / HOUR))
+    assert bad and "grows without levelling off" in line, line
+
+
+def test_floors_are_the_lowest_sample_of_each_window() -> None:
+    pts = series(lambda t: 100 - t / 100, seconds=1800)  # a sample every 10 s
+    low = floors(pts, window=600)
+    # 0-590 s, 600-1190 s, and 1200-1800 s: the last sample joins the last window.
+    assert low == [(300.0, 94.1), (900.0, 88.1), (1500.0, 82.0)]
+    assert floors(pts[:5], window=600) == pts[:5]  # under two windows: kept as they are
+    # An hour in windows of a twelfth: twelve floors.
+    assert len(floors(series(lambda t: 1.0), window=60)) == 12
 
 
 def test_a_short_run_is_not_judged_for_trends_but_must_drain() -> None:

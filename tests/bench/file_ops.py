@@ -185,11 +185,23 @@ def file_load(exe: Path, work: Path, seconds: float, cpu: int, rate: float = 0) 
     return run
 
 
-async def with_collector(work: Load, tmp: Path, tree: Path | None = None) -> Run:
+def pin(pid: int, cpu: int | None) -> None:
+    """Every thread of `pid` (a Go server's and BCC's included) onto `cpu`; None: left be."""
+    if cpu is not None:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+async def with_collector(
+    work: Load, tmp: Path, tree: Path | None = None, stack_cpu: int | None = None
+) -> Run:
+    """`work` under the collector (of `tree`, else this one) publishing to its own
+    nats-server; `stack_cpu`: both run on that CPU only (the load's is another)."""
     run = Run("collector" if tree is None else "collector (before)")
     server = NatsServer(state_dir=tmp / "nats")
     server.start()
     assert server.process is not None
+    pin(server.process.pid, stack_cpu)
     host = f"bench{secrets.token_hex(3)}"
     nc = await connect(server.url, name="file-ops-bench")
     js = nc.jetstream()
@@ -211,6 +223,7 @@ async def with_collector(work: Load, tmp: Path, tree: Path | None = None) -> Run
     final: dict[str, Any] = {}
     try:
         await status.next_msg(timeout=120)  # ready
+        pin(collector.pid, stack_cpu)
         cpu0 = cpu_seconds(collector.pid), cpu_seconds(server.process.pid), own_cpu()
         stats_before = STATS.read_text().strip()
         STATS.write_text("1")  # per-program run time, for this run only
@@ -296,7 +309,9 @@ def file_trace_load(exe: Path, work: Path, seconds: float, cpu: int) -> TraceLoa
     return run
 
 
-def with_bpftrace(program: str, work: TraceLoad, tmp: Path) -> Run:
+def with_bpftrace(
+    program: str, work: TraceLoad, tmp: Path, stack_cpu: int | None = None
+) -> Run:
     run = Run("bpftrace")
     bpftrace = shutil.which("bpftrace")
     if bpftrace is None:
@@ -320,6 +335,7 @@ def with_bpftrace(program: str, work: TraceLoad, tmp: Path) -> Run:
                         return run
                     time.sleep(0.2)
                 time.sleep(0.5)
+                pin(proc.pid, stack_cpu)
                 cpu0 = cpu_seconds(proc.pid)
                 run.iterations, run.seconds, own = work()
                 time.sleep(1.0)

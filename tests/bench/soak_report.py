@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.bench.soak_trend import (
     Accounting,
+    floors,
     lag_verdict,
     memory_verdict,
     slope_per_hour,
@@ -37,7 +38,7 @@ def report(r: dict[str, Any]) -> tuple[bool, str]:
         # Judged on anonymous memory (what a leak grows) where it was sampled;
         # samples from before it was, on RSS.
         anon = [tuple(x) for x in p.get("anon_mb", [])]
-        tt, ta = trend(rss), trend(anon)
+        tt, ta = trend(floors(rss)), trend(floors(anon))  # as the verdict judges them
         cpu = float(p["cpu_s"]) / seconds * 100
         shown = f"{anon[-1][1]:>9.1f} {ta.first:>+9.1f} {ta.last:>+9.1f}" if anon else f"{'-':>29}"
         lines.append(f"{name:<12} {len(p['pids']):>5} {rss[0][1]:>10.1f} {rss[-1][1]:>8.1f} "

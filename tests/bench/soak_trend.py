@@ -1,11 +1,15 @@
 """The soak benchmark's verdicts, from its samples: pure functions, unit-tested.
 
 Growth that does not level off (memory per process: its anonymous RSS, what
-a leak grows; RSS for samples that have none). The samples
-after the warm-up (the first WARMUP of the run: imports, caches, the
-stream's first blocks) are cut in two halves by time, and each half gets a
-least-squares slope in MB/hour. A process is **growing** when, in the last
-half, all of these hold:
+a leak grows; RSS for samples that have none). Memory is judged on its
+floor: the lowest sample in each window of FLOOR_WINDOW_S (or a twelfth of
+the run, if longer). A process that holds a batch and frees it draws a
+sawtooth whose peaks wander; a least-squares line through every sample
+follows the peaks, but a leak is what the frees leave behind, and that
+raises the floor. The floors after the warm-up (the first WARMUP of the run:
+imports, caches, the stream's first blocks) are cut in two halves by time,
+and each half gets a least-squares slope in MB/hour. A process is
+**growing** when, in the last half, all of these hold:
 - the slope is over LEAK_MB_PER_H (5 MB/h: 3.6 GB in a month),
 - the growth it makes over the last half (slope x its span) is over
   max(MIN_GROWTH_MB, MIN_GROWTH_FRACTION of its mean RSS): a short run's
@@ -34,7 +38,7 @@ duplicate, or one the load did not make) fails the accounting too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 WARMUP = 0.1  # of the run, left out of the trends
 LEAK_MB_PER_H = 5.0
@@ -44,6 +48,7 @@ LEVEL_RATIO = 0.5
 LAG_MIN_GROWTH = 1000.0
 DRAINED_LAG = 0
 MIN_RUN_S = 600.0
+FLOOR_WINDOW_S = 300.0
 
 Series = Sequence[tuple[float, float]]  # (seconds since the start, value)
 
@@ -97,9 +102,30 @@ def trend(points: Series, warmup: float = WARMUP) -> Trend:
     return Trend(slope_per_hour(first), slope_per_hour(last), span, mean, t1 - t0)
 
 
+def floors(points: Series, window: float = FLOOR_WINDOW_S) -> list[tuple[float, float]]:
+    """(middle of the window, lowest value in it) per window of `window` seconds, or of a
+    twelfth of the span if that is longer; a run of one window is returned as it is."""
+    if len(points) < 2:
+        return list(points)
+    t0, t1 = points[0][0], points[-1][0]
+    width = max(window, (t1 - t0) / 12)
+    if t1 - t0 < 2 * width:
+        return list(points)
+    n = int((t1 - t0) // width)  # windows; a stub at the end joins the last one
+    low: dict[int, float] = {}
+    for t, v in points:
+        i = min(int((t - t0) // width), n - 1)
+        low[i] = min(v, low.get(i, v))
+
+    def middle(i: int) -> float:
+        return (t0 + i * width + (t1 if i == n - 1 else t0 + (i + 1) * width)) / 2
+
+    return [(middle(i), v) for i, v in sorted(low.items())]
+
+
 def memory_verdict(name: str, rss_mb: Series) -> tuple[bool, str]:
-    """(failed, the line to print) for one process's RSS in MB."""
-    tr = trend(rss_mb)
+    """(failed, the line to print) for one process's RSS in MB, judged on its floors."""
+    tr = replace(trend(floors(rss_mb)), run_s=rss_mb[-1][0] - rss_mb[0][0] if rss_mb else 0.0)
     floor = max(MIN_GROWTH_MB, MIN_GROWTH_FRACTION * tr.last_mean)
     shown = f"{tr.first:+.1f} then {tr.last:+.1f} MB/h"
     if not tr.judged:

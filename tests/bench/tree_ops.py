@@ -1,6 +1,6 @@
 """Real work: unpack a tree with tar, then rm -rf it; bare, under the collector, under bpftrace.
 
-    .venv/bin/python -m tests.bench.tree_ops [--rounds 3] [--cpu 1] [--before DIR]
+    .venv/bin/python -m tests.bench.tree_ops [--rounds 3] [--cpu 1] [--stack-cpu 0] [--before DIR]
                                              [--source DIR ...]
 
 The tree is what a Debian host has in /usr/share/doc, /usr/share/locale,
@@ -164,16 +164,17 @@ class Tree:
 
 
 def one_round(tree: Tree, tmp: Path, before: Path | None, other_first: bool,
-              trace: bool = True) -> list[Run]:
+              trace: bool = True, stack_cpu: int | None = None) -> list[Run]:
     def collector() -> Run:
-        return asyncio.run(with_collector(tree.for_collector("collector"), tmp))
+        return asyncio.run(with_collector(tree.for_collector("collector"), tmp,
+                                          stack_cpu=stack_cpu))  # fmt: skip
 
     others: list[Callable[[], Run]] = []
     if before is not None:
         others.append(lambda: asyncio.run(with_collector(
-            tree.for_collector("collector (before)"), tmp, before)))
+            tree.for_collector("collector (before)"), tmp, before, stack_cpu)))
     if trace:
-        others.append(lambda: with_bpftrace(BPFTRACE, tree.for_bpftrace(), tmp))
+        others.append(lambda: with_bpftrace(BPFTRACE, tree.for_bpftrace(), tmp, stack_cpu))
 
     first = tree.bare("no collector 1")
     if other_first:
@@ -216,6 +217,10 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout whose collector runs too, before bpftrace")
     parser.add_argument("--no-bpftrace", action="store_true", help="no bpftrace column")
+    parser.add_argument("--stack-cpu", type=int, default=None, metavar="N",
+                        help="run the collector and its nats-server (or bpftrace) on CPU N "
+                        "only: the watched work's CPU pays the probes alone, as on a host "
+                        "with cores to spare (default: the scheduler's choice)")
     parser.add_argument("--source", action="append", default=None, metavar="DIR",
                         help="a folder to pack (repeatable; default: " + ", ".join(SOURCES) + ")")
     args = parser.parse_args()
@@ -233,12 +238,16 @@ def main() -> None:
             print(f"tree_ops: {want['create']:,} files, {want['mkdir']:,} folders, "
                   f"{want['symlink'] + want['link']:,} links ({tar.stat().st_size >> 20} MiB) "
                   f"from {', '.join(sources)}, tar -x then rm -rf on CPU "
-                  f"{args.cpu}, tmpfs; {sum(want.values()):,} events expected per run\n")
+                  f"{args.cpu}, tmpfs; {sum(want.values()):,} events expected per run"
+                  + ("" if args.stack_cpu is None else
+                     f"; collector, nats-server and bpftrace on CPU {args.stack_cpu}")
+                  + "\n")
             ratios: dict[str, list[float]] = {}
             exact: list[bool] = []  # per collector run: the tree's events, no more, none lost
             for i in range(args.rounds):
                 tree = Tree(tar, mnt, args.cpu)
-                runs = one_round(tree, tmp, args.before, i % 2 == 1, not args.no_bpftrace)
+                runs = one_round(tree, tmp, args.before, i % 2 == 1, not args.no_bpftrace,
+                                 args.stack_cpu)
                 base = runs[0]
                 print(f"round {i + 1}")
                 for r in runs:
