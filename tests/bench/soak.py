@@ -28,8 +28,9 @@ bus (file events under its folder, execs with its marker), and it listens
 to the collector's loss reports. After the load: up to --drain for every
 durable to catch up, then `up` is stopped with SIGINT.
 
-Prints a table per process (RSS at start and end, slopes in MB/hour over
-the first and last half after the warm-up, CPU % of one core), per durable
+Prints a table per process (RSS at start and end, slopes in MB/hour of its
+floor, the lowest sample per window, over the first and last half after the
+warm-up, CPU % of one core), per durable
 (peak lag, lag after the drain, missed), the stream and spill, then verdict
 lines (tests/bench/soak_trend.py says when each fails) and exits 1 when
 any fails: memory growth that does not level off, lag that keeps growing
