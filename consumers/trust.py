@@ -7,8 +7,9 @@ message the runtime admits passes `untrusted()` first; one that fails is
 dead-lettered with the reason (kind "subject") and never reaches a handler:
 
 - the subject's host token is one host_token() could make (parse_subject: no
-  '/', whitespace or control characters, at most 250 bytes), so an archive
-  partition `host=<token>` is always one plain folder;
+  '/', whitespace or control characters, at most 250 bytes), so a token is
+  one plain name wherever it goes (the archive's host column, an older
+  archive's `host=<token>` folder, a log line);
 - its Nats-Msg-Id, when it has one, starts with that host token
   (proto/msgid.py): an id of another host was aimed at that host's next message;
 - every event's `host` (as a token) and `type` are the subject's, and an

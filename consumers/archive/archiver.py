@@ -75,7 +75,7 @@ def group_name(gid: int) -> str:
 
 class Archiver(Consumer):
     name = "archive"
-    description = "write every event and alert to Parquet files (date/host partitions)"
+    description = "write every event and alert to Parquet files (a file per day and roll)"
     filters: tuple[str, ...] = (events_filter(),)
     # One batch at a time: commits are the bottleneck and order is simpler.
     # Held messages count against max_ack_pending, and keep their decoded

@@ -1,10 +1,17 @@
 """Where archive files live, and how one becomes visible only when complete.
 
-    <dir>/events/date=YYYY-MM-DD/host=<host_token>/<commit_ns>-<writer>-<n>.parquet
-    <dir>/alerts/date=YYYY-MM-DD/host=<host_token>/...
+    <dir>/events/date=YYYY-MM-DD/<commit_ns>-<writer>-<n>.parquet
+    <dir>/alerts/date=YYYY-MM-DD/...
 
-`date` is the event's UTC day. The file name starts with the commit time in
-ns (zero-padded), so names sort by commit and a restart can find the newest.
+`date` is the event's UTC day. A commit writes one file per kind and day,
+every host's rows in it, sorted by the `host` column (the host token), so a
+fleet's roll is one file, not one per host (each small file cost its own
+encode and fsync: a 200-host fleet's commits wrote 200). Archives written
+before kept a folder per host, `date=YYYY-MM-DD/host=<host_token>/`: they are
+read, recalled and retained beside the new files, never rewritten.
+
+The file name starts with the commit time in ns (zero-padded), so names
+sort by commit and a restart can find the newest.
 A file is written as `.<name>.<pid>.tmp` next to its final place, fsynced,
 renamed, and its directory fsynced: readers never see a partial file
 (DuckDB's `*.parquet` glob and pyarrow, which skips dot-files, both ignore
@@ -33,18 +40,33 @@ KINDS: Final = ("events", "alerts")
 DIR_MODE: Final = 0o750
 FILE_MODE: Final = 0o640
 SUFFIX: Final = ".parquet"
+HOST_COLUMN: Final = "host"  # a file's host tokens (older files: their folder's name)
 _TMP: Final = re.compile(r"^\..+\.(\d+)\.tmp$")
 _NAME: Final = re.compile(r"^(\d{20})-[0-9a-f]+-\d+\.parquet$")
 
 
 @dataclass(frozen=True, order=True)
+class FileKey:
+    """What one file of a commit holds: a kind's rows of one day."""
+
+    kind: str
+    date: str  # YYYY-MM-DD
+
+    def folder(self, root: Path) -> Path:
+        return root / self.kind / f"date={self.date}"
+
+
+@dataclass(frozen=True, order=True)
 class PartKey:
+    """A host's rows within a file (a window gathers them apart: ids are per host)."""
+
     kind: str
     date: str  # YYYY-MM-DD
     host: str  # host token
 
-    def folder(self, root: Path) -> Path:
-        return root / self.kind / f"date={self.date}" / f"host={self.host}"
+    @property
+    def file(self) -> FileKey:
+        return FileKey(self.kind, self.date)
 
 
 def day_of(ts_ns: int) -> str:
@@ -65,28 +87,29 @@ class ArchiveFile:
     path: Path
     kind: str
     date: str
-    host: str
+    host: str | None  # an older file's host folder; None: the file's `host` column says
     size: int
 
 
 def files(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[ArchiveFile]:
-    """Every committed file (temporaries excluded)."""
+    """Every committed file (temporaries excluded), in both layouts."""
     for kind in kinds:
         base = root / kind
         if not base.is_dir():
             continue
         for day in sorted(base.iterdir()):
-            if not day.name.startswith("date="):
+            if not day.name.startswith("date=") or not day.is_dir():
                 continue
-            for host in sorted(day.iterdir()):
-                if not host.name.startswith("host=") or not host.is_dir():
-                    continue
-                for entry in os.scandir(host):
-                    if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
-                        yield ArchiveFile(
-                            Path(entry.path), kind, day.name[5:], host.name[5:],
-                            entry.stat().st_size,
-                        )  # fmt: skip
+            for entry in sorted(os.scandir(day), key=lambda e: e.name):
+                if entry.name.startswith("host=") and entry.is_dir(follow_symlinks=False):
+                    yield from _committed(entry.path, kind, day.name[5:], entry.name[5:])
+            yield from _committed(str(day), kind, day.name[5:], None)
+
+
+def _committed(folder: str, kind: str, date: str, host: str | None) -> Iterator[ArchiveFile]:
+    for entry in os.scandir(folder):
+        if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file():
+            yield ArchiveFile(Path(entry.path), kind, date, host, entry.stat().st_size)
 
 
 def fsync_dir(path: Path) -> None:

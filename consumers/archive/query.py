@@ -1,13 +1,15 @@
 """Reading the archive back: filters, and two engines that apply them.
 
 DuckDB (the optional extra `snoopbus[query]`) when it imports, else pyarrow's
-dataset scanner; both prune date and host folders before reading a file.
+dataset scanner; both prune date folders (and an older archive's host
+folders) before reading a file, and row groups by their statistics (a file's
+rows are sorted by host).
 `--where` is SQL, so it needs DuckDB. Set SNOOPBUS_QUERY_ENGINE=pyarrow (or
 --engine) to force the fallback.
 
 Rows come back as dicts with the exact original text (`_raw` columns folded
-back in, see columns.py), `ts` as int ns, `host` as the folder's host token
-and `host_name` as the host reported.
+back in, see columns.py), `ts` as int ns, `host` as the host token (the
+file's column; an older file's folder) and `host_name` as the host reported.
 """
 
 from __future__ import annotations
@@ -112,8 +114,11 @@ class DuckDBEngine:
     def select(self, root: Path, kind: str, f: Filters, limit: int | None) -> pa.Table:
         import duckdb
 
-        files = sorted(str(p) for p in (root / kind).glob("date=*/host=*/*.parquet"))
-        if not files:
+        base = root / kind
+        # Two layouts (layout.py): DuckDB takes one set of Hive keys per read_parquet.
+        older = sorted(str(p) for p in base.glob("date=*/host=*/*.parquet"))
+        newer = sorted(str(p) for p in base.glob("date=*/*.parquet"))
+        if not older and not newer:
             return pa.table({})
         conds: list[str] = []
         params: list[str | int] = []  # duckdb's ? placeholders, in order
@@ -145,16 +150,22 @@ class DuckDBEngine:
             params.append(f.comm)
         if f.where:
             conds.append(f"({f.where})")
-        sql = (
+        reads = [
             "SELECT * FROM read_parquet(?, hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'date': 'VARCHAR', 'host': 'VARCHAR'})"
+            f"hive_types = {{{types}}})"
+            for files, types in ((older, "'date': 'VARCHAR', 'host': 'VARCHAR'"),
+                                 (newer, "'date': 'VARCHAR'")) if files
+        ]  # fmt: skip
+        sql = (
+            "SELECT * FROM (" + " UNION ALL BY NAME ".join(reads) + ")"
             + (" WHERE " + " AND ".join(conds) if conds else "")
             + " ORDER BY ts"
             + (f" LIMIT {int(limit)}" if limit is not None else "")
         )
         con = duckdb.connect()
         try:
-            return con.sql(sql, params=[files, *params]).to_arrow_table()
+            files = [f for f in (older, newer) if f]
+            return con.sql(sql, params=[*files, *params]).to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(f"query failed: {exc}".splitlines()[0]) from None
         finally:

@@ -1,11 +1,12 @@
 """The open window of rows, its commit to disk, and duplicate suppression.
 
 A window gathers rows per partition (kind, date, host) together with the
-deliveries they came from. `commit()` writes one Parquet file per partition
-(temp, fsync, rename, fsync dir) and only then are the deliveries acked, by
-the caller. A failed commit keeps everything for the next try; partitions
-that did reach disk before the failure are taken out of the window (and
-remembered as committed) so a retry cannot write them twice.
+deliveries they came from. `commit()` writes one Parquet file per kind and
+date, its hosts' rows one after another with a `host` column (temp, fsync,
+rename, fsync dir), and only then are the deliveries acked, by the caller. A
+failed commit keeps everything for the next try; files that did reach disk
+before the failure are taken out of the window (and their ids remembered as
+committed) so a retry cannot write them twice.
 
 Duplicates come from redelivery: a crash between a commit and its acks, or
 an ack lost on the way. Ids are remembered (per kind and host) while open,
@@ -23,8 +24,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .columns import ALERT_SCHEMA, ColumnBuffer, EventBuffer
-from .layout import PartKey
+from .layout import HOST_COLUMN, FileKey, PartKey
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,6 @@ class Window:
     def __bool__(self) -> bool:
         return bool(self.rows or self.deliveries)
 
-
-# Files of one commit written at once: enough to overlap a fleet's fsyncs, few
-# enough that their encoders' buffers stay small beside the window.
-_WRITERS: Final = 8
-_PARALLEL_BYTES: Final = 2 << 20  # window parts up to this are written side by side
 
 # What one remembered id costs: the str (49 bytes + its text) and its share of a set.
 _ID_OVERHEAD = 49 + 40
@@ -244,8 +239,6 @@ class Writer:
         self.messages = RecentMessages(horizon)
         self.window = Window()
         self.inflight: Window | None = None  # being committed
-        # Writes a commit's files side by side (made on first use, its threads idle between).
-        self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="archive-write")
         self._seq = 0
         self.files_written = 0
         self.rows_written = 0
@@ -271,13 +264,13 @@ class Writer:
         now = time.monotonic()
         for ns, f in recent[-4096:]:
             try:
-                ids = pq.read_table(f.path, columns=["id"]).column("id").to_pylist()
+                keys = _keys(f)
             except Exception as exc:  # unreadable: say so, keep going
                 log.error("archive: cannot read %s to recall its ids: %s", f.path, exc)
                 continue
             age = (time.time_ns() - ns) / 1e9
-            self.recent.add(((f.kind, f.host, i) for i in ids), at=now - age)
-            recalled += len(ids)
+            self.recent.add(keys, at=now - age)
+            recalled += len(keys)
         return len(removed), recalled
 
     # -- gathering -----------------------------------------------------------
@@ -303,86 +296,43 @@ class Writer:
         self.inflight = None
 
     def commit(self, window: Window) -> None:
-        """Write every partition of `window` durably. Blocking: run in a thread.
+        """Write the window durably: one file per kind and day, its hosts' rows
+        in host order. Blocking: run in a thread.
 
-        On failure, partitions already renamed into place are dropped from the
+        On failure, files already renamed into place are dropped from the
         window (their ids move to `recent`) and the error propagates.
         """
-        staged: list[tuple[PartKey, Path, Path]] = []
-        done: list[PartKey] = []
+        by_file: dict[FileKey, list[PartKey]] = {}
+        for part in sorted(window.parts):
+            if window.parts[part].rows:
+                by_file.setdefault(part.file, []).append(part)
+        staged: list[tuple[FileKey, Path, Path]] = []
+        done: list[FileKey] = []
         try:
-            jobs: list[tuple[PartKey, Buffer, Path]] = []
-            for part, buf in sorted(window.parts.items()):
-                if not buf.rows:
-                    continue
-                folder = part.folder(self.root)
+            for key, parts in by_file.items():
+                folder = key.folder(self.root)
                 layout.make_dirs(folder, self.gid)
                 self._seq += 1
-                jobs.append((part, buf, folder / layout.file_name(self.name, self._seq)))
-            staged += self._stage(jobs)
-            folders = set()
-            for part, tmp, final in staged:
+                final = folder / layout.file_name(self.name, self._seq)
+                data = self._encode(_file_table(window, parts))
+                staged.append((key, layout.write_durable_temp(final, data, self.gid), final))
+            for key, tmp, final in staged:
                 tmp.rename(final)
-                done.append(part)
-                folders.add(final.parent)
-            self._each(layout.fsync_dir, sorted(folders))
+                done.append(key)
+            for folder in sorted({final.parent for _, _, final in staged}):
+                layout.fsync_dir(folder)
         except BaseException:
-            for part, tmp, final in staged:
+            for key, tmp, final in staged:
                 tmp.unlink(missing_ok=True)
-                if part in done:
+                if key in done:
                     try:
                         layout.fsync_dir(final.parent)
                     except OSError:
                         pass  # best effort: the retry is what matters now
-            self._drop_committed(window, done)
+            self._drop_committed(window, [p for key in done for p in by_file[key]])
             raise
         self.files_written += len(done)
-        self.rows_written += sum(window.parts[p].rows for p in done)
-
-    def _stage(self, jobs: list[tuple[PartKey, Buffer, Path]]) -> list[tuple[PartKey, Path, Path]]:
-        """Each partition's file encoded and fsynced as a temporary beside its
-        final name: (part, temporary, final). Small files go in parallel: a
-        fleet's commit holds one per host, and each waits on its fsync
-        (encoding and fsync release the GIL). If one fails, the ones written
-        are removed and its error raised."""
-
-        def stage(job: tuple[PartKey, Buffer, Path]) -> tuple[PartKey, Path, Path]:
-            part, buf, final = job
-            data = self._encode(buf.table())
-            return part, layout.write_durable_temp(final, data, self.gid), final
-
-        # Big files one at a time: an encoder's buffers grow with its file.
-        small = [job for job in jobs if job[1].nbytes <= _PARALLEL_BYTES]
-        if len(small) <= 1:
-            small = []
-        futures = [self._pool.submit(stage, job) for job in small]
-        staged, failure = [], None
-        for job in jobs:
-            if job[1].nbytes > _PARALLEL_BYTES or not small:
-                try:
-                    staged.append(stage(job))
-                except BaseException as exc:
-                    failure = exc
-                    break
-        for future in futures:
-            try:
-                staged.append(future.result())
-            except BaseException as exc:
-                failure = failure or exc
-        if failure is not None:
-            for _, tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-            raise failure
-        return staged
-
-    def _each(self, fn: Callable[[Path], None], paths: list[Path]) -> None:
-        """fn on every path, in parallel (fsyncs); the first error raised."""
-        if len(paths) <= 1:
-            for path in paths:
-                fn(path)
-            return
-        for future in [self._pool.submit(fn, path) for path in paths]:
-            future.result()
+        self.rows_written += sum(window.parts[p].rows for parts in by_file.values() for p in parts)
 
     def _drop_committed(self, window: Window, done: list[PartKey]) -> None:
         # Renamed but maybe not fsynced: on disk for every reader from now on,
@@ -393,8 +343,8 @@ class Writer:
             self.recent.add_ids(part.kind, part.host, ids)
             window.ids[part.kind].get(part.host, set()).difference_update(ids)
             window.rows -= buf.rows
-            self.files_written += 1
             self.rows_written += buf.rows
+        self.files_written += len({part.file for part in done})
 
     def _encode(self, table: pa.Table) -> memoryview:
         sink = pa.BufferOutputStream()
@@ -404,6 +354,26 @@ class Writer:
             write_statistics=True,
         )  # fmt: skip
         return memoryview(sink.getvalue())
+
+
+def _keys(f: layout.ArchiveFile) -> list[Key]:
+    """The (kind, host token, id) of every row of a committed file."""
+    if f.host is not None:  # the older layout: the folder names the host
+        ids = pq.read_table(f.path, columns=["id"]).column("id").to_pylist()
+        return [(f.kind, f.host, i) for i in ids]
+    table = pq.read_table(f.path, columns=[HOST_COLUMN, "id"])
+    hosts, ids = table.column(HOST_COLUMN).to_pylist(), table.column("id").to_pylist()
+    return [(f.kind, h, i) for h, i in zip(hosts, ids, strict=True)]
+
+
+def _file_table(window: Window, parts: list[PartKey]) -> pa.Table:
+    """One file's rows: each host's, in `parts`' order, with the host token as
+    a column (its row groups' statistics let a reader skip other hosts)."""
+    tables = []
+    for part in parts:
+        table = window.parts[part].table()
+        tables.append(table.append_column(HOST_COLUMN, pa.repeat(part.host, table.num_rows)))
+    return pa.concat_tables(tables)
 
 
 # Columns (nearly) unique per row: a dictionary for them is tried, grows past its

@@ -14,7 +14,7 @@ each consumer group, spread over the three nodes:
 - archive: one process per partition (`--partition I/N`, a durable and a
   folder each; `--roll-seconds` from `--archive-roll`, 10: its acks wait for
   the commit, so its lag holds a roll's worth of messages, and `--drain` must
-  exceed it; it commits one file per host per roll);
+  exceed it; a commit writes one file, every host in it);
 - rename: one pairer per partition;
 - alert: one alerter per partition (the default rules; host health off:
   simulated hosts send no heartbeats): a host's throttle windows and

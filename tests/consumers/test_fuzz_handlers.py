@@ -711,8 +711,11 @@ async def test_ids_a_nats_header_cannot_carry_are_refused_with_the_reason() -> N
     assert set(reasons(f)) == {1, 2} and len(f.bus.outputs()) == 1
 
 
-async def test_archive_lists_the_files_of_a_host_whose_name_holds_a_slash(tmp_path: Path) -> None:
-    """host_token kept "/", so host "a/b" was written under host=a/b/, a level deeper
-    than layout.files (retention, recall at start) and DuckDB's date=*/host=*/ look."""
+async def test_archive_stores_the_token_of_a_host_whose_name_holds_a_slash(tmp_path: Path) -> None:
+    """host_token kept "/", so host "a/b" was written under host=a/b/ (when each host
+    had a folder), a level deeper than retention, recall at start and DuckDB looked."""
     await run_archiver(tmp_path, [valid(exec_event(host="a/b"))])
-    assert [f.host for f in layout.files(tmp_path)] == [host_token("a/b")]
+    [stored] = layout.files(tmp_path)
+    assert stored.path.parent.parent == tmp_path / "events"
+    hosts = pq.read_table(stored.path, columns=["host"]).column("host").to_pylist()
+    assert hosts == [host_token("a/b")] and "/" not in hosts[0]

@@ -44,20 +44,27 @@ from tests.support.archive import FAST, archived_ids, archived_rows, archiver, s
 from tests.support.events import BASE_TS, mixed_event, publish_grouped
 
 
-async def test_archives_every_event_once_in_hive_partitions(
+async def test_archives_every_event_once_a_file_per_commit_sorted_by_host(
     nats_server: NatsServer, stream: JetStreamContext, tmp_path: Path
 ) -> None:
-    events = [mixed_event(n, host=f"h{n % 2}.example") for n in range(500)]
+    events = [mixed_event(n, host=f"h{n % 3}.example") for n in range(600)]
     root = tmp_path / "archive"
     async with archiver(nats_server.url, root) as (a, _):
         await publish_grouped(stream, events)
         await settled(stream)
     ids = archived_ids(root)
     assert sorted(ids) == sorted(e["id"] for e in events)
-    hosts = sorted(p.name for p in (root / "events").glob("date=*/host=*"))
-    assert hosts == ["host=h0_example", "host=h1_example"]
+    # Every host's rows of a commit in one file of the day's folder, in host order.
+    stored = list(layout.files(root))
+    assert stored and all(f.path.parent.name.startswith("date=") for f in stored)
+    assert a.writer.files_written == a.commits == len(stored)
+    for f in stored:
+        table = pq.read_table(f.path, columns=["host", "host_name"])
+        hosts = table.column("host").to_pylist()
+        assert hosts == sorted(hosts)
+        assert hosts == [n.replace(".", "_") for n in table.column("host_name").to_pylist()]
+    assert {r["host"] for r in archived_rows(root)} == {"h0_example", "h1_example", "h2_example"}
     assert not list(root.rglob(".*.tmp"))
-    assert a.writer.files_written >= 2
 
 
 async def dead_letters(nc_sub, n: int, limit: float = 15) -> list:  # type: ignore[no-untyped-def]

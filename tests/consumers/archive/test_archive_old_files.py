@@ -1,5 +1,7 @@
-"""An archive written before some fields had columns of their own still reads:
-with both engines, beside newer files, whichever file a scan meets first."""
+"""An archive written before some fields had columns of their own, or before
+a day's hosts shared a file (a folder per host), still reads: with both
+engines, beside newer files, whichever file a scan meets first; and it is
+recalled at start and retained like the new files."""
 
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from snoopbus.consumers.archive.columns import EVENT_SCHEMA, check_event, event_table
+from snoopbus.consumers.archive import layout
+from snoopbus.consumers.archive.columns import EVENT_SCHEMA, append_event, check_event, event_table
+from snoopbus.consumers.archive.layout import PartKey
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
+from snoopbus.consumers.archive.retention import Retention
+from snoopbus.consumers.archive.writer import Writer
 
 ENGINES = [DuckDBEngine(), ArrowEngine()]
 # Columns this branch added; files from before it hold these keys in `extra`.
@@ -69,6 +75,37 @@ def test_old_files_read_beside_new_ones(engine: Any, old_first: bool, tmp_path: 
         row = rows[ev["id"]]
         assert row["file_host_path"] == ev["file"]["host_path"], row
         assert row["file_closed_by"] == "exit" and row["extra"] is None
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_host_folders_read_beside_files_of_every_host(engine: Any, tmp_path: Path) -> None:
+    day = "2025-11-22"
+    older = [closed_event(n) for n in range(3)]  # web1, in its own folder
+    write(tmp_path, "01763776800000000000-0-1.parquet", event_table(older), day)
+    w = Writer(tmp_path)
+    newer = []
+    for n, host in enumerate(["web2", "db.1", "web2"], start=10):
+        ev = closed_event(n) | {"host": host}
+        append_event(w.window.buffer(PartKey("events", day, host.replace(".", "_"))), ev)
+        newer.append(ev)
+    w.commit(w.take())
+    assert sorted((f.host or "-") for f in layout.files(tmp_path)) == ["-", "web1"]
+
+    def hosts(f: Filters) -> dict[str, str]:
+        return {r["id"]: r["host"] for r in run_query(tmp_path, f, engine=engine)}
+
+    assert hosts(Filters()) == {ev["id"]: ev["host"].replace(".", "_") for ev in older + newer}
+    assert hosts(Filters(hosts=("web1",))) == {ev["id"]: "web1" for ev in older}
+    assert hosts(Filters(hosts=("db.1",))) == {"i-11": "db_1"}
+    assert set(hosts(Filters(hosts=("web1", "web2")))) == {"i-0", "i-1", "i-2", "i-10", "i-12"}
+    # A restart remembers both layouts' ids under their hosts.
+    again = Writer(tmp_path, horizon=10**9)
+    again.recover()
+    assert ("events", "web1", "i-0") in again.recent and ("events", "db_1", "i-11") in again.recent
+    assert len(again.recent) == 6
+    # Retention takes both by age.
+    assert len(Retention(days=0).apply(tmp_path)) == 2
+    assert not any((tmp_path / "events").iterdir())  # folders emptied go too
 
 
 def test_new_columns_are_in_the_schema() -> None:
