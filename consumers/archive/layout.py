@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,14 +100,20 @@ def files(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[ArchiveFile]:
         for day in sorted(base.iterdir()):
             if not day.name.startswith("date=") or not day.is_dir():
                 continue
-            for entry in sorted(os.scandir(day), key=lambda e: e.name):
-                if entry.name.startswith("host=") and entry.is_dir(follow_symlinks=False):
-                    yield from _committed(entry.path, kind, day.name[5:], entry.name[5:])
-            yield from _committed(str(day), kind, day.name[5:], None)
+            date = day.name[5:]
+            with os.scandir(day) as entries:
+                for entry in entries:
+                    if entry.name.startswith("host=") and entry.is_dir(follow_symlinks=False):
+                        with os.scandir(entry.path) as older:  # the older layout
+                            yield from _committed(older, kind, date, entry.name[5:])
+                    else:
+                        yield from _committed([entry], kind, date, None)
 
 
-def _committed(folder: str, kind: str, date: str, host: str | None) -> Iterator[ArchiveFile]:
-    for entry in os.scandir(folder):
+def _committed(
+    entries: Iterable[os.DirEntry[str]], kind: str, date: str, host: str | None
+) -> Iterator[ArchiveFile]:
+    for entry in entries:
         if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file():
             yield ArchiveFile(Path(entry.path), kind, date, host, entry.stat().st_size)
 

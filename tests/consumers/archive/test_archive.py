@@ -38,6 +38,7 @@ from snoopbus.proto import (
     encode_batch,
     encode_map,
     event_subject,
+    host_token,
     text_from_kernel,
 )
 from tests.support.archive import FAST, archived_ids, archived_rows, archiver, settled
@@ -62,7 +63,7 @@ async def test_archives_every_event_once_a_file_per_commit_sorted_by_host(
         table = pq.read_table(f.path, columns=["host", "host_name"])
         hosts = table.column("host").to_pylist()
         assert hosts == sorted(hosts)
-        assert hosts == [n.replace(".", "_") for n in table.column("host_name").to_pylist()]
+        assert hosts == [host_token(n) for n in table.column("host_name").to_pylist()]
     assert {r["host"] for r in archived_rows(root)} == {"h0_example", "h1_example", "h2_example"}
     assert not list(root.rglob(".*.tmp"))
 

@@ -19,6 +19,7 @@ from snoopbus.consumers.archive.layout import PartKey
 from snoopbus.consumers.archive.query import ArrowEngine, DuckDBEngine, Filters, run_query
 from snoopbus.consumers.archive.retention import Retention
 from snoopbus.consumers.archive.writer import Writer
+from snoopbus.proto import host_token
 
 ENGINES = [DuckDBEngine(), ArrowEngine()]
 # Columns this branch added; files from before it hold these keys in `extra`.
@@ -86,7 +87,7 @@ def test_host_folders_read_beside_files_of_every_host(engine: Any, tmp_path: Pat
     newer = []
     for n, host in enumerate(["web2", "db.1", "web2"], start=10):
         ev = closed_event(n) | {"host": host}
-        append_event(w.window.buffer(PartKey("events", day, host.replace(".", "_"))), ev)
+        append_event(w.window.buffer(PartKey("events", day, host_token(host))), ev)
         newer.append(ev)
     w.commit(w.take())
     assert sorted((f.host or "-") for f in layout.files(tmp_path)) == ["-", "web1"]
@@ -94,7 +95,7 @@ def test_host_folders_read_beside_files_of_every_host(engine: Any, tmp_path: Pat
     def hosts(f: Filters) -> dict[str, str]:
         return {r["id"]: r["host"] for r in run_query(tmp_path, f, engine=engine)}
 
-    assert hosts(Filters()) == {ev["id"]: ev["host"].replace(".", "_") for ev in older + newer}
+    assert hosts(Filters()) == {ev["id"]: host_token(ev["host"]) for ev in older + newer}
     assert hosts(Filters(hosts=("web1",))) == {ev["id"]: "web1" for ev in older}
     assert hosts(Filters(hosts=("db.1",))) == {"i-11": "db_1"}
     assert set(hosts(Filters(hosts=("web1", "web2")))) == {"i-0", "i-1", "i-2", "i-10", "i-12"}
