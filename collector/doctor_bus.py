@@ -25,6 +25,7 @@ from snoopbus.proto import (
     decode_map,
     meta_subject,
 )
+from snoopbus.proto.bus import last_stored
 from snoopbus.proto.stream_limits import human_bytes
 from snoopbus.proto.subjects import REPORTS
 
@@ -66,9 +67,8 @@ async def last_reports(
 
 
 async def _last(js: JetStreamContext, subject: str) -> dict[str, Any] | None:
-    try:
-        msg = await js.get_last_msg(STREAM_NAME, subject)
-    except nats.js.errors.NotFoundError:
+    msg = await last_stored(js, subject)
+    if msg is None:
         return None
     try:
         return decode_map(msg.data or b"")

@@ -199,7 +199,8 @@ def _consumer_parser(
     settings_file.add_nats_flag(common, default=nats)
     common.add_argument(
         "--partition", type=Partition.parse, default=None, metavar="I/N",
-        help="run partition I of N (hosts are split by hash; one durable per partition)",
+        help="run partition I of N, N <= 64 (hosts are split by their bucket; one durable "
+             "per partition)",
     )  # fmt: skip
     common.add_argument("--batch", type=int, metavar="N", help="messages per fetch")
     common.add_argument("--concurrency", type=int, metavar="N", help="batches handled at once")

@@ -7,7 +7,8 @@ headers:
     Snoopbus-Dlq-Reason     why, e.g. "v: unsupported schema version 9" or
                             "handler: RuntimeError: boom (attempt 5 of 5)"
     Snoopbus-Dlq-Kind       reason class, as counted: decode, schema, attempts
-    Snoopbus-Dlq-Subject    the subject the message was published on
+    Snoopbus-Dlq-Subject    the subject the message was published on (as sent,
+                            without the bucket the stream stores with it)
     Snoopbus-Dlq-Consumer   the consumer that gave up
     Snoopbus-Dlq-Stream-Seq the original's sequence in the stream
     Snoopbus-Dlq-Attempts   how many deliveries it had

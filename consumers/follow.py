@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from snoopbus.proto import STREAM_NAME
+from snoopbus.proto import STREAM_NAME, stored_filters
 from snoopbus.proto.bus import covers
 from snoopbus.proto.stream_limits import MissedCounter
 
@@ -89,12 +89,13 @@ class Follower:
         if self._sub is not None:
             await self._drop()
         self.name = f"tail-{secrets.token_hex(8)}"
-        one = len(self.subjects) == 1
+        filters = [f for s in self.subjects for f in stored_filters(s)]
+        one = len(filters) == 1
         config = ConsumerConfig(
             name=self.name,
             description="snoopbus tail (ordered, ephemeral)",
-            filter_subject=self.subjects[0] if one else None,
-            filter_subjects=None if one else list(self.subjects),
+            filter_subject=filters[0] if one else None,
+            filter_subjects=None if one else filters,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.last_seq + 1,
             ack_policy=AckPolicy.NONE,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import nats.js.errors
 from nats.js import JetStreamContext
 
 from snoopbus.proto import (
@@ -24,7 +23,9 @@ from snoopbus.proto import (
     meta_filter,
     meta_subject,
     parse_subject,
+    stored_filters,
 )
+from snoopbus.proto.bus import last_stored
 from snoopbus.proto.subjects import REPORTS
 
 
@@ -40,7 +41,7 @@ async def hosts_in_stream(js: JetStreamContext, host: str = "*", events: bool = 
     """Host tokens with meta messages (and, with `events`, events) in the stream."""
     filters = [meta_filter(host)] + ([events_filter(host)] if events else [])
     hosts: set[str] = set()
-    for subject_filter in filters:
+    for subject_filter in (stored for f in filters for stored in stored_filters(f)):
         info = await js.stream_info(STREAM_NAME, subjects_filter=subject_filter)
         for subject in info.state.subjects or {}:
             try:
@@ -56,9 +57,8 @@ async def last_reports(js: JetStreamContext, host: str) -> list[StoredReport]:
     """`host`'s last status, heartbeat and loss report that the stream holds, oldest first."""
     out = []
     for what in REPORTS:
-        try:
-            msg = await js.get_last_msg(STREAM_NAME, meta_subject(host, what))
-        except nats.js.errors.NotFoundError:
+        msg = await last_stored(js, meta_subject(host, what))
+        if msg is None:
             continue
         try:
             body = decode_map(msg.data or b"")
@@ -71,8 +71,7 @@ async def last_reports(js: JetStreamContext, host: str) -> list[StoredReport]:
 
 async def last_event_time(js: JetStreamContext, host: str) -> float | None:
     """When the stream stored `host`'s newest event message (epoch seconds), if it holds any."""
-    try:
-        msg = await js.get_last_msg(STREAM_NAME, events_filter(host).rsplit(".", 2)[0] + ".>")
-    except nats.js.errors.NotFoundError:
+    msg = await last_stored(js, events_filter(host))
+    if msg is None:
         return None
     return msg.time.timestamp() if msg.time is not None else None

@@ -51,6 +51,7 @@ from snoopbus.proto import (
     event_subject,
     events_filter,
     parse_subject,
+    stored_filters,
 )
 from snoopbus.proto.msgid import ID_HEADER, derived_id
 from snoopbus.proto.roles import RECALL_SUFFIX
@@ -393,7 +394,8 @@ class RenamePairer(Consumer):
             STREAM_NAME,
             ConsumerConfig(
                 name=name,
-                filter_subjects=[events_filter(type=t) for t in OUTPUT_TYPES],
+                filter_subjects=[f for t in OUTPUT_TYPES for f in stored_filters(
+                    events_filter(type=t), ctx.settings.partition.buckets)],
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=floor + 1,
                 ack_policy=AckPolicy.NONE,
@@ -413,8 +415,9 @@ class RenamePairer(Consumer):
                     break
                 for msg in msgs:
                     pending = msg.metadata.num_pending
-                    host = parse_subject(msg.subject).host
-                    if host is None or not ctx.settings.partition.owns(host):
+                    parts = parse_subject(msg.subject)
+                    host = parts.host
+                    if host is None or not ctx.settings.partition.owns(host, parts.stored):
                         continue
                     headers = msg.headers or {}
                     ids = headers.get(HALVES_ID, "").split()

@@ -43,6 +43,8 @@ from snoopbus.proto import (
     decode_records,
     ensure_stream,
     parse_subject,
+    published_subject,
+    stored_filters,
 )
 from snoopbus.proto.backoff import backoff_delay
 from snoopbus.proto.msgid import ID_HEADER
@@ -204,7 +206,10 @@ class Runtime:
 
     def _consumer_config(self) -> ConsumerConfig:
         s = self.settings
-        filters = list(self.consumer.filters)
+        # The server sends this partition only its hosts' buckets (and what the
+        # stream stored before it partitioned, which _admit sorts out).
+        filters = [f for pub in self.consumer.filters
+                   for f in stored_filters(pub, s.partition.buckets)]  # fmt: skip
         return ConsumerConfig(
             durable_name=self.durable,
             description=self.consumer.description or None,
@@ -363,11 +368,12 @@ class Runtime:
 
     def _owns(self, subject: str) -> bool:
         try:
-            host = parse_subject(subject).host
+            parts = parse_subject(subject)
         except SubjectError:
-            host = None
-        # Subjects without a host go to partition 0, so exactly one instance sees them.
-        return self.settings.partition.owns(host) if host else self.settings.partition.index == 0
+            return self.settings.partition.index == 0  # dead-lettered by one instance
+        if parts.host is None:  # so that exactly one instance sees them
+            return self.settings.partition.index == 0
+        return self.settings.partition.owns(parts.host, parts.stored)
 
     async def _handle(self, batch: Batch) -> None:
         failure = await self._attempt(batch)
@@ -442,7 +448,7 @@ class Runtime:
         assert self._js is not None
         meta = msg.metadata
         letter = dlq.DeadLetter(
-            consumer=self.name, kind=kind, reason=reason, subject=msg.subject,
+            consumer=self.name, kind=kind, reason=reason, subject=published_subject(msg.subject),
             payload=msg.data, stream_seq=meta.sequence.stream, attempts=meta.num_delivered,
             original_id=(msg.headers or {}).get(ID_HEADER, ""),
         )  # fmt: skip

@@ -6,14 +6,18 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from snoopbus.proto.subjects import BUCKETS, host_bucket
+
 
 @dataclass(frozen=True)
 class Partition:
     """This instance's share of the hosts: `index` of `count` partitions.
 
-    A host belongs to exactly one partition (crc32 of its subject token, the
-    same in every process), so per-host state such as a half-finished rename
-    never splits between instances. Each partition has its own durable.
+    A host belongs to exactly one partition: the one its bucket falls in (the
+    stream stores the bucket in the subject, proto/subjects.py), so per-host
+    state such as a half-finished rename never splits between instances, and
+    the server sends each partition's durable only its own buckets. Each
+    partition has its own durable.
     """
 
     index: int = 0
@@ -22,6 +26,9 @@ class Partition:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"partition: need 0 <= index < count, got {self.index}/{self.count}")
+        if self.count > BUCKETS:
+            raise ValueError(f"partition: at most {BUCKETS} partitions (the stream's host "
+                             f"buckets), got {self.count}")
 
     @classmethod
     def parse(cls, text: str) -> Partition:
@@ -31,10 +38,23 @@ class Partition:
             raise ValueError(f"partition: expected I/N, got {text!r}")
         return cls(int(index), int(count))
 
-    def owns(self, host_token: str) -> bool:
+    @property
+    def buckets(self) -> list[int] | None:
+        """The host buckets this partition owns; None when it owns every one."""
+        if self.count == 1:
+            return None
+        return list(range(self.index, BUCKETS, self.count))
+
+    def owns(self, host_token: str, stored: bool = True) -> bool:
+        """Whether the host's messages are this partition's. Those a stream stored
+        before it partitioned (`stored` False) reach every partition and keep the
+        rule they had then (crc32 of the token), so that none is handled twice or
+        never while consumers move from that rule to the buckets."""
         if self.count == 1:
             return True
-        return zlib.crc32(host_token.encode()) % self.count == self.index
+        if not stored:
+            return zlib.crc32(host_token.encode()) % self.count == self.index
+        return host_bucket(host_token) % self.count == self.index
 
     def durable(self, name: str) -> str:
         # Unpartitioned keeps the plain name, so adding --partition later is a

@@ -59,6 +59,8 @@ from snoopbus.proto.subjects import (
     meta_filter,
     meta_subject,
     parse_subject,
+    published_subject,
+    stored_filters,
 )
 
 __all__ = [
@@ -111,6 +113,8 @@ __all__ = [
     "meta_subject",
     "nats_url_from_env",
     "parse_subject",
+    "published_subject",
+    "stored_filters",
     "text_from_kernel",
     "validate_event",
 ]

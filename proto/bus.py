@@ -19,11 +19,16 @@ from urllib.parse import urlparse
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig, StreamInfo
+from nats.js.api import RawStreamMsg, StorageType, StreamConfig, StreamInfo, SubjectTransform
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from snoopbus.proto.stream_limits import StreamLimits, human_bytes, unbounded
-from snoopbus.proto.subjects import STREAM_NAME, STREAM_SUBJECTS
+from snoopbus.proto.subjects import (
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+    STREAM_TRANSFORM,
+    stored_filters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -323,12 +328,14 @@ async def ensure_stream(
 ) -> StreamInfo:
     """The stream `name`, created (file storage, `limits`: bounded by default) if missing.
 
-    It is created with `replicas` copies (default: `limits.replicas`, [stream] replicas).
+    It is created with `replicas` copies (default: `limits.replicas`, [stream] replicas),
+    and stores each subject with its host's bucket (STREAM_TRANSFORM).
 
     An existing stream keeps its limits and replicas (the operator's), except
-    that missing subjects are added, and `limits` are applied when they were
+    that missing subjects are added, the bucket transform is added if it has
+    none (what it holds stays as stored), and `limits` are applied when they were
     chosen (`enforce`: set in [stream]) or when the stream has none at all
-    (made by an earlier snoopbus); either change is logged. A client not
+    (made by an earlier snoopbus); each change is logged. A client not
     allowed to change the stream says so and goes on with it as it is.
     """
     limits = limits or StreamLimits()
@@ -342,6 +349,7 @@ async def ensure_stream(
             storage=StorageType.FILE,
             num_replicas=limits.replicas if replicas is None else replicas,
             duplicate_window=duplicate_window_s,
+            subject_transform=_transform(wanted),
         )
         limits.apply(config)
         try:
@@ -362,6 +370,17 @@ async def ensure_stream(
     if missing:
         config.subjects = have + missing
         changes.append(f"added subjects {', '.join(missing)}")
+    transform, have_transform = _transform(config.subjects or []), config.subject_transform
+    if transform is not None and have_transform is None:
+        config.subject_transform = transform
+        changes.append(f"stores subjects with their host's bucket ({transform.dest}; "
+                       "what it holds already stays as it was)")
+    elif (transform is not None and have_transform is not None
+          and have_transform.as_dict() != transform.as_dict()):
+        log.error("stream %s transforms subjects as %s: snoopbus's consumers filter on %s "
+                  "and miss what it stores otherwise; set the stream's subject_transform to "
+                  "that, or remove it and let snoopbus set it", name,
+                  have_transform.as_dict(), transform.as_dict())  # fmt: skip
     limit_changes = limits.differences(config)
     if limit_changes and (limits.enforce or unbounded(config)):
         why = "[stream] config" if limits.enforce else "it had no limits"
@@ -375,6 +394,27 @@ async def ensure_stream(
             return info
         log.warning("stream %s: %s", name, "; ".join(changes))
     return info
+
+
+async def last_stored(js: JetStreamContext, subject: str) -> RawStreamMsg | None:
+    """The stream's last message on `subject` (published form: a subject or a
+    filter), in whichever form it was stored (with its bucket, or from before
+    the stream had buckets); None if it holds none."""
+    last: RawStreamMsg | None = None
+    for stored in stored_filters(subject):
+        try:
+            msg = await js.get_last_msg(STREAM_NAME, stored)
+        except NotFoundError:
+            continue
+        if last is None or (msg.seq or 0) > (last.seq or 0):
+            last = msg
+    return last
+
+
+def _transform(subjects: Sequence[str]) -> SubjectTransform | None:
+    """The partitioning transform (proto/subjects.py), if the stream holds its source."""
+    src, dest = STREAM_TRANSFORM
+    return SubjectTransform(src=src, dest=dest) if any(covers(s, src) for s in subjects) else None
 
 
 def covers(pattern: str, subject: str) -> bool:

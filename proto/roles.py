@@ -87,9 +87,10 @@ def own_durable(durable: str) -> tuple[str, ...]:
 
 
 def collector(host: str) -> Role:
+    # Exactly the published shapes: the stream inserts a bucket token into what it
+    # stores, and a subject of another length could come out in another host's shape.
     h = host_token(host)
-    return Role(f"collector-{h}", (events_filter(h).rsplit(".", 2)[0] + ".>",
-                                   meta_filter(h).rsplit(".", 1)[0] + ".>", *LOOKUP))
+    return Role(f"collector-{h}", (events_filter(h), meta_filter(h), *LOOKUP))
 
 
 def consumer(name: str, outputs: Sequence[str] = (), durables: Sequence[str] = (),

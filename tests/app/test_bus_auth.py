@@ -41,6 +41,7 @@ from snoopbus.proto import (
     events_filter,
     meta_filter,
     meta_subject,
+    stored_filters,
 )
 from snoopbus.proto.roles import RENAME_OUTPUTS
 from tests.support.processes import AS_NOBODY, free_port
@@ -104,7 +105,8 @@ async def stack(stack_cfg: StackConfig) -> AsyncIterator[Stack]:
         js = admin.jetstream()
         for durable in ("alert", "forward-siem"):
             await js.add_consumer(STREAM_NAME, ConsumerConfig(
-                durable_name=durable, filter_subject=events_filter(), ack_policy="explicit"))
+                durable_name=durable, filter_subjects=stored_filters(events_filter()),
+                ack_policy="explicit"))  # fmt: skip
         yield s
     finally:
         for nc in s.clients:
@@ -173,7 +175,7 @@ async def test_a_consumer_role_touches_only_its_own_durable(stack: Stack) -> Non
     admin, _ = await stack.as_role("admin")
     ajs = admin.jetstream()
     info = await ajs.consumer_info(STREAM_NAME, "alert")
-    assert info.config.filter_subject == events_filter()
+    assert info.config.filter_subjects == stored_filters(events_filter())
     await ajs.consumer_info(STREAM_NAME, "forward-siem")  # still there
     assert (await ajs.stream_info(STREAM_NAME)).state.messages == 1
 

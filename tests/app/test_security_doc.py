@@ -15,7 +15,15 @@ import pytest
 from snoopbus.app.natsd import NatsServer, config_args
 from snoopbus.consumers.rename import RenamePairer
 from snoopbus.consumers.runtime import Runtime
-from snoopbus.proto import NatsAuth, connect, encode_batch, ensure_stream, event_subject, roles
+from snoopbus.proto import (
+    NatsAuth,
+    connect,
+    encode_batch,
+    ensure_stream,
+    event_subject,
+    roles,
+    stored_filters,
+)
 from tests.support.events import rename_half
 from tests.support.paths import ROOT
 
@@ -61,7 +69,7 @@ async def test_the_documented_permissions(tmp_path: Path, monkeypatch: pytest.Mo
         runtime = Runtime(RenamePairer(), servers=server.url, auth=rename)
         task = asyncio.create_task(runtime.run())
         ojs = op.jetstream()
-        sub = await ojs.subscribe(event_subject("web1", "renamed"))
+        sub = await ojs.subscribe(stored_filters(event_subject("web1", "renamed"))[0])
         msg = await sub.next_msg(timeout=20)
         assert b"/x/moved_to" in msg.data
         rc = await connect(server.url, name="r", auth=rename)

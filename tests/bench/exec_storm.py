@@ -31,7 +31,14 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from snoopbus.app.natsd import NatsServer
-from snoopbus.proto import connect, decode_batch, decode_map, events_filter, meta_subject
+from snoopbus.proto import (
+    connect,
+    decode_batch,
+    decode_map,
+    events_filter,
+    meta_subject,
+    stored_filters,
+)
 
 STORM_C = r"""
 #include <spawn.h>
@@ -129,7 +136,7 @@ async def count_in_stream(
     Reads until all are there or nothing new arrived for 3 s.
     """
     sub = await js.subscribe(
-        events_filter(host=host, type="exec"), ordered_consumer=True
+        stored_filters(events_filter(host=host, type="exec"))[0], ordered_consumer=True
     )
     seen, last_ns, quiet_since = 0, 0, time.monotonic()
     try:

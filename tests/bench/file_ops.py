@@ -59,6 +59,7 @@ from snoopbus.proto import (
     decode_map,
     events_filter,
     meta_subject,
+    stored_filters,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -277,7 +278,7 @@ async def stored_types(js: JetStreamContext, host: str,
     and what its own `summary` events say fair shares held back, by type."""
     seen: Counter[str] = Counter()
     summarized: Counter[str] = Counter()
-    sub = await js.pull_subscribe(events_filter(host=host), durable=None)
+    sub = await js.pull_subscribe(stored_filters(events_filter(host=host))[0], durable=None)
     try:
         while True:
             try:

@@ -71,7 +71,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.logsources import all_event_types
 from snoopbus.consumers.settings import Partition
-from snoopbus.proto import STREAM_NAME, decode_batch, ensure_stream, events_filter, host_token
+from snoopbus.proto import (
+    STREAM_NAME,
+    decode_batch,
+    ensure_stream,
+    events_filter,
+    host_token,
+    stored_filters,
+)
 from snoopbus.proto.msgid import ID_HEADER
 from snoopbus.proto.stream_limits import StreamLimits
 from tests.support.natsd import cluster_args
@@ -555,7 +562,7 @@ async def stored_events(js: JetStreamContext, subject: str, messages: int) -> li
     if not messages:
         return out
     info = await js.add_consumer(STREAM_NAME, ConsumerConfig(
-        filter_subject=subject, ack_policy=AckPolicy.NONE, mem_storage=True,
+        filter_subjects=stored_filters(subject), ack_policy=AckPolicy.NONE, mem_storage=True,
         inactive_threshold=30))  # fmt: skip
     sub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM_NAME)
     try:

@@ -55,6 +55,7 @@ from snoopbus.proto import (
     decode_map,
     events_filter,
     meta_subject,
+    stored_filters,
 )
 from tests.bench.file_ops import Run, TraceLoad, with_bpftrace
 
@@ -202,7 +203,7 @@ async def settle(js: JetStreamContext, quiet_s: float = 2.0, most_s: float = 120
 async def stored_events(js: JetStreamContext, host: str) -> list[Event]:
     """Every event of `host` in the stream."""
     out: list[Event] = []
-    sub = await js.pull_subscribe(events_filter(host=host), durable=None)
+    sub = await js.pull_subscribe(stored_filters(events_filter(host=host))[0], durable=None)
     try:
         while True:
             try:

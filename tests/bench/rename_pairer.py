@@ -46,6 +46,7 @@ from snoopbus.proto import (
     ensure_stream,
     event_subject,
     events_filter,
+    stored_filters,
 )
 
 from .backlog import Tree, _cpu_s, consumer_cpu
@@ -122,7 +123,8 @@ class Tally:
 async def read_outputs(js: JetStreamContext, tally: Tally, stop: asyncio.Event) -> None:
     info = await js.add_consumer(
         STREAM_NAME,
-        ConsumerConfig(filter_subjects=[events_filter(type=t) for t in OUTPUT_TYPES],
+        ConsumerConfig(filter_subjects=[f for t in OUTPUT_TYPES
+                                        for f in stored_filters(events_filter(type=t))],
                        ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=60),
     )  # fmt: skip
     sub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM_NAME)

@@ -78,7 +78,9 @@ from snoopbus.proto import (
     meta_filter,
     meta_subject,
     roles,
+    stored_filters,
 )
+from snoopbus.proto.bus import last_stored
 from snoopbus.proto.settings_file import UpSection
 from tests.bench.soak_load import EVENTS_PER_OP
 from tests.bench.soak_report import report
@@ -217,8 +219,8 @@ async def count_events(nc: Client, bus: Bus, host: str, stop: asyncio.Event) -> 
             name=name, ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if resume else DeliverPolicy.ALL,
             opt_start_seq=bus.last_seq + 1 if resume else None,
-            filter_subjects=[events_filter(host=host, family="file"),
-                             events_filter(host=host, type="exec")],
+            filter_subjects=[*stored_filters(events_filter(host=host, family="file")),
+                             *stored_filters(events_filter(host=host, type="exec"))],
             inactive_threshold=600.0,
         )  # fmt: skip
         try:
@@ -337,9 +339,9 @@ class Soak:
         nc = await connect(stack.url, name="snoopbus-soak", auth=auth)
         js = nc.jetstream()
         while True:  # until the collector says it is ready
-            with suppress(NotFoundError, TimeoutError):
-                msg = await js.get_last_msg(STREAM_NAME, meta_subject(self.host, "status"))
-                if decode_map(msg.data).get("state") == "ready":
+            with suppress(TimeoutError):
+                msg = await last_stored(js, meta_subject(self.host, "status"))
+                if msg is not None and decode_map(msg.data).get("state") == "ready":
                     return nc
             if time.monotonic() > deadline:
                 await nc.close()
@@ -546,3 +548,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -33,6 +33,7 @@ from snoopbus.proto import (
     encode_map,
     ensure_stream,
     meta_subject,
+    published_subject,
 )
 from tests.support.publisher import ADMIN, COLLECTOR, EXEC, EXIT, permissions_conf, to_submit
 from tests.support.servers import serve
@@ -60,13 +61,14 @@ async def publisher_on(
 
 
 async def stored(js: JetStreamContext) -> list[tuple[str, dict[str, str], list[Any]]]:
-    """Every message in the stream: subject, headers, events (a report as [its map])."""
+    """Every message in the stream: subject (as published), headers, events (a report as
+    [its map])."""
     info = await js.stream_info(STREAM_NAME)
     out = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(STREAM_NAME, seq)
         body = [decode_map(msg.data)] if ".meta." in msg.subject else decode_batch(msg.data)
-        out.append((msg.subject, dict(msg.headers or {}), body))
+        out.append((published_subject(msg.subject), dict(msg.headers or {}), body))
     return out
 
 

@@ -27,6 +27,7 @@ from snoopbus.proto import (
     STREAM_NAME,
     decode_batch,
     events_filter,
+    stored_filters,
 )
 from tests.support.events import publish, rename_half
 from tests.support.waits import durable_pulled, durable_settled
@@ -53,7 +54,8 @@ async def outputs(js: JetStreamContext) -> list[tuple[dict, dict[str, str]]]:
     info = await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(
-            filter_subjects=[events_filter(type=t) for t in OUTPUT_TYPES],
+            filter_subjects=[f for t in OUTPUT_TYPES
+                             for f in stored_filters(events_filter(type=t))],
             ack_policy=AckPolicy.NONE, inactive_threshold=5.0, mem_storage=True,
         ),
     )  # fmt: skip
@@ -320,8 +322,8 @@ async def test_partitions_split_hosts_never_pairs(
     s0 = replace(FAST, partition=Partition(0, 2))
     s1 = replace(FAST, partition=Partition(1, 2))
     async with (
-        pairer(nats_server.url, settings=s0) as (p0, _),
-        pairer(nats_server.url, settings=s1) as (p1, _),
+        pairer(nats_server.url, settings=s0) as (p0, r0),
+        pairer(nats_server.url, settings=s1) as (p1, r1),
     ):
         for host in hosts:
             await publish(stream, *(half("moved_from", c, host) for c in range(10)))
@@ -332,6 +334,10 @@ async def test_partitions_split_hosts_never_pairs(
     assert by_type(got) == {"renamed": 80}
     assert p0.stats.paired and p1.stats.paired
     assert p0.stats.paired + p1.stats.paired == 80
+    # The server sent each partition its own hosts' messages only (two per host).
+    for part, runtime in ((s0.partition, r0), (s1.partition, r1)):
+        assert runtime.counters.skipped == 0
+        assert runtime.counters.fetched == 2 * sum(part.owns(h) for h in hosts)
 
 
 # -- the pairer as a process: SIGKILL and SIGTERM ----------------------------

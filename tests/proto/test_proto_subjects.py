@@ -23,7 +23,14 @@ from snoopbus.proto import (
     meta_subject,
     parse_subject,
 )
-from snoopbus.proto.subjects import subject_host, subject_leaf
+from snoopbus.proto.subjects import (
+    BUCKETS,
+    host_bucket,
+    published_subject,
+    stored_filters,
+    subject_host,
+    subject_leaf,
+)
 
 
 def test_stream() -> None:
@@ -131,7 +138,8 @@ def test_filter_errors(kwargs: dict[str, str]) -> None:
         "snoopbus",
         "snoopbus.events",
         "snoopbus.events.h.proc",
-        "snoopbus.events.h.proc.exec.extra",
+        "snoopbus.events.h.proc.exec.extra.more",
+        "snoopbus.dlq.7.a",
         "snoopbus.events.*.proc.exec",
         "snoopbus.events.h.proc.>",
         "snoopbus.other.h.x",
@@ -170,3 +178,74 @@ def test_unchecked_slices_agree_with_parse_subject() -> None:
         assert subject_leaf(subject) == parts.type
     assert subject_leaf(dlq_subject("archive")) == parse_subject(dlq_subject("archive")).type
     assert subject_host(dlq_subject("archive")) == ""  # a dlq subject names no host
+
+
+# -- as the stream stores them: with the host's bucket -----------------------
+
+
+def stored(subject: str) -> str:
+    """What the stream's transform makes of a published subject (the server's rule,
+    written out: the bucket goes in after the kind)."""
+    tokens = subject.split(".")
+    if tokens[1] == "dlq":
+        return subject
+    return ".".join([*tokens[:2], str(host_bucket(subject_host(subject))), *tokens[2:]])
+
+
+def test_host_bucket_is_fnv1a_of_the_token() -> None:
+    # The FNV-1a 32 test vectors of its authors: "a" 0xe40c292c, "foobar" 0xbf9cf968.
+    assert host_bucket("a") == 0xE40C292C % BUCKETS
+    assert host_bucket("foobar") == 0xBF9CF968 % BUCKETS
+    assert host_bucket("") == 0x811C9DC5 % BUCKETS
+    assert {host_bucket(f"web-{i}") for i in range(2000)} == set(range(BUCKETS))
+
+
+def test_stored_subjects_parse_as_their_published_form() -> None:
+    hosts = ["web-1", "17", "a.b c/d", "x" * 250, "höst"]
+    built = [event_subject(h, t) for h in hosts for t in EVENT_TYPES]
+    built += [alert_subject(h, lv) for h in hosts for lv in ALERT_LEVELS]
+    built += [meta_subject(h, w) for h in hosts for w in ("loss", "heartbeat")]
+    for subject in built:
+        as_stored = stored(subject)
+        assert parse_subject(as_stored) == parse_subject(subject)._replace(stored=True)
+        assert subject_host(as_stored) == parse_subject(subject).host
+        assert subject_leaf(as_stored) == subject_leaf(subject)
+        assert published_subject(as_stored) == subject
+        assert published_subject(subject) == subject
+    assert published_subject(dlq_subject("archive")) == dlq_subject("archive")
+
+
+@pytest.mark.parametrize("bucket", ["x", "-1", "٣", "99999999999999999999"])
+def test_a_bucket_that_is_not_the_hosts_is_refused(bucket: str) -> None:
+    with pytest.raises(SubjectError, match="is not the bucket of host 'h1'"):
+        parse_subject(f"snoopbus.events.{bucket}.h1.proc.exec")
+    right = host_bucket("h1")
+    with pytest.raises(SubjectError, match="is not the bucket"):
+        parse_subject(f"snoopbus.meta.{(right + 1) % BUCKETS}.h1.loss")
+
+
+def test_stored_filters() -> None:
+    any_host = events_filter(type="exec")
+    assert stored_filters(any_host) == ["snoopbus.events.*.*.proc.exec", any_host]
+    assert stored_filters(any_host, [3, 1]) == [
+        "snoopbus.events.1.*.proc.exec", "snoopbus.events.3.*.proc.exec", any_host]
+    b = host_bucket("h1")
+    assert stored_filters(meta_filter("h1")) == [f"snoopbus.meta.{b}.h1.*", "snoopbus.meta.h1.*"]
+    assert stored_filters(meta_filter("h1"), [b + 1]) == ["snoopbus.meta.h1.*"]
+    assert stored_filters(alerts_filter()) == ["snoopbus.alerts.*.*.*", "snoopbus.alerts.*.*"]
+    # Dead letters are stored as published; a filter not of our shapes is left alone.
+    for other in (dlq_filter(), "snoopbus.>", "snoopbus.events.h1.>", "other.x.y.z.w"):
+        assert stored_filters(other) == [other]
+
+
+def test_stored_filters_match_exactly_the_stored_subjects() -> None:
+    from snoopbus.proto.bus import covers
+    hosts = [f"h{i}" for i in range(40)]
+    subjects = [event_subject(h, t) for h in hosts for t in ("exec", "open")]
+    for buckets in (None, [0, 2, 4], list(range(1, BUCKETS, 2))):
+        filters = stored_filters(events_filter(type="exec"), buckets)
+        for s in subjects:
+            wanted = s.endswith(".exec") and (buckets is None
+                                              or host_bucket(subject_host(s)) in buckets)
+            assert any(covers(f, stored(s)) for f in filters) == wanted
+            assert any(covers(f, s) for f in filters) == s.endswith(".exec")  # as published

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from snoopbus.proto import STREAM_NAME, decode_batch, dlq_subject
+from snoopbus.proto import STREAM_NAME, decode_batch, dlq_subject, stored_filters
 
 
 async def stored_messages(url: str, subject: str, within: float = 5) -> list[Msg]:
@@ -29,7 +29,7 @@ async def read_stored(nc: Client, subject: str, within: float = 5) -> list[Msg]:
     num_pending would not do, as it leaves out what the server already pushed
     to the client."""
     out: list[Msg] = []
-    sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+    sub = await nc.jetstream().subscribe(stored_filters(subject)[0], ordered_consumer=True)
     try:
         while True:
             try:

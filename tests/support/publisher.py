@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from snoopbus.proto import STREAM_NAME, NatsAuth, decode_batch, event_subject
+from snoopbus.proto import STREAM_NAME, NatsAuth, decode_batch, event_subject, published_subject
 
 EXEC = event_subject("h1", "exec")
 EXIT = event_subject("h1", "exit")
@@ -21,12 +21,13 @@ def to_submit(n: int, type_: str = "exec", start: int = 0) -> list[tuple[str, di
 
 
 async def stored(js: JetStreamContext) -> list[tuple[str, dict[str, str], list[dict]]]:
-    """Every message in the stream: subject, headers, events."""
+    """Every message in the stream: subject (as published), headers, events."""
     info = await js.stream_info(STREAM_NAME)
     out = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(STREAM_NAME, seq)
-        out.append((msg.subject, dict(msg.headers or {}), decode_batch(msg.data)))
+        out.append((published_subject(msg.subject), dict(msg.headers or {}),
+                    decode_batch(msg.data)))
     return out
 
 

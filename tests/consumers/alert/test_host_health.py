@@ -25,8 +25,9 @@ from nats.aio.msg import Msg
 
 from snoopbus.app.natsd import NatsServer
 from snoopbus.consumers.alert.wire import decode_alert
-from snoopbus.proto import STREAM_NAME, alert_subject, alerts_filter, encode_map, meta_subject
+from snoopbus.proto import alert_subject, alerts_filter, encode_map, meta_subject
 from snoopbus.proto.build_info import version
+from snoopbus.proto.bus import last_stored
 from tests.support.collector import RunningCollector, start_collector
 from tests.support.processes import SNOOPBUS, stop_process
 
@@ -143,9 +144,8 @@ async def test_a_sigkilled_collector_is_noticed(
         check_silent(silent, running.host)
         assert not watch.titled("snoopbus collector stopped")
         # Stored in the stream like any alert: what the archiver and forwarder read.
-        stored = await nc.jetstream().get_last_msg(STREAM_NAME, alert_subject(running.host,
-                                                                              "high"))
-        assert decode_alert(stored.data or b"")["id"] == silent["id"]
+        stored = await last_stored(nc.jetstream(), alert_subject(running.host, "high"))
+        assert stored is not None and decode_alert(stored.data or b"")["id"] == silent["id"]
 
         (row,) = [r for r in fleet_json(nats_server.url) if r["host"] == running.host]
         assert row["state"] == "silent"
@@ -246,3 +246,4 @@ async def test_a_collector_whose_network_is_cut_is_noticed(
         if alerter is not None:
             assert stop_process(alerter.process) == 0, alerter.log()
         await nc.close()
+
