@@ -195,12 +195,12 @@ def stored_filters(subject_filter: str, buckets: Iterable[int] | None = None) ->
         return [subject_filter]
     head, host, tail = ".".join(tokens[:2]), tokens[2], ".".join(tokens[2:])
     if host != "*":
-        wanted = [host_bucket(host)]
-        if buckets is not None:
-            wanted = [b for b in wanted if b in set(buckets)]
-        picks = [str(b) for b in wanted]
+        own = host_bucket(host)
+        picks = [str(own)] if buckets is None or own in set(buckets) else []
+    elif buckets is None:
+        picks = ["*"]
     else:
-        picks = ["*"] if buckets is None else [str(b) for b in sorted(set(buckets))]
+        picks = [str(b) for b in sorted(set(buckets))]
     return [f"{head}.{b}.{tail}" for b in picks] + [subject_filter]
 
 
