@@ -20,7 +20,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -259,12 +259,13 @@ class Runtime:
                     await msg.nak()
                 self.counters.released += len(msgs)
                 break
-            deliveries = await self._admit(msgs)
-            now = time.monotonic()
-            for delivery in deliveries:
-                self._unsettled[delivery] = now
-            if deliveries:
-                await pool.spawn(self._handle(Batch(deliveries)))
+            for part in _parts(msgs, s.handle_bytes):
+                deliveries = await self._admit(part)  # decoded just before it is handled
+                now = time.monotonic()
+                for delivery in deliveries:
+                    self._unsettled[delivery] = now
+                if deliveries:
+                    await pool.spawn(self._handle(Batch(deliveries)))
 
     async def _admit(self, msgs: list[Msg]) -> list[Delivery]:
         """Decode what this instance should handle; dead-letter what cannot be."""
@@ -506,6 +507,22 @@ class Runtime:
                 await delivery.msg.nak()
                 self.counters.released += 1
         self._unsettled.clear()
+
+
+def _parts(msgs: list[Msg], limit: int | None) -> Iterator[list[Msg]]:
+    """A fetch's messages in runs of at most `limit` payload bytes (at least one
+    message each), in order; the whole fetch when there is no limit."""
+    if limit is None:
+        yield msgs
+        return
+    start, size = 0, 0
+    for i, msg in enumerate(msgs):
+        size += len(msg.data)
+        if size >= limit:
+            yield msgs[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(msgs):
+        yield msgs[start:]
 
 
 async def serve(

@@ -73,6 +73,10 @@ class Settings:
     # Bytes per fetch at most (never below the server's max_payload): a backlog of
     # large messages comes in as many small batches, not `batch` huge ones.
     fetch_bytes: int = 8 << 20
+    # Payload bytes per handler call at most (None: the whole fetch), each run
+    # decoded just before it is handled: a handler that is CPU work on what was
+    # just decoded finds it still in the CPU's cache (the rename pairer).
+    handle_bytes: int | None = None
     fetch_timeout: float = 1.0  # also bounds how long a shutdown waits for a fetch
     concurrency: int = 4  # batches handled at once (asyncio-pool size)
     max_attempts: int = 5  # deliveries before a failing message is dead-lettered
@@ -92,6 +96,8 @@ class Settings:
             raise ValueError(
                 "settings: batch, fetch_bytes, concurrency and max_attempts must be >= 1"
             )
+        if self.handle_bytes is not None and self.handle_bytes < 1:
+            raise ValueError("settings: handle_bytes must be >= 1 (or None: a whole fetch)")
         if not self.backoff:
             raise ValueError("settings: backoff needs at least one delay")
 

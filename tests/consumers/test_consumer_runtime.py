@@ -143,6 +143,35 @@ async def test_handlers_run_at_most_concurrency_at_once(
     assert peak == 3
 
 
+async def test_handle_bytes_hands_a_fetch_on_in_runs_of_at_most_that_many_bytes(
+    nats_server: NatsServer, stream: JetStreamContext
+) -> None:
+    # Messages of 1 to 6 events, so runs cut at different points.
+    for i in range(40):
+        await publish(stream, *[bare_exec(comm=f"m{i}e{j}") for j in range(1 + i % 6)])
+    calls: list[list[int]] = []  # payload sizes of each handler call's messages
+    comms: list[str] = []
+
+    @consumer("runs", filters=[events_filter(family="proc")])
+    async def runs(batch: Batch) -> None:
+        calls.append([len(d.msg.data) for d in batch])
+        comms.extend(e["proc"]["comm"] for e in batch.events)
+
+    limit = 1200  # bytes: a few messages
+    settings = Settings(batch=40, fetch_timeout=0.2, concurrency=1, handle_bytes=limit)
+    async with running(runs, nats_server.url, settings) as rt:
+        await until(lambda: rt.counters.processed == 40)
+    # Every event once, in stream order, though handed on in parts.
+    assert comms == [f"m{i}e{j}" for i in range(40) for j in range(1 + i % 6)]
+    for sizes in calls:
+        # A run stops at the message that reaches the limit: below it before that one.
+        assert sum(sizes[:-1]) < limit
+    # Runs of several messages, not one call per message nor one per fetch.
+    total, largest = sum(map(sum, calls)), max(map(max, calls))
+    assert any(len(sizes) > 1 for sizes in calls)
+    assert len(calls) >= total // (limit + largest)
+
+
 async def test_held_messages_outlive_ack_wait_and_are_released_on_stop(
     nats_server: NatsServer, stream: JetStreamContext, nc: Client
 ) -> None:
@@ -306,3 +335,8 @@ async def test_messages_waiting_behind_a_slow_batch_are_not_redelivered(
         await until(lambda: len(seen) >= 3)
         await asyncio.sleep(1.2)  # two more ack_waits: a redelivery would show by now
     assert seen == [("c0", 1), ("c1", 1), ("c2", 1)]
+
+
+def test_a_handle_bytes_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="handle_bytes must be >= 1"):
+        Settings(handle_bytes=0)
