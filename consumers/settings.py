@@ -75,7 +75,7 @@ class Settings:
     fetch_bytes: int = 8 << 20
     # Payload bytes per handler call at most (None: the whole fetch), each run
     # decoded just before it is handled: a handler that is CPU work on what was
-    # just decoded finds it still in the CPU's cache (the rename pairer).
+    # just decoded finds it still in the CPU's cache (the pairer, the alerter).
     handle_bytes: int | None = None
     fetch_timeout: float = 1.0  # also bounds how long a shutdown waits for a fetch
     concurrency: int = 4  # batches handled at once (asyncio-pool size)
