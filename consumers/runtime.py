@@ -121,6 +121,9 @@ class Runtime:
         # slot, being handled, or held) -> when the server last heard of it: its
         # delivery, or the last in-progress ack (_keep_alive).
         self._unsettled: dict[Delivery, float] = {}
+        # Fetched messages not admitted yet (a fetch's later parts, handle_bytes),
+        # by id(msg) -> (msg, when the server last heard of it): kept alive too.
+        self._waiting: dict[int, tuple[Msg, float]] = {}
         self.puller: Puller | None = None  # once running: its `largest` batch in bytes
         self._missed = MissedCounter()
         self._last_seq = 0  # highest stream sequence first delivered to this durable
@@ -259,13 +262,29 @@ class Runtime:
                     await msg.nak()
                 self.counters.released += len(msgs)
                 break
-            for part in _parts(msgs, s.handle_bytes):
-                deliveries = await self._admit(part)  # decoded just before it is handled
+            await self._hand_on(msgs, pool)
+
+    async def _hand_on(self, msgs: list[Msg], pool: AioPool) -> None:
+        """A fetch's messages to the handlers, a part (handle_bytes) at a time,
+        each admitted (decoded) just before it is handled; the later parts' messages
+        are kept alive while they wait."""
+        parts = list(_parts(msgs, self.settings.handle_bytes))
+        fetched = time.monotonic()
+        for msg in msgs[len(parts[0]) :]:
+            self._waiting[id(msg)] = (msg, fetched)
+        try:
+            for part in parts:
+                for msg in part:
+                    self._waiting.pop(id(msg), None)
+                deliveries = await self._admit(part)
                 now = time.monotonic()
                 for delivery in deliveries:
                     self._unsettled[delivery] = now
                 if deliveries:
                     await pool.spawn(self._handle(Batch(deliveries)))
+        finally:
+            for msg in msgs:  # a part not reached (the loop failed): no longer ours to keep
+                self._waiting.pop(id(msg), None)
 
     async def _admit(self, msgs: list[Msg]) -> list[Delivery]:
         """Decode what this instance should handle; dead-letter what cannot be."""
@@ -479,7 +498,8 @@ class Runtime:
         """Unsettled messages would be redelivered after ack_wait, and then
         handled twice: tell the server they are still being worked on. Held
         ones, and as much those fetched but still waiting for a handler's slot
-        (a slow batch before them). Each hears from us by half its ack_wait."""
+        (a slow batch before them), admitted or not yet (a fetch's later parts).
+        Each hears from us by half its ack_wait."""
         period = self.settings.ack_wait / 3
         while True:
             await asyncio.sleep(period / 2)
@@ -488,6 +508,11 @@ class Runtime:
                 if now - since >= period and not delivery.settled:
                     await delivery.msg.in_progress()
                     self._unsettled[delivery] = now
+            for key, (msg, since) in list(self._waiting.items()):
+                if now - since >= period:
+                    await msg.in_progress()
+                    if key in self._waiting:  # not admitted meanwhile
+                        self._waiting[key] = (msg, now)
 
     async def _track_lag(self, js: JetStreamContext) -> None:
         """Lag for metrics and `up`: what the server still has for this durable."""

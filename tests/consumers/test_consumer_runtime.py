@@ -312,8 +312,17 @@ async def test_a_consumer_started_before_jetstream_binds_once_it_is_there(
         server.stop()
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(batch=1, fetch_timeout=0.2, ack_wait=0.6, concurrency=1),
+        # One fetch, one message a part: the later ones wait undecoded.
+        Settings(batch=10, fetch_timeout=0.2, ack_wait=0.6, concurrency=1, handle_bytes=1),
+    ],
+    ids=["fetched", "parts"],
+)
 async def test_messages_waiting_behind_a_slow_batch_are_not_redelivered(
-    nats_server: NatsServer, stream: JetStreamContext
+    nats_server: NatsServer, stream: JetStreamContext, settings: Settings
 ) -> None:
     """A fetched message waits for a handler's slot while the batch before it takes
     longer than ack_wait, then is held (as the rename pairer holds halves): it was
@@ -330,7 +339,6 @@ async def test_messages_waiting_behind_a_slow_batch_are_not_redelivered(
 
     for i in range(3):
         await publish(stream, bare_exec(comm=f"c{i}"))
-    settings = Settings(batch=1, fetch_timeout=0.2, ack_wait=0.6, concurrency=1)
     async with running(slow, nats_server.url, settings):
         await until(lambda: len(seen) >= 3)
         await asyncio.sleep(1.2)  # two more ack_waits: a redelivery would show by now
