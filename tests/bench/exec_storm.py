@@ -175,7 +175,7 @@ async def measure(
     with (workdir / "collector.log").open("wb") as log:
         collector = subprocess.Popen(
             [sys.executable, "-m", "snoopbus.app", "collect",
-             "--nats", server.url, "--host", host],
+             "--nats", server.url, "--host", host, "--spill-dir", str(workdir / "spill")],
             stderr=log,
         )
     try:

@@ -219,7 +219,7 @@ async def with_collector(
     log = (tmp / "collector.log").open("wb")
     collector = subprocess.Popen(
         [sys.executable, "-m", "snoopbus.app", "collect", "--nats", server.url,
-         "--host", host], stdout=log, stderr=subprocess.STDOUT,
+         "--host", host, "--spill-dir", str(tmp / "spill")], stdout=log, stderr=subprocess.STDOUT,
         env=None if tree is None else code_from(tree, tmp))
     final: dict[str, Any] = {}
     try:

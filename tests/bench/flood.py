@@ -241,7 +241,8 @@ async def under_collector(name: str, exe: Path, tmp: Path, mode: str, seconds: f
     log = (run_dir / "collector.log").open("wb")
     collector = subprocess.Popen(
         [sys.executable, "-m", module, "collect", "--nats", server.url,
-         "--host", host, *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
+         "--host", host, "--spill-dir", str(run_dir / "spill"), *extra], stdout=log,
+        stderr=subprocess.STDOUT, env=env)
     try:
         await status.next_msg(timeout=120)  # ready
         flood_dir = run_dir / "flood"
